@@ -1,0 +1,126 @@
+//! Real Kafka clients against a real `sluice` process (issue 3; issue 4's group tests are in
+//! clients_groups.rs).
+//!
+//! Each test starts its own broker on a free loopback port with a fresh data dir, runs one client
+//! program from tests/clients/ and asserts on its exit status and its `SUMMARY ... OK` line. The
+//! programs do the checking (order per partition, keys, values, headers, timestamps, ListOffsets)
+//! and say exactly what differed; see tests/clients/common.py for the record set they share.
+//!
+//! The clients come from `bash .ci/run`: Python ones from the venv named by SLUICE_TEST_PYTHON
+//! (default ../.venv/bin/python), kafkajs from SLUICE_TEST_NODE_DIR/node_modules (default
+//! ../tests/clients), kcat from PATH. A missing client fails the test with that instruction; it
+//! never passes silently.
+
+mod clients_support;
+
+use clients_support::{Broker, Client, run_client};
+
+/// The record count issue 3 asks for; the per-codec variants use fewer to keep the suite short.
+const RECORDS_MAIN: u32 = 10_000;
+const RECORDS_CODEC: u32 = 2_000;
+const PARTITIONS_MAIN: u32 = 4;
+const PARTITIONS_CODEC: u32 = 3;
+
+fn produce_and_fetch(client: Client, compression: &str, records: u32, partitions: u32) {
+    let broker = Broker::start();
+    let topic = format!("{}-{compression}", client.name());
+    let summary = run_client(
+        client,
+        &broker,
+        &[
+            "--topic",
+            &topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--records",
+            &records.to_string(),
+            "--compression",
+            compression,
+        ],
+    );
+    summary.assert_counts(records, records);
+    broker.stop();
+}
+
+macro_rules! produce_fetch_tests {
+    ($($name:ident: $client:expr, $codec:literal, $records:expr, $partitions:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            produce_and_fetch($client, $codec, $records, $partitions);
+        }
+    )*};
+}
+
+produce_fetch_tests! {
+    confluent_kafka_10k_records: Client::ConfluentKafka, "none", RECORDS_MAIN, PARTITIONS_MAIN;
+    confluent_kafka_gzip: Client::ConfluentKafka, "gzip", RECORDS_CODEC, PARTITIONS_CODEC;
+    confluent_kafka_snappy: Client::ConfluentKafka, "snappy", RECORDS_CODEC, PARTITIONS_CODEC;
+    confluent_kafka_lz4: Client::ConfluentKafka, "lz4", RECORDS_CODEC, PARTITIONS_CODEC;
+    confluent_kafka_zstd: Client::ConfluentKafka, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
+
+    kafka_python_10k_records: Client::KafkaPython, "none", RECORDS_MAIN, PARTITIONS_MAIN;
+    kafka_python_gzip: Client::KafkaPython, "gzip", RECORDS_CODEC, PARTITIONS_CODEC;
+    kafka_python_snappy: Client::KafkaPython, "snappy", RECORDS_CODEC, PARTITIONS_CODEC;
+    kafka_python_lz4: Client::KafkaPython, "lz4", RECORDS_CODEC, PARTITIONS_CODEC;
+    kafka_python_zstd: Client::KafkaPython, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
+
+    kafkajs_10k_records: Client::Kafkajs, "none", RECORDS_MAIN, PARTITIONS_MAIN;
+    kafkajs_gzip: Client::Kafkajs, "gzip", RECORDS_CODEC, PARTITIONS_CODEC;
+    kafkajs_snappy: Client::Kafkajs, "snappy", RECORDS_CODEC, PARTITIONS_CODEC;
+    kafkajs_lz4: Client::Kafkajs, "lz4", RECORDS_CODEC, PARTITIONS_CODEC;
+    kafkajs_zstd: Client::Kafkajs, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
+
+    kcat_10k_records: Client::Kcat, "none", RECORDS_MAIN, PARTITIONS_MAIN;
+    kcat_gzip: Client::Kcat, "gzip", RECORDS_CODEC, PARTITIONS_CODEC;
+    kcat_snappy: Client::Kcat, "snappy", RECORDS_CODEC, PARTITIONS_CODEC;
+    kcat_lz4: Client::Kcat, "lz4", RECORDS_CODEC, PARTITIONS_CODEC;
+    kcat_zstd: Client::Kcat, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
+}
+
+/// kcat cannot create topics: its producer's Metadata request auto-creates one with the broker's
+/// default partition count.
+#[test]
+fn kcat_auto_created_topic() {
+    let broker = Broker::start();
+    let summary = run_client(
+        Client::Kcat,
+        &broker,
+        &["--topic", "kcat-auto", "--create", "auto", "--records", "500"],
+    );
+    summary.assert_counts(500, 500);
+    broker.stop();
+}
+
+/// Everything acknowledged before a clean shutdown is there after restart, read by the same
+/// client and by a different one (librdkafka writes, then kafka-python and kafkajs read).
+#[test]
+fn restart_between_produce_and_fetch() {
+    let mut broker = Broker::start();
+    let records = "5000";
+    let common = ["--topic", "restart", "--partitions", "5", "--records", records, "--compression", "lz4"];
+    let produced = run_client(Client::ConfluentKafka, &broker, &[&common[..], &["--mode", "produce"]].concat());
+    produced.assert_counts(5000, 0);
+    let base_ts = produced.field("base_ts");
+
+    broker.restart();
+    let consume = [&common[..], &["--mode", "consume", "--base-ts", &base_ts]].concat();
+    run_client(Client::ConfluentKafka, &broker, &consume).assert_counts(0, 5000);
+    // Other clients read the same records; the header "client" says who wrote them.
+    let cross = [&consume[..], &["--produced-by", "confluent-kafka"]].concat();
+    run_client(Client::KafkaPython, &broker, &cross).assert_counts(0, 5000);
+    run_client(Client::Kafkajs, &broker, &cross).assert_counts(0, 5000);
+
+    // And a second restart after more traffic (a new topic) still serves both.
+    let second = ["--topic", "restart-2", "--partitions", "2", "--records", "1000", "--mode", "produce"];
+    let produced_2 = run_client(Client::KafkaPython, &broker, &second);
+    broker.restart();
+    run_client(
+        Client::KafkaPython,
+        &broker,
+        &["--topic", "restart-2", "--partitions", "2", "--records", "1000", "--mode", "consume", "--base-ts",
+            &produced_2.field("base_ts")],
+    )
+    .assert_counts(0, 1000);
+    run_client(Client::ConfluentKafka, &broker, &consume).assert_counts(0, 5000);
+    broker.stop();
+}

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""confluent-kafka (librdkafka) against a Kafka-compatible broker: create a topic with the admin
+API, produce the common record set with the idempotent producer, read it all back by explicit
+assignment (no consumer group needed), and check ListOffsets (earliest, latest, by timestamp, max
+timestamp). See common.py for the data model and the output contract.
+
+  confluent_kafka_client.py --bootstrap 127.0.0.1:9092 --topic t [--partitions 4]
+      [--records 10000] [--compression none|gzip|snappy|lz4|zstd] [--mode all|produce|consume]
+"""
+
+import sys
+import time
+
+import common
+from common import Mismatch, fail
+
+ck = common.need("confluent-kafka", lambda: __import__("confluent_kafka"))
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E402
+
+CLIENT = "confluent-kafka"
+
+
+def log_error(err):
+    # librdkafka reports transient trouble (a coordinator it cannot find, a broker going away)
+    # through this callback; print it so a failing run shows why, but let the checks decide.
+    print(f"librdkafka error: {err}", file=sys.stderr, flush=True)
+
+
+def base_conf(args):
+    return {"bootstrap.servers": args.bootstrap, "error_cb": log_error, "socket.timeout.ms": 10_000}
+
+
+def create_topic(args):
+    admin = AdminClient(base_conf(args))
+    futures = admin.create_topics([NewTopic(args.topic, num_partitions=args.partitions, replication_factor=1)],
+                                  operation_timeout=10, request_timeout=15)
+    try:
+        futures[args.topic].result(timeout=30)
+    except KafkaException as e:
+        raise Mismatch(f"CreateTopics {args.topic}: {e}")
+    # The topic must be visible with the partition count we asked for.
+    deadline = time.monotonic() + 15
+    while True:
+        md = admin.list_topics(args.topic, timeout=10)
+        t = md.topics.get(args.topic)
+        if t is not None and t.error is None and len(t.partitions) == args.partitions:
+            bad = [p for p in t.partitions.values() if p.error is not None or p.leader < 0]
+            if not bad:
+                return admin
+        if time.monotonic() > deadline:
+            raise Mismatch(f"Metadata for {args.topic}: {t and t.error}, "
+                           f"partitions {t and sorted(t.partitions)}; want {args.partitions} with leaders")
+        time.sleep(0.1)
+
+
+def produce(args):
+    conf = base_conf(args)
+    conf.update({
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": args.compression,
+        "linger.ms": 5,
+        "batch.num.messages": 1000,
+        "message.timeout.ms": 60_000,
+    })
+    producer = Producer(conf)
+    errors = []
+    acked = [0]
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(f"partition {msg.partition()}: {err}")
+        else:
+            acked[0] += 1
+
+    for i in range(args.records):
+        while True:
+            try:
+                producer.produce(args.topic, key=common.key_of(i), value=common.value_of(i),
+                                 partition=common.partition_of(i, args.partitions),
+                                 headers=common.headers_of(i, CLIENT),
+                                 timestamp=common.timestamp_of(i, args.base_ts), on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(90)
+    if left:
+        raise Mismatch(f"produce: {left} records still unacknowledged after 90s")
+    if errors:
+        raise Mismatch(f"produce: {len(errors)} delivery errors, first: {errors[0]}")
+    if acked[0] != args.records:
+        raise Mismatch(f"produce: {acked[0]} acks for {args.records} records")
+
+
+def consume(args):
+    # The Python binding refuses a Consumer without group.id (and crashes on an empty one), so
+    # give it a unique group that is never joined or committed to: assign() + no auto commit.
+    conf = base_conf(args)
+    conf.update({
+        "group.id": f"sluice-client-test-{args.topic}-{time.time_ns()}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",  # an out-of-range offset is a failure, not a silent reset
+        "enable.partition.eof": False,
+    })
+    consumer = Consumer(conf)
+    try:
+        consumer.assign([TopicPartition(args.topic, p, ck.OFFSET_BEGINNING) for p in range(args.partitions)])
+        checker = common.Checker(args.records, args.partitions, args.base_ts, args.produced_by or CLIENT)
+        deadline = common.Deadline(args.timeout, "consuming")
+        while not checker.done():
+            msgs = consumer.consume(num_messages=1000, timeout=0.5)
+            for m in msgs:
+                if m.error() is not None:
+                    raise Mismatch(f"consume error on partition {m.partition()}: {m.error()}")
+                ts_type, ts = m.timestamp()
+                checker.check(m.partition(), m.offset(), m.key(), m.value(), m.headers(), ts,
+                              "create" if ts_type == ck.TIMESTAMP_CREATE_TIME else f"type {ts_type}")
+            if msgs:
+                deadline.progressed()
+            deadline.check(f"({checker.progress()})")
+        # Nothing more may arrive.
+        extra = consumer.consume(num_messages=10, timeout=1.0)
+        if extra:
+            m = extra[0]
+            raise Mismatch(f"extra record after all were read: partition {m.partition()} offset {m.offset()}"
+                           f" error {m.error()}")
+        list_offsets_consumer(args, consumer)
+    finally:
+        consumer.close()
+    return checker.consumed
+
+
+def list_offsets_consumer(args, consumer):
+    """ListOffsets through the consumer API: watermarks and offsets_for_times."""
+    got = {}
+    for p in range(args.partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10, cached=False)
+        got[(p, "earliest")] = low
+        got[(p, "latest")] = high
+    for ts in common.lookup_timestamps(args.records, args.base_ts):
+        answers = consumer.offsets_for_times([TopicPartition(args.topic, p, ts) for p in range(args.partitions)],
+                                             timeout=10)
+        for tp in answers:
+            if tp.error is not None:
+                raise Mismatch(f"offsets_for_times p{tp.partition} ts {ts}: {tp.error}")
+            # librdkafka reports "no such offset" as OFFSET_END (-1)
+            got[(tp.partition, f"ts={ts - args.base_ts:+d}")] = tp.offset
+    common.check_list_offsets("consumer", got, common.expected_offsets(args.records, args.partitions, args.base_ts))
+
+
+def list_offsets_admin(args):
+    """ListOffsets through the admin API, including MAX_TIMESTAMP (ListOffsets v7+)."""
+    admin = AdminClient(base_conf(args))
+    specs = {"earliest": OffsetSpec.earliest(), "latest": OffsetSpec.latest(),
+             "max_timestamp": OffsetSpec.max_timestamp()}
+    for ts in common.lookup_timestamps(args.records, args.base_ts):
+        specs[f"ts={ts - args.base_ts:+d}"] = OffsetSpec.for_timestamp(ts)
+    got = {}
+    max_ts = {}
+    for what, spec in specs.items():
+        futures = admin.list_offsets({TopicPartition(args.topic, p): spec for p in range(args.partitions)},
+                                     request_timeout=15)
+        for tp, fut in futures.items():
+            try:
+                info = fut.result(timeout=30)
+            except KafkaException as e:
+                raise Mismatch(f"admin list_offsets {what} p{tp.partition}: {e}")
+            got[(tp.partition, what)] = info.offset
+            if what == "max_timestamp":
+                max_ts[tp.partition] = info.timestamp
+    want = common.expected_offsets(args.records, args.partitions, args.base_ts)
+    for p in range(args.partitions):
+        n_p = common.count_in_partition(p, args.records, args.partitions)
+        last_i = common.index_at(p, n_p - 1, args.partitions)
+        want[(p, "max_timestamp")] = n_p - 1
+        if max_ts.get(p) != common.timestamp_of(last_i, args.base_ts):
+            raise Mismatch(f"admin list_offsets max_timestamp p{p}: timestamp {max_ts.get(p)}, "
+                           f"want {common.timestamp_of(last_i, args.base_ts)}")
+    common.check_list_offsets("admin", got, want)
+
+
+def main():
+    args = common.parse_args(__doc__)
+    started = time.monotonic()
+    produced = consumed = 0
+    try:
+        if args.mode in ("all", "produce"):
+            create_topic(args)
+            produce(args)
+            produced = args.records
+        if args.mode in ("all", "consume"):
+            consumed = consume(args)
+            list_offsets_admin(args)
+    except Mismatch as e:
+        fail(f"{CLIENT} {args.mode} topic={args.topic} compression={args.compression}: {e}")
+    except KafkaException as e:
+        fail(f"{CLIENT} {args.mode} topic={args.topic}: client error {e}")
+    print(f"SUMMARY client={CLIENT} version={ck.version()[0]} librdkafka={ck.libversion()[0]} mode={args.mode} "
+          f"topic={args.topic} partitions={args.partitions} compression={args.compression} produced={produced} "
+          f"consumed={consumed} base_ts={args.base_ts} seconds={time.monotonic() - started:.1f} OK", flush=True)
+
+
+if __name__ == "__main__":
+    main()
