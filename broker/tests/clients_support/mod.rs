@@ -201,6 +201,8 @@ pub enum Client {
     KafkaPython,
     Kafkajs,
     Kcat,
+    /// group_scenario.py: consumer-group scenarios with confluent-kafka and kafka-python members.
+    GroupScenario,
 }
 
 impl Client {
@@ -210,6 +212,7 @@ impl Client {
             Client::KafkaPython => "kafka-python",
             Client::Kafkajs => "kafkajs",
             Client::Kcat => "kcat",
+            Client::GroupScenario => "group-scenario",
         }
     }
 
@@ -219,6 +222,7 @@ impl Client {
             Client::KafkaPython => "kafka_python_client.py",
             Client::Kafkajs => "kafkajs_client.js",
             Client::Kcat => "kcat_client.py",
+            Client::GroupScenario => "group_scenario.py",
         }
     }
 }
@@ -269,7 +273,7 @@ fn client_command(client: Client) -> Command {
             cmd.arg(script);
             cmd
         }
-        Client::ConfluentKafka | Client::KafkaPython => {
+        Client::ConfluentKafka | Client::KafkaPython | Client::GroupScenario => {
             let mut cmd = Command::new(python());
             cmd.arg(script);
             cmd
