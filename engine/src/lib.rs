@@ -3,4 +3,28 @@
 //! Owns: segmented partition logs of Kafka v2 record batches, their sparse indexes, crash
 //! recovery, retention, and the I/O layer (compio / io_uring) underneath.
 //! Does not own: Kafka requests, sockets, replication or any notion of a cluster.
-//! Invariants: see the module docs; every on-disk read is validated before use.
+//! Invariants: see the module docs; every on-disk read is validated before use; a `Log` is
+//! `!Send` and lives on one shard's runtime. The only `unsafe` is `fallocate` in `io`.
+#![deny(unsafe_code)]
+
+pub mod batch;
+mod checkpoint;
+pub mod config;
+pub mod error;
+mod index;
+mod io;
+pub mod limits;
+mod log;
+mod recovery;
+mod scan;
+mod segment;
+mod sync;
+pub mod types;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{AppendError, LogError, ReadError};
+pub use log::Log;
+pub use segment::SegmentFile;
+pub use types::{
+    AppendInfo, FileSlice, Offset, ReadResult, RecoveryReport, RetentionReport, Truncation,
+};

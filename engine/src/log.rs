@@ -1,0 +1,1370 @@
+//! The partition log: the engine's public face.
+//!
+//! Owns: appends (validation, offset assignment, roll), group commit, reads on batch
+//! boundaries, offset/timestamp lookups, retention, DeleteRecords, truncation, checkpoints.
+//! Does not own: what acks mean to a client, replication, producer state.
+//! Invariants:
+//! - One writer at a time (`write_lock`), in call order as far as the runtime polls them:
+//!   appends, rolls, truncation, retention, checkpoints and close all hold it.
+//! - No `RefCell` borrow of `state` lives across an `.await`: every I/O step clones the
+//!   handles it needs, awaits, then re-borrows to publish the result.
+//! - `log_end_offset` advances only after the bytes are in the page cache; readers never
+//!   see offsets past it, and reads never wait for an fdatasync.
+//! - `durable_offset <= log_end_offset`; offsets below it were covered by an fdatasync.
+//! - `log_start_offset <= high_watermark <= log_end_offset`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use compio::buf::IoBuf;
+use compio::fs::File;
+
+use crate::batch::{BatchHeader, patch_header, validate_batch};
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{AppendError, LogError, ReadError};
+use crate::io;
+use crate::limits::{
+    BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, SEGMENT_BYTES_MAX, SEGMENT_RELATIVE_OFFSET_MAX,
+};
+use crate::recovery::recover;
+use crate::scan::walk_headers;
+use crate::segment::{Segment, SegmentFile};
+use crate::sync::{AsyncLock, Event};
+use crate::types::{AppendInfo, FileSlice, ReadResult, RecoveryReport, RetentionReport};
+
+/// A partition log on one shard. `!Send`; share it as `Rc<Log>`.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<State>,
+    write_lock: AsyncLock,
+    sync_done: Event,
+}
+
+struct State {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    /// Offsets below this were fdatasynced.
+    durable_offset: i64,
+    /// A group-commit leader is inside fdatasync.
+    syncing: bool,
+    /// Rolled segments whose bytes may not be on disk yet.
+    unsynced_logs: Vec<(File, PathBuf)>,
+    /// A segment file was created since the last directory fsync.
+    dir_unsynced: bool,
+    /// Bumped by truncate_to so an fdatasync begun before it cannot publish stale offsets.
+    truncate_epoch: u64,
+    bytes_since_flush: u64,
+    last_flush_ms: Option<i64>,
+    last_checkpoint_ms: Option<i64>,
+    checkpoint_due: bool,
+    closed: bool,
+    poisoned: bool,
+    /// Reused buffer for multi-batch appends.
+    write_buf: Vec<u8>,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+    fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+    fn usable(&self) -> Result<(), LogError> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+    /// The segment holding `offset`, or the first one starting after it.
+    fn segment_for(&self, offset: i64) -> Option<&Segment> {
+        if let Some((_, s)) = self.segments.range(..=offset).next_back()
+            && offset < s.next_offset
+        {
+            return Some(s);
+        }
+        self.segments
+            .range((Bound::Excluded(offset), Bound::Unbounded))
+            .next()
+            .map(|(_, s)| s)
+    }
+}
+
+/// One batch of an append request, after validation.
+struct BatchMeta {
+    start: usize,
+    len: usize,
+    base_offset: i64,
+    last_offset_delta: i32,
+    max_timestamp: i64,
+}
+
+/// `Bytes` as a compio buffer: the frame is written without a copy.
+struct FrameBytes(Bytes);
+
+impl IoBuf for FrameBytes {
+    fn as_init(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Log {
+    /// Opens (creating if missing) the log in `dir`; recovers the tail.
+    pub async fn open(dir: PathBuf, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
+        config.validate()?;
+        let recovered = recover(&dir, &config).await?;
+        let log_end_offset = recovered
+            .segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.next_offset);
+        let state = State {
+            segments: recovered.segments,
+            log_start_offset: recovered.log_start_offset,
+            high_watermark: recovered.high_watermark,
+            durable_offset: log_end_offset,
+            syncing: false,
+            unsynced_logs: Vec::new(),
+            dir_unsynced: false,
+            truncate_epoch: 0,
+            bytes_since_flush: 0,
+            last_flush_ms: None,
+            last_checkpoint_ms: None,
+            checkpoint_due: false,
+            closed: false,
+            poisoned: false,
+            write_buf: Vec::new(),
+        };
+        let log = Log {
+            dir,
+            config,
+            state: RefCell::new(state),
+            write_lock: AsyncLock::default(),
+            sync_done: Event::default(),
+        };
+        Ok((log, recovered.report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Validates and appends one or more producer batches; assigns offsets from the log end
+    /// and stamps `leader_epoch`. All or nothing.
+    pub async fn append(
+        &self,
+        batches: Bytes,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_inner(batches, Some(leader_epoch)).await
+    }
+
+    /// Appends batches that already carry offsets (a follower copying its leader).
+    /// Base offsets must not go below the log end offset; gaps are allowed (compaction).
+    pub async fn append_replicated(&self, batches: Bytes) -> Result<AppendInfo, AppendError> {
+        self.append_inner(batches, None).await
+    }
+
+    async fn append_inner(
+        &self,
+        batches: Bytes,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo, AppendError> {
+        if batches.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let metas = split_batches(
+            &batches,
+            self.config.max_batch_bytes,
+            leader_epoch.is_some(),
+        )?;
+        let total = batches.len() as u64;
+        if total > SEGMENT_BYTES_MAX {
+            return Err(
+                LogError::Limit(format!("append of {total} bytes exceeds a segment")).into(),
+            );
+        }
+        let _writer = self.write_lock.lock().await;
+        let leo = {
+            let s = self.state.borrow();
+            s.usable()?;
+            s.log_end_offset()
+        };
+        // Offsets of each batch.
+        let mut bases = Vec::with_capacity(metas.len());
+        let mut next = leo;
+        for m in &metas {
+            let base = match leader_epoch {
+                Some(_) => next,
+                None => {
+                    if m.base_offset < next {
+                        return Err(AppendError::OffsetNotMonotonic {
+                            base_offset: m.base_offset,
+                            expected: next,
+                        });
+                    }
+                    m.base_offset
+                }
+            };
+            bases.push(base);
+            next = base + i64::from(m.last_offset_delta) + 1;
+        }
+        let first_offset = bases[0];
+        let last_offset = next - 1;
+        let max_timestamp = metas
+            .iter()
+            .map(|m| m.max_timestamp)
+            .max()
+            .expect("non-empty");
+        self.roll_for_append(first_offset, last_offset, total, max_timestamp)
+            .await?;
+
+        let (file, path, position) = {
+            let s = self.state.borrow();
+            let a = s.active();
+            (a.log.file().clone(), a.log.path().to_path_buf(), a.size)
+        };
+        let res = match leader_epoch {
+            Some(epoch) if metas.len() == 1 => {
+                let mut head = [0u8; BATCH_PATCH_BYTES];
+                head.copy_from_slice(&batches[..BATCH_PATCH_BYTES]);
+                patch_header(&mut head, first_offset, epoch);
+                let body = FrameBytes(Bytes::slice(&batches, BATCH_PATCH_BYTES..));
+                io::write_vectored_all(&file, (head, (body,)), position)
+                    .await
+                    .0
+            }
+            Some(epoch) => {
+                let mut buf = std::mem::take(&mut self.state.borrow_mut().write_buf);
+                buf.clear();
+                buf.extend_from_slice(&batches);
+                for (m, &base) in metas.iter().zip(&bases) {
+                    patch_header(&mut buf[m.start..m.start + BATCH_PATCH_BYTES], base, epoch);
+                }
+                let (res, buf) = io::write_all(&file, buf, position).await;
+                self.state.borrow_mut().write_buf = buf;
+                res
+            }
+            None => io::write_all(&file, FrameBytes(batches), position).await.0,
+        };
+        res.map_err(|e| LogError::io("write", &path, e))?;
+
+        let mut s = self.state.borrow_mut();
+        let interval = self.config.index_interval_bytes;
+        let active = s.active_mut();
+        let mut offset_of_max_timestamp = last_offset;
+        let mut max_seen = i64::MIN;
+        for (m, &base) in metas.iter().zip(&bases) {
+            let last = base + i64::from(m.last_offset_delta);
+            active.note_batch(
+                position + m.start as u64,
+                m.len as u64,
+                last,
+                m.max_timestamp,
+                interval,
+            );
+            if m.max_timestamp > max_seen {
+                max_seen = m.max_timestamp;
+                offset_of_max_timestamp = last;
+            }
+        }
+        s.bytes_since_flush += total;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            offset_of_max_timestamp,
+            bytes: total as u32,
+            batch_count: metas.len() as u32,
+        })
+    }
+
+    /// Rolls to a new segment if this append would overflow the active one (size, relative
+    /// offsets) or the active one is older than segment.ms by batch timestamps.
+    async fn roll_for_append(
+        &self,
+        first_offset: i64,
+        last_offset: i64,
+        bytes: u64,
+        max_timestamp: i64,
+    ) -> Result<(), LogError> {
+        let due = {
+            let s = self.state.borrow();
+            let a = s.active();
+            let too_big = a.size + bytes > self.config.segment_bytes;
+            let offsets_overflow = last_offset - a.base_offset > SEGMENT_RELATIVE_OFFSET_MAX;
+            let too_old = a
+                .first_batch_timestamp
+                .is_some_and(|t| max_timestamp.saturating_sub(t) >= self.config.segment_ms);
+            (offsets_overflow && a.is_empty())
+                || (!a.is_empty() && (too_big || offsets_overflow || too_old))
+        };
+        if due {
+            self.roll(first_offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (index written, preallocated tail cut) and opens a new one
+    /// at `base_offset`. Caller holds the write lock.
+    async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
+        let (job, file, path, size, was_empty, old_base) = {
+            let s = self.state.borrow();
+            let a = s.active();
+            (
+                a.index_job(false),
+                a.log.file().clone(),
+                a.log.path().to_path_buf(),
+                a.size,
+                a.is_empty(),
+                a.base_offset,
+            )
+        };
+        if let Some(job) = job {
+            let n = job.run().await?;
+            let mut s = self.state.borrow_mut();
+            if let Some(seg) = s.segments.get_mut(&old_base) {
+                seg.index.persisted = n;
+                seg.index_unsynced = true;
+            }
+        }
+        if self.config.preallocate {
+            file.set_len(size)
+                .await
+                .map_err(|e| LogError::io("truncate", &path, e))?;
+        }
+        let prealloc = self.config.preallocate.then_some(self.config.segment_bytes);
+        let segment = Segment::create(&self.dir, base_offset, prealloc).await?;
+        let mut s = self.state.borrow_mut();
+        if was_empty {
+            // An empty active segment is replaced (replica jumping past a gap).
+            let old = s.segments.remove(&old_base).expect("active segment");
+            drop(old);
+            let _ = std::fs::remove_file(&path);
+        } else {
+            if let Some(seg) = s.segments.get_mut(&old_base) {
+                seg.file_len = size;
+            }
+            s.unsynced_logs.push((file, path));
+        }
+        s.segments.insert(base_offset, segment);
+        s.dir_unsynced = true;
+        s.checkpoint_due = true;
+        Ok(())
+    }
+
+    /// Resolves once every offset <= `offset` (clamped to the log end) is covered by an
+    /// fdatasync. Concurrent callers share one fdatasync (group commit).
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), LogError> {
+        self.sync_until(offset.saturating_add(1)).await
+    }
+
+    /// Makes offsets below `target` (clamped to the log end) durable.
+    async fn sync_until(&self, target: i64) -> Result<(), LogError> {
+        loop {
+            let follow = {
+                let s = self.state.borrow();
+                if s.poisoned {
+                    return Err(LogError::Poisoned);
+                }
+                if s.durable_offset >= target.min(s.log_end_offset()) {
+                    return Ok(());
+                }
+                s.syncing.then(|| self.sync_done.generation())
+            };
+            if let Some(seen) = follow {
+                // Another task is the leader: its fdatasync may or may not cover us; re-check.
+                self.sync_done.changed_since(seen).await;
+                continue;
+            }
+            let (files, dir_unsynced, upto, epoch) = {
+                let mut s = self.state.borrow_mut();
+                s.syncing = true;
+                let mut files = std::mem::take(&mut s.unsynced_logs);
+                let a = s.active();
+                files.push((a.log.file().clone(), a.log.path().to_path_buf()));
+                let dir_unsynced = std::mem::take(&mut s.dir_unsynced);
+                (files, dir_unsynced, s.log_end_offset(), s.truncate_epoch)
+            };
+            let leader = SyncLeader { log: self };
+            for (file, path) in &files {
+                if let Err(e) = io::sync_data(file).await {
+                    self.state.borrow_mut().poisoned = true;
+                    return Err(LogError::io("fdatasync", path, e));
+                }
+            }
+            if dir_unsynced && let Err(e) = io::sync_dir(&self.dir).await {
+                self.state.borrow_mut().dir_unsynced = true;
+                return Err(LogError::io("fsync", &self.dir, e));
+            }
+            {
+                let mut s = self.state.borrow_mut();
+                if s.truncate_epoch == epoch {
+                    s.durable_offset = s.durable_offset.max(upto);
+                }
+                s.bytes_since_flush = 0;
+            }
+            drop(leader);
+        }
+    }
+
+    /// For FlushPolicy::Interval: fdatasyncs if the interval or byte threshold has passed.
+    /// Under any policy, rewrites the recovery-point checkpoint every CHECKPOINT_INTERVAL_MS
+    /// or after a roll. Call it from a periodic timer.
+    pub async fn flush_tick(&self, now_ms: i64) -> Result<(), LogError> {
+        let (flush, checkpoint) = {
+            let mut s = self.state.borrow_mut();
+            s.usable()?;
+            let last_flush = *s.last_flush_ms.get_or_insert(now_ms);
+            let flush = match self.config.flush {
+                FlushPolicy::EveryAppend => false,
+                FlushPolicy::Interval { ms, bytes } => {
+                    s.durable_offset < s.log_end_offset()
+                        && (now_ms - last_flush >= ms || s.bytes_since_flush >= bytes)
+                }
+            };
+            let last_checkpoint = *s.last_checkpoint_ms.get_or_insert(now_ms);
+            let checkpoint = s.checkpoint_due || now_ms - last_checkpoint >= CHECKPOINT_INTERVAL_MS;
+            (flush, checkpoint)
+        };
+        if flush {
+            self.sync_until(i64::MAX).await?;
+            self.state.borrow_mut().last_flush_ms = Some(now_ms);
+        }
+        if checkpoint {
+            let _writer = self.write_lock.lock().await;
+            self.write_checkpoint().await?;
+            self.state.borrow_mut().last_checkpoint_ms = Some(now_ms);
+        }
+        Ok(())
+    }
+
+    /// Writes index entries out, fdatasyncs them, and records the durable offset as the
+    /// recovery point. Caller holds the write lock.
+    async fn write_checkpoint(&self) -> Result<(), LogError> {
+        let bases: Vec<i64> = self.state.borrow().segments.keys().copied().collect();
+        for base in bases {
+            let (job, sync) = {
+                let s = self.state.borrow();
+                let Some(seg) = s.segments.get(&base) else {
+                    continue;
+                };
+                let job = seg.index_job(false);
+                let sync = job.is_some() || seg.index_unsynced;
+                (
+                    job,
+                    sync.then(|| {
+                        (
+                            seg.index_file.clone(),
+                            seg.time_index_file.clone(),
+                            seg.index_path(),
+                            seg.time_index_path(),
+                        )
+                    }),
+                )
+            };
+            if let Some(job) = job {
+                let n = job.run().await?;
+                if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
+                    seg.index.persisted = n;
+                }
+            }
+            if let Some((a, b, pa, pb)) = sync {
+                io::sync_data(&a)
+                    .await
+                    .map_err(|e| LogError::io("fdatasync", pa, e))?;
+                io::sync_data(&b)
+                    .await
+                    .map_err(|e| LogError::io("fdatasync", pb, e))?;
+                if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
+                    seg.index_unsynced = false;
+                }
+            }
+        }
+        let checkpoint = {
+            let mut s = self.state.borrow_mut();
+            s.checkpoint_due = false;
+            Checkpoint {
+                recovery_point: s.durable_offset,
+                log_start_offset: s.log_start_offset,
+                high_watermark: s.high_watermark,
+            }
+        };
+        checkpoint::write(&self.dir, checkpoint).await
+    }
+
+    /// Batches from the one containing `start_offset`, ending before the first batch whose
+    /// last offset reaches `max_offset` (exclusive, e.g. the high watermark), at most
+    /// `max_bytes` unless `min_one_batch` and the first batch alone is larger.
+    pub async fn read(
+        &self,
+        start_offset: i64,
+        max_offset: i64,
+        max_bytes: u32,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, ReadError> {
+        let (log_start_offset, log_end_offset) = {
+            let s = self.state.borrow();
+            s.usable()?;
+            (s.log_start_offset, s.log_end_offset())
+        };
+        if start_offset < log_start_offset || start_offset > log_end_offset {
+            return Err(ReadError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        let mut result = ReadResult {
+            slices: Vec::new(),
+            bytes: 0,
+            log_start_offset,
+            log_end_offset,
+        };
+        let limit = max_offset.min(log_end_offset);
+        let mut cursor = start_offset;
+        while cursor < limit {
+            let budget = u64::from(max_bytes - result.bytes);
+            let first_wanted = min_one_batch && result.slices.is_empty();
+            if budget == 0 && !first_wanted {
+                break;
+            }
+            let snap = {
+                let s = self.state.borrow();
+                let Some(seg) = s.segment_for(cursor) else {
+                    break;
+                };
+                let cursor_rel = (cursor - seg.base_offset).max(0) as u64;
+                SegmentSnap {
+                    file: seg.log.clone(),
+                    base_offset: seg.base_offset,
+                    size: seg.size,
+                    next_offset: seg.next_offset,
+                    start_position: seg.index.floor_offset(cursor_rel).1,
+                }
+            };
+            let cursor_here = cursor.max(snap.base_offset);
+            // First batch with last_offset >= cursor.
+            let mut first: Option<(u64, u64)> = None;
+            walk(&snap, snap.start_position, |pos, h| {
+                if h.last_offset() >= cursor_here {
+                    first = Some((pos, h.total_bytes()));
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await?;
+            let Some((first_position, first_len)) = first else {
+                cursor = snap.next_offset;
+                continue;
+            };
+            let mut end = snap.size;
+            let mut done = false;
+            if limit < snap.next_offset {
+                let from = self
+                    .index_floor_offset(snap.base_offset, limit)
+                    .max(first_position);
+                let mut stop = snap.size;
+                walk(&snap, from, |pos, h| {
+                    if h.last_offset() >= limit {
+                        stop = pos;
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .await?;
+                end = stop;
+                done = true;
+            }
+            if end - first_position > budget {
+                let target = first_position + budget;
+                let from = self
+                    .index_floor_position(snap.base_offset, target)
+                    .max(first_position);
+                let mut boundary = from;
+                walk(&snap, from, |pos, h| {
+                    if pos + h.total_bytes() <= target {
+                        boundary = pos + h.total_bytes();
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    }
+                })
+                .await?;
+                end = boundary;
+                if end == first_position && first_wanted {
+                    end = first_position + first_len;
+                }
+                done = true;
+            }
+            if end > first_position {
+                let len = (end - first_position) as u32;
+                result.slices.push(FileSlice {
+                    file: snap.file.clone(),
+                    position: first_position,
+                    len,
+                });
+                result.bytes = result.bytes.saturating_add(len);
+            }
+            if done {
+                break;
+            }
+            cursor = snap.next_offset;
+        }
+        Ok(result)
+    }
+
+    fn index_floor_offset(&self, base_offset: i64, offset: i64) -> u64 {
+        let s = self.state.borrow();
+        s.segments.get(&base_offset).map_or(0, |seg| {
+            seg.index
+                .floor_offset((offset - base_offset).max(0) as u64)
+                .1
+        })
+    }
+
+    fn index_floor_position(&self, base_offset: i64, position: u64) -> u64 {
+        let s = self.state.borrow();
+        s.segments
+            .get(&base_offset)
+            .map_or(0, |seg| seg.index.floor_position(position))
+    }
+
+    /// Copies the given slices into memory (TLS / non-zero-copy path, tests).
+    pub async fn read_bytes(&self, slices: &[FileSlice]) -> Result<Bytes, LogError> {
+        let total: usize = slices.iter().map(|s| s.len as usize).sum();
+        let mut out = Vec::with_capacity(total);
+        for slice in slices {
+            let bytes = io::read_up_to(slice.file.file(), slice.position, slice.len as usize)
+                .await
+                .map_err(|e| LogError::io("read", slice.file.path(), e))?;
+            if bytes.len() != slice.len as usize {
+                return Err(LogError::Corrupt {
+                    path: slice.file.path().to_path_buf(),
+                    position: slice.position + bytes.len() as u64,
+                    reason: format!(
+                        "file ends {} bytes into a {}-byte slice",
+                        bytes.len(),
+                        slice.len
+                    ),
+                });
+            }
+            out.extend_from_slice(&bytes);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.borrow().log_end_offset()
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+    /// Raises the high watermark (clamped to the log end offset; never moves it backwards).
+    pub fn set_high_watermark(&self, hw: i64) {
+        let mut s = self.state.borrow_mut();
+        let hw = hw.min(s.log_end_offset());
+        if hw > s.high_watermark {
+            s.high_watermark = hw;
+        }
+    }
+    /// Offsets below this are covered by an fdatasync.
+    pub fn durable_offset(&self) -> i64 {
+        self.state.borrow().durable_offset
+    }
+    /// Logical bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.values().map(|s| s.size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// ListOffsets by timestamp: (max timestamp, base offset) of the first batch whose max
+    /// timestamp >= `ts`, the offset raised to the log start offset. Batch granularity.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let bases: Vec<i64> = {
+            let s = self.state.borrow();
+            s.usable()?;
+            s.segments.keys().copied().collect()
+        };
+        for base in bases {
+            let (snap, from, lso) = {
+                let s = self.state.borrow();
+                let Some(seg) = s.segments.get(&base) else {
+                    continue;
+                };
+                if seg.max_timestamp < ts || seg.next_offset <= s.log_start_offset {
+                    continue;
+                }
+                let snap = SegmentSnap {
+                    file: seg.log.clone(),
+                    base_offset: base,
+                    size: seg.size,
+                    next_offset: seg.next_offset,
+                    start_position: 0,
+                };
+                (snap, seg.index.floor_timestamp(ts), s.log_start_offset)
+            };
+            let mut found = None;
+            walk(&snap, from, |_, h| {
+                if h.max_timestamp() >= ts && h.last_offset() >= lso {
+                    found = Some((h.max_timestamp(), h.base_offset().max(lso)));
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// (timestamp, offset) of the largest batch max timestamp (ListOffsets -3); the offset is
+    /// that batch's last offset.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let s = self.state.borrow();
+        let mut best: Option<(i64, i64)> = None;
+        for seg in s.segments.values() {
+            if seg.offset_of_max_timestamp >= 0 && best.is_none_or(|(t, _)| seg.max_timestamp > t) {
+                best = Some((seg.max_timestamp, seg.offset_of_max_timestamp));
+            }
+        }
+        best
+    }
+
+    /// Removes every batch with last offset >= `offset` (a batch containing `offset` goes
+    /// whole, so the log end becomes its base offset). Used by replication.
+    /// Truncating below the log start offset empties the log and restarts it at `offset`.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let _writer = self.write_lock.lock().await;
+        let (leo, lso) = {
+            let s = self.state.borrow();
+            s.usable()?;
+            (s.log_end_offset(), s.log_start_offset)
+        };
+        if offset >= leo {
+            return Ok(());
+        }
+        let prealloc = self.config.preallocate.then_some(self.config.segment_bytes);
+        // Segments wholly at or after the cut go (all of them below the log start); if none
+        // is left, the log restarts empty at `offset`.
+        let doomed: Vec<i64> = {
+            let s = self.state.borrow();
+            s.segments
+                .keys()
+                .copied()
+                .filter(|&b| offset < lso || b >= offset)
+                .collect()
+        };
+        self.remove_segments(&doomed).await?;
+        if self.state.borrow().segments.is_empty() {
+            let segment = Segment::create(&self.dir, offset, prealloc).await?;
+            let mut s = self.state.borrow_mut();
+            s.segments.insert(offset, segment);
+            s.log_start_offset = offset;
+            s.dir_unsynced = true;
+        } else {
+            // Cut inside the last remaining segment.
+            let snap = {
+                let s = self.state.borrow();
+                let seg = s.active();
+                let rel = (offset - seg.base_offset).max(0) as u64;
+                SegmentSnap {
+                    file: seg.log.clone(),
+                    base_offset: seg.base_offset,
+                    size: seg.size,
+                    next_offset: seg.next_offset,
+                    start_position: seg.index.floor_offset(rel).1,
+                }
+            };
+            let mut cut = snap.size;
+            walk(&snap, snap.start_position, |pos, h| {
+                if h.last_offset() >= offset {
+                    cut = pos;
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await?;
+            self.cut_active(cut, prealloc).await?;
+        }
+        let (file, path) = {
+            let mut s = self.state.borrow_mut();
+            s.truncate_epoch += 1;
+            let leo = s.log_end_offset();
+            s.durable_offset = s.durable_offset.min(leo);
+            s.high_watermark = s.high_watermark.min(leo);
+            s.log_start_offset = s.log_start_offset.min(leo);
+            let a = s.active();
+            (a.log.file().clone(), a.log.path().to_path_buf())
+        };
+        io::sync_data(&file)
+            .await
+            .map_err(|e| LogError::io("fdatasync", &path, e))?;
+        io::sync_dir(&self.dir)
+            .await
+            .map_err(|e| LogError::io("fsync", &self.dir, e))?;
+        self.write_checkpoint().await
+    }
+
+    /// Cuts the active segment at byte `cut` and recomputes its facts from what is left.
+    async fn cut_active(&self, cut: u64, prealloc: Option<u64>) -> Result<(), LogError> {
+        let (file, path, base, from) = {
+            let mut s = self.state.borrow_mut();
+            let a = s.active_mut();
+            a.index.truncate_at_position(cut);
+            let last = a.index.last();
+            a.size = last.map_or(0, |e| u64::from(e.position));
+            a.next_offset = a.base_offset + last.map_or(0, |e| i64::from(e.relative_offset));
+            a.max_timestamp = last.map_or(-1, |e| e.max_timestamp_before);
+            a.offset_of_max_timestamp =
+                last.map_or(-1, |e| a.base_offset + i64::from(e.offset_of_max_before));
+            if cut == 0 {
+                a.first_batch_timestamp = None;
+            }
+            (
+                a.log.file().clone(),
+                a.log.path().to_path_buf(),
+                a.base_offset,
+                a.size,
+            )
+        };
+        // Re-walk the kept tail to restore next offset and max timestamp.
+        let snap = SegmentSnap {
+            file: self.state.borrow().active().log.clone(),
+            base_offset: base,
+            size: cut,
+            next_offset: 0,
+            start_position: from,
+        };
+        let mut facts = Vec::new();
+        walk(&snap, from, |pos, h| {
+            facts.push((pos, h.total_bytes(), h.last_offset(), h.max_timestamp()));
+            ControlFlow::Continue(())
+        })
+        .await?;
+        {
+            let mut s = self.state.borrow_mut();
+            let interval = self.config.index_interval_bytes;
+            let a = s.active_mut();
+            for (pos, len, last, ts) in facts {
+                a.note_batch(pos, len, last, ts, interval);
+            }
+            assert_eq!(a.size, cut, "cut must fall on a batch boundary");
+        }
+        file.set_len(cut)
+            .await
+            .map_err(|e| LogError::io("truncate", &path, e))?;
+        if let Some(bytes) = prealloc {
+            io::fallocate(&file, bytes).map_err(|e| LogError::io("fallocate", &path, e))?;
+        }
+        let job = self
+            .state
+            .borrow()
+            .active()
+            .index_job(true)
+            .expect("rewrite always yields a job");
+        let n = job.run().await?;
+        let mut s = self.state.borrow_mut();
+        let a = s.active_mut();
+        a.index.persisted = n;
+        a.index_unsynced = true;
+        a.file_len = prealloc.unwrap_or(cut).max(cut);
+        Ok(())
+    }
+
+    /// Unlinks whole segments (readers holding a FileSlice keep theirs open).
+    async fn remove_segments(&self, bases: &[i64]) -> Result<(), LogError> {
+        for base in bases {
+            let removed = self.state.borrow_mut().segments.remove(base);
+            let Some(seg) = removed else { continue };
+            for path in seg.paths() {
+                match compio::fs::remove_file(&path).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io("remove", path, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// DeleteRecords: raises the log start offset to `offset` (<= high watermark) and drops
+    /// segments wholly below it. Returns the new log start offset.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let _writer = self.write_lock.lock().await;
+        let doomed = {
+            let mut s = self.state.borrow_mut();
+            s.usable()?;
+            if offset > s.high_watermark || offset < 0 {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: s.log_start_offset,
+                    log_end_offset: s.log_end_offset(),
+                });
+            }
+            if offset <= s.log_start_offset {
+                return Ok(s.log_start_offset);
+            }
+            s.log_start_offset = offset;
+            let active = s.active().base_offset;
+            s.segments
+                .values()
+                .filter(|seg| seg.base_offset != active && seg.next_offset <= offset)
+                .map(|seg| seg.base_offset)
+                .collect::<Vec<_>>()
+        };
+        self.remove_segments(&doomed).await?;
+        self.write_checkpoint().await?;
+        Ok(self.state.borrow().log_start_offset)
+    }
+
+    /// Deletes whole non-active segments, oldest first, that are below the high watermark
+    /// and older than retention.ms (by their max timestamp) or beyond retention.bytes, or
+    /// wholly below the log start offset.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let _writer = self.write_lock.lock().await;
+        let mut report = RetentionReport::default();
+        let doomed = {
+            let s = self.state.borrow();
+            s.usable()?;
+            let mut total: u64 = s.segments.values().map(|seg| seg.size).sum();
+            let active = s.active().base_offset;
+            let mut doomed = Vec::new();
+            for seg in s.segments.values() {
+                if seg.base_offset == active || seg.next_offset > s.high_watermark {
+                    break;
+                }
+                let below_start = seg.next_offset <= s.log_start_offset;
+                let expired = self.config.retention_ms >= 0
+                    && seg.max_timestamp >= 0
+                    && now_ms - seg.max_timestamp > self.config.retention_ms;
+                let oversize = self.config.retention_bytes >= 0
+                    && total - seg.size >= self.config.retention_bytes as u64;
+                if !(below_start || expired || oversize) {
+                    break;
+                }
+                total -= seg.size;
+                report.deleted_bytes += seg.size;
+                doomed.push(seg.base_offset);
+            }
+            doomed
+        };
+        report.deleted_segments = doomed.len();
+        self.remove_segments(&doomed).await?;
+        let mut s = self.state.borrow_mut();
+        let first = *s.segments.keys().next().expect("active segment remains");
+        s.log_start_offset = s.log_start_offset.max(first);
+        s.high_watermark = s.high_watermark.max(s.log_start_offset);
+        report.log_start_offset = s.log_start_offset;
+        Ok(report)
+    }
+
+    /// Rolls the active segment if it is older than segment.ms (by batch timestamps).
+    pub async fn roll_if_due(&self, now_ms: i64) -> Result<(), LogError> {
+        let _writer = self.write_lock.lock().await;
+        let due = {
+            let s = self.state.borrow();
+            s.usable()?;
+            let a = s.active();
+            !a.is_empty()
+                && a.first_batch_timestamp
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms)
+        };
+        if due {
+            let leo = self.log_end_offset();
+            self.roll(leo).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything, writes indexes and the checkpoint, and refuses further work.
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.sync_until(i64::MAX).await?;
+        let _writer = self.write_lock.lock().await;
+        if self.state.borrow().closed {
+            return Ok(());
+        }
+        self.sync_until(i64::MAX).await?;
+        self.write_checkpoint().await?;
+        self.state.borrow_mut().closed = true;
+        Ok(())
+    }
+
+    /// Calls `f` for each batch header from the batch containing `from_offset` to the log end
+    /// (producer-state rebuild, leader-epoch cache).
+    pub async fn scan_headers(
+        &self,
+        from_offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let bases: Vec<i64> = {
+            let s = self.state.borrow();
+            s.usable()?;
+            s.segments
+                .values()
+                .filter(|seg| seg.next_offset > from_offset)
+                .map(|seg| seg.base_offset)
+                .collect()
+        };
+        for base in bases {
+            let snap = {
+                let s = self.state.borrow();
+                let Some(seg) = s.segments.get(&base) else {
+                    continue;
+                };
+                let rel = (from_offset - base).max(0) as u64;
+                SegmentSnap {
+                    file: seg.log.clone(),
+                    base_offset: base,
+                    size: seg.size,
+                    next_offset: seg.next_offset,
+                    start_position: seg.index.floor_offset(rel).1,
+                }
+            };
+            walk(&snap, snap.start_position, |_, h| {
+                if h.last_offset() >= from_offset {
+                    f(h);
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Resets the group-commit flag and wakes waiters even if the leader's future is dropped.
+struct SyncLeader<'a> {
+    log: &'a Log,
+}
+
+impl Drop for SyncLeader<'_> {
+    fn drop(&mut self) {
+        self.log.state.borrow_mut().syncing = false;
+        self.log.sync_done.notify_all();
+    }
+}
+
+/// What a read needs of a segment, copied out so no borrow crosses an await.
+struct SegmentSnap {
+    file: Rc<SegmentFile>,
+    base_offset: i64,
+    size: u64,
+    next_offset: i64,
+    start_position: u64,
+}
+
+async fn walk(
+    snap: &SegmentSnap,
+    from: u64,
+    f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
+) -> Result<(), LogError> {
+    walk_headers(snap.file.file(), snap.file.path(), from, snap.size, f).await
+}
+
+/// Splits a request buffer into validated batches; all or nothing.
+fn split_batches(
+    bytes: &[u8],
+    max_batch_bytes: u32,
+    from_producer: bool,
+) -> Result<Vec<BatchMeta>, AppendError> {
+    let mut metas = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (header, len) =
+            validate_batch(&bytes[at..], max_batch_bytes, from_producer).map_err(|error| {
+                AppendError::InvalidBatch {
+                    index: metas.len() as u32,
+                    position: at as u32,
+                    error,
+                }
+            })?;
+        metas.push(BatchMeta {
+            start: at,
+            len,
+            base_offset: header.base_offset(),
+            last_offset_delta: header.last_offset_delta(),
+            max_timestamp: header.max_timestamp(),
+        });
+        at += len;
+    }
+    if let Some(pair) = metas.windows(2).find(|w| {
+        !from_producer && w[1].base_offset <= w[0].base_offset + i64::from(w[0].last_offset_delta)
+    }) {
+        return Err(AppendError::OffsetNotMonotonic {
+            base_offset: pair[1].base_offset,
+            expected: pair[0].base_offset + i64::from(pair[0].last_offset_delta) + 1,
+        });
+    }
+    Ok(metas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::build_test_batch;
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn small_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        }
+    }
+
+    fn batch(records: i32, payload: usize, ts: i64) -> Bytes {
+        Bytes::from(build_test_batch(records, payload, ts, ts, 7))
+    }
+
+    async fn read_all(log: &Log, from: i64) -> Vec<u8> {
+        let r = log.read(from, i64::MAX, u32::MAX, true).await.unwrap();
+        log.read_bytes(&r.slices).await.unwrap().to_vec()
+    }
+
+    fn headers(bytes: &[u8]) -> Vec<(i64, i64, i32)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let (h, len) = validate_batch(&bytes[at..], u32::MAX >> 4, false).expect("valid batch");
+            out.push((h.base_offset(), h.last_offset(), h.leader_epoch()));
+            at += len;
+        }
+        out
+    }
+
+    #[test]
+    fn append_assigns_offsets_and_reads_back() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, report) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            assert_eq!(report.log_end_offset, 0);
+            let a = log.append(batch(3, 100, 10), 5).await.unwrap();
+            assert_eq!((a.first_offset, a.last_offset, a.batch_count), (0, 2, 1));
+            let mut two = build_test_batch(2, 10, 20, 21, 1);
+            two.extend_from_slice(&build_test_batch(4, 10, 30, 33, 2));
+            let b = log.append(Bytes::from(two), 6).await.unwrap();
+            assert_eq!((b.first_offset, b.last_offset, b.batch_count), (3, 8, 2));
+            assert_eq!((b.max_timestamp, b.offset_of_max_timestamp), (33, 8));
+            assert_eq!(log.log_end_offset(), 9);
+            let bytes = read_all(&log, 0).await;
+            assert_eq!(headers(&bytes), vec![(0, 2, 5), (3, 4, 6), (5, 8, 6)]);
+            // Reading from the middle of a batch starts at that batch.
+            assert_eq!(headers(&read_all(&log, 6).await), vec![(5, 8, 6)]);
+            assert!(read_all(&log, 9).await.is_empty());
+            assert!(matches!(
+                log.read(10, i64::MAX, 100, true).await,
+                Err(ReadError::OffsetOutOfRange { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn rejects_bad_batches_without_appending() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let mut good_then_bad = build_test_batch(1, 10, 0, 0, 1);
+            let mut bad = build_test_batch(1, 10, 0, 0, 1);
+            bad[40] ^= 1;
+            good_then_bad.extend_from_slice(&bad);
+            let err = log.append(Bytes::from(good_then_bad), 0).await.unwrap_err();
+            assert!(
+                matches!(err, AppendError::InvalidBatch { index: 1, .. }),
+                "{err}"
+            );
+            assert_eq!(log.log_end_offset(), 0);
+            assert!(matches!(
+                log.append(Bytes::new(), 0).await,
+                Err(AppendError::Empty)
+            ));
+        });
+    }
+
+    #[test]
+    fn read_bounds_by_max_offset_and_bytes() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            for i in 0..10 {
+                log.append(batch(1, 39, i), 0).await.unwrap(); // 100 bytes each
+            }
+            let r = log.read(0, 4, u32::MAX, false).await.unwrap();
+            assert_eq!(r.bytes, 400);
+            let r = log.read(0, i64::MAX, 250, false).await.unwrap();
+            assert_eq!(r.bytes, 200, "ends on a batch boundary");
+            let r = log.read(0, i64::MAX, 50, false).await.unwrap();
+            assert_eq!(r.bytes, 0);
+            let r = log.read(0, i64::MAX, 50, true).await.unwrap();
+            assert_eq!(r.bytes, 100, "min_one_batch returns the first batch whole");
+        });
+    }
+
+    #[test]
+    fn rolls_segments_and_reopens() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = small_config();
+            {
+                let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+                for i in 0..50 {
+                    log.append(batch(2, 200, 1000 + i), 1).await.unwrap();
+                }
+                assert!(log.segment_count() > 1, "segment.bytes = 4096 must roll");
+                log.close().await.unwrap();
+                assert!(matches!(
+                    log.append(batch(1, 1, 0), 1).await,
+                    Err(AppendError::Log(LogError::Closed))
+                ));
+            }
+            let (log, report) = Log::open(dir.path().into(), config).await.unwrap();
+            assert!(report.truncations.is_empty());
+            assert_eq!(log.log_end_offset(), 100);
+            let all = headers(&read_all(&log, 0).await);
+            assert_eq!(all.len(), 50);
+            assert!(all.windows(2).all(|w| w[1].0 == w[0].1 + 1));
+            assert_eq!(log.max_timestamp(), Some((1049, 99)));
+            assert_eq!(
+                log.offset_for_timestamp(1020).await.unwrap(),
+                Some((1020, 40))
+            );
+            assert_eq!(log.offset_for_timestamp(5000).await.unwrap(), None);
+            let mut seen = 0;
+            log.scan_headers(51, |h| {
+                assert!(h.last_offset() >= 51);
+                seen += 1;
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen, 25);
+        });
+    }
+
+    #[test]
+    fn group_commit_makes_concurrent_appends_durable() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let log = Rc::new(log);
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let log = log.clone();
+                tasks.push(compio::runtime::spawn(async move {
+                    let info = log.append(batch(1, 50, i), 0).await.unwrap();
+                    log.wait_durable(info.last_offset).await.unwrap();
+                    assert!(log.durable_offset() > info.last_offset);
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert_eq!(log.durable_offset(), 20);
+        });
+    }
+
+    #[test]
+    fn truncate_delete_records_and_retention() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                retention_bytes: 3000,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            for i in 0..40 {
+                log.append(batch(1, 239, i), 0).await.unwrap(); // 300 bytes
+            }
+            log.truncate_to(35).await.unwrap();
+            assert_eq!(log.log_end_offset(), 35);
+            log.set_high_watermark(35);
+            assert_eq!(log.high_watermark(), 35);
+            assert_eq!(log.delete_records_before(5).await.unwrap(), 5);
+            assert!(matches!(
+                log.read(4, i64::MAX, 1000, true).await,
+                Err(ReadError::OffsetOutOfRange { .. })
+            ));
+            assert!(log.delete_records_before(36).await.is_err());
+            let report = log.enforce_retention(0).await.unwrap();
+            assert!(report.deleted_segments > 0);
+            assert!(log.size_bytes() < 3000 + 4096);
+            assert_eq!(log.log_start_offset(), report.log_start_offset);
+            let start = log.log_start_offset();
+            assert_eq!(
+                headers(&read_all(&log, start).await).first().map(|h| h.0),
+                Some(start)
+            );
+            // Truncating below the start empties the log at that offset.
+            log.truncate_to(2).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 2));
+            log.append(batch(1, 10, 0), 0).await.unwrap();
+            log.close().await.unwrap();
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 3));
+        });
+    }
+
+    #[test]
+    fn preallocated_segments_recover_without_truncation() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                preallocate: true,
+                segment_bytes: 64 * 1024,
+                ..small_config()
+            };
+            {
+                let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+                for i in 0..100 {
+                    log.append(batch(1, 1000, i), 0).await.unwrap();
+                }
+                let leo = log.log_end_offset();
+                log.wait_durable(leo - 1).await.unwrap();
+                // No close: the active segment keeps its preallocated zero tail.
+            }
+            let (log, report) = Log::open(dir.path().into(), config).await.unwrap();
+            assert!(report.truncations.is_empty(), "{report:?}");
+            assert_eq!(log.log_end_offset(), 100);
+            assert_eq!(headers(&read_all(&log, 0).await).len(), 100);
+            log.append(batch(1, 10, 0), 0).await.unwrap();
+            assert_eq!(log.log_end_offset(), 101);
+        });
+    }
+}
