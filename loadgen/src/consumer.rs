@@ -1,0 +1,269 @@
+//! One consumer: fetches its assigned partitions from their leaders, counts records and
+//! measures end-to-end latency from the due time loadgen's producers embed in each value.
+//!
+//! Owns: its fetch positions and one connection per leader. Assignment is static
+//! (partition p goes to consumer p % consumers); no consumer group is involved.
+//! Invariants: a position only moves forward, to the offset after the last complete batch
+//! fetched; a consumer stops once every position reached its target (the log end offsets
+//! observed after the producers finished) or when aborted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
+use tokio::sync::watch;
+
+use crate::client::cluster::topic_name;
+use crate::client::{Cluster, Connection, TopicLayout, error_codes};
+use crate::producer::{StopSignal, VALUE_HEADER_BYTES, VALUE_MAGIC};
+use crate::record_batch::for_each_value;
+use crate::schedule::{Clock, latency_us};
+use crate::stats::Stats;
+
+/// Fetch long-poll time.
+const FETCH_MAX_WAIT_MS: i32 = 100;
+/// Most bytes one Fetch answer may carry.
+const FETCH_MAX_BYTES: i32 = 64 * 1024 * 1024;
+/// Most bytes per partition in one Fetch answer.
+const FETCH_PARTITION_MAX_BYTES: i32 = 8 * 1024 * 1024;
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+#[derive(Clone)]
+pub struct ConsumerConfig {
+    pub index: u32,
+    /// Partitions this consumer reads.
+    pub partitions: Vec<usize>,
+    /// Where to start, indexed by partition (all partitions of the topic).
+    pub start_offsets: Arc<Vec<i64>>,
+    /// Latencies of records due before this (µs since the epoch) are warm-up.
+    pub measure_from_us: u64,
+}
+
+#[derive(Clone)]
+pub struct ConsumerShared {
+    pub cluster: Arc<Cluster>,
+    pub stats: Arc<Stats>,
+    pub clock: Clock,
+    /// Offsets to read up to, once the producers are done.
+    pub targets: watch::Receiver<Option<Arc<Vec<i64>>>>,
+    pub stop: watch::Receiver<StopSignal>,
+}
+
+pub async fn run_consumer(config: ConsumerConfig, shared: ConsumerShared) -> Result<()> {
+    let topic = topic_name(shared.cluster.topic());
+    let mut positions: HashMap<usize, i64> = config
+        .partitions
+        .iter()
+        .map(|&p| (p, config.start_offsets[p]))
+        .collect();
+    let mut layout = shared.cluster.layout();
+    let mut connections: HashMap<i32, Connection> = HashMap::new();
+    loop {
+        if *shared.stop.borrow() == StopSignal::Abort {
+            return Ok(());
+        }
+        if let Some(targets) = shared.targets.borrow().clone()
+            && positions.iter().all(|(&p, &offset)| offset >= targets[p])
+        {
+            return Ok(());
+        }
+        let mut by_leader: HashMap<i32, Vec<usize>> = HashMap::new();
+        let mut leaderless = false;
+        for &partition in positions.keys() {
+            match layout.leaders.get(partition).copied().flatten() {
+                Some(leader) => by_leader.entry(leader).or_default().push(partition),
+                None => leaderless = true,
+            }
+        }
+        let mut refresh = leaderless;
+        for (leader, partitions) in by_leader {
+            let connection = match connection_for(&mut connections, &layout, leader).await {
+                Ok(connection) => connection,
+                Err(_) => {
+                    shared.stats.error(error_codes::NETWORK_EXCEPTION, 1);
+                    refresh = true;
+                    continue;
+                }
+            };
+            match fetch_once(
+                &connection,
+                &topic,
+                &partitions,
+                &mut positions,
+                &config,
+                &shared,
+            )
+            .await
+            {
+                Ok(needs_refresh) => refresh |= needs_refresh,
+                Err(error) => {
+                    connections.remove(&leader);
+                    shared.stats.error(error_codes::NETWORK_EXCEPTION, 1);
+                    eprintln!("loadgen: consumer {}: {error:#}", config.index);
+                    refresh = true;
+                }
+            }
+        }
+        if refresh {
+            let mut stop = shared.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                _ = stop.changed() => {}
+            }
+            if shared.cluster.refresh().await.is_ok() {
+                layout = shared.cluster.layout();
+            }
+        }
+    }
+}
+
+async fn connection_for(
+    connections: &mut HashMap<i32, Connection>,
+    layout: &TopicLayout,
+    leader: i32,
+) -> Result<Connection> {
+    if let Some(connection) = connections.get(&leader) {
+        return Ok(connection.clone());
+    }
+    let Some(addr) = layout.brokers.get(&leader) else {
+        bail!("no address for broker {leader}");
+    };
+    let connection = Connection::connect(addr, 1).await?;
+    connections.insert(leader, connection.clone());
+    Ok(connection)
+}
+
+/// One Fetch for `partitions` on one leader. Returns true if metadata should be refreshed.
+async fn fetch_once(
+    connection: &Connection,
+    topic: &TopicName,
+    partitions: &[usize],
+    positions: &mut HashMap<usize, i64>,
+    config: &ConsumerConfig,
+    shared: &ConsumerShared,
+) -> Result<bool> {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_MAX_BYTES)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|&p| {
+                            FetchPartition::default()
+                                .with_partition(p as i32)
+                                .with_current_leader_epoch(-1)
+                                .with_fetch_offset(positions[&p])
+                                .with_last_fetched_epoch(-1)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let response = connection.call(&request, ApiKey::Fetch).await?;
+    if response.error_code != 0 {
+        shared.stats.error(response.error_code, 1);
+        return Ok(error_codes::needs_metadata_refresh(response.error_code));
+    }
+    let mut refresh = false;
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let mut latencies: Vec<(u64, bool)> = Vec::new();
+    for topic_response in &response.responses {
+        for partition in &topic_response.partitions {
+            let index = partition.partition_index as usize;
+            let Some(position) = positions.get_mut(&index) else {
+                continue;
+            };
+            if partition.error_code != 0 {
+                shared.stats.error(partition.error_code, 1);
+                if partition.error_code == OFFSET_OUT_OF_RANGE {
+                    bail!("partition {index}: fetch offset {position} out of range");
+                }
+                refresh |= error_codes::needs_metadata_refresh(partition.error_code);
+                continue;
+            }
+            let Some(blob) = &partition.records else {
+                continue;
+            };
+            let now_us = shared.clock.now_us();
+            let from = *position;
+            let mut next = from;
+            for_each_value(
+                blob,
+                |batch| next = next.max(batch.next_offset()),
+                |offset, value| {
+                    if offset < from {
+                        return;
+                    }
+                    records += 1;
+                    bytes += value.len() as u64;
+                    if value.len() >= VALUE_HEADER_BYTES && value[8..12] == VALUE_MAGIC {
+                        let due_us = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+                        latencies
+                            .push((latency_us(due_us, now_us), due_us >= config.measure_from_us));
+                    }
+                },
+            )?;
+            *position = next;
+        }
+    }
+    if !latencies.is_empty() {
+        let mut recorder = shared.stats.end_to_end.lock().expect("recorder lock");
+        for &(latency, measured) in &latencies {
+            recorder.record_n(latency, 1, measured);
+        }
+    }
+    shared
+        .stats
+        .records_consumed
+        .fetch_add(records, Ordering::Relaxed);
+    shared
+        .stats
+        .bytes_consumed
+        .fetch_add(bytes, Ordering::Relaxed);
+    Ok(refresh)
+}
+
+/// Assigns partitions round robin: consumer `c` of `consumers` reads `p` where
+/// `p % consumers == c`.
+pub fn assignment(partitions: usize, consumers: u32, index: u32) -> Vec<usize> {
+    assert!(consumers > 0 && index < consumers);
+    (0..partitions)
+        .filter(|p| p % consumers as usize == index as usize)
+        .collect()
+}
+
+/// When consumers are told to give up after producers finished.
+pub fn drain_deadline(now: Instant, drain_secs: f64) -> Instant {
+    now + Duration::from_secs_f64(drain_secs.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_covers_every_partition_once() {
+        let mut seen = Vec::new();
+        for c in 0..3 {
+            seen.extend(assignment(8, 3, c));
+        }
+        seen.sort();
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
+        assert!(assignment(2, 4, 3).is_empty());
+    }
+}

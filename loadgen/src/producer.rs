@@ -1,0 +1,707 @@
+//! One producer: generates records on schedule, batches them per partition, sends pipelined
+//! Produce requests to each partition's leader and records ack latency.
+//!
+//! Owns: its connections (one per leader it talks to), open batches, sealed batches waiting
+//! for a send slot, in-flight requests, producer id and per-partition sequences.
+//! Invariants: at most one batch per partition per request (Kafka's rule for v2 batches) and
+//! batches of one partition leave in sequence order; bytes buffered (open + ready + in
+//! flight) stay under `buffer_bytes` (generation pauses, the schedule does not); no
+//! allocation per record (batch buffers are reserved once per batch).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use crate::client::cluster::topic_name;
+use crate::client::connection::{CLIENT_ID, decode_response, encode_frame_into};
+use crate::client::{Cluster, Connection, TopicLayout, error_codes};
+use crate::keys::{KEY_BYTES_MAX, KeyGenerator, SizeDistribution, format_key, partition_for_key};
+use crate::record_batch::{BatchBuilder, Compression, ProducerStamp};
+use crate::schedule::{Clock, Schedule, latency_us};
+use crate::stats::Stats;
+
+/// Bytes at the start of each value: the due time (u64 µs since the epoch) and a marker.
+pub const VALUE_HEADER_BYTES: usize = 12;
+/// Marker after the timestamp so consumers only time loadgen's own records.
+pub const VALUE_MAGIC: [u8; 4] = *b"SLG1";
+/// Random payload the record values are sliced from.
+pub const PAYLOAD_POOL_BYTES: usize = 1 << 20;
+/// Records generated per loop turn before in-flight answers are looked at again.
+const GENERATE_CHUNK: usize = 4096;
+/// Wait before resending a batch after a retriable error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Least time between two metadata refreshes of one producer.
+const REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(100);
+/// Broker-side timeout for acks=all produce requests.
+const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+
+/// What the run asks of its producers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Run,
+    /// Stop generating, send what is buffered, wait for the answers.
+    Finish,
+    /// Ctrl-C: stop generating and give up after a short drain.
+    Abort,
+}
+
+/// Settings of one producer, derived from the run's arguments.
+#[derive(Clone)]
+pub struct ProducerConfig {
+    pub index: u32,
+    pub acks: i16,
+    pub compression: Compression,
+    pub linger: Duration,
+    pub batch_bytes: usize,
+    pub request_bytes: usize,
+    pub buffer_bytes: usize,
+    pub in_flight_max: usize,
+    pub idempotence: bool,
+    pub retries: u32,
+    /// Records this producer generates, if the run is bounded by count.
+    pub records: Option<u64>,
+    /// When generation stops, if the run is bounded by time.
+    pub produce_until: Option<Instant>,
+    pub schedule: Schedule,
+    pub sizes: SizeDistribution,
+    pub keys: Arc<KeyGenerator>,
+    pub seed: u64,
+    /// Latencies of records due before this (µs since the epoch) are warm-up.
+    pub measure_from_us: u64,
+    /// How long to wait for answers after an abort.
+    pub abort_drain: Duration,
+}
+
+/// What a producer shares with the rest of the run.
+#[derive(Clone)]
+pub struct ProducerShared {
+    pub cluster: Arc<Cluster>,
+    pub stats: Arc<Stats>,
+    pub clock: Clock,
+    pub payload: Bytes,
+    pub stop: watch::Receiver<StopSignal>,
+}
+
+/// A random payload pool: uppercase letters, like kafka-producer-perf-test's random payloads
+/// (compressible about as much as typical text, not all-zero).
+pub fn payload_pool(seed: u64, record_bytes_max: usize) -> Bytes {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_5eed);
+    let mut pool = BytesMut::with_capacity(PAYLOAD_POOL_BYTES + record_bytes_max);
+    for _ in 0..PAYLOAD_POOL_BYTES + record_bytes_max {
+        pool.extend_from_slice(&[b'A' + rng.random_range(0..26u8)]);
+    }
+    pool.freeze()
+}
+
+/// Runs one producer until its records are generated and answered, or it is stopped.
+pub async fn run_producer(config: ProducerConfig, shared: ProducerShared) -> Result<()> {
+    let mut producer = Producer::new(config, shared).await?;
+    producer.run().await
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    due_us: Vec<u64>,
+    opened: Instant,
+    buffered_bytes: usize,
+    value_bytes: u64,
+}
+
+struct SealedBatch {
+    partition: usize,
+    data: Bytes,
+    due_us: Vec<u64>,
+    value_bytes: u64,
+    buffered_bytes: usize,
+    attempts: u32,
+    not_before: Option<Instant>,
+}
+
+struct Answer {
+    broker: i32,
+    version: i16,
+    batches: Vec<SealedBatch>,
+    response: Result<Bytes>,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+struct Producer {
+    config: ProducerConfig,
+    shared: ProducerShared,
+    topic: TopicName,
+    layout: TopicLayout,
+    connections: HashMap<i32, Connection>,
+    open: Vec<OpenBatch>,
+    ready: VecDeque<SealedBatch>,
+    in_flight: FuturesUnordered<InFlight>,
+    sequences: Vec<i32>,
+    producer_id: i64,
+    producer_epoch: i16,
+    rng: SmallRng,
+    generated: u64,
+    buffered_bytes: usize,
+    sticky_partition: usize,
+    generating: bool,
+    refresh_needed: bool,
+    refreshed_at: Option<Instant>,
+    frame: BytesMut,
+    partition_taken: Vec<bool>,
+    aborted_at: Option<Instant>,
+}
+
+impl Producer {
+    async fn new(config: ProducerConfig, shared: ProducerShared) -> Result<Producer> {
+        let layout = shared.cluster.layout();
+        let partitions = layout.partitions();
+        assert!(
+            partitions > 0,
+            "producer started before the topic has partitions"
+        );
+        let (producer_id, producer_epoch) = if config.idempotence {
+            shared.cluster.init_producer_id().await?
+        } else {
+            (-1, -1)
+        };
+        let open = (0..partitions)
+            .map(|_| OpenBatch {
+                builder: BatchBuilder::with_capacity(config.batch_bytes),
+                due_us: Vec::new(),
+                opened: Instant::now(),
+                buffered_bytes: 0,
+                value_bytes: 0,
+            })
+            .collect();
+        Ok(Producer {
+            topic: topic_name(shared.cluster.topic()),
+            rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),
+            sticky_partition: config.index as usize % partitions,
+            config,
+            shared,
+            layout,
+            connections: HashMap::new(),
+            open,
+            ready: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            sequences: vec![0; partitions],
+            producer_id,
+            producer_epoch,
+            generated: 0,
+            buffered_bytes: 0,
+            generating: true,
+            refresh_needed: false,
+            refreshed_at: None,
+            frame: BytesMut::new(),
+            partition_taken: vec![false; partitions],
+            aborted_at: None,
+        })
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            self.observe_stop(now);
+            if let Some(aborted_at) = self.aborted_at
+                && now >= aborted_at + self.config.abort_drain
+            {
+                return Ok(());
+            }
+            let more_now = if self.generating {
+                self.generate(now)?
+            } else {
+                false
+            };
+            self.seal_lingering(now, !self.generating)?;
+            if self.refresh_needed {
+                self.refresh(now).await;
+            }
+            self.send_ready(now).await;
+            if !self.generating
+                && self.ready.is_empty()
+                && self.in_flight.is_empty()
+                && self.open.iter().all(|b| b.builder.is_empty())
+            {
+                return Ok(());
+            }
+            if more_now {
+                while let Some(Some(answer)) = self.in_flight.next().now_or_never() {
+                    self.complete(answer);
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wake = self.next_wake(now);
+            let mut stop = self.shared.stop.clone();
+            tokio::select! {
+                biased;
+                Some(answer) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.complete(answer);
+                    while let Some(Some(answer)) = self.in_flight.next().now_or_never() {
+                        self.complete(answer);
+                    }
+                }
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn observe_stop(&mut self, now: Instant) {
+        let signal = *self.shared.stop.borrow();
+        if signal != StopSignal::Run {
+            self.generating = false;
+        }
+        if signal == StopSignal::Abort && self.aborted_at.is_none() {
+            self.aborted_at = Some(now);
+        }
+        if self.config.produce_until.is_some_and(|until| now >= until) {
+            self.generating = false;
+        }
+        if self.config.records.is_some_and(|n| self.generated >= n) {
+            self.generating = false;
+        }
+    }
+
+    /// Appends the records due by `now`; returns true if more could be generated at once.
+    fn generate(&mut self, now: Instant) -> Result<bool> {
+        let now_us = self.shared.clock.at_us(now);
+        let limit = self
+            .config
+            .schedule
+            .due_by(now_us)
+            .min(self.config.records.unwrap_or(u64::MAX));
+        let mut made = 0;
+        while self.generated < limit
+            && self.buffered_bytes < self.config.buffer_bytes
+            && made < GENERATE_CHUNK
+        {
+            self.append_record(now, now_us)?;
+            made += 1;
+        }
+        if self.config.records.is_some_and(|n| self.generated >= n) {
+            self.generating = false;
+        }
+        Ok(self.generating
+            && !self.config.schedule.is_open_loop()
+            && self.buffered_bytes < self.config.buffer_bytes)
+    }
+
+    fn append_record(&mut self, now: Instant, now_us: u64) -> Result<()> {
+        let value_bytes = self.config.sizes.next(&mut self.rng) as usize;
+        let mut key_buf = [0u8; KEY_BYTES_MAX];
+        let key = self
+            .config
+            .keys
+            .next_index(&mut self.rng)
+            .map(|index| format_key(index, &mut key_buf) as &[u8]);
+        let partitions = self.open.len();
+        let partition = match key {
+            Some(key) => partition_for_key(key, partitions),
+            None => self.sticky_partition,
+        };
+        let due_us = self.config.schedule.due_us(self.generated, now_us);
+        let mut header = [0u8; VALUE_HEADER_BYTES];
+        header[..8].copy_from_slice(&due_us.to_be_bytes());
+        header[8..].copy_from_slice(&VALUE_MAGIC);
+        let prefix = &header[..value_bytes.min(VALUE_HEADER_BYTES)];
+        let fill_bytes = value_bytes - prefix.len();
+        let offset = self.rng.random_range(0..PAYLOAD_POOL_BYTES);
+        let record_bytes = self.open[partition]
+            .builder
+            .record_size(key.map(<[u8]>::len), value_bytes);
+        let open = &self.open[partition];
+        if !open.builder.is_empty()
+            && open.builder.size_bytes() + record_bytes > self.config.batch_bytes
+        {
+            self.seal(partition)?;
+        }
+        let payload = &self.shared.payload;
+        let open = &mut self.open[partition];
+        if open.builder.is_empty() {
+            open.opened = now;
+        }
+        open.builder.append(
+            (due_us / 1000) as i64,
+            key,
+            prefix,
+            &payload[offset..offset + fill_bytes],
+        );
+        open.due_us.push(due_us);
+        open.buffered_bytes += record_bytes;
+        open.value_bytes += value_bytes as u64;
+        self.buffered_bytes += record_bytes;
+        self.generated += 1;
+        if open.builder.size_bytes() >= self.config.batch_bytes {
+            self.seal(partition)?;
+        }
+        Ok(())
+    }
+
+    fn seal_lingering(&mut self, now: Instant, all: bool) -> Result<()> {
+        for partition in 0..self.open.len() {
+            let open = &self.open[partition];
+            if !open.builder.is_empty() && (all || now >= open.opened + self.config.linger) {
+                self.seal(partition)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, partition: usize) -> Result<()> {
+        let open = &mut self.open[partition];
+        let count = open.builder.record_count();
+        let stamp = if self.config.idempotence {
+            let base_sequence = self.sequences[partition];
+            self.sequences[partition] = base_sequence.wrapping_add(count) & i32::MAX;
+            ProducerStamp {
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                base_sequence,
+            }
+        } else {
+            ProducerStamp::NONE
+        };
+        let data = open
+            .builder
+            .seal(self.config.compression, stamp)
+            .context("sealing a batch")?;
+        let due_us = std::mem::replace(&mut open.due_us, Vec::with_capacity(count as usize));
+        let value_bytes = std::mem::take(&mut open.value_bytes);
+        let buffered_bytes = std::mem::take(&mut open.buffered_bytes);
+        self.ready.push_back(SealedBatch {
+            partition,
+            data,
+            due_us,
+            value_bytes,
+            buffered_bytes,
+            attempts: 0,
+            not_before: None,
+        });
+        if partition == self.sticky_partition {
+            self.sticky_partition = (self.sticky_partition + 1) % self.open.len();
+        }
+        Ok(())
+    }
+
+    async fn refresh(&mut self, now: Instant) {
+        if self
+            .refreshed_at
+            .is_some_and(|at| now < at + REFRESH_INTERVAL_MIN)
+        {
+            return;
+        }
+        self.refreshed_at = Some(now);
+        match self.shared.cluster.refresh().await {
+            Ok(_) => {
+                self.layout = self.shared.cluster.layout();
+                self.refresh_needed = false;
+            }
+            Err(_) => self.shared.stats.error(error_codes::NETWORK_EXCEPTION, 1),
+        }
+    }
+
+    async fn connection(&mut self, broker: i32) -> Option<Connection> {
+        if let Some(connection) = self.connections.get(&broker) {
+            return Some(connection.clone());
+        }
+        let addr = self.layout.brokers.get(&broker)?.clone();
+        match Connection::connect(&addr, self.config.in_flight_max).await {
+            Ok(connection) => {
+                self.connections.insert(broker, connection.clone());
+                Some(connection)
+            }
+            Err(_) => {
+                self.shared.stats.error(error_codes::NETWORK_EXCEPTION, 1);
+                self.refresh_needed = true;
+                None
+            }
+        }
+    }
+
+    /// Sends as many requests as free in-flight slots allow.
+    async fn send_ready(&mut self, now: Instant) {
+        loop {
+            let Some((broker, connection, permit)) = self.pick_broker(now).await else {
+                return;
+            };
+            let batches = self.take_batches_for(broker, now);
+            assert!(!batches.is_empty(), "a picked broker has a sendable batch");
+            let Ok(version) = connection.version_for(ApiKey::Produce) else {
+                self.fail_batches(batches, error_codes::NETWORK_EXCEPTION);
+                continue;
+            };
+            let request = ProduceRequest::default()
+                .with_acks(self.config.acks)
+                .with_timeout_ms(PRODUCE_TIMEOUT_MS)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(self.topic.clone())
+                        .with_partition_data(
+                            batches
+                                .iter()
+                                .map(|b| {
+                                    PartitionProduceData::default()
+                                        .with_index(b.partition as i32)
+                                        .with_records(Some(b.data.clone()))
+                                })
+                                .collect(),
+                        ),
+                ]);
+            let correlation_id = connection.next_correlation_id();
+            if let Err(error) = encode_frame_into(
+                &mut self.frame,
+                &request,
+                version,
+                correlation_id,
+                CLIENT_ID,
+            ) {
+                tracing_free_warn(&format!("encoding a produce request: {error:#}"));
+                self.fail_batches(batches, -1);
+                continue;
+            }
+            let frame = self.frame.split().freeze();
+            let first_attempt: u64 = batches
+                .iter()
+                .filter(|b| b.attempts == 0)
+                .map(|b| b.due_us.len() as u64)
+                .sum();
+            let expects_response = self.config.acks != 0;
+            let sent = connection.send_frame(frame, expects_response, permit).await;
+            let stats = &self.shared.stats;
+            stats
+                .records_sent
+                .fetch_add(first_attempt, Ordering::Relaxed);
+            stats.requests_sent.fetch_add(1, Ordering::Relaxed);
+            let future: InFlight = match sent {
+                Ok(receiver) => Box::pin(async move {
+                    let response = match receiver.await {
+                        Ok(response) => response,
+                        Err(_) => Err(anyhow::anyhow!("connection dropped the request")),
+                    };
+                    Answer {
+                        broker,
+                        version,
+                        batches,
+                        response,
+                    }
+                }),
+                Err(error) => Box::pin(std::future::ready(Answer {
+                    broker,
+                    version,
+                    batches,
+                    response: Err(error),
+                })),
+            };
+            self.in_flight.push(future);
+        }
+    }
+
+    /// The first ready batch's leader that has a free in-flight slot.
+    async fn pick_broker(
+        &mut self,
+        now: Instant,
+    ) -> Option<(i32, Connection, tokio::sync::OwnedSemaphorePermit)> {
+        let mut tried: Vec<i32> = Vec::new();
+        for index in 0..self.ready.len() {
+            let batch = &self.ready[index];
+            if batch.not_before.is_some_and(|t| now < t) {
+                continue;
+            }
+            let Some(broker) = self.layout.leaders.get(batch.partition).copied().flatten() else {
+                self.refresh_needed = true;
+                continue;
+            };
+            if tried.contains(&broker) {
+                continue;
+            }
+            tried.push(broker);
+            let Some(connection) = self.connection(broker).await else {
+                continue;
+            };
+            if let Some(permit) = connection.try_acquire() {
+                return Some((broker, connection, permit));
+            }
+        }
+        None
+    }
+
+    /// Removes from `ready` the batches for `broker` that go into one request: at most one
+    /// per partition, in order, up to `request_bytes`.
+    fn take_batches_for(&mut self, broker: i32, now: Instant) -> Vec<SealedBatch> {
+        self.partition_taken.fill(false);
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        let mut index = 0;
+        while index < self.ready.len() {
+            let batch = &self.ready[index];
+            let partition = batch.partition;
+            let leader = self.layout.leaders.get(partition).copied().flatten();
+            let eligible = leader == Some(broker)
+                && !self.partition_taken[partition]
+                && batch.not_before.is_none_or(|t| now >= t)
+                && (taken.is_empty() || bytes + batch.data.len() <= self.config.request_bytes);
+            // Whatever the outcome, later batches of this partition wait for this one.
+            self.partition_taken[partition] = true;
+            if eligible {
+                bytes += batch.data.len();
+                taken.push(self.ready.remove(index).expect("index in range"));
+            } else {
+                index += 1;
+            }
+        }
+        taken
+    }
+
+    fn complete(&mut self, answer: Answer) {
+        let acked_us = self.shared.clock.now_us();
+        let Answer {
+            broker,
+            version,
+            batches,
+            response,
+        } = answer;
+        let body = match response {
+            Ok(body) => body,
+            Err(_) => {
+                self.connections.remove(&broker);
+                self.refresh_needed = true;
+                for batch in batches {
+                    self.retry_or_fail(batch, error_codes::NETWORK_EXCEPTION);
+                }
+                return;
+            }
+        };
+        if self.config.acks == 0 {
+            self.acknowledge(batches, acked_us);
+            return;
+        }
+        let mut body = body;
+        let response = match decode_response::<ProduceRequest>(&mut body, version) {
+            Ok(response) => response,
+            Err(_) => {
+                self.connections.remove(&broker);
+                self.fail_batches(batches, error_codes::CORRUPT_RESPONSE);
+                return;
+            }
+        };
+        let mut codes: Vec<(i32, i16)> = Vec::with_capacity(batches.len());
+        for topic in &response.responses {
+            for partition in &topic.partition_responses {
+                codes.push((partition.index, partition.error_code));
+            }
+        }
+        let mut acknowledged = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let code = codes
+                .iter()
+                .find(|(p, _)| *p == batch.partition as i32)
+                .map(|(_, code)| *code)
+                .unwrap_or(error_codes::CORRUPT_RESPONSE);
+            if code == 0 {
+                acknowledged.push(batch);
+            } else {
+                self.retry_or_fail(batch, code);
+            }
+        }
+        self.acknowledge(acknowledged, acked_us);
+    }
+
+    fn acknowledge(&mut self, batches: Vec<SealedBatch>, acked_us: u64) {
+        if batches.is_empty() {
+            return;
+        }
+        let stats = &self.shared.stats;
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        {
+            let mut recorder = stats.produce.lock().expect("recorder lock");
+            for batch in &batches {
+                for &due_us in &batch.due_us {
+                    let measured = due_us >= self.config.measure_from_us;
+                    recorder.record_n(latency_us(due_us, acked_us), 1, measured);
+                }
+                records += batch.due_us.len() as u64;
+                bytes += batch.value_bytes;
+            }
+        }
+        for batch in &batches {
+            self.buffered_bytes -= batch.buffered_bytes;
+        }
+        stats.records_acked.fetch_add(records, Ordering::Relaxed);
+        stats.bytes_acked.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn retry_or_fail(&mut self, mut batch: SealedBatch, code: i16) {
+        self.shared.stats.error(code, 1);
+        if error_codes::needs_metadata_refresh(code) {
+            self.refresh_needed = true;
+        }
+        let retriable = code == error_codes::NETWORK_EXCEPTION || error_codes::is_retriable(code);
+        if retriable && batch.attempts < self.config.retries && self.aborted_at.is_none() {
+            batch.attempts += 1;
+            batch.not_before = Some(Instant::now() + RETRY_BACKOFF);
+            // Ahead of later batches of the same partition.
+            self.ready.push_front(batch);
+        } else {
+            self.fail_batches(vec![batch], 0);
+        }
+    }
+
+    /// Gives up on batches; `code` (if non-zero) is counted as an error first.
+    fn fail_batches(&mut self, batches: Vec<SealedBatch>, code: i16) {
+        for batch in batches {
+            if code != 0 {
+                self.shared.stats.error(code, 1);
+            }
+            self.shared
+                .stats
+                .records_failed
+                .fetch_add(batch.due_us.len() as u64, Ordering::Relaxed);
+            self.buffered_bytes -= batch.buffered_bytes;
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + Duration::from_millis(100);
+        if self.generating && self.buffered_bytes < self.config.buffer_bytes {
+            if self.config.schedule.is_open_loop() {
+                let due_us = self.config.schedule.due_us(self.generated, 0);
+                wake = wake.min(self.shared.clock.instant_at(due_us));
+            }
+            if let Some(until) = self.config.produce_until {
+                wake = wake.min(until);
+            }
+        }
+        for open in &self.open {
+            if !open.builder.is_empty() {
+                wake = wake.min(open.opened + self.config.linger);
+            }
+        }
+        for batch in &self.ready {
+            if let Some(not_before) = batch.not_before {
+                wake = wake.min(not_before);
+            }
+        }
+        if let Some(aborted_at) = self.aborted_at {
+            wake = wake.min(aborted_at + self.config.abort_drain);
+        }
+        wake.max(now)
+    }
+}
+
+fn tracing_free_warn(message: &str) {
+    eprintln!("loadgen: {message}");
+}
