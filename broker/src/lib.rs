@@ -1,1 +1,25 @@
 //! Sluice broker: the Kafka protocol server on a thread-per-core data plane.
+//!
+//! Owns: the `sluice start` runtime (one pinned shard per core, each with its own compio
+//! runtime), connection handling and Kafka framing, request handlers (one file per API in
+//! `handlers/`), the topic catalog, partition state on top of `engine::Log` (leader epoch,
+//! high watermark, producer state), fetch sessions and the cross-shard routing between them.
+//! Does not own: on-disk log format, recovery, retention mechanics (the `engine` crate).
+//! Invariants:
+//! - A partition is owned by exactly one shard (`cluster::PartitionTable`); only that shard
+//!   touches its `engine::Log`. Other shards reach it through bounded mesh channels.
+//! - A connection lives on one shard for life; its responses go out in request order.
+//! - Record bytes travel between shards as `Bytes` (reference counted), never copied.
+//! - Kafka error codes are produced at the handler boundary (`handlers/`), nowhere else.
+
+#![deny(unsafe_code)]
+
+pub mod cluster;
+pub mod config;
+pub mod handlers;
+pub mod net;
+pub mod notify;
+pub mod partition;
+pub mod server;
+pub mod shard;
+pub mod sys;

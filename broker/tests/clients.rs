@@ -85,7 +85,14 @@ fn kcat_auto_created_topic() {
     let summary = run_client(
         Client::Kcat,
         &broker,
-        &["--topic", "kcat-auto", "--create", "auto", "--records", "500"],
+        &[
+            "--topic",
+            "kcat-auto",
+            "--create",
+            "auto",
+            "--records",
+            "500",
+        ],
     );
     summary.assert_counts(500, 500);
     broker.stop();
@@ -97,8 +104,21 @@ fn kcat_auto_created_topic() {
 fn restart_between_produce_and_fetch() {
     let mut broker = Broker::start();
     let records = "5000";
-    let common = ["--topic", "restart", "--partitions", "5", "--records", records, "--compression", "lz4"];
-    let produced = run_client(Client::ConfluentKafka, &broker, &[&common[..], &["--mode", "produce"]].concat());
+    let common = [
+        "--topic",
+        "restart",
+        "--partitions",
+        "5",
+        "--records",
+        records,
+        "--compression",
+        "lz4",
+    ];
+    let produced = run_client(
+        Client::ConfluentKafka,
+        &broker,
+        &[&common[..], &["--mode", "produce"]].concat(),
+    );
     produced.assert_counts(5000, 0);
     let base_ts = produced.field("base_ts");
 
@@ -111,14 +131,33 @@ fn restart_between_produce_and_fetch() {
     run_client(Client::Kafkajs, &broker, &cross).assert_counts(0, 5000);
 
     // And a second restart after more traffic (a new topic) still serves both.
-    let second = ["--topic", "restart-2", "--partitions", "2", "--records", "1000", "--mode", "produce"];
+    let second = [
+        "--topic",
+        "restart-2",
+        "--partitions",
+        "2",
+        "--records",
+        "1000",
+        "--mode",
+        "produce",
+    ];
     let produced_2 = run_client(Client::KafkaPython, &broker, &second);
     broker.restart();
     run_client(
         Client::KafkaPython,
         &broker,
-        &["--topic", "restart-2", "--partitions", "2", "--records", "1000", "--mode", "consume", "--base-ts",
-            &produced_2.field("base_ts")],
+        &[
+            "--topic",
+            "restart-2",
+            "--partitions",
+            "2",
+            "--records",
+            "1000",
+            "--mode",
+            "consume",
+            "--base-ts",
+            &produced_2.field("base_ts"),
+        ],
     )
     .assert_counts(0, 1000);
     run_client(Client::ConfluentKafka, &broker, &consume).assert_counts(0, 5000);

@@ -9,7 +9,11 @@ mod clients_support;
 use clients_support::{Broker, Client, run_client};
 
 fn scenario(broker: &Broker, name: &str, topic: &str, extra: &[&str]) -> clients_support::Summary {
-    run_client(Client::GroupScenario, broker, &[&["--scenario", name, "--topic", topic][..], extra].concat())
+    run_client(
+        Client::GroupScenario,
+        broker,
+        &[&["--scenario", name, "--topic", topic][..], extra].concat(),
+    )
 }
 
 /// Three members (2 librdkafka, 1 kafka-python) share 6 partitions; a 4th joins, one leaves, one
@@ -19,7 +23,12 @@ fn scenario(broker: &Broker, name: &str, topic: &str, extra: &[&str]) -> clients
 fn group_members_share_partitions_through_rebalances() {
     let broker = Broker::start();
     let summary = scenario(&broker, "share", "group-share", &[]);
-    assert_eq!(summary.field("produced"), summary.field("consumed"), "{}", summary.line);
+    assert_eq!(
+        summary.field("produced"),
+        summary.field("consumed"),
+        "{}",
+        summary.line
+    );
     broker.stop();
 }
 
@@ -34,7 +43,11 @@ fn group_resumes_from_committed_offsets_after_restart() {
     scenario(&broker, "restart-1", "group-restart", &["--state", &state]);
     broker.restart();
     let summary = scenario(&broker, "restart-2", "group-restart", &["--state", &state]);
-    assert!(summary.line.contains("resumed_from=3000"), "{}", summary.line);
+    assert!(
+        summary.line.contains("resumed_from=3000"),
+        "{}",
+        summary.line
+    );
     broker.stop();
 }
 
@@ -65,7 +78,16 @@ fn group_kafkajs_consumers() {
     let summary = run_client(
         Client::Kafkajs,
         &broker,
-        &["--mode", "group", "--topic", "group-kafkajs", "--partitions", "6", "--records", "3000"],
+        &[
+            "--mode",
+            "group",
+            "--topic",
+            "group-kafkajs",
+            "--partitions",
+            "6",
+            "--records",
+            "3000",
+        ],
     );
     summary.assert_counts(3000, 3000);
     broker.stop();

@@ -42,9 +42,17 @@ pub struct Broker {
 impl Broker {
     /// Starts `sluice start` on a free loopback port with a fresh data dir and waits for `ready`.
     pub fn start() -> Broker {
-        let data_dir = tempfile::Builder::new().prefix("sluice-clients-").tempdir().expect("temp dir");
+        let data_dir = tempfile::Builder::new()
+            .prefix("sluice-clients-")
+            .tempdir()
+            .expect("temp dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut broker = Broker { child: None, addr, data_dir, log: Arc::new(Mutex::new(String::new())) };
+        let mut broker = Broker {
+            child: None,
+            addr,
+            data_dir,
+            log: Arc::new(Mutex::new(String::new())),
+        };
         broker.spawn();
         broker
     }
@@ -82,11 +90,18 @@ impl Broker {
     }
 
     fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // kill(1) rather than libc::kill: no unsafe in tests for one signal. The child is not
         // reaped yet, so its pid cannot have been reused.
-        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        assert!(matches!(sent, Ok(s) if s.success()), "SIGTERM to broker: {sent:?}");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "SIGTERM to broker: {sent:?}"
+        );
         let status = wait_deadline(&mut child, BROKER_STOP_TIMEOUT);
         match status {
             Some(status) => assert!(
@@ -109,7 +124,10 @@ impl Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["start", "--kafka-addr", &self.addr, "--data-dir"])
             .arg(self.data_dir.path())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -146,7 +164,10 @@ impl Broker {
             Ok(()) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 // Both output pipes closed without `ready`: the broker exited.
-                let status = self.child.as_mut().and_then(|c| wait_deadline(c, Duration::from_secs(5)));
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| wait_deadline(c, Duration::from_secs(5)));
                 self.child = None;
                 panic!(
                     "broker exited ({status:?}) before printing `ready` on {}\n--- broker log ---\n{}",
@@ -232,7 +253,8 @@ pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients")
 }
 
-const INSTALL_HINT: &str = "run `bash .ci/run` (or its install steps) to install the real Kafka clients";
+const INSTALL_HINT: &str =
+    "run `bash .ci/run` (or its install steps) to install the real Kafka clients";
 
 /// The Python with confluent-kafka and kafka-python: SLUICE_TEST_PYTHON or ../.venv/bin/python.
 pub fn python() -> PathBuf {
@@ -240,7 +262,11 @@ pub fn python() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
     };
-    assert!(python.exists(), "client test Python {} not found: {INSTALL_HINT}", python.display());
+    assert!(
+        python.exists(),
+        "client test Python {} not found: {INSTALL_HINT}",
+        python.display()
+    );
     python
 }
 
@@ -304,8 +330,18 @@ impl Summary {
     }
 
     pub fn assert_counts(&self, produced: u32, consumed: u32) {
-        assert_eq!(self.field("produced"), produced.to_string(), "produced count in: {}", self.line);
-        assert_eq!(self.field("consumed"), consumed.to_string(), "consumed count in: {}", self.line);
+        assert_eq!(
+            self.field("produced"),
+            produced.to_string(),
+            "produced count in: {}",
+            self.line
+        );
+        assert_eq!(
+            self.field("consumed"),
+            consumed.to_string(),
+            "consumed count in: {}",
+            self.line
+        );
     }
 }
 
@@ -339,7 +375,12 @@ pub struct Output {
 }
 
 /// Runs `cmd` to completion within `timeout`, asserting exit status 0.
-pub fn run_with_deadline(mut cmd: Command, timeout: Duration, what: &str, broker: &Broker) -> Output {
+pub fn run_with_deadline(
+    mut cmd: Command,
+    timeout: Duration,
+    what: &str,
+    broker: &Broker,
+) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -361,7 +402,9 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration, what: &str, broker
         Some(s) if s.success() => output,
         _ => {
             let why = match status {
-                Some(s) if s.code() == Some(3) => format!("exited with {s}: client missing, {INSTALL_HINT}"),
+                Some(s) if s.code() == Some(3) => {
+                    format!("exited with {s}: client missing, {INSTALL_HINT}")
+                }
                 Some(s) => format!("exited with {s}"),
                 None => format!("did not finish within {timeout:?} (killed)"),
             };

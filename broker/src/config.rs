@@ -1,0 +1,378 @@
+//! Broker configuration: one TOML file, `SLUICE_<SECTION>_<KEY>` environment overrides, then
+//! command-line flags, validated once at start-up.
+//!
+//! Every field has a default (`#[serde(default)]`), so an empty file (or none) gives a
+//! broker that works on a laptop: data in `./data`, Kafka on `127.0.0.1:9092`, one shard per
+//! available core.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default Kafka listener.
+pub const KAFKA_ADDR_DEFAULT: &str = "127.0.0.1:9092";
+/// Kafka's `socket.request.max.bytes` default: 100 MiB.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Smallest accepted frame limit: a request header plus a little body.
+pub const FRAME_BYTES_MAX_MIN: u32 = 1024;
+/// Upper bound for the shard count (a sanity limit, not a tuning value).
+pub const SHARDS_MAX: usize = 256;
+/// Partitions a single CreateTopics/CreatePartitions may ask for.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Environment variable prefix for overrides: `SLUICE_KAFKA_ADDR=...`.
+pub const ENV_PREFIX: &str = "SLUICE_";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub broker: BrokerSection,
+    pub kafka: KafkaSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSection {
+    /// This node's id (Kafka `node.id`).
+    pub node_id: i32,
+    /// Where partition logs and the topic catalog live.
+    pub data_dir: PathBuf,
+    /// Number of shards (threads, one per core). 0 = one per available core.
+    pub shards: usize,
+    /// Pin shard threads to cores.
+    pub pin_threads: bool,
+    /// Seconds a clean shutdown may take before the process exits anyway.
+    pub shutdown_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Listener address; port 0 picks a free port (printed on the `ready` line).
+    pub addr: String,
+    /// Address given to clients in Metadata; empty = the bound listener address.
+    pub advertised_addr: String,
+    /// Largest request frame accepted (Kafka `socket.request.max.bytes`).
+    pub frame_bytes_max: u32,
+    /// Requests one connection may have in flight before the broker stops reading it.
+    pub in_flight_per_connection_max: usize,
+    /// Kafka `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Kafka `num.partitions`: partitions of auto-created topics.
+    pub default_partitions: i32,
+    /// Send fetched records from the page cache with splice/sendfile (plaintext only).
+    pub zero_copy_fetch: bool,
+    /// Fetch sessions (KIP-227) kept per shard.
+    pub fetch_sessions_per_shard_max: usize,
+}
+
+/// Defaults for topic configs (Kafka's `log.*` broker settings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u32,
+    /// `message.max.bytes`.
+    pub max_message_bytes: u32,
+    /// acks=all answers after fdatasync (Redpanda's default). false = Kafka's page-cache ack.
+    pub acks_all_durable: bool,
+    /// Flush interval for the relaxed mode (0 = flush on every append).
+    pub flush_interval_ms: i64,
+    pub preallocate: bool,
+    /// Milliseconds between retention / segment.ms checks on each shard.
+    pub housekeeping_interval_ms: u64,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            data_dir: PathBuf::from("./data"),
+            shards: 0,
+            pin_threads: true,
+            shutdown_timeout_s: 30,
+        }
+    }
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            addr: KAFKA_ADDR_DEFAULT.to_string(),
+            advertised_addr: String::new(),
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            in_flight_per_connection_max: 32,
+            auto_create_topics: true,
+            default_partitions: 1,
+            zero_copy_fetch: true,
+            fetch_sessions_per_shard_max: 1000,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1024 * 1024 + 12,
+            acks_all_durable: true,
+            flush_interval_ms: 0,
+            preallocate: true,
+            housekeeping_interval_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Command-line overrides (the flags of `sluice start`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub kafka_addr: Option<String>,
+    pub advertised_kafka_addr: Option<String>,
+    pub node_id: Option<i32>,
+    pub shards: Option<usize>,
+}
+
+impl Config {
+    /// File (if any), then `SLUICE_*` environment, then flags; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file.map(Path::to_path_buf).unwrap_or_default(),
+                    message: e.to_string(),
+                })?;
+        if let Some(v) = &overrides.data_dir {
+            config.broker.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.kafka_addr {
+            config.kafka.addr = v.clone();
+        }
+        if let Some(v) = &overrides.advertised_kafka_addr {
+            config.kafka.advertised_addr = v.clone();
+        }
+        if let Some(v) = overrides.node_id {
+            config.broker.node_id = v;
+        }
+        if let Some(v) = overrides.shards {
+            config.broker.shards = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.broker.node_id < 0 {
+            return invalid(format!(
+                "broker.node_id must be >= 0, got {}",
+                self.broker.node_id
+            ));
+        }
+        if self.broker.shards > SHARDS_MAX {
+            return invalid(format!("broker.shards must be <= {SHARDS_MAX}"));
+        }
+        if self.kafka.addr.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "kafka.addr must be HOST:PORT with a numeric host, got {:?}",
+                self.kafka.addr
+            ));
+        }
+        if !self.kafka.advertised_addr.is_empty()
+            && split_host_port(&self.kafka.advertised_addr).is_none()
+        {
+            return invalid(format!(
+                "kafka.advertised_addr must be HOST:PORT, got {:?}",
+                self.kafka.advertised_addr
+            ));
+        }
+        if self.kafka.frame_bytes_max < FRAME_BYTES_MAX_MIN {
+            return invalid(format!(
+                "kafka.frame_bytes_max must be >= {FRAME_BYTES_MAX_MIN}"
+            ));
+        }
+        if self.kafka.in_flight_per_connection_max == 0 {
+            return invalid("kafka.in_flight_per_connection_max must be >= 1".into());
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&self.kafka.default_partitions) {
+            return invalid(format!(
+                "kafka.default_partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}"
+            ));
+        }
+        if self.log.max_message_bytes == 0 {
+            return invalid("log.max_message_bytes must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Shards to run: the configured count or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.broker.shards > 0 {
+            self.broker.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+/// `SLUICE_KAFKA_ADDR=x` sets `[kafka] addr = "x"`. Values parse as TOML scalars
+/// (integers, floats, booleans), anything else is a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    const SECTIONS: [&str; 3] = ["broker", "kafka", "log"];
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            continue;
+        }
+        let parsed = parse_scalar(&value);
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.to_string(), parsed);
+            }
+            _ => {
+                return Err(ConfigError::Env {
+                    var,
+                    message: format!("[{section}] in the config file is not a table"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(v) = value.parse::<i64>() {
+        return toml::Value::Integer(v);
+    }
+    if let Ok(v) = value.parse::<bool>() {
+        return toml::Value::Boolean(v);
+    }
+    if let Ok(v) = value.parse::<f64>()
+        && value.contains('.')
+    {
+        return toml::Value::Float(v);
+    }
+    toml::Value::String(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::load(None, std::iter::empty(), &Overrides::default()).unwrap();
+        assert_eq!(c.kafka.addr, KAFKA_ADDR_DEFAULT);
+        assert_eq!(c.broker.data_dir, PathBuf::from("./data"));
+        assert!(c.shard_count() >= 1);
+    }
+
+    #[test]
+    fn env_then_flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\naddr = \"127.0.0.1:1\"\ndefault_partitions = 3\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("SLUICE_KAFKA_ADDR".to_string(), "127.0.0.1:2".to_string()),
+            (
+                "SLUICE_LOG_ACKS_ALL_DURABLE".to_string(),
+                "false".to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let overrides = Overrides {
+            shards: Some(3),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&path), env.into_iter(), &overrides).unwrap();
+        assert_eq!(c.kafka.addr, "127.0.0.1:2");
+        assert_eq!(c.kafka.default_partitions, 3);
+        assert!(!c.log.acks_all_durable);
+        assert_eq!(c.broker.shards, 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let env = vec![("SLUICE_KAFKA_NOPE".to_string(), "1".to_string())];
+        assert!(Config::load(None, env.into_iter(), &Overrides::default()).is_err());
+        let env = vec![(
+            "SLUICE_KAFKA_DEFAULT_PARTITIONS".to_string(),
+            "0".to_string(),
+        )];
+        assert!(Config::load(None, env.into_iter(), &Overrides::default()).is_err());
+    }
+}

@@ -1,0 +1,638 @@
+//! The group coordinator of one shard: the groups whose `__consumer_offsets` partitions this
+//! shard owns, as a sans-IO state machine (Kafka's `GroupCoordinator` +
+//! `GroupMetadataManager`).
+//!
+//! Shape: the I/O layer calls one method per request with the current time and a
+//! [`RequestId`], and [`GroupCoordinator::tick`] when [`GroupCoordinator::next_deadline`]
+//! passes; it drains [`Output`]s with [`GroupCoordinator::take_outputs`]: replies to deliver
+//! and appends to perform, whose outcome it reports with
+//! [`GroupCoordinator::append_complete`]. No clock, no randomness, no I/O inside.
+//!
+//! Invariants: every accepted request is answered exactly once; groups live only on owned,
+//! loaded partitions; the number of groups and members is bounded (see `limits`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+
+use super::api::*;
+use super::classic::{ClassicGroup, GroupState};
+use super::error::GroupError;
+use super::limits::GROUPS_PER_SHARD_MAX;
+use super::records::{self, OffsetCommitValue, OffsetsRecord, RecordDecodeError};
+
+/// Broker settings for groups (Kafka's names in comments); validated by [`GroupConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// offsets.topic.num.partitions
+    pub offsets_topic_partitions: i32,
+    /// group.min.session.timeout.ms
+    pub min_session_timeout_ms: i32,
+    /// group.max.session.timeout.ms
+    pub max_session_timeout_ms: i32,
+    /// group.initial.rebalance.delay.ms
+    pub initial_rebalance_delay_ms: i64,
+    /// group.max.size (bounded by `limits::MEMBERS_PER_GROUP_MAX`)
+    pub max_size: usize,
+    /// offsets.retention.minutes, in ms
+    pub offsets_retention_ms: i64,
+    /// offsets.retention.check.interval.ms
+    pub offsets_retention_check_interval_ms: i64,
+    /// offset.metadata.max.bytes
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_topic_partitions: records::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: super::limits::MEMBERS_PER_GROUP_MAX,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupConfigError {
+    #[error("offsets.topic.num.partitions must be in 1..=1000, got {0}")]
+    Partitions(i32),
+    #[error("group.min.session.timeout.ms ({min}) must be positive and <= group.max.session.timeout.ms ({max})")]
+    SessionTimeouts { min: i32, max: i32 },
+    #[error("group.max.size must be in 1..={max}, got {got}")]
+    MaxSize { got: usize, max: usize },
+    #[error("{name} must not be negative")]
+    Negative { name: &'static str },
+}
+
+impl GroupConfig {
+    pub fn validate(&self) -> Result<(), GroupConfigError> {
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return Err(GroupConfigError::Partitions(self.offsets_topic_partitions));
+        }
+        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return Err(GroupConfigError::SessionTimeouts {
+                min: self.min_session_timeout_ms,
+                max: self.max_session_timeout_ms,
+            });
+        }
+        let max = super::limits::MEMBERS_PER_GROUP_MAX;
+        if self.max_size == 0 || self.max_size > max {
+            return Err(GroupConfigError::MaxSize { got: self.max_size, max });
+        }
+        for (name, value) in [
+            ("group.initial.rebalance.delay.ms", self.initial_rebalance_delay_ms),
+            ("offsets.retention.minutes", self.offsets_retention_ms),
+            ("offsets.retention.check.interval.ms", self.offsets_retention_check_interval_ms),
+        ] {
+            if value < 0 {
+                return Err(GroupConfigError::Negative { name });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the coordinator waits for from an append before it can act.
+#[derive(Debug)]
+pub(super) enum PendingAppend {
+    /// Offsets to apply on success; `reply` has `None` errors for the appended partitions.
+    Commit {
+        request: RequestId,
+        group_id: String,
+        offsets: Vec<((String, i32), OffsetCommitValue)>,
+        reply: Vec<TopicErrors>,
+    },
+    /// The leader's SyncGroup assignment (Kafka's `storeGroup` from `doSyncGroup`).
+    Sync { group_id: String, generation_id: i32, assignment: BTreeMap<String, Bytes> },
+    /// A static member replaced in a Stable group, answered once the group is stored.
+    StaticRejoin { group_id: String, member_id: String, request: RequestId, result: JoinResult },
+    /// A reply that waits for the append (DeleteGroups, OffsetDelete); on failure the
+    /// append's error replaces it (see `failed_reply`).
+    Reply { request: RequestId, ok: Reply },
+    /// Nothing waits (empty-group store, retention tombstones).
+    Background,
+}
+
+#[derive(Debug, Default)]
+struct LoadBuffer {
+    groups: HashMap<String, LoadedGroup>,
+}
+
+#[derive(Debug, Default)]
+struct LoadedGroup {
+    metadata: Option<records::GroupMetadataValue>,
+    offsets: BTreeMap<(String, i32), OffsetCommitValue>,
+}
+
+#[derive(Debug)]
+enum PartitionStatus {
+    Loading(LoadBuffer),
+    Active,
+}
+
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    pub(super) config: GroupConfig,
+    partitions: HashMap<i32, PartitionStatus>,
+    pub(super) groups: HashMap<String, ClassicGroup>,
+    /// (deadline, group id) for every group with a timer.
+    timers: BTreeSet<(i64, String)>,
+    pending_appends: HashMap<AppendToken, PendingAppend>,
+    next_append_token: u64,
+    member_id_state: u64,
+    next_retention_check_ms: Option<i64>,
+    pub(super) outputs: Vec<Output>,
+}
+
+impl GroupCoordinator {
+    /// `seed` makes generated member ids unique across restarts; pass something random.
+    pub fn new(config: GroupConfig, seed: u64) -> Self {
+        config.validate().expect("group config is validated at start-up");
+        Self {
+            config,
+            partitions: HashMap::new(),
+            groups: HashMap::new(),
+            timers: BTreeSet::new(),
+            pending_appends: HashMap::new(),
+            next_append_token: 0,
+            member_id_state: seed,
+            next_retention_check_ms: None,
+            outputs: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// The offsets partition for `group_id` (route requests to its owner).
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        records::partition_for_group(group_id, self.config.offsets_topic_partitions)
+    }
+
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// When [`Self::tick`] next has work.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let timer = self.timers.first().map(|(deadline, _)| *deadline);
+        [timer, self.next_retention_check_ms].into_iter().flatten().min()
+    }
+
+    /// Runs every timer due at `now_ms`: join and sync phase deadlines, session and KIP-394
+    /// pending-member expiry, offset retention.
+    pub fn tick(&mut self, now_ms: i64) {
+        let due: Vec<String> = self
+            .timers
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now_ms)
+            .map(|(_, id)| id.clone())
+            .collect();
+        // Each due group runs once per tick, so a timer that does not advance cannot spin.
+        for group_id in due {
+            if let Some(mut group) = self.take_group(&group_id) {
+                self.expire_timers(now_ms, &mut group);
+                self.put_group(group);
+            }
+        }
+        if self.next_retention_check_ms.is_some_and(|at| at <= now_ms) {
+            self.next_retention_check_ms =
+                Some(now_ms + self.config.offsets_retention_check_interval_ms);
+            self.cleanup_expired_offsets(now_ms);
+        }
+    }
+
+    // ---- partition ownership and loading -------------------------------------------------
+
+    /// Starts loading `partition`: requests for its groups get COORDINATOR_LOAD_IN_PROGRESS
+    /// until [`Self::finish_load`].
+    pub fn begin_load(&mut self, partition: i32) {
+        assert!((0..self.config.offsets_topic_partitions).contains(&partition));
+        self.unload_partition(partition);
+        self.partitions.insert(partition, PartitionStatus::Loading(LoadBuffer::default()));
+    }
+
+    /// Replays batches read from `partition` in log order.
+    pub fn replay(&mut self, partition: i32, batches: Bytes) -> Result<(), RecordDecodeError> {
+        let Some(PartitionStatus::Loading(buffer)) = self.partitions.get_mut(&partition) else {
+            panic!("replay of partition {partition} outside begin_load/finish_load");
+        };
+        for (key, value) in records::decode_batches(batches)? {
+            match records::decode_record(&key, value.as_deref()) {
+                Ok(record) => buffer.apply(record),
+                // A record this version cannot read (a newer Kafka's) is skipped, not fatal.
+                Err(error) => tracing::warn!(target: "group", partition, %error, "skipping offsets record"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends loading: the replayed groups become live (members come back Stable and must
+    /// heartbeat within their session timeout, as in Kafka's `onGroupLoaded`).
+    pub fn finish_load(&mut self, now_ms: i64, partition: i32) {
+        let Some(PartitionStatus::Loading(buffer)) = self.partitions.remove(&partition) else {
+            panic!("finish_load of partition {partition} that is not loading");
+        };
+        for (group_id, loaded) in buffer.groups {
+            if let Some(group) = loaded.into_group(group_id, partition, now_ms) {
+                self.put_group(group);
+            }
+        }
+        self.partitions.insert(partition, PartitionStatus::Active);
+        if self.next_retention_check_ms.is_none() {
+            self.next_retention_check_ms = Some(now_ms + self.config.offsets_retention_check_interval_ms);
+        }
+        self.tick(now_ms);
+    }
+
+    /// Gives up `partition` (leadership moved): its groups are dropped, pending JoinGroup and
+    /// SyncGroup requests are answered NOT_COORDINATOR.
+    pub fn unload_partition(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        let ids: Vec<String> =
+            self.groups.values().filter(|g| g.partition == partition).map(|g| g.group_id.clone()).collect();
+        for id in ids {
+            let Some(mut group) = self.take_group(&id) else { continue };
+            let members: Vec<String> = group.members.keys().cloned().collect();
+            for member_id in members {
+                self.fail_member_requests(&mut group, &member_id, GroupError::NotCoordinator);
+            }
+            group.transition(GroupState::Dead, 0);
+            self.put_group(group);
+        }
+    }
+
+    pub fn is_loading(&self, partition: i32) -> bool {
+        matches!(self.partitions.get(&partition), Some(PartitionStatus::Loading(_)))
+    }
+
+    // ---- appends -------------------------------------------------------------------------
+
+    /// Reports the outcome of an [`Output::Append`].
+    pub fn append_complete(&mut self, now_ms: i64, token: AppendToken, outcome: AppendOutcome) {
+        let Some(pending) = self.pending_appends.remove(&token) else {
+            panic!("append_complete for unknown token {token:?}");
+        };
+        let error = match outcome {
+            AppendOutcome::Ok => None,
+            AppendOutcome::NotLeader => Some(GroupError::NotCoordinator),
+            AppendOutcome::Failed => Some(GroupError::CoordinatorNotAvailable),
+        };
+        match pending {
+            PendingAppend::Commit { request, group_id, offsets, reply } => {
+                self.commit_appended(request, &group_id, offsets, reply, error)
+            }
+            PendingAppend::Sync { group_id, generation_id, assignment } => {
+                self.sync_appended(now_ms, &group_id, generation_id, assignment, error)
+            }
+            PendingAppend::StaticRejoin { group_id, member_id, request, result } => {
+                self.static_rejoin_appended(&group_id, &member_id, request, result, error)
+            }
+            PendingAppend::Reply { request, ok } => {
+                let reply = match error {
+                    None => ok,
+                    Some(e) => failed_reply(ok, e),
+                };
+                self.reply(request, reply);
+            }
+            PendingAppend::Background => {
+                if let Some(error) = error {
+                    tracing::warn!(target: "group", %error, "offsets topic append failed");
+                }
+            }
+        }
+        self.tick(now_ms);
+    }
+
+    pub(super) fn append(&mut self, partition: i32, records: &[(Bytes, Option<Bytes>)], now_ms: i64, pending: PendingAppend) {
+        let token = AppendToken(self.next_append_token);
+        self.next_append_token += 1;
+        let batches = records::encode_batches(records, now_ms);
+        self.pending_appends.insert(token, pending);
+        self.outputs.push(Output::Append { partition, token, batches });
+    }
+
+    /// The group metadata record for `group` with `assignment` (Kafka's `storeGroup`).
+    pub(super) fn group_record(group: &ClassicGroup, assignment: &BTreeMap<String, Bytes>) -> (Bytes, Option<Bytes>) {
+        let protocol = group.protocol_name.as_deref();
+        let members = group
+            .members
+            .values()
+            .map(|m| records::MemberMetadataValue {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                subscription: protocol.and_then(|p| m.metadata(p)).cloned().unwrap_or_default(),
+                assignment: assignment.get(&m.member_id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let value = records::GroupMetadataValue {
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            generation: group.generation_id,
+            protocol: group.protocol_name.clone(),
+            leader: group.leader_id.clone(),
+            current_state_timestamp_ms: group.state_timestamp_ms.unwrap_or(-1),
+            members,
+        };
+        (records::encode_group_key(&group.group_id), Some(records::encode_group_value(&value)))
+    }
+
+    // ---- shared helpers ------------------------------------------------------------------
+
+    pub(super) fn reply(&mut self, request: RequestId, reply: Reply) {
+        self.outputs.push(Output::Reply { request, reply });
+    }
+
+    /// Checks that this coordinator serves `group_id` now (Kafka's `validateGroupStatus`).
+    pub(super) fn check_group_status(&self, group_id: &str, allow_empty_id: bool) -> Result<i32, GroupError> {
+        if group_id.is_empty() && !allow_empty_id {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let partition = self.partition_for(group_id);
+        match self.partitions.get(&partition) {
+            None => Err(GroupError::NotCoordinator),
+            Some(PartitionStatus::Loading(_)) => Err(GroupError::CoordinatorLoadInProgress),
+            Some(PartitionStatus::Active) => Ok(partition),
+        }
+    }
+
+    /// Creates an empty group when there is room.
+    pub(super) fn create_group(&mut self, group_id: &str, partition: i32, now_ms: i64) -> Result<ClassicGroup, GroupError> {
+        if self.groups.len() >= GROUPS_PER_SHARD_MAX {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        Ok(ClassicGroup::new(group_id.to_owned(), partition, now_ms))
+    }
+
+    /// Removes a group from the table for the duration of an operation; pair with
+    /// [`Self::put_group`].
+    pub(super) fn take_group(&mut self, group_id: &str) -> Option<ClassicGroup> {
+        self.groups.remove(group_id)
+    }
+
+    /// Returns a group to the table (or drops it when Dead) and refiles its timer.
+    pub(super) fn put_group(&mut self, mut group: ClassicGroup) {
+        let deadline = if group.is(GroupState::Dead) { None } else { group.next_deadline() };
+        if group.timer_key != deadline {
+            if let Some(old) = group.timer_key {
+                self.timers.remove(&(old, group.group_id.clone()));
+            }
+            if let Some(new) = deadline {
+                self.timers.insert((new, group.group_id.clone()));
+            }
+            group.timer_key = deadline;
+        }
+        if !group.is(GroupState::Dead) {
+            self.groups.insert(group.group_id.clone(), group);
+        }
+    }
+
+    /// `client_id` + "-" + a UUID-shaped id, as Kafka's member ids look.
+    pub(super) fn new_member_id(&mut self, client_id: &str) -> String {
+        let hi = self.next_random();
+        let lo = self.next_random();
+        format!(
+            "{client_id}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xffff,
+            hi & 0xffff,
+            lo >> 48,
+            lo & 0xffff_ffff_ffff
+        )
+    }
+
+    /// splitmix64: uniqueness for member ids, not secrecy.
+    fn next_random(&mut self) -> u64 {
+        self.member_id_state = self.member_id_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.member_id_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    // ---- admin views ---------------------------------------------------------------------
+
+    pub fn describe_group(&mut self, now_ms: i64, request: RequestId, group_id: &str) {
+        let result = match self.check_group_status(group_id, true) {
+            Err(error) => DescribeResult {
+                error: Some(error),
+                exists: false,
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol_data: String::new(),
+                members: vec![],
+            },
+            Ok(_) => match self.groups.get(group_id) {
+                None => DescribeResult {
+                    error: None,
+                    exists: false,
+                    state: GroupState::Dead,
+                    protocol_type: String::new(),
+                    protocol_data: String::new(),
+                    members: vec![],
+                },
+                Some(group) => describe(group),
+            },
+        };
+        self.reply(request, Reply::Describe(result));
+        self.tick(now_ms);
+    }
+
+    pub fn list_groups(&mut self, now_ms: i64, request: RequestId, filter: &ListGroups) {
+        let states: Vec<Option<GroupState>> = filter.states_filter.iter().map(|s| GroupState::parse(s)).collect();
+        let classic_listed =
+            filter.types_filter.is_empty() || filter.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic"));
+        let loading = self.partitions.values().any(|p| matches!(p, PartitionStatus::Loading(_)));
+        let mut groups: Vec<ListedGroup> = self
+            .groups
+            .values()
+            .filter(|_| classic_listed)
+            .filter(|g| states.is_empty() || states.contains(&Some(g.state)))
+            .map(|g| ListedGroup {
+                group_id: g.group_id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state,
+                group_type: "classic",
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        let error = loading.then_some(GroupError::CoordinatorLoadInProgress);
+        self.reply(request, Reply::List(ListResult { error, groups }));
+        self.tick(now_ms);
+    }
+
+    /// DeleteGroups for one group: only an Empty group can go (NON_EMPTY_GROUP otherwise);
+    /// its metadata and offsets are tombstoned and the reply waits for that append.
+    pub fn delete_group(&mut self, now_ms: i64, request: RequestId, group_id: &str) {
+        let partition = match self.check_group_status(group_id, true) {
+            Ok(p) => p,
+            Err(error) => return self.reply(request, Reply::DeleteGroup(Some(error))),
+        };
+        let Some(mut group) = self.take_group(group_id) else {
+            return self.reply(request, Reply::DeleteGroup(Some(GroupError::GroupIdNotFound)));
+        };
+        if !group.is(GroupState::Empty) {
+            self.put_group(group);
+            return self.reply(request, Reply::DeleteGroup(Some(GroupError::NonEmptyGroup)));
+        }
+        group.transition(GroupState::Dead, now_ms);
+        let tombstones = tombstones_for(&group, group.offsets.keys().cloned().collect());
+        self.put_group(group);
+        let pending = PendingAppend::Reply { request, ok: Reply::DeleteGroup(None) };
+        self.append(partition, &tombstones, now_ms, pending);
+        self.tick(now_ms);
+    }
+
+    /// Answers a member's waiting JoinGroup/SyncGroup with `error`.
+    pub(super) fn fail_member_requests(&mut self, group: &mut ClassicGroup, member_id: &str, error: GroupError) {
+        let Some(member) = group.members.get_mut(member_id) else { return };
+        let join = member.awaiting_join.take();
+        let sync = member.awaiting_sync.take();
+        if let Some(request) = join {
+            self.reply(request, Reply::Join(join_error(member_id, error)));
+        }
+        if let Some(request) = sync {
+            self.reply(request, Reply::Sync(sync_error(error)));
+        }
+    }
+}
+
+/// Tombstones for the group's metadata and for the given offsets.
+pub(super) fn tombstones_for(group: &ClassicGroup, offsets: Vec<(String, i32)>) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut out: Vec<(Bytes, Option<Bytes>)> = offsets
+        .iter()
+        .map(|(topic, partition)| (records::encode_offset_key(&group.group_id, topic, *partition), None))
+        .collect();
+    out.push((records::encode_group_key(&group.group_id), None));
+    out
+}
+
+/// The reply for a request whose append failed with `error`.
+fn failed_reply(ok: Reply, error: GroupError) -> Reply {
+    match ok {
+        Reply::DeleteGroup(_) => Reply::DeleteGroup(Some(error)),
+        Reply::OffsetDelete(mut result) => {
+            for topic in &mut result.topics {
+                for (_, e) in &mut topic.partitions {
+                    e.get_or_insert(error);
+                }
+            }
+            Reply::OffsetDelete(result)
+        }
+        other => panic!("no failure form for {other:?}"),
+    }
+}
+
+pub(super) fn join_error(member_id: &str, error: GroupError) -> JoinResult {
+    JoinResult {
+        error: Some(error),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        skip_assignment: false,
+        member_id: member_id.to_owned(),
+        members: vec![],
+    }
+}
+
+pub(super) fn sync_error(error: GroupError) -> SyncResult {
+    SyncResult { error: Some(error), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+}
+
+fn describe(group: &ClassicGroup) -> DescribeResult {
+    let stable = group.is(GroupState::Stable);
+    let protocol = if stable { group.protocol_name.clone().unwrap_or_default() } else { String::new() };
+    let members = group
+        .members
+        .values()
+        .map(|m| DescribedMember {
+            member_id: m.member_id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            metadata: if stable { m.metadata(&protocol).cloned().unwrap_or_default() } else { Bytes::new() },
+            assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+        })
+        .collect();
+    DescribeResult {
+        error: None,
+        exists: true,
+        state: group.state,
+        protocol_type: group.protocol_type.clone().unwrap_or_default(),
+        protocol_data: protocol,
+        members,
+    }
+}
+
+impl LoadBuffer {
+    fn apply(&mut self, record: OffsetsRecord) {
+        match record {
+            OffsetsRecord::Offset { group, topic, partition, value } => {
+                let entry = self.groups.entry(group).or_default();
+                match value {
+                    Some(v) => {
+                        entry.offsets.insert((topic, partition), v);
+                    }
+                    None => {
+                        entry.offsets.remove(&(topic, partition));
+                    }
+                }
+            }
+            OffsetsRecord::Group { group, value } => self.groups.entry(group).or_default().metadata = value,
+        }
+    }
+}
+
+impl LoadedGroup {
+    /// Kafka's `loadGroup`: members come back Stable with fresh session deadlines.
+    fn into_group(self, group_id: String, partition: i32, now_ms: i64) -> Option<ClassicGroup> {
+        if self.metadata.is_none() && self.offsets.is_empty() {
+            return None;
+        }
+        let mut group = ClassicGroup::new(group_id, partition, now_ms);
+        group.offsets = self.offsets;
+        let Some(meta) = self.metadata else { return Some(group) };
+        group.generation_id = meta.generation;
+        group.protocol_type = (!meta.protocol_type.is_empty()).then_some(meta.protocol_type);
+        group.protocol_name = meta.protocol.clone();
+        group.leader_id = meta.leader;
+        group.state_timestamp_ms = (meta.current_state_timestamp_ms >= 0).then_some(meta.current_state_timestamp_ms);
+        for m in meta.members.into_iter().take(super::limits::MEMBERS_PER_GROUP_MAX) {
+            let protocols = match &meta.protocol {
+                Some(name) => vec![Protocol { name: name.clone(), metadata: m.subscription }],
+                None => vec![],
+            };
+            group.add_member(super::classic::Member {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                protocol_type: group.protocol_type.clone().unwrap_or_default(),
+                protocols,
+                assignment: m.assignment,
+                awaiting_join: None,
+                awaiting_sync: None,
+                is_new: false,
+                heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+            });
+        }
+        if group.leader_id.as_ref().is_some_and(|l| !group.members.contains_key(l)) {
+            group.leader_id = group.members.keys().next().cloned();
+        }
+        group.state = if group.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        group.subscribed_topics = group.compute_subscribed_topics();
+        Some(group)
+    }
+}

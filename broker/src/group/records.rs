@@ -1,0 +1,657 @@
+//! The `__consumer_offsets` record format, byte-compatible with Apache Kafka's.
+//!
+//! Owns: the key and value schemas Kafka writes to its internal offsets topic (offset commit
+//! key v0/v1 and value v0..v3; group metadata key v2 and value v0..v3), the v2 record batches
+//! that carry them, and the group-id -> partition mapping. Does not own: when records are
+//! written (the coordinator decides) or where (the engine).
+//!
+//! Invariants: encoders write exactly the versions Kafka writes today (offset key v1, offset
+//! value v3 — or v1 when an explicit expire timestamp exists, as Kafka does — group key v2,
+//! group value v3); decoders accept every older version and never panic on bad bytes.
+//!
+//! Schemas (all integers big-endian; `string` = i16 length + UTF-8, `nullable` uses length -1,
+//! `bytes` = i32 length + data, arrays = i32 count):
+//! ```text
+//! key   := version:i16 body
+//!   v0,v1 OffsetCommitKey   group:string topic:string partition:i32
+//!   v2    GroupMetadataKey  group:string
+//! OffsetCommitValue := version:i16 offset:i64 [leader_epoch:i32 (v3)] metadata:string
+//!                      commit_timestamp:i64 [expire_timestamp:i64 (v1)]
+//! GroupMetadataValue := version:i16 protocol_type:string generation:i32 protocol:nullable
+//!                       leader:nullable [current_state_timestamp:i64 (v2+)] members:[Member]
+//! Member := member_id:string [group_instance_id:nullable (v3+)] client_id:string
+//!           client_host:string [rebalance_timeout:i32 (v1+)] session_timeout:i32
+//!           subscription:bytes assignment:bytes
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+
+/// Name of Kafka's internal offsets topic; clients and tools look for it by this name.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's default `offsets.topic.num.partitions`.
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
+/// Upper bound on one record batch we build; a commit with more records is split into several
+/// batches appended together (the engine appends a buffer of batches atomically).
+pub const OFFSETS_BATCH_BYTES_MAX: usize = 512 * 1024;
+
+pub const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
+pub const GROUP_METADATA_KEY_VERSION: i16 = 2;
+pub const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
+/// Kafka writes value v1 when a commit carries an explicit expire timestamp (OffsetCommit v1..v4
+/// with retention_time_ms set), so the old per-offset expiry survives a reload.
+pub const OFFSET_COMMIT_VALUE_VERSION_EXPIRE: i16 = 1;
+pub const GROUP_METADATA_VALUE_VERSION: i16 = 3;
+
+/// The partition of `__consumer_offsets` that holds `group_id`, as Kafka computes it:
+/// `Utils.abs(groupId.hashCode()) % partitions` with Java's UTF-16 `String.hashCode`.
+pub fn partition_for_group(group_id: &str, partitions: i32) -> i32 {
+    assert!(partitions > 0, "offsets topic partition count must be positive");
+    let mut hash: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % partitions
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    Offset { group: String, topic: String, partition: i32 },
+    Group { group: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommitValue {
+    pub offset: i64,
+    /// -1 when unknown (values before v3 carry none).
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+    /// Only value v1 carries one (old per-offset retention).
+    pub expire_timestamp_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetadataValue {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    /// -1 when unknown (values before v2).
+    pub current_state_timestamp_ms: i64,
+    pub members: Vec<MemberMetadataValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberMetadataValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's selected protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A decoded record of the offsets topic; `value: None` is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetsRecord {
+    Offset { group: String, topic: String, partition: i32, value: Option<OffsetCommitValue> },
+    Group { group: String, value: Option<GroupMetadataValue> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordDecodeError {
+    #[error("record truncated")]
+    Truncated,
+    #[error("record has no key")]
+    MissingKey,
+    #[error("unknown key version {0}")]
+    UnknownKeyVersion(i16),
+    #[error("unknown value version {0}")]
+    UnknownValueVersion(i16),
+    #[error("invalid length {0}")]
+    InvalidLength(i32),
+    #[error("string is not UTF-8")]
+    InvalidUtf8,
+    #[error("trailing bytes after value")]
+    TrailingBytes,
+    #[error("record batch does not decode")]
+    InvalidBatch,
+}
+
+pub fn encode_offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut buf = BytesMut::with_capacity(2 + 2 + group.len() + 2 + topic.len() + 4);
+    buf.put_i16(OFFSET_COMMIT_KEY_VERSION);
+    put_string(&mut buf, group);
+    put_string(&mut buf, topic);
+    buf.put_i32(partition);
+    buf.freeze()
+}
+
+pub fn encode_group_key(group: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(2 + 2 + group.len());
+    buf.put_i16(GROUP_METADATA_KEY_VERSION);
+    put_string(&mut buf, group);
+    buf.freeze()
+}
+
+pub fn encode_offset_value(value: &OffsetCommitValue) -> Bytes {
+    let mut buf = BytesMut::with_capacity(2 + 8 + 4 + 2 + value.metadata.len() + 16);
+    match value.expire_timestamp_ms {
+        Some(expire) => {
+            buf.put_i16(OFFSET_COMMIT_VALUE_VERSION_EXPIRE);
+            buf.put_i64(value.offset);
+            put_string(&mut buf, &value.metadata);
+            buf.put_i64(value.commit_timestamp_ms);
+            buf.put_i64(expire);
+        }
+        None => {
+            buf.put_i16(OFFSET_COMMIT_VALUE_VERSION);
+            buf.put_i64(value.offset);
+            buf.put_i32(value.leader_epoch);
+            put_string(&mut buf, &value.metadata);
+            buf.put_i64(value.commit_timestamp_ms);
+        }
+    }
+    buf.freeze()
+}
+
+pub fn encode_group_value(value: &GroupMetadataValue) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i16(GROUP_METADATA_VALUE_VERSION);
+    put_string(&mut buf, &value.protocol_type);
+    buf.put_i32(value.generation);
+    put_nullable_string(&mut buf, value.protocol.as_deref());
+    put_nullable_string(&mut buf, value.leader.as_deref());
+    buf.put_i64(value.current_state_timestamp_ms);
+    buf.put_i32(i32::try_from(value.members.len()).expect("members bounded by group limit"));
+    for member in &value.members {
+        put_string(&mut buf, &member.member_id);
+        put_nullable_string(&mut buf, member.group_instance_id.as_deref());
+        put_string(&mut buf, &member.client_id);
+        put_string(&mut buf, &member.client_host);
+        buf.put_i32(member.rebalance_timeout_ms);
+        buf.put_i32(member.session_timeout_ms);
+        put_bytes(&mut buf, &member.subscription);
+        put_bytes(&mut buf, &member.assignment);
+    }
+    buf.freeze()
+}
+
+pub fn decode_key(bytes: &[u8]) -> Result<RecordKey, RecordDecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.i16()?;
+    let key = match version {
+        0 | 1 => RecordKey::Offset { group: r.string()?, topic: r.string()?, partition: r.i32()? },
+        2 => RecordKey::Group { group: r.string()? },
+        other => return Err(RecordDecodeError::UnknownKeyVersion(other)),
+    };
+    r.finish()?;
+    Ok(key)
+}
+
+pub fn decode_offset_value(bytes: &[u8]) -> Result<OffsetCommitValue, RecordDecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.i16()?;
+    let value = match version {
+        0 | 2 => OffsetCommitValue {
+            offset: r.i64()?,
+            leader_epoch: -1,
+            metadata: r.string()?,
+            commit_timestamp_ms: r.i64()?,
+            expire_timestamp_ms: None,
+        },
+        1 => OffsetCommitValue {
+            offset: r.i64()?,
+            leader_epoch: -1,
+            metadata: r.string()?,
+            commit_timestamp_ms: r.i64()?,
+            expire_timestamp_ms: Some(r.i64()?),
+        },
+        3 => OffsetCommitValue {
+            offset: r.i64()?,
+            leader_epoch: r.i32()?,
+            metadata: r.string()?,
+            commit_timestamp_ms: r.i64()?,
+            expire_timestamp_ms: None,
+        },
+        other => return Err(RecordDecodeError::UnknownValueVersion(other)),
+    };
+    r.finish()?;
+    Ok(value)
+}
+
+pub fn decode_group_value(bytes: &[u8]) -> Result<GroupMetadataValue, RecordDecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(RecordDecodeError::UnknownValueVersion(version));
+    }
+    let protocol_type = r.string()?;
+    let generation = r.i32()?;
+    let protocol = r.nullable_string()?;
+    let leader = r.nullable_string()?;
+    let current_state_timestamp_ms = if version >= 2 { r.i64()? } else { -1 };
+    let count = r.i32()?;
+    if count < 0 {
+        return Err(RecordDecodeError::InvalidLength(count));
+    }
+    // Each member takes at least 4 string lengths + 2 timeouts + 2 byte lengths; bound the
+    // allocation by what the buffer can hold.
+    let mut members = Vec::with_capacity((count as usize).min(r.remaining() / 20));
+    for _ in 0..count {
+        let member_id = r.string()?;
+        let group_instance_id = if version >= 3 { r.nullable_string()? } else { None };
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let session_or_rebalance = r.i32()?;
+        let (rebalance_timeout_ms, session_timeout_ms) = if version >= 1 {
+            (session_or_rebalance, r.i32()?)
+        } else {
+            (session_or_rebalance, session_or_rebalance)
+        };
+        members.push(MemberMetadataValue {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription: r.bytes()?,
+            assignment: r.bytes()?,
+        });
+    }
+    r.finish()?;
+    Ok(GroupMetadataValue {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        current_state_timestamp_ms,
+        members,
+    })
+}
+
+/// Decodes one key/value pair of the offsets topic.
+pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, RecordDecodeError> {
+    match decode_key(key)? {
+        RecordKey::Offset { group, topic, partition } => Ok(OffsetsRecord::Offset {
+            group,
+            topic,
+            partition,
+            value: value.map(decode_offset_value).transpose()?,
+        }),
+        RecordKey::Group { group } => {
+            Ok(OffsetsRecord::Group { group, value: value.map(decode_group_value).transpose()? })
+        }
+    }
+}
+
+/// Builds magic-2 record batches (no compression, no producer id) holding `records` in order,
+/// each batch at most about [`OFFSETS_BATCH_BYTES_MAX`], concatenated in one buffer for a
+/// single atomic engine append. Offsets are relative; the engine assigns the real ones.
+pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> Bytes {
+    assert!(!records.is_empty(), "an offsets append holds at least one record");
+    let mut out = BytesMut::new();
+    let mut chunk: Vec<Record> = Vec::new();
+    let mut chunk_bytes = 0usize;
+    for (key, value) in records {
+        let size = key.len() + value.as_ref().map_or(0, Bytes::len) + 32;
+        if !chunk.is_empty() && chunk_bytes + size > OFFSETS_BATCH_BYTES_MAX {
+            encode_one_batch(&mut out, &chunk);
+            chunk.clear();
+            chunk_bytes = 0;
+        }
+        chunk.push(Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: chunk.len() as i64,
+            sequence: -1,
+            timestamp: timestamp_ms,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
+        });
+        chunk_bytes += size;
+    }
+    encode_one_batch(&mut out, &chunk);
+    out.freeze()
+}
+
+/// Decodes every record of the (magic 2) batches in `batches`, skipping control records.
+/// Returns key/value pairs in log order.
+pub fn decode_batches(batches: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, RecordDecodeError> {
+    let mut buf = batches;
+    let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|_| RecordDecodeError::InvalidBatch)?;
+    let mut out = Vec::new();
+    for set in sets {
+        for record in set.records {
+            if record.control {
+                continue;
+            }
+            match record.key {
+                Some(key) => out.push((key, record.value)),
+                None => return Err(RecordDecodeError::MissingKey),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn encode_one_batch(out: &mut BytesMut, records: &[Record]) {
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    // Encoding uncompressed records into memory cannot fail.
+    RecordBatchEncoder::encode(out, records.iter(), &options)
+        .expect("uncompressed v2 batch encodes");
+}
+
+fn put_string(buf: &mut BytesMut, s: &str) {
+    let len = i16::try_from(s.len()).expect("strings are bounded by their request field (i16)");
+    buf.put_i16(len);
+    buf.put_slice(s.as_bytes());
+}
+
+fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    let len = i32::try_from(b.len()).expect("bytes are bounded by the request frame");
+    buf.put_i32(len);
+    buf.put_slice(b);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
+        if self.bytes.len() < n {
+            return Err(RecordDecodeError::Truncated);
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16, RecordDecodeError> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+
+    fn i32(&mut self) -> Result<i32, RecordDecodeError> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn i64(&mut self) -> Result<i64, RecordDecodeError> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn string(&mut self) -> Result<String, RecordDecodeError> {
+        self.nullable_string()?.ok_or(RecordDecodeError::InvalidLength(-1))
+    }
+
+    fn nullable_string(&mut self) -> Result<Option<String>, RecordDecodeError> {
+        let len = self.i16()?;
+        if len == -1 {
+            return Ok(None);
+        }
+        if len < 0 {
+            return Err(RecordDecodeError::InvalidLength(i32::from(len)));
+        }
+        let raw = self.take(len as usize)?;
+        let s = std::str::from_utf8(raw).map_err(|_| RecordDecodeError::InvalidUtf8)?;
+        Ok(Some(s.to_owned()))
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, RecordDecodeError> {
+        let len = self.i32()?;
+        if len == -1 {
+            return Ok(Bytes::new());
+        }
+        if len < 0 {
+            return Err(RecordDecodeError::InvalidLength(len));
+        }
+        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
+    }
+
+    fn finish(&self) -> Result<(), RecordDecodeError> {
+        if self.bytes.is_empty() { Ok(()) } else { Err(RecordDecodeError::TrailingBytes) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_matches_java_string_hash_code() {
+        // "group".hashCode() == 98629247 in Java; 98629247 % 50 == 47.
+        assert_eq!(partition_for_group("group", 50), 47);
+        // "".hashCode() == 0.
+        assert_eq!(partition_for_group("", 50), 0);
+        // "my-group".hashCode() == -1906497762 (Java) -> abs % 50 == 12.
+        assert_eq!(partition_for_group("my-group", 50), 12);
+        // Non-ASCII goes through UTF-16 code units: "é".hashCode() == 233.
+        assert_eq!(partition_for_group("é", 50), 233 % 50);
+        for id in ["a", "consumer-group-1", "zzzzzzzzzzzzzzzzzzzzzz"] {
+            let p = partition_for_group(id, 50);
+            assert!((0..50).contains(&p));
+        }
+    }
+
+    #[test]
+    fn offset_key_bytes_are_kafkas() {
+        let key = encode_offset_key("g", "t", 3);
+        assert_eq!(&key[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3]);
+        assert_eq!(
+            decode_key(&key).unwrap(),
+            RecordKey::Offset { group: "g".into(), topic: "t".into(), partition: 3 }
+        );
+    }
+
+    #[test]
+    fn group_key_bytes_are_kafkas() {
+        let key = encode_group_key("g");
+        assert_eq!(&key[..], &[0, 2, 0, 1, b'g']);
+        assert_eq!(decode_key(&key).unwrap(), RecordKey::Group { group: "g".into() });
+    }
+
+    #[test]
+    fn offset_value_v3_round_trip_and_layout() {
+        let value = OffsetCommitValue {
+            offset: 42,
+            leader_epoch: 7,
+            metadata: "m".into(),
+            commit_timestamp_ms: 1000,
+            expire_timestamp_ms: None,
+        };
+        let bytes = encode_offset_value(&value);
+        let mut expected = vec![0, 3];
+        expected.extend_from_slice(&42i64.to_be_bytes());
+        expected.extend_from_slice(&7i32.to_be_bytes());
+        expected.extend_from_slice(&[0, 1, b'm']);
+        expected.extend_from_slice(&1000i64.to_be_bytes());
+        assert_eq!(&bytes[..], &expected[..]);
+        assert_eq!(decode_offset_value(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn offset_value_with_expiry_is_v1() {
+        let value = OffsetCommitValue {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 5,
+            expire_timestamp_ms: Some(9),
+        };
+        let bytes = encode_offset_value(&value);
+        assert_eq!(&bytes[..2], &[0, 1]);
+        assert_eq!(decode_offset_value(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn old_offset_values_decode() {
+        let mut v0 = vec![0, 0];
+        v0.extend_from_slice(&5i64.to_be_bytes());
+        v0.extend_from_slice(&[0, 0]);
+        v0.extend_from_slice(&77i64.to_be_bytes());
+        let value = decode_offset_value(&v0).unwrap();
+        assert_eq!((value.offset, value.leader_epoch, value.commit_timestamp_ms), (5, -1, 77));
+    }
+
+    fn sample_group() -> GroupMetadataValue {
+        GroupMetadataValue {
+            protocol_type: "consumer".into(),
+            generation: 3,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            current_state_timestamp_ms: 123,
+            members: vec![
+                MemberMetadataValue {
+                    member_id: "m1".into(),
+                    group_instance_id: Some("i1".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"asg"),
+                },
+                MemberMetadataValue {
+                    member_id: "m2".into(),
+                    group_instance_id: None,
+                    client_id: "c2".into(),
+                    client_host: "/127.0.0.2".into(),
+                    rebalance_timeout_ms: 1,
+                    session_timeout_ms: 2,
+                    subscription: Bytes::new(),
+                    assignment: Bytes::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn group_value_v3_round_trip() {
+        let value = sample_group();
+        let bytes = encode_group_value(&value);
+        assert_eq!(&bytes[..2], &[0, 3]);
+        assert_eq!(decode_group_value(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn empty_group_value_round_trip() {
+        let value = GroupMetadataValue {
+            protocol_type: String::new(),
+            generation: 1,
+            protocol: None,
+            leader: None,
+            current_state_timestamp_ms: 9,
+            members: vec![],
+        };
+        assert_eq!(decode_group_value(&encode_group_value(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn group_value_v0_decodes_with_session_as_rebalance_timeout() {
+        let mut b = BytesMut::new();
+        b.put_i16(0);
+        put_string(&mut b, "consumer");
+        b.put_i32(1);
+        put_nullable_string(&mut b, Some("range"));
+        put_nullable_string(&mut b, Some("m"));
+        b.put_i32(1);
+        put_string(&mut b, "m");
+        put_string(&mut b, "c");
+        put_string(&mut b, "h");
+        b.put_i32(10_000);
+        put_bytes(&mut b, b"s");
+        put_bytes(&mut b, b"a");
+        let value = decode_group_value(&b).unwrap();
+        assert_eq!(value.members[0].rebalance_timeout_ms, 10_000);
+        assert_eq!(value.members[0].session_timeout_ms, 10_000);
+        assert_eq!(value.current_state_timestamp_ms, -1);
+    }
+
+    #[test]
+    fn truncated_and_garbage_input_never_panics() {
+        let full = encode_group_value(&sample_group());
+        for cut in 0..full.len() {
+            assert!(decode_group_value(&full[..cut]).is_err());
+        }
+        let key = encode_offset_key("group", "topic", 1);
+        for cut in 0..key.len() {
+            assert!(decode_key(&key[..cut]).is_err());
+        }
+        assert_eq!(decode_key(&[0, 9, 0, 0]), Err(RecordDecodeError::UnknownKeyVersion(9)));
+        assert!(decode_group_value(&[0, 3, 0xff, 0xfe]).is_err());
+        let mut huge = vec![0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff];
+        huge.extend_from_slice(&[0; 8]);
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(decode_group_value(&huge).is_err());
+    }
+
+    #[test]
+    fn batches_round_trip_including_tombstones() {
+        let records = vec![
+            (encode_offset_key("g", "t", 0), Some(encode_offset_value(&OffsetCommitValue {
+                offset: 10,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 1,
+                expire_timestamp_ms: None,
+            }))),
+            (encode_group_key("g"), None),
+        ];
+        let batch = encode_batches(&records, 1);
+        assert_eq!(batch[16], 2, "magic byte");
+        let decoded = decode_batches(batch).unwrap();
+        assert_eq!(decoded, records);
+        let record = decode_record(&decoded[1].0, decoded[1].1.as_deref()).unwrap();
+        assert_eq!(record, OffsetsRecord::Group { group: "g".into(), value: None });
+    }
+
+    #[test]
+    fn large_appends_split_into_several_batches() {
+        let metadata = "x".repeat(4000);
+        let records: Vec<_> = (0..300)
+            .map(|p| {
+                let value = OffsetCommitValue {
+                    offset: p,
+                    leader_epoch: -1,
+                    metadata: metadata.clone(),
+                    commit_timestamp_ms: 1,
+                    expire_timestamp_ms: None,
+                };
+                (encode_offset_key("g", "t", p as i32), Some(encode_offset_value(&value)))
+            })
+            .collect();
+        let buf = encode_batches(&records, 1);
+        let sets = RecordBatchDecoder::decode_all(&mut buf.clone()).unwrap();
+        assert!(sets.len() >= 2);
+        assert_eq!(decode_batches(buf).unwrap(), records);
+    }
+}

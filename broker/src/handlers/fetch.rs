@@ -1,0 +1,498 @@
+//! Fetch: plan per owning shard, read per shard in parallel, long-poll with wake-ups on new
+//! data (no polling loop), honour max_wait_ms / min_bytes / max_bytes / partition max_bytes /
+//! isolation level, and incremental fetch sessions (KIP-227).
+//!
+//! Long poll: when the first read returns fewer than `min_bytes`, every owning shard is asked
+//! to resolve when any of its partitions' high watermark passes the fetch offset (the
+//! partition's `data_notify`), racing a timer at the deadline; then the partitions are read
+//! again. A waiter registers before it checks, so no wake-up is lost.
+//! Response size: each shard fills its partitions in order within `max_bytes`; the gatherer
+//! then keeps the response within `max_bytes` in request order, the first non-empty partition
+//! always included (Kafka's KIP-74 rule).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{Either, join_all, select, select_all};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
+use super::{Reply, RequestContext, Versions, topic_name};
+use crate::cluster::{ClusterMetadata, ShardId};
+use crate::partition::Partition;
+use crate::shard::{LocalBoxFuture, Shard};
+
+pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
+
+/// First version that names topics by id.
+const TOPIC_ID_VERSION: i16 = 13;
+/// Upper bound on a client's max_wait_ms (Kafka has none; this keeps shutdown prompt).
+pub const MAX_WAIT_MS_LIMIT: i32 = 60_000;
+
+/// One partition's read result.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub error: ResponseError,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+impl Got {
+    fn error(error: ResponseError) -> Got {
+        Got {
+            error,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+        }
+    }
+    fn is_error(&self) -> bool {
+        self.error.code() != 0
+    }
+}
+
+const NONE: ResponseError = ResponseError::Unknown(0);
+
+enum Mode {
+    /// No session: answer every requested partition.
+    Sessionless,
+    /// A full fetch that (maybe) created a session: answer every partition.
+    Full(i32),
+    /// An incremental fetch: answer only partitions with news.
+    Incremental(i32),
+}
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) -> Reply {
+    let metadata = shard.metadata();
+    let by_id = ctx.version >= TOPIC_ID_VERSION;
+    let requested = requested_partitions(&metadata, &req, by_id);
+    let (mode, wants) = match open_session(shard, &req, requested, by_id, &metadata) {
+        Ok(x) => x,
+        Err(e) => {
+            let code = match e {
+                SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
+                SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+            };
+            return ctx.reply(
+                &FetchResponse::default()
+                    .with_error_code(code.code())
+                    .with_session_id(0),
+            );
+        }
+    };
+    let read_committed = req.isolation_level == 1;
+    let max_bytes = u32::try_from(req.max_bytes).unwrap_or(0);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
+    let deadline = Instant::now() + max_wait;
+    let mut gots = read_all(shard, &wants, read_committed, max_bytes).await;
+    loop {
+        let total: usize = gots.iter().map(|g| g.records.len()).sum();
+        let any_error = gots.iter().any(Got::is_error);
+        if total >= min_bytes
+            || any_error
+            || wants.is_empty()
+            || Instant::now() >= deadline
+            || shard.is_stopping()
+        {
+            break;
+        }
+        if !wait_for_data(shard, &wants, read_committed, deadline).await {
+            break;
+        }
+        gots = read_all(shard, &wants, read_committed, max_bytes).await;
+    }
+    trim_to_max_bytes(&mut gots, max_bytes);
+    let session_id = match mode {
+        Mode::Sessionless => 0,
+        Mode::Full(id) | Mode::Incremental(id) => id,
+    };
+    let incremental = matches!(mode, Mode::Incremental(_));
+    // Remember what the client now knows; in incremental mode skip partitions without news.
+    let mut include = vec![true; wants.len()];
+    if session_id != 0 {
+        let mut cache = shard.fetch_sessions.borrow_mut();
+        if let Some(session) = cache.session_mut(session_id) {
+            for (i, (w, g)) in wants.iter().zip(&gots).enumerate() {
+                let now = (g.high_watermark, g.last_stable_offset, g.log_start_offset);
+                let news = g.is_error() || !g.records.is_empty();
+                if let Some(sp) = session.partitions.iter_mut().find(|p| {
+                    p.topic == w.topic && p.topic_id == w.topic_id && p.partition == w.partition
+                }) {
+                    if incremental && !news && sp.last_sent == Some(now) {
+                        include[i] = false;
+                    }
+                    sp.last_sent = Some(now);
+                }
+            }
+        }
+    }
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for ((w, g), inc) in wants.iter().zip(gots).zip(include) {
+        if !inc {
+            continue;
+        }
+        let data = PartitionData::default()
+            .with_partition_index(w.partition)
+            .with_error_code(g.error.code())
+            .with_high_watermark(g.high_watermark)
+            .with_last_stable_offset(g.last_stable_offset)
+            .with_log_start_offset(g.log_start_offset)
+            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+            .with_records(Some(g.records));
+        match responses.last_mut() {
+            Some(t) if t.topic_id == w.topic_id && t.topic.0.as_str() == w.topic => {
+                t.partitions.push(data)
+            }
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(topic_name(&w.topic))
+                    .with_topic_id(w.topic_id)
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    ctx.reply(
+        &FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(responses),
+    )
+}
+
+/// The partitions named in the request, topics resolved by name or id.
+fn requested_partitions(
+    metadata: &ClusterMetadata,
+    req: &FetchRequest,
+    by_id: bool,
+) -> Vec<SessionPartition> {
+    let mut out = Vec::new();
+    for t in &req.topics {
+        let meta = if by_id {
+            metadata.topic_by_id(&t.topic_id)
+        } else {
+            metadata.topic(t.topic.0.as_str())
+        };
+        let (topic, topic_id) = match meta {
+            Some(m) => (m.name.clone(), m.id),
+            None if by_id => (String::new(), t.topic_id),
+            None => (t.topic.0.to_string(), uuid::Uuid::nil()),
+        };
+        for p in &t.partitions {
+            out.push(SessionPartition {
+                topic: topic.clone(),
+                topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                last_sent: None,
+            });
+        }
+    }
+    out
+}
+
+/// KIP-227 session handling: which partitions to read and how to answer.
+fn open_session(
+    shard: &Rc<Shard>,
+    req: &FetchRequest,
+    requested: Vec<SessionPartition>,
+    by_id: bool,
+    metadata: &ClusterMetadata,
+) -> Result<(Mode, Vec<SessionPartition>), SessionError> {
+    let mut cache = shard.fetch_sessions.borrow_mut();
+    let (id, epoch) = (req.session_id, req.session_epoch);
+    if epoch == FINAL_EPOCH {
+        if id != 0 {
+            cache.remove(id);
+        }
+        return Ok((Mode::Sessionless, requested));
+    }
+    if epoch == INITIAL_EPOCH {
+        if id != 0 {
+            cache.remove(id);
+        }
+        return Ok(match cache.create(requested.clone()) {
+            Some(new_id) => (Mode::Full(new_id), requested),
+            None => (Mode::Sessionless, requested),
+        });
+    }
+    if id == 0 {
+        return Err(SessionError::InvalidEpoch);
+    }
+    let session = cache.get_incremental(id, epoch)?;
+    for r in requested {
+        match session
+            .partitions
+            .iter_mut()
+            .find(|p| p.topic == r.topic && p.topic_id == r.topic_id && p.partition == r.partition)
+        {
+            Some(p) => {
+                p.fetch_offset = r.fetch_offset;
+                p.partition_max_bytes = r.partition_max_bytes;
+                p.current_leader_epoch = r.current_leader_epoch;
+            }
+            None => session.partitions.push(r),
+        }
+    }
+    for f in &req.forgotten_topics_data {
+        let name = if by_id {
+            metadata
+                .topic_by_id(&f.topic_id)
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        } else {
+            f.topic.0.to_string()
+        };
+        session.partitions.retain(|p| {
+            !(((by_id && p.topic_id == f.topic_id) || (!by_id && p.topic == name))
+                && f.partitions.contains(&p.partition))
+        });
+    }
+    Ok((Mode::Incremental(id), session.partitions.clone()))
+}
+
+/// Reads every wanted partition on its owner, in parallel across shards.
+async fn read_all(
+    shard: &Rc<Shard>,
+    wants: &[SessionPartition],
+    read_committed: bool,
+    max_bytes: u32,
+) -> Vec<Got> {
+    let metadata = shard.metadata();
+    let mut gots: Vec<Option<Got>> = vec![None; wants.len()];
+    let mut by_shard: Vec<Vec<(usize, SessionPartition)>> =
+        vec![Vec::new(); shard.shared.shard_count()];
+    for (i, w) in wants.iter().enumerate() {
+        match metadata.topic(&w.topic) {
+            Some(m) if w.topic_id.is_nil() || m.id == w.topic_id => {
+                if w.partition < 0 || w.partition >= m.partitions {
+                    gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition));
+                } else {
+                    by_shard[shard.owner_of(&w.topic, w.partition).0].push((i, w.clone()));
+                }
+            }
+            _ if !w.topic_id.is_nil() && w.topic.is_empty() => {
+                gots[i] = Some(Got::error(ResponseError::UnknownTopicId))
+            }
+            _ => gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition)),
+        }
+    }
+    let mut waits = Vec::new();
+    for (target, items) in by_shard.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let idx: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+        let parts: Vec<SessionPartition> = items.into_iter().map(|(_, w)| w).collect();
+        let n = parts.len();
+        waits.push(async move {
+            let r = shard
+                .invoke(ShardId(target), move |s: &Rc<Shard>| {
+                    read_on_owner(s, parts, read_committed, max_bytes)
+                })
+                .await
+                .unwrap_or_else(|| vec![Got::error(ResponseError::NotLeaderOrFollower); n]);
+            (idx, r)
+        });
+    }
+    for (idx, results) in join_all(waits).await {
+        for (i, g) in idx.into_iter().zip(results) {
+            gots[i] = Some(g);
+        }
+    }
+    gots.into_iter()
+        .map(|g| g.unwrap_or_else(|| Got::error(ResponseError::UnknownServerError)))
+        .collect()
+}
+
+/// On the owner: reads its partitions in order within a shared byte budget.
+fn read_on_owner(
+    shard: &Rc<Shard>,
+    parts: Vec<SessionPartition>,
+    read_committed: bool,
+    max_bytes: u32,
+) -> LocalBoxFuture<Vec<Got>> {
+    let resolved: Vec<(Option<Rc<Partition>>, SessionPartition)> = parts
+        .into_iter()
+        .map(|w| (shard.partition(&w.topic, w.partition), w))
+        .collect();
+    Box::pin(async move {
+        let mut budget = max_bytes;
+        let mut out = Vec::with_capacity(resolved.len());
+        for (p, w) in resolved {
+            let g = match p {
+                Some(p) => read_partition(&p, &w, read_committed, budget).await,
+                None => Got::error(ResponseError::NotLeaderOrFollower),
+            };
+            budget = budget.saturating_sub(g.records.len() as u32);
+            out.push(g);
+        }
+        out
+    })
+}
+
+async fn read_partition(
+    p: &Partition,
+    w: &SessionPartition,
+    read_committed: bool,
+    budget: u32,
+) -> Got {
+    let epoch = p.leader_epoch.get();
+    if w.current_leader_epoch >= 0 && w.current_leader_epoch != epoch {
+        let e = if w.current_leader_epoch > epoch {
+            ResponseError::UnknownLeaderEpoch
+        } else {
+            ResponseError::FencedLeaderEpoch
+        };
+        return Got::error(e);
+    }
+    let hw = p.high_watermark();
+    let lso = p.last_stable_offset();
+    let log_start = p.log_start_offset();
+    let mut got = Got {
+        error: NONE,
+        high_watermark: hw,
+        last_stable_offset: lso,
+        log_start_offset: log_start,
+        records: Bytes::new(),
+    };
+    if w.fetch_offset < log_start || w.fetch_offset > p.log.log_end_offset() {
+        got.error = ResponseError::OffsetOutOfRange;
+        return got;
+    }
+    let upper = if read_committed { lso } else { hw };
+    let limit = u32::try_from(w.partition_max_bytes)
+        .unwrap_or(0)
+        .min(budget);
+    if w.fetch_offset >= upper || limit == 0 {
+        return got;
+    }
+    let read = match p.log.read(w.fetch_offset, upper, limit, true).await {
+        Ok(r) => r,
+        Err(engine::ReadError::OffsetOutOfRange { .. }) => {
+            got.error = ResponseError::OffsetOutOfRange;
+            return got;
+        }
+        Err(e) => {
+            tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "read failed");
+            return Got::error(ResponseError::KafkaStorageError);
+        }
+    };
+    if read.slices.is_empty() {
+        return got;
+    }
+    match p.log.read_bytes(&read.slices).await {
+        Ok(bytes) => got.records = bytes,
+        Err(e) => {
+            tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "read_bytes failed");
+            return Got::error(ResponseError::KafkaStorageError);
+        }
+    }
+    got
+}
+
+/// Waits until any wanted partition has data past its fetch offset, or the deadline.
+/// Returns false if the deadline passed.
+async fn wait_for_data(
+    shard: &Rc<Shard>,
+    wants: &[SessionPartition],
+    read_committed: bool,
+    deadline: Instant,
+) -> bool {
+    let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shard.shared.shard_count()];
+    for w in wants {
+        if !w.topic.is_empty() && w.partition >= 0 {
+            by_shard[shard.owner_of(&w.topic, w.partition).0].push((
+                w.topic.clone(),
+                w.partition,
+                w.fetch_offset,
+            ));
+        }
+    }
+    let mut waits: Vec<LocalBoxFuture<()>> = Vec::new();
+    for (target, items) in by_shard.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let shard = Rc::clone(shard);
+        waits.push(Box::pin(async move {
+            shard
+                .invoke(ShardId(target), move |s: &Rc<Shard>| {
+                    wait_on_owner(s, items, read_committed, deadline)
+                })
+                .await;
+        }));
+    }
+    if waits.is_empty() {
+        return false;
+    }
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let stop = shard.stop_notify.notified();
+    let timer = Box::pin(compio::time::sleep(timeout));
+    match select(select(select_all(waits), stop), timer).await {
+        Either::Left(_) => Instant::now() < deadline,
+        Either::Right(_) => false,
+    }
+}
+
+/// On the owner: resolves when a partition's visible end passes its offset, or at `deadline`.
+fn wait_on_owner(
+    shard: &Rc<Shard>,
+    items: Vec<(String, i32, i64)>,
+    read_committed: bool,
+    deadline: Instant,
+) -> LocalBoxFuture<()> {
+    let mut notified = Vec::new();
+    let mut ready = false;
+    for (topic, partition, offset) in items {
+        match shard.partition(&topic, partition) {
+            Some(p) => {
+                // Register first, then check: a wake-up in between is not lost.
+                notified.push(p.data_notify.notified());
+                let end = if read_committed {
+                    p.last_stable_offset()
+                } else {
+                    p.high_watermark()
+                };
+                if end > offset || offset < p.log_start_offset() {
+                    ready = true;
+                }
+            }
+            None => ready = true,
+        }
+    }
+    if ready || notified.is_empty() {
+        return Box::pin(async {});
+    }
+    let stop = shard.stop_notify.notified();
+    Box::pin(async move {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let timer = Box::pin(compio::time::sleep(timeout));
+        let _ = select(select(select_all(notified), stop), timer).await;
+    })
+}
+
+/// Keeps the answer within `max_bytes` in request order; the first non-empty partition stays
+/// whole even if larger (KIP-74).
+fn trim_to_max_bytes(gots: &mut [Got], max_bytes: u32) {
+    let mut total: u64 = 0;
+    for g in gots.iter_mut() {
+        let len = g.records.len() as u64;
+        if len == 0 {
+            continue;
+        }
+        if total > 0 && total + len > u64::from(max_bytes) {
+            g.records = Bytes::new();
+            continue;
+        }
+        total += len;
+    }
+}

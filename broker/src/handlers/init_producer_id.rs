@@ -1,0 +1,44 @@
+//! InitProducerId for idempotent producers: a fresh producer id at epoch 0 from the control
+//! plane's persisted id blocks. Transactional ids are not supported yet and get an error.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{RequestContext, Versions};
+use crate::shard::Shard;
+use crate::shard::control::on_control;
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let fail = |e: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if req.transactional_id.is_some() {
+        tracing::info!(target: "broker::producer", peer = %ctx.peer, "transactional producer refused: transactions are not supported yet");
+        return fail(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    let id = on_control(shard, |s| {
+        Box::pin(async move { s.control().allocate_producer_id().map_err(|e| e.message) })
+    })
+    .await;
+    match id {
+        Some(Ok(id)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Some(Err(e)) => {
+            tracing::error!(target: "broker::producer", error = %e, "producer id allocation failed");
+            fail(ResponseError::UnknownServerError)
+        }
+        None => fail(ResponseError::BrokerNotAvailable),
+    }
+}

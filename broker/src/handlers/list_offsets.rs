@@ -1,0 +1,145 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), earliest
+//! tiered (-5, = earliest: no tiering) and by timestamp, answered by each partition's owner.
+//! read_committed reads "latest" as the last stable offset.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{RequestContext, Versions};
+use crate::cluster::ShardId;
+use crate::shard::Shard;
+
+pub const VERSIONS: Versions = Versions { min: 1, max: 10 };
+
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
+pub const EARLIEST_TIERED: i64 = -5;
+
+/// (error, timestamp, offset, leader_epoch)
+type Answer = (ResponseError, i64, i64, i32);
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let metadata = shard.metadata();
+    let read_committed = req.isolation_level == 1;
+    let mut waits = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        for p in &t.partitions {
+            let known = metadata
+                .topic(&name)
+                .is_some_and(|m| p.partition_index >= 0 && p.partition_index < m.partitions);
+            let target: Option<ShardId> = known.then(|| shard.owner_of(&name, p.partition_index));
+            let (topic, partition, ts, epoch) = (
+                name.clone(),
+                p.partition_index,
+                p.timestamp,
+                p.current_leader_epoch,
+            );
+            let shard = Rc::clone(shard);
+            waits.push(async move {
+                let Some(target) = target else {
+                    return (ResponseError::UnknownTopicOrPartition, -1, -1, -1);
+                };
+                shard
+                    .invoke(target, move |s: &Rc<Shard>| {
+                        let part = s.partition(&topic, partition);
+                        Box::pin(async move {
+                            match part {
+                                Some(p) => answer(&p, ts, epoch, read_committed).await,
+                                None => (ResponseError::NotLeaderOrFollower, -1, -1, -1),
+                            }
+                        })
+                    })
+                    .await
+                    .unwrap_or((ResponseError::NotLeaderOrFollower, -1, -1, -1))
+            });
+        }
+    }
+    let mut answers = join_all(waits).await.into_iter();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (err, ts, off, epoch) =
+                        answers
+                            .next()
+                            .unwrap_or((ResponseError::UnknownServerError, -1, -1, -1));
+                    let r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(err.code())
+                        .with_timestamp(ts)
+                        .with_offset(off);
+                    // leader_epoch exists from v4 on.
+                    if ctx.version >= 4 {
+                        r.with_leader_epoch(epoch)
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+const OK: ResponseError = ResponseError::Unknown(0);
+
+async fn answer(
+    p: &crate::partition::Partition,
+    ts: i64,
+    current_leader_epoch: i32,
+    read_committed: bool,
+) -> Answer {
+    let epoch = p.leader_epoch.get();
+    if current_leader_epoch >= 0 && current_leader_epoch != epoch {
+        let e = if current_leader_epoch > epoch {
+            ResponseError::UnknownLeaderEpoch
+        } else {
+            ResponseError::FencedLeaderEpoch
+        };
+        return (e, -1, -1, -1);
+    }
+    match ts {
+        LATEST => {
+            let off = if read_committed {
+                p.last_stable_offset()
+            } else {
+                p.high_watermark()
+            };
+            (OK, -1, off, epoch)
+        }
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_TIERED => (OK, -1, p.log_start_offset(), epoch),
+        MAX_TIMESTAMP => match p.log.max_timestamp() {
+            Some((t, o)) => (OK, t, o, epoch),
+            None => (OK, -1, -1, epoch),
+        },
+        ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
+            Ok(Some((t, o))) if o < p.high_watermark() => (OK, t, o, epoch),
+            Ok(_) => (OK, -1, -1, epoch),
+            Err(e) => {
+                tracing::error!(target: "broker::list_offsets", topic = %p.topic, partition = p.index, error = %e, "offset_for_timestamp failed");
+                (ResponseError::KafkaStorageError, -1, -1, -1)
+            }
+        },
+        _ => (ResponseError::InvalidRequest, -1, -1, -1),
+    }
+}

@@ -1,0 +1,143 @@
+//! Metadata: brokers (this node), topics with their partitions, and auto-creation of
+//! requested topics when `kafka.auto_create_topics` is on and the client allows it.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+
+use super::{RequestContext, Versions, str_bytes, topic_name};
+use crate::cluster::{TopicMeta, valid_topic_name};
+use crate::shard::Shard;
+use crate::shard::control::{NewTopic, on_control};
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 13 };
+
+/// Authorized-operations value meaning "not computed" (Kafka's INT32_MIN).
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let node = shard.shared.node_id();
+    let mut metadata = shard.metadata();
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && ctx.version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        for t in metadata.topics.values() {
+            topics.push(topic_entry(node, t));
+        }
+    } else {
+        let requested = req.topics.unwrap_or_default();
+        let allow_create = shard.config().kafka.auto_create_topics
+            && (ctx.version < 4 || req.allow_auto_topic_creation);
+        // Auto-create the missing ones in one control-plane call.
+        let missing: Vec<String> = requested
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|n| metadata.topic(n).is_none() && valid_topic_name(n))
+            .collect();
+        let mut created_errors: BTreeMap<String, ResponseError> = BTreeMap::new();
+        if allow_create && !missing.is_empty() {
+            let new: Vec<NewTopic> = missing
+                .iter()
+                .map(|n| NewTopic {
+                    name: n.clone(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: BTreeMap::new(),
+                    has_assignment: false,
+                })
+                .collect();
+            let results = on_control(shard, move |s| {
+                Box::pin(async move { s.control().create_topics(&s, new, false).await })
+            })
+            .await;
+            for (name, r) in missing.iter().zip(results.unwrap_or_default()) {
+                if let Err(e) = r
+                    && e.code != ResponseError::TopicAlreadyExists
+                {
+                    created_errors.insert(name.clone(), e.code);
+                }
+            }
+            metadata = shard.metadata();
+        }
+        for t in requested {
+            let entry = match (&t.name, t.topic_id.is_nil()) {
+                (Some(name), _) => {
+                    let name = name.0.to_string();
+                    match metadata.topic(&name) {
+                        Some(meta) => topic_entry(node, meta),
+                        None => {
+                            let code = if !valid_topic_name(&name) {
+                                ResponseError::InvalidTopicException
+                            } else if let Some(e) = created_errors.get(&name) {
+                                *e
+                            } else if allow_create {
+                                ResponseError::LeaderNotAvailable
+                            } else {
+                                ResponseError::UnknownTopicOrPartition
+                            };
+                            error_entry(Some(&name), t.topic_id, code)
+                        }
+                    }
+                }
+                (None, false) => match metadata.topic_by_id(&t.topic_id) {
+                    Some(meta) => topic_entry(node, meta),
+                    None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),
+                },
+                (None, true) => error_entry(None, t.topic_id, ResponseError::InvalidRequest),
+            };
+            topics.push(entry);
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node))
+                .with_host(str_bytes(&shard.shared.advertised_host))
+                .with_port(i32::from(shard.shared.advertised_port)),
+        ])
+        .with_cluster_id(Some(str_bytes(&metadata.cluster_id)))
+        .with_controller_id(BrokerId(node))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn topic_entry(node: i32, t: &Arc<TopicMeta>) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.id)
+        .with_is_internal(false)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_partitions(
+            (0..t.partitions)
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_leader_id(BrokerId(node))
+                        .with_leader_epoch(t.leader_epoch)
+                        .with_replica_nodes(vec![BrokerId(node)])
+                        .with_isr_nodes(vec![BrokerId(node)])
+                })
+                .collect(),
+        )
+}
+
+fn error_entry(name: Option<&str>, id: uuid::Uuid, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+        .with_error_code(code.code())
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,265 @@
+//! Produce: decode (record batches stay slices of the request frame), group partitions by
+//! owning shard, move each batch (`Bytes`, no copy) to its owner, which checks producer
+//! sequences and appends; the connection's shard gathers the answers.
+//!
+//! Ordering: `submit` runs before the connection reads its next request and, for every
+//! partition, takes the partition's append ticket (directly, or inside the mesh closure that
+//! runs in arrival order on the owner), so pipelined produces append in the order sent.
+//! acks: 0 = no answer (an error closes the connection, as Kafka does), 1 = answer once in
+//! the log (page cache), -1 = also wait for `wait_durable` when `log.acks_all_durable`.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{Reply, RequestContext, Versions, decode, str_bytes, topic_name};
+use crate::cluster::ShardId;
+use crate::partition::{AppendFailure, AppendOutcome, now_ms};
+use crate::shard::{LocalBoxFuture, Shard};
+
+pub const VERSIONS: Versions = Versions { min: 3, max: 13 };
+
+/// First version that names topics by id.
+const TOPIC_ID_VERSION: i16 = 13;
+
+/// One partition's answer: offsets, or a Kafka error code with a message.
+type PartitionResult = Result<AppendOutcome, (ResponseError, Option<String>)>;
+
+struct Item {
+    slot: usize,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+}
+
+/// Decodes the request and queues its appends in order; returns the rest of the work.
+pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> LocalBoxFuture<Reply> {
+    let req: ProduceRequest = match decode(body, ctx.version) {
+        Ok(r) => r,
+        Err(e) => {
+            return Box::pin(std::future::ready(Reply::Close(format!(
+                "malformed Produce v{}: {e}",
+                ctx.version
+            ))));
+        }
+    };
+    let acks = req.acks;
+    let metadata = shard.metadata();
+    let durable = acks == -1 && shard.config().log.acks_all_durable;
+    // Answer layout, in request order; results filled by slot.
+    let mut layout: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<i32>)> = Vec::new();
+    let mut results: Vec<Option<PartitionResult>> = Vec::new();
+    let mut by_shard: Vec<Vec<Item>> = (0..shard.shared.shard_count())
+        .map(|_| Vec::new())
+        .collect();
+    for t in req.topic_data {
+        let meta = if ctx.version >= TOPIC_ID_VERSION {
+            metadata.topic_by_id(&t.topic_id)
+        } else {
+            metadata.topic(t.name.0.as_str())
+        };
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let slot = results.len();
+            parts.push(p.index);
+            let r = match (meta, p.records) {
+                _ if !matches!(acks, -1..=1) => {
+                    Some(Err((ResponseError::InvalidRequiredAcks, None)))
+                }
+                (None, _) if ctx.version >= TOPIC_ID_VERSION => {
+                    Some(Err((ResponseError::UnknownTopicId, None)))
+                }
+                (None, _) => Some(Err((ResponseError::UnknownTopicOrPartition, None))),
+                (Some(m), _) if p.index < 0 || p.index >= m.partitions => {
+                    Some(Err((ResponseError::UnknownTopicOrPartition, None)))
+                }
+                (Some(_), None) => Some(Err((
+                    ResponseError::CorruptMessage,
+                    Some("null records".into()),
+                ))),
+                (Some(m), Some(records))
+                    if records.len() as u64 > shard.config().log.segment_bytes =>
+                {
+                    Some(Err((
+                        ResponseError::RecordListTooLarge,
+                        Some(format!(
+                            "{} bytes exceed segment.bytes of topic {}",
+                            records.len(),
+                            m.name
+                        )),
+                    )))
+                }
+                (Some(m), Some(records)) => {
+                    by_shard[shard.owner_of(&m.name, p.index).0].push(Item {
+                        slot,
+                        topic: m.name.clone(),
+                        partition: p.index,
+                        records,
+                    });
+                    None
+                }
+            };
+            results.push(r);
+        }
+        let (name, id) = match meta {
+            Some(m) => (topic_name(&m.name), m.id),
+            None => (t.name, t.topic_id),
+        };
+        layout.push((name, id, parts));
+    }
+    // Queue the appends, shard by shard; each owner takes the append tickets in order.
+    let mut waits = Vec::new();
+    for (target, items) in by_shard.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let slots: Vec<usize> = items.iter().map(|i| i.slot).collect();
+        let fut = shard
+            .invoke_ordered(ShardId(target), move |s: &Rc<Shard>| {
+                append_on_owner(s, items, durable)
+            })
+            .await;
+        waits.push(async move { (slots, fut.await) });
+    }
+    Box::pin(async move {
+        for (slots, answer) in join_all(waits).await {
+            match answer {
+                Some(answers) => {
+                    for (slot, r) in slots.into_iter().zip(answers) {
+                        results[slot] = Some(r);
+                    }
+                }
+                None => {
+                    for slot in slots {
+                        results[slot] = Some(Err((ResponseError::NotLeaderOrFollower, None)));
+                    }
+                }
+            }
+        }
+        if acks == 0 {
+            if let Some(Some(Err((code, msg)))) = results.iter().find(|r| matches!(r, Some(Err(_))))
+            {
+                return Reply::Close(format!(
+                    "acks=0 produce failed: {code:?} {}",
+                    msg.as_deref().unwrap_or("")
+                ));
+            }
+            return Reply::None;
+        }
+        let mut results = results.into_iter();
+        let responses = layout
+            .into_iter()
+            .map(|(name, id, parts)| {
+                let partition_responses = parts
+                    .into_iter()
+                    .map(|index| {
+                        let r = results
+                            .next()
+                            .flatten()
+                            .unwrap_or(Err((ResponseError::UnknownServerError, None)));
+                        let out = PartitionProduceResponse::default().with_index(index);
+                        match r {
+                            Ok(o) => out
+                                .with_base_offset(o.base_offset)
+                                .with_log_append_time_ms(o.log_append_time_ms)
+                                .with_log_start_offset(o.log_start_offset),
+                            Err((code, msg)) => out
+                                .with_error_code(code.code())
+                                .with_error_message(msg.map(|m| str_bytes(&m)))
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1),
+                        }
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_topic_id(id)
+                    .with_partition_responses(partition_responses)
+            })
+            .collect();
+        ctx.reply(&ProduceResponse::default().with_responses(responses))
+    })
+}
+
+/// Runs on the owning shard, synchronously in mesh order: takes each partition's append
+/// ticket now, then appends (and waits for durability) in the returned future.
+fn append_on_owner(
+    shard: &Rc<Shard>,
+    items: Vec<Item>,
+    durable: bool,
+) -> LocalBoxFuture<Vec<PartitionResult>> {
+    let jobs: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let partition = shard.partition(&item.topic, item.partition);
+            let ticket = partition.as_ref().map(|p| p.append_lock.lock());
+            (partition, ticket, item.records)
+        })
+        .collect();
+    Box::pin(async move {
+        let now = now_ms();
+        join_all(jobs.into_iter().map(|(partition, ticket, records)| async move {
+            let (Some(p), Some(ticket)) = (partition, ticket) else {
+                return Err((ResponseError::NotLeaderOrFollower, None));
+            };
+            let outcome = {
+                let _guard = ticket.await;
+                p.append_locked(records, now).await
+            };
+            match outcome {
+                Ok(o) => {
+                    if durable && let Err(e) = p.log.wait_durable(o.last_offset).await {
+                        tracing::error!(target: "broker::produce", topic = %p.topic, partition = p.index, error = %e, "fdatasync failed");
+                        return Err((ResponseError::KafkaStorageError, Some(e.to_string())));
+                    }
+                    Ok(o)
+                }
+                Err(f) => Err(failure_code(&f)),
+            }
+        }))
+        .await
+    })
+}
+
+/// The single place append failures become Kafka error codes.
+fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
+    use engine::AppendError;
+    use engine::batch::BatchError;
+    match f {
+        AppendFailure::Engine(AppendError::InvalidBatch { error, .. }) => {
+            let code = match error {
+                BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+                BatchError::BadMagic { .. } | BatchError::BadRecordCount { .. } => {
+                    ResponseError::InvalidRecord
+                }
+                _ => ResponseError::CorruptMessage,
+            };
+            (code, Some(f_to_string(f)))
+        }
+        AppendFailure::Engine(AppendError::Empty) => (
+            ResponseError::CorruptMessage,
+            Some("empty record set".into()),
+        ),
+        AppendFailure::Engine(AppendError::Log(e)) => {
+            tracing::error!(target: "broker::produce", error = %e, "append failed");
+            (ResponseError::KafkaStorageError, Some(e.to_string()))
+        }
+        AppendFailure::Engine(e) => (ResponseError::UnknownServerError, Some(e.to_string())),
+        AppendFailure::InvalidProducerEpoch => (ResponseError::InvalidProducerEpoch, None),
+        AppendFailure::OutOfOrderSequence => (ResponseError::OutOfOrderSequenceNumber, None),
+        AppendFailure::InvalidTimestamp => (ResponseError::InvalidTimestamp, None),
+        AppendFailure::InvalidRecord(m) => (ResponseError::InvalidRecord, Some((*m).to_string())),
+    }
+}
+
+fn f_to_string(f: &AppendFailure) -> String {
+    match f {
+        AppendFailure::Engine(e) => e.to_string(),
+        other => format!("{other:?}"),
+    }
+}

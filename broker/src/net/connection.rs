@@ -1,0 +1,152 @@
+//! One client connection on its shard: a reader that splits frames and dispatches requests,
+//! and a writer that sends responses strictly in request order.
+//!
+//! Requests are handled concurrently (a client pipelines up to max.in.flight), each as a
+//! task whose handle goes into a bounded FIFO; the writer awaits the handles in order. When
+//! the FIFO is full the reader stops reading (back-pressure). Produce requests take their
+//! per-partition append tickets before the next request is read, so appends keep the order
+//! the client sent them in.
+//! Closing: on EOF, a bad frame, a write error or broker shutdown the reader stops; the
+//! writer then finishes the responses already queued (in-flight requests complete) and the
+//! socket is closed.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::future::{Either, select};
+
+use crate::handlers::{self, Reply};
+use crate::net::frame::{self, split_frame};
+use crate::notify::Notify;
+use crate::shard::Shard;
+
+/// Smallest read we issue; most requests fit in one read.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+type Pending = compio::runtime::JoinHandle<Reply>;
+
+/// Serves `stream` until the client leaves, misbehaves, or the broker stops.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(target: "broker::net", %peer, error = %e, "set_nodelay failed");
+    }
+    let stream = Rc::new(stream);
+    let state = Rc::new(ConnState {
+        closed: Cell::new(false),
+        closed_notify: Rc::new(Notify::new()),
+    });
+    let (tx, rx) =
+        async_channel::bounded::<Pending>(shard.config().kafka.in_flight_per_connection_max);
+    let writer =
+        compio::runtime::spawn(write_loop(Rc::clone(&stream), rx, Rc::clone(&state), peer));
+    read_loop(&shard, &stream, tx, &state, peer).await;
+    // The sender is gone: the writer drains what is queued and returns.
+    let _ = writer.await;
+    tracing::debug!(target: "broker::net", %peer, shard = shard.id.0, "connection closed");
+}
+
+struct ConnState {
+    closed: Cell<bool>,
+    closed_notify: Rc<Notify>,
+}
+
+impl ConnState {
+    fn close(&self) {
+        self.closed.set(true);
+        self.closed_notify.notify_all();
+    }
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    stream: &Rc<TcpStream>,
+    tx: async_channel::Sender<Pending>,
+    state: &Rc<ConnState>,
+    peer: SocketAddr,
+) {
+    let max = shard.config().kafka.frame_bytes_max;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut need = frame::SIZE_PREFIX_BYTES;
+    loop {
+        loop {
+            match split_frame(&mut buf, max, &mut need) {
+                Ok(Some(frame)) => {
+                    let pending = match handlers::dispatch(shard, frame, peer).await {
+                        Some(p) => p,
+                        None => return,
+                    };
+                    if tx.send(pending).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(target: "broker::net", %peer, error = %e, "bad frame, closing connection");
+                    return;
+                }
+            }
+        }
+        if shard.is_stopping() || state.closed.get() {
+            return;
+        }
+        let want = need.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
+        buf.reserve(want);
+        let stop = select(shard.stop_notify.notified(), state.closed_notify.notified());
+        let read = Box::pin(async {
+            let mut s: &TcpStream = stream;
+            s.append(buf).await
+        });
+        match select(read, stop).await {
+            Either::Left((BufResult(Ok(0), _), _)) => return,
+            Either::Left((BufResult(Ok(_), b), _)) => buf = b,
+            Either::Left((BufResult(Err(e), _), _)) => {
+                tracing::debug!(target: "broker::net", %peer, error = %e, "read failed");
+                return;
+            }
+            Either::Right(_) => return,
+        }
+    }
+}
+
+async fn write_loop(
+    stream: Rc<TcpStream>,
+    rx: async_channel::Receiver<Pending>,
+    state: Rc<ConnState>,
+    peer: SocketAddr,
+) {
+    let mut s: &TcpStream = &stream;
+    while let Ok(pending) = rx.recv().await {
+        let reply = match pending.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(target: "broker::net", %peer, error = %e, "request task failed, closing connection");
+                break;
+            }
+        };
+        if state.closed.get() {
+            // Still await the rest so in-flight work completes, but send nothing.
+            continue;
+        }
+        let result = match reply {
+            Reply::None => Ok(()),
+            Reply::Close(reason) => {
+                tracing::warn!(target: "broker::net", %peer, %reason, "closing connection");
+                state.close();
+                continue;
+            }
+            Reply::Frame(bytes) => s.write_all(bytes).await.0,
+            Reply::Chunks(chunks) => crate::net::sendfile::write_chunks(&stream, chunks).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(target: "broker::net", %peer, error = %e, "write failed");
+            state.close();
+        }
+    }
+    state.close();
+    let _ = s.shutdown().await;
+}

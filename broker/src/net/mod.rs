@@ -1,0 +1,105 @@
+//! Networking: the Kafka listener, handing connections to shards, and per-connection I/O.
+//!
+//! One acceptor (on shard 0) takes every connection and hands it to the shard with the
+//! fewest open connections (docs/decisions/0003-connection-placement.md). The socket moves
+//! as an owned fd; from then on the connection lives on that shard only.
+
+pub mod connection;
+pub mod frame;
+pub mod sendfile;
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use futures_util::future::{Either, select};
+
+use crate::shard::Shard;
+
+/// Listen backlog.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds the Kafka listener (before the shards start, so a taken port fails start-up).
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepts until the shard stops; each connection goes to the least-loaded shard.
+pub async fn run_acceptor(shard: Rc<Shard>, listener: std::net::TcpListener) {
+    let listener = match compio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(target: "broker::net", error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    loop {
+        if shard.is_stopping() {
+            break;
+        }
+        let stop = shard.stop_notify.notified();
+        let accepted = match select(Box::pin(listener.accept()), stop).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: log and keep serving the connections we have.
+                tracing::warn!(target: "broker::net", error = %e, "accept failed");
+                compio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let target = shard.shared.least_loaded_shard();
+        shard.shared.connections[target.0].fetch_add(1, Ordering::Relaxed);
+        if target == shard.id {
+            spawn_connection(&shard, stream, peer);
+            continue;
+        }
+        // Move the socket as an owned fd (dup), then drop our registration of it.
+        let owned = match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpStream::from(fd),
+            Err(e) => {
+                tracing::warn!(target: "broker::net", error = %e, "cannot hand off connection");
+                shard.shared.connections[target.0].fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        drop(stream);
+        let sent = shard
+            .invoke_ordered(target, move |s: &Rc<Shard>| {
+                match compio::net::TcpStream::from_std(owned) {
+                    Ok(stream) => spawn_connection(s, stream, peer),
+                    Err(e) => {
+                        tracing::warn!(target: "broker::net", error = %e, "cannot adopt connection");
+                        s.shared.connections[s.id.0].fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                Box::pin(async {})
+            })
+            .await;
+        drop(sent);
+    }
+    tracing::info!(target: "broker::net", "listener closed");
+}
+
+/// Starts serving `stream` on this shard (connection count already incremented).
+pub fn spawn_connection(shard: &Rc<Shard>, stream: compio::net::TcpStream, peer: SocketAddr) {
+    let shard = Rc::clone(shard);
+    shard.open_connections.set(shard.open_connections.get() + 1);
+    compio::runtime::spawn(async move {
+        connection::serve(Rc::clone(&shard), stream, peer).await;
+        shard.open_connections.set(shard.open_connections.get() - 1);
+        shard.shared.connections[shard.id.0].fetch_sub(1, Ordering::Relaxed);
+        shard.connection_closed.notify_all();
+    })
+    .detach();
+}

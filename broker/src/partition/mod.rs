@@ -1,0 +1,270 @@
+//! A partition replica on its owning shard: the engine log plus the state Kafka keeps beside
+//! it (leader epoch, high watermark, last stable offset, idempotent-producer state) and the
+//! wake-up that long-polling fetches wait on.
+//!
+//! Invariants: appends run one at a time per partition in request order (`FifoLock` ticket
+//! taken when the request is dispatched); producer checks and the append happen under that
+//! lock; `high_watermark <= log_end_offset`; the data notifier fires after every advance of
+//! the high watermark. With one node the ISR is this node, so the high watermark follows the
+//! log end offset at once; the fields are real so replication can move them later.
+
+pub mod producer_state;
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use engine::batch::BatchHeader;
+use engine::limits::BATCH_HEADER_BYTES;
+
+use crate::cluster::TopicConfig;
+use crate::notify::{FifoLock, Notify};
+use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
+
+/// Why an append was refused, before Kafka codes are chosen at the handler boundary.
+#[derive(Debug)]
+pub enum AppendFailure {
+    Engine(engine::AppendError),
+    InvalidProducerEpoch,
+    OutOfOrderSequence,
+    InvalidTimestamp,
+    InvalidRecord(&'static str),
+}
+
+/// What a successful append reports back (Kafka's PartitionProduceResponse fields).
+#[derive(Debug, Clone, Copy)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    pub duplicate: bool,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub dir: PathBuf,
+    pub log: Rc<engine::Log>,
+    pub leader_epoch: Cell<i32>,
+    pub config: RefCell<TopicConfig>,
+    /// Fires whenever the high watermark (or log start offset) moves.
+    pub data_notify: Rc<Notify>,
+    pub append_lock: Rc<FifoLock>,
+    producers: RefCell<ProducerStateTable>,
+}
+
+/// Producer fields of a batch header, if the batch is from an idempotent producer.
+struct ProducerBatch {
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+    last_seq: i32,
+    records: i64,
+}
+
+impl Partition {
+    /// Opens the log, then rebuilds producer state from its batch headers.
+    pub async fn open(
+        topic: String,
+        index: i32,
+        dir: PathBuf,
+        leader_epoch: i32,
+        config: TopicConfig,
+        log_config: engine::LogConfig,
+    ) -> Result<Rc<Partition>, engine::LogError> {
+        let (log, report) = engine::Log::open(dir.clone(), log_config).await?;
+        if !report.truncations.is_empty() {
+            tracing::warn!(target: "broker::partition", topic, index, truncations = ?report.truncations, "log tail truncated during recovery");
+        }
+        let log = Rc::new(log);
+        // Everything recovered is committed: one node, so the ISR is just us.
+        log.set_high_watermark(log.log_end_offset());
+        let mut producers = ProducerStateTable::default();
+        log.scan_headers(log.log_start_offset(), |h: &BatchHeader| {
+            if h.producer_id() >= 0 && !h.is_control() {
+                producers.record(
+                    h.producer_id(),
+                    h.producer_epoch(),
+                    BatchMeta {
+                        first_seq: h.base_sequence(),
+                        last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
+                        first_offset: h.base_offset(),
+                        last_offset: h.last_offset(),
+                        max_timestamp: h.max_timestamp(),
+                    },
+                );
+            }
+        })
+        .await?;
+        Ok(Rc::new(Partition {
+            topic,
+            index,
+            dir,
+            log,
+            leader_epoch: Cell::new(leader_epoch),
+            config: RefCell::new(config),
+            data_notify: Rc::new(Notify::new()),
+            append_lock: FifoLock::new(),
+            producers: RefCell::new(producers),
+        }))
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.log.high_watermark()
+    }
+
+    /// No transactions yet: the last stable offset is the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.log.high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.borrow().len()
+    }
+
+    /// Appends `records` (one or more v2 batches from a Produce request). Must run with this
+    /// partition's `append_lock` held (the caller took its ticket in request order).
+    pub async fn append_locked(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendFailure> {
+        let producer = producer_batch(&records)?;
+        self.check_timestamps(&records, now_ms)?;
+        if let Some(p) = &producer {
+            let check =
+                self.producers
+                    .borrow()
+                    .check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
+            match check {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(b) => {
+                    return Ok(AppendOutcome {
+                        base_offset: b.first_offset,
+                        last_offset: b.last_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: self.log_start_offset(),
+                        duplicate: true,
+                    });
+                }
+                SequenceCheck::InvalidProducerEpoch { .. } => {
+                    return Err(AppendFailure::InvalidProducerEpoch);
+                }
+                SequenceCheck::OutOfOrderSequence { .. } => {
+                    return Err(AppendFailure::OutOfOrderSequence);
+                }
+            }
+        }
+        let info = self
+            .log
+            .append(records, self.leader_epoch.get())
+            .await
+            .map_err(AppendFailure::Engine)?;
+        if let Some(p) = producer {
+            // One batch per idempotent request (Kafka enforces the same); its offsets span
+            // the whole append.
+            debug_assert_eq!(info.last_offset - info.first_offset + 1, p.records);
+            self.producers.borrow_mut().record(
+                p.producer_id,
+                p.epoch,
+                BatchMeta {
+                    first_seq: p.first_seq,
+                    last_seq: p.last_seq,
+                    first_offset: info.first_offset,
+                    last_offset: info.last_offset,
+                    max_timestamp: info.max_timestamp,
+                },
+            );
+        }
+        // Single replica: committed as soon as it is in the log.
+        self.log.set_high_watermark(self.log.log_end_offset());
+        self.data_notify.notify_all();
+        Ok(AppendOutcome {
+            base_offset: info.first_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// message.timestamp.before/after.max.ms (CreateTime) against the batches' timestamps.
+    fn check_timestamps(&self, records: &Bytes, now_ms: i64) -> Result<(), AppendFailure> {
+        let (before, after) = {
+            let c = self.config.borrow();
+            (c.timestamp_before_max_ms, c.timestamp_after_max_ms)
+        };
+        if before == i64::MAX && after == i64::MAX {
+            return Ok(());
+        }
+        let mut pos = 0usize;
+        while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+            for ts in [h.base_timestamp(), h.max_timestamp()] {
+                if ts >= 0
+                    && (now_ms.saturating_sub(ts) > before || ts.saturating_sub(now_ms) > after)
+                {
+                    return Err(AppendFailure::InvalidTimestamp);
+                }
+            }
+            let total = h.total_bytes() as usize;
+            if total == 0 {
+                break;
+            }
+            pos += total;
+        }
+        Ok(())
+    }
+
+    /// Called after retention or DeleteRecords moved the log start offset.
+    pub fn after_log_start_moved(&self) {
+        self.producers
+            .borrow_mut()
+            .trim_before(self.log_start_offset());
+        self.data_notify.notify_all();
+    }
+}
+
+/// Reads the producer fields of the request's batches. Idempotent batches must come one per
+/// partition per request, as in Kafka.
+fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailure> {
+    let Some(h) = BatchHeader::parse(records) else {
+        // Too short for a header: the engine rejects it with the precise reason.
+        return Ok(None);
+    };
+    if h.producer_id() < 0 {
+        return Ok(None);
+    }
+    if h.is_transactional() {
+        return Err(AppendFailure::InvalidRecord(
+            "transactional batches are not supported yet",
+        ));
+    }
+    let total = h.total_bytes() as usize;
+    if total >= BATCH_HEADER_BYTES && records.len() > total {
+        return Err(AppendFailure::InvalidRecord(
+            "an idempotent produce must carry exactly one batch",
+        ));
+    }
+    Ok(Some(ProducerBatch {
+        producer_id: h.producer_id(),
+        epoch: h.producer_epoch(),
+        first_seq: h.base_sequence(),
+        last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
+        records: i64::from(h.last_offset_delta()) + 1,
+    }))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,223 @@
+//! Idempotent-producer state of one partition: per producer id, the current epoch and the
+//! sequence ranges (with their offsets) of the last `BATCHES_KEPT` batches.
+//!
+//! Follows Kafka's ProducerStateManager: a duplicate of a cached batch is answered with the
+//! original offsets; an older epoch is INVALID_PRODUCER_EPOCH; a gap is
+//! OUT_OF_ORDER_SEQUENCE_NUMBER; a producer with no state left (never seen, or trimmed by
+//! retention) is accepted at any sequence. Pure: no I/O, rebuilt from batch headers.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Batches remembered per producer for duplicate detection (Kafka: 5, the max in-flight).
+pub const BATCHES_KEPT: usize = 5;
+/// Producers tracked per partition before the oldest-written is forgotten.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+    /// Log offset of the producer's last write, used to evict the least recent.
+    last_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Append,
+    /// Already appended: answer with these offsets.
+    Duplicate(BatchMeta),
+    InvalidProducerEpoch {
+        current: i16,
+    },
+    OutOfOrderSequence {
+        expected: i32,
+        got: i32,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// `base_sequence + last_offset_delta` with Kafka's wrap-around at i32::MAX.
+pub fn last_sequence(base_sequence: i32, last_offset_delta: i32) -> i32 {
+    if base_sequence > i32::MAX - last_offset_delta {
+        last_offset_delta - (i32::MAX - base_sequence) - 1
+    } else {
+        base_sequence + last_offset_delta
+    }
+}
+
+fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
+    i64::from(next_seq) == i64::from(last_seq) + 1 || (next_seq == 0 && last_seq == i32::MAX)
+}
+
+impl ProducerStateTable {
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Checks a batch from `producer_id` before it is appended.
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> SequenceCheck {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return SequenceCheck::Append;
+        };
+        if epoch < entry.epoch {
+            return SequenceCheck::InvalidProducerEpoch {
+                current: entry.epoch,
+            };
+        }
+        if epoch > entry.epoch {
+            // A new epoch starts at sequence 0.
+            if first_seq != 0 {
+                return SequenceCheck::OutOfOrderSequence {
+                    expected: 0,
+                    got: first_seq,
+                };
+            }
+            return SequenceCheck::Append;
+        }
+        if let Some(b) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return SequenceCheck::Duplicate(*b);
+        }
+        match entry.batches.back() {
+            Some(last) if !in_sequence(last.last_seq, first_seq) => {
+                SequenceCheck::OutOfOrderSequence {
+                    expected: last.last_seq.wrapping_add(1),
+                    got: first_seq,
+                }
+            }
+            _ => SequenceCheck::Append,
+        }
+    }
+
+    /// Records an appended batch (also used when rebuilding from the log).
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta) {
+        if !self.producers.contains_key(&producer_id)
+            && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
+        {
+            self.evict_oldest();
+        }
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == BATCHES_KEPT {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(batch);
+        entry.last_offset = batch.last_offset;
+    }
+
+    /// Forgets producers whose last write is below `log_start_offset` (retention, DeleteRecords).
+    pub fn trim_before(&mut self, log_start_offset: i64) {
+        self.producers
+            .retain(|_, e| e.last_offset >= log_start_offset);
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((&id, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_offset) {
+            self.producers.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(first_seq: i32, last_seq: i32, first_offset: i64) -> BatchMeta {
+        BatchMeta {
+            first_seq,
+            last_seq,
+            first_offset,
+            last_offset: first_offset + i64::from(last_seq - first_seq),
+            max_timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn sequences_duplicates_and_epochs() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(t.check(7, 0, 0, 4), SequenceCheck::Append);
+        t.record(7, 0, meta(0, 4, 100));
+        assert_eq!(t.check(7, 0, 5, 9), SequenceCheck::Append);
+        t.record(7, 0, meta(5, 9, 105));
+        assert_eq!(
+            t.check(7, 0, 0, 4),
+            SequenceCheck::Duplicate(meta(0, 4, 100))
+        );
+        assert_eq!(
+            t.check(7, 0, 11, 12),
+            SequenceCheck::OutOfOrderSequence {
+                expected: 10,
+                got: 11
+            }
+        );
+        assert!(matches!(
+            t.check(7, -1, 10, 12),
+            SequenceCheck::InvalidProducerEpoch { .. }
+        ));
+        assert_eq!(
+            t.check(7, 1, 3, 4),
+            SequenceCheck::OutOfOrderSequence {
+                expected: 0,
+                got: 3
+            }
+        );
+        assert_eq!(t.check(7, 1, 0, 4), SequenceCheck::Append);
+        // Only the last five batches are remembered.
+        for i in 0..6 {
+            t.record(7, 0, meta(10 + i * 2, 11 + i * 2, 200 + i64::from(i) * 2));
+        }
+        assert_eq!(
+            t.check(7, 0, 10, 11),
+            SequenceCheck::OutOfOrderSequence {
+                expected: 22,
+                got: 10
+            }
+        );
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        assert_eq!(last_sequence(i32::MAX, 0), i32::MAX);
+        assert_eq!(last_sequence(i32::MAX, 1), 0);
+        assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
+        assert!(in_sequence(i32::MAX, 0));
+    }
+
+    #[test]
+    fn trimmed_producer_accepts_any_sequence() {
+        let mut t = ProducerStateTable::default();
+        t.record(1, 0, meta(0, 0, 5));
+        t.trim_before(10);
+        assert_eq!(t.check(1, 0, 42, 42), SequenceCheck::Append);
+    }
+}

@@ -1,0 +1,314 @@
+//! `sluice start`: brings the shards up, prints `ready`, waits for SIGTERM/SIGINT, and shuts
+//! down cleanly.
+//!
+//! Start-up: probe io_uring (clear error with the fix), open the catalog, bind the listener
+//! (a taken port fails here), start one pinned thread per shard, let every shard open the
+//! partitions it owns, then start accepting and print the `ready` line.
+//! Shutdown, in two phases so cross-shard work can finish: (1) every shard stops reading new
+//! requests and waits for its connections to finish their in-flight requests; (2) every shard
+//! flushes and closes its logs. Then the threads are joined and the process exits 0.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Catalog, CatalogError, ClusterMetadata, PartitionTable, ShardId};
+use crate::config::{Config, split_host_port};
+use crate::net;
+use crate::partition::now_ms;
+use crate::shard::control::ControlPlane;
+use crate::shard::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, partitions, run_mesh_loop};
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    IoUring(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another broker running? pick another --kafka-addr)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shard {shard} failed to start: {message}")]
+    Shard { shard: usize, message: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Returns after a clean shutdown.
+pub fn run(config: Config) -> Result<(), StartError> {
+    sys::block_termination_signals().map_err(|source| StartError::Io {
+        what: "blocking signals",
+        source,
+    })?;
+    if let Err(e) = compio::runtime::Runtime::new() {
+        return Err(StartError::IoUring(sys::io_uring_help(&e)));
+    }
+    let config = Arc::new(config);
+    let catalog = Catalog::open(&config.broker.data_dir)?;
+    let snapshot = Arc::new(catalog.snapshot());
+    let addr: SocketAddr = config.kafka.addr.parse().map_err(|_| StartError::Io {
+        what: "kafka.addr",
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    let listener = net::bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| StartError::Io {
+        what: "listener address",
+        source,
+    })?;
+    let (advertised_host, advertised_port) = match split_host_port(&config.kafka.advertised_addr) {
+        Some(hp) => hp,
+        None if local.ip().is_unspecified() => {
+            tracing::warn!(target: "broker::server", "listening on {local}; advertising 127.0.0.1 (set --advertised-kafka-addr for remote clients)");
+            ("127.0.0.1".to_string(), local.port())
+        }
+        None => (local.ip().to_string(), local.port()),
+    };
+    let shard_count = config.shard_count();
+    let mut senders = Vec::with_capacity(shard_count);
+    let mut receivers = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let (tx, rx) = async_channel::bounded::<ShardTask>(MESH_QUEUE_CAPACITY);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let shared = Arc::new(Shared {
+        config: Arc::clone(&config),
+        table: PartitionTable {
+            shards: shard_count,
+        },
+        mesh: senders,
+        connections: (0..shard_count).map(|_| AtomicUsize::new(0)).collect(),
+        advertised_host,
+        advertised_port,
+    });
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut control = Some(catalog);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut threads = Vec::with_capacity(shard_count);
+    for (id, rx) in receivers.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let snapshot = Arc::clone(&snapshot);
+        let control = if id == 0 { control.take() } else { None };
+        let ready = ready_tx.clone();
+        let core = config.broker.pin_threads.then_some(id % cores);
+        let handle = std::thread::Builder::new()
+            .name(format!("sluice-shard-{id}"))
+            .spawn(move || shard_main(ShardId(id), core, shared, snapshot, rx, control, ready))
+            .map_err(|source| StartError::Io {
+                what: "spawning shard thread",
+                source,
+            })?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((shard, Err(message))) => {
+                failure.get_or_insert(StartError::Shard { shard, message });
+            }
+            Err(_) => {
+                failure.get_or_insert(StartError::Shard {
+                    shard: 0,
+                    message: "a shard thread exited".into(),
+                });
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        shutdown(
+            &shared,
+            threads,
+            Duration::from_secs(config.broker.shutdown_timeout_s),
+        );
+        return Err(e);
+    }
+    // Accept only once every shard has its partitions open.
+    let task: ShardTask =
+        Box::new(move |s: &Rc<Shard>| Box::pin(net::run_acceptor(Rc::clone(s), listener)));
+    shared.send_blocking(ShardId(0), task);
+    println!(
+        "sluice ready: kafka={}:{} listener={} shards={} node_id={} data_dir={}",
+        shared.advertised_host,
+        shared.advertised_port,
+        local,
+        shard_count,
+        config.broker.node_id,
+        config.broker.data_dir.display()
+    );
+    let _ = std::io::stdout().flush();
+    tracing::info!(target: "broker::server", %local, shards = shard_count, "ready");
+    let signal = sys::wait_for_termination().map_err(|source| StartError::Io {
+        what: "waiting for signals",
+        source,
+    })?;
+    tracing::info!(target: "broker::server", signal, "shutting down");
+    if !shutdown(
+        &shared,
+        threads,
+        Duration::from_secs(config.broker.shutdown_timeout_s),
+    ) {
+        tracing::error!(target: "broker::server", "shutdown timed out; exiting anyway");
+        std::process::exit(1);
+    }
+    println!("sluice stopped");
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+/// Two-phase shutdown (see module docs). Returns false if it did not finish in `timeout`.
+fn shutdown(
+    shared: &Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let n = shared.shard_count();
+    // Phase 1: stop reading requests, let in-flight ones finish.
+    let (tx, rx) = mpsc::channel::<()>();
+    for s in 0..n {
+        let tx = tx.clone();
+        shared.send_blocking(
+            ShardId(s),
+            Box::new(move |shard: &Rc<Shard>| {
+                shard.begin_stop();
+                let shard = Rc::clone(shard);
+                Box::pin(async move {
+                    while shard.open_connections.get() > 0 {
+                        let closed = shard.connection_closed.notified();
+                        if shard.open_connections.get() == 0 {
+                            break;
+                        }
+                        closed.await;
+                    }
+                    let _ = tx.send(());
+                })
+            }),
+        );
+    }
+    if !wait_acks(&rx, n, deadline) {
+        return false;
+    }
+    // Phase 2: flush and close logs, then leave the runtime.
+    for s in 0..n {
+        let tx = tx.clone();
+        shared.send_blocking(
+            ShardId(s),
+            Box::new(move |shard: &Rc<Shard>| {
+                let shard = Rc::clone(shard);
+                Box::pin(async move {
+                    partitions::close_all(&shard).await;
+                    shard.exit();
+                    let _ = tx.send(());
+                })
+            }),
+        );
+    }
+    if !wait_acks(&rx, n, deadline) {
+        return false;
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    true
+}
+
+fn wait_acks(rx: &mpsc::Receiver<()>, n: usize, deadline: Instant) -> bool {
+    for _ in 0..n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if rx.recv_timeout(left).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn shard_main(
+    id: ShardId,
+    core: Option<usize>,
+    shared: Arc<Shared>,
+    snapshot: Arc<ClusterMetadata>,
+    rx: async_channel::Receiver<ShardTask>,
+    catalog: Option<Catalog>,
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+) {
+    let mut builder = compio::runtime::RuntimeBuilder::new();
+    if let Some(core) = core {
+        builder.thread_affinity(HashSet::from([core]));
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send((id.0, Err(sys::io_uring_help(&e))));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let shard = Shard::new(
+            id,
+            shared,
+            Arc::new(ClusterMetadata::default()),
+            catalog.map(ControlPlane::new),
+        );
+        compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
+        if let Err(e) = partitions::apply_metadata(&shard, snapshot).await {
+            let _ = ready.send((id.0, Err(e.to_string())));
+            return;
+        }
+        let _ = ready.send((id.0, Ok(())));
+        compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
+        shard.wait_exit().await;
+    });
+}
+
+/// Retention, segment.ms and interval flushes on this shard's partitions.
+async fn housekeeping_loop(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config().log.housekeeping_interval_ms.max(100));
+    while !shard.is_stopping() {
+        let stop = shard.stop_notify.notified();
+        let tick = Box::pin(compio::time::sleep(interval));
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(tick, stop).await
+        {
+            break;
+        }
+        partitions::housekeeping(&shard, now_ms()).await;
+    }
+}
+
+impl Shard {
+    /// Ends the shard's runtime (after logs are closed).
+    pub fn exit(&self) {
+        self.exited.set(true);
+        self.exit_notify.notify_all();
+    }
+
+    async fn wait_exit(&self) {
+        loop {
+            let n: crate::notify::Notified = self.exit_notify.notified();
+            if self.exited.get() {
+                return;
+            }
+            n.await;
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The control plane of a single node: the topic catalog and producer-id allocation, on
+//! shard 0 (the `*_backend` role). Every change is persisted, then the new metadata snapshot
+//! is pushed to all shards, which open or close their partitions before the change is
+//! acknowledged; a client that got CreateTopics' answer can produce at once on any shard.
+//! Changes run one at a time (`FifoLock`).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+
+use crate::cluster::{
+    Catalog, ClusterMetadata, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name,
+};
+use crate::config::PARTITIONS_PER_TOPIC_MAX;
+use crate::notify::FifoLock;
+use crate::shard::{Shard, partitions};
+
+/// The shard that runs the control plane.
+pub const CONTROL_SHARD: ShardId = ShardId(0);
+
+pub struct ControlPlane {
+    catalog: RefCell<Catalog>,
+    lock: Rc<FifoLock>,
+    producer_ids: RefCell<Range<i64>>,
+}
+
+/// A topic to create, as CreateTopics or auto-creation asks.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1 = broker default.
+    pub partitions: i32,
+    /// -1 = broker default (1); anything else but 1 fails on a single node.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+    /// Explicit replica assignment was given (not supported: one node).
+    pub has_assignment: bool,
+}
+
+/// An error answer for one topic: Kafka code and message.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Config alteration of one topic: the new full override map.
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    /// AlterConfigs: replace all overrides.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: (name, op, value) with op 0 set, 1 delete (APPEND/SUBTRACT
+    /// apply to list configs; only cleanup.policy is one).
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+impl ControlPlane {
+    pub fn new(catalog: Catalog) -> Self {
+        ControlPlane {
+            catalog: RefCell::new(catalog),
+            lock: FifoLock::new(),
+            producer_ids: RefCell::new(0..0),
+        }
+    }
+
+    /// Creates topics (or only validates them). One result per input, in order.
+    pub async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
+        let _g = self.lock.lock().await;
+        let config = shard.config();
+        let mut results = Vec::with_capacity(topics.len());
+        let mut changed = false;
+        for t in topics {
+            let r = (|| {
+                if !valid_topic_name(&t.name) {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidTopicException,
+                        format!("invalid topic name {:?}", t.name),
+                    ));
+                }
+                if self.catalog.borrow().topics.contains_key(&t.name) {
+                    return Err(TopicError::new(
+                        ResponseError::TopicAlreadyExists,
+                        format!("topic {} already exists", t.name),
+                    ));
+                }
+                if t.has_assignment {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        "manual replica assignment is not supported on a single node",
+                    ));
+                }
+                let partitions = if t.partitions == -1 {
+                    config.kafka.default_partitions
+                } else {
+                    t.partitions
+                };
+                if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidPartitions,
+                        format!(
+                            "partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
+                        ),
+                    ));
+                }
+                if t.replication_factor != -1 && t.replication_factor != 1 {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidReplicationFactor,
+                        format!(
+                            "replication factor {} is larger than the 1 available broker",
+                            t.replication_factor
+                        ),
+                    ));
+                }
+                TopicConfig::resolve(&config.log, &t.configs)
+                    .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))?;
+                Ok(TopicMeta {
+                    name: t.name.clone(),
+                    id: new_topic_id(),
+                    partitions,
+                    configs: t.configs.clone(),
+                    leader_epoch: 0,
+                })
+            })();
+            match r {
+                Ok(meta) if !validate_only => {
+                    self.catalog
+                        .borrow_mut()
+                        .topics
+                        .insert(meta.name.clone(), meta.clone());
+                    changed = true;
+                    results.push(Ok(Arc::new(meta)));
+                }
+                Ok(meta) => results.push(Ok(Arc::new(meta))),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if changed && let Err(e) = self.commit(shard).await {
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// Deletes topics by name. One result per input.
+    pub async fn delete_topics(
+        &self,
+        shard: &Rc<Shard>,
+        names: Vec<String>,
+    ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
+        let _g = self.lock.lock().await;
+        let mut results = Vec::with_capacity(names.len());
+        let mut changed = false;
+        for name in names {
+            match self.catalog.borrow_mut().topics.remove(&name) {
+                Some(meta) => {
+                    changed = true;
+                    results.push(Ok(Arc::new(meta)));
+                }
+                None => results.push(Err(TopicError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown topic {name}"),
+                ))),
+            }
+        }
+        if changed && let Err(e) = self.commit(shard).await {
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// Grows topics to `count` partitions.
+    pub async fn create_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        requests: Vec<(String, i32, bool)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicError>> {
+        let _g = self.lock.lock().await;
+        let mut results = Vec::with_capacity(requests.len());
+        let mut changed = false;
+        for (name, count, has_assignment) in requests {
+            let mut catalog = self.catalog.borrow_mut();
+            let r = match catalog.topics.get_mut(&name) {
+                None => Err(TopicError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown topic {name}"),
+                )),
+                Some(_) if has_assignment => Err(TopicError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual assignment is not supported on a single node",
+                )),
+                Some(t) if count <= t.partitions => Err(TopicError::new(
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "topic {name} has {} partitions; the new count {count} must be larger",
+                        t.partitions
+                    ),
+                )),
+                Some(_) if count > PARTITIONS_PER_TOPIC_MAX => Err(TopicError::new(
+                    ResponseError::InvalidPartitions,
+                    format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
+                )),
+                Some(t) => {
+                    if !validate_only {
+                        t.partitions = count;
+                        changed = true;
+                    }
+                    Ok(())
+                }
+            };
+            results.push(r);
+        }
+        if changed && let Err(e) = self.commit(shard).await {
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// Alters topic configs. One result per input.
+    pub async fn alter_configs(
+        &self,
+        shard: &Rc<Shard>,
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicError>> {
+        let _g = self.lock.lock().await;
+        let config = shard.config();
+        let mut results = Vec::with_capacity(changes.len());
+        let mut changed = false;
+        for (name, change) in changes {
+            let mut catalog = self.catalog.borrow_mut();
+            let Some(topic) = catalog.topics.get_mut(&name) else {
+                results.push(Err(TopicError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown topic {name}"),
+                )));
+                continue;
+            };
+            let new = match apply_change(&topic.configs, change) {
+                Ok(n) => n,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            if let Err(e) = TopicConfig::resolve(&config.log, &new) {
+                results.push(Err(TopicError::new(
+                    ResponseError::InvalidConfig,
+                    e.to_string(),
+                )));
+                continue;
+            }
+            if !validate_only && new != topic.configs {
+                topic.configs = new;
+                changed = true;
+            }
+            results.push(Ok(()));
+        }
+        if changed && let Err(e) = self.commit(shard).await {
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// A fresh producer id (epoch 0). Ids come from persisted blocks, so they are never
+    /// reused across restarts.
+    pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        let mut range = self.producer_ids.borrow_mut();
+        if range.is_empty() {
+            *range = self
+                .catalog
+                .borrow_mut()
+                .take_producer_id_block()
+                .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
+        }
+        let id = range.start;
+        range.start += 1;
+        Ok(id)
+    }
+
+    /// Persists the catalog and pushes the new snapshot to every shard.
+    async fn commit(&self, shard: &Rc<Shard>) -> Result<(), TopicError> {
+        let snapshot = {
+            let mut catalog = self.catalog.borrow_mut();
+            catalog.revision += 1;
+            catalog
+                .save()
+                .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            Arc::new(catalog.snapshot())
+        };
+        publish(shard, snapshot).await
+    }
+}
+
+/// Installs `snapshot` on every shard (opening/closing partitions) and waits for all.
+pub async fn publish(shard: &Rc<Shard>, snapshot: Arc<ClusterMetadata>) -> Result<(), TopicError> {
+    let mut waits = Vec::new();
+    for s in 0..shard.shared.shard_count() {
+        let snap = Arc::clone(&snapshot);
+        waits.push(shard.invoke(ShardId(s), move |target: &Rc<Shard>| {
+            let target = Rc::clone(target);
+            Box::pin(async move {
+                partitions::apply_metadata(&target, snap)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }));
+    }
+    let mut first_error = None;
+    for r in futures_util::future::join_all(waits).await {
+        match r {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(target: "broker::control", error = %e, "a shard failed to apply metadata");
+                first_error.get_or_insert(TopicError::new(ResponseError::KafkaStorageError, e));
+            }
+            None => {
+                first_error.get_or_insert(TopicError::new(
+                    ResponseError::BrokerNotAvailable,
+                    "broker is shutting down",
+                ));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn apply_change(
+    current: &BTreeMap<String, String>,
+    change: ConfigChange,
+) -> Result<BTreeMap<String, String>, TopicError> {
+    match change {
+        ConfigChange::Replace(all) => Ok(all),
+        ConfigChange::Incremental(ops) => {
+            let mut new = current.clone();
+            for (name, op, value) in ops {
+                match (op, value) {
+                    (0, Some(v)) => {
+                        new.insert(name, v);
+                    }
+                    (1, _) => {
+                        new.remove(&name);
+                    }
+                    (2 | 3, Some(v)) if name == "cleanup.policy" => {
+                        let mut items: Vec<String> = new
+                            .get(&name)
+                            .map(|s| {
+                                s.split(',')
+                                    .map(|x| x.trim().to_string())
+                                    .filter(|x| !x.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_else(|| vec!["delete".to_string()]);
+                        for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                            if op == 2 {
+                                if !items.iter().any(|i| i == item) {
+                                    items.push(item.to_string());
+                                }
+                            } else {
+                                items.retain(|i| i != item);
+                            }
+                        }
+                        new.insert(name, items.join(","));
+                    }
+                    (2 | 3, _) => {
+                        return Err(TopicError::new(
+                            ResponseError::InvalidConfig,
+                            format!("{name} is not a list config"),
+                        ));
+                    }
+                    _ => {
+                        return Err(TopicError::new(
+                            ResponseError::InvalidRequest,
+                            format!("bad operation {op} for {name}"),
+                        ));
+                    }
+                }
+            }
+            Ok(new)
+        }
+    }
+}
+
+/// Runs a control-plane operation on shard 0 from any shard; `f` gets shard 0 (whose
+/// `control` is always present). `None` when shard 0 is gone (shutting down).
+pub async fn on_control<R, F>(shard: &Rc<Shard>, f: F) -> Option<R>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> crate::shard::LocalBoxFuture<R> + Send + 'static,
+{
+    shard
+        .invoke(CONTROL_SHARD, move |s: &Rc<Shard>| f(Rc::clone(s)))
+        .await
+}
+
+impl Shard {
+    /// The control plane; only valid on `CONTROL_SHARD` (an invariant, not input).
+    pub fn control(&self) -> &ControlPlane {
+        self.control
+            .as_ref()
+            .expect("control plane lives on shard 0")
+    }
+}

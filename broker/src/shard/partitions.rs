@@ -1,0 +1,177 @@
+//! The partitions a shard owns: opened when metadata names them, closed (and their files
+//! removed) when their topic is deleted, re-configured when their topic's configs change.
+//!
+//! Layout on disk: `<data_dir>/<topic>-<partition>/` as Kafka does. A deleted topic's
+//! directories are renamed to `<topic>-<partition>.<id>-delete` first (atomic), then removed,
+//! so a re-created topic of the same name never sees old segments.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::cluster::{ClusterMetadata, TopicConfig, TopicMeta};
+use crate::partition::Partition;
+use crate::shard::Shard;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("topic {topic}: invalid config: {source}")]
+    Config {
+        topic: String,
+        #[source]
+        source: crate::cluster::TopicConfigError,
+    },
+    #[error("partition {topic}-{partition}: {source}")]
+    Log {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: engine::LogError,
+    },
+}
+
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Brings the shard's open partitions in line with `new` and installs it as the shard's
+/// metadata. Opens what is new, closes and removes what is gone, updates configs.
+pub async fn apply_metadata(shard: &Rc<Shard>, new: Arc<ClusterMetadata>) -> Result<(), OpenError> {
+    let old = shard.metadata();
+    // Removed topics (or re-created under a new id).
+    let removed: Vec<Arc<TopicMeta>> = old
+        .topics
+        .values()
+        .filter(|t| new.topic(&t.name).is_none_or(|n| n.id != t.id))
+        .cloned()
+        .collect();
+    for t in removed {
+        remove_topic(shard, &t).await;
+    }
+    for t in new.topics.values() {
+        open_topic(shard, t).await?;
+    }
+    shard.set_metadata(new);
+    Ok(())
+}
+
+/// Opens (or re-configures) the partitions of `topic` that this shard owns.
+pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(), OpenError> {
+    let config = shard.config();
+    let topic_config =
+        TopicConfig::resolve(&config.log, &topic.configs).map_err(|source| OpenError::Config {
+            topic: topic.name.clone(),
+            source,
+        })?;
+    for p in 0..topic.partitions {
+        if shard.owner_of(&topic.name, p) != shard.id {
+            continue;
+        }
+        if let Some(existing) = shard.partition(&topic.name, p) {
+            if *existing.config.borrow() != topic_config {
+                // The engine has no live re-configure yet: broker-side checks
+                // (max.message.bytes, timestamps) apply at once, log settings on next open.
+                *existing.config.borrow_mut() = topic_config.clone();
+            }
+            continue;
+        }
+        let dir = partition_dir(&config.broker.data_dir, &topic.name, p);
+        let partition = Partition::open(
+            topic.name.clone(),
+            p,
+            dir,
+            topic.leader_epoch,
+            topic_config.clone(),
+            topic_config.log_config(&config.log),
+        )
+        .await
+        .map_err(|source| OpenError::Log {
+            topic: topic.name.clone(),
+            partition: p,
+            source,
+        })?;
+        let mut map = shard.partitions.borrow_mut();
+        let slots = map.entry(topic.name.clone()).or_default();
+        let idx = p as usize;
+        if slots.len() <= idx {
+            slots.resize(idx + 1, None);
+        }
+        slots[idx] = Some(partition);
+    }
+    Ok(())
+}
+
+/// Closes the topic's partitions on this shard and deletes their directories.
+async fn remove_topic(shard: &Rc<Shard>, topic: &TopicMeta) {
+    let parts = shard
+        .partitions
+        .borrow_mut()
+        .remove(&topic.name)
+        .unwrap_or_default();
+    for p in parts.into_iter().flatten() {
+        // Wait for in-flight appends, then close.
+        let _guard = p.append_lock.lock().await;
+        if let Err(e) = p.log.close().await {
+            tracing::warn!(target: "broker::partition", topic = %topic.name, partition = p.index, error = %e, "close failed");
+        }
+        p.data_notify.notify_all();
+        let doomed = p.dir.with_file_name(format!(
+            "{}-{}.{}-delete",
+            topic.name,
+            p.index,
+            topic.id.simple()
+        ));
+        match std::fs::rename(&p.dir, &doomed) {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                    tracing::warn!(target: "broker::partition", dir = %doomed.display(), error = %e, "remove failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "broker::partition", dir = %p.dir.display(), error = %e, "rename for delete failed")
+            }
+        }
+    }
+}
+
+/// Flushes and closes every partition on this shard (shutdown).
+pub async fn close_all(shard: &Rc<Shard>) {
+    let all: Vec<Rc<Partition>> = shard
+        .partitions
+        .borrow_mut()
+        .drain()
+        .flat_map(|(_, v)| v.into_iter().flatten())
+        .collect();
+    for p in all {
+        let _guard = p.append_lock.lock().await;
+        if let Err(e) = p.log.close().await {
+            tracing::error!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "close failed");
+        }
+        p.data_notify.notify_all();
+    }
+}
+
+/// Retention and segment.ms for every partition on this shard (the housekeeping timer).
+pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64) {
+    let all: Vec<Rc<Partition>> = shard
+        .partitions
+        .borrow()
+        .values()
+        .flat_map(|v| v.iter().flatten().cloned())
+        .collect();
+    for p in all {
+        if let Err(e) = p.log.roll_if_due(now_ms).await {
+            tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
+        }
+        match p.log.enforce_retention(now_ms).await {
+            Ok(report) if report.deleted_segments > 0 => p.after_log_start_moved(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "retention failed")
+            }
+        }
+        if let Err(e) = p.log.flush_tick(now_ms).await {
+            tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "flush failed");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The few raw system calls the broker needs: signal masks for a clean SIGTERM, and the
+//! io_uring availability probe. All `unsafe` in the broker lives here, each block with its
+//! SAFETY comment.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// Blocks SIGTERM and SIGINT in the calling thread (threads spawned afterwards inherit the
+/// mask), so that only `wait_for_termination` receives them.
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set()?;
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits until SIGTERM or SIGINT arrives; returns the signal number.
+pub fn wait_for_termination() -> io::Result<i32> {
+    let set = termination_set()?;
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `signal` is a valid out pointer for the call.
+    let rc = unsafe { libc::sigwait(&set, &mut signal) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(signal)
+}
+
+fn termination_set() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` points to a live sigset_t.
+    unsafe {
+        if libc::sigemptyset(&mut set) != 0
+            || libc::sigaddset(&mut set, libc::SIGTERM) != 0
+            || libc::sigaddset(&mut set, libc::SIGINT) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(set)
+}
+
+/// What `/proc/sys/kernel/io_uring_disabled` says (0 enabled, 1 restricted to a group,
+/// 2 disabled); None when the file does not exist (kernels before 6.6).
+pub fn io_uring_disabled_sysctl() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// A human explanation and fix for an io_uring set-up failure.
+pub fn io_uring_help(error: &io::Error) -> String {
+    let sysctl = io_uring_disabled_sysctl();
+    let mut msg = format!("io_uring is not usable ({error}).");
+    match (sysctl, error.raw_os_error()) {
+        (Some(2), _) => msg.push_str(
+            " io_uring is disabled by the kernel: set `sysctl -w kernel.io_uring_disabled=0`.",
+        ),
+        (Some(1), _) => msg.push_str(
+            " io_uring is restricted to the group in kernel.io_uring_group: add this user to it \
+             or set `sysctl -w kernel.io_uring_disabled=0`.",
+        ),
+        (_, Some(libc::ENOSYS)) => {
+            msg.push_str(" The kernel lacks io_uring: Sluice needs Linux 5.19 or newer.")
+        }
+        (_, Some(libc::EPERM)) => msg.push_str(
+            " A seccomp profile blocks io_uring (containers do this by default): run with \
+             `--security-opt seccomp=unconfined` or a profile that allows io_uring_setup, \
+             io_uring_enter and io_uring_register.",
+        ),
+        (_, Some(libc::ENOMEM)) => {
+            msg.push_str(" The ring could not lock memory: raise `ulimit -l` (RLIMIT_MEMLOCK).")
+        }
+        _ => {}
+    }
+    msg
+}
