@@ -191,6 +191,17 @@ async fn fetch_once(
             if partition.error_code != 0 {
                 shared.stats.error(partition.error_code, 1);
                 if partition.error_code == OFFSET_OUT_OF_RANGE {
+                    // The broker dropped data loadgen has not read (retention, truncation):
+                    // counted as an error, reading goes on from the log start.
+                    eprintln!(
+                        "loadgen: partition {index}: offset {position} out of range, \
+                         skipping to log start {}",
+                        partition.log_start_offset
+                    );
+                    if partition.log_start_offset > *position {
+                        *position = partition.log_start_offset;
+                        continue;
+                    }
                     bail!("partition {index}: fetch offset {position} out of range");
                 }
                 refresh |= error_codes::needs_metadata_refresh(partition.error_code);

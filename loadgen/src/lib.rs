@@ -214,6 +214,7 @@ pub async fn run_quietly(
         }
         let deadline = tokio::time::sleep(Duration::from_secs_f64(args.drain_secs));
         tokio::pin!(deadline);
+        let mut drain_expired = false;
         loop {
             tokio::select! {
                 joined = consumers.join_next() => match joined {
@@ -224,7 +225,8 @@ pub async fn run_quietly(
                     interrupted = true;
                     let _ = stop_tx.send(StopSignal::Abort);
                 }
-                _ = &mut deadline => {
+                _ = &mut deadline, if !drain_expired => {
+                    drain_expired = true;
                     eprintln!("loadgen: consumers did not reach the log end within {}s", args.drain_secs);
                     let _ = stop_tx.send(StopSignal::Abort);
                 }
