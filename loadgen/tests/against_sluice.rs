@@ -1,0 +1,217 @@
+//! loadgen against a real Sluice broker started by the test: counts, not speed.
+//!
+//! The broker binary belongs to another package, so `CARGO_BIN_EXE_sluice` is not available:
+//! the harness runs `cargo build -p broker --bin sluice` (a no-op when it is up to date) and
+//! starts `target/<profile>/sluice` on a free port with a temporary data directory.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Parser;
+use loadgen::LoadgenArgs;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Broker {
+    child: Child,
+    addr: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sluice_binary() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("loadgen lives in the workspace")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(&cargo)
+        .args(["build", "-p", "broker", "--bin", "sluice"])
+        .current_dir(&workspace)
+        .status()
+        .unwrap_or_else(|e| panic!("running `{cargo} build -p broker --bin sluice`: {e}"));
+    assert!(
+        status.success(),
+        "`cargo build -p broker --bin sluice` failed: {status}"
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace.join("target"));
+    let binary = target.join("debug").join("sluice");
+    assert!(
+        binary.exists(),
+        "sluice binary missing at {} after building it",
+        binary.display()
+    );
+    binary
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn start_broker() -> Broker {
+    let binary = sluice_binary();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(&binary)
+        .args(["start", "--kafka-addr", &addr, "--data-dir"])
+        .arg(data_dir.path())
+        // Small, sparse segments: the test must not fill the disk.
+        .env("SLUICE_LOG_PREALLOCATE", "false")
+        .env("SLUICE_LOG_SEGMENT_BYTES", "16777216")
+        .env("SLUICE_BROKER_SHARDS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    let broker = Broker {
+        child,
+        addr,
+        _data_dir: data_dir,
+    };
+    ready_rx
+        .recv_timeout(READY_TIMEOUT)
+        .unwrap_or_else(|_| panic!("sluice did not print `ready` within {READY_TIMEOUT:?}"));
+    broker
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: LoadgenArgs,
+}
+
+fn args(broker: &Broker, extra: &[&str]) -> LoadgenArgs {
+    let mut argv = vec!["loadgen", "--bootstrap", &broker.addr, "--quiet"];
+    argv.extend_from_slice(extra);
+    Cli::try_parse_from(argv).expect("valid flags").args
+}
+
+/// The acceptance run: five seconds of load through the CLI, JSON report checked.
+#[test]
+fn five_second_run_acks_and_reads_back_every_record() {
+    let broker = start_broker();
+    let out = tempfile::tempdir().expect("temp dir");
+    let json_path = out.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "it-five-seconds",
+            "--partitions",
+            "4",
+            "--record-bytes",
+            "256",
+            "--duration",
+            "5",
+            "--rate",
+            "10000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--acks",
+            "all",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .expect("running loadgen");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("report written"))
+            .expect("report is JSON");
+    let n = |path: &str| {
+        report
+            .pointer(path)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_else(|| panic!("{path} missing: {report}"))
+    };
+    let sent = n("/records_sent");
+    assert!(sent > 1000, "a 5 s run at 10k/s sent only {sent}");
+    assert_eq!(n("/records_acked"), sent);
+    assert_eq!(n("/records_failed"), 0);
+    assert_eq!(n("/errors"), 0, "{}", report["errors_by_code"]);
+    assert_eq!(
+        n("/consume/records"),
+        sent,
+        "consumers read back a different count"
+    );
+    assert_eq!(n("/end_to_end_latency_us/count"), sent);
+    assert_eq!(n("/produce/latency_us/count"), sent);
+    assert!(report.pointer("/produce/records_per_sec").is_some());
+}
+
+/// Idempotent, compressed, keyed, count-bounded: exactly N records in, N out.
+#[test]
+fn idempotent_compressed_keyed_run_is_exact() {
+    let broker = start_broker();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (topic, compression) in [("it-zstd", "zstd"), ("it-gzip", "gzip")] {
+        let args = args(
+            &broker,
+            &[
+                "--topic",
+                topic,
+                "--partitions",
+                "3",
+                "--records",
+                "20000",
+                "--record-bytes",
+                "100",
+                "--record-bytes-max",
+                "300",
+                "--keys",
+                "zipf:500:1.2",
+                "--compression",
+                compression,
+                "--idempotence",
+                "--consumers",
+                "1",
+                "--producers",
+                "2",
+            ],
+        );
+        let report = runtime
+            .block_on(loadgen::run_quietly(args, std::future::pending()))
+            .expect("run succeeds");
+        assert_eq!(report.records_sent, 20_000, "{compression}");
+        assert_eq!(report.records_acked, 20_000, "{compression}");
+        assert_eq!(
+            report.errors, 0,
+            "{compression}: {:?}",
+            report.errors_by_code
+        );
+        assert_eq!(report.consume.as_ref().map(|c| c.records), Some(20_000));
+    }
+}
