@@ -83,6 +83,8 @@ pub struct LogSection {
     pub acks_all_durable: bool,
     /// Flush interval for the relaxed mode (0 = flush on every append).
     pub flush_interval_ms: i64,
+    /// Kafka's `log.preallocate` (default false): fallocate whole segments up front. Off by
+    /// default because every partition would hold a full segment (1 GiB) of disk at once.
     pub preallocate: bool,
     /// Milliseconds between retention / segment.ms checks on each shard.
     pub housekeeping_interval_ms: u64,
@@ -126,7 +128,7 @@ impl Default for LogSection {
             max_message_bytes: 1024 * 1024 + 12,
             acks_all_durable: true,
             flush_interval_ms: 0,
-            preallocate: true,
+            preallocate: false,
             housekeeping_interval_ms: 10_000,
         }
     }

@@ -10,8 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
-use kafka_protocol::messages::ConsumerProtocolSubscription;
-use kafka_protocol::protocol::Decodable;
 
 use super::api::{Protocol, RequestId};
 use super::records::OffsetCommitValue;
@@ -318,23 +316,34 @@ impl ClassicGroup {
 /// The protocol type of Kafka's Java consumer and its kin.
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
-/// The highest ConsumerProtocolSubscription version kafka-protocol decodes; newer versions are
-/// read with it (the schema only ever appends fields, as Kafka's own deserializer assumes).
-const SUBSCRIPTION_VERSION_MAX: i16 = 3;
-
+/// The subscribed topics of a ConsumerProtocolSubscription (any version: all start with
+/// `version:i16 topics:[string]`, never flexible). Parsed by hand, with every length checked
+/// against the bytes present: kafka-protocol's decoder reserves capacity for whatever array
+/// length the input claims, so a crafted member metadata would abort the broker.
 fn decode_subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
-    if metadata.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+    let mut rest: &[u8] = metadata;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+        rest = tail;
+        Some(head)
+    };
+    let version = i16::from_be_bytes(take(2)?.try_into().ok()?);
     if version < 0 {
         return None;
     }
-    let mut body = metadata.slice(2..);
-    let subscription =
-        ConsumerProtocolSubscription::decode(&mut body, version.min(SUBSCRIPTION_VERSION_MAX))
-            .ok()?;
-    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+    let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    let count = usize::try_from(count).ok()?;
+    // Each topic takes at least its 2-byte length.
+    if count > metadata.len() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let len = usize::try_from(len).ok()?;
+        topics.push(std::str::from_utf8(take(len)?).ok()?.to_owned());
+    }
+    Some(topics)
 }
 
 #[cfg(test)]
@@ -350,6 +359,7 @@ mod tests {
 
     #[test]
     fn subscription_topics_decode_and_garbage_is_none() {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
         use kafka_protocol::protocol::{Encodable, StrBytes};
         let sub = ConsumerProtocolSubscription::default()
             .with_topics(vec![StrBytes::from_static_str("a"), StrBytes::from_static_str("b")]);
@@ -362,5 +372,16 @@ mod tests {
         );
         assert_eq!(decode_subscription_topics(&Bytes::from_static(&[0, 1, 0xff])), None);
         assert_eq!(decode_subscription_topics(&Bytes::new()), None);
+        // A huge claimed topic count is rejected without allocating for it.
+        assert_eq!(decode_subscription_topics(&Bytes::from_static(b"changed")), None);
+        for version in [0i16, 3] {
+            let mut v3 = bytes::BytesMut::new();
+            v3.extend_from_slice(&version.to_be_bytes());
+            ConsumerProtocolSubscription::default()
+                .with_topics(vec![StrBytes::from_static_str("t")])
+                .encode(&mut v3, version)
+                .unwrap();
+            assert_eq!(decode_subscription_topics(&v3.freeze()), Some(vec!["t".to_string()]));
+        }
     }
 }

@@ -312,6 +312,7 @@ pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> 
         chunk.push(Record {
             transactional: false,
             control: false,
+            delete_horizon: false,
             partition_leader_epoch: -1,
             producer_id: -1,
             producer_epoch: -1,

@@ -1,0 +1,1115 @@
+//! Scenario tests of the coordinator state machine, driven through its public API with a
+//! simulated clock and an in-memory offsets log.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use super::*;
+
+const SESSION_MS: i32 = 10_000;
+const REBALANCE_MS: i32 = 30_000;
+const GROUP: &str = "group";
+
+fn test_config() -> GroupConfig {
+    GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }
+}
+
+/// The coordinator plus an I/O layer that records replies and performs appends into memory.
+struct Harness {
+    coordinator: GroupCoordinator,
+    now_ms: i64,
+    next_request: u64,
+    replies: HashMap<RequestId, Reply>,
+    answered: std::collections::HashSet<RequestId>,
+    /// When false, appends wait in `held` until `complete_held`.
+    auto_append: bool,
+    held: Vec<(AppendToken, i32, Bytes)>,
+    log: BTreeMap<i32, Vec<Bytes>>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(test_config())
+    }
+
+    fn with_config(config: GroupConfig) -> Self {
+        let partitions = config.offsets_topic_partitions;
+        let mut coordinator = GroupCoordinator::new(config, 7);
+        for p in 0..partitions {
+            coordinator.begin_load(p);
+            coordinator.finish_load(0, p);
+        }
+        Self {
+            coordinator,
+            now_ms: 0,
+            next_request: 0,
+            replies: HashMap::new(),
+            answered: Default::default(),
+            auto_append: true,
+            held: vec![],
+            log: BTreeMap::new(),
+        }
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let outputs = self.coordinator.take_outputs();
+            if outputs.is_empty() {
+                return;
+            }
+            for output in outputs {
+                match output {
+                    Output::Reply { request, reply } => {
+                        assert!(self.answered.insert(request), "request {request:?} answered twice");
+                        self.replies.insert(request, reply);
+                    }
+                    Output::Append { partition, token, batches } => {
+                        if self.auto_append {
+                            self.log.entry(partition).or_default().push(batches);
+                            self.coordinator.append_complete(self.now_ms, token, AppendOutcome::Ok);
+                        } else {
+                            self.held.push((token, partition, batches));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete_held(&mut self, outcome: AppendOutcome) {
+        for (token, partition, batches) in std::mem::take(&mut self.held) {
+            if outcome == AppendOutcome::Ok {
+                self.log.entry(partition).or_default().push(batches);
+            }
+            self.coordinator.append_complete(self.now_ms, token, outcome);
+        }
+        self.pump();
+    }
+
+    fn advance(&mut self, ms: i64) {
+        self.now_ms += ms;
+        self.coordinator.tick(self.now_ms);
+        self.pump();
+    }
+
+    fn take(&mut self, id: RequestId) -> Option<Reply> {
+        self.replies.remove(&id)
+    }
+
+    fn join(&mut self, req: JoinGroup) -> RequestId {
+        let id = self.request_id();
+        self.coordinator.join_group(self.now_ms, id, req);
+        self.pump();
+        id
+    }
+
+    fn join_result(&mut self, id: RequestId) -> Option<JoinResult> {
+        match self.take(id)? {
+            Reply::Join(r) => Some(r),
+            other => panic!("expected a JoinGroup reply, got {other:?}"),
+        }
+    }
+
+    /// KIP-394 first join: returns the member id handed out.
+    fn member_id_required(&mut self, client_id: &str) -> String {
+        let mut req = join_req("");
+        req.client_id = client_id.into();
+        let id = self.join(req);
+        let result = self.join_result(id).expect("answered at once");
+        assert_eq!(result.error, Some(GroupError::MemberIdRequired));
+        assert!(result.member_id.starts_with(&format!("{client_id}-")));
+        result.member_id
+    }
+
+    /// A dynamic member's two-step join; returns (member id, pending join request).
+    fn join_dynamic(&mut self, client_id: &str) -> (String, RequestId) {
+        let member_id = self.member_id_required(client_id);
+        let id = self.join(join_req(&member_id));
+        (member_id, id)
+    }
+
+    fn sync(&mut self, member_id: &str, generation_id: i32, assignments: Vec<(String, Bytes)>) -> RequestId {
+        let id = self.request_id();
+        let req = SyncGroup {
+            group_id: GROUP.into(),
+            generation_id,
+            member_id: member_id.into(),
+            group_instance_id: None,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments,
+        };
+        self.coordinator.sync_group(self.now_ms, id, req);
+        self.pump();
+        id
+    }
+
+    fn sync_result(&mut self, id: RequestId) -> Option<SyncResult> {
+        match self.take(id)? {
+            Reply::Sync(r) => Some(r),
+            other => panic!("expected a SyncGroup reply, got {other:?}"),
+        }
+    }
+
+    fn heartbeat_with(&mut self, member_id: &str, instance: Option<&str>, generation_id: i32) -> Option<GroupError> {
+        let id = self.request_id();
+        let req = Heartbeat {
+            group_id: GROUP.into(),
+            member_id: member_id.into(),
+            group_instance_id: instance.map(Into::into),
+            generation_id,
+        };
+        self.coordinator.heartbeat(self.now_ms, id, req);
+        self.pump();
+        match self.take(id) {
+            Some(Reply::Heartbeat(e)) => e,
+            other => panic!("expected a Heartbeat reply, got {other:?}"),
+        }
+    }
+
+    fn heartbeat(&mut self, member_id: &str, generation_id: i32) -> Option<GroupError> {
+        self.heartbeat_with(member_id, None, generation_id)
+    }
+
+    fn leave(&mut self, members: Vec<LeaveMember>) -> LeaveResult {
+        let id = self.request_id();
+        self.coordinator.leave_group(self.now_ms, id, LeaveGroup { group_id: GROUP.into(), members });
+        self.pump();
+        match self.take(id) {
+            Some(Reply::Leave(r)) => r,
+            other => panic!("expected a LeaveGroup reply, got {other:?}"),
+        }
+    }
+
+    fn commit(&mut self, member_id: &str, generation_id: i32, topic: &str, offsets: &[(i32, i64)]) -> RequestId {
+        let id = self.request_id();
+        let req = OffsetCommit {
+            group_id: GROUP.into(),
+            generation_id,
+            member_id: member_id.into(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            topics: vec![CommitTopic {
+                name: topic.into(),
+                partitions: offsets
+                    .iter()
+                    .map(|(p, o)| CommitPartition { partition: *p, offset: *o, leader_epoch: 3, metadata: Some("md".into()) })
+                    .collect(),
+            }],
+        };
+        self.coordinator.offset_commit(self.now_ms, id, req);
+        self.pump();
+        id
+    }
+
+    fn commit_errors(&mut self, id: RequestId) -> Vec<Option<GroupError>> {
+        match self.take(id) {
+            Some(Reply::OffsetCommit(topics)) => topics.into_iter().flat_map(|t| t.partitions).map(|(_, e)| e).collect(),
+            other => panic!("expected an OffsetCommit reply, got {other:?}"),
+        }
+    }
+
+    fn fetch(&mut self, topics: Option<Vec<TopicPartitions>>, require_stable: bool) -> FetchResult {
+        let id = self.request_id();
+        let req = OffsetFetch { group_id: GROUP.into(), topics, require_stable };
+        self.coordinator.offset_fetch(self.now_ms, id, &req);
+        self.pump();
+        match self.take(id) {
+            Some(Reply::OffsetFetch(r)) => r,
+            other => panic!("expected an OffsetFetch reply, got {other:?}"),
+        }
+    }
+
+    fn describe(&mut self) -> DescribeResult {
+        let id = self.request_id();
+        self.coordinator.describe_group(self.now_ms, id, GROUP);
+        self.pump();
+        match self.take(id) {
+            Some(Reply::Describe(r)) => r,
+            other => panic!("expected a DescribeGroups reply, got {other:?}"),
+        }
+    }
+
+    fn state(&mut self) -> GroupState {
+        self.describe().state
+    }
+
+    /// One member joined, synced, Stable. Returns (member id, generation).
+    fn stable_single(&mut self, client_id: &str) -> (String, i32) {
+        let (member_id, join) = self.join_dynamic(client_id);
+        let result = self.join_result(join).expect("single member join completes at once");
+        assert_eq!(result.error, None);
+        assert_eq!(result.leader, member_id);
+        let sync = self.sync(&member_id, result.generation_id, vec![(member_id.clone(), Bytes::from_static(b"a1"))]);
+        let sync = self.sync_result(sync).expect("stored and answered");
+        assert_eq!(sync.error, None);
+        (member_id, result.generation_id)
+    }
+}
+
+/// A static member "i1" (leader) and a dynamic member, Stable at generation 2 with
+/// assignments "S" and "D". Returns (static id, dynamic id).
+fn stable_static_and_dynamic(h: &mut Harness) -> (String, String) {
+    let s_join = h.join(static_join_req("", "i1"));
+    let s = h.join_result(s_join).unwrap().member_id;
+    let first = h.sync(&s, 1, vec![]);
+    assert!(h.sync_result(first).is_some());
+    let (d, d_join) = h.join_dynamic("d");
+    let s_join = h.join(static_join_req(&s, "i1"));
+    let rs = h.join_result(s_join).unwrap();
+    let rd = h.join_result(d_join).unwrap();
+    assert_eq!((rs.generation_id, rd.generation_id, rs.leader.as_str()), (2, 2, s.as_str()));
+    let assignment = vec![(s.clone(), Bytes::from_static(b"S")), (d.clone(), Bytes::from_static(b"D"))];
+    let ss = h.sync(&s, 2, assignment);
+    let sd = h.sync(&d, 2, vec![]);
+    assert!(h.sync_result(ss).is_some() && h.sync_result(sd).is_some());
+    (s, d)
+}
+
+fn join_req(member_id: &str) -> JoinGroup {
+    JoinGroup {
+        group_id: GROUP.into(),
+        member_id: member_id.into(),
+        group_instance_id: None,
+        protocol_type: "consumer".into(),
+        protocols: vec![Protocol { name: "range".into(), metadata: Bytes::from_static(b"m") }],
+        session_timeout_ms: SESSION_MS,
+        rebalance_timeout_ms: REBALANCE_MS,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        require_known_member_id: true,
+    }
+}
+
+fn static_join_req(member_id: &str, instance: &str) -> JoinGroup {
+    JoinGroup { group_instance_id: Some(instance.into()), ..join_req(member_id) }
+}
+
+fn subscription(topics: &[&str]) -> Bytes {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let sub = ConsumerProtocolSubscription::default()
+        .with_topics(topics.iter().map(|t| StrBytes::from_string((*t).to_owned())).collect());
+    let mut buf = bytes::BytesMut::new();
+    buf.extend_from_slice(&1i16.to_be_bytes());
+    sub.encode(&mut buf, 1).unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn kip394_member_id_required_then_single_member_reaches_stable() {
+    let mut h = Harness::new();
+    let (member, generation) = h.stable_single("client");
+    assert_eq!(generation, 1);
+    assert_eq!(h.state(), GroupState::Stable);
+    assert_eq!(h.heartbeat(&member, 1), None);
+    let d = h.describe();
+    assert_eq!(d.protocol_data, "range");
+    assert_eq!(d.members[0].assignment, Bytes::from_static(b"a1"));
+}
+
+#[test]
+fn join_without_kip394_gets_a_member_id_directly() {
+    let mut h = Harness::new();
+    let id = h.join(JoinGroup { require_known_member_id: false, ..join_req("") });
+    let result = h.join_result(id).unwrap();
+    assert_eq!(result.error, None);
+    assert!(!result.member_id.is_empty());
+    assert_eq!(result.leader, result.member_id);
+    assert_eq!(result.members.len(), 1);
+}
+
+#[test]
+fn second_member_triggers_rebalance_and_both_get_generation_two() {
+    let mut h = Harness::new();
+    let (a, g1) = h.stable_single("a");
+    let (b, b_join) = h.join_dynamic("b");
+    assert!(h.join_result(b_join).is_none(), "waits for a to rejoin");
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    assert_eq!(h.heartbeat(&a, g1), Some(GroupError::RebalanceInProgress));
+    let a_join = h.join(join_req(&a));
+    let ra = h.join_result(a_join).unwrap();
+    let rb = h.join_result(b_join).unwrap();
+    assert_eq!((ra.generation_id, rb.generation_id), (2, 2));
+    assert_eq!(ra.leader, a);
+    assert_eq!(rb.leader, a);
+    assert_eq!(ra.members.len(), 2, "the leader sees every member");
+    assert!(rb.members.is_empty());
+    assert_eq!(h.state(), GroupState::CompletingRebalance);
+    // The follower syncs first and waits for the leader's assignment.
+    let sb = h.sync(&b, 2, vec![]);
+    assert!(h.sync_result(sb).is_none());
+    let sa = h.sync(&a, 2, vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))]);
+    assert_eq!(h.sync_result(sa).unwrap().assignment, Bytes::from_static(b"A"));
+    let rb = h.sync_result(sb).unwrap();
+    assert_eq!(rb.assignment, Bytes::from_static(b"B"));
+    assert_eq!(rb.protocol_name.as_deref(), Some("range"));
+    assert_eq!(h.state(), GroupState::Stable);
+}
+
+#[test]
+fn unknown_member_is_rejected_everywhere() {
+    let mut h = Harness::new();
+    // Group does not exist yet.
+    let id = h.join(join_req("ghost"));
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::UnknownMemberId));
+    assert_eq!(h.heartbeat("ghost", 1), Some(GroupError::UnknownMemberId));
+    let s = h.sync("ghost", 1, vec![]);
+    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::UnknownMemberId));
+    // Group exists.
+    let (_a, g) = h.stable_single("a");
+    assert_eq!(h.heartbeat("ghost", g), Some(GroupError::UnknownMemberId));
+    let id = h.join(join_req("ghost"));
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::UnknownMemberId));
+    let c = h.commit("ghost", g, "t", &[(0, 1)]);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::UnknownMemberId)]);
+    let leave = h.leave(vec![LeaveMember { member_id: "ghost".into(), group_instance_id: None }]);
+    assert_eq!(leave.error, None);
+    assert_eq!(leave.members[0].error, Some(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn illegal_generation_on_heartbeat_sync_and_commit() {
+    let mut h = Harness::new();
+    let (a, g) = h.stable_single("a");
+    assert_eq!(h.heartbeat(&a, g + 1), Some(GroupError::IllegalGeneration));
+    let s = h.sync(&a, g - 1, vec![]);
+    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::IllegalGeneration));
+    let c = h.commit(&a, g + 5, "t", &[(0, 1)]);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::IllegalGeneration)]);
+    // A commit with a generation for a group that does not exist.
+    let id = h.request_id();
+    let req = OffsetCommit {
+        group_id: "other".into(),
+        generation_id: 3,
+        member_id: "m".into(),
+        group_instance_id: None,
+        retention_time_ms: -1,
+        topics: vec![CommitTopic { name: "t".into(), partitions: vec![CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: None }] }],
+    };
+    h.coordinator.offset_commit(0, id, req);
+    h.pump();
+    assert_eq!(h.commit_errors(id), vec![Some(GroupError::IllegalGeneration)]);
+}
+
+#[test]
+fn rebalance_in_progress_for_sync_and_commit_during_completing() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (_b, b_join) = h.join_dynamic("b");
+    // Preparing: SyncGroup says rebalance in progress; commits of the current generation pass.
+    let s = h.sync(&a, 1, vec![]);
+    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::RebalanceInProgress));
+    let c = h.commit(&a, 1, "t", &[(0, 5)]);
+    assert_eq!(h.commit_errors(c), vec![None], "commits are allowed while preparing (cooperative)");
+    let a_join = h.join(join_req(&a));
+    assert!(h.join_result(a_join).is_some() && h.join_result(b_join).is_some());
+    // Completing: commits are refused until the assignment is out.
+    let c = h.commit(&a, 2, "t", &[(0, 6)]);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::RebalanceInProgress)]);
+    assert_eq!(h.heartbeat(&a, 2), None);
+}
+
+#[test]
+fn session_expiry_removes_member_and_empties_group() {
+    let mut h = Harness::new();
+    let (a, g) = h.stable_single("a");
+    h.advance(i64::from(SESSION_MS) - 1);
+    assert_eq!(h.heartbeat(&a, g), None);
+    h.advance(i64::from(SESSION_MS) - 1);
+    assert_eq!(h.state(), GroupState::Stable);
+    h.advance(1);
+    assert_eq!(h.state(), GroupState::Empty);
+    assert_eq!(h.describe().members.len(), 0);
+    assert_eq!(h.heartbeat(&a, g), Some(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn session_expiry_of_one_member_rebalances_the_rest() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (b, b_join) = h.join_dynamic("b");
+    let a_join = h.join(join_req(&a));
+    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let sa = h.sync(&a, 2, vec![]);
+    let sb = h.sync(&b, 2, vec![]);
+    assert!(h.sync_result(sa).is_some() && h.sync_result(sb).is_some());
+    // Only a keeps heartbeating.
+    for _ in 0..3 {
+        h.advance(4_000);
+        let _ = h.heartbeat(&a, 2);
+    }
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    assert_eq!(h.heartbeat(&b, 2), Some(GroupError::UnknownMemberId));
+    let a_join = h.join(join_req(&a));
+    let r = h.join_result(a_join).unwrap();
+    assert_eq!((r.generation_id, r.members.len()), (3, 1));
+}
+
+#[test]
+fn rebalance_timeout_kicks_members_that_do_not_rejoin() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (b, b_join) = h.join_dynamic("b");
+    let a_join = h.join(join_req(&a));
+    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    for m in [&a, &b] {
+        let s = h.sync(m, 2, vec![]);
+        assert!(h.sync_result(s).is_some() || m == &b);
+    }
+    // c joins; a rejoins; b keeps heartbeating but never rejoins.
+    let (c, c_join) = h.join_dynamic("c");
+    let a_join = h.join(join_req(&a));
+    let mut waited = 0;
+    while waited < i64::from(REBALANCE_MS) - 2_000 {
+        h.advance(2_000);
+        waited += 2_000;
+        assert_eq!(h.heartbeat(&b, 2), Some(GroupError::RebalanceInProgress));
+        assert!(h.join_result(a_join).is_none());
+    }
+    h.advance(2_000);
+    let ra = h.join_result(a_join).unwrap();
+    let rc = h.join_result(c_join).unwrap();
+    assert_eq!((ra.generation_id, rc.generation_id), (3, 3));
+    let members: Vec<_> = ra.members.iter().map(|m| m.member_id.clone()).collect();
+    assert!(members.contains(&a) && members.contains(&c) && !members.contains(&b));
+    assert_eq!(h.heartbeat(&b, 2), Some(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn pending_sync_expiry_removes_silent_members() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (b, b_join) = h.join_dynamic("b");
+    let a_join = h.join(join_req(&a));
+    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    // a syncs (leader) and heartbeats; b never sends SyncGroup.
+    let sa = h.sync(&a, 2, vec![]);
+    assert!(h.sync_result(sa).is_some());
+    for _ in 0..8 {
+        h.advance(4_000);
+        if h.heartbeat(&a, 2) == Some(GroupError::RebalanceInProgress) {
+            break;
+        }
+    }
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    assert!(!h.describe().members.iter().any(|m| m.member_id == b));
+}
+
+#[test]
+fn pending_kip394_member_blocks_join_until_it_expires() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let _pending = h.member_id_required("p");
+    // The leader rejoins: the join phase waits for the pending member.
+    let a_join = h.join(join_req(&a));
+    assert!(h.join_result(a_join).is_none());
+    h.advance(i64::from(SESSION_MS) - 1);
+    assert!(h.join_result(a_join).is_none());
+    h.advance(1);
+    let r = h.join_result(a_join).expect("pending member expired");
+    assert_eq!(r.generation_id, 2);
+}
+
+#[test]
+fn initial_rebalance_delay_collects_members() {
+    let mut h = Harness::with_config(GroupConfig { initial_rebalance_delay_ms: 3_000, ..test_config() });
+    let (a, a_join) = h.join_dynamic("a");
+    h.advance(1_000);
+    let (b, b_join) = h.join_dynamic("b");
+    h.advance(1_999);
+    assert!(h.join_result(a_join).is_none());
+    h.advance(1);
+    // b arrived during the delay: it is extended by another delay.
+    assert!(h.join_result(a_join).is_none());
+    h.advance(2_999);
+    assert!(h.join_result(a_join).is_none());
+    h.advance(1);
+    let ra = h.join_result(a_join).unwrap();
+    let rb = h.join_result(b_join).unwrap();
+    assert_eq!((ra.generation_id, rb.generation_id), (1, 1));
+    assert_eq!(ra.members.len() + rb.members.len(), 2);
+    assert!([a, b].contains(&ra.leader));
+}
+
+#[test]
+fn static_member_restart_takes_over_without_rebalance() {
+    let mut h = Harness::new();
+    let (s, d) = stable_static_and_dynamic(&mut h);
+    let leader = s.clone();
+    // s restarts: no member id, same instance id, same metadata.
+    let rejoin = h.join(static_join_req("", "i1"));
+    let r = h.join_result(rejoin).expect("answered once the group is stored");
+    assert_eq!(r.error, None);
+    assert_ne!(r.member_id, s);
+    assert_eq!(r.generation_id, 2, "no new generation");
+    assert_eq!(r.leader, leader, "the old leader id, so the new member does not assign");
+    assert_eq!(h.state(), GroupState::Stable);
+    assert_eq!(h.heartbeat(&d, 2), None, "the other member sees no rebalance");
+    assert_eq!(h.heartbeat_with(&s, Some("i1"), 2), Some(GroupError::FencedInstanceId));
+    let s2 = r.member_id;
+    let sync = h.sync(&s2, 2, vec![]);
+    assert_eq!(h.sync_result(sync).unwrap().assignment, Bytes::from_static(b"S"));
+    assert_eq!(h.heartbeat_with(&s2, Some("i1"), 2), None);
+    // The old id is fenced on join, sync and commit too.
+    let j = h.join(static_join_req(&s, "i1"));
+    assert_eq!(h.join_result(j).unwrap().error, Some(GroupError::FencedInstanceId));
+    let id = h.request_id();
+    h.coordinator.sync_group(h.now_ms, id, SyncGroup {
+        group_id: GROUP.into(),
+        generation_id: 2,
+        member_id: s.clone(),
+        group_instance_id: Some("i1".into()),
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![],
+    });
+    h.pump();
+    assert_eq!(h.sync_result(id).unwrap().error, Some(GroupError::FencedInstanceId));
+    let id = h.request_id();
+    h.coordinator.offset_commit(h.now_ms, id, OffsetCommit {
+        group_id: GROUP.into(),
+        generation_id: 2,
+        member_id: s,
+        group_instance_id: Some("i1".into()),
+        retention_time_ms: -1,
+        topics: vec![CommitTopic { name: "t".into(), partitions: vec![CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: None }] }],
+    });
+    h.pump();
+    assert_eq!(h.commit_errors(id), vec![Some(GroupError::FencedInstanceId)]);
+}
+
+#[test]
+fn static_member_restart_with_new_metadata_rebalances() {
+    let mut h = Harness::new();
+    let s_join = h.join(static_join_req("", "i1"));
+    let s = h.join_result(s_join).unwrap().member_id;
+    let ss = h.sync(&s, 1, vec![]);
+    assert!(h.sync_result(ss).is_some());
+    let mut req = static_join_req("", "i1");
+    req.protocols[0].metadata = Bytes::from_static(b"changed");
+    let rejoin = h.join(req);
+    let r = h.join_result(rejoin).expect("single member: the rebalance completes at once");
+    assert_eq!(r.generation_id, 2);
+    assert_eq!(r.leader, r.member_id);
+}
+
+#[test]
+fn static_member_survives_rebalance_without_rejoining_until_session_expiry() {
+    let mut h = Harness::new();
+    let s_join = h.join(static_join_req("", "i1"));
+    let s = h.join_result(s_join).unwrap().member_id;
+    let ss = h.sync(&s, 1, vec![]);
+    assert!(h.sync_result(ss).is_some());
+    let (_d, d_join) = h.join_dynamic("d");
+    h.advance(i64::from(SESSION_MS) - 1);
+    let _ = h.heartbeat_with(&s, Some("i1"), 1);
+    h.advance(REBALANCE_MS as i64 - i64::from(SESSION_MS) + 1);
+    // Rebalance timeout: the static member stays (it is not a laggard to kick).
+    let rd = h.join_result(d_join).expect("join phase completed by its timeout");
+    assert_eq!(rd.generation_id, 2);
+    assert!(h.describe().members.iter().any(|m| m.member_id == s));
+}
+
+#[test]
+fn leave_group_batch_and_by_instance_id() {
+    let mut h = Harness::new();
+    let (s, d) = stable_static_and_dynamic(&mut h);
+    let leave = h.leave(vec![
+        LeaveMember { member_id: String::new(), group_instance_id: Some("i1".into()) },
+        LeaveMember { member_id: d.clone(), group_instance_id: None },
+        LeaveMember { member_id: "ghost".into(), group_instance_id: None },
+        LeaveMember { member_id: "stale".into(), group_instance_id: Some("i1".into()) },
+    ]);
+    let errors: Vec<_> = leave.members.iter().map(|m| m.error).collect();
+    // i1 left first, so "stale"+i1 is unknown rather than fenced.
+    assert_eq!(errors, vec![None, None, Some(GroupError::UnknownMemberId), Some(GroupError::UnknownMemberId)]);
+    assert_eq!(h.state(), GroupState::Empty);
+    assert_eq!(h.heartbeat(&s, 2), Some(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn leave_with_stale_member_id_of_static_member_is_fenced() {
+    let mut h = Harness::new();
+    let s_join = h.join(static_join_req("", "i1"));
+    let _ = h.join_result(s_join).unwrap();
+    let leave = h.leave(vec![LeaveMember { member_id: "stale".into(), group_instance_id: Some("i1".into()) }]);
+    assert_eq!(leave.members[0].error, Some(GroupError::FencedInstanceId));
+}
+
+#[test]
+fn leader_leaving_while_completing_tells_followers_to_rejoin() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (b, b_join) = h.join_dynamic("b");
+    let a_join = h.join(join_req(&a));
+    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let sb = h.sync(&b, 2, vec![]);
+    assert!(h.sync_result(sb).is_none());
+    h.leave(vec![LeaveMember { member_id: a, group_instance_id: None }]);
+    assert_eq!(h.sync_result(sb).unwrap().error, Some(GroupError::RebalanceInProgress));
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    let b_join = h.join(join_req(&b));
+    let r = h.join_result(b_join).unwrap();
+    assert_eq!((r.generation_id, r.leader.as_str()), (3, b.as_str()));
+}
+
+#[test]
+fn duplicate_join_answers_the_older_request() {
+    let mut h = Harness::new();
+    let (s, d) = stable_static_and_dynamic(&mut h);
+    let (_c, c_join) = h.join_dynamic("c");
+    let first = h.join(join_req(&d));
+    let second = h.join(join_req(&d));
+    assert_eq!(h.join_result(first).unwrap().error, Some(GroupError::RebalanceInProgress));
+    assert!(h.join_result(second).is_none(), "still waiting for the static member");
+    let s_join = h.join(static_join_req(&s, "i1"));
+    assert_eq!(h.join_result(second).unwrap().generation_id, 3);
+    assert!(h.join_result(s_join).is_some() && h.join_result(c_join).is_some());
+}
+
+#[test]
+fn follower_rejoin_with_same_metadata_in_stable_keeps_generation() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (b, b_join) = h.join_dynamic("b");
+    let a_join = h.join(join_req(&a));
+    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let sa = h.sync(&a, 2, vec![]);
+    let sb = h.sync(&b, 2, vec![]);
+    let _ = (h.sync_result(sa), h.sync_result(sb));
+    let again = h.join(join_req(&b));
+    let r = h.join_result(again).unwrap();
+    assert_eq!((r.error, r.generation_id), (None, 2));
+    assert_eq!(h.state(), GroupState::Stable);
+    // The leader rejoining forces a rebalance.
+    let _lead = h.join(join_req(&a));
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+}
+
+#[test]
+fn protocol_checks() {
+    let mut h = Harness::new();
+    let (a, g) = h.stable_single("a");
+    let mut other = join_req("");
+    other.protocol_type = "connect".into();
+    let id = h.join(other);
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    let mut other = join_req("");
+    other.protocols[0].name = "roundrobin".into();
+    let id = h.join(other);
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    let id = h.request_id();
+    h.coordinator.sync_group(0, id, SyncGroup {
+        group_id: GROUP.into(),
+        generation_id: g,
+        member_id: a,
+        group_instance_id: None,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("sticky".into()),
+        assignments: vec![],
+    });
+    h.pump();
+    assert_eq!(h.sync_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    let mut empty = join_req("");
+    empty.group_id = "fresh".into();
+    empty.protocols.clear();
+    let id = h.join(empty);
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+}
+
+#[test]
+fn invalid_group_id_and_session_timeout() {
+    let mut h = Harness::new();
+    let id = h.join(JoinGroup { group_id: String::new(), ..join_req("") });
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InvalidGroupId));
+    let id = h.join(JoinGroup { session_timeout_ms: 10, ..join_req("") });
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InvalidSessionTimeout));
+    let id = h.join(JoinGroup { session_timeout_ms: i32::MAX, ..join_req("") });
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InvalidSessionTimeout));
+}
+
+#[test]
+fn group_max_size_is_enforced() {
+    let mut h = Harness::with_config(GroupConfig { max_size: 2, ..test_config() });
+    let _a = h.member_id_required("a");
+    let _b = h.member_id_required("b");
+    let id = h.join(join_req(""));
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::GroupMaxSizeReached));
+}
+
+#[test]
+fn loading_and_not_coordinator() {
+    let mut h = Harness::new();
+    let (a, g) = h.stable_single("a");
+    let partition = h.coordinator.partition_for(GROUP);
+    h.coordinator.begin_load(partition);
+    let id = h.join(join_req(""));
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::CoordinatorLoadInProgress));
+    assert_eq!(h.heartbeat(&a, g), None, "heartbeats are answered blindly while loading");
+    let s = h.sync(&a, g, vec![]);
+    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::RebalanceInProgress));
+    let c = h.commit(&a, g, "t", &[(0, 1)]);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::CoordinatorLoadInProgress)]);
+    assert_eq!(h.fetch(None, false).error, Some(GroupError::CoordinatorLoadInProgress));
+    assert_eq!(h.describe().error, Some(GroupError::CoordinatorLoadInProgress));
+    h.coordinator.unload_partition(partition);
+    let id = h.join(join_req(""));
+    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::NotCoordinator));
+    assert_eq!(h.heartbeat(&a, g), Some(GroupError::NotCoordinator));
+}
+
+#[test]
+fn unload_answers_waiting_requests() {
+    let mut h = Harness::new();
+    let (a, _) = h.stable_single("a");
+    let (_b, b_join) = h.join_dynamic("b");
+    h.coordinator.unload_partition(h.coordinator.partition_for(GROUP));
+    h.pump();
+    assert_eq!(h.join_result(b_join).unwrap().error, Some(GroupError::NotCoordinator));
+    assert_eq!(h.heartbeat(&a, 1), Some(GroupError::NotCoordinator));
+}
+
+#[test]
+fn standalone_commit_creates_empty_group_and_fetch_returns_it() {
+    let mut h = Harness::new();
+    let c = h.commit("", -1, "t", &[(0, 10), (1, 20)]);
+    assert_eq!(h.commit_errors(c), vec![None, None]);
+    let all = h.fetch(None, false);
+    let offsets: Vec<_> = all.topics[0].partitions.iter().map(|p| (p.partition, p.offset, p.leader_epoch)).collect();
+    assert_eq!(offsets, vec![(0, 10, 3), (1, 20, 3)]);
+    let some = h.fetch(Some(vec![TopicPartitions { name: "t".into(), partitions: vec![1, 7] }]), false);
+    let got: Vec<_> = some.topics[0].partitions.iter().map(|p| (p.offset, p.metadata.clone())).collect();
+    assert_eq!(got, vec![(20, "md".to_string()), (-1, String::new())]);
+    let d = h.describe();
+    assert_eq!((d.state, d.protocol_type.as_str()), (GroupState::Empty, ""));
+    // Once the group has members, standalone commits are refused.
+    let (_a, _) = h.stable_single("a");
+    let c = h.commit("", -1, "t", &[(0, 11)]);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::UnknownMemberId)]);
+}
+
+#[test]
+fn require_stable_sees_in_flight_commits_and_failed_appends_do_not_apply() {
+    let mut h = Harness::new();
+    let c = h.commit("", -1, "t", &[(0, 10)]);
+    assert_eq!(h.commit_errors(c), vec![None]);
+    h.auto_append = false;
+    let c = h.commit("", -1, "t", &[(0, 11)]);
+    assert!(h.take(c).is_none(), "waits for the append");
+    let tp = Some(vec![TopicPartitions { name: "t".into(), partitions: vec![0] }]);
+    let stable = h.fetch(tp.clone(), true);
+    assert_eq!(stable.topics[0].partitions[0].error, Some(GroupError::UnstableOffsetCommit));
+    let plain = h.fetch(tp.clone(), false);
+    assert_eq!(plain.topics[0].partitions[0].offset, 10);
+    h.complete_held(AppendOutcome::Failed);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::CoordinatorNotAvailable)]);
+    assert_eq!(h.fetch(tp.clone(), true).topics[0].partitions[0].offset, 10);
+    let c = h.commit("", -1, "t", &[(0, 12)]);
+    h.complete_held(AppendOutcome::Ok);
+    assert_eq!(h.commit_errors(c), vec![None]);
+    assert_eq!(h.fetch(tp, true).topics[0].partitions[0].offset, 12);
+}
+
+#[test]
+fn offset_metadata_too_large_is_per_partition() {
+    let mut h = Harness::new();
+    let id = h.request_id();
+    let big = "x".repeat(4097);
+    h.coordinator.offset_commit(0, id, OffsetCommit {
+        group_id: GROUP.into(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        retention_time_ms: -1,
+        topics: vec![CommitTopic {
+            name: "t".into(),
+            partitions: vec![
+                CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: Some(big) },
+                CommitPartition { partition: 1, offset: 2, leader_epoch: -1, metadata: None },
+            ],
+        }],
+    });
+    h.pump();
+    assert_eq!(h.commit_errors(id), vec![Some(GroupError::OffsetMetadataTooLarge), None]);
+}
+
+#[test]
+fn sync_store_failure_resets_and_rebalances() {
+    let mut h = Harness::new();
+    let (a, a_join) = h.join_dynamic("a");
+    let r = h.join_result(a_join).unwrap();
+    h.auto_append = false;
+    let s = h.sync(&a, r.generation_id, vec![(a.clone(), Bytes::from_static(b"x"))]);
+    h.complete_held(AppendOutcome::NotLeader);
+    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::NotCoordinator));
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+}
+
+fn consumer_group_with_subscription(h: &mut Harness, topics: &[&str]) -> (String, i32) {
+    let member = h.member_id_required("a");
+    let mut req = join_req(&member);
+    req.protocols[0].metadata = subscription(topics);
+    let j = h.join(req);
+    let g = h.join_result(j).unwrap().generation_id;
+    let s = h.sync(&member, g, vec![]);
+    assert!(h.sync_result(s).is_some());
+    (member, g)
+}
+
+#[test]
+fn offset_delete_respects_subscriptions() {
+    let mut h = Harness::new();
+    let (a, g) = consumer_group_with_subscription(&mut h, &["in-use"]);
+    let c1 = h.commit(&a, g, "in-use", &[(0, 1)]);
+    let c2 = h.commit(&a, g, "old", &[(0, 2)]);
+    assert_eq!(h.commit_errors(c1), vec![None]);
+    assert_eq!(h.commit_errors(c2), vec![None]);
+    let id = h.request_id();
+    h.coordinator.offset_delete(h.now_ms, id, OffsetDelete {
+        group_id: GROUP.into(),
+        topics: vec![
+            TopicPartitions { name: "in-use".into(), partitions: vec![0] },
+            TopicPartitions { name: "old".into(), partitions: vec![0] },
+        ],
+    });
+    h.pump();
+    let Some(Reply::OffsetDelete(r)) = h.take(id) else { panic!() };
+    assert_eq!(r.error, None);
+    assert_eq!(r.topics[0].partitions, vec![(0, Some(GroupError::GroupSubscribedToTopic))]);
+    assert_eq!(r.topics[1].partitions, vec![(0, None)]);
+    let all = h.fetch(None, false);
+    assert_eq!(all.topics.len(), 1);
+    assert_eq!(all.topics[0].name, "in-use");
+    // Unknown group.
+    let id = h.request_id();
+    h.coordinator.offset_delete(h.now_ms, id, OffsetDelete { group_id: "nope".into(), topics: vec![] });
+    h.pump();
+    let Some(Reply::OffsetDelete(r)) = h.take(id) else { panic!() };
+    assert_eq!(r.error, Some(GroupError::GroupIdNotFound));
+}
+
+#[test]
+fn delete_groups() {
+    let mut h = Harness::new();
+    let del = |h: &mut Harness, group: &str| {
+        let id = h.request_id();
+        h.coordinator.delete_group(h.now_ms, id, group);
+        h.pump();
+        match h.take(id) {
+            Some(Reply::DeleteGroup(e)) => e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(del(&mut h, "missing"), Some(GroupError::GroupIdNotFound));
+    let (a, _) = h.stable_single("a");
+    assert_eq!(del(&mut h, GROUP), Some(GroupError::NonEmptyGroup));
+    h.leave(vec![LeaveMember { member_id: a, group_instance_id: None }]);
+    let c = h.commit("", -1, "t", &[(0, 1)]);
+    let _ = h.commit_errors(c);
+    assert_eq!(del(&mut h, GROUP), None);
+    assert!(!h.describe().exists);
+    assert!(h.fetch(None, false).topics.is_empty());
+}
+
+#[test]
+fn list_groups_with_state_filter() {
+    let mut h = Harness::new();
+    let _ = h.stable_single("a");
+    let c = h.request_id();
+    h.coordinator.offset_commit(0, c, OffsetCommit {
+        group_id: "simple".into(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        retention_time_ms: -1,
+        topics: vec![CommitTopic { name: "t".into(), partitions: vec![CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: None }] }],
+    });
+    h.pump();
+    let list = |h: &mut Harness, states: &[&str]| {
+        let id = h.request_id();
+        let filter = ListGroups { states_filter: states.iter().map(|s| s.to_string()).collect(), types_filter: vec![] };
+        h.coordinator.list_groups(0, id, &filter);
+        h.pump();
+        match h.take(id) {
+            Some(Reply::List(r)) => r.groups.into_iter().map(|g| g.group_id).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(list(&mut h, &[]), vec![GROUP.to_string(), "simple".to_string()]);
+    assert_eq!(list(&mut h, &["stable"]), vec![GROUP.to_string()]);
+    assert_eq!(list(&mut h, &["Empty", "Dead"]), vec!["simple".to_string()]);
+}
+
+#[test]
+fn describe_hides_metadata_unless_stable() {
+    let mut h = Harness::new();
+    let (_a, _) = h.stable_single("a");
+    assert_eq!(h.describe().members[0].metadata, Bytes::from_static(b"m"));
+    let (_b, _bj) = h.join_dynamic("b");
+    let d = h.describe();
+    assert_eq!(d.state, GroupState::PreparingRebalance);
+    assert_eq!(d.protocol_data, "");
+    assert!(d.members.iter().all(|m| m.metadata.is_empty() && m.assignment.is_empty()));
+}
+
+/// Replays the harness's log into a fresh coordinator.
+fn reload(h: &Harness, now_ms: i64) -> Harness {
+    let mut fresh = Harness::new();
+    fresh.now_ms = now_ms;
+    let partition = h.coordinator.partition_for(GROUP);
+    fresh.coordinator.begin_load(partition);
+    for batches in h.log.get(&partition).into_iter().flatten() {
+        fresh.coordinator.replay(partition, batches.clone()).unwrap();
+    }
+    fresh.coordinator.finish_load(now_ms, partition);
+    fresh.log = h.log.clone();
+    fresh
+}
+
+#[test]
+fn state_survives_reload_from_the_offsets_log() {
+    let mut h = Harness::new();
+    let (s, d) = stable_static_and_dynamic(&mut h);
+    let c = h.commit(&d, 2, "t", &[(0, 100), (1, 200)]);
+    assert_eq!(h.commit_errors(c), vec![None, None]);
+    let before = h.describe();
+
+    let mut r = reload(&h, 50);
+    let after = r.describe();
+    assert_eq!(after, before);
+    assert_eq!(r.heartbeat(&d, 2), None);
+    assert_eq!(r.heartbeat_with(&s, Some("i1"), 2), None);
+    let all = r.fetch(None, false);
+    let offsets: Vec<_> = all.topics[0].partitions.iter().map(|p| (p.offset, p.metadata.clone())).collect();
+    assert_eq!(offsets, vec![(100, "md".into()), (200, "md".into())]);
+    // The static member restarts after the broker restart: still no rebalance.
+    let rejoin = r.join(static_join_req("", "i1"));
+    let res = r.join_result(rejoin).unwrap();
+    assert_eq!((res.error, res.generation_id), (None, 2));
+    assert_eq!(res.leader, s);
+    // Members that never come back expire after their session.
+    r.advance(i64::from(SESSION_MS) + 1);
+    assert_ne!(r.state(), GroupState::Stable);
+}
+
+#[test]
+fn deleted_group_stays_deleted_after_reload() {
+    let mut h = Harness::new();
+    let c = h.commit("", -1, "t", &[(0, 1)]);
+    let _ = h.commit_errors(c);
+    let id = h.request_id();
+    h.coordinator.delete_group(0, id, GROUP);
+    h.pump();
+    let mut r = reload(&h, 0);
+    assert!(!r.describe().exists);
+}
+
+#[test]
+fn offsets_expire_after_retention_and_empty_group_goes_away() {
+    let retention = 60_000;
+    let config = GroupConfig {
+        offsets_retention_ms: retention,
+        offsets_retention_check_interval_ms: 1_000,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config.clone());
+    let c = h.commit("", -1, "t", &[(0, 1)]);
+    let _ = h.commit_errors(c);
+    h.advance(retention - 1_000);
+    assert_eq!(h.fetch(None, false).topics.len(), 1);
+    h.advance(2_000);
+    assert!(h.fetch(None, false).topics.is_empty());
+    assert!(!h.describe().exists, "empty group without offsets is removed");
+    let r = reload(&h, h.now_ms);
+    assert!(r.coordinator.groups.is_empty(), "tombstones were written");
+}
+
+#[test]
+fn consumer_group_offsets_expire_from_when_it_became_empty() {
+    let retention = 60_000;
+    let config = GroupConfig {
+        offsets_retention_ms: retention,
+        offsets_retention_check_interval_ms: 1_000,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config);
+    let (a, g) = consumer_group_with_subscription(&mut h, &["t"]);
+    let c = h.commit(&a, g, "t", &[(0, 1)]);
+    let _ = h.commit_errors(c);
+    // Stable and subscribed: never expires.
+    for _ in 0..20 {
+        h.advance(5_000);
+        assert_eq!(h.heartbeat(&a, g), None);
+    }
+    assert_eq!(h.fetch(None, false).topics.len(), 1);
+    h.leave(vec![LeaveMember { member_id: a, group_instance_id: None }]);
+    h.advance(retention - 2_000);
+    assert_eq!(h.fetch(None, false).topics.len(), 1);
+    h.advance(3_000);
+    assert!(h.fetch(None, false).topics.is_empty());
+}
+
+/// Random operations from several clients; checks that no request is answered twice and that
+/// once time runs far ahead every request has been answered.
+#[test]
+fn random_operations_answer_every_request_exactly_once() {
+    for seed in 0..40u64 {
+        let mut h = Harness::new();
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut members: Vec<(String, Option<String>)> = vec![];
+        let mut issued = vec![];
+        for _ in 0..300 {
+            let pick = (next() % 8) as usize;
+            let generation = (next() % 4) as i32;
+            let member = if members.is_empty() { (String::new(), None) } else { members[next() as usize % members.len()].clone() };
+            match pick {
+                0 => {
+                    let id = h.join(join_req(""));
+                    issued.push(id);
+                    if let Some(r) = h.join_result(id) {
+                        if !r.member_id.is_empty() {
+                            members.push((r.member_id, None));
+                        }
+                    }
+                }
+                1 => {
+                    let instance = format!("i{}", next() % 3);
+                    let id = h.join(static_join_req(&member.0, &instance));
+                    issued.push(id);
+                    members.push((String::new(), Some(instance)));
+                }
+                2 => issued.push(h.join(join_req(&member.0))),
+                3 => {
+                    let assignments = members.iter().map(|(m, _)| (m.clone(), Bytes::from_static(b"x"))).collect();
+                    issued.push(h.sync(&member.0, generation, assignments));
+                }
+                4 => {
+                    let _ = h.heartbeat_with(&member.0, member.1.as_deref(), generation);
+                }
+                5 => {
+                    let _ = h.leave(vec![LeaveMember { member_id: member.0.clone(), group_instance_id: member.1.clone() }]);
+                }
+                6 => issued.push(h.commit(&member.0, generation, "t", &[(0, 1)])),
+                _ => h.advance((next() % 8_000) as i64),
+            }
+        }
+        h.advance(10 * 60 * 1000);
+        h.advance(10 * 60 * 1000);
+        for id in issued {
+            assert!(h.answered.contains(&id), "seed {seed}: request {id:?} never answered");
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Shared harness for the broker's integration tests: a real `sluice` child process per test,
+//! and a minimal raw Kafka client (kafka-protocol encoding over a blocking socket).
+//!
+//! Broker: `Broker::start()` / `Broker::start_with(&["--shards", "1"])` start `sluice start`
+//! on a kernel-chosen loopback port (`--kafka-addr 127.0.0.1:0`; the port is read from the
+//! `ready` line, so there is no free-port race) with a fresh temp data dir, and return once it
+//! printed `ready`. `.addr()` is "127.0.0.1:PORT"; `.stop()` sends SIGTERM and requires exit 0;
+//! `.kill()` is SIGKILL; `.restart()` is a clean stop and a start on the same port and data dir.
+//! Nothing sleeps to synchronise: every wait has a deadline and fails with the broker's log.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// How long the broker may take to print `ready` (a debug build on a loaded 2-core machine).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a clean shutdown may take.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket read timeout of the raw client: turns a hang into a failure.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+const LOG_KEEP_BYTES: usize = 64 * 1024;
+
+pub struct Broker {
+    child: Option<Child>,
+    addr: String,
+    data_dir: tempfile::TempDir,
+    args: Vec<String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Broker {
+    /// A broker with default settings (2 shards, so cross-shard paths are exercised).
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// A broker with extra `sluice start` flags (later flags win over the harness's).
+    pub fn start_with(args: &[&str]) -> Broker {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut broker = Broker {
+            child: None,
+            addr: "127.0.0.1:0".to_string(),
+            data_dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// "127.0.0.1:PORT".
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// SIGTERM; the broker must exit 0 within the deadline.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    /// SIGKILL, no clean shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Clean stop, then start again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
+    /// Start again after `kill()` (same port and data dir).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "broker still running");
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The broker's output so far (stdout and stderr by line).
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// A raw Kafka connection to this broker.
+    pub fn connect(&self) -> RawClient {
+        RawClient::connect(&self.addr)
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // kill(1) rather than libc::kill: no unsafe for one signal; the child is not reaped
+        // yet, so its pid cannot have been reused.
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "SIGTERM to broker: {sent:?}"
+        );
+        match wait_deadline(&mut child, STOP_TIMEOUT) {
+            Some(status) => {
+                assert!(
+                    status.success(),
+                    "broker exited with {status} after SIGTERM (want 0)\n--- log ---\n{}",
+                    self.log()
+                )
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- log ---\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "start",
+                "--shards",
+                "2",
+                "--kafka-addr",
+                &self.addr,
+                "--data-dir",
+            ])
+            .arg(self.data_dir.path())
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the sluice binary");
+        let (ready_tx, ready_rx) = mpsc::channel::<String>();
+        let outputs: [(Box<dyn Read + Send>, bool); 2] = [
+            (Box::new(child.stdout.take().expect("stdout")), true),
+            (Box::new(child.stderr.take().expect("stderr")), false),
+        ];
+        for (out, is_stdout) in outputs {
+            let log = Arc::clone(&self.log);
+            let ready_tx = ready_tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if is_stdout && line.starts_with("sluice ready:") {
+                        let _ = ready_tx.send(line.clone());
+                    }
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                        if log.len() > LOG_KEEP_BYTES {
+                            let cut = log.len() - LOG_KEEP_BYTES;
+                            let cut = (cut..log.len())
+                                .find(|i| log.is_char_boundary(*i))
+                                .unwrap_or(0);
+                            log.drain(..cut);
+                        }
+                    }
+                }
+            });
+        }
+        drop(ready_tx);
+        self.child = Some(child);
+        self.wait_ready(&ready_rx);
+    }
+
+    fn wait_ready(&mut self, ready_rx: &Receiver<String>) {
+        let line = match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(e) => {
+                self.kill();
+                panic!(
+                    "broker did not print `ready` ({e:?})\n--- log ---\n{}",
+                    self.log()
+                );
+            }
+        };
+        // "sluice ready: kafka=HOST:PORT listener=... ..."
+        let listener = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listener="))
+            .unwrap_or_else(|| panic!("no listener= in ready line: {line}"));
+        self.addr = listener.to_string();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- broker log ---\n{}", self.log());
+        }
+        self.kill();
+    }
+}
+
+fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// A blocking Kafka connection speaking raw frames.
+pub struct RawClient {
+    pub stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RawClient {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
+    /// Encodes and sends a request; returns its correlation id.
+    pub fn send<R: Encodable>(&mut self, api_key: ApiKey, version: i16, body: &R) -> i32 {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, api_key.request_header_version(version))
+            .expect("encode header");
+        body.encode(&mut buf, version).expect("encode body");
+        self.send_frame(&buf);
+        correlation_id
+    }
+
+    /// Sends `payload` with its size prefix.
+    pub fn send_frame(&mut self, payload: &[u8]) {
+        let mut frame = Vec::with_capacity(4 + payload.len());
+        frame.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).expect("write frame");
+    }
+
+    /// Reads one response frame (without the size prefix); None on EOF/reset.
+    pub fn recv_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    /// Reads and decodes a response; checks the correlation id.
+    pub fn recv<R: Decodable>(&mut self, api_key: ApiKey, version: i16, correlation_id: i32) -> R {
+        let mut frame = self.recv_frame().expect("response frame");
+        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+            .expect("response header");
+        assert_eq!(
+            header.correlation_id, correlation_id,
+            "responses out of order"
+        );
+        R::decode(&mut frame, version).expect("decode response")
+    }
+
+    /// Request and response in one.
+    pub fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: &Req,
+    ) -> Resp {
+        let id = self.send(api_key, version, body);
+        self.recv(api_key, version, id)
+    }
+
+    /// True when the broker closed the connection (EOF or reset) within the read timeout.
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// A v2 record batch with `count` records (key "k{i}", value "v{i}"), no compression,
+/// producer id -1 unless given. CRC32C filled in.
+pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
+    let mut records = BytesMut::new();
+    for i in 0..count {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        let mut body = BytesMut::new();
+        body.put_i8(0); // attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, i64::from(i)); // offset delta
+        put_varint(&mut body, key.len() as i64);
+        body.put_slice(key.as_bytes());
+        put_varint(&mut body, value.len() as i64);
+        body.put_slice(value.as_bytes());
+        put_varint(&mut body, 0); // headers
+        put_varint(&mut records, body.len() as i64);
+        records.put_slice(&body);
+    }
+    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
+    let now = 1_700_000_000_000i64;
+    let mut b = BytesMut::new();
+    b.put_i64(0); // base offset
+    b.put_i32((49 + records.len()) as i32); // batch length: bytes after this field
+    b.put_i32(-1); // partition leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, filled below
+    b.put_i16(0); // attributes
+    b.put_i32(count - 1); // last offset delta
+    b.put_i64(now);
+    b.put_i64(now);
+    b.put_i64(pid);
+    b.put_i16(epoch);
+    b.put_i32(seq);
+    b.put_i32(count);
+    b.put_slice(&records);
+    let crc = crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+fn put_varint(b: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            b.put_u8(z as u8);
+            return;
+        }
+        b.put_u8((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// CRC32C (Castagnoli), bitwise: tests only, no extra dependency.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Splits a records blob into (base_offset, record_count) per batch.
+pub fn batches(mut records: Bytes) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    while records.len() >= 61 {
+        let base = (&records[0..8]).get_i64();
+        let len = (&records[8..12]).get_i32() as usize;
+        let count = (&records[57..61]).get_i32();
+        out.push((base, count));
+        if records.len() < 12 + len {
+            break;
+        }
+        records.advance(12 + len);
+    }
+    out
+}

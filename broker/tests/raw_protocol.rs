@@ -1,0 +1,472 @@
+//! The broker driven with raw Kafka bytes (kafka-protocol encoding, hand-built record
+//! batches): ApiVersions, topics, produce and fetch, restart, idempotence, pipelining,
+//! long polling and fetch sessions.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Broker, RawClient, batches, record_batch};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create_topic(c: &mut RawClient, topic: &str, partitions: i32) {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1),
+        ])
+        .with_timeout_ms(10_000);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
+    assert_eq!(resp.topics[0].num_partitions, partitions);
+}
+
+fn produce(
+    c: &mut RawClient,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, version, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_req(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
+fn fetch(
+    c: &mut RawClient,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, i64, Vec<(i64, i32)>) {
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req(topic, partition, offset));
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        batches(p.records.clone().unwrap_or_default()),
+    )
+}
+
+#[test]
+fn api_versions_lists_every_handler() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    for version in [0, 3, 4] {
+        let resp: ApiVersionsResponse =
+            c.call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0);
+        let produce = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Produce as i16)
+            .expect("Produce listed");
+        assert_eq!((produce.min_version, produce.max_version), (3, 13));
+        let fetch = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Fetch as i16)
+            .expect("Fetch listed");
+        assert!(fetch.max_version >= 12);
+        // Not implemented, so not claimed.
+        assert!(
+            !resp
+                .api_keys
+                .iter()
+                .any(|k| k.api_key == ApiKey::JoinGroup as i16)
+        );
+    }
+    broker.stop();
+}
+
+#[test]
+fn api_versions_too_new_gets_unsupported_version_in_v0_layout() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    // ApiVersions v99 with a flexible (v2) header: key, version, correlation id, client id,
+    // empty tagged fields, then a body we do not understand.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&18i16.to_be_bytes());
+    frame.extend_from_slice(&99i16.to_be_bytes());
+    frame.extend_from_slice(&42i32.to_be_bytes());
+    frame.extend_from_slice(&4i16.to_be_bytes());
+    frame.extend_from_slice(b"test");
+    frame.push(0);
+    frame.extend_from_slice(&[1, 2, 3]);
+    c.send_frame(&frame);
+    let mut resp = c.recv_frame().expect("an answer, not a closed connection");
+    let header = kafka_protocol::protocol::Decodable::decode(&mut resp, 0);
+    let header: ResponseHeader = header.expect("v0 response header");
+    assert_eq!(header.correlation_id, 42);
+    let body: ApiVersionsResponse =
+        kafka_protocol::protocol::Decodable::decode(&mut resp, 0).expect("v0 body");
+    assert_eq!(body.error_code, 35, "UNSUPPORTED_VERSION");
+    assert!(
+        body.api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::ApiVersions as i16 && k.max_version == 4)
+    );
+    // The client then retries with a version we serve, on the same connection.
+    let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(resp.error_code, 0);
+    broker.stop();
+}
+
+#[test]
+fn produce_fetch_list_offsets_and_restart() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "events", 3);
+    for p in 0..3 {
+        assert_eq!(
+            produce(&mut c, 9, "events", p, record_batch(3, None), -1),
+            (0, 0)
+        );
+        assert_eq!(
+            produce(&mut c, 9, "events", p, record_batch(2, None), 1),
+            (0, 3)
+        );
+    }
+    for p in 0..3 {
+        let (err, hw, got) = fetch(&mut c, "events", p, 0);
+        assert_eq!((err, hw), (0, 5));
+        assert_eq!(got, vec![(0, 3), (3, 2)]);
+        let (_, _, got) = fetch(&mut c, "events", p, 3);
+        assert_eq!(got, vec![(3, 2)]);
+    }
+    let list = |c: &mut RawClient, ts: i64| -> i64 {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("events"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(1)
+                            .with_timestamp(ts),
+                    ]),
+            ]);
+        let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        p.offset
+    };
+    assert_eq!(list(&mut c, -1), 5);
+    assert_eq!(list(&mut c, -2), 0);
+    assert_eq!(list(&mut c, 0), 0);
+
+    drop(c);
+    broker.restart();
+    let mut c = broker.connect();
+    for p in 0..3 {
+        let (err, hw, got) = fetch(&mut c, "events", p, 0);
+        assert_eq!((err, hw), (0, 5), "data survives a restart");
+        assert_eq!(got, vec![(0, 3), (3, 2)]);
+    }
+    assert_eq!(
+        produce(&mut c, 9, "events", 0, record_batch(1, None), -1),
+        (0, 5)
+    );
+    // Fetch by topic id (v13+).
+    let meta: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("events"))),
+        ])),
+    );
+    let id = meta.topics[0].topic_id;
+    assert!(!id.is_nil());
+    let mut req = fetch_req("", 0, 0);
+    req.topics[0].topic_id = id;
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 16, &req);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(resp.responses[0].topic_id, id);
+    assert_eq!(
+        batches(p.records.clone().unwrap_or_default()),
+        vec![(0, 3), (3, 2), (5, 1)]
+    );
+    broker.stop();
+}
+
+#[test]
+fn metadata_auto_creates_and_reports_unknown_topics() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    let req = |n: &str, auto: bool| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(n))),
+            ]))
+            .with_allow_auto_topic_creation(auto)
+    };
+    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req("nope", false));
+    assert_eq!(resp.topics[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req("auto", true));
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].partitions.len(), 1);
+    assert_eq!(resp.brokers.len(), 1);
+    let (err, _) = produce(&mut c, 9, "nope", 0, record_batch(1, None), 1);
+    assert_eq!(err, 3, "produce to an unknown topic");
+    let (err, _, _) = fetch(&mut c, "nope", 0, 0);
+    assert_eq!(err, 3, "fetch from an unknown topic");
+    broker.stop();
+}
+
+#[test]
+fn idempotent_producer_sequences_and_duplicates() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "idem", 1);
+    let init: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(2, Some((pid, 0, 0))), -1),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(3, Some((pid, 0, 2))), -1),
+        (0, 2)
+    );
+    // A retry of the first batch is answered with its original offset, not appended again.
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(2, Some((pid, 0, 0))), -1),
+        (0, 0)
+    );
+    // A gap.
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(1, Some((pid, 0, 9))), -1).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    let (_, hw, _) = fetch(&mut c, "idem", 0, 0);
+    assert_eq!(hw, 5);
+    // Producer state is rebuilt from the log on restart.
+    drop(c);
+    broker.restart();
+    let mut c = broker.connect();
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(3, Some((pid, 0, 2))), -1),
+        (0, 2),
+        "duplicate after restart"
+    );
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(1, Some((pid, 1, 0))), -1),
+        (0, 5),
+        "new epoch"
+    );
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, record_batch(1, Some((pid, 0, 5))), -1).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+    let next: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_ne!(
+        next.producer_id.0, pid,
+        "producer ids are not reused across restarts"
+    );
+    broker.stop();
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "pipe", 4);
+    // Five produces to partitions on different shards plus metadata in between, unread.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name("pipe"))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(i % 4)
+                            .with_records(Some(record_batch(1, None))),
+                    ]),
+            ]);
+        ids.push((ApiKey::Produce, c.send(ApiKey::Produce, 9, &req)));
+        ids.push((
+            ApiKey::Metadata,
+            c.send(ApiKey::Metadata, 12, &MetadataRequest::default()),
+        ));
+    }
+    for (key, id) in ids {
+        match key {
+            ApiKey::Produce => {
+                let r: ProduceResponse = c.recv(key, 9, id);
+                assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            }
+            _ => {
+                let _: MetadataResponse = c.recv(key, 12, id);
+            }
+        }
+    }
+    for p in 0..4 {
+        let (_, hw, got) = fetch(&mut c, "pipe", p, 0);
+        assert_eq!(hw, if p < 2 { 3 } else { 2 });
+        assert_eq!(
+            got.iter().map(|b| b.0).collect::<Vec<_>>(),
+            (0..hw).collect::<Vec<_>>()
+        );
+    }
+    broker.stop();
+}
+
+#[test]
+fn long_poll_wakes_on_new_data() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "poll", 2);
+    let mut req = fetch_req("poll", 1, 0);
+    req.max_wait_ms = 20_000;
+    req.min_bytes = 1;
+    let started = Instant::now();
+    let id = c.send(ApiKey::Fetch, 12, &req);
+    let mut producer = broker.connect();
+    assert_eq!(
+        produce(&mut producer, 9, "poll", 1, record_batch(4, None), 1),
+        (0, 0)
+    );
+    let resp: FetchResponse = c.recv(ApiKey::Fetch, 12, id);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(batches(p.records.clone().unwrap_or_default()), vec![(0, 4)]);
+    // Woken by the produce, not by the 20 s deadline.
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // With nothing new, max_wait_ms bounds the wait and the answer is empty.
+    let mut req = fetch_req("poll", 1, 4);
+    req.max_wait_ms = 200;
+    req.min_bytes = 1;
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    assert_eq!(
+        resp.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map(|r| r.len()),
+        Some(0)
+    );
+    broker.stop();
+}
+
+#[test]
+fn fetch_sessions_are_incremental() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "sess", 2);
+    produce(&mut c, 9, "sess", 0, record_batch(2, None), 1);
+    let mut req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(0)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name("sess"))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let full: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    assert_eq!(full.error_code, 0);
+    assert_ne!(full.session_id, 0, "a session was created");
+    assert_eq!(full.responses[0].partitions.len(), 2);
+    // Incremental, epoch 1, nothing changed in the request: partition 0 still has its records
+    // (offset unchanged) and partition 1 has no news, so only partition 0 is in the answer.
+    req.session_id = full.session_id;
+    req.session_epoch = 1;
+    req.topics.clear();
+    let inc: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    assert_eq!(inc.error_code, 0);
+    let parts: Vec<i32> = inc
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+        .collect();
+    assert_eq!(parts, vec![0]);
+    // Wrong epoch, unknown session.
+    req.session_epoch = 7;
+    let bad: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    assert_eq!(bad.error_code, 71, "INVALID_FETCH_SESSION_EPOCH");
+    req.session_id = 12345;
+    req.session_epoch = 1;
+    let bad: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    assert_eq!(bad.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    broker.stop();
+}
