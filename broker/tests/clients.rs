@@ -77,6 +77,28 @@ produce_fetch_tests! {
     kcat_zstd: Client::Kcat, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
 }
 
+/// acks=1 and acks=0 (idempotence off): with acks=0 the broker must not answer the Produce, and
+/// every record must still be there.
+#[test]
+fn confluent_kafka_acks_1_and_0() {
+    let broker = Broker::start();
+    for acks in ["1", "0"] {
+        let topic = format!("acks-{acks}");
+        let args = [
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--records",
+            "2000",
+            "--acks",
+            acks,
+        ];
+        run_client(Client::ConfluentKafka, &broker, &args).assert_counts(2000, 2000);
+    }
+    broker.stop();
+}
+
 /// kcat cannot create topics: its producer's Metadata request auto-creates one with the broker's
 /// default partition count.
 #[test]

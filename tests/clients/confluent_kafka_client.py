@@ -57,8 +57,9 @@ def create_topic(args):
 def produce(args):
     conf = base_conf(args)
     conf.update({
-        "enable.idempotence": True,
-        "acks": "all",
+        # Idempotence needs acks=all; with --acks 0/1 it is off (and max.in.flight stays 5).
+        "enable.idempotence": args.acks == "all",
+        "acks": args.acks,
         "compression.type": args.compression,
         "linger.ms": 5,
         "batch.num.messages": 1000,
@@ -185,8 +186,13 @@ def list_offsets_admin(args):
     common.check_list_offsets("admin", got, want)
 
 
+def extra_args(p):
+    p.add_argument("--acks", choices=("0", "1", "all"), default="all",
+                   help="producer acks; 0 and 1 turn idempotence off")
+
+
 def main():
-    args = common.parse_args(__doc__)
+    args = common.parse_args(__doc__, extra_args)
     started = time.monotonic()
     produced = consumed = 0
     try:
@@ -202,7 +208,8 @@ def main():
     except KafkaException as e:
         fail(f"{CLIENT} {args.mode} topic={args.topic}: client error {e}")
     print(f"SUMMARY client={CLIENT} version={ck.version() if isinstance(ck.version(), str) else ck.version()[0]} librdkafka={ck.libversion()[0]} mode={args.mode} "
-          f"topic={args.topic} partitions={args.partitions} compression={args.compression} produced={produced} "
+          f"topic={args.topic} partitions={args.partitions} compression={args.compression} acks={args.acks} "
+          f"produced={produced} "
           f"consumed={consumed} base_ts={args.base_ts} seconds={time.monotonic() - started:.1f} OK", flush=True)
 
 
