@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod net;
 pub mod notify;

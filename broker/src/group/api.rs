@@ -19,10 +19,17 @@ pub struct AppendToken(pub u64);
 
 #[derive(Debug)]
 pub enum Output {
-    Reply { request: RequestId, reply: Reply },
+    Reply {
+        request: RequestId,
+        reply: Reply,
+    },
     /// Append `batches` (magic-2 batches) to partition `partition` of `__consumer_offsets`,
     /// then call `GroupCoordinator::append_complete(token, outcome)`.
-    Append { partition: i32, token: AppendToken, batches: Bytes },
+    Append {
+        partition: i32,
+        token: AppendToken,
+        batches: Bytes,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,9 +37,15 @@ impl GroupState {
 
     /// Parses a ListGroups states filter entry (case-insensitive, as Kafka).
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Empty, Self::PreparingRebalance, Self::CompletingRebalance, Self::Stable, Self::Dead]
-            .into_iter()
-            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+        [
+            Self::Empty,
+            Self::PreparingRebalance,
+            Self::CompletingRebalance,
+            Self::Stable,
+            Self::Dead,
+        ]
+        .into_iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(name))
     }
 
     /// States from which a rebalance may start (Kafka's `canRebalance`).
@@ -68,7 +74,10 @@ pub struct Member {
 
 impl Member {
     pub fn metadata(&self, protocol: &str) -> Option<&Bytes> {
-        self.protocols.iter().find(|p| p.name == protocol).map(|p| &p.metadata)
+        self.protocols
+            .iter()
+            .find(|p| p.name == protocol)
+            .map(|p| &p.metadata)
     }
 
     /// Same protocols with the same metadata in the same order (Kafka's `matches`).
@@ -187,7 +196,10 @@ impl ClassicGroup {
     }
 
     pub fn awaiting_join_count(&self) -> usize {
-        self.members.values().filter(|m| m.awaiting_join.is_some()).count()
+        self.members
+            .values()
+            .filter(|m| m.awaiting_join.is_some())
+            .count()
     }
 
     /// Every member rejoined and no KIP-394 member is still to come back.
@@ -197,7 +209,11 @@ impl ClassicGroup {
 
     /// The largest rebalance timeout among members (Kafka's `rebalanceTimeoutMs`).
     pub fn rebalance_timeout_ms(&self) -> i64 {
-        self.members.values().map(|m| i64::from(m.rebalance_timeout_ms)).max().unwrap_or(0)
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Kafka's `supportsProtocols`.
@@ -210,7 +226,9 @@ impl ClassicGroup {
     }
 
     fn all_members_support(&self, protocol: &str) -> bool {
-        self.members.values().all(|m| m.metadata(protocol).is_some())
+        self.members
+            .values()
+            .all(|m| m.metadata(protocol).is_some())
     }
 
     /// Kafka's `selectProtocol`: among protocols every member supports, the one most members
@@ -218,14 +236,19 @@ impl ClassicGroup {
     pub fn select_protocol(&self) -> Option<String> {
         let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
         for member in self.members.values() {
-            let choice =
-                member.protocols.iter().find(|p| self.all_members_support(&p.name));
+            let choice = member
+                .protocols
+                .iter()
+                .find(|p| self.all_members_support(&p.name));
             if let Some(p) = choice {
                 *votes.entry(p.name.as_str()).or_default() += 1;
             }
         }
         let best = votes.values().copied().max()?;
-        votes.into_iter().find(|(_, v)| *v == best).map(|(name, _)| name.to_owned())
+        votes
+            .into_iter()
+            .find(|(_, v)| *v == best)
+            .map(|(name, _)| name.to_owned())
     }
 
     /// Adds a member (Kafka's `add`): the first member fixes the protocol type and leads.
@@ -237,7 +260,8 @@ impl ClassicGroup {
             self.leader_id = Some(member.member_id.clone());
         }
         if let Some(instance) = &member.group_instance_id {
-            self.static_members.insert(instance.clone(), member.member_id.clone());
+            self.static_members
+                .insert(instance.clone(), member.member_id.clone());
         }
         self.pending_members.remove(&member.member_id);
         self.members.insert(member.member_id.clone(), member);
@@ -261,8 +285,13 @@ impl ClassicGroup {
     /// Kafka's `maybeElectNewJoinedLeader`: keeps a leader that rejoined, else picks any member
     /// that did. False when no member rejoined.
     pub fn maybe_elect_new_joined_leader(&mut self) -> bool {
-        let Some(leader) = self.leader_id.clone() else { return false };
-        let leader_joined = self.members.get(&leader).is_some_and(|m| m.awaiting_join.is_some());
+        let Some(leader) = self.leader_id.clone() else {
+            return false;
+        };
+        let leader_joined = self
+            .members
+            .get(&leader)
+            .is_some_and(|m| m.awaiting_join.is_some());
         if leader_joined {
             return true;
         }
@@ -296,7 +325,9 @@ impl ClassicGroup {
     /// Whether offsets of `topic` are in use by the group (unknown subscriptions count as in
     /// use, as Kafka's `isSubscribedToTopic`).
     pub fn is_subscribed_to(&self, topic: &str) -> bool {
-        self.subscribed_topics.as_ref().is_none_or(|t| t.contains(topic))
+        self.subscribed_topics
+            .as_ref()
+            .is_none_or(|t| t.contains(topic))
     }
 
     pub fn has_offsets(&self) -> bool {
@@ -308,7 +339,11 @@ impl ClassicGroup {
         let join = self.join_timer.map(|t| t.deadline_ms);
         let sync = self.sync_deadline_ms;
         let pending = self.pending_members.values().copied().min();
-        let heartbeat = self.members.values().filter_map(Member::heartbeat_timer).min();
+        let heartbeat = self
+            .members
+            .values()
+            .filter_map(Member::heartbeat_timer)
+            .min();
         [join, sync, pending, heartbeat].into_iter().flatten().min()
     }
 }
@@ -353,7 +388,10 @@ mod tests {
     #[test]
     fn state_names_parse_case_insensitively() {
         assert_eq!(GroupState::parse("stable"), Some(GroupState::Stable));
-        assert_eq!(GroupState::parse("PreparingRebalance"), Some(GroupState::PreparingRebalance));
+        assert_eq!(
+            GroupState::parse("PreparingRebalance"),
+            Some(GroupState::PreparingRebalance)
+        );
         assert_eq!(GroupState::parse("nope"), None);
     }
 
@@ -361,8 +399,10 @@ mod tests {
     fn subscription_topics_decode_and_garbage_is_none() {
         use kafka_protocol::messages::ConsumerProtocolSubscription;
         use kafka_protocol::protocol::{Encodable, StrBytes};
-        let sub = ConsumerProtocolSubscription::default()
-            .with_topics(vec![StrBytes::from_static_str("a"), StrBytes::from_static_str("b")]);
+        let sub = ConsumerProtocolSubscription::default().with_topics(vec![
+            StrBytes::from_static_str("a"),
+            StrBytes::from_static_str("b"),
+        ]);
         let mut buf = bytes::BytesMut::new();
         buf.extend_from_slice(&1i16.to_be_bytes());
         sub.encode(&mut buf, 1).unwrap();
@@ -370,10 +410,16 @@ mod tests {
             decode_subscription_topics(&buf.freeze()),
             Some(vec!["a".to_string(), "b".to_string()])
         );
-        assert_eq!(decode_subscription_topics(&Bytes::from_static(&[0, 1, 0xff])), None);
+        assert_eq!(
+            decode_subscription_topics(&Bytes::from_static(&[0, 1, 0xff])),
+            None
+        );
         assert_eq!(decode_subscription_topics(&Bytes::new()), None);
         // A huge claimed topic count is rejected without allocating for it.
-        assert_eq!(decode_subscription_topics(&Bytes::from_static(b"changed")), None);
+        assert_eq!(
+            decode_subscription_topics(&Bytes::from_static(b"changed")),
+            None
+        );
         for version in [0i16, 3] {
             let mut v3 = bytes::BytesMut::new();
             v3.extend_from_slice(&version.to_be_bytes());
@@ -381,7 +427,10 @@ mod tests {
                 .with_topics(vec![StrBytes::from_static_str("t")])
                 .encode(&mut v3, version)
                 .unwrap();
-            assert_eq!(decode_subscription_topics(&v3.freeze()), Some(vec!["t".to_string()]));
+            assert_eq!(
+                decode_subscription_topics(&v3.freeze()),
+                Some(vec!["t".to_string()])
+            );
         }
     }
 }

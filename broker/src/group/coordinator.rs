@@ -61,7 +61,9 @@ impl Default for GroupConfig {
 pub enum GroupConfigError {
     #[error("offsets.topic.num.partitions must be in 1..=1000, got {0}")]
     Partitions(i32),
-    #[error("group.min.session.timeout.ms ({min}) must be positive and <= group.max.session.timeout.ms ({max})")]
+    #[error(
+        "group.min.session.timeout.ms ({min}) must be positive and <= group.max.session.timeout.ms ({max})"
+    )]
     SessionTimeouts { min: i32, max: i32 },
     #[error("group.max.size must be in 1..={max}, got {got}")]
     MaxSize { got: usize, max: usize },
@@ -74,7 +76,9 @@ impl GroupConfig {
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             return Err(GroupConfigError::Partitions(self.offsets_topic_partitions));
         }
-        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+        if self.min_session_timeout_ms <= 0
+            || self.min_session_timeout_ms > self.max_session_timeout_ms
+        {
             return Err(GroupConfigError::SessionTimeouts {
                 min: self.min_session_timeout_ms,
                 max: self.max_session_timeout_ms,
@@ -82,12 +86,21 @@ impl GroupConfig {
         }
         let max = super::limits::MEMBERS_PER_GROUP_MAX;
         if self.max_size == 0 || self.max_size > max {
-            return Err(GroupConfigError::MaxSize { got: self.max_size, max });
+            return Err(GroupConfigError::MaxSize {
+                got: self.max_size,
+                max,
+            });
         }
         for (name, value) in [
-            ("group.initial.rebalance.delay.ms", self.initial_rebalance_delay_ms),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.initial_rebalance_delay_ms,
+            ),
             ("offsets.retention.minutes", self.offsets_retention_ms),
-            ("offsets.retention.check.interval.ms", self.offsets_retention_check_interval_ms),
+            (
+                "offsets.retention.check.interval.ms",
+                self.offsets_retention_check_interval_ms,
+            ),
         ] {
             if value < 0 {
                 return Err(GroupConfigError::Negative { name });
@@ -108,9 +121,18 @@ pub(super) enum PendingAppend {
         reply: Vec<TopicErrors>,
     },
     /// The leader's SyncGroup assignment (Kafka's `storeGroup` from `doSyncGroup`).
-    Sync { group_id: String, generation_id: i32, assignment: BTreeMap<String, Bytes> },
+    Sync {
+        group_id: String,
+        generation_id: i32,
+        assignment: BTreeMap<String, Bytes>,
+    },
     /// A static member replaced in a Stable group, answered once the group is stored.
-    StaticRejoin { group_id: String, member_id: String, request: RequestId, result: JoinResult },
+    StaticRejoin {
+        group_id: String,
+        member_id: String,
+        request: RequestId,
+        result: JoinResult,
+    },
     /// A reply that waits for the append (DeleteGroups, OffsetDelete); on failure the
     /// append's error replaces it (see `failed_reply`).
     Reply { request: RequestId, ok: Reply },
@@ -152,7 +174,9 @@ pub struct GroupCoordinator {
 impl GroupCoordinator {
     /// `seed` makes generated member ids unique across restarts; pass something random.
     pub fn new(config: GroupConfig, seed: u64) -> Self {
-        config.validate().expect("group config is validated at start-up");
+        config
+            .validate()
+            .expect("group config is validated at start-up");
         Self {
             config,
             partitions: HashMap::new(),
@@ -182,7 +206,10 @@ impl GroupCoordinator {
     /// When [`Self::tick`] next has work.
     pub fn next_deadline(&self) -> Option<i64> {
         let timer = self.timers.first().map(|(deadline, _)| *deadline);
-        [timer, self.next_retention_check_ms].into_iter().flatten().min()
+        [timer, self.next_retention_check_ms]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs every timer due at `now_ms`: join and sync phase deadlines, session and KIP-394
@@ -215,7 +242,8 @@ impl GroupCoordinator {
     pub fn begin_load(&mut self, partition: i32) {
         assert!((0..self.config.offsets_topic_partitions).contains(&partition));
         self.unload_partition(partition);
-        self.partitions.insert(partition, PartitionStatus::Loading(LoadBuffer::default()));
+        self.partitions
+            .insert(partition, PartitionStatus::Loading(LoadBuffer::default()));
     }
 
     /// Replays batches read from `partition` in log order.
@@ -227,7 +255,9 @@ impl GroupCoordinator {
             match records::decode_record(&key, value.as_deref()) {
                 Ok(record) => buffer.apply(record),
                 // A record this version cannot read (a newer Kafka's) is skipped, not fatal.
-                Err(error) => tracing::warn!(target: "group", partition, %error, "skipping offsets record"),
+                Err(error) => {
+                    tracing::warn!(target: "group", partition, %error, "skipping offsets record")
+                }
             }
         }
         Ok(())
@@ -246,7 +276,8 @@ impl GroupCoordinator {
         }
         self.partitions.insert(partition, PartitionStatus::Active);
         if self.next_retention_check_ms.is_none() {
-            self.next_retention_check_ms = Some(now_ms + self.config.offsets_retention_check_interval_ms);
+            self.next_retention_check_ms =
+                Some(now_ms + self.config.offsets_retention_check_interval_ms);
         }
         self.tick(now_ms);
     }
@@ -255,10 +286,16 @@ impl GroupCoordinator {
     /// SyncGroup requests are answered NOT_COORDINATOR.
     pub fn unload_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
-        let ids: Vec<String> =
-            self.groups.values().filter(|g| g.partition == partition).map(|g| g.group_id.clone()).collect();
+        let ids: Vec<String> = self
+            .groups
+            .values()
+            .filter(|g| g.partition == partition)
+            .map(|g| g.group_id.clone())
+            .collect();
         for id in ids {
-            let Some(mut group) = self.take_group(&id) else { continue };
+            let Some(mut group) = self.take_group(&id) else {
+                continue;
+            };
             let members: Vec<String> = group.members.keys().cloned().collect();
             for member_id in members {
                 self.fail_member_requests(&mut group, &member_id, GroupError::NotCoordinator);
@@ -269,7 +306,10 @@ impl GroupCoordinator {
     }
 
     pub fn is_loading(&self, partition: i32) -> bool {
-        matches!(self.partitions.get(&partition), Some(PartitionStatus::Loading(_)))
+        matches!(
+            self.partitions.get(&partition),
+            Some(PartitionStatus::Loading(_))
+        )
     }
 
     // ---- appends -------------------------------------------------------------------------
@@ -285,15 +325,23 @@ impl GroupCoordinator {
             AppendOutcome::Failed => Some(GroupError::CoordinatorNotAvailable),
         };
         match pending {
-            PendingAppend::Commit { request, group_id, offsets, reply } => {
-                self.commit_appended(request, &group_id, offsets, reply, error)
-            }
-            PendingAppend::Sync { group_id, generation_id, assignment } => {
-                self.sync_appended(now_ms, &group_id, generation_id, assignment, error)
-            }
-            PendingAppend::StaticRejoin { group_id, member_id, request, result } => {
-                self.static_rejoin_appended(&group_id, &member_id, request, result, error)
-            }
+            PendingAppend::Commit {
+                request,
+                group_id,
+                offsets,
+                reply,
+            } => self.commit_appended(request, &group_id, offsets, reply, error),
+            PendingAppend::Sync {
+                group_id,
+                generation_id,
+                assignment,
+            } => self.sync_appended(now_ms, &group_id, generation_id, assignment, error),
+            PendingAppend::StaticRejoin {
+                group_id,
+                member_id,
+                request,
+                result,
+            } => self.static_rejoin_appended(&group_id, &member_id, request, result, error),
             PendingAppend::Reply { request, ok } => {
                 let reply = match error {
                     None => ok,
@@ -310,16 +358,29 @@ impl GroupCoordinator {
         self.tick(now_ms);
     }
 
-    pub(super) fn append(&mut self, partition: i32, records: &[(Bytes, Option<Bytes>)], now_ms: i64, pending: PendingAppend) {
+    pub(super) fn append(
+        &mut self,
+        partition: i32,
+        records: &[(Bytes, Option<Bytes>)],
+        now_ms: i64,
+        pending: PendingAppend,
+    ) {
         let token = AppendToken(self.next_append_token);
         self.next_append_token += 1;
         let batches = records::encode_batches(records, now_ms);
         self.pending_appends.insert(token, pending);
-        self.outputs.push(Output::Append { partition, token, batches });
+        self.outputs.push(Output::Append {
+            partition,
+            token,
+            batches,
+        });
     }
 
     /// The group metadata record for `group` with `assignment` (Kafka's `storeGroup`).
-    pub(super) fn group_record(group: &ClassicGroup, assignment: &BTreeMap<String, Bytes>) -> (Bytes, Option<Bytes>) {
+    pub(super) fn group_record(
+        group: &ClassicGroup,
+        assignment: &BTreeMap<String, Bytes>,
+    ) -> (Bytes, Option<Bytes>) {
         let protocol = group.protocol_name.as_deref();
         let members = group
             .members
@@ -331,7 +392,10 @@ impl GroupCoordinator {
                 client_host: m.client_host.clone(),
                 rebalance_timeout_ms: m.rebalance_timeout_ms,
                 session_timeout_ms: m.session_timeout_ms,
-                subscription: protocol.and_then(|p| m.metadata(p)).cloned().unwrap_or_default(),
+                subscription: protocol
+                    .and_then(|p| m.metadata(p))
+                    .cloned()
+                    .unwrap_or_default(),
                 assignment: assignment.get(&m.member_id).cloned().unwrap_or_default(),
             })
             .collect();
@@ -343,7 +407,10 @@ impl GroupCoordinator {
             current_state_timestamp_ms: group.state_timestamp_ms.unwrap_or(-1),
             members,
         };
-        (records::encode_group_key(&group.group_id), Some(records::encode_group_value(&value)))
+        (
+            records::encode_group_key(&group.group_id),
+            Some(records::encode_group_value(&value)),
+        )
     }
 
     // ---- shared helpers ------------------------------------------------------------------
@@ -353,7 +420,11 @@ impl GroupCoordinator {
     }
 
     /// Checks that this coordinator serves `group_id` now (Kafka's `validateGroupStatus`).
-    pub(super) fn check_group_status(&self, group_id: &str, allow_empty_id: bool) -> Result<i32, GroupError> {
+    pub(super) fn check_group_status(
+        &self,
+        group_id: &str,
+        allow_empty_id: bool,
+    ) -> Result<i32, GroupError> {
         if group_id.is_empty() && !allow_empty_id {
             return Err(GroupError::InvalidGroupId);
         }
@@ -366,7 +437,12 @@ impl GroupCoordinator {
     }
 
     /// Creates an empty group when there is room.
-    pub(super) fn create_group(&mut self, group_id: &str, partition: i32, now_ms: i64) -> Result<ClassicGroup, GroupError> {
+    pub(super) fn create_group(
+        &mut self,
+        group_id: &str,
+        partition: i32,
+        now_ms: i64,
+    ) -> Result<ClassicGroup, GroupError> {
         if self.groups.len() >= GROUPS_PER_SHARD_MAX {
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -381,7 +457,11 @@ impl GroupCoordinator {
 
     /// Returns a group to the table (or drops it when Dead) and refiles its timer.
     pub(super) fn put_group(&mut self, mut group: ClassicGroup) {
-        let deadline = if group.is(GroupState::Dead) { None } else { group.next_deadline() };
+        let deadline = if group.is(GroupState::Dead) {
+            None
+        } else {
+            group.next_deadline()
+        };
         if group.timer_key != deadline {
             if let Some(old) = group.timer_key {
                 self.timers.remove(&(old, group.group_id.clone()));
@@ -448,10 +528,20 @@ impl GroupCoordinator {
     }
 
     pub fn list_groups(&mut self, now_ms: i64, request: RequestId, filter: &ListGroups) {
-        let states: Vec<Option<GroupState>> = filter.states_filter.iter().map(|s| GroupState::parse(s)).collect();
-        let classic_listed =
-            filter.types_filter.is_empty() || filter.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic"));
-        let loading = self.partitions.values().any(|p| matches!(p, PartitionStatus::Loading(_)));
+        let states: Vec<Option<GroupState>> = filter
+            .states_filter
+            .iter()
+            .map(|s| GroupState::parse(s))
+            .collect();
+        let classic_listed = filter.types_filter.is_empty()
+            || filter
+                .types_filter
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("classic"));
+        let loading = self
+            .partitions
+            .values()
+            .any(|p| matches!(p, PartitionStatus::Loading(_)));
         let mut groups: Vec<ListedGroup> = self
             .groups
             .values()
@@ -478,7 +568,10 @@ impl GroupCoordinator {
             Err(error) => return self.reply(request, Reply::DeleteGroup(Some(error))),
         };
         let Some(mut group) = self.take_group(group_id) else {
-            return self.reply(request, Reply::DeleteGroup(Some(GroupError::GroupIdNotFound)));
+            return self.reply(
+                request,
+                Reply::DeleteGroup(Some(GroupError::GroupIdNotFound)),
+            );
         };
         if !group.is(GroupState::Empty) {
             self.put_group(group);
@@ -487,14 +580,24 @@ impl GroupCoordinator {
         group.transition(GroupState::Dead, now_ms);
         let tombstones = tombstones_for(&group, group.offsets.keys().cloned().collect());
         self.put_group(group);
-        let pending = PendingAppend::Reply { request, ok: Reply::DeleteGroup(None) };
+        let pending = PendingAppend::Reply {
+            request,
+            ok: Reply::DeleteGroup(None),
+        };
         self.append(partition, &tombstones, now_ms, pending);
         self.tick(now_ms);
     }
 
     /// Answers a member's waiting JoinGroup/SyncGroup with `error`.
-    pub(super) fn fail_member_requests(&mut self, group: &mut ClassicGroup, member_id: &str, error: GroupError) {
-        let Some(member) = group.members.get_mut(member_id) else { return };
+    pub(super) fn fail_member_requests(
+        &mut self,
+        group: &mut ClassicGroup,
+        member_id: &str,
+        error: GroupError,
+    ) {
+        let Some(member) = group.members.get_mut(member_id) else {
+            return;
+        };
         let join = member.awaiting_join.take();
         let sync = member.awaiting_sync.take();
         if let Some(request) = join {
@@ -507,10 +610,18 @@ impl GroupCoordinator {
 }
 
 /// Tombstones for the group's metadata and for the given offsets.
-pub(super) fn tombstones_for(group: &ClassicGroup, offsets: Vec<(String, i32)>) -> Vec<(Bytes, Option<Bytes>)> {
+pub(super) fn tombstones_for(
+    group: &ClassicGroup,
+    offsets: Vec<(String, i32)>,
+) -> Vec<(Bytes, Option<Bytes>)> {
     let mut out: Vec<(Bytes, Option<Bytes>)> = offsets
         .iter()
-        .map(|(topic, partition)| (records::encode_offset_key(&group.group_id, topic, *partition), None))
+        .map(|(topic, partition)| {
+            (
+                records::encode_offset_key(&group.group_id, topic, *partition),
+                None,
+            )
+        })
         .collect();
     out.push((records::encode_group_key(&group.group_id), None));
     out
@@ -546,12 +657,21 @@ pub(super) fn join_error(member_id: &str, error: GroupError) -> JoinResult {
 }
 
 pub(super) fn sync_error(error: GroupError) -> SyncResult {
-    SyncResult { error: Some(error), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+    SyncResult {
+        error: Some(error),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
 }
 
 fn describe(group: &ClassicGroup) -> DescribeResult {
     let stable = group.is(GroupState::Stable);
-    let protocol = if stable { group.protocol_name.clone().unwrap_or_default() } else { String::new() };
+    let protocol = if stable {
+        group.protocol_name.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
     let members = group
         .members
         .values()
@@ -560,8 +680,16 @@ fn describe(group: &ClassicGroup) -> DescribeResult {
             group_instance_id: m.group_instance_id.clone(),
             client_id: m.client_id.clone(),
             client_host: m.client_host.clone(),
-            metadata: if stable { m.metadata(&protocol).cloned().unwrap_or_default() } else { Bytes::new() },
-            assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+            metadata: if stable {
+                m.metadata(&protocol).cloned().unwrap_or_default()
+            } else {
+                Bytes::new()
+            },
+            assignment: if stable {
+                m.assignment.clone()
+            } else {
+                Bytes::new()
+            },
         })
         .collect();
     DescribeResult {
@@ -577,7 +705,12 @@ fn describe(group: &ClassicGroup) -> DescribeResult {
 impl LoadBuffer {
     fn apply(&mut self, record: OffsetsRecord) {
         match record {
-            OffsetsRecord::Offset { group, topic, partition, value } => {
+            OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => {
                 let entry = self.groups.entry(group).or_default();
                 match value {
                     Some(v) => {
@@ -588,7 +721,9 @@ impl LoadBuffer {
                     }
                 }
             }
-            OffsetsRecord::Group { group, value } => self.groups.entry(group).or_default().metadata = value,
+            OffsetsRecord::Group { group, value } => {
+                self.groups.entry(group).or_default().metadata = value
+            }
         }
     }
 }
@@ -601,15 +736,25 @@ impl LoadedGroup {
         }
         let mut group = ClassicGroup::new(group_id, partition, now_ms);
         group.offsets = self.offsets;
-        let Some(meta) = self.metadata else { return Some(group) };
+        let Some(meta) = self.metadata else {
+            return Some(group);
+        };
         group.generation_id = meta.generation;
         group.protocol_type = (!meta.protocol_type.is_empty()).then_some(meta.protocol_type);
         group.protocol_name = meta.protocol.clone();
         group.leader_id = meta.leader;
-        group.state_timestamp_ms = (meta.current_state_timestamp_ms >= 0).then_some(meta.current_state_timestamp_ms);
-        for m in meta.members.into_iter().take(super::limits::MEMBERS_PER_GROUP_MAX) {
+        group.state_timestamp_ms =
+            (meta.current_state_timestamp_ms >= 0).then_some(meta.current_state_timestamp_ms);
+        for m in meta
+            .members
+            .into_iter()
+            .take(super::limits::MEMBERS_PER_GROUP_MAX)
+        {
             let protocols = match &meta.protocol {
-                Some(name) => vec![Protocol { name: name.clone(), metadata: m.subscription }],
+                Some(name) => vec![Protocol {
+                    name: name.clone(),
+                    metadata: m.subscription,
+                }],
                 None => vec![],
             };
             group.add_member(super::classic::Member {
@@ -628,10 +773,18 @@ impl LoadedGroup {
                 heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
             });
         }
-        if group.leader_id.as_ref().is_some_and(|l| !group.members.contains_key(l)) {
+        if group
+            .leader_id
+            .as_ref()
+            .is_some_and(|l| !group.members.contains_key(l))
+        {
             group.leader_id = group.members.keys().next().cloned();
         }
-        group.state = if group.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
         group.subscribed_topics = group.compute_subscribed_topics();
         Some(group)
     }

@@ -28,12 +28,18 @@ impl GroupCoordinator {
             Ok(_) => {}
             // Loading lost the rebalance in progress: make the member rejoin (as Kafka).
             Err(GroupError::CoordinatorLoadInProgress) => {
-                return self.reply(request, Reply::Sync(sync_error(GroupError::RebalanceInProgress)));
+                return self.reply(
+                    request,
+                    Reply::Sync(sync_error(GroupError::RebalanceInProgress)),
+                );
             }
             Err(error) => return self.reply(request, Reply::Sync(sync_error(error))),
         }
         let Some(mut group) = self.take_group(&req.group_id) else {
-            return self.reply(request, Reply::Sync(sync_error(GroupError::UnknownMemberId)));
+            return self.reply(
+                request,
+                Reply::Sync(sync_error(GroupError::UnknownMemberId)),
+            );
         };
         self.do_sync_group(now_ms, &mut group, request, req);
         self.put_group(group);
@@ -60,7 +66,10 @@ impl GroupCoordinator {
 
     pub fn leave_group(&mut self, now_ms: i64, request: RequestId, req: LeaveGroup) {
         if let Err(error) = self.check_group_status(&req.group_id, false) {
-            let result = LeaveResult { error: Some(error), members: vec![] };
+            let result = LeaveResult {
+                error: Some(error),
+                members: vec![],
+            };
             return self.reply(request, Reply::Leave(result));
         }
         let mut group = self.take_group(&req.group_id);
@@ -79,7 +88,13 @@ impl GroupCoordinator {
         if let Some(group) = group {
             self.put_group(group);
         }
-        self.reply(request, Reply::Leave(LeaveResult { error: None, members }));
+        self.reply(
+            request,
+            Reply::Leave(LeaveResult {
+                error: None,
+                members,
+            }),
+        );
         self.tick(now_ms);
     }
 
@@ -91,7 +106,9 @@ impl GroupCoordinator {
             Err(e) => return self.reply(request, Reply::Join(join_error(&req.member_id, e))),
         };
         let timeout = req.session_timeout_ms;
-        if timeout < self.config.min_session_timeout_ms || timeout > self.config.max_session_timeout_ms {
+        if timeout < self.config.min_session_timeout_ms
+            || timeout > self.config.max_session_timeout_ms
+        {
             let result = join_error(&req.member_id, GroupError::InvalidSessionTimeout);
             return self.reply(request, Reply::Join(result));
         }
@@ -108,7 +125,10 @@ impl GroupCoordinator {
             }
         };
         if !self.accept_joining_member(&group, &req) {
-            self.reply(request, Reply::Join(join_error("", GroupError::GroupMaxSizeReached)));
+            self.reply(
+                request,
+                Reply::Join(join_error("", GroupError::GroupMaxSizeReached)),
+            );
         } else if is_unknown {
             self.join_new_member(now_ms, &mut group, request, req);
         } else {
@@ -127,12 +147,21 @@ impl GroupCoordinator {
     fn accept_joining_member(&self, group: &ClassicGroup, req: &JoinGroup) -> bool {
         let known = group.members.contains_key(&req.member_id)
             || group.pending_members.contains_key(&req.member_id)
-            || req.group_instance_id.as_deref().is_some_and(|i| group.static_member_id(i).is_some());
+            || req
+                .group_instance_id
+                .as_deref()
+                .is_some_and(|i| group.static_member_id(i).is_some());
         known || group.members.len() + group.pending_members.len() < self.config.max_size
     }
 
     /// Kafka's `doNewMemberJoinGroup`.
-    fn join_new_member(&mut self, now_ms: i64, group: &mut ClassicGroup, request: RequestId, req: JoinGroup) {
+    fn join_new_member(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        request: RequestId,
+        req: JoinGroup,
+    ) {
         if !group.supports_protocols(&req.protocol_type, &req.protocols) {
             let result = join_error("", GroupError::InconsistentGroupProtocol);
             return self.reply(request, Reply::Join(result));
@@ -140,7 +169,8 @@ impl GroupCoordinator {
         let member_id = self.new_member_id(&req.client_id);
         if let Some(instance) = req.group_instance_id.clone() {
             match group.static_member_id(&instance).map(str::to_owned) {
-                Some(old) => self.update_static_member(now_ms, group, request, &instance, old, member_id, req),
+                Some(old) => self
+                    .update_static_member(now_ms, group, request, &instance, old, member_id, req),
                 None => self.add_member_and_rebalance(now_ms, group, request, member_id, req),
             }
         } else if req.require_known_member_id {
@@ -154,7 +184,13 @@ impl GroupCoordinator {
     }
 
     /// Kafka's `doCurrentMemberJoinGroup`.
-    fn join_existing_member(&mut self, now_ms: i64, group: &mut ClassicGroup, request: RequestId, req: JoinGroup) {
+    fn join_existing_member(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        request: RequestId,
+        req: JoinGroup,
+    ) {
         let member_id = req.member_id.clone();
         let instance = req.group_instance_id.as_deref();
         if !group.supports_protocols(&req.protocol_type, &req.protocols) {
@@ -183,7 +219,9 @@ impl GroupCoordinator {
         }
         let matches = group.members[&member_id].matches(&req.protocols);
         match group.state {
-            GroupState::PreparingRebalance => self.update_member_and_rebalance(now_ms, group, request, req),
+            GroupState::PreparingRebalance => {
+                self.update_member_and_rebalance(now_ms, group, request, req)
+            }
             GroupState::CompletingRebalance if matches => {
                 // A retry of a JoinGroup whose reply was lost: same answer again.
                 let result = current_join_result(group, &member_id, group.is_leader(&member_id));
@@ -198,9 +236,10 @@ impl GroupCoordinator {
             GroupState::CompletingRebalance | GroupState::Stable => {
                 self.update_member_and_rebalance(now_ms, group, request, req)
             }
-            GroupState::Empty | GroupState::Dead => {
-                self.reply(request, Reply::Join(join_error(&member_id, GroupError::UnknownMemberId)))
-            }
+            GroupState::Empty | GroupState::Dead => self.reply(
+                request,
+                Reply::Join(join_error(&member_id, GroupError::UnknownMemberId)),
+            ),
         }
     }
 
@@ -236,7 +275,13 @@ impl GroupCoordinator {
         self.maybe_prepare_rebalance(now_ms, group);
     }
 
-    fn update_member_and_rebalance(&mut self, now_ms: i64, group: &mut ClassicGroup, request: RequestId, req: JoinGroup) {
+    fn update_member_and_rebalance(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        request: RequestId,
+        req: JoinGroup,
+    ) {
         let member_id = req.member_id.clone();
         self.update_member(group, &member_id, request, req);
         self.maybe_prepare_rebalance(now_ms, group);
@@ -244,15 +289,27 @@ impl GroupCoordinator {
 
     /// Kafka's `updateMember`. Sluice: a JoinGroup that was still waiting (its client gave up
     /// and sent another) is answered REBALANCE_IN_PROGRESS instead of never.
-    fn update_member(&mut self, group: &mut ClassicGroup, member_id: &str, request: RequestId, req: JoinGroup) {
-        let member = group.members.get_mut(member_id).expect("caller checked membership");
+    fn update_member(
+        &mut self,
+        group: &mut ClassicGroup,
+        member_id: &str,
+        request: RequestId,
+        req: JoinGroup,
+    ) {
+        let member = group
+            .members
+            .get_mut(member_id)
+            .expect("caller checked membership");
         member.protocols = req.protocols;
         member.rebalance_timeout_ms = req.rebalance_timeout_ms;
         member.session_timeout_ms = req.session_timeout_ms;
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         if let Some(old) = member.awaiting_join.replace(request) {
-            self.reply(old, Reply::Join(join_error(member_id, GroupError::RebalanceInProgress)));
+            self.reply(
+                old,
+                Reply::Join(join_error(member_id, GroupError::RebalanceInProgress)),
+            );
         }
     }
 
@@ -284,7 +341,10 @@ impl GroupCoordinator {
                 let selected = group.select_protocol();
                 let unchanged = group.protocol_name.as_deref().is_some_and(|p| {
                     selected.as_deref() == Some(p)
-                        && old_protocols.iter().find(|x| x.name == p).map(|x| &x.metadata)
+                        && old_protocols
+                            .iter()
+                            .find(|x| x.name == p)
+                            .map(|x| &x.metadata)
                             == group.members[&new_id].metadata(p)
                 });
                 if unchanged {
@@ -296,16 +356,28 @@ impl GroupCoordinator {
             // The leader may already hold the old id in its assignment: start over.
             GroupState::CompletingRebalance => self.prepare_rebalance(now_ms, group),
             GroupState::PreparingRebalance => {}
-            GroupState::Empty | GroupState::Dead => unreachable!("a group with a static member has members"),
+            GroupState::Empty | GroupState::Dead => {
+                unreachable!("a group with a static member has members")
+            }
         }
     }
 
     /// Stores the group with the replaced member and answers it afterwards. The leader id in
     /// the answer is the leader from before the replacement, so a replaced leader does not
     /// run an assignment a Stable group would never hand out (as Kafka).
-    fn store_static_rejoin(&mut self, now_ms: i64, group: &mut ClassicGroup, request: RequestId, member_id: String, leader: String) {
-        let assignment: BTreeMap<String, Bytes> =
-            group.members.values().map(|m| (m.member_id.clone(), m.assignment.clone())).collect();
+    fn store_static_rejoin(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        request: RequestId,
+        member_id: String,
+        leader: String,
+    ) {
+        let assignment: BTreeMap<String, Bytes> = group
+            .members
+            .values()
+            .map(|m| (m.member_id.clone(), m.assignment.clone()))
+            .collect();
         let record = Self::group_record(group, &assignment);
         let result = JoinResult {
             error: None,
@@ -317,7 +389,12 @@ impl GroupCoordinator {
             member_id: member_id.clone(),
             members: vec![],
         };
-        let pending = PendingAppend::StaticRejoin { group_id: group.group_id.clone(), member_id, request, result };
+        let pending = PendingAppend::StaticRejoin {
+            group_id: group.group_id.clone(),
+            member_id,
+            request,
+            result,
+        };
         self.append(group.partition, &[record], now_ms, pending);
     }
 
@@ -329,8 +406,13 @@ impl GroupCoordinator {
         result: JoinResult,
         error: Option<GroupError>,
     ) {
-        let Some(mut group) = self.take_group(group_id) else { return };
-        let waiting = group.members.get_mut(member_id).filter(|m| m.awaiting_join == Some(request));
+        let Some(mut group) = self.take_group(group_id) else {
+            return;
+        };
+        let waiting = group
+            .members
+            .get_mut(member_id)
+            .filter(|m| m.awaiting_join == Some(request));
         if let Some(member) = waiting {
             member.awaiting_join = None;
             let reply = match error {
@@ -345,10 +427,22 @@ impl GroupCoordinator {
     }
 
     /// Kafka's `replaceStaticMember`: the old id's waiting requests are fenced.
-    fn replace_static_member(&mut self, group: &mut ClassicGroup, instance: &str, old_id: &str, new_id: &str) {
-        let mut member = group.members.remove(old_id).expect("static member maps to a member");
+    fn replace_static_member(
+        &mut self,
+        group: &mut ClassicGroup,
+        instance: &str,
+        old_id: &str,
+        new_id: &str,
+    ) {
+        let mut member = group
+            .members
+            .remove(old_id)
+            .expect("static member maps to a member");
         if let Some(r) = member.awaiting_join.take() {
-            self.reply(r, Reply::Join(join_error(old_id, GroupError::FencedInstanceId)));
+            self.reply(
+                r,
+                Reply::Join(join_error(old_id, GroupError::FencedInstanceId)),
+            );
         }
         if let Some(r) = member.awaiting_sync.take() {
             self.reply(r, Reply::Sync(sync_error(GroupError::FencedInstanceId)));
@@ -358,7 +452,9 @@ impl GroupCoordinator {
         if group.is_leader(old_id) {
             group.leader_id = Some(new_id.to_owned());
         }
-        group.static_members.insert(instance.to_owned(), new_id.to_owned());
+        group
+            .static_members
+            .insert(instance.to_owned(), new_id.to_owned());
         if group.pending_sync.remove(old_id) {
             group.pending_sync.insert(new_id.to_owned());
         }
@@ -374,7 +470,11 @@ impl GroupCoordinator {
     /// rebalance of an empty group waits group.initial.rebalance.delay.ms for more members.
     pub(super) fn prepare_rebalance(&mut self, now_ms: i64, group: &mut ClassicGroup) {
         if group.is(GroupState::CompletingRebalance) {
-            self.reset_and_propagate_assignment_error(now_ms, group, GroupError::RebalanceInProgress);
+            self.reset_and_propagate_assignment_error(
+                now_ms,
+                group,
+                GroupError::RebalanceInProgress,
+            );
         }
         group.sync_deadline_ms = None;
         let timeout_ms = group.rebalance_timeout_ms();
@@ -382,10 +482,16 @@ impl GroupCoordinator {
             let delay_ms = self.config.initial_rebalance_delay_ms;
             JoinTimer {
                 deadline_ms: now_ms + delay_ms,
-                initial: Some(InitialDelay { delay_ms, remaining_ms: (timeout_ms - delay_ms).max(0) }),
+                initial: Some(InitialDelay {
+                    delay_ms,
+                    remaining_ms: (timeout_ms - delay_ms).max(0),
+                }),
             }
         } else {
-            JoinTimer { deadline_ms: now_ms + timeout_ms, initial: None }
+            JoinTimer {
+                deadline_ms: now_ms + timeout_ms,
+                initial: None,
+            }
         });
         group.transition(GroupState::PreparingRebalance, now_ms);
         self.try_complete_join(now_ms, group);
@@ -418,13 +524,21 @@ impl GroupCoordinator {
         if !group.maybe_elect_new_joined_leader() && !group.members.is_empty() {
             // Nobody rejoined: wait another rebalance timeout for sessions to expire.
             let deadline_ms = now_ms + group.rebalance_timeout_ms();
-            group.join_timer = Some(JoinTimer { deadline_ms, initial: None });
+            group.join_timer = Some(JoinTimer {
+                deadline_ms,
+                initial: None,
+            });
             return;
         }
         self.init_next_generation(now_ms, group);
         if group.is(GroupState::Empty) {
             let record = Self::group_record(group, &BTreeMap::new());
-            self.append(group.partition, &[record], now_ms, PendingAppend::Background);
+            self.append(
+                group.partition,
+                &[record],
+                now_ms,
+                PendingAppend::Background,
+            );
             return;
         }
         let leader_view = member_list(group);
@@ -464,7 +578,13 @@ impl GroupCoordinator {
     // ---- SyncGroup -----------------------------------------------------------------------
 
     /// Kafka's `doSyncGroup`.
-    fn do_sync_group(&mut self, now_ms: i64, group: &mut ClassicGroup, request: RequestId, req: SyncGroup) {
+    fn do_sync_group(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        request: RequestId,
+        req: SyncGroup,
+    ) {
         let member_id = req.member_id.as_str();
         let error = if group.is_static_member_fenced(req.group_instance_id.as_deref(), member_id) {
             Some(GroupError::FencedInstanceId)
@@ -472,9 +592,9 @@ impl GroupCoordinator {
             Some(GroupError::UnknownMemberId)
         } else if req.generation_id != group.generation_id {
             Some(GroupError::IllegalGeneration)
-        } else if req.protocol_type.is_some() && req.protocol_type != group.protocol_type {
-            Some(GroupError::InconsistentGroupProtocol)
-        } else if req.protocol_name.is_some() && req.protocol_name != group.protocol_name {
+        } else if (req.protocol_type.is_some() && req.protocol_type != group.protocol_type)
+            || (req.protocol_name.is_some() && req.protocol_name != group.protocol_name)
+        {
             Some(GroupError::InconsistentGroupProtocol)
         } else {
             match group.state {
@@ -501,7 +621,10 @@ impl GroupCoordinator {
         }
         let member = group.members.get_mut(member_id).expect("checked above");
         if let Some(old) = member.awaiting_sync.replace(request) {
-            self.reply(old, Reply::Sync(sync_error(GroupError::RebalanceInProgress)));
+            self.reply(
+                old,
+                Reply::Sync(sync_error(GroupError::RebalanceInProgress)),
+            );
         }
         if group.is_leader(member_id) {
             // Members the leader left out get an empty assignment; unknown ids are ignored.
@@ -530,7 +653,9 @@ impl GroupCoordinator {
         assignment: BTreeMap<String, Bytes>,
         error: Option<GroupError>,
     ) {
-        let Some(mut group) = self.take_group(group_id) else { return };
+        let Some(mut group) = self.take_group(group_id) else {
+            return;
+        };
         // The group may have moved on while the append was in flight.
         if group.is(GroupState::CompletingRebalance) && group.generation_id == generation_id {
             match error {
@@ -550,7 +675,12 @@ impl GroupCoordinator {
         self.put_group(group);
     }
 
-    fn reset_and_propagate_assignment_error(&mut self, now_ms: i64, group: &mut ClassicGroup, error: GroupError) {
+    fn reset_and_propagate_assignment_error(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        error: GroupError,
+    ) {
         for member in group.members.values_mut() {
             member.assignment = Bytes::new();
         }
@@ -559,7 +689,12 @@ impl GroupCoordinator {
 
     /// Kafka's `propagateAssignment`: answers waiting SyncGroups and restarts their members'
     /// session timers.
-    fn propagate_assignment(&mut self, now_ms: i64, group: &mut ClassicGroup, error: Option<GroupError>) {
+    fn propagate_assignment(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        error: Option<GroupError>,
+    ) {
         let (protocol_type, protocol_name) = match error {
             None => (group.protocol_type.clone(), group.protocol_name.clone()),
             Some(_) => (None, None),
@@ -585,11 +720,18 @@ impl GroupCoordinator {
     // ---- LeaveGroup and removal ----------------------------------------------------------
 
     /// One member of a LeaveGroup (Kafka's per-member loop in `handleLeaveGroup`).
-    fn leave_one(&mut self, now_ms: i64, group: &mut ClassicGroup, leaving: &LeaveMember) -> Option<GroupError> {
+    fn leave_one(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        leaving: &LeaveMember,
+    ) -> Option<GroupError> {
         let instance = leaving.group_instance_id.as_deref();
         if leaving.member_id.is_empty() {
             // Administrative removal of a static member by instance id (KIP-345).
-            let current = instance.and_then(|i| group.static_member_id(i)).map(str::to_owned);
+            let current = instance
+                .and_then(|i| group.static_member_id(i))
+                .map(str::to_owned);
             return match current {
                 Some(member_id) => {
                     self.remove_member_and_update_group(now_ms, group, &member_id);
@@ -613,12 +755,19 @@ impl GroupCoordinator {
 
     /// Kafka's `removeMemberAndUpdateGroup`. Sluice: a SyncGroup the member still waits on
     /// is answered too (UNKNOWN_MEMBER_ID) rather than left hanging.
-    pub(super) fn remove_member_and_update_group(&mut self, now_ms: i64, group: &mut ClassicGroup, member_id: &str) {
+    pub(super) fn remove_member_and_update_group(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        member_id: &str,
+    ) {
         self.fail_member_requests(group, member_id, GroupError::UnknownMemberId);
         group.remove_member(member_id);
         match group.state {
             GroupState::Dead | GroupState::Empty => {}
-            GroupState::Stable | GroupState::CompletingRebalance => self.maybe_prepare_rebalance(now_ms, group),
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.maybe_prepare_rebalance(now_ms, group)
+            }
             GroupState::PreparingRebalance => self.try_complete_join(now_ms, group),
         }
     }
@@ -632,8 +781,12 @@ impl GroupCoordinator {
             group.sync_deadline_ms = None;
             self.expire_pending_sync(now_ms, group);
         }
-        let expired: Vec<String> =
-            group.pending_members.iter().filter(|(_, d)| **d <= now_ms).map(|(id, _)| id.clone()).collect();
+        let expired: Vec<String> = group
+            .pending_members
+            .iter()
+            .filter(|(_, d)| **d <= now_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
         for member_id in expired {
             group.pending_members.remove(&member_id);
             self.try_complete_join(now_ms, group);
@@ -645,7 +798,11 @@ impl GroupCoordinator {
             .map(|m| m.member_id.clone())
             .collect();
         for member_id in expired {
-            if group.members.get(&member_id).is_some_and(|m| m.heartbeat_expired(now_ms)) {
+            if group
+                .members
+                .get(&member_id)
+                .is_some_and(|m| m.heartbeat_expired(now_ms))
+            {
                 tracing::info!(target: "group", group = %group.group_id, member = %member_id, "session expired");
                 self.remove_member_and_update_group(now_ms, group, &member_id);
             }
@@ -655,7 +812,9 @@ impl GroupCoordinator {
     /// Kafka's `DelayedJoin` / `InitialDelayedJoin` expiry: the initial delay extends while
     /// new members keep arriving, up to the rebalance timeout.
     fn expire_join_timer(&mut self, now_ms: i64, group: &mut ClassicGroup) {
-        let Some(timer) = group.join_timer.filter(|t| t.deadline_ms <= now_ms) else { return };
+        let Some(timer) = group.join_timer.filter(|t| t.deadline_ms <= now_ms) else {
+            return;
+        };
         if !group.is(GroupState::PreparingRebalance) {
             group.join_timer = None;
             return;
@@ -663,11 +822,17 @@ impl GroupCoordinator {
         match timer.initial {
             Some(initial) if group.new_member_added && initial.remaining_ms != 0 => {
                 group.new_member_added = false;
-                let delay_ms = self.config.initial_rebalance_delay_ms.min(initial.remaining_ms);
+                let delay_ms = self
+                    .config
+                    .initial_rebalance_delay_ms
+                    .min(initial.remaining_ms);
                 let remaining_ms = (initial.remaining_ms - initial.delay_ms).max(0);
                 group.join_timer = Some(JoinTimer {
                     deadline_ms: now_ms + delay_ms,
-                    initial: Some(InitialDelay { delay_ms, remaining_ms }),
+                    initial: Some(InitialDelay {
+                        delay_ms,
+                        remaining_ms,
+                    }),
                 });
             }
             _ => self.complete_join(now_ms, group),
@@ -677,7 +842,10 @@ impl GroupCoordinator {
     /// Members that got their JoinGroup answer but never sent SyncGroup within the rebalance
     /// timeout are removed and the group rebalances (Kafka's `onExpirePendingSync`).
     fn expire_pending_sync(&mut self, now_ms: i64, group: &mut ClassicGroup) {
-        let active = matches!(group.state, GroupState::CompletingRebalance | GroupState::Stable);
+        let active = matches!(
+            group.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        );
         if !active || group.pending_sync.is_empty() {
             return;
         }
@@ -723,7 +891,11 @@ fn current_join_result(group: &ClassicGroup, member_id: &str, with_members: bool
         leader: group.leader_id.clone().unwrap_or_default(),
         skip_assignment: false,
         member_id: member_id.to_owned(),
-        members: if with_members { member_list(group) } else { vec![] },
+        members: if with_members {
+            member_list(group)
+        } else {
+            vec![]
+        },
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 
 use super::api::*;
-use super::classic::{ClassicGroup, GroupState, CONSUMER_PROTOCOL_TYPE};
+use super::classic::{CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupState};
 use super::coordinator::{GroupCoordinator, PendingAppend, tombstones_for};
 use super::error::GroupError;
 use super::records::{self, OffsetCommitValue};
@@ -24,7 +24,10 @@ impl GroupCoordinator {
 
     pub fn offset_fetch(&mut self, now_ms: i64, request: RequestId, req: &OffsetFetch) {
         let result = match self.check_group_status(&req.group_id, true) {
-            Err(error) => FetchResult { error: Some(error), topics: vec![] },
+            Err(error) => FetchResult {
+                error: Some(error),
+                topics: vec![],
+            },
             Ok(_) => fetch_offsets(self.groups.get(&req.group_id), req),
         };
         self.reply(request, Reply::OffsetFetch(result));
@@ -44,10 +47,12 @@ impl GroupCoordinator {
         let mut group = match self.take_group(&req.group_id) {
             Some(group) => group,
             // A standalone consumer (no group management) stores offsets only.
-            None if req.generation_id < 0 => match self.create_group(&req.group_id, partition, now_ms) {
-                Ok(group) => group,
-                Err(e) => return self.reply(request, Reply::OffsetCommit(all_errors(&req, e))),
-            },
+            None if req.generation_id < 0 => {
+                match self.create_group(&req.group_id, partition, now_ms) {
+                    Ok(group) => group,
+                    Err(e) => return self.reply(request, Reply::OffsetCommit(all_errors(&req, e))),
+                }
+            }
             // Or a commit from an old generation of a group that is gone.
             None => {
                 let errors = all_errors(&req, GroupError::IllegalGeneration);
@@ -55,7 +60,9 @@ impl GroupCoordinator {
             }
         };
         let error = validate_offset_commit(&group, &req).or_else(|| {
-            group.is(GroupState::CompletingRebalance).then_some(GroupError::RebalanceInProgress)
+            group
+                .is(GroupState::CompletingRebalance)
+                .then_some(GroupError::RebalanceInProgress)
         });
         match error {
             Some(error) => self.reply(request, Reply::OffsetCommit(all_errors(&req, error))),
@@ -70,8 +77,15 @@ impl GroupCoordinator {
     }
 
     /// Kafka's `storeOffsets`: appends the valid commits; the reply waits for the append.
-    fn store_offsets(&mut self, now_ms: i64, group: &mut ClassicGroup, request: RequestId, req: OffsetCommit) {
-        let expire_timestamp_ms = (req.retention_time_ms >= 0).then(|| now_ms.saturating_add(req.retention_time_ms));
+    fn store_offsets(
+        &mut self,
+        now_ms: i64,
+        group: &mut ClassicGroup,
+        request: RequestId,
+        req: OffsetCommit,
+    ) {
+        let expire_timestamp_ms =
+            (req.retention_time_ms >= 0).then(|| now_ms.saturating_add(req.retention_time_ms));
         let mut offsets = Vec::new();
         let mut reply = Vec::with_capacity(req.topics.len());
         for topic in req.topics {
@@ -92,7 +106,10 @@ impl GroupCoordinator {
                 };
                 offsets.push(((topic.name.clone(), p.partition), value));
             }
-            reply.push(TopicErrors { name: topic.name, partitions });
+            reply.push(TopicErrors {
+                name: topic.name,
+                partitions,
+            });
         }
         if offsets.is_empty() {
             return self.reply(request, Reply::OffsetCommit(reply));
@@ -107,7 +124,12 @@ impl GroupCoordinator {
         for (tp, _) in &offsets {
             *group.pending_commits.entry(tp.clone()).or_default() += 1;
         }
-        let pending = PendingAppend::Commit { request, group_id: group.group_id.clone(), offsets, reply };
+        let pending = PendingAppend::Commit {
+            request,
+            group_id: group.group_id.clone(),
+            offsets,
+            reply,
+        };
         self.append(group.partition, &records, now_ms, pending);
     }
 
@@ -145,7 +167,12 @@ impl GroupCoordinator {
     }
 
     fn offset_delete_inner(&mut self, now_ms: i64, request: RequestId, req: OffsetDelete) {
-        let top = |error| Reply::OffsetDelete(OffsetDeleteResult { error: Some(error), topics: vec![] });
+        let top = |error| {
+            Reply::OffsetDelete(OffsetDeleteResult {
+                error: Some(error),
+                topics: vec![],
+            })
+        };
         if let Err(error) = self.check_group_status(&req.group_id, false) {
             return self.reply(request, top(error));
         }
@@ -181,19 +208,33 @@ impl GroupCoordinator {
                 }
                 partitions.push((partition, None));
             }
-            topics.push(TopicErrors { name: topic.name, partitions });
+            topics.push(TopicErrors {
+                name: topic.name,
+                partitions,
+            });
         }
-        let result = OffsetDeleteResult { error: None, topics };
+        let result = OffsetDeleteResult {
+            error: None,
+            topics,
+        };
         let group_partition = group.partition;
         let tombstones: Vec<(Bytes, Option<Bytes>)> = removed
             .iter()
-            .map(|(topic, partition)| (records::encode_offset_key(&group.group_id, topic, *partition), None))
+            .map(|(topic, partition)| {
+                (
+                    records::encode_offset_key(&group.group_id, topic, *partition),
+                    None,
+                )
+            })
             .collect();
         self.put_group(group);
         if tombstones.is_empty() {
             return self.reply(request, Reply::OffsetDelete(result));
         }
-        let pending = PendingAppend::Reply { request, ok: Reply::OffsetDelete(result) };
+        let pending = PendingAppend::Reply {
+            request,
+            ok: Reply::OffsetDelete(result),
+        };
         self.append(group_partition, &tombstones, now_ms, pending);
     }
 
@@ -204,20 +245,32 @@ impl GroupCoordinator {
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         let mut per_partition: HashMap<i32, Vec<(Bytes, Option<Bytes>)>> = HashMap::new();
         for group_id in ids {
-            let Some(mut group) = self.take_group(&group_id) else { continue };
+            let Some(mut group) = self.take_group(&group_id) else {
+                continue;
+            };
             let expired = remove_expired_offsets(&mut group, now_ms, retention_ms);
-            let dead = group.is(GroupState::Empty) && !group.has_offsets() && group.pending_members.is_empty();
+            let dead = group.is(GroupState::Empty)
+                && !group.has_offsets()
+                && group.pending_members.is_empty();
             let mut records: Vec<(Bytes, Option<Bytes>)> = if dead {
                 group.transition(GroupState::Dead, now_ms);
                 tombstones_for(&group, expired)
             } else {
                 expired
                     .iter()
-                    .map(|(topic, partition)| (records::encode_offset_key(&group_id, topic, *partition), None))
+                    .map(|(topic, partition)| {
+                        (
+                            records::encode_offset_key(&group_id, topic, *partition),
+                            None,
+                        )
+                    })
                     .collect()
             };
             if !records.is_empty() {
-                per_partition.entry(group.partition).or_default().append(&mut records);
+                per_partition
+                    .entry(group.partition)
+                    .or_default()
+                    .append(&mut records);
             }
             self.put_group(group);
         }
@@ -236,7 +289,9 @@ fn validate_offset_commit(group: &ClassicGroup, req: &OffsetCommit) -> Option<Gr
     if req.generation_id >= 0 || !req.member_id.is_empty() || instance.is_some() {
         if let Some(instance) = instance {
             match group.static_member_id(instance) {
-                Some(current) if current != req.member_id => return Some(GroupError::FencedInstanceId),
+                Some(current) if current != req.member_id => {
+                    return Some(GroupError::FencedInstanceId);
+                }
                 Some(_) => {}
                 None => return Some(GroupError::UnknownMemberId),
             }
@@ -256,14 +311,22 @@ fn validate_offset_commit(group: &ClassicGroup, req: &OffsetCommit) -> Option<Gr
 fn all_errors(req: &OffsetCommit, error: GroupError) -> Vec<TopicErrors> {
     req.topics
         .iter()
-        .map(|t| TopicErrors { name: t.name.clone(), partitions: t.partitions.iter().map(|p| (p.partition, Some(error))).collect() })
+        .map(|t| TopicErrors {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| (p.partition, Some(error)))
+                .collect(),
+        })
         .collect()
 }
 
 fn fetch_offsets(group: Option<&ClassicGroup>, req: &OffsetFetch) -> FetchResult {
     let lookup = |topic: &str, partition: i32| -> FetchPartitionResult {
         let tp = (topic.to_owned(), partition);
-        let unstable = req.require_stable && group.is_some_and(|g| g.pending_commits.contains_key(&tp));
+        let unstable =
+            req.require_stable && group.is_some_and(|g| g.pending_commits.contains_key(&tp));
         let committed = group.and_then(|g| g.offsets.get(&tp));
         match committed {
             Some(c) if !unstable => FetchPartitionResult {
@@ -306,11 +369,18 @@ fn fetch_offsets(group: Option<&ClassicGroup>, req: &OffsetFetch) -> FetchResult
                 .collect()
         }
     };
-    FetchResult { error: None, topics }
+    FetchResult {
+        error: None,
+        topics,
+    }
 }
 
 /// Kafka's `GroupMetadata.removeExpiredOffsets`: which committed offsets retention removes.
-fn remove_expired_offsets(group: &mut ClassicGroup, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+fn remove_expired_offsets(
+    group: &mut ClassicGroup,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Vec<(String, i32)> {
     enum Base {
         StateTimestamp(Option<i64>),
         CommitTimestamp { skip_subscribed: bool },
@@ -320,10 +390,14 @@ fn remove_expired_offsets(group: &mut ClassicGroup, now_ms: i64, retention_ms: i
         (Some(_), GroupState::Empty) => Base::StateTimestamp(group.state_timestamp_ms),
         // A stable consumer group: offsets of topics it no longer subscribes to expire.
         (Some(CONSUMER_PROTOCOL_TYPE), GroupState::Stable) if group.subscribed_topics.is_some() => {
-            Base::CommitTimestamp { skip_subscribed: true }
+            Base::CommitTimestamp {
+                skip_subscribed: true,
+            }
         }
         // A standalone consumer: from each commit.
-        (None, _) => Base::CommitTimestamp { skip_subscribed: false },
+        (None, _) => Base::CommitTimestamp {
+            skip_subscribed: false,
+        },
         _ => return vec![],
     };
     let expired: Vec<(String, i32)> = group

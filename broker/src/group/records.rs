@@ -26,8 +26,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 /// Name of Kafka's internal offsets topic; clients and tools look for it by this name.
@@ -49,7 +48,10 @@ pub const GROUP_METADATA_VALUE_VERSION: i16 = 3;
 /// The partition of `__consumer_offsets` that holds `group_id`, as Kafka computes it:
 /// `Utils.abs(groupId.hashCode()) % partitions` with Java's UTF-16 `String.hashCode`.
 pub fn partition_for_group(group_id: &str, partitions: i32) -> i32 {
-    assert!(partitions > 0, "offsets topic partition count must be positive");
+    assert!(
+        partitions > 0,
+        "offsets topic partition count must be positive"
+    );
     let mut hash: i32 = 0;
     for unit in group_id.encode_utf16() {
         hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
@@ -60,8 +62,14 @@ pub fn partition_for_group(group_id: &str, partitions: i32) -> i32 {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordKey {
-    Offset { group: String, topic: String, partition: i32 },
-    Group { group: String },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    Group {
+        group: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +110,16 @@ pub struct MemberMetadataValue {
 /// A decoded record of the offsets topic; `value: None` is a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetsRecord {
-    Offset { group: String, topic: String, partition: i32, value: Option<OffsetCommitValue> },
-    Group { group: String, value: Option<GroupMetadataValue> },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<OffsetCommitValue>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupMetadataValue>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -189,7 +205,11 @@ pub fn decode_key(bytes: &[u8]) -> Result<RecordKey, RecordDecodeError> {
     let mut r = Reader::new(bytes);
     let version = r.i16()?;
     let key = match version {
-        0 | 1 => RecordKey::Offset { group: r.string()?, topic: r.string()?, partition: r.i32()? },
+        0 | 1 => RecordKey::Offset {
+            group: r.string()?,
+            topic: r.string()?,
+            partition: r.i32()?,
+        },
         2 => RecordKey::Group { group: r.string()? },
         other => return Err(RecordDecodeError::UnknownKeyVersion(other)),
     };
@@ -248,7 +268,11 @@ pub fn decode_group_value(bytes: &[u8]) -> Result<GroupMetadataValue, RecordDeco
     let mut members = Vec::with_capacity((count as usize).min(r.remaining() / 20));
     for _ in 0..count {
         let member_id = r.string()?;
-        let group_instance_id = if version >= 3 { r.nullable_string()? } else { None };
+        let group_instance_id = if version >= 3 {
+            r.nullable_string()?
+        } else {
+            None
+        };
         let client_id = r.string()?;
         let client_host = r.string()?;
         let session_or_rebalance = r.i32()?;
@@ -282,15 +306,20 @@ pub fn decode_group_value(bytes: &[u8]) -> Result<GroupMetadataValue, RecordDeco
 /// Decodes one key/value pair of the offsets topic.
 pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, RecordDecodeError> {
     match decode_key(key)? {
-        RecordKey::Offset { group, topic, partition } => Ok(OffsetsRecord::Offset {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => Ok(OffsetsRecord::Offset {
             group,
             topic,
             partition,
             value: value.map(decode_offset_value).transpose()?,
         }),
-        RecordKey::Group { group } => {
-            Ok(OffsetsRecord::Group { group, value: value.map(decode_group_value).transpose()? })
-        }
+        RecordKey::Group { group } => Ok(OffsetsRecord::Group {
+            group,
+            value: value.map(decode_group_value).transpose()?,
+        }),
     }
 }
 
@@ -298,7 +327,10 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, 
 /// each batch at most about [`OFFSETS_BATCH_BYTES_MAX`], concatenated in one buffer for a
 /// single atomic engine append. Offsets are relative; the engine assigns the real ones.
 pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> Bytes {
-    assert!(!records.is_empty(), "an offsets append holds at least one record");
+    assert!(
+        !records.is_empty(),
+        "an offsets append holds at least one record"
+    );
     let mut out = BytesMut::new();
     let mut chunk: Vec<Record> = Vec::new();
     let mut chunk_bytes = 0usize;
@@ -334,7 +366,8 @@ pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> 
 /// Returns key/value pairs in log order.
 pub fn decode_batches(batches: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, RecordDecodeError> {
     let mut buf = batches;
-    let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|_| RecordDecodeError::InvalidBatch)?;
+    let sets =
+        RecordBatchDecoder::decode_all(&mut buf).map_err(|_| RecordDecodeError::InvalidBatch)?;
     let mut out = Vec::new();
     for set in sets {
         for record in set.records {
@@ -351,7 +384,10 @@ pub fn decode_batches(batches: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, Rec
 }
 
 fn encode_one_batch(out: &mut BytesMut, records: &[Record]) {
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
     // Encoding uncompressed records into memory cannot fail.
     RecordBatchEncoder::encode(out, records.iter(), &options)
         .expect("uncompressed v2 batch encodes");
@@ -399,19 +435,26 @@ impl<'a> Reader<'a> {
     }
 
     fn i16(&mut self) -> Result<i16, RecordDecodeError> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(i16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     fn i32(&mut self) -> Result<i32, RecordDecodeError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn i64(&mut self) -> Result<i64, RecordDecodeError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn string(&mut self) -> Result<String, RecordDecodeError> {
-        self.nullable_string()?.ok_or(RecordDecodeError::InvalidLength(-1))
+        self.nullable_string()?
+            .ok_or(RecordDecodeError::InvalidLength(-1))
     }
 
     fn nullable_string(&mut self) -> Result<Option<String>, RecordDecodeError> {
@@ -439,7 +482,11 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<(), RecordDecodeError> {
-        if self.bytes.is_empty() { Ok(()) } else { Err(RecordDecodeError::TrailingBytes) }
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(RecordDecodeError::TrailingBytes)
+        }
     }
 }
 
@@ -469,7 +516,11 @@ mod tests {
         assert_eq!(&key[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3]);
         assert_eq!(
             decode_key(&key).unwrap(),
-            RecordKey::Offset { group: "g".into(), topic: "t".into(), partition: 3 }
+            RecordKey::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 3
+            }
         );
     }
 
@@ -477,7 +528,10 @@ mod tests {
     fn group_key_bytes_are_kafkas() {
         let key = encode_group_key("g");
         assert_eq!(&key[..], &[0, 2, 0, 1, b'g']);
-        assert_eq!(decode_key(&key).unwrap(), RecordKey::Group { group: "g".into() });
+        assert_eq!(
+            decode_key(&key).unwrap(),
+            RecordKey::Group { group: "g".into() }
+        );
     }
 
     #[test]
@@ -520,7 +574,10 @@ mod tests {
         v0.extend_from_slice(&[0, 0]);
         v0.extend_from_slice(&77i64.to_be_bytes());
         let value = decode_offset_value(&v0).unwrap();
-        assert_eq!((value.offset, value.leader_epoch, value.commit_timestamp_ms), (5, -1, 77));
+        assert_eq!(
+            (value.offset, value.leader_epoch, value.commit_timestamp_ms),
+            (5, -1, 77)
+        );
     }
 
     fn sample_group() -> GroupMetadataValue {
@@ -573,7 +630,10 @@ mod tests {
             current_state_timestamp_ms: 9,
             members: vec![],
         };
-        assert_eq!(decode_group_value(&encode_group_value(&value)).unwrap(), value);
+        assert_eq!(
+            decode_group_value(&encode_group_value(&value)).unwrap(),
+            value
+        );
     }
 
     #[test]
@@ -607,7 +667,10 @@ mod tests {
         for cut in 0..key.len() {
             assert!(decode_key(&key[..cut]).is_err());
         }
-        assert_eq!(decode_key(&[0, 9, 0, 0]), Err(RecordDecodeError::UnknownKeyVersion(9)));
+        assert_eq!(
+            decode_key(&[0, 9, 0, 0]),
+            Err(RecordDecodeError::UnknownKeyVersion(9))
+        );
         assert!(decode_group_value(&[0, 3, 0xff, 0xfe]).is_err());
         let mut huge = vec![0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff];
         huge.extend_from_slice(&[0; 8]);
@@ -618,13 +681,16 @@ mod tests {
     #[test]
     fn batches_round_trip_including_tombstones() {
         let records = vec![
-            (encode_offset_key("g", "t", 0), Some(encode_offset_value(&OffsetCommitValue {
-                offset: 10,
-                leader_epoch: -1,
-                metadata: String::new(),
-                commit_timestamp_ms: 1,
-                expire_timestamp_ms: None,
-            }))),
+            (
+                encode_offset_key("g", "t", 0),
+                Some(encode_offset_value(&OffsetCommitValue {
+                    offset: 10,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp_ms: 1,
+                    expire_timestamp_ms: None,
+                })),
+            ),
             (encode_group_key("g"), None),
         ];
         let batch = encode_batches(&records, 1);
@@ -632,7 +698,13 @@ mod tests {
         let decoded = decode_batches(batch).unwrap();
         assert_eq!(decoded, records);
         let record = decode_record(&decoded[1].0, decoded[1].1.as_deref()).unwrap();
-        assert_eq!(record, OffsetsRecord::Group { group: "g".into(), value: None });
+        assert_eq!(
+            record,
+            OffsetsRecord::Group {
+                group: "g".into(),
+                value: None
+            }
+        );
     }
 
     #[test]
@@ -647,7 +719,10 @@ mod tests {
                     commit_timestamp_ms: 1,
                     expire_timestamp_ms: None,
                 };
-                (encode_offset_key("g", "t", p as i32), Some(encode_offset_value(&value)))
+                (
+                    encode_offset_key("g", "t", p as i32),
+                    Some(encode_offset_value(&value)),
+                )
             })
             .collect();
         let buf = encode_batches(&records, 1);

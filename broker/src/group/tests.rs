@@ -12,7 +12,10 @@ const REBALANCE_MS: i32 = 30_000;
 const GROUP: &str = "group";
 
 fn test_config() -> GroupConfig {
-    GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }
+    GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        ..GroupConfig::default()
+    }
 }
 
 /// The coordinator plus an I/O layer that records replies and performs appends into memory.
@@ -66,13 +69,21 @@ impl Harness {
             for output in outputs {
                 match output {
                     Output::Reply { request, reply } => {
-                        assert!(self.answered.insert(request), "request {request:?} answered twice");
+                        assert!(
+                            self.answered.insert(request),
+                            "request {request:?} answered twice"
+                        );
                         self.replies.insert(request, reply);
                     }
-                    Output::Append { partition, token, batches } => {
+                    Output::Append {
+                        partition,
+                        token,
+                        batches,
+                    } => {
                         if self.auto_append {
                             self.log.entry(partition).or_default().push(batches);
-                            self.coordinator.append_complete(self.now_ms, token, AppendOutcome::Ok);
+                            self.coordinator
+                                .append_complete(self.now_ms, token, AppendOutcome::Ok);
                         } else {
                             self.held.push((token, partition, batches));
                         }
@@ -87,7 +98,8 @@ impl Harness {
             if outcome == AppendOutcome::Ok {
                 self.log.entry(partition).or_default().push(batches);
             }
-            self.coordinator.append_complete(self.now_ms, token, outcome);
+            self.coordinator
+                .append_complete(self.now_ms, token, outcome);
         }
         self.pump();
     }
@@ -134,7 +146,12 @@ impl Harness {
         (member_id, id)
     }
 
-    fn sync(&mut self, member_id: &str, generation_id: i32, assignments: Vec<(String, Bytes)>) -> RequestId {
+    fn sync(
+        &mut self,
+        member_id: &str,
+        generation_id: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> RequestId {
         let id = self.request_id();
         let req = SyncGroup {
             group_id: GROUP.into(),
@@ -157,7 +174,12 @@ impl Harness {
         }
     }
 
-    fn heartbeat_with(&mut self, member_id: &str, instance: Option<&str>, generation_id: i32) -> Option<GroupError> {
+    fn heartbeat_with(
+        &mut self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation_id: i32,
+    ) -> Option<GroupError> {
         let id = self.request_id();
         let req = Heartbeat {
             group_id: GROUP.into(),
@@ -179,7 +201,14 @@ impl Harness {
 
     fn leave(&mut self, members: Vec<LeaveMember>) -> LeaveResult {
         let id = self.request_id();
-        self.coordinator.leave_group(self.now_ms, id, LeaveGroup { group_id: GROUP.into(), members });
+        self.coordinator.leave_group(
+            self.now_ms,
+            id,
+            LeaveGroup {
+                group_id: GROUP.into(),
+                members,
+            },
+        );
         self.pump();
         match self.take(id) {
             Some(Reply::Leave(r)) => r,
@@ -187,7 +216,13 @@ impl Harness {
         }
     }
 
-    fn commit(&mut self, member_id: &str, generation_id: i32, topic: &str, offsets: &[(i32, i64)]) -> RequestId {
+    fn commit(
+        &mut self,
+        member_id: &str,
+        generation_id: i32,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> RequestId {
         let id = self.request_id();
         let req = OffsetCommit {
             group_id: GROUP.into(),
@@ -199,7 +234,12 @@ impl Harness {
                 name: topic.into(),
                 partitions: offsets
                     .iter()
-                    .map(|(p, o)| CommitPartition { partition: *p, offset: *o, leader_epoch: 3, metadata: Some("md".into()) })
+                    .map(|(p, o)| CommitPartition {
+                        partition: *p,
+                        offset: *o,
+                        leader_epoch: 3,
+                        metadata: Some("md".into()),
+                    })
                     .collect(),
             }],
         };
@@ -210,14 +250,22 @@ impl Harness {
 
     fn commit_errors(&mut self, id: RequestId) -> Vec<Option<GroupError>> {
         match self.take(id) {
-            Some(Reply::OffsetCommit(topics)) => topics.into_iter().flat_map(|t| t.partitions).map(|(_, e)| e).collect(),
+            Some(Reply::OffsetCommit(topics)) => topics
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .map(|(_, e)| e)
+                .collect(),
             other => panic!("expected an OffsetCommit reply, got {other:?}"),
         }
     }
 
     fn fetch(&mut self, topics: Option<Vec<TopicPartitions>>, require_stable: bool) -> FetchResult {
         let id = self.request_id();
-        let req = OffsetFetch { group_id: GROUP.into(), topics, require_stable };
+        let req = OffsetFetch {
+            group_id: GROUP.into(),
+            topics,
+            require_stable,
+        };
         self.coordinator.offset_fetch(self.now_ms, id, &req);
         self.pump();
         match self.take(id) {
@@ -243,10 +291,16 @@ impl Harness {
     /// One member joined, synced, Stable. Returns (member id, generation).
     fn stable_single(&mut self, client_id: &str) -> (String, i32) {
         let (member_id, join) = self.join_dynamic(client_id);
-        let result = self.join_result(join).expect("single member join completes at once");
+        let result = self
+            .join_result(join)
+            .expect("single member join completes at once");
         assert_eq!(result.error, None);
         assert_eq!(result.leader, member_id);
-        let sync = self.sync(&member_id, result.generation_id, vec![(member_id.clone(), Bytes::from_static(b"a1"))]);
+        let sync = self.sync(
+            &member_id,
+            result.generation_id,
+            vec![(member_id.clone(), Bytes::from_static(b"a1"))],
+        );
         let sync = self.sync_result(sync).expect("stored and answered");
         assert_eq!(sync.error, None);
         (member_id, result.generation_id)
@@ -264,8 +318,14 @@ fn stable_static_and_dynamic(h: &mut Harness) -> (String, String) {
     let s_join = h.join(static_join_req(&s, "i1"));
     let rs = h.join_result(s_join).unwrap();
     let rd = h.join_result(d_join).unwrap();
-    assert_eq!((rs.generation_id, rd.generation_id, rs.leader.as_str()), (2, 2, s.as_str()));
-    let assignment = vec![(s.clone(), Bytes::from_static(b"S")), (d.clone(), Bytes::from_static(b"D"))];
+    assert_eq!(
+        (rs.generation_id, rd.generation_id, rs.leader.as_str()),
+        (2, 2, s.as_str())
+    );
+    let assignment = vec![
+        (s.clone(), Bytes::from_static(b"S")),
+        (d.clone(), Bytes::from_static(b"D")),
+    ];
     let ss = h.sync(&s, 2, assignment);
     let sd = h.sync(&d, 2, vec![]);
     assert!(h.sync_result(ss).is_some() && h.sync_result(sd).is_some());
@@ -278,7 +338,10 @@ fn join_req(member_id: &str) -> JoinGroup {
         member_id: member_id.into(),
         group_instance_id: None,
         protocol_type: "consumer".into(),
-        protocols: vec![Protocol { name: "range".into(), metadata: Bytes::from_static(b"m") }],
+        protocols: vec![Protocol {
+            name: "range".into(),
+            metadata: Bytes::from_static(b"m"),
+        }],
         session_timeout_ms: SESSION_MS,
         rebalance_timeout_ms: REBALANCE_MS,
         client_id: "c".into(),
@@ -288,14 +351,21 @@ fn join_req(member_id: &str) -> JoinGroup {
 }
 
 fn static_join_req(member_id: &str, instance: &str) -> JoinGroup {
-    JoinGroup { group_instance_id: Some(instance.into()), ..join_req(member_id) }
+    JoinGroup {
+        group_instance_id: Some(instance.into()),
+        ..join_req(member_id)
+    }
 }
 
 fn subscription(topics: &[&str]) -> Bytes {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::{Encodable, StrBytes};
-    let sub = ConsumerProtocolSubscription::default()
-        .with_topics(topics.iter().map(|t| StrBytes::from_string((*t).to_owned())).collect());
+    let sub = ConsumerProtocolSubscription::default().with_topics(
+        topics
+            .iter()
+            .map(|t| StrBytes::from_string((*t).to_owned()))
+            .collect(),
+    );
     let mut buf = bytes::BytesMut::new();
     buf.extend_from_slice(&1i16.to_be_bytes());
     sub.encode(&mut buf, 1).unwrap();
@@ -317,7 +387,10 @@ fn kip394_member_id_required_then_single_member_reaches_stable() {
 #[test]
 fn join_without_kip394_gets_a_member_id_directly() {
     let mut h = Harness::new();
-    let id = h.join(JoinGroup { require_known_member_id: false, ..join_req("") });
+    let id = h.join(JoinGroup {
+        require_known_member_id: false,
+        ..join_req("")
+    });
     let result = h.join_result(id).unwrap();
     assert_eq!(result.error, None);
     assert!(!result.member_id.is_empty());
@@ -345,8 +418,18 @@ fn second_member_triggers_rebalance_and_both_get_generation_two() {
     // The follower syncs first and waits for the leader's assignment.
     let sb = h.sync(&b, 2, vec![]);
     assert!(h.sync_result(sb).is_none());
-    let sa = h.sync(&a, 2, vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))]);
-    assert_eq!(h.sync_result(sa).unwrap().assignment, Bytes::from_static(b"A"));
+    let sa = h.sync(
+        &a,
+        2,
+        vec![
+            (a.clone(), Bytes::from_static(b"A")),
+            (b.clone(), Bytes::from_static(b"B")),
+        ],
+    );
+    assert_eq!(
+        h.sync_result(sa).unwrap().assignment,
+        Bytes::from_static(b"A")
+    );
     let rb = h.sync_result(sb).unwrap();
     assert_eq!(rb.assignment, Bytes::from_static(b"B"));
     assert_eq!(rb.protocol_name.as_deref(), Some("range"));
@@ -358,18 +441,30 @@ fn unknown_member_is_rejected_everywhere() {
     let mut h = Harness::new();
     // Group does not exist yet.
     let id = h.join(join_req("ghost"));
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::UnknownMemberId));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::UnknownMemberId)
+    );
     assert_eq!(h.heartbeat("ghost", 1), Some(GroupError::UnknownMemberId));
     let s = h.sync("ghost", 1, vec![]);
-    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::UnknownMemberId));
+    assert_eq!(
+        h.sync_result(s).unwrap().error,
+        Some(GroupError::UnknownMemberId)
+    );
     // Group exists.
     let (_a, g) = h.stable_single("a");
     assert_eq!(h.heartbeat("ghost", g), Some(GroupError::UnknownMemberId));
     let id = h.join(join_req("ghost"));
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::UnknownMemberId));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::UnknownMemberId)
+    );
     let c = h.commit("ghost", g, "t", &[(0, 1)]);
     assert_eq!(h.commit_errors(c), vec![Some(GroupError::UnknownMemberId)]);
-    let leave = h.leave(vec![LeaveMember { member_id: "ghost".into(), group_instance_id: None }]);
+    let leave = h.leave(vec![LeaveMember {
+        member_id: "ghost".into(),
+        group_instance_id: None,
+    }]);
     assert_eq!(leave.error, None);
     assert_eq!(leave.members[0].error, Some(GroupError::UnknownMemberId));
 }
@@ -380,9 +475,15 @@ fn illegal_generation_on_heartbeat_sync_and_commit() {
     let (a, g) = h.stable_single("a");
     assert_eq!(h.heartbeat(&a, g + 1), Some(GroupError::IllegalGeneration));
     let s = h.sync(&a, g - 1, vec![]);
-    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::IllegalGeneration));
+    assert_eq!(
+        h.sync_result(s).unwrap().error,
+        Some(GroupError::IllegalGeneration)
+    );
     let c = h.commit(&a, g + 5, "t", &[(0, 1)]);
-    assert_eq!(h.commit_errors(c), vec![Some(GroupError::IllegalGeneration)]);
+    assert_eq!(
+        h.commit_errors(c),
+        vec![Some(GroupError::IllegalGeneration)]
+    );
     // A commit with a generation for a group that does not exist.
     let id = h.request_id();
     let req = OffsetCommit {
@@ -391,11 +492,22 @@ fn illegal_generation_on_heartbeat_sync_and_commit() {
         member_id: "m".into(),
         group_instance_id: None,
         retention_time_ms: -1,
-        topics: vec![CommitTopic { name: "t".into(), partitions: vec![CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: None }] }],
+        topics: vec![CommitTopic {
+            name: "t".into(),
+            partitions: vec![CommitPartition {
+                partition: 0,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        }],
     };
     h.coordinator.offset_commit(0, id, req);
     h.pump();
-    assert_eq!(h.commit_errors(id), vec![Some(GroupError::IllegalGeneration)]);
+    assert_eq!(
+        h.commit_errors(id),
+        vec![Some(GroupError::IllegalGeneration)]
+    );
 }
 
 #[test]
@@ -405,14 +517,24 @@ fn rebalance_in_progress_for_sync_and_commit_during_completing() {
     let (_b, b_join) = h.join_dynamic("b");
     // Preparing: SyncGroup says rebalance in progress; commits of the current generation pass.
     let s = h.sync(&a, 1, vec![]);
-    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::RebalanceInProgress));
+    assert_eq!(
+        h.sync_result(s).unwrap().error,
+        Some(GroupError::RebalanceInProgress)
+    );
     let c = h.commit(&a, 1, "t", &[(0, 5)]);
-    assert_eq!(h.commit_errors(c), vec![None], "commits are allowed while preparing (cooperative)");
+    assert_eq!(
+        h.commit_errors(c),
+        vec![None],
+        "commits are allowed while preparing (cooperative)"
+    );
     let a_join = h.join(join_req(&a));
     assert!(h.join_result(a_join).is_some() && h.join_result(b_join).is_some());
     // Completing: commits are refused until the assignment is out.
     let c = h.commit(&a, 2, "t", &[(0, 6)]);
-    assert_eq!(h.commit_errors(c), vec![Some(GroupError::RebalanceInProgress)]);
+    assert_eq!(
+        h.commit_errors(c),
+        vec![Some(GroupError::RebalanceInProgress)]
+    );
     assert_eq!(h.heartbeat(&a, 2), None);
 }
 
@@ -436,7 +558,10 @@ fn session_expiry_of_one_member_rebalances_the_rest() {
     let (a, _) = h.stable_single("a");
     let (b, b_join) = h.join_dynamic("b");
     let a_join = h.join(join_req(&a));
-    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let _ = (
+        h.join_result(a_join).unwrap(),
+        h.join_result(b_join).unwrap(),
+    );
     let sa = h.sync(&a, 2, vec![]);
     let sb = h.sync(&b, 2, vec![]);
     assert!(h.sync_result(sa).is_some() && h.sync_result(sb).is_some());
@@ -458,7 +583,10 @@ fn rebalance_timeout_kicks_members_that_do_not_rejoin() {
     let (a, _) = h.stable_single("a");
     let (b, b_join) = h.join_dynamic("b");
     let a_join = h.join(join_req(&a));
-    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let _ = (
+        h.join_result(a_join).unwrap(),
+        h.join_result(b_join).unwrap(),
+    );
     for m in [&a, &b] {
         let s = h.sync(m, 2, vec![]);
         assert!(h.sync_result(s).is_some() || m == &b);
@@ -488,7 +616,10 @@ fn pending_sync_expiry_removes_silent_members() {
     let (a, _) = h.stable_single("a");
     let (b, b_join) = h.join_dynamic("b");
     let a_join = h.join(join_req(&a));
-    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let _ = (
+        h.join_result(a_join).unwrap(),
+        h.join_result(b_join).unwrap(),
+    );
     // a syncs (leader) and heartbeats; b never sends SyncGroup.
     let sa = h.sync(&a, 2, vec![]);
     assert!(h.sync_result(sa).is_some());
@@ -519,7 +650,10 @@ fn pending_kip394_member_blocks_join_until_it_expires() {
 
 #[test]
 fn initial_rebalance_delay_collects_members() {
-    let mut h = Harness::with_config(GroupConfig { initial_rebalance_delay_ms: 3_000, ..test_config() });
+    let mut h = Harness::with_config(GroupConfig {
+        initial_rebalance_delay_ms: 3_000,
+        ..test_config()
+    });
     let (a, a_join) = h.join_dynamic("a");
     h.advance(1_000);
     let (b, b_join) = h.join_dynamic("b");
@@ -545,44 +679,84 @@ fn static_member_restart_takes_over_without_rebalance() {
     let leader = s.clone();
     // s restarts: no member id, same instance id, same metadata.
     let rejoin = h.join(static_join_req("", "i1"));
-    let r = h.join_result(rejoin).expect("answered once the group is stored");
+    let r = h
+        .join_result(rejoin)
+        .expect("answered once the group is stored");
     assert_eq!(r.error, None);
     assert_ne!(r.member_id, s);
     assert_eq!(r.generation_id, 2, "no new generation");
-    assert_eq!(r.leader, leader, "the old leader id, so the new member does not assign");
+    assert_eq!(
+        r.leader, leader,
+        "the old leader id, so the new member does not assign"
+    );
     assert_eq!(h.state(), GroupState::Stable);
-    assert_eq!(h.heartbeat(&d, 2), None, "the other member sees no rebalance");
-    assert_eq!(h.heartbeat_with(&s, Some("i1"), 2), Some(GroupError::FencedInstanceId));
+    assert_eq!(
+        h.heartbeat(&d, 2),
+        None,
+        "the other member sees no rebalance"
+    );
+    assert_eq!(
+        h.heartbeat_with(&s, Some("i1"), 2),
+        Some(GroupError::FencedInstanceId)
+    );
     let s2 = r.member_id;
     let sync = h.sync(&s2, 2, vec![]);
-    assert_eq!(h.sync_result(sync).unwrap().assignment, Bytes::from_static(b"S"));
+    assert_eq!(
+        h.sync_result(sync).unwrap().assignment,
+        Bytes::from_static(b"S")
+    );
     assert_eq!(h.heartbeat_with(&s2, Some("i1"), 2), None);
     // The old id is fenced on join, sync and commit too.
     let j = h.join(static_join_req(&s, "i1"));
-    assert_eq!(h.join_result(j).unwrap().error, Some(GroupError::FencedInstanceId));
+    assert_eq!(
+        h.join_result(j).unwrap().error,
+        Some(GroupError::FencedInstanceId)
+    );
     let id = h.request_id();
-    h.coordinator.sync_group(h.now_ms, id, SyncGroup {
-        group_id: GROUP.into(),
-        generation_id: 2,
-        member_id: s.clone(),
-        group_instance_id: Some("i1".into()),
-        protocol_type: None,
-        protocol_name: None,
-        assignments: vec![],
-    });
+    h.coordinator.sync_group(
+        h.now_ms,
+        id,
+        SyncGroup {
+            group_id: GROUP.into(),
+            generation_id: 2,
+            member_id: s.clone(),
+            group_instance_id: Some("i1".into()),
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![],
+        },
+    );
     h.pump();
-    assert_eq!(h.sync_result(id).unwrap().error, Some(GroupError::FencedInstanceId));
+    assert_eq!(
+        h.sync_result(id).unwrap().error,
+        Some(GroupError::FencedInstanceId)
+    );
     let id = h.request_id();
-    h.coordinator.offset_commit(h.now_ms, id, OffsetCommit {
-        group_id: GROUP.into(),
-        generation_id: 2,
-        member_id: s,
-        group_instance_id: Some("i1".into()),
-        retention_time_ms: -1,
-        topics: vec![CommitTopic { name: "t".into(), partitions: vec![CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: None }] }],
-    });
+    h.coordinator.offset_commit(
+        h.now_ms,
+        id,
+        OffsetCommit {
+            group_id: GROUP.into(),
+            generation_id: 2,
+            member_id: s,
+            group_instance_id: Some("i1".into()),
+            retention_time_ms: -1,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![CommitPartition {
+                    partition: 0,
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            }],
+        },
+    );
     h.pump();
-    assert_eq!(h.commit_errors(id), vec![Some(GroupError::FencedInstanceId)]);
+    assert_eq!(
+        h.commit_errors(id),
+        vec![Some(GroupError::FencedInstanceId)]
+    );
 }
 
 #[test]
@@ -595,7 +769,9 @@ fn static_member_restart_with_new_metadata_rebalances() {
     let mut req = static_join_req("", "i1");
     req.protocols[0].metadata = Bytes::from_static(b"changed");
     let rejoin = h.join(req);
-    let r = h.join_result(rejoin).expect("single member: the rebalance completes at once");
+    let r = h
+        .join_result(rejoin)
+        .expect("single member: the rebalance completes at once");
     assert_eq!(r.generation_id, 2);
     assert_eq!(r.leader, r.member_id);
 }
@@ -612,7 +788,9 @@ fn static_member_survives_rebalance_without_rejoining_until_session_expiry() {
     let _ = h.heartbeat_with(&s, Some("i1"), 1);
     h.advance(REBALANCE_MS as i64 - i64::from(SESSION_MS) + 1);
     // Rebalance timeout: the static member stays (it is not a laggard to kick).
-    let rd = h.join_result(d_join).expect("join phase completed by its timeout");
+    let rd = h
+        .join_result(d_join)
+        .expect("join phase completed by its timeout");
     assert_eq!(rd.generation_id, 2);
     assert!(h.describe().members.iter().any(|m| m.member_id == s));
 }
@@ -622,14 +800,34 @@ fn leave_group_batch_and_by_instance_id() {
     let mut h = Harness::new();
     let (s, d) = stable_static_and_dynamic(&mut h);
     let leave = h.leave(vec![
-        LeaveMember { member_id: String::new(), group_instance_id: Some("i1".into()) },
-        LeaveMember { member_id: d.clone(), group_instance_id: None },
-        LeaveMember { member_id: "ghost".into(), group_instance_id: None },
-        LeaveMember { member_id: "stale".into(), group_instance_id: Some("i1".into()) },
+        LeaveMember {
+            member_id: String::new(),
+            group_instance_id: Some("i1".into()),
+        },
+        LeaveMember {
+            member_id: d.clone(),
+            group_instance_id: None,
+        },
+        LeaveMember {
+            member_id: "ghost".into(),
+            group_instance_id: None,
+        },
+        LeaveMember {
+            member_id: "stale".into(),
+            group_instance_id: Some("i1".into()),
+        },
     ]);
     let errors: Vec<_> = leave.members.iter().map(|m| m.error).collect();
     // i1 left first, so "stale"+i1 is unknown rather than fenced.
-    assert_eq!(errors, vec![None, None, Some(GroupError::UnknownMemberId), Some(GroupError::UnknownMemberId)]);
+    assert_eq!(
+        errors,
+        vec![
+            None,
+            None,
+            Some(GroupError::UnknownMemberId),
+            Some(GroupError::UnknownMemberId)
+        ]
+    );
     assert_eq!(h.state(), GroupState::Empty);
     assert_eq!(h.heartbeat(&s, 2), Some(GroupError::UnknownMemberId));
 }
@@ -639,7 +837,10 @@ fn leave_with_stale_member_id_of_static_member_is_fenced() {
     let mut h = Harness::new();
     let s_join = h.join(static_join_req("", "i1"));
     let _ = h.join_result(s_join).unwrap();
-    let leave = h.leave(vec![LeaveMember { member_id: "stale".into(), group_instance_id: Some("i1".into()) }]);
+    let leave = h.leave(vec![LeaveMember {
+        member_id: "stale".into(),
+        group_instance_id: Some("i1".into()),
+    }]);
     assert_eq!(leave.members[0].error, Some(GroupError::FencedInstanceId));
 }
 
@@ -649,11 +850,20 @@ fn leader_leaving_while_completing_tells_followers_to_rejoin() {
     let (a, _) = h.stable_single("a");
     let (b, b_join) = h.join_dynamic("b");
     let a_join = h.join(join_req(&a));
-    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let _ = (
+        h.join_result(a_join).unwrap(),
+        h.join_result(b_join).unwrap(),
+    );
     let sb = h.sync(&b, 2, vec![]);
     assert!(h.sync_result(sb).is_none());
-    h.leave(vec![LeaveMember { member_id: a, group_instance_id: None }]);
-    assert_eq!(h.sync_result(sb).unwrap().error, Some(GroupError::RebalanceInProgress));
+    h.leave(vec![LeaveMember {
+        member_id: a,
+        group_instance_id: None,
+    }]);
+    assert_eq!(
+        h.sync_result(sb).unwrap().error,
+        Some(GroupError::RebalanceInProgress)
+    );
     assert_eq!(h.state(), GroupState::PreparingRebalance);
     let b_join = h.join(join_req(&b));
     let r = h.join_result(b_join).unwrap();
@@ -667,8 +877,14 @@ fn duplicate_join_answers_the_older_request() {
     let (_c, c_join) = h.join_dynamic("c");
     let first = h.join(join_req(&d));
     let second = h.join(join_req(&d));
-    assert_eq!(h.join_result(first).unwrap().error, Some(GroupError::RebalanceInProgress));
-    assert!(h.join_result(second).is_none(), "still waiting for the static member");
+    assert_eq!(
+        h.join_result(first).unwrap().error,
+        Some(GroupError::RebalanceInProgress)
+    );
+    assert!(
+        h.join_result(second).is_none(),
+        "still waiting for the static member"
+    );
     let s_join = h.join(static_join_req(&s, "i1"));
     assert_eq!(h.join_result(second).unwrap().generation_id, 3);
     assert!(h.join_result(s_join).is_some() && h.join_result(c_join).is_some());
@@ -680,7 +896,10 @@ fn follower_rejoin_with_same_metadata_in_stable_keeps_generation() {
     let (a, _) = h.stable_single("a");
     let (b, b_join) = h.join_dynamic("b");
     let a_join = h.join(join_req(&a));
-    let _ = (h.join_result(a_join).unwrap(), h.join_result(b_join).unwrap());
+    let _ = (
+        h.join_result(a_join).unwrap(),
+        h.join_result(b_join).unwrap(),
+    );
     let sa = h.sync(&a, 2, vec![]);
     let sb = h.sync(&b, 2, vec![]);
     let _ = (h.sync_result(sa), h.sync_result(sb));
@@ -700,48 +919,88 @@ fn protocol_checks() {
     let mut other = join_req("");
     other.protocol_type = "connect".into();
     let id = h.join(other);
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InconsistentGroupProtocol)
+    );
     let mut other = join_req("");
     other.protocols[0].name = "roundrobin".into();
     let id = h.join(other);
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InconsistentGroupProtocol)
+    );
     let id = h.request_id();
-    h.coordinator.sync_group(0, id, SyncGroup {
-        group_id: GROUP.into(),
-        generation_id: g,
-        member_id: a,
-        group_instance_id: None,
-        protocol_type: Some("consumer".into()),
-        protocol_name: Some("sticky".into()),
-        assignments: vec![],
-    });
+    h.coordinator.sync_group(
+        0,
+        id,
+        SyncGroup {
+            group_id: GROUP.into(),
+            generation_id: g,
+            member_id: a,
+            group_instance_id: None,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("sticky".into()),
+            assignments: vec![],
+        },
+    );
     h.pump();
-    assert_eq!(h.sync_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    assert_eq!(
+        h.sync_result(id).unwrap().error,
+        Some(GroupError::InconsistentGroupProtocol)
+    );
     let mut empty = join_req("");
     empty.group_id = "fresh".into();
     empty.protocols.clear();
     let id = h.join(empty);
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InconsistentGroupProtocol));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InconsistentGroupProtocol)
+    );
 }
 
 #[test]
 fn invalid_group_id_and_session_timeout() {
     let mut h = Harness::new();
-    let id = h.join(JoinGroup { group_id: String::new(), ..join_req("") });
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InvalidGroupId));
-    let id = h.join(JoinGroup { session_timeout_ms: 10, ..join_req("") });
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InvalidSessionTimeout));
-    let id = h.join(JoinGroup { session_timeout_ms: i32::MAX, ..join_req("") });
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::InvalidSessionTimeout));
+    let id = h.join(JoinGroup {
+        group_id: String::new(),
+        ..join_req("")
+    });
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InvalidGroupId)
+    );
+    let id = h.join(JoinGroup {
+        session_timeout_ms: 10,
+        ..join_req("")
+    });
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InvalidSessionTimeout)
+    );
+    let id = h.join(JoinGroup {
+        session_timeout_ms: i32::MAX,
+        ..join_req("")
+    });
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InvalidSessionTimeout)
+    );
 }
 
 #[test]
 fn group_max_size_is_enforced() {
-    let mut h = Harness::with_config(GroupConfig { max_size: 2, ..test_config() });
+    let mut h = Harness::with_config(GroupConfig {
+        max_size: 2,
+        ..test_config()
+    });
     let _a = h.member_id_required("a");
     let _b = h.member_id_required("b");
     let id = h.join(join_req(""));
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::GroupMaxSizeReached));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::GroupMaxSizeReached)
+    );
 }
 
 #[test]
@@ -751,17 +1010,39 @@ fn loading_and_not_coordinator() {
     let partition = h.coordinator.partition_for(GROUP);
     h.coordinator.begin_load(partition);
     let id = h.join(join_req(""));
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::CoordinatorLoadInProgress));
-    assert_eq!(h.heartbeat(&a, g), None, "heartbeats are answered blindly while loading");
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::CoordinatorLoadInProgress)
+    );
+    assert_eq!(
+        h.heartbeat(&a, g),
+        None,
+        "heartbeats are answered blindly while loading"
+    );
     let s = h.sync(&a, g, vec![]);
-    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::RebalanceInProgress));
+    assert_eq!(
+        h.sync_result(s).unwrap().error,
+        Some(GroupError::RebalanceInProgress)
+    );
     let c = h.commit(&a, g, "t", &[(0, 1)]);
-    assert_eq!(h.commit_errors(c), vec![Some(GroupError::CoordinatorLoadInProgress)]);
-    assert_eq!(h.fetch(None, false).error, Some(GroupError::CoordinatorLoadInProgress));
-    assert_eq!(h.describe().error, Some(GroupError::CoordinatorLoadInProgress));
+    assert_eq!(
+        h.commit_errors(c),
+        vec![Some(GroupError::CoordinatorLoadInProgress)]
+    );
+    assert_eq!(
+        h.fetch(None, false).error,
+        Some(GroupError::CoordinatorLoadInProgress)
+    );
+    assert_eq!(
+        h.describe().error,
+        Some(GroupError::CoordinatorLoadInProgress)
+    );
     h.coordinator.unload_partition(partition);
     let id = h.join(join_req(""));
-    assert_eq!(h.join_result(id).unwrap().error, Some(GroupError::NotCoordinator));
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::NotCoordinator)
+    );
     assert_eq!(h.heartbeat(&a, g), Some(GroupError::NotCoordinator));
 }
 
@@ -770,9 +1051,13 @@ fn unload_answers_waiting_requests() {
     let mut h = Harness::new();
     let (a, _) = h.stable_single("a");
     let (_b, b_join) = h.join_dynamic("b");
-    h.coordinator.unload_partition(h.coordinator.partition_for(GROUP));
+    h.coordinator
+        .unload_partition(h.coordinator.partition_for(GROUP));
     h.pump();
-    assert_eq!(h.join_result(b_join).unwrap().error, Some(GroupError::NotCoordinator));
+    assert_eq!(
+        h.join_result(b_join).unwrap().error,
+        Some(GroupError::NotCoordinator)
+    );
     assert_eq!(h.heartbeat(&a, 1), Some(GroupError::NotCoordinator));
 }
 
@@ -782,10 +1067,24 @@ fn standalone_commit_creates_empty_group_and_fetch_returns_it() {
     let c = h.commit("", -1, "t", &[(0, 10), (1, 20)]);
     assert_eq!(h.commit_errors(c), vec![None, None]);
     let all = h.fetch(None, false);
-    let offsets: Vec<_> = all.topics[0].partitions.iter().map(|p| (p.partition, p.offset, p.leader_epoch)).collect();
+    let offsets: Vec<_> = all.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.offset, p.leader_epoch))
+        .collect();
     assert_eq!(offsets, vec![(0, 10, 3), (1, 20, 3)]);
-    let some = h.fetch(Some(vec![TopicPartitions { name: "t".into(), partitions: vec![1, 7] }]), false);
-    let got: Vec<_> = some.topics[0].partitions.iter().map(|p| (p.offset, p.metadata.clone())).collect();
+    let some = h.fetch(
+        Some(vec![TopicPartitions {
+            name: "t".into(),
+            partitions: vec![1, 7],
+        }]),
+        false,
+    );
+    let got: Vec<_> = some.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.offset, p.metadata.clone()))
+        .collect();
     assert_eq!(got, vec![(20, "md".to_string()), (-1, String::new())]);
     let d = h.describe();
     assert_eq!((d.state, d.protocol_type.as_str()), (GroupState::Empty, ""));
@@ -803,13 +1102,22 @@ fn require_stable_sees_in_flight_commits_and_failed_appends_do_not_apply() {
     h.auto_append = false;
     let c = h.commit("", -1, "t", &[(0, 11)]);
     assert!(h.take(c).is_none(), "waits for the append");
-    let tp = Some(vec![TopicPartitions { name: "t".into(), partitions: vec![0] }]);
+    let tp = Some(vec![TopicPartitions {
+        name: "t".into(),
+        partitions: vec![0],
+    }]);
     let stable = h.fetch(tp.clone(), true);
-    assert_eq!(stable.topics[0].partitions[0].error, Some(GroupError::UnstableOffsetCommit));
+    assert_eq!(
+        stable.topics[0].partitions[0].error,
+        Some(GroupError::UnstableOffsetCommit)
+    );
     let plain = h.fetch(tp.clone(), false);
     assert_eq!(plain.topics[0].partitions[0].offset, 10);
     h.complete_held(AppendOutcome::Failed);
-    assert_eq!(h.commit_errors(c), vec![Some(GroupError::CoordinatorNotAvailable)]);
+    assert_eq!(
+        h.commit_errors(c),
+        vec![Some(GroupError::CoordinatorNotAvailable)]
+    );
     assert_eq!(h.fetch(tp.clone(), true).topics[0].partitions[0].offset, 10);
     let c = h.commit("", -1, "t", &[(0, 12)]);
     h.complete_held(AppendOutcome::Ok);
@@ -822,22 +1130,39 @@ fn offset_metadata_too_large_is_per_partition() {
     let mut h = Harness::new();
     let id = h.request_id();
     let big = "x".repeat(4097);
-    h.coordinator.offset_commit(0, id, OffsetCommit {
-        group_id: GROUP.into(),
-        generation_id: -1,
-        member_id: String::new(),
-        group_instance_id: None,
-        retention_time_ms: -1,
-        topics: vec![CommitTopic {
-            name: "t".into(),
-            partitions: vec![
-                CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: Some(big) },
-                CommitPartition { partition: 1, offset: 2, leader_epoch: -1, metadata: None },
-            ],
-        }],
-    });
+    h.coordinator.offset_commit(
+        0,
+        id,
+        OffsetCommit {
+            group_id: GROUP.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![
+                    CommitPartition {
+                        partition: 0,
+                        offset: 1,
+                        leader_epoch: -1,
+                        metadata: Some(big),
+                    },
+                    CommitPartition {
+                        partition: 1,
+                        offset: 2,
+                        leader_epoch: -1,
+                        metadata: None,
+                    },
+                ],
+            }],
+        },
+    );
     h.pump();
-    assert_eq!(h.commit_errors(id), vec![Some(GroupError::OffsetMetadataTooLarge), None]);
+    assert_eq!(
+        h.commit_errors(id),
+        vec![Some(GroupError::OffsetMetadataTooLarge), None]
+    );
 }
 
 #[test]
@@ -846,9 +1171,16 @@ fn sync_store_failure_resets_and_rebalances() {
     let (a, a_join) = h.join_dynamic("a");
     let r = h.join_result(a_join).unwrap();
     h.auto_append = false;
-    let s = h.sync(&a, r.generation_id, vec![(a.clone(), Bytes::from_static(b"x"))]);
+    let s = h.sync(
+        &a,
+        r.generation_id,
+        vec![(a.clone(), Bytes::from_static(b"x"))],
+    );
     h.complete_held(AppendOutcome::NotLeader);
-    assert_eq!(h.sync_result(s).unwrap().error, Some(GroupError::NotCoordinator));
+    assert_eq!(
+        h.sync_result(s).unwrap().error,
+        Some(GroupError::NotCoordinator)
+    );
     assert_eq!(h.state(), GroupState::PreparingRebalance);
 }
 
@@ -872,26 +1204,50 @@ fn offset_delete_respects_subscriptions() {
     assert_eq!(h.commit_errors(c1), vec![None]);
     assert_eq!(h.commit_errors(c2), vec![None]);
     let id = h.request_id();
-    h.coordinator.offset_delete(h.now_ms, id, OffsetDelete {
-        group_id: GROUP.into(),
-        topics: vec![
-            TopicPartitions { name: "in-use".into(), partitions: vec![0] },
-            TopicPartitions { name: "old".into(), partitions: vec![0] },
-        ],
-    });
+    h.coordinator.offset_delete(
+        h.now_ms,
+        id,
+        OffsetDelete {
+            group_id: GROUP.into(),
+            topics: vec![
+                TopicPartitions {
+                    name: "in-use".into(),
+                    partitions: vec![0],
+                },
+                TopicPartitions {
+                    name: "old".into(),
+                    partitions: vec![0],
+                },
+            ],
+        },
+    );
     h.pump();
-    let Some(Reply::OffsetDelete(r)) = h.take(id) else { panic!() };
+    let Some(Reply::OffsetDelete(r)) = h.take(id) else {
+        panic!()
+    };
     assert_eq!(r.error, None);
-    assert_eq!(r.topics[0].partitions, vec![(0, Some(GroupError::GroupSubscribedToTopic))]);
+    assert_eq!(
+        r.topics[0].partitions,
+        vec![(0, Some(GroupError::GroupSubscribedToTopic))]
+    );
     assert_eq!(r.topics[1].partitions, vec![(0, None)]);
     let all = h.fetch(None, false);
     assert_eq!(all.topics.len(), 1);
     assert_eq!(all.topics[0].name, "in-use");
     // Unknown group.
     let id = h.request_id();
-    h.coordinator.offset_delete(h.now_ms, id, OffsetDelete { group_id: "nope".into(), topics: vec![] });
+    h.coordinator.offset_delete(
+        h.now_ms,
+        id,
+        OffsetDelete {
+            group_id: "nope".into(),
+            topics: vec![],
+        },
+    );
     h.pump();
-    let Some(Reply::OffsetDelete(r)) = h.take(id) else { panic!() };
+    let Some(Reply::OffsetDelete(r)) = h.take(id) else {
+        panic!()
+    };
     assert_eq!(r.error, Some(GroupError::GroupIdNotFound));
 }
 
@@ -910,7 +1266,10 @@ fn delete_groups() {
     assert_eq!(del(&mut h, "missing"), Some(GroupError::GroupIdNotFound));
     let (a, _) = h.stable_single("a");
     assert_eq!(del(&mut h, GROUP), Some(GroupError::NonEmptyGroup));
-    h.leave(vec![LeaveMember { member_id: a, group_instance_id: None }]);
+    h.leave(vec![LeaveMember {
+        member_id: a,
+        group_instance_id: None,
+    }]);
     let c = h.commit("", -1, "t", &[(0, 1)]);
     let _ = h.commit_errors(c);
     assert_eq!(del(&mut h, GROUP), None);
@@ -923,18 +1282,33 @@ fn list_groups_with_state_filter() {
     let mut h = Harness::new();
     let _ = h.stable_single("a");
     let c = h.request_id();
-    h.coordinator.offset_commit(0, c, OffsetCommit {
-        group_id: "simple".into(),
-        generation_id: -1,
-        member_id: String::new(),
-        group_instance_id: None,
-        retention_time_ms: -1,
-        topics: vec![CommitTopic { name: "t".into(), partitions: vec![CommitPartition { partition: 0, offset: 1, leader_epoch: -1, metadata: None }] }],
-    });
+    h.coordinator.offset_commit(
+        0,
+        c,
+        OffsetCommit {
+            group_id: "simple".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![CommitPartition {
+                    partition: 0,
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            }],
+        },
+    );
     h.pump();
     let list = |h: &mut Harness, states: &[&str]| {
         let id = h.request_id();
-        let filter = ListGroups { states_filter: states.iter().map(|s| s.to_string()).collect(), types_filter: vec![] };
+        let filter = ListGroups {
+            states_filter: states.iter().map(|s| s.to_string()).collect(),
+            types_filter: vec![],
+        };
         h.coordinator.list_groups(0, id, &filter);
         h.pump();
         match h.take(id) {
@@ -942,7 +1316,10 @@ fn list_groups_with_state_filter() {
             other => panic!("{other:?}"),
         }
     };
-    assert_eq!(list(&mut h, &[]), vec![GROUP.to_string(), "simple".to_string()]);
+    assert_eq!(
+        list(&mut h, &[]),
+        vec![GROUP.to_string(), "simple".to_string()]
+    );
     assert_eq!(list(&mut h, &["stable"]), vec![GROUP.to_string()]);
     assert_eq!(list(&mut h, &["Empty", "Dead"]), vec!["simple".to_string()]);
 }
@@ -956,7 +1333,11 @@ fn describe_hides_metadata_unless_stable() {
     let d = h.describe();
     assert_eq!(d.state, GroupState::PreparingRebalance);
     assert_eq!(d.protocol_data, "");
-    assert!(d.members.iter().all(|m| m.metadata.is_empty() && m.assignment.is_empty()));
+    assert!(
+        d.members
+            .iter()
+            .all(|m| m.metadata.is_empty() && m.assignment.is_empty())
+    );
 }
 
 /// Replays the harness's log into a fresh coordinator.
@@ -966,7 +1347,10 @@ fn reload(h: &Harness, now_ms: i64) -> Harness {
     let partition = h.coordinator.partition_for(GROUP);
     fresh.coordinator.begin_load(partition);
     for batches in h.log.get(&partition).into_iter().flatten() {
-        fresh.coordinator.replay(partition, batches.clone()).unwrap();
+        fresh
+            .coordinator
+            .replay(partition, batches.clone())
+            .unwrap();
     }
     fresh.coordinator.finish_load(now_ms, partition);
     fresh.log = h.log.clone();
@@ -987,7 +1371,11 @@ fn state_survives_reload_from_the_offsets_log() {
     assert_eq!(r.heartbeat(&d, 2), None);
     assert_eq!(r.heartbeat_with(&s, Some("i1"), 2), None);
     let all = r.fetch(None, false);
-    let offsets: Vec<_> = all.topics[0].partitions.iter().map(|p| (p.offset, p.metadata.clone())).collect();
+    let offsets: Vec<_> = all.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.offset, p.metadata.clone()))
+        .collect();
     assert_eq!(offsets, vec![(100, "md".into()), (200, "md".into())]);
     // The static member restarts after the broker restart: still no rebalance.
     let rejoin = r.join(static_join_req("", "i1"));
@@ -1026,7 +1414,10 @@ fn offsets_expire_after_retention_and_empty_group_goes_away() {
     assert_eq!(h.fetch(None, false).topics.len(), 1);
     h.advance(2_000);
     assert!(h.fetch(None, false).topics.is_empty());
-    assert!(!h.describe().exists, "empty group without offsets is removed");
+    assert!(
+        !h.describe().exists,
+        "empty group without offsets is removed"
+    );
     let r = reload(&h, h.now_ms);
     assert!(r.coordinator.groups.is_empty(), "tombstones were written");
 }
@@ -1049,7 +1440,10 @@ fn consumer_group_offsets_expire_from_when_it_became_empty() {
         assert_eq!(h.heartbeat(&a, g), None);
     }
     assert_eq!(h.fetch(None, false).topics.len(), 1);
-    h.leave(vec![LeaveMember { member_id: a, group_instance_id: None }]);
+    h.leave(vec![LeaveMember {
+        member_id: a,
+        group_instance_id: None,
+    }]);
     h.advance(retention - 2_000);
     assert_eq!(h.fetch(None, false).topics.len(), 1);
     h.advance(3_000);
@@ -1074,15 +1468,19 @@ fn random_operations_answer_every_request_exactly_once() {
         for _ in 0..300 {
             let pick = (next() % 8) as usize;
             let generation = (next() % 4) as i32;
-            let member = if members.is_empty() { (String::new(), None) } else { members[next() as usize % members.len()].clone() };
+            let member = if members.is_empty() {
+                (String::new(), None)
+            } else {
+                members[next() as usize % members.len()].clone()
+            };
             match pick {
                 0 => {
                     let id = h.join(join_req(""));
                     issued.push(id);
-                    if let Some(r) = h.join_result(id) {
-                        if !r.member_id.is_empty() {
-                            members.push((r.member_id, None));
-                        }
+                    if let Some(r) = h.join_result(id)
+                        && !r.member_id.is_empty()
+                    {
+                        members.push((r.member_id, None));
                     }
                 }
                 1 => {
@@ -1093,14 +1491,20 @@ fn random_operations_answer_every_request_exactly_once() {
                 }
                 2 => issued.push(h.join(join_req(&member.0))),
                 3 => {
-                    let assignments = members.iter().map(|(m, _)| (m.clone(), Bytes::from_static(b"x"))).collect();
+                    let assignments = members
+                        .iter()
+                        .map(|(m, _)| (m.clone(), Bytes::from_static(b"x")))
+                        .collect();
                     issued.push(h.sync(&member.0, generation, assignments));
                 }
                 4 => {
                     let _ = h.heartbeat_with(&member.0, member.1.as_deref(), generation);
                 }
                 5 => {
-                    let _ = h.leave(vec![LeaveMember { member_id: member.0.clone(), group_instance_id: member.1.clone() }]);
+                    let _ = h.leave(vec![LeaveMember {
+                        member_id: member.0.clone(),
+                        group_instance_id: member.1.clone(),
+                    }]);
                 }
                 6 => issued.push(h.commit(&member.0, generation, "t", &[(0, 1)])),
                 _ => h.advance((next() % 8_000) as i64),
@@ -1109,7 +1513,10 @@ fn random_operations_answer_every_request_exactly_once() {
         h.advance(10 * 60 * 1000);
         h.advance(10 * 60 * 1000);
         for id in issued {
-            assert!(h.answered.contains(&id), "seed {seed}: request {id:?} never answered");
+            assert!(
+                h.answered.contains(&id),
+                "seed {seed}: request {id:?} never answered"
+            );
         }
     }
 }
