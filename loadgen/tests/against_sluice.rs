@@ -215,3 +215,71 @@ fn idempotent_compressed_keyed_run_is_exact() {
         assert_eq!(report.consume.as_ref().map(|c| c.records), Some(20_000));
     }
 }
+
+/// Ctrl-C mid-run: loadgen stops, drains, writes the partial report and exits 130.
+#[test]
+fn sigint_writes_a_partial_report() {
+    let broker = start_broker();
+    let out = tempfile::tempdir().expect("temp dir");
+    let json_path = out.path().join("partial.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "it-sigint",
+            "--partitions",
+            "2",
+            "--record-bytes",
+            "128",
+            "--duration",
+            "120",
+            "--rate",
+            "2000",
+            "--json",
+        ])
+        .arg(&json_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting loadgen");
+    // The first progress line means the run is under way.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (progress_tx, progress_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("rec/s") {
+                let _ = progress_tx.send(());
+            }
+        }
+    });
+    progress_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("loadgen printed no progress line within 30 s");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+    let exit = exit_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("loadgen ignored SIGINT for 30 s")
+        .expect("waiting for loadgen");
+    assert_eq!(exit.code(), Some(130), "exit status after SIGINT");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("partial report"))
+            .expect("report is JSON");
+    assert_eq!(report["interrupted"], true);
+    let acked = report["records_acked"].as_u64().expect("records_acked");
+    assert!(acked > 0 && acked < 240_000, "acked {acked}");
+    assert_eq!(
+        report["records_sent"].as_u64(),
+        Some(acked),
+        "drain answered all sent"
+    );
+}
