@@ -233,6 +233,12 @@ impl Log {
         }
         let first_offset = bases[0];
         let last_offset = next - 1;
+        if last_offset - first_offset > SEGMENT_RELATIVE_OFFSET_MAX {
+            let msg = format!(
+                "append spans offsets {first_offset}..={last_offset}, more than one segment holds"
+            );
+            return Err(LogError::Limit(msg).into());
+        }
         let max_timestamp = metas
             .iter()
             .map(|m| m.max_timestamp)
@@ -819,6 +825,21 @@ impl Log {
             })
             .await?;
             self.cut_active(cut, prealloc).await?;
+            // The batch holding `offset` began below the log start: nothing valid is left,
+            // restart empty at `offset` (Kafka's truncateFullyAndStartAt).
+            let below_start = {
+                let s = self.state.borrow();
+                s.log_end_offset() < s.log_start_offset
+            };
+            if below_start {
+                let all: Vec<i64> = self.state.borrow().segments.keys().copied().collect();
+                self.remove_segments(&all).await?;
+                let segment = Segment::create(&self.dir, offset, prealloc).await?;
+                let mut s = self.state.borrow_mut();
+                s.segments.insert(offset, segment);
+                s.log_start_offset = offset;
+                s.dir_unsynced = true;
+            }
         }
         let (file, path) = {
             let mut s = self.state.borrow_mut();

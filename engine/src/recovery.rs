@@ -238,19 +238,33 @@ async fn recover_segment(
             index_rebuilt = true;
             continue;
         }
-        if start.is_none() {
-            segment.first_batch_timestamp = first_ts;
-        } else {
-            // The first batch's timestamp is not in the index; segment.ms then counts from
-            // the earliest batch seen, a slightly later roll at worst.
-            segment.first_batch_timestamp = first_ts;
-        }
+        // Scanning from an index entry, the first batch's timestamp is unknown; segment.ms
+        // then counts from the first batch scanned: a slightly later roll at worst.
+        segment.first_batch_timestamp = first_ts;
         segment.size = end;
+        let file_len = segment.file_len;
         return match stop {
-            ScanStop::End | ScanStop::ZeroTail { .. } => Ok(SegmentOutcome {
+            ScanStop::End => Ok(SegmentOutcome {
                 cut_at: None,
                 index_rebuilt,
             }),
+            // Zeros after the last batch are the preallocated tail; without preallocation
+            // they are a torn write (or a file extended without data) and are reported.
+            ScanStop::ZeroTail { position } => {
+                if !config.preallocate && !trusted {
+                    let reason = "zero bytes after the last batch".to_string();
+                    report.truncations.push(Truncation {
+                        file: path,
+                        position,
+                        bytes: file_len - position,
+                        reason,
+                    });
+                }
+                Ok(SegmentOutcome {
+                    cut_at: None,
+                    index_rebuilt,
+                })
+            }
             ScanStop::Bad {
                 position,
                 nonzero_bytes,
@@ -263,10 +277,15 @@ async fn recover_segment(
                         reason,
                     });
                 }
+                let bytes = if config.preallocate {
+                    nonzero_bytes
+                } else {
+                    file_len - position
+                };
                 report.truncations.push(Truncation {
                     file: path,
                     position,
-                    bytes: nonzero_bytes,
+                    bytes,
                     reason,
                 });
                 Ok(SegmentOutcome {

@@ -14,7 +14,8 @@ use crate::batch::{BatchHeader, batch_crc, frame_batch};
 use crate::error::LogError;
 use crate::io::read_up_to;
 use crate::limits::{
-    BATCH_HEADER_BYTES, MAX_BATCH_BYTES_LIMIT, SCAN_CHUNK_BYTES, ZERO_TAIL_PROBE_BYTES,
+    BATCH_HEADER_BYTES, MAX_BATCH_BYTES_LIMIT, SCAN_CHUNK_BYTES, SEGMENT_BYTES_MAX,
+    ZERO_TAIL_PROBE_BYTES,
 };
 
 /// Bytes read per step of a header walk (headers only; batch bodies are skipped).
@@ -78,7 +79,8 @@ pub(crate) enum ScanStop {
     /// Bytes from `position` on are all zero (up to the probe limit): a preallocated tail
     /// or an unwritten hole, not data.
     ZeroTail { position: u64 },
-    /// The first bad byte; everything from here on is to be discarded.
+    /// The first bad byte; everything from here on is to be discarded. `nonzero_bytes`
+    /// is the extent of non-zero data within the probe window from `position`.
     Bad {
         position: u64,
         nonzero_bytes: u64,
@@ -132,6 +134,16 @@ pub(crate) async fn scan_validate(
             }
             Err(e) => return stop_at(file, path, pos, file_len, e.to_string()).await,
         };
+        if pos + total as u64 > SEGMENT_BYTES_MAX {
+            return stop_at(
+                file,
+                path,
+                pos,
+                file_len,
+                "segment grows past SEGMENT_BYTES_MAX".into(),
+            )
+            .await;
+        }
         let at = (pos - window_start) as usize;
         if window.len() < at + total {
             return stop_at(
@@ -186,24 +198,15 @@ async fn stop_at(
         .map_err(|e| LogError::io("read", path, e))?;
     match probe.iter().rposition(|&b| b != 0) {
         None => Ok((position, ScanStop::ZeroTail { position })),
-        Some(last_nonzero) => {
-            // Beyond the probe we do not look: count the probed non-zero extent, or the whole
-            // rest of a file that is not preallocated-sized.
-            let nonzero_bytes =
-                if probe_len as u64 == file_len - position && last_nonzero + 1 == probe.len() {
-                    file_len - position
-                } else {
-                    last_nonzero as u64 + 1
-                };
-            Ok((
+        // Beyond the probe we do not look: the caller decides how much to report.
+        Some(last_nonzero) => Ok((
+            position,
+            ScanStop::Bad {
                 position,
-                ScanStop::Bad {
-                    position,
-                    nonzero_bytes,
-                    reason,
-                },
-            ))
-        }
+                nonzero_bytes: last_nonzero as u64 + 1,
+                reason,
+            },
+        )),
     }
 }
 
