@@ -79,3 +79,22 @@ pub fn io_uring_help(error: &io::Error) -> String {
     }
     msg
 }
+
+/// Adopts an owned descriptor as a compio file (for splicing a dup'ed segment fd).
+pub fn compio_file_from_owned(fd: std::os::fd::OwnedFd) -> compio::fs::File {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `fd` is open and owned by us; ownership moves into the File, which closes it.
+    unsafe { compio::fs::File::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Asks for a pipe buffer of `bytes`; returns the size the kernel granted.
+pub fn set_pipe_size(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on a live borrowed descriptor; F_SETPIPE_SZ takes an int argument.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}

@@ -12,6 +12,7 @@
 //! never passes silently.
 
 mod clients_support;
+mod common;
 
 use clients_support::{Broker, Client, run_client};
 

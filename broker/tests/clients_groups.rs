@@ -5,6 +5,7 @@
 //! `cargo test -p broker --test clients_groups -- --ignored`. Remove the ignores when they pass.
 
 mod clients_support;
+mod common;
 
 use clients_support::{Broker, Client, run_client};
 

@@ -470,3 +470,44 @@ fn fetch_sessions_are_incremental() {
     assert_eq!(bad.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
     broker.stop();
 }
+
+#[test]
+fn zero_copy_fetch_is_byte_identical_to_copying_fetch() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("copy.toml");
+    std::fs::write(&cfg, "[kafka]\nzero_copy_fetch = false\n").unwrap();
+    let zero_copy = Broker::start();
+    let copying = Broker::start_with(&["--config", cfg.to_str().unwrap()]);
+    let mut frames = Vec::new();
+    for broker in [&zero_copy, &copying] {
+        let mut c = broker.connect();
+        create_topic(&mut c, "zc", 3);
+        for p in 0..3 {
+            for n in 1..4 {
+                produce(&mut c, 9, "zc", p, record_batch(n * 10, None), 1);
+            }
+        }
+        let mut per_version = Vec::new();
+        for version in [4, 7, 11, 12] {
+            let mut req = fetch_req("zc", 0, 0);
+            req.topics[0].partitions.push(
+                FetchPartition::default()
+                    .with_partition(2)
+                    .with_fetch_offset(10)
+                    .with_partition_max_bytes(1 << 20),
+            );
+            let id = c.send(ApiKey::Fetch, version, &req);
+            let frame = c.recv_frame().expect("fetch answer");
+            assert_eq!(i32::from_be_bytes(frame[..4].try_into().unwrap()), id);
+            per_version.push(frame);
+        }
+        frames.push(per_version);
+    }
+    assert!(frames[0][0].len() > 1000, "records came back");
+    assert_eq!(
+        frames[0], frames[1],
+        "zero-copy and copying fetch answers differ"
+    );
+    zero_copy.stop();
+    copying.stop();
+}

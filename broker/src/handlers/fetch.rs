@@ -10,6 +10,7 @@
 //! then keeps the response within `max_bytes` in request order, the first non-empty partition
 //! always included (Kafka's KIP-74 rule).
 
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,11 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
+use super::fetch_frame::{Records, frame_fetch_response};
 use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
 use super::{Reply, RequestContext, Versions, topic_name};
 use crate::cluster::{ClusterMetadata, ShardId};
+use crate::net::sendfile::FileRange;
 use crate::partition::Partition;
 use crate::shard::{LocalBoxFuture, Shard};
 
@@ -33,13 +36,13 @@ const TOPIC_ID_VERSION: i16 = 13;
 pub const MAX_WAIT_MS_LIMIT: i32 = 60_000;
 
 /// One partition's read result.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Got {
     pub error: ResponseError,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    pub records: Bytes,
+    pub records: Records,
 }
 
 impl Got {
@@ -49,7 +52,7 @@ impl Got {
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
-            records: Bytes::new(),
+            records: Records::Mem(Bytes::new()),
         }
     }
     fn is_error(&self) -> bool {
@@ -91,7 +94,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
     let deadline = Instant::now() + max_wait;
-    let mut gots = read_all(shard, &wants, read_committed, max_bytes).await;
+    let zero_copy = shard.config().kafka.zero_copy_fetch;
+    let mut gots = read_all(shard, &wants, read_committed, max_bytes, zero_copy).await;
     loop {
         let total: usize = gots.iter().map(|g| g.records.len()).sum();
         let any_error = gots.iter().any(Got::is_error);
@@ -106,7 +110,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         if !wait_for_data(shard, &wants, read_committed, deadline).await {
             break;
         }
-        gots = read_all(shard, &wants, read_committed, max_bytes).await;
+        gots = read_all(shard, &wants, read_committed, max_bytes, zero_copy).await;
     }
     trim_to_max_bytes(&mut gots, max_bytes);
     let session_id = match mode {
@@ -134,6 +138,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         }
     }
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut records = Vec::with_capacity(wants.len());
+    let mut any_files = false;
     for ((w, g), inc) in wants.iter().zip(gots).zip(include) {
         if !inc {
             continue;
@@ -143,10 +149,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             .with_error_code(g.error.code())
             .with_high_watermark(g.high_watermark)
             .with_last_stable_offset(g.last_stable_offset)
-            .with_log_start_offset(g.log_start_offset)
+            // log_start_offset exists from v5 on.
+            .with_log_start_offset(if ctx.version >= 5 {
+                g.log_start_offset
+            } else {
+                -1
+            })
             .with_aborted_transactions(read_committed.then(Vec::new))
-            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
-            .with_records(Some(g.records));
+            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
+        any_files |= matches!(g.records, Records::Files(_));
+        records.push(g.records);
         match responses.last_mut() {
             Some(t) if t.topic_id == w.topic_id && t.topic.0.as_str() == w.topic => {
                 t.partitions.push(data)
@@ -159,11 +171,25 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             ),
         }
     }
-    ctx.reply(
-        &FetchResponse::default()
-            .with_session_id(session_id)
-            .with_responses(responses),
-    )
+    let mut resp = FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(responses);
+    if any_files {
+        return match frame_fetch_response(ctx.version, ctx.correlation_id, &resp, records) {
+            Ok(chunks) => Reply::Chunks(chunks),
+            Err(e) => Reply::Close(e.to_string()),
+        };
+    }
+    let mut records = records.into_iter();
+    for t in resp.responses.iter_mut() {
+        for p in t.partitions.iter_mut() {
+            p.records = Some(match records.next() {
+                Some(Records::Mem(b)) => b,
+                _ => Bytes::new(),
+            });
+        }
+    }
+    ctx.reply(&resp)
 }
 
 /// The partitions named in the request, topics resolved by name or id.
@@ -265,9 +291,10 @@ async fn read_all(
     wants: &[SessionPartition],
     read_committed: bool,
     max_bytes: u32,
+    zero_copy: bool,
 ) -> Vec<Got> {
     let metadata = shard.metadata();
-    let mut gots: Vec<Option<Got>> = vec![None; wants.len()];
+    let mut gots: Vec<Option<Got>> = (0..wants.len()).map(|_| None).collect();
     let mut by_shard: Vec<Vec<(usize, SessionPartition)>> =
         vec![Vec::new(); shard.shared.shard_count()];
     for (i, w) in wants.iter().enumerate() {
@@ -296,10 +323,14 @@ async fn read_all(
         waits.push(async move {
             let r = shard
                 .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    read_on_owner(s, parts, read_committed, max_bytes)
+                    read_on_owner(s, parts, read_committed, max_bytes, zero_copy)
                 })
                 .await
-                .unwrap_or_else(|| vec![Got::error(ResponseError::NotLeaderOrFollower); n]);
+                .unwrap_or_else(|| {
+                    (0..n)
+                        .map(|_| Got::error(ResponseError::NotLeaderOrFollower))
+                        .collect()
+                });
             (idx, r)
         });
     }
@@ -319,6 +350,7 @@ fn read_on_owner(
     parts: Vec<SessionPartition>,
     read_committed: bool,
     max_bytes: u32,
+    zero_copy: bool,
 ) -> LocalBoxFuture<Vec<Got>> {
     let resolved: Vec<(Option<Rc<Partition>>, SessionPartition)> = parts
         .into_iter()
@@ -329,7 +361,7 @@ fn read_on_owner(
         let mut out = Vec::with_capacity(resolved.len());
         for (p, w) in resolved {
             let g = match p {
-                Some(p) => read_partition(&p, &w, read_committed, budget).await,
+                Some(p) => read_partition(&p, &w, read_committed, budget, zero_copy).await,
                 None => Got::error(ResponseError::NotLeaderOrFollower),
             };
             budget = budget.saturating_sub(g.records.len() as u32);
@@ -344,6 +376,7 @@ async fn read_partition(
     w: &SessionPartition,
     read_committed: bool,
     budget: u32,
+    zero_copy: bool,
 ) -> Got {
     let epoch = p.leader_epoch.get();
     if w.current_leader_epoch >= 0 && w.current_leader_epoch != epoch {
@@ -362,7 +395,7 @@ async fn read_partition(
         high_watermark: hw,
         last_stable_offset: lso,
         log_start_offset: log_start,
-        records: Bytes::new(),
+        records: Records::Mem(Bytes::new()),
     };
     if w.fetch_offset < log_start || w.fetch_offset > p.log.log_end_offset() {
         got.error = ResponseError::OffsetOutOfRange;
@@ -389,8 +422,28 @@ async fn read_partition(
     if read.slices.is_empty() {
         return got;
     }
+    if zero_copy {
+        // Hand the ranges over with their own descriptors (dup): the connection's shard
+        // splices them, and a segment deleted meanwhile stays readable.
+        let mut ranges = Vec::with_capacity(read.slices.len());
+        for s in &read.slices {
+            match s.file.file().as_fd().try_clone_to_owned() {
+                Ok(fd) => ranges.push(FileRange {
+                    fd,
+                    position: s.position,
+                    len: s.len,
+                }),
+                Err(e) => {
+                    tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "dup failed");
+                    return Got::error(ResponseError::KafkaStorageError);
+                }
+            }
+        }
+        got.records = Records::Files(ranges);
+        return got;
+    }
     match p.log.read_bytes(&read.slices).await {
-        Ok(bytes) => got.records = bytes,
+        Ok(bytes) => got.records = Records::Mem(bytes),
         Err(e) => {
             tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "read_bytes failed");
             return Got::error(ResponseError::KafkaStorageError);
@@ -490,7 +543,7 @@ fn trim_to_max_bytes(gots: &mut [Got], max_bytes: u32) {
             continue;
         }
         if total > 0 && total + len > u64::from(max_bytes) {
-            g.records = Bytes::new();
+            g.records = Records::Mem(Bytes::new());
             continue;
         }
         total += len;

@@ -17,6 +17,7 @@ pub mod create_topics;
 // pub mod describe_log_dirs;
 // pub mod alter_configs;
 pub mod fetch;
+pub mod fetch_frame;
 pub mod fetch_session;
 // pub mod incremental_alter_configs;
 pub mod init_producer_id;

@@ -120,6 +120,7 @@ async fn write_loop(
     peer: SocketAddr,
 ) {
     let mut s: &TcpStream = &stream;
+    let mut splicer = crate::net::sendfile::Splicer::default();
     while let Ok(pending) = rx.recv().await {
         let reply = match pending.await {
             Ok(r) => r,
@@ -140,7 +141,7 @@ async fn write_loop(
                 continue;
             }
             Reply::Frame(bytes) => s.write_all(bytes).await.0,
-            Reply::Chunks(chunks) => crate::net::sendfile::write_chunks(&stream, chunks).await,
+            Reply::Chunks(chunks) => splicer.write_chunks(&stream, chunks).await,
         };
         if let Err(e) = result {
             tracing::debug!(target: "broker::net", %peer, error = %e, "write failed");

@@ -1,218 +1,25 @@
-//! Support for the real-client tests: a `sluice` child process per test and the runner for the
-//! client programs in tests/clients/.
+//! Support for the real-client tests: the runner for the client programs in tests/clients/,
+//! against a broker from the shared harness (tests/common/mod.rs, which each client test file
+//! declares as `mod common;` before this module).
 //!
-//! Broker: a private stand-in with the same API as the shared harness planned in
-//! tests/common/mod.rs (`Broker::start()`, `.addr()`, `.data_dir()`, `.stop()`, `.kill()`,
-//! `.restart()`); the client tests switch to the shared one when it lands.
-//!
-//! Nothing here sleeps to synchronise: the broker is ready when it prints `ready`, it is gone
-//! when `wait` says so, and a client is done when it exits; each wait has a deadline and a
-//! failure message that carries the process's output.
+//! Nothing here sleeps to synchronise: a client is done when it exits; the wait has a deadline
+//! and a failure message that carries the client's and the broker's output.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the broker may take to print `ready` (a debug build starting its shards).
-const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a clean shutdown (SIGTERM) may take.
-const BROKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::common::Broker;
+
 /// How long one client program may run: 10,000 records against a debug broker on 2 cores take a
 /// few seconds; this bound only turns a hang into a failure.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(240);
 /// How much of a process's output a failure message quotes.
 const LOG_TAIL_BYTES: usize = 6_000;
-
-// ---- broker ------------------------------------------------------------------------------------
-
-pub struct Broker {
-    child: Option<Child>,
-    addr: String,
-    data_dir: tempfile::TempDir,
-    log: Arc<Mutex<String>>,
-}
-
-impl Broker {
-    /// Starts `sluice start` on a free loopback port with a fresh data dir and waits for `ready`.
-    pub fn start() -> Broker {
-        let data_dir = tempfile::Builder::new()
-            .prefix("sluice-clients-")
-            .tempdir()
-            .expect("temp dir");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut broker = Broker {
-            child: None,
-            addr,
-            data_dir,
-            log: Arc::new(Mutex::new(String::new())),
-        };
-        broker.spawn();
-        broker
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
-    }
-
-    /// SIGTERM, then the exit status must be 0 within the deadline.
-    pub fn stop(mut self) {
-        self.terminate();
-    }
-
-    /// SIGKILL, no clean shutdown.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill broker");
-            child.wait().expect("wait for killed broker");
-        }
-    }
-
-    /// Clean stop and start again on the same address and data dir.
-    pub fn restart(&mut self) {
-        self.terminate();
-        self.spawn();
-    }
-
-    /// The broker's output so far (stdout and stderr interleaved by line), for failure messages.
-    pub fn log_tail(&self) -> String {
-        tail(&self.log.lock().expect("log lock"), LOG_TAIL_BYTES)
-    }
-
-    fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // kill(1) rather than libc::kill: no unsafe in tests for one signal. The child is not
-        // reaped yet, so its pid cannot have been reused.
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        assert!(
-            matches!(sent, Ok(s) if s.success()),
-            "SIGTERM to broker: {sent:?}"
-        );
-        let status = wait_deadline(&mut child, BROKER_STOP_TIMEOUT);
-        match status {
-            Some(status) => assert!(
-                status.success(),
-                "broker exited with {status} after SIGTERM (want 0)\n--- broker log ---\n{}",
-                self.log_tail()
-            ),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of SIGTERM\n--- broker log ---\n{}",
-                    self.log_tail()
-                );
-            }
-        }
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["start", "--kafka-addr", &self.addr, "--data-dir"])
-            .arg(self.data_dir.path())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the sluice binary");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        for out in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let log = Arc::clone(&self.log);
-            let ready_tx = ready_tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("ready") {
-                        let _ = ready_tx.send(());
-                    }
-                    let mut log = log.lock().expect("log lock");
-                    log.push_str(&line);
-                    log.push('\n');
-                    trim_front(&mut log, 4 * LOG_TAIL_BYTES);
-                }
-            });
-        }
-        drop(ready_tx);
-        self.child = Some(child);
-        self.wait_ready(&ready_rx);
-    }
-
-    fn wait_ready(&mut self, ready_rx: &Receiver<()>) {
-        let deadline = Instant::now() + BROKER_READY_TIMEOUT;
-        match ready_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(()) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                // Both output pipes closed without `ready`: the broker exited.
-                let status = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| wait_deadline(c, Duration::from_secs(5)));
-                self.child = None;
-                panic!(
-                    "broker exited ({status:?}) before printing `ready` on {}\n--- broker log ---\n{}",
-                    self.addr,
-                    self.log_tail()
-                );
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                self.kill();
-                panic!(
-                    "broker did not print `ready` within {BROKER_READY_TIMEOUT:?}\n--- broker log ---\n{}",
-                    self.log_tail()
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // A test that panicked leaves its broker here: never leak the process.
-        self.kill();
-    }
-}
-
-/// A port the kernel just handed out for loopback; freed again for the broker to bind. Another
-/// process could take it in between; the broker would then fail to start, loudly.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Waits for the child to exit, up to `timeout`; polls `try_wait` because std has no timed wait.
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 // ---- clients -----------------------------------------------------------------------------------
 
@@ -412,9 +219,23 @@ pub fn run_with_deadline(
                 "{what}: {why}\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- broker log ---\n{}",
                 tail(&output.stderr, LOG_TAIL_BYTES),
                 tail(&output.stdout, LOG_TAIL_BYTES / 2),
-                broker.log_tail()
+                tail(&broker.log(), LOG_TAIL_BYTES)
             );
         }
+    }
+}
+
+/// Waits for the child to exit, up to `timeout`; polls `try_wait` because std has no timed wait.
+fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -435,14 +256,4 @@ fn tail(s: &str, bytes: usize) -> String {
         start += 1;
     }
     format!("[...]{}", &s[start..])
-}
-
-fn trim_front(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = s.len() - max / 2;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s.drain(..cut);
-    }
 }
