@@ -1,0 +1,323 @@
+//! Engine benchmarks: append (1 KiB / 16 KiB / 1 MiB batches, with and without a
+//! per-append fdatasync), reads, and the same disk's raw sequential buffered write bandwidth
+//! and raw fdatasync latency, measured in the same run so the engine's numbers can be read
+//! as ratios of what the disk gives.
+//!
+//!   cargo bench -p engine --bench engine            # criterion groups + the ratio report
+//!   ENGINE_BENCH_DIR=/mnt/disk cargo bench -p engine # put the files on another disk
+//!
+//! Writes are bounded: logs and raw files roll every 64 MiB and keep at most 256 MiB.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use compio::fs::{File, OpenOptions};
+use compio::io::AsyncWriteAtExt;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use engine::batch::build_test_batch;
+use engine::{Log, LogConfig};
+
+const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (16 * 1024, "16KiB"), (1024 * 1024, "1MiB")];
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+const KEEP_BYTES: u64 = 256 * 1024 * 1024;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("ENGINE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::tempdir_in(base).expect("bench dir")
+}
+
+fn runtime() -> compio::runtime::Runtime {
+    compio::runtime::Runtime::new().expect("runtime")
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: SEGMENT_BYTES,
+        retention_bytes: KEEP_BYTES as i64,
+        ..LogConfig::default()
+    }
+}
+
+fn batch(bytes: usize) -> Bytes {
+    Bytes::from(build_test_batch(1, bytes - 61, 0, 0, 0x5A))
+}
+
+/// Sequential buffered writes of `chunk` bytes into 64 MiB files, the same shape as the log.
+struct RawWriter {
+    dir: PathBuf,
+    file: File,
+    files: Vec<PathBuf>,
+    position: u64,
+}
+
+impl RawWriter {
+    async fn new(dir: &Path) -> RawWriter {
+        let path = dir.join("raw-0");
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .unwrap();
+        RawWriter {
+            dir: dir.to_path_buf(),
+            file,
+            files: vec![path],
+            position: 0,
+        }
+    }
+    async fn write(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        if self.position + buf.len() as u64 > SEGMENT_BYTES {
+            let path = self.dir.join(format!("raw-{}", self.files.len()));
+            self.file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .await
+                .unwrap();
+            self.files.push(path);
+            self.position = 0;
+            let keep = (KEEP_BYTES / SEGMENT_BYTES) as usize;
+            if self.files.len() > keep {
+                let old = self.files.len() - keep - 1;
+                let _ = std::fs::remove_file(&self.files[old]);
+            }
+        }
+        let compio::BufResult(res, buf) = self.file.write_all_at(buf, self.position).await;
+        res.unwrap();
+        self.position += buf.len() as u64;
+        buf
+    }
+}
+
+fn raw_write(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raw_write");
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            let dir = bench_dir();
+            let rt = runtime();
+            let mut w = rt.block_on(RawWriter::new(dir.path()));
+            let mut buf = vec![0x5Au8; size];
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        buf = w.write(std::mem::take(&mut buf)).await;
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    group.bench_function("fdatasync_1KiB", |b| {
+        let dir = bench_dir();
+        let rt = runtime();
+        let mut w = rt.block_on(RawWriter::new(dir.path()));
+        let mut buf = vec![0x5Au8; 1024];
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    buf = w.write(std::mem::take(&mut buf)).await;
+                    w.file.sync_data().await.unwrap();
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
+fn append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    for (size, name) in SIZES {
+        for durable in [false, true] {
+            group.throughput(Throughput::Bytes(size as u64));
+            let id = format!(
+                "{name}/{}",
+                if durable { "fdatasync" } else { "page_cache" }
+            );
+            group.bench_function(BenchmarkId::from_parameter(id), |b| {
+                let dir = bench_dir();
+                let rt = runtime();
+                let (log, _) = rt
+                    .block_on(Log::open(dir.path().into(), log_config()))
+                    .unwrap();
+                let data = batch(size);
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            let info = log.append(data.clone(), 0).await.unwrap();
+                            if durable {
+                                log.wait_durable(info.last_offset).await.unwrap();
+                            }
+                            if i % 256 == 255 {
+                                log.enforce_retention(0).await.unwrap();
+                            }
+                        }
+                        start.elapsed()
+                    })
+                });
+                rt.block_on(log.close()).unwrap();
+            });
+        }
+    }
+    group.finish();
+}
+
+fn read(c: &mut Criterion, quick: bool) {
+    let mut group = c.benchmark_group("read");
+    for (size, name) in [(1024usize, "1KiB_batches"), (16 * 1024, "16KiB_batches")] {
+        let dir = bench_dir();
+        let rt = runtime();
+        let (log, _) = rt
+            .block_on(Log::open(dir.path().into(), log_config()))
+            .unwrap();
+        let data = batch(size);
+        let log_bytes = if quick { 2 } else { 32 } * 1024 * 1024;
+        let total = log_bytes / size;
+        rt.block_on(async {
+            for _ in 0..total {
+                log.append(data.clone(), 0).await.unwrap();
+            }
+        });
+        let leo = log.log_end_offset();
+        group.throughput(Throughput::Bytes(1024 * 1024));
+        group.bench_function(BenchmarkId::new("locate_1MiB", name), |b| {
+            let mut at = 0i64;
+            b.iter(|| {
+                let r = rt
+                    .block_on(log.read(at, i64::MAX, 1024 * 1024, true))
+                    .unwrap();
+                at = (at + 97) % leo;
+                r.bytes
+            });
+        });
+        group.bench_function(BenchmarkId::new("copy_1MiB", name), |b| {
+            let mut at = 0i64;
+            b.iter(|| {
+                rt.block_on(async {
+                    let r = log.read(at, i64::MAX, 1024 * 1024, true).await.unwrap();
+                    at = (at + 97) % leo;
+                    log.read_bytes(&r.slices).await.unwrap().len()
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Prints the two ratios, measured back to back on the same disk:
+/// non-durable append bandwidth / raw buffered write bandwidth (1 MiB), and durable
+/// append p99 under concurrency (group commit) / raw fdatasync p99.
+fn ratio_report(quick: bool) {
+    let rt = runtime();
+    let ops = if quick { 20 } else { 400 };
+    rt.block_on(async {
+        // Bandwidth: 1 MiB writes, 256 MiB each (or 20 MiB in test mode).
+        let dir = bench_dir();
+        let mut w = RawWriter::new(dir.path()).await;
+        let mut buf = vec![0x5Au8; 1024 * 1024];
+        let n = if quick { 20 } else { 256 };
+        let start = Instant::now();
+        for _ in 0..n {
+            buf = w.write(std::mem::take(&mut buf)).await;
+        }
+        let raw_bw = n as f64 / start.elapsed().as_secs_f64();
+        drop(w);
+        drop(dir);
+        let dir = bench_dir();
+        let (log, _) = Log::open(dir.path().into(), log_config()).await.unwrap();
+        let data = batch(1024 * 1024);
+        let start = Instant::now();
+        for _ in 0..n {
+            log.append(data.clone(), 0).await.unwrap();
+        }
+        let log_bw = n as f64 / start.elapsed().as_secs_f64();
+        log.close().await.unwrap();
+        drop(dir);
+
+        // Latency: raw 1 KiB write + fdatasync, one at a time.
+        let dir = bench_dir();
+        let mut w = RawWriter::new(dir.path()).await;
+        let mut buf = vec![0x5Au8; 1024];
+        let mut raw = Vec::with_capacity(ops);
+        for _ in 0..ops {
+            let t = Instant::now();
+            buf = w.write(std::mem::take(&mut buf)).await;
+            w.file.sync_data().await.unwrap();
+            raw.push(t.elapsed());
+        }
+        raw.sort();
+        drop(w);
+        drop(dir);
+
+        // Durable appends from 16 concurrent producers sharing fdatasyncs.
+        let dir = bench_dir();
+        let (log, _) = Log::open(dir.path().into(), log_config()).await.unwrap();
+        let log = Rc::new(log);
+        let producers = 16;
+        let mut tasks = Vec::new();
+        for _ in 0..producers {
+            let log = log.clone();
+            tasks.push(compio::runtime::spawn(async move {
+                let data = batch(1024);
+                let mut lat = Vec::with_capacity(ops / producers + 1);
+                for _ in 0..ops / producers * 4 {
+                    let t = Instant::now();
+                    let info = log.append(data.clone(), 0).await.unwrap();
+                    log.wait_durable(info.last_offset).await.unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut ours = Vec::new();
+        for t in tasks {
+            ours.extend(t.await.unwrap());
+        }
+        ours.sort();
+        log.close().await.unwrap();
+
+        let (raw50, raw99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+        let (our50, our99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+        println!("engine ratio report ({}):", if quick { "test mode, tiny sample" } else { "full" });
+        println!(
+            "  bandwidth 1 MiB: raw buffered write {raw_bw:.0} MiB/s, append (page cache) {log_bw:.0} MiB/s, ratio {:.2} (target >= 0.80)",
+            log_bw / raw_bw
+        );
+        println!("  raw 1 KiB write+fdatasync: p50 {raw50:?} p99 {raw99:?} ({} ops)", raw.len());
+        println!(
+            "  durable 1 KiB append, {producers} producers, group commit: p50 {our50:?} p99 {our99:?} ({} ops), p99 ratio {:.2} (target <= 1.50)",
+            ours.len(),
+            our99.as_secs_f64() / raw99.as_secs_f64()
+        );
+    });
+}
+
+fn main() {
+    let quick =
+        !std::env::args().any(|a| a == "--bench") || std::env::args().any(|a| a == "--quick");
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    raw_write(&mut c);
+    append(&mut c);
+    read(&mut c, quick);
+    c.final_summary();
+    ratio_report(quick);
+}
