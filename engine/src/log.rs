@@ -1388,4 +1388,78 @@ mod tests {
             assert_eq!(log.log_end_offset(), 101);
         });
     }
+
+    #[test]
+    fn interval_flush_policy_and_segment_ms_roll() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                flush: FlushPolicy::Interval {
+                    ms: 100,
+                    bytes: 1000,
+                },
+                segment_ms: 500,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            log.append(batch(1, 100, 1_000), 0).await.unwrap();
+            log.flush_tick(0).await.unwrap();
+            assert_eq!(
+                log.durable_offset(),
+                0,
+                "neither interval nor bytes reached"
+            );
+            log.flush_tick(150).await.unwrap();
+            assert_eq!(log.durable_offset(), 1, "interval reached");
+            for i in 0..10 {
+                log.append(batch(1, 100, 1_000 + i), 0).await.unwrap();
+            }
+            log.flush_tick(160).await.unwrap();
+            assert_eq!(log.durable_offset(), 11, "byte threshold reached");
+            // segment.ms counts from the first batch's timestamp.
+            log.roll_if_due(1_400).await.unwrap();
+            assert_eq!(log.segment_count(), 1);
+            log.roll_if_due(1_500).await.unwrap();
+            assert_eq!(log.segment_count(), 2);
+            // An append whose timestamp is segment.ms past the first batch rolls by itself.
+            log.append(batch(1, 10, 1_600), 0).await.unwrap();
+            log.append(batch(1, 10, 2_200), 0).await.unwrap();
+            assert_eq!(log.segment_count(), 3);
+        });
+    }
+
+    #[test]
+    fn replicated_appends_keep_offsets_and_reject_regressions() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let mut b = build_test_batch(3, 20, 0, 0, 1);
+            patch_header(&mut b, 10, 4);
+            let mut c = build_test_batch(2, 20, 0, 0, 2);
+            patch_header(&mut c, 20, 4);
+            b.extend_from_slice(&c);
+            let info = log.append_replicated(Bytes::from(b)).await.unwrap();
+            assert_eq!((info.first_offset, info.last_offset), (10, 21));
+            assert_eq!(log.log_end_offset(), 22);
+            assert_eq!(
+                headers(&read_all(&log, 10).await),
+                vec![(10, 12, 4), (20, 21, 4)]
+            );
+            // Offsets in the gap read from the next batch.
+            assert_eq!(headers(&read_all(&log, 15).await), vec![(20, 21, 4)]);
+            let mut old = build_test_batch(1, 20, 0, 0, 3);
+            patch_header(&mut old, 21, 4);
+            let err = log.append_replicated(Bytes::from(old)).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AppendError::OffsetNotMonotonic {
+                        base_offset: 21,
+                        expected: 22
+                    }
+                ),
+                "{err}"
+            );
+        });
+    }
 }
