@@ -643,7 +643,7 @@ fn failed_reply(ok: Reply, error: GroupError) -> Reply {
     }
 }
 
-pub(super) fn join_error(member_id: &str, error: GroupError) -> JoinResult {
+pub fn join_error(member_id: &str, error: GroupError) -> JoinResult {
     JoinResult {
         error: Some(error),
         generation_id: -1,
@@ -656,7 +656,7 @@ pub(super) fn join_error(member_id: &str, error: GroupError) -> JoinResult {
     }
 }
 
-pub(super) fn sync_error(error: GroupError) -> SyncResult {
+pub fn sync_error(error: GroupError) -> SyncResult {
     SyncResult {
         error: Some(error),
         protocol_type: None,

@@ -2,18 +2,21 @@
 //! protocol with KIP-394 member ids and KIP-345 static membership), committed offsets, and
 //! their persistence in Kafka's `__consumer_offsets` format.
 //!
-//! Owns: group state machines, offset storage semantics, the offsets-topic record format.
-//! Does not own: sockets, request decoding, shards, the log (the I/O layer performs the
-//! appends and replays that the coordinator asks for). Everything here is sans-IO: time is an
-//! argument, outputs are values (see `coordinator`).
+//! Owns: group state machines, offset storage semantics, the offsets-topic record format
+//! (all sans-IO: time is an argument, outputs are values — see `coordinator`), and the thin
+//! I/O layer around them: `backend` (per shard: runs the coordinator, appends, replays,
+//! timers) and `frontend` (on every shard: routes a group to its owner shard).
+//! Does not own: sockets, request decoding (the `handlers/` files), the log (engine).
 //!
 //! Invariants: every request accepted gets exactly one reply; state is bounded by `limits`;
 //! bad client input yields a Kafka error, never a panic.
 
 pub mod api;
+pub mod backend;
 pub mod classic;
 pub mod coordinator;
 pub mod error;
+pub mod frontend;
 mod membership;
 mod offsets;
 pub mod records;

@@ -10,21 +10,32 @@
 pub mod api_versions;
 // pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 // pub mod delete_records;
 // pub mod delete_topics;
 // pub mod describe_cluster;
 // pub mod describe_configs;
 // pub mod describe_log_dirs;
 // pub mod alter_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod fetch_frame;
 pub mod fetch_session;
+pub mod find_coordinator;
+pub mod heartbeat;
 // pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 // pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,6 +80,17 @@ pub const HANDLERS: &[(ApiKey, Versions)] = &[
     //     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
     //     (ApiKey::DeleteRecords, delete_records::VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    (ApiKey::JoinGroup, join_group::VERSIONS),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS),
+    (ApiKey::LeaveGroup, leave_group::VERSIONS),
+    (ApiKey::SyncGroup, sync_group::VERSIONS),
+    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    (ApiKey::ListGroups, list_groups::VERSIONS),
+    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     //     (ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS),
     //     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
     //     (ApiKey::AlterConfigs, alter_configs::VERSIONS),
@@ -174,6 +196,17 @@ async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: Bytes) -> Reply {
         //         ApiKey::DeleteTopics => run(c, body, |r| delete_topics::handle(s, c, r)).await,
         //         ApiKey::CreatePartitions => run(c, body, |r| create_partitions::handle(s, c, r)).await,
         ApiKey::InitProducerId => run(c, body, |r| init_producer_id::handle(s, c, r)).await,
+        ApiKey::FindCoordinator => run(c, body, |r| find_coordinator::handle(s, c, r)).await,
+        ApiKey::JoinGroup => run(c, body, |r| join_group::handle(s, c, r)).await,
+        ApiKey::SyncGroup => run(c, body, |r| sync_group::handle(s, c, r)).await,
+        ApiKey::Heartbeat => run(c, body, |r| heartbeat::handle(s, c, r)).await,
+        ApiKey::LeaveGroup => run(c, body, |r| leave_group::handle(s, c, r)).await,
+        ApiKey::ListGroups => run(c, body, |r| list_groups::handle(s, c, r)).await,
+        ApiKey::DescribeGroups => run(c, body, |r| describe_groups::handle(s, c, r)).await,
+        ApiKey::DeleteGroups => run(c, body, |r| delete_groups::handle(s, c, r)).await,
+        ApiKey::OffsetCommit => run(c, body, |r| offset_commit::handle(s, c, r)).await,
+        ApiKey::OffsetFetch => run(c, body, |r| offset_fetch::handle(s, c, r)).await,
+        ApiKey::OffsetDelete => run(c, body, |r| offset_delete::handle(s, c, r)).await,
         ApiKey::ListOffsets => run(c, body, |r| list_offsets::handle(s, c, r)).await,
         ApiKey::Fetch => match decode(body, c.version) {
             Ok(r) => fetch::handle(s, c, r).await,

@@ -1,0 +1,115 @@
+//! Group requests on any shard (the `*_frontend` role): make sure `__consumer_offsets`
+//! exists, find the offsets partition of a group and the shard that owns it, and run the
+//! coordinator operation there (as partition requests are routed to their owner).
+//!
+//! Invariants: a group's operations always run on the one shard owning its offsets
+//! partition, so its state is never touched from two threads; the partition count used for
+//! routing is the topic's actual count, the same on every shard.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::api::{Reply, RequestId};
+use super::backend::backend;
+use super::coordinator::{GroupConfig, GroupCoordinator};
+use super::error::GroupError;
+use super::records::{OFFSETS_TOPIC, partition_for_group};
+use crate::cluster::TopicMeta;
+use crate::shard::control::{NewTopic, on_control};
+use crate::shard::Shard;
+
+/// The broker's group settings. Sluice: until the broker config grows a `[group]` section
+/// these are Kafka's defaults, with `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` and
+/// `SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS` read from the environment.
+pub fn group_config() -> GroupConfig {
+    let mut config = GroupConfig::default();
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
+    if let Some(v) = env("SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS").filter(|v| *v >= 0) {
+        config.initial_rebalance_delay_ms = v;
+    }
+    if let Some(v) = env("SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS").and_then(|v| i32::try_from(v).ok()) {
+        config.offsets_topic_partitions = v;
+    }
+    if config.validate().is_err() {
+        tracing::warn!(target: "group", "invalid SLUICE_GROUP_* override ignored");
+        config = GroupConfig::default();
+    }
+    config
+}
+
+/// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) when
+/// missing, as Kafka does on the first FindCoordinator; returns its metadata.
+pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, GroupError> {
+    if let Some(topic) = shard.metadata().topic(OFFSETS_TOPIC) {
+        return Ok(topic.clone());
+    }
+    let partitions = group_config().offsets_topic_partitions;
+    let created = on_control(shard, move |s: Rc<Shard>| {
+        Box::pin(async move {
+            let topic = NewTopic {
+                name: OFFSETS_TOPIC.to_string(),
+                partitions,
+                replication_factor: -1,
+                configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+                has_assignment: false,
+            };
+            let result = s.control().create_topics(&s, vec![topic], false).await;
+            result.into_iter().next().map(|r| r.map(|_| ()).map_err(|e| e.message))
+        })
+    })
+    .await;
+    match created {
+        Some(Some(Err(message))) => tracing::debug!(target: "group", %message, "offsets topic creation"),
+        Some(_) => {}
+        None => return Err(GroupError::CoordinatorNotAvailable),
+    }
+    // The control plane pushes the new metadata to every shard before it answers.
+    shard.metadata().topic(OFFSETS_TOPIC).cloned().ok_or(GroupError::CoordinatorNotAvailable)
+}
+
+/// Runs `op` against the coordinator that owns `group_id` and returns its reply.
+pub async fn call<F>(shard: &Rc<Shard>, group_id: &str, op: F) -> Result<Reply, GroupError>
+where
+    F: FnOnce(&mut GroupCoordinator, i64, RequestId) + Send + 'static,
+{
+    let topic = ensure_offsets_topic(shard).await?;
+    let partition = partition_for_group(group_id, topic.partitions);
+    let owner = shard.owner_of(OFFSETS_TOPIC, partition);
+    let partitions = topic.partitions;
+    shard
+        .invoke(owner, move |s: &Rc<Shard>| {
+            let s = Rc::clone(s);
+            Box::pin(async move {
+                let config = GroupConfig { offsets_topic_partitions: partitions, ..group_config() };
+                backend(&s, &config).call(&s, partition, op).await
+            })
+        })
+        .await
+        .ok_or(GroupError::CoordinatorNotAvailable)
+}
+
+/// Runs `op` on every shard's coordinator (ListGroups); one reply per shard.
+pub async fn call_all_shards<F>(shard: &Rc<Shard>, op: F) -> Result<Vec<Reply>, GroupError>
+where
+    F: Fn(&mut GroupCoordinator, i64, RequestId) + Send + Sync + Clone + 'static,
+{
+    let topic = ensure_offsets_topic(shard).await?;
+    let partitions = topic.partitions;
+    let mut replies = Vec::with_capacity(shard.shared.shard_count());
+    for target in 0..shard.shared.shard_count() {
+        let op = op.clone();
+        let reply = shard
+            .invoke(crate::cluster::ShardId(target), move |s: &Rc<Shard>| {
+                let s = Rc::clone(s);
+                Box::pin(async move {
+                    let config = GroupConfig { offsets_topic_partitions: partitions, ..group_config() };
+                    backend(&s, &config).call_shard_wide(&s, op).await
+                })
+            })
+            .await
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        replies.push(reply);
+    }
+    Ok(replies)
+}
