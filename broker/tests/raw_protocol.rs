@@ -122,7 +122,7 @@ fn api_versions_lists_every_handler() {
             !resp
                 .api_keys
                 .iter()
-                .any(|k| k.api_key == ApiKey::JoinGroup as i16)
+                .any(|k| k.api_key == ApiKey::EndTxn as i16)
         );
     }
     broker.stop();
@@ -510,4 +510,183 @@ fn zero_copy_fetch_is_byte_identical_to_copying_fetch() {
     );
     zero_copy.stop();
     copying.stop();
+}
+
+#[test]
+fn admin_apis() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "adm", 1);
+    // ListOffsets by timestamp answers the first record at or after it, not the batch start.
+    produce(&mut c, 9, "adm", 0, record_batch(10, None), 1);
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name("adm"))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(common::BATCH_BASE_TIMESTAMP + 4),
+                ]),
+        ]);
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.offset, p.timestamp),
+        (0, 4, common::BATCH_BASE_TIMESTAMP + 4)
+    );
+
+    // CreatePartitions: 1 -> 3; shrinking is refused.
+    let req = CreatePartitionsRequest::default().with_topics(vec![
+        CreatePartitionsTopic::default()
+            .with_name(name("adm"))
+            .with_count(3),
+    ]);
+    let resp: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &req);
+    assert_eq!(resp.results[0].error_code, 0);
+    assert_eq!(
+        produce(&mut c, 9, "adm", 2, record_batch(1, None), 1),
+        (0, 0),
+        "new partition takes writes"
+    );
+    let resp: CreatePartitionsResponse = c.call(
+        ApiKey::CreatePartitions,
+        3,
+        &req.clone().with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(name("adm"))
+                .with_count(2),
+        ]),
+    );
+    assert_eq!(resp.results[0].error_code, 37, "INVALID_PARTITIONS");
+
+    // IncrementalAlterConfigs then DescribeConfigs.
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("adm"))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("3600000"))),
+            ]),
+    ]);
+    let resp: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &req);
+    assert_eq!(
+        resp.responses[0].error_code, 0,
+        "{:?}",
+        resp.responses[0].error_message
+    );
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("adm"))
+            .with_configuration_keys(None),
+    ]);
+    let resp: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
+    assert_eq!(resp.results[0].error_code, 0);
+    let retention = resp.results[0]
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "retention.ms")
+        .expect("retention.ms described");
+    assert_eq!(retention.value.as_deref(), Some("3600000"));
+    assert_eq!(retention.config_source, 1, "TOPIC_CONFIG");
+    let segment = resp.results[0]
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "segment.bytes")
+        .expect("segment.bytes");
+    assert_eq!(segment.config_source, 5, "DEFAULT_CONFIG");
+
+    // DeleteRecords moves the log start offset.
+    let req = DeleteRecordsRequest::default().with_topics(vec![
+        DeleteRecordsTopic::default()
+            .with_name(name("adm"))
+            .with_partitions(vec![
+                DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(6),
+            ]),
+    ]);
+    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 6));
+    let (err, _, _) = fetch(&mut c, "adm", 0, 0);
+    assert_eq!(err, 1, "OFFSET_OUT_OF_RANGE below the log start");
+
+    // OffsetForLeaderEpoch: epoch 0 ends at the log end.
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(name("adm"))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(0)
+                        .with_leader_epoch(0),
+                ]),
+        ]);
+    let resp: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 10));
+
+    // DescribeCluster and DescribeLogDirs.
+    let resp: DescribeClusterResponse = c.call(
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default().with_endpoint_type(1),
+    );
+    assert_eq!(resp.brokers.len(), 1);
+    assert!(resp.cluster_id.as_str().starts_with("sluice-"));
+    let resp: DescribeLogDirsResponse = c.call(
+        ApiKey::DescribeLogDirs,
+        4,
+        &DescribeLogDirsRequest::default().with_topics(None),
+    );
+    let topic = resp.results[0]
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "adm")
+        .expect("adm in log dirs");
+    assert_eq!(topic.partitions.len(), 3);
+
+    // DeleteTopics by id; the name can be re-created afterwards, empty.
+    let meta: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("adm"))),
+        ])),
+    );
+    let id = meta.topics[0].topic_id;
+    let req = DeleteTopicsRequest::default().with_topics(vec![
+        DeleteTopicState::default()
+            .with_name(None)
+            .with_topic_id(id),
+    ]);
+    let resp: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &req);
+    assert_eq!(resp.responses[0].error_code, 0);
+    let (err, _, _) = fetch(&mut c, "adm", 0, 0);
+    assert_eq!(err, 3, "deleted");
+    create_topic(&mut c, "adm", 1);
+    let (err, hw, _) = fetch(&mut c, "adm", 0, 0);
+    assert_eq!((err, hw), (0, 0), "re-created topic starts empty");
+    broker.stop();
 }

@@ -133,7 +133,12 @@ async fn answer(
             None => (OK, -1, -1, epoch),
         },
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
-            Ok(Some((t, o))) if o < p.high_watermark() => (OK, t, o, epoch),
+            Ok(Some((t, o))) if o < p.high_watermark() => {
+                match first_record_at_or_after(p, o, ts).await {
+                    Some((rt, ro)) => (OK, rt, ro, epoch),
+                    None => (OK, t, o, epoch),
+                }
+            }
             Ok(_) => (OK, -1, -1, epoch),
             Err(e) => {
                 tracing::error!(target: "broker::list_offsets", topic = %p.topic, partition = p.index, error = %e, "offset_for_timestamp failed");
@@ -142,4 +147,34 @@ async fn answer(
         },
         _ => (ResponseError::InvalidRequest, -1, -1, -1),
     }
+}
+
+/// The engine answers at batch granularity (the batch whose max timestamp >= `ts`); Kafka
+/// answers with the first *record* at or after `ts`. Reads that one batch (decompressing if
+/// needed) and finds the record. None if the batch cannot be read or decoded.
+async fn first_record_at_or_after(
+    p: &crate::partition::Partition,
+    batch_offset: i64,
+    ts: i64,
+) -> Option<(i64, i64)> {
+    let read = p
+        .log
+        .read(batch_offset, p.high_watermark(), 1, true)
+        .await
+        .ok()?;
+    let first = read.slices.first()?.clone();
+    let mut bytes = p.log.read_bytes(std::slice::from_ref(&first)).await.ok()?;
+    let log_start = p.log_start_offset();
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+    }));
+    let set = match decoded {
+        Ok(Ok(set)) => set,
+        _ => return None,
+    };
+    set.records
+        .iter()
+        .filter(|r| !r.control && r.offset >= log_start)
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.timestamp, r.offset))
 }

@@ -18,8 +18,14 @@ use crate::shard::control::{NewTopic, on_control};
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 13 };
 
-/// Authorized-operations value meaning "not computed" (Kafka's INT32_MIN).
+/// Authorized-operations value meaning "not requested" (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Without an authorizer everything is allowed: one bit per AclOperation code. Topic: READ 3,
+/// WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11.
+pub const TOPIC_OPERATIONS_ALL: i32 = 0x0df8;
+/// Cluster: CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10,
+/// ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12, CREATE_TOKENS 13, DESCRIBE_TOKENS 14.
+pub const CLUSTER_OPERATIONS_ALL: i32 = 0x7fa0;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -28,6 +34,16 @@ pub async fn handle(
 ) -> MetadataResponse {
     let node = shard.shared.node_id();
     let mut metadata = shard.metadata();
+    let topic_ops = if req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let cluster_ops = if req.include_cluster_authorized_operations && ctx.version <= 10 {
+        CLUSTER_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let all = match &req.topics {
         None => true,
         Some(t) => t.is_empty() && ctx.version == 0,
@@ -35,7 +51,7 @@ pub async fn handle(
     let mut topics = Vec::new();
     if all {
         for t in metadata.topics.values() {
-            topics.push(topic_entry(node, t));
+            topics.push(topic_entry(node, t, topic_ops));
         }
     } else {
         let requested = req.topics.unwrap_or_default();
@@ -77,7 +93,7 @@ pub async fn handle(
                 (Some(name), _) => {
                     let name = name.0.to_string();
                     match metadata.topic(&name) {
-                        Some(meta) => topic_entry(node, meta),
+                        Some(meta) => topic_entry(node, meta, topic_ops),
                         None => {
                             let code = if !valid_topic_name(&name) {
                                 ResponseError::InvalidTopicException
@@ -93,7 +109,7 @@ pub async fn handle(
                     }
                 }
                 (None, false) => match metadata.topic_by_id(&t.topic_id) {
-                    Some(meta) => topic_entry(node, meta),
+                    Some(meta) => topic_entry(node, meta, topic_ops),
                     None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),
                 },
                 (None, true) => error_entry(None, t.topic_id, ResponseError::InvalidRequest),
@@ -111,15 +127,15 @@ pub async fn handle(
         .with_cluster_id(Some(str_bytes(&metadata.cluster_id)))
         .with_controller_id(BrokerId(node))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
-fn topic_entry(node: i32, t: &Arc<TopicMeta>) -> MetadataResponseTopic {
+fn topic_entry(node: i32, t: &Arc<TopicMeta>, operations: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
         .with_is_internal(false)
-        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(operations)
         .with_partitions(
             (0..t.partitions)
                 .map(|p| {

@@ -7,23 +7,23 @@
 //! ApiVersions, which gets Kafka's UNSUPPORTED_VERSION answer) closes the connection with a
 //! log line, as Kafka does.
 
+pub mod alter_configs;
 pub mod api_versions;
-// pub mod create_partitions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
-// pub mod delete_records;
-// pub mod delete_topics;
-// pub mod describe_cluster;
-// pub mod describe_configs;
-// pub mod describe_log_dirs;
-// pub mod alter_configs;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod fetch_frame;
 pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;
-// pub mod incremental_alter_configs;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -33,7 +33,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
-// pub mod offset_for_leader_epoch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -77,8 +77,8 @@ pub const HANDLERS: &[(ApiKey, Versions)] = &[
     (ApiKey::Metadata, metadata::VERSIONS),
     (ApiKey::ApiVersions, api_versions::VERSIONS),
     (ApiKey::CreateTopics, create_topics::VERSIONS),
-    //     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
-    //     (ApiKey::DeleteRecords, delete_records::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::OffsetCommit, offset_commit::VERSIONS),
     (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
@@ -91,13 +91,19 @@ pub const HANDLERS: &[(ApiKey, Versions)] = &[
     (ApiKey::ListGroups, list_groups::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
-    //     (ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS),
-    //     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
-    //     (ApiKey::AlterConfigs, alter_configs::VERSIONS),
-    //     (ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
-    //     (ApiKey::CreatePartitions, create_partitions::VERSIONS),
-    //     (ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
-    //     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        offset_for_leader_epoch::VERSIONS,
+    ),
+    (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
+    (ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        incremental_alter_configs::VERSIONS,
+    ),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
 ];
 
 /// The range we serve for `key`, if any.
@@ -193,8 +199,8 @@ async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: Bytes) -> Reply {
         ApiKey::ApiVersions => run(c, body, |r| api_versions::handle(s, c, r)).await,
         ApiKey::Metadata => run(c, body, |r| metadata::handle(s, c, r)).await,
         ApiKey::CreateTopics => run(c, body, |r| create_topics::handle(s, c, r)).await,
-        //         ApiKey::DeleteTopics => run(c, body, |r| delete_topics::handle(s, c, r)).await,
-        //         ApiKey::CreatePartitions => run(c, body, |r| create_partitions::handle(s, c, r)).await,
+        ApiKey::DeleteTopics => run(c, body, |r| delete_topics::handle(s, c, r)).await,
+        ApiKey::CreatePartitions => run(c, body, |r| create_partitions::handle(s, c, r)).await,
         ApiKey::InitProducerId => run(c, body, |r| init_producer_id::handle(s, c, r)).await,
         ApiKey::FindCoordinator => run(c, body, |r| find_coordinator::handle(s, c, r)).await,
         ApiKey::JoinGroup => run(c, body, |r| join_group::handle(s, c, r)).await,
@@ -212,13 +218,17 @@ async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: Bytes) -> Reply {
             Ok(r) => fetch::handle(s, c, r).await,
             Err(e) => Reply::Close(format!("malformed Fetch v{}: {e}", c.version)),
         },
-        //         ApiKey::DescribeConfigs => run(c, body, |r| describe_configs::handle(s, c, r)).await,
-        //         ApiKey::AlterConfigs => run(c, body, |r| alter_configs::handle(s, c, r)).await,
-        //         ApiKey::IncrementalAlterConfigs => run(c, body, |r| incremental_alter_configs::handle(s, c, r)).await,
-        //         ApiKey::DescribeCluster => run(c, body, |r| describe_cluster::handle(s, c, r)).await,
-        //         ApiKey::DeleteRecords => run(c, body, |r| delete_records::handle(s, c, r)).await,
-        //         ApiKey::OffsetForLeaderEpoch => run(c, body, |r| offset_for_leader_epoch::handle(s, c, r)).await,
-        //         ApiKey::DescribeLogDirs => run(c, body, |r| describe_log_dirs::handle(s, c, r)).await,
+        ApiKey::DescribeConfigs => run(c, body, |r| describe_configs::handle(s, c, r)).await,
+        ApiKey::AlterConfigs => run(c, body, |r| alter_configs::handle(s, c, r)).await,
+        ApiKey::IncrementalAlterConfigs => {
+            run(c, body, |r| incremental_alter_configs::handle(s, c, r)).await
+        }
+        ApiKey::DescribeCluster => run(c, body, |r| describe_cluster::handle(s, c, r)).await,
+        ApiKey::DeleteRecords => run(c, body, |r| delete_records::handle(s, c, r)).await,
+        ApiKey::OffsetForLeaderEpoch => {
+            run(c, body, |r| offset_for_leader_epoch::handle(s, c, r)).await
+        }
+        ApiKey::DescribeLogDirs => run(c, body, |r| describe_log_dirs::handle(s, c, r)).await,
         other => Reply::Close(format!("no handler for {other:?}")),
     }
 }

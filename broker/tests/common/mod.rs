@@ -321,6 +321,9 @@ impl RawClient {
     }
 }
 
+/// Timestamp of record 0 of every batch `record_batch` builds; record i has base + i.
+pub const BATCH_BASE_TIMESTAMP: i64 = 1_700_000_000_000;
+
 /// A v2 record batch with `count` records (key "k{i}", value "v{i}"), no compression,
 /// producer id -1 unless given. CRC32C filled in.
 pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
@@ -330,7 +333,7 @@ pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
         let value = format!("v{i}");
         let mut body = BytesMut::new();
         body.put_i8(0); // attributes
-        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, i64::from(i)); // timestamp delta: record i at base + i
         put_varint(&mut body, i64::from(i)); // offset delta
         put_varint(&mut body, key.len() as i64);
         body.put_slice(key.as_bytes());
@@ -341,7 +344,6 @@ pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
         records.put_slice(&body);
     }
     let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
-    let now = 1_700_000_000_000i64;
     let mut b = BytesMut::new();
     b.put_i64(0); // base offset
     b.put_i32((49 + records.len()) as i32); // batch length: bytes after this field
@@ -350,8 +352,8 @@ pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
     b.put_u32(0); // crc, filled below
     b.put_i16(0); // attributes
     b.put_i32(count - 1); // last offset delta
-    b.put_i64(now);
-    b.put_i64(now);
+    b.put_i64(BATCH_BASE_TIMESTAMP);
+    b.put_i64(BATCH_BASE_TIMESTAMP + i64::from(count - 1));
     b.put_i64(pid);
     b.put_i16(epoch);
     b.put_i32(seq);

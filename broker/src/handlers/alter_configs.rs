@@ -1,0 +1,87 @@
+//! AlterConfigs (the legacy, replace-all form) for topics. Broker configs are static.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{RequestContext, Versions, str_bytes};
+use crate::shard::Shard;
+use crate::shard::control::{ConfigChange, TopicError, on_control};
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let changes: Vec<(String, ConfigChange)> = req
+        .resources
+        .iter()
+        .filter(|r| r.resource_type == RESOURCE_TOPIC)
+        .map(|r| {
+            let all: BTreeMap<String, String> = r
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
+            (r.resource_name.to_string(), ConfigChange::Replace(all))
+        })
+        .collect();
+    let results = apply(shard, changes, req.validate_only).await;
+    let mut results = results.into_iter();
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let out = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name);
+            let result = match r.resource_type {
+                RESOURCE_TOPIC => results.next().unwrap_or(Err(TopicError::new(
+                    ResponseError::BrokerNotAvailable,
+                    "shutting down",
+                ))),
+                RESOURCE_BROKER => Err(TopicError::new(
+                    ResponseError::InvalidConfig,
+                    "broker configs are static: set them in the config file",
+                )),
+                _ => Err(TopicError::new(
+                    ResponseError::InvalidRequest,
+                    "only topic resources can be altered",
+                )),
+            };
+            match result {
+                Ok(()) => out,
+                Err(e) => out
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message))),
+            }
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Sends topic config changes to the control plane.
+pub async fn apply(
+    shard: &Rc<Shard>,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), TopicError>> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    on_control(shard, move |s| {
+        Box::pin(async move { s.control().alter_configs(&s, changes, validate_only).await })
+    })
+    .await
+    .unwrap_or_default()
+}

@@ -1,0 +1,86 @@
+//! OffsetForLeaderEpoch: the end offset of a leader epoch, for consumers validating their
+//! position after a leader change (KIP-320). A single node keeps one epoch per partition for
+//! the topic's life, so the latest epoch ends at the log end offset; an epoch newer than ours
+//! is answered with UNDEFINED as Kafka does.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+
+use super::{RequestContext, Versions};
+use crate::shard::Shard;
+
+pub const VERSIONS: Versions = Versions { min: 2, max: 4 };
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut waits = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            let (topic, index, current, wanted) = (
+                t.topic.0.to_string(),
+                p.partition,
+                p.current_leader_epoch,
+                p.leader_epoch,
+            );
+            let shard = Rc::clone(shard);
+            waits.push(async move {
+                shard
+                    .with_partition(&topic, index, move |part| {
+                        Box::pin(async move {
+                            let epoch = part.leader_epoch.get();
+                            if current >= 0 && current != epoch {
+                                return Err(if current > epoch {
+                                    ResponseError::UnknownLeaderEpoch
+                                } else {
+                                    ResponseError::FencedLeaderEpoch
+                                });
+                            }
+                            if wanted > epoch {
+                                return Ok((-1, -1));
+                            }
+                            Ok((epoch, part.log.log_end_offset()))
+                        })
+                    })
+                    .await
+                    .and_then(|x| x)
+            });
+        }
+    }
+    let mut answers = join_all(waits).await.into_iter();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let out = EpochEndOffset::default().with_partition(p.partition);
+                    match answers
+                        .next()
+                        .unwrap_or(Err(ResponseError::UnknownServerError))
+                    {
+                        Ok((epoch, end)) => out.with_leader_epoch(epoch).with_end_offset(end),
+                        Err(e) => out
+                            .with_error_code(e.code())
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
