@@ -100,6 +100,117 @@ fn confluent_kafka_acks_1_and_0() {
     broker.stop();
 }
 
+/// The consumer is assigned and long-polling before the records exist; they arrive in flushed
+/// chunks, each of which must wake the waiting fetches.
+#[test]
+fn confluent_kafka_consumer_waiting_while_producing() {
+    let broker = Broker::start();
+    let args = ["--topic", "live", "--records", "5000", "--mode", "live"];
+    run_client(Client::ConfluentKafka, &broker, &args).assert_counts(5000, 5000);
+    broker.stop();
+}
+
+/// 300 KB records read with a 1000-byte partition fetch limit: the broker must return the first
+/// batch whole (KIP-74) or the consumer never makes progress.
+fn large_records_with_small_fetch_limit(client: Client, codec: &str) {
+    let broker = Broker::start();
+    let topic = format!("large-{}", client.name());
+    let args = [
+        "--topic",
+        &topic,
+        "--partitions",
+        "2",
+        "--records",
+        "40",
+        "--value-bytes",
+        "300000",
+        "--fetch-max-bytes",
+        "1000",
+        "--compression",
+        codec,
+    ];
+    run_client(client, &broker, &args).assert_counts(40, 40);
+    broker.stop();
+}
+
+#[test]
+fn confluent_kafka_large_records_small_fetch_limit() {
+    large_records_with_small_fetch_limit(Client::ConfluentKafka, "none");
+}
+
+#[test]
+fn kafka_python_large_records_small_fetch_limit() {
+    large_records_with_small_fetch_limit(Client::KafkaPython, "lz4");
+}
+
+/// Batches written by one client are read by two others (the "client" header names the writer).
+fn cross_client_read(producer: Client, codec: &str, readers: [Client; 2]) {
+    let broker = Broker::start();
+    let topic = format!("cross-{}-{codec}", producer.name());
+    let common = [
+        "--topic",
+        &topic,
+        "--partitions",
+        "3",
+        "--records",
+        "1500",
+        "--compression",
+        codec,
+    ];
+    let produced = run_client(
+        producer,
+        &broker,
+        &[&common[..], &["--mode", "produce"]].concat(),
+    );
+    let base_ts = produced.field("base_ts");
+    for reader in readers {
+        let args = [
+            &common[..],
+            &[
+                "--mode",
+                "consume",
+                "--base-ts",
+                &base_ts,
+                "--produced-by",
+                producer.name(),
+            ],
+        ]
+        .concat();
+        run_client(reader, &broker, &args).assert_counts(0, 1500);
+    }
+    broker.stop();
+}
+
+/// kafka-python's snappy is xerial-framed; librdkafka and kafkajs must read it.
+#[test]
+fn cross_client_kafka_python_snappy() {
+    cross_client_read(
+        Client::KafkaPython,
+        "snappy",
+        [Client::ConfluentKafka, Client::Kafkajs],
+    );
+}
+
+/// kafkajs's lz4 (lz4js frames) read by librdkafka and kafka-python.
+#[test]
+fn cross_client_kafkajs_lz4() {
+    cross_client_read(
+        Client::Kafkajs,
+        "lz4",
+        [Client::ConfluentKafka, Client::KafkaPython],
+    );
+}
+
+/// librdkafka's zstd read by kafka-python and kafkajs.
+#[test]
+fn cross_client_confluent_kafka_zstd() {
+    cross_client_read(
+        Client::ConfluentKafka,
+        "zstd",
+        [Client::KafkaPython, Client::Kafkajs],
+    );
+}
+
 /// kcat cannot create topics: its producer's Metadata request auto-creates one with the broker's
 /// default partition count.
 #[test]

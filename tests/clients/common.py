@@ -49,10 +49,13 @@ def parse_args(description, extra=None):
     p.add_argument("--compression", choices=CODECS, default="none")
     p.add_argument(
         "--mode",
-        choices=("all", "produce", "consume"),
+        choices=("all", "produce", "consume", "live"),
         default="all",
-        help="produce and consume (all), or one half (to restart the broker between them)",
+        help="produce then consume (all), one half (to restart the broker between them), or "
+             "live: the consumer is already waiting while the records are produced in chunks",
     )
+    p.add_argument("--value-bytes", type=int, default=0,
+                   help="make every non-NULL value exactly this long (large-record tests)")
     p.add_argument(
         "--base-ts",
         type=int,
@@ -69,6 +72,8 @@ def parse_args(description, extra=None):
         p.error("need partitions >= 1 and records >= partitions")
     if args.mode == "consume" and args.base_ts is None:
         p.error("--mode consume needs --base-ts (printed by --mode produce)")
+    global VALUE_BYTES
+    VALUE_BYTES = args.value_bytes
     if args.base_ts is None:
         # Ten minutes ago: inside any sane timestamp-skew window, and the last record is still
         # in the past, so brokers that bound CreateTime in the future accept it.
@@ -88,10 +93,17 @@ def key_of(i):
     return b"key-%d" % i
 
 
+VALUE_BYTES = 0  # set from --value-bytes
+
+
 def value_of(i):
     if i % NULL_VALUE_EVERY == NULL_VALUE_AT:
         return None
-    return b"value-%d-" % i + FILLER[: 16 + (i * 7) % 150]
+    prefix = b"value-%d-" % i
+    if VALUE_BYTES:
+        body = FILLER * (VALUE_BYTES // len(FILLER) + 1)
+        return (prefix + body)[:VALUE_BYTES]
+    return prefix + FILLER[: 16 + (i * 7) % 150]
 
 
 def headers_of(i, client):

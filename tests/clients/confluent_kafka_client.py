@@ -95,7 +95,7 @@ def produce(args):
         raise Mismatch(f"produce: {acked[0]} acks for {args.records} records")
 
 
-def consume(args):
+def consume(args, started=None):
     # The Python binding refuses a Consumer without group.id (and crashes on an empty one), so
     # give it a unique group that is never joined or committed to: assign() + no auto commit.
     conf = base_conf(args)
@@ -106,9 +106,14 @@ def consume(args):
         "auto.offset.reset": "error",  # an out-of-range offset is a failure, not a silent reset
         "enable.partition.eof": False,
     })
+    if args.fetch_max_bytes:
+        # Smaller than one batch: the broker must still return the first batch whole (KIP-74).
+        conf["max.partition.fetch.bytes"] = args.fetch_max_bytes
     consumer = Consumer(conf)
     try:
         consumer.assign([TopicPartition(args.topic, p, ck.OFFSET_BEGINNING) for p in range(args.partitions)])
+        if started is not None:
+            started.set()
         checker = common.Checker(args.records, args.partitions, args.base_ts, args.produced_by or CLIENT)
         deadline = common.Deadline(args.timeout, "consuming")
         while not checker.done():
@@ -189,6 +194,42 @@ def list_offsets_admin(args):
 def extra_args(p):
     p.add_argument("--acks", choices=("0", "1", "all"), default="all",
                    help="producer acks; 0 and 1 turn idempotence off")
+    p.add_argument("--fetch-max-bytes", type=int, default=0,
+                   help="consumer max.partition.fetch.bytes (0: client default)")
+
+
+def live(args):
+    """The consumer is assigned and long-polling before the first record exists; the records
+    then arrive in ten flushed chunks, each of which must wake the waiting fetches."""
+    import threading
+    create_topic(args)
+    started = threading.Event()
+    result = {}
+
+    def run():
+        try:
+            result["consumed"] = consume(args, started)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            result["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    if not started.wait(30):
+        raise Mismatch("live: the consumer did not start")
+    chunk = max(args.records // 10, 1)
+    producer = Producer(dict(base_conf(args), **{"enable.idempotence": True, "acks": "all", "linger.ms": 0,
+                                                  "compression.type": args.compression}))
+    for start in range(0, args.records, chunk):
+        for i in range(start, min(start + chunk, args.records)):
+            producer.produce(args.topic, key=common.key_of(i), value=common.value_of(i),
+                             partition=common.partition_of(i, args.partitions), headers=common.headers_of(i, CLIENT),
+                             timestamp=common.timestamp_of(i, args.base_ts))
+        if producer.flush(30):
+            raise Mismatch("live: a chunk was not acknowledged within 30s")
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["consumed"]
 
 
 def main():
@@ -196,6 +237,10 @@ def main():
     started = time.monotonic()
     produced = consumed = 0
     try:
+        if args.mode == "live":
+            consumed = live(args)
+            produced = args.records
+            list_offsets_admin(args)
         if args.mode in ("all", "produce"):
             create_topic(args)
             produce(args)

@@ -46,7 +46,8 @@ def produce(args):
     codec = None if args.compression == "none" else args.compression
     producer = KafkaProducer(bootstrap_servers=args.bootstrap, client_id=CLIENT, acks="all",
                              enable_idempotence=True, compression_type=codec, linger_ms=5,
-                             batch_size=64 * 1024, request_timeout_ms=30_000)
+                             batch_size=64 * 1024, request_timeout_ms=30_000,
+                             max_request_size=max(1_048_576, 2 * args.value_bytes))
     try:
         futures = []
         for i in range(args.records):
@@ -69,9 +70,13 @@ def produce(args):
 
 
 def consume(args):
+    extra = {}
+    if args.fetch_max_bytes:
+        # Smaller than one batch: the broker must still return the first batch whole (KIP-74).
+        extra["max_partition_fetch_bytes"] = args.fetch_max_bytes
     consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, client_id=CLIENT, group_id=None,
                              enable_auto_commit=False, auto_offset_reset="none", fetch_max_wait_ms=200,
-                             request_timeout_ms=30_000)
+                             request_timeout_ms=30_000, **extra)
     try:
         tps = [TopicPartition(args.topic, p) for p in range(args.partitions)]
         consumer.assign(tps)
@@ -116,8 +121,15 @@ def list_offsets(args, consumer, tps):
     common.check_list_offsets("consumer", got, common.expected_offsets(args.records, args.partitions, args.base_ts))
 
 
+def extra_args(p):
+    p.add_argument("--fetch-max-bytes", type=int, default=0,
+                   help="consumer max_partition_fetch_bytes (0: client default)")
+
+
 def main():
-    args = common.parse_args(__doc__)
+    args = common.parse_args(__doc__, extra_args)
+    if args.mode == "live":
+        fail("--mode live is only in confluent_kafka_client.py", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:

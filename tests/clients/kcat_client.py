@@ -206,6 +206,8 @@ def main():
     args = common.parse_args(__doc__, extra_args)
     if not args.kcat:
         fail("kcat is not on PATH; run `bash .ci/run` (it installs Debian's kcat)", 3)
+    if args.mode == "live":
+        fail("--mode live is only in confluent_kafka_client.py", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:
