@@ -7,13 +7,17 @@
 //! one OS thread), so the broker's `Shard` needs no group field. Only the shard owning an
 //! offsets partition calls the backend for it (the frontend routes there).
 //!
+//! Loading: when the backend starts it begins replaying every offsets partition its shard
+//! owns (Kafka loads them when it becomes their coordinator); until a partition is replayed
+//! its groups answer COORDINATOR_LOAD_IN_PROGRESS (clients retry), as in Kafka.
+//!
 //! Invariants: appends of one partition are issued in the order the coordinator emitted them
 //! (the partition's FIFO append ticket is taken before the task is spawned); a partition is
-//! replayed completely before the coordinator serves it; every waiting handler gets its reply
-//! or, if the coordinator were to drop it, `COORDINATOR_NOT_AVAILABLE` (never a hang).
+//! replayed completely before the coordinator serves it; every waiting handler gets exactly
+//! one reply.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,18 +40,12 @@ thread_local! {
     static BACKEND: RefCell<Option<Rc<GroupBackend>>> = const { RefCell::new(None) };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LoadState {
-    Loading,
-    Loaded,
-}
-
 pub struct GroupBackend {
     coordinator: RefCell<GroupCoordinator>,
     waiters: RefCell<HashMap<RequestId, async_channel::Sender<Reply>>>,
     next_request: Cell<u64>,
-    loads: RefCell<HashMap<i32, LoadState>>,
-    load_done: Rc<Notify>,
+    /// Offsets partitions whose replay has started (or finished).
+    loads: RefCell<HashSet<i32>>,
     /// Fires after every coordinator step so the timer loop re-reads the next deadline.
     changed: Rc<Notify>,
 }
@@ -63,23 +61,27 @@ pub fn backend(shard: &Rc<Shard>, config: &GroupConfig) -> Rc<GroupBackend> {
         coordinator: RefCell::new(GroupCoordinator::new(config.clone(), seed)),
         waiters: RefCell::new(HashMap::new()),
         next_request: Cell::new(0),
-        loads: RefCell::new(HashMap::new()),
-        load_done: Rc::new(Notify::new()),
+        loads: RefCell::new(HashSet::new()),
         changed: Rc::new(Notify::new()),
     });
     BACKEND.with(|b| *b.borrow_mut() = Some(Rc::clone(&backend)));
     compio::runtime::spawn(timer_loop(Rc::clone(&backend), Rc::clone(shard))).detach();
+    for partition in 0..config.offsets_topic_partitions {
+        if shard.owner_of(OFFSETS_TOPIC, partition) == shard.id {
+            backend.start_load(shard, partition);
+        }
+    }
     backend
 }
 
 impl GroupBackend {
     /// Runs one coordinator operation for a group on `partition` (owned by this shard) and
-    /// waits for its reply, loading the partition first if needed.
+    /// waits for its reply.
     pub async fn call<F>(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32, op: F) -> Reply
     where
         F: FnOnce(&mut GroupCoordinator, i64, RequestId),
     {
-        self.ensure_loaded(shard, partition).await;
+        self.start_load(shard, partition);
         let request = RequestId(self.next_request.get());
         self.next_request.set(request.0 + 1);
         let (tx, rx) = async_channel::bounded(1);
@@ -107,37 +109,37 @@ impl GroupBackend {
         rx.recv().await.expect("every request is answered")
     }
 
-    /// Replays `partition` of the offsets topic into the coordinator once.
-    async fn ensure_loaded(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
-        loop {
-            let done = self.load_done.notified();
-            let state = self.loads.borrow().get(&partition).copied();
-            match state {
-                Some(LoadState::Loaded) => return,
-                Some(LoadState::Loading) => done.await,
-                None => break,
-            }
+    /// Starts replaying `partition` of the offsets topic once; the coordinator answers its
+    /// groups' requests with COORDINATOR_LOAD_IN_PROGRESS until the replay is done.
+    fn start_load(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
+        if !self.loads.borrow_mut().insert(partition) {
+            return;
         }
-        self.loads.borrow_mut().insert(partition, LoadState::Loading);
         self.coordinator.borrow_mut().begin_load(partition);
+        let this = Rc::clone(self);
+        let shard = Rc::clone(shard);
+        compio::runtime::spawn(async move { this.load(&shard, partition).await }).detach();
+    }
+
+    async fn load(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
         let started = std::time::Instant::now();
         match shard.partition(OFFSETS_TOPIC, partition) {
             Some(log) => {
                 if let Err(error) = self.replay(&log, partition).await {
                     // Serve what was read: a tail we cannot read is lost either way, and a
-                    // coordinator that never loads would wedge the group.
+                    // coordinator that never loads would wedge its groups.
                     tracing::error!(target: "group", partition, %error, "offsets partition replay stopped early");
                 }
-                self.coordinator.borrow_mut().finish_load(now_ms(), partition);
+                self.coordinator
+                    .borrow_mut()
+                    .finish_load(now_ms(), partition);
             }
             None => {
                 tracing::warn!(target: "group", partition, shard = shard.id.0, "offsets partition not open on its owner shard");
                 self.coordinator.borrow_mut().unload_partition(partition);
             }
         }
-        tracing::info!(target: "group", partition, elapsed_ms = started.elapsed().as_millis() as u64, "offsets partition loaded");
-        self.loads.borrow_mut().insert(partition, LoadState::Loaded);
-        self.load_done.notify_all();
+        tracing::debug!(target: "group", partition, elapsed_ms = started.elapsed().as_millis() as u64, "offsets partition loaded");
         self.drain(shard);
     }
 
@@ -145,17 +147,28 @@ impl GroupBackend {
         let mut offset = log.log_start_offset();
         let end = log.high_watermark();
         while offset < end {
-            let read = log.log.read(offset, end, LOAD_READ_BYTES, true).await.map_err(|e| e.to_string())?;
+            let read = log
+                .log
+                .read(offset, end, LOAD_READ_BYTES, true)
+                .await
+                .map_err(|e| e.to_string())?;
             if read.slices.is_empty() {
                 break;
             }
-            let bytes = log.log.read_bytes(&read.slices).await.map_err(|e| e.to_string())?;
+            let bytes = log
+                .log
+                .read_bytes(&read.slices)
+                .await
+                .map_err(|e| e.to_string())?;
             let next = next_offset_after(&bytes).ok_or("batch without a header")?;
             if next <= offset {
                 return Err(format!("replay made no progress at offset {offset}"));
             }
             offset = next;
-            self.coordinator.borrow_mut().replay(partition, bytes).map_err(|e| e.to_string())?;
+            self.coordinator
+                .borrow_mut()
+                .replay(partition, bytes)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -170,15 +183,29 @@ impl GroupBackend {
                         let _ = tx.try_send(reply);
                     }
                 }
-                Output::Append { partition, token, batches } => self.start_append(shard, partition, token, batches),
+                Output::Append {
+                    partition,
+                    token,
+                    batches,
+                } => self.start_append(shard, partition, token, batches),
             }
         }
         self.changed.notify_all();
     }
 
-    fn start_append(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32, token: AppendToken, batches: Bytes) {
+    fn start_append(
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
+        partition: i32,
+        token: AppendToken,
+        batches: Bytes,
+    ) {
         let Some(log) = shard.partition(OFFSETS_TOPIC, partition) else {
-            self.coordinator.borrow_mut().append_complete(now_ms(), token, AppendOutcome::NotLeader);
+            self.coordinator.borrow_mut().append_complete(
+                now_ms(),
+                token,
+                AppendOutcome::NotLeader,
+            );
             // Re-entrancy is bounded: append_complete emits no new append for a failed one.
             return self.drain(shard);
         };
@@ -191,7 +218,9 @@ impl GroupBackend {
                 let _guard = ticket.await;
                 append_durably(&log, batches).await
             };
-            this.coordinator.borrow_mut().append_complete(now_ms(), token, outcome);
+            this.coordinator
+                .borrow_mut()
+                .append_complete(now_ms(), token, outcome);
             this.drain(&shard);
         })
         .detach();
@@ -219,7 +248,9 @@ fn next_offset_after(bytes: &[u8]) -> Option<i64> {
     let mut pos = 0usize;
     let mut next = None;
     while let Some(header) = bytes.get(pos..).and_then(BatchHeader::parse) {
-        let total = usize::try_from(header.total_bytes()).ok().filter(|t| *t > 0)?;
+        let total = usize::try_from(header.total_bytes())
+            .ok()
+            .filter(|t| *t > 0)?;
         next = Some(header.last_offset() + 1);
         pos += total;
     }

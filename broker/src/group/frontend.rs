@@ -16,8 +16,8 @@ use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::error::GroupError;
 use super::records::{OFFSETS_TOPIC, partition_for_group};
 use crate::cluster::TopicMeta;
-use crate::shard::control::{NewTopic, on_control};
 use crate::shard::Shard;
+use crate::shard::control::{NewTopic, on_control};
 
 /// The broker's group settings. Sluice: until the broker config grows a `[group]` section
 /// these are Kafka's defaults, with `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` and
@@ -28,7 +28,9 @@ pub fn group_config() -> GroupConfig {
     if let Some(v) = env("SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS").filter(|v| *v >= 0) {
         config.initial_rebalance_delay_ms = v;
     }
-    if let Some(v) = env("SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS").and_then(|v| i32::try_from(v).ok()) {
+    if let Some(v) =
+        env("SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS").and_then(|v| i32::try_from(v).ok())
+    {
         config.offsets_topic_partitions = v;
     }
     if config.validate().is_err() {
@@ -55,17 +57,26 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
                 has_assignment: false,
             };
             let result = s.control().create_topics(&s, vec![topic], false).await;
-            result.into_iter().next().map(|r| r.map(|_| ()).map_err(|e| e.message))
+            result
+                .into_iter()
+                .next()
+                .map(|r| r.map(|_| ()).map_err(|e| e.message))
         })
     })
     .await;
     match created {
-        Some(Some(Err(message))) => tracing::debug!(target: "group", %message, "offsets topic creation"),
+        Some(Some(Err(message))) => {
+            tracing::debug!(target: "group", %message, "offsets topic creation")
+        }
         Some(_) => {}
         None => return Err(GroupError::CoordinatorNotAvailable),
     }
     // The control plane pushes the new metadata to every shard before it answers.
-    shard.metadata().topic(OFFSETS_TOPIC).cloned().ok_or(GroupError::CoordinatorNotAvailable)
+    shard
+        .metadata()
+        .topic(OFFSETS_TOPIC)
+        .cloned()
+        .ok_or(GroupError::CoordinatorNotAvailable)
 }
 
 /// Runs `op` against the coordinator that owns `group_id` and returns its reply.
@@ -81,7 +92,10 @@ where
         .invoke(owner, move |s: &Rc<Shard>| {
             let s = Rc::clone(s);
             Box::pin(async move {
-                let config = GroupConfig { offsets_topic_partitions: partitions, ..group_config() };
+                let config = GroupConfig {
+                    offsets_topic_partitions: partitions,
+                    ..group_config()
+                };
                 backend(&s, &config).call(&s, partition, op).await
             })
         })
@@ -103,7 +117,10 @@ where
             .invoke(crate::cluster::ShardId(target), move |s: &Rc<Shard>| {
                 let s = Rc::clone(s);
                 Box::pin(async move {
-                    let config = GroupConfig { offsets_topic_partitions: partitions, ..group_config() };
+                    let config = GroupConfig {
+                        offsets_topic_partitions: partitions,
+                        ..group_config()
+                    };
                     backend(&s, &config).call_shard_wide(&s, op).await
                 })
             })

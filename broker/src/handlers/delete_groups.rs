@@ -12,18 +12,28 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
         let id = group_id.0.to_string();
         let target = id.clone();
-        let reply = group::frontend::call(shard, &target, move |c, now, r| c.delete_group(now, r, &id)).await;
+        let reply =
+            group::frontend::call(shard, &target, move |c, now, r| c.delete_group(now, r, &id))
+                .await;
         let error = match reply {
             Ok(Reply::DeleteGroup(error)) => error,
             Ok(other) => unreachable!("DeleteGroups answered with {other:?}"),
             Err(error) => Some(error),
         };
-        results.push(DeletableGroupResult::default().with_group_id(group_id).with_error_code(code_of(error)));
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(code_of(error)),
+        );
     }
     DeleteGroupsResponse::default().with_results(results)
 }

@@ -16,12 +16,19 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
 /// Kafka's value for "authorized operations not requested".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
         let id = group_id.0.to_string();
         let target = id.clone();
-        let reply = group::frontend::call(shard, &target, move |c, now, r| c.describe_group(now, r, &id)).await;
+        let reply = group::frontend::call(shard, &target, move |c, now, r| {
+            c.describe_group(now, r, &id)
+        })
+        .await;
         let result = match reply {
             Ok(Reply::Describe(result)) => result,
             Ok(other) => unreachable!("DescribeGroups answered with {other:?}"),
@@ -41,7 +48,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: DescribeGroups
 
 fn described(version: i16, group_id: GroupId, r: DescribeResult) -> DescribedGroup {
     let not_found = r.error.is_none() && !r.exists && version >= 6;
-    let error = if not_found { Some(GroupError::GroupIdNotFound) } else { r.error };
+    let error = if not_found {
+        Some(GroupError::GroupIdNotFound)
+    } else {
+        r.error
+    };
     let message = not_found.then(|| str_bytes(&format!("Group {} not found.", group_id.0)));
     let members = r
         .members

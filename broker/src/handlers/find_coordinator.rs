@@ -18,17 +18,32 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let keys: Vec<StrBytes> = if ctx.version >= 4 { req.coordinator_keys } else { vec![req.key] };
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let keys: Vec<StrBytes> = if ctx.version >= 4 {
+        req.coordinator_keys
+    } else {
+        vec![req.key]
+    };
     let code = match req.key_type {
-        KEY_TYPE_GROUP => ensure_offsets_topic(shard).await.err().map_or(0, |e| e.code()),
+        KEY_TYPE_GROUP => ensure_offsets_topic(shard)
+            .await
+            .err()
+            .map_or(0, |e| e.code()),
         KEY_TYPE_TRANSACTION => 0,
         // Share groups (v6, KIP-932) and anything else.
         _ => ResponseError::InvalidRequest.code(),
     };
     let shared = &shard.shared;
     let (node_id, host, port) = if code == 0 {
-        (shared.node_id(), str_bytes(&shared.advertised_host), i32::from(shared.advertised_port))
+        (
+            shared.node_id(),
+            str_bytes(&shared.advertised_host),
+            i32::from(shared.advertised_port),
+        )
     } else {
         (-1, StrBytes::default(), -1)
     };

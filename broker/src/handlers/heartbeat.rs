@@ -10,7 +10,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 4 };
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
     let heartbeat = Heartbeat {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
@@ -18,7 +22,10 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: HeartbeatRequ
         generation_id: req.generation_id,
     };
     let group_id = heartbeat.group_id.clone();
-    let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.heartbeat(now, id, heartbeat)).await;
+    let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+        c.heartbeat(now, id, heartbeat)
+    })
+    .await;
     let error = match reply {
         Ok(Reply::Heartbeat(error)) => error,
         Ok(other) => unreachable!("Heartbeat answered with {other:?}"),

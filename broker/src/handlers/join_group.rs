@@ -14,7 +14,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 9 };
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: JoinGroupRequest,
+) -> JoinGroupResponse {
     let join = JoinGroup {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
@@ -23,17 +27,27 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: JoinGroupReque
         protocols: req
             .protocols
             .into_iter()
-            .map(|p| Protocol { name: p.name.to_string(), metadata: p.metadata })
+            .map(|p| Protocol {
+                name: p.name.to_string(),
+                metadata: p.metadata,
+            })
             .collect(),
         session_timeout_ms: req.session_timeout_ms,
-        rebalance_timeout_ms: if ctx.version == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms },
+        rebalance_timeout_ms: if ctx.version == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        },
         client_id: ctx.client_id.clone().unwrap_or_default(),
         client_host: format!("/{}", ctx.peer.ip()),
         require_known_member_id: ctx.version >= 4,
     };
     let group_id = join.group_id.clone();
     let member_id = join.member_id.clone();
-    let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.join_group(now, id, join)).await;
+    let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+        c.join_group(now, id, join)
+    })
+    .await;
     let result = match reply {
         Ok(Reply::Join(result)) => result,
         Ok(other) => unreachable!("JoinGroup answered with {other:?}"),

@@ -12,7 +12,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: LeaveGroupRequest,
+) -> LeaveGroupResponse {
     let members = if ctx.version >= 3 {
         req.members
             .into_iter()
@@ -22,18 +26,32 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: LeaveGroupRequ
             })
             .collect()
     } else {
-        vec![LeaveMember { member_id: req.member_id.to_string(), group_instance_id: None }]
+        vec![LeaveMember {
+            member_id: req.member_id.to_string(),
+            group_instance_id: None,
+        }]
     };
-    let leave = LeaveGroup { group_id: req.group_id.0.to_string(), members };
+    let leave = LeaveGroup {
+        group_id: req.group_id.0.to_string(),
+        members,
+    };
     let group_id = leave.group_id.clone();
-    let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.leave_group(now, id, leave)).await;
+    let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+        c.leave_group(now, id, leave)
+    })
+    .await;
     let result = match reply {
         Ok(Reply::Leave(result)) => result,
         Ok(other) => unreachable!("LeaveGroup answered with {other:?}"),
-        Err(error) => LeaveResult { error: Some(error), members: vec![] },
+        Err(error) => LeaveResult {
+            error: Some(error),
+            members: vec![],
+        },
     };
     if ctx.version < 3 {
-        let error = result.error.or_else(|| result.members.first().and_then(|m| m.error));
+        let error = result
+            .error
+            .or_else(|| result.members.first().and_then(|m| m.error));
         return LeaveGroupResponse::default().with_error_code(code_of(error));
     }
     let members = result
@@ -46,5 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: LeaveGroupRequ
                 .with_error_code(code_of(m.error))
         })
         .collect();
-    LeaveGroupResponse::default().with_error_code(code_of(result.error)).with_members(members)
+    LeaveGroupResponse::default()
+        .with_error_code(code_of(result.error))
+        .with_members(members)
 }

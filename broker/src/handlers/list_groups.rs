@@ -12,13 +12,18 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
     let filter = ListGroups {
         states_filter: req.states_filter.iter().map(|s| s.to_string()).collect(),
         types_filter: req.types_filter.iter().map(|s| s.to_string()).collect(),
     };
     let replies =
-        group::frontend::call_all_shards(shard, move |c, now, id| c.list_groups(now, id, &filter)).await;
+        group::frontend::call_all_shards(shard, move |c, now, id| c.list_groups(now, id, &filter))
+            .await;
     let replies = match replies {
         Ok(replies) => replies,
         Err(error) => return ListGroupsResponse::default().with_error_code(error.code()),
@@ -26,7 +31,9 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: ListGroupsReq
     let mut error = None;
     let mut groups = Vec::new();
     for reply in replies {
-        let Reply::List(result) = reply else { unreachable!("ListGroups answered with {reply:?}") };
+        let Reply::List(result) = reply else {
+            unreachable!("ListGroups answered with {reply:?}")
+        };
         error = error.or(result.error);
         groups.extend(result.groups.into_iter().map(|g| {
             ListedGroup::default()
@@ -36,5 +43,7 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: ListGroupsReq
                 .with_group_type(str_bytes(g.group_type))
         }));
     }
-    ListGroupsResponse::default().with_error_code(code_of(error)).with_groups(groups)
+    ListGroupsResponse::default()
+        .with_error_code(code_of(error))
+        .with_groups(groups)
 }

@@ -17,10 +17,16 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 2, max: 9 };
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let metadata = shard.metadata();
     let known = |topic: &str, partition: i32| {
-        metadata.topic(topic).is_some_and(|t| partition >= 0 && partition < t.partitions)
+        metadata
+            .topic(topic)
+            .is_some_and(|t| partition >= 0 && partition < t.partitions)
     };
     let topics: Vec<CommitTopic> = req
         .topics
@@ -49,11 +55,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: OffsetCommitRe
             generation_id: req.generation_id_or_member_epoch,
             member_id: req.member_id.to_string(),
             group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
-            retention_time_ms: if (2..=4).contains(&ctx.version) { req.retention_time_ms } else { -1 },
+            retention_time_ms: if (2..=4).contains(&ctx.version) {
+                req.retention_time_ms
+            } else {
+                -1
+            },
             topics: topics.clone(),
         };
         let group_id = commit.group_id.clone();
-        let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.offset_commit(now, id, commit)).await;
+        let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+            c.offset_commit(now, id, commit)
+        })
+        .await;
         match reply {
             Ok(Reply::OffsetCommit(result)) => {
                 for t in result {
@@ -90,7 +103,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: OffsetCommitRe
                         .with_error_code(code_of(error))
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)

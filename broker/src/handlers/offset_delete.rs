@@ -14,7 +14,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 0 };
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let delete = OffsetDelete {
         group_id: req.group_id.0.to_string(),
         topics: req
@@ -27,11 +31,17 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: OffsetDeleteR
             .collect(),
     };
     let group_id = delete.group_id.clone();
-    let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.offset_delete(now, id, delete)).await;
+    let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+        c.offset_delete(now, id, delete)
+    })
+    .await;
     let result = match reply {
         Ok(Reply::OffsetDelete(result)) => result,
         Ok(other) => unreachable!("OffsetDelete answered with {other:?}"),
-        Err(error) => OffsetDeleteResult { error: Some(error), topics: vec![] },
+        Err(error) => OffsetDeleteResult {
+            error: Some(error),
+            topics: vec![],
+        },
     };
     let topics = result
         .topics
@@ -40,10 +50,18 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: OffsetDeleteR
             let partitions = t
                 .partitions
                 .into_iter()
-                .map(|(p, e)| OffsetDeleteResponsePartition::default().with_partition_index(p).with_error_code(code_of(e)))
+                .map(|(p, e)| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_error_code(code_of(e))
+                })
                 .collect();
-            OffsetDeleteResponseTopic::default().with_name(topic_name(&t.name)).with_partitions(partitions)
+            OffsetDeleteResponseTopic::default()
+                .with_name(topic_name(&t.name))
+                .with_partitions(partitions)
         })
         .collect();
-    OffsetDeleteResponse::default().with_error_code(code_of(result.error)).with_topics(topics)
+    OffsetDeleteResponse::default()
+        .with_error_code(code_of(result.error))
+        .with_topics(topics)
 }

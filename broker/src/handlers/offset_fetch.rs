@@ -16,13 +16,20 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    req: OffsetFetchRequest,
+) -> OffsetFetchResponse {
     if ctx.version >= 8 {
         let mut groups = Vec::with_capacity(req.groups.len());
         for g in req.groups {
             let topics = g.topics.map(|ts| {
                 ts.into_iter()
-                    .map(|t| TopicPartitions { name: t.name.0.to_string(), partitions: t.partition_indexes })
+                    .map(|t| TopicPartitions {
+                        name: t.name.0.to_string(),
+                        partitions: t.partition_indexes,
+                    })
                     .collect()
             });
             let result = fetch(shard, g.group_id.0.to_string(), topics, req.require_stable).await;
@@ -32,11 +39,20 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: OffsetFetchReq
     }
     let topics = req.topics.map(|ts| {
         ts.into_iter()
-            .map(|t| TopicPartitions { name: t.name.0.to_string(), partitions: t.partition_indexes })
+            .map(|t| TopicPartitions {
+                name: t.name.0.to_string(),
+                partitions: t.partition_indexes,
+            })
             .collect::<Vec<_>>()
     });
     let requested = topics.clone();
-    let mut result = fetch(shard, req.group_id.0.to_string(), topics, req.require_stable).await;
+    let mut result = fetch(
+        shard,
+        req.group_id.0.to_string(),
+        topics,
+        req.require_stable,
+    )
+    .await;
     // v1 has no top-level error: a coordinator error goes to every requested partition.
     if ctx.version < 2
         && let Some(error) = result.error.take()
@@ -76,10 +92,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: OffsetFetchReq
                         .with_error_code(code_of(p.error))
                 })
                 .collect();
-            OffsetFetchResponseTopic::default().with_name(topic_name(&t.name)).with_partitions(partitions)
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&t.name))
+                .with_partitions(partitions)
         })
         .collect();
-    OffsetFetchResponse::default().with_error_code(code_of(result.error)).with_topics(topics)
+    OffsetFetchResponse::default()
+        .with_error_code(code_of(result.error))
+        .with_topics(topics)
 }
 
 async fn fetch(
@@ -88,16 +108,29 @@ async fn fetch(
     topics: Option<Vec<TopicPartitions>>,
     require_stable: bool,
 ) -> FetchResult {
-    let request = OffsetFetch { group_id: group_id.clone(), topics, require_stable };
-    let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.offset_fetch(now, id, &request)).await;
+    let request = OffsetFetch {
+        group_id: group_id.clone(),
+        topics,
+        require_stable,
+    };
+    let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+        c.offset_fetch(now, id, &request)
+    })
+    .await;
     match reply {
         Ok(Reply::OffsetFetch(result)) => result,
         Ok(other) => unreachable!("OffsetFetch answered with {other:?}"),
-        Err(error) => FetchResult { error: Some(error), topics: vec![] },
+        Err(error) => FetchResult {
+            error: Some(error),
+            topics: vec![],
+        },
     }
 }
 
-fn group_response(group_id: kafka_protocol::messages::GroupId, result: FetchResult) -> OffsetFetchResponseGroup {
+fn group_response(
+    group_id: kafka_protocol::messages::GroupId,
+    result: FetchResult,
+) -> OffsetFetchResponseGroup {
     let topics = result
         .topics
         .into_iter()
@@ -114,7 +147,9 @@ fn group_response(group_id: kafka_protocol::messages::GroupId, result: FetchResu
                         .with_error_code(code_of(p.error))
                 })
                 .collect();
-            OffsetFetchResponseTopics::default().with_name(topic_name(&t.name)).with_partitions(partitions)
+            OffsetFetchResponseTopics::default()
+                .with_name(topic_name(&t.name))
+                .with_partitions(partitions)
         })
         .collect();
     OffsetFetchResponseGroup::default()

@@ -11,7 +11,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: SyncGroupRequest,
+) -> SyncGroupResponse {
     let sync = SyncGroup {
         group_id: req.group_id.0.to_string(),
         generation_id: req.generation_id,
@@ -19,10 +23,17 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, req: SyncGroupRequ
         group_instance_id: req.group_instance_id.map(|s| s.to_string()),
         protocol_type: req.protocol_type.map(|s| s.to_string()),
         protocol_name: req.protocol_name.map(|s| s.to_string()),
-        assignments: req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+        assignments: req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
     };
     let group_id = sync.group_id.clone();
-    let reply = group::frontend::call(shard, &group_id, move |c, now, id| c.sync_group(now, id, sync)).await;
+    let reply = group::frontend::call(shard, &group_id, move |c, now, id| {
+        c.sync_group(now, id, sync)
+    })
+    .await;
     let result = match reply {
         Ok(Reply::Sync(result)) => result,
         Ok(other) => unreachable!("SyncGroup answered with {other:?}"),
