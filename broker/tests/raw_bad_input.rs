@@ -194,3 +194,54 @@ fn corrupt_batches_get_error_codes() {
     assert_eq!(codes, vec![36, 17, 37, 38, 40]);
     broker.stop();
 }
+
+#[test]
+fn topic_limits_are_enforced() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    let cfg = |k: &'static str, v: &'static str| {
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str(k))
+            .with_value(Some(StrBytes::from_static_str(v)))
+    };
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("isr2"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![cfg("min.insync.replicas", "2")]),
+        CreatableTopic::default()
+            .with_name(name("small"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![cfg("max.message.bytes", "200")]),
+    ]);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert!(resp.topics.iter().all(|t| t.error_code == 0));
+    let produce = |c: &mut RawClient, topic: &str, acks: i16, n: i32| -> i16 {
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name(topic))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(record_batch(n, None))),
+                    ]),
+            ]);
+        let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+        resp.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(produce(&mut c, "isr2", -1, 1), 19, "NOT_ENOUGH_REPLICAS");
+    assert_eq!(
+        produce(&mut c, "isr2", 1, 1),
+        0,
+        "acks=1 does not need the ISR"
+    );
+    assert_eq!(produce(&mut c, "small", 1, 50), 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(produce(&mut c, "small", 1, 1), 0);
+    broker.stop();
+}

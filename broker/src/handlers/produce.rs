@@ -120,7 +120,7 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
         let slots: Vec<usize> = items.iter().map(|i| i.slot).collect();
         let fut = shard
             .invoke_ordered(ShardId(target), move |s: &Rc<Shard>| {
-                append_on_owner(s, items, durable)
+                append_on_owner(s, items, acks, durable)
             })
             .await;
         waits.push(async move { (slots, fut.await) });
@@ -191,6 +191,7 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
 fn append_on_owner(
     shard: &Rc<Shard>,
     items: Vec<Item>,
+    acks: i16,
     durable: bool,
 ) -> LocalBoxFuture<Vec<PartitionResult>> {
     let jobs: Vec<_> = items
@@ -209,7 +210,7 @@ fn append_on_owner(
             };
             let outcome = {
                 let _guard = ticket.await;
-                p.append_locked(records, now).await
+                p.append_locked_with_acks(records, now, acks).await
             };
             match outcome {
                 Ok(o) => {
@@ -254,6 +255,16 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         AppendFailure::OutOfOrderSequence => (ResponseError::OutOfOrderSequenceNumber, None),
         AppendFailure::InvalidTimestamp => (ResponseError::InvalidTimestamp, None),
         AppendFailure::InvalidRecord(m) => (ResponseError::InvalidRecord, Some((*m).to_string())),
+        AppendFailure::MessageTooLarge { bytes, max } => (
+            ResponseError::MessageTooLarge,
+            Some(format!(
+                "batch of {bytes} bytes exceeds max.message.bytes {max}"
+            )),
+        ),
+        AppendFailure::NotEnoughReplicas => (
+            ResponseError::NotEnoughReplicas,
+            Some("min.insync.replicas exceeds the 1 in-sync replica of a single node".into()),
+        ),
     }
 }
 

@@ -30,6 +30,13 @@ pub enum AppendFailure {
     OutOfOrderSequence,
     InvalidTimestamp,
     InvalidRecord(&'static str),
+    /// A batch over the topic's max.message.bytes.
+    MessageTooLarge {
+        bytes: u64,
+        max: u32,
+    },
+    /// acks=all but min.insync.replicas exceeds the in-sync replicas (1 on one node).
+    NotEnoughReplicas,
 }
 
 /// What a successful append reports back (Kafka's PartitionProduceResponse fields).
@@ -55,6 +62,9 @@ pub struct Partition {
     pub append_lock: Rc<FifoLock>,
     producers: RefCell<ProducerStateTable>,
 }
+
+/// In-sync replicas of every partition on a single node.
+pub const IN_SYNC_REPLICAS: i32 = 1;
 
 /// Producer fields of a batch header, if the batch is from an idempotent producer.
 struct ProducerBatch {
@@ -129,15 +139,29 @@ impl Partition {
         self.producers.borrow().len()
     }
 
-    /// Appends `records` (one or more v2 batches from a Produce request). Must run with this
-    /// partition's `append_lock` held (the caller took its ticket in request order).
+    /// Appends `records` (one or more v2 batches). Must run with this partition's
+    /// `append_lock` held (the caller took its ticket in request order).
     pub async fn append_locked(
         &self,
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendOutcome, AppendFailure> {
+        self.append_locked_with_acks(records, now_ms, 1).await
+    }
+
+    /// `append_locked` for a Produce request with `acks`: acks=-1 also checks
+    /// min.insync.replicas against the in-sync replicas.
+    pub async fn append_locked_with_acks(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        acks: i16,
+    ) -> Result<AppendOutcome, AppendFailure> {
+        if acks == -1 && self.config.borrow().min_insync_replicas > IN_SYNC_REPLICAS {
+            return Err(AppendFailure::NotEnoughReplicas);
+        }
         let producer = producer_batch(&records)?;
-        self.check_timestamps(&records, now_ms)?;
+        self.check_batches(&records, now_ms)?;
         if let Some(p) = &producer {
             let check =
                 self.producers
@@ -195,19 +219,30 @@ impl Partition {
         })
     }
 
-    /// message.timestamp.before/after.max.ms (CreateTime) against the batches' timestamps.
-    fn check_timestamps(&self, records: &Bytes, now_ms: i64) -> Result<(), AppendFailure> {
-        let (before, after) = {
+    /// The topic's max.message.bytes (live, even before the engine re-opens with it) and
+    /// message.timestamp.before/after.max.ms (CreateTime) against each batch header. The
+    /// engine validates everything else.
+    fn check_batches(&self, records: &Bytes, now_ms: i64) -> Result<(), AppendFailure> {
+        let (before, after, max) = {
             let c = self.config.borrow();
-            (c.timestamp_before_max_ms, c.timestamp_after_max_ms)
+            (
+                c.timestamp_before_max_ms,
+                c.timestamp_after_max_ms,
+                c.max_message_bytes,
+            )
         };
-        if before == i64::MAX && after == i64::MAX {
-            return Ok(());
-        }
         let mut pos = 0usize;
         while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+            if h.total_bytes() > u64::from(max) {
+                return Err(AppendFailure::MessageTooLarge {
+                    bytes: h.total_bytes(),
+                    max,
+                });
+            }
+            let bounded = before != i64::MAX || after != i64::MAX;
             for ts in [h.base_timestamp(), h.max_timestamp()] {
-                if ts >= 0
+                if bounded
+                    && ts >= 0
                     && (now_ms.saturating_sub(ts) > before || ts.saturating_sub(now_ms) > after)
                 {
                     return Err(AppendFailure::InvalidTimestamp);
