@@ -23,9 +23,10 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// Without an authorizer everything is allowed: one bit per AclOperation code. Topic: READ 3,
 /// WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11.
 pub const TOPIC_OPERATIONS_ALL: i32 = 0x0df8;
-/// Cluster: CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10,
-/// ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12, CREATE_TOKENS 13, DESCRIBE_TOKENS 14.
-pub const CLUSTER_OPERATIONS_ALL: i32 = 0x7fa0;
+/// Cluster (Kafka's AclEntry.supportedOperations): CREATE 5, ALTER 7, DESCRIBE 8,
+/// CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+/// (CREATE_TOKENS/DESCRIBE_TOKENS belong to the USER resource, not the cluster.)
+pub const CLUSTER_OPERATIONS_ALL: i32 = 0x1fa0;
 
 pub async fn handle(
     shard: &Rc<Shard>,
