@@ -73,6 +73,8 @@ impl Undo {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub done: Vec<String>,
+    /// Dry run: what would be done.
+    pub planned: Vec<String>,
     /// Not done: need root, or need a person (manual).
     pub skipped: Vec<String>,
     pub failed: Vec<String>,
@@ -113,7 +115,7 @@ pub fn apply(
                 continue;
             }
             if opts.dry_run {
-                out.done.push(format!("would {what}"));
+                out.planned.push(what);
                 continue;
             }
             match run_action(host, action) {
@@ -155,7 +157,7 @@ pub fn revert(host: &Host, tuners: &[&TunerDef], opts: &RunOptions) -> anyhow::R
             continue;
         }
         if opts.dry_run {
-            out.done.push(format!("would {what}"));
+            out.planned.push(what);
             kept.push(entry);
             continue;
         }

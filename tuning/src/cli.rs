@@ -292,13 +292,16 @@ fn report_outcome(
     for line in &o.done {
         writeln!(out, "done     {line}")?;
     }
+    for line in &o.planned {
+        writeln!(out, "would    {line}")?;
+    }
     for line in &o.skipped {
         writeln!(out, "skipped  {line}")?;
     }
     for line in &o.failed {
         writeln!(out, "FAILED   {line}")?;
     }
-    if o.done.is_empty() && o.skipped.is_empty() && o.failed.is_empty() {
+    if o.done.is_empty() && o.planned.is_empty() && o.skipped.is_empty() && o.failed.is_empty() {
         writeln!(out, "{idle}")?;
     }
     Ok(if !o.failed.is_empty() {

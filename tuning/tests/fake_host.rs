@@ -453,7 +453,7 @@ fn dry_run_changes_nothing() {
     let (code, out) = run(&host, &with_data(&["apply", "--dry-run"]));
     assert_eq!(code, 0);
     assert!(
-        out.contains("would vm-swappiness: write \"1\" to /proc/sys/vm/swappiness"),
+        out.contains("would    vm-swappiness: write \"1\" to /proc/sys/vm/swappiness"),
         "{out}"
     );
     assert!(out.contains("systemctl stop irqbalance.service"), "{out}");
