@@ -265,12 +265,7 @@ fn prepare(sel: &Selection) -> anyhow::Result<(TuneConfig, Vec<&'static TunerDef
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    Ok(std::env::current_dir()
-        .context("current directory")?
-        .join(p))
+    Ok(crate::host::absolute_path(p))
 }
 
 /// 0 all ok, 1 something differs or needs root, 3 only unsupported rows besides ok ones.

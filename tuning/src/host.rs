@@ -318,6 +318,21 @@ impl Host {
     }
 }
 
+/// `p` made absolute against the current directory, without `.` components.
+pub fn absolute_path(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(p)
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
 /// Orders "cpu2" before "cpu10" and "9" before "10".
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let split = |s: &str| {

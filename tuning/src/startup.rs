@@ -19,13 +19,7 @@ pub fn startup_report(root: &Path, data_dir: &Path) -> Vec<String> {
 
 /// [`startup_report`] against any host (tests use a fake one).
 pub fn startup_report_on(host: &Host, data_dir: &Path) -> Vec<String> {
-    let data_dir = if data_dir.is_absolute() {
-        data_dir.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(data_dir))
-            .unwrap_or_else(|_| data_dir.to_path_buf())
-    };
+    let data_dir = crate::host::absolute_path(data_dir);
     let cfg = TuneConfig {
         data_dir,
         ..TuneConfig::default()
