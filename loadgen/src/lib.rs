@@ -259,6 +259,9 @@ pub async fn run_quietly(
         start_time,
         Measured {
             total,
+            records_behind_schedule: stats
+                .records_behind_schedule
+                .load(std::sync::atomic::Ordering::Relaxed),
             at_window_start,
             measured_secs: window_secs(produce_end),
             elapsed_secs: produce_end.duration_since(run_start).as_secs_f64(),

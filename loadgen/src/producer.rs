@@ -121,6 +121,8 @@ struct OpenBatch {
 }
 
 struct SealedBatch {
+    /// Order of sealing within this producer: a retried batch goes back before later ones.
+    seal_index: u64,
     partition: usize,
     data: Bytes,
     due_us: Vec<u64>,
@@ -153,6 +155,7 @@ struct Producer {
     producer_epoch: i16,
     rng: SmallRng,
     generated: u64,
+    sealed: u64,
     buffered_bytes: usize,
     sticky_partition: usize,
     generating: bool,
@@ -200,6 +203,7 @@ impl Producer {
             producer_id,
             producer_epoch,
             generated: 0,
+            sealed: 0,
             buffered_bytes: 0,
             generating: true,
             refresh_needed: false,
@@ -259,16 +263,44 @@ impl Producer {
         }
     }
 
+    /// Open loop only: records that fell due before generation stopped but were never
+    /// generated (the producer was behind schedule); reported so a lagging run is not
+    /// mistaken for a clean one.
+    fn record_schedule_lag(&self, stopped_at: Instant) {
+        if !self.config.schedule.is_open_loop() {
+            return;
+        }
+        let until = self
+            .config
+            .produce_until
+            .map_or(stopped_at, |u| u.min(stopped_at));
+        let due = self
+            .config
+            .schedule
+            .due_before(self.shared.clock.at_us(until))
+            .min(self.config.records.unwrap_or(u64::MAX));
+        let lag = due.saturating_sub(self.generated);
+        self.shared
+            .stats
+            .records_behind_schedule
+            .fetch_add(lag, Ordering::Relaxed);
+    }
+
     fn observe_stop(&mut self, now: Instant) {
+        let was_generating = self.generating;
+        self.observe_stop_inner(now);
+        if was_generating && !self.generating {
+            self.record_schedule_lag(now);
+        }
+    }
+
+    fn observe_stop_inner(&mut self, now: Instant) {
         let signal = *self.shared.stop.borrow();
         if signal != StopSignal::Run {
             self.generating = false;
         }
         if signal == StopSignal::Abort && self.aborted_at.is_none() {
             self.aborted_at = Some(now);
-        }
-        if self.config.produce_until.is_some_and(|until| now >= until) {
-            self.generating = false;
         }
         if self.config.records.is_some_and(|n| self.generated >= n) {
             self.generating = false;
@@ -278,21 +310,32 @@ impl Producer {
     /// Appends the records due by `now`; returns true if more could be generated at once.
     fn generate(&mut self, now: Instant) -> Result<bool> {
         let now_us = self.shared.clock.at_us(now);
-        let limit = self
-            .config
-            .schedule
+        let schedule = self.config.schedule;
+        let mut limit = schedule
             .due_by(now_us)
             .min(self.config.records.unwrap_or(u64::MAX));
+        let past_end = self.config.produce_until.is_some_and(|until| now >= until);
+        if let Some(until) = self.config.produce_until {
+            // Records due at or after the end of the run are not part of it.
+            limit = limit.min(schedule.due_before(self.shared.clock.at_us(until)));
+        }
+        // At the end, one last pass (bounded by the buffer) takes the records due before it;
+        // whatever is still missing then is reported as lag, not chased past the end.
+        let chunk = if past_end { usize::MAX } else { GENERATE_CHUNK };
         let mut made = 0;
         while self.generated < limit
             && self.buffered_bytes < self.config.buffer_bytes
-            && made < GENERATE_CHUNK
+            && made < chunk
         {
             self.append_record(now, now_us)?;
             made += 1;
         }
         if self.config.records.is_some_and(|n| self.generated >= n) {
             self.generating = false;
+        }
+        if past_end && self.generating {
+            self.generating = false;
+            self.record_schedule_lag(now);
         }
         Ok(self.generating
             && !self.config.schedule.is_open_loop()
@@ -381,7 +424,9 @@ impl Producer {
         let due_us = std::mem::replace(&mut open.due_us, Vec::with_capacity(count as usize));
         let value_bytes = std::mem::take(&mut open.value_bytes);
         let buffered_bytes = std::mem::take(&mut open.buffered_bytes);
+        self.sealed += 1;
         self.ready.push_back(SealedBatch {
+            seal_index: self.sealed,
             partition,
             data,
             due_us,
@@ -653,8 +698,14 @@ impl Producer {
         if retriable && batch.attempts < self.config.retries && self.aborted_at.is_none() {
             batch.attempts += 1;
             batch.not_before = Some(Instant::now() + RETRY_BACKOFF);
-            // Ahead of later batches of the same partition.
-            self.ready.push_front(batch);
+            // Back in sealing order, ahead of every later batch (answers to pipelined
+            // requests arrive in order, so several retried batches keep their order too).
+            let at = self
+                .ready
+                .iter()
+                .position(|b| b.seal_index > batch.seal_index)
+                .unwrap_or(self.ready.len());
+            self.ready.insert(at, batch);
         } else {
             self.fail_batches(vec![batch], 0);
         }

@@ -36,6 +36,9 @@ pub struct Report {
     pub records_acked: u64,
     pub records_failed: u64,
     pub requests_sent: u64,
+    /// Open loop: records that fell due but were never sent because the producers were
+    /// behind schedule when the run ended (their latency is not in the histograms).
+    pub records_behind_schedule: u64,
     /// Error occurrences (per partition per response), all codes together.
     pub errors: u64,
     /// Error occurrences by Kafka code, e.g. "NOT_LEADER_OR_FOLLOWER(6)".
@@ -94,6 +97,7 @@ impl HostInfo {
 /// Inputs to [`Report::build`] that the run measured.
 pub struct Measured {
     pub total: Counters,
+    pub records_behind_schedule: u64,
     /// Counter values when the measured window began (zero without warm-up).
     pub at_window_start: Counters,
     pub measured_secs: f64,
@@ -135,6 +139,7 @@ impl Report {
             records_acked: measured.total.records_acked,
             records_failed: measured.total.records_failed,
             requests_sent: measured.total.requests_sent,
+            records_behind_schedule: measured.records_behind_schedule,
             errors: measured.errors.values().sum(),
             errors_by_code: measured
                 .errors
@@ -208,6 +213,13 @@ impl Report {
         }
         if let Some(e2e) = &self.end_to_end_latency_us {
             let _ = writeln!(out, "  end-to-end latency (us): {}", latency_line(e2e));
+        }
+        if self.records_behind_schedule > 0 {
+            let _ = writeln!(
+                out,
+                "  WARNING: {} records fell due but were never sent (loadgen or the broker could not keep up with --rate)",
+                self.records_behind_schedule
+            );
         }
         if self.errors == 0 {
             let _ = writeln!(out, "  errors: none");
@@ -307,6 +319,7 @@ mod tests {
         };
         Measured {
             total,
+            records_behind_schedule: 0,
             at_window_start,
             measured_secs: 2.0,
             elapsed_secs: 2.5,

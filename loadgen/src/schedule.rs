@@ -105,6 +105,19 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// How many records are due strictly before `until_us` (open loop); unbounded in max mode.
+    pub fn due_before(&self, until_us: u64) -> u64 {
+        match self.interval_ns {
+            Some(interval) => {
+                let elapsed_ns = until_us.saturating_sub(self.start_us) as f64 * 1000.0;
+                (elapsed_ns / interval).ceil() as u64
+            }
+            None => u64::MAX,
+        }
+    }
+}
+
 /// Latency charged to a record: from when it was due to when its answer came.
 pub fn latency_us(due_us: u64, acked_us: u64) -> u64 {
     acked_us.saturating_sub(due_us)
@@ -125,6 +138,10 @@ mod tests {
         assert_eq!(schedule.due_by(1_000_999), 1);
         assert_eq!(schedule.due_by(1_001_000), 2);
         assert_eq!(schedule.due_by(2_000_000), 1001);
+        // A run of 1 s at 1000/s holds records 0..=999.
+        assert_eq!(schedule.due_before(2_000_000), 1000);
+        assert_eq!(schedule.due_before(1_000_000), 0);
+        assert_eq!(schedule.due_before(1_000_001), 1);
         let max = Schedule::max_throughput(5);
         assert_eq!(max.due_us(10, 77), 77);
         assert_eq!(max.due_by(0), u64::MAX);

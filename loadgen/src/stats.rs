@@ -151,6 +151,8 @@ pub struct Stats {
     pub records_consumed: AtomicU64,
     pub bytes_consumed: AtomicU64,
     pub requests_sent: AtomicU64,
+    /// Open loop: records due before the end that the producers never got to generate.
+    pub records_behind_schedule: AtomicU64,
     pub produce: Mutex<Recorder>,
     pub end_to_end: Mutex<Recorder>,
     errors: Mutex<BTreeMap<i16, u64>>,
