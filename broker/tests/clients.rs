@@ -211,6 +211,27 @@ fn cross_client_confluent_kafka_zstd() {
     );
 }
 
+/// CreateTopics (with a config, and again), DescribeConfigs, IncrementalAlterConfigs (SET and
+/// DELETE), CreatePartitions, DeleteRecords, DescribeCluster, DeleteTopics through librdkafka.
+#[test]
+fn confluent_kafka_admin_apis() {
+    let broker = Broker::start();
+    run_client(Client::ConfluentAdmin, &broker, &["--topic", "admin"]);
+    broker.stop();
+}
+
+/// The same through kafkajs, with the legacy AlterConfigs instead of the incremental one.
+#[test]
+fn kafkajs_admin_apis() {
+    let broker = Broker::start();
+    run_client(
+        Client::Kafkajs,
+        &broker,
+        &["--topic", "admin", "--mode", "admin"],
+    );
+    broker.stop();
+}
+
 /// kcat cannot create topics: its producer's Metadata request auto-creates one with the broker's
 /// default partition count.
 #[test]

@@ -11,6 +11,7 @@
 //       [--records 10000] [--compression none|gzip|snappy|lz4|zstd] [--mode all|produce|consume]
 //       [--base-ts MS] [--timeout SECONDS]
 //   node kafkajs_client.js --mode group ...   (consumer-group test, see groupMode())
+//   node kafkajs_client.js --mode admin ...   (topic admin APIs, see adminMode())
 'use strict'
 
 const CLIENT = 'kafkajs'
@@ -26,7 +27,7 @@ try {
 } catch (e) {
   fail(`kafkajs is not installed (${e.message}); run \`bash .ci/run\` to install the test clients`, 3)
 }
-const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = kafkajs
+const { Kafka, CompressionTypes, CompressionCodecs, ConfigResourceTypes, logLevel } = kafkajs
 
 class Mismatch extends Error {}
 
@@ -50,7 +51,7 @@ function parseArgs(argv) {
   for (const k of ['partitions', 'records', 'timeout', 'consumers']) args[k] = Number(args[k])
   if (!args.bootstrap || !args.topic) fail('usage: --bootstrap and --topic are required', 2)
   if (!['none', 'gzip', 'snappy', 'lz4', 'zstd'].includes(args.compression)) fail(`bad --compression`, 2)
-  if (!['all', 'produce', 'consume', 'group'].includes(args.mode)) fail(`bad --mode`, 2)
+  if (!['all', 'produce', 'consume', 'group', 'admin'].includes(args.mode)) fail(`bad --mode`, 2)
   if (args.mode === 'consume' && args.baseTs === null) fail('--mode consume needs --base-ts', 2)
   args.baseTs = args.baseTs === null ? Date.now() - 600000 : Number(args.baseTs)
   if (!(args.partitions >= 1 && args.records >= args.partitions)) fail('need partitions >= 1, records >= partitions', 2)
@@ -375,6 +376,75 @@ async function waitFor(cond, seconds, what) {
   }
 }
 
+// ---- topic admin APIs ------------------------------------------------------------------------
+// CreateTopics with a config (and again: false), DescribeConfigs, the legacy AlterConfigs (which
+// only kafkajs and kafka-python still send), CreatePartitions, DeleteRecords, DescribeCluster and
+// DeleteTopics, each checked through another request.
+async function adminMode(kafka, args) {
+  const t = args.topic
+  const admin = kafka.admin()
+  await admin.connect()
+  const retentionOf = async () => {
+    const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: t }], includeSynonyms: false })
+    const entries = d.resources[0].configEntries
+    const e = entries.find(c => c.configName === 'retention.ms')
+    if (d.resources[0].errorCode !== 0 || !e) {
+      throw new Mismatch(`DescribeConfigs ${t}: error ${d.resources[0].errorCode}, entries ${entries.map(c => c.configName)}`)
+    }
+    return e.configValue
+  }
+  const partitionsOf = async () => (await admin.fetchTopicMetadata({ topics: [t] })).topics[0].partitions.length
+  try {
+    const created = await admin.createTopics({
+      topics: [{ topic: t, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: '3600000' }] }],
+      waitForLeaders: true,
+    })
+    if (!created) throw new Mismatch(`CreateTopics ${t}: reported as already existing`)
+    if (await admin.createTopics({ topics: [{ topic: t, numPartitions: 3 }] })) {
+      throw new Mismatch(`CreateTopics of an existing topic: created again (want TOPIC_ALREADY_EXISTS)`)
+    }
+    const r1 = await retentionOf()
+    if (r1 !== '3600000') throw new Mismatch(`DescribeConfigs retention.ms: ${r1}, want 3600000`)
+
+    await admin.alterConfigs({
+      validateOnly: false,
+      resources: [{ type: ConfigResourceTypes.TOPIC, name: t, configEntries: [{ name: 'retention.ms', value: '7200000' }] }],
+    })
+    const r2 = await retentionOf()
+    if (r2 !== '7200000') throw new Mismatch(`after AlterConfigs retention.ms: ${r2}, want 7200000`)
+
+    await admin.createPartitions({ topicPartitions: [{ topic: t, count: 5 }] })
+    const n = await partitionsOf()
+    if (n !== 5) throw new Mismatch(`after CreatePartitions 5: Metadata shows ${n} partitions`)
+
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false })
+    await producer.connect()
+    const messages = [...Array(100).keys()].map(i => ({ key: `k${i}`, value: `v${i}`, partition: 0 }))
+    await producer.send({ topic: t, acks: -1, messages })
+    await producer.send({ topic: t, acks: -1, messages: messages.slice(0, 10).map(m => ({ ...m, partition: 4 })) })
+    await producer.disconnect()
+    await admin.deleteTopicRecords({ topic: t, partitions: [{ partition: 0, offset: '50' }] })
+    const offsets = await admin.fetchTopicOffsets(t)
+    const p0 = offsets.find(o => o.partition === 0)
+    const p4 = offsets.find(o => o.partition === 4)
+    if (Number(p0.low) !== 50 || Number(p0.high) !== 100) {
+      throw new Mismatch(`after DeleteRecords p0 < 50: low ${p0.low} high ${p0.high}, want 50 and 100`)
+    }
+    if (Number(p4.high) !== 10) throw new Mismatch(`new partition 4: high watermark ${p4.high}, want 10`)
+
+    const cluster = await admin.describeCluster()
+    if (cluster.brokers.length !== 1 || cluster.controller === null || !cluster.clusterId) {
+      throw new Mismatch(`DescribeCluster: ${JSON.stringify(cluster)}`)
+    }
+
+    await admin.deleteTopics({ topics: [t] })
+    const topics = await admin.listTopics()
+    if (topics.includes(t)) throw new Mismatch(`after DeleteTopics, listTopics still has ${t}`)
+  } finally {
+    await admin.disconnect()
+  }
+}
+
 async function main() {
   const args = parseArgs(process.argv)
   registerCodecs()
@@ -386,6 +456,8 @@ async function main() {
     if (args.mode === 'group') {
       consumed = await groupMode(kafka, args)
       produced = args.records
+    } else if (args.mode === 'admin') {
+      await adminMode(kafka, args)
     } else {
       if (args.mode === 'all' || args.mode === 'produce') {
         await createTopic(kafka, args)

@@ -31,6 +31,8 @@ pub enum Client {
     Kcat,
     /// group_scenario.py: consumer-group scenarios with confluent-kafka and kafka-python members.
     GroupScenario,
+    /// confluent_admin_client.py: the topic admin APIs through librdkafka's AdminClient.
+    ConfluentAdmin,
 }
 
 impl Client {
@@ -41,6 +43,7 @@ impl Client {
             Client::Kafkajs => "kafkajs",
             Client::Kcat => "kcat",
             Client::GroupScenario => "group-scenario",
+            Client::ConfluentAdmin => "confluent-kafka-admin",
         }
     }
 
@@ -51,6 +54,7 @@ impl Client {
             Client::Kafkajs => "kafkajs_client.js",
             Client::Kcat => "kcat_client.py",
             Client::GroupScenario => "group_scenario.py",
+            Client::ConfluentAdmin => "confluent_admin_client.py",
         }
     }
 }
@@ -106,7 +110,10 @@ fn client_command(client: Client) -> Command {
             cmd.arg(script);
             cmd
         }
-        Client::ConfluentKafka | Client::KafkaPython | Client::GroupScenario => {
+        Client::ConfluentKafka
+        | Client::KafkaPython
+        | Client::GroupScenario
+        | Client::ConfluentAdmin => {
             let mut cmd = Command::new(python());
             cmd.arg(script);
             cmd

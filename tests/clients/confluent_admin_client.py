@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""confluent-kafka's AdminClient against a Kafka-compatible broker: the topic admin APIs of
+issue 3, each checked the way an operator's tool would see it.
+
+  1. CreateTopics with a config (retention.ms), then again: TOPIC_ALREADY_EXISTS.
+  2. DescribeConfigs: the set value, and Kafka's defaults for a few others.
+  3. IncrementalAlterConfigs SET and DELETE, seen by DescribeConfigs.
+  4. CreatePartitions 3 -> 5, seen by Metadata; records produced to a new partition are read.
+  5. DeleteRecords below offset 50 of partition 0: low watermark 50, reads start there.
+  6. DescribeCluster: one node, a controller, a cluster id.
+  7. DeleteTopics: gone from Metadata; deleting again: UNKNOWN_TOPIC_OR_PART.
+
+Prints "SUMMARY ... OK" and exits 0, or "FAIL: ..." on stderr and exits 1.
+
+  confluent_admin_client.py --bootstrap 127.0.0.1:9092 --topic t
+"""
+
+import argparse
+import sys
+import time
+
+import common
+from common import Mismatch, fail
+
+ck = common.need("confluent-kafka", lambda: __import__("confluent_kafka"))
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import (  # noqa: E402
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+CLIENT = "confluent-kafka-admin"
+
+
+def result(fut, what):
+    try:
+        return fut.result(timeout=30)
+    except KafkaException as e:
+        raise Mismatch(f"{what}: {e}")
+
+
+def error_of(fut):
+    try:
+        fut.result(timeout=30)
+    except KafkaException as e:
+        return e.args[0].code()
+    return None
+
+
+def topic_configs(admin, topic):
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    configs = result(admin.describe_configs([res])[res], f"DescribeConfigs {topic}")
+    return {name: entry.value for name, entry in configs.items()}
+
+
+def partitions_of(admin, topic):
+    # All topics: a Metadata request naming the topic may auto-create it again after DeleteTopics
+    # (librdkafka asks with allow_auto_topic_creation for producer-type handles, as Kafka allows).
+    md = admin.list_topics(timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return None
+    return sorted(t.partitions)
+
+
+def wait_until(what, cond, seconds=15):
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise Mismatch(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def produce(args, partition, count):
+    producer = Producer({"bootstrap.servers": args.bootstrap, "enable.idempotence": True,
+                         "allow.auto.create.topics": False})
+    errors = []
+    for i in range(count):
+        producer.produce(args.topic, key=b"k%d" % i, value=b"v%d" % i, partition=partition,
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+    if producer.flush(30) or errors:
+        raise Mismatch(f"produce to partition {partition}: {errors[:3]} (or unflushed)")
+
+
+def read_partition(args, partition, start):
+    """Reads partition from OFFSET_BEGINNING; returns the offsets seen."""
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"admin-test-{time.time_ns()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "error"})
+    try:
+        consumer.assign([TopicPartition(args.topic, partition, ck.OFFSET_BEGINNING)])
+        _, high = consumer.get_watermark_offsets(TopicPartition(args.topic, partition), timeout=10, cached=False)
+        offsets = []
+        deadline = time.monotonic() + 30
+        while (not offsets or offsets[-1] < high - 1) and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is not None:
+                    raise Mismatch(f"read partition {partition}: {m.error()}")
+                offsets.append(m.offset())
+        if not offsets or offsets[0] != start or offsets[-1] != high - 1:
+            raise Mismatch(f"read partition {partition} from the beginning: offsets "
+                           f"{offsets[:3]}..{offsets[-3:]}, want {start}..{high - 1}")
+        return offsets
+    finally:
+        consumer.close()
+
+
+def run(args):
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, "allow.auto.create.topics": False})
+    t = args.topic
+
+    # 1. CreateTopics with a config; again -> TOPIC_ALREADY_EXISTS (36).
+    new = NewTopic(t, num_partitions=3, replication_factor=1, config={"retention.ms": "3600000"})
+    result(admin.create_topics([new], operation_timeout=10)[t], f"CreateTopics {t}")
+    again = error_of(admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)])[t])
+    if again != ck.KafkaError.TOPIC_ALREADY_EXISTS:
+        raise Mismatch(f"CreateTopics of an existing topic: error {again}, want TOPIC_ALREADY_EXISTS")
+    wait_until("the topic in Metadata", lambda: partitions_of(admin, t) == [0, 1, 2])
+
+    # 2. DescribeConfigs: the value set at creation, Kafka's defaults for the rest.
+    configs = topic_configs(admin, t)
+    want = {"retention.ms": "3600000", "cleanup.policy": "delete"}
+    bad = {k: (configs.get(k), v) for k, v in want.items() if configs.get(k) != v}
+    if bad:
+        raise Mismatch(f"DescribeConfigs {t}: (got, want) {bad}; all: {sorted(configs)[:30]}")
+
+    # 3. IncrementalAlterConfigs: SET retention.ms, SET then DELETE segment.ms.
+    res = ConfigResource(ResourceType.TOPIC, t, incremental_configs=[
+        ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("segment.ms", "600000", incremental_operation=AlterConfigOpType.SET)])
+    result(admin.incremental_alter_configs([res])[res], "IncrementalAlterConfigs SET")
+    configs = topic_configs(admin, t)
+    if (configs.get("retention.ms"), configs.get("segment.ms")) != ("7200000", "600000"):
+        raise Mismatch(f"after IncrementalAlterConfigs SET: retention.ms={configs.get('retention.ms')} "
+                       f"segment.ms={configs.get('segment.ms')}, want 7200000 and 600000")
+    res = ConfigResource(ResourceType.TOPIC, t, incremental_configs=[
+        ConfigEntry("segment.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
+    result(admin.incremental_alter_configs([res])[res], "IncrementalAlterConfigs DELETE")
+    configs = topic_configs(admin, t)
+    if configs.get("segment.ms") != "604800000":
+        raise Mismatch(f"after IncrementalAlterConfigs DELETE segment.ms: {configs.get('segment.ms')}, "
+                       f"want Kafka's default 604800000")
+
+    # 4. CreatePartitions 3 -> 5; the new partition takes records.
+    result(admin.create_partitions([NewPartitions(t, 5)])[t], "CreatePartitions 5")
+    wait_until("5 partitions in Metadata", lambda: partitions_of(admin, t) == [0, 1, 2, 3, 4])
+    produce(args, 4, 20)
+    read_partition(args, 4, 0)
+
+    # 5. DeleteRecords before offset 50 of partition 0.
+    produce(args, 0, 100)
+    deleted = result(admin.delete_records([TopicPartition(t, 0, 50)])[TopicPartition(t, 0, 50)],
+                     "DeleteRecords p0 < 50")
+    if deleted.low_watermark != 50:
+        raise Mismatch(f"DeleteRecords p0 < 50: low watermark {deleted.low_watermark}, want 50")
+    read_partition(args, 0, 50)
+
+    # 6. DescribeCluster.
+    cluster = result(admin.describe_cluster(request_timeout=15), "DescribeCluster")
+    if len(cluster.nodes) != 1 or cluster.controller is None or not cluster.cluster_id:
+        raise Mismatch(f"DescribeCluster: nodes {cluster.nodes}, controller {cluster.controller}, "
+                       f"cluster id {cluster.cluster_id!r}")
+
+    # 7. DeleteTopics; again -> UNKNOWN_TOPIC_OR_PART (3).
+    result(admin.delete_topics([t], operation_timeout=10)[t], f"DeleteTopics {t}")
+    wait_until("the topic to leave Metadata", lambda: partitions_of(admin, t) is None)
+    again = error_of(admin.delete_topics([t])[t])
+    if again != ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+        raise Mismatch(f"DeleteTopics of a deleted topic: error {again}, want UNKNOWN_TOPIC_OR_PART")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    args = p.parse_args()
+    started = time.monotonic()
+    try:
+        run(args)
+    except Mismatch as e:
+        fail(f"{CLIENT} topic={args.topic}: {e}")
+    print(f"SUMMARY client={CLIENT} topic={args.topic} produced=0 consumed=0 "
+          f"seconds={time.monotonic() - started:.1f} OK", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
