@@ -693,3 +693,58 @@ fn data_dir_on_a_partition_or_lvm_maps_to_its_disks() {
         Ok(vec!["nvme0n1".to_string(), "nvme1n1".to_string()])
     );
 }
+
+/// The broker embeds `TuneArgs` as `sluice tune ...`; this is that shape.
+#[derive(Parser)]
+#[command(name = "sluice")]
+struct BrokerCli {
+    #[command(subcommand)]
+    command: BrokerCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum BrokerCommand {
+    /// Host checks and tuners.
+    Tune(TuneArgs),
+}
+
+#[test]
+fn cli_embeds_in_the_broker_and_parses_root_anywhere() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+    BrokerCli::command().debug_assert();
+    for argv in [
+        vec![
+            "sluice",
+            "tune",
+            "--root",
+            "/x",
+            "check",
+            "--only",
+            "vm-dirty,irqbalance",
+        ],
+        vec![
+            "sluice",
+            "tune",
+            "check",
+            "--root",
+            "/x",
+            "--only",
+            "vm-dirty",
+            "--only",
+            "irqbalance",
+        ],
+    ] {
+        let BrokerCommand::Tune(args) = BrokerCli::try_parse_from(&argv).expect("parses").command;
+        assert_eq!(args.root, PathBuf::from("/x"));
+        match args.command {
+            tuning::TuneCommand::Check(c) => {
+                assert_eq!(c.selection.only, vec!["vm-dirty", "irqbalance"])
+            }
+            _ => panic!("not check"),
+        }
+    }
+    assert!(
+        BrokerCli::try_parse_from(["sluice", "tune", "check", "--irq-mode", "sideways"]).is_err()
+    );
+}
