@@ -164,7 +164,11 @@ pub fn run_on(
             let rows = tuners::assess(host, &cfg, &picked);
             let code = check_exit_code(&rows);
             if a.json {
-                let doc = serde_json::json!({ "rows": rows, "exit_code": code });
+                let why: serde_json::Map<String, serde_json::Value> = picked
+                    .iter()
+                    .map(|t| (t.name.to_string(), t.why.into()))
+                    .collect();
+                let doc = serde_json::json!({ "rows": rows, "why": why, "exit_code": code });
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
                 write!(out, "{}", render_table(&rows, &picked))?;

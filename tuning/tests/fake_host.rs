@@ -275,6 +275,12 @@ fn check_reports_an_untuned_host_and_changes_nothing() {
     assert_eq!(doc["rows"][0]["setting"], "vm.swappiness");
     assert_eq!(doc["rows"][0]["current"], "60");
     assert_eq!(doc["rows"][0]["status"], "differs");
+    assert!(
+        doc["why"]["vm-swappiness"]
+            .as_str()
+            .is_some_and(|w| w.contains("swapping"))
+    );
+    assert_eq!(doc["exit_code"], 1);
 }
 
 #[test]

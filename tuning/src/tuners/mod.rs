@@ -46,7 +46,8 @@ pub struct TunerDef {
     pub assess: fn(&Host, &TuneConfig) -> Vec<Row>,
 }
 
-/// Every tuner, in table order.
+/// Every tuner, in table order (also the order apply and the script act in: irqbalance is
+/// stopped before IRQ affinity is written, so it cannot undo it in between).
 pub const TUNERS: &[TunerDef] = &[
     TunerDef {
         name: "cpu-governor",
@@ -64,14 +65,14 @@ pub const TUNERS: &[TunerDef] = &[
         assess: cpu::clocksource,
     },
     TunerDef {
-        name: "irq-affinity",
-        why: irq::AFFINITY_WHY,
-        assess: irq::affinity,
-    },
-    TunerDef {
         name: "irqbalance",
         why: irq::IRQBALANCE_WHY,
         assess: irq::irqbalance,
+    },
+    TunerDef {
+        name: "irq-affinity",
+        why: irq::AFFINITY_WHY,
+        assess: irq::affinity,
     },
     TunerDef {
         name: "disk-scheduler",
