@@ -31,11 +31,8 @@ fn short_run_writes_a_profile_and_cleans_up() {
         sync.samples > 0 && sync.p50 <= sync.p99 && sync.p99 <= sync.p999 && sync.p999 <= sync.max
     );
     assert!(iotune::RAND_QUEUE_DEPTHS.contains(&(profile.recommended.io_queue_depth as usize)));
-    assert!(
-        profile.duration_s < 5.0,
-        "bounded by --duration: {}",
-        profile.duration_s
-    );
+    // No timed assertion (house rule); the deadlines are exercised, not their precision.
+    assert!(profile.duration_s > 0.0);
 
     let read_back = tuning::read_io_profile(dir.path())
         .expect("readable")
