@@ -690,3 +690,95 @@ fn admin_apis() {
     assert_eq!((err, hw), (0, 0), "re-created topic starts empty");
     broker.stop();
 }
+
+#[test]
+fn topic_config_changes_apply_to_the_live_log() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("fast.toml");
+    std::fs::write(&cfg, "[log]\nhousekeeping_interval_ms = 100\n").unwrap();
+    let broker = Broker::start_with(&["--config", cfg.to_str().unwrap()]);
+    let mut c = broker.connect();
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("ret"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("1048576"))),
+                // The test batches carry 2023 timestamps: keep them from time-based retention.
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("-1"))),
+            ]),
+    ]);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    // ~3 MiB in 100 KiB batches: at least two full 1 MiB segments.
+    for _ in 0..30 {
+        assert_eq!(
+            produce(
+                &mut c,
+                9,
+                "ret",
+                0,
+                common::record_batch_sized(100, 1000, None),
+                1
+            )
+            .0,
+            0
+        );
+    }
+    let earliest = |c: &mut RawClient| -> i64 {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("ret"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-2),
+                    ]),
+            ]);
+        let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+        resp.topics[0].partitions[0].offset
+    };
+    assert_eq!(earliest(&mut c), 0);
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("ret"))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.bytes"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("1"))),
+            ]),
+    ]);
+    let resp: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &req);
+    assert_eq!(resp.responses[0].error_code, 0);
+    // Retention runs on the shard's housekeeping timer: wait for the log start to move.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if earliest(&mut c) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention.bytes was not applied to the live log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The partition still takes writes and serves reads after the re-open.
+    let (err, next) = produce(&mut c, 9, "ret", 0, record_batch(1, None), -1);
+    assert_eq!((err, next), (0, 3000));
+    let (err, hw, _) = fetch(&mut c, "ret", 0, 3000);
+    assert_eq!((err, hw), (0, 3001));
+    broker.stop();
+}

@@ -378,6 +378,9 @@ async fn read_partition(
     budget: u32,
     zero_copy: bool,
 ) -> Got {
+    if p.is_retired() {
+        return Got::error(ResponseError::NotLeaderOrFollower);
+    }
     let epoch = p.leader_epoch.get();
     if w.current_leader_epoch >= 0 && w.current_leader_epoch != epoch {
         let e = if w.current_leader_epoch > epoch {

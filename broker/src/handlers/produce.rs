@@ -261,6 +261,7 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
                 "batch of {bytes} bytes exceeds max.message.bytes {max}"
             )),
         ),
+        AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),
         AppendFailure::NotEnoughReplicas => (
             ResponseError::NotEnoughReplicas,
             Some("min.insync.replicas exceeds the 1 in-sync replica of a single node".into()),

@@ -37,6 +37,8 @@ pub enum AppendFailure {
     },
     /// acks=all but min.insync.replicas exceeds the in-sync replicas (1 on one node).
     NotEnoughReplicas,
+    /// The partition instance was replaced (re-opened) or closed.
+    Retired,
 }
 
 /// What a successful append reports back (Kafka's PartitionProduceResponse fields).
@@ -61,6 +63,8 @@ pub struct Partition {
     pub data_notify: Rc<Notify>,
     pub append_lock: Rc<FifoLock>,
     producers: RefCell<ProducerStateTable>,
+    /// Replaced by a re-opened instance (config change) or closed: refuse further work.
+    retired: Cell<bool>,
 }
 
 /// In-sync replicas of every partition on a single node.
@@ -119,6 +123,7 @@ impl Partition {
             data_notify: Rc::new(Notify::new()),
             append_lock: FifoLock::new(),
             producers: RefCell::new(producers),
+            retired: Cell::new(false),
         }))
     }
 
@@ -157,6 +162,9 @@ impl Partition {
         now_ms: i64,
         acks: i16,
     ) -> Result<AppendOutcome, AppendFailure> {
+        if self.retired.get() {
+            return Err(AppendFailure::Retired);
+        }
         if acks == -1 && self.config.borrow().min_insync_replicas > IN_SYNC_REPLICAS {
             return Err(AppendFailure::NotEnoughReplicas);
         }
@@ -255,6 +263,16 @@ impl Partition {
             pos += total;
         }
         Ok(())
+    }
+
+    /// Marks this instance as replaced or closed.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.data_notify.notify_all();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.get()
     }
 
     /// Called after retention or DeleteRecords moved the log start offset.

@@ -69,9 +69,20 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
         }
         if let Some(existing) = shard.partition(&topic.name, p) {
             if *existing.config.borrow() != topic_config {
-                // The engine has no live re-configure yet: broker-side checks
-                // (max.message.bytes, timestamps) apply at once, log settings on next open.
+                let old_log_config = existing.config.borrow().log_config(&config.log);
+                let new_log_config = topic_config.log_config(&config.log);
+                // Broker-side checks (max.message.bytes, timestamps) apply at once.
                 *existing.config.borrow_mut() = topic_config.clone();
+                if old_log_config != new_log_config {
+                    reopen(
+                        shard,
+                        &existing,
+                        topic,
+                        topic_config.clone(),
+                        new_log_config,
+                    )
+                    .await?;
+                }
             }
             continue;
         }
@@ -101,6 +112,50 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
     Ok(())
 }
 
+/// Applies log-level settings (retention, segment size and age, flush policy) to a live
+/// partition: the engine has no re-configure call, so the log is closed and opened again with
+/// the new config, after the appends already queued. The old `Partition` is retired: requests
+/// still holding it get NOT_LEADER_OR_FOLLOWER (retriable) and its fetch waiters are woken to
+/// re-read from the new one.
+async fn reopen(
+    shard: &Rc<Shard>,
+    old: &Rc<Partition>,
+    topic: &TopicMeta,
+    topic_config: TopicConfig,
+    log_config: engine::LogConfig,
+) -> Result<(), OpenError> {
+    let _guard = old.append_lock.lock().await;
+    old.retire();
+    if let Err(e) = old.log.close().await {
+        tracing::warn!(target: "broker::partition", topic = %topic.name, partition = old.index, error = %e, "close before re-open failed");
+    }
+    let new = Partition::open(
+        topic.name.clone(),
+        old.index,
+        old.dir.clone(),
+        old.leader_epoch.get(),
+        topic_config,
+        log_config,
+    )
+    .await
+    .map_err(|source| OpenError::Log {
+        topic: topic.name.clone(),
+        partition: old.index,
+        source,
+    })?;
+    if let Some(slot) = shard
+        .partitions
+        .borrow_mut()
+        .get_mut(&topic.name)
+        .and_then(|v| v.get_mut(old.index as usize))
+    {
+        *slot = Some(new);
+    }
+    old.data_notify.notify_all();
+    tracing::info!(target: "broker::partition", topic = %topic.name, partition = old.index, "re-opened with new log config");
+    Ok(())
+}
+
 /// Closes the topic's partitions on this shard and deletes their directories.
 async fn remove_topic(shard: &Rc<Shard>, topic: &TopicMeta) {
     let parts = shard
@@ -111,6 +166,7 @@ async fn remove_topic(shard: &Rc<Shard>, topic: &TopicMeta) {
     for p in parts.into_iter().flatten() {
         // Wait for in-flight appends, then close.
         let _guard = p.append_lock.lock().await;
+        p.retire();
         if let Err(e) = p.log.close().await {
             tracing::warn!(target: "broker::partition", topic = %topic.name, partition = p.index, error = %e, "close failed");
         }

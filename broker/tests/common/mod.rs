@@ -327,10 +327,22 @@ pub const BATCH_BASE_TIMESTAMP: i64 = 1_700_000_000_000;
 /// A v2 record batch with `count` records (key "k{i}", value "v{i}"), no compression,
 /// producer id -1 unless given. CRC32C filled in.
 pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
+    record_batch_sized(count, 0, producer)
+}
+
+/// Like `record_batch`, with values padded to at least `value_bytes`.
+pub fn record_batch_sized(
+    count: i32,
+    value_bytes: usize,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
     let mut records = BytesMut::new();
     for i in 0..count {
         let key = format!("k{i}");
-        let value = format!("v{i}");
+        let mut value = format!("v{i}");
+        if value.len() < value_bytes {
+            value.push_str(&"x".repeat(value_bytes - value.len()));
+        }
         let mut body = BytesMut::new();
         body.put_i8(0); // attributes
         put_varint(&mut body, i64::from(i)); // timestamp delta: record i at base + i
