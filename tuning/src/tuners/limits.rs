@@ -107,7 +107,11 @@ fn rlimit_row(
         tuner,
         setting: setting.into(),
         current,
-        recommended: format!(">= {}", show_limit(min)),
+        recommended: if min == RLIM_UNLIMITED {
+            "unlimited".into()
+        } else {
+            format!(">= {min}")
+        },
         status: differs_status(host, process_ok || configured),
         note,
         actions: vec![Action::WriteConfig {
