@@ -14,7 +14,7 @@
 mod clients_support;
 mod common;
 
-use clients_support::{Broker, Client, run_client};
+use clients_support::{Broker, Client, run_client, run_client_with_pause};
 
 /// The record count issue 3 asks for; the per-codec variants use fewer to keep the suite short.
 const RECORDS_MAIN: u32 = 10_000;
@@ -229,6 +229,29 @@ fn kafkajs_admin_apis() {
         &broker,
         &["--topic", "admin", "--mode", "admin"],
     );
+    broker.stop();
+}
+
+/// An idempotent producer keeps its producer id and sequences across a clean broker restart:
+/// the broker must have kept its producer state (librdkafka would otherwise log an
+/// UNKNOWN_PRODUCER_ID / epoch reset, which the program fails on), and the records before and
+/// after read back exactly once, in order.
+#[test]
+fn idempotent_producer_across_restart() {
+    let mut broker = Broker::start();
+    let args = [
+        "--topic",
+        "idem-restart",
+        "--partitions",
+        "3",
+        "--records",
+        "4000",
+        "--pause-after",
+        "2000",
+    ];
+    let summary =
+        run_client_with_pause(Client::ConfluentKafka, &mut broker, &args, Broker::restart);
+    summary.assert_counts(4000, 4000);
     broker.stop();
 }
 

@@ -65,6 +65,10 @@ def produce(args):
         "batch.num.messages": 1000,
         "message.timeout.ms": 60_000,
     })
+    logs = []
+    if args.pause_after:
+        # librdkafka's own log lines, to see whether it had to reset its idempotence state.
+        conf["logger"] = CapturingLogger(logs)
     producer = Producer(conf)
     errors = []
     acked = [0]
@@ -76,6 +80,8 @@ def produce(args):
             acked[0] += 1
 
     for i in range(args.records):
+        if args.pause_after and i == args.pause_after:
+            pause(producer, errors, logs)
         while True:
             try:
                 producer.produce(args.topic, key=common.key_of(i), value=common.value_of(i),
@@ -93,6 +99,41 @@ def produce(args):
         raise Mismatch(f"produce: {len(errors)} delivery errors, first: {errors[0]}")
     if acked[0] != args.records:
         raise Mismatch(f"produce: {acked[0]} acks for {args.records} records")
+    if args.pause_after:
+        reset = [line for line in logs if any(w in line for w in IDEMPOTENCE_RESET_WORDS)]
+        if reset:
+            raise Mismatch("the idempotent producer had to reset its producer id/epoch after the pause "
+                           f"(the broker lost its producer state?): {reset[:3]}")
+
+
+# librdkafka log words that mean its idempotent producer state was thrown away or fenced.
+IDEMPOTENCE_RESET_WORDS = ("UNKNOWN_PRODUCER_ID", "OUT_OF_ORDER_SEQUENCE", "epoch bump", "INVALID_PRODUCER_EPOCH",
+                           "Fatal")
+
+
+class CapturingLogger:
+    """A logging.Logger stand-in for librdkafka's `logger` config: keeps every line."""
+
+    def __init__(self, lines):
+        self.lines = lines
+
+    def log(self, level, fmt, *args):
+        line = fmt % args if args else str(fmt)
+        self.lines.append(line)
+        print(f"librdkafka log: {line}", file=sys.stderr, flush=True)
+
+
+def pause(producer, errors, logs):
+    """Everything so far is acknowledged; say PAUSED and wait for a line on stdin (the test
+    restarts the broker meanwhile), then go on with the same producer id and sequences."""
+    if producer.flush(60):
+        raise Mismatch("produce: records before the pause not acknowledged within 60s")
+    if errors:
+        raise Mismatch(f"produce before the pause: {errors[0]}")
+    print("PAUSED", flush=True)
+    if not sys.stdin.readline():
+        raise Mismatch("stdin closed while paused")
+    logs.clear()
 
 
 def consume(args, started=None):
@@ -196,6 +237,8 @@ def extra_args(p):
                    help="producer acks; 0 and 1 turn idempotence off")
     p.add_argument("--fetch-max-bytes", type=int, default=0,
                    help="consumer max.partition.fetch.bytes (0: client default)")
+    p.add_argument("--pause-after", type=int, default=0,
+                   help="after this many records: flush, print PAUSED, wait for a line on stdin")
 
 
 def live(args):

@@ -7,9 +7,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -162,73 +163,88 @@ impl Summary {
 /// Runs a client program against the broker and returns its summary; any non-zero exit, a
 /// missing summary or a timeout fails the test with the program's and the broker's output.
 pub fn run_client(client: Client, broker: &Broker, args: &[&str]) -> Summary {
+    let what = format!("{} {}", client.name(), args.join(" "));
+    let mut child = spawn_client(client, broker, args, &what);
+    let stdout = drain_lines(child.stdout.take().expect("stdout"), None);
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    finish(child, stdout, stderr, &what, broker)
+}
+
+/// Like `run_client` for a program started with `--pause-after N`: once it prints `PAUSED`
+/// (everything so far acknowledged) `on_pause` runs (say, a broker restart), then the program is
+/// told to go on and must finish as usual.
+pub fn run_client_with_pause(
+    client: Client,
+    broker: &mut Broker,
+    args: &[&str],
+    on_pause: impl FnOnce(&mut Broker),
+) -> Summary {
+    let what = format!("{} {}", client.name(), args.join(" "));
+    let mut child = spawn_client(client, broker, args, &what);
+    let (paused_tx, paused_rx) = mpsc::channel();
+    let stdout = drain_lines(child.stdout.take().expect("stdout"), Some(paused_tx));
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Disconnected means the program exited without pausing: `finish` reports why.
+    if paused_rx.recv_timeout(CLIENT_TIMEOUT).is_ok() {
+        on_pause(broker);
+        writeln!(stdin, "go").unwrap_or_else(|e| panic!("{what}: cannot resume it: {e}"));
+    }
+    drop(stdin);
+    finish(child, stdout, stderr, &what, broker)
+}
+
+fn spawn_client(client: Client, broker: &Broker, args: &[&str], what: &str) -> Child {
     let mut cmd = client_command(client);
     cmd.arg("--bootstrap").arg(broker.addr()).args(args);
-    let what = format!("{} {}", client.name(), args.join(" "));
-    let output = run_with_deadline(cmd, CLIENT_TIMEOUT, &what, broker);
-    let summary = output
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("SUMMARY ") && l.ends_with(" OK"))
-        .unwrap_or_else(|| {
-            panic!(
-                "{what}: exited 0 without a SUMMARY ... OK line\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                tail(&output.stdout, LOG_TAIL_BYTES),
-                tail(&output.stderr, LOG_TAIL_BYTES)
-            )
-        })
-        .to_string();
-    eprintln!("{summary}");
-    Summary { line: summary }
-}
-
-pub struct Output {
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `cmd` to completion within `timeout`, asserting exit status 0.
-pub fn run_with_deadline(
-    mut cmd: Command,
-    timeout: Duration,
-    what: &str,
-    broker: &Broker,
-) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start ({e}): {INSTALL_HINT}"));
-    let stdout = drain(child.stdout.take().expect("stdout"));
-    let stderr = drain(child.stderr.take().expect("stderr"));
-    let status = wait_deadline(&mut child, timeout);
+        .unwrap_or_else(|e| panic!("{what}: cannot start ({e}): {INSTALL_HINT}"))
+}
+
+/// Waits (with the deadline) for the program, requires exit 0 and a `SUMMARY ... OK` line.
+fn finish(
+    mut child: Child,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+    what: &str,
+    broker: &Broker,
+) -> Summary {
+    let status = wait_deadline(&mut child, CLIENT_TIMEOUT);
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let output = Output {
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    match status {
-        Some(s) if s.success() => output,
-        _ => {
-            let why = match status {
-                Some(s) if s.code() == Some(3) => {
-                    format!("exited with {s}: client missing, {INSTALL_HINT}")
-                }
-                Some(s) => format!("exited with {s}"),
-                None => format!("did not finish within {timeout:?} (killed)"),
-            };
-            panic!(
-                "{what}: {why}\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- broker log ---\n{}",
-                tail(&output.stderr, LOG_TAIL_BYTES),
-                tail(&output.stdout, LOG_TAIL_BYTES / 2),
-                tail(&broker.log(), LOG_TAIL_BYTES)
-            );
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    let why = match status {
+        Some(s) if s.success() => None,
+        Some(s) if s.code() == Some(3) => {
+            Some(format!("exited with {s}: client missing, {INSTALL_HINT}"))
         }
+        Some(s) => Some(format!("exited with {s}")),
+        None => Some(format!("did not finish within {CLIENT_TIMEOUT:?} (killed)")),
+    };
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("SUMMARY ") && l.ends_with(" OK"));
+    match (why, summary) {
+        (None, Some(line)) => {
+            eprintln!("{line}");
+            Summary {
+                line: line.to_string(),
+            }
+        }
+        (why, _) => panic!(
+            "{what}: {}\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- broker log ---\n{}",
+            why.unwrap_or_else(|| "exited 0 without a SUMMARY ... OK line".to_string()),
+            tail(&stderr, LOG_TAIL_BYTES),
+            tail(&stdout, LOG_TAIL_BYTES / 2),
+            tail(&broker.log(), LOG_TAIL_BYTES)
+        ),
     }
 }
 
@@ -244,6 +260,25 @@ fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Reads stdout line by line, telling `paused` when the program prints `PAUSED`.
+fn drain_lines(
+    out: impl Read + Send + 'static,
+    paused: Option<mpsc::Sender<()>>,
+) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let (true, Some(tx)) = (line == "PAUSED", &paused) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    })
 }
 
 fn drain(mut out: impl Read + Send + 'static) -> thread::JoinHandle<String> {
