@@ -42,6 +42,10 @@ pub const SCAN_CHUNK_BYTES: usize = 256 * 1024;
 pub const ZERO_TAIL_PROBE_BYTES: usize = 1024 * 1024;
 /// Segments (each holds 3 open files) per log before open refuses the directory.
 pub const SEGMENTS_PER_LOG_MAX: usize = 100_000;
+/// fdatasyncs of one log allowed in flight at once (pipelined group commit).
+pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
+/// Multi-batch appends copy into a reused buffer; above this capacity it is not kept.
+pub const WRITE_BUFFER_RETAIN_BYTES: usize = 4 * 1024 * 1024;
 /// How often flush_tick rewrites the recovery-point checkpoint (Kafka: 60 s).
 pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
 /// Bytes of the checkpoint file.
@@ -65,3 +69,5 @@ const _: () = assert!(
 const _: () = assert!(INDEX_INTERVAL_BYTES_MIN <= INDEX_INTERVAL_BYTES_DEFAULT);
 const _: () = assert!(SCAN_CHUNK_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!(CHECKPOINT_BYTES == 34);
+const _: () = assert!(SYNCS_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(WRITE_BUFFER_RETAIN_BYTES >= MAX_BATCH_BYTES_DEFAULT as usize);

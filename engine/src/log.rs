@@ -30,6 +30,7 @@ use crate::error::{AppendError, LogError, ReadError};
 use crate::io;
 use crate::limits::{
     BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, SEGMENT_BYTES_MAX, SEGMENT_RELATIVE_OFFSET_MAX,
+    SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES,
 };
 use crate::recovery::recover;
 use crate::scan::walk_headers;
@@ -53,11 +54,19 @@ struct State {
     /// Offsets below this were fdatasynced.
     durable_offset: i64,
     /// A group-commit leader is inside fdatasync.
-    syncing: bool,
+    syncs_in_flight: usize,
+    /// Group-commit rounds started (each fdatasyncs the unsynced files once).
+    syncs_started: u64,
+    /// Largest log end offset an in-flight fdatasync will make durable.
+    sync_covering: i64,
     /// Rolled segments whose bytes may not be on disk yet.
-    unsynced_logs: Vec<(File, PathBuf)>,
+    /// (sequence, file, path); removed by the first fdatasync that covered them.
+    unsynced_logs: Vec<(u64, File, PathBuf)>,
+    unsynced_seq: u64,
     /// A segment file was created since the last directory fsync.
-    dir_unsynced: bool,
+    segments_created: u64,
+    /// `segments_created` as of the last directory fsync.
+    dir_synced: u64,
     /// Bumped by truncate_to so an fdatasync begun before it cannot publish stale offsets.
     truncate_epoch: u64,
     bytes_since_flush: u64,
@@ -142,9 +151,13 @@ impl Log {
             log_start_offset: recovered.log_start_offset,
             high_watermark: recovered.high_watermark,
             durable_offset: log_end_offset,
-            syncing: false,
+            syncs_in_flight: 0,
+            syncs_started: 0,
+            sync_covering: log_end_offset,
             unsynced_logs: Vec::new(),
-            dir_unsynced: false,
+            unsynced_seq: 0,
+            segments_created: 0,
+            dir_synced: 0,
             truncate_epoch: 0,
             bytes_since_flush: 0,
             last_flush_ms: None,
@@ -269,7 +282,10 @@ impl Log {
                 for (m, &base) in metas.iter().zip(&bases) {
                     patch_header(&mut buf[m.start..m.start + BATCH_PATCH_BYTES], base, epoch);
                 }
-                let (res, buf) = io::write_all(&file, buf, position).await;
+                let (res, mut buf) = io::write_all(&file, buf, position).await;
+                if buf.capacity() > WRITE_BUFFER_RETAIN_BYTES {
+                    buf = Vec::new(); // one huge request must not pin its buffer forever
+                }
                 self.state.borrow_mut().write_buf = buf;
                 res
             }
@@ -367,16 +383,20 @@ impl Log {
         if was_empty {
             // An empty active segment is replaced (replica jumping past a gap).
             let old = s.segments.remove(&old_base).expect("active segment");
-            drop(old);
-            let _ = std::fs::remove_file(&path);
+            for path in old.paths() {
+                // Best effort: an empty leftover is harmless (recovery skips past it).
+                let _ = std::fs::remove_file(path);
+            }
         } else {
             if let Some(seg) = s.segments.get_mut(&old_base) {
                 seg.file_len = size;
             }
-            s.unsynced_logs.push((file, path));
+            s.unsynced_seq += 1;
+            let seq = s.unsynced_seq;
+            s.unsynced_logs.push((seq, file, path));
         }
         s.segments.insert(base_offset, segment);
-        s.dir_unsynced = true;
+        s.segments_created += 1;
         s.checkpoint_due = true;
         Ok(())
     }
@@ -388,6 +408,13 @@ impl Log {
     }
 
     /// Makes offsets below `target` (clamped to the log end) durable.
+    ///
+    /// Group commit, pipelined: a caller waits if an in-flight fdatasync will cover it, or
+    /// if SYNCS_IN_FLIGHT_MAX are already running; otherwise it leads a new fdatasync of
+    /// everything written so far, even while an older one is still in flight. A late arrival
+    /// then waits for about one fdatasync instead of the rest of the current one plus the
+    /// next. fdatasync makes durable every byte written before it was issued, so syncs may
+    /// complete in any order and each publishes only what was written before it began.
     async fn sync_until(&self, target: i64) -> Result<(), LogError> {
         loop {
             let follow = {
@@ -395,24 +422,41 @@ impl Log {
                 if s.poisoned {
                     return Err(LogError::Poisoned);
                 }
-                if s.durable_offset >= target.min(s.log_end_offset()) {
+                let want = target.min(s.log_end_offset());
+                if s.durable_offset >= want {
                     return Ok(());
                 }
-                s.syncing.then(|| self.sync_done.generation())
+                let covered = s.syncs_in_flight > 0 && s.sync_covering >= want;
+                let full = s.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX;
+                (covered || full).then(|| self.sync_done.generation())
             };
             if let Some(seen) = follow {
-                // Another task is the leader: its fdatasync may or may not cover us; re-check.
                 self.sync_done.changed_since(seen).await;
                 continue;
             }
-            let (files, dir_unsynced, upto, epoch) = {
+            let (files, synced_seq, dir_seen, dir_needed, upto, epoch) = {
                 let mut s = self.state.borrow_mut();
-                s.syncing = true;
-                let mut files = std::mem::take(&mut s.unsynced_logs);
+                let upto = s.log_end_offset();
+                s.syncs_in_flight += 1;
+                s.syncs_started += 1;
+                s.sync_covering = s.sync_covering.max(upto);
+                let mut files: Vec<(File, PathBuf)> = s
+                    .unsynced_logs
+                    .iter()
+                    .map(|(_, f, p)| (f.clone(), p.clone()))
+                    .collect();
+                let synced_seq = s.unsynced_seq;
                 let a = s.active();
                 files.push((a.log.file().clone(), a.log.path().to_path_buf()));
-                let dir_unsynced = std::mem::take(&mut s.dir_unsynced);
-                (files, dir_unsynced, s.log_end_offset(), s.truncate_epoch)
+                let dir_needed = s.segments_created > s.dir_synced;
+                (
+                    files,
+                    synced_seq,
+                    s.segments_created,
+                    dir_needed,
+                    upto,
+                    s.truncate_epoch,
+                )
             };
             let leader = SyncLeader { log: self };
             for (file, path) in &files {
@@ -421,12 +465,15 @@ impl Log {
                     return Err(LogError::io("fdatasync", path, e));
                 }
             }
-            if dir_unsynced && let Err(e) = io::sync_dir(&self.dir).await {
-                self.state.borrow_mut().dir_unsynced = true;
-                return Err(LogError::io("fsync", &self.dir, e));
+            if dir_needed {
+                io::sync_dir(&self.dir)
+                    .await
+                    .map_err(|e| LogError::io("fsync", &self.dir, e))?;
             }
             {
                 let mut s = self.state.borrow_mut();
+                s.unsynced_logs.retain(|(seq, _, _)| *seq > synced_seq);
+                s.dir_synced = s.dir_synced.max(dir_seen);
                 if s.truncate_epoch == epoch {
                     s.durable_offset = s.durable_offset.max(upto);
                 }
@@ -552,7 +599,7 @@ impl Log {
         let limit = max_offset.min(log_end_offset);
         let mut cursor = start_offset;
         while cursor < limit {
-            let budget = u64::from(max_bytes - result.bytes);
+            let budget = u64::from(max_bytes.saturating_sub(result.bytes));
             let first_wanted = min_one_batch && result.slices.is_empty();
             if budget == 0 && !first_wanted {
                 break;
@@ -709,6 +756,10 @@ impl Log {
     pub fn size_bytes(&self) -> u64 {
         self.state.borrow().segments.values().map(|s| s.size).sum()
     }
+    /// Group-commit rounds (fdatasync passes) started since open; a metric.
+    pub fn sync_rounds(&self) -> u64 {
+        self.state.borrow().syncs_started
+    }
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
     }
@@ -799,7 +850,7 @@ impl Log {
             let mut s = self.state.borrow_mut();
             s.segments.insert(offset, segment);
             s.log_start_offset = offset;
-            s.dir_unsynced = true;
+            s.segments_created += 1;
         } else {
             // Cut inside the last remaining segment.
             let snap = {
@@ -838,7 +889,7 @@ impl Log {
                 let mut s = self.state.borrow_mut();
                 s.segments.insert(offset, segment);
                 s.log_start_offset = offset;
-                s.dir_unsynced = true;
+                s.segments_created += 1;
             }
         }
         let (file, path) = {
@@ -846,6 +897,7 @@ impl Log {
             s.truncate_epoch += 1;
             let leo = s.log_end_offset();
             s.durable_offset = s.durable_offset.min(leo);
+            s.sync_covering = s.sync_covering.min(leo);
             s.high_watermark = s.high_watermark.min(leo);
             s.log_start_offset = s.log_start_offset.min(leo);
             let a = s.active();
@@ -1087,14 +1139,19 @@ impl Log {
     }
 }
 
-/// Resets the group-commit flag and wakes waiters even if the leader's future is dropped.
+/// Ends a leader's turn and wakes waiters, even if the leader's future is dropped.
 struct SyncLeader<'a> {
     log: &'a Log,
 }
 
 impl Drop for SyncLeader<'_> {
     fn drop(&mut self) {
-        self.log.state.borrow_mut().syncing = false;
+        let mut s = self.log.state.borrow_mut();
+        s.syncs_in_flight -= 1;
+        if s.syncs_in_flight == 0 {
+            s.sync_covering = s.durable_offset; // forget what a failed or dropped leader promised
+        }
+        drop(s);
         self.log.sync_done.notify_all();
     }
 }
