@@ -754,3 +754,71 @@ fn cli_embeds_in_the_broker_and_parses_root_anywhere() {
         BrokerCli::try_parse_from(["sluice", "tune", "check", "--irq-mode", "sideways"]).is_err()
     );
 }
+
+#[test]
+fn ballast_create_and_emergency_remove() {
+    let fake = Fake::untuned();
+    let host = fake.host(untuned_system(false));
+    let (code, out) = run(
+        &host,
+        &[
+            "ballast",
+            "create",
+            "--data-dir",
+            "/data",
+            "--bytes",
+            "2097152",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let meta = fs::metadata(fake.path("/data/.sluice-ballast")).expect("created");
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 >= 2 << 20,
+        "blocks reserved, not sparse"
+    );
+    let (_, table) = run(
+        &host,
+        &[
+            "check",
+            "--only",
+            "ballast",
+            "--data-dir",
+            "/data",
+            "--ballast-bytes",
+            "2097152",
+        ],
+    );
+    assert!(table.contains(" ok "), "{table}");
+    let (code, out) = run(&host, &["ballast", "remove", "--data-dir", "/data"]);
+    assert_eq!((code, out.contains("removed")), (0, true), "{out}");
+    assert!(!fake.path("/data/.sluice-ballast").exists());
+    let (_, out) = run(&host, &["ballast", "remove", "--data-dir", "/data"]);
+    assert!(out.contains("was not there"), "{out}");
+}
+
+#[test]
+fn unreadable_setting_needs_root() {
+    use std::os::unix::fs::PermissionsExt;
+    if tuning::sys::is_effective_root() {
+        eprintln!("skipping: root reads files whatever their mode");
+        return;
+    }
+    let fake = Fake::untuned();
+    let file = fake.path("/proc/sys/vm/swappiness");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).expect("chmod");
+    let host = fake.host(untuned_system(false));
+    let s = statuses(&host);
+    assert_eq!(s["vm-swappiness/vm.swappiness"], Status::NeedsRoot);
+}
+
+#[test]
+fn list_names_every_tuner() {
+    let fake = Fake::untuned();
+    let host = fake.host(untuned_system(false));
+    let (code, out) = run(&host, &["list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), tuners::TUNERS.len());
+    for t in tuners::TUNERS {
+        assert!(out.contains(t.name) && out.contains(t.why), "{}", t.name);
+    }
+}
