@@ -66,6 +66,8 @@ fi
 
 client=()
 if [ "$pin" = 1 ]; then client=(taskset -c 1); fi
+# CPU seconds (user + system) of each client, where GNU time is installed.
+timer() { local out="$1"; shift; if [ -x /usr/bin/time ]; then /usr/bin/time -f '%U %S' -o "$out" "$@"; else echo "0 0" >"$out"; "$@"; fi; }
 # kcat reads records from a file, one per line: record_bytes - 1 letters and a newline.
 "$python" - "$record_bytes" "$records" "$work/records.txt" <<'PY'
 import sys
@@ -87,34 +89,38 @@ for round in $(seq 1 "$rounds"); do
   "$loadgen" --bootstrap "$bootstrap" --topic "$tag-kcat" --partitions "$partitions" \
     --records 1 --record-bytes 16 --quiet >/dev/null
   run_loadgen() {
-  "${client[@]}" "$loadgen" --bootstrap "$bootstrap" --topic "$tag-loadgen" --partitions "$partitions" \
+  timer "$work/cpu.loadgen" "${client[@]}" "$loadgen" --bootstrap "$bootstrap" --topic "$tag-loadgen" --partitions "$partitions" \
     --records "$records" --record-bytes "$record_bytes" --acks "$acks" --linger-ms "$linger_ms" \
     --batch-bytes "$batch_bytes" --producers 1 --quiet --json "$work/loadgen.json" >/dev/null
   }
   run_rdkafka() {
-  "${client[@]}" "$python" "$root/bench/scripts/rdkafka_produce.py" --bootstrap "$bootstrap" --topic "$tag-rdkafka" \
+  timer "$work/cpu.rdkafka" "${client[@]}" "$python" "$root/bench/scripts/rdkafka_produce.py" --bootstrap "$bootstrap" --topic "$tag-rdkafka" \
     --records "$records" --record-bytes "$record_bytes" --acks "$acks" --linger-ms "$linger_ms" \
     --batch-bytes "$batch_bytes" >"$work/rdkafka.json"
   }
   run_kcat() {
   kcat_start=$(date +%s.%N)
-  "${client[@]}" kcat -P -b "$bootstrap" -t "$tag-kcat" -X linger.ms="$linger_ms" -X batch.size="$batch_bytes" \
+  timer "$work/cpu.kcat" "${client[@]}" kcat -P -b "$bootstrap" -t "$tag-kcat" -X linger.ms="$linger_ms" -X batch.size="$batch_bytes" \
     -X acks="$acks" -X queue.buffering.max.kbytes=1048576 <"$work/records.txt"
   kcat_secs=$(echo "$(date +%s.%N) - $kcat_start" | bc -l)
   }
   # Alternate the order so neither tool always meets the broker in the same state.
   if [ $((round % 2)) = 1 ]; then run_loadgen; run_rdkafka; run_kcat; else run_kcat; run_rdkafka; run_loadgen; fi
   read_back="$(timeout 300 kcat -b "$bootstrap" -C -t "$tag-loadgen" -o beginning -e -q -f 'x\n' | wc -l)"
-  "$python" - "$work/loadgen.json" "$work/rdkafka.json" "$read_back" "$round" "$kcat_secs" "$records" <<'PY' | tee -a "$work/ratios"
+  "$python" - "$work/loadgen.json" "$work/rdkafka.json" "$read_back" "$round" "$kcat_secs" "$records" "$work" <<'PY' | tee -a "$work/ratios"
 import json, sys
 lg = json.load(open(sys.argv[1])); rk = json.load(open(sys.argv[2]))
 read_back = int(sys.argv[3]); rnd = sys.argv[4]
 kcat_rate = int(sys.argv[6]) / float(sys.argv[5])
+def cpu_us(tool):
+    user, system = open(f"{sys.argv[7]}/cpu.{tool}").read().split()[-2:]
+    return (float(user) + float(system)) * 1e6 / int(sys.argv[6])
+cpu = f"cpu us/record loadgen {cpu_us('loadgen'):.2f} librdkafka {cpu_us('rdkafka'):.2f} kcat {cpu_us('kcat'):.2f}"
 lg_rate = lg["produce"]["records_per_sec"]; rk_rate = rk["records_per_sec"]
 ok = lg["records_acked"] == lg["records_sent"] == read_back
 print(f"round {rnd}: loadgen {lg_rate:,.0f} rec/s ({lg['produce']['mb_per_sec']:.1f} MB/s, p99 {lg['produce']['latency_us']['p99']} us)"
       f" | librdkafka {rk['librdkafka']} {rk_rate:,.0f} rec/s ({rk['mb_per_sec']:.1f} MB/s)"
-      f" | kcat {kcat_rate:,.0f} rec/s | ratio {lg_rate / rk_rate:.3f} (vs kcat {lg_rate / kcat_rate:.3f}) | loadgen acked {lg['records_acked']} kcat read {read_back} {'OK' if ok else 'MISMATCH'}")
+      f" | kcat {kcat_rate:,.0f} rec/s | ratio {lg_rate / rk_rate:.3f} (vs kcat {lg_rate / kcat_rate:.3f}) | loadgen acked {lg['records_acked']} kcat read {read_back} {'OK' if ok else 'MISMATCH'} | {cpu}")
 PY
 done
 "$python" - "$work/ratios" <<'PY'

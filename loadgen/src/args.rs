@@ -69,8 +69,8 @@ pub struct LoadgenArgs {
     /// Largest batch (uncompressed bytes) per partition.
     #[arg(long, default_value_t = 1_000_000)]
     pub batch_bytes: usize,
-    /// Largest produce request (sum of its batches).
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    /// Largest produce request (sum of its batches); Kafka's max.request.size default.
+    #[arg(long, default_value_t = 1024 * 1024)]
     pub request_bytes: usize,
     /// Bytes a producer may hold unacknowledged before it stops generating.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
