@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use super::classic::GroupState;
+pub use super::consumer::Assignment;
+
 use super::error::GroupError;
 
 /// Names one client request; chosen by the I/O layer, echoed on its reply. Every request the
@@ -53,6 +54,8 @@ pub enum Reply {
     DeleteGroup(Option<GroupError>),
     Describe(DescribeResult),
     List(ListResult),
+    ConsumerHeartbeat(ConsumerHeartbeatResult),
+    ConsumerDescribe(ConsumerDescribeResult),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +242,8 @@ pub struct DescribeResult {
     /// False when the group does not exist (Kafka describes it as Dead; v6+ says
     /// GROUP_ID_NOT_FOUND — the handler picks by version).
     pub exists: bool,
-    pub state: GroupState,
+    /// Kafka's state name (classic or consumer-group states).
+    pub state: &'static str,
     pub protocol_type: String,
     /// The selected protocol; empty unless the group is Stable.
     pub protocol_data: String,
@@ -275,6 +279,64 @@ pub struct ListResult {
 pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
+    /// Kafka's state name (classic or consumer-group states).
+    pub state: &'static str,
     pub group_type: &'static str,
+}
+
+/// ConsumerGroupHeartbeat (KIP-848), version-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHeartbeat {
+    pub group_id: String,
+    /// Empty on a first join with v0 (the coordinator picks one); v1 clients choose it.
+    pub member_id: String,
+    /// 0 joins, -1 leaves, -2 leaves a static member's place open, > 0 heartbeats.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    /// -1: unchanged.
+    pub rebalance_timeout_ms: i32,
+    /// None: unchanged.
+    pub subscribed_topic_names: Option<Vec<String>>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// The partitions the member owns now; None: unchanged since its last report.
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHeartbeatResult {
+    pub error: Option<GroupError>,
+    pub error_message: Option<String>,
+    pub member_id: Option<String>,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's full assignment when it changed (None: unchanged).
+    pub assignment: Option<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerDescribeResult {
+    pub error: Option<GroupError>,
+    pub error_message: Option<String>,
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor_name: String,
+    pub members: Vec<ConsumerDescribedMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerDescribedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub assignment: Assignment,
+    pub target_assignment: Assignment,
 }

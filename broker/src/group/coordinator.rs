@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use super::api::*;
 use super::classic::{ClassicGroup, GroupState};
+use super::consumer::ConsumerGroup;
 use super::error::GroupError;
 use super::limits::GROUPS_PER_SHARD_MAX;
 use super::records::{self, OffsetCommitValue, OffsetsRecord, RecordDecodeError};
@@ -40,6 +41,10 @@ pub struct GroupConfig {
     pub offsets_retention_check_interval_ms: i64,
     /// offset.metadata.max.bytes
     pub offset_metadata_max_bytes: usize,
+    /// group.consumer.session.timeout.ms (KIP-848 groups)
+    pub consumer_session_timeout_ms: i32,
+    /// group.consumer.heartbeat.interval.ms (KIP-848 groups)
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -53,6 +58,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -67,6 +74,10 @@ pub enum GroupConfigError {
     SessionTimeouts { min: i32, max: i32 },
     #[error("group.max.size must be in 1..={max}, got {got}")]
     MaxSize { got: usize, max: usize },
+    #[error(
+        "group.consumer.heartbeat.interval.ms ({heartbeat}) must be positive and below group.consumer.session.timeout.ms ({session})"
+    )]
+    ConsumerTimeouts { heartbeat: i32, session: i32 },
     #[error("{name} must not be negative")]
     Negative { name: &'static str },
 }
@@ -82,6 +93,14 @@ impl GroupConfig {
             return Err(GroupConfigError::SessionTimeouts {
                 min: self.min_session_timeout_ms,
                 max: self.max_session_timeout_ms,
+            });
+        }
+        if self.consumer_heartbeat_interval_ms <= 0
+            || self.consumer_heartbeat_interval_ms >= self.consumer_session_timeout_ms
+        {
+            return Err(GroupConfigError::ConsumerTimeouts {
+                heartbeat: self.consumer_heartbeat_interval_ms,
+                session: self.consumer_session_timeout_ms,
             });
         }
         let max = super::limits::MEMBERS_PER_GROUP_MAX;
@@ -162,6 +181,10 @@ pub struct GroupCoordinator {
     pub(super) config: GroupConfig,
     partitions: HashMap<i32, PartitionStatus>,
     pub(super) groups: HashMap<String, ClassicGroup>,
+    /// KIP-848 groups. Their committed offsets live in a classic group of the same id that
+    /// stays Empty (offset storage and records are the same for both kinds).
+    pub(super) consumer_groups: HashMap<String, ConsumerGroup>,
+    pub(super) consumer_timers: BTreeSet<(i64, String)>,
     /// (deadline, group id) for every group with a timer.
     timers: BTreeSet<(i64, String)>,
     pending_appends: HashMap<AppendToken, PendingAppend>,
@@ -181,6 +204,8 @@ impl GroupCoordinator {
             config,
             partitions: HashMap::new(),
             groups: HashMap::new(),
+            consumer_groups: HashMap::new(),
+            consumer_timers: BTreeSet::new(),
             timers: BTreeSet::new(),
             pending_appends: HashMap::new(),
             next_append_token: 0,
@@ -206,7 +231,8 @@ impl GroupCoordinator {
     /// When [`Self::tick`] next has work.
     pub fn next_deadline(&self) -> Option<i64> {
         let timer = self.timers.first().map(|(deadline, _)| *deadline);
-        [timer, self.next_retention_check_ms]
+        let consumer = self.consumer_timers.first().map(|(deadline, _)| *deadline);
+        [timer, consumer, self.next_retention_check_ms]
             .into_iter()
             .flatten()
             .min()
@@ -228,6 +254,7 @@ impl GroupCoordinator {
                 self.put_group(group);
             }
         }
+        self.expire_consumer_timers(now_ms);
         if self.next_retention_check_ms.is_some_and(|at| at <= now_ms) {
             self.next_retention_check_ms =
                 Some(now_ms + self.config.offsets_retention_check_interval_ms);
@@ -443,7 +470,7 @@ impl GroupCoordinator {
         partition: i32,
         now_ms: i64,
     ) -> Result<ClassicGroup, GroupError> {
-        if self.groups.len() >= GROUPS_PER_SHARD_MAX {
+        if self.groups.len() + self.consumer_groups.len() >= GROUPS_PER_SHARD_MAX {
             return Err(GroupError::CoordinatorNotAvailable);
         }
         Ok(ClassicGroup::new(group_id.to_owned(), partition, now_ms))
@@ -480,8 +507,9 @@ impl GroupCoordinator {
     pub(super) fn new_member_id(&mut self, client_id: &str) -> String {
         let hi = self.next_random();
         let lo = self.next_random();
+        let dash = if client_id.is_empty() { "" } else { "-" };
         format!(
-            "{client_id}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            "{client_id}{dash}{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
             hi >> 32,
             (hi >> 16) & 0xffff,
             hi & 0xffff,
@@ -506,16 +534,19 @@ impl GroupCoordinator {
             Err(error) => DescribeResult {
                 error: Some(error),
                 exists: false,
-                state: GroupState::Dead,
+                state: GroupState::Dead.as_str(),
                 protocol_type: String::new(),
                 protocol_data: String::new(),
                 members: vec![],
             },
             Ok(_) => match self.groups.get(group_id) {
+                _ if self.consumer_groups.contains_key(group_id) => {
+                    describe_consumer_group(&self.consumer_groups[group_id])
+                }
                 None => DescribeResult {
                     error: None,
                     exists: false,
-                    state: GroupState::Dead,
+                    state: GroupState::Dead.as_str(),
                     protocol_type: String::new(),
                     protocol_data: String::new(),
                     members: vec![],
@@ -528,16 +559,20 @@ impl GroupCoordinator {
     }
 
     pub fn list_groups(&mut self, now_ms: i64, request: RequestId, filter: &ListGroups) {
-        let states: Vec<Option<GroupState>> = filter
-            .states_filter
-            .iter()
-            .map(|s| GroupState::parse(s))
-            .collect();
-        let classic_listed = filter.types_filter.is_empty()
-            || filter
-                .types_filter
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case("classic"));
+        let wanted = |state: &str| {
+            filter.states_filter.is_empty()
+                || filter
+                    .states_filter
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(state))
+        };
+        let typed = |kind: &str| {
+            filter.types_filter.is_empty()
+                || filter
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(kind))
+        };
         let loading = self
             .partitions
             .values()
@@ -545,15 +580,26 @@ impl GroupCoordinator {
         let mut groups: Vec<ListedGroup> = self
             .groups
             .values()
-            .filter(|_| classic_listed)
-            .filter(|g| states.is_empty() || states.contains(&Some(g.state)))
+            .filter(|g| !self.consumer_groups.contains_key(&g.group_id))
+            .filter(|g| typed("classic") && wanted(g.state.as_str()))
             .map(|g| ListedGroup {
                 group_id: g.group_id.clone(),
                 protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                state: g.state,
+                state: g.state.as_str(),
                 group_type: "classic",
             })
             .collect();
+        groups.extend(
+            self.consumer_groups
+                .values()
+                .filter(|g| typed("consumer") && wanted(g.state().as_str()))
+                .map(|g| ListedGroup {
+                    group_id: g.group_id.clone(),
+                    protocol_type: super::classic::CONSUMER_PROTOCOL_TYPE.to_string(),
+                    state: g.state().as_str(),
+                    group_type: "consumer",
+                }),
+        );
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         let error = loading.then_some(GroupError::CoordinatorLoadInProgress);
         self.reply(request, Reply::List(ListResult { error, groups }));
@@ -567,11 +613,14 @@ impl GroupCoordinator {
             Ok(p) => p,
             Err(error) => return self.reply(request, Reply::DeleteGroup(Some(error))),
         };
+        if self.is_live_consumer_group(group_id) {
+            return self.reply(request, Reply::DeleteGroup(Some(GroupError::NonEmptyGroup)));
+        }
+        let was_consumer_group = self.consumer_groups.contains_key(group_id);
+        self.remove_consumer_group(group_id);
         let Some(mut group) = self.take_group(group_id) else {
-            return self.reply(
-                request,
-                Reply::DeleteGroup(Some(GroupError::GroupIdNotFound)),
-            );
+            let error = (!was_consumer_group).then_some(GroupError::GroupIdNotFound);
+            return self.reply(request, Reply::DeleteGroup(error));
         };
         if !group.is(GroupState::Empty) {
             self.put_group(group);
@@ -665,6 +714,29 @@ pub fn sync_error(error: GroupError) -> SyncResult {
     }
 }
 
+/// A KIP-848 group seen through the classic DescribeGroups API (no protocol metadata).
+fn describe_consumer_group(group: &ConsumerGroup) -> DescribeResult {
+    DescribeResult {
+        error: None,
+        exists: true,
+        state: group.state().as_str(),
+        protocol_type: super::classic::CONSUMER_PROTOCOL_TYPE.to_string(),
+        protocol_data: String::new(),
+        members: group
+            .members
+            .values()
+            .map(|m| DescribedMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: Bytes::new(),
+                assignment: Bytes::new(),
+            })
+            .collect(),
+    }
+}
+
 fn describe(group: &ClassicGroup) -> DescribeResult {
     let stable = group.is(GroupState::Stable);
     let protocol = if stable {
@@ -695,7 +767,7 @@ fn describe(group: &ClassicGroup) -> DescribeResult {
     DescribeResult {
         error: None,
         exists: true,
-        state: group.state,
+        state: group.state.as_str(),
         protocol_type: group.protocol_type.clone().unwrap_or_default(),
         protocol_data: protocol,
         members,

@@ -44,6 +44,16 @@ pub enum GroupError {
     UnknownTopicOrPartition,
     #[error("unexpected server error")]
     UnknownServerError,
+    #[error("invalid request")]
+    InvalidRequest,
+    #[error("member epoch fenced (KIP-848)")]
+    FencedMemberEpoch,
+    #[error("instance id still used by another member (KIP-848)")]
+    UnreleasedInstanceId,
+    #[error("unsupported server assignor")]
+    UnsupportedAssignor,
+    #[error("stale member epoch (KIP-848)")]
+    StaleMemberEpoch,
 }
 
 impl GroupError {
@@ -69,6 +79,11 @@ impl GroupError {
             Self::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Self::UnknownServerError => ResponseError::UnknownServerError,
+            Self::InvalidRequest => ResponseError::InvalidRequest,
+            Self::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+            Self::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+            Self::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+            Self::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
         };
         error.code()
     }

@@ -130,3 +130,18 @@ where
     }
     Ok(replies)
 }
+
+/// The broker's metadata as the coordinator's topic view (KIP-848 assignors).
+pub struct MetadataTopics(pub Arc<crate::cluster::ClusterMetadata>);
+
+impl super::consumer::TopicResolver for MetadataTopics {
+    fn topic_by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        self.0.topic(name).map(|t| (t.id, t.partitions))
+    }
+
+    fn topic_by_id(&self, id: &uuid::Uuid) -> Option<(String, i32)> {
+        self.0
+            .topic_by_id(id)
+            .map(|t| (t.name.clone(), t.partitions))
+    }
+}

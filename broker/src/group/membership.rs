@@ -105,6 +105,10 @@ impl GroupCoordinator {
             Ok(p) => p,
             Err(e) => return self.reply(request, Reply::Join(join_error(&req.member_id, e))),
         };
+        if self.is_live_consumer_group(&req.group_id) {
+            let result = join_error(&req.member_id, GroupError::InconsistentGroupProtocol);
+            return self.reply(request, Reply::Join(result));
+        }
         let timeout = req.session_timeout_ms;
         if timeout < self.config.min_session_timeout_ms
             || timeout > self.config.max_session_timeout_ms

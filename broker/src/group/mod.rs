@@ -14,6 +14,8 @@
 pub mod api;
 pub mod backend;
 pub mod classic;
+pub mod consumer;
+mod consumer_ops;
 pub mod coordinator;
 pub mod error;
 pub mod frontend;

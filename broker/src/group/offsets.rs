@@ -44,6 +44,24 @@ impl GroupCoordinator {
             Ok(p) => p,
             Err(error) => return self.reply(request, Reply::OffsetCommit(all_errors(&req, error))),
         };
+        // A KIP-848 group: its members commit with their member epoch; the offsets go to
+        // the Empty classic group of the same id.
+        if let Some(check) = self.validate_consumer_commit(&req) {
+            if let Some(error) = check {
+                return self.reply(request, Reply::OffsetCommit(all_errors(&req, error)));
+            }
+            let group = match self.take_group(&req.group_id) {
+                Some(group) => Ok(group),
+                None => self.create_group(&req.group_id, partition, now_ms),
+            };
+            return match group {
+                Ok(mut group) => {
+                    self.store_offsets(now_ms, &mut group, request, req);
+                    self.put_group(group);
+                }
+                Err(e) => self.reply(request, Reply::OffsetCommit(all_errors(&req, e))),
+            };
+        }
         let mut group = match self.take_group(&req.group_id) {
             Some(group) => group,
             // A standalone consumer (no group management) stores offsets only.
@@ -245,6 +263,10 @@ impl GroupCoordinator {
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         let mut per_partition: HashMap<i32, Vec<(Bytes, Option<Bytes>)>> = HashMap::new();
         for group_id in ids {
+            // Offsets of a KIP-848 group with members stay while it lives.
+            if self.is_live_consumer_group(&group_id) {
+                continue;
+            }
             let Some(mut group) = self.take_group(&group_id) else {
                 continue;
             };

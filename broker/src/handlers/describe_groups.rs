@@ -35,7 +35,7 @@ pub async fn handle(
             Err(error) => DescribeResult {
                 error: Some(error),
                 exists: false,
-                state: group::GroupState::Dead,
+                state: group::GroupState::Dead.as_str(),
                 protocol_type: String::new(),
                 protocol_data: String::new(),
                 members: vec![],
@@ -71,7 +71,7 @@ fn described(version: i16, group_id: GroupId, r: DescribeResult) -> DescribedGro
         .with_error_code(code_of(error))
         .with_error_message(message)
         .with_group_id(group_id)
-        .with_group_state(str_bytes(r.state.as_str()))
+        .with_group_state(str_bytes(r.state))
         .with_protocol_type(str_bytes(&r.protocol_type))
         .with_protocol_data(str_bytes(&r.protocol_data))
         .with_members(members)

@@ -9,6 +9,8 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -91,6 +93,14 @@ pub const HANDLERS: &[(ApiKey, Versions)] = &[
     (ApiKey::ListGroups, list_groups::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    (
+        ApiKey::ConsumerGroupHeartbeat,
+        consumer_group_heartbeat::VERSIONS,
+    ),
+    (
+        ApiKey::ConsumerGroupDescribe,
+        consumer_group_describe::VERSIONS,
+    ),
     (
         ApiKey::OffsetForLeaderEpoch,
         offset_for_leader_epoch::VERSIONS,
@@ -213,6 +223,12 @@ async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: Bytes) -> Reply {
         ApiKey::OffsetCommit => run(c, body, |r| offset_commit::handle(s, c, r)).await,
         ApiKey::OffsetFetch => run(c, body, |r| offset_fetch::handle(s, c, r)).await,
         ApiKey::OffsetDelete => run(c, body, |r| offset_delete::handle(s, c, r)).await,
+        ApiKey::ConsumerGroupHeartbeat => {
+            run(c, body, |r| consumer_group_heartbeat::handle(s, c, r)).await
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            run(c, body, |r| consumer_group_describe::handle(s, c, r)).await
+        }
         ApiKey::ListOffsets => run(c, body, |r| list_offsets::handle(s, c, r)).await,
         ApiKey::Fetch => match decode(body, c.version) {
             Ok(r) => fetch::handle(s, c, r).await,
