@@ -88,6 +88,7 @@ class Scenario:
         self.consumed = {}  # (p, offset) -> member
         self.produced = 0
         self.failures = []
+        self.retries = []  # retriable coordinator errors seen (reported in the summary)
 
     # -- members ---------------------------------------------------------------------------------
 
@@ -214,10 +215,24 @@ class Scenario:
     def committed(self):
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import AdminClient
+        from confluent_kafka import KafkaError, KafkaException
         admin = AdminClient({"bootstrap.servers": self.args.bootstrap})
         req = ConsumerGroupTopicPartitions(self.group, [TopicPartition(self.args.topic, p) for p in range(PARTITIONS)])
-        res = admin.list_consumer_group_offsets([req])[self.group].result(timeout=30)
-        return {tp.partition: tp.offset for tp in res.topic_partitions}
+        # Right after a restart the coordinator may still be loading its offsets partition; Kafka
+        # answers COORDINATOR_LOAD_IN_PROGRESS (retriable) then too, and librdkafka's admin call
+        # does not retry it by itself.
+        retriable = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                     KafkaError.NOT_COORDINATOR)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                res = admin.list_consumer_group_offsets([req])[self.group].result(timeout=30)
+                return {tp.partition: tp.offset for tp in res.topic_partitions}
+            except KafkaException as e:
+                if e.args[0].code() not in retriable or time.monotonic() > deadline:
+                    raise
+                self.retries.append(e.args[0].name())
+                time.sleep(0.2)
 
     def check_committed(self, what):
         want = {p: common.count_in_partition(p, self.produced, PARTITIONS) for p in range(PARTITIONS)}
@@ -363,7 +378,7 @@ def main():
             if m.proc.poll() is None:
                 m.kill()
     print(f"SUMMARY client=group-scenario scenario={args.scenario} topic={args.topic} group={s.group} "
-          f"produced={s.produced} consumed={len(s.consumed)} {detail} seconds={time.monotonic() - started:.1f} OK",
+          f"produced={s.produced} consumed={len(s.consumed)} {detail} coordinator_retries={len(s.retries)} seconds={time.monotonic() - started:.1f} OK",
           flush=True)
 
 
