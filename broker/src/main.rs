@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 
 use broker::config::{Config, Overrides};
 
+/// Huge allocations are mapped lazily so a hostile array length cannot abort the broker
+/// (see `broker::sys::BrokerAlloc`).
+#[global_allocator]
+static ALLOC: broker::sys::BrokerAlloc = broker::sys::BrokerAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

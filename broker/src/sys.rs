@@ -98,3 +98,94 @@ pub fn set_pipe_size(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Resul
     }
     Ok(rc as usize)
 }
+
+/// Allocations at least this large are mapped lazily (see `BrokerAlloc`).
+pub const LAZY_ALLOC_BYTES: usize = 1 << 30;
+const PAGE_BYTES: usize = 4096;
+
+/// The broker's global allocator: the system allocator, except that allocations of
+/// `LAZY_ALLOC_BYTES` or more are anonymous `MAP_NORESERVE` mappings.
+///
+/// Why: kafka-protocol sizes a decoded array with `Vec::with_capacity(count)` straight from
+/// the wire, before reading any element. A hostile request claiming 2^31 elements asks for
+/// hundreds of GiB; the system allocator refuses and Rust aborts the whole process (allocation
+/// failure is not a panic). A lazy mapping of that size succeeds without touching memory, the
+/// decoder then fails on the first missing element, the Vec is dropped and the mapping
+/// unmapped, and only that connection is closed. Legitimate allocations never come near
+/// 1 GiB (frames are capped at `kafka.frame_bytes_max`).
+pub struct BrokerAlloc;
+
+fn is_lazy(size: usize, align: usize) -> bool {
+    size >= LAZY_ALLOC_BYTES && align <= PAGE_BYTES
+}
+
+// SAFETY: every pointer handed out is either from `System` (and returned to it) or from
+// mmap (and returned to munmap with the same size); `is_lazy` decides by the layout, which
+// Rust guarantees is the same at dealloc as at alloc.
+unsafe impl std::alloc::GlobalAlloc for BrokerAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if is_lazy(layout.size(), layout.align()) {
+            return map_lazy(layout.size());
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if is_lazy(layout.size(), layout.align()) {
+            // Anonymous mappings are zero-filled.
+            return map_lazy(layout.size());
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if is_lazy(layout.size(), layout.align()) {
+            // SAFETY: `ptr` came from `map_lazy(layout.size())`.
+            unsafe { libc::munmap(ptr.cast(), layout.size()) };
+            return;
+        }
+        // SAFETY: `ptr` came from System with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if !is_lazy(layout.size(), layout.align()) && !is_lazy(new_size, layout.align()) {
+            // SAFETY: both sides belong to System.
+            return unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: the caller guarantees new_size > 0 and a valid layout for it.
+        let new_layout =
+            unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a fresh allocation, then a copy of the overlapping prefix, then the old one
+        // is released with its own layout.
+        unsafe {
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+fn map_lazy(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}

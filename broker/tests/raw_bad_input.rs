@@ -101,6 +101,23 @@ fn bad_frames_close_only_their_connection() {
     assert!(c.is_closed_by_peer(), "malformed body");
     still_serving(&broker);
 
+    // A Produce v9 whose topic array claims ~2^31 entries: the decoder sizes its Vec from that
+    // count before reading anything (hundreds of GiB); the broker must survive it.
+    let mut c = broker.connect();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&9i16.to_be_bytes());
+    frame.extend_from_slice(&1i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes());
+    frame.push(0); // header tagged fields
+    frame.push(0); // transactional_id: null
+    frame.extend_from_slice(&1i16.to_be_bytes()); // acks
+    frame.extend_from_slice(&1000i32.to_be_bytes()); // timeout
+    frame.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x07]); // compact array length
+    c.send_frame(&frame);
+    assert!(c.is_closed_by_peer(), "huge array count");
+    still_serving(&broker);
+
     // Garbage bytes.
     let mut c = broker.connect();
     c.send_frame(&[
