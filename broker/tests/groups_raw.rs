@@ -496,3 +496,95 @@ fn offsets_survive_restart_and_loading_is_reported() {
     assert_eq!(old.topics[0].partitions.len(), 2);
     assert_eq!(describe(&mut c, group, 5).group_state.to_string(), "Empty");
 }
+
+fn consumer_heartbeat(
+    c: &mut RawClient,
+    req: &ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let start = Instant::now();
+    loop {
+        let resp: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 0, req);
+        if resp.error_code != COORDINATOR_LOAD_IN_PROGRESS {
+            return resp;
+        }
+        assert!(start.elapsed() < LOAD_DEADLINE, "still loading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kip848_consumer_group_heartbeat() {
+    const FENCED_MEMBER_EPOCH: i16 = 110;
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "t848", 3);
+    let group = "raw-848";
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(group))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("t848"))]))
+        .with_topic_partitions(Some(vec![]));
+    let r = consumer_heartbeat(&mut c, &join);
+    assert_eq!(
+        (r.error_code, r.member_epoch),
+        (0, 1),
+        "{:?}",
+        r.error_message
+    );
+    let member = r
+        .member_id
+        .clone()
+        .expect("v0: the coordinator picks the member id");
+    let assignment = r.assignment.expect("a joining member gets its assignment");
+    assert_eq!(assignment.topic_partitions.len(), 1);
+    assert!(!assignment.topic_partitions[0].topic_id.is_nil());
+    assert_eq!(assignment.topic_partitions[0].partitions, vec![0, 1, 2]);
+
+    let beat = |epoch: i32, member: &StrBytes| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(gid(group))
+            .with_member_id(member.clone())
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(-1)
+    };
+    let r = consumer_heartbeat(&mut c, &beat(1, &member));
+    assert_eq!(
+        (r.error_code, r.member_epoch, r.heartbeat_interval_ms),
+        (0, 1, 5_000)
+    );
+    assert!(r.assignment.is_none(), "unchanged assignment is not resent");
+    assert_eq!(
+        consumer_heartbeat(&mut c, &beat(9, &member)).error_code,
+        FENCED_MEMBER_EPOCH
+    );
+    assert_eq!(
+        consumer_heartbeat(&mut c, &beat(1, &s("ghost"))).error_code,
+        UNKNOWN_MEMBER_ID
+    );
+
+    let described: ConsumerGroupDescribeResponse = c.call(
+        ApiKey::ConsumerGroupDescribe,
+        0,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid(group)]),
+    );
+    let g = &described.groups[0];
+    assert_eq!(
+        (g.error_code, g.group_state.as_str(), g.group_epoch),
+        (0, "Stable", 1)
+    );
+    assert_eq!(
+        g.members[0].assignment.topic_partitions[0]
+            .topic_name
+            .0
+            .as_str(),
+        "t848"
+    );
+
+    let r = consumer_heartbeat(&mut c, &beat(-1, &member));
+    assert_eq!((r.error_code, r.member_epoch), (0, -1));
+    assert_eq!(
+        consumer_heartbeat(&mut c, &beat(1, &member)).error_code,
+        UNKNOWN_MEMBER_ID
+    );
+}

@@ -142,7 +142,9 @@ impl GroupCoordinator {
         if req.rack_id.is_some() {
             member.rack_id = req.rack_id.clone();
         }
-        let mut bump = false;
+        // One bump for everything this heartbeat changes (a new member, its subscription,
+        // the subscribed topics' partition counts).
+        let mut bump = req.member_epoch == 0;
         if let Some(names) = &req.subscribed_topic_names {
             let names: BTreeSet<String> = names.iter().cloned().collect();
             if names != member.subscribed_topic_names {
@@ -224,7 +226,6 @@ impl GroupCoordinator {
                 .insert(instance.clone(), member_id.clone());
         }
         group.members.insert(member_id.clone(), member);
-        group.bump_epoch();
         Ok(member_id)
     }
 

@@ -296,6 +296,8 @@ impl GroupCoordinator {
             }
             self.put_group(group);
         }
+        // KIP-848 groups keep nothing on disk of their own; empty ones go.
+        self.consumer_groups.retain(|_, g| !g.members.is_empty());
         for (partition, records) in per_partition {
             self.append(partition, &records, now_ms, PendingAppend::Background);
         }

@@ -1520,3 +1520,265 @@ fn random_operations_answer_every_request_exactly_once() {
         }
     }
 }
+
+// ---- KIP-848 consumer groups --------------------------------------------------------------
+
+mod kip848 {
+    use std::collections::BTreeSet;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::group::consumer::TopicResolver;
+
+    const TOPIC: &str = "t";
+
+    struct Topics(Vec<(String, Uuid, i32)>);
+
+    impl TopicResolver for Topics {
+        fn topic_by_name(&self, name: &str) -> Option<(Uuid, i32)> {
+            self.0.iter().find(|t| t.0 == name).map(|t| (t.1, t.2))
+        }
+        fn topic_by_id(&self, id: &Uuid) -> Option<(String, i32)> {
+            self.0
+                .iter()
+                .find(|t| t.1 == *id)
+                .map(|t| (t.0.clone(), t.2))
+        }
+    }
+
+    fn topic_id() -> Uuid {
+        Uuid::from_bytes([7; 16])
+    }
+
+    fn topics(partitions: i32) -> Topics {
+        Topics(vec![(TOPIC.into(), topic_id(), partitions)])
+    }
+
+    fn hb(member_id: &str, epoch: i32) -> ConsumerHeartbeat {
+        ConsumerHeartbeat {
+            group_id: GROUP.into(),
+            member_id: member_id.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: if epoch == 0 { 30_000 } else { -1 },
+            subscribed_topic_names: (epoch == 0).then(|| vec![TOPIC.to_string()]),
+            subscribed_topic_regex: None,
+            server_assignor: None,
+            owned: (epoch == 0).then(Assignment::new),
+            client_id: "c".into(),
+            client_host: "/h".into(),
+        }
+    }
+
+    fn owned(parts: &[i32]) -> Assignment {
+        Assignment::from([(topic_id(), parts.iter().copied().collect::<BTreeSet<i32>>())])
+    }
+
+    fn parts(a: &Option<Assignment>) -> Option<Vec<i32>> {
+        a.as_ref().map(|a| {
+            a.get(&topic_id())
+                .map(|p| p.iter().copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    impl Harness {
+        fn cg(&mut self, req: ConsumerHeartbeat, topics: &Topics) -> ConsumerHeartbeatResult {
+            let id = self.request_id();
+            self.coordinator
+                .consumer_group_heartbeat(self.now_ms, id, req, topics);
+            self.pump();
+            match self.take(id) {
+                Some(Reply::ConsumerHeartbeat(r)) => r,
+                other => panic!("expected a ConsumerGroupHeartbeat reply, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn single_member_gets_every_partition() {
+        let mut h = Harness::new();
+        let t = topics(4);
+        let r = h.cg(hb("", 0), &t);
+        assert_eq!(r.error, None);
+        let member = r.member_id.unwrap();
+        assert_eq!(r.member_epoch, 1);
+        assert_eq!(parts(&r.assignment), Some(vec![0, 1, 2, 3]));
+        assert_eq!(r.heartbeat_interval_ms, 5_000);
+        // A plain heartbeat: nothing changed, no assignment sent.
+        let r = h.cg(hb(&member, 1), &t);
+        assert_eq!((r.error, r.member_epoch, r.assignment), (None, 1, None));
+    }
+
+    #[test]
+    fn second_member_waits_for_revocation() {
+        let mut h = Harness::new();
+        let t = topics(4);
+        let a = h.cg(hb("a", 0), &t);
+        assert_eq!(parts(&a.assignment), Some(vec![0, 1, 2, 3]));
+        let b = h.cg(hb("b", 0), &t);
+        assert_eq!(b.member_epoch, 2);
+        assert_eq!(
+            parts(&b.assignment),
+            Some(vec![]),
+            "a still owns everything"
+        );
+        // a is told to give up two partitions and keeps its epoch until it has.
+        let a = h.cg(hb("a", 1), &t);
+        assert_eq!(a.member_epoch, 1);
+        let kept = parts(&a.assignment).unwrap();
+        assert_eq!(kept.len(), 2);
+        let mut still = hb("a", 1);
+        still.owned = Some(owned(&[0, 1, 2, 3]));
+        let a2 = h.cg(still, &t);
+        assert_eq!(a2.member_epoch, 1, "not revoked yet");
+        let mut revoked = hb("a", 1);
+        revoked.owned = Some(owned(&kept));
+        let a3 = h.cg(revoked, &t);
+        assert_eq!(a3.member_epoch, 2);
+        // Now b gets the released partitions.
+        let b = h.cg(hb("b", 2), &t);
+        let got = parts(&b.assignment).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|p| !kept.contains(p)));
+        let d = {
+            let id = h.request_id();
+            h.coordinator.consumer_group_describe(h.now_ms, id, GROUP);
+            h.pump();
+            match h.take(id) {
+                Some(Reply::ConsumerDescribe(d)) => d,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            (d.state, d.group_epoch, d.assignment_epoch),
+            ("Stable", 2, 2)
+        );
+    }
+
+    #[test]
+    fn epochs_and_members_are_checked() {
+        let mut h = Harness::new();
+        let t = topics(2);
+        let _ = h.cg(hb("a", 0), &t);
+        assert_eq!(
+            h.cg(hb("ghost", 1), &t).error,
+            Some(GroupError::UnknownMemberId)
+        );
+        assert_eq!(
+            h.cg(hb("a", 7), &t).error,
+            Some(GroupError::FencedMemberEpoch)
+        );
+        let mut bad = hb("a", 0);
+        bad.subscribed_topic_names = None;
+        assert_eq!(h.cg(bad, &t).error, Some(GroupError::InvalidRequest));
+        let mut bad = hb("a", 0);
+        bad.server_assignor = Some("sticky".into());
+        assert_eq!(h.cg(bad, &t).error, Some(GroupError::UnsupportedAssignor));
+        // A classic member's group is not a consumer group, and vice versa.
+        let j = h.join(join_req(""));
+        assert_eq!(
+            h.join_result(j).unwrap().error,
+            Some(GroupError::InconsistentGroupProtocol)
+        );
+        let mut other = hb("", 0);
+        other.group_id = "classic".into();
+        let mut classic = join_req("");
+        classic.group_id = "classic".into();
+        classic.require_known_member_id = false;
+        let j = h.join(classic);
+        assert_eq!(h.join_result(j).unwrap().error, None);
+        assert_eq!(h.cg(other, &t).error, Some(GroupError::GroupIdNotFound));
+    }
+
+    #[test]
+    fn leave_and_session_expiry_reassign() {
+        let mut h = Harness::new();
+        let t = topics(2);
+        let _ = h.cg(hb("a", 0), &t);
+        let _ = h.cg(hb("b", 0), &t);
+        let r = h.cg(hb("a", -1), &t);
+        assert_eq!((r.error, r.member_epoch), (None, -1));
+        // b gets both partitions once a's are free.
+        let r = h.cg(hb("b", 2), &t);
+        assert_eq!(parts(&r.assignment), Some(vec![0, 1]));
+        let c = h.cg(hb("c", 0), &t);
+        assert!(c.error.is_none());
+        // c stops heartbeating: it expires after the session timeout, b keeps going.
+        for _ in 0..10 {
+            h.advance(5_000);
+            let mut keep = hb("b", h.cg(hb("b", 4), &t).member_epoch);
+            keep.owned = None;
+            let _ = h.cg(keep, &t);
+        }
+        let c = h.cg(hb(&c.member_id.unwrap(), c.member_epoch), &t);
+        assert_eq!(c.error, Some(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn offset_commits_check_the_member_epoch() {
+        let mut h = Harness::new();
+        let t = topics(2);
+        let r = h.cg(hb("a", 0), &t);
+        let ok = h.commit("a", r.member_epoch, "t", &[(0, 9)]);
+        assert_eq!(h.commit_errors(ok), vec![None]);
+        let stale = h.commit("a", r.member_epoch - 1, "t", &[(0, 9)]);
+        assert_eq!(
+            h.commit_errors(stale),
+            vec![Some(GroupError::StaleMemberEpoch)]
+        );
+        let ghost = h.commit("z", 1, "t", &[(0, 9)]);
+        assert_eq!(
+            h.commit_errors(ghost),
+            vec![Some(GroupError::UnknownMemberId)]
+        );
+        assert_eq!(h.fetch(None, false).topics[0].partitions[0].offset, 9);
+        // Listed as a consumer group, not twice.
+        let id = h.request_id();
+        h.coordinator.list_groups(
+            0,
+            id,
+            &ListGroups {
+                states_filter: vec![],
+                types_filter: vec![],
+            },
+        );
+        h.pump();
+        let Some(Reply::List(list)) = h.take(id) else {
+            panic!()
+        };
+        assert_eq!(list.groups.len(), 1);
+        assert_eq!(
+            (list.groups[0].group_type, list.groups[0].state),
+            ("consumer", "Stable")
+        );
+        // Not deletable while it has members; deletable once empty.
+        let del = |h: &mut Harness| {
+            let id = h.request_id();
+            h.coordinator.delete_group(h.now_ms, id, GROUP);
+            h.pump();
+            match h.take(id) {
+                Some(Reply::DeleteGroup(e)) => e,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(del(&mut h), Some(GroupError::NonEmptyGroup));
+        let _ = h.cg(hb("a", -1), &t);
+        assert_eq!(del(&mut h), None);
+        assert!(h.fetch(None, false).topics.is_empty());
+    }
+
+    #[test]
+    fn new_partitions_bump_the_epoch() {
+        let mut h = Harness::new();
+        let r = h.cg(hb("a", 0), &topics(2));
+        assert_eq!(parts(&r.assignment), Some(vec![0, 1]));
+        let r = h.cg(hb("a", 1), &topics(3));
+        assert_eq!(
+            (r.member_epoch, parts(&r.assignment)),
+            (2, Some(vec![0, 1, 2]))
+        );
+    }
+}
