@@ -1,8 +1,9 @@
 //! Consumer groups with real clients (issue 4): tests/clients/group_scenario.py drives
 //! confluent-kafka and kafka-python members, kafkajs_client.js --mode group drives kafkajs.
 //!
-//! All are `#[ignore]`d until the group coordinator lands (issue 4); run them with
-//! `cargo test -p broker --test clients_groups -- --ignored`. Remove the ignores when they pass.
+//! These were `#[ignore]`d until the group coordinator landed (issue 4, 2dc1948); they run by
+//! default now. Each starts its own broker and takes 5-20 s (members join, rebalance, and one
+//! waits out a 6 s session timeout).
 
 mod clients_support;
 mod common;
@@ -20,7 +21,6 @@ fn scenario(broker: &Broker, name: &str, topic: &str, extra: &[&str]) -> clients
 /// Three members (2 librdkafka, 1 kafka-python) share 6 partitions; a 4th joins, one leaves, one
 /// is killed without leaving; every record is consumed exactly once.
 #[test]
-#[ignore = "needs consumer groups (issue 4)"]
 fn group_members_share_partitions_through_rebalances() {
     let broker = Broker::start();
     let summary = scenario(&broker, "share", "group-share", &[]);
@@ -35,7 +35,6 @@ fn group_members_share_partitions_through_rebalances() {
 
 /// Committed offsets survive a broker restart; the group resumes with nothing skipped or re-read.
 #[test]
-#[ignore = "needs consumer groups (issue 4)"]
 fn group_resumes_from_committed_offsets_after_restart() {
     let mut broker = Broker::start();
     let state_dir = tempfile::tempdir().expect("temp dir");
@@ -55,7 +54,6 @@ fn group_resumes_from_committed_offsets_after_restart() {
 /// A static member (group.instance.id) restarted within its session timeout gets its partitions
 /// back without a rebalance.
 #[test]
-#[ignore = "needs consumer groups (issue 4)"]
 fn group_static_member_restart_without_rebalance() {
     let broker = Broker::start();
     scenario(&broker, "static", "group-static", &[]);
@@ -64,7 +62,6 @@ fn group_static_member_restart_without_rebalance() {
 
 /// librdkafka with group.protocol=consumer (KIP-848, broker-side assignment).
 #[test]
-#[ignore = "needs consumer groups (issue 4)"]
 fn group_kip848_consumer_protocol() {
     let broker = Broker::start();
     scenario(&broker, "kip848", "group-kip848", &[]);
@@ -73,7 +70,6 @@ fn group_kip848_consumer_protocol() {
 
 /// Two kafkajs consumers of one group read every record once and commit the high watermarks.
 #[test]
-#[ignore = "needs consumer groups (issue 4)"]
 fn group_kafkajs_consumers() {
     let broker = Broker::start();
     let summary = run_client(
