@@ -666,6 +666,7 @@ fn admin_apis() {
         .find(|t| t.name.0.as_str() == "adm")
         .expect("adm in log dirs");
     assert_eq!(topic.partitions.len(), 3);
+    assert!(resp.results[0].total_bytes > 0 && resp.results[0].usable_bytes > 0);
 
     // DeleteTopics by id; the name can be re-created afterwards, empty.
     let meta: MetadataResponse = c.call(
@@ -780,5 +781,55 @@ fn topic_config_changes_apply_to_the_live_log() {
     assert_eq!((err, next), (0, 3000));
     let (err, hw, _) = fetch(&mut c, "ret", 0, 3000);
     assert_eq!((err, hw), (0, 3001));
+    broker.stop();
+}
+
+#[test]
+fn sigterm_answers_in_flight_requests_then_exits_zero() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "bye", 2);
+    produce(&mut c, 9, "bye", 0, record_batch(3, None), -1);
+    // A produce and a 30 s long poll in one write: the broker splits both frames from the
+    // same read, so once the produce is answered the fetch is in flight.
+    let mut req = fetch_req("bye", 1, 0);
+    req.max_wait_ms = 30_000;
+    req.min_bytes = 1;
+    let produce_req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name("bye"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(record_batch(2, None))),
+                ]),
+        ]);
+    let (mut both, produce_id) = c.encode(ApiKey::Produce, 9, &produce_req);
+    let (fetch_frame, id) = c.encode(ApiKey::Fetch, 12, &req);
+    both.extend_from_slice(&fetch_frame);
+    std::io::Write::write_all(&mut c.stream, &both).unwrap();
+    let produced: ProduceResponse = c.recv(ApiKey::Produce, 9, produce_id);
+    assert_eq!(produced.responses[0].partition_responses[0].base_offset, 3);
+    let started = Instant::now();
+    broker.send_sigterm();
+    let resp: FetchResponse = c.recv(ApiKey::Fetch, 12, id);
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+    assert!(
+        c.is_closed_by_peer(),
+        "the connection closes after its in-flight answer"
+    );
+    let status = broker
+        .wait_exit(Duration::from_secs(20))
+        .expect("broker exits");
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Everything acknowledged is there after a restart.
+    broker.start_again();
+    let mut c = broker.connect();
+    let (err, hw, got) = fetch(&mut c, "bye", 0, 0);
+    assert_eq!((err, hw, got), (0, 5, vec![(0, 3), (3, 2)]));
     broker.stop();
 }

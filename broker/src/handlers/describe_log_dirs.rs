@@ -15,7 +15,7 @@ pub const VERSIONS: Versions = Versions { min: 1, max: 4 };
 
 pub async fn handle(
     shard: &Rc<Shard>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     let metadata = shard.metadata();
@@ -67,11 +67,16 @@ pub async fn handle(
         .data_dir
         .canonicalize()
         .unwrap_or_else(|_| shard.config().broker.data_dir.clone());
+    // total/usable bytes exist from v4 on.
+    let (total, usable) = match crate::sys::disk_space(&dir) {
+        Some((t, u)) if ctx.version >= 4 => (t as i64, u as i64),
+        _ => (-1, -1),
+    };
     DescribeLogDirsResponse::default().with_results(vec![
         DescribeLogDirsResult::default()
             .with_log_dir(str_bytes(&dir.display().to_string()))
             .with_topics(topics)
-            .with_total_bytes(-1)
-            .with_usable_bytes(-1),
+            .with_total_bytes(total)
+            .with_usable_bytes(usable),
     ])
 }

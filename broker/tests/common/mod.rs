@@ -96,6 +96,28 @@ impl Broker {
         self.spawn();
     }
 
+    /// Sends SIGTERM and returns at once (for tests that watch the shutdown itself).
+    pub fn send_sigterm(&self) {
+        let child = self.child.as_ref().expect("broker running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "SIGTERM to broker: {sent:?}"
+        );
+    }
+
+    /// Waits for the process to exit (after `send_sigterm`); None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let status = wait_deadline(&mut child, timeout);
+        if status.is_none() {
+            self.child = Some(child);
+        }
+        status
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -258,6 +280,19 @@ impl RawClient {
 
     /// Encodes and sends a request; returns its correlation id.
     pub fn send<R: Encodable>(&mut self, api_key: ApiKey, version: i16, body: &R) -> i32 {
+        let (frame, correlation_id) = self.encode(api_key, version, body);
+        self.stream.write_all(&frame).expect("write frame");
+        correlation_id
+    }
+
+    /// Encodes a request as a complete frame (size prefix included) without sending it, so
+    /// several can go out in one write.
+    pub fn encode<R: Encodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: &R,
+    ) -> (Vec<u8>, i32) {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
         let header = RequestHeader::default()
@@ -270,8 +305,10 @@ impl RawClient {
             .encode(&mut buf, api_key.request_header_version(version))
             .expect("encode header");
         body.encode(&mut buf, version).expect("encode body");
-        self.send_frame(&buf);
-        correlation_id
+        let mut frame = Vec::with_capacity(4 + buf.len());
+        frame.extend_from_slice(&(buf.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&buf);
+        (frame, correlation_id)
     }
 
     /// Sends `payload` with its size prefix.
