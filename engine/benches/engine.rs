@@ -216,6 +216,23 @@ fn read(c: &mut Criterion, quick: bool) {
     group.finish();
 }
 
+/// What append validation costs per batch (CRC32C over the batch plus framing checks).
+fn validate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate");
+    for (size, name) in SIZES {
+        let data = batch(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                engine::batch::validate_batch(&data, u32::MAX >> 4, true)
+                    .unwrap()
+                    .1
+            })
+        });
+    }
+    group.finish();
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -334,6 +351,7 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
+    validate(&mut c);
     raw_write(&mut c);
     append(&mut c);
     read(&mut c, quick);

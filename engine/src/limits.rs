@@ -43,7 +43,7 @@ pub const ZERO_TAIL_PROBE_BYTES: usize = 1024 * 1024;
 /// Segments (each holds 3 open files) per log before open refuses the directory.
 pub const SEGMENTS_PER_LOG_MAX: usize = 100_000;
 /// fdatasyncs of one log allowed in flight at once (pipelined group commit).
-pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
+pub const SYNCS_IN_FLIGHT_MAX: usize = 4;
 /// Multi-batch appends copy into a reused buffer; above this capacity it is not kept.
 pub const WRITE_BUFFER_RETAIN_BYTES: usize = 4 * 1024 * 1024;
 /// How often flush_tick rewrites the recovery-point checkpoint (Kafka: 60 s).
