@@ -23,6 +23,11 @@ use crate::shard::control::{NewTopic, on_control};
 /// these are Kafka's defaults, with `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` and
 /// `SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS` read from the environment.
 pub fn group_config() -> GroupConfig {
+    static CONFIG: std::sync::OnceLock<GroupConfig> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(read_group_config).clone()
+}
+
+fn read_group_config() -> GroupConfig {
     let mut config = GroupConfig::default();
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
     if let Some(v) = env("SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS").filter(|v| *v >= 0) {
@@ -108,7 +113,10 @@ pub async fn call_all_shards<F>(shard: &Rc<Shard>, op: F) -> Result<Vec<Reply>, 
 where
     F: Fn(&mut GroupCoordinator, i64, RequestId) + Send + Sync + Clone + 'static,
 {
-    let topic = ensure_offsets_topic(shard).await?;
+    // Listing creates nothing: without the offsets topic there are no groups.
+    let Some(topic) = shard.metadata().topic(OFFSETS_TOPIC).cloned() else {
+        return Ok(vec![]);
+    };
     let partitions = topic.partitions;
     let mut replies = Vec::with_capacity(shard.shared.shard_count());
     for target in 0..shard.shared.shard_count() {
