@@ -14,6 +14,11 @@
 
 #![deny(unsafe_code)]
 
+/// Unit tests run with the broker's allocator too (hostile array lengths in decode tests).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: sys::BrokerAlloc = sys::BrokerAlloc;
+
 pub mod cluster;
 pub mod config;
 pub mod group;

@@ -152,4 +152,61 @@ mod tests {
             Err(FrameError::TooShort { .. })
         ));
     }
+
+    mod decode_never_panics {
+        use bytes::Bytes;
+        use kafka_protocol::messages::*;
+        use proptest::prelude::*;
+
+        use crate::handlers::{HANDLERS, decode};
+        use crate::net::frame::{header_prefix, split_frame};
+
+        /// Decodes `body` as the request type of `key`; the error text when it fails.
+        fn decode_as(key: ApiKey, version: i16, body: Bytes) -> Result<(), String> {
+            macro_rules! try_types {
+                ($($k:ident => $t:ty),* $(,)?) => {
+                    match key {
+                        $(ApiKey::$k => decode::<$t>(body, version).map(|_| ()),)*
+                        _ => Ok(()),
+                    }
+                };
+            }
+            try_types! {
+                Produce => ProduceRequest, Fetch => FetchRequest, ListOffsets => ListOffsetsRequest,
+                Metadata => MetadataRequest, ApiVersions => ApiVersionsRequest,
+                CreateTopics => CreateTopicsRequest, DeleteTopics => DeleteTopicsRequest,
+                DeleteRecords => DeleteRecordsRequest, InitProducerId => InitProducerIdRequest,
+                OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+                DescribeConfigs => DescribeConfigsRequest, AlterConfigs => AlterConfigsRequest,
+                DescribeLogDirs => DescribeLogDirsRequest, CreatePartitions => CreatePartitionsRequest,
+                IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+                DescribeCluster => DescribeClusterRequest,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Random bytes after a valid (key, version): the decoder returns an error or a
+            /// value, never panics (a panic would be caught, but is a bug to report upstream).
+            #[test]
+            fn request_bodies(which in 0usize..64, version_pick in 0i16..64, body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let (key, v) = HANDLERS[which % HANDLERS.len()];
+                let version = v.min + version_pick % (v.max - v.min + 1);
+                let r = decode_as(key, version, Bytes::from(body));
+                prop_assert!(r.as_ref().err().is_none_or(|e| e != "decoder panicked"), "{key:?} v{version}: {r:?}");
+            }
+
+            /// Framing random bytes never panics and never yields a frame shorter than a header.
+            #[test]
+            fn framing(bytes in proptest::collection::vec(any::<u8>(), 0..64), max in 8u32..1024) {
+                let mut buf = bytes::BytesMut::from(&bytes[..]);
+                let mut need = 0;
+                while let Ok(Some(frame)) = split_frame(&mut buf, max, &mut need) {
+                    prop_assert!(frame.len() >= 8 && frame.len() <= max as usize);
+                    let _ = header_prefix(&frame);
+                }
+            }
+        }
+    }
 }
