@@ -255,6 +255,31 @@ fn idempotent_producer_across_restart() {
     broker.stop();
 }
 
+/// The copying fetch path (`[kafka] zero_copy_fetch = false`, for connections that cannot take
+/// splice) serves the same bytes: librdkafka, kafkajs and kcat read through it.
+#[test]
+fn copying_fetch_path() {
+    let config_dir = tempfile::tempdir().expect("temp dir");
+    let config = config_dir.path().join("sluice.toml");
+    std::fs::write(&config, "[kafka]\nzero_copy_fetch = false\n").expect("write config");
+    let broker = Broker::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    for client in [Client::ConfluentKafka, Client::Kafkajs, Client::Kcat] {
+        let topic = format!("copying-{}", client.name());
+        let args = [
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--records",
+            "3000",
+            "--compression",
+            "gzip",
+        ];
+        run_client(client, &broker, &args).assert_counts(3000, 3000);
+    }
+    broker.stop();
+}
+
 /// kcat cannot create topics: its producer's Metadata request auto-creates one with the broker's
 /// default partition count.
 #[test]
