@@ -25,6 +25,9 @@ use crate::shard::control::ControlPlane;
 use crate::shard::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, partitions, run_mesh_loop};
 use crate::sys;
 
+/// How often interval flushes (`flush.ms`) are checked.
+pub const FLUSH_TICK_MS: u64 = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
@@ -282,16 +285,23 @@ fn shard_main(
 
 /// Retention, segment.ms and interval flushes on this shard's partitions.
 async fn housekeeping_loop(shard: Rc<Shard>) {
-    let interval = Duration::from_millis(shard.config().log.housekeeping_interval_ms.max(100));
+    let full_interval = Duration::from_millis(shard.config().log.housekeeping_interval_ms.max(100));
+    // Interval flushes need a finer tick than retention.
+    let tick = full_interval.min(Duration::from_millis(FLUSH_TICK_MS));
+    let mut last_full = Instant::now();
     while !shard.is_stopping() {
         let stop = shard.stop_notify.notified();
-        let tick = Box::pin(compio::time::sleep(interval));
+        let sleep = Box::pin(compio::time::sleep(tick));
         if let futures_util::future::Either::Right(_) =
-            futures_util::future::select(tick, stop).await
+            futures_util::future::select(sleep, stop).await
         {
             break;
         }
-        partitions::housekeeping(&shard, now_ms()).await;
+        let full = last_full.elapsed() >= full_interval;
+        if full {
+            last_full = Instant::now();
+        }
+        partitions::housekeeping(&shard, now_ms(), full).await;
     }
 }
 

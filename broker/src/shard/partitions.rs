@@ -207,8 +207,9 @@ pub async fn close_all(shard: &Rc<Shard>) {
     }
 }
 
-/// Retention and segment.ms for every partition on this shard (the housekeeping timer).
-pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64) {
+/// Housekeeping for every partition on this shard: `flush_tick` (interval flushes and
+/// checkpoints) always; segment.ms rolls and retention when `full`.
+pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64, full: bool) {
     let all: Vec<Rc<Partition>> = shard
         .partitions
         .borrow()
@@ -216,14 +217,19 @@ pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64) {
         .flat_map(|v| v.iter().flatten().cloned())
         .collect();
     for p in all {
-        if let Err(e) = p.log.roll_if_due(now_ms).await {
-            tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
+        if p.is_retired() {
+            continue;
         }
-        match p.log.enforce_retention(now_ms).await {
-            Ok(report) if report.deleted_segments > 0 => p.after_log_start_moved(),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "retention failed")
+        if full {
+            if let Err(e) = p.log.roll_if_due(now_ms).await {
+                tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
+            }
+            match p.log.enforce_retention(now_ms).await {
+                Ok(report) if report.deleted_segments > 0 => p.after_log_start_moved(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
             }
         }
         if let Err(e) = p.log.flush_tick(now_ms).await {
