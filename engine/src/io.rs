@@ -27,18 +27,35 @@ pub(crate) async fn open_rw(path: &Path, create: bool) -> io::Result<File> {
 
 /// Reads up to `len` bytes at `pos` into a fresh buffer; shorter only at end of file.
 pub(crate) async fn read_up_to(file: &File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
-    while buf.len() < len {
+    let (res, buf) = read_append(file, Vec::with_capacity(len), pos, len).await;
+    res.map(|_| buf)
+}
+
+/// Appends up to `len` bytes read at `pos` to `buf`; returns how many were read (fewer only
+/// at end of file). The buffer comes back in every case.
+pub(crate) async fn read_append(
+    file: &File,
+    mut buf: Vec<u8>,
+    pos: u64,
+    len: usize,
+) -> (io::Result<usize>, Vec<u8>) {
+    let start = buf.len();
+    let target = start + len;
+    buf.reserve(len);
+    while buf.len() < target {
         let filled = buf.len();
         let BufResult(res, slice) = file
-            .read_at(buf.slice(filled..len), pos + filled as u64)
+            .read_at(buf.slice(filled..target), pos + (filled - start) as u64)
             .await;
         buf = slice.into_inner();
-        if res? == 0 {
-            break;
+        match res {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return (Err(e), buf),
         }
     }
-    Ok(buf)
+    let read = buf.len() - start;
+    (Ok(read), buf)
 }
 
 /// Writes all of `buf` at `pos` (page cache; durability comes from [`sync_data`]).

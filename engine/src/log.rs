@@ -712,21 +712,17 @@ impl Log {
         let total: usize = slices.iter().map(|s| s.len as usize).sum();
         let mut out = Vec::with_capacity(total);
         for slice in slices {
-            let bytes = io::read_up_to(slice.file.file(), slice.position, slice.len as usize)
-                .await
-                .map_err(|e| LogError::io("read", slice.file.path(), e))?;
-            if bytes.len() != slice.len as usize {
+            let (res, buf) =
+                io::read_append(slice.file.file(), out, slice.position, slice.len as usize).await;
+            out = buf;
+            let read = res.map_err(|e| LogError::io("read", slice.file.path(), e))?;
+            if read != slice.len as usize {
                 return Err(LogError::Corrupt {
                     path: slice.file.path().to_path_buf(),
-                    position: slice.position + bytes.len() as u64,
-                    reason: format!(
-                        "file ends {} bytes into a {}-byte slice",
-                        bytes.len(),
-                        slice.len
-                    ),
+                    position: slice.position + read as u64,
+                    reason: format!("file ends {read} bytes into a {}-byte slice", slice.len),
                 });
             }
-            out.extend_from_slice(&bytes);
         }
         Ok(Bytes::from(out))
     }
