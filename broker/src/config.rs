@@ -58,6 +58,8 @@ pub struct KafkaSection {
     pub frame_bytes_max: u32,
     /// Requests one connection may have in flight before the broker stops reading it.
     pub in_flight_per_connection_max: usize,
+    /// Open client connections across all shards; more are closed at accept.
+    pub connections_max: usize,
     /// Kafka `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// Kafka `num.partitions`: partitions of auto-created topics.
@@ -109,6 +111,7 @@ impl Default for KafkaSection {
             advertised_addr: String::new(),
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             in_flight_per_connection_max: 32,
+            connections_max: 10_000,
             auto_create_topics: true,
             default_partitions: 1,
             zero_copy_fetch: true,
@@ -237,6 +240,9 @@ impl Config {
             return invalid(format!(
                 "kafka.frame_bytes_max must be >= {FRAME_BYTES_MAX_MIN}"
             ));
+        }
+        if self.kafka.connections_max == 0 {
+            return invalid("kafka.connections_max must be >= 1".into());
         }
         if self.kafka.in_flight_per_connection_max == 0 {
             return invalid("kafka.in_flight_per_connection_max must be >= 1".into());

@@ -58,6 +58,17 @@ pub async fn run_acceptor(shard: Rc<Shard>, listener: std::net::TcpListener) {
                 continue;
             }
         };
+        let open: usize = shard
+            .shared
+            .connections
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        if open >= shard.config().kafka.connections_max {
+            tracing::warn!(target: "broker::net", %peer, open, "kafka.connections_max reached, closing new connection");
+            drop(stream);
+            continue;
+        }
         let target = shard.shared.least_loaded_shard();
         shard.shared.connections[target.0].fetch_add(1, Ordering::Relaxed);
         if target == shard.id {
