@@ -1,0 +1,418 @@
+//! The controller: broker liveness, leader election and ISR commits, as a deterministic
+//! sans-IO state machine.
+//!
+//! Owns: broker registrations (one broker epoch per process incarnation), fencing brokers
+//! that miss heartbeats, the partition records (replicas, ISR, leader, leader epoch,
+//! partition epoch), elections, and answering AlterPartition.
+//! Does not own: durability or replication of its own state. Today it is a single in-memory
+//! instance; the metadata quorum (raft) will replicate these records (issue 7).
+//! Invariants:
+//! - The leader epoch grows on every leader change (including to and from "no leader"); the
+//!   partition epoch grows on every change of a partition record.
+//! - A clean election picks a live member of the ISR; the ISR is never empty.
+//! - A fenced broker leaves every ISR it is in unless it is the last member (then it stays, so
+//!   that the partition waits for it rather than electing a replica missing committed data).
+//! - A new incarnation of a broker fences the previous one first: its leaderships move and
+//!   its leader epochs end, even if it comes back before its session would have expired.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::ControllerConfig;
+use crate::message::{Action, Message};
+use crate::types::{
+    Address, BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, PartitionId, PartitionState,
+    ReplicaError,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControllerInput<P> {
+    Tick,
+    Message { from: Address, message: Message<P> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRecord {
+    pub incarnation: u64,
+    pub broker_epoch: BrokerEpoch,
+    pub last_heartbeat_ms: i64,
+    pub fenced: bool,
+}
+
+struct PartitionRecord {
+    state: PartitionState,
+    /// The newest AlterPartition seen, as (leader epoch, proposal).
+    last_proposal: (LeaderEpoch, u64),
+}
+
+pub struct Controller {
+    config: ControllerConfig,
+    brokers: BTreeMap<NodeId, BrokerRecord>,
+    partitions: BTreeMap<PartitionId, PartitionRecord>,
+    next_broker_epoch: i64,
+}
+
+impl Controller {
+    pub fn new(config: ControllerConfig) -> Controller {
+        Controller {
+            config,
+            brokers: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            next_broker_epoch: 1,
+        }
+    }
+
+    /// Creates a partition with the given assignment. Every replica starts in the ISR (all
+    /// logs are empty); the leader is elected once a replica registers.
+    pub fn create_partition(&mut self, partition: PartitionId, replicas: Vec<NodeId>) {
+        assert!(!replicas.is_empty());
+        assert!(!self.partitions.contains_key(&partition));
+        let mut isr = replicas.clone();
+        isr.sort();
+        isr.dedup();
+        assert_eq!(isr.len(), replicas.len(), "replicas must be distinct");
+        let state = PartitionState {
+            partition,
+            replicas,
+            isr,
+            leader: None,
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+        };
+        self.partitions.insert(
+            partition,
+            PartitionRecord {
+                state,
+                last_proposal: (LeaderEpoch(0), 0),
+            },
+        );
+    }
+
+    pub fn partition(&self, partition: PartitionId) -> Option<&PartitionState> {
+        self.partitions.get(&partition).map(|r| &r.state)
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = &PartitionState> {
+        self.partitions.values().map(|r| &r.state)
+    }
+
+    pub fn broker(&self, node: NodeId) -> Option<&BrokerRecord> {
+        self.brokers.get(&node)
+    }
+
+    pub fn step<P: Clone>(&mut self, now_ms: i64, input: ControllerInput<P>) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        let mut changed = BTreeSet::new();
+        match input {
+            ControllerInput::Tick => self.expire_sessions(now_ms, &mut changed),
+            ControllerInput::Message { from, message } => {
+                self.on_message(now_ms, from, message, &mut changed, &mut out);
+            }
+        }
+        self.push_changes(&changed, &mut out);
+        out
+    }
+}
+
+impl Controller {
+    fn alive(&self, node: NodeId) -> bool {
+        self.brokers.get(&node).is_some_and(|b| !b.fenced)
+    }
+
+    fn expire_sessions(&mut self, now_ms: i64, changed: &mut BTreeSet<PartitionId>) {
+        let expired: Vec<NodeId> = self
+            .brokers
+            .iter()
+            .filter(|(_, b)| {
+                !b.fenced && now_ms - b.last_heartbeat_ms > self.config.broker_session_timeout_ms
+            })
+            .map(|(&n, _)| n)
+            .collect();
+        for node in expired {
+            self.fence(node, changed);
+        }
+    }
+
+    /// Fences `node`: out of every ISR where it is not the last member, and its leaderships
+    /// move to another live ISR member (or to none).
+    fn fence(&mut self, node: NodeId, changed: &mut BTreeSet<PartitionId>) {
+        if let Some(b) = self.brokers.get_mut(&node) {
+            b.fenced = true;
+        }
+        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
+        for id in ids {
+            let state = &self.partitions[&id].state;
+            if !state.replicas.contains(&node) {
+                continue;
+            }
+            let mut isr = state.isr.clone();
+            if isr.len() > 1 {
+                isr.retain(|&m| m != node);
+            }
+            let leader = if state.leader == Some(node) {
+                self.elect(state, &isr)
+            } else {
+                (state.leader, isr)
+            };
+            self.change(id, leader.0, leader.1, changed);
+        }
+    }
+
+    fn unfence(&mut self, node: NodeId, changed: &mut BTreeSet<PartitionId>) {
+        if let Some(b) = self.brokers.get_mut(&node) {
+            b.fenced = false;
+        }
+        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
+        for id in ids {
+            let state = &self.partitions[&id].state;
+            if state.leader.is_none() && state.replicas.contains(&node) {
+                let (leader, isr) = self.elect(state, &state.isr);
+                self.change(id, leader, isr, changed);
+            }
+        }
+    }
+
+    /// The first live replica in assignment order that is in `isr`; with unclean election
+    /// enabled and none alive in the ISR, the first live replica, alone in the new ISR.
+    fn elect(&self, state: &PartitionState, isr: &[NodeId]) -> (Option<NodeId>, Vec<NodeId>) {
+        let clean = state
+            .replicas
+            .iter()
+            .copied()
+            .find(|&r| isr.contains(&r) && self.alive(r));
+        if let Some(leader) = clean {
+            return (Some(leader), isr.to_vec());
+        }
+        if self.config.unclean_leader_election
+            && let Some(leader) = state.replicas.iter().copied().find(|&r| self.alive(r))
+        {
+            return (Some(leader), vec![leader]);
+        }
+        (None, isr.to_vec())
+    }
+
+    /// Applies a new leader and ISR, bumping the epochs if anything changed.
+    fn change(
+        &mut self,
+        id: PartitionId,
+        leader: Option<NodeId>,
+        isr: Vec<NodeId>,
+        changed: &mut BTreeSet<PartitionId>,
+    ) {
+        assert!(!isr.is_empty(), "the ISR is never empty");
+        let state = &mut self.partitions.get_mut(&id).expect("known partition").state;
+        if state.leader == leader && state.isr == isr {
+            return;
+        }
+        if state.leader != leader {
+            state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
+        }
+        state.leader = leader;
+        state.isr = isr;
+        state.partition_epoch = PartitionEpoch(state.partition_epoch.0 + 1);
+        changed.insert(id);
+    }
+
+    fn push_changes<P: Clone>(&self, changed: &BTreeSet<PartitionId>, out: &mut Vec<Action<P>>) {
+        for (&node, broker) in &self.brokers {
+            let states: Vec<PartitionState> = changed
+                .iter()
+                .map(|id| &self.partitions[id].state)
+                .filter(|s| s.replicas.contains(&node))
+                .cloned()
+                .collect();
+            if !states.is_empty() {
+                out.push(Action::Send {
+                    to: Address::Broker(node),
+                    message: Message::PartitionUpdate {
+                        broker_epoch: broker.broker_epoch,
+                        states,
+                    },
+                });
+            }
+        }
+    }
+
+    fn states_of(&self, node: NodeId) -> Vec<PartitionState> {
+        self.partitions
+            .values()
+            .map(|r| &r.state)
+            .filter(|s| s.replicas.contains(&node))
+            .cloned()
+            .collect()
+    }
+
+    fn on_message<P: Clone>(
+        &mut self,
+        now_ms: i64,
+        from: Address,
+        message: Message<P>,
+        changed: &mut BTreeSet<PartitionId>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        match message {
+            Message::BrokerRegistration { node, incarnation } => {
+                self.on_registration(now_ms, node, incarnation, changed, out);
+            }
+            Message::BrokerHeartbeat { node, broker_epoch } => {
+                let current = self
+                    .brokers
+                    .get(&node)
+                    .is_some_and(|b| b.broker_epoch == broker_epoch);
+                let result = if current {
+                    let b = self.brokers.get_mut(&node).expect("checked");
+                    b.last_heartbeat_ms = now_ms;
+                    if b.fenced {
+                        self.unfence(node, changed);
+                    }
+                    // Changes made now are pushed too; the answer carries everything.
+                    Ok(self.states_of(node))
+                } else {
+                    Err(ReplicaError::StaleBrokerEpoch)
+                };
+                out.push(Action::Send {
+                    to: from,
+                    message: Message::BrokerHeartbeatResponse {
+                        broker_epoch,
+                        result,
+                    },
+                });
+            }
+            Message::AlterPartition {
+                node,
+                broker_epoch,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                proposal,
+                new_isr,
+            } => {
+                let request = AlterRequest {
+                    node,
+                    broker_epoch,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    proposal,
+                    new_isr,
+                };
+                if let Some(result) = self.on_alter_partition(request, changed) {
+                    out.push(Action::Send {
+                        to: from,
+                        message: Message::AlterPartitionResponse {
+                            partition,
+                            proposal,
+                            result,
+                        },
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_registration<P: Clone>(
+        &mut self,
+        now_ms: i64,
+        node: NodeId,
+        incarnation: u64,
+        changed: &mut BTreeSet<PartitionId>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let broker_epoch = match self.brokers.get(&node) {
+            Some(b) if incarnation < b.incarnation => return,
+            Some(b) if incarnation == b.incarnation => b.broker_epoch,
+            previous => {
+                if previous.is_some() {
+                    self.fence(node, changed);
+                }
+                let broker_epoch = BrokerEpoch(self.next_broker_epoch);
+                self.next_broker_epoch += 1;
+                let record = BrokerRecord {
+                    incarnation,
+                    broker_epoch,
+                    last_heartbeat_ms: now_ms,
+                    fenced: true,
+                };
+                self.brokers.insert(node, record);
+                self.unfence(node, changed);
+                broker_epoch
+            }
+        };
+        out.push(Action::Send {
+            to: Address::Broker(node),
+            message: Message::BrokerRegistrationResponse {
+                incarnation,
+                broker_epoch,
+            },
+        });
+    }
+
+    /// `None`: a proposal not newer than one already seen; it gets no answer.
+    fn on_alter_partition(
+        &mut self,
+        request: AlterRequest,
+        changed: &mut BTreeSet<PartitionId>,
+    ) -> Option<Result<PartitionState, ReplicaError>> {
+        let registered = self
+            .brokers
+            .get(&request.node)
+            .is_some_and(|b| b.broker_epoch == request.broker_epoch);
+        if !registered {
+            return Some(Err(ReplicaError::StaleBrokerEpoch));
+        }
+        let alive = |n: &NodeId| self.alive(*n);
+        let Some(record) = self.partitions.get(&request.partition) else {
+            return Some(Err(ReplicaError::InvalidRequest));
+        };
+        let state = &record.state;
+        if request.leader_epoch < state.leader_epoch {
+            return Some(Err(ReplicaError::FencedLeaderEpoch));
+        }
+        if request.leader_epoch > state.leader_epoch || state.leader != Some(request.node) {
+            return Some(Err(ReplicaError::NotLeaderOrFollower));
+        }
+        if (request.leader_epoch, request.proposal) <= record.last_proposal {
+            return None;
+        }
+        let valid_shape = request.new_isr.contains(&request.node)
+            && request.new_isr.windows(2).all(|w| w[0] < w[1])
+            && request.new_isr.iter().all(|m| state.replicas.contains(m));
+        let added_alive = request
+            .new_isr
+            .iter()
+            .filter(|m| !state.isr.contains(m))
+            .all(alive);
+        let result = if request.new_isr == state.isr {
+            Ok(())
+        } else if request.partition_epoch != state.partition_epoch {
+            Err(ReplicaError::InvalidUpdateVersion)
+        } else if !valid_shape {
+            Err(ReplicaError::InvalidRequest)
+        } else if !added_alive {
+            Err(ReplicaError::IneligibleReplica)
+        } else {
+            Ok(())
+        };
+        let record = self
+            .partitions
+            .get_mut(&request.partition)
+            .expect("checked");
+        record.last_proposal = (request.leader_epoch, request.proposal);
+        if let Err(error) = result {
+            return Some(Err(error));
+        }
+        let leader = record.state.leader;
+        self.change(request.partition, leader, request.new_isr, changed);
+        Some(Ok(self.partitions[&request.partition].state.clone()))
+    }
+}
+
+struct AlterRequest {
+    node: NodeId,
+    broker_epoch: BrokerEpoch,
+    partition: PartitionId,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: PartitionEpoch,
+    proposal: u64,
+    new_isr: Vec<NodeId>,
+}

@@ -1,0 +1,980 @@
+//! One replica of one partition: leader or follower, as a sans-IO state machine.
+//!
+//! Owns: the high watermark, leader epochs, follower progress, ISR change proposals, acks=all
+//! completion, and follower truncation (KIP-101/279) and fetching. The log itself is outside:
+//! the replica keeps the facts it needs (log end offset, durable offset, epoch cache) and
+//! asks the driver to append, truncate, sync and read through `Action`s, which the driver
+//! applies in order before the next input.
+//! Does not own: elections and ISR commits (the controller), registration (the node).
+//! Invariants:
+//! - `high_watermark <= durable or end offset` of this replica, and never decreases except
+//!   when an unclean election makes a follower truncate below it.
+//! - A leader counts a member in the high watermark from the moment it proposes adding it
+//!   until a newer partition state says otherwise ("maximal ISR", KIP-497); a removal counts
+//!   only once the controller has committed it. So the committed ISR is always a subset of the
+//!   set the high watermark waits for.
+//! - Under `Durability::Fsync` a follower fetches offset N only after offsets below N are
+//!   durable, so a fetch offset the leader sees is durable on that follower.
+//! - A leader never truncates; a follower appends only batches that continue its log.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Durability, ReplicaConfig};
+use crate::epoch_cache::EpochCache;
+use crate::message::{Action, EpochEndOffset, FetchData, Message};
+use crate::types::{
+    Acks, Address, Batch, BrokerEpoch, LeaderEpoch, NodeId, PartitionId, PartitionState,
+    ReplicaError,
+};
+
+/// The log facts a replica starts from after the node (re)starts. Everything recovered is
+/// durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveredLog {
+    pub log_end_offset: i64,
+    /// The checkpointed high watermark (may lag; clamped to the log end offset).
+    pub high_watermark: i64,
+    pub epochs: EpochCache,
+}
+
+/// What every input needs besides the message: the time and the node's registration.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    pub now_ms: i64,
+    pub broker_epoch: Option<BrokerEpoch>,
+}
+
+/// A produce addressed to this replica's partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProduceRequest<P> {
+    pub client: Address,
+    pub request_id: u64,
+    pub acks: Acks,
+    pub record_count: u32,
+    pub payload: P,
+}
+
+/// A fetch addressed to this replica's partition: from a follower (`replica` set) or a
+/// consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub from: Address,
+    pub request_id: u64,
+    pub replica: Option<NodeId>,
+    pub current_leader_epoch: LeaderEpoch,
+    pub fetch_offset: i64,
+}
+
+/// The replica's role as seen from outside (tests, metrics, Metadata answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Offline,
+    Leader {
+        leader_epoch: LeaderEpoch,
+    },
+    Follower {
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+    },
+}
+
+pub struct Replica {
+    node: NodeId,
+    partition: PartitionId,
+    config: ReplicaConfig,
+    log_end_offset: i64,
+    durable_offset: i64,
+    durable_requested: i64,
+    high_watermark: i64,
+    epochs: EpochCache,
+    state: Option<PartitionState>,
+    role: RoleState,
+    next_request_id: u64,
+}
+
+enum RoleState {
+    Offline,
+    Leader(LeaderState),
+    Follower(FollowerState),
+}
+
+struct LeaderState {
+    leader_epoch: LeaderEpoch,
+    /// The log end offset when this epoch began. Consumers get OFFSET_NOT_AVAILABLE until the
+    /// high watermark reaches it, which keeps the high watermark they see monotonic across
+    /// leader changes.
+    epoch_start_offset: i64,
+    followers: BTreeMap<NodeId, Progress>,
+    alter: Option<PendingAlter>,
+    next_proposal: u64,
+    /// acks=all produces waiting for the high watermark, in offset order.
+    produces: Vec<PendingProduce>,
+}
+
+struct Progress {
+    /// The follower's last fetch offset in this epoch (its log end offset; durable under
+    /// `Durability::Fsync`). `None` until it fetches.
+    fetch_offset: Option<i64>,
+    last_caught_up_ms: i64,
+    last_fetch_leader_end_offset: i64,
+    last_fetch_ms: i64,
+}
+
+struct PendingAlter {
+    new_isr: Vec<NodeId>,
+    proposal: u64,
+    sent_at_ms: i64,
+    /// The controller has a newer partition state than ours: stop resending and wait for it,
+    /// still counting the proposed members in the high watermark.
+    awaiting_state: bool,
+}
+
+struct PendingProduce {
+    client: Address,
+    request_id: u64,
+    base_offset: i64,
+    last_offset: i64,
+    deadline_ms: i64,
+}
+
+struct FollowerState {
+    leader: NodeId,
+    leader_epoch: LeaderEpoch,
+    phase: Phase,
+    in_flight: Option<(u64, i64)>,
+    next_send_ms: i64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Asking the leader where our log diverges (OffsetForLeaderEpoch).
+    Truncating,
+    Fetching,
+}
+
+impl Replica {
+    /// `request_id_base` keeps request ids of different process incarnations apart.
+    pub fn new(
+        node: NodeId,
+        partition: PartitionId,
+        config: ReplicaConfig,
+        recovered: RecoveredLog,
+        request_id_base: u64,
+    ) -> Replica {
+        assert!(recovered.log_end_offset >= 0);
+        assert!(recovered.epochs.latest_epoch().is_some() || recovered.log_end_offset == 0);
+        Replica {
+            node,
+            partition,
+            config,
+            log_end_offset: recovered.log_end_offset,
+            durable_offset: recovered.log_end_offset,
+            durable_requested: recovered.log_end_offset,
+            high_watermark: recovered.high_watermark.clamp(0, recovered.log_end_offset),
+            epochs: recovered.epochs,
+            state: None,
+            role: RoleState::Offline,
+            next_request_id: request_id_base,
+        }
+    }
+
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    pub fn role(&self) -> Role {
+        match &self.role {
+            RoleState::Offline => Role::Offline,
+            RoleState::Leader(l) => Role::Leader {
+                leader_epoch: l.leader_epoch,
+            },
+            RoleState::Follower(f) => Role::Follower {
+                leader: f.leader,
+                leader_epoch: f.leader_epoch,
+            },
+        }
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    pub fn durable_offset(&self) -> i64 {
+        self.durable_offset
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+
+    /// The latest partition state applied.
+    pub fn state(&self) -> Option<&PartitionState> {
+        self.state.as_ref()
+    }
+
+    /// The ISR the high watermark waits for: the committed ISR plus members being added.
+    pub fn maximal_isr(&self) -> Vec<NodeId> {
+        let mut isr = self
+            .state
+            .as_ref()
+            .map(|s| s.isr.clone())
+            .unwrap_or_default();
+        if let RoleState::Leader(LeaderState {
+            alter: Some(alter), ..
+        }) = &self.role
+        {
+            isr.extend(alter.new_isr.iter().copied());
+            isr.sort();
+            isr.dedup();
+        }
+        isr
+    }
+
+    /// A partition state from the controller (push, heartbeat or AlterPartition answer).
+    /// Older or equal partition epochs are ignored.
+    pub fn on_partition_state<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        state: PartitionState,
+        out: &mut Vec<Action<P>>,
+    ) {
+        assert_eq!(state.partition, self.partition);
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|s| state.partition_epoch <= s.partition_epoch)
+        {
+            return;
+        }
+        let leader = state.leader;
+        let leader_epoch = state.leader_epoch;
+        self.state = Some(state);
+        match leader {
+            Some(leader) if leader == self.node => match &mut self.role {
+                RoleState::Leader(l) if l.leader_epoch == leader_epoch => {
+                    // An ISR change committed: proposals against older partition epochs can
+                    // no longer be applied, so the maximal ISR is the committed one again.
+                    l.alter = None;
+                    if self.isr_len() < self.config.min_insync_replicas {
+                        self.fail_produces(ReplicaError::NotEnoughReplicasAfterAppend, out);
+                    }
+                    self.maybe_advance_high_watermark(out);
+                    self.maybe_expand_isr(ctx, out);
+                }
+                _ => self.become_leader(ctx, leader_epoch, out),
+            },
+            Some(leader) => match &self.role {
+                RoleState::Follower(f) if f.leader_epoch == leader_epoch && f.leader == leader => {}
+                _ => self.become_follower(ctx, leader, leader_epoch, out),
+            },
+            None => {
+                self.fail_produces(ReplicaError::NotLeaderOrFollower, out);
+                self.role = RoleState::Offline;
+            }
+        }
+    }
+
+    /// A client's produce.
+    pub fn on_produce<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        request: ProduceRequest<P>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let ProduceRequest {
+            client,
+            request_id,
+            acks,
+            record_count,
+            payload,
+        } = request;
+        let partition = self.partition;
+        let respond = |result, out: &mut Vec<Action<P>>| {
+            out.push(Action::Send {
+                to: client,
+                message: Message::ProduceResponse {
+                    request_id,
+                    partition,
+                    result,
+                },
+            });
+        };
+        let RoleState::Leader(l) = &mut self.role else {
+            return respond(Err(ReplicaError::NotLeaderOrFollower), out);
+        };
+        if record_count == 0 {
+            return respond(Err(ReplicaError::InvalidRequest), out);
+        }
+        let isr_len = self.state.as_ref().map_or(0, |s| s.isr.len());
+        if acks == Acks::All && isr_len < self.config.min_insync_replicas {
+            return respond(Err(ReplicaError::NotEnoughReplicas), out);
+        }
+        let batch = Batch {
+            base_offset: self.log_end_offset,
+            record_count,
+            leader_epoch: l.leader_epoch,
+            payload,
+        };
+        let (base_offset, last_offset) = (batch.base_offset, batch.last_offset());
+        self.log_end_offset = batch.next_offset();
+        out.push(Action::Append { partition, batch });
+        match acks {
+            Acks::Leader => respond(Ok(base_offset), out),
+            Acks::All => l.produces.push(PendingProduce {
+                client,
+                request_id,
+                base_offset,
+                last_offset,
+                deadline_ms: ctx.now_ms + self.config.produce_timeout_ms,
+            }),
+        }
+        self.request_durable(out);
+        self.maybe_advance_high_watermark(out);
+    }
+
+    /// A fetch from a follower (`replica` set) or a consumer.
+    pub fn on_fetch<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        request: FetchRequest,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let FetchRequest {
+            from,
+            request_id,
+            replica,
+            current_leader_epoch,
+            fetch_offset,
+        } = request;
+        let partition = self.partition;
+        let fail = |error, out: &mut Vec<Action<P>>| {
+            out.push(Action::Send {
+                to: from,
+                message: Message::FetchResponse {
+                    request_id,
+                    partition,
+                    result: Err(error),
+                },
+            });
+        };
+        if let Err(error) = self.check_leader_epoch(current_leader_epoch) {
+            return fail(error, out);
+        }
+        if fetch_offset < 0 || fetch_offset > self.log_end_offset {
+            return fail(ReplicaError::OffsetOutOfRange, out);
+        }
+        let log_end_offset = self.log_end_offset;
+        let RoleState::Leader(l) = &mut self.role else {
+            unreachable!("checked above")
+        };
+        let max_offset = match replica {
+            Some(follower) => {
+                let Some(progress) = l.followers.get_mut(&follower) else {
+                    return fail(ReplicaError::NotLeaderOrFollower, out);
+                };
+                progress.record_fetch(ctx.now_ms, fetch_offset, log_end_offset);
+                self.maybe_expand_isr(ctx, out);
+                self.maybe_advance_high_watermark(out);
+                self.log_end_offset
+            }
+            None => {
+                if self.high_watermark < l.epoch_start_offset {
+                    return fail(ReplicaError::OffsetNotAvailable, out);
+                }
+                self.high_watermark
+            }
+        };
+        out.push(Action::SendFetchResponse {
+            to: from,
+            request_id,
+            partition,
+            from_offset: fetch_offset,
+            max_offset,
+            high_watermark: self.high_watermark,
+            log_end_offset: self.log_end_offset,
+        });
+    }
+
+    /// The leader's answer to this follower's fetch.
+    pub fn on_fetch_response<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        request_id: u64,
+        result: Result<FetchData<P>, ReplicaError>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let backoff_ms = self.config.fetch_backoff_ms;
+        let Some(f) = self.expect_response(request_id, Phase::Fetching) else {
+            return;
+        };
+        let data = match result {
+            Ok(data) => data,
+            Err(error) => {
+                if error == ReplicaError::OffsetOutOfRange {
+                    f.phase = Phase::Truncating;
+                }
+                f.next_send_ms = ctx.now_ms + backoff_ms;
+                return;
+            }
+        };
+        let leader_epoch = f.leader_epoch;
+        // Epochs this replica led without writing anything end at the log end offset.
+        self.epochs.truncate_from(self.log_end_offset);
+        if let Err(phase) = self.check_continues_log(&data.batches, leader_epoch) {
+            let RoleState::Follower(f) = &mut self.role else {
+                unreachable!()
+            };
+            f.phase = phase;
+            f.next_send_ms = ctx.now_ms + self.config.fetch_backoff_ms;
+            return;
+        }
+        for batch in &data.batches {
+            self.epochs.assign(batch.leader_epoch, batch.base_offset);
+            self.log_end_offset = batch.next_offset();
+        }
+        let appended = !data.batches.is_empty();
+        if appended {
+            out.push(Action::AppendReplicated {
+                partition: self.partition,
+                batches: data.batches,
+            });
+            self.request_durable(out);
+        }
+        let high_watermark = data.high_watermark.min(self.log_end_offset);
+        if high_watermark > self.high_watermark {
+            self.high_watermark = high_watermark;
+            out.push(Action::SetHighWatermark {
+                partition: self.partition,
+                high_watermark,
+            });
+        }
+        let RoleState::Follower(f) = &mut self.role else {
+            unreachable!()
+        };
+        f.next_send_ms = if appended {
+            ctx.now_ms
+        } else {
+            ctx.now_ms + self.config.fetch_backoff_ms
+        };
+        self.poll_follower(ctx, out);
+    }
+
+    /// OffsetForLeaderEpoch from a follower.
+    pub fn on_offset_for_leader_epoch<P: Clone>(
+        &mut self,
+        from: Address,
+        request_id: u64,
+        current_leader_epoch: LeaderEpoch,
+        leader_epoch: LeaderEpoch,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let result = self.check_leader_epoch(current_leader_epoch).map(|()| {
+            let (leader_epoch, end_offset) = self
+                .epochs
+                .end_offset_for(leader_epoch, self.log_end_offset);
+            EpochEndOffset {
+                leader_epoch,
+                end_offset,
+            }
+        });
+        out.push(Action::Send {
+            to: from,
+            message: Message::OffsetForLeaderEpochResponse {
+                request_id,
+                partition: self.partition,
+                result,
+            },
+        });
+    }
+
+    /// The leader's answer to this follower's OffsetForLeaderEpoch (KIP-279 truncation).
+    pub fn on_offset_for_leader_epoch_response<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        request_id: u64,
+        result: Result<EpochEndOffset, ReplicaError>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let backoff_ms = self.config.fetch_backoff_ms;
+        let Some(f) = self.expect_response(request_id, Phase::Truncating) else {
+            return;
+        };
+        let (leader_epoch, end_offset) = match result {
+            Ok(EpochEndOffset {
+                leader_epoch: Some(epoch),
+                end_offset,
+            }) => (epoch, end_offset),
+            Ok(EpochEndOffset {
+                leader_epoch: None, ..
+            })
+            | Err(_) => {
+                f.next_send_ms = ctx.now_ms + backoff_ms;
+                return;
+            }
+        };
+        let (target, done) = match self
+            .epochs
+            .floor_end_offset(leader_epoch, self.log_end_offset)
+        {
+            // Same epoch on both sides: the logs agree up to where the shorter one ends it.
+            Some((epoch, own_end)) if epoch == leader_epoch => (end_offset.min(own_end), true),
+            // Our nearest epoch is older than the leader's answer: everything after our end of
+            // it is from epochs the leader does not have. Cut there and ask again.
+            Some((_, own_end)) => (own_end, false),
+            // All our epochs are newer than anything the leader has up to `end_offset`: none
+            // of our batches can match. (Kafka keeps up to `end_offset` here, a leftover of
+            // logs written before epochs existed; we have no such logs.)
+            None => (
+                end_offset.min(self.epochs.first_start_offset().unwrap_or(0)),
+                true,
+            ),
+        };
+        self.truncate(target, out);
+        let RoleState::Follower(f) = &mut self.role else {
+            unreachable!()
+        };
+        if done {
+            f.phase = Phase::Fetching;
+        }
+        f.next_send_ms = ctx.now_ms;
+        self.poll_follower(ctx, out);
+    }
+
+    /// The controller's answer to this leader's AlterPartition.
+    pub fn on_alter_partition_response<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        proposal: u64,
+        result: Result<PartitionState, ReplicaError>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(alter) = &mut l.alter else { return };
+        if alter.proposal != proposal {
+            return;
+        }
+        match result {
+            Ok(state) => self.on_partition_state(ctx, state, out),
+            // The controller holds a newer state (or leader); it reaches us by push or
+            // heartbeat. Until then the proposed members stay counted.
+            Err(
+                ReplicaError::InvalidUpdateVersion
+                | ReplicaError::FencedLeaderEpoch
+                | ReplicaError::NotLeaderOrFollower
+                | ReplicaError::StaleBrokerEpoch,
+            ) => alter.awaiting_state = true,
+            // Rejected against the state we know; no earlier proposal can be applied after
+            // this answer (the controller orders proposals). Re-evaluate on the next tick.
+            Err(_) => l.alter = None,
+        }
+    }
+
+    /// The log's durable offset, reported after a `RequestDurable` (or any sync).
+    pub fn on_durable<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        durable_offset: i64,
+        out: &mut Vec<Action<P>>,
+    ) {
+        self.durable_offset = self
+            .durable_offset
+            .max(durable_offset.min(self.log_end_offset));
+        self.maybe_advance_high_watermark(out);
+        self.poll_follower(ctx, out);
+    }
+
+    /// Timers: produce timeouts, ISR shrink, AlterPartition resends, follower requests.
+    pub fn tick<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
+        if let RoleState::Leader(l) = &mut self.role {
+            let partition = self.partition;
+            l.produces.retain(|p| {
+                let expired = ctx.now_ms >= p.deadline_ms;
+                if expired {
+                    out.push(Action::Send {
+                        to: p.client,
+                        message: Message::ProduceResponse {
+                            request_id: p.request_id,
+                            partition,
+                            result: Err(ReplicaError::RequestTimedOut),
+                        },
+                    });
+                }
+                !expired
+            });
+            if let Some(alter) = &l.alter
+                && !alter.awaiting_state
+                && ctx.now_ms - alter.sent_at_ms >= self.config.request_timeout_ms
+            {
+                let new_isr = alter.new_isr.clone();
+                self.send_alter(ctx, new_isr, out);
+            }
+            self.maybe_shrink_isr(ctx, out);
+        }
+        self.poll_follower(ctx, out);
+    }
+}
+
+// Helpers: leader side.
+impl Replica {
+    fn isr_len(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.isr.len())
+    }
+
+    fn check_leader_epoch(&self, requested: LeaderEpoch) -> Result<(), ReplicaError> {
+        let Some(state) = &self.state else {
+            return Err(ReplicaError::NotLeaderOrFollower);
+        };
+        if requested < state.leader_epoch {
+            return Err(ReplicaError::FencedLeaderEpoch);
+        }
+        if requested > state.leader_epoch {
+            return Err(ReplicaError::UnknownLeaderEpoch);
+        }
+        match &self.role {
+            RoleState::Leader(_) => Ok(()),
+            _ => Err(ReplicaError::NotLeaderOrFollower),
+        }
+    }
+
+    fn become_leader<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        leader_epoch: LeaderEpoch,
+        out: &mut Vec<Action<P>>,
+    ) {
+        self.fail_produces(ReplicaError::NotLeaderOrFollower, out);
+        let state = self.state.as_ref().expect("a leader has a partition state");
+        self.epochs.assign(leader_epoch, self.log_end_offset);
+        let followers = state
+            .replicas
+            .iter()
+            .filter(|&&r| r != self.node)
+            .map(|&r| {
+                let progress = Progress {
+                    fetch_offset: None,
+                    // ISR members get a full lag window to fetch from the new leader.
+                    last_caught_up_ms: ctx.now_ms,
+                    last_fetch_leader_end_offset: self.log_end_offset,
+                    last_fetch_ms: ctx.now_ms,
+                };
+                (r, progress)
+            })
+            .collect();
+        self.role = RoleState::Leader(LeaderState {
+            leader_epoch,
+            epoch_start_offset: self.log_end_offset,
+            followers,
+            alter: None,
+            next_proposal: 1,
+            produces: Vec::new(),
+        });
+        self.request_durable(out);
+        self.maybe_advance_high_watermark(out);
+    }
+
+    /// The offset this replica contributes to the high watermark.
+    fn own_end_offset(&self) -> i64 {
+        match self.config.durability {
+            Durability::Fsync => self.durable_offset,
+            Durability::PageCache => self.log_end_offset,
+        }
+    }
+
+    fn maybe_advance_high_watermark<P: Clone>(&mut self, out: &mut Vec<Action<P>>) {
+        let isr = self.maximal_isr();
+        let mut candidate = self.own_end_offset();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        for member in isr.iter().filter(|&&m| m != self.node) {
+            match l.followers.get(member).and_then(|p| p.fetch_offset) {
+                Some(offset) => candidate = candidate.min(offset),
+                None => return,
+            }
+        }
+        if candidate <= self.high_watermark {
+            return;
+        }
+        assert!(
+            candidate <= self.log_end_offset,
+            "high watermark above the log end offset"
+        );
+        self.high_watermark = candidate;
+        out.push(Action::SetHighWatermark {
+            partition: self.partition,
+            high_watermark: candidate,
+        });
+        let enough =
+            self.state.as_ref().map_or(0, |s| s.isr.len()) >= self.config.min_insync_replicas;
+        let committed = l
+            .produces
+            .iter()
+            .take_while(|p| p.last_offset < candidate)
+            .count();
+        for p in l.produces.drain(..committed) {
+            let result = if enough {
+                Ok(p.base_offset)
+            } else {
+                Err(ReplicaError::NotEnoughReplicasAfterAppend)
+            };
+            out.push(Action::Send {
+                to: p.client,
+                message: Message::ProduceResponse {
+                    request_id: p.request_id,
+                    partition: self.partition,
+                    result,
+                },
+            });
+        }
+    }
+
+    fn maybe_expand_isr<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
+        let Some(state) = &self.state else { return };
+        let RoleState::Leader(l) = &self.role else {
+            return;
+        };
+        if l.alter.is_some() {
+            return;
+        }
+        let caught_up_from = self.high_watermark.max(l.epoch_start_offset);
+        let joiner = state.replicas.iter().find(|r| {
+            !state.isr.contains(r)
+                && l.followers
+                    .get(r)
+                    .and_then(|p| p.fetch_offset)
+                    .is_some_and(|o| o >= caught_up_from)
+        });
+        if let Some(&joiner) = joiner {
+            let mut new_isr = state.isr.clone();
+            new_isr.push(joiner);
+            new_isr.sort();
+            self.send_alter(ctx, new_isr, out);
+        }
+    }
+
+    fn maybe_shrink_isr<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
+        let Some(state) = &self.state else { return };
+        let RoleState::Leader(l) = &self.role else {
+            return;
+        };
+        if l.alter.is_some() {
+            return;
+        }
+        let lag_max = self.config.replica_lag_time_max_ms;
+        let new_isr: Vec<NodeId> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|m| {
+                *m == self.node
+                    || l.followers
+                        .get(m)
+                        .is_some_and(|p| ctx.now_ms - p.last_caught_up_ms <= lag_max)
+            })
+            .collect();
+        if new_isr.len() < state.isr.len() {
+            self.send_alter(ctx, new_isr, out);
+        }
+    }
+
+    fn send_alter<P: Clone>(&mut self, ctx: Ctx, new_isr: Vec<NodeId>, out: &mut Vec<Action<P>>) {
+        let Some(broker_epoch) = ctx.broker_epoch else {
+            return;
+        };
+        let Some(state) = &self.state else { return };
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let proposal = l.next_proposal;
+        l.next_proposal += 1;
+        out.push(Action::Send {
+            to: Address::Controller,
+            message: Message::AlterPartition {
+                node: self.node,
+                broker_epoch,
+                partition: self.partition,
+                leader_epoch: l.leader_epoch,
+                partition_epoch: state.partition_epoch,
+                proposal,
+                new_isr: new_isr.clone(),
+            },
+        });
+        l.alter = Some(PendingAlter {
+            new_isr,
+            proposal,
+            sent_at_ms: ctx.now_ms,
+            awaiting_state: false,
+        });
+    }
+
+    fn fail_produces<P: Clone>(&mut self, error: ReplicaError, out: &mut Vec<Action<P>>) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        for p in l.produces.drain(..) {
+            out.push(Action::Send {
+                to: p.client,
+                message: Message::ProduceResponse {
+                    request_id: p.request_id,
+                    partition: self.partition,
+                    result: Err(error),
+                },
+            });
+        }
+    }
+}
+
+impl Progress {
+    /// Kafka's `Replica.updateFetchState`: caught up if it fetched the leader's end offset, or
+    /// the end offset the leader had at its previous fetch (then since that fetch's time).
+    fn record_fetch(&mut self, now_ms: i64, fetch_offset: i64, leader_end_offset: i64) {
+        if fetch_offset >= leader_end_offset {
+            self.last_caught_up_ms = now_ms;
+        } else if fetch_offset >= self.last_fetch_leader_end_offset {
+            self.last_caught_up_ms = self.last_caught_up_ms.max(self.last_fetch_ms);
+        }
+        self.fetch_offset = Some(fetch_offset);
+        self.last_fetch_leader_end_offset = leader_end_offset;
+        self.last_fetch_ms = now_ms;
+    }
+}
+
+// Helpers: follower side and the log.
+impl Replica {
+    fn become_follower<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+        out: &mut Vec<Action<P>>,
+    ) {
+        self.fail_produces(ReplicaError::NotLeaderOrFollower, out);
+        self.role = RoleState::Follower(FollowerState {
+            leader,
+            leader_epoch,
+            phase: Phase::Truncating,
+            in_flight: None,
+            next_send_ms: ctx.now_ms,
+        });
+        self.poll_follower(ctx, out);
+    }
+
+    /// The follower's state if `request_id` is the request in flight in `phase`.
+    fn expect_response(&mut self, request_id: u64, phase: Phase) -> Option<&mut FollowerState> {
+        let RoleState::Follower(f) = &mut self.role else {
+            return None;
+        };
+        if f.phase != phase || f.in_flight.map(|(id, _)| id) != Some(request_id) {
+            return None;
+        }
+        f.in_flight = None;
+        Some(f)
+    }
+
+    /// Fetched batches must continue our log exactly and come from epochs the leader's epoch
+    /// covers and ours do not contradict; otherwise we re-run truncation.
+    fn check_continues_log<P>(
+        &self,
+        batches: &[Batch<P>],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<(), Phase> {
+        let mut next = self.log_end_offset;
+        let mut epoch = self.epochs.latest_epoch().unwrap_or(LeaderEpoch(i32::MIN));
+        for batch in batches {
+            if batch.base_offset != next || batch.record_count == 0 {
+                return Err(Phase::Fetching);
+            }
+            if batch.leader_epoch > leader_epoch || batch.leader_epoch < epoch {
+                return Err(Phase::Truncating);
+            }
+            next = batch.next_offset();
+            epoch = batch.leader_epoch;
+        }
+        Ok(())
+    }
+
+    fn poll_follower<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
+        let RoleState::Follower(f) = &mut self.role else {
+            return;
+        };
+        if let Some((_, sent_at_ms)) = f.in_flight {
+            if ctx.now_ms - sent_at_ms < self.config.request_timeout_ms {
+                return;
+            }
+            f.in_flight = None;
+        }
+        if ctx.now_ms < f.next_send_ms {
+            return;
+        }
+        let request_id = self.next_request_id;
+        let message = match (f.phase, self.epochs.latest_epoch()) {
+            (Phase::Truncating, Some(latest)) => Message::OffsetForLeaderEpoch {
+                request_id,
+                partition: self.partition,
+                current_leader_epoch: f.leader_epoch,
+                leader_epoch: latest,
+            },
+            (Phase::Truncating, None) | (Phase::Fetching, _) => {
+                f.phase = Phase::Fetching;
+                if self.config.durability == Durability::Fsync
+                    && self.durable_offset < self.log_end_offset
+                {
+                    // Fetch again once the last append is durable (its offset is our claim).
+                    self.request_durable(out);
+                    return;
+                }
+                Message::Fetch {
+                    request_id,
+                    partition: self.partition,
+                    replica: Some(self.node),
+                    current_leader_epoch: f.leader_epoch,
+                    fetch_offset: self.log_end_offset,
+                }
+            }
+        };
+        self.next_request_id += 1;
+        f.in_flight = Some((request_id, ctx.now_ms));
+        out.push(Action::Send {
+            to: Address::Broker(f.leader),
+            message,
+        });
+    }
+
+    fn request_durable<P: Clone>(&mut self, out: &mut Vec<Action<P>>) {
+        if self.durable_requested < self.log_end_offset && self.durable_offset < self.log_end_offset
+        {
+            self.durable_requested = self.log_end_offset;
+            out.push(Action::RequestDurable {
+                partition: self.partition,
+                offset: self.log_end_offset,
+            });
+        }
+    }
+
+    fn truncate<P: Clone>(&mut self, offset: i64, out: &mut Vec<Action<P>>) {
+        if offset >= self.log_end_offset {
+            return;
+        }
+        assert!(offset >= 0);
+        assert!(
+            !matches!(self.role, RoleState::Leader(_)),
+            "a leader never truncates"
+        );
+        self.log_end_offset = offset;
+        self.durable_offset = self.durable_offset.min(offset);
+        self.durable_requested = self.durable_requested.min(offset);
+        // Only an unclean election can cut below the high watermark.
+        self.high_watermark = self.high_watermark.min(offset);
+        self.epochs.truncate_from(offset);
+        out.push(Action::Truncate {
+            partition: self.partition,
+            offset,
+        });
+    }
+}
