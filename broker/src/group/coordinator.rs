@@ -66,7 +66,7 @@ impl Default for GroupConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupConfigError {
-    #[error("offsets.topic.num.partitions must be in 1..=1000, got {0}")]
+    #[error("offsets.topic.num.partitions must be in 1..=10000, got {0}")]
     Partitions(i32),
     #[error(
         "group.min.session.timeout.ms ({min}) must be positive and <= group.max.session.timeout.ms ({max})"
@@ -84,7 +84,7 @@ pub enum GroupConfigError {
 
 impl GroupConfig {
     pub fn validate(&self) -> Result<(), GroupConfigError> {
-        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+        if !(1..=crate::config::PARTITIONS_PER_TOPIC_MAX).contains(&self.offsets_topic_partitions) {
             return Err(GroupConfigError::Partitions(self.offsets_topic_partitions));
         }
         if self.min_session_timeout_ms <= 0
@@ -452,7 +452,7 @@ impl GroupCoordinator {
         group_id: &str,
         allow_empty_id: bool,
     ) -> Result<i32, GroupError> {
-        if group_id.is_empty() && !allow_empty_id {
+        if (group_id.is_empty() && !allow_empty_id) || group_id.len() > records::STRING_BYTES_MAX {
             return Err(GroupError::InvalidGroupId);
         }
         let partition = self.partition_for(group_id);
@@ -503,8 +503,15 @@ impl GroupCoordinator {
         }
     }
 
-    /// `client_id` + "-" + a UUID-shaped id, as Kafka's member ids look.
+    /// `client_id` + "-" + a UUID-shaped id, as Kafka's member ids look. The client id part is
+    /// cut to `MEMBER_ID_CLIENT_ID_BYTES_MAX` so a member id always fits the record format's
+    /// i16-length strings (a client id may be 32767 bytes).
     pub(super) fn new_member_id(&mut self, client_id: &str) -> String {
+        let mut cut = client_id.len().min(MEMBER_ID_CLIENT_ID_BYTES_MAX);
+        while !client_id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let client_id = &client_id[..cut];
         let hi = self.next_random();
         let lo = self.next_random();
         let dash = if client_id.is_empty() { "" } else { "-" };
@@ -657,6 +664,9 @@ impl GroupCoordinator {
         }
     }
 }
+
+/// Longest client-id prefix of a generated member id.
+pub const MEMBER_ID_CLIENT_ID_BYTES_MAX: usize = 255;
 
 /// Tombstones for the group's metadata and for the given offsets.
 pub(super) fn tombstones_for(

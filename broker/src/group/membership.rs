@@ -16,6 +16,7 @@ use super::classic::{ClassicGroup, GroupState, InitialDelay, JoinTimer, Member};
 use super::coordinator::{GroupCoordinator, PendingAppend, join_error, sync_error};
 use super::error::GroupError;
 use super::limits::NEW_MEMBER_JOIN_TIMEOUT_MS;
+use super::records;
 
 impl GroupCoordinator {
     pub fn join_group(&mut self, now_ms: i64, request: RequestId, req: JoinGroup) {
@@ -105,6 +106,15 @@ impl GroupCoordinator {
             Ok(p) => p,
             Err(e) => return self.reply(request, Reply::Join(join_error(&req.member_id, e))),
         };
+        // Flexible versions carry strings longer than the record format's i16 lengths.
+        let too_long = |s: &str| s.len() > records::STRING_BYTES_MAX;
+        if req.group_instance_id.as_deref().is_some_and(too_long)
+            || too_long(&req.protocol_type)
+            || req.protocols.iter().any(|p| too_long(&p.name))
+        {
+            let result = join_error(&req.member_id, GroupError::InvalidRequest);
+            return self.reply(request, Reply::Join(result));
+        }
         if self.is_live_consumer_group(&req.group_id) {
             let result = join_error(&req.member_id, GroupError::InconsistentGroupProtocol);
             return self.reply(request, Reply::Join(result));

@@ -33,6 +33,9 @@ use kafka_protocol::records::{
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Kafka's default `offsets.topic.num.partitions`.
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
+/// Longest string the record format can hold (i16 length prefix); longer client strings are
+/// refused before they reach a record.
+pub const STRING_BYTES_MAX: usize = i16::MAX as usize;
 /// Upper bound on one record batch we build; a commit with more records is split into several
 /// batches appended together (the engine appends a buffer of batches atomically).
 pub const OFFSETS_BATCH_BYTES_MAX: usize = 512 * 1024;

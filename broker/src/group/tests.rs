@@ -1782,3 +1782,50 @@ mod kip848 {
         );
     }
 }
+
+#[test]
+fn huge_client_id_still_fits_the_record_format() {
+    let mut h = Harness::new();
+    let mut req = join_req("");
+    req.client_id = "é".repeat(20_000);
+    let first = h.join(req);
+    let member = h.join_result(first).unwrap().member_id;
+    assert!(member.len() < 300 && member.starts_with('é'));
+    let j = h.join(join_req(&member));
+    let g = h.join_result(j).unwrap().generation_id;
+    let s = h.sync(&member, g, vec![]);
+    assert_eq!(
+        h.sync_result(s).unwrap().error,
+        None,
+        "the group record was written"
+    );
+}
+
+#[test]
+fn strings_longer_than_the_record_format_are_refused() {
+    let mut h = Harness::new();
+    let long = "g".repeat(40_000);
+    let id = h.join(JoinGroup {
+        group_id: long.clone(),
+        ..join_req("")
+    });
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InvalidGroupId)
+    );
+    let id = h.join(JoinGroup {
+        group_instance_id: Some(long.clone()),
+        ..join_req("")
+    });
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InvalidRequest)
+    );
+    let mut req = join_req("");
+    req.protocols[0].name = long;
+    let id = h.join(req);
+    assert_eq!(
+        h.join_result(id).unwrap().error,
+        Some(GroupError::InvalidRequest)
+    );
+}
