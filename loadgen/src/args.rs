@@ -63,6 +63,10 @@ pub struct LoadgenArgs {
     /// Consumers reading the topic's partitions (assigned round robin) for end-to-end latency.
     #[arg(long, default_value_t = 0)]
     pub consumers: u32,
+    /// Consumers join this consumer group (range assignment) instead of splitting the
+    /// partitions among themselves; offsets are not committed.
+    #[arg(long)]
+    pub group: Option<String>,
     /// How long a batch may wait for more records, in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,

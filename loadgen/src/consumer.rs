@@ -1,23 +1,27 @@
 //! One consumer: fetches its assigned partitions from their leaders, counts records and
 //! measures end-to-end latency from the due time loadgen's producers embed in each value.
 //!
-//! Owns: its fetch positions and one connection per leader. Assignment is static
-//! (partition p goes to consumer p % consumers); no consumer group is involved.
+//! Owns: one connection per leader, and (with `--group`) its group membership. Partitions are
+//! assigned statically (partition p to consumer p % consumers) or by the group's range
+//! assignment. Fetch positions are shared by all consumers of the run.
 //! Invariants: a position only moves forward, to the offset after the last complete batch
-//! fetched; a consumer stops once every position reached its target (the log end offsets
-//! observed after the producers finished) or when aborted.
+//! fetched, and only by the consumer whose fetch started at it (compare and set), so a
+//! partition read by two members during a rebalance is still counted once; consumers stop
+//! once every position reached its target (the log end offsets observed after the producers
+//! finished) or when aborted.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::client::cluster::topic_name;
+use crate::client::group::GroupMember;
 use crate::client::{Cluster, Connection, TopicLayout, error_codes};
 use crate::producer::{StopSignal, VALUE_HEADER_BYTES, VALUE_MAGIC};
 use crate::record_batch::for_each_value;
@@ -36,12 +40,10 @@ const OFFSET_OUT_OF_RANGE: i16 = 1;
 #[derive(Clone)]
 pub struct ConsumerConfig {
     pub index: u32,
-    /// Partitions this consumer reads.
+    /// Partitions this consumer reads (ignored with a group: the group assigns them).
     pub partitions: Vec<usize>,
-    /// Where to start, indexed by partition (all partitions of the topic).
-    pub start_offsets: Arc<Vec<i64>>,
-    /// Latencies of records due before this (µs since the epoch) are warm-up.
-    pub measure_from_us: u64,
+    /// Consumer group to join, if any.
+    pub group: Option<String>,
 }
 
 #[derive(Clone)]
@@ -52,35 +54,75 @@ pub struct ConsumerShared {
     /// Offsets to read up to, once the producers are done.
     pub targets: watch::Receiver<Option<Arc<Vec<i64>>>>,
     pub stop: watch::Receiver<StopSignal>,
+    /// Next offset to read, by partition, shared by all consumers (starts at the log end
+    /// before producing).
+    pub positions: Arc<Mutex<Vec<i64>>>,
+    /// Told once this consumer has its first assignment.
+    pub ready: mpsc::Sender<()>,
+    /// Latencies of records due before this (µs since the epoch) are warm-up; set before
+    /// the producers start.
+    pub measure_from_us: Arc<AtomicU64>,
 }
 
 pub async fn run_consumer(config: ConsumerConfig, shared: ConsumerShared) -> Result<()> {
+    let mut member = match &config.group {
+        Some(group) => {
+            let bootstrap = shared.cluster.admin().await?;
+            let partitions = shared.cluster.layout().partitions();
+            let topic = shared.cluster.topic().to_string();
+            Some(GroupMember::join(bootstrap, group, &topic, partitions).await?)
+        }
+        None => None,
+    };
+    let _ = shared.ready.send(()).await;
+    let result = consume(&config, &shared, member.as_mut()).await;
+    if let Some(member) = member.as_mut() {
+        member.leave().await;
+    }
+    result
+}
+
+async fn consume(
+    config: &ConsumerConfig,
+    shared: &ConsumerShared,
+    mut member: Option<&mut GroupMember>,
+) -> Result<()> {
     let topic = topic_name(shared.cluster.topic());
-    let mut positions: HashMap<usize, i64> = config
-        .partitions
-        .iter()
-        .map(|&p| (p, config.start_offsets[p]))
-        .collect();
+    let mut partitions = match &member {
+        Some(member) => {
+            note_assignment(config, member);
+            member.assignment().to_vec()
+        }
+        None => config.partitions.clone(),
+    };
     let mut layout = shared.cluster.layout();
     let mut connections: HashMap<i32, Connection> = HashMap::new();
     loop {
         if *shared.stop.borrow() == StopSignal::Abort {
             return Ok(());
         }
-        if let Some(targets) = shared.targets.borrow().clone()
-            && positions.iter().all(|(&p, &offset)| offset >= targets[p])
+        if let Some(targets) = shared.targets.borrow().clone() {
+            let positions = shared.positions.lock().expect("positions lock");
+            if positions.iter().zip(targets.iter()).all(|(p, t)| p >= t) {
+                return Ok(());
+            }
+        }
+        if let Some(member) = member.as_deref_mut()
+            && member.heartbeat_if_due().await?
         {
-            return Ok(());
+            note_assignment(config, member);
+            partitions = member.assignment().to_vec();
         }
         let mut by_leader: HashMap<i32, Vec<usize>> = HashMap::new();
         let mut leaderless = false;
-        for &partition in positions.keys() {
+        for &partition in &partitions {
             match layout.leaders.get(partition).copied().flatten() {
                 Some(leader) => by_leader.entry(leader).or_default().push(partition),
                 None => leaderless = true,
             }
         }
         let mut refresh = leaderless;
+        let idle = by_leader.is_empty();
         for (leader, partitions) in by_leader {
             let connection = match connection_for(&mut connections, &layout, leader).await {
                 Ok(connection) => connection,
@@ -90,16 +132,7 @@ pub async fn run_consumer(config: ConsumerConfig, shared: ConsumerShared) -> Res
                     continue;
                 }
             };
-            match fetch_once(
-                &connection,
-                &topic,
-                &partitions,
-                &mut positions,
-                &config,
-                &shared,
-            )
-            .await
-            {
+            match fetch_once(&connection, &topic, &partitions, shared).await {
                 Ok(needs_refresh) => refresh |= needs_refresh,
                 Err(error) => {
                     connections.remove(&leader);
@@ -109,17 +142,29 @@ pub async fn run_consumer(config: ConsumerConfig, shared: ConsumerShared) -> Res
                 }
             }
         }
-        if refresh {
+        if refresh || idle {
             let mut stop = shared.stop.clone();
+            let mut targets = shared.targets.clone();
             tokio::select! {
                 _ = tokio::time::sleep(ERROR_BACKOFF) => {}
                 _ = stop.changed() => {}
-            }
-            if shared.cluster.refresh().await.is_ok() {
-                layout = shared.cluster.layout();
+                _ = targets.changed() => {}
             }
         }
+        if refresh && shared.cluster.refresh().await.is_ok() {
+            layout = shared.cluster.layout();
+        }
     }
+}
+
+fn note_assignment(config: &ConsumerConfig, member: &GroupMember) {
+    eprintln!(
+        "loadgen: consumer {} in group {} generation {}: partitions {:?}",
+        config.index,
+        config.group.as_deref().unwrap_or(""),
+        member.generation_id(),
+        member.assignment()
+    );
 }
 
 async fn connection_for(
@@ -143,10 +188,12 @@ async fn fetch_once(
     connection: &Connection,
     topic: &TopicName,
     partitions: &[usize],
-    positions: &mut HashMap<usize, i64>,
-    config: &ConsumerConfig,
     shared: &ConsumerShared,
 ) -> Result<bool> {
+    let fetch_offsets: Vec<(usize, i64)> = {
+        let positions = shared.positions.lock().expect("positions lock");
+        partitions.iter().map(|&p| (p, positions[p])).collect()
+    };
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
@@ -159,13 +206,13 @@ async fn fetch_once(
             FetchTopic::default()
                 .with_topic(topic.clone())
                 .with_partitions(
-                    partitions
+                    fetch_offsets
                         .iter()
-                        .map(|&p| {
+                        .map(|&(p, offset)| {
                             FetchPartition::default()
                                 .with_partition(p as i32)
                                 .with_current_leader_epoch(-1)
-                                .with_fetch_offset(positions[&p])
+                                .with_fetch_offset(offset)
                                 .with_last_fetched_epoch(-1)
                                 .with_log_start_offset(-1)
                                 .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES)
@@ -179,13 +226,10 @@ async fn fetch_once(
         return Ok(error_codes::needs_metadata_refresh(response.error_code));
     }
     let mut refresh = false;
-    let mut records = 0u64;
-    let mut bytes = 0u64;
-    let mut latencies: Vec<(u64, bool)> = Vec::new();
     for topic_response in &response.responses {
         for partition in &topic_response.partitions {
             let index = partition.partition_index as usize;
-            let Some(position) = positions.get_mut(&index) else {
+            let Some(&(_, from)) = fetch_offsets.iter().find(|(p, _)| *p == index) else {
                 continue;
             };
             if partition.error_code != 0 {
@@ -194,15 +238,18 @@ async fn fetch_once(
                     // The broker dropped data loadgen has not read (retention, truncation):
                     // counted as an error, reading goes on from the log start.
                     eprintln!(
-                        "loadgen: partition {index}: offset {position} out of range, \
+                        "loadgen: partition {index}: offset {from} out of range, \
                          skipping to log start {}",
                         partition.log_start_offset
                     );
-                    if partition.log_start_offset > *position {
-                        *position = partition.log_start_offset;
-                        continue;
+                    if partition.log_start_offset <= from {
+                        bail!("partition {index}: fetch offset {from} out of range");
                     }
-                    bail!("partition {index}: fetch offset {position} out of range");
+                    let mut positions = shared.positions.lock().expect("positions lock");
+                    if positions[index] == from {
+                        positions[index] = partition.log_start_offset;
+                    }
+                    continue;
                 }
                 refresh |= error_codes::needs_metadata_refresh(partition.error_code);
                 continue;
@@ -210,43 +257,77 @@ async fn fetch_once(
             let Some(blob) = &partition.records else {
                 continue;
             };
-            let now_us = shared.clock.now_us();
-            let from = *position;
-            let mut next = from;
-            for_each_value(
-                blob,
-                |batch| next = next.max(batch.next_offset()),
-                |offset, value| {
-                    if offset < from {
-                        return;
-                    }
-                    records += 1;
-                    bytes += value.len() as u64;
-                    if value.len() >= VALUE_HEADER_BYTES && value[8..12] == VALUE_MAGIC {
-                        let due_us = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-                        latencies
-                            .push((latency_us(due_us, now_us), due_us >= config.measure_from_us));
-                    }
-                },
-            )?;
-            *position = next;
+            let measure_from_us = shared.measure_from_us.load(Ordering::Relaxed);
+            let read = read_partition(blob, from, shared.clock.now_us(), measure_from_us)?;
+            if read.next == from {
+                continue;
+            }
+            // Count only if no other consumer moved this partition meanwhile.
+            {
+                let mut positions = shared.positions.lock().expect("positions lock");
+                if positions[index] != from {
+                    continue;
+                }
+                positions[index] = read.next;
+            }
+            if !read.latencies.is_empty() {
+                let mut recorder = shared.stats.end_to_end.lock().expect("recorder lock");
+                for &(latency, measured) in &read.latencies {
+                    recorder.record_n(latency, 1, measured);
+                }
+            }
+            shared
+                .stats
+                .records_consumed
+                .fetch_add(read.records, Ordering::Relaxed);
+            shared
+                .stats
+                .bytes_consumed
+                .fetch_add(read.bytes, Ordering::Relaxed);
         }
     }
-    if !latencies.is_empty() {
-        let mut recorder = shared.stats.end_to_end.lock().expect("recorder lock");
-        for &(latency, measured) in &latencies {
-            recorder.record_n(latency, 1, measured);
-        }
-    }
-    shared
-        .stats
-        .records_consumed
-        .fetch_add(records, Ordering::Relaxed);
-    shared
-        .stats
-        .bytes_consumed
-        .fetch_add(bytes, Ordering::Relaxed);
     Ok(refresh)
+}
+
+/// What one partition's fetched records held.
+struct PartitionRead {
+    next: i64,
+    records: u64,
+    bytes: u64,
+    latencies: Vec<(u64, bool)>,
+}
+
+fn read_partition(
+    blob: &bytes::Bytes,
+    from: i64,
+    now_us: u64,
+    measure_from_us: u64,
+) -> Result<PartitionRead> {
+    let mut read = PartitionRead {
+        next: from,
+        records: 0,
+        bytes: 0,
+        latencies: Vec::new(),
+    };
+    let mut next = from;
+    for_each_value(
+        blob,
+        |batch| next = next.max(batch.next_offset()),
+        |offset, value| {
+            if offset < from {
+                return;
+            }
+            read.records += 1;
+            read.bytes += value.len() as u64;
+            if value.len() >= VALUE_HEADER_BYTES && value[8..12] == VALUE_MAGIC {
+                let due_us = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+                read.latencies
+                    .push((latency_us(due_us, now_us), due_us >= measure_from_us));
+            }
+        },
+    )?;
+    read.next = next;
+    Ok(read)
 }
 
 /// Assigns partitions round robin: consumer `c` of `consumers` reads `p` where

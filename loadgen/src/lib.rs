@@ -47,6 +47,8 @@ use crate::stats::{Counters, Stats};
 
 /// How long producers keep waiting for answers after Ctrl-C.
 const ABORT_DRAIN: Duration = Duration::from_secs(3);
+/// How long producers wait for consumers to get their first assignment.
+const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Progress line period.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -95,28 +97,23 @@ pub async fn run_quietly(
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = watch::channel(StopSignal::Run);
     let (targets_tx, targets_rx) = watch::channel(None);
-    let start_offsets = if args.consumers > 0 {
-        Arc::new(cluster.end_offsets().await.context("start offsets")?)
+    let positions = Arc::new(Mutex::new(if args.consumers > 0 {
+        cluster.end_offsets().await.context("start offsets")?
     } else {
-        Arc::new(Vec::new())
-    };
+        Vec::new()
+    }));
     let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
     let payload = payload_pool(args.seed, record_bytes_max as usize);
     let keys = Arc::new(KeyGenerator::new(args.keys));
 
-    let run_start = Instant::now();
-    let start_us = clock.at_us(run_start);
-    let measure_from = run_start + Duration::from_secs_f64(args.warmup_secs);
-    let measure_from_us = clock.at_us(measure_from);
-    let produce_until = args.produce_time().map(|d| run_start + d);
-
+    let consumer_measure_from_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut consumers = JoinSet::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.consumers.max(1) as usize);
     for index in 0..args.consumers {
         let config = ConsumerConfig {
             index,
             partitions: assignment(partitions, args.consumers, index),
-            start_offsets: start_offsets.clone(),
-            measure_from_us,
+            group: args.group.clone(),
         };
         let shared = ConsumerShared {
             cluster: cluster.clone(),
@@ -124,9 +121,34 @@ pub async fn run_quietly(
             clock,
             targets: targets_rx.clone(),
             stop: stop_rx.clone(),
+            positions: positions.clone(),
+            ready: ready_tx.clone(),
+            measure_from_us: consumer_measure_from_us.clone(),
         };
         consumers.spawn(run_consumer(config, shared));
     }
+    drop(ready_tx);
+    // Producers start once every consumer has its first assignment (a group join can take
+    // seconds), so end-to-end latency does not include joining.
+    let ready_deadline = tokio::time::sleep(CONSUMERS_READY_TIMEOUT);
+    tokio::pin!(ready_deadline);
+    for _ in 0..args.consumers {
+        tokio::select! {
+            ready = ready_rx.recv() => if ready.is_none() { break },
+            _ = &mut ready_deadline => {
+                eprintln!("loadgen: consumers not ready after {CONSUMERS_READY_TIMEOUT:?}; producing anyway");
+                break;
+            }
+        }
+    }
+    let run_start = Instant::now();
+    let start_us = clock.at_us(run_start);
+    let measure_from = run_start + Duration::from_secs_f64(args.warmup_secs);
+    let measure_from_us = clock.at_us(measure_from);
+    let produce_until = args.produce_time().map(|d| run_start + d);
+
+    consumer_measure_from_us.store(measure_from_us, std::sync::atomic::Ordering::Relaxed);
+
     let mut producers = JoinSet::new();
     for index in 0..args.producers {
         let share = |total: u64| {

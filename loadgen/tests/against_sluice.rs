@@ -282,3 +282,37 @@ fn sigint_writes_a_partial_report() {
     // unanswered when the 3 s drain ends, never more acked than sent.
     assert!(acked <= sent, "acked {acked} > sent {sent}");
 }
+
+/// Consumers in a consumer group (range assignment by the group leader) read every record
+/// exactly once.
+#[test]
+fn group_consumers_read_every_record_once() {
+    let broker = start_broker();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let args = args(
+        &broker,
+        &[
+            "--topic",
+            "it-group",
+            "--partitions",
+            "5",
+            "--records",
+            "30000",
+            "--record-bytes",
+            "64",
+            "--consumers",
+            "3",
+            "--group",
+            "it-group-consumers",
+            "--acks",
+            "1",
+        ],
+    );
+    let report = runtime
+        .block_on(loadgen::run_quietly(args, std::future::pending()))
+        .expect("run succeeds");
+    assert_eq!(report.records_acked, 30_000);
+    assert_eq!(report.errors, 0, "{:?}", report.errors_by_code);
+    assert_eq!(report.consume.as_ref().map(|c| c.records), Some(30_000));
+    assert_eq!(report.end_to_end_latency_us.map(|l| l.count), Some(30_000));
+}

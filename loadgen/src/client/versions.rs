@@ -14,6 +14,13 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::InitProducerId, 0, 4),
+    // Consumer groups (--group): v4+ FindCoordinator batches keys, JoinGroup v0 lacks the
+    // rebalance timeout, LeaveGroup v5 only adds a reason.
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 1, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
 ];
 
 /// Negotiated versions for one broker.
