@@ -416,3 +416,183 @@ struct AlterRequest {
     proposal: u64,
     new_isr: Vec<NodeId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: PartitionId = PartitionId(0);
+
+    fn controller(unclean: bool) -> (Controller, Vec<BrokerEpoch>) {
+        let config = ControllerConfig {
+            broker_session_timeout_ms: 100,
+            unclean_leader_election: unclean,
+        };
+        let mut c = Controller::new(config);
+        c.create_partition(P, vec![NodeId(0), NodeId(1), NodeId(2)]);
+        let epochs = (0..3).map(|n| register(&mut c, 0, n, 1)).collect();
+        (c, epochs)
+    }
+
+    fn register(c: &mut Controller, now_ms: i64, node: i32, incarnation: u64) -> BrokerEpoch {
+        let message = Message::BrokerRegistration {
+            node: NodeId(node),
+            incarnation,
+        };
+        let out: Vec<Action<()>> = c.step(
+            now_ms,
+            ControllerInput::Message {
+                from: Address::Broker(NodeId(node)),
+                message,
+            },
+        );
+        out.iter()
+            .find_map(|a| match a {
+                Action::Send {
+                    message: Message::BrokerRegistrationResponse { broker_epoch, .. },
+                    ..
+                } => Some(*broker_epoch),
+                _ => None,
+            })
+            .expect("registration answered")
+    }
+
+    fn heartbeat(c: &mut Controller, now_ms: i64, node: i32, broker_epoch: BrokerEpoch) {
+        let message = Message::BrokerHeartbeat {
+            node: NodeId(node),
+            broker_epoch,
+        };
+        let _: Vec<Action<()>> = c.step(
+            now_ms,
+            ControllerInput::Message {
+                from: Address::Broker(NodeId(node)),
+                message,
+            },
+        );
+    }
+
+    fn tick(c: &mut Controller, now_ms: i64) {
+        let _: Vec<Action<()>> = c.step(now_ms, ControllerInput::Tick);
+    }
+
+    fn alter(
+        c: &mut Controller,
+        epoch: BrokerEpoch,
+        proposal: u64,
+        new_isr: &[i32],
+    ) -> Option<Result<PartitionState, ReplicaError>> {
+        let s = c.partition(P).expect("created").clone();
+        let message = Message::AlterPartition {
+            node: s.leader.expect("has a leader"),
+            broker_epoch: epoch,
+            partition: P,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+            proposal,
+            new_isr: new_isr.iter().map(|&n| NodeId(n)).collect(),
+        };
+        let out: Vec<Action<()>> = c.step(
+            1,
+            ControllerInput::Message {
+                from: Address::Broker(NodeId(0)),
+                message,
+            },
+        );
+        out.into_iter().find_map(|a| match a {
+            Action::Send {
+                message: Message::AlterPartitionResponse { result, .. },
+                ..
+            } => Some(result),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_the_next_isr_member() {
+        let (mut c, epochs) = controller(false);
+        let s = c.partition(P).unwrap().clone();
+        assert_eq!(s.leader, Some(NodeId(0)));
+        heartbeat(&mut c, 90, 1, epochs[1]);
+        heartbeat(&mut c, 90, 2, epochs[2]);
+        tick(&mut c, 101);
+        let after = c.partition(P).unwrap();
+        assert_eq!(after.leader, Some(NodeId(1)));
+        assert_eq!(after.isr, vec![NodeId(1), NodeId(2)]);
+        assert!(after.leader_epoch > s.leader_epoch && after.partition_epoch > s.partition_epoch);
+    }
+
+    #[test]
+    fn the_last_isr_member_stays_and_the_partition_waits_unless_unclean() {
+        for unclean in [false, true] {
+            let (mut c, epochs) = controller(unclean);
+            assert_eq!(
+                alter(&mut c, epochs[0], 1, &[0]).unwrap().unwrap().isr,
+                vec![NodeId(0)]
+            );
+            heartbeat(&mut c, 90, 1, epochs[1]);
+            heartbeat(&mut c, 90, 2, epochs[2]);
+            tick(&mut c, 101);
+            let s = c.partition(P).unwrap();
+            if unclean {
+                assert_eq!(
+                    (s.leader, s.isr.clone()),
+                    (Some(NodeId(1)), vec![NodeId(1)])
+                );
+            } else {
+                assert_eq!((s.leader, s.isr.clone()), (None, vec![NodeId(0)]));
+                let before = s.leader_epoch;
+                let epoch = register(&mut c, 150, 0, 2);
+                assert!(epoch > epochs[2]);
+                let s = c.partition(P).unwrap();
+                assert_eq!(s.leader, Some(NodeId(0)));
+                assert!(s.leader_epoch > before);
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_incarnation_ends_the_old_leader_epoch() {
+        let (mut c, _) = controller(false);
+        let before = c.partition(P).unwrap().leader_epoch;
+        register(&mut c, 10, 0, 2);
+        let s = c.partition(P).unwrap();
+        assert_ne!(s.leader, Some(NodeId(0)), "moved to another ISR member");
+        assert!(s.leader_epoch > before);
+        // A delayed registration of the older incarnation changes nothing and gets no answer.
+        let message = Message::BrokerRegistration {
+            node: NodeId(0),
+            incarnation: 1,
+        };
+        let out: Vec<Action<()>> = c.step(
+            20,
+            ControllerInput::Message {
+                from: Address::Broker(NodeId(0)),
+                message,
+            },
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn alter_partition_checks_versions_and_orders_proposals() {
+        let (mut c, epochs) = controller(false);
+        assert!(alter(&mut c, epochs[0], 2, &[0, 1]).unwrap().is_ok());
+        assert_eq!(
+            alter(&mut c, epochs[0], 1, &[0, 2]),
+            None,
+            "older proposal ignored"
+        );
+        assert_eq!(
+            alter(&mut c, epochs[1], 3, &[0]),
+            Some(Err(ReplicaError::StaleBrokerEpoch))
+        );
+        // Adding a fenced broker is refused.
+        heartbeat(&mut c, 90, 0, epochs[0]);
+        heartbeat(&mut c, 90, 1, epochs[1]);
+        tick(&mut c, 101);
+        assert_eq!(
+            alter(&mut c, epochs[0], 4, &[0, 1, 2]),
+            Some(Err(ReplicaError::IneligibleReplica))
+        );
+    }
+}

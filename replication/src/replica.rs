@@ -978,3 +978,396 @@ impl Replica {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PartitionEpoch;
+
+    const P: PartitionId = PartitionId(0);
+
+    fn config() -> ReplicaConfig {
+        ReplicaConfig {
+            replica_lag_time_max_ms: 100,
+            min_insync_replicas: 2,
+            fetch_backoff_ms: 10,
+            request_timeout_ms: 50,
+            produce_timeout_ms: 1_000,
+            heartbeat_interval_ms: 20,
+            durability: Durability::Fsync,
+        }
+    }
+
+    fn ctx(now_ms: i64) -> Ctx {
+        Ctx {
+            now_ms,
+            broker_epoch: Some(BrokerEpoch(1)),
+        }
+    }
+
+    fn state(leader: i32, isr: &[i32], leader_epoch: i32, partition_epoch: i32) -> PartitionState {
+        PartitionState {
+            partition: P,
+            replicas: vec![NodeId(0), NodeId(1), NodeId(2)],
+            isr: isr.iter().map(|&n| NodeId(n)).collect(),
+            leader: Some(NodeId(leader)),
+            leader_epoch: LeaderEpoch(leader_epoch),
+            partition_epoch: PartitionEpoch(partition_epoch),
+        }
+    }
+
+    fn leader(isr: &[i32]) -> Replica {
+        let mut r = Replica::new(NodeId(0), P, config(), RecoveredLog::default(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, isr, 1, 1), &mut out);
+        assert_eq!(
+            r.role(),
+            Role::Leader {
+                leader_epoch: LeaderEpoch(1)
+            }
+        );
+        r
+    }
+
+    fn produce(r: &mut Replica, now_ms: i64, request_id: u64) -> Vec<Action<u64>> {
+        let mut out: Vec<Action<u64>> = Vec::new();
+        let request = ProduceRequest {
+            client: Address::Client(9),
+            request_id,
+            acks: Acks::All,
+            record_count: 2,
+            payload: request_id,
+        };
+        r.on_produce(ctx(now_ms), request, &mut out);
+        out
+    }
+
+    fn fetch(
+        r: &mut Replica,
+        now_ms: i64,
+        replica: i32,
+        epoch: i32,
+        fetch_offset: i64,
+    ) -> Vec<Action<u64>> {
+        let mut out: Vec<Action<u64>> = Vec::new();
+        let request = FetchRequest {
+            from: Address::Broker(NodeId(replica)),
+            request_id: 1,
+            replica: Some(NodeId(replica)),
+            current_leader_epoch: LeaderEpoch(epoch),
+            fetch_offset,
+        };
+        r.on_fetch(ctx(now_ms), request, &mut out);
+        out
+    }
+
+    fn produce_results(out: &[Action<u64>]) -> Vec<Result<i64, ReplicaError>> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::ProduceResponse { result, .. },
+                    ..
+                } => Some(*result),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fetch_errors(out: &[Action<u64>]) -> Vec<ReplicaError> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::FetchResponse { result: Err(e), .. },
+                    ..
+                } => Some(*e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn alter_proposals(out: &[Action<u64>]) -> Vec<Vec<NodeId>> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::AlterPartition { new_isr, .. },
+                    ..
+                } => Some(new_isr.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acks_all_waits_for_the_isr_and_for_durability() {
+        let mut r = leader(&[0, 1]);
+        let out = produce(&mut r, 1, 7);
+        assert!(out.contains(&Action::RequestDurable {
+            partition: P,
+            offset: 2
+        }));
+        assert!(produce_results(&out).is_empty());
+        // The follower has it, the leader's copy is not durable yet.
+        assert!(produce_results(&fetch(&mut r, 2, 1, 1, 2)).is_empty());
+        assert_eq!(r.high_watermark(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_durable(ctx(3), 2, &mut out);
+        assert_eq!(produce_results(&out), vec![Ok(0)]);
+        assert_eq!(r.high_watermark(), 2);
+    }
+
+    #[test]
+    fn not_enough_replicas_refuses_before_appending() {
+        let mut r = leader(&[0]);
+        let out = produce(&mut r, 1, 7);
+        assert_eq!(
+            produce_results(&out),
+            vec![Err(ReplicaError::NotEnoughReplicas)]
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Append { .. })));
+        assert_eq!(r.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn isr_shrinking_below_min_insync_fails_waiting_produces() {
+        let mut r = leader(&[0, 1]);
+        produce(&mut r, 1, 7);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(2), state(0, &[0], 1, 2), &mut out);
+        assert_eq!(
+            produce_results(&out),
+            vec![Err(ReplicaError::NotEnoughReplicasAfterAppend)]
+        );
+    }
+
+    #[test]
+    fn fetch_checks_the_leader_epoch() {
+        let mut r = leader(&[0, 1]);
+        assert_eq!(
+            fetch_errors(&fetch(&mut r, 1, 1, 0, 0)),
+            vec![ReplicaError::FencedLeaderEpoch]
+        );
+        assert_eq!(
+            fetch_errors(&fetch(&mut r, 1, 1, 2, 0)),
+            vec![ReplicaError::UnknownLeaderEpoch]
+        );
+        assert_eq!(
+            fetch_errors(&fetch(&mut r, 1, 1, 1, 5)),
+            vec![ReplicaError::OffsetOutOfRange]
+        );
+        assert!(fetch_errors(&fetch(&mut r, 1, 1, 1, 0)).is_empty());
+    }
+
+    fn durable(r: &mut Replica, now_ms: i64, offset: i64) -> Vec<Action<u64>> {
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_durable(ctx(now_ms), offset, &mut out);
+        out
+    }
+
+    #[test]
+    fn isr_shrinks_after_lag_and_expands_once_caught_up() {
+        let mut r = leader(&[0, 1, 2]);
+        fetch(&mut r, 50, 1, 1, 0);
+        fetch(&mut r, 50, 2, 1, 0);
+        produce(&mut r, 60, 7);
+        durable(&mut r, 61, 2);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.tick(ctx(140), &mut out);
+        assert!(
+            alter_proposals(&out).is_empty(),
+            "within replica.lag.time.max.ms"
+        );
+        fetch(&mut r, 140, 1, 1, 2);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.tick(ctx(151), &mut out);
+        assert_eq!(alter_proposals(&out), vec![vec![NodeId(0), NodeId(1)]]);
+        // Until the controller commits, node 2 still counts for the high watermark.
+        assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1), NodeId(2)]);
+        assert_eq!(r.high_watermark(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_alter_partition_response(ctx(152), 1, Ok(state(0, &[0, 1], 1, 2)), &mut out);
+        assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1)]);
+        assert_eq!(produce_results(&out), vec![Ok(0)]);
+        // Node 2 catches up to the high watermark: proposed back, and counted at once.
+        assert!(alter_proposals(&fetch(&mut r, 160, 2, 1, 1)).is_empty());
+        let out = fetch(&mut r, 170, 2, 1, 2);
+        assert_eq!(
+            alter_proposals(&out),
+            vec![vec![NodeId(0), NodeId(1), NodeId(2)]]
+        );
+        assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1), NodeId(2)]);
+    }
+
+    #[test]
+    fn a_rejected_expansion_stays_counted_until_a_newer_state() {
+        let mut r = leader(&[0, 1]);
+        produce(&mut r, 1, 7);
+        durable(&mut r, 2, 2);
+        fetch(&mut r, 3, 1, 1, 2);
+        assert_eq!(r.high_watermark(), 2);
+        assert_eq!(alter_proposals(&fetch(&mut r, 4, 2, 1, 2)).len(), 1);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_alter_partition_response(ctx(5), 1, Err(ReplicaError::InvalidUpdateVersion), &mut out);
+        // The controller may hold an ISR with node 2: the high watermark keeps waiting for it,
+        // and the proposal is not resent.
+        produce(&mut r, 6, 8);
+        durable(&mut r, 7, 4);
+        fetch(&mut r, 8, 1, 1, 4);
+        assert_eq!(r.high_watermark(), 2);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.tick(ctx(500), &mut out);
+        assert!(alter_proposals(&out).is_empty());
+        // A newer state settles it; node 2 (still behind) is proposed afresh later.
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(501), state(0, &[0, 1], 1, 3), &mut out);
+        assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1)]);
+        assert_eq!(r.high_watermark(), 4);
+        assert_eq!(alter_proposals(&fetch(&mut r, 502, 2, 1, 4)).len(), 1);
+    }
+
+    /// A follower with epochs 1 @ 0 and 2 @ 10 (log end 20) facing a leader that never saw
+    /// epoch 2 and wrote epoch 1 up to 15: KIP-101 alone would keep [10, 15) of epoch 2,
+    /// which differs from the leader's epoch-1 batches there. KIP-279 cuts at 10.
+    #[test]
+    fn follower_truncation_follows_kip_279() {
+        let epochs = EpochCache::from_entries([(LeaderEpoch(1), 0), (LeaderEpoch(2), 10)]);
+        let log = RecoveredLog {
+            log_end_offset: 20,
+            high_watermark: 5,
+            epochs,
+        };
+        let mut r = Replica::new(NodeId(1), P, config(), log, 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 3, 3), &mut out);
+        let Some(Action::Send {
+            message:
+                Message::OffsetForLeaderEpoch {
+                    request_id,
+                    leader_epoch,
+                    ..
+                },
+            ..
+        }) = out.pop()
+        else {
+            panic!("expected OffsetForLeaderEpoch: {out:?}");
+        };
+        assert_eq!(leader_epoch, LeaderEpoch(2));
+        let answer = EpochEndOffset {
+            leader_epoch: Some(LeaderEpoch(1)),
+            end_offset: 15,
+        };
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_offset_for_leader_epoch_response(ctx(1), request_id, Ok(answer), &mut out);
+        assert_eq!(
+            out[0],
+            Action::Truncate {
+                partition: P,
+                offset: 10
+            }
+        );
+        assert_eq!(r.log_end_offset(), 10);
+        assert!(matches!(
+            &out[1],
+            Action::Send {
+                message: Message::Fetch {
+                    fetch_offset: 10,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    /// Our nearest epoch is older than the leader's answer: cut to its end and ask again.
+    #[test]
+    fn follower_truncation_takes_several_rounds_when_epochs_interleave() {
+        let epochs = EpochCache::from_entries([(LeaderEpoch(1), 0), (LeaderEpoch(3), 10)]);
+        let log = RecoveredLog {
+            log_end_offset: 20,
+            high_watermark: 0,
+            epochs,
+        };
+        let mut r = Replica::new(NodeId(1), P, config(), log, 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 4, 4), &mut out);
+        let ask = |out: &[Action<u64>]| match out.last() {
+            Some(Action::Send {
+                message:
+                    Message::OffsetForLeaderEpoch {
+                        request_id,
+                        leader_epoch,
+                        ..
+                    },
+                ..
+            }) => (*request_id, *leader_epoch),
+            other => panic!("expected OffsetForLeaderEpoch, got {other:?}"),
+        };
+        let (id, epoch) = ask(&out);
+        assert_eq!(epoch, LeaderEpoch(3));
+        // The leader has epochs 1 @ 0, 2 @ 12, 4 @ 18.
+        let mut out: Vec<Action<u64>> = Vec::new();
+        let answer = EpochEndOffset {
+            leader_epoch: Some(LeaderEpoch(2)),
+            end_offset: 18,
+        };
+        r.on_offset_for_leader_epoch_response(ctx(1), id, Ok(answer), &mut out);
+        assert_eq!(
+            out[0],
+            Action::Truncate {
+                partition: P,
+                offset: 10
+            }
+        );
+        let (id, epoch) = ask(&out);
+        assert_eq!(epoch, LeaderEpoch(1));
+        let mut out: Vec<Action<u64>> = Vec::new();
+        let answer = EpochEndOffset {
+            leader_epoch: Some(LeaderEpoch(1)),
+            end_offset: 12,
+        };
+        r.on_offset_for_leader_epoch_response(ctx(2), id, Ok(answer), &mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::Truncate { .. })));
+        assert!(matches!(
+            out.last(),
+            Some(Action::Send {
+                message: Message::Fetch {
+                    fetch_offset: 10,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn consumers_wait_until_a_new_leader_commits_its_epoch_start() {
+        let log = RecoveredLog {
+            log_end_offset: 4,
+            high_watermark: 2,
+            epochs: EpochCache::from_entries([(LeaderEpoch(1), 0)]),
+        };
+        let mut r = Replica::new(NodeId(0), P, config(), log, 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 2, 2), &mut out);
+        let consumer = FetchRequest {
+            from: Address::Client(1),
+            request_id: 1,
+            replica: None,
+            current_leader_epoch: LeaderEpoch(2),
+            fetch_offset: 0,
+        };
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_fetch(ctx(1), consumer, &mut out);
+        assert_eq!(fetch_errors(&out), vec![ReplicaError::OffsetNotAvailable]);
+        fetch(&mut r, 2, 1, 2, 4);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_fetch(ctx(3), consumer, &mut out);
+        assert!(matches!(
+            out[..],
+            [Action::SendFetchResponse {
+                high_watermark: 4,
+                max_offset: 4,
+                ..
+            }]
+        ));
+    }
+}

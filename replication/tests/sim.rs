@@ -7,7 +7,7 @@
 use replication::sim::{self, SimConfig, SimReport, Violation};
 use replication::{ControllerConfig, Durability};
 
-const DEFAULT_SEEDS: u64 = 48;
+const DEFAULT_SEEDS: u64 = 96;
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
