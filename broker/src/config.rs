@@ -30,6 +30,8 @@ pub struct Config {
     pub broker: BrokerSection,
     pub kafka: KafkaSection,
     pub log: LogSection,
+    /// Consumer-group coordinator settings (owned by `group/`).
+    pub group: crate::group::GroupSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,6 +215,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = self.group.validate() {
+            return invalid(format!("group: {e}"));
+        }
         if self.broker.node_id < 0 {
             return invalid(format!(
                 "broker.node_id must be >= 0, got {}",
@@ -287,7 +292,7 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 3] = ["broker", "kafka", "log"];
+    const SECTIONS: [&str; 4] = ["broker", "kafka", "log", "group"];
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;

@@ -277,6 +277,7 @@ fn shard_main(
             let _ = ready.send((id.0, Err(e.to_string())));
             return;
         }
+        crate::group::backend::start_if_present(&shard);
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
         shard.wait_exit().await;

@@ -277,3 +277,13 @@ async fn timer_loop(backend: Rc<GroupBackend>, shard: Rc<Shard>) {
         backend.drain(&shard);
     }
 }
+
+/// Starts this shard's backend at broker start when `__consumer_offsets` exists, so its
+/// partitions are replayed before clients come back (Kafka loads them when it becomes their
+/// coordinator). Without the topic nothing happens until the first group request.
+pub fn start_if_present(shard: &Rc<Shard>) {
+    if let Some(topic) = shard.metadata().topic(OFFSETS_TOPIC) {
+        let config = super::frontend::group_config(shard, topic.partitions);
+        backend(shard, &config);
+    }
+}

@@ -19,30 +19,12 @@ use crate::cluster::TopicMeta;
 use crate::shard::Shard;
 use crate::shard::control::{NewTopic, on_control};
 
-/// The broker's group settings. Sluice: until the broker config grows a `[group]` section
-/// these are Kafka's defaults, with `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` and
-/// `SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS` read from the environment.
-pub fn group_config() -> GroupConfig {
-    static CONFIG: std::sync::OnceLock<GroupConfig> = std::sync::OnceLock::new();
-    CONFIG.get_or_init(read_group_config).clone()
-}
-
-fn read_group_config() -> GroupConfig {
-    let mut config = GroupConfig::default();
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
-    if let Some(v) = env("SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS").filter(|v| *v >= 0) {
-        config.initial_rebalance_delay_ms = v;
+/// The coordinator settings for an offsets topic of `partitions` partitions.
+pub fn group_config(shard: &Shard, partitions: i32) -> GroupConfig {
+    GroupConfig {
+        offsets_topic_partitions: partitions,
+        ..shard.config().group.to_config()
     }
-    if let Some(v) =
-        env("SLUICE_GROUP_OFFSETS_TOPIC_PARTITIONS").and_then(|v| i32::try_from(v).ok())
-    {
-        config.offsets_topic_partitions = v;
-    }
-    if config.validate().is_err() {
-        tracing::warn!(target: "group", "invalid SLUICE_GROUP_* override ignored");
-        config = GroupConfig::default();
-    }
-    config
 }
 
 /// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) when
@@ -51,7 +33,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
     if let Some(topic) = shard.metadata().topic(OFFSETS_TOPIC) {
         return Ok(topic.clone());
     }
-    let partitions = group_config().offsets_topic_partitions;
+    let partitions = shard.config().group.offsets_topic_num_partitions;
     let created = on_control(shard, move |s: Rc<Shard>| {
         Box::pin(async move {
             let topic = NewTopic {
@@ -97,10 +79,7 @@ where
         .invoke(owner, move |s: &Rc<Shard>| {
             let s = Rc::clone(s);
             Box::pin(async move {
-                let config = GroupConfig {
-                    offsets_topic_partitions: partitions,
-                    ..group_config()
-                };
+                let config = group_config(&s, partitions);
                 backend(&s, &config).call(&s, partition, op).await
             })
         })
@@ -125,10 +104,7 @@ where
             .invoke(crate::cluster::ShardId(target), move |s: &Rc<Shard>| {
                 let s = Rc::clone(s);
                 Box::pin(async move {
-                    let config = GroupConfig {
-                        offsets_topic_partitions: partitions,
-                        ..group_config()
-                    };
+                    let config = group_config(&s, partitions);
                     backend(&s, &config).call_shard_wide(&s, op).await
                 })
             })

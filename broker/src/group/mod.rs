@@ -14,6 +14,7 @@
 pub mod api;
 pub mod backend;
 pub mod classic;
+pub mod config;
 pub mod consumer;
 mod consumer_ops;
 pub mod coordinator;
@@ -25,6 +26,7 @@ pub mod records;
 
 pub use api::*;
 pub use classic::GroupState;
+pub use config::GroupSection;
 pub use coordinator::{GroupConfig, GroupConfigError, GroupCoordinator};
 pub use error::{GroupError, code_of};
 
