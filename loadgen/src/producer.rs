@@ -483,6 +483,7 @@ impl Producer {
                 return;
             };
             let batches = self.take_batches_for(broker, now);
+            // pick_broker and take_batches_for apply the same order rule.
             assert!(!batches.is_empty(), "a picked broker has a sendable batch");
             let Ok(version) = connection.version_for(ApiKey::Produce) else {
                 self.fail_batches(batches, error_codes::NETWORK_EXCEPTION);
@@ -560,12 +561,16 @@ impl Producer {
         now: Instant,
     ) -> Option<(i32, Connection, tokio::sync::OwnedSemaphorePermit)> {
         let mut tried: Vec<i32> = Vec::new();
+        // A batch can go only if no earlier batch of its partition is waiting (order).
+        let mut partition_seen = vec![false; self.open.len()];
         for index in 0..self.ready.len() {
             let batch = &self.ready[index];
-            if batch.not_before.is_some_and(|t| now < t) {
+            let partition = batch.partition;
+            let blocked = std::mem::replace(&mut partition_seen[partition], true);
+            if blocked || batch.not_before.is_some_and(|t| now < t) {
                 continue;
             }
-            let Some(broker) = self.layout.leaders.get(batch.partition).copied().flatten() else {
+            let Some(broker) = self.layout.leaders.get(partition).copied().flatten() else {
                 self.refresh_needed = true;
                 continue;
             };

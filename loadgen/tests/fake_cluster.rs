@@ -1,0 +1,275 @@
+//! loadgen against a scripted two-broker fake cluster: leader routing, ApiVersions
+//! negotiation, and retries with a metadata refresh when leadership moves mid-run.
+//!
+//! The fake speaks just enough Kafka (ApiVersions, Metadata, Produce) through kafka-protocol,
+//! counts the records it appends per partition, and moves partition 0 from broker 0 to broker
+//! 1 after broker 0 has answered a few Produce requests; requests that still reach broker 0
+//! for partition 0 get NOT_LEADER_OR_FOLLOWER.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use clap::Parser;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, StrBytes, decode_request_header_from_buffer,
+};
+use loadgen::LoadgenArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOPIC: &str = "fake-topic";
+const PARTITIONS: usize = 2;
+/// Produce requests broker 0 answers before partition 0 moves to broker 1.
+const MOVE_AFTER_REQUESTS: u64 = 3;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+#[derive(Default)]
+struct State {
+    ports: Vec<u16>,
+    leaders: Vec<i32>,
+    /// Records appended per partition (from each accepted batch's records_count).
+    appended: Vec<u64>,
+    produce_requests_on_0: u64,
+    not_leader_answers: u64,
+    /// Highest Produce version any client used.
+    produce_version_max: i16,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+async fn serve(listener: TcpListener, node: i32, state: Shared) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(connection(socket, node, state.clone()));
+    }
+}
+
+async fn connection(mut socket: TcpStream, node: i32, state: Shared) {
+    loop {
+        let Ok(size) = socket.read_i32().await else {
+            return;
+        };
+        let mut frame = vec![0u8; size as usize];
+        if socket.read_exact(&mut frame).await.is_err() {
+            return;
+        }
+        let mut body = Bytes::from(frame);
+        let header = decode_request_header_from_buffer(&mut body).expect("request header");
+        let version = header.request_api_version;
+        let api_key = ApiKey::try_from(header.request_api_key).expect("known api key");
+        let mut out = BytesMut::new();
+        let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+        match api_key {
+            ApiKey::ApiVersions => {
+                let versions = [
+                    (ApiKey::Produce, 3, 9),
+                    (ApiKey::Metadata, 0, 9),
+                    (ApiKey::ApiVersions, 0, 3),
+                ];
+                let response = ApiVersionsResponse::default().with_api_keys(
+                    versions
+                        .iter()
+                        .map(|&(key, min, max)| {
+                            ApiVersion::default()
+                                .with_api_key(key as i16)
+                                .with_min_version(min)
+                                .with_max_version(max)
+                        })
+                        .collect(),
+                );
+                encode(&mut out, &response_header, &response, version);
+            }
+            ApiKey::Metadata => {
+                MetadataRequest::decode(&mut body, version).expect("metadata request");
+                let state = state.lock().unwrap();
+                let response = MetadataResponse::default()
+                    .with_brokers(
+                        state
+                            .ports
+                            .iter()
+                            .enumerate()
+                            .map(|(id, port)| {
+                                MetadataResponseBroker::default()
+                                    .with_node_id(BrokerId(id as i32))
+                                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                    .with_port(i32::from(*port))
+                            })
+                            .collect(),
+                    )
+                    .with_controller_id(BrokerId(0))
+                    .with_topics(vec![
+                        MetadataResponseTopic::default()
+                            .with_name(Some(loadgen::client::cluster::topic_name(TOPIC)))
+                            .with_partitions(
+                                state
+                                    .leaders
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(p, &leader)| {
+                                        MetadataResponsePartition::default()
+                                            .with_partition_index(p as i32)
+                                            .with_leader_id(BrokerId(leader))
+                                            .with_replica_nodes(vec![BrokerId(leader)])
+                                            .with_isr_nodes(vec![BrokerId(leader)])
+                                    })
+                                    .collect(),
+                            ),
+                    ]);
+                encode(&mut out, &response_header, &response, version);
+            }
+            ApiKey::Produce => {
+                let request = ProduceRequest::decode(&mut body, version).expect("produce request");
+                let mut state = state.lock().unwrap();
+                state.produce_version_max = state.produce_version_max.max(version);
+                if node == 0 {
+                    state.produce_requests_on_0 += 1;
+                    if state.produce_requests_on_0 == MOVE_AFTER_REQUESTS + 1 {
+                        state.leaders[0] = 1;
+                    }
+                }
+                let mut topics = Vec::new();
+                for topic in &request.topic_data {
+                    let mut partitions = Vec::new();
+                    for data in &topic.partition_data {
+                        let p = data.index as usize;
+                        let code = if state.leaders[p] != node {
+                            state.not_leader_answers += 1;
+                            NOT_LEADER_OR_FOLLOWER
+                        } else {
+                            let mut batch = data.records.clone().expect("records");
+                            batch.advance(57);
+                            state.appended[p] += u64::from(batch.get_u32());
+                            0
+                        };
+                        partitions.push(
+                            PartitionProduceResponse::default()
+                                .with_index(data.index)
+                                .with_error_code(code),
+                        );
+                    }
+                    topics.push(
+                        TopicProduceResponse::default()
+                            .with_name(topic.name.clone())
+                            .with_partition_responses(partitions),
+                    );
+                }
+                if request.acks == 0 {
+                    continue;
+                }
+                let response = ProduceResponse::default().with_responses(topics);
+                encode(&mut out, &response_header, &response, version);
+            }
+            other => panic!("the fake cluster does not serve {other:?}"),
+        }
+        if socket.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn encode<R: Encodable + HeaderVersion>(
+    out: &mut BytesMut,
+    header: &ResponseHeader,
+    response: &R,
+    version: i16,
+) {
+    let header_version = R::header_version(version);
+    let size =
+        header.compute_size(header_version).unwrap() + response.compute_size(version).unwrap();
+    out.put_i32(size as i32);
+    header.encode(out, header_version).unwrap();
+    response.encode(out, version).unwrap();
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: LoadgenArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_leader_move_without_losing_records() {
+    let state: Shared = Arc::default();
+    let mut listeners = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        state
+            .lock()
+            .unwrap()
+            .ports
+            .push(listener.local_addr().unwrap().port());
+        listeners.push(listener);
+    }
+    {
+        let mut s = state.lock().unwrap();
+        s.leaders = vec![0, 1];
+        s.appended = vec![0; PARTITIONS];
+    }
+    for (node, listener) in listeners.into_iter().enumerate() {
+        tokio::spawn(serve(listener, node as i32, state.clone()));
+    }
+    let bootstrap = format!("127.0.0.1:{}", state.lock().unwrap().ports[1]);
+    let records = 20_000u64;
+    let args = Cli::try_parse_from([
+        "loadgen",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        TOPIC,
+        "--records",
+        "20000",
+        "--record-bytes",
+        "100",
+        "--batch-bytes",
+        "16384",
+        "--linger-ms",
+        "1",
+        "--acks",
+        "1",
+        "--quiet",
+    ])
+    .unwrap()
+    .args;
+    let report = loadgen::run_quietly(args, std::future::pending())
+        .await
+        .unwrap();
+
+    let state = state.lock().unwrap();
+    assert_eq!(state.leaders, vec![1, 1], "the fake moved partition 0");
+    assert!(
+        state.not_leader_answers > 0,
+        "some request hit the old leader"
+    );
+    assert_eq!(
+        state.produce_version_max, 9,
+        "highest version both sides speak"
+    );
+    assert_eq!(report.records_sent, records);
+    assert_eq!(report.records_acked, records);
+    assert_eq!(report.records_failed, 0);
+    // Every record appended exactly once: rejected batches were resent to the new leader.
+    assert_eq!(
+        state.appended.iter().sum::<u64>(),
+        records,
+        "{:?}",
+        state.appended
+    );
+    assert_eq!(
+        report
+            .errors_by_code
+            .get("NOT_LEADER_OR_FOLLOWER(6)")
+            .copied(),
+        Some(state.not_leader_answers)
+    );
+}
