@@ -9,6 +9,9 @@ issue 3, each checked the way an operator's tool would see it.
   5. DeleteRecords below offset 50 of partition 0: low watermark 50, reads start there.
   6. DescribeCluster: one node, a controller, a cluster id.
   7. DeleteTopics: gone from Metadata; deleting again: UNKNOWN_TOPIC_OR_PART.
+  8. The same name created again is a new, empty topic: offsets from 0, none of the old records.
+  9. A record over the topic's max.message.bytes: MSG_SIZE_TOO_LARGE, and the partition still
+     takes records after it.
 
 Prints "SUMMARY ... OK" and exits 0, or "FAIL: ..." on stderr and exits 1.
 
@@ -171,6 +174,30 @@ def run(args):
     again = error_of(admin.delete_topics([t])[t])
     if again != ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
         raise Mismatch(f"DeleteTopics of a deleted topic: error {again}, want UNKNOWN_TOPIC_OR_PART")
+
+    # 8. Recreated under the same name: empty, offsets from 0, no old records.
+    new = NewTopic(t, num_partitions=2, replication_factor=1, config={"max.message.bytes": "100000"})
+    result(admin.create_topics([new], operation_timeout=10)[t], f"CreateTopics {t} again")
+    wait_until("the recreated topic in Metadata", lambda: partitions_of(admin, t) == [0, 1])
+    produce(args, 0, 5)
+    offsets = read_partition(args, 0, 0)
+    if offsets != [0, 1, 2, 3, 4]:
+        raise Mismatch(f"recreated topic partition 0: offsets {offsets[:10]}, want [0, 1, 2, 3, 4]")
+
+    # 9. Over max.message.bytes (100000 for this topic): MSG_SIZE_TOO_LARGE, then still usable.
+    producer = Producer({"bootstrap.servers": args.bootstrap, "allow.auto.create.topics": False,
+                         "message.max.bytes": 1_000_000, "compression.type": "none"})
+    errors = []
+    producer.produce(t, value=b"x" * 200_000, partition=0, on_delivery=lambda err, msg: errors.append(err))
+    if producer.flush(30):
+        raise Mismatch("produce of an oversized record: no answer within 30s")
+    if len(errors) != 1 or errors[0] is None or errors[0].code() != ck.KafkaError.MSG_SIZE_TOO_LARGE:
+        raise Mismatch(f"produce of a 200000-byte record over max.message.bytes=100000: {errors}, "
+                       "want MSG_SIZE_TOO_LARGE")
+    produce(args, 0, 5)
+    offsets = read_partition(args, 0, 0)
+    if offsets != list(range(10)):
+        raise Mismatch(f"after the oversized record, partition 0 offsets {offsets}, want 0..9")
 
 
 def main():
