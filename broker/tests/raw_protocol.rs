@@ -236,6 +236,35 @@ fn produce_fetch_list_offsets_and_restart() {
         batches(p.records.clone().unwrap_or_default()),
         vec![(0, 3), (3, 2), (5, 1)]
     );
+    // Produce v13 names the topic by id too; Fetch v17 reads it back.
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_topic_id(id)
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(record_batch(2, None))),
+                ]),
+        ]);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 13, &req);
+    assert_eq!(resp.responses[0].topic_id, id);
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 6));
+    let mut bad = req.clone();
+    bad.topic_data[0].topic_id = uuid::Uuid::from_u128(7);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 13, &bad);
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 100,
+        "UNKNOWN_TOPIC_ID"
+    );
+    let mut req = fetch_req("", 0, 6);
+    req.topics[0].topic_id = id;
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 17, &req);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(batches(p.records.clone().unwrap_or_default()), vec![(6, 2)]);
     broker.stop();
 }
 
