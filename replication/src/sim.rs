@@ -153,6 +153,10 @@ pub struct SimReport {
     pub truncated_batches: u64,
     pub isr_changes: u64,
     pub dropped_messages: u64,
+    /// From a leader's crash to the next replica leading that partition (simulated time).
+    pub failovers: u64,
+    pub failover_ms_total: u64,
+    pub failover_ms_max: u64,
 }
 
 impl SimReport {
@@ -168,6 +172,9 @@ impl SimReport {
         self.truncated_batches += other.truncated_batches;
         self.isr_changes += other.isr_changes;
         self.dropped_messages += other.dropped_messages;
+        self.failovers += other.failovers;
+        self.failover_ms_total += other.failover_ms_total;
+        self.failover_ms_max = self.failover_ms_max.max(other.failover_ms_max);
     }
 }
 
@@ -415,6 +422,8 @@ struct World {
     /// Batches known committed: acknowledged acks=all or read by the consumer.
     committed: BTreeMap<PartitionId, BTreeMap<i64, (u64, u32)>>,
     leaders: BTreeMap<(PartitionId, LeaderEpoch), (NodeId, u64)>,
+    /// When a partition's leader crashed, until the next leader takes over.
+    leader_crashed_ms: BTreeMap<PartitionId, i64>,
     violation: Option<String>,
     report: SimReport,
 }
@@ -470,6 +479,7 @@ impl World {
                 .collect(),
             committed: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            leader_crashed_ms: BTreeMap::new(),
             violation: None,
             report: SimReport::default(),
             config,
@@ -633,12 +643,18 @@ impl World {
     }
 
     fn crash_node(&mut self, n: usize) {
-        let node = &mut self.nodes[n];
-        if node.core.take().is_none() {
+        let Some(core) = self.nodes[n].core.take() else {
             return;
-        }
+        };
         self.report.crashes += 1;
-        for log in node.logs.values_mut() {
+        for replica in core.replicas() {
+            if let Role::Leader { .. } = replica.role() {
+                self.leader_crashed_ms
+                    .entry(replica.partition())
+                    .or_insert(self.now_ms);
+            }
+        }
+        for log in self.nodes[n].logs.values_mut() {
             log.crash();
         }
     }
@@ -814,6 +830,12 @@ impl World {
                 None => {
                     self.leaders.insert(key, me);
                     self.report.elections += 1;
+                    if let Some(crashed_ms) = self.leader_crashed_ms.remove(&key.0) {
+                        let failover_ms = (self.now_ms - crashed_ms) as u64;
+                        self.report.failovers += 1;
+                        self.report.failover_ms_total += failover_ms;
+                        self.report.failover_ms_max = self.report.failover_ms_max.max(failover_ms);
+                    }
                     let log = &self.nodes[n].logs[&key.0];
                     let committed = self.committed.get(&key.0);
                     let missing = committed.and_then(|c| {
