@@ -49,12 +49,9 @@ fn invariants_hold_over_many_seeds() {
     let count = env_u64("SLUICE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let (total, failures) = run_seeds(0..count, sim::config_for_seed);
     eprintln!("{count} seeds: {total:?}");
-    if total.failovers > 0 {
-        let mean_ms = total.failover_ms_total / total.failovers;
-        eprintln!(
-            "leader crash to new leader: mean {mean_ms} ms, max {} ms (simulated)",
-            total.failover_ms_max
-        );
+    if let Some(mean_ms) = total.failover_ms_total.checked_div(total.failovers) {
+        let max_ms = total.failover_ms_max;
+        eprintln!("leader crash to new leader: mean {mean_ms} ms, max {max_ms} ms (simulated)");
     }
     for violation in &failures {
         eprintln!("{violation}");
