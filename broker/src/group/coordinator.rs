@@ -313,6 +313,15 @@ impl GroupCoordinator {
     /// SyncGroup requests are answered NOT_COORDINATOR.
     pub fn unload_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+        let consumer: Vec<String> = self
+            .consumer_groups
+            .values()
+            .filter(|g| g.partition == partition)
+            .map(|g| g.group_id.clone())
+            .collect();
+        for id in consumer {
+            self.remove_consumer_group(&id);
+        }
         let ids: Vec<String> = self
             .groups
             .values()

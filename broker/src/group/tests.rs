@@ -1829,3 +1829,203 @@ fn strings_longer_than_the_record_format_are_refused() {
         Some(GroupError::InvalidRequest)
     );
 }
+
+/// KIP-848 under random joins, leaves, crashes and heartbeats of clients that revoke as told:
+/// no partition is ever held by two members (by the coordinator's books or by the clients),
+/// and once membership is quiet every member reaches the target epoch with every partition
+/// assigned exactly once.
+#[test]
+fn kip848_random_membership_never_double_assigns_and_converges() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use crate::group::consumer::TopicResolver;
+    use uuid::Uuid;
+
+    struct One(Uuid, i32);
+    impl TopicResolver for One {
+        fn topic_by_name(&self, name: &str) -> Option<(Uuid, i32)> {
+            (name == "t").then_some((self.0, self.1))
+        }
+        fn topic_by_id(&self, id: &Uuid) -> Option<(String, i32)> {
+            (*id == self.0).then(|| ("t".to_string(), self.1))
+        }
+    }
+
+    #[derive(Clone)]
+    struct Client {
+        epoch: i32,
+        owned: BTreeSet<i32>,
+        /// A client whose heartbeats fail for a session timeout drops its partitions (as
+        /// librdkafka does); until then it may still hold them.
+        last_ok_ms: i64,
+    }
+    const SESSION_MS: i64 = 45_000;
+
+    let topic = Uuid::from_bytes([3; 16]);
+    let mut converged = 0;
+    for seed in 0..30u64 {
+        let topics = One(topic, 7);
+        let mut h = Harness::new();
+        let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut clients: BTreeMap<String, Client> = BTreeMap::new();
+        let mut heartbeat =
+            |h: &mut Harness, clients: &mut BTreeMap<String, Client>, id: &str, join: bool| {
+                let client = clients.get(id).cloned();
+                let epoch = if join {
+                    0
+                } else {
+                    client.as_ref().map_or(0, |c| c.epoch)
+                };
+                let owned = client.as_ref().map(|c| c.owned.clone()).unwrap_or_default();
+                let req = ConsumerHeartbeat {
+                    group_id: GROUP.into(),
+                    member_id: id.into(),
+                    member_epoch: epoch,
+                    instance_id: None,
+                    rack_id: None,
+                    rebalance_timeout_ms: 60_000,
+                    subscribed_topic_names: Some(vec!["t".into()]),
+                    subscribed_topic_regex: None,
+                    server_assignor: None,
+                    owned: Some(if join {
+                        Assignment::new()
+                    } else {
+                        Assignment::from([(topic, owned)])
+                    }),
+                    client_id: "c".into(),
+                    client_host: "/h".into(),
+                };
+                let rid = h.request_id();
+                h.coordinator
+                    .consumer_group_heartbeat(h.now_ms, rid, req, &topics);
+                h.pump();
+                let Some(Reply::ConsumerHeartbeat(r)) = h.take(rid) else {
+                    panic!("no reply")
+                };
+                match r.error {
+                    None => {
+                        let c = clients.entry(id.to_string()).or_insert(Client {
+                            epoch: 0,
+                            owned: BTreeSet::new(),
+                            last_ok_ms: 0,
+                        });
+                        c.epoch = r.member_epoch;
+                        c.last_ok_ms = h.now_ms;
+                        if let Some(a) = r.assignment {
+                            // The client revokes and takes what it is given.
+                            c.owned = a.get(&topic).cloned().unwrap_or_default();
+                        }
+                    }
+                    Some(_) => {
+                        clients.remove(id);
+                    }
+                }
+            };
+        let check = |h: &Harness, clients: &BTreeMap<String, Client>| {
+            let group = &h.coordinator.consumer_groups[GROUP];
+            let mut held = BTreeSet::new();
+            for m in group.members.values() {
+                for set in [&m.assigned, &m.pending_revocation] {
+                    for p in set.get(&topic).into_iter().flatten() {
+                        assert!(held.insert(*p), "seed {seed}: partition {p} held twice");
+                    }
+                }
+            }
+            let mut owned = BTreeSet::new();
+            for c in clients
+                .values()
+                .filter(|c| h.now_ms - c.last_ok_ms < SESSION_MS)
+            {
+                for p in &c.owned {
+                    assert!(owned.insert(*p), "seed {seed}: clients both own {p}");
+                }
+            }
+        };
+        for step in 0..200 {
+            let id = format!("m{}", next(6));
+            match next(10) {
+                0 | 1 => heartbeat(&mut h, &mut clients, &id, true),
+                2 => {
+                    // A clean leave.
+                    if clients.contains_key(&id) {
+                        let rid = h.request_id();
+                        let req = ConsumerHeartbeat {
+                            member_epoch: -1,
+                            ..hb_leave(&id)
+                        };
+                        h.coordinator
+                            .consumer_group_heartbeat(h.now_ms, rid, req, &topics);
+                        h.pump();
+                        clients.remove(&id);
+                    }
+                }
+                3 => {
+                    // A crash: the client vanishes, the coordinator finds out by timeout.
+                    clients.remove(&id);
+                }
+                4 => h.advance(next(20_000) as i64),
+                _ => {
+                    if clients.contains_key(&id) {
+                        heartbeat(&mut h, &mut clients, &id, false);
+                    }
+                }
+            }
+            if h.coordinator.consumer_groups.contains_key(GROUP) {
+                check(&h, &clients);
+            }
+            let _ = step;
+        }
+        // Quiet: crashed members expire, the rest heartbeat until stable.
+        for _ in 0..20 {
+            h.advance(5_000);
+            let ids: Vec<String> = clients.keys().cloned().collect();
+            for id in ids {
+                if clients.contains_key(&id) {
+                    heartbeat(&mut h, &mut clients, &id, false);
+                }
+            }
+            check(&h, &clients);
+        }
+        let Some(group) = h.coordinator.consumer_groups.get(GROUP) else {
+            continue;
+        };
+        if clients.is_empty() {
+            continue;
+        }
+        assert_eq!(group.state().as_str(), "Stable", "seed {seed}");
+        let all: BTreeSet<i32> = clients
+            .values()
+            .flat_map(|c| c.owned.iter().copied())
+            .collect();
+        assert_eq!(
+            all,
+            (0..7).collect(),
+            "seed {seed}: every partition owned once"
+        );
+        converged += 1;
+    }
+    assert!(converged >= 10, "only {converged} runs ended with members");
+}
+
+fn hb_leave(member_id: &str) -> ConsumerHeartbeat {
+    ConsumerHeartbeat {
+        group_id: GROUP.into(),
+        member_id: member_id.into(),
+        member_epoch: -1,
+        instance_id: None,
+        rack_id: None,
+        rebalance_timeout_ms: -1,
+        subscribed_topic_names: None,
+        subscribed_topic_regex: None,
+        server_assignor: None,
+        owned: None,
+        client_id: "c".into(),
+        client_host: "/h".into(),
+    }
+}
