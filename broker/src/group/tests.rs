@@ -1874,7 +1874,7 @@ fn kip848_random_membership_never_double_assigns_and_converges() {
             rng % n
         };
         let mut clients: BTreeMap<String, Client> = BTreeMap::new();
-        let mut heartbeat =
+        let heartbeat =
             |h: &mut Harness, clients: &mut BTreeMap<String, Client>, id: &str, join: bool| {
                 let client = clients.get(id).cloned();
                 let epoch = if join {
