@@ -16,6 +16,10 @@ Scenarios (--scenario):
             session timeout: no rebalance (the other sees no revoke/assign), it gets its old
             partitions back, and new records are all consumed once.
   kip848    two confluent-kafka members with group.protocol=consumer (KIP-848) share the topic.
+  admin     the admin views of a live group (issue 4): ListGroups with a state filter,
+            DescribeGroups (state, members, their assignments), lag per partition from
+            OffsetFetch + ListOffsets, through confluent-kafka and kafka-python admin clients;
+            then Empty after the members leave, and DeleteGroups.
 
 Prints "SUMMARY ... OK" and exits 0, or "FAIL: ..." on stderr and exits 1.
 
@@ -348,8 +352,95 @@ def scenario_kip848(s):
     return "protocol=consumer"
 
 
+def kafka_python_views(s):
+    """The same views through kafka-python's KafkaAdminClient (DescribeGroups v3 with
+    include_authorized_operations, which it always sets)."""
+    from kafka import KafkaAdminClient
+    kadmin = KafkaAdminClient(bootstrap_servers=s.args.bootstrap)
+    try:
+        groups = [g[0] if isinstance(g, tuple) else g.group for g in kadmin.list_consumer_groups()]
+        if s.group not in groups:
+            raise Mismatch(f"kafka-python list_consumer_groups: {groups}, want {s.group} in it")
+        info = kadmin.describe_consumer_groups([s.group])[0]
+        if info.state != "Stable" or len(info.members) != 3:
+            raise Mismatch(f"kafka-python describe_consumer_groups: state {info.state}, {len(info.members)} members")
+    finally:
+        kadmin.close()
+
+
+def scenario_admin(s):
+    from confluent_kafka import ConsumerGroupState, KafkaError, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+    admin = AdminClient({"bootstrap.servers": s.args.bootstrap})
+    s.create_topic()
+    s.produce(1200)
+    for name, client in (("c1", "confluent-kafka"), ("c2", "confluent-kafka"), ("k1", "kafka-python")):
+        s.start(name, client)
+    s.wait_balanced(["c1", "c2", "k1"], "three members")
+    s.wait_consumed("three members")
+
+    def listed(state):
+        # ListGroups answers COORDINATOR_LOAD_IN_PROGRESS while any offsets partition of the
+        # broker loads (Kafka too); retry that, and report how often it happened.
+        deadline = time.monotonic() + 30
+        while True:
+            res = admin.list_consumer_groups(states={state}, request_timeout=15).result(timeout=30)
+            loading = [e for e in res.errors if e.code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS]
+            if not loading or time.monotonic() > deadline:
+                return [g.group_id for g in res.valid], res.errors
+            s.retries.append(f"ListGroups {loading[0].name()}")
+            time.sleep(0.2)
+
+    def describe():
+        return admin.describe_consumer_groups([s.group], request_timeout=15)[s.group].result(timeout=30)
+
+    def lag():
+        committed = s.committed()
+        latest = admin.list_offsets({TopicPartition(s.args.topic, p): OffsetSpec.latest() for p in range(PARTITIONS)})
+        return {tp.partition: f.result(timeout=30).offset - committed[tp.partition] for tp, f in latest.items()}
+
+    stable, errors = listed(ConsumerGroupState.STABLE)
+    if s.group not in stable or errors:
+        raise Mismatch(f"ListGroups(state=Stable): {stable}, errors {errors}; want {s.group} in it")
+    d = describe()
+    if d.state != ConsumerGroupState.STABLE or len(d.members) != 3:
+        raise Mismatch(f"DescribeGroups: state {d.state}, {len(d.members)} members; want Stable with 3")
+    by_client = {m.client_id: sorted(tp.partition for tp in m.assignment.topic_partitions) for m in d.members}
+    live = {n: s.members[n].assignment for n in ("c1", "c2", "k1")}
+    if by_client != live:
+        raise Mismatch(f"DescribeGroups member assignments {by_client}, the members say {live}")
+    if d.partition_assignor not in ("range", "roundrobin"):
+        raise Mismatch(f"DescribeGroups: assignor {d.partition_assignor!r}, want range or roundrobin")
+    if any(lag().values()):
+        raise Mismatch(f"lag after everything was consumed: {lag()}, want 0 everywhere")
+
+    if s.args.kafka_python_admin:
+        kafka_python_views(s)
+
+    s.stop_all()
+    s.check_exactly_once()
+    d = describe()
+    if d.state != ConsumerGroupState.EMPTY or d.members:
+        raise Mismatch(f"after all members left: state {d.state}, members {d.members}; want Empty and none")
+    empty, _ = listed(ConsumerGroupState.EMPTY)
+    if s.group not in empty:
+        raise Mismatch(f"ListGroups(state=Empty): {empty}; want {s.group} in it")
+    s.produce(60)  # lag is now 10 per partition
+    want_lag = {p: 10 for p in range(PARTITIONS)}
+    if lag() != want_lag:
+        raise Mismatch(f"lag of the empty group after 60 more records: {lag()}, want {want_lag}")
+    s.produced -= 60  # nobody reads them; keep the exactly-once bookkeeping honest
+
+    admin.delete_consumer_groups([s.group], request_timeout=15)[s.group].result(timeout=30)
+    remaining = [g for state in (ConsumerGroupState.EMPTY, ConsumerGroupState.STABLE) for g in listed(state)[0]]
+    if s.group in remaining:
+        raise Mismatch(f"after DeleteGroups the group is still listed: {remaining}")
+    return "views=ListGroups,DescribeGroups,OffsetFetch,ListOffsets,DeleteGroups"
+
+
 SCENARIOS = {"share": scenario_share, "restart-1": scenario_restart_1, "restart-2": scenario_restart_2,
-             "static": scenario_static, "kip848": scenario_kip848}
+             "static": scenario_static, "kip848": scenario_kip848,
+             "admin": scenario_admin}
 
 
 def main():
@@ -360,6 +451,8 @@ def main():
     p.add_argument("--group", default=None)
     p.add_argument("--state", default=None, help="file passed from restart-1 to restart-2")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds each step may take")
+    p.add_argument("--kafka-python-admin", action="store_true",
+                   help="admin scenario: also check the views through kafka-python's admin client")
     args = p.parse_args()
     if args.scenario.startswith("restart") and not args.state:
         p.error("--state is required for restart-1/restart-2")
