@@ -514,7 +514,7 @@ impl Producer {
                 correlation_id,
                 CLIENT_ID,
             ) {
-                tracing_free_warn(&format!("encoding a produce request: {error:#}"));
+                warn(&format!("encoding a produce request: {error:#}"));
                 self.fail_batches(batches, -1);
                 continue;
             }
@@ -758,6 +758,7 @@ impl Producer {
     }
 }
 
-fn tracing_free_warn(message: &str) {
+/// loadgen reports to stderr (the progress line lives there too); no tracing subscriber.
+fn warn(message: &str) {
     eprintln!("loadgen: {message}");
 }
