@@ -862,3 +862,60 @@ fn sigterm_answers_in_flight_requests_then_exits_zero() {
     assert_eq!((err, hw, got), (0, 5, vec![(0, 3), (3, 2)]));
     broker.stop();
 }
+
+#[test]
+fn log_append_time_topics_stamp_batches() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("lat"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("message.timestamp.type"))
+                    .with_value(Some(StrBytes::from_static_str("LogAppendTime"))),
+            ]),
+    ]);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name("lat"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(record_batch(3, None))),
+                ]),
+        ]);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0);
+    let append_time = p.log_append_time_ms;
+    assert!(
+        append_time > common::BATCH_BASE_TIMESTAMP,
+        "log_append_time_ms = {append_time}"
+    );
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("lat", 0, 0));
+    let records = resp.responses[0].partitions[0].records.clone().unwrap();
+    let attributes = i16::from_be_bytes([records[21], records[22]]);
+    assert_ne!(attributes & 0x08, 0, "timestamp type bit");
+    assert_eq!(
+        i64::from_be_bytes(records[35..43].try_into().unwrap()),
+        append_time
+    );
+    let crc = u32::from_be_bytes(records[17..21].try_into().unwrap());
+    assert_eq!(crc, common::crc32c(&records[21..]), "CRC recomputed");
+    // A corrupt batch is still refused, not re-blessed with a fresh CRC.
+    let mut bad = record_batch(2, None).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let (err, _) = produce(&mut c, 9, "lat", 0, bad.into(), 1);
+    assert_eq!(err, 2, "CORRUPT_MESSAGE");
+    broker.stop();
+}

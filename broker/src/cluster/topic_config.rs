@@ -58,6 +58,8 @@ pub struct TopicConfig {
     pub index_interval_bytes: u32,
     pub max_message_bytes: u32,
     pub min_insync_replicas: i32,
+    /// message.timestamp.type = LogAppendTime: the broker stamps each batch on append.
+    pub log_append_time: bool,
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub preallocate: bool,
@@ -80,6 +82,7 @@ impl TopicConfig {
             index_interval_bytes: log.index_interval_bytes,
             max_message_bytes: log.max_message_bytes,
             min_insync_replicas: 1,
+            log_append_time: false,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
             preallocate: log.preallocate,
@@ -147,10 +150,10 @@ impl TopicConfig {
                     .ok_or_else(|| bad("must be in 1..=2147483647"))?
             }
             "message.timestamp.type" => {
-                if value != "CreateTime" {
-                    return Err(bad(
-                        "only CreateTime is supported (LogAppendTime is not yet)",
-                    ));
+                self.log_append_time = match value {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(bad("expected CreateTime or LogAppendTime")),
                 }
             }
             "message.timestamp.before.max.ms" => {
@@ -212,7 +215,13 @@ impl TopicConfig {
             "flush.ms" => self.flush_ms.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
-            "message.timestamp.type" => "CreateTime".into(),
+            "message.timestamp.type" => {
+                if self.log_append_time {
+                    "LogAppendTime".into()
+                } else {
+                    "CreateTime".into()
+                }
+            }
             "message.timestamp.before.max.ms" => self.timestamp_before_max_ms.to_string(),
             "message.timestamp.after.max.ms" => self.timestamp_after_max_ms.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),

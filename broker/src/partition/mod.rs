@@ -169,7 +169,14 @@ impl Partition {
             return Err(AppendFailure::NotEnoughReplicas);
         }
         let producer = producer_batch(&records)?;
-        self.check_batches(&records, now_ms)?;
+        let log_append_time = self.config.borrow().log_append_time;
+        let records = if log_append_time {
+            self.check_sizes(&records)?;
+            stamp_log_append_time(records, now_ms, self.config.borrow().max_message_bytes)
+        } else {
+            self.check_batches(&records, now_ms)?;
+            records
+        };
         if let Some(p) = &producer {
             let check =
                 self.producers
@@ -181,7 +188,7 @@ impl Partition {
                     return Ok(AppendOutcome {
                         base_offset: b.first_offset,
                         last_offset: b.last_offset,
-                        log_append_time_ms: -1,
+                        log_append_time_ms: if log_append_time { b.max_timestamp } else { -1 },
                         log_start_offset: self.log_start_offset(),
                         duplicate: true,
                     });
@@ -221,10 +228,30 @@ impl Partition {
         Ok(AppendOutcome {
             base_offset: info.first_offset,
             last_offset: info.last_offset,
-            log_append_time_ms: -1,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset: self.log_start_offset(),
             duplicate: false,
         })
+    }
+
+    /// Only the max.message.bytes check (LogAppendTime topics ignore producer timestamps).
+    fn check_sizes(&self, records: &Bytes) -> Result<(), AppendFailure> {
+        let max = self.config.borrow().max_message_bytes;
+        let mut pos = 0usize;
+        while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+            if h.total_bytes() > u64::from(max) {
+                return Err(AppendFailure::MessageTooLarge {
+                    bytes: h.total_bytes(),
+                    max,
+                });
+            }
+            let total = h.total_bytes() as usize;
+            if total == 0 {
+                break;
+            }
+            pos += total;
+        }
+        Ok(())
     }
 
     /// The topic's max.message.bytes (live, even before the engine re-opens with it) and
@@ -312,6 +339,38 @@ fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailur
         last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
         records: i64::from(h.last_offset_delta()) + 1,
     }))
+}
+
+/// LogAppendTime: copies the batches once and stamps each with the append time (attributes
+/// bit 3, max_timestamp = now), recomputing its CRC32C, as Kafka's LogValidator does. A batch
+/// whose framing or CRC is already wrong is left alone, so the engine rejects it with the
+/// precise error instead of the broker blessing corrupt bytes with a fresh CRC.
+fn stamp_log_append_time(records: Bytes, now_ms: i64, max_batch_bytes: u32) -> Bytes {
+    use engine::batch::{ATTR_TIMESTAMP_TYPE_LOG_APPEND, batch_crc, frame_batch};
+    let mut spans = Vec::new();
+    let mut pos = 0usize;
+    while pos < records.len() {
+        match frame_batch(&records[pos..], max_batch_bytes) {
+            Ok((h, total))
+                if pos + total <= records.len()
+                    && batch_crc(&records[pos..pos + total]) == h.crc() =>
+            {
+                spans.push((pos, total));
+                pos += total;
+            }
+            _ => return records,
+        }
+    }
+    let mut out = bytes::BytesMut::from(&records[..]);
+    for (pos, total) in spans {
+        let b = &mut out[pos..pos + total];
+        let attributes = i16::from_be_bytes([b[21], b[22]]) | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        b[35..43].copy_from_slice(&now_ms.to_be_bytes());
+        let crc = batch_crc(b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    out.freeze()
 }
 
 /// Milliseconds since the Unix epoch.
