@@ -23,7 +23,7 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
@@ -595,4 +595,39 @@ fn kip848_consumer_group_heartbeat() {
         consumer_heartbeat(&mut c, &beat(1, &member)).error_code,
         UNKNOWN_MEMBER_ID
     );
+}
+
+#[test]
+fn shutdown_answers_a_waiting_join_and_exits_cleanly() {
+    const NOT_COORDINATOR: i16 = 16;
+    let broker = Broker::start();
+    let mut a = broker.connect();
+    let mut b = broker.connect();
+    let group = "raw-shutdown";
+    fetch_loaded(&mut a, group);
+    let first = join(&mut a, group, "", Some("a"));
+    assert_eq!(first.error_code, 0);
+    // b's join waits for a to rejoin, which it never does (rebalance timeout 30 s).
+    let pending = b.send(ApiKey::JoinGroup, 7, &join_request(group, "", Some("b")));
+    let start = Instant::now();
+    loop {
+        if heartbeat(&mut a, group, &first.member_id, Some("a"), 1) == REBALANCE_IN_PROGRESS {
+            break;
+        }
+        assert!(start.elapsed() < LOAD_DEADLINE, "no rebalance started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopping = std::thread::spawn(move || broker.stop());
+    // The waiting JoinGroup is answered (or its connection closed), not left hanging.
+    if let Some(mut frame) = b.recv_frame() {
+        let header =
+            ResponseHeader::decode(&mut frame, ApiKey::JoinGroup.response_header_version(7))
+                .unwrap();
+        assert_eq!(header.correlation_id, pending);
+        let resp = JoinGroupResponse::decode(&mut frame, 7).unwrap();
+        assert_eq!(resp.error_code, NOT_COORDINATOR);
+    }
+    stopping
+        .join()
+        .expect("the broker exits 0 within the stop deadline");
 }

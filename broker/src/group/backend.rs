@@ -173,6 +173,17 @@ impl GroupBackend {
         Ok(())
     }
 
+    /// Gives up every offsets partition at shutdown, as Kafka's coordinator resigns: waiting
+    /// JoinGroup and SyncGroup requests get NOT_COORDINATOR at once (so the broker's drain of
+    /// in-flight requests does not wait out a rebalance timeout), and so does anything later.
+    fn resign(self: &Rc<Self>, shard: &Rc<Shard>) {
+        let partitions: Vec<i32> = self.loads.borrow().iter().copied().collect();
+        for partition in partitions {
+            self.coordinator.borrow_mut().unload_partition(partition);
+        }
+        self.drain(shard);
+    }
+
     /// Delivers replies and starts appends the coordinator emitted.
     fn drain(self: &Rc<Self>, shard: &Rc<Shard>) {
         let outputs = self.coordinator.borrow_mut().take_outputs();
@@ -260,7 +271,10 @@ fn next_offset_after(bytes: &[u8]) -> Option<i64> {
 /// Sleeps until the coordinator's next deadline (or a change), then ticks it.
 async fn timer_loop(backend: Rc<GroupBackend>, shard: Rc<Shard>) {
     use futures_util::future::{Either, select};
-    while !shard.is_stopping() {
+    loop {
+        if shard.is_stopping() {
+            return backend.resign(&shard);
+        }
         let changed = backend.changed.notified();
         let stop = shard.stop_notify.notified();
         let now = now_ms();
@@ -271,7 +285,7 @@ async fn timer_loop(backend: Rc<GroupBackend>, shard: Rc<Shard>) {
         let sleep = Box::pin(compio::time::sleep(wait));
         let woke = select(sleep, select(changed, stop)).await;
         if let Either::Right((Either::Right(_), _)) = woke {
-            break;
+            continue;
         }
         backend.coordinator.borrow_mut().tick(now_ms());
         backend.drain(&shard);

@@ -274,9 +274,10 @@ impl GroupCoordinator {
     }
 
     /// Replays batches read from `partition` in log order.
+    /// Ignored when the partition was unloaded meanwhile (shutdown during a load).
     pub fn replay(&mut self, partition: i32, batches: Bytes) -> Result<(), RecordDecodeError> {
         let Some(PartitionStatus::Loading(buffer)) = self.partitions.get_mut(&partition) else {
-            panic!("replay of partition {partition} outside begin_load/finish_load");
+            return Ok(());
         };
         for (key, value) in records::decode_batches(batches)? {
             match records::decode_record(&key, value.as_deref()) {
@@ -292,9 +293,13 @@ impl GroupCoordinator {
 
     /// Ends loading: the replayed groups become live (members come back Stable and must
     /// heartbeat within their session timeout, as in Kafka's `onGroupLoaded`).
+    /// Ignored when the partition was unloaded meanwhile.
     pub fn finish_load(&mut self, now_ms: i64, partition: i32) {
+        if !self.is_loading(partition) {
+            return;
+        }
         let Some(PartitionStatus::Loading(buffer)) = self.partitions.remove(&partition) else {
-            panic!("finish_load of partition {partition} that is not loading");
+            unreachable!("checked above");
         };
         for (group_id, loaded) in buffer.groups {
             if let Some(group) = loaded.into_group(group_id, partition, now_ms) {
