@@ -90,6 +90,15 @@ fn group_kafkajs_consumers() {
     broker.stop();
 }
 
+/// Incremental (cooperative-sticky, KIP-429) rebalances with librdkafka: a join and a leave
+/// move only the partitions that change owner.
+#[test]
+fn group_cooperative_sticky_rebalances() {
+    let broker = Broker::start();
+    scenario(&broker, "cooperative", "group-coop", &[]);
+    broker.stop();
+}
+
 /// The admin views of a group (ListGroups with a state filter, DescribeGroups, lag from
 /// OffsetFetch + ListOffsets, DeleteGroups) through librdkafka's AdminClient, live and Empty.
 #[test]

@@ -60,11 +60,12 @@ def run_confluent(args):
         conf["group.protocol"] = "consumer"  # KIP-848: broker-side assignment, no session settings
     else:
         conf.update({"session.timeout.ms": args.session_timeout_ms, "heartbeat.interval.ms": 500,
-                     "partition.assignment.strategy": "range,roundrobin"})
+                     "partition.assignment.strategy": args.assignor})
     if args.instance_id:
         conf["group.instance.id"] = args.instance_id
     consumer = Consumer(conf)
-    incremental = args.protocol == "consumer"
+    # KIP-848 and cooperative-sticky hand out and take back partitions incrementally.
+    incremental = args.protocol == "consumer" or args.assignor == "cooperative-sticky"
 
     def on_assign(c, parts):
         emit(args.name, ev="assigned", partitions=sorted(tp.partition for tp in parts), incremental=incremental)
@@ -162,6 +163,8 @@ def main():
     p.add_argument("--instance-id", default=None, help="group.instance.id (static membership, KIP-345)")
     p.add_argument("--protocol", choices=("classic", "consumer"), default="classic")
     p.add_argument("--session-timeout-ms", type=int, default=6000)
+    p.add_argument("--assignor", default="range,roundrobin",
+                   help="librdkafka partition.assignment.strategy (cooperative-sticky: incremental)")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()

@@ -16,6 +16,9 @@ Scenarios (--scenario):
             session timeout: no rebalance (the other sees no revoke/assign), it gets its old
             partitions back, and new records are all consumed once.
   kip848    two confluent-kafka members with group.protocol=consumer (KIP-848) share the topic.
+  cooperative  three confluent-kafka members with cooperative-sticky; a fourth joins, one
+            leaves: balanced after each, every record once, and no member has a partition it
+            keeps revoked (incremental rebalancing, KIP-429).
   admin     the admin views of a live group (issue 4): ListGroups with a state filter,
             DescribeGroups (state, members, their assignments), lag per partition from
             OffsetFetch + ListOffsets, through confluent-kafka and kafka-python admin clients;
@@ -44,7 +47,8 @@ PARTITIONS = 6
 
 
 class Member:
-    def __init__(self, scenario, name, client, instance_id=None, protocol="classic", session_timeout_ms=6000):
+    def __init__(self, scenario, name, client, instance_id=None, protocol="classic", session_timeout_ms=6000,
+                 assignor=None):
         self.name = name
         self.client = client
         self.assignment = None  # the latest full assignment (eager protocol), or the running set
@@ -56,6 +60,8 @@ class Member:
                "--session-timeout-ms", str(session_timeout_ms)]
         if instance_id:
             cmd += ["--instance-id", instance_id]
+        if assignor:
+            cmd += ["--assignor", assignor]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr = []
         threading.Thread(target=self._read, args=(scenario.events,), daemon=True).start()
@@ -352,6 +358,49 @@ def scenario_kip848(s):
     return "protocol=consumer"
 
 
+def scenario_cooperative(s):
+    coop = {"assignor": "cooperative-sticky"}
+    s.create_topic()
+    s.produce(1200)
+    for name in ("c1", "c2", "c3"):
+        s.start(name, "confluent-kafka", **coop)
+    s.wait_balanced(["c1", "c2", "c3"], "three cooperative members")
+    s.wait_consumed("three cooperative members")
+
+    def revoked_but_kept(names, mark):
+        """Partitions a member had revoked since `mark` although it holds them now."""
+        bad = {}
+        for n in names:
+            m = s.members[n]
+            revoked = {p for e in m.events[mark[n]:] if e["ev"] == "revoked" for p in e["partitions"]}
+            kept = revoked & set(m.assignment or [])
+            if kept:
+                bad[n] = sorted(kept)
+        return bad
+
+    mark = {n: len(s.members[n].events) for n in ("c1", "c2", "c3")}
+    s.start("c4", "confluent-kafka", **coop)
+    s.wait_balanced(["c1", "c2", "c3", "c4"], "c4 joined")
+    bad = revoked_but_kept(["c1", "c2", "c3"], mark)
+    if bad:
+        raise Mismatch(f"cooperative rebalance revoked partitions their owners kept: {bad}")
+    s.produce(1200)
+    s.wait_consumed("c4 joined")
+
+    mark = {n: len(s.members[n].events) for n in ("c1", "c3", "c4")}
+    s.stop("c2")
+    s.wait_balanced(["c1", "c3", "c4"], "c2 left")
+    bad = revoked_but_kept(["c1", "c3", "c4"], mark)
+    if bad:
+        raise Mismatch(f"cooperative rebalance after a leave revoked partitions their owners kept: {bad}")
+    s.produce(1200)
+    s.wait_consumed("c2 left")
+    s.stop_all()
+    s.check_exactly_once()
+    s.check_committed("cooperative")
+    return "assignor=cooperative-sticky"
+
+
 def kafka_python_views(s):
     """The same views through kafka-python's KafkaAdminClient (DescribeGroups v3 with
     include_authorized_operations, which it always sets)."""
@@ -440,7 +489,7 @@ def scenario_admin(s):
 
 SCENARIOS = {"share": scenario_share, "restart-1": scenario_restart_1, "restart-2": scenario_restart_2,
              "static": scenario_static, "kip848": scenario_kip848,
-             "admin": scenario_admin}
+             "admin": scenario_admin, "cooperative": scenario_cooperative}
 
 
 def main():
