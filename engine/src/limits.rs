@@ -42,8 +42,10 @@ pub const SCAN_CHUNK_BYTES: usize = 256 * 1024;
 pub const ZERO_TAIL_PROBE_BYTES: usize = 1024 * 1024;
 /// Segments (each holds 3 open files) per log before open refuses the directory.
 pub const SEGMENTS_PER_LOG_MAX: usize = 100_000;
-/// fdatasyncs of one log allowed in flight at once (pipelined group commit).
-pub const SYNCS_IN_FLIGHT_MAX: usize = 4;
+/// fdatasyncs of one log allowed in flight at once (pipelined group commit). 1 batches best
+/// (fewest syncs) and is optimal when the device serialises flushes; more lets a late waiter
+/// start its own sync at once on devices that flush in parallel. See engine.md.
+pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
 /// Multi-batch appends copy into a reused buffer; above this capacity it is not kept.
 pub const WRITE_BUFFER_RETAIN_BYTES: usize = 4 * 1024 * 1024;
 /// How often flush_tick rewrites the recovery-point checkpoint (Kafka: 60 s).
