@@ -64,6 +64,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     let catalog = Catalog::open(&config.broker.data_dir)?;
     let snapshot = Arc::new(catalog.snapshot());
+    partitions::sweep_data_dir(&config.broker.data_dir, &snapshot).map_err(|source| {
+        StartError::Io {
+            what: "sweeping the data dir",
+            source,
+        }
+    })?;
     let addr: SocketAddr = config.kafka.addr.parse().map_err(|_| StartError::Io {
         what: "kafka.addr",
         source: std::io::ErrorKind::InvalidInput.into(),

@@ -919,3 +919,38 @@ fn log_append_time_topics_stamp_batches() {
     assert_eq!(err, 2, "CORRUPT_MESSAGE");
     broker.stop();
 }
+
+#[test]
+fn restart_sweeps_directories_the_catalog_does_not_know() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "ghost", 1);
+    produce(&mut c, 9, "ghost", 0, record_batch(5, None), -1);
+    drop(c);
+    // Pretend a crash hit between the catalog update of a DeleteTopics and the rename of its
+    // directory: the catalog forgets "ghost" but `ghost-0` stays.
+    let catalog_path = broker.data_dir().join("catalog.json");
+    let catalog = std::fs::read_to_string(&catalog_path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+    json["topics"] = serde_json::Value::Array(vec![]);
+    broker.kill();
+    std::fs::write(&catalog_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    std::fs::create_dir_all(broker.data_dir().join("old-0.0123-delete")).unwrap();
+    broker.start_again();
+    assert!(!broker.data_dir().join("ghost-0").exists());
+    assert!(!broker.data_dir().join("old-0.0123-delete").exists());
+    let aside = std::fs::read_dir(broker.data_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name().to_string_lossy().starts_with("ghost-0.")
+                && e.file_name().to_string_lossy().ends_with("-stray")
+        });
+    assert!(aside, "stray directory kept aside, not deleted");
+    // Re-creating the name starts empty.
+    let mut c = broker.connect();
+    create_topic(&mut c, "ghost", 1);
+    let (err, hw, _) = fetch(&mut c, "ghost", 0, 0);
+    assert_eq!((err, hw), (0, 0));
+    broker.stop();
+}

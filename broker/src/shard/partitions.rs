@@ -34,6 +34,50 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// At start-up, before any shard opens a log: finishes interrupted topic deletions
+/// (`*-delete` directories are removed) and moves aside partition directories the catalog
+/// does not know (a crash between the catalog update and the rename of a deleted topic), so a
+/// topic re-created under the same name never opens old segments. Stray directories are
+/// renamed `<dir>.<unix_ms>-stray`, never deleted: if the catalog itself was lost, the data
+/// is still there to recover by hand.
+pub fn sweep_data_dir(
+    data_dir: &std::path::Path,
+    metadata: &ClusterMetadata,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with("-delete") {
+            tracing::info!(target: "broker::partition", dir = %name, "removing a deleted topic's partition");
+            std::fs::remove_dir_all(entry.path())?;
+            continue;
+        }
+        let Some((topic, index)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<i32>() else {
+            continue;
+        };
+        if !crate::cluster::valid_topic_name(topic) {
+            continue;
+        }
+        let known = metadata
+            .topic(topic)
+            .is_some_and(|t| index >= 0 && index < t.partitions);
+        if !known {
+            let aside = entry
+                .path()
+                .with_file_name(format!("{name}.{}-stray", crate::partition::now_ms()));
+            tracing::warn!(target: "broker::partition", dir = %name, aside = %aside.display(), "partition directory not in the catalog; moved aside");
+            std::fs::rename(entry.path(), aside)?;
+        }
+    }
+    Ok(())
+}
+
 /// Brings the shard's open partitions in line with `new` and installs it as the shard's
 /// metadata. Opens what is new, closes and removes what is gone, updates configs.
 pub async fn apply_metadata(shard: &Rc<Shard>, new: Arc<ClusterMetadata>) -> Result<(), OpenError> {
