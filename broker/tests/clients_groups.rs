@@ -99,6 +99,25 @@ fn group_cooperative_sticky_rebalances() {
     broker.stop();
 }
 
+/// kcat's balanced consumer (-G, librdkafka 2.0: older group API versions): reads everything,
+/// then nothing (resumed at the committed end), then exactly the records added since.
+#[test]
+fn group_kcat_balanced_consumer() {
+    let broker = Broker::start();
+    let args = [
+        "--mode",
+        "group",
+        "--topic",
+        "group-kcat",
+        "--partitions",
+        "3",
+        "--records",
+        "3000",
+    ];
+    run_client(Client::Kcat, &broker, &args).assert_counts(3030, 3030);
+    broker.stop();
+}
+
 /// The admin views of a group (ListGroups with a state filter, DescribeGroups, lag from
 /// OffsetFetch + ListOffsets, DeleteGroups) through librdkafka's AdminClient, live and Empty.
 #[test]

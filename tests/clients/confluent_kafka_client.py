@@ -277,6 +277,8 @@ def live(args):
 
 def main():
     args = common.parse_args(__doc__, extra_args)
+    if args.mode == "group":
+        fail("--mode group: see group_scenario.py for this client", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:

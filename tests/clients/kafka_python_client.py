@@ -130,6 +130,8 @@ def main():
     args = common.parse_args(__doc__, extra_args)
     if args.mode == "live":
         fail("--mode live is only in confluent_kafka_client.py", 2)
+    if args.mode == "group":
+        fail("--mode group: see group_scenario.py for this client", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:

@@ -161,6 +161,47 @@ def consume(args, window):
     return seen
 
 
+def group_read(args, group, first, last):
+    """One `kcat -G` member reads the topic to the end of every partition (-e) and must see
+    exactly records first..last-1 (from the group's committed offsets), each once."""
+    r = kcat(args, "-C", "-G", group, "-J", "-e", "-q", "-X", "auto.offset.reset=earliest",
+             "-X", "session.timeout.ms=6000", args.topic, timeout=args.timeout)
+    got = {}
+    for line in r.stdout.splitlines():
+        if not line.strip():
+            continue
+        m = json.loads(line)
+        key = (m["partition"], m["offset"])
+        if key in got:
+            raise Mismatch(f"kcat -G read partition {key[0]} offset {key[1]} twice")
+        i = common.index_at(m["partition"], m["offset"], args.partitions)
+        if m.get("key") != common.key_of(i).decode():
+            raise Mismatch(f"kcat -G: partition {key[0]} offset {key[1]}: key {m.get('key')!r}, want record {i}")
+        got[key] = i
+    want = set(range(first, last))
+    if set(got.values()) != want:
+        missing = sorted(want - set(got.values()))
+        extra = sorted(set(got.values()) - want)
+        raise Mismatch(f"kcat -G in group {group}: missing records {missing[:10]} ({len(missing)}), unexpected "
+                       f"{extra[:10]} ({len(extra)}); stderr: {tail(r.stderr, 500)}")
+    return len(got)
+
+
+def group_mode(args):
+    """kcat's balanced consumer (-G; librdkafka 2.0's group protocol versions): read everything,
+    read again (nothing: resumed at the committed end), then exactly the records added since."""
+    produce(args)
+    group = f"{args.topic}-kcat-group"
+    consumed = group_read(args, group, 0, args.records)
+    consumed += group_read(args, group, args.records, args.records)
+    more = args.partitions * 10
+    for p in range(args.partitions):
+        produce_partition(args, p, [i for i in range(args.records, args.records + more)
+                                    if common.partition_of(i, args.partitions) == p])
+    consumed += group_read(args, group, args.records, args.records + more)
+    return args.records + more, consumed
+
+
 def list_offsets(args, seen):
     """kcat -Q: -2 (earliest), -1 (latest) and real timestamps, against what was read."""
     by_p = {p: [(k, ts) for (pp, k, ts) in seen if pp == p] for p in range(args.partitions)}
@@ -208,10 +249,14 @@ def main():
         fail("kcat is not on PATH; run `bash .ci/run` (it installs Debian's kcat)", 3)
     if args.mode == "live":
         fail("--mode live is only in confluent_kafka_client.py", 2)
+    if args.mode == "group" and args.create != "admin":
+        fail("--mode group needs --create admin", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:
         window = None
+        if args.mode == "group":
+            produced, consumed = group_mode(args)
         if args.mode in ("all", "produce"):
             window = produce(args)
             produced = args.records
