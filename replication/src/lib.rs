@@ -3,11 +3,13 @@
 //!
 //! Owns: the leader and follower replica (`replica`), the leader epoch cache (`epoch_cache`),
 //! the broker node's registration and routing (`node`), the controller (`controller`), the
-//! messages between them (`message`), and the simulator (`sim`). Every state machine is
+//! messages between them (`message`), the simulator (`sim`), and, with the `raft-quorum`
+//! feature, the metadata quorum skeleton on raft-rs (`quorum`). Every state machine is
 //! `step(now, input) -> Vec<Action>`: time is an input, I/O is an output, nothing blocks,
 //! nothing reads a clock, nothing is random.
 //! Does not own: sockets, the Kafka wire codec, the log (the broker and `engine` do these),
-//! the metadata quorum (raft; the controller here is one in-memory instance).
+//! a persistent metadata quorum (the controller here is one in-memory instance; `quorum` is
+//! not wired to it yet).
 //! Invariants (checked by the simulator over many seeds; see docs/internals/replication.md):
 //! - An acknowledged acks=all batch is in the log of every later leader, at the same offset.
 //! - At most one replica leads a partition in any leader epoch.
@@ -26,6 +28,8 @@ pub mod controller;
 pub mod epoch_cache;
 pub mod message;
 pub mod node;
+#[cfg(feature = "raft-quorum")]
+pub mod quorum;
 pub mod replica;
 pub mod sim;
 pub mod types;
