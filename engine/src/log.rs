@@ -1087,6 +1087,21 @@ impl Log {
             return Ok(());
         }
         self.sync_until(i64::MAX).await?;
+        if self.config.preallocate {
+            // Leave files as long as their data, as Kafka does; open preallocates again.
+            let (file, path, size) = {
+                let s = self.state.borrow();
+                let a = s.active();
+                (a.log.file().clone(), a.log.path().to_path_buf(), a.size)
+            };
+            file.set_len(size)
+                .await
+                .map_err(|e| LogError::io("truncate", &path, e))?;
+            io::sync_data(&file)
+                .await
+                .map_err(|e| LogError::io("fdatasync", &path, e))?;
+            self.state.borrow_mut().active_mut().file_len = size;
+        }
         self.write_checkpoint().await?;
         self.state.borrow_mut().closed = true;
         Ok(())
@@ -1433,11 +1448,25 @@ mod tests {
                 log.wait_durable(leo - 1).await.unwrap();
                 // No close: the active segment keeps its preallocated zero tail.
             }
-            let (log, report) = Log::open(dir.path().into(), config).await.unwrap();
+            let (log, report) = Log::open(dir.path().into(), config.clone()).await.unwrap();
             assert!(report.truncations.is_empty(), "{report:?}");
             assert_eq!(log.log_end_offset(), 100);
             assert_eq!(headers(&read_all(&log, 0).await).len(), 100);
             log.append(batch(1, 10, 0), 0).await.unwrap();
+            assert_eq!(log.log_end_offset(), 101);
+            // Close cuts the preallocated tail; open allocates it again.
+            log.close().await.unwrap();
+            let active = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .max()
+                .unwrap();
+            let closed_len = std::fs::metadata(&active).unwrap().len();
+            assert!(closed_len < 64 * 1024, "tail cut on close: {closed_len}");
+            let (log, report) = Log::open(dir.path().into(), config).await.unwrap();
+            assert!(report.truncations.is_empty(), "{report:?}");
+            assert_eq!(std::fs::metadata(&active).unwrap().len(), 64 * 1024);
             assert_eq!(log.log_end_offset(), 101);
         });
     }
@@ -1513,6 +1542,60 @@ mod tests {
                 ),
                 "{err}"
             );
+        });
+    }
+
+    #[test]
+    fn a_cancelled_group_commit_leader_does_not_wedge_others() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let info = log.append(batch(1, 10, 0), 0).await.unwrap();
+            {
+                // Poll once so it becomes the leader and its fdatasync is in flight, then drop it.
+                let mut leader = std::pin::pin!(log.wait_durable(info.last_offset));
+                let polled =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(leader.as_mut().poll(cx)))
+                        .await;
+                assert!(
+                    polled.is_pending(),
+                    "an fdatasync cannot complete without a runtime turn"
+                );
+                assert_eq!(log.state.borrow().syncs_in_flight, 1);
+            }
+            assert_eq!(
+                log.state.borrow().syncs_in_flight,
+                0,
+                "the drop guard ended its turn"
+            );
+            let info = log.append(batch(1, 10, 0), 0).await.unwrap();
+            log.wait_durable(info.last_offset).await.unwrap();
+            assert_eq!(log.durable_offset(), 2);
+        });
+    }
+
+    #[test]
+    fn oversized_batches_are_rejected_as_too_large() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                max_batch_bytes: 1000,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            let err = log.append(batch(1, 2000, 0), 0).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AppendError::InvalidBatch {
+                        index: 0,
+                        error: crate::batch::BatchError::TooLarge { .. },
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert_eq!(log.log_end_offset(), 0);
         });
     }
 }
