@@ -97,11 +97,13 @@ async fn consume(
     };
     let mut layout = shared.cluster.layout();
     let mut connections: HashMap<i32, Connection> = HashMap::new();
+    let mut stop = shared.stop.clone();
+    let mut targets = shared.targets.clone();
     loop {
-        if *shared.stop.borrow() == StopSignal::Abort {
+        if *stop.borrow_and_update() == StopSignal::Abort {
             return Ok(());
         }
-        if let Some(targets) = shared.targets.borrow().clone() {
+        if let Some(targets) = targets.borrow_and_update().clone() {
             let positions = shared.positions.lock().expect("positions lock");
             if positions.iter().zip(targets.iter()).all(|(p, t)| p >= t) {
                 return Ok(());
@@ -143,8 +145,6 @@ async fn consume(
             }
         }
         if refresh || idle {
-            let mut stop = shared.stop.clone();
-            let mut targets = shared.targets.clone();
             tokio::select! {
                 _ = tokio::time::sleep(ERROR_BACKOFF) => {}
                 _ = stop.changed() => {}

@@ -295,7 +295,8 @@ impl Producer {
     }
 
     fn observe_stop_inner(&mut self, now: Instant) {
-        let signal = *self.shared.stop.borrow();
+        // Marks the value seen, so the `changed()` of the clone made per wait stays pending.
+        let signal = *self.shared.stop.borrow_and_update();
         if signal != StopSignal::Run {
             self.generating = false;
         }
