@@ -133,7 +133,7 @@ impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {} violated an invariant at t={} ms: {}\n  replay: SLUICE_SIM_SEED={} cargo test -p replication --test sim -- --nocapture (add SLUICE_SIM_TRACE=1 for every event)",
+            "seed {} violated an invariant at t={} ms: {}\n  replay: SLUICE_SIM_SEED={} cargo test -p replication --test sim -- invariants_hold --nocapture (add SLUICE_SIM_TRACE=1 for every event)",
             self.seed, self.at_ms, self.what, self.seed
         )
     }
@@ -534,6 +534,12 @@ impl World {
             seq,
             event,
         });
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.config.trace {
+            eprintln!("[{:>6}]   {}", self.now_ms, what());
+        }
     }
 
     fn fail(&mut self, what: String) {
@@ -938,9 +944,11 @@ impl World {
             0..=29 if faults.crashes => {
                 self.crash_node(n);
                 let restart = self.rng.range(20, 2_000);
+                self.trace(|| format!("fault: crash node {n}, restart in {restart} ms"));
                 self.schedule(restart, Event::Restart { node: n });
             }
             30..=35 if faults.power_cuts => {
+                self.trace(|| "fault: power cut, every node crashes".to_owned());
                 for n in 0..self.nodes.len() {
                     self.crash_node(n);
                     let restart = self.rng.range(20, 1_500);
@@ -960,20 +968,29 @@ impl World {
                     .map(|a| (a, self.rng.below(2) as u8))
                     .collect();
                 let heal = self.rng.range(50, 3_000);
+                self.trace(|| format!("fault: partition {:?}, heal in {heal} ms", self.groups));
                 self.schedule(heal, Event::Heal);
             }
             65..=74 if faults.partitions => {
                 // Isolate one node from everything else.
                 self.groups = BTreeMap::from([(Address::Broker(self.nodes[n].id), 1)]);
                 let heal = self.rng.range(50, 3_000);
+                self.trace(|| format!("fault: isolate node {n}, heal in {heal} ms"));
                 self.schedule(heal, Event::Heal);
             }
             75..=89 if faults.drops => {
                 self.drop_percent = self.rng.range(1, 40) as u64;
                 let heal = self.rng.range(50, 2_000);
+                self.trace(|| {
+                    format!(
+                        "fault: drop {}% of messages, heal in {heal} ms",
+                        self.drop_percent
+                    )
+                });
                 self.schedule(heal, Event::Heal);
             }
             _ => {
+                self.trace(|| "fault: none, network healed".to_owned());
                 self.groups.clear();
                 self.drop_percent = 0;
             }
