@@ -10,11 +10,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// Wakes all current waiters on `notify_all`. A waiter created before a notification sees it
-/// even if it is first polled afterwards (versioned).
+/// even if it is first polled afterwards (versioned). A waiter dropped before it fired (a long
+/// poll that timed out) removes its waker, so idle partitions do not accumulate them.
 #[derive(Default)]
 pub struct Notify {
     version: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    next_id: Cell<u64>,
+    wakers: RefCell<Vec<(u64, Waker)>>,
 }
 
 impl Notify {
@@ -27,34 +29,63 @@ impl Notify {
         Notified {
             notify: Rc::clone(self),
             version: self.version.get(),
+            id: None,
         }
     }
 
     pub fn notify_all(&self) {
         self.version.set(self.version.get().wrapping_add(1));
         let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for waker in wakers {
+        for (_, waker) in wakers {
             waker.wake();
         }
+    }
+
+    /// Registered waiters (tests and metrics).
+    pub fn waiters(&self) -> usize {
+        self.wakers.borrow().len()
     }
 }
 
 pub struct Notified {
     notify: Rc<Notify>,
     version: u64,
+    id: Option<u64>,
 }
 
 impl Future for Notified {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.notify.version.get() != self.version {
             return Poll::Ready(());
         }
-        let mut wakers = self.notify.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let notify = Rc::clone(&self.notify);
+        let mut wakers = notify.wakers.borrow_mut();
+        match self.id {
+            Some(id) => match wakers.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, w)) => {
+                    if !w.will_wake(cx.waker()) {
+                        w.clone_from(cx.waker());
+                    }
+                }
+                None => wakers.push((id, cx.waker().clone())),
+            },
+            None => {
+                let id = notify.next_id.get();
+                notify.next_id.set(id.wrapping_add(1));
+                wakers.push((id, cx.waker().clone()));
+                self.id = Some(id);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.notify.wakers.borrow_mut().retain(|(i, _)| *i != id);
+        }
     }
 }
 
@@ -178,6 +209,19 @@ mod tests {
                 h.await.unwrap();
             }
             assert_eq!(*order.borrow(), vec![0, 1, 2]);
+        });
+    }
+
+    #[test]
+    fn dropped_waiters_leave_no_waker_behind() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let n = Rc::new(Notify::new());
+            for _ in 0..100 {
+                let w = n.notified();
+                let timer = Box::pin(compio::time::sleep(std::time::Duration::from_millis(0)));
+                let _ = futures_util::future::select(w, timer).await;
+            }
+            assert_eq!(n.waiters(), 0);
         });
     }
 
