@@ -144,7 +144,10 @@ impl std::fmt::Display for Violation {
 pub struct SimReport {
     pub events: u64,
     pub produced: u64,
+    /// acks=all batches acknowledged.
     pub acked: u64,
+    /// acks=1 batches acknowledged (not counted as committed).
+    pub acked_leader_only: u64,
     pub not_enough_replicas: u64,
     pub consumed_batches: u64,
     pub elections: u64,
@@ -164,6 +167,7 @@ impl SimReport {
         self.events += other.events;
         self.produced += other.produced;
         self.acked += other.acked;
+        self.acked_leader_only += other.acked_leader_only;
         self.not_enough_replicas += other.not_enough_replicas;
         self.consumed_batches += other.consumed_batches;
         self.elections += other.elections;
@@ -382,6 +386,7 @@ struct InFlightProduce {
     partition: PartitionId,
     payload: u64,
     record_count: u32,
+    acks: Acks,
 }
 
 #[derive(Default)]
@@ -1030,19 +1035,26 @@ impl World {
         let payload = self.next_payload;
         self.next_payload += 1;
         let record_count = self.rng.range(1, 3) as u32;
+        // Some acks=1 traffic: it may be lost, so it never counts as committed.
+        let acks = if self.rng.one_in(10) {
+            Acks::Leader
+        } else {
+            Acks::All
+        };
         self.in_flight_produces.insert(
             request_id,
             InFlightProduce {
                 partition,
                 payload,
                 record_count,
+                acks,
             },
         );
         self.report.produced += 1;
         let message = Message::Produce {
             request_id,
             partition,
-            acks: Acks::All,
+            acks,
             record_count,
             payload,
         };
@@ -1063,6 +1075,7 @@ impl World {
         };
         assert_eq!(produce.partition, partition);
         match result {
+            Ok(_) if produce.acks == Acks::Leader => self.report.acked_leader_only += 1,
             Ok(base_offset) => {
                 self.report.acked += 1;
                 self.commit(

@@ -1,8 +1,9 @@
 //! The replication simulator over many seeds.
 //!
 //! `cargo test -p replication --test sim` runs `DEFAULT_SEEDS` seeds.
-//! `SLUICE_SIM_SEEDS=N` runs seeds 0..N instead (longer runs); `SLUICE_SIM_SEED=S` runs one
-//! seed, and `SLUICE_SIM_TRACE=1` with it prints every event.
+//! `SLUICE_SIM_SEEDS=N` runs N seeds instead (longer runs), from `SLUICE_SIM_FIRST_SEED`
+//! (default 0); `SLUICE_SIM_SEED=S` runs one seed, and `SLUICE_SIM_TRACE=1` with it prints
+//! every event.
 
 use replication::sim::{self, SimConfig, SimReport, Violation};
 use replication::{ControllerConfig, Durability};
@@ -47,8 +48,9 @@ fn invariants_hold_over_many_seeds() {
         return;
     }
     let count = env_u64("SLUICE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let (total, failures) = run_seeds(0..count, sim::config_for_seed);
-    eprintln!("{count} seeds: {total:?}");
+    let first = env_u64("SLUICE_SIM_FIRST_SEED").unwrap_or(0);
+    let (total, failures) = run_seeds(first..first + count, sim::config_for_seed);
+    eprintln!("seeds {first}..{}: {total:?}", first + count);
     if let Some(mean_ms) = total.failover_ms_total.checked_div(total.failovers) {
         let max_ms = total.failover_ms_max;
         eprintln!("leader crash to new leader: mean {mean_ms} ms, max {max_ms} ms (simulated)");
