@@ -383,15 +383,19 @@ fn static_member_restart_is_fenced_and_needs_no_rebalance() {
     let old = first.member_id.to_string();
     assert_eq!(sync(&mut c, group, &old, 1, &[(&old, b"P")]).error_code, 0);
 
-    // The same instance restarts: a new member id, same generation, its old assignment.
-    let again = join(&mut c, group, "", Some("instance-1"));
+    // The same instance restarts (JoinGroup v9): a new member id, same generation, its old
+    // assignment; as the leader it is told to skip the assignment (KIP-814).
+    let again: JoinGroupResponse = c.call(
+        ApiKey::JoinGroup,
+        9,
+        &join_request(group, "", Some("instance-1")),
+    );
     assert_eq!((again.error_code, again.generation_id), (0, 1));
     let new = again.member_id.to_string();
     assert_ne!(new, old);
     assert_eq!(
-        again.leader.to_string(),
-        old,
-        "the old leader id: the new member must not assign"
+        (again.leader.to_string(), again.skip_assignment),
+        (new.clone(), true)
     );
     let resync = sync(&mut c, group, &new, 1, &[]);
     assert_eq!((resync.error_code, &resync.assignment[..]), (0, &b"P"[..]));
@@ -415,6 +419,14 @@ fn static_member_restart_is_fenced_and_needs_no_rebalance() {
             .map(|s| s.to_string()),
         Some("instance-1".to_string())
     );
+
+    // An older client (v7) restarting as the leader gets the previous leader id, so it does
+    // not assign (KIP-345); still no rebalance.
+    let old_client = join(&mut c, group, "", Some("instance-1"));
+    assert_eq!((old_client.error_code, old_client.generation_id), (0, 1));
+    assert_eq!(old_client.leader.to_string(), new);
+    assert!(!old_client.skip_assignment && old_client.members.is_empty());
+    let new = old_client.member_id.to_string();
 
     // Administrative removal by instance id alone (LeaveGroup v3+).
     let leave = LeaveGroupRequest::default()

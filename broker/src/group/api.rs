@@ -79,6 +79,8 @@ pub struct JoinGroup {
     pub client_host: String,
     /// JoinGroup v4+ (KIP-394): a member without an id first gets MEMBER_ID_REQUIRED.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+ (KIP-814): the client understands `skip_assignment`.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -344,7 +344,8 @@ impl GroupCoordinator {
         new_id: String,
         req: JoinGroup,
     ) {
-        let current_leader = group.leader_id.clone().unwrap_or_default();
+        let skip_supported = req.supports_skip_assignment;
+        let previous_leader = group.leader_id.clone().unwrap_or_default();
         self.replace_static_member(group, instance, &old_id, &new_id);
         let member = group.members.get_mut(&new_id).expect("just replaced");
         member.heartbeat_deadline_ms = now_ms + i64::from(req.session_timeout_ms);
@@ -362,7 +363,8 @@ impl GroupCoordinator {
                             == group.members[&new_id].metadata(p)
                 });
                 if unchanged {
-                    self.store_static_rejoin(now_ms, group, request, new_id, current_leader);
+                    let leader = (!skip_supported).then_some(previous_leader);
+                    self.store_static_rejoin(now_ms, group, request, new_id, leader);
                 } else {
                     self.maybe_prepare_rebalance(now_ms, group);
                 }
@@ -376,17 +378,20 @@ impl GroupCoordinator {
         }
     }
 
-    /// Stores the group with the replaced member and answers it afterwards. The leader id in
-    /// the answer is the leader from before the replacement, so a replaced leader does not
-    /// run an assignment a Stable group would never hand out (as Kafka).
+    /// Stores the group with the replaced member and answers it afterwards. A JoinGroup v9+
+    /// client (KIP-814) that led learns it leads, with the member list, and that it must skip
+    /// the assignment (a Stable group would not hand a new one out). Older clients get
+    /// `old_leader`, the leader id from before the replacement: a replaced leader then does
+    /// not see itself as leader and assigns nothing (Kafka's KIP-345 behaviour).
     fn store_static_rejoin(
         &mut self,
         now_ms: i64,
         group: &mut ClassicGroup,
         request: RequestId,
         member_id: String,
-        leader: String,
+        old_leader: Option<String>,
     ) {
+        let is_leader = old_leader.is_none() && group.is_leader(&member_id);
         let assignment: BTreeMap<String, Bytes> = group
             .members
             .values()
@@ -398,10 +403,14 @@ impl GroupCoordinator {
             generation_id: group.generation_id,
             protocol_type: group.protocol_type.clone(),
             protocol_name: group.protocol_name.clone(),
-            leader,
-            skip_assignment: false,
+            leader: old_leader.unwrap_or_else(|| group.leader_id.clone().unwrap_or_default()),
+            skip_assignment: is_leader,
             member_id: member_id.clone(),
-            members: vec![],
+            members: if is_leader {
+                member_list(group)
+            } else {
+                vec![]
+            },
         };
         let pending = PendingAppend::StaticRejoin {
             group_id: group.group_id.clone(),

@@ -37,8 +37,13 @@ impl Harness {
     }
 
     fn with_config(config: GroupConfig) -> Self {
+        Self::with_seed(config, 7)
+    }
+
+    /// `seed` picks the member-id sequence (a restarted broker gets a new one).
+    fn with_seed(config: GroupConfig, seed: u64) -> Self {
         let partitions = config.offsets_topic_partitions;
-        let mut coordinator = GroupCoordinator::new(config, 7);
+        let mut coordinator = GroupCoordinator::new(config, seed);
         for p in 0..partitions {
             coordinator.begin_load(p);
             coordinator.finish_load(0, p);
@@ -347,6 +352,7 @@ fn join_req(member_id: &str) -> JoinGroup {
         client_id: "c".into(),
         client_host: "/127.0.0.1".into(),
         require_known_member_id: true,
+        supports_skip_assignment: true,
     }
 }
 
@@ -676,7 +682,6 @@ fn initial_rebalance_delay_collects_members() {
 fn static_member_restart_takes_over_without_rebalance() {
     let mut h = Harness::new();
     let (s, d) = stable_static_and_dynamic(&mut h);
-    let leader = s.clone();
     // s restarts: no member id, same instance id, same metadata.
     let rejoin = h.join(static_join_req("", "i1"));
     let r = h
@@ -685,10 +690,12 @@ fn static_member_restart_takes_over_without_rebalance() {
     assert_eq!(r.error, None);
     assert_ne!(r.member_id, s);
     assert_eq!(r.generation_id, 2, "no new generation");
+    // KIP-814: the restarted leader knows it leads but must not assign.
     assert_eq!(
-        r.leader, leader,
-        "the old leader id, so the new member does not assign"
+        (r.leader.as_str(), r.skip_assignment),
+        (r.member_id.as_str(), true)
     );
+    assert_eq!(r.members.len(), 2);
     assert_eq!(h.state(), GroupState::Stable);
     assert_eq!(
         h.heartbeat(&d, 2),
@@ -1342,7 +1349,7 @@ fn describe_hides_metadata_unless_stable() {
 
 /// Replays the harness's log into a fresh coordinator.
 fn reload(h: &Harness, now_ms: i64) -> Harness {
-    let mut fresh = Harness::new();
+    let mut fresh = Harness::with_seed(h.coordinator.config().clone(), 8);
     fresh.now_ms = now_ms;
     let partition = h.coordinator.partition_for(GROUP);
     fresh.coordinator.begin_load(partition);
@@ -1381,7 +1388,11 @@ fn state_survives_reload_from_the_offsets_log() {
     let rejoin = r.join(static_join_req("", "i1"));
     let res = r.join_result(rejoin).unwrap();
     assert_eq!((res.error, res.generation_id), (None, 2));
-    assert_eq!(res.leader, s);
+    assert_ne!(res.member_id, s);
+    assert_eq!(
+        (res.leader.as_str(), res.skip_assignment),
+        (res.member_id.as_str(), true)
+    );
     // Members that never come back expire after their session.
     r.advance(i64::from(SESSION_MS) + 1);
     assert_ne!(r.state(), GroupState::Stable);
@@ -2028,4 +2039,53 @@ fn hb_leave(member_id: &str) -> ConsumerHeartbeat {
         client_id: "c".into(),
         client_host: "/h".into(),
     }
+}
+
+#[test]
+fn static_leader_restart_with_a_pre_kip814_client_keeps_the_old_leader_id() {
+    let mut h = Harness::new();
+    let (s, d) = stable_static_and_dynamic(&mut h);
+    let old_client = JoinGroup {
+        supports_skip_assignment: false,
+        ..static_join_req("", "i1")
+    };
+    let rejoin = h.join(old_client);
+    let r = h.join_result(rejoin).expect("no rebalance");
+    assert_eq!((r.error, r.generation_id), (None, 2));
+    assert_eq!((r.leader.as_str(), r.skip_assignment), (s.as_str(), false));
+    assert!(r.members.is_empty(), "it must not see itself as the leader");
+    assert_eq!(h.heartbeat(&d, 2), None);
+}
+
+#[test]
+fn static_follower_restart_with_a_pre_kip814_client_needs_no_rebalance() {
+    let mut h = Harness::new();
+    // The dynamic member leads here; the static one follows.
+    let (d, dj) = h.join_dynamic("d");
+    let g = h.join_result(dj).unwrap().generation_id;
+    let sd = h.sync(&d, g, vec![]);
+    assert!(h.sync_result(sd).is_some());
+    let sj = h.join(static_join_req("", "i9"));
+    let dj = h.join(join_req(&d));
+    let rs = h.join_result(sj).unwrap();
+    let rd = h.join_result(dj).unwrap();
+    assert_eq!(rd.leader, d);
+    let sd = h.sync(
+        &d,
+        rd.generation_id,
+        vec![(rs.member_id.clone(), Bytes::from_static(b"F"))],
+    );
+    let ss = h.sync(&rs.member_id, rs.generation_id, vec![]);
+    assert!(h.sync_result(sd).is_some() && h.sync_result(ss).is_some());
+    let old_client = JoinGroup {
+        supports_skip_assignment: false,
+        ..static_join_req("", "i9")
+    };
+    let rejoin = h.join(old_client);
+    let r = h.join_result(rejoin).expect("no rebalance");
+    assert_eq!(
+        (r.generation_id, r.leader.as_str(), r.skip_assignment),
+        (rd.generation_id, d.as_str(), false)
+    );
+    assert_eq!(h.state(), GroupState::Stable);
 }

@@ -41,6 +41,7 @@ pub async fn handle(
         client_id: ctx.client_id.clone().unwrap_or_default(),
         client_host: format!("/{}", ctx.peer.ip()),
         require_known_member_id: ctx.version >= 4,
+        supports_skip_assignment: ctx.version >= 9,
     };
     let group_id = join.group_id.clone();
     let member_id = join.member_id.clone();
