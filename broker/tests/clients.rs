@@ -306,6 +306,36 @@ fn idempotent_producer_across_broker_kill() {
     broker.stop();
 }
 
+/// The same through kafka-python (its own API versions), with the legacy AlterConfigs and the
+/// config source DescribeConfigs reports.
+#[test]
+fn kafka_python_admin_apis() {
+    let broker = Broker::start();
+    run_client(
+        Client::KafkaPython,
+        &broker,
+        &["--topic", "admin", "--mode", "admin"],
+    );
+    broker.stop();
+}
+
+/// 64 partitions over both shards: kafka-python's incremental fetch sessions (KIP-227) track
+/// them all.
+#[test]
+fn kafka_python_64_partitions() {
+    let broker = Broker::start();
+    let args = [
+        "--topic",
+        "many",
+        "--partitions",
+        "64",
+        "--records",
+        "12800",
+    ];
+    run_client(Client::KafkaPython, &broker, &args).assert_counts(12800, 12800);
+    broker.stop();
+}
+
 /// kcat cannot create topics: its producer's Metadata request auto-creates one with the broker's
 /// default partition count.
 #[test]

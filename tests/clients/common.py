@@ -49,11 +49,12 @@ def parse_args(description, extra=None):
     p.add_argument("--compression", choices=CODECS, default="none")
     p.add_argument(
         "--mode",
-        choices=("all", "produce", "consume", "live", "group"),
+        choices=("all", "produce", "consume", "live", "group", "admin"),
         default="all",
         help="produce then consume (all), one half (to restart the broker between them), or "
              "live: the consumer is already waiting while the records are produced in chunks; "
-             "group: the program's consumer-group test (kcat, kafkajs)",
+             "group: the program's consumer-group test (kcat, kafkajs); admin: its topic admin test "
+             "(kafka-python)",
     )
     p.add_argument("--value-bytes", type=int, default=0,
                    help="make every non-NULL value exactly this long (large-record tests)")

@@ -279,6 +279,8 @@ def main():
     args = common.parse_args(__doc__, extra_args)
     if args.mode == "group":
         fail("--mode group: see group_scenario.py for this client", 2)
+    if args.mode == "admin":
+        fail("--mode admin: see confluent_admin_client.py / kafka_python_client.py", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:

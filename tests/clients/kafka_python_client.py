@@ -121,6 +121,73 @@ def list_offsets(args, consumer, tps):
     common.check_list_offsets("consumer", got, common.expected_offsets(args.records, args.partitions, args.base_ts))
 
 
+def admin_mode(args):
+    """KafkaAdminClient's topic admin requests (the versions kafka-python sends): CreateTopics with
+    a config (and again), DescribeConfigs (value and source), the legacy AlterConfigs,
+    CreatePartitions, DeleteRecords, DeleteTopics; each checked through another request."""
+    from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
+    from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+    t = args.topic
+    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap, client_id=CLIENT, request_timeout_ms=15_000)
+
+    def config(name):
+        res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t)])[0].to_object()["resources"][0]
+        if res["error_code"] != 0:
+            raise Mismatch(f"DescribeConfigs {t}: error {res['error_code']} {res['error_message']}")
+        entry = next((e for e in res["config_entries"] if e["config_names"] == name), None)
+        if entry is None:
+            raise Mismatch(f"DescribeConfigs {t}: no {name} among {[e['config_names'] for e in res['config_entries']]}")
+        return entry["config_value"], entry.get("config_source")
+
+    def partitions():
+        return len(admin.describe_topics([t])[0]["partitions"])
+
+    try:
+        admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1,
+                                      topic_configs={"retention.ms": "3600000"})])
+        try:
+            admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)])
+            raise Mismatch("CreateTopics of an existing topic succeeded (want TOPIC_ALREADY_EXISTS)")
+        except TopicAlreadyExistsError:
+            pass
+        # config_source 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
+        if config("retention.ms") != ("3600000", 1) or config("cleanup.policy") != ("delete", 5):
+            raise Mismatch(f"DescribeConfigs: retention.ms {config('retention.ms')}, cleanup.policy "
+                           f"{config('cleanup.policy')}; want ('3600000', 1) and ('delete', 5)")
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": "7200000"})])
+        if config("retention.ms")[0] != "7200000":
+            raise Mismatch(f"after AlterConfigs retention.ms={config('retention.ms')}, want 7200000")
+        admin.create_partitions({t: NewPartitions(5)})
+        if partitions() != 5:
+            raise Mismatch(f"after CreatePartitions 5: Metadata shows {partitions()} partitions")
+        producer = KafkaProducer(bootstrap_servers=args.bootstrap, client_id=CLIENT, acks="all")
+        for i in range(100):
+            producer.send(t, key=b"k%d" % i, value=b"v%d" % i, partition=0)
+        producer.flush(30)
+        producer.close(timeout=10)
+        tp = TopicPartition(t, 0)
+        deleted = admin.delete_records({tp: 50})
+        if deleted[tp].get("low_watermark") != 50:
+            raise Mismatch(f"DeleteRecords p0 < 50: {deleted[tp]}, want low watermark 50")
+        consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, client_id=CLIENT)
+        try:
+            low = consumer.beginning_offsets([tp])[tp]
+        finally:
+            consumer.close()
+        if low != 50:
+            raise Mismatch(f"after DeleteRecords the earliest offset is {low}, want 50")
+        admin.delete_topics([t])
+        if t in admin.list_topics():
+            raise Mismatch(f"after DeleteTopics list_topics still has {t}")
+        try:
+            admin.delete_topics([t])
+            raise Mismatch("DeleteTopics of a deleted topic succeeded (want UNKNOWN_TOPIC_OR_PARTITION)")
+        except UnknownTopicOrPartitionError:
+            pass
+    finally:
+        admin.close()
+
+
 def extra_args(p):
     p.add_argument("--fetch-max-bytes", type=int, default=0,
                    help="consumer max_partition_fetch_bytes (0: client default)")
@@ -132,6 +199,16 @@ def main():
         fail("--mode live is only in confluent_kafka_client.py", 2)
     if args.mode == "group":
         fail("--mode group: see group_scenario.py for this client", 2)
+    if args.mode == "admin":
+        try:
+            admin_mode(args)
+        except Mismatch as e:
+            fail(f"{CLIENT} admin topic={args.topic}: {e}")
+        except KafkaError as e:
+            fail(f"{CLIENT} admin topic={args.topic}: client error {e!r}")
+        print(f"SUMMARY client={CLIENT} version={kafka.__version__} mode=admin topic={args.topic} produced=0 "
+              f"consumed=0 OK", flush=True)
+        return
     started = time.monotonic()
     produced = consumed = 0
     try:

@@ -251,6 +251,8 @@ def main():
         fail("--mode live is only in confluent_kafka_client.py", 2)
     if args.mode == "group" and args.create != "admin":
         fail("--mode group needs --create admin", 2)
+    if args.mode == "admin":
+        fail("--mode admin: see confluent_admin_client.py / kafka_python_client.py", 2)
     started = time.monotonic()
     produced = consumed = 0
     try:
