@@ -507,11 +507,9 @@ impl Replica {
             Ok(EpochEndOffset {
                 leader_epoch: Some(epoch),
                 end_offset,
-            }) => (epoch, end_offset),
-            Ok(EpochEndOffset {
-                leader_epoch: None, ..
-            })
-            | Err(_) => {
+            }) if end_offset >= 0 => (epoch, end_offset),
+            // Undefined (or a nonsensical negative offset): ask again later.
+            Ok(_) | Err(_) => {
                 f.next_send_ms = ctx.now_ms + backoff_ms;
                 return;
             }
@@ -1369,5 +1367,41 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn an_undefined_or_negative_epoch_answer_truncates_nothing() {
+        let epochs = EpochCache::from_entries([(LeaderEpoch(1), 0)]);
+        let log = RecoveredLog {
+            log_end_offset: 5,
+            high_watermark: 0,
+            epochs,
+        };
+        let mut r = Replica::new(NodeId(1), P, config(), log, 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 2, 2), &mut out);
+        for (i, answer) in [(None, -1), (Some(LeaderEpoch(1)), -1)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut out: Vec<Action<u64>> = Vec::new();
+            let now = 1_000 * (i as i64 + 1);
+            r.tick(ctx(now), &mut out);
+            let Some(Action::Send {
+                message: Message::OffsetForLeaderEpoch { request_id, .. },
+                ..
+            }) = out.pop()
+            else {
+                panic!("expected OffsetForLeaderEpoch: {out:?}");
+            };
+            let answer = EpochEndOffset {
+                leader_epoch: answer.0,
+                end_offset: answer.1,
+            };
+            let mut out: Vec<Action<u64>> = Vec::new();
+            r.on_offset_for_leader_epoch_response(ctx(now + 1), request_id, Ok(answer), &mut out);
+            assert!(out.is_empty(), "{out:?}");
+            assert_eq!(r.log_end_offset(), 5);
+        }
     }
 }
