@@ -72,6 +72,10 @@ async fn read_loop(
     let max = shard.config().kafka.frame_bytes_max;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut need = frame::SIZE_PREFIX_BYTES;
+    // Registered once per connection (not per read): each registration is a waker in a list
+    // shared by every connection of the shard.
+    let mut stopping = shard.stop_notify.notified();
+    let mut closed = state.closed_notify.notified();
     loop {
         loop {
             match split_frame(&mut buf, max, &mut need) {
@@ -96,7 +100,7 @@ async fn read_loop(
         }
         let want = need.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
         buf.reserve(want);
-        let stop = select(shard.stop_notify.notified(), state.closed_notify.notified());
+        let stop = select(&mut stopping, &mut closed);
         let read = Box::pin(async {
             let mut s: &TcpStream = stream;
             s.append(buf).await
