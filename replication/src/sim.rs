@@ -37,10 +37,13 @@ use crate::types::{Acks, Address, Batch, LeaderEpoch, NodeId, PartitionId, Repli
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushModel {
     /// A `RequestDurable` schedules one sync for the node after a random latency in
-    /// `[min, max]` ms (group commit: it covers everything written by then).
+    /// `[min, max]` ms (group commit: it covers everything written by then); one sync in
+    /// `stall_one_in` stalls for up to `stall_ms` more (a slow disk makes followers lag).
     OnRequest {
         latency_ms_min: i64,
         latency_ms_max: i64,
+        stall_one_in: u64,
+        stall_ms: i64,
     },
     /// Syncs every `interval_ms` whatever is asked (Kafka's flush by interval).
     Interval { interval_ms: i64 },
@@ -101,6 +104,8 @@ impl Default for SimConfig {
             flush: FlushModel::OnRequest {
                 latency_ms_min: 1,
                 latency_ms_max: 8,
+                stall_one_in: 100,
+                stall_ms: 800,
             },
             faults: Faults {
                 crashes: true,
@@ -769,12 +774,17 @@ impl World {
                     if let FlushModel::OnRequest {
                         latency_ms_min,
                         latency_ms_max,
+                        stall_one_in,
+                        stall_ms,
                     } = self.config.flush
                         && !self.nodes[n].flush_scheduled
                     {
                         self.nodes[n].flush_scheduled = true;
                         let incarnation = self.nodes[n].incarnation;
-                        let latency = self.rng.range(latency_ms_min, latency_ms_max);
+                        let mut latency = self.rng.range(latency_ms_min, latency_ms_max);
+                        if self.rng.one_in(stall_one_in) {
+                            latency += self.rng.range(0, stall_ms);
+                        }
                         self.schedule(
                             latency,
                             Event::Flush {
