@@ -643,3 +643,114 @@ fn shutdown_answers_a_waiting_join_and_exits_cleanly() {
         .join()
         .expect("the broker exits 0 within the stop deadline");
 }
+
+/// The oldest versions each group API still serves, end to end: JoinGroup v0 (no rebalance
+/// timeout, no KIP-394), SyncGroup v0, Heartbeat v0, OffsetCommit v2 (retention time),
+/// OffsetFetch v1 (no top-level error), LeaveGroup v0 (one member), DescribeGroups v0,
+/// ListGroups v0, FindCoordinator v0.
+#[test]
+fn oldest_versions_work() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "old", 1);
+    let group = "raw-old";
+    let fc: FindCoordinatorResponse = c.call(
+        ApiKey::FindCoordinator,
+        0,
+        &FindCoordinatorRequest::default().with_key(s(group)),
+    );
+    assert_eq!(fc.error_code, 0);
+    fetch_loaded(&mut c, group);
+    let j: JoinGroupResponse = c.call(ApiKey::JoinGroup, 0, &join_request(group, "", None));
+    assert_eq!(
+        (j.error_code, j.generation_id),
+        (0, 1),
+        "v0 has no MEMBER_ID_REQUIRED"
+    );
+    let member = j.member_id.to_string();
+    let sreq = SyncGroupRequest::default()
+        .with_group_id(gid(group))
+        .with_generation_id(1)
+        .with_member_id(s(&member))
+        .with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(s(&member))
+                .with_assignment(Bytes::from_static(b"x")),
+        ]);
+    let sr: SyncGroupResponse = c.call(ApiKey::SyncGroup, 0, &sreq);
+    assert_eq!((sr.error_code, &sr.assignment[..]), (0, &b"x"[..]));
+    let hb: HeartbeatResponse = c.call(
+        ApiKey::Heartbeat,
+        0,
+        &HeartbeatRequest::default()
+            .with_group_id(gid(group))
+            .with_member_id(s(&member))
+            .with_generation_id(1),
+    );
+    assert_eq!(hb.error_code, 0);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(gid(group))
+        .with_generation_id_or_member_epoch(1)
+        .with_member_id(s(&member))
+        .with_retention_time_ms(60_000)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("old")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(3),
+                ]),
+        ]);
+    let cr: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 2, &commit);
+    assert_eq!(cr.topics[0].partitions[0].error_code, 0);
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(gid(group))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("old")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let fr: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 1, &fetch);
+    assert_eq!(fr.topics[0].partitions[0].committed_offset, 3);
+    let dg: DescribeGroupsResponse = c.call(
+        ApiKey::DescribeGroups,
+        0,
+        &DescribeGroupsRequest::default().with_groups(vec![gid(group)]),
+    );
+    assert_eq!(dg.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(dg.groups[0].protocol_data.as_str(), "range");
+    // KIP-430: asked for, the operations are every GROUP operation (no authorizer).
+    let dg: DescribeGroupsResponse = c.call(
+        ApiKey::DescribeGroups,
+        3,
+        &DescribeGroupsRequest::default()
+            .with_groups(vec![gid(group)])
+            .with_include_authorized_operations(true),
+    );
+    assert_eq!(dg.groups[0].authorized_operations, 0x0d48);
+    let lg: ListGroupsResponse = c.call(ApiKey::ListGroups, 0, &ListGroupsRequest::default());
+    assert!(lg.groups.iter().any(|g| g.group_id.0.as_str() == group));
+    let lv: LeaveGroupResponse = c.call(
+        ApiKey::LeaveGroup,
+        0,
+        &LeaveGroupRequest::default()
+            .with_group_id(gid(group))
+            .with_member_id(s(&member)),
+    );
+    assert_eq!(lv.error_code, 0);
+    let lv: LeaveGroupResponse = c.call(
+        ApiKey::LeaveGroup,
+        0,
+        &LeaveGroupRequest::default()
+            .with_group_id(gid(group))
+            .with_member_id(s(&member)),
+    );
+    assert_eq!(
+        lv.error_code, UNKNOWN_MEMBER_ID,
+        "v0 carries the member's error on top"
+    );
+    // An error from a join at v0..v6 still encodes (protocol name is not nullable there).
+    let bad: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join_request(group, "nobody", None));
+    assert_eq!(bad.error_code, UNKNOWN_MEMBER_ID);
+}

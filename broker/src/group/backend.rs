@@ -100,6 +100,12 @@ impl GroupBackend {
     where
         F: FnOnce(&mut GroupCoordinator, i64, RequestId),
     {
+        let partitions = self.coordinator.borrow().config().offsets_topic_partitions;
+        for partition in 0..partitions {
+            if shard.owner_of(OFFSETS_TOPIC, partition) == shard.id {
+                self.start_load(shard, partition);
+            }
+        }
         let request = RequestId(self.next_request.get());
         self.next_request.set(request.0 + 1);
         let (tx, rx) = async_channel::bounded(1);
@@ -135,8 +141,10 @@ impl GroupBackend {
                     .finish_load(now_ms(), partition);
             }
             None => {
+                // Not open (yet): the partition stays loading and the next request for one
+                // of its groups tries again, rather than wedging them for good.
                 tracing::warn!(target: "group", partition, shard = shard.id.0, "offsets partition not open on its owner shard");
-                self.coordinator.borrow_mut().unload_partition(partition);
+                self.loads.borrow_mut().remove(&partition);
             }
         }
         tracing::debug!(target: "group", partition, elapsed_ms = started.elapsed().as_millis() as u64, "offsets partition loaded");

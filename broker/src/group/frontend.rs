@@ -55,7 +55,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
         Some(Some(Err(message))) => {
             tracing::debug!(target: "group", %message, "offsets topic creation")
         }
-        Some(_) => {}
+        Some(_) => start_all_backends(shard).await,
         None => return Err(GroupError::CoordinatorNotAvailable),
     }
     // The control plane pushes the new metadata to every shard before it answers.
@@ -79,12 +79,30 @@ where
         .invoke(owner, move |s: &Rc<Shard>| {
             let s = Rc::clone(s);
             Box::pin(async move {
+                // Another shard may know the new topic before this one has opened its
+                // partitions (a shard installs new metadata only once they are open).
+                if s.metadata().topic(OFFSETS_TOPIC).is_none() {
+                    return Err(GroupError::CoordinatorLoadInProgress);
+                }
                 let config = group_config(&s, partitions);
-                backend(&s, &config).call(&s, partition, op).await
+                Ok(backend(&s, &config).call(&s, partition, op).await)
             })
         })
         .await
-        .ok_or(GroupError::CoordinatorNotAvailable)
+        .unwrap_or(Err(GroupError::CoordinatorNotAvailable))
+}
+
+/// Starts every shard's backend (replaying its offsets partitions) right after the offsets
+/// topic was created, so groups on other shards are loaded before their first request.
+async fn start_all_backends(shard: &Rc<Shard>) {
+    for target in 0..shard.shared.shard_count() {
+        let _ = shard
+            .invoke(crate::cluster::ShardId(target), |s: &Rc<Shard>| {
+                super::backend::start_if_present(s);
+                Box::pin(async {})
+            })
+            .await;
+    }
 }
 
 /// Runs `op` on every shard's coordinator (ListGroups); one reply per shard.

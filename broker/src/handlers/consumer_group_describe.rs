@@ -26,6 +26,11 @@ pub async fn handle(
     _ctx: &RequestContext,
     req: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
+    let operations = if req.include_authorized_operations {
+        super::describe_groups::GROUP_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let metadata = shard.metadata();
     let mut groups = Vec::with_capacity(req.group_ids.len());
     for group_id in req.group_ids {
@@ -93,7 +98,7 @@ pub async fn handle(
                 .with_assignment_epoch(result.assignment_epoch)
                 .with_assignor_name(str_bytes(&result.assignor_name))
                 .with_members(members)
-                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                .with_authorized_operations(operations),
         );
     }
     ConsumerGroupDescribeResponse::default().with_groups(groups)

@@ -15,12 +15,22 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
 
 /// Kafka's value for "authorized operations not requested".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Every GROUP operation, as Kafka answers with no authorizer (one bit per AclOperation code:
+/// READ 3, DELETE 6, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11).
+pub const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8) | (1 << 10) | (1 << 11);
+const _: () = assert!(GROUP_OPERATIONS_ALL == 0x0d48);
 
 pub async fn handle(
     shard: &Rc<Shard>,
     ctx: &RequestContext,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    // v3+ (KIP-430) may ask for the operations the client may perform on each group.
+    let operations = if ctx.version >= 3 && req.include_authorized_operations {
+        GROUP_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
         let id = group_id.0.to_string();
@@ -41,12 +51,17 @@ pub async fn handle(
                 members: vec![],
             },
         };
-        groups.push(described(ctx.version, group_id, result));
+        groups.push(described(ctx.version, group_id, result, operations));
     }
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-fn described(version: i16, group_id: GroupId, r: DescribeResult) -> DescribedGroup {
+fn described(
+    version: i16,
+    group_id: GroupId,
+    r: DescribeResult,
+    operations: i32,
+) -> DescribedGroup {
     let not_found = r.error.is_none() && !r.exists && version >= 6;
     let error = if not_found {
         Some(GroupError::GroupIdNotFound)
@@ -75,5 +90,5 @@ fn described(version: i16, group_id: GroupId, r: DescribeResult) -> DescribedGro
         .with_protocol_type(str_bytes(&r.protocol_type))
         .with_protocol_data(str_bytes(&r.protocol_data))
         .with_members(members)
-        .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_authorized_operations(operations)
 }
