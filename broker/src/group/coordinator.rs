@@ -517,6 +517,17 @@ impl GroupCoordinator {
         }
     }
 
+    /// Returns a group whose deadlines can only have moved later (a heartbeat): its timer entry
+    /// stays and may fire early, when the expiry pass rescans the members and refiles it. This
+    /// keeps heartbeats O(log groups) rather than O(members). Invariant: a group's timer key
+    /// is never later than its earliest deadline.
+    pub(super) fn put_group_deadlines_later(&mut self, group: ClassicGroup) {
+        if group.timer_key.is_none() {
+            return self.put_group(group);
+        }
+        self.groups.insert(group.group_id.clone(), group);
+    }
+
     /// `client_id` + "-" + a UUID-shaped id, as Kafka's member ids look. The client id part is
     /// cut to `MEMBER_ID_CLIENT_ID_BYTES_MAX` so a member id always fits the record format's
     /// i16-length strings (a client id may be 32767 bytes).

@@ -56,7 +56,8 @@ impl GroupCoordinator {
                 None => Some(GroupError::UnknownMemberId),
                 Some(mut group) => {
                     let error = heartbeat_group(now_ms, &mut group, &req);
-                    self.put_group(group);
+                    // A heartbeat only moves a session deadline later.
+                    self.put_group_deadlines_later(group);
                     error
                 }
             },

@@ -2089,3 +2089,18 @@ fn static_follower_restart_with_a_pre_kip814_client_needs_no_rebalance() {
     );
     assert_eq!(h.state(), GroupState::Stable);
 }
+
+#[test]
+fn heartbeats_keep_members_alive_past_the_first_filed_deadline() {
+    // The group's timer stays filed at the first session deadline while heartbeats move the
+    // real one later; firing early must not expire anybody.
+    let mut h = Harness::new();
+    let (a, g) = h.stable_single("a");
+    for _ in 0..10 {
+        h.advance(i64::from(SESSION_MS) / 2);
+        assert_eq!(h.heartbeat(&a, g), None);
+    }
+    assert_eq!(h.state(), GroupState::Stable);
+    h.advance(i64::from(SESSION_MS));
+    assert_eq!(h.state(), GroupState::Empty, "expires once heartbeats stop");
+}
