@@ -3,8 +3,7 @@
 //!
 //! Sluice: consumer-group membership is kept in memory only (offsets are persisted as for
 //! classic groups). After a broker restart members get UNKNOWN_MEMBER_ID and rejoin with
-//! epoch 0, which the protocol handles; epoch -2 (a static member leaving for a restart)
-//! leaves like -1. Regex subscriptions are refused with INVALID_REQUEST.
+//! epoch 0, which the protocol handles. Regex subscriptions are refused with INVALID_REQUEST.
 
 use std::collections::BTreeSet;
 
@@ -121,10 +120,10 @@ impl GroupCoordinator {
         req: ConsumerHeartbeat,
         topics: &dyn TopicResolver,
     ) -> Result<ConsumerHeartbeatResult, (GroupError, Option<String>)> {
-        let member_id = match req.member_epoch {
+        let (member_id, new_member) = match req.member_epoch {
             LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return leave(group, &req),
             0 => self.join_member(now_ms, group, &req)?,
-            _ => check_member(group, &req).map_err(|e| (e, None))?,
+            _ => (check_member(group, &req).map_err(|e| (e, None))?, false),
         };
         let member = group
             .members
@@ -144,7 +143,7 @@ impl GroupCoordinator {
         }
         // One bump for everything this heartbeat changes (a new member, its subscription,
         // the subscribed topics' partition counts).
-        let mut bump = req.member_epoch == 0;
+        let mut bump = new_member;
         if let Some(names) = &req.subscribed_topic_names {
             let names: BTreeSet<String> = names.iter().cloned().collect();
             if names != member.subscribed_topic_names {
@@ -182,20 +181,22 @@ impl GroupCoordinator {
         now_ms: i64,
         group: &mut ConsumerGroup,
         req: &ConsumerHeartbeat,
-    ) -> Result<String, (GroupError, Option<String>)> {
+    ) -> Result<(String, bool), (GroupError, Option<String>)> {
         let member_id = if req.member_id.is_empty() {
             self.new_member_id("")
         } else {
             req.member_id.clone()
         };
         if let Some(instance) = &req.instance_id
-            && group
-                .static_members
-                .get(instance)
-                .is_some_and(|m| *m != member_id)
+            && let Some(old_id) = group.static_members.get(instance).cloned()
+            && old_id != member_id
         {
-            let message = format!("instance id {instance} is still in use by another member");
-            return Err((GroupError::UnreleasedInstanceId, Some(message)));
+            if group.members.get(&old_id).map(|m| m.member_epoch) != Some(STATIC_LEAVE_EPOCH) {
+                let message = format!("instance id {instance} is still in use by another member");
+                return Err((GroupError::UnreleasedInstanceId, Some(message)));
+            }
+            replace_static_member(group, instance, &old_id, &member_id);
+            return Ok((member_id, false));
         }
         if group.members.contains_key(&member_id) {
             group.remove_member(&member_id);
@@ -226,7 +227,7 @@ impl GroupCoordinator {
                 .insert(instance.clone(), member_id.clone());
         }
         group.members.insert(member_id.clone(), member);
-        Ok(member_id)
+        Ok((member_id, true))
     }
 
     /// Session expiry and revocation timeouts of KIP-848 members.
@@ -363,7 +364,21 @@ fn leave(
     {
         return Err((GroupError::FencedInstanceId, None));
     }
-    group.remove_member(&req.member_id);
+    if req.member_epoch == STATIC_LEAVE_EPOCH
+        && let Some(member) = group.members.get_mut(&req.member_id)
+        && member.instance_id.is_some()
+    {
+        // A static member leaving to restart (KIP-848): it keeps its place and partitions
+        // until its session times out, so its next incarnation takes over without a
+        // rebalance; what it was revoking is released now.
+        member.previous_epoch = member.member_epoch;
+        member.member_epoch = STATIC_LEAVE_EPOCH;
+        member.pending_revocation.clear();
+        member.revocation_deadline_ms = None;
+        member.state = MemberState::Stable;
+    } else {
+        group.remove_member(&req.member_id);
+    }
     Ok(ConsumerHeartbeatResult {
         error: None,
         error_message: None,
@@ -372,6 +387,24 @@ fn leave(
         heartbeat_interval_ms: 0,
         assignment: None,
     })
+}
+
+/// A static member's new incarnation takes over the place, epoch and partitions its
+/// predecessor left with epoch -2; no group epoch bump, so nobody else rebalances.
+fn replace_static_member(group: &mut ConsumerGroup, instance: &str, old_id: &str, new_id: &str) {
+    let mut member = group
+        .members
+        .remove(old_id)
+        .expect("static member maps to a member");
+    member.member_id = new_id.to_owned();
+    member.member_epoch = member.previous_epoch;
+    if let Some(target) = group.target.remove(old_id) {
+        group.target.insert(new_id.to_owned(), target);
+    }
+    group
+        .static_members
+        .insert(instance.to_owned(), new_id.to_owned());
+    group.members.insert(new_id.to_owned(), member);
 }
 
 fn describe(group: &ConsumerGroup) -> ConsumerDescribeResult {

@@ -1782,6 +1782,65 @@ mod kip848 {
     }
 
     #[test]
+    fn static_member_restart_keeps_its_partitions_without_a_rebalance() {
+        let mut h = Harness::new();
+        let t = topics(4);
+        let stat = |id: &str, epoch: i32| ConsumerHeartbeat {
+            instance_id: Some("i1".into()),
+            ..hb(id, epoch)
+        };
+        let a = h.cg(stat("a", 0), &t);
+        assert_eq!(a.member_epoch, 1);
+        let _b = h.cg(hb("b", 0), &t);
+        // Let the two settle: a revokes two partitions, b picks them up.
+        let a = h.cg(stat("a", 1), &t);
+        let kept = parts(&a.assignment).unwrap();
+        let mut confirm = stat("a", 1);
+        confirm.owned = Some(owned(&kept));
+        let a = h.cg(confirm, &t);
+        assert_eq!(a.member_epoch, 2);
+        let b = h.cg(hb("b", 2), &t);
+        assert_eq!(parts(&b.assignment).map(|p| p.len()), Some(2));
+        // Another incarnation while a is alive is refused.
+        assert_eq!(
+            h.cg(stat("a2", 0), &t).error,
+            Some(GroupError::UnreleasedInstanceId)
+        );
+        // a leaves to restart (-2); its partitions stay reserved; b sees nothing change.
+        let left = h.cg(stat("a", -2), &t);
+        assert_eq!((left.error, left.member_epoch), (None, -2));
+        let b = h.cg(hb("b", 2), &t);
+        assert_eq!((b.member_epoch, b.assignment), (2, None));
+        let a2 = h.cg(stat("a2", 0), &t);
+        assert_eq!(a2.error, None);
+        assert_eq!(
+            (a2.member_epoch, parts(&a2.assignment)),
+            (2, Some(kept.clone()))
+        );
+        let b = h.cg(hb("b", 2), &t);
+        assert_eq!((b.member_epoch, b.assignment), (2, None), "no rebalance");
+        // If the restart never comes, the reserved place expires and b takes over.
+        let gone = h.cg(stat("a2", -2), &t);
+        assert_eq!(gone.error, None);
+        for _ in 0..12 {
+            h.advance(5_000);
+            let e = h.cg(
+                hb(
+                    "b",
+                    0.max(h.coordinator.consumer_groups[GROUP].members["b"].member_epoch),
+                ),
+                &t,
+            );
+            assert_eq!(e.error, None);
+            let mut all = hb("b", e.member_epoch);
+            all.owned = Some(owned(&(0..4).collect::<Vec<_>>()));
+            let _ = h.cg(all, &t);
+        }
+        let b = &h.coordinator.consumer_groups[GROUP].members["b"];
+        assert_eq!(b.assigned.get(&topic_id()).map(|p| p.len()), Some(4));
+    }
+
+    #[test]
     fn new_partitions_bump_the_epoch() {
         let mut h = Harness::new();
         let r = h.cg(hb("a", 0), &topics(2));
