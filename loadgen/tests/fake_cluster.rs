@@ -4,7 +4,9 @@
 //! The fake speaks just enough Kafka (ApiVersions, Metadata, Produce) through kafka-protocol,
 //! counts the records it appends per partition, and moves partition 0 from broker 0 to broker
 //! 1 after broker 0 has answered a few Produce requests; requests that still reach broker 0
-//! for partition 0 get NOT_LEADER_OR_FOLLOWER.
+//! for partition 0 get NOT_LEADER_OR_FOLLOWER. For idempotent runs it also hands out a
+//! producer id and, like a Kafka leader, rejects a batch whose base sequence is not the next
+//! one expected for its producer and partition (OUT_OF_ORDER_SEQUENCE_NUMBER).
 
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +18,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, ResponseHeader,
+    ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, StrBytes, decode_request_header_from_buffer,
@@ -31,6 +33,8 @@ const PARTITIONS: usize = 2;
 /// Produce requests broker 0 answers before partition 0 moves to broker 1.
 const MOVE_AFTER_REQUESTS: u64 = 3;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const PRODUCER_ID: i64 = 4242;
 
 #[derive(Default)]
 struct State {
@@ -42,6 +46,11 @@ struct State {
     not_leader_answers: u64,
     /// Highest Produce version any client used.
     produce_version_max: i16,
+    /// Next expected base sequence per (producer id, partition) — the cluster's shared
+    /// producer state, as replicated in Kafka.
+    next_sequence: std::collections::HashMap<(i64, usize), i32>,
+    out_of_order_answers: u64,
+    producer_ids_issued: u64,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -76,6 +85,7 @@ async fn connection(mut socket: TcpStream, node: i32, state: Shared) {
                     (ApiKey::Produce, 3, 9),
                     (ApiKey::Metadata, 0, 9),
                     (ApiKey::ApiVersions, 0, 3),
+                    (ApiKey::InitProducerId, 0, 4),
                 ];
                 let response = ApiVersionsResponse::default().with_api_keys(
                     versions
@@ -128,6 +138,13 @@ async fn connection(mut socket: TcpStream, node: i32, state: Shared) {
                     ]);
                 encode(&mut out, &response_header, &response, version);
             }
+            ApiKey::InitProducerId => {
+                state.lock().unwrap().producer_ids_issued += 1;
+                let response = InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(PRODUCER_ID))
+                    .with_producer_epoch(0);
+                encode(&mut out, &response_header, &response, version);
+            }
             ApiKey::Produce => {
                 let request = ProduceRequest::decode(&mut body, version).expect("produce request");
                 let mut state = state.lock().unwrap();
@@ -148,9 +165,26 @@ async fn connection(mut socket: TcpStream, node: i32, state: Shared) {
                             NOT_LEADER_OR_FOLLOWER
                         } else {
                             let mut batch = data.records.clone().expect("records");
-                            batch.advance(57);
-                            state.appended[p] += u64::from(batch.get_u32());
-                            0
+                            batch.advance(43);
+                            let producer_id = batch.get_i64();
+                            batch.advance(2);
+                            let base_sequence = batch.get_i32();
+                            let count = batch.get_i32();
+                            let in_order = producer_id < 0 || {
+                                let next = state.next_sequence.entry((producer_id, p)).or_insert(0);
+                                let ok = *next == base_sequence;
+                                if ok {
+                                    *next += count;
+                                }
+                                ok
+                            };
+                            if in_order {
+                                state.appended[p] += count as u64;
+                                0
+                            } else {
+                                state.out_of_order_answers += 1;
+                                OUT_OF_ORDER_SEQUENCE_NUMBER
+                            }
                         };
                         partitions.push(
                             PartitionProduceResponse::default()
@@ -198,8 +232,17 @@ struct Cli {
     args: LoadgenArgs,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follows_a_leader_move_without_losing_records() {
+struct Outcome {
+    report: loadgen::Report,
+    leaders: Vec<i32>,
+    appended: Vec<u64>,
+    not_leader_answers: u64,
+    out_of_order_answers: u64,
+    producer_ids_issued: u64,
+    produce_version_max: i16,
+}
+
+async fn run_against_fake(extra: &[&str]) -> Outcome {
     let state: Shared = Arc::default();
     let mut listeners = Vec::new();
     for _ in 0..2 {
@@ -220,8 +263,7 @@ async fn follows_a_leader_move_without_losing_records() {
         tokio::spawn(serve(listener, node as i32, state.clone()));
     }
     let bootstrap = format!("127.0.0.1:{}", state.lock().unwrap().ports[1]);
-    let records = 20_000u64;
-    let args = Cli::try_parse_from([
+    let mut argv = vec![
         "loadgen",
         "--bootstrap",
         &bootstrap,
@@ -235,41 +277,81 @@ async fn follows_a_leader_move_without_losing_records() {
         "16384",
         "--linger-ms",
         "1",
-        "--acks",
-        "1",
         "--quiet",
-    ])
-    .unwrap()
-    .args;
+    ];
+    argv.extend_from_slice(extra);
+    let args = Cli::try_parse_from(argv).unwrap().args;
     let report = loadgen::run_quietly(args, std::future::pending())
         .await
         .unwrap();
-
     let state = state.lock().unwrap();
-    assert_eq!(state.leaders, vec![1, 1], "the fake moved partition 0");
+    Outcome {
+        report,
+        leaders: state.leaders.clone(),
+        appended: state.appended.clone(),
+        not_leader_answers: state.not_leader_answers,
+        out_of_order_answers: state.out_of_order_answers,
+        producer_ids_issued: state.producer_ids_issued,
+        produce_version_max: state.produce_version_max,
+    }
+}
+
+const RECORDS: u64 = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_leader_move_without_losing_records() {
+    let outcome = run_against_fake(&["--acks", "1"]).await;
+    let report = &outcome.report;
+    assert_eq!(outcome.leaders, vec![1, 1], "the fake moved partition 0");
     assert!(
-        state.not_leader_answers > 0,
+        outcome.not_leader_answers > 0,
         "some request hit the old leader"
     );
     assert_eq!(
-        state.produce_version_max, 9,
+        outcome.produce_version_max, 9,
         "highest version both sides speak"
     );
-    assert_eq!(report.records_sent, records);
-    assert_eq!(report.records_acked, records);
+    assert_eq!(outcome.producer_ids_issued, 0);
+    assert_eq!(report.records_sent, RECORDS);
+    assert_eq!(report.records_acked, RECORDS);
     assert_eq!(report.records_failed, 0);
     // Every record appended exactly once: rejected batches were resent to the new leader.
     assert_eq!(
-        state.appended.iter().sum::<u64>(),
-        records,
+        outcome.appended.iter().sum::<u64>(),
+        RECORDS,
         "{:?}",
-        state.appended
+        outcome.appended
     );
     assert_eq!(
         report
             .errors_by_code
             .get("NOT_LEADER_OR_FOLLOWER(6)")
             .copied(),
-        Some(state.not_leader_answers)
+        Some(outcome.not_leader_answers)
+    );
+}
+
+/// Idempotent producers stamp contiguous sequences per partition, and batches resent after a
+/// leader move keep their sequences and their order (max in flight 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_sequences_stay_in_order_across_a_leader_move() {
+    let outcome = run_against_fake(&["--acks", "all", "--idempotence", "--producers", "1"]).await;
+    let report = &outcome.report;
+    assert_eq!(outcome.producer_ids_issued, 1);
+    assert!(
+        outcome.not_leader_answers > 0,
+        "some request hit the old leader"
+    );
+    assert_eq!(
+        outcome.out_of_order_answers, 0,
+        "{:?}",
+        report.errors_by_code
+    );
+    assert_eq!(report.records_acked, RECORDS);
+    assert_eq!(
+        outcome.appended.iter().sum::<u64>(),
+        RECORDS,
+        "{:?}",
+        outcome.appended
     );
 }
