@@ -85,9 +85,14 @@ mod tests {
         assert!(s.validate().is_ok());
         let bad = GroupSection {
             min_session_timeout_ms: 0,
-            ..s
+            ..s.clone()
         };
         assert!(bad.validate().is_err());
+        let spin = GroupSection {
+            offsets_retention_check_interval_ms: 0,
+            ..s
+        };
+        assert!(spin.validate().is_err());
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub enum GroupConfigError {
         "group.consumer.heartbeat.interval.ms ({heartbeat}) must be positive and below group.consumer.session.timeout.ms ({session})"
     )]
     ConsumerTimeouts { heartbeat: i32, session: i32 },
+    #[error("{name} must be positive")]
+    NotPositive { name: &'static str },
     #[error("{name} must not be negative")]
     Negative { name: &'static str },
 }
@@ -116,14 +118,16 @@ impl GroupConfig {
                 self.initial_rebalance_delay_ms,
             ),
             ("offsets.retention.minutes", self.offsets_retention_ms),
-            (
-                "offsets.retention.check.interval.ms",
-                self.offsets_retention_check_interval_ms,
-            ),
         ] {
             if value < 0 {
                 return Err(GroupConfigError::Negative { name });
             }
+        }
+        // Zero would make the timer loop run the retention pass back to back.
+        if self.offsets_retention_check_interval_ms <= 0 {
+            return Err(GroupConfigError::NotPositive {
+                name: "offsets.retention.check.interval.ms",
+            });
         }
         Ok(())
     }
