@@ -66,27 +66,33 @@ impl SegmentIndex {
             )
         }
     }
-    /// Largest entry at position <= `position`; position 0 if none.
-    pub(crate) fn floor_position(&self, position: u64) -> u64 {
+    /// Largest entry at position <= `position` as (relative offset, position); (0, 0) if none.
+    pub(crate) fn floor_position(&self, position: u64) -> (u32, u64) {
         let i = self
             .entries
             .partition_point(|e| u64::from(e.position) <= position);
         if i == 0 {
-            0
+            (0, 0)
         } else {
-            u64::from(self.entries[i - 1].position)
+            (
+                self.entries[i - 1].relative_offset,
+                u64::from(self.entries[i - 1].position),
+            )
         }
     }
     /// Position from which a walk finds the first batch with max_timestamp >= `ts`:
     /// the last entry all of whose predecessors have max timestamps below `ts`.
-    pub(crate) fn floor_timestamp(&self, ts: i64) -> u64 {
+    pub(crate) fn floor_timestamp(&self, ts: i64) -> (u32, u64) {
         let i = self
             .entries
             .partition_point(|e| e.max_timestamp_before < ts);
         if i == 0 {
-            0
+            (0, 0)
         } else {
-            u64::from(self.entries[i - 1].position)
+            (
+                self.entries[i - 1].relative_offset,
+                u64::from(self.entries[i - 1].position),
+            )
         }
     }
     /// Drops entries at positions >= `position`.
@@ -207,10 +213,10 @@ mod tests {
         assert_eq!(ix.floor_offset(5), (0, 0));
         assert_eq!(ix.floor_offset(10), (10, 4096));
         assert_eq!(ix.floor_offset(25), (20, 8192));
-        assert_eq!(ix.floor_position(8000), 4096);
-        assert_eq!(ix.floor_timestamp(50), 0);
-        assert_eq!(ix.floor_timestamp(150), 4096);
-        assert_eq!(ix.floor_timestamp(201), 8192);
+        assert_eq!(ix.floor_position(8000), (10, 4096));
+        assert_eq!(ix.floor_timestamp(50), (0, 0));
+        assert_eq!(ix.floor_timestamp(150), (10, 4096));
+        assert_eq!(ix.floor_timestamp(201), (20, 8192));
     }
 
     #[test]

@@ -615,13 +615,13 @@ impl Log {
                     base_offset: seg.base_offset,
                     size: seg.size,
                     next_offset: seg.next_offset,
-                    start_position: seg.index.floor_offset(cursor_rel).1,
+                    start: Start::entry(seg.base_offset, seg.index.floor_offset(cursor_rel)),
                 }
             };
             let cursor_here = cursor.max(snap.base_offset);
             // First batch with last_offset >= cursor.
             let mut first: Option<(u64, u64)> = None;
-            walk(&snap, snap.start_position, |pos, h| {
+            walk(&snap, snap.start, |pos, h| {
                 if h.last_offset() >= cursor_here {
                     first = Some((pos, h.total_bytes()));
                     ControlFlow::Break(())
@@ -639,7 +639,7 @@ impl Log {
             if limit < snap.next_offset {
                 let from = self
                     .index_floor_offset(snap.base_offset, limit)
-                    .max(first_position);
+                    .not_before(first_position);
                 let mut stop = snap.size;
                 walk(&snap, from, |pos, h| {
                     if h.last_offset() >= limit {
@@ -657,10 +657,12 @@ impl Log {
                 let target = first_position + budget;
                 let from = self
                     .index_floor_position(snap.base_offset, target)
-                    .max(first_position);
-                let mut boundary = from;
+                    .not_before(first_position);
+                let mut boundary = from.position;
                 walk(&snap, from, |pos, h| {
-                    if pos + h.total_bytes() <= target {
+                    if pos < first_position {
+                        ControlFlow::Continue(()) // only after a fallback walk from 0
+                    } else if pos + h.total_bytes() <= target {
                         boundary = pos + h.total_bytes();
                         ControlFlow::Continue(())
                     } else {
@@ -691,20 +693,25 @@ impl Log {
         Ok(result)
     }
 
-    fn index_floor_offset(&self, base_offset: i64, offset: i64) -> u64 {
-        let s = self.state.borrow();
-        s.segments.get(&base_offset).map_or(0, |seg| {
-            seg.index
-                .floor_offset((offset - base_offset).max(0) as u64)
-                .1
-        })
-    }
-
-    fn index_floor_position(&self, base_offset: i64, position: u64) -> u64 {
+    fn index_floor_offset(&self, base_offset: i64, offset: i64) -> Start {
         let s = self.state.borrow();
         s.segments
             .get(&base_offset)
-            .map_or(0, |seg| seg.index.floor_position(position))
+            .map_or(Start::TRUSTED_ZERO, |seg| {
+                Start::entry(
+                    base_offset,
+                    seg.index.floor_offset((offset - base_offset).max(0) as u64),
+                )
+            })
+    }
+
+    fn index_floor_position(&self, base_offset: i64, position: u64) -> Start {
+        let s = self.state.borrow();
+        s.segments
+            .get(&base_offset)
+            .map_or(Start::TRUSTED_ZERO, |seg| {
+                Start::entry(base_offset, seg.index.floor_position(position))
+            })
     }
 
     /// Copies the given slices into memory (TLS / non-zero-copy path, tests).
@@ -782,9 +789,13 @@ impl Log {
                     base_offset: base,
                     size: seg.size,
                     next_offset: seg.next_offset,
-                    start_position: 0,
+                    start: Start::TRUSTED_ZERO,
                 };
-                (snap, seg.index.floor_timestamp(ts), s.log_start_offset)
+                (
+                    snap,
+                    Start::entry(base, seg.index.floor_timestamp(ts)),
+                    s.log_start_offset,
+                )
             };
             let mut found = None;
             walk(&snap, from, |_, h| {
@@ -858,11 +869,11 @@ impl Log {
                     base_offset: seg.base_offset,
                     size: seg.size,
                     next_offset: seg.next_offset,
-                    start_position: seg.index.floor_offset(rel).1,
+                    start: Start::entry(seg.base_offset, seg.index.floor_offset(rel)),
                 }
             };
             let mut cut = snap.size;
-            walk(&snap, snap.start_position, |pos, h| {
+            walk(&snap, snap.start, |pos, h| {
                 if h.last_offset() >= offset {
                     cut = pos;
                     ControlFlow::Break(())
@@ -931,15 +942,33 @@ impl Log {
             )
         };
         // Re-walk the kept tail to restore next offset and max timestamp.
-        let snap = SegmentSnap {
-            file: self.state.borrow().active().log.clone(),
-            base_offset: base,
-            size: cut,
-            next_offset: 0,
-            start_position: from,
+        let (snap, expected) = {
+            let s = self.state.borrow();
+            let a = s.active();
+            let snap = SegmentSnap {
+                file: a.log.clone(),
+                base_offset: base,
+                size: cut,
+                next_offset: 0,
+                start: Start::TRUSTED_ZERO,
+            };
+            (snap, a.next_offset)
         };
+        let mut from = from;
+        if from > 0 && !starts_batch(&snap, from, expected).await {
+            // The index entry does not land on its batch: rebuild this segment's facts.
+            let mut s = self.state.borrow_mut();
+            let a = s.active_mut();
+            a.index = crate::index::SegmentIndex::default();
+            a.size = 0;
+            a.next_offset = a.base_offset;
+            a.max_timestamp = -1;
+            a.offset_of_max_timestamp = -1;
+            a.first_batch_timestamp = None;
+            from = 0;
+        }
         let mut facts = Vec::new();
-        walk(&snap, from, |pos, h| {
+        walk(&snap, Start::trusted(from), |pos, h| {
             facts.push((pos, h.total_bytes(), h.last_offset(), h.max_timestamp()));
             ControlFlow::Continue(())
         })
@@ -1135,10 +1164,10 @@ impl Log {
                     base_offset: base,
                     size: seg.size,
                     next_offset: seg.next_offset,
-                    start_position: seg.index.floor_offset(rel).1,
+                    start: Start::entry(seg.base_offset, seg.index.floor_offset(rel)),
                 }
             };
-            walk(&snap, snap.start_position, |_, h| {
+            walk(&snap, snap.start, |_, h| {
                 if h.last_offset() >= from_offset {
                     f(h);
                 }
@@ -1173,15 +1202,93 @@ struct SegmentSnap {
     base_offset: i64,
     size: u64,
     next_offset: i64,
-    start_position: u64,
+    start: Start,
 }
 
+/// Where a header walk starts: a byte position and, for positions taken from an index (which
+/// open trusts below the recovery point without re-reading), the base offset of the batch
+/// that must be there.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    position: u64,
+    expect_base_offset: Option<i64>,
+}
+
+impl Start {
+    const TRUSTED_ZERO: Start = Start {
+        position: 0,
+        expect_base_offset: None,
+    };
+
+    fn entry(segment_base_offset: i64, (relative_offset, position): (u32, u64)) -> Start {
+        let expect = (position > 0).then(|| segment_base_offset + i64::from(relative_offset));
+        Start {
+            position,
+            expect_base_offset: expect,
+        }
+    }
+    fn trusted(position: u64) -> Start {
+        Start {
+            position,
+            expect_base_offset: None,
+        }
+    }
+    /// `boundary` is a batch start already walked to; an index entry below it adds nothing.
+    fn not_before(self, boundary: u64) -> Start {
+        if self.position < boundary {
+            Start::trusted(boundary)
+        } else {
+            self
+        }
+    }
+}
+
+/// Walks headers from `from`. If an index entry does not land on the batch it names (a
+/// damaged index file), walks from the segment start instead: slower, never wrong.
 async fn walk(
     snap: &SegmentSnap,
-    from: u64,
-    f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
+    from: Start,
+    mut f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
 ) -> Result<(), LogError> {
-    walk_headers(snap.file.file(), snap.file.path(), from, snap.size, f).await
+    let (file, path) = (snap.file.file(), snap.file.path());
+    let Some(expected) = from.expect_base_offset else {
+        return walk_headers(file, path, from.position, snap.size, f).await;
+    };
+    let mut first = true;
+    let mut misplaced = false;
+    let res = walk_headers(file, path, from.position, snap.size, |pos, h| {
+        if std::mem::take(&mut first) && h.base_offset() != expected {
+            misplaced = true;
+            return ControlFlow::Break(());
+        }
+        f(pos, h)
+    })
+    .await;
+    match res {
+        Ok(()) if !misplaced => Ok(()),
+        Err(e) if !first => Err(e),
+        _ => {
+            tracing::warn!(target: "engine", path = %path.display(), position = from.position, "index entry misses its batch; walking from the segment start");
+            walk_headers(file, path, 0, snap.size, f).await
+        }
+    }
+}
+
+/// Whether a batch with base offset `expected` starts at `position`.
+async fn starts_batch(snap: &SegmentSnap, position: u64, expected: i64) -> bool {
+    let mut found = false;
+    let res = walk_headers(
+        snap.file.file(),
+        snap.file.path(),
+        position,
+        snap.size,
+        |_, h| {
+            found = h.base_offset() == expected;
+            ControlFlow::Break(())
+        },
+    )
+    .await;
+    res.is_ok() && found
 }
 
 /// Splits a request buffer into validated batches; all or nothing.

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use compio::fs::File;
 
-use crate::batch::{BatchHeader, batch_crc, frame_batch};
+use crate::batch::{BatchHeader, MAGIC_V2, batch_crc, frame_batch};
 use crate::error::LogError;
 use crate::io::read_up_to;
 use crate::limits::{
@@ -53,14 +53,19 @@ pub(crate) async fn walk_headers(
         let header =
             BatchHeader::parse(&chunk[at..]).ok_or_else(|| corrupt(path, pos, "short header"))?;
         let total = header.total_bytes();
-        if total < BATCH_HEADER_BYTES as u64
+        if header.magic != MAGIC_V2
+            || total < BATCH_HEADER_BYTES as u64
             || total > u64::from(MAX_BATCH_BYTES_LIMIT)
             || pos + total > end
         {
             return Err(corrupt(
                 path,
                 pos,
-                &format!("batch length {} out of range", header.batch_length.get()),
+                &format!(
+                    "batch header (length {}, magic {}) is not valid",
+                    header.batch_length.get(),
+                    header.magic
+                ),
             ));
         }
         if f(pos, header).is_break() {
