@@ -247,6 +247,7 @@ fn find_coordinator_names_this_node() {
     );
     assert_eq!(meta.topics[0].error_code, 0);
     assert_eq!(meta.topics[0].partitions.len(), 50);
+    assert!(meta.topics[0].is_internal, "regex subscribers must skip it");
 }
 
 #[test]

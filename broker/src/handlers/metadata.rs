@@ -135,7 +135,8 @@ fn topic_entry(node: i32, t: &Arc<TopicMeta>, operations: i32) -> MetadataRespon
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
-        .with_is_internal(false)
+        // Regex subscribers skip internal topics (Kafka marks __consumer_offsets so).
+        .with_is_internal(t.name == crate::group::records::OFFSETS_TOPIC)
         .with_topic_authorized_operations(operations)
         .with_partitions(
             (0..t.partitions)
