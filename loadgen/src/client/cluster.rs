@@ -253,13 +253,30 @@ impl Cluster {
     }
 
     /// The latest offset (log end) of each partition, asked of each partition's leader.
+    /// Retries retriable errors (a partition still loading, a leader moving) with a metadata
+    /// refresh, up to `TOPIC_READY_TIMEOUT`.
     pub async fn end_offsets(&self) -> Result<Vec<i64>> {
+        let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
+        loop {
+            match self.end_offsets_once().await {
+                Ok(offsets) => return Ok(offsets),
+                Err(error) if Instant::now() < deadline && is_retriable_error(&error) => {
+                    tokio::time::sleep(METADATA_RETRY_BACKOFF).await;
+                    self.refresh().await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn end_offsets_once(&self) -> Result<Vec<i64>> {
         let layout = self.layout();
         let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
         for partition in 0..layout.partitions() {
-            let (leader, _) = layout
-                .leader_addr(partition)
-                .ok_or_else(|| anyhow!("partition {partition} has no leader"))?;
+            let (leader, _) = layout.leader_addr(partition).ok_or_else(|| {
+                anyhow::Error::new(KafkaError(error_codes::LEADER_NOT_AVAILABLE))
+                    .context(format!("partition {partition} has no leader"))
+            })?;
             by_leader.entry(leader).or_default().push(partition as i32);
         }
         let mut offsets = vec![0; layout.partitions()];
@@ -290,10 +307,11 @@ impl Cluster {
             for topic in &response.topics {
                 for partition in &topic.partitions {
                     if partition.error_code != 0 {
-                        bail!(
-                            "ListOffsets partition {}: {}",
-                            partition.partition_index,
-                            error_codes::name(partition.error_code)
+                        return Err(
+                            anyhow::Error::new(KafkaError(partition.error_code)).context(format!(
+                                "ListOffsets partition {}",
+                                partition.partition_index
+                            )),
                         );
                     }
                     if let Some(slot) = offsets.get_mut(partition.partition_index as usize) {
@@ -322,6 +340,24 @@ impl Cluster {
         }
         Ok((response.producer_id.0, response.producer_epoch))
     }
+}
+
+/// A Kafka error code carried in an `anyhow::Error`, so callers can tell retriable ones.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaError(pub i16);
+
+impl std::fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_codes::name(self.0))
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+fn is_retriable_error(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<KafkaError>()
+        .is_some_and(|e| error_codes::is_retriable(e.0))
 }
 
 pub fn topic_name(topic: &str) -> TopicName {
