@@ -487,6 +487,9 @@ mod tests {
         cut_off: BTreeSet<NodeId>,
         applied: BTreeMap<NodeId, Vec<(u64, MetadataRecord)>>,
         leaders_by_term: BTreeMap<u64, NodeId>,
+        /// Drop one message in this many (0: none), drawn from `rng` (SplitMix64 state).
+        drop_one_in: u64,
+        rng: u64,
     }
 
     impl Cluster {
@@ -503,14 +506,26 @@ mod tests {
                 cut_off: BTreeSet::new(),
                 applied: BTreeMap::new(),
                 leaders_by_term: BTreeMap::new(),
+                drop_one_in: 0,
+                rng: 0,
             }
+        }
+
+        fn random(&mut self, below: u64) -> u64 {
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % below
         }
 
         fn handle(&mut self, from: NodeId, actions: Vec<QuorumAction>) {
             for action in actions {
                 match action {
                     QuorumAction::Send { to, message } => {
-                        if !self.cut_off.contains(&from) && !self.cut_off.contains(&to) {
+                        let dropped = self.drop_one_in > 0 && self.random(self.drop_one_in) == 0;
+                        if !dropped && !self.cut_off.contains(&from) && !self.cut_off.contains(&to)
+                        {
                             self.in_flight.push_back((to, message));
                         }
                     }
@@ -699,6 +714,72 @@ mod tests {
         assert!(image.topics.contains_key("after") && !image.topics.contains_key("lost"));
         for n in &all {
             assert_eq!(c.nodes[n].image(), &image);
+        }
+    }
+
+    /// Seeded rounds of cut-off voters, drops and proposals at whoever leads: one leader per
+    /// term (checked every tick), every voter's applied records a prefix of the longest, and
+    /// after healing all voters applied the same records.
+    #[test]
+    fn random_cuts_and_drops_keep_the_applied_logs_consistent() {
+        let all = [NodeId(0), NodeId(1), NodeId(2)];
+        for seed in 0..16 {
+            let mut c = Cluster::new();
+            c.rng = seed;
+            let mut incarnation = 0;
+            for _ in 0..300 {
+                match c.random(20) {
+                    0 => c.cut_off = BTreeSet::from([all[c.random(3) as usize]]),
+                    1 => c.cut_off.clear(),
+                    2 => c.drop_one_in = [0, 2, 5, 20][c.random(4) as usize],
+                    _ => {}
+                }
+                if let Some(leader) = c.leader_among(&all) {
+                    incarnation += 1;
+                    let record = MetadataRecord::RegisterBroker {
+                        node: NodeId(0),
+                        incarnation,
+                    };
+                    if let Ok(actions) = c
+                        .nodes
+                        .get_mut(&leader)
+                        .unwrap()
+                        .step(c.now_ms, QuorumInput::Propose(record))
+                    {
+                        c.handle(leader, actions);
+                    }
+                }
+                c.tick();
+                let longest = all
+                    .iter()
+                    .map(|n| c.applied.get(n).cloned().unwrap_or_default())
+                    .max_by_key(Vec::len)
+                    .unwrap();
+                for n in &all {
+                    let mine = c.applied.get(n).cloned().unwrap_or_default();
+                    assert_eq!(
+                        mine[..],
+                        longest[..mine.len()],
+                        "seed {seed}: {n} applied a different history"
+                    );
+                }
+            }
+            c.cut_off.clear();
+            c.drop_one_in = 0;
+            c.tick_until("a leader after healing", |c| c.leader_among(&all).is_some());
+            let leader = c.leader_among(&all).unwrap();
+            c.propose(leader, topic("final"));
+            c.tick_until("every voter applied everything", |c| {
+                let lens: BTreeSet<usize> = all
+                    .iter()
+                    .map(|n| c.applied.get(n).map_or(0, Vec::len))
+                    .collect();
+                lens.len() == 1 && c.nodes[&all[0]].image().topics.contains_key("final")
+            });
+            assert!(
+                c.applied[&leader].len() > 10,
+                "seed {seed}: too little committed to mean anything"
+            );
         }
     }
 }
