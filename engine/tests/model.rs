@@ -88,16 +88,21 @@ impl Model {
     }
 }
 
-fn config(retention_bytes: i64, segment_ms: i64) -> LogConfig {
+fn config(
+    retention_bytes: i64,
+    segment_ms: i64,
+    index_interval_bytes: u32,
+    preallocate: bool,
+) -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
         segment_ms,
-        index_interval_bytes: 128,
+        index_interval_bytes,
         retention_ms: 5_000,
         retention_bytes,
         flush: FlushPolicy::EveryAppend,
         max_batch_bytes: 1 << 20,
-        preallocate: false,
+        preallocate,
     }
 }
 
@@ -157,12 +162,23 @@ async fn check(log: &Log, model: &Model) {
     }
 }
 
-fn run_ops(ops: Vec<Op>, retention_bytes: i64, segment_ms: i64) {
+fn run_ops(
+    ops: Vec<Op>,
+    retention_bytes: i64,
+    segment_ms: i64,
+    index_interval_bytes: u32,
+    preallocate: bool,
+) {
     compio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
             let dir = tempfile::tempdir().unwrap();
-            let config = config(retention_bytes, segment_ms);
+            let config = config(
+                retention_bytes,
+                segment_ms,
+                index_interval_bytes,
+                preallocate,
+            );
             let mut log = reopen(dir.path(), &config).await;
             let mut model = Model::default();
             for op in ops {
@@ -301,8 +317,10 @@ proptest! {
         ops in prop::collection::vec(op(), 1..40),
         retention_bytes in prop_oneof![Just(-1i64), 2_000i64..20_000],
         segment_ms in prop_oneof![Just(i64::MAX / 2), 1_000i64..10_000],
+        index_interval_bytes in 64u32..1024,
+        preallocate in any::<bool>(),
     ) {
-        run_ops(ops, retention_bytes, segment_ms);
+        run_ops(ops, retention_bytes, segment_ms, index_interval_bytes, preallocate);
     }
 }
 
