@@ -36,6 +36,10 @@ pub struct LoadgenArgs {
     /// Replication factor when loadgen creates the topic.
     #[arg(long, default_value_t = 1)]
     pub replication_factor: i16,
+    /// Topic config for a topic loadgen creates, KEY=VALUE with Kafka's names
+    /// (e.g. min.insync.replicas=2); repeatable.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    pub topic_config: Vec<String>,
     /// Record value size in bytes (the first 12 carry the send timestamp for end-to-end latency).
     #[arg(long, default_value_t = 1024)]
     pub record_bytes: u32,
@@ -144,10 +148,22 @@ impl LoadgenArgs {
         if self.duration.is_some_and(|d| d.is_nan() || d <= 0.0) || self.warmup_secs < 0.0 {
             bail!("--duration must be positive and --warmup-secs not negative");
         }
+        self.topic_configs()?;
         if self.buffer_bytes < self.batch_bytes {
             bail!("--buffer-bytes must hold at least one batch");
         }
         Ok(())
+    }
+
+    /// `--topic-config` as (name, value) pairs.
+    pub fn topic_configs(&self) -> Result<Vec<(String, String)>> {
+        self.topic_config
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => bail!("--topic-config wants KEY=VALUE, not {kv:?}"),
+            })
+            .collect()
     }
 
     /// How long producers generate (warm-up included), unless a record count bounds the run.
@@ -337,6 +353,10 @@ mod tests {
             "zipf:100:1.1",
             "--compression",
             "zstd",
+            "--topic-config",
+            "retention.ms=60000",
+            "--topic-config",
+            "min.insync.replicas=1",
         ])
         .unwrap();
         let a = cli.args;
@@ -352,6 +372,13 @@ mod tests {
         assert_eq!(a.compression.0, Compression::Zstd);
         assert!(a.validate().is_ok());
         assert_eq!(a.produce_time(), None);
+        assert_eq!(
+            a.topic_configs().unwrap(),
+            vec![
+                ("retention.ms".to_string(), "60000".to_string()),
+                ("min.insync.replicas".to_string(), "1".to_string())
+            ]
+        );
     }
 
     #[test]
@@ -365,6 +392,7 @@ mod tests {
         assert!(parse(&["--idempotence", "--acks", "1"]).unwrap().is_err());
         assert!(parse(&["--keys", "zipf:10"]).is_err());
         assert!(parse(&["--acks", "2"]).is_err());
+        assert!(parse(&["--topic-config", "novalue"]).unwrap().is_err());
         assert!(parse(&["--max-in-flight", "6"]).unwrap().is_err());
         assert!(parse(&[]).unwrap().is_ok());
     }

@@ -91,7 +91,11 @@ pub async fn run_quietly(
             .context("bootstrap")?,
     );
     let topic_created = cluster
-        .ensure_topic(args.partitions, args.replication_factor)
+        .ensure_topic(
+            args.partitions,
+            args.replication_factor,
+            &args.topic_configs()?,
+        )
         .await?;
     let partitions = cluster.layout().partitions();
     let stats = Arc::new(Stats::default());

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -181,12 +181,15 @@ impl Cluster {
         &self,
         partitions: Option<i32>,
         replication_factor: i16,
+        configs: &[(String, String)],
     ) -> Result<bool> {
         let exists = self.refresh().await?;
         let mut created = false;
         if !exists {
             let partitions = partitions.unwrap_or(1);
-            created = self.create_topic(partitions, replication_factor).await?;
+            created = self
+                .create_topic(partitions, replication_factor, configs)
+                .await?;
         }
         let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
         loop {
@@ -209,7 +212,12 @@ impl Cluster {
         }
     }
 
-    async fn create_topic(&self, partitions: i32, replication_factor: i16) -> Result<bool> {
+    async fn create_topic(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> Result<bool> {
         let admin = self.admin().await?;
         if admin.version_for(ApiKey::CreateTopics).is_err() {
             // Brokers without CreateTopics (e.g. librdkafka's mock cluster) may still create
@@ -226,7 +234,17 @@ impl Cluster {
                 CreatableTopic::default()
                     .with_name(topic_name(&self.topic))
                     .with_num_partitions(partitions)
-                    .with_replication_factor(replication_factor),
+                    .with_replication_factor(replication_factor)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(name, value)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(name.clone()))
+                                    .with_value(Some(StrBytes::from_string(value.clone())))
+                            })
+                            .collect(),
+                    ),
             ])
             .with_timeout_ms(30_000);
         let response = admin
