@@ -149,6 +149,10 @@ impl LoadgenArgs {
             bail!("--duration must be positive and --warmup-secs not negative");
         }
         self.topic_configs()?;
+        if self.records.is_some() && self.warmup_secs > 0.0 {
+            // A count-bounded run may end inside the warm-up, leaving no measured window.
+            bail!("--warmup-secs goes with --duration, not --records");
+        }
         if self.buffer_bytes < self.batch_bytes {
             bail!("--buffer-bytes must hold at least one batch");
         }
@@ -393,6 +397,11 @@ mod tests {
         assert!(parse(&["--keys", "zipf:10"]).is_err());
         assert!(parse(&["--acks", "2"]).is_err());
         assert!(parse(&["--topic-config", "novalue"]).unwrap().is_err());
+        assert!(
+            parse(&["--records", "10", "--warmup-secs", "1"])
+                .unwrap()
+                .is_err()
+        );
         assert!(parse(&["--max-in-flight", "6"]).unwrap().is_err());
         assert!(parse(&[]).unwrap().is_ok());
     }
