@@ -26,5 +26,6 @@ pub use error::{AppendError, LogError, ReadError};
 pub use log::Log;
 pub use segment::SegmentFile;
 pub use types::{
-    AppendInfo, FileSlice, Offset, ReadResult, RecoveryReport, RetentionReport, Truncation,
+    AppendInfo, FileSlice, LogMetrics, Offset, ReadResult, RecoveryReport, RetentionReport,
+    Truncation,
 };

@@ -36,7 +36,9 @@ use crate::recovery::recover;
 use crate::scan::walk_headers;
 use crate::segment::{Segment, SegmentFile};
 use crate::sync::{AsyncLock, Event};
-use crate::types::{AppendInfo, FileSlice, ReadResult, RecoveryReport, RetentionReport};
+use crate::types::{
+    AppendInfo, FileSlice, LogMetrics, ReadResult, RecoveryReport, RetentionReport,
+};
 
 /// A partition log on one shard. `!Send`; share it as `Rc<Log>`.
 pub struct Log {
@@ -55,8 +57,7 @@ struct State {
     durable_offset: i64,
     /// A group-commit leader is inside fdatasync.
     syncs_in_flight: usize,
-    /// Group-commit rounds started (each fdatasyncs the unsynced files once).
-    syncs_started: u64,
+    metrics: LogMetrics,
     /// Largest log end offset an in-flight fdatasync will make durable.
     sync_covering: i64,
     /// Rolled segments whose bytes may not be on disk yet.
@@ -152,7 +153,7 @@ impl Log {
             high_watermark: recovered.high_watermark,
             durable_offset: log_end_offset,
             syncs_in_flight: 0,
-            syncs_started: 0,
+            metrics: LogMetrics::default(),
             sync_covering: log_end_offset,
             unsynced_logs: Vec::new(),
             unsynced_seq: 0,
@@ -313,6 +314,8 @@ impl Log {
             }
         }
         s.bytes_since_flush += total;
+        s.metrics.appended_batches += metas.len() as u64;
+        s.metrics.appended_bytes += total;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -398,6 +401,7 @@ impl Log {
         s.segments.insert(base_offset, segment);
         s.segments_created += 1;
         s.checkpoint_due = true;
+        s.metrics.segments_rolled += 1;
         Ok(())
     }
 
@@ -438,7 +442,7 @@ impl Log {
                 let mut s = self.state.borrow_mut();
                 let upto = s.log_end_offset();
                 s.syncs_in_flight += 1;
-                s.syncs_started += 1;
+                s.metrics.sync_rounds += 1;
                 s.sync_covering = s.sync_covering.max(upto);
                 let mut files: Vec<(File, PathBuf)> = s
                     .unsynced_logs
@@ -761,7 +765,11 @@ impl Log {
     }
     /// Group-commit rounds (fdatasync passes) started since open; a metric.
     pub fn sync_rounds(&self) -> u64 {
-        self.state.borrow().syncs_started
+        self.state.borrow().metrics.sync_rounds
+    }
+    /// Counters since open, for `/metrics`.
+    pub fn metrics(&self) -> LogMetrics {
+        self.state.borrow().metrics
     }
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
@@ -1006,7 +1014,12 @@ impl Log {
     /// Unlinks whole segments (readers holding a FileSlice keep theirs open).
     async fn remove_segments(&self, bases: &[i64]) -> Result<(), LogError> {
         for base in bases {
-            let removed = self.state.borrow_mut().segments.remove(base);
+            let removed = {
+                let mut s = self.state.borrow_mut();
+                let removed = s.segments.remove(base);
+                s.metrics.segments_deleted += u64::from(removed.is_some());
+                removed
+            };
             let Some(seg) = removed else { continue };
             for path in seg.paths() {
                 match compio::fs::remove_file(&path).await {
@@ -1445,6 +1458,12 @@ mod tests {
                     log.append(batch(2, 200, 1000 + i), 1).await.unwrap();
                 }
                 assert!(log.segment_count() > 1, "segment.bytes = 4096 must roll");
+                let m = log.metrics();
+                assert_eq!(
+                    (m.appended_batches, m.segments_rolled),
+                    (50, log.segment_count() as u64 - 1)
+                );
+                assert_eq!(m.appended_bytes, 50 * 261);
                 log.close().await.unwrap();
                 assert!(matches!(
                     log.append(batch(1, 1, 0), 1).await,

@@ -71,6 +71,18 @@ pub struct RecoveryReport {
     pub log_end_offset: i64,
 }
 
+/// Counters since open, for the broker's `/metrics` (the engine itself logs nothing per
+/// append).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogMetrics {
+    pub appended_batches: u64,
+    pub appended_bytes: u64,
+    /// Group-commit rounds started (each fdatasyncs the unsynced files once).
+    pub sync_rounds: u64,
+    pub segments_rolled: u64,
+    pub segments_deleted: u64,
+}
+
 /// What `enforce_retention` deleted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
