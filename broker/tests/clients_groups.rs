@@ -130,7 +130,6 @@ fn group_admin_views() {
 /// The same views through kafka-python's KafkaAdminClient, which always asks DescribeGroups v3
 /// for authorized operations.
 #[test]
-#[ignore = "FINDINGS.md 5: DescribeGroups ignores include_authorized_operations"]
 fn group_admin_views_kafka_python() {
     let broker = Broker::start();
     scenario(
