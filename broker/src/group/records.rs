@@ -734,3 +734,58 @@ mod tests {
         assert_eq!(decode_batches(buf).unwrap(), records);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Random and mutated inputs never panic the decoders (a poor man's proptest: seeded,
+    /// deterministic, no extra dependency).
+    #[test]
+    fn decoders_never_panic() {
+        let valid: Vec<Vec<u8>> = vec![
+            encode_offset_key("group", "topic", 3).to_vec(),
+            encode_group_key("group").to_vec(),
+            encode_offset_value(&OffsetCommitValue {
+                offset: 1,
+                leader_epoch: 2,
+                metadata: "m".into(),
+                commit_timestamp_ms: 3,
+                expire_timestamp_ms: None,
+            })
+            .to_vec(),
+        ];
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..20_000 {
+            let mut bytes = if next() % 2 == 0 {
+                let len = (next() % 64) as usize;
+                (0..len).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                let mut v = valid[(next() % valid.len() as u64) as usize].clone();
+                let flips = 1 + next() % 4;
+                for _ in 0..flips {
+                    if v.is_empty() {
+                        break;
+                    }
+                    let i = (next() as usize) % v.len();
+                    v[i] = next() as u8;
+                }
+                v
+            };
+            if next() % 4 == 0 {
+                bytes.truncate((next() as usize) % (bytes.len() + 1));
+            }
+            let _ = decode_key(&bytes);
+            let _ = decode_offset_value(&bytes);
+            let _ = decode_group_value(&bytes);
+            let _ = decode_record(&bytes, Some(&bytes));
+            let _ = decode_batches(Bytes::from(bytes));
+        }
+    }
+}
