@@ -14,6 +14,8 @@ use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Z
 
 pub use kafka_protocol::records::Compression;
 
+/// Smallest capacity reserved for a new batch.
+const BATCH_CAPACITY_MIN: usize = 4096;
 /// Size of the v2 batch header that precedes the records.
 pub const BATCH_HEADER_BYTES: usize = 61;
 const OFFSET_BATCH_LENGTH: usize = 8;
@@ -51,8 +53,11 @@ impl ProducerStamp {
 pub struct BatchBuilder {
     /// Header placeholder followed by the uncompressed records.
     buf: BytesMut,
-    /// Capacity reserved for each new batch (one allocation per batch, none per record).
+    /// Capacity reserved for the next batch: the last batch's size plus a quarter, within
+    /// [`BATCH_CAPACITY_MIN`, `capacity_max`], so a batch is normally one allocation (none per
+    /// record) without reserving `--batch-bytes` for batches that linger out small.
     capacity_bytes: usize,
+    capacity_max: usize,
     record_count: i32,
     base_timestamp_ms: i64,
     max_timestamp_ms: i64,
@@ -62,7 +67,8 @@ impl BatchBuilder {
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
         let mut builder = BatchBuilder {
             buf: BytesMut::new(),
-            capacity_bytes: bytes.max(BATCH_HEADER_BYTES),
+            capacity_bytes: bytes.clamp(BATCH_HEADER_BYTES, BATCH_CAPACITY_MIN),
+            capacity_max: bytes.max(BATCH_HEADER_BYTES),
             record_count: 0,
             base_timestamp_ms: 0,
             max_timestamp_ms: 0,
@@ -128,6 +134,9 @@ impl BatchBuilder {
     /// Finishes the batch (compressing the records if asked) and starts a new empty one.
     pub fn seal(&mut self, compression: Compression, stamp: ProducerStamp) -> Result<Bytes> {
         assert!(self.record_count > 0, "sealing an empty batch");
+        let used = self.buf.len();
+        self.capacity_bytes =
+            (used + used / 4).clamp(BATCH_CAPACITY_MIN.min(self.capacity_max), self.capacity_max);
         let mut batch = match compression {
             Compression::None => self.buf.split(),
             _ => {
