@@ -161,6 +161,20 @@ fn corrupt_batches_get_error_codes() {
     let code = produce_one(&mut c, "bad", batch.into()).error_code;
     assert!(code == 87 || code == 2, "wrong magic gave {code}");
 
+    // Internal topics take no client writes -> INVALID_TOPIC_EXCEPTION.
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("__transaction_state"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(
+        produce_one(&mut c, "__transaction_state", record_batch(1, None)).error_code,
+        17
+    );
+
     // Unknown topic -> UNKNOWN_TOPIC_OR_PARTITION.
     assert_eq!(
         produce_one(&mut c, "missing", record_batch(1, None)).error_code,

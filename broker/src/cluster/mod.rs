@@ -92,6 +92,13 @@ impl PartitionTable {
     }
 }
 
+/// Topics the broker writes itself; clients may read them but not produce to them.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Kafka's legal topic names: 1..=249 of [a-zA-Z0-9._-], not "." or "..".
 pub fn valid_topic_name(name: &str) -> bool {
     !name.is_empty()

@@ -306,9 +306,7 @@ async fn read_all(
                     by_shard[shard.owner_of(&w.topic, w.partition).0].push((i, w.clone()));
                 }
             }
-            _ if !w.topic_id.is_nil() => {
-                gots[i] = Some(Got::error(ResponseError::UnknownTopicId))
-            }
+            _ if !w.topic_id.is_nil() => gots[i] = Some(Got::error(ResponseError::UnknownTopicId)),
             _ => gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition)),
         }
     }

@@ -77,6 +77,10 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
                 (Some(m), _) if p.index < 0 || p.index >= m.partitions => {
                     Some(Err((ResponseError::UnknownTopicOrPartition, None)))
                 }
+                (Some(m), _) if crate::cluster::is_internal_topic(&m.name) => Some(Err((
+                    ResponseError::InvalidTopicException,
+                    Some(format!("cannot produce to internal topic {}", m.name)),
+                ))),
                 (Some(_), None) => Some(Err((
                     ResponseError::CorruptMessage,
                     Some("null records".into()),
