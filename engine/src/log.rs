@@ -34,7 +34,7 @@ use crate::limits::{
 };
 use crate::recovery::recover;
 use crate::scan::walk_headers;
-use crate::segment::{Segment, SegmentFile};
+use crate::segment::{BatchFacts, Segment, SegmentFile};
 use crate::sync::{AsyncLock, Event};
 use crate::types::{
     AppendInfo, FileSlice, LogMetrics, ReadResult, RecoveryReport, RetentionReport,
@@ -301,13 +301,14 @@ impl Log {
         let mut max_seen = i64::MIN;
         for (m, &base) in metas.iter().zip(&bases) {
             let last = base + i64::from(m.last_offset_delta);
-            active.note_batch(
-                position + m.start as u64,
-                m.len as u64,
-                last,
-                m.max_timestamp,
-                interval,
-            );
+            let facts = BatchFacts {
+                position: position + m.start as u64,
+                total_bytes: m.len as u64,
+                base_offset: base,
+                last_offset: last,
+                max_timestamp: m.max_timestamp,
+            };
+            active.note_batch(facts, interval);
             if m.max_timestamp > max_seen {
                 max_seen = m.max_timestamp;
                 offset_of_max_timestamp = last;
@@ -977,7 +978,7 @@ impl Log {
         }
         let mut facts = Vec::new();
         walk(&snap, Start::trusted(from), |pos, h| {
-            facts.push((pos, h.total_bytes(), h.last_offset(), h.max_timestamp()));
+            facts.push(BatchFacts::of(pos, h));
             ControlFlow::Continue(())
         })
         .await?;
@@ -985,8 +986,8 @@ impl Log {
             let mut s = self.state.borrow_mut();
             let interval = self.config.index_interval_bytes;
             let a = s.active_mut();
-            for (pos, len, last, ts) in facts {
-                a.note_batch(pos, len, last, ts, interval);
+            for batch in facts {
+                a.note_batch(batch, interval);
             }
             assert_eq!(a.size, cut, "cut must fall on a batch boundary");
         }
@@ -1668,6 +1669,40 @@ mod tests {
                 ),
                 "{err}"
             );
+
+            // Index entries name their batch's own base offset, gaps or not.
+            for i in 3..60 {
+                let mut b = build_test_batch(2, 100, 0, 0, 4);
+                patch_header(&mut b, 100 * i, 4);
+                log.append_replicated(Bytes::from(b)).await.unwrap();
+            }
+            let bases: Vec<i64> = [10, 20]
+                .into_iter()
+                .chain((3..60).map(|i| 100 * i))
+                .collect();
+            let entries: Vec<i64> = log
+                .state
+                .borrow()
+                .segments
+                .values()
+                .flat_map(|seg| {
+                    seg.index
+                        .entries()
+                        .iter()
+                        .map(|e| seg.base_offset + i64::from(e.relative_offset))
+                })
+                .collect();
+            assert!(entries.len() > 5, "{entries:?}");
+            assert!(entries.iter().all(|o| bases.contains(o)), "{entries:?}");
+            log.close().await.unwrap();
+            let (log, report) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            assert!(
+                report.truncations.is_empty() && report.rebuilt_indexes.is_empty(),
+                "{report:?}"
+            );
+            let r = log.read(1050, i64::MAX, 100, true).await.unwrap();
+            let bytes = log.read_bytes(&r.slices).await.unwrap();
+            assert_eq!(headers(&bytes)[0].0, 1100);
         });
     }
 

@@ -16,7 +16,9 @@ use crate::index::SegmentIndex;
 use crate::io;
 use crate::limits::{SEGMENT_RELATIVE_OFFSET_MAX, SEGMENTS_PER_LOG_MAX};
 use crate::scan::{ScanStop, scan_validate};
-use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name};
+use crate::segment::{
+    BatchFacts, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name,
+};
 use crate::types::{RecoveryReport, Truncation};
 
 pub(crate) struct Recovered {
@@ -216,15 +218,8 @@ async fn recover_segment(
             segment.next_offset,
             base + SEGMENT_RELATIVE_OFFSET_MAX,
             |b| {
-                let total = b.header.total_bytes();
                 first_ts.get_or_insert(b.header.max_timestamp());
-                segment.note_batch(
-                    b.position,
-                    total,
-                    b.header.last_offset(),
-                    b.header.max_timestamp(),
-                    interval,
-                );
+                segment.note_batch(BatchFacts::of(b.position, b.header), interval);
             },
         )
         .await?;

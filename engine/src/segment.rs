@@ -58,6 +58,28 @@ pub(crate) fn parse_segment_name(name: &str, suffix: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// Where a batch sits and what it holds, as `Segment::note_batch` records it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchFacts {
+    pub position: u64,
+    pub total_bytes: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+impl BatchFacts {
+    pub(crate) fn of(position: u64, header: &crate::batch::BatchHeader) -> BatchFacts {
+        BatchFacts {
+            position,
+            total_bytes: header.total_bytes(),
+            base_offset: header.base_offset(),
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp(),
+        }
+    }
+}
+
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub log: Rc<SegmentFile>,
@@ -151,40 +173,34 @@ impl Segment {
         Ok((segment, offsets, times))
     }
 
-    /// Records a batch that now sits at `position` (already written, or found by recovery).
-    pub(crate) fn note_batch(
-        &mut self,
-        position: u64,
-        total_bytes: u64,
-        last_offset: i64,
-        max_timestamp: i64,
-        index_interval_bytes: u32,
-    ) {
+    /// Records a batch that now sits in the file (already written, or found by recovery).
+    /// Callers guarantee `last_offset - base_offset <= SEGMENT_RELATIVE_OFFSET_MAX` and
+    /// `position < SEGMENT_BYTES_MAX` (append rolls first; recovery stops at either bound).
+    pub(crate) fn note_batch(&mut self, batch: BatchFacts, index_interval_bytes: u32) {
         let last_indexed = self.index.last().map_or(0, |e| u64::from(e.position));
-        if position > 0 && position - last_indexed >= u64::from(index_interval_bytes) {
-            let relative = u32::try_from(self.next_offset - self.base_offset)
-                .expect("relative offset fits u32");
-            let position32 = u32::try_from(position).expect("segment position fits u32");
+        if batch.position > 0 && batch.position - last_indexed >= u64::from(index_interval_bytes) {
+            let relative = |offset: i64| {
+                u32::try_from(offset - self.base_offset).expect("relative offset fits u32")
+            };
             self.index.push(IndexEntry {
-                relative_offset: relative,
-                position: position32,
+                // The batch's own base offset: with gaps (replicated, compacted) it is above
+                // the previous batch's last offset + 1.
+                relative_offset: relative(batch.base_offset),
+                position: u32::try_from(batch.position).expect("segment position fits u32"),
                 max_timestamp_before: self.max_timestamp,
-                offset_of_max_before: u32::try_from(
-                    (self.offset_of_max_timestamp - self.base_offset).max(0),
-                )
-                .expect("relative offset fits u32"),
+                offset_of_max_before: relative(self.offset_of_max_timestamp.max(self.base_offset)),
             });
         }
         if self.first_batch_timestamp.is_none() {
-            self.first_batch_timestamp = Some(max_timestamp);
+            self.first_batch_timestamp = Some(batch.max_timestamp);
         }
-        if max_timestamp > self.max_timestamp || self.offset_of_max_timestamp < 0 {
-            self.max_timestamp = max_timestamp.max(self.max_timestamp);
-            self.offset_of_max_timestamp = last_offset;
+        if batch.max_timestamp > self.max_timestamp || self.offset_of_max_timestamp < 0 {
+            self.max_timestamp = batch.max_timestamp.max(self.max_timestamp);
+            self.offset_of_max_timestamp = batch.last_offset;
         }
-        self.size = position + total_bytes;
+        self.size = batch.position + batch.total_bytes;
         self.file_len = self.file_len.max(self.size);
-        self.next_offset = last_offset + 1;
+        self.next_offset = batch.last_offset + 1;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
