@@ -12,7 +12,22 @@
 //! from each record's due time; no allocation per record on the produce path.
 //!
 //! Entry points: [`run`] (async, on a tokio runtime) and [`run_blocking`]; `sluice loadgen`
-//! can flatten [`LoadgenArgs`] into its own CLI and call [`run_blocking`].
+//! can take [`LoadgenArgs`] as a subcommand's arguments and call [`run_blocking`]:
+//!
+//! ```ignore
+//! #[derive(clap::Subcommand)]
+//! enum Command {
+//!     /// Kafka load generator (same flags as the `loadgen` binary).
+//!     Loadgen(loadgen::LoadgenArgs),
+//! }
+//! // ...
+//! Command::Loadgen(args) => {
+//!     let report = loadgen::run_blocking(args)?; // prints progress, summary, writes --json
+//!     if report.interrupted {
+//!         std::process::exit(130);
+//!     }
+//! }
+//! ```
 
 #![forbid(unsafe_code)]
 
