@@ -300,6 +300,7 @@ impl Controller {
                         to: from,
                         message: Message::AlterPartitionResponse {
                             partition,
+                            leader_epoch,
                             proposal,
                             result,
                         },

@@ -98,8 +98,10 @@ pub enum Message<P> {
         proposal: u64,
         new_isr: Vec<NodeId>,
     },
+    /// Echoes the request's leader epoch and proposal: together they name one proposal.
     AlterPartitionResponse {
         partition: PartitionId,
+        leader_epoch: LeaderEpoch,
         proposal: u64,
         result: Result<PartitionState, ReplicaError>,
     },

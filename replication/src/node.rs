@@ -319,11 +319,12 @@ impl Node {
             }
             Message::AlterPartitionResponse {
                 partition,
+                leader_epoch,
                 proposal,
                 result,
             } => {
                 if let Some(r) = self.replicas.get_mut(&partition) {
-                    r.on_alter_partition_response(ctx, proposal, result, out);
+                    r.on_alter_partition_response(ctx, leader_epoch, proposal, result, out);
                 }
             }
             Message::ProduceResponse { .. }

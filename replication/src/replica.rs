@@ -543,9 +543,12 @@ impl Replica {
     }
 
     /// The controller's answer to this leader's AlterPartition.
+    /// Matched on (leader epoch, proposal): proposal numbers restart with every epoch we lead,
+    /// and a late answer to an earlier epoch's proposal must not touch the current one.
     pub fn on_alter_partition_response<P: Clone>(
         &mut self,
         ctx: Ctx,
+        leader_epoch: LeaderEpoch,
         proposal: u64,
         result: Result<PartitionState, ReplicaError>,
         out: &mut Vec<Action<P>>,
@@ -554,7 +557,7 @@ impl Replica {
             return;
         };
         let Some(alter) = &mut l.alter else { return };
-        if alter.proposal != proposal {
+        if l.leader_epoch != leader_epoch || alter.proposal != proposal {
             return;
         }
         match result {
@@ -1182,7 +1185,13 @@ mod tests {
         assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1), NodeId(2)]);
         assert_eq!(r.high_watermark(), 0);
         let mut out: Vec<Action<u64>> = Vec::new();
-        r.on_alter_partition_response(ctx(152), 1, Ok(state(0, &[0, 1], 1, 2)), &mut out);
+        r.on_alter_partition_response(
+            ctx(152),
+            LeaderEpoch(1),
+            1,
+            Ok(state(0, &[0, 1], 1, 2)),
+            &mut out,
+        );
         assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1)]);
         assert_eq!(produce_results(&out), vec![Ok(0)]);
         // Node 2 catches up to the high watermark: proposed back, and counted at once.
@@ -1204,7 +1213,13 @@ mod tests {
         assert_eq!(r.high_watermark(), 2);
         assert_eq!(alter_proposals(&fetch(&mut r, 4, 2, 1, 2)).len(), 1);
         let mut out: Vec<Action<u64>> = Vec::new();
-        r.on_alter_partition_response(ctx(5), 1, Err(ReplicaError::InvalidUpdateVersion), &mut out);
+        r.on_alter_partition_response(
+            ctx(5),
+            LeaderEpoch(1),
+            1,
+            Err(ReplicaError::InvalidUpdateVersion),
+            &mut out,
+        );
         // The controller may hold an ISR with node 2: the high watermark keeps waiting for it,
         // and the proposal is not resent.
         produce(&mut r, 6, 8);
@@ -1403,5 +1418,37 @@ mod tests {
             assert!(out.is_empty(), "{out:?}");
             assert_eq!(r.log_end_offset(), 5);
         }
+    }
+
+    /// Found by the simulator (seed 2226 with slow controller links): proposal numbers restart
+    /// each epoch, so a late error for epoch 1's proposal 1 must not freeze epoch 3's.
+    #[test]
+    fn a_late_answer_to_an_older_epochs_proposal_is_ignored() {
+        let mut r = leader(&[0, 1]);
+        assert_eq!(alter_proposals(&fetch(&mut r, 1, 2, 1, 0)).len(), 1);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(2), state(0, &[0, 1], 3, 3), &mut out);
+        assert_eq!(
+            r.role(),
+            Role::Leader {
+                leader_epoch: LeaderEpoch(3)
+            }
+        );
+        assert_eq!(alter_proposals(&fetch(&mut r, 3, 2, 3, 0)).len(), 1);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_alter_partition_response(
+            ctx(4),
+            LeaderEpoch(1),
+            1,
+            Err(ReplicaError::FencedLeaderEpoch),
+            &mut out,
+        );
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.tick(ctx(60), &mut out);
+        assert_eq!(
+            alter_proposals(&out),
+            vec![vec![NodeId(0), NodeId(1), NodeId(2)]],
+            "still resending"
+        );
     }
 }

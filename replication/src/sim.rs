@@ -418,6 +418,8 @@ struct World {
     /// Network partition: a group per address; messages cross only within a group.
     groups: BTreeMap<Address, u8>,
     drop_percent: u64,
+    /// Messages to and from the controller take 50-700 ms more (a distant or busy quorum).
+    slow_controller: bool,
     faults_on: bool,
     producing: bool,
     // Producer.
@@ -432,6 +434,8 @@ struct World {
     /// Batches known committed: acknowledged acks=all or read by the consumer.
     committed: BTreeMap<PartitionId, BTreeMap<i64, (u64, u32)>>,
     leaders: BTreeMap<(PartitionId, LeaderEpoch), (NodeId, u64)>,
+    /// Whom the controller elected in each (partition, leader epoch).
+    elected: BTreeMap<(PartitionId, LeaderEpoch), NodeId>,
     /// When a partition's leader crashed, until the next leader takes over.
     leader_crashed_ms: BTreeMap<PartitionId, i64>,
     violation: Option<String>,
@@ -477,6 +481,7 @@ impl World {
             controller,
             groups: BTreeMap::new(),
             drop_percent: 0,
+            slow_controller: false,
             faults_on: true,
             producing: true,
             producer_view: BTreeMap::new(),
@@ -489,6 +494,7 @@ impl World {
                 .collect(),
             committed: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            elected: BTreeMap::new(),
             leader_crashed_ms: BTreeMap::new(),
             violation: None,
             report: SimReport::default(),
@@ -573,8 +579,7 @@ impl World {
                 }
             }
             Event::ControllerTick => {
-                let actions = self.controller.step(self.now_ms, ControllerInput::Tick);
-                self.apply_controller_actions(actions);
+                self.step_controller(ControllerInput::Tick);
                 self.schedule(self.config.tick_ms, Event::ControllerTick);
             }
             Event::Flush { node, incarnation } => self.flush(node, incarnation),
@@ -594,6 +599,7 @@ impl World {
                 if self.faults_on {
                     self.groups.clear();
                     self.drop_percent = 0;
+                    self.slow_controller = false;
                 }
             }
             Event::EndFaultPhase => {
@@ -601,6 +607,7 @@ impl World {
                 self.producing = false;
                 self.groups.clear();
                 self.drop_percent = 0;
+                self.slow_controller = false;
                 for n in 0..self.nodes.len() {
                     if self.nodes[n].core.is_none() {
                         self.start_node(n);
@@ -857,24 +864,51 @@ impl World {
                         self.report.failover_ms_total += failover_ms;
                         self.report.failover_ms_max = self.report.failover_ms_max.max(failover_ms);
                     }
-                    let log = &self.nodes[n].logs[&key.0];
-                    let committed = self.committed.get(&key.0);
-                    let missing = committed.and_then(|c| {
-                        c.iter()
-                            .find(|&(&base, &(payload, _))| !log.contains(base, payload))
-                    });
-                    if let Some((base, (payload, _))) = missing {
+                    if self.elected.get(&key) != Some(&me.0) {
+                        let elected = self.elected.get(&key);
                         return self.fail(format!(
-                            "{} became leader of {} in {} without committed batch at {base} (payload {payload}); its log ends at {}",
-                            me.0,
-                            key.0,
-                            key.1,
-                            log.end_offset()
+                            "{} leads {} in {} but the controller elected {elected:?}",
+                            me.0, key.0, key.1
                         ));
                     }
                 }
             }
         }
+    }
+
+    /// Steps the controller, checking every election it makes: the replica it elects must hold
+    /// every batch committed so far. (Checked at the election, not when the replica learns
+    /// of it: a replica may learn late, when it is already a deposed leader of an old epoch
+    /// that can commit nothing.)
+    fn step_controller(&mut self, input: ControllerInput<u64>) {
+        let before: BTreeMap<PartitionId, LeaderEpoch> = self
+            .controller
+            .partitions()
+            .map(|s| (s.partition, s.leader_epoch))
+            .collect();
+        let actions = self.controller.step(self.now_ms, input);
+        let elected: Vec<(PartitionId, LeaderEpoch, NodeId)> = self
+            .controller
+            .partitions()
+            .filter(|s| before.get(&s.partition) != Some(&s.leader_epoch))
+            .filter_map(|s| s.leader.map(|l| (s.partition, s.leader_epoch, l)))
+            .collect();
+        for (partition, leader_epoch, leader) in elected {
+            self.elected.insert((partition, leader_epoch), leader);
+            let log = &self.nodes[leader.0 as usize].logs[&partition];
+            let committed = self.committed.get(&partition);
+            let missing = committed.and_then(|c| {
+                c.iter()
+                    .find(|&(&base, &(payload, _))| !log.contains(base, payload))
+            });
+            if let Some((base, (payload, _))) = missing {
+                let end = log.end_offset();
+                return self.fail(format!(
+                    "the controller elected {leader} for {partition} in {leader_epoch} without committed batch at {base} (payload {payload}); its log ends at {end}"
+                ));
+            }
+        }
+        self.apply_controller_actions(actions);
     }
 
     // ---- controller and network --------------------------------------------------------------
@@ -916,6 +950,9 @@ impl World {
         if self.rng.one_in(self.config.long_delay_one_in) {
             delay += self.rng.range(0, self.config.long_delay_ms);
         }
+        if self.slow_controller && (from == Address::Controller || to == Address::Controller) {
+            delay += self.rng.range(50, 700);
+        }
         self.schedule(
             delay,
             Event::Deliver {
@@ -942,10 +979,7 @@ impl World {
                 self.step_node(n, NodeInput::Message { from, message });
             }
             Address::Controller => {
-                let actions = self
-                    .controller
-                    .step(self.now_ms, ControllerInput::Message { from, message });
-                self.apply_controller_actions(actions);
+                self.step_controller(ControllerInput::Message { from, message });
             }
             Address::Client(PRODUCER) => self.on_produce_response(message),
             Address::Client(_) => self.on_consumer_response(message),
@@ -1004,7 +1038,14 @@ impl World {
                 });
                 self.schedule(heal, Event::Heal);
             }
+            90..=94 if faults.partitions => {
+                self.slow_controller = true;
+                let heal = self.rng.range(200, 3_000);
+                self.trace(|| format!("fault: slow controller link, heal in {heal} ms"));
+                self.schedule(heal, Event::Heal);
+            }
             _ => {
+                self.slow_controller = false;
                 self.trace(|| "fault: none, network healed".to_owned());
                 self.groups.clear();
                 self.drop_percent = 0;
