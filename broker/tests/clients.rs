@@ -212,11 +212,25 @@ fn cross_client_confluent_kafka_zstd() {
 }
 
 /// CreateTopics (with a config, and again), DescribeConfigs, IncrementalAlterConfigs (SET and
-/// DELETE), CreatePartitions, DeleteRecords, DescribeCluster, DeleteTopics through librdkafka.
+/// DELETE), CreatePartitions, DeleteRecords, DescribeCluster, DeleteTopics through librdkafka;
+/// a recreated topic starts empty; MESSAGE_TOO_LARGE and INVALID_TIMESTAMP where Kafka gives them.
 #[test]
 fn confluent_kafka_admin_apis() {
     let broker = Broker::start();
     run_client(Client::ConfluentAdmin, &broker, &["--topic", "admin"]);
+    broker.stop();
+}
+
+/// message.timestamp.type=LogAppendTime: the broker stamps the batches it appends (rewriting
+/// header and CRC); librdkafka (with check.crcs) sees LogAppendTime within the produce window.
+#[test]
+fn confluent_kafka_log_append_time() {
+    let broker = Broker::start();
+    run_client(
+        Client::ConfluentAdmin,
+        &broker,
+        &["--topic", "lat", "--log-append-time"],
+    );
     broker.stop();
 }
 

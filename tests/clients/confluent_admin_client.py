@@ -12,6 +12,9 @@ issue 3, each checked the way an operator's tool would see it.
   8. The same name created again is a new, empty topic: offsets from 0, none of the old records.
   9. A record over the topic's max.message.bytes: MSG_SIZE_TOO_LARGE, and the partition still
      takes records after it.
+ 10. message.timestamp.after.max.ms=60000: a record an hour in the future gets INVALID_TIMESTAMP.
+With --log-append-time instead: message.timestamp.type=LogAppendTime, the broker stamps its own
+time (the batch rewritten, CRC and all); consumers see LogAppendTime within the produce window.
 
 Prints "SUMMARY ... OK" and exits 0, or "FAIL: ..." on stderr and exits 1.
 
@@ -199,15 +202,71 @@ def run(args):
     if offsets != list(range(10)):
         raise Mismatch(f"after the oversized record, partition 0 offsets {offsets}, want 0..9")
 
+    future_timestamp(args, admin)
+
+
+def log_append_time(args, admin):
+    t = args.topic + "-lat"
+    new = NewTopic(t, num_partitions=1, replication_factor=1, config={"message.timestamp.type": "LogAppendTime"})
+    result(admin.create_topics([new], operation_timeout=10)[t], f"CreateTopics {t}")
+    wait_until(f"{t} in Metadata", lambda: partitions_of(admin, t) == [0])
+    before = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": args.bootstrap, "enable.idempotence": True,
+                         "compression.type": "lz4", "linger.ms": 5})
+    errors = []
+    for i in range(50):
+        producer.produce(t, key=b"k%d" % i, value=b"v%d" % i, partition=0, timestamp=1_000_000 + i,
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+    if producer.flush(30) or errors:
+        raise Mismatch(f"produce to a LogAppendTime topic: {errors[:3]} (or unflushed)")
+    after = int(time.time() * 1000)
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"admin-test-{time.time_ns()}",
+                         "enable.auto.commit": False, "check.crcs": True})
+    try:
+        consumer.assign([TopicPartition(t, 0, ck.OFFSET_BEGINNING)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 50 and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.5):
+                if m.error() is not None:
+                    raise Mismatch(f"read LogAppendTime topic: {m.error()}")
+                got.append(m.timestamp())
+    finally:
+        consumer.close()
+    bad = [ts for ts in got if ts[0] != ck.TIMESTAMP_LOG_APPEND_TIME or not before - 1000 <= ts[1] <= after + 1000]
+    if len(got) != 50 or bad:
+        raise Mismatch(f"LogAppendTime topic: read {len(got)}/50, timestamps outside LogAppendTime in "
+                       f"[{before}, {after}]: {bad[:3]} (type {ck.TIMESTAMP_LOG_APPEND_TIME} is LogAppendTime)")
+
+
+def future_timestamp(args, admin):
+    t = args.topic + "-future"
+    new = NewTopic(t, num_partitions=1, replication_factor=1, config={"message.timestamp.after.max.ms": "60000"})
+    result(admin.create_topics([new], operation_timeout=10)[t], f"CreateTopics {t}")
+    wait_until(f"{t} in Metadata", lambda: partitions_of(admin, t) == [0])
+    producer = Producer({"bootstrap.servers": args.bootstrap, "allow.auto.create.topics": False})
+    errors = []
+    producer.produce(t, value=b"from the future", partition=0, timestamp=int(time.time() * 1000) + 3_600_000,
+                     on_delivery=lambda err, msg: errors.append(err))
+    if producer.flush(30):
+        raise Mismatch("produce of a future timestamp: no answer within 30s")
+    if len(errors) != 1 or errors[0] is None or errors[0].code() != ck.KafkaError.INVALID_TIMESTAMP:
+        raise Mismatch(f"produce with a timestamp 1 h ahead, message.timestamp.after.max.ms=60000: {errors}, "
+                       "want INVALID_TIMESTAMP")
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
+    p.add_argument("--log-append-time", action="store_true", help="only the LogAppendTime check")
     args = p.parse_args()
     started = time.monotonic()
     try:
-        run(args)
+        if args.log_append_time:
+            log_append_time(args, AdminClient({"bootstrap.servers": args.bootstrap}))
+        else:
+            run(args)
     except Mismatch as e:
         fail(f"{CLIENT} topic={args.topic}: {e}")
     print(f"SUMMARY client={CLIENT} topic={args.topic} produced=0 consumed=0 "
