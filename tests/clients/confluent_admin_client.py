@@ -6,7 +6,8 @@ issue 3, each checked the way an operator's tool would see it.
   2. DescribeConfigs: the set value, and Kafka's defaults for a few others.
   3. IncrementalAlterConfigs SET and DELETE, seen by DescribeConfigs.
   4. CreatePartitions 3 -> 5, seen by Metadata; records produced to a new partition are read.
-  5. DeleteRecords below offset 50 of partition 0: low watermark 50, reads start there.
+  5. DeleteRecords below offset 50 of partition 0: low watermark 50, reads start there; a
+     fetch at 10 is OFFSET_OUT_OF_RANGE (reset to 50, or reported with auto.offset.reset=error).
   6. DescribeCluster: one node, a controller, a cluster id.
   7. DeleteTopics: gone from Metadata; deleting again: UNKNOWN_TOPIC_OR_PART.
   8. The same name created again is a new, empty topic: offsets from 0, none of the old records.
@@ -115,6 +116,32 @@ def read_partition(args, partition, start):
         consumer.close()
 
 
+def out_of_range_below_log_start(args):
+    """A fetch at offset 10, below the log start (50) after DeleteRecords: OFFSET_OUT_OF_RANGE,
+    which auto.offset.reset=earliest turns into a restart at 50, and =error reports."""
+    for reset in ("earliest", "error"):
+        consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"admin-test-{time.time_ns()}",
+                             "enable.auto.commit": False, "auto.offset.reset": reset})
+        try:
+            consumer.assign([TopicPartition(args.topic, 0, 10)])
+            deadline = time.monotonic() + 20
+            first = None
+            while first is None and time.monotonic() < deadline:
+                for m in consumer.consume(10, 0.5):
+                    first = m
+                    break
+        finally:
+            consumer.close()
+        if first is None:
+            raise Mismatch(f"fetch at offset 10 below log start 50 (auto.offset.reset={reset}): nothing in 20s")
+        if reset == "earliest" and (first.error() is not None or first.offset() != 50):
+            raise Mismatch(f"fetch at offset 10 below log start 50, reset earliest: got offset {first.offset()} "
+                           f"error {first.error()}, want the record at 50")
+        if reset == "error" and (first.error() is None or first.error().code() != ck.KafkaError._AUTO_OFFSET_RESET):
+            raise Mismatch(f"fetch at offset 10 below log start 50, reset error: got offset {first.offset()} "
+                           f"error {first.error()}, want _AUTO_OFFSET_RESET (from OFFSET_OUT_OF_RANGE)")
+
+
 def run(args):
     admin = AdminClient({"bootstrap.servers": args.bootstrap, "allow.auto.create.topics": False})
     t = args.topic
@@ -164,6 +191,7 @@ def run(args):
     if deleted.low_watermark != 50:
         raise Mismatch(f"DeleteRecords p0 < 50: low watermark {deleted.low_watermark}, want 50")
     read_partition(args, 0, 50)
+    out_of_range_below_log_start(args)
 
     # 6. DescribeCluster.
     cluster = result(admin.describe_cluster(request_timeout=15), "DescribeCluster")
