@@ -59,6 +59,72 @@ pub struct ConsumerMember {
     pub revocation_deadline_ms: Option<i64>,
 }
 
+impl MemberState {
+    /// Kafka's MemberState byte in the current-assignment record.
+    pub fn code(self) -> i8 {
+        match self {
+            Self::Stable => 0,
+            Self::UnrevokedPartitions => 1,
+            Self::UnreleasedPartitions => 2,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Self {
+        match code {
+            1 => Self::UnrevokedPartitions,
+            2 => Self::UnreleasedPartitions,
+            _ => Self::Stable,
+        }
+    }
+}
+
+impl ConsumerMember {
+    /// The member as its records describe it.
+    pub fn persisted(&self, target: &Assignment) -> PersistedMember {
+        PersistedMember {
+            metadata: super::consumer_records::MemberMetadataValue {
+                instance_id: self.instance_id.clone(),
+                rack_id: self.rack_id.clone(),
+                client_id: self.client_id.clone(),
+                client_host: self.client_host.clone(),
+                subscribed_topic_names: self.subscribed_topic_names.iter().cloned().collect(),
+                subscribed_topic_regex: None,
+                rebalance_timeout_ms: self.rebalance_timeout_ms,
+                server_assignor: self.server_assignor.clone(),
+            },
+            current: super::consumer_records::CurrentAssignmentValue {
+                member_epoch: self.member_epoch,
+                previous_member_epoch: self.previous_epoch,
+                state: self.state.code(),
+                assigned: self.assigned.clone(),
+                pending_revocation: self.pending_revocation.clone(),
+            },
+            target: target.clone(),
+        }
+    }
+
+    /// A member rebuilt from its records; its session starts now.
+    pub fn from_persisted(member_id: String, p: PersistedMember, session_deadline_ms: i64) -> Self {
+        Self {
+            member_id,
+            instance_id: p.metadata.instance_id,
+            rack_id: p.metadata.rack_id,
+            client_id: p.metadata.client_id,
+            client_host: p.metadata.client_host,
+            member_epoch: p.current.member_epoch,
+            previous_epoch: p.current.previous_member_epoch,
+            state: MemberState::from_code(p.current.state),
+            subscribed_topic_names: p.metadata.subscribed_topic_names.into_iter().collect(),
+            server_assignor: p.metadata.server_assignor,
+            rebalance_timeout_ms: p.metadata.rebalance_timeout_ms,
+            assigned: p.current.assigned,
+            pending_revocation: p.current.pending_revocation,
+            session_deadline_ms,
+            revocation_deadline_ms: None,
+        }
+    }
+}
+
 /// Kafka's consumer group states, as ListGroups and ConsumerGroupDescribe name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumerGroupState {
@@ -92,7 +158,27 @@ pub struct ConsumerGroup {
     pub target: BTreeMap<String, Assignment>,
     /// Subscribed topics' (id, partition count) the current group epoch was computed with.
     pub subscription_metadata: BTreeMap<String, (Uuid, i32)>,
+    /// False after a reload (the topics are not persisted): the next heartbeat adopts the
+    /// current ones without a rebalance.
+    pub subscription_metadata_known: bool,
+    /// What the offsets log holds for this group, to write only what changed.
+    pub persisted: Persisted,
     pub timer_key: Option<i64>,
+}
+
+/// The consumer-group state last appended to `__consumer_offsets`.
+#[derive(Debug, Default, Clone)]
+pub struct Persisted {
+    pub group_epoch: Option<i32>,
+    pub target_epoch: Option<i32>,
+    pub members: BTreeMap<String, PersistedMember>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PersistedMember {
+    pub metadata: super::consumer_records::MemberMetadataValue,
+    pub current: super::consumer_records::CurrentAssignmentValue,
+    pub target: Assignment,
 }
 
 impl ConsumerGroup {
@@ -107,6 +193,8 @@ impl ConsumerGroup {
             static_members: BTreeMap::new(),
             target: BTreeMap::new(),
             subscription_metadata: BTreeMap::new(),
+            subscription_metadata_known: true,
+            persisted: Persisted::default(),
             timer_key: None,
         }
     }

@@ -8,8 +8,13 @@
 use std::collections::BTreeSet;
 
 use super::api::*;
-use super::consumer::{ASSIGNORS, ConsumerGroup, ConsumerMember, MemberState, TopicResolver};
+use bytes::Bytes;
+
+use super::consumer::{
+    ASSIGNORS, ConsumerGroup, ConsumerMember, MemberState, PersistedMember, TopicResolver,
+};
 use super::coordinator::GroupCoordinator;
+use super::coordinator::{LoadedConsumerGroup, PendingAppend};
 use super::error::GroupError;
 use super::limits::GROUPS_PER_SHARD_MAX;
 
@@ -109,7 +114,7 @@ impl GroupCoordinator {
             None => return Err((GroupError::UnknownMemberId, None)),
         };
         let result = self.consumer_heartbeat_group(now_ms, &mut group, req, topics);
-        self.put_consumer_group(group);
+        self.put_consumer_group(now_ms, group);
         result
     }
 
@@ -152,7 +157,10 @@ impl GroupCoordinator {
             }
         }
         let metadata = group.current_subscription_metadata(topics);
-        if metadata != group.subscription_metadata {
+        if !group.subscription_metadata_known {
+            group.subscription_metadata = metadata;
+            group.subscription_metadata_known = true;
+        } else if metadata != group.subscription_metadata {
             group.subscription_metadata = metadata;
             bump = true;
         }
@@ -255,11 +263,12 @@ impl GroupCoordinator {
                 tracing::info!(target: "group", group = %group_id, member = %member_id, "consumer group member expired");
                 group.remove_member(&member_id);
             }
-            self.put_consumer_group(group);
+            self.put_consumer_group(now_ms, group);
         }
     }
 
-    pub(super) fn put_consumer_group(&mut self, mut group: ConsumerGroup) {
+    pub(super) fn put_consumer_group(&mut self, now_ms: i64, mut group: ConsumerGroup) {
+        self.persist_consumer_group(now_ms, &mut group);
         let deadline = group.next_deadline();
         if group.timer_key != deadline {
             if let Some(old) = group.timer_key {
@@ -273,7 +282,137 @@ impl GroupCoordinator {
         self.consumer_groups.insert(group.group_id.clone(), group);
     }
 
-    /// Removes an empty consumer group (DeleteGroups, retention).
+    /// Appends the records of what changed since the group was last persisted (Kafka writes
+    /// the same record types; it answers after the write, we append in the background: a
+    /// member whose epoch is lost in a crash is fenced and rejoins).
+    fn persist_consumer_group(&mut self, now_ms: i64, group: &mut ConsumerGroup) {
+        use super::consumer_records::{self as cr, key};
+        let id = group.group_id.clone();
+        let mut records: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+        let empty = Assignment::new();
+        for (member_id, member) in &group.members {
+            let now = member.persisted(group.target.get(member_id).unwrap_or(&empty));
+            let before = group.persisted.members.get(member_id);
+            if before.map(|b| &b.metadata) != Some(&now.metadata) {
+                let k = key(cr::MEMBER_METADATA_KEY, &id, Some(member_id));
+                records.push((k, Some(cr::member_metadata_value(&now.metadata))));
+            }
+            if before.map(|b| &b.target) != Some(&now.target) {
+                let k = key(cr::TARGET_MEMBER_KEY, &id, Some(member_id));
+                records.push((k, Some(cr::target_member_value(&now.target))));
+            }
+            if before.map(|b| &b.current) != Some(&now.current) {
+                let k = key(cr::CURRENT_ASSIGNMENT_KEY, &id, Some(member_id));
+                records.push((k, Some(cr::current_assignment_value(&now.current))));
+            }
+            group.persisted.members.insert(member_id.clone(), now);
+        }
+        let gone: Vec<String> = group
+            .persisted
+            .members
+            .keys()
+            .filter(|m| !group.members.contains_key(*m))
+            .cloned()
+            .collect();
+        for member_id in gone {
+            group.persisted.members.remove(&member_id);
+            for kind in [
+                cr::CURRENT_ASSIGNMENT_KEY,
+                cr::TARGET_MEMBER_KEY,
+                cr::MEMBER_METADATA_KEY,
+            ] {
+                records.push((key(kind, &id, Some(&member_id)), None));
+            }
+        }
+        if group.persisted.group_epoch != Some(group.group_epoch) {
+            group.persisted.group_epoch = Some(group.group_epoch);
+            records.push((
+                key(cr::GROUP_EPOCH_KEY, &id, None),
+                Some(cr::epoch_value(group.group_epoch)),
+            ));
+        }
+        if group.persisted.target_epoch != Some(group.target_epoch) {
+            group.persisted.target_epoch = Some(group.target_epoch);
+            records.push((
+                key(cr::TARGET_EPOCH_KEY, &id, None),
+                Some(cr::epoch_value(group.target_epoch)),
+            ));
+        }
+        if !records.is_empty() {
+            self.append(group.partition, &records, now_ms, PendingAppend::Background);
+        }
+    }
+
+    /// Deletes an empty consumer group: its records are tombstoned (DeleteGroups, retention).
+    pub(super) fn delete_consumer_group(&mut self, now_ms: i64, group_id: &str) {
+        use super::consumer_records::{self as cr, key};
+        let Some(group) = self.consumer_groups.get(group_id) else {
+            return;
+        };
+        let partition = group.partition;
+        let mut records: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+        for member_id in group.persisted.members.keys() {
+            for kind in [
+                cr::CURRENT_ASSIGNMENT_KEY,
+                cr::TARGET_MEMBER_KEY,
+                cr::MEMBER_METADATA_KEY,
+            ] {
+                records.push((key(kind, group_id, Some(member_id)), None));
+            }
+        }
+        records.push((key(cr::TARGET_EPOCH_KEY, group_id, None), None));
+        records.push((key(cr::GROUP_EPOCH_KEY, group_id, None), None));
+        self.remove_consumer_group(group_id);
+        self.append(partition, &records, now_ms, PendingAppend::Background);
+    }
+
+    /// Rebuilds a consumer group replayed from the offsets log (members come back with a fresh
+    /// session; the subscribed topics are re-read at the next heartbeat without a rebalance).
+    pub(super) fn restore_consumer_group(
+        &mut self,
+        now_ms: i64,
+        group_id: String,
+        partition: i32,
+        loaded: LoadedConsumerGroup,
+    ) {
+        let Some(group_epoch) = loaded.group_epoch else {
+            return;
+        };
+        let mut group = ConsumerGroup::new(group_id, partition);
+        group.group_epoch = group_epoch;
+        group.target_epoch = loaded.target_epoch.unwrap_or(0);
+        group.subscription_metadata_known = false;
+        let session = i64::from(self.config.consumer_session_timeout_ms);
+        for (member_id, m) in loaded.members {
+            let (Some(metadata), Some(current)) = (m.metadata, m.current) else {
+                continue;
+            };
+            let target = m.target.unwrap_or_default();
+            let persisted = PersistedMember {
+                metadata,
+                current,
+                target: target.clone(),
+            };
+            let member = ConsumerMember::from_persisted(
+                member_id.clone(),
+                persisted.clone(),
+                now_ms + session,
+            );
+            if let Some(instance) = &member.instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), member_id.clone());
+            }
+            group.target.insert(member_id.clone(), target);
+            group.members.insert(member_id.clone(), member);
+            group.persisted.members.insert(member_id, persisted);
+        }
+        group.persisted.group_epoch = Some(group.group_epoch);
+        group.persisted.target_epoch = loaded.target_epoch;
+        self.put_consumer_group(now_ms, group);
+    }
+
+    /// Removes a consumer group from memory only (partition unloaded).
     pub(super) fn remove_consumer_group(&mut self, group_id: &str) {
         if let Some(group) = self.consumer_groups.remove(group_id)
             && let Some(old) = group.timer_key

@@ -166,6 +166,22 @@ pub(super) enum PendingAppend {
 #[derive(Debug, Default)]
 struct LoadBuffer {
     groups: HashMap<String, LoadedGroup>,
+    consumer_groups: HashMap<String, LoadedConsumerGroup>,
+}
+
+/// A KIP-848 group as its replayed records left it.
+#[derive(Debug, Default)]
+pub(super) struct LoadedConsumerGroup {
+    pub group_epoch: Option<i32>,
+    pub target_epoch: Option<i32>,
+    pub members: BTreeMap<String, LoadedConsumerMember>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct LoadedConsumerMember {
+    pub metadata: Option<super::consumer_records::MemberMetadataValue>,
+    pub target: Option<super::consumer::Assignment>,
+    pub current: Option<super::consumer_records::CurrentAssignmentValue>,
 }
 
 #[derive(Debug, Default)]
@@ -309,6 +325,9 @@ impl GroupCoordinator {
             if let Some(group) = loaded.into_group(group_id, partition, now_ms) {
                 self.put_group(group);
             }
+        }
+        for (group_id, loaded) in buffer.consumer_groups {
+            self.restore_consumer_group(now_ms, group_id, partition, loaded);
         }
         self.partitions.insert(partition, PartitionStatus::Active);
         if self.next_retention_check_ms.is_none() {
@@ -653,7 +672,9 @@ impl GroupCoordinator {
             return self.reply(request, Reply::DeleteGroup(Some(GroupError::NonEmptyGroup)));
         }
         let was_consumer_group = self.consumer_groups.contains_key(group_id);
-        self.remove_consumer_group(group_id);
+        if was_consumer_group {
+            self.delete_consumer_group(now_ms, group_id);
+        }
         let Some(mut group) = self.take_group(group_id) else {
             let error = (!was_consumer_group).then_some(GroupError::GroupIdNotFound);
             return self.reply(request, Reply::DeleteGroup(error));
@@ -835,8 +856,41 @@ impl LoadBuffer {
             OffsetsRecord::Group { group, value } => {
                 self.groups.entry(group).or_default().metadata = value
             }
+            OffsetsRecord::Consumer(record) => self.apply_consumer(record),
         }
     }
+
+    fn apply_consumer(&mut self, record: super::consumer_records::ConsumerRecord) {
+        use super::consumer_records::ConsumerRecord as R;
+        match record {
+            R::GroupEpoch { group, epoch } => {
+                self.consumer_groups.entry(group).or_default().group_epoch = epoch
+            }
+            R::TargetEpoch { group, epoch } => {
+                self.consumer_groups.entry(group).or_default().target_epoch = epoch
+            }
+            R::PartitionMetadata { .. } => {}
+            R::MemberMetadata {
+                group,
+                member: m,
+                value,
+            } => member_entry(self.consumer_groups.entry(group).or_default(), m).metadata = value,
+            R::TargetMember {
+                group,
+                member: m,
+                value,
+            } => member_entry(self.consumer_groups.entry(group).or_default(), m).target = value,
+            R::CurrentAssignment {
+                group,
+                member: m,
+                value,
+            } => member_entry(self.consumer_groups.entry(group).or_default(), m).current = value,
+        }
+    }
+}
+
+fn member_entry(group: &mut LoadedConsumerGroup, member: String) -> &mut LoadedConsumerMember {
+    group.members.entry(member).or_default()
 }
 
 impl LoadedGroup {

@@ -17,6 +17,7 @@ pub mod classic;
 pub mod config;
 pub mod consumer;
 mod consumer_ops;
+pub mod consumer_records;
 pub mod coordinator;
 pub mod error;
 pub mod frontend;

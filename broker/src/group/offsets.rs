@@ -296,8 +296,16 @@ impl GroupCoordinator {
             }
             self.put_group(group);
         }
-        // KIP-848 groups keep nothing on disk of their own; empty ones go.
-        self.consumer_groups.retain(|_, g| !g.members.is_empty());
+        // Empty KIP-848 groups go (their offsets follow the rules above).
+        let empty: Vec<String> = self
+            .consumer_groups
+            .values()
+            .filter(|g| g.members.is_empty())
+            .map(|g| g.group_id.clone())
+            .collect();
+        for group_id in empty {
+            self.delete_consumer_group(now_ms, &group_id);
+        }
         for (partition, records) in per_partition {
             self.append(partition, &records, now_ms, PendingAppend::Background);
         }

@@ -123,6 +123,8 @@ pub enum OffsetsRecord {
         group: String,
         value: Option<GroupMetadataValue>,
     },
+    /// A KIP-848 consumer-group record (key types 3..=8).
+    Consumer(super::consumer_records::ConsumerRecord),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +310,12 @@ pub fn decode_group_value(bytes: &[u8]) -> Result<GroupMetadataValue, RecordDeco
 
 /// Decodes one key/value pair of the offsets topic.
 pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, RecordDecodeError> {
+    if let Some(kind) = key.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]))
+        && (3..=8).contains(&kind)
+    {
+        let record = super::consumer_records::decode(kind, &key[2..], value)?;
+        return Ok(OffsetsRecord::Consumer(record));
+    }
     match decode_key(key)? {
         RecordKey::Offset {
             group,

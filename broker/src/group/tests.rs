@@ -1840,6 +1840,55 @@ mod kip848 {
         assert_eq!(b.assigned.get(&topic_id()).map(|p| p.len()), Some(4));
     }
 
+    fn describe_cg(h: &mut Harness) -> ConsumerDescribeResult {
+        let id = h.request_id();
+        h.coordinator.consumer_group_describe(h.now_ms, id, GROUP);
+        h.pump();
+        match h.take(id) {
+            Some(Reply::ConsumerDescribe(d)) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn consumer_group_survives_a_reload() {
+        let mut h = Harness::new();
+        let t = topics(4);
+        let _ = h.cg(hb("a", 0), &t);
+        let _ = h.cg(hb("b", 0), &t);
+        let a = h.cg(hb("a", 1), &t);
+        let kept = parts(&a.assignment).unwrap();
+        let mut confirm = hb("a", 1);
+        confirm.owned = Some(owned(&kept));
+        assert_eq!(h.cg(confirm, &t).member_epoch, 2);
+        assert_eq!(h.cg(hb("b", 2), &t).member_epoch, 2);
+        let before = describe_cg(&mut h);
+        assert_eq!(before.state, "Stable");
+
+        let mut r = super::reload(&h, h.now_ms);
+        let after = describe_cg(&mut r);
+        assert_eq!(after, before);
+        // Members carry on at their epochs; nothing is reassigned.
+        let b = r.cg(hb("b", 2), &t);
+        assert_eq!((b.error, b.member_epoch, b.assignment), (None, 2, None));
+        let a = r.cg(hb("a", 2), &t);
+        assert_eq!((a.error, a.member_epoch, a.assignment), (None, 2, None));
+        assert_eq!(describe_cg(&mut r).group_epoch, 2);
+
+        // Both leave and the group is deleted: it stays gone after another reload.
+        let _ = r.cg(hb("a", -1), &t);
+        let _ = r.cg(hb("b", -1), &t);
+        let id = r.request_id();
+        r.coordinator.delete_group(r.now_ms, id, GROUP);
+        r.pump();
+        assert_eq!(r.take(id), Some(Reply::DeleteGroup(None)));
+        let mut again = super::reload(&r, r.now_ms);
+        assert_eq!(
+            describe_cg(&mut again).error,
+            Some(GroupError::GroupIdNotFound)
+        );
+    }
+
     #[test]
     fn new_partitions_bump_the_epoch() {
         let mut h = Harness::new();
