@@ -74,7 +74,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         what: "kafka.addr",
         source: std::io::ErrorKind::InvalidInput.into(),
     })?;
-    let listener = net::bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let listener = bind_with_retry(addr)?;
     let local = listener.local_addr().map_err(|source| StartError::Io {
         what: "listener address",
         source,
@@ -182,6 +182,32 @@ pub fn run(config: Config) -> Result<(), StartError> {
     println!("sluice stopped");
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// How long start-up retries a bind that fails with "address in use".
+pub const BIND_RETRY_MS: u64 = 3000;
+
+/// Binds the listener, retrying EADDRINUSE for `BIND_RETRY_MS`: after a SIGKILL the kernel
+/// tears the dead process's io_uring down asynchronously, and its pending accept keeps the old
+/// listener bound for a few tens of milliseconds after the process is reaped. A supervisor
+/// restarting at once would otherwise fail half the time (tests/clients/FINDINGS.md 4). A
+/// port really taken by another process still fails, after the retry window.
+fn bind_with_retry(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let deadline = Instant::now() + Duration::from_millis(BIND_RETRY_MS);
+    let mut logged = false;
+    loop {
+        match net::bind_listener(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    tracing::info!(target: "broker::server", %addr, "address in use; retrying for up to {BIND_RETRY_MS} ms");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => return Err(StartError::Bind { addr, source }),
+        }
+    }
 }
 
 /// Two-phase shutdown (see module docs). Returns false if it did not finish in `timeout`.

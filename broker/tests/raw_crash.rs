@@ -135,3 +135,20 @@ fn acknowledged_durable_writes_survive_kill_9() {
     }
     broker.stop();
 }
+
+#[test]
+fn restart_right_after_sigkill_gets_its_port_back() {
+    // After SIGKILL the dead process's io_uring is torn down asynchronously and its pending
+    // accept holds the old listener for a moment; start-up must wait that out.
+    let mut broker = Broker::start();
+    for _ in 0..5 {
+        broker.kill();
+        broker.start_again();
+        let resp: ApiVersionsResponse =
+            broker
+                .connect()
+                .call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0);
+    }
+    broker.stop();
+}
