@@ -1,9 +1,9 @@
 //! ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) on [`GroupCoordinator`]:
 //! Kafka's `GroupMetadataManager.consumerGroupHeartbeat`, reduced to what one node needs.
 //!
-//! Sluice: consumer-group membership is kept in memory only (offsets are persisted as for
-//! classic groups). After a broker restart members get UNKNOWN_MEMBER_ID and rejoin with
-//! epoch 0, which the protocol handles. Regex subscriptions are refused with INVALID_REQUEST.
+//! State is persisted in Kafka's consumer-group record types (`consumer_records.rs`),
+//! appended in the background after each change; a reload brings members back at their
+//! epochs. Regex subscriptions are refused with INVALID_REQUEST.
 
 use std::collections::BTreeSet;
 
