@@ -181,14 +181,15 @@ async function createTopic(kafka, args) {
   }
 }
 
-async function produce(kafka, args) {
+// Produces records first..end-1 of the record set (default: all of it).
+async function produce(kafka, args, first = 0, end = args.records) {
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false })
   await producer.connect()
   try {
     const chunk = 2000
-    for (let start = 0; start < args.records; start += chunk) {
+    for (let start = first; start < end; start += chunk) {
       const messages = []
-      for (let i = start; i < Math.min(start + chunk, args.records); i++) {
+      for (let i = start; i < Math.min(start + chunk, end); i++) {
         messages.push({
           key: keyOf(i), value: valueOf(i), partition: i % args.partitions,
           headers: Object.fromEntries(headersOf(i)), timestamp: String(args.baseTs + i),
@@ -298,8 +299,9 @@ async function listOffsets(kafka, args) {
 // ---- consumer group (issue 4) -------------------------------------------------------------------
 // `--consumers` kafkajs consumers of one group subscribe first; once their assignments are
 // disjoint and cover every partition the record set is produced, and they read it through
-// subscribe/run with explicit commits: every record exactly once, every consumer reads some, and
-// the group's committed offsets end at the high watermarks.
+// subscribe/run with explicit commits: every record exactly once, every consumer reads some.
+// Then one leaves, the rest take over its partitions and read a second record set (records N to
+// 2N-1); the group's committed offsets end at the high watermarks.
 async function groupMode(kafka, args) {
   const group = args.group || `${args.topic}-group`
   await createTopic(kafka, args)
@@ -338,26 +340,40 @@ async function groupMode(kafka, args) {
   }
   await waitFor(() => balanced(), args.timeout, () => `a balanced assignment: ${JSON.stringify([...assignment])}`)
   await produce(kafka, args)
-  let last = -1
-  let lastChange = Date.now()
-  while (seen.size < args.records && !dup) {
-    if (seen.size !== last) { last = seen.size; lastChange = Date.now() }
-    if (Date.now() - lastChange > args.timeout * 1000) break
-    await new Promise(r => setTimeout(r, 50))
+  const readAll = async total => {
+    let last = -1
+    let lastChange = Date.now()
+    while (seen.size < total && !dup) {
+      if (seen.size !== last) { last = seen.size; lastChange = Date.now() }
+      if (Date.now() - lastChange > args.timeout * 1000) break
+      await new Promise(r => setTimeout(r, 50))
+    }
+    if (dup) throw new Mismatch(`record read twice: ${dup}`)
+    if (seen.size !== total) throw new Mismatch(`group read ${seen.size} of ${total} records`)
   }
-  for (const c of consumers) await c.disconnect()
-  if (dup) throw new Mismatch(`record read twice: ${dup}`)
-  if (seen.size !== args.records) throw new Mismatch(`group read ${seen.size} of ${args.records} records`)
+  await readAll(args.records)
   const users = new Set([...seen.values()])
   if (users.size !== args.consumers) {
     throw new Mismatch(`only consumer(s) ${[...users]} read records although the partitions were split ${JSON.stringify([...assignment])}`)
   }
+  // The last consumer leaves (LeaveGroup); the others take its partitions over and read a second
+  // batch with nothing read twice.
+  const leaving = consumers.length - 1
+  await consumers[leaving].disconnect()
+  assignment.delete(leaving)
+  const staying = () => [...assignment.entries()].filter(([c]) => c !== leaving)
+  await waitFor(() => staying().flatMap(([, ps]) => ps).sort((a, b) => a - b).join() ===
+    [...Array(args.partitions).keys()].join(), args.timeout,
+  () => `the remaining consumers to take over every partition: ${JSON.stringify(staying())}`)
+  await produce(kafka, args, args.records, 2 * args.records)
+  await readAll(2 * args.records)
+  for (const c of consumers.slice(0, leaving)) await c.disconnect()
   const admin = kafka.admin()
   await admin.connect()
   try {
     const committed = await admin.fetchOffsets({ groupId: group, topics: [args.topic] })
     for (const p of committed[0].partitions) {
-      const want = countIn(p.partition, args.records, args.partitions)
+      const want = countIn(p.partition, 2 * args.records, args.partitions)
       if (Number(p.offset) !== want) throw new Mismatch(`committed offset p${p.partition}: ${p.offset}, want ${want}`)
     }
   } finally {
@@ -455,7 +471,7 @@ async function main() {
   try {
     if (args.mode === 'group') {
       consumed = await groupMode(kafka, args)
-      produced = args.records
+      produced = 2 * args.records
     } else if (args.mode === 'admin') {
       await adminMode(kafka, args)
     } else {
