@@ -169,7 +169,22 @@ fn five_second_run_acks_and_reads_back_every_record() {
     );
     assert_eq!(n("/end_to_end_latency_us/count"), sent);
     assert_eq!(n("/produce/latency_us/count"), sent);
-    assert!(report.pointer("/produce/records_per_sec").is_some());
+    // The rate is the count over the measured window (no warm-up here).
+    let f = |path: &str| {
+        report
+            .pointer(path)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap()
+    };
+    let implied = f("/produce/records_per_sec") * f("/measured_secs");
+    assert!(
+        (implied - sent as f64).abs() < 1.0,
+        "rate x window {implied} != {sent}"
+    );
+    assert_eq!(report["records_behind_schedule"], 0);
+    let latency = |q: &str| n(&format!("/produce/latency_us/{q}"));
+    assert!(latency("p50") <= latency("p99") && latency("p99") <= latency("max"));
+    assert_eq!(report["parameters"]["rate"], 10000.0);
 }
 
 /// Idempotent, compressed, keyed, count-bounded: exactly N records in, N out.
