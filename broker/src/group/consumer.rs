@@ -24,6 +24,8 @@ pub trait TopicResolver {
     fn topic_by_name(&self, name: &str) -> Option<(Uuid, i32)>;
     /// (name, partition count) of a topic by id.
     fn topic_by_id(&self, id: &Uuid) -> Option<(String, i32)>;
+    /// Every topic a regex subscription may match (internal topics excluded).
+    fn topic_names(&self) -> Vec<String>;
 }
 
 pub const ASSIGNOR_UNIFORM: &str = "uniform";
@@ -51,6 +53,8 @@ pub struct ConsumerMember {
     pub previous_epoch: i32,
     pub state: MemberState,
     pub subscribed_topic_names: BTreeSet<String>,
+    /// A regex subscription (KIP-848 v1), matched against every topic name in full.
+    pub subscribed_topic_regex: Option<SubscriptionRegex>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub assigned: Assignment,
@@ -78,7 +82,42 @@ impl MemberState {
     }
 }
 
+/// A compiled regex subscription; matches whole topic names, as Kafka's RE2J `matches`.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRegex {
+    pub source: String,
+    regex: regex::Regex,
+}
+
+/// Longest regex source accepted (it is compiled and kept per member).
+pub const SUBSCRIPTION_REGEX_BYTES_MAX: usize = 1024;
+
+impl SubscriptionRegex {
+    pub fn new(source: &str) -> Result<Self, regex::Error> {
+        if source.len() > SUBSCRIPTION_REGEX_BYTES_MAX {
+            return Err(regex::Error::CompiledTooBig(SUBSCRIPTION_REGEX_BYTES_MAX));
+        }
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(1 << 20)
+            .build()?;
+        Ok(Self {
+            source: source.to_owned(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        self.regex.is_match(topic)
+    }
+}
+
 impl ConsumerMember {
+    pub fn subscribes_by_regex(&self, topic: &str) -> bool {
+        self.subscribed_topic_regex
+            .as_ref()
+            .is_some_and(|r| r.matches(topic))
+    }
+
     /// The member as its records describe it.
     pub fn persisted(&self, target: &Assignment) -> PersistedMember {
         PersistedMember {
@@ -88,7 +127,10 @@ impl ConsumerMember {
                 client_id: self.client_id.clone(),
                 client_host: self.client_host.clone(),
                 subscribed_topic_names: self.subscribed_topic_names.iter().cloned().collect(),
-                subscribed_topic_regex: None,
+                subscribed_topic_regex: self
+                    .subscribed_topic_regex
+                    .as_ref()
+                    .map(|r| r.source.clone()),
                 rebalance_timeout_ms: self.rebalance_timeout_ms,
                 server_assignor: self.server_assignor.clone(),
             },
@@ -115,6 +157,10 @@ impl ConsumerMember {
             previous_epoch: p.current.previous_member_epoch,
             state: MemberState::from_code(p.current.state),
             subscribed_topic_names: p.metadata.subscribed_topic_names.into_iter().collect(),
+            subscribed_topic_regex: p
+                .metadata
+                .subscribed_topic_regex
+                .and_then(|r| SubscriptionRegex::new(&r).ok()),
             server_assignor: p.metadata.server_assignor,
             rebalance_timeout_ms: p.metadata.rebalance_timeout_ms,
             assigned: p.current.assigned,
@@ -236,10 +282,25 @@ impl ConsumerGroup {
         &self,
         topics: &dyn TopicResolver,
     ) -> BTreeMap<String, (Uuid, i32)> {
-        self.members
+        let mut names: BTreeSet<String> = self
+            .members
             .values()
-            .flat_map(|m| m.subscribed_topic_names.iter())
-            .filter_map(|name| topics.topic_by_name(name).map(|t| (name.clone(), t)))
+            .flat_map(|m| m.subscribed_topic_names.iter().cloned())
+            .collect();
+        if self
+            .members
+            .values()
+            .any(|m| m.subscribed_topic_regex.is_some())
+        {
+            for name in topics.topic_names() {
+                if self.members.values().any(|m| m.subscribes_by_regex(&name)) {
+                    names.insert(name);
+                }
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|name| topics.topic_by_name(&name).map(|t| (name, t)))
             .collect()
     }
 
@@ -267,10 +328,13 @@ impl ConsumerGroup {
             .members
             .iter()
             .map(|(id, m)| {
-                let ids = m
-                    .subscribed_topic_names
+                let ids = self
+                    .subscription_metadata
                     .iter()
-                    .filter_map(|n| self.subscription_metadata.get(n).map(|t| t.0));
+                    .filter(|(name, _)| {
+                        m.subscribed_topic_names.contains(*name) || m.subscribes_by_regex(name)
+                    })
+                    .map(|(_, t)| t.0);
                 (id.clone(), ids.collect())
             })
             .collect();

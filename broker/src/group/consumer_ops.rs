@@ -11,7 +11,8 @@ use super::api::*;
 use bytes::Bytes;
 
 use super::consumer::{
-    ASSIGNORS, ConsumerGroup, ConsumerMember, MemberState, PersistedMember, TopicResolver,
+    ASSIGNORS, ConsumerGroup, ConsumerMember, MemberState, PersistedMember, SubscriptionRegex,
+    TopicResolver,
 };
 use super::coordinator::GroupCoordinator;
 use super::coordinator::{LoadedConsumerGroup, PendingAppend};
@@ -86,6 +87,17 @@ impl GroupCoordinator {
             .check_group_status(&req.group_id, false)
             .map_err(|e| (e, None))?;
         validate(&req).map_err(|m| (GroupError::InvalidRequest, Some(m.to_string())))?;
+        let regex = match req
+            .subscribed_topic_regex
+            .as_deref()
+            .map(SubscriptionRegex::new)
+        {
+            None => None,
+            Some(Ok(regex)) => Some(regex),
+            Some(Err(e)) => {
+                return Err((GroupError::InvalidRegularExpression, Some(e.to_string())));
+            }
+        };
         if let Some(assignor) = req.server_assignor.as_deref()
             && !ASSIGNORS.contains(&assignor)
         {
@@ -113,7 +125,7 @@ impl GroupCoordinator {
             // Sluice: membership is not persisted; a member from before a restart rejoins.
             None => return Err((GroupError::UnknownMemberId, None)),
         };
-        let result = self.consumer_heartbeat_group(now_ms, &mut group, req, topics);
+        let result = self.consumer_heartbeat_group(now_ms, &mut group, req, regex, topics);
         self.put_consumer_group(now_ms, group);
         result
     }
@@ -123,6 +135,7 @@ impl GroupCoordinator {
         now_ms: i64,
         group: &mut ConsumerGroup,
         req: ConsumerHeartbeat,
+        regex: Option<SubscriptionRegex>,
         topics: &dyn TopicResolver,
     ) -> Result<ConsumerHeartbeatResult, (GroupError, Option<String>)> {
         let (member_id, new_member) = match req.member_epoch {
@@ -155,6 +168,12 @@ impl GroupCoordinator {
                 member.subscribed_topic_names = names;
                 bump = true;
             }
+        }
+        if let Some(regex) = regex
+            && member.subscribed_topic_regex.as_ref().map(|r| &r.source) != Some(&regex.source)
+        {
+            member.subscribed_topic_regex = Some(regex);
+            bump = true;
         }
         let metadata = group.current_subscription_metadata(topics);
         if !group.subscription_metadata_known {
@@ -222,6 +241,7 @@ impl GroupCoordinator {
             previous_epoch: -1,
             state: MemberState::Stable,
             subscribed_topic_names: BTreeSet::new(),
+            subscribed_topic_regex: None,
             server_assignor: None,
             rebalance_timeout_ms: req.rebalance_timeout_ms,
             assigned: Assignment::new(),
@@ -442,16 +462,15 @@ fn validate(req: &ConsumerHeartbeat) -> Result<(), &'static str> {
     if req.group_id.is_empty() {
         return Err("GroupId can't be empty.");
     }
-    if req.subscribed_topic_regex.is_some() {
-        return Err("regular expression subscriptions are not supported yet");
-    }
     match req.member_epoch {
         0 => {
             if req.rebalance_timeout_ms < 0 {
                 return Err("RebalanceTimeoutMs must be provided in first request.");
             }
-            if req.subscribed_topic_names.is_none() {
-                return Err("SubscribedTopicNames must be set in first request.");
+            if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
+                return Err(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
             }
             if req.owned.as_ref().is_some_and(|o| !o.is_empty()) {
                 return Err("TopicPartitions must be empty when (re-)joining.");
@@ -565,6 +584,7 @@ fn describe(group: &ConsumerGroup) -> ConsumerDescribeResult {
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
                 subscribed_topic_names: m.subscribed_topic_names.iter().cloned().collect(),
+                subscribed_topic_regex: m.subscribed_topic_regex.as_ref().map(|r| r.source.clone()),
                 assignment: m.assigned.clone(),
                 target_assignment: group.target.get(&m.member_id).cloned().unwrap_or_default(),
             })

@@ -54,6 +54,8 @@ pub enum GroupError {
     UnsupportedAssignor,
     #[error("stale member epoch (KIP-848)")]
     StaleMemberEpoch,
+    #[error("invalid regular expression")]
+    InvalidRegularExpression,
 }
 
 impl GroupError {
@@ -84,6 +86,7 @@ impl GroupError {
             Self::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
             Self::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
             Self::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+            Self::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
         };
         error.code()
     }

@@ -146,4 +146,12 @@ impl super::consumer::TopicResolver for MetadataTopics {
             .topic_by_id(id)
             .map(|t| (t.name.clone(), t.partitions))
     }
+
+    fn topic_names(&self) -> Vec<String> {
+        let names = self.0.topics.keys();
+        names
+            .filter(|name| name.as_str() != OFFSETS_TOPIC)
+            .cloned()
+            .collect()
+    }
 }

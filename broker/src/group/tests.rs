@@ -1556,6 +1556,9 @@ mod kip848 {
                 .find(|t| t.1 == *id)
                 .map(|t| (t.0.clone(), t.2))
         }
+        fn topic_names(&self) -> Vec<String> {
+            self.0.iter().map(|t| t.0.clone()).collect()
+        }
     }
 
     fn topic_id() -> Uuid {
@@ -1840,6 +1843,43 @@ mod kip848 {
         assert_eq!(b.assigned.get(&topic_id()).map(|p| p.len()), Some(4));
     }
 
+    #[test]
+    fn regex_subscriptions_match_whole_topic_names() {
+        let mut h = Harness::new();
+        let t = Topics(vec![
+            ("orders-eu".into(), Uuid::from_bytes([1; 16]), 2),
+            ("orders-us".into(), Uuid::from_bytes([2; 16]), 1),
+            ("xorders-eu".into(), Uuid::from_bytes([3; 16]), 5),
+        ]);
+        let mut join = hb("a", 0);
+        join.subscribed_topic_names = None;
+        join.subscribed_topic_regex = Some("orders-.*".into());
+        let r = h.cg(join.clone(), &t);
+        assert_eq!(r.error, None);
+        let a = r.assignment.unwrap();
+        assert_eq!(a.values().map(|p| p.len()).sum::<usize>(), 3, "{a:?}");
+        assert!(!a.contains_key(&Uuid::from_bytes([3; 16])));
+        let d = describe_cg(&mut h);
+        assert_eq!(
+            d.members[0].subscribed_topic_regex.as_deref(),
+            Some("orders-.*")
+        );
+        // Survives a reload.
+        let mut r2 = super::reload(&h, h.now_ms);
+        let d = describe_cg(&mut r2);
+        assert_eq!(
+            d.members[0].subscribed_topic_regex.as_deref(),
+            Some("orders-.*")
+        );
+        // A regex that does not compile.
+        join.member_id = "b".into();
+        join.subscribed_topic_regex = Some("orders-(".into());
+        assert_eq!(
+            h.cg(join, &t).error,
+            Some(GroupError::InvalidRegularExpression)
+        );
+    }
+
     fn describe_cg(h: &mut Harness) -> ConsumerDescribeResult {
         let id = h.request_id();
         h.coordinator.consumer_group_describe(h.now_ms, id, GROUP);
@@ -1967,6 +2007,9 @@ fn kip848_random_membership_never_double_assigns_and_converges() {
         }
         fn topic_by_id(&self, id: &Uuid) -> Option<(String, i32)> {
             (*id == self.0).then(|| ("t".to_string(), self.1))
+        }
+        fn topic_names(&self) -> Vec<String> {
+            vec!["t".to_string()]
         }
     }
 
