@@ -65,6 +65,12 @@ produce_fetch_tests! {
     kafka_python_lz4: Client::KafkaPython, "lz4", RECORDS_CODEC, PARTITIONS_CODEC;
     kafka_python_zstd: Client::KafkaPython, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
 
+    aiokafka_10k_records: Client::Aiokafka, "none", RECORDS_MAIN, PARTITIONS_MAIN;
+    aiokafka_gzip: Client::Aiokafka, "gzip", RECORDS_CODEC, PARTITIONS_CODEC;
+    aiokafka_snappy: Client::Aiokafka, "snappy", RECORDS_CODEC, PARTITIONS_CODEC;
+    aiokafka_lz4: Client::Aiokafka, "lz4", RECORDS_CODEC, PARTITIONS_CODEC;
+    aiokafka_zstd: Client::Aiokafka, "zstd", RECORDS_CODEC, PARTITIONS_CODEC;
+
     kafkajs_10k_records: Client::Kafkajs, "none", RECORDS_MAIN, PARTITIONS_MAIN;
     kafkajs_gzip: Client::Kafkajs, "gzip", RECORDS_CODEC, PARTITIONS_CODEC;
     kafkajs_snappy: Client::Kafkajs, "snappy", RECORDS_CODEC, PARTITIONS_CODEC;

@@ -100,6 +100,25 @@ fn group_cooperative_sticky_rebalances() {
     broker.stop();
 }
 
+/// Two aiokafka members of one group split the partitions and read every record once with
+/// explicit commits; a third member of the group then reads only what was added since.
+#[test]
+fn group_aiokafka_members() {
+    let broker = Broker::start();
+    let args = [
+        "--mode",
+        "group",
+        "--topic",
+        "group-aiokafka",
+        "--partitions",
+        "6",
+        "--records",
+        "3000",
+    ];
+    run_client(Client::Aiokafka, &broker, &args).assert_counts(3006, 3006);
+    broker.stop();
+}
+
 /// kcat's balanced consumer (-G, librdkafka 2.0: older group API versions): reads everything,
 /// then nothing (resumed at the committed end), then exactly the records added since.
 #[test]

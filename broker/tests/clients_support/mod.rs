@@ -28,6 +28,7 @@ const LOG_TAIL_BYTES: usize = 6_000;
 pub enum Client {
     ConfluentKafka,
     KafkaPython,
+    Aiokafka,
     Kafkajs,
     Kcat,
     /// group_scenario.py: consumer-group scenarios with confluent-kafka and kafka-python members.
@@ -41,6 +42,7 @@ impl Client {
         match self {
             Client::ConfluentKafka => "confluent-kafka",
             Client::KafkaPython => "kafka-python",
+            Client::Aiokafka => "aiokafka",
             Client::Kafkajs => "kafkajs",
             Client::Kcat => "kcat",
             Client::GroupScenario => "group-scenario",
@@ -52,6 +54,7 @@ impl Client {
         match self {
             Client::ConfluentKafka => "confluent_kafka_client.py",
             Client::KafkaPython => "kafka_python_client.py",
+            Client::Aiokafka => "aiokafka_client.py",
             Client::Kafkajs => "kafkajs_client.js",
             Client::Kcat => "kcat_client.py",
             Client::GroupScenario => "group_scenario.py",
@@ -113,6 +116,7 @@ fn client_command(client: Client) -> Command {
         }
         Client::ConfluentKafka
         | Client::KafkaPython
+        | Client::Aiokafka
         | Client::GroupScenario
         | Client::ConfluentAdmin => {
             let mut cmd = Command::new(python());
