@@ -812,15 +812,22 @@ impl World {
             let what = format!("{id} {partition}: truncate to {offset}, not a batch boundary");
             return self.fail(what);
         };
+        // A replica outside the ISR may drop committed batches (e.g. a follower that learned
+        // late of an old epoch and truncates to its deposed leader's log); it must fetch them
+        // again before it can rejoin. An ISR member may not: it could be elected next.
+        let in_isr = self
+            .controller
+            .partition(partition)
+            .is_some_and(|s| s.isr.contains(&id));
         let committed = self.committed.get(&partition);
         let lost = log.batches[keep..].iter().find(|b| {
             committed
                 .and_then(|c| c.get(&b.base_offset))
                 .is_some_and(|&(payload, _)| payload == b.payload)
         });
-        if let Some(b) = lost {
+        if let Some(b) = lost.filter(|_| in_isr) {
             let what = format!(
-                "{id} {partition}: truncation to {offset} removes committed batch at {} (payload {})",
+                "{id} {partition}: ISR member truncating to {offset} removes committed batch at {} (payload {})",
                 b.base_offset, b.payload
             );
             return self.fail(what);
