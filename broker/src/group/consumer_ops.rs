@@ -3,7 +3,7 @@
 //!
 //! State is persisted in Kafka's consumer-group record types (`consumer_records.rs`),
 //! appended in the background after each change; a reload brings members back at their
-//! epochs. Regex subscriptions are refused with INVALID_REQUEST.
+//! epochs.
 
 use std::collections::BTreeSet;
 
