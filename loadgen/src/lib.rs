@@ -42,6 +42,7 @@ pub mod report;
 pub mod schedule;
 pub mod stats;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,250 +95,365 @@ pub async fn run_quietly(
     interrupt: impl std::future::Future<Output = ()> + Send,
 ) -> Result<Report> {
     args.validate()?;
-    let clock = Clock::new();
     let start_time = rfc3339_utc(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     );
-    let cluster = Arc::new(
-        Cluster::connect(&args.bootstrap, &args.topic, args.max_in_flight)
-            .await
-            .context("bootstrap")?,
-    );
-    let topic_created = cluster
-        .ensure_topic(
-            args.partitions,
-            args.replication_factor,
-            &args.topic_configs()?,
-        )
-        .await?;
-    let partitions = cluster.layout().partitions();
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = watch::channel(StopSignal::Run);
-    let (targets_tx, targets_rx) = watch::channel(None);
-    let positions = Arc::new(Mutex::new(if args.consumers > 0 {
-        cluster.end_offsets().await.context("start offsets")?
-    } else {
-        Vec::new()
-    }));
-    let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
-    let payload = payload_pool(args.seed, record_bytes_max as usize);
-    let keys = Arc::new(KeyGenerator::new(args.keys));
-
-    let consumer_measure_from_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut consumers = JoinSet::new();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.consumers.max(1) as usize);
-    for index in 0..args.consumers {
-        let config = ConsumerConfig {
-            index,
-            partitions: assignment(partitions, args.consumers, index),
-            group: args.group.clone(),
-        };
-        let shared = ConsumerShared {
-            cluster: cluster.clone(),
-            stats: stats.clone(),
-            clock,
-            targets: targets_rx.clone(),
-            stop: stop_rx.clone(),
-            positions: positions.clone(),
-            ready: ready_tx.clone(),
-            measure_from_us: consumer_measure_from_us.clone(),
-        };
-        consumers.spawn(run_consumer(config, shared));
-    }
-    drop(ready_tx);
-    // Producers start once every consumer has its first assignment (a group join can take
-    // seconds), so end-to-end latency does not include joining.
-    let ready_deadline = tokio::time::sleep(CONSUMERS_READY_TIMEOUT);
-    tokio::pin!(ready_deadline);
-    for _ in 0..args.consumers {
-        tokio::select! {
-            ready = ready_rx.recv() => if ready.is_none() { break },
-            _ = &mut ready_deadline => {
-                eprintln!("loadgen: consumers not ready after {CONSUMERS_READY_TIMEOUT:?}; producing anyway");
-                break;
-            }
-        }
-    }
-    let run_start = Instant::now();
-    let start_us = clock.at_us(run_start);
-    let measure_from = run_start + Duration::from_secs_f64(args.warmup_secs);
-    let measure_from_us = clock.at_us(measure_from);
-    let produce_until = args.produce_time().map(|d| run_start + d);
-
-    consumer_measure_from_us.store(measure_from_us, std::sync::atomic::Ordering::Relaxed);
-
-    let mut producers = JoinSet::new();
-    for index in 0..args.producers {
-        let share = |total: u64| {
-            total / u64::from(args.producers)
-                + u64::from(u64::from(index) < total % u64::from(args.producers))
-        };
-        let schedule = match args.rate {
-            Some(rate) => Schedule::open_loop(start_us, rate / f64::from(args.producers)),
-            None => Schedule::max_throughput(start_us),
-        };
-        let config = ProducerConfig {
-            index,
-            acks: args.acks.wire(),
-            compression: args.compression.0,
-            linger: Duration::from_millis(args.linger_ms),
-            batch_bytes: args.batch_bytes,
-            request_bytes: args.request_bytes,
-            buffer_bytes: args.buffer_bytes,
-            in_flight_max: args.max_in_flight,
-            idempotence: args.idempotence,
-            retries: args.retries,
-            records: args.records.map(share),
-            produce_until,
-            schedule,
-            sizes: SizeDistribution {
-                min: args.record_bytes,
-                max: record_bytes_max,
-            },
-            keys: keys.clone(),
-            seed: args.seed,
-            measure_from_us,
-            abort_drain: ABORT_DRAIN,
-        };
-        let shared = ProducerShared {
-            cluster: cluster.clone(),
-            stats: stats.clone(),
-            clock,
-            payload: payload.clone(),
-            stop: stop_rx.clone(),
-        };
-        producers.spawn(run_producer(config, shared));
-    }
-
+    let run = RunContext::set_up(args).await?;
+    let (mut consumers, consumer_measure_from_us) = run.spawn_consumers().await;
+    let timing = Timing::start(&run.clock, &run.args);
+    consumer_measure_from_us.store(timing.measure_from_us, Ordering::Relaxed);
+    let mut producers = run.spawn_producers(&timing);
     let window_start = Arc::new(Mutex::new(None::<Counters>));
     let progress = tokio::spawn(progress_loop(
-        stats.clone(),
-        run_start,
-        measure_from,
+        run.stats.clone(),
+        timing.run_start,
+        timing.measure_from,
         window_start.clone(),
-        args.quiet,
+        run.args.quiet,
     ));
 
     tokio::pin!(interrupt);
-    let mut interrupted = false;
-    let mut first_error: Option<anyhow::Error> = None;
-    // Producers first.
-    loop {
-        tokio::select! {
-            joined = producers.join_next() => match joined {
-                None => break,
-                Some(result) => note_error(&mut first_error, result, &stop_tx),
-            },
-            _ = &mut interrupt, if !interrupted => {
-                interrupted = true;
-                eprintln!("loadgen: interrupted, draining (up to {ABORT_DRAIN:?})");
-                let _ = stop_tx.send(StopSignal::Abort);
+    let mut outcome = Outcome::default();
+    outcome
+        .await_producers(&mut producers, &run.stop_tx, &mut interrupt)
+        .await;
+    let produce_end = Instant::now();
+    if run.args.consumers > 0 {
+        run.announce_targets(&mut outcome).await;
+        outcome
+            .drain_consumers(&mut consumers, &run, &mut interrupt)
+            .await;
+    }
+    let consume_end = Instant::now();
+    progress.abort();
+    if let Some(error) = outcome.first_error {
+        return Err(error);
+    }
+    let at_window_start = window_start
+        .lock()
+        .expect("window lock")
+        .unwrap_or_default();
+    Ok(run.report(
+        start_time,
+        &timing,
+        at_window_start,
+        produce_end,
+        consume_end,
+        outcome.interrupted,
+    ))
+}
+
+/// What every phase of one run shares.
+struct RunContext {
+    args: LoadgenArgs,
+    clock: Clock,
+    cluster: Arc<Cluster>,
+    topic_created: bool,
+    partitions: usize,
+    stats: Arc<Stats>,
+    stop_tx: watch::Sender<StopSignal>,
+    stop_rx: watch::Receiver<StopSignal>,
+    targets_tx: watch::Sender<Option<Arc<Vec<i64>>>>,
+    targets_rx: watch::Receiver<Option<Arc<Vec<i64>>>>,
+    /// Consumers' next offsets by partition, from the log end before producing.
+    positions: Arc<Mutex<Vec<i64>>>,
+}
+
+/// When the load started and what counts as measured.
+struct Timing {
+    run_start: Instant,
+    start_us: u64,
+    measure_from: Instant,
+    measure_from_us: u64,
+    produce_until: Option<Instant>,
+}
+
+impl Timing {
+    fn start(clock: &Clock, args: &LoadgenArgs) -> Timing {
+        let run_start = Instant::now();
+        let measure_from = run_start + Duration::from_secs_f64(args.warmup_secs);
+        Timing {
+            run_start,
+            start_us: clock.at_us(run_start),
+            measure_from,
+            measure_from_us: clock.at_us(measure_from),
+            produce_until: args.produce_time().map(|d| run_start + d),
+        }
+    }
+}
+
+impl RunContext {
+    /// Bootstrap, topic, and the consumers' start offsets.
+    async fn set_up(args: LoadgenArgs) -> Result<RunContext> {
+        let clock = Clock::new();
+        let cluster = Arc::new(
+            Cluster::connect(&args.bootstrap, &args.topic, args.max_in_flight)
+                .await
+                .context("bootstrap")?,
+        );
+        let topic_created = cluster
+            .ensure_topic(
+                args.partitions,
+                args.replication_factor,
+                &args.topic_configs()?,
+            )
+            .await?;
+        let partitions = cluster.layout().partitions();
+        let positions = if args.consumers > 0 {
+            cluster.end_offsets().await.context("start offsets")?
+        } else {
+            Vec::new()
+        };
+        let (stop_tx, stop_rx) = watch::channel(StopSignal::Run);
+        let (targets_tx, targets_rx) = watch::channel(None);
+        Ok(RunContext {
+            args,
+            clock,
+            cluster,
+            topic_created,
+            partitions,
+            stats: Arc::new(Stats::default()),
+            stop_tx,
+            stop_rx,
+            targets_tx,
+            targets_rx,
+            positions: Arc::new(Mutex::new(positions)),
+        })
+    }
+
+    /// Starts the consumers and waits until each has its first assignment (a group join can
+    /// take seconds; end-to-end latency should not include it). Returns the tasks and the
+    /// cell the measured window's start goes into once producing begins.
+    async fn spawn_consumers(&self) -> (JoinSet<Result<()>>, Arc<AtomicU64>) {
+        let args = &self.args;
+        let measure_from_us = Arc::new(AtomicU64::new(0));
+        let mut consumers = JoinSet::new();
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.consumers.max(1) as usize);
+        for index in 0..args.consumers {
+            let config = ConsumerConfig {
+                index,
+                partitions: assignment(self.partitions, args.consumers, index),
+                group: args.group.clone(),
+            };
+            let shared = ConsumerShared {
+                cluster: self.cluster.clone(),
+                stats: self.stats.clone(),
+                clock: self.clock,
+                targets: self.targets_rx.clone(),
+                stop: self.stop_rx.clone(),
+                positions: self.positions.clone(),
+                ready: ready_tx.clone(),
+                measure_from_us: measure_from_us.clone(),
+            };
+            consumers.spawn(run_consumer(config, shared));
+        }
+        drop(ready_tx);
+        let ready_deadline = tokio::time::sleep(CONSUMERS_READY_TIMEOUT);
+        tokio::pin!(ready_deadline);
+        for _ in 0..args.consumers {
+            tokio::select! {
+                ready = ready_rx.recv() => if ready.is_none() { break },
+                _ = &mut ready_deadline => {
+                    eprintln!(
+                        "loadgen: consumers not ready after {CONSUMERS_READY_TIMEOUT:?}; producing anyway"
+                    );
+                    break;
+                }
+            }
+        }
+        (consumers, measure_from_us)
+    }
+
+    fn spawn_producers(&self, timing: &Timing) -> JoinSet<Result<()>> {
+        let args = &self.args;
+        let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
+        let payload = payload_pool(args.seed, record_bytes_max as usize);
+        let keys = Arc::new(KeyGenerator::new(args.keys));
+        let producers_n = u64::from(args.producers);
+        let mut producers = JoinSet::new();
+        for index in 0..args.producers {
+            // An even split of --records, the remainder to the first producers.
+            let share = |total: u64| {
+                total / producers_n + u64::from(u64::from(index) < total % producers_n)
+            };
+            let schedule = match args.rate {
+                Some(rate) => {
+                    Schedule::open_loop(timing.start_us, rate / f64::from(args.producers))
+                }
+                None => Schedule::max_throughput(timing.start_us),
+            };
+            let config = ProducerConfig {
+                index,
+                acks: args.acks.wire(),
+                compression: args.compression.0,
+                linger: Duration::from_millis(args.linger_ms),
+                batch_bytes: args.batch_bytes,
+                request_bytes: args.request_bytes,
+                buffer_bytes: args.buffer_bytes,
+                in_flight_max: args.max_in_flight,
+                idempotence: args.idempotence,
+                retries: args.retries,
+                records: args.records.map(share),
+                produce_until: timing.produce_until,
+                schedule,
+                sizes: SizeDistribution {
+                    min: args.record_bytes,
+                    max: record_bytes_max,
+                },
+                keys: keys.clone(),
+                seed: args.seed,
+                measure_from_us: timing.measure_from_us,
+                abort_drain: ABORT_DRAIN,
+            };
+            let shared = ProducerShared {
+                cluster: self.cluster.clone(),
+                stats: self.stats.clone(),
+                clock: self.clock,
+                payload: payload.clone(),
+                stop: self.stop_rx.clone(),
+            };
+            producers.spawn(run_producer(config, shared));
+        }
+        producers
+    }
+
+    /// Tells the consumers where the log ends now that producing is over (or to stop).
+    async fn announce_targets(&self, outcome: &mut Outcome) {
+        if outcome.interrupted || outcome.first_error.is_some() {
+            let _ = self.stop_tx.send(StopSignal::Abort);
+            return;
+        }
+        match self.cluster.end_offsets().await {
+            Ok(targets) => {
+                let _ = self.targets_tx.send(Some(Arc::new(targets)));
+            }
+            Err(error) => {
+                outcome
+                    .first_error
+                    .get_or_insert(error.context("end offsets"));
+                let _ = self.stop_tx.send(StopSignal::Abort);
             }
         }
     }
-    let produce_end = Instant::now();
-    // Then consumers, up to the log end offsets after producing.
-    if args.consumers > 0 {
-        if !interrupted && first_error.is_none() {
-            match cluster.end_offsets().await {
-                Ok(targets) => {
-                    let _ = targets_tx.send(Some(Arc::new(targets)));
-                }
-                Err(error) => {
-                    first_error.get_or_insert(error.context("end offsets"));
-                    let _ = stop_tx.send(StopSignal::Abort);
+
+    fn report(
+        &self,
+        start_time: String,
+        timing: &Timing,
+        at_window_start: Counters,
+        produce_end: Instant,
+        consume_end: Instant,
+        interrupted: bool,
+    ) -> Report {
+        let args = &self.args;
+        let stats = &self.stats;
+        let total = stats.snapshot();
+        let window_secs = |end: Instant| {
+            end.saturating_duration_since(timing.measure_from)
+                .as_secs_f64()
+        };
+        let produce = stats.produce.lock().expect("recorder lock");
+        let end_to_end = stats.end_to_end.lock().expect("recorder lock");
+        let mut report = Report::build(
+            args,
+            start_time,
+            Measured {
+                total,
+                records_behind_schedule: stats.records_behind_schedule.load(Ordering::Relaxed),
+                at_window_start,
+                measured_secs: window_secs(produce_end),
+                elapsed_secs: produce_end.duration_since(timing.run_start).as_secs_f64(),
+                produce_latency: produce.total.summary(),
+                end_to_end_latency: (args.consumers > 0).then(|| end_to_end.total.summary()),
+                errors: stats.errors(),
+                interrupted,
+                partitions: self.partitions,
+                topic_created: self.topic_created,
+                open_loop: args.rate.is_some(),
+            },
+        );
+        if let Some(consume) = report.consume.as_mut() {
+            // Consumers finish after the producers: their window ends when they do.
+            let secs = window_secs(consume_end).max(1e-9);
+            let window = total.minus(&at_window_start);
+            consume.records_per_sec = window.records_consumed as f64 / secs;
+            consume.bytes_per_sec = window.bytes_consumed as f64 / secs;
+            consume.mb_per_sec = consume.bytes_per_sec / 1e6;
+        }
+        if args.plot.is_some() {
+            report.plot_points = Some((
+                produce.total.percentile_curve(),
+                end_to_end.total.percentile_curve(),
+            ));
+        }
+        report
+    }
+}
+
+/// How the waiting phases ended.
+#[derive(Default)]
+struct Outcome {
+    interrupted: bool,
+    first_error: Option<anyhow::Error>,
+}
+
+impl Outcome {
+    /// Waits for every producer; Ctrl-C tells them to abort (they drain for ABORT_DRAIN).
+    async fn await_producers<F: std::future::Future<Output = ()>>(
+        &mut self,
+        producers: &mut JoinSet<Result<()>>,
+        stop: &watch::Sender<StopSignal>,
+        interrupt: &mut std::pin::Pin<&mut F>,
+    ) {
+        loop {
+            tokio::select! {
+                joined = producers.join_next() => match joined {
+                    None => return,
+                    Some(result) => note_error(&mut self.first_error, result, stop),
+                },
+                _ = interrupt.as_mut(), if !self.interrupted => {
+                    self.interrupted = true;
+                    eprintln!("loadgen: interrupted, draining (up to {ABORT_DRAIN:?})");
+                    let _ = stop.send(StopSignal::Abort);
                 }
             }
-        } else {
-            let _ = stop_tx.send(StopSignal::Abort);
         }
-        let deadline = tokio::time::sleep(Duration::from_secs_f64(args.drain_secs));
+    }
+
+    /// Waits for the consumers to reach their targets, at most `--drain-secs`.
+    async fn drain_consumers<F: std::future::Future<Output = ()>>(
+        &mut self,
+        consumers: &mut JoinSet<Result<()>>,
+        run: &RunContext,
+        interrupt: &mut std::pin::Pin<&mut F>,
+    ) {
+        let stop = &run.stop_tx;
+        let deadline = tokio::time::sleep(Duration::from_secs_f64(run.args.drain_secs));
         tokio::pin!(deadline);
         let mut drain_expired = false;
         loop {
             tokio::select! {
                 joined = consumers.join_next() => match joined {
-                    None => break,
-                    Some(result) => note_error(&mut first_error, result, &stop_tx),
+                    None => return,
+                    Some(result) => note_error(&mut self.first_error, result, stop),
                 },
-                _ = &mut interrupt, if !interrupted => {
-                    interrupted = true;
-                    let _ = stop_tx.send(StopSignal::Abort);
+                _ = interrupt.as_mut(), if !self.interrupted => {
+                    self.interrupted = true;
+                    let _ = stop.send(StopSignal::Abort);
                 }
                 _ = &mut deadline, if !drain_expired => {
                     drain_expired = true;
-                    eprintln!("loadgen: consumers did not reach the log end within {}s", args.drain_secs);
-                    let _ = stop_tx.send(StopSignal::Abort);
+                    eprintln!(
+                        "loadgen: consumers did not reach the log end within {}s",
+                        run.args.drain_secs
+                    );
+                    let _ = stop.send(StopSignal::Abort);
                 }
             }
         }
     }
-    let consume_end = Instant::now();
-    progress.abort();
-    if let Some(error) = first_error {
-        return Err(error);
-    }
-
-    let total = stats.snapshot();
-    let at_window_start = window_start
-        .lock()
-        .expect("window lock")
-        .unwrap_or_default();
-    let window_secs = |end: Instant| end.saturating_duration_since(measure_from).as_secs_f64();
-    let produce_latency = stats.produce.lock().expect("recorder lock").total.summary();
-    let end_to_end_latency = (args.consumers > 0).then(|| {
-        stats
-            .end_to_end
-            .lock()
-            .expect("recorder lock")
-            .total
-            .summary()
-    });
-    let mut report = Report::build(
-        &args,
-        start_time,
-        Measured {
-            total,
-            records_behind_schedule: stats
-                .records_behind_schedule
-                .load(std::sync::atomic::Ordering::Relaxed),
-            at_window_start,
-            measured_secs: window_secs(produce_end),
-            elapsed_secs: produce_end.duration_since(run_start).as_secs_f64(),
-            produce_latency,
-            end_to_end_latency,
-            errors: stats.errors(),
-            interrupted,
-            partitions,
-            topic_created,
-            open_loop: args.rate.is_some(),
-        },
-    );
-    if let Some(consume) = report.consume.as_mut() {
-        let secs = window_secs(consume_end).max(1e-9);
-        let window = total.minus(&at_window_start);
-        consume.records_per_sec = window.records_consumed as f64 / secs;
-        consume.bytes_per_sec = window.bytes_consumed as f64 / secs;
-        consume.mb_per_sec = consume.bytes_per_sec / 1e6;
-    }
-    if args.plot.is_some() {
-        let produce = stats
-            .produce
-            .lock()
-            .expect("recorder lock")
-            .total
-            .percentile_curve();
-        let e2e = stats
-            .end_to_end
-            .lock()
-            .expect("recorder lock")
-            .total
-            .percentile_curve();
-        report.plot_points = Some((produce, e2e));
-    }
-    Ok(report)
 }
 
 fn note_error(
