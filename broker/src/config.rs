@@ -32,6 +32,17 @@ pub struct Config {
     pub log: LogSection,
     /// Consumer-group coordinator settings (owned by `group/`).
     pub group: crate::group::GroupSection,
+    /// HTTP listener: Prometheus `/metrics` and `/v1/status`.
+    pub http: HttpSection,
+}
+
+/// The HTTP side (metrics, status). It runs on its own thread, never on a shard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listener address (`--http-addr`); empty = no HTTP listener (the default).
+    /// Port 0 picks a free one (printed as `sluice http: listening on ADDR`).
+    pub addr: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +58,9 @@ pub struct BrokerSection {
     pub pin_threads: bool,
     /// Seconds a clean shutdown may take before the process exits anyway.
     pub shutdown_timeout_s: u64,
+    /// Log one line per host tuner setting that differs from `sluice tune`'s recommendation
+    /// at start-up (checked on a side thread; never delays or fails start-up).
+    pub tuning_report: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +116,7 @@ impl Default for BrokerSection {
             shards: 0,
             pin_threads: true,
             shutdown_timeout_s: 30,
+            tuning_report: true,
         }
     }
 }
@@ -163,6 +178,7 @@ pub struct Overrides {
     pub advertised_kafka_addr: Option<String>,
     pub node_id: Option<i32>,
     pub shards: Option<usize>,
+    pub http_addr: Option<String>,
 }
 
 impl Config {
@@ -209,6 +225,9 @@ impl Config {
         if let Some(v) = overrides.shards {
             config.broker.shards = v;
         }
+        if let Some(v) = &overrides.http_addr {
+            config.http.addr = v.clone();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -239,6 +258,12 @@ impl Config {
             return invalid(format!(
                 "kafka.advertised_addr must be HOST:PORT, got {:?}",
                 self.kafka.advertised_addr
+            ));
+        }
+        if !self.http.addr.is_empty() && self.http.addr.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "http.addr must be HOST:PORT with a numeric host (or empty for none), got {:?}",
+                self.http.addr
             ));
         }
         if self.kafka.frame_bytes_max < FRAME_BYTES_MAX_MIN {
@@ -292,7 +317,7 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 4] = ["broker", "kafka", "log", "group"];
+    const SECTIONS: [&str; 5] = ["broker", "kafka", "log", "group", "http"];
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;

@@ -23,6 +23,8 @@ pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod partition;

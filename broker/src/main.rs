@@ -1,5 +1,9 @@
-//! `sluice`: the broker's command line. `sluice start` runs a broker until SIGTERM.
+//! `sluice`: the one command line (design.md section 9). `sluice start` runs a broker until
+//! SIGTERM; `topic`, `produce`, `consume` and `group` speak the Kafka protocol to a running
+//! broker (`cli/`); `tune` and `loadgen` delegate to the `tuning` and `loadgen` crates.
 #![forbid(unsafe_code)]
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +32,18 @@ struct Cli {
 enum Command {
     /// Start a broker (prints a line containing `ready` once it accepts connections).
     Start(StartArgs),
+    /// Create, list, describe, delete topics and change their configs.
+    Topic(cli::topic::TopicArgs),
+    /// Produce lines from stdin as records, one record per line.
+    Produce(cli::produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, describe (members, committed offsets, lag) and delete consumer groups.
+    Group(cli::group::GroupArgs),
+    /// Host checks and tuners: check | apply | revert | script | iotune.
+    Tune(tuning::TuneArgs),
+    /// Kafka load generator (same flags as the `loadgen` binary).
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,7 +72,8 @@ struct StartArgs {
     /// Quorum members ID@HOST:PORT,... (not used by a single node yet).
     #[arg(long)]
     seeds: Option<String>,
-    /// HTTP listener for metrics and admin (not served yet).
+    /// HTTP listener for Prometheus /metrics and /v1/status (default: none; e.g.
+    /// 127.0.0.1:9644; port 0 picks a free one).
     #[arg(long)]
     http_addr: Option<String>,
 }
@@ -72,19 +89,33 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Start(args) => start(args),
+        Command::Topic(args) => cli::finish(cli::topic::run(args)),
+        Command::Produce(args) => cli::finish(cli::produce::run(args)),
+        Command::Consume(args) => cli::finish(cli::consume::run(args)),
+        Command::Group(args) => cli::finish(cli::group::run(args)),
+        Command::Tune(args) => match tuning::run_cli(args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("sluice tune: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Loadgen(args) => match loadgen::run_blocking(args) {
+            // 128 + SIGINT, as shells expect of an interrupted command; the report is written.
+            Ok(report) if report.interrupted => ExitCode::from(130),
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice loadgen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
 fn start(args: StartArgs) -> ExitCode {
-    for (flag, value) in [
-        ("--rpc-addr", &args.rpc_addr),
-        ("--seeds", &args.seeds),
-        ("--http-addr", &args.http_addr),
-    ] {
+    for (flag, value) in [("--rpc-addr", &args.rpc_addr), ("--seeds", &args.seeds)] {
         if value.is_some() {
-            tracing::warn!(
-                "{flag} is accepted but not used yet: this build runs a single node without HTTP services"
-            );
+            tracing::warn!("{flag} is accepted but not used yet: this build runs a single node");
         }
     }
     let overrides = Overrides {
@@ -93,6 +124,7 @@ fn start(args: StartArgs) -> ExitCode {
         advertised_kafka_addr: args.advertised_kafka_addr,
         node_id: args.node_id,
         shards: args.shards,
+        http_addr: args.http_addr,
     };
     let config = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
@@ -101,11 +133,30 @@ fn start(args: StartArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.broker.tuning_report {
+        spawn_tuning_report(config.broker.data_dir.clone());
+    }
     match broker::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs one line per host setting that differs from `sluice tune`'s recommendation, from a
+/// side thread so a slow /proc or /sys read never delays start-up (`broker.tuning_report`
+/// turns it off).
+fn spawn_tuning_report(data_dir: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("sluice-tuning-report".into())
+        .spawn(move || {
+            for line in tuning::startup_report(std::path::Path::new("/"), &data_dir) {
+                tracing::warn!(target: "broker::tuning", "{line}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(target: "broker::tuning", error = %e, "tuning report thread not started");
     }
 }

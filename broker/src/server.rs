@@ -104,6 +104,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         connections: (0..shard_count).map(|_| AtomicUsize::new(0)).collect(),
         advertised_host,
         advertised_port,
+        metrics: (0..shard_count)
+            .map(|_| crate::metrics::ShardMetrics::default())
+            .collect(),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut control = Some(catalog);
@@ -155,6 +158,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let task: ShardTask =
         Box::new(move |s: &Rc<Shard>| Box::pin(net::run_acceptor(Rc::clone(s), listener)));
     shared.send_blocking(ShardId(0), task);
+    start_http(&config, &shared);
     println!(
         "sluice ready: kafka={}:{} listener={} shards={} node_id={} data_dir={}",
         shared.advertised_host,
@@ -182,6 +186,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
     println!("sluice stopped");
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// Starts the HTTP listener if `http.addr` is set. A failure is logged, not fatal: metrics
+/// are not worth refusing Kafka traffic for.
+fn start_http(config: &Config, shared: &Arc<Shared>) {
+    if config.http.addr.is_empty() {
+        return;
+    }
+    let Ok(addr) = config.http.addr.parse::<SocketAddr>() else {
+        return; // validated at load
+    };
+    match crate::http::start(addr, Arc::clone(shared)) {
+        Ok(local) => {
+            println!("sluice http: listening on {local} (/metrics, /v1/status)");
+            tracing::info!(target: "broker::http", %local, "http listening");
+        }
+        Err(e) => {
+            tracing::error!(target: "broker::http", %addr, error = %e, "cannot start the http listener; continuing without /metrics");
+        }
+    }
 }
 
 /// How long start-up retries a bind that fails with "address in use".

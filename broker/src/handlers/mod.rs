@@ -167,6 +167,7 @@ pub async fn dispatch(
         tracing::warn!(target: "broker::protocol", %peer, ?api_key, "API not supported, closing connection");
         return None;
     };
+    shard.shared.metrics[shard.id.0].on_request(prefix.api_key, frame.len());
     let version = prefix.api_version;
     if version < versions.min || version > versions.max {
         if api_key == ApiKey::ApiVersions {

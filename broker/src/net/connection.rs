@@ -35,6 +35,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(target: "broker::net", %peer, error = %e, "set_nodelay failed");
     }
+    shard.shared.metrics[shard.id.0]
+        .connections_accepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stream = Rc::new(stream);
     let state = Rc::new(ConnState {
         closed: Cell::new(false),
@@ -43,7 +46,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let (tx, rx) =
         async_channel::bounded::<Pending>(shard.config().kafka.in_flight_per_connection_max);
     let writer =
-        compio::runtime::spawn(write_loop(Rc::clone(&stream), rx, Rc::clone(&state), peer));
+        compio::runtime::spawn(write_loop(
+            Rc::clone(&shard),
+            Rc::clone(&stream),
+            rx,
+            Rc::clone(&state),
+            peer,
+        ));
     read_loop(&shard, &stream, tx, &state, peer).await;
     // The sender is gone: the writer drains what is queued and returns.
     let _ = writer.await;
@@ -117,7 +126,15 @@ async fn read_loop(
     }
 }
 
+fn chunk_len(chunk: &crate::net::sendfile::OutChunk) -> usize {
+    match chunk {
+        crate::net::sendfile::OutChunk::Bytes(b) => b.len(),
+        crate::net::sendfile::OutChunk::File(f) => f.len as usize,
+    }
+}
+
 async fn write_loop(
+    shard: Rc<Shard>,
     stream: Rc<TcpStream>,
     rx: async_channel::Receiver<Pending>,
     state: Rc<ConnState>,
@@ -125,6 +142,7 @@ async fn write_loop(
 ) {
     let mut s: &TcpStream = &stream;
     let mut splicer = crate::net::sendfile::Splicer::default();
+    let metrics = &shard.shared.metrics[shard.id.0];
     while let Ok(pending) = rx.recv().await {
         let reply = match pending.await {
             Ok(r) => r,
@@ -144,8 +162,14 @@ async fn write_loop(
                 state.close();
                 continue;
             }
-            Reply::Frame(bytes) => s.write_all(bytes).await.0,
-            Reply::Chunks(chunks) => splicer.write_chunks(&stream, chunks).await,
+            Reply::Frame(bytes) => {
+                metrics.on_response(bytes.len());
+                s.write_all(bytes).await.0
+            }
+            Reply::Chunks(chunks) => {
+                metrics.on_response(chunks.iter().map(chunk_len).sum());
+                splicer.write_chunks(&stream, chunks).await
+            }
         };
         if let Err(e) = result {
             tracing::debug!(target: "broker::net", %peer, error = %e, "write failed");

@@ -47,6 +47,8 @@ pub struct Shared {
     /// Host and port given to clients in Metadata.
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Counters for `/metrics`, one per shard, each written only by its shard.
+    pub metrics: Vec<crate::metrics::ShardMetrics>,
 }
 
 impl Shared {

@@ -1,0 +1,167 @@
+//! The broker's HTTP listener: Prometheus `/metrics` and `/v1/status`.
+//!
+//! Owns: a small blocking HTTP/1.1 server on its own thread (std::net, one request per
+//! connection, `Connection: close`). Does not own: the counters (`metrics.rs`, written by the
+//! shards) nor any Kafka state.
+//! Invariants: nothing here runs on a shard thread. A scrape reads the shards' atomics and
+//! sends each shard one small task on its mesh queue (to read its logs' `engine::LogMetrics`);
+//! a shard that does not answer within `SHARD_ANSWER_TIMEOUT` is left out of that scrape, so a
+//! busy shard is never waited on.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::ShardId;
+use crate::metrics::{self, Scrape, ShardSnapshot};
+use crate::shard::{Shard, ShardTask, Shared};
+
+/// Longest a scrape waits for all shards' engine counters.
+pub const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Socket timeout for a client of the HTTP listener (a slow client cannot stall it for long).
+pub const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request head accepted.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+
+/// Binds `addr` and serves on a thread named `sluice-http`. Returns the bound address.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("sluice-http".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        if let Err(e) = serve(s, &shared) {
+                            tracing::debug!(target: "broker::http", error = %e, "http client");
+                        }
+                    }
+                    Err(e) => tracing::debug!(target: "broker::http", error = %e, "accept"),
+                }
+            }
+        })?;
+    Ok(local)
+}
+
+fn serve(stream: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
+    let mut reader = BufReader::new(&stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut head_bytes = request_line.len();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        head_bytes += n;
+        if n == 0 || line == "\r\n" || line == "\n" || head_bytes > REQUEST_HEAD_BYTES_MAX {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(shared),
+        ),
+        ("GET", "/v1/status") => ("200 OK", "application/json", render_status(shared)),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
+    };
+    let mut out = &stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    out.write_all(body.as_bytes())?;
+    out.flush()
+}
+
+/// Asks every shard for its engine counters; None for shards that did not answer in time.
+fn collect_snapshots(shared: &Arc<Shared>) -> Vec<Option<ShardSnapshot>> {
+    let shards = shared.shard_count();
+    let (tx, rx) = mpsc::channel::<(usize, ShardSnapshot)>();
+    for id in 0..shards {
+        let tx = tx.clone();
+        let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
+            let snapshot = snapshot_of(shard);
+            let _ = tx.send((id, snapshot));
+            Box::pin(async {})
+        });
+        // try_send: a full mesh queue means a busy shard; it is skipped, not waited on.
+        let _ = shared.mesh[id].try_send(task);
+    }
+    drop(tx);
+    let mut out = vec![None; shards];
+    let deadline = Instant::now() + SHARD_ANSWER_TIMEOUT;
+    while out.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((id, s)) => out[id] = Some(s),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Runs on the shard: sums its partitions' engine counters.
+fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
+    let mut s = ShardSnapshot {
+        topics: shard.metadata().topics.len() as u64,
+        ..ShardSnapshot::default()
+    };
+    for partitions in shard.partitions.borrow().values() {
+        for p in partitions.iter().flatten() {
+            let m = p.log.metrics();
+            s.partitions += 1;
+            s.log.appended_batches += m.appended_batches;
+            s.log.appended_bytes += m.appended_bytes;
+            s.log.sync_rounds += m.sync_rounds;
+            s.log.segments_rolled += m.segments_rolled;
+            s.log.segments_deleted += m.segments_deleted;
+        }
+    }
+    s
+}
+
+fn render_metrics(shared: &Arc<Shared>) -> String {
+    let snapshots = collect_snapshots(shared);
+    let open: Vec<u64> = shared
+        .connections
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) as u64)
+        .collect();
+    metrics::render(&Scrape {
+        node_id: shared.node_id(),
+        shards: &shared.metrics,
+        open_connections: &open,
+        snapshots: &snapshots,
+    })
+}
+
+fn render_status(shared: &Arc<Shared>) -> String {
+    let snapshots = collect_snapshots(shared);
+    let topics = snapshots[ShardId(0).0].map(|s| s.topics);
+    serde_json::json!({
+        "node_id": shared.node_id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "shards": shared.shard_count(),
+        "topics": topics,
+        "kafka_addr": format!("{}:{}", shared.advertised_host, shared.advertised_port),
+    })
+    .to_string()
+}
