@@ -118,6 +118,32 @@ impl ConsumerMember {
             .is_some_and(|r| r.matches(topic))
     }
 
+    /// Whether `p` (what was last written) still describes this member and its target.
+    pub fn is_persisted_as(&self, p: &PersistedMember, target: &Assignment) -> bool {
+        let m = &p.metadata;
+        let c = &p.current;
+        p.target == *target
+            && c.member_epoch == self.member_epoch
+            && c.previous_member_epoch == self.previous_epoch
+            && c.state == self.state.code()
+            && c.assigned == self.assigned
+            && c.pending_revocation == self.pending_revocation
+            && m.instance_id == self.instance_id
+            && m.rack_id == self.rack_id
+            && m.client_id == self.client_id
+            && m.client_host == self.client_host
+            && m.rebalance_timeout_ms == self.rebalance_timeout_ms
+            && m.server_assignor == self.server_assignor
+            && m.subscribed_topic_regex.as_deref()
+                == self
+                    .subscribed_topic_regex
+                    .as_ref()
+                    .map(|r| r.source.as_str())
+            && m.subscribed_topic_names
+                .iter()
+                .eq(self.subscribed_topic_names.iter())
+    }
+
     /// The member as its records describe it.
     pub fn persisted(&self, target: &Assignment) -> PersistedMember {
         PersistedMember {
@@ -640,5 +666,43 @@ mod tests {
         let out = assign_range(&subs(&["a", "b"], &[t]), &BTreeMap::from([(t, 5)]));
         assert_eq!(out["a"][&t], BTreeSet::from([0, 1, 2]));
         assert_eq!(out["b"][&t], BTreeSet::from([3, 4]));
+    }
+}
+
+#[cfg(test)]
+mod persisted_tests {
+    use super::*;
+
+    #[test]
+    fn is_persisted_as_agrees_with_persisted() {
+        let mut m = ConsumerMember {
+            member_id: "m".into(),
+            instance_id: Some("i".into()),
+            rack_id: None,
+            client_id: "c".into(),
+            client_host: "/h".into(),
+            member_epoch: 3,
+            previous_epoch: 2,
+            state: MemberState::Stable,
+            subscribed_topic_names: ["a".to_string(), "b".to_string()].into(),
+            subscribed_topic_regex: SubscriptionRegex::new("x.*").ok(),
+            server_assignor: None,
+            rebalance_timeout_ms: 10,
+            assigned: Assignment::from([(Uuid::from_bytes([1; 16]), [0, 1].into())]),
+            pending_revocation: Assignment::new(),
+            session_deadline_ms: 0,
+            revocation_deadline_ms: None,
+        };
+        let target = Assignment::new();
+        let p = m.persisted(&target);
+        assert!(m.is_persisted_as(&p, &target));
+        m.member_epoch = 4;
+        assert!(!m.is_persisted_as(&p, &target));
+        m.member_epoch = 3;
+        m.subscribed_topic_names.insert("c".into());
+        assert!(!m.is_persisted_as(&p, &target));
+        m.subscribed_topic_names.remove("c");
+        m.subscribed_topic_regex = None;
+        assert!(!m.is_persisted_as(&p, &target));
     }
 }

@@ -311,8 +311,13 @@ impl GroupCoordinator {
         let mut records: Vec<(Bytes, Option<Bytes>)> = Vec::new();
         let empty = Assignment::new();
         for (member_id, member) in &group.members {
-            let now = member.persisted(group.target.get(member_id).unwrap_or(&empty));
+            let target = group.target.get(member_id).unwrap_or(&empty);
             let before = group.persisted.members.get(member_id);
+            // The common heartbeat changes nothing persistent: compare without building.
+            if before.is_some_and(|b| member.is_persisted_as(b, target)) {
+                continue;
+            }
+            let now = member.persisted(target);
             if before.map(|b| &b.metadata) != Some(&now.metadata) {
                 let k = key(cr::MEMBER_METADATA_KEY, &id, Some(member_id));
                 records.push((k, Some(cr::member_metadata_value(&now.metadata))));
