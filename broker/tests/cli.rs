@@ -1,0 +1,341 @@
+//! The `sluice` CLI against a real broker: topic admin, produce/consume round trip, group
+//! describe after a commit, the `/metrics` scrape, and `sluice tune check` on a fake root.
+//! Every command runs the real binary as a child process; nothing sleeps to synchronise.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Broker, IO_TIMEOUT};
+
+/// Longest any CLI command may take (the CLI's own socket timeouts are shorter).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn sluice(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "sluice {args:?} did not finish in {COMMAND_TIMEOUT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10)); // polling a child, not synchronising
+    }
+}
+
+/// Runs `sluice ARGS --bootstrap ADDR` and requires success; returns stdout.
+fn ok(broker: &Broker, args: &[&str], stdin: Option<&str>) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--bootstrap", broker.addr()]);
+    let out = sluice(&all, stdin);
+    assert!(
+        out.status.success(),
+        "sluice {all:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs `sluice ARGS --bootstrap ADDR` and requires failure; returns stderr.
+fn fails(broker: &Broker, args: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--bootstrap", broker.addr()]);
+    let out = sluice(&all, None);
+    assert_eq!(out.status.code(), Some(1), "sluice {all:?} should fail");
+    String::from_utf8(out.stderr).expect("utf-8 output")
+}
+
+#[test]
+fn topic_create_list_describe_alter_delete() {
+    let broker = Broker::start();
+    let out = ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=123456",
+        ],
+        None,
+    );
+    assert!(out.contains("created topic orders"), "{out}");
+    let err = fails(&broker, &["topic", "create", "orders"]);
+    assert!(err.contains("TOPIC_ALREADY_EXISTS(36)"), "{err}");
+
+    let list = ok(&broker, &["topic", "list"], None);
+    assert!(list.lines().any(|l| l == "orders"), "{list}");
+
+    let describe = ok(&broker, &["topic", "describe", "orders"], None);
+    assert!(describe.contains("partitions: 3"), "{describe}");
+    for p in 0..3 {
+        let row = describe
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&p.to_string()))
+            .unwrap_or_else(|| panic!("no row for partition {p}:\n{describe}"));
+        // PARTITION LEADER EPOCH REPLICAS ISR: leader, replicas and ISR are node 0.
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!((cols[1], cols[3], cols[4]), ("0", "0", "0"), "{row}");
+    }
+    assert!(describe.contains("retention.ms=123456"), "{describe}");
+
+    ok(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "segment.bytes=1048576",
+            "--delete",
+            "retention.ms",
+        ],
+        None,
+    );
+    let describe = ok(&broker, &["topic", "describe", "orders"], None);
+    assert!(describe.contains("segment.bytes=1048576"), "{describe}");
+    assert!(!describe.contains("retention.ms=123456"), "{describe}");
+
+    ok(&broker, &["topic", "delete", "orders"], None);
+    let list = ok(&broker, &["topic", "list"], None);
+    assert!(!list.lines().any(|l| l == "orders"), "{list}");
+    let err = fails(&broker, &["topic", "describe", "orders"]);
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION(3)"), "{err}");
+    broker.stop();
+}
+
+#[test]
+fn produce_consume_and_group_describe() {
+    let broker = Broker::start();
+    ok(
+        &broker,
+        &["topic", "create", "lines", "--partitions", "1"],
+        None,
+    );
+    let input: String = (0..100).map(|i| format!("line {i} é\n")).collect();
+    ok(&broker, &["produce", "lines"], Some(&input));
+    let out = ok(
+        &broker,
+        &[
+            "consume",
+            "lines",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--max-records",
+            "100",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    );
+    assert_eq!(out, input);
+
+    // The commit is visible: committed 100, log end 100, lag 0; then lag grows by what we add.
+    let row = |describe: &str| -> Vec<String> {
+        describe
+            .lines()
+            .find(|l| l.starts_with("lines "))
+            .unwrap_or_else(|| panic!("no row for topic lines:\n{describe}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let describe = ok(&broker, &["group", "describe", "readers"], None);
+    assert_eq!(
+        row(&describe),
+        ["lines", "0", "100", "100", "0"],
+        "{describe}"
+    );
+    ok(
+        &broker,
+        &["produce", "lines", "--key-separator", ":"],
+        Some("k1:v1\nk2:v2\n"),
+    );
+    let describe = ok(&broker, &["group", "describe", "readers"], None);
+    assert_eq!(
+        row(&describe),
+        ["lines", "0", "100", "102", "2"],
+        "{describe}"
+    );
+    let list = ok(&broker, &["group", "list"], None);
+    assert!(list.lines().any(|l| l.starts_with("readers\t")), "{list}");
+
+    // The group resumes where it committed; keys were split at the separator.
+    let out = ok(
+        &broker,
+        &[
+            "consume",
+            "lines",
+            "--group",
+            "readers",
+            "--max-records",
+            "2",
+            "--print-keys",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    );
+    assert_eq!(out, "k1\tv1\nk2\tv2\n");
+
+    ok(&broker, &["group", "delete", "readers"], None);
+    let list = ok(&broker, &["group", "list"], None);
+    assert!(!list.lines().any(|l| l.starts_with("readers\t")), "{list}");
+    broker.stop();
+}
+
+#[test]
+fn metrics_scrape_parses_and_counters_grow() {
+    let broker = Broker::start_with(&["--http-addr", "127.0.0.1:0"]);
+    let http = http_addr(&broker);
+    ok(
+        &broker,
+        &["topic", "create", "m", "--partitions", "1"],
+        None,
+    );
+    let before = scrape(&http);
+    let input: String = (0..50).map(|i| format!("{i}\n")).collect();
+    ok(&broker, &["produce", "m"], Some(&input));
+    let after = scrape(&http);
+    let produce = |m: &BTreeMap<String, f64>| sum(m, "sluice_requests_total", "api=\"Produce\"");
+    assert!(
+        produce(&after) > produce(&before),
+        "Produce requests did not grow"
+    );
+    for name in [
+        "sluice_log_appended_bytes_total",
+        "sluice_log_appended_batches_total",
+        "sluice_request_bytes_total",
+        "sluice_response_bytes_total",
+    ] {
+        assert!(
+            sum(&after, name, "") > sum(&before, name, ""),
+            "{name} did not grow: {} -> {}",
+            sum(&before, name, ""),
+            sum(&after, name, "")
+        );
+    }
+    let (head, status) = get(&http, "/v1/status");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["node_id"], 0);
+    assert_eq!(status["topics"], 1, "{status}");
+    broker.stop();
+}
+
+#[test]
+fn tune_check_runs_on_a_fake_root() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let out = sluice(
+        &[
+            "tune",
+            "check",
+            "--root",
+            root.path().to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    let code = out.status.code().expect("exit code");
+    assert_ne!(code, 2, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("settings:"));
+}
+
+/// The address from `sluice http: listening on ADDR (...)` in the broker's output.
+fn http_addr(broker: &Broker) -> String {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let log = broker.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.starts_with("sluice http: listening on "))
+        {
+            return line
+                .split_whitespace()
+                .nth(4)
+                .expect("address field")
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "no http line in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(10)); // polling the log with a deadline
+    }
+}
+
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect http");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    (head.to_string(), body.to_string())
+}
+
+/// Scrapes `/metrics` and parses every sample: `name{labels}` -> value. Checks the format:
+/// a sample's metric has HELP and TYPE lines before it.
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let (head, body) = get(addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = BTreeMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().expect("name");
+            let kind = parts.next().expect("kind");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let name = series.split('{').next().expect("name");
+        assert!(typed.contains(name), "sample before its TYPE line: {line}");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        samples.insert(series.to_string(), value);
+    }
+    assert!(!samples.is_empty(), "no samples:\n{body}");
+    samples
+}
+
+/// Sum of the samples of metric `name` whose labels contain `label` ("" = all).
+fn sum(samples: &BTreeMap<String, f64>, name: &str, label: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| series.split('{').next() == Some(name) && series.contains(label))
+        .map(|(_, v)| v)
+        .sum()
+}
