@@ -252,22 +252,6 @@ fn finish(
     }
 }
 
-/// Waits until `addr` can be bound again (std sets SO_REUSEADDR, as the broker does), up to
-/// 10 s: after SIGKILL the kernel may release the broker's listener only after the process is
-/// reaped (FINDINGS.md 4).
-pub fn wait_port_free(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(_) => return,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{addr} still taken 10 s after SIGKILL: {e}")
-            }
-            Err(_) => thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
-
 /// Waits for the child to exit, up to `timeout`; polls `try_wait` because std has no timed wait.
 fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
