@@ -339,3 +339,31 @@ fn sum(samples: &BTreeMap<String, f64>, name: &str, label: &str) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+#[test]
+fn loadgen_subcommand_delegates_to_the_loadgen_crate() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("report.json");
+    let json_arg = json.to_str().expect("utf-8");
+    ok(
+        &broker,
+        &[
+            "loadgen",
+            "--topic",
+            "lg",
+            "--records",
+            "500",
+            "--record-bytes",
+            "64",
+            "--json",
+            json_arg,
+        ],
+        None,
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report written")).expect("JSON");
+    assert_eq!(report["records_acked"], 500, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    broker.stop();
+}
