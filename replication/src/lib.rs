@@ -11,7 +11,8 @@
 //! a persistent metadata quorum (the controller here is one in-memory instance; `quorum` is
 //! not wired to it yet).
 //! Invariants (checked by the simulator over many seeds; see docs/internals/replication.md):
-//! - An acknowledged acks=all batch is in the log of every later leader, at the same offset.
+//! - An acknowledged acks=all batch is in the log of every replica elected leader after it was
+//!   committed, at the same offset, and no ISR member ever truncates it.
 //! - At most one replica leads a partition in any leader epoch.
 //! - Consumers see only batches below the high watermark, and the high watermark they see
 //!   never goes backwards.

@@ -4,15 +4,17 @@
 //! Owns: the event loop (a time-ordered queue; ties broken by insertion order), the network
 //! model (delays, reordering, drops, partitions), the disk model (page cache vs. durable
 //! prefix; a crash keeps only the durable prefix and the last checkpointed high watermark),
-//! fault injection (crashes, restarts, power cuts, partitions), the clients, and the
+//! fault injection (crashes, restarts, power cuts, partitions, slow controller links, disk
+//! stalls), the clients, and the
 //! invariant checks. The same seed always gives the same run.
 //! Does not own: any replication logic; it only drives `Node` and `Controller`.
 //!
 //! Invariants checked while running (`Violation` on the first failure):
-//! - no two replicas (or two incarnations of one) lead a partition in the same leader epoch;
-//! - a replica becoming leader holds every committed batch (acknowledged acks=all or seen by
-//!   the consumer) at its offset;
-//! - no replica truncates a committed batch away;
+//! - no two replicas (or two incarnations of one) lead a partition in the same leader epoch,
+//!   and a replica leads only epochs the controller elected it for;
+//! - a replica the controller elects holds, at that moment, every committed batch
+//!   (acknowledged acks=all or seen by the consumer) at its offset;
+//! - no member of the current ISR truncates a committed batch away;
 //! - the consumer sees only batches below the high watermark it is told, and that high
 //!   watermark never goes backwards; what it reads agrees with what was acknowledged;
 //! - a high watermark never exceeds the replica's log end offset.
