@@ -1,8 +1,9 @@
 //! loadgen against a real Sluice broker started by the test: counts, not speed.
 //!
 //! The broker binary belongs to another package, so `CARGO_BIN_EXE_sluice` is not available:
-//! the harness runs `cargo build -p broker --bin sluice` (a no-op when it is up to date) and
-//! starts `target/<profile>/sluice` on a free port with a temporary data directory.
+//! the harness reuses `target/debug/sluice` when it is newer than the sources (as it is inside
+//! `cargo test --workspace`), otherwise runs `cargo build -p broker --bin sluice`, and starts
+//! it on a free port with a temporary data directory.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -35,6 +36,17 @@ fn sluice_binary() -> PathBuf {
         .parent()
         .expect("loadgen lives in the workspace")
         .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace.join("target"));
+    let binary = target.join("debug").join("sluice");
+    // `cargo test --workspace` builds the binary for the broker's own integration tests, in
+    // the same invocation, before any test runs. Building it again with `-p broker` would
+    // resolve features for that package alone and recompile every shared dependency, so reuse
+    // it when it is newer than every source it is built from.
+    if binary_is_fresh(&binary, &workspace) {
+        return binary;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(&cargo)
         .args(["build", "-p", "broker", "--bin", "sluice"])
@@ -45,16 +57,45 @@ fn sluice_binary() -> PathBuf {
         status.success(),
         "`cargo build -p broker --bin sluice` failed: {status}"
     );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace.join("target"));
-    let binary = target.join("debug").join("sluice");
     assert!(
         binary.exists(),
         "sluice binary missing at {} after building it",
         binary.display()
     );
     binary
+}
+
+/// True when `binary` exists and is newer than Cargo.lock and every file under the source
+/// directories of the crates the broker binary is built from.
+fn binary_is_fresh(binary: &std::path::Path, workspace: &std::path::Path) -> bool {
+    let Some(built) = modified(binary) else {
+        return false;
+    };
+    let mut pending: Vec<PathBuf> = ["broker", "engine", "tuning", "loadgen"]
+        .iter()
+        .flat_map(|krate| {
+            [
+                workspace.join(krate).join("src"),
+                workspace.join(krate).join("Cargo.toml"),
+            ]
+        })
+        .chain([workspace.join("Cargo.lock"), workspace.join("Cargo.toml")])
+        .collect();
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                return false;
+            };
+            pending.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        } else if path.exists() && modified(&path).is_none_or(|m| m > built) {
+            return false;
+        }
+    }
+    true
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn free_port() -> u16 {
