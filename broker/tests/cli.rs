@@ -124,6 +124,8 @@ fn topic_create_list_describe_alter_delete() {
     assert!(describe.contains("segment.bytes=1048576"), "{describe}");
     assert!(!describe.contains("retention.ms=123456"), "{describe}");
 
+    // No --http-addr: no HTTP listener (the default).
+    assert!(!broker.log().contains("sluice http:"), "{}", broker.log());
     ok(&broker, &["topic", "delete", "orders"], None);
     let list = ok(&broker, &["topic", "list"], None);
     assert!(!list.lines().any(|l| l == "orders"), "{list}");
@@ -250,6 +252,17 @@ fn metrics_scrape_parses_and_counters_grow() {
     assert_eq!(status["node_id"], 0);
     assert_eq!(status["topics"], 1, "{status}");
     broker.stop();
+}
+
+#[test]
+fn start_rejects_a_bad_http_addr_with_exit_2() {
+    let out = sluice(&["start", "--http-addr", "not-an-address"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("http.addr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -198,19 +198,29 @@ fn describe(bootstrap: &str, group: &str) -> Result<()> {
         &format!("describing group {group:?}"),
     )?;
     println!(
-        "group: {group}  state: {}  protocol: {}  members: {}",
+        "group: {group}  state: {}  protocol: {}  assignor: {}  members: {}",
         described.group_state.as_str(),
-        described.protocol_data.as_str(),
+        dash(described.protocol_type.as_str()),
+        dash(described.protocol_data.as_str()),
         described.members.len()
     );
     if !described.members.is_empty() {
-        println!("{:<40}  {:<24}  HOST", "MEMBER", "CLIENT_ID");
+        println!(
+            "{:<40}  {:<20}  {:<20}  ASSIGNMENT",
+            "MEMBER", "CLIENT_ID", "HOST"
+        );
         for m in &described.members {
+            let assignment = if described.protocol_type.as_str() == "consumer" {
+                assignment_text(&m.member_assignment)
+            } else {
+                "-".to_string()
+            };
             println!(
-                "{:<40}  {:<24}  {}",
+                "{:<40}  {:<20}  {:<20}  {}",
                 m.member_id.as_str(),
                 m.client_id.as_str(),
-                m.client_host.as_str()
+                m.client_host.as_str(),
+                assignment
             );
         }
     }
@@ -243,6 +253,39 @@ fn describe(bootstrap: &str, group: &str) -> Result<()> {
     Ok(())
 }
 
+fn dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+/// `topic:0,1 other:3` from a classic consumer's assignment bytes (Kafka's
+/// ConsumerProtocolAssignment: a version prefix, then the message); `?` if undecodable.
+fn assignment_text(bytes: &bytes::Bytes) -> String {
+    use bytes::Buf;
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = bytes.clone();
+    if buf.remaining() < 2 {
+        return "-".to_string();
+    }
+    let version = buf.get_i16();
+    let Ok(decoded) = ConsumerProtocolAssignment::decode(&mut buf, version.clamp(0, 3)) else {
+        return "?".to_string();
+    };
+    let parts: Vec<String> = decoded
+        .assigned_partitions
+        .iter()
+        .map(|tp| {
+            let ps: Vec<String> = tp.partitions.iter().map(i32::to_string).collect();
+            format!("{}:{}", tp.topic.0, ps.join(","))
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 fn delete(bootstrap: &str, group: &str) -> Result<()> {
     let mut coordinator = coordinator(bootstrap, group)?;
     let (response, _) = coordinator
@@ -254,4 +297,28 @@ fn delete(bootstrap: &str, group: &str) -> Result<()> {
     check(result.error_code, &format!("deleting group {group:?}"))?;
     println!("deleted group {group}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::protocol::Encodable;
+
+    #[test]
+    fn decodes_consumer_assignments() {
+        let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+            TopicPartition::default()
+                .with_topic(topic_name("orders"))
+                .with_partitions(vec![0, 2]),
+        ]);
+        let mut buf = bytes::BytesMut::new();
+        buf.put_i16(1);
+        assignment.encode(&mut buf, 1).unwrap();
+        assert_eq!(assignment_text(&buf.freeze()), "orders:0,2");
+        assert_eq!(assignment_text(&bytes::Bytes::new()), "-");
+        assert_eq!(assignment_text(&bytes::Bytes::from_static(&[0, 1, 0])), "?");
+    }
 }
