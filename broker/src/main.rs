@@ -93,13 +93,14 @@ fn main() -> ExitCode {
         Command::Produce(args) => cli::finish(cli::produce::run(args)),
         Command::Consume(args) => cli::finish(cli::consume::run(args)),
         Command::Group(args) => cli::finish(cli::group::run(args)),
-        Command::Tune(args) => match tuning::run_cli(args) {
-            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            Err(e) => {
+        Command::Tune(args) => {
+            // Exit codes as `sluice-tune` (tuning::cli): 0 ok, 1 differs, 2 error, ...
+            let code = tuning::run_cli(args).unwrap_or_else(|e| {
                 eprintln!("sluice tune: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+                tuning::cli::EXIT_ERROR
+            });
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Command::Loadgen(args) => match loadgen::run_blocking(args) {
             // 128 + SIGINT, as shells expect of an interrupted command; the report is written.
             Ok(report) if report.interrupted => ExitCode::from(130),
