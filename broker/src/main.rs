@@ -150,6 +150,13 @@ fn start(args: StartArgs) -> ExitCode {
 /// side thread so a slow /proc or /sys read never delays start-up (`broker.tuning_report`
 /// turns it off).
 fn spawn_tuning_report(data_dir: PathBuf) {
+    // The thread must inherit the blocked SIGTERM/SIGINT mask (server::run blocks them too,
+    // but later): a thread without it could take the process-directed SIGTERM, whose default
+    // action kills the broker instead of shutting it down cleanly.
+    if let Err(e) = broker::sys::block_termination_signals() {
+        tracing::debug!(target: "broker::tuning", error = %e, "tuning report skipped");
+        return;
+    }
     let spawned = std::thread::Builder::new()
         .name("sluice-tuning-report".into())
         .spawn(move || {

@@ -254,6 +254,15 @@ fn metrics_scrape_parses_and_counters_grow() {
     broker.stop();
 }
 
+/// SIGTERM right after `ready`, while the start-up tuning report may still be running on its
+/// side thread: that thread must not take the signal (exit 0, not killed by SIGTERM).
+#[test]
+fn sigterm_during_the_tuning_report_still_exits_0() {
+    for _ in 0..6 {
+        Broker::start_with(&["--http-addr", "127.0.0.1:0"]).stop();
+    }
+}
+
 #[test]
 fn start_rejects_a_bad_http_addr_with_exit_2() {
     let out = sluice(&["start", "--http-addr", "not-an-address"], None);
