@@ -246,6 +246,25 @@ fn metrics_scrape_parses_and_counters_grow() {
             sum(&after, name, "")
         );
     }
+    // Deleting the topic closes its log; the engine counters keep what it had appended.
+    ok(&broker, &["topic", "delete", "m"], None);
+    let deleted = scrape(&http);
+    for name in [
+        "sluice_log_appended_bytes_total",
+        "sluice_log_appended_batches_total",
+    ] {
+        assert!(
+            sum(&deleted, name, "") >= sum(&after, name, ""),
+            "{name} went down after a topic delete: {} -> {}",
+            sum(&after, name, ""),
+            sum(&deleted, name, "")
+        );
+    }
+    ok(
+        &broker,
+        &["topic", "create", "m", "--partitions", "1"],
+        None,
+    );
     let (head, status) = get(&http, "/v1/status");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");

@@ -8,16 +8,21 @@
 //! a shard that does not answer within `SHARD_ANSWER_TIMEOUT` is left out of that scrape, so a
 //! busy shard is never waited on.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::ShardId;
+use engine::LogMetrics;
+
 use crate::metrics::{self, Scrape, ShardSnapshot};
+use crate::partition::Partition;
 use crate::shard::{Shard, ShardTask, Shared};
 
 /// Longest a scrape waits for all shards' engine counters.
@@ -118,24 +123,60 @@ fn collect_snapshots(shared: &Arc<Shared>) -> Vec<Option<ShardSnapshot>> {
     out
 }
 
-/// Runs on the shard: sums its partitions' engine counters.
+/// Runs on the shard: sums its partitions' engine counters. A partition's `LogMetrics` count
+/// from when its log was opened, so a partition that went away (topic deleted, log re-opened
+/// for a config change) would make the sum drop: its last seen counters move into a per-shard
+/// `retired` total instead, keeping every family monotonic (counts between its last scrape
+/// and its removal are not seen).
 fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
     let mut s = ShardSnapshot {
         topics: shard.metadata().topics.len() as u64,
         ..ShardSnapshot::default()
     };
-    for partitions in shard.partitions.borrow().values() {
-        for p in partitions.iter().flatten() {
-            let m = p.log.metrics();
-            s.partitions += 1;
-            s.log.appended_batches += m.appended_batches;
-            s.log.appended_bytes += m.appended_bytes;
-            s.log.sync_rounds += m.sync_rounds;
-            s.log.segments_rolled += m.segments_rolled;
-            s.log.segments_deleted += m.segments_deleted;
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        let mut current: Vec<(Weak<Partition>, LogMetrics)> = Vec::new();
+        for partitions in shard.partitions.borrow().values() {
+            for p in partitions.iter().flatten() {
+                s.partitions += 1;
+                current.push((Rc::downgrade(p), p.log.metrics()));
+            }
         }
-    }
+        // A held Weak keeps its allocation, so an address match is the same partition.
+        let live: HashSet<*const Partition> = current.iter().map(|(p, _)| p.as_ptr()).collect();
+        let mut retired = seen.retired;
+        for (old, last) in &seen.partitions {
+            if !live.contains(&old.as_ptr()) {
+                add(&mut retired, last);
+            }
+        }
+        s.log = retired;
+        for (_, m) in &current {
+            add(&mut s.log, m);
+        }
+        seen.retired = retired;
+        seen.partitions = current;
+    });
     s
+}
+
+/// Per shard thread: the partitions seen at the last scrape and the counters of those gone.
+#[derive(Default)]
+struct Seen {
+    partitions: Vec<(Weak<Partition>, LogMetrics)>,
+    retired: LogMetrics,
+}
+
+thread_local! {
+    static SEEN: RefCell<Seen> = RefCell::new(Seen::default());
+}
+
+fn add(total: &mut LogMetrics, m: &LogMetrics) {
+    total.appended_batches += m.appended_batches;
+    total.appended_bytes += m.appended_bytes;
+    total.sync_rounds += m.sync_rounds;
+    total.segments_rolled += m.segments_rolled;
+    total.segments_deleted += m.segments_deleted;
 }
 
 fn render_metrics(shared: &Arc<Shared>) -> String {
