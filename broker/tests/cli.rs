@@ -93,6 +93,18 @@ fn topic_create_list_describe_alter_delete() {
 
     let list = ok(&broker, &["topic", "list"], None);
     assert!(list.lines().any(|l| l == "orders"), "{list}");
+    // A bootstrap list: an unreachable first address is skipped.
+    let listed = sluice(
+        &[
+            "topic",
+            "list",
+            "--bootstrap",
+            &format!("127.0.0.1:1,{}", broker.addr()),
+        ],
+        None,
+    );
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), list);
 
     let describe = ok(&broker, &["topic", "describe", "orders"], None);
     assert!(describe.contains("partitions: 3"), "{describe}");

@@ -79,6 +79,18 @@ impl Client {
         Ok(client)
     }
 
+    /// Connects to the first reachable address of a `HOST:PORT[,HOST:PORT...]` list.
+    pub fn bootstrap(list: &str) -> Result<Client> {
+        let mut last = None;
+        for addr in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match Client::connect(addr) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("--bootstrap is empty")))
+    }
+
     pub fn addr(&self) -> &str {
         &self.addr
     }

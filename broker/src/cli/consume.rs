@@ -55,7 +55,7 @@ pub struct ConsumeArgs {
 
 pub fn run(args: ConsumeArgs) -> Result<()> {
     let topic = args.topic.as_str();
-    let mut bootstrap = Client::connect(&args.bootstrap.bootstrap)?;
+    let mut bootstrap = Client::bootstrap(&args.bootstrap.bootstrap)?;
     let (partitions, brokers) = metadata::partitions(&mut bootstrap, topic)?;
     if partitions.is_empty() {
         bail!("topic {topic:?} has no partitions");

@@ -46,7 +46,7 @@ pub fn run(args: GroupArgs) -> Result<()> {
 
 /// A connection to `group`'s coordinator.
 pub fn coordinator(bootstrap: &str, group: &str) -> Result<Client> {
-    let mut client = Client::connect(bootstrap)?;
+    let mut client = Client::bootstrap(bootstrap)?;
     let request = FindCoordinatorRequest::default()
         .with_key(str_bytes(group))
         .with_key_type(0);
@@ -145,7 +145,7 @@ pub fn commit(
 }
 
 fn list(bootstrap: &str) -> Result<()> {
-    let mut client = Client::connect(bootstrap)?;
+    let mut client = Client::bootstrap(bootstrap)?;
     let brokers: Vec<String> = metadata::fetch(&mut client, Some(&[]))?
         .brokers
         .iter()
@@ -229,7 +229,7 @@ fn describe(bootstrap: &str, group: &str) -> Result<()> {
         "{:<24}  {:>9}  {:>16}  {:>16}  {:>8}",
         "TOPIC", "PARTITION", "COMMITTED_OFFSET", "LOG_END_OFFSET", "LAG"
     );
-    let mut client = Client::connect(bootstrap)?;
+    let mut client = Client::bootstrap(bootstrap)?;
     let topics: std::collections::BTreeSet<&String> = committed.keys().map(|(t, _)| t).collect();
     for topic in topics {
         let end = match metadata::partitions(&mut client, topic) {

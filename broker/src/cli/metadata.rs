@@ -95,7 +95,7 @@ impl Leaders {
                 .get(&leader)
                 .cloned()
                 .unwrap_or_else(|| self.bootstrap.clone());
-            let client = Client::connect(&addr)
+            let client = Client::bootstrap(&addr)
                 .with_context(|| format!("connecting to leader {leader} at {addr}"))?;
             self.clients.insert(leader, client);
         }

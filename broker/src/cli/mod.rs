@@ -26,7 +26,7 @@ pub const BOOTSTRAP_DEFAULT: &str = "127.0.0.1:9092";
 /// `--bootstrap` shared by every client command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Bootstrap {
-    /// A broker's Kafka address HOST:PORT.
+    /// Broker Kafka address(es) HOST:PORT[,HOST:PORT...]; the first reachable one is used.
     #[arg(long, default_value = BOOTSTRAP_DEFAULT, env = "SLUICE_BOOTSTRAP", global = true)]
     pub bootstrap: String,
 }

@@ -35,7 +35,7 @@ pub struct ProduceArgs {
 }
 
 pub fn run(args: ProduceArgs) -> Result<()> {
-    let mut bootstrap = super::client::Client::connect(&args.bootstrap.bootstrap)?;
+    let mut bootstrap = super::client::Client::bootstrap(&args.bootstrap.bootstrap)?;
     let (partitions, brokers) = metadata::partitions(&mut bootstrap, &args.topic)?;
     if partitions.is_empty() {
         bail!("topic {:?} has no partitions", args.topic);

@@ -64,7 +64,7 @@ pub enum TopicCommand {
 }
 
 pub fn run(args: TopicArgs) -> Result<()> {
-    let mut client = Client::connect(&args.bootstrap.bootstrap)?;
+    let mut client = Client::bootstrap(&args.bootstrap.bootstrap)?;
     match args.command {
         TopicCommand::Create {
             name,
