@@ -45,20 +45,7 @@ pub async fn handle(
             let out = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
-            let result = match r.resource_type {
-                RESOURCE_TOPIC => results.next().unwrap_or(Err(TopicError::new(
-                    ResponseError::BrokerNotAvailable,
-                    "shutting down",
-                ))),
-                RESOURCE_BROKER => Err(TopicError::new(
-                    ResponseError::InvalidConfig,
-                    "broker configs are static: set them in the config file",
-                )),
-                _ => Err(TopicError::new(
-                    ResponseError::InvalidRequest,
-                    "only topic resources can be altered",
-                )),
-            };
+            let result = resource_result(r.resource_type, &mut results);
             match result {
                 Ok(()) => out,
                 Err(e) => out
@@ -68,6 +55,28 @@ pub async fn handle(
         })
         .collect();
     AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The outcome for one resource of an (Incremental)AlterConfigs request: topics take the next
+/// control-plane result in request order; broker configs are static; other types are invalid.
+pub fn resource_result(
+    resource_type: i8,
+    topic_results: &mut impl Iterator<Item = Result<(), TopicError>>,
+) -> Result<(), TopicError> {
+    match resource_type {
+        RESOURCE_TOPIC => topic_results.next().unwrap_or(Err(TopicError::new(
+            ResponseError::BrokerNotAvailable,
+            "shutting down",
+        ))),
+        RESOURCE_BROKER => Err(TopicError::new(
+            ResponseError::InvalidConfig,
+            "broker configs are static: set them in the config file",
+        )),
+        _ => Err(TopicError::new(
+            ResponseError::InvalidRequest,
+            "only topic resources can be altered",
+        )),
+    }
 }
 
 /// Sends topic config changes to the control plane.

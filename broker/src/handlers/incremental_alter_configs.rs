@@ -3,14 +3,13 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::RESOURCE_TOPIC;
 use super::{RequestContext, Versions, str_bytes};
 use crate::shard::Shard;
-use crate::shard::control::{ConfigChange, TopicError};
+use crate::shard::control::ConfigChange;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 
@@ -47,20 +46,7 @@ pub async fn handle(
             let out = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
-            let result = match r.resource_type {
-                RESOURCE_TOPIC => results.next().unwrap_or(Err(TopicError::new(
-                    ResponseError::BrokerNotAvailable,
-                    "shutting down",
-                ))),
-                RESOURCE_BROKER => Err(TopicError::new(
-                    ResponseError::InvalidConfig,
-                    "broker configs are static: set them in the config file",
-                )),
-                _ => Err(TopicError::new(
-                    ResponseError::InvalidRequest,
-                    "only topic resources can be altered",
-                )),
-            };
+            let result = super::alter_configs::resource_result(r.resource_type, &mut results);
             match result {
                 Ok(()) => out,
                 Err(e) => out
