@@ -146,9 +146,19 @@ fn topic_create_list_describe_alter_delete() {
     broker.stop();
 }
 
+/// A broker whose groups form at once (no `group.initial.rebalance.delay.ms`), so consumer
+/// joins do not wait 3 s each. Keep the returned dir alive as long as the broker.
+fn broker_with_quick_groups() -> (Broker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[group]\ninitial_rebalance_delay_ms = 0\n").expect("config");
+    let broker = Broker::start_with(&["--config", config.to_str().expect("utf-8")]);
+    (broker, dir)
+}
+
 #[test]
 fn produce_consume_and_group_describe() {
-    let broker = Broker::start();
+    let (broker, _config) = broker_with_quick_groups();
     ok(
         &broker,
         &["topic", "create", "lines", "--partitions", "1"],
@@ -224,6 +234,65 @@ fn produce_consume_and_group_describe() {
     ok(&broker, &["group", "delete", "readers"], None);
     let list = ok(&broker, &["group", "list"], None);
     assert!(!list.lines().any(|l| l.starts_with("readers\t")), "{list}");
+    broker.stop();
+}
+
+/// While `sluice consume --group` runs it is a member: describe lists it with its assignment.
+#[test]
+fn group_describe_shows_a_running_consumer_and_its_partitions() {
+    let (broker, _config) = broker_with_quick_groups();
+    ok(
+        &broker,
+        &["topic", "create", "live", "--partitions", "2"],
+        None,
+    );
+    let mut consumer = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "consume",
+            "live",
+            "--group",
+            "watchers",
+            "--timeout-ms",
+            "60000",
+        ])
+        .args(["--bootstrap", broker.addr()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn consumer");
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let describe = loop {
+        let out = sluice(
+            &[
+                "group",
+                "describe",
+                "watchers",
+                "--bootstrap",
+                broker.addr(),
+            ],
+            None,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.contains("state: Stable") && text.contains("members: 1") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer never became a stable member:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50)); // polling with a deadline
+    };
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    assert!(describe.contains("protocol: consumer"), "{describe}");
+    assert!(describe.contains("assignor: range"), "{describe}");
+    let member = describe
+        .lines()
+        .find(|l| l.contains("sluice-cli"))
+        .unwrap_or_else(|| panic!("no member row:\n{describe}"));
+    assert!(member.ends_with("live:0,1"), "{member}");
     broker.stop();
 }
 

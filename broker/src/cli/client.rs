@@ -38,6 +38,11 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // v4+ JoinGroup asks for MEMBER_ID_REQUIRED round trips (handled); LeaveGroup v3+ batches.
+    (ApiKey::JoinGroup, 4, 7),
+    (ApiKey::SyncGroup, 3, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 3, 4),
 ];
 
 pub struct Client {

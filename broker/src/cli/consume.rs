@@ -1,10 +1,11 @@
 //! `sluice consume TOPIC`: prints record values, one per line (`--print-keys`: KEY\tVALUE).
 //!
-//! Reads every partition of the topic from its leader. With `--group G` the group only stores
-//! offsets: the command starts from G's committed offsets and commits after each batch it
-//! prints, as a standalone consumer (it does not join the group or rebalance).
-//! Without committed offsets it starts at the log end, or the log start with
-//! `--from-beginning`. It stops after `--max-records N`, after `--timeout-ms` without new
+//! Reads every partition of the topic from its leader. With `--group G` it is a member of the
+//! classic consumer group G (`membership.rs`: range assignor, heartbeats, rebalances, a
+//! LeaveGroup at the end): it reads the partitions assigned to it from G's committed offsets
+//! and commits after each batch it prints (at least once: a rebalance between a print and its
+//! commit lets the next owner print those records again). Without a committed offset it
+//! starts at the log end, or the log start with `--from-beginning`. It stops after `--max-records N`, after `--timeout-ms` without new
 //! records, or never (Ctrl-C).
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::client::{Client, check};
+use super::membership::Member;
 use super::metadata::{self, Leaders, PartitionInfo};
 use super::offsets::{self, EARLIEST, LATEST};
 use super::{Bootstrap, group, topic_name};
@@ -61,11 +63,21 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         bail!("topic {topic:?} has no partitions");
     }
     let mut leaders = Leaders::new(&args.bootstrap.bootstrap, brokers);
-    let mut coordinator = match &args.group {
-        Some(g) => Some(group::coordinator(&args.bootstrap.bootstrap, g)?),
+    let mut group = match &args.group {
+        Some(g) => {
+            let mut coordinator = group::coordinator(&args.bootstrap.bootstrap, g)?;
+            let member = Member::join(&mut coordinator, g, topic, partitions.len())?;
+            Some((coordinator, member, g.as_str()))
+        }
         None => None,
     };
-    let mut positions = start_positions(&args, &mut leaders, &mut coordinator, &partitions)?;
+    let mut assigned = assigned_partitions(&partitions, group.as_ref().map(|g| &g.1));
+    let mut positions = start_positions(
+        &args,
+        &mut leaders,
+        group.as_mut().map(|g| &mut g.0),
+        &assigned,
+    )?;
     let mut printed = 0u64;
     let mut last_record = Instant::now();
     let stdout = std::io::stdout();
@@ -73,7 +85,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     let limit = args.max_records.unwrap_or(u64::MAX);
     while printed < limit {
         let mut progressed = Vec::new();
-        for p in &partitions {
+        for p in &assigned {
             let from = positions[&p.partition];
             let records = fetch(&mut leaders, topic, p, from)?;
             let mut next = from;
@@ -94,25 +106,57 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
             }
         }
         out.flush().context("writing stdout")?;
+        if let Some((coordinator, member, g)) = group.as_mut() {
+            if !progressed.is_empty() {
+                let commit = group::commit(coordinator, g, topic, &progressed, member);
+                if let Err(e) = commit {
+                    // A rebalance in between: the next heartbeat rejoins; records since the
+                    // last commit may be read again by the partition's next owner.
+                    eprintln!("sluice consume: commit failed: {e:#}");
+                }
+            }
+            if member.heartbeat_if_due(coordinator)? {
+                assigned = assigned_partitions(&partitions, Some(member));
+                positions = start_positions(&args, &mut leaders, Some(coordinator), &assigned)?;
+            }
+        }
         if !progressed.is_empty() {
             last_record = Instant::now();
-            if let (Some(c), Some(g)) = (coordinator.as_mut(), args.group.as_deref()) {
-                group::commit(c, g, topic, &progressed)?;
-            }
         } else if let Some(t) = args.timeout_ms
             && last_record.elapsed() >= Duration::from_millis(t)
         {
             break;
+        } else if assigned.is_empty() {
+            // More members than partitions: nothing to fetch, keep heartbeating.
+            std::thread::sleep(Duration::from_millis(FETCH_MAX_WAIT_MS as u64));
         }
     }
+    if let Some((coordinator, member, _)) = group.as_mut() {
+        member.leave(coordinator);
+    }
     Ok(())
+}
+
+/// The partitions this consumer reads: all of them, or its group assignment.
+fn assigned_partitions(
+    partitions: &[PartitionInfo],
+    member: Option<&Member>,
+) -> Vec<PartitionInfo> {
+    match member {
+        None => partitions.to_vec(),
+        Some(m) => partitions
+            .iter()
+            .filter(|p| m.assignment.contains(&p.partition))
+            .cloned()
+            .collect(),
+    }
 }
 
 /// Where each partition starts: the group's committed offset, else the log start or end.
 fn start_positions(
     args: &ConsumeArgs,
     leaders: &mut Leaders,
-    coordinator: &mut Option<Client>,
+    coordinator: Option<&mut Client>,
     partitions: &[PartitionInfo],
 ) -> Result<BTreeMap<i32, i64>> {
     let default = if args.from_beginning {
@@ -121,7 +165,7 @@ fn start_positions(
         LATEST
     };
     let mut positions = offsets::list(leaders, &args.topic, partitions, default)?;
-    if let (Some(c), Some(g)) = (coordinator.as_mut(), args.group.as_deref()) {
+    if let (Some(c), Some(g)) = (coordinator, args.group.as_deref()) {
         let ids: Vec<i32> = partitions.iter().map(|p| p.partition).collect();
         for ((_, partition), offset) in group::committed(c, g, Some((&args.topic, &ids)))? {
             positions.insert(partition, offset);

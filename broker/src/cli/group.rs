@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 };
 
 use super::client::{Client, check, check_msg};
+use super::membership::Member;
 use super::metadata::{self, Leaders};
 use super::offsets::{self, LATEST};
 use super::{Bootstrap, str_bytes, topic_name};
@@ -101,18 +102,19 @@ pub fn committed(
     Ok(out)
 }
 
-/// Commits `offsets` (partition -> next offset to read) for `group` outside any generation,
-/// as a standalone consumer does (generation -1, no member id).
+/// Commits `offsets` (partition -> next offset to read) for `group` as `member` of its
+/// current generation.
 pub fn commit(
     coordinator: &mut Client,
     group: &str,
     topic: &str,
     offsets: &[(i32, i64)],
+    member: &Member,
 ) -> Result<()> {
     let request = OffsetCommitRequest::default()
         .with_group_id(GroupId(str_bytes(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_member_id(str_bytes(""))
+        .with_generation_id_or_member_epoch(member.generation_id)
+        .with_member_id(member.member_id.clone())
         .with_retention_time_ms(-1)
         .with_topics(vec![
             OffsetCommitRequestTopic::default()

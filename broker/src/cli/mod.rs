@@ -10,6 +10,7 @@
 pub mod client;
 pub mod consume;
 pub mod group;
+pub mod membership;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
