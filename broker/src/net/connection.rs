@@ -45,14 +45,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     });
     let (tx, rx) =
         async_channel::bounded::<Pending>(shard.config().kafka.in_flight_per_connection_max);
-    let writer =
-        compio::runtime::spawn(write_loop(
-            Rc::clone(&shard),
-            Rc::clone(&stream),
-            rx,
-            Rc::clone(&state),
-            peer,
-        ));
+    let writer = compio::runtime::spawn(write_loop(
+        Rc::clone(&shard),
+        Rc::clone(&stream),
+        rx,
+        Rc::clone(&state),
+        peer,
+    ));
     read_loop(&shard, &stream, tx, &state, peer).await;
     // The sender is gone: the writer drains what is queued and returns.
     let _ = writer.await;
