@@ -351,6 +351,8 @@ fn metrics_scrape_parses_and_counters_grow() {
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["node_id"], 0);
     assert_eq!(status["topics"], 1, "{status}");
+    let (head, _) = get(&http, "/no-such-page");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     broker.stop();
 }
 

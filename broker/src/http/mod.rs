@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -56,15 +56,15 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
 fn serve(stream: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
-    let mut reader = BufReader::new(&stream);
+    // The head is read through a bounded `take`: a client sending an endless line cannot
+    // make the buffer grow past the limit.
+    let mut reader = BufReader::new((&stream).take(REQUEST_HEAD_BYTES_MAX as u64));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let mut head_bytes = request_line.len();
     loop {
         let mut line = String::new();
         let n = reader.read_line(&mut line)?;
-        head_bytes += n;
-        if n == 0 || line == "\r\n" || line == "\n" || head_bytes > REQUEST_HEAD_BYTES_MAX {
+        if n == 0 || line == "\r\n" || line == "\n" {
             break;
         }
     }
