@@ -231,6 +231,38 @@ fn produce_consume_and_group_describe() {
     );
     assert_eq!(out, "k1\tv1\nk2\tv2\n");
 
+    // Several partitions: keyed lines spread over them, all read back (order per partition).
+    ok(
+        &broker,
+        &["topic", "create", "spread", "--partitions", "4"],
+        None,
+    );
+    let keyed: String = (0..40).map(|i| format!("k{i}:v{i}\n")).collect();
+    ok(
+        &broker,
+        &["produce", "spread", "--key-separator", ":"],
+        Some(&keyed),
+    );
+    let out = ok(
+        &broker,
+        &[
+            "consume",
+            "spread",
+            "--from-beginning",
+            "--max-records",
+            "40",
+            "--print-keys",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    );
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("k{i}\tv{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
     ok(&broker, &["group", "delete", "readers"], None);
     let list = ok(&broker, &["group", "list"], None);
     assert!(!list.lines().any(|l| l.starts_with("readers\t")), "{list}");

@@ -28,6 +28,8 @@ use super::{Bootstrap, group, topic_name};
 const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Bytes per partition per fetch.
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+/// Bytes per Fetch response.
+const FETCH_MAX_BYTES: i32 = 16 * 1024 * 1024;
 /// Kafka v2 batch header: base offset (8) + batch length (4) + ... ; the records start at 61.
 const BATCH_HEADER_BYTES: usize = 61;
 const BATCH_LENGTH_AT: usize = 8;
@@ -85,24 +87,34 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     let limit = args.max_records.unwrap_or(u64::MAX);
     while printed < limit {
         let mut progressed = Vec::new();
+        // One Fetch per leader for all its partitions: an idle round costs one long poll
+        // per broker, not one per partition.
+        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
         for p in &assigned {
-            let from = positions[&p.partition];
-            let records = fetch(&mut leaders, topic, p, from)?;
-            let mut next = from;
-            for r in records {
-                if r.skip {
-                    next = next.max(r.offset + 1);
-                } else if r.offset >= from && printed < limit {
-                    print(&mut out, &r, args.print_keys)?;
-                    printed += 1;
-                    next = r.offset + 1;
-                } else if r.offset >= from {
-                    break;
+            by_leader
+                .entry(p.leader)
+                .or_default()
+                .push((p.partition, positions[&p.partition]));
+        }
+        for (leader, wanted) in by_leader {
+            for (partition, records) in fetch(&mut leaders, topic, leader, &wanted)? {
+                let from = positions[&partition];
+                let mut next = from;
+                for r in records {
+                    if r.skip {
+                        next = next.max(r.offset + 1);
+                    } else if r.offset >= from && printed < limit {
+                        print(&mut out, &r, args.print_keys)?;
+                        printed += 1;
+                        next = r.offset + 1;
+                    } else if r.offset >= from {
+                        break;
+                    }
                 }
-            }
-            if next > from {
-                positions.insert(p.partition, next);
-                progressed.push((p.partition, next));
+                if next > from {
+                    positions.insert(partition, next);
+                    progressed.push((partition, next));
+                }
             }
         }
         out.flush().context("writing stdout")?;
@@ -183,42 +195,53 @@ struct Fetched {
     skip: bool,
 }
 
-fn fetch(leaders: &mut Leaders, topic: &str, p: &PartitionInfo, from: i64) -> Result<Vec<Fetched>> {
+/// Fetches `(partition, offset)` pairs of `topic` from `leader`; returns each partition's
+/// records (an error code on any partition is an error, named).
+fn fetch(
+    leaders: &mut Leaders,
+    topic: &str,
+    leader: i32,
+    wanted: &[(i32, i64)],
+) -> Result<Vec<(i32, Vec<Fetched>)>> {
+    let partitions = wanted
+        .iter()
+        .map(|&(partition, from)| {
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(from)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(PARTITION_MAX_BYTES)
+        })
+        .collect();
     let request = FetchRequest::default()
         .with_replica_id((-1).into())
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
-        .with_max_bytes(PARTITION_MAX_BYTES)
+        .with_max_bytes(FETCH_MAX_BYTES)
         .with_session_epoch(-1)
         .with_topics(vec![
             FetchTopic::default()
                 .with_topic(topic_name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(p.partition)
-                        .with_current_leader_epoch(-1)
-                        .with_fetch_offset(from)
-                        .with_last_fetched_epoch(-1)
-                        .with_log_start_offset(-1)
-                        .with_partition_max_bytes(PARTITION_MAX_BYTES),
-                ]),
+                .with_partitions(partitions),
         ]);
-    let (response, _) = leaders.get(p.leader)?.call(&request)?;
+    let (response, _) = leaders.get(leader)?.call(&request)?;
     check(response.error_code, "Fetch")?;
-    let answer = response
-        .responses
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .find(|a| a.partition_index == p.partition)
-        .with_context(|| format!("Fetch answered nothing for {topic}-{}", p.partition))?;
-    check(
-        answer.error_code,
-        &format!("fetching {topic}-{}", p.partition),
-    )?;
-    match &answer.records {
-        Some(records) => decode(records.clone()),
-        None => Ok(Vec::new()),
+    let mut out = Vec::with_capacity(wanted.len());
+    for answer in response.responses.iter().flat_map(|t| t.partitions.iter()) {
+        let partition = answer.partition_index;
+        if !wanted.iter().any(|w| w.0 == partition) {
+            continue;
+        }
+        check(answer.error_code, &format!("fetching {topic}-{partition}"))?;
+        let records = match &answer.records {
+            Some(records) => decode(records.clone())?,
+            None => Vec::new(),
+        };
+        out.push((partition, records));
     }
+    Ok(out)
 }
 
 /// Decodes the complete batches in `records` (a Fetch may end with a partial one).
