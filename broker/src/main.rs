@@ -87,6 +87,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Start(_)) {
+        broker::sys::default_sigpipe();
+    }
     match cli.command {
         Command::Start(args) => start(args),
         Command::Topic(args) => cli::finish(cli::topic::run(args)),

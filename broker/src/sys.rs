@@ -204,3 +204,13 @@ pub fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
     let frsize = st.f_frsize as u64;
     Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
 }
+
+/// Restores SIGPIPE's default action (terminate quietly) for the CLI commands, so
+/// `sluice topic list | head` ends like other Unix tools instead of panicking on EPIPE in
+/// `println!`. The broker (`sluice start`) keeps Rust's default of ignoring SIGPIPE.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler; changing a disposition has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
