@@ -14,14 +14,16 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use compio::BufResult;
+use compio::buf::{IntoInner, IoBuf};
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 
 use crate::handlers::{self, Reply};
 use crate::net::frame::{self, split_frame};
+use crate::net::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::notify::Notify;
 use crate::shard::Shard;
 
@@ -88,11 +90,7 @@ async fn read_loop(
         loop {
             match split_frame(&mut buf, max, &mut need) {
                 Ok(Some(frame)) => {
-                    let pending = match handlers::dispatch(shard, frame, peer).await {
-                        Some(p) => p,
-                        None => return,
-                    };
-                    if tx.send(pending).await.is_err() {
+                    if !deliver(shard, frame, peer, &tx).await {
                         return;
                     }
                 }
@@ -105,6 +103,34 @@ async fn read_loop(
         }
         if shard.is_stopping() || state.closed.get() {
             return;
+        }
+        if need >= frame::SIZE_PREFIX_BYTES + POOLED_FRAME_BYTES_MIN {
+            // A large frame (its size is known and checked): read the rest of it straight
+            // into a reused buffer, whose pages are already mapped (frame_pool.rs).
+            let frame_bytes = need - frame::SIZE_PREFIX_BYTES;
+            let mut frame_buf = shard.frame_pool.take(frame_bytes);
+            frame_buf.extend_from_slice(&buf[frame::SIZE_PREFIX_BYTES..]);
+            buf.clear();
+            need = frame::SIZE_PREFIX_BYTES;
+            let have = frame_buf.len();
+            let stop = select(&mut stopping, &mut closed);
+            let read = Box::pin(async {
+                let mut s: &TcpStream = stream;
+                s.read_exact(frame_buf.slice(have..frame_bytes)).await
+            });
+            match select(read, stop).await {
+                Either::Left((BufResult(Ok(()), b), _)) => frame_buf = b.into_inner(),
+                Either::Left((BufResult(Err(e), _), _)) => {
+                    tracing::debug!(target: "broker::net", %peer, error = %e, "read failed");
+                    return;
+                }
+                Either::Right(_) => return,
+            }
+            debug_assert_eq!(frame_buf.len(), frame_bytes);
+            if !deliver(shard, shard.frame_pool.freeze(frame_buf), peer, &tx).await {
+                return;
+            }
+            continue;
         }
         let want = need.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
         buf.reserve(want);
@@ -122,6 +148,19 @@ async fn read_loop(
             }
             Either::Right(_) => return,
         }
+    }
+}
+
+/// Dispatches one request frame and queues its reply; false when the connection must close.
+async fn deliver(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    peer: SocketAddr,
+    tx: &async_channel::Sender<Pending>,
+) -> bool {
+    match handlers::dispatch(shard, frame, peer).await {
+        Some(pending) => tx.send(pending).await.is_ok(),
+        None => false,
     }
 }
 

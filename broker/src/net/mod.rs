@@ -6,6 +6,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod frame_pool;
 pub mod sendfile;
 
 use std::net::SocketAddr;

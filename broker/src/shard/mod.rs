@@ -95,6 +95,8 @@ pub struct Shard {
     /// Set in the last shutdown phase: the shard's runtime returns.
     pub exited: Cell<bool>,
     pub exit_notify: Rc<Notify>,
+    /// Reused receive buffers for large request frames (net/frame_pool.rs).
+    pub frame_pool: crate::net::frame_pool::FramePool,
 }
 
 impl Shard {
@@ -118,6 +120,7 @@ impl Shard {
             connection_closed: Rc::new(Notify::new()),
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
+            frame_pool: crate::net::frame_pool::FramePool::default(),
         })
     }
 
