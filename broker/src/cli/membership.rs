@@ -10,14 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use loadgen::client::group::{
-    assignment_bytes, parse_assignment, range_assignment, subscription_bytes,
-};
+use loadgen::client::group::{leader_assignments, parse_assignment, subscription_bytes};
 
 use super::client::{Client, error_name};
 use super::str_bytes;
@@ -163,22 +160,7 @@ impl Member {
         }
         self.member_id = joined.member_id.clone();
         self.generation_id = joined.generation_id;
-        let assignments = if joined.leader == joined.member_id {
-            let mut members: Vec<StrBytes> =
-                joined.members.iter().map(|m| m.member_id.clone()).collect();
-            members.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            range_assignment(self.partitions, members.len())
-                .into_iter()
-                .zip(members)
-                .map(|(partitions, member_id)| {
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(member_id)
-                        .with_assignment(assignment_bytes(&self.topic, &partitions))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let assignments = leader_assignments(&joined, &self.topic, self.partitions);
         let sync = SyncGroupRequest::default()
             .with_group_id(self.group_id.clone())
             .with_generation_id(self.generation_id)

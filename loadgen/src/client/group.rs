@@ -17,7 +17,8 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest,
-    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
+    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -230,22 +231,7 @@ impl GroupMember {
         retry_or_fail(joined.error_code, "JoinGroup")?;
         self.member_id = joined.member_id.clone();
         self.generation_id = joined.generation_id;
-        let assignments = if joined.leader == joined.member_id {
-            let mut members: Vec<StrBytes> =
-                joined.members.iter().map(|m| m.member_id.clone()).collect();
-            members.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            range_assignment(self.partitions, members.len())
-                .into_iter()
-                .zip(members)
-                .map(|(partitions, member_id)| {
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(member_id)
-                        .with_assignment(assignment_bytes(&self.topic, &partitions))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let assignments = leader_assignments(&joined, &self.topic, self.partitions);
         let sync = SyncGroupRequest::default()
             .with_group_id(self.group_id.clone())
             .with_generation_id(self.generation_id)
@@ -280,6 +266,30 @@ fn retry_or_fail(code: i16, what: &str) -> Result<(), JoinError> {
         | UNKNOWN_MEMBER_ID => Err(JoinError::Retry(code)),
         other => Err(JoinError::Fatal(anyhow!("{what}: error {other}"))),
     }
+}
+
+/// The SyncGroup assignments this member sends: the range assignment of `topic`'s
+/// `partitions` over the joined members (sorted by member id) when it is the group leader,
+/// nothing otherwise.
+pub fn leader_assignments(
+    joined: &JoinGroupResponse,
+    topic: &str,
+    partitions: usize,
+) -> Vec<SyncGroupRequestAssignment> {
+    if joined.leader != joined.member_id {
+        return Vec::new();
+    }
+    let mut members: Vec<StrBytes> = joined.members.iter().map(|m| m.member_id.clone()).collect();
+    members.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    range_assignment(partitions, members.len())
+        .into_iter()
+        .zip(members)
+        .map(|(partitions, member_id)| {
+            SyncGroupRequestAssignment::default()
+                .with_member_id(member_id)
+                .with_assignment(assignment_bytes(topic, &partitions))
+        })
+        .collect()
 }
 
 /// Partitions `0..partitions` split into `members` contiguous ranges, the first ones one
