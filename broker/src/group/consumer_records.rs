@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::consumer::Assignment;
-use super::records::RecordDecodeError;
+use super::records::{Reader, RecordDecodeError};
 
 pub const GROUP_EPOCH_KEY: i16 = 3;
 pub const PARTITION_METADATA_KEY: i16 = 4;
@@ -134,7 +134,7 @@ pub fn decode(
     key_rest: &[u8],
     value: Option<&[u8]>,
 ) -> Result<ConsumerRecord, RecordDecodeError> {
-    let mut k = Reader { bytes: key_rest };
+    let mut k = Reader::new(key_rest);
     let group = k.string()?;
     let with_member = matches!(
         kind,
@@ -173,7 +173,7 @@ pub fn decode(
 }
 
 fn value_reader(bytes: &[u8]) -> Result<Reader<'_>, RecordDecodeError> {
-    let mut r = Reader { bytes };
+    let mut r = Reader::new(bytes);
     match r.i16()? {
         VALUE_VERSION => Ok(r),
         other => Err(RecordDecodeError::UnknownValueVersion(other)),
@@ -195,7 +195,7 @@ fn decode_member_metadata(bytes: &[u8]) -> Result<MemberMetadataValue, RecordDec
     let client_id = r.compact_nullable()?.unwrap_or_default();
     let client_host = r.compact_nullable()?.unwrap_or_default();
     let count = r.compact_len()?;
-    let mut subscribed_topic_names = Vec::with_capacity(count.min(r.bytes.len()));
+    let mut subscribed_topic_names = Vec::with_capacity(count.min(r.remaining()));
     for _ in 0..count {
         subscribed_topic_names.push(r.compact_nullable()?.unwrap_or_default());
     }
@@ -279,78 +279,8 @@ fn put_assignment(buf: &mut BytesMut, a: &Assignment) {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
-        if self.bytes.len() < n {
-            return Err(RecordDecodeError::Truncated);
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn i16(&mut self) -> Result<i16, RecordDecodeError> {
-        Ok(i16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-
-    fn i32(&mut self) -> Result<i32, RecordDecodeError> {
-        Ok(i32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    fn uvarint(&mut self) -> Result<u64, RecordDecodeError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.take(1)?[0];
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(RecordDecodeError::InvalidLength(-1))
-    }
-
-    /// A compact array's element count (0 encodes null, read as empty).
-    fn compact_len(&mut self) -> Result<usize, RecordDecodeError> {
-        let n = self.uvarint()?;
-        let n = usize::try_from(n.saturating_sub(1))
-            .map_err(|_| RecordDecodeError::InvalidLength(-1))?;
-        if n > self.bytes.len() {
-            return Err(RecordDecodeError::Truncated);
-        }
-        Ok(n)
-    }
-
-    fn string(&mut self) -> Result<String, RecordDecodeError> {
-        let len = self.i16()?;
-        let len =
-            usize::try_from(len).map_err(|_| RecordDecodeError::InvalidLength(i32::from(len)))?;
-        let raw = self.take(len)?;
-        std::str::from_utf8(raw)
-            .map(str::to_owned)
-            .map_err(|_| RecordDecodeError::InvalidUtf8)
-    }
-
-    fn compact_nullable(&mut self) -> Result<Option<String>, RecordDecodeError> {
-        let n = self.uvarint()?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let len = usize::try_from(n - 1).map_err(|_| RecordDecodeError::InvalidLength(-1))?;
-        let raw = self.take(len)?;
-        std::str::from_utf8(raw)
-            .map(|s| Some(s.to_owned()))
-            .map_err(|_| RecordDecodeError::InvalidUtf8)
-    }
-
-    fn assignment(&mut self) -> Result<Assignment, RecordDecodeError> {
+impl Reader<'_> {
+    pub(super) fn assignment(&mut self) -> Result<Assignment, RecordDecodeError> {
         let topics = self.compact_len()?;
         let mut a = Assignment::new();
         for _ in 0..topics {
@@ -363,26 +293,6 @@ impl<'a> Reader<'a> {
             self.skip_tags()?;
         }
         Ok(a)
-    }
-
-    /// A tagged-field section: fields this version does not know are skipped.
-    fn skip_tags(&mut self) -> Result<(), RecordDecodeError> {
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            let _tag = self.uvarint()?;
-            let size = usize::try_from(self.uvarint()?)
-                .map_err(|_| RecordDecodeError::InvalidLength(-1))?;
-            self.take(size)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&self) -> Result<(), RecordDecodeError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(RecordDecodeError::TrailingBytes)
-        }
     }
 }
 

@@ -423,20 +423,22 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
-struct Reader<'a> {
+/// A bounds-checked cursor over Kafka's wire primitives, shared by the classic and the
+/// KIP-848 record decoders.
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         Self { bytes }
     }
 
-    fn remaining(&self) -> usize {
+    pub(super) fn remaining(&self) -> usize {
         self.bytes.len()
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
         if self.bytes.len() < n {
             return Err(RecordDecodeError::Truncated);
         }
@@ -445,30 +447,30 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn i16(&mut self) -> Result<i16, RecordDecodeError> {
+    pub(super) fn i16(&mut self) -> Result<i16, RecordDecodeError> {
         Ok(i16::from_be_bytes(
             self.take(2)?.try_into().expect("2 bytes"),
         ))
     }
 
-    fn i32(&mut self) -> Result<i32, RecordDecodeError> {
+    pub(super) fn i32(&mut self) -> Result<i32, RecordDecodeError> {
         Ok(i32::from_be_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
 
-    fn i64(&mut self) -> Result<i64, RecordDecodeError> {
+    pub(super) fn i64(&mut self) -> Result<i64, RecordDecodeError> {
         Ok(i64::from_be_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
 
-    fn string(&mut self) -> Result<String, RecordDecodeError> {
+    pub(super) fn string(&mut self) -> Result<String, RecordDecodeError> {
         self.nullable_string()?
             .ok_or(RecordDecodeError::InvalidLength(-1))
     }
 
-    fn nullable_string(&mut self) -> Result<Option<String>, RecordDecodeError> {
+    pub(super) fn nullable_string(&mut self) -> Result<Option<String>, RecordDecodeError> {
         let len = self.i16()?;
         if len == -1 {
             return Ok(None);
@@ -481,7 +483,7 @@ impl<'a> Reader<'a> {
         Ok(Some(s.to_owned()))
     }
 
-    fn bytes(&mut self) -> Result<Bytes, RecordDecodeError> {
+    pub(super) fn bytes(&mut self) -> Result<Bytes, RecordDecodeError> {
         let len = self.i32()?;
         if len == -1 {
             return Ok(Bytes::new());
@@ -492,12 +494,59 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.take(len as usize)?))
     }
 
-    fn finish(&self) -> Result<(), RecordDecodeError> {
+    pub(super) fn finish(&self) -> Result<(), RecordDecodeError> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
             Err(RecordDecodeError::TrailingBytes)
         }
+    }
+
+    pub(super) fn uvarint(&mut self) -> Result<u64, RecordDecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(RecordDecodeError::InvalidLength(-1))
+    }
+
+    /// A compact array's element count (0 encodes null, read as empty).
+    pub(super) fn compact_len(&mut self) -> Result<usize, RecordDecodeError> {
+        let n = self.uvarint()?;
+        let n = usize::try_from(n.saturating_sub(1))
+            .map_err(|_| RecordDecodeError::InvalidLength(-1))?;
+        if n > self.bytes.len() {
+            return Err(RecordDecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    pub(super) fn compact_nullable(&mut self) -> Result<Option<String>, RecordDecodeError> {
+        let n = self.uvarint()?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(n - 1).map_err(|_| RecordDecodeError::InvalidLength(-1))?;
+        let raw = self.take(len)?;
+        std::str::from_utf8(raw)
+            .map(|s| Some(s.to_owned()))
+            .map_err(|_| RecordDecodeError::InvalidUtf8)
+    }
+
+    /// A tagged-field section: fields this version does not know are skipped.
+    pub(super) fn skip_tags(&mut self) -> Result<(), RecordDecodeError> {
+        let count = self.uvarint()?;
+        for _ in 0..count {
+            let _tag = self.uvarint()?;
+            let size = usize::try_from(self.uvarint()?)
+                .map_err(|_| RecordDecodeError::InvalidLength(-1))?;
+            self.take(size)?;
+        }
+        Ok(())
     }
 }
 
