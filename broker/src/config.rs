@@ -34,6 +34,93 @@ pub struct Config {
     pub group: crate::group::GroupSection,
     /// HTTP listener: Prometheus `/metrics` and `/v1/status`.
     pub http: HttpSection,
+    /// Multi-node cluster: metadata quorum and replication. Off unless `seeds` is set.
+    pub cluster: ClusterSection,
+}
+
+/// Cluster settings (Kafka's names in the comments). A broker is in cluster mode when
+/// `seeds` names the quorum; without it it is a single node, exactly as before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Internal listener for quorum and controller traffic (`--rpc-addr`).
+    pub rpc_addr: String,
+    /// Quorum voters `ID@HOST:PORT,...` (`--seeds`); every voter is also a broker.
+    pub seeds: String,
+    /// broker.session.timeout.ms: a broker without a heartbeat this long is fenced.
+    pub broker_session_timeout_ms: i64,
+    /// broker.heartbeat.interval.ms.
+    pub broker_heartbeat_interval_ms: i64,
+    /// replica.lag.time.max.ms.
+    pub replica_lag_time_max_ms: i64,
+    /// replica.fetch.wait.max.ms: how long a follower's fetch may wait at the leader.
+    pub replica_fetch_wait_max_ms: i32,
+    /// replica.fetch.backoff.ms.
+    pub replica_fetch_backoff_ms: i64,
+    /// request.timeout.ms for replica fetches and controller requests.
+    pub request_timeout_ms: i64,
+    /// default.replication.factor; -1 = min(3, number of seeds).
+    pub default_replication_factor: i16,
+    /// unclean.leader.election.enable.
+    pub unclean_leader_election: bool,
+    /// broker.rack (rack-aware placement when every broker has one).
+    pub rack: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            rpc_addr: String::new(),
+            seeds: String::new(),
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 1_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
+            request_timeout_ms: 30_000,
+            default_replication_factor: -1,
+            unclean_leader_election: false,
+            rack: String::new(),
+        }
+    }
+}
+
+/// One quorum voter from `--seeds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ClusterSection {
+    pub fn enabled(&self) -> bool {
+        !self.seeds.trim().is_empty()
+    }
+
+    /// Parses `ID@HOST:PORT,...`.
+    pub fn parse_seeds(&self) -> Result<Vec<Seed>, String> {
+        let mut out = Vec::new();
+        for item in self.seeds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (id, addr) = item
+                .split_once('@')
+                .ok_or_else(|| format!("seed {item:?} is not ID@HOST:PORT"))?;
+            let node_id: i32 = id
+                .parse()
+                .map_err(|_| format!("seed {item:?}: bad node id"))?;
+            let (host, port) =
+                split_host_port(addr).ok_or_else(|| format!("seed {item:?}: bad HOST:PORT"))?;
+            if out.iter().any(|s: &Seed| s.node_id == node_id) {
+                return Err(format!("seed node id {node_id} appears twice"));
+            }
+            out.push(Seed {
+                node_id,
+                host,
+                port,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The HTTP side (metrics, status). It runs on its own thread, never on a shard.
@@ -179,6 +266,8 @@ pub struct Overrides {
     pub node_id: Option<i32>,
     pub shards: Option<usize>,
     pub http_addr: Option<String>,
+    pub rpc_addr: Option<String>,
+    pub seeds: Option<String>,
 }
 
 impl Config {
@@ -227,6 +316,12 @@ impl Config {
         }
         if let Some(v) = &overrides.http_addr {
             config.http.addr = v.clone();
+        }
+        if let Some(v) = &overrides.rpc_addr {
+            config.cluster.rpc_addr = v.clone();
+        }
+        if let Some(v) = &overrides.seeds {
+            config.cluster.seeds = v.clone();
         }
         config.validate()?;
         Ok(config)
@@ -284,6 +379,39 @@ impl Config {
         }
         if self.log.max_message_bytes == 0 {
             return invalid("log.max_message_bytes must be > 0".into());
+        }
+        if self.cluster.enabled() {
+            let seeds = match self.cluster.parse_seeds() {
+                Ok(s) => s,
+                Err(e) => return invalid(format!("cluster.seeds: {e}")),
+            };
+            if !seeds.iter().any(|s| s.node_id == self.broker.node_id) {
+                return invalid(format!(
+                    "cluster.seeds must name this node (node_id {}): every voter is a broker",
+                    self.broker.node_id
+                ));
+            }
+            if self.cluster.rpc_addr.parse::<SocketAddr>().is_err() {
+                return invalid(format!(
+                    "cluster.rpc_addr must be HOST:PORT with a numeric host, got {:?}",
+                    self.cluster.rpc_addr
+                ));
+            }
+            if self.cluster.broker_heartbeat_interval_ms <= 0
+                || self.cluster.broker_session_timeout_ms
+                    < 2 * self.cluster.broker_heartbeat_interval_ms
+            {
+                return invalid(
+                    "cluster.broker_session_timeout_ms must be at least twice a positive broker_heartbeat_interval_ms".into(),
+                );
+            }
+            if self.cluster.replica_lag_time_max_ms <= 0
+                || self.cluster.request_timeout_ms <= 0
+                || self.cluster.replica_fetch_backoff_ms <= 0
+                || self.cluster.replica_fetch_wait_max_ms < 0
+            {
+                return invalid("cluster intervals must be positive".into());
+            }
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ static ALLOC: sys::BrokerAlloc = sys::BrokerAlloc;
 
 pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod group;
 pub mod handlers;
 pub mod http;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod partition;
+pub mod replica;
 pub mod server;
 pub mod shard;
 pub mod sys;

@@ -66,10 +66,10 @@ struct StartArgs {
     /// Shards, one thread per core (default: one per available core).
     #[arg(long)]
     shards: Option<usize>,
-    /// Internal listener for quorum traffic (not used by a single node yet).
+    /// Internal listener for quorum and controller traffic (cluster mode).
     #[arg(long)]
     rpc_addr: Option<String>,
-    /// Quorum members ID@HOST:PORT,... (not used by a single node yet).
+    /// Quorum voters ID@HOST:PORT,... (their rpc addresses); set = cluster mode.
     #[arg(long)]
     seeds: Option<String>,
     /// HTTP listener for Prometheus /metrics and /v1/status (default: none; e.g.
@@ -117,11 +117,6 @@ fn main() -> ExitCode {
 }
 
 fn start(args: StartArgs) -> ExitCode {
-    for (flag, value) in [("--rpc-addr", &args.rpc_addr), ("--seeds", &args.seeds)] {
-        if value.is_some() {
-            tracing::warn!("{flag} is accepted but not used yet: this build runs a single node");
-        }
-    }
     let overrides = Overrides {
         data_dir: args.data_dir,
         kafka_addr: args.kafka_addr,
@@ -129,6 +124,8 @@ fn start(args: StartArgs) -> ExitCode {
         node_id: args.node_id,
         shards: args.shards,
         http_addr: args.http_addr,
+        rpc_addr: args.rpc_addr,
+        seeds: args.seeds,
     };
     let config = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,

@@ -107,6 +107,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics: (0..shard_count)
             .map(|_| crate::metrics::ShardMetrics::default())
             .collect(),
+        cluster: None,
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut control = Some(catalog);

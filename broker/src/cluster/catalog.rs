@@ -122,6 +122,7 @@ impl Catalog {
                     partitions: t.partitions,
                     configs: t.configs,
                     leader_epoch: t.leader_epoch,
+                    partition_states: Vec::new(),
                 },
             );
         }
@@ -215,6 +216,7 @@ mod tests {
                 partitions: 3,
                 configs: BTreeMap::new(),
                 leader_epoch: 0,
+                partition_states: Vec::new(),
             },
         );
         c.revision += 1;

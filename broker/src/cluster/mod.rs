@@ -8,6 +8,7 @@
 //! change; the catalog file is replaced atomically (write, fsync, rename, fsync dir).
 
 pub mod catalog;
+pub mod handle;
 pub mod topic_config;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,44 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
     /// Leader epoch of every partition (one node: bumps only when the topic is re-created).
     pub leader_epoch: i32,
+    /// Cluster mode: one entry per partition (index = partition number) with its replicas,
+    /// leader, epochs and ISR as the metadata quorum committed them. Empty on a single node,
+    /// where this node leads every partition at `leader_epoch`.
+    pub partition_states: Vec<PartitionInfo>,
+}
+
+/// A partition's committed record in cluster mode (KRaft's PartitionRecord).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The replication core's id of this partition (cluster-wide, assigned at creation).
+    pub partition_id: u32,
+    /// Assignment order; the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// `None`: no leader now (Kafka's -1).
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// A registered broker in cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    /// Advertised Kafka listener.
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    /// Fenced brokers (no heartbeat within the session timeout) are left out of Metadata.
+    pub fenced: bool,
+}
+
+impl TopicMeta {
+    /// The committed state of partition `p` in cluster mode (`None` on a single node or for
+    /// an unknown partition).
+    pub fn partition_state(&self, p: i32) -> Option<&PartitionInfo> {
+        usize::try_from(p).ok().and_then(|i| self.partition_states.get(i))
+    }
 }
 
 /// An immutable view of the cluster's topics, shared by all shards (`Arc`).
@@ -41,6 +80,10 @@ pub struct ClusterMetadata {
     pub cluster_id: String,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     pub topic_ids: BTreeMap<Uuid, String>,
+    /// Cluster mode: every registered broker by node id. Empty on a single node.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Cluster mode: the quorum leader (the active controller), if known.
+    pub controller_id: Option<i32>,
 }
 
 impl ClusterMetadata {
@@ -67,6 +110,11 @@ impl ClusterMetadata {
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
         self.topic_ids.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    /// True in cluster mode (the metadata came from the quorum).
+    pub fn is_cluster(&self) -> bool {
+        !self.brokers.is_empty()
     }
 }
 

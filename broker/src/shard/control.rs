@@ -137,6 +137,7 @@ impl ControlPlane {
                     partitions,
                     configs: t.configs.clone(),
                     leader_epoch: 0,
+                    partition_states: Vec::new(),
                 })
             })();
             match r {

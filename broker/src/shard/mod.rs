@@ -49,6 +49,8 @@ pub struct Shared {
     pub advertised_port: u16,
     /// Counters for `/metrics`, one per shard, each written only by its shard.
     pub metrics: Vec<crate::metrics::ShardMetrics>,
+    /// Cluster mode: the way to the control thread. `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::handle::ClusterHandle>>,
 }
 
 impl Shared {

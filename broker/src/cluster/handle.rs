@@ -1,0 +1,77 @@
+//! The shards' handle on the cluster control plane (cluster mode only): how a replica sends
+//! to the controller, and what the shards may read about this node's registration.
+//!
+//! Owns: the bounded channel from shards to the control thread (`broker/src/controller/`).
+//! Invariants: sends never block a shard: a full queue drops the message (every sender
+//! resends on its own timer: AlterPartition after request.timeout.ms, heartbeats each
+//! interval), so back-pressure never reaches the data path.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use replication::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, PartitionId, ReplicaConfig};
+
+/// Messages queued to the control thread before senders drop (they all resend).
+pub const CONTROL_QUEUE_CAPACITY: usize = 4096;
+
+/// What a shard sends to the controller.
+#[derive(Debug, Clone)]
+pub enum ToController {
+    /// A leader replica's AlterPartition (replication::Message::AlterPartition's fields).
+    AlterPartition {
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        proposal: u64,
+        new_isr: Vec<NodeId>,
+    },
+}
+
+pub struct ClusterHandle {
+    pub node_id: i32,
+    /// Replica settings for every partition (min.insync.replicas is set per topic).
+    pub replica_config: ReplicaConfig,
+    /// replica.fetch.wait.max.ms for follower fetches.
+    pub replica_fetch_wait_max_ms: i32,
+    to_controller: async_channel::Sender<ToController>,
+    /// This process's broker epoch; -1 until the controller registered it.
+    broker_epoch: AtomicI64,
+}
+
+impl ClusterHandle {
+    pub fn new(
+        node_id: i32,
+        replica_config: ReplicaConfig,
+        replica_fetch_wait_max_ms: i32,
+    ) -> (ClusterHandle, async_channel::Receiver<ToController>) {
+        let (tx, rx) = async_channel::bounded(CONTROL_QUEUE_CAPACITY);
+        (
+            ClusterHandle {
+                node_id,
+                replica_config,
+                replica_fetch_wait_max_ms,
+                to_controller: tx,
+                broker_epoch: AtomicI64::new(-1),
+            },
+            rx,
+        )
+    }
+
+    /// Queues `message` for the controller; dropped (logged at debug) when the queue is full
+    /// or the control thread is gone.
+    pub fn send(&self, message: ToController) {
+        if let Err(e) = self.to_controller.try_send(message) {
+            tracing::debug!(target: "broker::cluster", error = %e, "controller queue full or closed; message dropped");
+        }
+    }
+
+    pub fn broker_epoch(&self) -> Option<BrokerEpoch> {
+        match self.broker_epoch.load(Ordering::Acquire) {
+            -1 => None,
+            e => Some(BrokerEpoch(e)),
+        }
+    }
+
+    pub fn set_broker_epoch(&self, epoch: BrokerEpoch) {
+        self.broker_epoch.store(epoch.0, Ordering::Release);
+    }
+}
