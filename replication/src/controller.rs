@@ -87,6 +87,32 @@ impl Controller {
         );
     }
 
+    /// Elects a leader for `partition` if it has none and an eligible replica is alive (a
+    /// partition created while its replicas are registered). Returns the state if it changed.
+    pub fn elect_if_leaderless(&mut self, partition: PartitionId) -> Option<PartitionState> {
+        let state = &self.partitions.get(&partition)?.state;
+        if state.leader.is_some() {
+            return None;
+        }
+        let (leader, isr) = self.elect(state, &state.isr);
+        let mut changed = BTreeSet::new();
+        self.change(partition, leader, isr, &mut changed);
+        changed
+            .contains(&partition)
+            .then(|| self.partitions[&partition].state.clone())
+    }
+
+    /// Forgets a partition (its topic was deleted). Later messages about it are answered as
+    /// for an unknown partition.
+    pub fn remove_partition(&mut self, partition: PartitionId) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Every registered broker.
+    pub fn brokers(&self) -> impl Iterator<Item = (&NodeId, &BrokerRecord)> {
+        self.brokers.iter()
+    }
+
     pub fn partition(&self, partition: PartitionId) -> Option<&PartitionState> {
         self.partitions.get(&partition).map(|r| &r.state)
     }
