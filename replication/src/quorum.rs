@@ -1,30 +1,60 @@
-//! The metadata quorum skeleton: a sans-IO wrapper around raft-rs (`raft` 0.7) whose log holds
-//! metadata records (brokers, topics, partition assignments and changes).
+//! The metadata quorum: a sans-IO wrapper around raft-rs (`raft` 0.7) whose log holds opaque
+//! entries (the broker puts its controller inputs there), persisted in one append-only file.
 //!
-//! Owns: turning raft-rs's `Ready` cycle into `step(now, input) -> actions`, the metadata
-//! record encoding, and the metadata image that committed records build.
-//! Does not own: persistence (raft's `MemStorage` for now; the plan is the engine), the
-//! transport (the driver sends `QuorumAction::Send` over the rpc listener), snapshots, or
-//! membership changes. Not wired into `sluice start`.
+//! Owns: turning raft-rs's `Ready` cycle into `step(now_ms, input) -> actions`, persisting the
+//! log and hard state (`log_file`: `dir/quorum.log`, synced before anything that depends on it
+//! leaves the node), replaying it on `open`, and the wire encoding of raft messages.
+//! Does not own: the transport (the caller sends `QuorumAction::Send` over its rpc listener and
+//! feeds what arrives to `step`), the meaning of entries (the caller's state machine), time
+//! (`now_ms` is an input), snapshots and log compaction, membership changes (the voters are
+//! fixed by `open`'s argument; the configuration is not persisted).
+//!
 //! Invariants:
-//! - Records are applied in log order, once each, only after raft commits them; so every
-//!   node's image is a function of the same committed prefix.
+//! - Entries and hard state are written and `sync_data`'d before this step's persisted
+//!   messages are returned and before raft-rs's `advance` (raft-rs's Ready rules); so a
+//!   vote or an append acknowledgement never leaves the node before it is durable.
+//! - Every committed entry is delivered as `Applied`, once per `open`, in log order, from
+//!   index 1 (raft-rs's `Config::applied` is 0): the caller rebuilds its state machine from
+//!   scratch on each start. Raft's own empty entries are not delivered (so indexes have gaps).
 //! - Deterministic: each node's election timeout is fixed by its position among the voters
 //!   (raft-rs would otherwise draw it from a thread-local RNG), and nothing reads a clock.
+//!
+//! Back of the envelope, and why there must be snapshots before long-lived clusters: the
+//! broker proposes ~5 entries/s (a heartbeat per second from each of 3 brokers plus a Tick
+//! each second) of ~100 bytes. On disk an entry costs ~125 bytes (8-byte record header, kind,
+//! ~15 bytes of protobuf framing) plus a ~33-byte hard-state record per commit, say ~170
+//! bytes: ~850 B/s, ~75 MB a day, ~27 GB a year, one file that only grows. `MemStorage` holds
+//! every entry in memory too (~65 MB a day), `open` reads the whole file (~0.2 s a day's worth)
+//! and re-delivers every entry to the caller. Fine for tests and days-long runs; a snapshot of
+//! the caller's state machine plus compaction (raft-rs `MemStorage::compact`, and rewriting
+//! the file from the snapshot) is the fix. Syncs: one `fdatasync` per Ready that carries
+//! entries or a new term/vote: ~5/s on each voter at that load.
 //!
 //! Compiled only with the `raft-quorum` feature: raft-rs and its protobuf code generation cost
 //! ~40 s of CPU on a cold build (see docs/internals/replication.md), which the replication
 //! core and its simulator do not need.
 
-use std::collections::BTreeMap;
+mod error;
+mod log_file;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage};
+use std::path::Path;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, MessageType};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 
-use crate::types::{LeaderEpoch, NodeId, PartitionEpoch};
+pub use error::QuorumError;
+pub use log_file::{FORMAT_VERSION, LOG_FILE_NAME, RECORD_BYTES_MAX, Recovery};
+/// raft-rs's message, re-exported so the broker needs no `raft` dependency of its own.
+pub use raft::eraftpb::Message as RaftMessage;
+pub use raft::eraftpb::MessageType as RaftMessageType;
 
-/// One raft tick per this many milliseconds of `now_ms`.
+use crate::types::NodeId;
+use log_file::LogFile;
+
+/// One raft tick per this many milliseconds of `now_ms`. Call `step(now_ms, Tick)` at least
+/// this often: missed ticks are caught up in a burst, which can start an election at once.
 pub const TICK_MS: i64 = 100;
 /// Raft's election timeout in ticks (1 s); a node's own timeout adds `2 * its position`.
 pub const ELECTION_TICKS: usize = 10;
@@ -32,91 +62,40 @@ pub const ELECTION_TICKS: usize = 10;
 pub const HEARTBEAT_TICKS: usize = 2;
 const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 
-/// A metadata log entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MetadataRecord {
-    RegisterBroker {
-        node: NodeId,
-        incarnation: u64,
-    },
-    /// A topic and the replica assignment of each partition (index = partition number).
-    CreateTopic {
-        name: String,
-        assignments: Vec<Vec<NodeId>>,
-    },
-    /// A new leader and/or ISR for one partition.
-    PartitionChange {
-        topic: String,
-        partition: u32,
-        leader: Option<NodeId>,
-        leader_epoch: LeaderEpoch,
-        isr: Vec<NodeId>,
-        partition_epoch: PartitionEpoch,
-    },
-}
-
-/// The state committed records build.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MetadataImage {
-    pub brokers: BTreeMap<NodeId, u64>,
-    pub topics: BTreeMap<String, Vec<PartitionImage>>,
-    /// Records that did not apply (e.g. a change to an unknown topic), counted, not fatal.
-    pub rejected: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionImage {
-    pub replicas: Vec<NodeId>,
-    pub leader: Option<NodeId>,
-    pub leader_epoch: LeaderEpoch,
-    pub isr: Vec<NodeId>,
-    pub partition_epoch: PartitionEpoch,
-}
+/// The largest proposal (entry payload).
+pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
+/// raft-rs's `max_size_per_msg`: an append message carries entries up to this many bytes (or
+/// one entry, whatever its size), so a lagging voter catches up in large steps.
+pub const MESSAGE_ENTRIES_BYTES_MAX: usize = 1 << 20;
+/// The largest encoded raft message `decode_message` accepts; size the transport's frames by it.
+pub const MESSAGE_BYTES_MAX: usize = 4 << 20;
+/// raft-rs's `max_uncommitted_size`: proposals are dropped while this many payload bytes wait
+/// for a majority (followers away), instead of growing memory without bound.
+pub const UNCOMMITTED_BYTES_MAX: usize = 64 << 20;
+/// Bytes a message or record adds around its entries (header fields, protobuf framing).
+const FRAMING_BYTES_MAX: usize = 64 << 10;
+const _: () = assert!(
+    PROPOSAL_BYTES_MAX + MESSAGE_ENTRIES_BYTES_MAX + FRAMING_BYTES_MAX <= MESSAGE_BYTES_MAX
+);
+const _: () = assert!(PROPOSAL_BYTES_MAX + FRAMING_BYTES_MAX <= RECORD_BYTES_MAX as usize);
+const _: () = assert!(MESSAGE_ENTRIES_BYTES_MAX <= UNCOMMITTED_BYTES_MAX);
 
 #[derive(Debug)]
 pub enum QuorumInput {
     /// Time passed (`now_ms` in `step` says how much).
     Tick,
+    /// A message from another voter (see `decode_message`).
     Message(RaftMessage),
-    Propose(MetadataRecord),
+    /// Append these bytes to the log (leader only; 1..=PROPOSAL_BYTES_MAX bytes).
+    Propose(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuorumAction {
-    /// Send to the voter `to` (see `raft_id` / `node_of`).
+    /// Send to the voter `to` (see `encode_message`). Dropping it is allowed: raft retries.
     Send { to: NodeId, message: RaftMessage },
-    /// A record committed and applied to the image, at this log index.
-    Applied { index: u64, record: MetadataRecord },
-}
-
-#[derive(Debug)]
-pub enum QuorumError {
-    NotLeader { leader: Option<NodeId> },
-    Raft(raft::Error),
-    Corrupt { index: u64, reason: &'static str },
-}
-
-impl std::error::Error for QuorumError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            QuorumError::Raft(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for QuorumError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            QuorumError::NotLeader { leader } => {
-                write!(f, "not the quorum leader (leader: {leader:?})")
-            }
-            QuorumError::Raft(e) => write!(f, "raft: {e}"),
-            QuorumError::Corrupt { index, reason } => {
-                write!(f, "metadata entry {index} is corrupt: {reason}")
-            }
-        }
-    }
+    /// An entry committed, at this log index: apply it to the state machine.
+    Applied { index: u64, data: Vec<u8> },
 }
 
 /// Raft ids are non-zero u64s; node ids start at 0.
@@ -125,19 +104,52 @@ pub fn raft_id(node: NodeId) -> u64 {
 }
 
 pub fn node_of(raft_id: u64) -> NodeId {
+    assert!(raft_id > 0, "raft id 0 is raft-rs's 'none'");
     NodeId(i32::try_from(raft_id - 1).expect("raft ids come from raft_id"))
+}
+
+/// A raft message's wire form (protobuf, as raft-rs defines it).
+pub fn encode_message(message: &RaftMessage) -> Vec<u8> {
+    message
+        .write_to_bytes()
+        .expect("proto3 messages have no required fields to miss")
+}
+
+/// The inverse of `encode_message`; an error, never a panic, on any bytes.
+pub fn decode_message(bytes: &[u8]) -> Result<RaftMessage, QuorumError> {
+    if bytes.len() > MESSAGE_BYTES_MAX {
+        return Err(QuorumError::MessageTooLarge {
+            bytes: bytes.len(),
+            max: MESSAGE_BYTES_MAX,
+        });
+    }
+    RaftMessage::parse_from_bytes(bytes).map_err(QuorumError::Decode)
 }
 
 pub struct QuorumNode {
     node: NodeId,
+    voters: Vec<NodeId>,
     raw: RawNode<MemStorage>,
-    image: MetadataImage,
+    log: LogFile,
+    recovery: Recovery,
     last_tick_ms: i64,
+    /// A write or sync failed: what is on disk is unknown, so nothing more may happen.
+    failed: bool,
 }
 
 impl QuorumNode {
-    /// A voter in a quorum of `voters` (all starting empty, at time `now_ms`).
-    pub fn new(node: NodeId, voters: &[NodeId], now_ms: i64) -> Result<QuorumNode, QuorumError> {
+    /// Opens (or creates) the quorum's files in `dir`, replaying the persisted log and hard
+    /// state. Every committed entry (including ones committed before a restart) is delivered
+    /// again, in order from index 1, as `QuorumAction::Applied` by the following `step` calls
+    /// (raft-rs `Config::applied` = 0), so the caller rebuilds its state machine from scratch
+    /// on each start. A torn tail is cut (see `recovery`); `voters` must be the same on every
+    /// node and every start, and contain `node`.
+    pub fn open(
+        node: NodeId,
+        voters: &[NodeId],
+        dir: &Path,
+        now_ms: i64,
+    ) -> Result<QuorumNode, QuorumError> {
         let position = voters
             .iter()
             .position(|&v| v == node)
@@ -150,26 +162,39 @@ impl QuorumNode {
             max_election_tick: ELECTION_TICKS + 2 * position + 1,
             pre_vote: true,
             check_quorum: true,
+            max_size_per_msg: MESSAGE_ENTRIES_BYTES_MAX as u64,
+            max_uncommitted_size: UNCOMMITTED_BYTES_MAX as u64,
+            applied: 0,
             ..Config::default()
         };
         config.validate().map_err(QuorumError::Raft)?;
-        let conf_state = ConfState::from((
-            voters.iter().map(|&v| raft_id(v)).collect::<Vec<_>>(),
-            vec![],
-        ));
+        let (log, replayed) = LogFile::open(dir)?;
+        let conf_state = ConfState::from((voters.iter().map(|&v| raft_id(v)), []));
         let storage = MemStorage::new_with_conf_state(conf_state);
+        {
+            let mut core = storage.wl();
+            core.append(&replayed.entries).map_err(QuorumError::Raft)?;
+            core.set_hardstate(replayed.hard_state);
+        }
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&config, storage, &logger).map_err(QuorumError::Raft)?;
         Ok(QuorumNode {
             node,
+            voters: voters.to_vec(),
             raw,
-            image: MetadataImage::default(),
+            log,
+            recovery: replayed.recovery,
             last_tick_ms: now_ms,
+            failed: false,
         })
     }
 
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
     }
 
     pub fn is_leader(&self) -> bool {
@@ -187,8 +212,19 @@ impl QuorumNode {
         self.raw.raft.term
     }
 
-    pub fn image(&self) -> &MetadataImage {
-        &self.image
+    /// The highest index known committed (delivery of `Applied` may trail it until the next
+    /// `step`).
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// What `open` found in the file (records replayed, a torn tail cut).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
     }
 
     pub fn step(
@@ -196,46 +232,90 @@ impl QuorumNode {
         now_ms: i64,
         input: QuorumInput,
     ) -> Result<Vec<QuorumAction>, QuorumError> {
+        if self.failed {
+            return Err(QuorumError::Failed);
+        }
         while now_ms - self.last_tick_ms >= TICK_MS {
             self.last_tick_ms += TICK_MS;
             self.raw.tick();
         }
+        // A refused input changed nothing durable; what the ticks above produced stays in
+        // raft-rs's Ready and is returned by the next step.
         match input {
             QuorumInput::Tick => {}
-            QuorumInput::Message(message) => self.raw.step(message).map_err(QuorumError::Raft)?,
-            QuorumInput::Propose(record) => {
-                if !self.is_leader() {
-                    return Err(QuorumError::NotLeader {
-                        leader: self.leader(),
-                    });
-                }
-                self.raw
-                    .propose(vec![], encode(&record))
-                    .map_err(QuorumError::Raft)?;
-            }
+            QuorumInput::Message(message) => self.receive(message)?,
+            QuorumInput::Propose(data) => self.propose(data)?,
         }
         let mut out = Vec::new();
-        self.on_ready(&mut out)?;
+        if let Err(e) = self.on_ready(&mut out) {
+            self.failed = true;
+            return Err(e);
+        }
         Ok(out)
     }
 }
 
 impl QuorumNode {
-    /// raft-rs's Ready cycle: send, persist, apply, advance (order as in its examples).
+    fn receive(&mut self, message: RaftMessage) -> Result<(), QuorumError> {
+        let is_voter = |id: u64| id != 0 && self.voters.iter().any(|&v| raft_id(v) == id);
+        if message.to != raft_id(self.node) || !is_voter(message.from) {
+            return Err(QuorumError::Misaddressed {
+                from: message.from,
+                to: message.to,
+            });
+        }
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            return Err(QuorumError::SnapshotUnsupported);
+        }
+        self.raw.step(message).map_err(QuorumError::Raft)
+    }
+
+    fn propose(&mut self, data: Vec<u8>) -> Result<(), QuorumError> {
+        if data.is_empty() {
+            return Err(QuorumError::EmptyProposal);
+        }
+        if data.len() > PROPOSAL_BYTES_MAX {
+            return Err(QuorumError::ProposalTooLarge {
+                bytes: data.len(),
+                max: PROPOSAL_BYTES_MAX,
+            });
+        }
+        if !self.is_leader() {
+            return Err(QuorumError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        match self.raw.propose(vec![], data) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(QuorumError::ProposalDropped {
+                leader: self.leader(),
+            }),
+            Err(e) => Err(QuorumError::Raft(e)),
+        }
+    }
+
+    /// raft-rs's Ready cycle: send what may go at once, deliver committed entries, persist
+    /// (write, then sync if raft-rs says so), send what needed persisting, advance.
     fn on_ready(&mut self, out: &mut Vec<QuorumAction>) -> Result<(), QuorumError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
         let store = self.raw.raft.raft_log.store.clone();
         let mut ready = self.raw.ready();
+        // Snapshots are refused at `receive`, and no log is ever compacted.
+        assert!(
+            ready.snapshot().is_empty(),
+            "no snapshots without compaction"
+        );
         send(out, ready.take_messages());
-        if !ready.snapshot().is_empty() {
-            store
-                .wl()
-                .apply_snapshot(ready.snapshot().clone())
-                .map_err(QuorumError::Raft)?;
+        deliver(out, ready.take_committed_entries());
+        for entry in ready.entries() {
+            self.log.push_entry(entry);
         }
-        self.apply(ready.take_committed_entries(), out)?;
+        if let Some(hard_state) = ready.hs() {
+            self.log.push_hard_state(hard_state);
+        }
+        self.log.flush(ready.must_sync())?;
         if !ready.entries().is_empty() {
             store
                 .wl()
@@ -248,34 +328,14 @@ impl QuorumNode {
         send(out, ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
+            // raft-rs: the commit index need not be durable; the next sync carries it.
+            self.log.push_commit(commit);
+            self.log.flush(false)?;
             store.wl().mut_hard_state().set_commit(commit);
         }
         send(out, light.take_messages());
-        self.apply(light.take_committed_entries(), out)?;
+        deliver(out, light.take_committed_entries());
         self.raw.advance_apply();
-        Ok(())
-    }
-
-    fn apply(
-        &mut self,
-        entries: Vec<Entry>,
-        out: &mut Vec<QuorumAction>,
-    ) -> Result<(), QuorumError> {
-        for entry in entries {
-            // A new leader commits an empty entry first; configuration entries are not used yet.
-            if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
-                continue;
-            }
-            let record = decode(&entry.data).map_err(|reason| QuorumError::Corrupt {
-                index: entry.index,
-                reason,
-            })?;
-            self.image.apply(&record);
-            out.push(QuorumAction::Applied {
-                index: entry.index,
-                record,
-            });
-        }
         Ok(())
     }
 }
@@ -287,499 +347,15 @@ fn send(out: &mut Vec<QuorumAction>, messages: Vec<RaftMessage>) {
     }));
 }
 
-impl MetadataImage {
-    pub fn apply(&mut self, record: &MetadataRecord) {
-        match record {
-            MetadataRecord::RegisterBroker { node, incarnation } => {
-                self.brokers.insert(*node, *incarnation);
-            }
-            MetadataRecord::CreateTopic { name, assignments } => {
-                if self.topics.contains_key(name) {
-                    self.rejected += 1;
-                    return;
-                }
-                let partitions = assignments
-                    .iter()
-                    .map(|replicas| PartitionImage {
-                        replicas: replicas.clone(),
-                        leader: None,
-                        leader_epoch: LeaderEpoch(0),
-                        isr: replicas.clone(),
-                        partition_epoch: PartitionEpoch(0),
-                    })
-                    .collect();
-                self.topics.insert(name.clone(), partitions);
-            }
-            MetadataRecord::PartitionChange {
-                topic,
-                partition,
-                leader,
-                leader_epoch,
-                isr,
-                partition_epoch,
-            } => {
-                let target = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|t| t.get_mut(*partition as usize));
-                match target {
-                    Some(p) if *partition_epoch > p.partition_epoch => {
-                        p.leader = *leader;
-                        p.leader_epoch = *leader_epoch;
-                        p.isr = isr.clone();
-                        p.partition_epoch = *partition_epoch;
-                    }
-                    _ => self.rejected += 1,
-                }
-            }
+fn deliver(out: &mut Vec<QuorumAction>, entries: Vec<Entry>) {
+    for entry in entries {
+        // A new leader commits an empty entry first; configuration entries are not used.
+        if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
+            continue;
         }
-    }
-}
-
-// The record encoding: a tag byte, then fixed-width little-endian integers; strings and lists
-// are prefixed by a u32 length. Small, versionable by tag, and decoded with bounds checks
-// (rkyv is the candidate once records and snapshots grow).
-
-const TAG_REGISTER_BROKER: u8 = 1;
-const TAG_CREATE_TOPIC: u8 = 2;
-const TAG_PARTITION_CHANGE: u8 = 3;
-/// No list or string in a record may claim more elements than this.
-const RECORD_LIST_LEN_MAX: u32 = 1 << 20;
-
-pub fn encode(record: &MetadataRecord) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64);
-    let nodes = |buf: &mut Vec<u8>, nodes: &[NodeId]| {
-        buf.extend_from_slice(&(nodes.len() as u32).to_le_bytes());
-        for n in nodes {
-            buf.extend_from_slice(&n.0.to_le_bytes());
-        }
-    };
-    let string = |buf: &mut Vec<u8>, s: &str| {
-        buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        buf.extend_from_slice(s.as_bytes());
-    };
-    match record {
-        MetadataRecord::RegisterBroker { node, incarnation } => {
-            buf.push(TAG_REGISTER_BROKER);
-            buf.extend_from_slice(&node.0.to_le_bytes());
-            buf.extend_from_slice(&incarnation.to_le_bytes());
-        }
-        MetadataRecord::CreateTopic { name, assignments } => {
-            buf.push(TAG_CREATE_TOPIC);
-            string(&mut buf, name);
-            buf.extend_from_slice(&(assignments.len() as u32).to_le_bytes());
-            for replicas in assignments {
-                nodes(&mut buf, replicas);
-            }
-        }
-        MetadataRecord::PartitionChange {
-            topic,
-            partition,
-            leader,
-            leader_epoch,
-            isr,
-            partition_epoch,
-        } => {
-            buf.push(TAG_PARTITION_CHANGE);
-            string(&mut buf, topic);
-            buf.extend_from_slice(&partition.to_le_bytes());
-            buf.extend_from_slice(&leader.map_or(-1, |l| l.0).to_le_bytes());
-            buf.extend_from_slice(&leader_epoch.0.to_le_bytes());
-            nodes(&mut buf, isr);
-            buf.extend_from_slice(&partition_epoch.0.to_le_bytes());
-        }
-    }
-    buf
-}
-
-pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, &'static str> {
-    let mut r = Reader(bytes);
-    let record = match r.u8()? {
-        TAG_REGISTER_BROKER => MetadataRecord::RegisterBroker {
-            node: NodeId(r.i32()?),
-            incarnation: r.u64()?,
-        },
-        TAG_CREATE_TOPIC => {
-            let name = r.string()?;
-            let count = r.len()?;
-            let assignments = (0..count).map(|_| r.nodes()).collect::<Result<_, _>>()?;
-            MetadataRecord::CreateTopic { name, assignments }
-        }
-        TAG_PARTITION_CHANGE => MetadataRecord::PartitionChange {
-            topic: r.string()?,
-            partition: r.u32()?,
-            leader: match r.i32()? {
-                -1 => None,
-                l => Some(NodeId(l)),
-            },
-            leader_epoch: LeaderEpoch(r.i32()?),
-            isr: r.nodes()?,
-            partition_epoch: PartitionEpoch(r.i32()?),
-        },
-        _ => return Err("unknown record tag"),
-    };
-    if !r.0.is_empty() {
-        return Err("trailing bytes");
-    }
-    Ok(record)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
-        let (head, rest) = self.0.split_first_chunk::<N>().ok_or("truncated")?;
-        self.0 = rest;
-        Ok(*head)
-    }
-
-    fn u8(&mut self) -> Result<u8, &'static str> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, &'static str> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-
-    fn i32(&mut self) -> Result<i32, &'static str> {
-        Ok(i32::from_le_bytes(self.take()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, &'static str> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-
-    fn len(&mut self) -> Result<u32, &'static str> {
-        let len = self.u32()?;
-        if len > RECORD_LIST_LEN_MAX {
-            return Err("length over RECORD_LIST_LEN_MAX");
-        }
-        Ok(len)
-    }
-
-    fn string(&mut self) -> Result<String, &'static str> {
-        let len = self.len()? as usize;
-        if self.0.len() < len {
-            return Err("truncated");
-        }
-        let (s, rest) = self.0.split_at(len);
-        self.0 = rest;
-        String::from_utf8(s.to_vec()).map_err(|_| "string is not UTF-8")
-    }
-
-    fn nodes(&mut self) -> Result<Vec<NodeId>, &'static str> {
-        let len = self.len()?;
-        (0..len).map(|_| self.i32().map(NodeId)).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::{BTreeSet, VecDeque};
-
-    use super::*;
-
-    /// Three voters on an in-memory transport that can cut nodes off.
-    struct Cluster {
-        now_ms: i64,
-        nodes: BTreeMap<NodeId, QuorumNode>,
-        in_flight: VecDeque<(NodeId, RaftMessage)>,
-        cut_off: BTreeSet<NodeId>,
-        applied: BTreeMap<NodeId, Vec<(u64, MetadataRecord)>>,
-        leaders_by_term: BTreeMap<u64, NodeId>,
-        /// Drop one message in this many (0: none), drawn from `rng` (SplitMix64 state).
-        drop_one_in: u64,
-        rng: u64,
-    }
-
-    impl Cluster {
-        fn new() -> Cluster {
-            let voters = [NodeId(0), NodeId(1), NodeId(2)];
-            let nodes = voters
-                .iter()
-                .map(|&v| (v, QuorumNode::new(v, &voters, 0).unwrap()))
-                .collect();
-            Cluster {
-                now_ms: 0,
-                nodes,
-                in_flight: VecDeque::new(),
-                cut_off: BTreeSet::new(),
-                applied: BTreeMap::new(),
-                leaders_by_term: BTreeMap::new(),
-                drop_one_in: 0,
-                rng: 0,
-            }
-        }
-
-        fn random(&mut self, below: u64) -> u64 {
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % below
-        }
-
-        fn handle(&mut self, from: NodeId, actions: Vec<QuorumAction>) {
-            for action in actions {
-                match action {
-                    QuorumAction::Send { to, message } => {
-                        let dropped = self.drop_one_in > 0 && self.random(self.drop_one_in) == 0;
-                        if !dropped && !self.cut_off.contains(&from) && !self.cut_off.contains(&to)
-                        {
-                            self.in_flight.push_back((to, message));
-                        }
-                    }
-                    QuorumAction::Applied { index, record } => {
-                        self.applied.entry(from).or_default().push((index, record));
-                    }
-                }
-            }
-        }
-
-        /// One tick of time, then deliver until quiet.
-        fn tick(&mut self) {
-            self.now_ms += TICK_MS;
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let actions = self
-                    .nodes
-                    .get_mut(&id)
-                    .unwrap()
-                    .step(self.now_ms, QuorumInput::Tick)
-                    .unwrap();
-                self.handle(id, actions);
-            }
-            while let Some((to, message)) = self.in_flight.pop_front() {
-                let actions = self
-                    .nodes
-                    .get_mut(&to)
-                    .unwrap()
-                    .step(self.now_ms, QuorumInput::Message(message))
-                    .unwrap();
-                self.handle(to, actions);
-            }
-            for node in self.nodes.values() {
-                if node.is_leader() {
-                    let holder = *self
-                        .leaders_by_term
-                        .entry(node.term())
-                        .or_insert(node.node());
-                    assert_eq!(holder, node.node(), "two leaders in term {}", node.term());
-                }
-            }
-        }
-
-        fn leader_among(&self, candidates: &[NodeId]) -> Option<NodeId> {
-            let leaders: Vec<NodeId> = candidates
-                .iter()
-                .copied()
-                .filter(|c| self.nodes[c].is_leader())
-                .collect();
-            (leaders.len() == 1).then(|| leaders[0])
-        }
-
-        fn tick_until(&mut self, what: &str, mut done: impl FnMut(&Cluster) -> bool) {
-            for _ in 0..200 {
-                if done(self) {
-                    return;
-                }
-                self.tick();
-            }
-            panic!("not reached in 200 ticks: {what}");
-        }
-
-        fn propose(&mut self, at: NodeId, record: MetadataRecord) {
-            let actions = self
-                .nodes
-                .get_mut(&at)
-                .unwrap()
-                .step(self.now_ms, QuorumInput::Propose(record))
-                .unwrap();
-            self.handle(at, actions);
-        }
-    }
-
-    fn topic(name: &str) -> MetadataRecord {
-        MetadataRecord::CreateTopic {
-            name: name.to_owned(),
-            assignments: vec![
-                vec![NodeId(0), NodeId(1), NodeId(2)],
-                vec![NodeId(1), NodeId(2), NodeId(0)],
-            ],
-        }
-    }
-
-    #[test]
-    fn records_round_trip_and_bad_bytes_are_refused() {
-        let records = [
-            MetadataRecord::RegisterBroker {
-                node: NodeId(2),
-                incarnation: 7,
-            },
-            topic("orders"),
-            MetadataRecord::PartitionChange {
-                topic: "orders".to_owned(),
-                partition: 1,
-                leader: None,
-                leader_epoch: LeaderEpoch(3),
-                isr: vec![NodeId(1)],
-                partition_epoch: PartitionEpoch(5),
-            },
-        ];
-        for record in records {
-            let bytes = encode(&record);
-            assert_eq!(decode(&bytes), Ok(record));
-            for cut in 0..bytes.len() {
-                assert!(decode(&bytes[..cut]).is_err());
-            }
-        }
-        assert_eq!(decode(&[9]), Err("unknown record tag"));
-        assert_eq!(
-            decode(&[2, 0xff, 0xff, 0xff, 0xff]),
-            Err("length over RECORD_LIST_LEN_MAX")
-        );
-    }
-
-    #[test]
-    fn three_voters_elect_a_leader_and_replicate_metadata() {
-        let mut c = Cluster::new();
-        let all = [NodeId(0), NodeId(1), NodeId(2)];
-        c.tick_until("a leader", |c| c.leader_among(&all).is_some());
-        let leader = c.leader_among(&all).unwrap();
-        // The follower's proposal is refused with the leader's id, as a client would be.
-        let follower = *all.iter().find(|&&n| n != leader).unwrap();
-        let refused = c
-            .nodes
-            .get_mut(&follower)
-            .unwrap()
-            .step(c.now_ms, QuorumInput::Propose(topic("x")));
-        assert!(matches!(refused, Err(QuorumError::NotLeader { leader: Some(l) }) if l == leader));
-        for n in 0..3 {
-            c.propose(
-                leader,
-                MetadataRecord::RegisterBroker {
-                    node: NodeId(n),
-                    incarnation: 1,
-                },
-            );
-        }
-        c.propose(leader, topic("orders"));
-        c.tick_until("every voter applied 4 records", |c| {
-            all.iter()
-                .all(|n| c.applied.get(n).is_some_and(|a| a.len() == 4))
+        out.push(QuorumAction::Applied {
+            index: entry.index,
+            data: entry.data.to_vec(),
         });
-        let image = c.nodes[&leader].image().clone();
-        assert_eq!(image.brokers.len(), 3);
-        assert_eq!(image.topics["orders"].len(), 2);
-        for n in &all {
-            assert_eq!(c.nodes[n].image(), &image);
-            assert_eq!(c.applied[n], c.applied[&leader]);
-        }
-    }
-
-    #[test]
-    fn a_cut_off_leader_is_replaced_and_catches_up_after_healing() {
-        let mut c = Cluster::new();
-        let all = [NodeId(0), NodeId(1), NodeId(2)];
-        c.tick_until("a leader", |c| c.leader_among(&all).is_some());
-        let old = c.leader_among(&all).unwrap();
-        c.propose(old, topic("before"));
-        c.tick_until("applied everywhere", |c| {
-            all.iter()
-                .all(|n| c.applied.get(n).is_some_and(|a| a.len() == 1))
-        });
-
-        c.cut_off.insert(old);
-        let rest: Vec<NodeId> = all.iter().copied().filter(|&n| n != old).collect();
-        c.tick_until("a new leader among the others", |c| {
-            c.leader_among(&rest).is_some()
-        });
-        let new = c.leader_among(&rest).unwrap();
-        assert!(c.nodes[&new].term() > c.nodes[&old].term() || !c.nodes[&old].is_leader());
-        // The old leader cannot commit alone (check_quorum makes it step down).
-        let _ = c
-            .nodes
-            .get_mut(&old)
-            .unwrap()
-            .step(c.now_ms, QuorumInput::Propose(topic("lost")));
-        c.propose(new, topic("after"));
-        c.tick_until("the majority applied it", |c| {
-            rest.iter().all(|n| c.applied[n].len() == 2)
-        });
-        assert_eq!(c.applied[&old].len(), 1);
-
-        c.cut_off.clear();
-        c.tick_until("the old leader caught up", |c| c.applied[&old].len() == 2);
-        let image = c.nodes[&new].image().clone();
-        assert!(image.topics.contains_key("after") && !image.topics.contains_key("lost"));
-        for n in &all {
-            assert_eq!(c.nodes[n].image(), &image);
-        }
-    }
-
-    /// Seeded rounds of cut-off voters, drops and proposals at whoever leads: one leader per
-    /// term (checked every tick), every voter's applied records a prefix of the longest, and
-    /// after healing all voters applied the same records.
-    #[test]
-    fn random_cuts_and_drops_keep_the_applied_logs_consistent() {
-        let all = [NodeId(0), NodeId(1), NodeId(2)];
-        for seed in 0..16 {
-            let mut c = Cluster::new();
-            c.rng = seed;
-            let mut incarnation = 0;
-            for _ in 0..300 {
-                match c.random(20) {
-                    0 => c.cut_off = BTreeSet::from([all[c.random(3) as usize]]),
-                    1 => c.cut_off.clear(),
-                    2 => c.drop_one_in = [0, 2, 5, 20][c.random(4) as usize],
-                    _ => {}
-                }
-                if let Some(leader) = c.leader_among(&all) {
-                    incarnation += 1;
-                    let record = MetadataRecord::RegisterBroker {
-                        node: NodeId(0),
-                        incarnation,
-                    };
-                    if let Ok(actions) = c
-                        .nodes
-                        .get_mut(&leader)
-                        .unwrap()
-                        .step(c.now_ms, QuorumInput::Propose(record))
-                    {
-                        c.handle(leader, actions);
-                    }
-                }
-                c.tick();
-                let longest = all
-                    .iter()
-                    .map(|n| c.applied.get(n).cloned().unwrap_or_default())
-                    .max_by_key(Vec::len)
-                    .unwrap();
-                for n in &all {
-                    let mine = c.applied.get(n).cloned().unwrap_or_default();
-                    assert_eq!(
-                        mine[..],
-                        longest[..mine.len()],
-                        "seed {seed}: {n} applied a different history"
-                    );
-                }
-            }
-            c.cut_off.clear();
-            c.drop_one_in = 0;
-            c.tick_until("a leader after healing", |c| c.leader_among(&all).is_some());
-            let leader = c.leader_among(&all).unwrap();
-            c.propose(leader, topic("final"));
-            c.tick_until("every voter applied everything", |c| {
-                let lens: BTreeSet<usize> = all
-                    .iter()
-                    .map(|n| c.applied.get(n).map_or(0, Vec::len))
-                    .collect();
-                lens.len() == 1 && c.nodes[&all[0]].image().topics.contains_key("final")
-            });
-            assert!(
-                c.applied[&leader].len() > 10,
-                "seed {seed}: too little committed to mean anything"
-            );
-        }
     }
 }

@@ -1,0 +1,53 @@
+//! The quorum's one error type.
+
+use std::path::PathBuf;
+
+use crate::types::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    /// Proposals go to the leader; `leader` is who this node believes leads (None: unknown).
+    #[error("not the quorum leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// raft-rs refused the proposal (e.g. a leadership transfer is in progress, or too many
+    /// bytes are uncommitted because the followers are away); retry later.
+    #[error("raft dropped the proposal (leader: {leader:?})")]
+    ProposalDropped { leader: Option<NodeId> },
+    /// Empty entries are raft's own (a new leader's first entry), so a proposal has data.
+    #[error("empty proposal")]
+    EmptyProposal,
+    #[error("proposal of {bytes} bytes is over the {max} bytes limit")]
+    ProposalTooLarge { bytes: usize, max: usize },
+    /// A message not addressed to this node, or from a node that is not a voter.
+    #[error("raft message from raft id {from} to raft id {to} is not for this quorum member")]
+    Misaddressed { from: u64, to: u64 },
+    /// A snapshot message: this quorum never compacts its log, so no voter sends one.
+    #[error("raft snapshot messages are not supported (no log compaction yet)")]
+    SnapshotUnsupported,
+    #[error("raft: {0}")]
+    Raft(#[source] raft::Error),
+    #[error("raft message of {bytes} bytes is over the {max} bytes limit")]
+    MessageTooLarge { bytes: usize, max: usize },
+    #[error("raft message does not decode")]
+    Decode(#[source] protobuf::ProtobufError),
+    /// The quorum's file could not be read or written. After a failed write the node refuses
+    /// every further step (`Failed`); drop it and `open` again.
+    #[error("quorum log: {op} {path}", path = path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checksummed record that this code cannot have written (not a torn write): the file
+    /// is kept as it is for a human to look at.
+    #[error("quorum log {path} is corrupt at byte {offset}: {reason}", path = path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+    /// An earlier write or sync failed, so what is on disk is unknown; reopen the node.
+    #[error("an earlier quorum log write failed; drop this node and open it again")]
+    Failed,
+}

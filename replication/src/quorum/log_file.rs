@@ -1,0 +1,483 @@
+//! The quorum's one file, `quorum.log`: an append-only sequence of checksummed records that
+//! holds raft's log entries and hard state, replayed in full on open.
+//!
+//! Owns: the record format, appending records (buffered, then one `write_all` per Ready and
+//! `sync_data` when raft says so), and replay with a torn or corrupt tail cut off.
+//! Does not own: when to sync (the caller follows raft-rs's Ready rules), compaction (none:
+//! the file grows forever, see the `quorum` module doc).
+//!
+//! Record: `length: u32 LE | crc32c: u32 LE | kind: u8 | payload`, where `length` counts
+//! `kind` and `payload` and the CRC covers the same bytes. Kinds:
+//! - `FORMAT` (first record of every file): `version: u32 LE`.
+//! - `ENTRY`: one raft `Entry`, protobuf-encoded. On replay an entry whose index is not past
+//!   the last one truncates the log to just before it (raft overwrote a conflicting suffix,
+//!   as `MemStorage::append` does).
+//! - `HARD_STATE`: `term: u64 LE | vote: u64 LE | commit: u64 LE`; the last one wins.
+//! - `COMMIT`: `commit: u64 LE`, written when only the commit index advanced.
+//!
+//! Invariants:
+//! - Damage can only come from a crash during an unsynced write, so it is at the tail: replay
+//!   stops at the first record that is short, has an impossible length or a bad CRC, and the
+//!   file is cut there before anything is appended.
+//! - A record whose CRC holds but whose content is impossible (an unknown kind, an entry gap,
+//!   a commit past the log's end) is not a torn write but a bug or foreign file: open fails
+//!   with `QuorumError::Corrupt` instead of dropping synced data.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState};
+
+use super::error::QuorumError;
+
+/// The file's name inside the quorum's directory.
+pub const LOG_FILE_NAME: &str = "quorum.log";
+/// Written in the `FORMAT` record; bumped when a record changes meaning.
+pub const FORMAT_VERSION: u32 = 1;
+/// No record (kind + payload) may claim more bytes than this; a longer length is damage.
+pub const RECORD_BYTES_MAX: u32 = 16 << 20;
+
+const RECORD_HEADER_BYTES: usize = 8;
+const KIND_FORMAT: u8 = 1;
+const KIND_ENTRY: u8 = 2;
+const KIND_HARD_STATE: u8 = 3;
+const KIND_COMMIT: u8 = 4;
+
+/// What replay found, kept for `QuorumNode::recovery`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Good records replayed (the `FORMAT` record included).
+    pub records: u64,
+    /// File length after the cut (the offset new records are appended at).
+    pub bytes_kept: u64,
+    /// Bytes cut off the tail: a torn or corrupt record and everything after it.
+    pub bytes_cut: u64,
+    /// Why the first cut record was refused (`None` if nothing was cut).
+    pub cut_reason: Option<&'static str>,
+}
+
+/// The file's content after replay.
+pub struct Replayed {
+    /// Contiguous from index 1.
+    pub entries: Vec<Entry>,
+    pub hard_state: HardState,
+    pub recovery: Recovery,
+}
+
+pub struct LogFile {
+    path: PathBuf,
+    file: File,
+    /// Records encoded since the last `flush`.
+    pending: Vec<u8>,
+}
+
+impl LogFile {
+    /// Opens or creates `dir/quorum.log`, replays it and cuts a damaged tail.
+    pub fn open(dir: &Path) -> Result<(LogFile, Replayed), QuorumError> {
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| QuorumError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("create the quorum directory", dir))?;
+        let path = dir.join(LOG_FILE_NAME);
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        if created {
+            // The new file's directory entry must be durable before anything in it counts.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("sync the quorum directory", dir))?;
+        }
+        let file_len = file.metadata().map_err(io("stat", &path))?.len();
+        let mut replayed = replay(&path, &mut file)?;
+        let recovery = &mut replayed.recovery;
+        recovery.bytes_cut = file_len - recovery.bytes_kept;
+        if recovery.bytes_cut > 0 {
+            #[rustfmt::skip]
+            tracing::warn!(target: "sluice::quorum", path = %path.display(), offset = recovery.bytes_kept,
+                bytes_cut = recovery.bytes_cut, reason = recovery.cut_reason,
+                "quorum log has a torn or corrupt tail (a crash during an unsynced write); cut it");
+            file.set_len(recovery.bytes_kept)
+                .and_then(|()| file.sync_data())
+                .map_err(io("cut the damaged tail of", &path))?;
+        }
+        file.seek(SeekFrom::Start(recovery.bytes_kept))
+            .map_err(io("seek", &path))?;
+        let mut log = LogFile {
+            path,
+            file,
+            pending: Vec::new(),
+        };
+        if replayed.recovery.records == 0 {
+            log.push(KIND_FORMAT, |b| {
+                b.extend_from_slice(&FORMAT_VERSION.to_le_bytes())
+            });
+            log.flush(true)?;
+            replayed.recovery.records = 1;
+        }
+        Ok((log, replayed))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn push_entry(&mut self, entry: &Entry) {
+        self.push(KIND_ENTRY, |b| {
+            entry
+                .write_to_vec(b)
+                .expect("proto3 entries have no required fields to miss")
+        });
+    }
+
+    pub fn push_hard_state(&mut self, hard_state: &HardState) {
+        self.push(KIND_HARD_STATE, |b| {
+            b.extend_from_slice(&hard_state.term.to_le_bytes());
+            b.extend_from_slice(&hard_state.vote.to_le_bytes());
+            b.extend_from_slice(&hard_state.commit.to_le_bytes());
+        });
+    }
+
+    pub fn push_commit(&mut self, commit: u64) {
+        self.push(KIND_COMMIT, |b| b.extend_from_slice(&commit.to_le_bytes()));
+    }
+
+    /// Writes the pushed records, then `sync_data` if `sync`. After an error the file's tail
+    /// is unknown: the caller must stop using it (reopening cuts a partial record).
+    pub fn flush(&mut self, sync: bool) -> Result<(), QuorumError> {
+        let io = |op| {
+            let path = self.path.clone();
+            move |source| QuorumError::Io { op, path, source }
+        };
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending).map_err(io("write"))?;
+            self.pending.clear();
+        }
+        if sync {
+            self.file.sync_data().map_err(io("sync"))?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.pending.len();
+        self.pending.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+        self.pending.push(kind);
+        payload(&mut self.pending);
+        let body = &self.pending[start + RECORD_HEADER_BYTES..];
+        let length = u32::try_from(body.len()).expect("records are bounded by entry limits");
+        assert!(length <= RECORD_BYTES_MAX, "record of {length} bytes");
+        let crc = crc32c::crc32c(body);
+        self.pending[start..start + 4].copy_from_slice(&length.to_le_bytes());
+        self.pending[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Reads records from the start until the end or the first damaged one.
+fn replay(path: &Path, file: &mut File) -> Result<Replayed, QuorumError> {
+    let mut reader = BufReader::with_capacity(1 << 20, &mut *file);
+    let mut out = Replayed {
+        entries: Vec::new(),
+        hard_state: HardState::default(),
+        recovery: Recovery::default(),
+    };
+    let mut body = Vec::new();
+    loop {
+        let offset = out.recovery.bytes_kept;
+        match read_record(&mut reader, &mut body) {
+            Ok(true) => {}
+            Ok(false) => return Ok(out),
+            Err(Damage::Io(source)) => {
+                let path = path.to_path_buf();
+                return Err(QuorumError::Io {
+                    op: "read",
+                    path,
+                    source,
+                });
+            }
+            Err(Damage::Tail(reason)) => {
+                out.recovery.cut_reason = Some(reason);
+                return Ok(out);
+            }
+        }
+        let corrupt = |reason: &'static str| QuorumError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason,
+        };
+        apply_record(&mut out, &body).map_err(corrupt)?;
+        out.recovery.records += 1;
+        out.recovery.bytes_kept += (RECORD_HEADER_BYTES + body.len()) as u64;
+    }
+}
+
+enum Damage {
+    Io(std::io::Error),
+    Tail(&'static str),
+}
+
+/// Reads one record's body (kind + payload) into `body`; `Ok(false)` at a clean end.
+fn read_record(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<bool, Damage> {
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    match read_full(reader, &mut header).map_err(Damage::Io)? {
+        0 => return Ok(false),
+        RECORD_HEADER_BYTES => {}
+        _ => return Err(Damage::Tail("short record header")),
+    }
+    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if length == 0 || length > RECORD_BYTES_MAX {
+        return Err(Damage::Tail("impossible record length"));
+    }
+    body.clear();
+    body.resize(length as usize, 0);
+    if read_full(reader, body).map_err(Damage::Io)? != body.len() {
+        return Err(Damage::Tail("short record body"));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err(Damage::Tail("record checksum mismatch"));
+    }
+    Ok(true)
+}
+
+/// `read_exact` that reports how much it read before the end of the file.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Applies one checksummed record to the replayed state; an error is a record that cannot
+/// have been written by this code.
+fn apply_record(out: &mut Replayed, body: &[u8]) -> Result<(), &'static str> {
+    let (&kind, payload) = body.split_first().expect("length >= 1");
+    let first = out.recovery.records == 0;
+    if first != (kind == KIND_FORMAT) {
+        return Err("the FORMAT record is not (only) the first record");
+    }
+    match kind {
+        KIND_FORMAT => {
+            if payload != FORMAT_VERSION.to_le_bytes() {
+                return Err("unknown format version");
+            }
+        }
+        KIND_ENTRY => {
+            let entry = Entry::parse_from_bytes(payload).map_err(|_| "entry does not decode")?;
+            let last = out.entries.last().map_or(0, |e| e.index);
+            if entry.index == 0 || entry.index > last + 1 {
+                return Err("entry index leaves a gap");
+            }
+            if entry.index <= out.hard_state.commit {
+                return Err("entry overwrites a committed entry");
+            }
+            out.entries.truncate(entry.index as usize - 1);
+            out.entries.push(entry);
+        }
+        KIND_HARD_STATE => {
+            let [term, vote, commit] = u64s::<3>(payload)?;
+            check_commit(out, commit)?;
+            out.hard_state.term = term;
+            out.hard_state.vote = vote;
+            out.hard_state.commit = commit;
+        }
+        KIND_COMMIT => {
+            let [commit] = u64s::<1>(payload)?;
+            check_commit(out, commit)?;
+            out.hard_state.commit = commit;
+        }
+        _ => return Err("unknown record kind"),
+    }
+    Ok(())
+}
+
+fn check_commit(out: &Replayed, commit: u64) -> Result<(), &'static str> {
+    if commit < out.hard_state.commit {
+        return Err("commit index goes backwards");
+    }
+    if commit > out.entries.last().map_or(0, |e| e.index) {
+        return Err("commit index past the last entry");
+    }
+    Ok(())
+}
+
+fn u64s<const N: usize>(payload: &[u8]) -> Result<[u64; N], &'static str> {
+    if payload.len() != 8 * N {
+        return Err("fixed-size record of the wrong length");
+    }
+    let mut out = [0; N];
+    for (value, chunk) in out.iter_mut().zip(payload.chunks_exact(8)) {
+        *value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = data.to_vec().into();
+        e
+    }
+
+    fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+        let mut hs = HardState::default();
+        hs.term = term;
+        hs.vote = vote;
+        hs.commit = commit;
+        hs
+    }
+
+    fn indexes_and_terms(entries: &[Entry]) -> Vec<(u64, u64)> {
+        entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    #[test]
+    fn replay_returns_what_was_written_and_truncates_overwritten_suffixes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, replayed) = LogFile::open(dir.path()).unwrap();
+            assert!(replayed.entries.is_empty());
+            assert_eq!(replayed.recovery.records, 1);
+            for i in 1..=4 {
+                log.push_entry(&entry(i, 1, b"a"));
+            }
+            log.push_hard_state(&hard_state(1, 2, 2));
+            // A new leader in term 2 overwrites 3..=4 with a shorter suffix.
+            log.push_entry(&entry(3, 2, b"b"));
+            log.push_commit(3);
+            log.flush(true).unwrap();
+        }
+        let (_, replayed) = LogFile::open(dir.path()).unwrap();
+        assert_eq!(
+            indexes_and_terms(&replayed.entries),
+            [(1, 1), (2, 1), (3, 2)]
+        );
+        assert_eq!(&replayed.entries[2].data[..], b"b");
+        assert_eq!(replayed.hard_state, hard_state(1, 2, 3));
+        assert_eq!(replayed.recovery.records, 8);
+        assert_eq!(replayed.recovery.bytes_cut, 0);
+    }
+
+    /// Every possible cut of the file, and a flipped byte in every record, keeps exactly the
+    /// records before the damage, and the file accepts appends afterwards.
+    #[test]
+    fn any_torn_or_corrupt_tail_is_cut_at_the_first_bad_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE_NAME);
+        let mut ends = Vec::new(); // file length after each record
+        {
+            let (mut log, _) = LogFile::open(dir.path()).unwrap();
+            ends.push(std::fs::metadata(&path).unwrap().len());
+            for i in 1..=5 {
+                log.push_entry(&entry(i, 1, &[i as u8; 10]));
+                log.flush(false).unwrap();
+                ends.push(std::fs::metadata(&path).unwrap().len());
+            }
+        }
+        let full = std::fs::read(&path).unwrap();
+        let kept_entries = |len: u64| ends.iter().filter(|&&e| e <= len).count() as u64 - 1;
+        let mut damaged: Vec<(Vec<u8>, u64)> = Vec::new();
+        for cut in ends[0]..full.len() as u64 {
+            damaged.push((full[..cut as usize].to_vec(), cut));
+        }
+        for (record, window) in ends.windows(2).enumerate() {
+            for at in window[0]..window[1] {
+                let mut bytes = full.clone();
+                bytes[at as usize] ^= 0x40;
+                // The flip damages record `record + 1`: all before it survives.
+                damaged.push((bytes, ends[record]));
+            }
+        }
+        for (bytes, good_len) in damaged {
+            std::fs::write(&path, &bytes).unwrap();
+            let (mut log, replayed) = LogFile::open(dir.path()).unwrap();
+            let kept = kept_entries(good_len);
+            assert_eq!(
+                replayed.entries.len() as u64,
+                kept,
+                "good prefix {good_len}"
+            );
+            assert_eq!(replayed.recovery.bytes_kept, ends[kept as usize]);
+            assert_eq!(
+                replayed.recovery.bytes_cut,
+                bytes.len() as u64 - ends[kept as usize]
+            );
+            assert_eq!(
+                replayed.recovery.cut_reason.is_some(),
+                replayed.recovery.bytes_cut > 0
+            );
+            // Appending after the cut continues the log.
+            log.push_entry(&entry(kept + 1, 1, b"after"));
+            log.flush(true).unwrap();
+            drop(log);
+            let (_, again) = LogFile::open(dir.path()).unwrap();
+            assert_eq!(again.entries.len() as u64, kept + 1);
+            assert_eq!(again.recovery.bytes_cut, 0);
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = LogFile::open(dir.path()).unwrap();
+            log.push_entry(&entry(1, 1, b"x"));
+            log.flush(true).unwrap();
+        }
+        let path = dir.path().join(LOG_FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let good = bytes.len() as u64;
+        bytes.extend_from_slice(&[0; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, replayed) = LogFile::open(dir.path()).unwrap();
+        assert_eq!(replayed.entries.len(), 1);
+        assert_eq!(replayed.recovery.bytes_kept, good);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    }
+
+    #[test]
+    fn checksummed_but_impossible_records_refuse_to_open() {
+        let cases: [(&str, fn(&mut LogFile)); 3] = [
+            ("gap", |log| log.push_entry(&entry(2, 1, b""))),
+            ("commit past the end", |log| log.push_commit(1)),
+            ("overwrite committed", |log| {
+                log.push_entry(&entry(1, 1, b""));
+                log.push_commit(1);
+                log.push_entry(&entry(1, 2, b""));
+            }),
+        ];
+        for (name, write) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (mut log, _) = LogFile::open(dir.path()).unwrap();
+                write(&mut log);
+                log.flush(true).unwrap();
+            }
+            let opened = LogFile::open(dir.path());
+            assert!(
+                matches!(opened, Err(QuorumError::Corrupt { .. })),
+                "{name}: {:?}",
+                opened.err()
+            );
+        }
+    }
+}

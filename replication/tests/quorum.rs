@@ -1,0 +1,1 @@
+//! Quorum tests (being written).
