@@ -3,6 +3,7 @@
 //! watermark over the ISR, acks=all) and follower side (truncation, appends of fetched
 //! batches); `fetcher` sends a follower's requests to its leader.
 
+pub mod client;
 pub mod fetcher;
 
 use std::rc::Rc;
