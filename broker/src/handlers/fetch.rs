@@ -95,7 +95,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
     let deadline = Instant::now() + max_wait;
     let zero_copy = shard.config().kafka.zero_copy_fetch;
-    let mut gots = read_all(shard, &wants, read_committed, max_bytes, zero_copy).await;
+    let replica_id = follower_id(ctx.version, &req);
+    let mut gots = read_all(
+        shard,
+        &wants,
+        replica_id,
+        read_committed,
+        max_bytes,
+        zero_copy,
+    )
+    .await;
     loop {
         let total: usize = gots.iter().map(|g| g.records.len()).sum();
         let any_error = gots.iter().any(Got::is_error);
@@ -107,10 +116,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         {
             break;
         }
-        if !wait_for_data(shard, &wants, read_committed, deadline).await {
+        if !wait_for_data(shard, &wants, replica_id, read_committed, deadline).await {
             break;
         }
-        gots = read_all(shard, &wants, read_committed, max_bytes, zero_copy).await;
+        gots = read_all(
+            shard,
+            &wants,
+            replica_id,
+            read_committed,
+            max_bytes,
+            zero_copy,
+        )
+        .await;
     }
     trim_to_max_bytes(&mut gots, max_bytes);
     let session_id = match mode {
@@ -190,6 +207,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         }
     }
     ctx.reply(&resp)
+}
+
+/// The follower's node id of a replica fetch (`replica_id` before v15, `replica_state` from
+/// v15), -1 for a consumer. Only cluster mode acts on it.
+fn follower_id(version: i16, req: &FetchRequest) -> i32 {
+    if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    }
 }
 
 /// The partitions named in the request, topics resolved by name or id.
@@ -289,6 +316,7 @@ fn open_session(
 async fn read_all(
     shard: &Rc<Shard>,
     wants: &[SessionPartition],
+    replica_id: i32,
     read_committed: bool,
     max_bytes: u32,
     zero_copy: bool,
@@ -321,7 +349,7 @@ async fn read_all(
         waits.push(async move {
             let r = shard
                 .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    read_on_owner(s, parts, read_committed, max_bytes, zero_copy)
+                    read_on_owner(s, parts, replica_id, read_committed, max_bytes, zero_copy)
                 })
                 .await
                 .unwrap_or_else(|| {
@@ -346,6 +374,7 @@ async fn read_all(
 fn read_on_owner(
     shard: &Rc<Shard>,
     parts: Vec<SessionPartition>,
+    replica_id: i32,
     read_committed: bool,
     max_bytes: u32,
     zero_copy: bool,
@@ -359,7 +388,9 @@ fn read_on_owner(
         let mut out = Vec::with_capacity(resolved.len());
         for (p, w) in resolved {
             let g = match p {
-                Some(p) => read_partition(&p, &w, read_committed, budget, zero_copy).await,
+                Some(p) => {
+                    read_partition(&p, &w, replica_id, read_committed, budget, zero_copy).await
+                }
                 None => Got::error(ResponseError::NotLeaderOrFollower),
             };
             budget = budget.saturating_sub(g.records.len() as u32);
@@ -372,6 +403,7 @@ fn read_on_owner(
 async fn read_partition(
     p: &Partition,
     w: &SessionPartition,
+    replica_id: i32,
     read_committed: bool,
     budget: u32,
     zero_copy: bool,
@@ -379,8 +411,21 @@ async fn read_partition(
     if p.is_retired() {
         return Got::error(ResponseError::NotLeaderOrFollower);
     }
+    // Cluster mode: the replication core checks role and epochs, records a follower's fetch
+    // offset, and says how far to read (the log end for a follower, the high watermark for a
+    // consumer). The engine may be a few appends behind the core: never read past its end.
+    let replicated = match &p.replica {
+        None => None,
+        Some(driver) => {
+            let follower = (replica_id >= 0).then_some(replica_id);
+            match driver.fetch(follower, w.current_leader_epoch, w.fetch_offset) {
+                Ok(range) => Some(range),
+                Err(e) => return Got::error(crate::replica::error_code(e)),
+            }
+        }
+    };
     let epoch = p.leader_epoch.get();
-    if w.current_leader_epoch >= 0 && w.current_leader_epoch != epoch {
+    if replicated.is_none() && w.current_leader_epoch >= 0 && w.current_leader_epoch != epoch {
         let e = if w.current_leader_epoch > epoch {
             ResponseError::UnknownLeaderEpoch
         } else {
@@ -388,8 +433,14 @@ async fn read_partition(
         };
         return Got::error(e);
     }
-    let hw = p.high_watermark();
-    let lso = p.last_stable_offset();
+    let log_end = p.log.log_end_offset();
+    let (hw, lso, replica_upper) = match replicated {
+        Some(range) => {
+            let hw = range.high_watermark.min(log_end);
+            (hw, hw, Some(range.max_offset.min(log_end)))
+        }
+        None => (p.high_watermark(), p.last_stable_offset(), None),
+    };
     let log_start = p.log_start_offset();
     let mut got = Got {
         error: NONE,
@@ -402,7 +453,11 @@ async fn read_partition(
         got.error = ResponseError::OffsetOutOfRange;
         return got;
     }
-    let upper = if read_committed { lso } else { hw };
+    let upper = match replica_upper {
+        Some(upper) if replica_id >= 0 => upper,
+        _ if read_committed => lso,
+        _ => hw,
+    };
     let limit = u32::try_from(w.partition_max_bytes)
         .unwrap_or(0)
         .min(budget);
@@ -458,6 +513,7 @@ async fn read_partition(
 async fn wait_for_data(
     shard: &Rc<Shard>,
     wants: &[SessionPartition],
+    replica_id: i32,
     read_committed: bool,
     deadline: Instant,
 ) -> bool {
@@ -480,7 +536,7 @@ async fn wait_for_data(
         waits.push(Box::pin(async move {
             shard
                 .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    wait_on_owner(s, items, read_committed, deadline)
+                    wait_on_owner(s, items, replica_id, read_committed, deadline)
                 })
                 .await;
         }));
@@ -501,6 +557,7 @@ async fn wait_for_data(
 fn wait_on_owner(
     shard: &Rc<Shard>,
     items: Vec<(String, i32, i64)>,
+    replica_id: i32,
     read_committed: bool,
     deadline: Instant,
 ) -> LocalBoxFuture<()> {
@@ -511,7 +568,11 @@ fn wait_on_owner(
             Some(p) => {
                 // Register first, then check: a wake-up in between is not lost.
                 notified.push(p.data_notify.notified());
-                let end = if read_committed {
+                // A follower waits for new appends (the leader's log end), a consumer for
+                // the high watermark.
+                let end = if replica_id >= 0 && p.replica.is_some() {
+                    p.log.log_end_offset()
+                } else if read_committed {
                     p.last_stable_offset()
                 } else {
                     p.high_watermark()

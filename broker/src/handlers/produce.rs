@@ -212,6 +212,19 @@ fn append_on_owner(
             let (Some(p), Some(ticket)) = (partition, ticket) else {
                 return Err((ResponseError::NotLeaderOrFollower, None));
             };
+            if p.replica.is_some() {
+                // Cluster mode: the replication core orders the appends and answers acks=1
+                // after the append, acks=all once committed on the ISR (durably, when
+                // log.acks_all_durable); the ticket is only needed while the core is fed.
+                let pending = {
+                    let _guard = ticket.await;
+                    p.submit_replicated(records, now, acks)
+                };
+                return match pending {
+                    Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
+                    Err(f) => Err(failure_code(&f)),
+                };
+            }
             let outcome = {
                 let _guard = ticket.await;
                 p.append_locked_with_acks(records, now, acks).await
@@ -266,6 +279,7 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
             )),
         ),
         AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),
+        AppendFailure::Replica(e) => (crate::replica::error_code(*e), None),
         AppendFailure::NotEnoughReplicas => (
             ResponseError::NotEnoughReplicas,
             Some("min.insync.replicas exceeds the 1 in-sync replica of a single node".into()),

@@ -20,6 +20,7 @@ use engine::limits::BATCH_HEADER_BYTES;
 
 use crate::cluster::TopicConfig;
 use crate::notify::{FifoLock, Notify};
+use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
 
 /// Why an append was refused, before Kafka codes are chosen at the handler boundary.
@@ -39,6 +40,8 @@ pub enum AppendFailure {
     NotEnoughReplicas,
     /// The partition instance was replaced (re-opened) or closed.
     Retired,
+    /// Cluster mode: the replication core refused or failed the batch.
+    Replica(replication::ReplicaError),
 }
 
 /// What a successful append reports back (Kafka's PartitionProduceResponse fields).
@@ -65,6 +68,43 @@ pub struct Partition {
     producers: RefCell<ProducerStateTable>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
     retired: Cell<bool>,
+    /// Cluster mode: the replication core driving this replica. `None` on a single node.
+    pub replica: Option<ReplicaDriver>,
+}
+
+/// Cluster mode: what `Partition::open` needs to attach a replication core.
+pub struct ReplicaSetup {
+    pub node: i32,
+    /// The replication core's id of the partition (`PartitionInfo::partition_id`).
+    pub partition_id: u32,
+    pub config: replication::ReplicaConfig,
+    /// Differs per process start, so request ids of incarnations never collide.
+    pub request_id_base: u64,
+    pub env: Rc<dyn ReplicaEnv>,
+}
+
+/// An append handed to the replication core (cluster mode): the outcome arrives when the
+/// core answers (acks=1: once in the log; acks=all: once committed on the ISR).
+pub struct PendingAppend {
+    outcome: AppendOutcome,
+    answers: Vec<ProduceAnswer>,
+}
+
+impl PendingAppend {
+    pub async fn wait(self) -> Result<AppendOutcome, AppendFailure> {
+        for answer in self.answers {
+            match answer.recv().await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(AppendFailure::Replica(e)),
+                Err(_) => {
+                    return Err(AppendFailure::Replica(
+                        replication::ReplicaError::NotLeaderOrFollower,
+                    ));
+                }
+            }
+        }
+        Ok(self.outcome)
+    }
 }
 
 /// In-sync replicas of every partition on a single node.
@@ -80,7 +120,10 @@ struct ProducerBatch {
 }
 
 impl Partition {
-    /// Opens the log, then rebuilds producer state from its batch headers.
+    /// Opens the log, then rebuilds producer state (and, with `replica`, the leader epoch
+    /// cache) from its batch headers. Without `replica` (one node) everything recovered is
+    /// committed; with it, the high watermark is the engine's checkpoint and the replication
+    /// core moves it.
     pub async fn open(
         topic: String,
         index: i32,
@@ -88,43 +131,83 @@ impl Partition {
         leader_epoch: i32,
         config: TopicConfig,
         log_config: engine::LogConfig,
+        replica: Option<ReplicaSetup>,
     ) -> Result<Rc<Partition>, engine::LogError> {
         let (log, report) = engine::Log::open(dir.clone(), log_config).await?;
         if !report.truncations.is_empty() {
             tracing::warn!(target: "broker::partition", topic, index, truncations = ?report.truncations, "log tail truncated during recovery");
         }
         let log = Rc::new(log);
-        // Everything recovered is committed: one node, so the ISR is just us.
-        log.set_high_watermark(log.log_end_offset());
+        if replica.is_none() {
+            // Everything recovered is committed: one node, so the ISR is just us.
+            log.set_high_watermark(log.log_end_offset());
+        }
         let mut producers = ProducerStateTable::default();
+        let mut epochs = replication::EpochCache::default();
         log.scan_headers(log.log_start_offset(), |h: &BatchHeader| {
-            if h.producer_id() >= 0 && !h.is_control() {
-                producers.record(
-                    h.producer_id(),
-                    h.producer_epoch(),
-                    BatchMeta {
-                        first_seq: h.base_sequence(),
-                        last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
-                        first_offset: h.base_offset(),
-                        last_offset: h.last_offset(),
-                        max_timestamp: h.max_timestamp(),
-                    },
-                );
-            }
+            epochs.assign(replication::LeaderEpoch(h.leader_epoch()), h.base_offset());
+            record_header(&mut producers, h);
         })
         .await?;
-        Ok(Rc::new(Partition {
-            topic,
-            index,
-            dir,
-            log,
-            leader_epoch: Cell::new(leader_epoch),
-            config: RefCell::new(config),
-            data_notify: Rc::new(Notify::new()),
-            append_lock: FifoLock::new(),
-            producers: RefCell::new(producers),
-            retired: Cell::new(false),
+        let recovered = replication::RecoveredLog {
+            log_end_offset: log.log_end_offset(),
+            high_watermark: log.high_watermark(),
+            epochs,
+        };
+        Ok(Rc::new_cyclic(|this| {
+            let replica = replica.map(|setup| {
+                let mut core_config = setup.config;
+                core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
+                let core = replication::Replica::new(
+                    replication::NodeId(setup.node),
+                    replication::PartitionId(setup.partition_id),
+                    core_config,
+                    recovered,
+                    setup.request_id_base,
+                );
+                ReplicaDriver::new(core, setup.env, this.clone())
+            });
+            Partition {
+                topic,
+                index,
+                dir,
+                log,
+                leader_epoch: Cell::new(leader_epoch),
+                config: RefCell::new(config),
+                data_notify: Rc::new(Notify::new()),
+                append_lock: FifoLock::new(),
+                producers: RefCell::new(producers),
+                retired: Cell::new(false),
+                replica,
+            }
         }))
+    }
+
+    /// Cluster mode, follower: records idempotent-producer state from replicated batches, so
+    /// this replica dedupes retries if it becomes leader.
+    pub fn record_replicated_producers(&self, batches: &[u8]) {
+        let mut producers = self.producers.borrow_mut();
+        let mut pos = 0usize;
+        while let Some(h) = batches.get(pos..).and_then(BatchHeader::parse) {
+            record_header(&mut producers, h);
+            let total = h.total_bytes() as usize;
+            if total == 0 {
+                break;
+            }
+            pos += total;
+        }
+    }
+
+    /// Cluster mode, after a truncation: producer state rebuilt from what is left.
+    pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
+        let mut producers = ProducerStateTable::default();
+        self.log
+            .scan_headers(self.log.log_start_offset(), |h: &BatchHeader| {
+                record_header(&mut producers, h)
+            })
+            .await?;
+        *self.producers.borrow_mut() = producers;
+        Ok(())
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -151,7 +234,9 @@ impl Partition {
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendOutcome, AppendFailure> {
-        self.append_locked_with_acks(records, now_ms, 1).await
+        // Cluster mode: the group coordinator's writes wait for the ISR, as Kafka's (acks=-1).
+        let acks = if self.replica.is_some() { -1 } else { 1 };
+        self.append_locked_with_acks(records, now_ms, acks).await
     }
 
     /// `append_locked` for a Produce request with `acks`: acks=-1 also checks
@@ -162,6 +247,9 @@ impl Partition {
         now_ms: i64,
         acks: i16,
     ) -> Result<AppendOutcome, AppendFailure> {
+        if self.replica.is_some() {
+            return self.submit_replicated(records, now_ms, acks)?.wait().await;
+        }
         if self.retired.get() {
             return Err(AppendFailure::Retired);
         }
@@ -231,6 +319,121 @@ impl Partition {
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset: self.log_start_offset(),
             duplicate: false,
+        })
+    }
+
+    /// Cluster mode, leader: the checks of `append_locked_with_acks` (sizes, CRC and framing as
+    /// the engine checks them, producer sequences, timestamps or the LogAppendTime stamp),
+    /// then each batch goes to the replication core, which assigns its offsets and appends.
+    /// Must run with `append_lock` held; the returned wait need not (the core orders appends).
+    pub fn submit_replicated(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        acks: i16,
+    ) -> Result<PendingAppend, AppendFailure> {
+        use replication::ReplicaError;
+        let driver = self.replica.as_ref().expect("cluster mode");
+        if self.retired.get() {
+            return Err(AppendFailure::Retired);
+        }
+        if driver.failed() || !driver.is_leader() {
+            return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
+        }
+        let producer = producer_batch(&records)?;
+        let log_append_time = self.config.borrow().log_append_time;
+        let records = if log_append_time {
+            self.check_sizes(&records)?;
+            stamp_log_append_time(records, now_ms, self.config.borrow().max_message_bytes)
+        } else {
+            self.check_batches(&records, now_ms)?;
+            records
+        };
+        // The engine's own validation, before the core commits to offsets: a batch the
+        // engine would refuse must never reach the core.
+        let max_batch_bytes = self.log.config().max_batch_bytes;
+        let mut spans: Vec<(usize, usize, u32)> = Vec::new();
+        let mut pos = 0usize;
+        if records.is_empty() {
+            return Err(AppendFailure::Engine(engine::AppendError::Empty));
+        }
+        while pos < records.len() {
+            let (h, len) = engine::batch::validate_batch(&records[pos..], max_batch_bytes, true)
+                .map_err(|error| {
+                    AppendFailure::Engine(engine::AppendError::InvalidBatch {
+                        index: spans.len() as u32,
+                        position: pos as u32,
+                        error,
+                    })
+                })?;
+            spans.push((pos, len, h.records_count() as u32));
+            pos += len;
+        }
+        if let Some(p) = &producer {
+            let check =
+                self.producers
+                    .borrow()
+                    .check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
+            match check {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(b) => {
+                    return Ok(PendingAppend {
+                        outcome: AppendOutcome {
+                            base_offset: b.first_offset,
+                            last_offset: b.last_offset,
+                            log_append_time_ms: if log_append_time { b.max_timestamp } else { -1 },
+                            log_start_offset: self.log_start_offset(),
+                            duplicate: true,
+                        },
+                        answers: Vec::new(),
+                    });
+                }
+                SequenceCheck::InvalidProducerEpoch { .. } => {
+                    return Err(AppendFailure::InvalidProducerEpoch);
+                }
+                SequenceCheck::OutOfOrderSequence { .. } => {
+                    return Err(AppendFailure::OutOfOrderSequence);
+                }
+            }
+        }
+        let mut answers = Vec::with_capacity(spans.len());
+        let mut first_offset = None;
+        let mut last_offset = -1;
+        for (pos, len, count) in spans {
+            let (base, answer) = driver.produce(acks == -1, count, records.slice(pos..pos + len));
+            answers.push(answer);
+            match base {
+                Some(base) => {
+                    first_offset.get_or_insert(base);
+                    last_offset = base + i64::from(count) - 1;
+                }
+                // Refused (the answer says why); nothing after it may be appended.
+                None => break,
+            }
+        }
+        if let (Some(p), Some(first_offset)) = (producer, first_offset) {
+            let max_timestamp = BatchHeader::parse(&records).map_or(-1, |h| h.max_timestamp());
+            self.producers.borrow_mut().record(
+                p.producer_id,
+                p.epoch,
+                BatchMeta {
+                    first_seq: p.first_seq,
+                    last_seq: p.last_seq,
+                    first_offset,
+                    last_offset,
+                    max_timestamp,
+                },
+            );
+        }
+        Ok(PendingAppend {
+            outcome: AppendOutcome {
+                base_offset: first_offset.unwrap_or(-1),
+                last_offset,
+                log_append_time_ms: if log_append_time { now_ms } else { -1 },
+                log_start_offset: self.log_start_offset(),
+                duplicate: false,
+            },
+            answers,
         })
     }
 
@@ -308,6 +511,23 @@ impl Partition {
             .borrow_mut()
             .trim_before(self.log_start_offset());
         self.data_notify.notify_all();
+    }
+}
+
+/// Records the producer state of one batch header (idempotent batches only).
+fn record_header(producers: &mut ProducerStateTable, h: &BatchHeader) {
+    if h.producer_id() >= 0 && !h.is_control() {
+        producers.record(
+            h.producer_id(),
+            h.producer_epoch(),
+            BatchMeta {
+                first_seq: h.base_sequence(),
+                last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
+                first_offset: h.base_offset(),
+                last_offset: h.last_offset(),
+                max_timestamp: h.max_timestamp(),
+            },
+        );
     }
 }
 

@@ -99,6 +99,8 @@ pub struct Shard {
     pub exit_notify: Rc<Notify>,
     /// Reused receive buffers for large request frames (net/frame_pool.rs).
     pub frame_pool: crate::net::frame_pool::FramePool,
+    /// Cluster mode: the replica timer (`replica::run_ticker`) runs on this shard.
+    pub replica_ticker_started: Cell<bool>,
 }
 
 impl Shard {
@@ -123,6 +125,7 @@ impl Shard {
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
             frame_pool: crate::net::frame_pool::FramePool::default(),
+            replica_ticker_started: Cell::new(false),
         })
     }
 

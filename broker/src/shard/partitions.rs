@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::cluster::{ClusterMetadata, TopicConfig, TopicMeta};
-use crate::partition::Partition;
+use crate::partition::{Partition, ReplicaSetup};
 use crate::shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,17 +107,32 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
             topic: topic.name.clone(),
             source,
         })?;
+    let cluster = shard.shared.cluster.clone();
     for p in 0..topic.partitions {
         if shard.owner_of(&topic.name, p) != shard.id {
             continue;
         }
+        // Cluster mode: only partitions this node replicates, once their state is known.
+        let replica_of = match &cluster {
+            None => None,
+            Some(handle) => match topic.partition_state(p) {
+                Some(info) if info.replicas.contains(&shard.shared.node_id()) => {
+                    Some((handle, info))
+                }
+                _ => continue,
+            },
+        };
         if let Some(existing) = shard.partition(&topic.name, p) {
             if *existing.config.borrow() != topic_config {
                 let old_log_config = existing.config.borrow().log_config(&config.log);
                 let new_log_config = topic_config.log_config(&config.log);
                 // Broker-side checks (max.message.bytes, timestamps) apply at once.
                 *existing.config.borrow_mut() = topic_config.clone();
-                if old_log_config != new_log_config {
+                if old_log_config != new_log_config && existing.replica.is_some() {
+                    // Re-opening would drop the replication core's state mid-flight; log-level
+                    // settings of a replicated partition apply at the next start.
+                    tracing::info!(target: "broker::partition", topic = %topic.name, partition = p, "log config changed; applies to this replica after a restart");
+                } else if old_log_config != new_log_config {
                     reopen(
                         shard,
                         &existing,
@@ -131,13 +146,28 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
             continue;
         }
         let dir = partition_dir(&config.broker.data_dir, &topic.name, p);
+        let (leader_epoch, setup) = match replica_of {
+            None => (topic.leader_epoch, None),
+            Some((handle, info)) => {
+                ensure_replica_ticker(shard);
+                let setup = ReplicaSetup {
+                    node: shard.shared.node_id(),
+                    partition_id: info.partition_id,
+                    config: handle.replica_config,
+                    request_id_base: crate::replica::request_id_base(),
+                    env: crate::replica::ShardEnv::new(shard, Arc::clone(handle)),
+                };
+                (info.leader_epoch, Some(setup))
+            }
+        };
         let partition = Partition::open(
             topic.name.clone(),
             p,
             dir,
-            topic.leader_epoch,
+            leader_epoch,
             topic_config.clone(),
             topic_config.log_config(&config.log),
+            setup,
         )
         .await
         .map_err(|source| OpenError::Log {
@@ -154,6 +184,13 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
         slots[idx] = Some(partition);
     }
     Ok(())
+}
+
+/// Cluster mode: starts this shard's replica timer once.
+fn ensure_replica_ticker(shard: &Rc<Shard>) {
+    if !shard.replica_ticker_started.replace(true) {
+        compio::runtime::spawn(crate::replica::run_ticker(Rc::clone(shard))).detach();
+    }
 }
 
 /// Applies log-level settings (retention, segment size and age, flush policy) to a live
@@ -180,6 +217,7 @@ async fn reopen(
         old.leader_epoch.get(),
         topic_config,
         log_config,
+        None,
     )
     .await
     .map_err(|source| OpenError::Log {

@@ -1,0 +1,523 @@
+//! The replica driver: one per partition replica in cluster mode, on the partition's owning
+//! shard. It feeds inputs to the sans-IO `replication::Replica` and applies the actions the
+//! core returns, in order, to the engine log and the network.
+//!
+//! Owns: the core (`Replica`), the ordered action queue, the waiting produce requests
+//! (request id -> answer channel), and the partition's role as the rest of the broker sees it
+//! (`Partition::leader_epoch`, the group coordinator's leadership hook).
+//! Does not own: the log (`engine::Log`, in `Partition`), the wire (handlers, `fetcher`).
+//! Invariants:
+//! - Actions are applied in the order the core emitted them, across inputs: a synchronous
+//!   action (send, high watermark) runs at once only when nothing is queued before it;
+//!   otherwise it waits behind the engine operations (append, truncate) ahead of it. So an
+//!   acks=1 answer or a high watermark never overtakes the append it covers.
+//! - The engine assigns the same offsets as the core (asserted on every leader append).
+//! - After an engine write fails the driver stops writing (`failed`): the core and the log no
+//!   longer agree, so the replica only answers errors until the process restarts.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use replication::{
+    Action, Address, BrokerEpoch, Ctx, FetchRequest, LeaderEpoch, Message, NodeId, Replica,
+    ReplicaError, Role,
+};
+
+use crate::cluster::handle::ToController;
+use crate::partition::Partition;
+
+/// What a driver needs from the world around it: the clock, the broker epoch, and the three
+/// ways out (leader, controller, the role hook). The shard implements it (`ShardEnv`); tests
+/// record instead.
+pub trait ReplicaEnv {
+    /// Milliseconds on a clock that never goes backwards.
+    fn now_ms(&self) -> i64;
+    fn broker_epoch(&self) -> Option<BrokerEpoch>;
+    /// A follower request (`Message::Fetch` / `Message::OffsetForLeaderEpoch`) for `leader`.
+    fn send_to_leader(&self, partition: &Rc<Partition>, leader: NodeId, message: Message<Bytes>);
+    fn send_to_controller(&self, message: ToController);
+    /// The replica became leader (`true`) or stopped leading (`false`).
+    fn role_changed(&self, partition: &Rc<Partition>, is_leader: bool);
+}
+
+/// What a fetch handler reads for a request the core accepted (`Action::SendFetchResponse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRange {
+    pub from_offset: i64,
+    pub max_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+/// The answer channel of one produce batch.
+pub type ProduceAnswer = async_channel::Receiver<Result<i64, ReplicaError>>;
+
+pub struct ReplicaDriver {
+    core: RefCell<Replica>,
+    env: Rc<dyn ReplicaEnv>,
+    partition: Weak<Partition>,
+    queue: RefCell<VecDeque<Action<Bytes>>>,
+    /// A task is applying the queue (it owns the queue's head until it empties it).
+    applying: Cell<bool>,
+    produces: RefCell<HashMap<u64, async_channel::Sender<Result<i64, ReplicaError>>>>,
+    /// Ids of requests handled here (produce, fetch, OffsetForLeaderEpoch); the core's own
+    /// outgoing requests use its own ids.
+    next_request_id: Cell<u64>,
+    failed: Cell<bool>,
+    is_leader: Cell<bool>,
+}
+
+impl ReplicaDriver {
+    pub fn new(core: Replica, env: Rc<dyn ReplicaEnv>, partition: Weak<Partition>) -> Self {
+        ReplicaDriver {
+            core: RefCell::new(core),
+            env,
+            partition,
+            queue: RefCell::new(VecDeque::new()),
+            applying: Cell::new(false),
+            produces: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            failed: Cell::new(false),
+            is_leader: Cell::new(false),
+        }
+    }
+
+    /// The core's role now.
+    pub fn role(&self) -> Role {
+        self.core.borrow().role()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role(), Role::Leader { .. })
+    }
+
+    /// The leader epoch the replica knows (its role's, or the latest state's when offline).
+    pub fn leader_epoch(&self) -> Option<i32> {
+        let core = self.core.borrow();
+        match core.role() {
+            Role::Leader { leader_epoch } | Role::Follower { leader_epoch, .. } => {
+                Some(leader_epoch.0)
+            }
+            Role::Offline => core.state().map(|s| s.leader_epoch.0),
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.core.borrow().high_watermark()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.core.borrow().log_end_offset()
+    }
+
+    /// True once an engine write failed: the replica refuses work until restart.
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Runs `f` on the core, then applies the actions it emitted (after any queued before).
+    /// `f` may take actions out of the list (a handler's synchronous answer).
+    pub fn step<R>(&self, f: impl FnOnce(&mut Replica, Ctx, &mut Vec<Action<Bytes>>) -> R) -> R {
+        let ctx = Ctx {
+            now_ms: self.env.now_ms(),
+            broker_epoch: self.env.broker_epoch(),
+        };
+        let mut out = Vec::new();
+        let r = f(&mut self.core.borrow_mut(), ctx, &mut out);
+        self.dispatch(out);
+        self.after_step();
+        r
+    }
+
+    /// Timers (produce timeouts, ISR shrink, resends, follower polls).
+    pub fn tick(&self) {
+        self.step(|core, ctx, out| core.tick(ctx, out));
+    }
+
+    /// A leader append: one record batch (`payload`, already validated) for the core.
+    /// Returns the base offset the core assigned (if it appended) and the answer to await.
+    pub fn produce(
+        &self,
+        acks_all: bool,
+        record_count: u32,
+        payload: Bytes,
+    ) -> (Option<i64>, ProduceAnswer) {
+        let request_id = self.next_id();
+        let (tx, rx) = async_channel::bounded(1);
+        self.produces.borrow_mut().insert(request_id, tx);
+        let acks = if acks_all {
+            replication::Acks::All
+        } else {
+            replication::Acks::Leader
+        };
+        let base = self.step(|core, ctx, out| {
+            let before = core.log_end_offset();
+            let request = replication::ProduceRequest {
+                client: Address::Client(0),
+                request_id,
+                acks,
+                record_count,
+                payload,
+            };
+            core.on_produce(ctx, request, out);
+            (core.log_end_offset() > before).then_some(before)
+        });
+        (base, rx)
+    }
+
+    /// A fetch (follower when `replica` is set). `current_leader_epoch` -1 skips the epoch
+    /// check. The answer is read synchronously from the core's actions.
+    pub fn fetch(
+        &self,
+        replica: Option<i32>,
+        current_leader_epoch: i32,
+        fetch_offset: i64,
+    ) -> Result<FetchRange, ReplicaError> {
+        let request_id = self.next_id();
+        let from = match replica {
+            Some(id) => Address::Broker(NodeId(id)),
+            None => Address::Client(0),
+        };
+        self.step(|core, ctx, out| {
+            let current_leader_epoch = self.requested_epoch(core, current_leader_epoch);
+            let request = FetchRequest {
+                from,
+                request_id,
+                replica: replica.map(NodeId),
+                current_leader_epoch,
+                fetch_offset,
+            };
+            core.on_fetch(ctx, request, out);
+            take_fetch_answer(out, request_id)
+        })
+    }
+
+    /// OffsetForLeaderEpoch (from a follower or a consumer): the end offset of `leader_epoch`
+    /// in this leader's log, `(epoch, end_offset)`, (-1, -1) when undefined.
+    pub fn offset_for_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<(i32, i64), ReplicaError> {
+        let request_id = self.next_id();
+        self.step(|core, _ctx, out| {
+            let current = self.requested_epoch(core, current_leader_epoch);
+            core.on_offset_for_leader_epoch(
+                Address::Client(0),
+                request_id,
+                current,
+                LeaderEpoch(leader_epoch),
+                out,
+            );
+            let at = out.iter().position(|a| {
+                matches!(a, Action::Send { message: Message::OffsetForLeaderEpochResponse { request_id: id, .. }, .. } if *id == request_id)
+            });
+            match at.map(|i| out.remove(i)) {
+                Some(Action::Send {
+                    message: Message::OffsetForLeaderEpochResponse { result, .. },
+                    ..
+                }) => result.map(|e| match e.leader_epoch {
+                    Some(epoch) => (epoch.0, e.end_offset),
+                    None => (-1, -1),
+                }),
+                _ => Err(ReplicaError::NotLeaderOrFollower),
+            }
+        })
+    }
+
+    /// ListOffsets and DeleteRecords: leader only, with Kafka's epoch checks, and
+    /// OFFSET_NOT_AVAILABLE while a new leader's high watermark is below its epoch's start.
+    /// Returns the leader epoch.
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<i32, ReplicaError> {
+        let core = self.core.borrow();
+        let Some(state) = core.state() else {
+            return Err(ReplicaError::NotLeaderOrFollower);
+        };
+        let epoch = state.leader_epoch.0;
+        if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+            return Err(ReplicaError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > epoch {
+            return Err(ReplicaError::UnknownLeaderEpoch);
+        }
+        let Role::Leader { leader_epoch } = core.role() else {
+            return Err(ReplicaError::NotLeaderOrFollower);
+        };
+        let epoch_start = core
+            .epochs()
+            .entries()
+            .last()
+            .filter(|(e, _)| *e == leader_epoch)
+            .map_or(0, |&(_, start)| start);
+        if core.high_watermark() < epoch_start {
+            return Err(ReplicaError::OffsetNotAvailable);
+        }
+        Ok(leader_epoch.0)
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        id
+    }
+
+    /// -1 (no check) becomes the epoch the core holds, so only the role is checked.
+    fn requested_epoch(&self, core: &Replica, requested: i32) -> LeaderEpoch {
+        if requested >= 0 {
+            return LeaderEpoch(requested);
+        }
+        core.state().map_or(LeaderEpoch(-1), |s| s.leader_epoch)
+    }
+
+    /// Publishes the role: `Partition::leader_epoch`, and the hook on leader <-> not leader.
+    fn after_step(&self) {
+        let Some(partition) = self.partition.upgrade() else {
+            return;
+        };
+        if let Some(epoch) = self.leader_epoch() {
+            partition.leader_epoch.set(epoch);
+        }
+        let leader = self.is_leader();
+        if leader != self.is_leader.get() {
+            self.is_leader.set(leader);
+            tracing::info!(target: "broker::replica", topic = %partition.topic, partition = partition.index, leader, epoch = partition.leader_epoch.get(), "role changed");
+            self.env.role_changed(&partition, leader);
+        }
+    }
+
+    fn dispatch(&self, actions: Vec<Action<Bytes>>) {
+        if actions.is_empty() {
+            return;
+        }
+        self.queue.borrow_mut().extend(actions);
+        if self.applying.get() {
+            return;
+        }
+        let Some(partition) = self.partition.upgrade() else {
+            return;
+        };
+        // Apply synchronous actions now, up to the first engine operation.
+        loop {
+            let next = {
+                let mut q = self.queue.borrow_mut();
+                match q.front() {
+                    None => return,
+                    Some(a) if is_engine_op(a) => None,
+                    Some(_) => q.pop_front(),
+                }
+            };
+            match next {
+                Some(action) => self.apply_sync(&partition, action),
+                None => break,
+            }
+        }
+        self.applying.set(true);
+        compio::runtime::spawn(drain(partition)).detach();
+    }
+
+    fn apply_sync(&self, partition: &Rc<Partition>, action: Action<Bytes>) {
+        match action {
+            Action::SetHighWatermark { high_watermark, .. } => {
+                partition.log.set_high_watermark(high_watermark);
+                partition.data_notify.notify_all();
+            }
+            Action::RequestDurable { offset, .. } => {
+                let p = Rc::clone(partition);
+                compio::runtime::spawn(async move {
+                    if let Err(e) = p.log.wait_durable(offset - 1).await {
+                        tracing::error!(target: "broker::replica", topic = %p.topic, partition = p.index, error = %e, "fdatasync failed");
+                        return;
+                    }
+                    let durable = p.log.durable_offset();
+                    if let Some(r) = p.replica.as_ref() {
+                        r.step(|core, ctx, out| core.on_durable(ctx, durable, out));
+                    }
+                })
+                .detach();
+            }
+            Action::Send { to, message } => self.send(partition, to, message),
+            Action::SendFetchResponse { .. } => {
+                // Fetches are answered synchronously by their handler; one left here had no
+                // waiting handler (cannot happen: `fetch` takes it).
+                tracing::debug!(target: "broker::replica", "unclaimed fetch answer dropped");
+            }
+            Action::Append { .. } | Action::AppendReplicated { .. } | Action::Truncate { .. } => {
+                unreachable!("engine operations are applied by `drain`")
+            }
+        }
+    }
+
+    fn send(&self, partition: &Rc<Partition>, to: Address, message: Message<Bytes>) {
+        match message {
+            Message::ProduceResponse {
+                request_id, result, ..
+            } => {
+                let result = if self.failed.get() {
+                    Err(ReplicaError::NotLeaderOrFollower)
+                } else {
+                    result
+                };
+                if let Some(tx) = self.produces.borrow_mut().remove(&request_id) {
+                    let _ = tx.try_send(result);
+                }
+            }
+            Message::AlterPartition {
+                partition: id,
+                leader_epoch,
+                partition_epoch,
+                proposal,
+                new_isr,
+                ..
+            } => self.env.send_to_controller(ToController::AlterPartition {
+                partition: id,
+                leader_epoch,
+                partition_epoch,
+                proposal,
+                new_isr,
+            }),
+            message @ (Message::Fetch { .. } | Message::OffsetForLeaderEpoch { .. }) => {
+                if let Address::Broker(leader) = to {
+                    self.env.send_to_leader(partition, leader, message);
+                }
+            }
+            other => {
+                tracing::debug!(target: "broker::replica", ?to, message = ?std::mem::discriminant(&other), "unclaimed message dropped");
+            }
+        }
+    }
+}
+
+/// Applies the queue in order until it is empty, awaiting engine operations.
+async fn drain(partition: Rc<Partition>) {
+    let Some(driver) = partition.replica.as_ref() else {
+        return;
+    };
+    loop {
+        let Some(action) = driver.queue.borrow_mut().pop_front() else {
+            driver.applying.set(false);
+            return;
+        };
+        match action {
+            Action::Append { batch, .. } => {
+                if driver.failed.get() {
+                    continue;
+                }
+                let base = batch.base_offset;
+                match partition
+                    .log
+                    .append(batch.payload, batch.leader_epoch.0)
+                    .await
+                {
+                    Ok(info) => {
+                        assert_eq!(
+                            info.first_offset, base,
+                            "engine and replication core disagree on a leader append's offset"
+                        );
+                        partition.data_notify.notify_all();
+                    }
+                    Err(e) => driver.fail(&partition, "append", &e),
+                }
+            }
+            Action::AppendReplicated { batches, .. } => {
+                if driver.failed.get() || batches.is_empty() {
+                    continue;
+                }
+                let base = batches[0].base_offset;
+                let bytes = concat_payloads(&batches);
+                match partition.log.append_replicated(bytes.clone()).await {
+                    Ok(info) => {
+                        assert_eq!(
+                            info.first_offset, base,
+                            "replicated append landed elsewhere"
+                        );
+                        partition.record_replicated_producers(&bytes);
+                        partition.data_notify.notify_all();
+                    }
+                    Err(e) => driver.fail(&partition, "replicated append", &e),
+                }
+            }
+            Action::Truncate { offset, .. } => {
+                if driver.failed.get() {
+                    continue;
+                }
+                match partition.log.truncate_to(offset).await {
+                    Ok(()) => {
+                        if let Err(e) = partition.rebuild_producers().await {
+                            tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %e, "producer state rebuild after truncation failed");
+                        }
+                        partition.data_notify.notify_all();
+                    }
+                    Err(e) => driver.fail(&partition, "truncate", &e),
+                }
+            }
+            other => driver.apply_sync(&partition, other),
+        }
+    }
+}
+
+impl ReplicaDriver {
+    fn fail(&self, partition: &Partition, what: &str, error: &dyn std::fmt::Display) {
+        tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed; the replica stops until restart");
+        self.failed.set(true);
+        for (_, tx) in self.produces.borrow_mut().drain() {
+            let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));
+        }
+    }
+}
+
+fn is_engine_op(action: &Action<Bytes>) -> bool {
+    matches!(
+        action,
+        Action::Append { .. } | Action::AppendReplicated { .. } | Action::Truncate { .. }
+    )
+}
+
+/// Takes the core's answer to fetch `request_id` out of `out`.
+fn take_fetch_answer(
+    out: &mut Vec<Action<Bytes>>,
+    request_id: u64,
+) -> Result<FetchRange, ReplicaError> {
+    let at = out.iter().position(|a| match a {
+        Action::SendFetchResponse { request_id: id, .. } => *id == request_id,
+        Action::Send {
+            message: Message::FetchResponse { request_id: id, .. },
+            ..
+        } => *id == request_id,
+        _ => false,
+    });
+    match at.map(|i| out.remove(i)) {
+        Some(Action::SendFetchResponse {
+            from_offset,
+            max_offset,
+            high_watermark,
+            log_end_offset,
+            ..
+        }) => Ok(FetchRange {
+            from_offset,
+            max_offset,
+            high_watermark,
+            log_end_offset,
+        }),
+        Some(Action::Send {
+            message: Message::FetchResponse { result: Err(e), .. },
+            ..
+        }) => Err(e),
+        _ => Err(ReplicaError::NotLeaderOrFollower),
+    }
+}
+
+/// One buffer for the engine: the fetched batches are slices of one response, but `Bytes`
+/// cannot be re-joined, so more than one batch costs one copy per fetch (not per record).
+fn concat_payloads(batches: &[replication::Batch<Bytes>]) -> Bytes {
+    if let [only] = batches {
+        return only.payload.clone();
+    }
+    let total = batches.iter().map(|b| b.payload.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for b in batches {
+        buf.extend_from_slice(&b.payload);
+    }
+    buf.freeze()
+}
