@@ -33,6 +33,13 @@ pub async fn handle(
                 let r = shard
                     .with_partition(&topic, index, move |part| {
                         Box::pin(async move {
+                            // Cluster mode: the leader only. (Followers do not learn the new
+                            // log start offset yet; their retention trims on its own.)
+                            if let Some(driver) = &part.replica
+                                && let Err(e) = driver.check_leader(-1)
+                            {
+                                return Err(crate::replica::error_code(e));
+                            }
                             let hw = part.high_watermark();
                             let target = if offset == HIGH_WATERMARK { hw } else { offset };
                             if target < 0 || target > hw {

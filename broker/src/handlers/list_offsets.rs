@@ -109,6 +109,13 @@ async fn answer(
     current_leader_epoch: i32,
     read_committed: bool,
 ) -> Answer {
+    // Cluster mode: leader only, Kafka's epoch checks, OFFSET_NOT_AVAILABLE until a new
+    // leader's high watermark reaches its epoch's start.
+    if let Some(driver) = &p.replica
+        && let Err(e) = driver.check_leader(current_leader_epoch)
+    {
+        return (crate::replica::error_code(e), -1, -1, -1);
+    }
     let epoch = p.leader_epoch.get();
     if current_leader_epoch >= 0 && current_leader_epoch != epoch {
         let e = if current_leader_epoch > epoch {

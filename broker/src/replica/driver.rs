@@ -521,3 +521,267 @@ fn concat_payloads(batches: &[replication::Batch<Bytes>]) -> Bytes {
     }
     buf.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use replication::{
+        Batch, EpochEndOffset, FetchData, PartitionEpoch, PartitionId, PartitionState,
+    };
+
+    use super::*;
+    use crate::cluster::TopicConfig;
+    use crate::config::LogSection;
+    use crate::partition::{AppendFailure, ReplicaSetup};
+
+    #[derive(Default)]
+    struct TestEnv {
+        to_leader: RefCell<Vec<(NodeId, Message<Bytes>)>>,
+        to_controller: RefCell<Vec<ToController>>,
+        roles: RefCell<Vec<bool>>,
+    }
+
+    impl ReplicaEnv for TestEnv {
+        fn now_ms(&self) -> i64 {
+            0
+        }
+        fn broker_epoch(&self) -> Option<BrokerEpoch> {
+            Some(BrokerEpoch(1))
+        }
+        fn send_to_leader(&self, _: &Rc<Partition>, leader: NodeId, message: Message<Bytes>) {
+            self.to_leader.borrow_mut().push((leader, message));
+        }
+        fn send_to_controller(&self, message: ToController) {
+            self.to_controller.borrow_mut().push(message);
+        }
+        fn role_changed(&self, _: &Rc<Partition>, is_leader: bool) {
+            self.roles.borrow_mut().push(is_leader);
+        }
+    }
+
+    fn run(f: impl std::future::Future<Output = ()>) {
+        compio::runtime::Runtime::new().unwrap().block_on(f);
+    }
+
+    async fn open(dir: &std::path::Path, node: i32, env: Option<Rc<TestEnv>>) -> Rc<Partition> {
+        let log = LogSection::default();
+        let config = TopicConfig::resolve(&log, &BTreeMap::new()).unwrap();
+        let setup = env.map(|env| ReplicaSetup {
+            node,
+            partition_id: 7,
+            config: replication::ReplicaConfig::default(),
+            request_id_base: 1 << 20,
+            env,
+        });
+        let log_config = config.log_config(&log);
+        Partition::open("t".into(), 0, dir.join("t-0"), 0, config, log_config, setup)
+            .await
+            .unwrap()
+    }
+
+    fn state(leader: i32, replicas: &[i32], isr: &[i32], epoch: i32) -> PartitionState {
+        PartitionState {
+            partition: PartitionId(7),
+            replicas: replicas.iter().map(|&n| NodeId(n)).collect(),
+            isr: isr.iter().map(|&n| NodeId(n)).collect(),
+            leader: Some(NodeId(leader)),
+            leader_epoch: LeaderEpoch(epoch),
+            partition_epoch: PartitionEpoch(epoch),
+        }
+    }
+
+    fn apply(p: &Partition, s: PartitionState) {
+        let driver = p.replica.as_ref().unwrap();
+        driver.step(|core, ctx, out| core.on_partition_state(ctx, s, out));
+    }
+
+    fn batch(records: i32) -> Bytes {
+        Bytes::from(engine::batch::build_test_batch(records, 64, 1, 1, 0xab))
+    }
+
+    /// A replicated batch as a leader would send it: offsets and epoch in its header.
+    fn leader_batch(base_offset: i64, records: u32, epoch: i32) -> Batch<Bytes> {
+        let mut b = engine::batch::build_test_batch(records as i32, 64, 1, 1, 0xcd);
+        engine::batch::patch_header(&mut b[..16], base_offset, epoch);
+        Batch {
+            base_offset,
+            record_count: records,
+            leader_epoch: LeaderEpoch(epoch),
+            payload: Bytes::from(b),
+        }
+    }
+
+    /// Waits (up to 5 s) until `done` holds; the driver notifies after each log change.
+    async fn wait_until(p: &Partition, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let changed = p.data_notify.notified();
+            if done() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "condition not reached in 5 s");
+            let timer = Box::pin(compio::time::sleep(left));
+            let _ = futures_util::future::select(changed, timer).await;
+        }
+    }
+
+    async fn epochs_in_log(p: &Partition) -> Vec<(i64, i32)> {
+        let mut seen = Vec::new();
+        p.log
+            .scan_headers(0, |h| seen.push((h.base_offset(), h.leader_epoch())))
+            .await
+            .unwrap();
+        seen
+    }
+
+    #[test]
+    fn leader_with_isr_of_itself_answers_acks_all_once_durable() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            assert!(matches!(
+                p.submit_replicated(batch(3), 0, -1),
+                Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower))
+            ));
+            apply(&p, state(0, &[0], &[0], 1));
+            assert_eq!(*env.roles.borrow(), vec![true]);
+            assert_eq!(p.leader_epoch.get(), 1);
+
+            let first = p.submit_replicated(batch(3), 0, -1).unwrap();
+            let second = p.submit_replicated(batch(2), 0, -1).unwrap();
+            let first = first.wait().await.unwrap();
+            assert_eq!((first.base_offset, first.last_offset), (0, 2));
+            // acks=all under Durability::Fsync: answered only once the leader synced it.
+            assert!(p.log.durable_offset() >= 3);
+            let second = second.wait().await.unwrap();
+            assert_eq!((second.base_offset, second.last_offset), (3, 4));
+            assert!(p.log.durable_offset() >= 5);
+            assert_eq!(p.log.log_end_offset(), 5);
+            assert_eq!(p.high_watermark(), 5);
+            // The engine stamped the core's leader epoch into both batches.
+            assert_eq!(epochs_in_log(&p).await, vec![(0, 1), (3, 1)]);
+            // A consumer reads up to the high watermark; a stale epoch is fenced.
+            let driver = p.replica.as_ref().unwrap();
+            assert_eq!(driver.fetch(None, -1, 0).unwrap().max_offset, 5);
+            assert_eq!(
+                driver.fetch(None, 0, 0),
+                Err(ReplicaError::FencedLeaderEpoch)
+            );
+            assert_eq!(
+                driver.fetch(None, 2, 0),
+                Err(ReplicaError::UnknownLeaderEpoch)
+            );
+            assert_eq!(driver.offset_for_leader_epoch(-1, 1), Ok((1, 5)));
+            assert!(env.to_controller.borrow().is_empty());
+        });
+    }
+
+    #[test]
+    fn follower_truncates_then_appends_fetched_batches() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            // A log written in epochs 1 (offsets 0..3) and 2 (3..5), as a former leader.
+            {
+                let plain = open(dir.path(), 1, None).await;
+                plain.log.append(batch(3), 1).await.unwrap();
+                plain.log.append(batch(2), 2).await.unwrap();
+                plain.log.wait_durable(4).await.unwrap();
+                plain.log.close().await.unwrap();
+            }
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 1, Some(Rc::clone(&env))).await;
+            apply(&p, state(0, &[0, 1], &[0, 1], 3));
+            assert!(
+                env.roles.borrow().is_empty(),
+                "never led, so no role change"
+            );
+            assert_eq!(p.leader_epoch.get(), 3);
+            let driver = p.replica.as_ref().unwrap();
+
+            // First it asks the leader where its latest epoch (2) ends.
+            let (leader, message) = env.to_leader.borrow_mut().remove(0);
+            assert_eq!(leader, NodeId(0));
+            let Message::OffsetForLeaderEpoch {
+                request_id,
+                leader_epoch,
+                current_leader_epoch,
+                ..
+            } = message
+            else {
+                panic!("expected OffsetForLeaderEpoch, got {message:?}");
+            };
+            assert_eq!(
+                (leader_epoch, current_leader_epoch),
+                (LeaderEpoch(2), LeaderEpoch(3))
+            );
+            // The leader never had epoch 2: epoch 1 ends at 3 there.
+            let answer = Ok(EpochEndOffset {
+                leader_epoch: Some(LeaderEpoch(1)),
+                end_offset: 3,
+            });
+            driver.step(|core, ctx, out| {
+                core.on_offset_for_leader_epoch_response(ctx, request_id, answer, out)
+            });
+            wait_until(&p, || p.log.log_end_offset() == 3).await;
+            assert_eq!(epochs_in_log(&p).await, vec![(0, 1)]);
+
+            // Then it fetches from its new end.
+            let (_, message) = env.to_leader.borrow_mut().remove(0);
+            let Message::Fetch {
+                request_id,
+                fetch_offset,
+                replica,
+                ..
+            } = message
+            else {
+                panic!("expected Fetch, got {message:?}");
+            };
+            assert_eq!((fetch_offset, replica), (3, Some(NodeId(1))));
+            let data = FetchData {
+                high_watermark: 4,
+                log_end_offset: 6,
+                batches: vec![leader_batch(3, 2, 3), leader_batch(5, 1, 3)],
+            };
+            driver.step(|core, ctx, out| core.on_fetch_response(ctx, request_id, Ok(data), out));
+            wait_until(&p, || {
+                p.log.log_end_offset() == 6 && p.high_watermark() == 4
+            })
+            .await;
+            assert_eq!(epochs_in_log(&p).await, vec![(0, 1), (3, 3), (5, 3)]);
+            // Consumers are refused on a follower, and so are produces.
+            assert_eq!(
+                driver.fetch(None, -1, 0),
+                Err(ReplicaError::NotLeaderOrFollower)
+            );
+            assert!(matches!(
+                p.submit_replicated(batch(1), 0, 1),
+                Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower))
+            ));
+        });
+    }
+
+    #[test]
+    fn role_changes_call_the_hook() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            apply(&p, state(0, &[0, 1], &[0, 1], 1));
+            let acked = p.submit_replicated(batch(1), 0, 1).unwrap().wait().await;
+            assert_eq!(acked.unwrap().base_offset, 0);
+            apply(&p, state(1, &[0, 1], &[0, 1], 2));
+            assert_eq!(p.leader_epoch.get(), 2);
+            apply(&p, state(0, &[0, 1], &[0, 1], 3));
+            assert_eq!(*env.roles.borrow(), vec![true, false, true]);
+            assert_eq!(p.leader_epoch.get(), 3);
+            // A follower fetch as leader again: served up to the log end, not the hw.
+            let driver = p.replica.as_ref().unwrap();
+            let range = driver.fetch(Some(1), 3, 0).unwrap();
+            assert_eq!((range.max_offset, range.log_end_offset), (1, 1));
+        });
+    }
+}
