@@ -821,3 +821,774 @@ fn epoch_answers(
     }
     answers
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset as WireEpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A valid v2 batch at `base_offset` with `records` records, stamped with `epoch`.
+    fn batch(base_offset: i64, records: i32, epoch: i32, payload_bytes: usize) -> Vec<u8> {
+        let mut b = engine::batch::build_test_batch(records, payload_bytes, 1, 1, 0x5A);
+        engine::batch::patch_header(&mut b, base_offset, epoch);
+        b
+    }
+
+    /// Batches of (records, epoch, payload bytes) laid end to end from offset `base`.
+    fn log(base: i64, shapes: &[(i32, i32, usize)]) -> (Vec<u8>, Vec<(i64, i32, i32, usize)>) {
+        let mut bytes = Vec::new();
+        let mut layout = Vec::new();
+        let mut offset = base;
+        for &(records, epoch, payload) in shapes {
+            let b = batch(offset, records, epoch, payload);
+            layout.push((offset, records, epoch, b.len()));
+            bytes.extend_from_slice(&b);
+            offset += i64::from(records);
+        }
+        (bytes, layout)
+    }
+
+    fn assert_zero_copy(records: &Bytes, batches: &[Batch<Bytes>]) {
+        let range = records.as_ptr_range();
+        for b in batches {
+            assert!(
+                range.contains(&b.payload.as_ptr()),
+                "payload is not a slice of the response"
+            );
+        }
+    }
+
+    #[test]
+    fn splits_complete_batches_and_drops_a_partial_tail() {
+        let (bytes, layout) = log(100, &[(3, 7, 40), (1, 7, 0), (5, 9, 300)]);
+        let records = Bytes::from(bytes.clone());
+        // Cut points: (bytes kept, complete batches expected, partial bytes expected).
+        let b0 = layout[0].3;
+        let b1 = b0 + layout[1].3;
+        let b2 = b1 + layout[2].3;
+        let cases = [
+            (0, 0, None),
+            (5, 0, Some(5)),
+            (12, 0, Some(12)),
+            (60, 0, Some(60)),
+            (b0 - 1, 0, Some(b0 - 1)),
+            (b0, 1, None),
+            (b0 + 11, 1, Some(11)),
+            (b1, 2, None),
+            (b1 + 70, 2, Some(70)),
+            (b2 - 1, 2, Some(b2 - b1 - 1)),
+            (b2, 3, None),
+        ];
+        for (cut, complete, partial) in cases {
+            let cut_records = records.slice(..cut);
+            let mut out = Vec::new();
+            let end = split_batches(&cut_records, &mut out);
+            let want_end = match partial {
+                Some(bytes) => SplitEnd::Partial { bytes },
+                None => SplitEnd::Complete,
+            };
+            assert_eq!(end, want_end, "cut at {cut}");
+            assert_eq!(out.len(), complete, "cut at {cut}");
+            assert_zero_copy(&cut_records, &out);
+            let mut at = 0;
+            for (b, &(base, count, epoch, len)) in out.iter().zip(&layout) {
+                assert_eq!(b.base_offset, base);
+                assert_eq!(b.record_count, count as u32);
+                assert_eq!(b.leader_epoch, LeaderEpoch(epoch));
+                assert_eq!(&b.payload[..], &bytes[at..at + len]);
+                at += len;
+            }
+        }
+        let mut out = Vec::new();
+        split_batches(&records, &mut out);
+        assert_eq!(out[2].next_offset(), 109);
+    }
+
+    #[test]
+    fn record_count_spans_the_offset_delta_not_the_records_field() {
+        // A compacted batch: 2 records left, offsets 10..=14 spanned.
+        let mut b = batch(10, 5, 3, 20);
+        b[57..61].copy_from_slice(&2i32.to_be_bytes());
+        let mut out = Vec::new();
+        assert_eq!(split_batches(&Bytes::from(b), &mut out), SplitEnd::Complete);
+        assert_eq!(out[0].record_count, 5);
+        assert_eq!(out[0].next_offset(), 15);
+    }
+
+    #[test]
+    fn malformed_batches_stop_the_split() {
+        let good = batch(0, 1, 1, 10);
+        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            (
+                "negative length",
+                Box::new(|b| b[8..12].copy_from_slice(&(-5i32).to_be_bytes())),
+            ),
+            (
+                "length below a header",
+                Box::new(|b| b[8..12].copy_from_slice(&10i32.to_be_bytes())),
+            ),
+            ("magic 1", Box::new(|b| b[16] = 1)),
+            (
+                "negative offset delta",
+                Box::new(|b| b[23..27].copy_from_slice(&(-1i32).to_be_bytes())),
+            ),
+        ];
+        for (what, corrupt) in cases {
+            let mut bad = batch(1, 1, 1, 10);
+            corrupt(&mut bad);
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(&bad);
+            let mut out = Vec::new();
+            let end = split_batches(&Bytes::from(bytes), &mut out);
+            assert_eq!(end, SplitEnd::Invalid { at: good.len() }, "{what}");
+            assert_eq!(out.len(), 1, "{what}");
+            // Alone, the malformed batch is an error for the replica (it retries).
+            assert_eq!(
+                fetch_data(0, Some(&Bytes::from(bad))),
+                Err(ReplicaError::InvalidRequest),
+                "{what}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Any prefix of a valid log splits into exactly the batches wholly inside it.
+        #[test]
+        fn split_matches_the_layout(
+            shapes in proptest::collection::vec((1i32..6, 0i32..4, 0usize..120), 0..8),
+            cut_frac in 0.0f64..=1.0,
+            base in 0i64..1_000_000,
+        ) {
+            let (bytes, layout) = log(base, &shapes);
+            let cut = ((bytes.len() as f64) * cut_frac) as usize;
+            let records = Bytes::from(bytes).slice(..cut);
+            let mut out = Vec::new();
+            let end = split_batches(&records, &mut out);
+            let mut boundary = 0;
+            let mut whole = 0;
+            for &(_, _, _, len) in &layout {
+                if boundary + len > cut { break; }
+                boundary += len;
+                whole += 1;
+            }
+            prop_assert_eq!(out.len(), whole);
+            if boundary == cut {
+                prop_assert_eq!(end, SplitEnd::Complete);
+            } else {
+                prop_assert_eq!(end, SplitEnd::Partial { bytes: cut - boundary });
+            }
+            let mut next = base;
+            for (b, &(offset, count, epoch, len)) in out.iter().zip(&layout) {
+                prop_assert_eq!(b.base_offset, offset);
+                prop_assert_eq!(b.base_offset, next);
+                prop_assert_eq!(b.record_count, count as u32);
+                prop_assert_eq!(b.leader_epoch, LeaderEpoch(epoch));
+                prop_assert_eq!(b.payload.len(), len);
+                next = b.next_offset();
+            }
+        }
+
+        /// Random bytes never panic the splitter, and what it returns lies inside the input.
+        #[test]
+        fn split_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let records = Bytes::from(bytes);
+            let mut out = Vec::new();
+            let _ = split_batches(&records, &mut out);
+            let total: usize = out.iter().map(|b| b.payload.len()).sum();
+            prop_assert!(total <= records.len());
+        }
+    }
+
+    fn queued_fetch(topic: &str, index: i32, request_id: u64, offset: i64) -> Queued<FetchItem> {
+        Queued {
+            topic: topic.to_string(),
+            index,
+            request: FetchItem {
+                request_id,
+                partition: PartitionId(index as u32),
+                current_leader_epoch: LeaderEpoch(4),
+                fetch_offset: offset,
+            },
+        }
+    }
+
+    fn partition_data(index: i32, error: i16, hw: i64, records: Option<Bytes>) -> PartitionData {
+        PartitionData::default()
+            .with_partition_index(index)
+            .with_error_code(error)
+            .with_high_watermark(hw)
+            .with_records(records)
+    }
+
+    #[test]
+    fn fetch_answers_map_errors_batches_and_missing_partitions() {
+        let (bytes, _) = log(20, &[(2, 4, 10), (3, 4, 10)]);
+        let mut with_tail = bytes.clone();
+        with_tail.extend_from_slice(&batch(25, 1, 4, 10)[..30]);
+        let fetches = vec![
+            queued_fetch("a", 0, 1, 20),
+            queued_fetch("a", 1, 2, 0),
+            queued_fetch("a", 2, 3, 0),
+            queued_fetch("b", 0, 4, 0),
+            queued_fetch("b", 1, 5, 0),
+            queued_fetch("b", 2, 6, 0),
+            queued_fetch("c", 0, 7, 0),
+        ];
+        let topic = |name: &str, partitions: Vec<PartitionData>| {
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(name))
+                .with_partitions(partitions)
+        };
+        let response = FetchResponse::default().with_responses(vec![
+            topic(
+                "b",
+                vec![
+                    partition_data(0, 74, -1, None),
+                    partition_data(1, 75, -1, None),
+                    partition_data(2, 1, -1, None),
+                ],
+            ),
+            topic(
+                "a",
+                vec![
+                    partition_data(1, 6, -1, None),
+                    partition_data(0, 0, 30, Some(Bytes::from(with_tail))),
+                    partition_data(2, 0, 7, None),
+                    partition_data(9, 0, 7, None), // not asked for: ignored
+                ],
+            ),
+        ]);
+        let answers = fetch_answers(&fetches, response);
+        let a0 = answers[0].as_ref().unwrap();
+        assert_eq!(a0.high_watermark, 30);
+        assert_eq!(a0.log_end_offset, 30);
+        assert_eq!(
+            a0.batches
+                .iter()
+                .map(|b| (b.base_offset, b.record_count))
+                .collect::<Vec<_>>(),
+            vec![(20, 2), (22, 3)]
+        );
+        assert_eq!(answers[1], Err(ReplicaError::NotLeaderOrFollower));
+        let a2 = answers[2].as_ref().unwrap();
+        assert!(a2.batches.is_empty());
+        assert_eq!((a2.high_watermark, a2.log_end_offset), (7, 7));
+        assert_eq!(answers[3], Err(ReplicaError::FencedLeaderEpoch));
+        assert_eq!(answers[4], Err(ReplicaError::UnknownLeaderEpoch));
+        assert_eq!(answers[5], Err(ReplicaError::OffsetOutOfRange));
+        assert_eq!(
+            answers[6],
+            Err(ReplicaError::NotLeaderOrFollower),
+            "left out by the leader"
+        );
+
+        // The log end offset is past the last batch when the high watermark is behind it.
+        let data = fetch_data(21, Some(&Bytes::from(bytes))).unwrap();
+        assert_eq!((data.high_watermark, data.log_end_offset), (21, 25));
+
+        // A whole-response error (e.g. a fetch session error) fails every partition.
+        let answers = fetch_answers(&fetches[..2], FetchResponse::default().with_error_code(70));
+        assert_eq!(answers, vec![Err(ReplicaError::NotLeaderOrFollower); 2]);
+    }
+
+    #[test]
+    fn requests_group_partitions_by_topic() {
+        let settings = FetcherSettings {
+            node_id: 3,
+            leader: 1,
+            max_wait_ms: 250,
+            request_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let fetches = vec![
+            queued_fetch("a", 0, 1, 11),
+            queued_fetch("a", 3, 2, 12),
+            queued_fetch("b", 1, 3, 13),
+        ];
+        let r = fetch_request(&settings, &fetches);
+        assert_eq!(r.replica_id, BrokerId(3));
+        assert_eq!(
+            (r.max_wait_ms, r.min_bytes, r.max_bytes),
+            (250, 1, FETCH_MAX_BYTES)
+        );
+        assert_eq!(
+            (r.session_id, r.session_epoch, r.isolation_level),
+            (0, -1, 0)
+        );
+        let shape: Vec<(String, Vec<(i32, i32, i64)>)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.current_leader_epoch, p.fetch_offset))
+                    .collect();
+                (t.topic.0.to_string(), parts)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("a".to_string(), vec![(0, 4, 11), (3, 4, 12)]),
+                ("b".to_string(), vec![(1, 4, 13)]),
+            ]
+        );
+        assert!(
+            r.topics[0]
+                .partitions
+                .iter()
+                .all(|p| p.partition_max_bytes == PARTITION_MAX_BYTES)
+        );
+        // It encodes at the version sent.
+        let mut buf = bytes::BytesMut::new();
+        r.encode(&mut buf, FETCH_VERSION).unwrap();
+        let back = FetchRequest::decode(&mut buf.freeze(), FETCH_VERSION).unwrap();
+        assert_eq!(back, r);
+    }
+
+    // --- A fetcher against a fake leader over TCP. ---------------------------------------
+
+    enum Reply {
+        Fetch(FetchResponse),
+        Epochs(OffsetForLeaderEpochResponse),
+        /// Close the connection without answering.
+        Close,
+        /// Never answer (read until the client gives up).
+        Hang,
+    }
+
+    type Script = dyn FnMut(usize, &RequestHeader, Bytes) -> Reply + Send;
+
+    /// A leader on a loopback port answering by `script(connection number, header, body)`.
+    fn fake_leader(mut script: Box<Script>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                loop {
+                    let mut size = [0u8; 4];
+                    if stream.read_exact(&mut size).is_err() {
+                        break;
+                    }
+                    let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+                    if stream.read_exact(&mut frame).is_err() {
+                        break;
+                    }
+                    let mut body = Bytes::from(frame);
+                    let header =
+                        kafka_protocol::protocol::decode_request_header_from_buffer(&mut body)
+                            .unwrap();
+                    let (key, version, id) = (
+                        ApiKey::try_from(header.request_api_key).unwrap(),
+                        header.request_api_version,
+                        header.correlation_id,
+                    );
+                    let out = match script(n, &header, body) {
+                        Reply::Fetch(r) => crate::net::frame::encode_response(key, version, id, &r),
+                        Reply::Epochs(r) => {
+                            crate::net::frame::encode_response(key, version, id, &r)
+                        }
+                        Reply::Close => break,
+                        Reply::Hang => {
+                            let mut sink = Vec::new();
+                            let _ = stream.read_to_end(&mut sink);
+                            break;
+                        }
+                    };
+                    if stream.write_all(&out.unwrap()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    struct TestEnv {
+        addr: String,
+        delivered: RefCell<Vec<(String, i32, Message<Bytes>)>>,
+        arrived: Rc<Notify>,
+        stop: Rc<Notify>,
+        stopping: Cell<bool>,
+    }
+
+    impl FetcherEnv for TestEnv {
+        fn leader_addr(&self, leader: i32) -> Option<String> {
+            assert_eq!(leader, 1);
+            Some(self.addr.clone())
+        }
+        fn deliver(&self, topic: &str, index: i32, message: Message<Bytes>) {
+            self.delivered
+                .borrow_mut()
+                .push((topic.to_string(), index, message));
+            self.arrived.notify_all();
+        }
+        fn is_stopping(&self) -> bool {
+            self.stopping.get()
+        }
+        fn stop_notify(&self) -> Rc<Notify> {
+            Rc::clone(&self.stop)
+        }
+        fn frame_pool(&self) -> FramePool {
+            FramePool::default()
+        }
+    }
+
+    fn test_fetcher(addr: String, request_timeout_ms: u64) -> (Rc<TestEnv>, Rc<Fetcher>) {
+        let env = Rc::new(TestEnv {
+            addr,
+            delivered: RefCell::new(Vec::new()),
+            arrived: Rc::new(Notify::new()),
+            stop: Rc::new(Notify::new()),
+            stopping: Cell::new(false),
+        });
+        let settings = FetcherSettings {
+            node_id: 2,
+            leader: 1,
+            max_wait_ms: 10,
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let fetcher = Fetcher::new(Rc::clone(&env) as Rc<dyn FetcherEnv>, settings);
+        (env, fetcher)
+    }
+
+    /// Waits (deadline 20 s) until `n` answers were delivered; returns them.
+    async fn delivered(env: &TestEnv, n: usize) -> Vec<(String, i32, Message<Bytes>)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let arrived = env.arrived.notified();
+            if env.delivered.borrow().len() >= n {
+                return std::mem::take(&mut *env.delivered.borrow_mut());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if compio::time::timeout(left, arrived).await.is_err() {
+                panic!(
+                    "only {:?} answers within the deadline",
+                    env.delivered.borrow()
+                );
+            }
+        }
+    }
+
+    fn fetch(request_id: u64, index: i32, offset: i64) -> Message<Bytes> {
+        Message::Fetch {
+            request_id,
+            partition: PartitionId(100 + index as u32),
+            replica: Some(replication::NodeId(2)),
+            current_leader_epoch: LeaderEpoch(4),
+            fetch_offset: offset,
+        }
+    }
+
+    fn epoch_request(request_id: u64, index: i32) -> Message<Bytes> {
+        Message::OffsetForLeaderEpoch {
+            request_id,
+            partition: PartitionId(100 + index as u32),
+            current_leader_epoch: LeaderEpoch(4),
+            leader_epoch: LeaderEpoch(3),
+        }
+    }
+
+    fn fetch_result(
+        m: &Message<Bytes>,
+    ) -> (u64, PartitionId, &Result<FetchData<Bytes>, ReplicaError>) {
+        match m {
+            Message::FetchResponse {
+                request_id,
+                partition,
+                result,
+            } => (*request_id, *partition, result),
+            other => panic!("not a fetch response: {other:?}"),
+        }
+    }
+
+    fn run_local<F: Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn fetcher_batches_requests_and_delivers_answers() {
+        let (log_bytes, _) = log(5, &[(2, 4, 10), (1, 4, 10)]);
+        let mut records = log_bytes.clone();
+        records.extend_from_slice(&batch(8, 1, 4, 10)[..20]);
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen_by_leader = Arc::clone(&seen);
+        let addr = fake_leader(Box::new(move |_, header, mut body| {
+            let version = header.request_api_version;
+            match ApiKey::try_from(header.request_api_key).unwrap() {
+                ApiKey::OffsetForLeaderEpoch => {
+                    let r = OffsetForLeaderEpochRequest::decode(&mut body, version).unwrap();
+                    let parts: Vec<_> = r.topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| (p.partition, p.current_leader_epoch, p.leader_epoch))
+                        .collect();
+                    seen_by_leader.lock().unwrap().push(format!(
+                        "OFLE v{version} replica {} {} {parts:?}",
+                        r.replica_id.0, r.topics[0].topic.0
+                    ));
+                    let answers = r.topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            WireEpochEndOffset::default()
+                                .with_partition(p.partition)
+                                .with_leader_epoch(if p.partition == 0 { 3 } else { -1 })
+                                .with_end_offset(if p.partition == 0 { 42 } else { -1 })
+                        })
+                        .collect();
+                    Reply::Epochs(OffsetForLeaderEpochResponse::default().with_topics(vec![
+                        OffsetForLeaderTopicResult::default()
+                            .with_topic(r.topics[0].topic.clone())
+                            .with_partitions(answers),
+                    ]))
+                }
+                ApiKey::Fetch => {
+                    let r = FetchRequest::decode(&mut body, version).unwrap();
+                    let parts: Vec<_> = r.topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| (p.partition, p.current_leader_epoch, p.fetch_offset))
+                        .collect();
+                    seen_by_leader.lock().unwrap().push(format!(
+                        "Fetch v{version} replica {} wait {} {} {parts:?}",
+                        r.replica_id.0, r.max_wait_ms, r.topics[0].topic.0
+                    ));
+                    let answers = r.topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| match p.partition {
+                            2 => partition_data(2, 0, 9, Some(Bytes::from(records.clone()))),
+                            n => partition_data(n, 6, -1, None),
+                        })
+                        .collect();
+                    Reply::Fetch(FetchResponse::default().with_responses(vec![
+                        FetchableTopicResponse::default()
+                            .with_topic(r.topics[0].topic.clone())
+                            .with_partitions(answers),
+                    ]))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }));
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(addr, 5_000);
+            // Queued before the task runs: one round carries all of them. The first fetch of
+            // partition 2 is replaced by the second (the replica gave up on it).
+            fetcher.enqueue("t", 2, fetch(10, 2, 0));
+            fetcher.enqueue("t", 2, fetch(11, 2, 5));
+            fetcher.enqueue("t", 3, fetch(12, 3, 0));
+            fetcher.enqueue("t", 0, epoch_request(13, 0));
+            fetcher.enqueue("t", 1, epoch_request(14, 1));
+            assert_eq!(fetcher.pending_len(), 4);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            let answers = delivered(&env, 4).await;
+            assert_eq!(
+                *seen.lock().unwrap(),
+                vec![
+                    "OFLE v4 replica 2 t [(0, 4, 3), (1, 4, 3)]".to_string(),
+                    "Fetch v12 replica 2 wait 10 t [(2, 4, 5), (3, 4, 0)]".to_string(),
+                ]
+            );
+            assert_eq!(
+                answers[0].2,
+                Message::OffsetForLeaderEpochResponse {
+                    request_id: 13,
+                    partition: PartitionId(100),
+                    result: Ok(EpochEndOffset {
+                        leader_epoch: Some(LeaderEpoch(3)),
+                        end_offset: 42
+                    }),
+                }
+            );
+            assert_eq!(
+                answers[1].2,
+                Message::OffsetForLeaderEpochResponse {
+                    request_id: 14,
+                    partition: PartitionId(101),
+                    result: Ok(EpochEndOffset {
+                        leader_epoch: None,
+                        end_offset: -1
+                    }),
+                }
+            );
+            let (id, partition, result) = fetch_result(&answers[2].2);
+            assert_eq!(
+                (answers[2].0.as_str(), answers[2].1, id, partition),
+                ("t", 2, 11, PartitionId(102))
+            );
+            let data = result.as_ref().unwrap();
+            assert_eq!(
+                data.batches
+                    .iter()
+                    .map(|b| (b.base_offset, b.record_count, b.leader_epoch.0))
+                    .collect::<Vec<_>>(),
+                vec![(5, 2, 4), (7, 1, 4)],
+                "the partial batch at offset 8 is dropped"
+            );
+            let joined: Vec<u8> = data
+                .batches
+                .iter()
+                .flat_map(|b| b.payload.to_vec())
+                .collect();
+            assert_eq!(joined, log_bytes);
+            assert_eq!((data.high_watermark, data.log_end_offset), (9, 9));
+            let (id, _, result) = fetch_result(&answers[3].2);
+            assert_eq!((id, result), (12, &Err(ReplicaError::NotLeaderOrFollower)));
+
+            // Later requests reuse the connection (the script sees connection 0 only).
+            fetcher.enqueue("t", 3, fetch(15, 3, 0));
+            let answers = delivered(&env, 1).await;
+            assert_eq!(fetch_result(&answers[0].2).0, 15);
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn unreachable_leader_answers_errors_at_once_then_reconnects() {
+        // A port nothing listens on.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(dead, 30_000);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            let started = Instant::now();
+            fetcher.enqueue("t", 0, fetch(1, 0, 0));
+            fetcher.enqueue("t", 1, epoch_request(2, 1));
+            let answers = delivered(&env, 2).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not prompt: {:?}",
+                started.elapsed()
+            );
+            assert!(
+                answers.iter().all(|(_, _, m)| matches!(
+                    m,
+                    Message::FetchResponse {
+                        result: Err(ReplicaError::NotLeaderOrFollower),
+                        ..
+                    } | Message::OffsetForLeaderEpochResponse {
+                        result: Err(ReplicaError::NotLeaderOrFollower),
+                        ..
+                    }
+                )),
+                "{answers:?}"
+            );
+            // During the backoff a new request is answered at once too.
+            fetcher.enqueue("t", 0, fetch(3, 0, 0));
+            let answers = delivered(&env, 1).await;
+            assert_eq!(fetch_result(&answers[0].2).0, 3);
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn broken_connection_fails_in_flight_requests_and_the_next_connection_serves() {
+        let addr = fake_leader(Box::new(|connection, header, mut body| {
+            let r = FetchRequest::decode(&mut body, header.request_api_version).unwrap();
+            if connection == 0 {
+                return Reply::Close;
+            }
+            let parts = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| partition_data(p.partition, 0, 0, None))
+                .collect();
+            Reply::Fetch(FetchResponse::default().with_responses(vec![
+                FetchableTopicResponse::default()
+                    .with_topic(r.topics[0].topic.clone())
+                    .with_partitions(parts),
+            ]))
+        }));
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(addr, 30_000);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            let started = Instant::now();
+            fetcher.enqueue("t", 0, fetch(1, 0, 0));
+            let answers = delivered(&env, 1).await;
+            assert_eq!(
+                fetch_result(&answers[0].2).2,
+                &Err(ReplicaError::NotLeaderOrFollower)
+            );
+            assert!(started.elapsed() < Duration::from_secs(5));
+            // Ask until a request lands after the backoff, on a new connection.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut id = 2;
+            loop {
+                fetcher.enqueue("t", 0, fetch(id, 0, 0));
+                let answers = delivered(&env, 1).await;
+                let (got, _, result) = fetch_result(&answers[0].2);
+                assert_eq!(got, id);
+                if result.is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "never reconnected");
+                // Back off as a replica would (replica.fetch.backoff.ms), on a timer.
+                compio::time::sleep(Duration::from_millis(50)).await;
+                id += 1;
+            }
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_silent_leader_times_out() {
+        let addr = fake_leader(Box::new(|_, _, _| Reply::Hang));
+        run_local(async move {
+            // Fetch deadline: max(request timeout, max_wait 10 ms + margin) = 1.2 s.
+            let (env, fetcher) = test_fetcher(addr, 1_200);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            let started = Instant::now();
+            fetcher.enqueue("t", 0, fetch(1, 0, 0));
+            let answers = delivered(&env, 1).await;
+            let waited = started.elapsed();
+            assert_eq!(
+                fetch_result(&answers[0].2).2,
+                &Err(ReplicaError::RequestTimedOut)
+            );
+            assert!(
+                waited >= Duration::from_millis(1_100),
+                "answered before the deadline: {waited:?}"
+            );
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn an_idle_fetcher_ends() {
+        run_local(async move {
+            let (_env, fetcher) = test_fetcher("127.0.0.1:1".to_string(), 1_000);
+            let mut settings = fetcher.settings.clone();
+            settings.idle_timeout = Duration::from_millis(50);
+            let fetcher = Fetcher::new(Rc::clone(&fetcher.env), settings);
+            let ended =
+                compio::time::timeout(Duration::from_secs(10), Rc::clone(&fetcher).run()).await;
+            assert!(ended.is_ok(), "the fetcher did not end when idle");
+        });
+    }
+}
