@@ -101,7 +101,12 @@ impl ClusterSection {
     /// Parses `ID@HOST:PORT,...`.
     pub fn parse_seeds(&self) -> Result<Vec<Seed>, String> {
         let mut out = Vec::new();
-        for item in self.seeds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in self
+            .seeds
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (id, addr) = item
                 .split_once('@')
                 .ok_or_else(|| format!("seed {item:?} is not ID@HOST:PORT"))?;

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{Catalog, CatalogError, ClusterMetadata, PartitionTable, ShardId};
 use crate::config::{Config, split_host_port};
 use crate::net;
@@ -63,13 +64,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     let config = Arc::new(config);
     let catalog = Catalog::open(&config.broker.data_dir)?;
+    let cluster_mode = config.cluster.enabled();
     let snapshot = Arc::new(catalog.snapshot());
-    partitions::sweep_data_dir(&config.broker.data_dir, &snapshot).map_err(|source| {
-        StartError::Io {
-            what: "sweeping the data dir",
-            source,
-        }
-    })?;
+    // In cluster mode the metadata quorum, not the local catalog, says which topics exist;
+    // its log is replayed after start, so unknown partition directories are not stray yet.
+    if !cluster_mode {
+        partitions::sweep_data_dir(&config.broker.data_dir, &snapshot).map_err(|source| {
+            StartError::Io {
+                what: "sweeping the data dir",
+                source,
+            }
+        })?;
+    }
     let addr: SocketAddr = config.kafka.addr.parse().map_err(|_| StartError::Io {
         what: "kafka.addr",
         source: std::io::ErrorKind::InvalidInput.into(),
@@ -86,6 +92,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
             ("127.0.0.1".to_string(), local.port())
         }
         None => (local.ip().to_string(), local.port()),
+    };
+    let snapshot = if cluster_mode {
+        Arc::new(crate::controller::initial_metadata(
+            &config,
+            catalog.cluster_id.clone(),
+            &advertised_host,
+            advertised_port,
+        ))
+    } else {
+        snapshot
+    };
+    let (cluster, control_receivers) = if cluster_mode {
+        let (handle, receivers) = ClusterHandle::new(
+            config.broker.node_id,
+            replica_config(&config),
+            config.cluster.replica_fetch_wait_max_ms,
+        );
+        (Some(Arc::new(handle)), Some(receivers))
+    } else {
+        (None, None)
     };
     let shard_count = config.shard_count();
     let mut senders = Vec::with_capacity(shard_count);
@@ -107,7 +133,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics: (0..shard_count)
             .map(|_| crate::metrics::ShardMetrics::default())
             .collect(),
-        cluster: None,
+        cluster,
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut control = Some(catalog);
@@ -159,6 +185,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let task: ShardTask =
         Box::new(move |s: &Rc<Shard>| Box::pin(net::run_acceptor(Rc::clone(s), listener)));
     shared.send_blocking(ShardId(0), task);
+    if let Some(receivers) = control_receivers {
+        // Detached: it holds no data that needs flushing (the quorum syncs every write).
+        let _control = crate::controller::start(Arc::clone(&shared), receivers)
+            .map_err(|message| StartError::Shard { shard: 0, message })?;
+    }
     start_http(&config, &shared);
     println!(
         "sluice ready: kafka={}:{} listener={} shards={} node_id={} data_dir={}",
@@ -323,11 +354,12 @@ fn shard_main(
         }
     };
     rt.block_on(async move {
+        let cluster_node = shared.cluster.as_ref().map(|c| c.node_id);
         let shard = Shard::new(
             id,
             shared,
             Arc::new(ClusterMetadata::default()),
-            catalog.map(ControlPlane::new),
+            catalog.map(|c| ControlPlane::new(c, cluster_node)),
         );
         compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
         if let Err(e) = partitions::apply_metadata(&shard, snapshot).await {
@@ -378,5 +410,23 @@ impl Shard {
             }
             n.await;
         }
+    }
+}
+
+/// Replica settings from the cluster section (min.insync.replicas is per topic).
+fn replica_config(config: &Config) -> replication::ReplicaConfig {
+    let c = &config.cluster;
+    replication::ReplicaConfig {
+        replica_lag_time_max_ms: c.replica_lag_time_max_ms,
+        min_insync_replicas: 1,
+        fetch_backoff_ms: c.replica_fetch_backoff_ms,
+        request_timeout_ms: c.request_timeout_ms,
+        produce_timeout_ms: c.request_timeout_ms,
+        heartbeat_interval_ms: c.broker_heartbeat_interval_ms,
+        durability: if config.log.acks_all_durable {
+            replication::Durability::Fsync
+        } else {
+            replication::Durability::PageCache
+        },
     }
 }

@@ -26,6 +26,20 @@ pub enum ToController {
     },
 }
 
+/// An admin operation for the quorum, answered once it is committed and applied here.
+pub struct AdminCall {
+    pub op: crate::controller::entry::AdminOp,
+    pub reply: async_channel::Sender<Result<AdminResults, AdminError>>,
+}
+
+use crate::controller::entry::{AdminError, AdminResults};
+
+/// Admin operations queued to the control thread.
+pub const ADMIN_QUEUE_CAPACITY: usize = 256;
+/// Kafka's REQUEST_TIMED_OUT and NOT_CONTROLLER, for admin calls the quorum did not answer.
+const REQUEST_TIMED_OUT: i16 = 7;
+const NOT_CONTROLLER: i16 = 41;
+
 pub struct ClusterHandle {
     pub node_id: i32,
     /// Replica settings for every partition (min.insync.replicas is set per topic).
@@ -33,8 +47,15 @@ pub struct ClusterHandle {
     /// replica.fetch.wait.max.ms for follower fetches.
     pub replica_fetch_wait_max_ms: i32,
     to_controller: async_channel::Sender<ToController>,
+    admin: async_channel::Sender<AdminCall>,
     /// This process's broker epoch; -1 until the controller registered it.
     broker_epoch: AtomicI64,
+}
+
+/// The control thread's ends of the handle's channels.
+pub struct ControlReceivers {
+    pub from_shards: async_channel::Receiver<ToController>,
+    pub admin: async_channel::Receiver<AdminCall>,
 }
 
 impl ClusterHandle {
@@ -42,18 +63,44 @@ impl ClusterHandle {
         node_id: i32,
         replica_config: ReplicaConfig,
         replica_fetch_wait_max_ms: i32,
-    ) -> (ClusterHandle, async_channel::Receiver<ToController>) {
+    ) -> (ClusterHandle, ControlReceivers) {
         let (tx, rx) = async_channel::bounded(CONTROL_QUEUE_CAPACITY);
+        let (admin_tx, admin_rx) = async_channel::bounded(ADMIN_QUEUE_CAPACITY);
         (
             ClusterHandle {
                 node_id,
                 replica_config,
                 replica_fetch_wait_max_ms,
                 to_controller: tx,
+                admin: admin_tx,
                 broker_epoch: AtomicI64::new(-1),
             },
-            rx,
+            ControlReceivers {
+                from_shards: rx,
+                admin: admin_rx,
+            },
         )
+    }
+
+    /// Runs an admin operation through the quorum: one result per item once it is applied on
+    /// this node, or an error for the whole call (no quorum, timed out, shutting down).
+    pub async fn admin(
+        &self,
+        op: crate::controller::entry::AdminOp,
+    ) -> Result<AdminResults, AdminError> {
+        let (tx, rx) = async_channel::bounded(1);
+        if self.admin.try_send(AdminCall { op, reply: tx }).is_err() {
+            return Err(AdminError {
+                code: NOT_CONTROLLER,
+                message: "the control plane is busy or stopped".into(),
+            });
+        }
+        rx.recv().await.unwrap_or_else(|_| {
+            Err(AdminError {
+                code: REQUEST_TIMED_OUT,
+                message: "the control plane stopped before answering".into(),
+            })
+        })
     }
 
     /// Queues `message` for the controller; dropped (logged at debug) when the queue is full

@@ -12,7 +12,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{RequestContext, Versions, str_bytes, topic_name};
-use crate::cluster::{TopicMeta, valid_topic_name};
+use crate::cluster::{ClusterMetadata, TopicMeta, valid_topic_name};
 use crate::shard::Shard;
 use crate::shard::control::{NewTopic, on_control};
 
@@ -52,7 +52,7 @@ pub async fn handle(
     let mut topics = Vec::new();
     if all {
         for t in metadata.topics.values() {
-            topics.push(topic_entry(node, t, topic_ops));
+            topics.push(topic_entry(node, &metadata, t, topic_ops));
         }
     } else {
         let requested = req.topics.unwrap_or_default();
@@ -94,7 +94,7 @@ pub async fn handle(
                 (Some(name), _) => {
                     let name = name.0.to_string();
                     match metadata.topic(&name) {
-                        Some(meta) => topic_entry(node, meta, topic_ops),
+                        Some(meta) => topic_entry(node, &metadata, meta, topic_ops),
                         None => {
                             let code = if !valid_topic_name(&name) {
                                 ResponseError::InvalidTopicException
@@ -110,7 +110,7 @@ pub async fn handle(
                     }
                 }
                 (None, false) => match metadata.topic_by_id(&t.topic_id) {
-                    Some(meta) => topic_entry(node, meta, topic_ops),
+                    Some(meta) => topic_entry(node, &metadata, meta, topic_ops),
                     None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),
                 },
                 (None, true) => error_entry(None, t.topic_id, ResponseError::InvalidRequest),
@@ -118,20 +118,61 @@ pub async fn handle(
             topics.push(entry);
         }
     }
+    let (brokers, controller) = if metadata.is_cluster() {
+        cluster_brokers(shard, &metadata)
+    } else {
+        (
+            vec![
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(node))
+                    .with_host(str_bytes(&shard.shared.advertised_host))
+                    .with_port(i32::from(shard.shared.advertised_port)),
+            ],
+            node,
+        )
+    };
     MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(node))
-                .with_host(str_bytes(&shard.shared.advertised_host))
-                .with_port(i32::from(shard.shared.advertised_port)),
-        ])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&metadata.cluster_id)))
-        .with_controller_id(BrokerId(node))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops)
 }
 
-fn topic_entry(node: i32, t: &Arc<TopicMeta>, operations: i32) -> MetadataResponseTopic {
+/// Cluster mode: the live (unfenced) brokers, always including this one (the client is
+/// talking to it), and the active controller (-1 while the quorum has no leader).
+pub fn cluster_brokers(
+    shard: &Shard,
+    metadata: &ClusterMetadata,
+) -> (Vec<MetadataResponseBroker>, i32) {
+    let me = shard.shared.node_id();
+    let brokers = metadata
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || b.node_id == me)
+        .map(|b| {
+            let mut entry = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port));
+            if let Some(rack) = &b.rack {
+                entry = entry.with_rack(Some(str_bytes(rack)));
+            }
+            entry
+        })
+        .collect();
+    (brokers, metadata.controller_id.unwrap_or(-1))
+}
+
+fn topic_entry(
+    node: i32,
+    metadata: &ClusterMetadata,
+    t: &Arc<TopicMeta>,
+    operations: i32,
+) -> MetadataResponseTopic {
+    if metadata.is_cluster() {
+        return cluster_topic_entry(metadata, t, operations);
+    }
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
@@ -147,6 +188,46 @@ fn topic_entry(node: i32, t: &Arc<TopicMeta>, operations: i32) -> MetadataRespon
                         .with_leader_epoch(t.leader_epoch)
                         .with_replica_nodes(vec![BrokerId(node)])
                         .with_isr_nodes(vec![BrokerId(node)])
+                })
+                .collect(),
+        )
+}
+
+/// Cluster mode: leaders, replicas, ISR and offline (fenced) replicas as committed.
+fn cluster_topic_entry(
+    metadata: &ClusterMetadata,
+    t: &Arc<TopicMeta>,
+    operations: i32,
+) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
+    let offline = |v: &[i32]| {
+        v.iter()
+            .filter(|n| metadata.brokers.get(n).is_none_or(|b| b.fenced))
+            .map(|&n| BrokerId(n))
+            .collect::<Vec<_>>()
+    };
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.id)
+        .with_is_internal(t.name == crate::group::records::OFFSETS_TOPIC)
+        .with_topic_authorized_operations(operations)
+        .with_partitions(
+            t.partition_states
+                .iter()
+                .enumerate()
+                .map(|(p, s)| {
+                    let entry = MetadataResponsePartition::default()
+                        .with_partition_index(p as i32)
+                        .with_leader_id(BrokerId(s.leader.unwrap_or(-1)))
+                        .with_leader_epoch(s.leader_epoch)
+                        .with_replica_nodes(ids(&s.replicas))
+                        .with_isr_nodes(ids(&s.isr))
+                        .with_offline_replicas(offline(&s.replicas));
+                    if s.leader.is_none() {
+                        entry.with_error_code(ResponseError::LeaderNotAvailable.code())
+                    } else {
+                        entry
+                    }
                 })
                 .collect(),
         )

@@ -16,13 +16,19 @@ use crate::cluster::{
     Catalog, ClusterMetadata, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name,
 };
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
+use crate::controller::entry::{AdminOp, NewTopicSpec};
 use crate::notify::FifoLock;
 use crate::shard::{Shard, partitions};
+
+/// Cluster mode: producer ids of node N start at (N + 1) << this.
+pub const PRODUCER_ID_NODE_SHIFT: u32 = 40;
 
 /// The shard that runs the control plane.
 pub const CONTROL_SHARD: ShardId = ShardId(0);
 
 pub struct ControlPlane {
+    /// Cluster mode: this node's id (producer ids come from its own range).
+    cluster_node: Option<i32>,
     catalog: RefCell<Catalog>,
     lock: Rc<FifoLock>,
     producer_ids: RefCell<Range<i64>>,
@@ -58,7 +64,7 @@ impl TopicError {
 }
 
 /// Config alteration of one topic: the new full override map.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ConfigChange {
     /// AlterConfigs: replace all overrides.
     Replace(BTreeMap<String, String>),
@@ -68,8 +74,9 @@ pub enum ConfigChange {
 }
 
 impl ControlPlane {
-    pub fn new(catalog: Catalog) -> Self {
+    pub fn new(catalog: Catalog, cluster_node: Option<i32>) -> Self {
         ControlPlane {
+            cluster_node,
             catalog: RefCell::new(catalog),
             lock: FifoLock::new(),
             producer_ids: RefCell::new(0..0),
@@ -83,6 +90,9 @@ impl ControlPlane {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
+        if shard.shared.cluster.is_some() {
+            return cluster_create_topics(shard, topics, validate_only).await;
+        }
         let _g = self.lock.lock().await;
         let config = shard.config();
         let mut results = Vec::with_capacity(topics.len());
@@ -169,6 +179,28 @@ impl ControlPlane {
         shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
+        if shard.shared.cluster.is_some() {
+            let metas: Vec<Option<Arc<TopicMeta>>> = names
+                .iter()
+                .map(|n| shard.metadata().topic(n).cloned())
+                .collect();
+            let op = AdminOp::DeleteTopics { names };
+            return match cluster_admin(shard, op).await {
+                Ok(results) => results
+                    .into_iter()
+                    .zip(metas)
+                    .map(|(r, meta)| match (r, meta) {
+                        (Ok(()), Some(meta)) => Ok(meta),
+                        (Ok(()), None) => Err(TopicError::new(
+                            ResponseError::UnknownTopicOrPartition,
+                            "deleted",
+                        )),
+                        (Err(e), _) => Err(e),
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e); metas.len()],
+            };
+        }
         let _g = self.lock.lock().await;
         let mut results = Vec::with_capacity(names.len());
         let mut changed = false;
@@ -201,6 +233,28 @@ impl ControlPlane {
         requests: Vec<(String, i32, bool)>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
+        if shard.shared.cluster.is_some() {
+            let n = requests.len();
+            if requests.iter().any(|r| r.2) {
+                return vec![
+                    Err(TopicError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        "manual replica assignment is not supported yet",
+                    ));
+                    n
+                ];
+            }
+            if validate_only {
+                return vec![Ok(()); n];
+            }
+            let op = AdminOp::CreatePartitions {
+                changes: requests.into_iter().map(|(t, c, _)| (t, c)).collect(),
+            };
+            return match cluster_admin(shard, op).await {
+                Ok(results) => results,
+                Err(e) => vec![Err(e); n],
+            };
+        }
         let _g = self.lock.lock().await;
         let mut results = Vec::with_capacity(requests.len());
         let mut changed = false;
@@ -253,6 +307,9 @@ impl ControlPlane {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
+        if shard.shared.cluster.is_some() {
+            return cluster_alter_configs(shard, changes, validate_only).await;
+        }
         let _g = self.lock.lock().await;
         let config = shard.config();
         let mut results = Vec::with_capacity(changes.len());
@@ -298,6 +355,10 @@ impl ControlPlane {
 
     /// A fresh producer id (epoch 0). Ids come from persisted blocks, so they are never
     /// reused across restarts.
+    ///
+    /// In cluster mode every node hands out ids from its own range (`(node_id + 1) << 40`
+    /// onwards, blocks persisted in its own catalog), so no two nodes ever give out the same
+    /// id without a round trip to the controller. 2^40 ids per node; node ids < 2^22.
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
         let mut range = self.producer_ids.borrow_mut();
         if range.is_empty() {
@@ -309,7 +370,10 @@ impl ControlPlane {
         }
         let id = range.start;
         range.start += 1;
-        Ok(id)
+        Ok(match self.cluster_node {
+            Some(node) => ((i64::from(node) + 1) << PRODUCER_ID_NODE_SHIFT) + id,
+            None => id,
+        })
     }
 
     /// Persists the catalog and pushes the new snapshot to every shard.
@@ -359,7 +423,7 @@ pub async fn publish(shard: &Rc<Shard>, snapshot: Arc<ClusterMetadata>) -> Resul
     first_error.map_or(Ok(()), Err)
 }
 
-fn apply_change(
+pub fn apply_change(
     current: &BTreeMap<String, String>,
     change: ConfigChange,
 ) -> Result<BTreeMap<String, String>, TopicError> {
@@ -434,4 +498,182 @@ impl Shard {
             .as_ref()
             .expect("control plane lives on shard 0")
     }
+}
+
+/// Cluster mode: runs an admin operation through the metadata quorum.
+async fn cluster_admin(
+    shard: &Rc<Shard>,
+    op: AdminOp,
+) -> Result<Vec<Result<(), TopicError>>, TopicError> {
+    let handle = shard.shared.cluster.as_ref().expect("cluster mode");
+    let code =
+        |c: i16| ResponseError::try_from_code(c).unwrap_or(ResponseError::UnknownServerError);
+    match handle.admin(op).await {
+        Ok(results) => Ok(results
+            .into_iter()
+            .map(|r| r.map_err(|e| TopicError::new(code(e.code), e.message)))
+            .collect()),
+        Err(e) => Err(TopicError::new(code(e.code), e.message)),
+    }
+}
+
+/// The replication factor of a new topic in cluster mode (-1: the cluster default).
+fn cluster_replication_factor(shard: &Shard, requested: i16) -> i16 {
+    if requested != -1 {
+        return requested;
+    }
+    let cluster = &shard.config().cluster;
+    if cluster.default_replication_factor != -1 {
+        return cluster.default_replication_factor;
+    }
+    let voters = cluster.parse_seeds().map_or(1, |s| s.len());
+    voters.min(3) as i16
+}
+
+async fn cluster_create_topics(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
+    let config = shard.config();
+    let metadata = shard.metadata();
+    let live = metadata.brokers.values().filter(|b| !b.fenced).count();
+    let mut results: Vec<Result<Arc<TopicMeta>, TopicError>> = Vec::with_capacity(topics.len());
+    let mut specs = Vec::new();
+    let mut slots = Vec::new();
+    for t in topics {
+        let partitions = if t.partitions == -1 {
+            config.kafka.default_partitions
+        } else {
+            t.partitions
+        };
+        let rf = cluster_replication_factor(shard, t.replication_factor);
+        let check = if !valid_topic_name(&t.name) {
+            Err(TopicError::new(
+                ResponseError::InvalidTopicException,
+                format!("invalid topic name {:?}", t.name),
+            ))
+        } else if metadata.topic(&t.name).is_some() {
+            Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic {} already exists", t.name),
+            ))
+        } else if t.has_assignment {
+            Err(TopicError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "manual replica assignment is not supported yet",
+            ))
+        } else if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!("partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {partitions}"),
+            ))
+        } else if rf < 1 || rf as usize > live {
+            Err(TopicError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {rf} is larger than the {live} available brokers"),
+            ))
+        } else {
+            TopicConfig::resolve(&config.log, &t.configs)
+                .map(|_| ())
+                .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))
+        };
+        let meta = TopicMeta {
+            name: t.name.clone(),
+            id: new_topic_id(),
+            partitions,
+            configs: t.configs.clone(),
+            leader_epoch: 0,
+            partition_states: Vec::new(),
+        };
+        match check {
+            Err(e) => results.push(Err(e)),
+            Ok(()) if validate_only => results.push(Ok(Arc::new(meta))),
+            Ok(()) => {
+                slots.push(results.len());
+                results.push(Ok(Arc::new(meta.clone())));
+                specs.push(NewTopicSpec {
+                    name: meta.name,
+                    id: meta.id.hyphenated().to_string(),
+                    partitions,
+                    replication_factor: rf,
+                    configs: meta.configs,
+                });
+            }
+        }
+    }
+    if specs.is_empty() {
+        return results;
+    }
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let outcome = cluster_admin(shard, AdminOp::CreateTopics { topics: specs }).await;
+    let after = shard.metadata();
+    for (i, (slot, name)) in slots.into_iter().zip(names).enumerate() {
+        results[slot] = match &outcome {
+            Ok(r) => match r.get(i) {
+                Some(Ok(())) => after.topic(&name).cloned().ok_or_else(|| {
+                    TopicError::new(ResponseError::UnknownServerError, "created topic missing")
+                }),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(TopicError::new(
+                    ResponseError::UnknownServerError,
+                    "no answer",
+                )),
+            },
+            Err(e) => Err(e.clone()),
+        };
+    }
+    results
+}
+
+async fn cluster_alter_configs(
+    shard: &Rc<Shard>,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), TopicError>> {
+    let config = shard.config();
+    let metadata = shard.metadata();
+    let mut results = Vec::with_capacity(changes.len());
+    let mut ops = Vec::new();
+    let mut slots = Vec::new();
+    for (name, change) in changes {
+        let Some(topic) = metadata.topic(&name) else {
+            results.push(Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {name}"),
+            )));
+            continue;
+        };
+        let checked = apply_change(&topic.configs, change.clone()).and_then(|new| {
+            TopicConfig::resolve(&config.log, &new)
+                .map(|_| ())
+                .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))
+        });
+        match checked {
+            Err(e) => results.push(Err(e)),
+            Ok(()) => {
+                results.push(Ok(()));
+                if !validate_only {
+                    slots.push(results.len() - 1);
+                    ops.push((name, change));
+                }
+            }
+        }
+    }
+    if ops.is_empty() {
+        return results;
+    }
+    match cluster_admin(shard, AdminOp::AlterConfigs { changes: ops }).await {
+        Ok(r) => {
+            for (slot, r) in slots.into_iter().zip(r) {
+                results[slot] = r;
+            }
+        }
+        Err(e) => {
+            for slot in slots {
+                results[slot] = Err(e.clone());
+            }
+        }
+    }
+    results
 }
