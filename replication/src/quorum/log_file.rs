@@ -331,19 +331,21 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Entry::default()
+        }
     }
 
     fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-        let mut hs = HardState::default();
-        hs.term = term;
-        hs.vote = vote;
-        hs.commit = commit;
-        hs
+        HardState {
+            term,
+            vote,
+            commit,
+            ..HardState::default()
+        }
     }
 
     fn indexes_and_terms(entries: &[Entry]) -> Vec<(u64, u64)> {
@@ -456,7 +458,8 @@ mod tests {
 
     #[test]
     fn checksummed_but_impossible_records_refuse_to_open() {
-        let cases: [(&str, fn(&mut LogFile)); 3] = [
+        type Case = (&'static str, fn(&mut LogFile));
+        let cases: [Case; 3] = [
             ("gap", |log| log.push_entry(&entry(2, 1, b""))),
             ("commit past the end", |log| log.push_commit(1)),
             ("overwrite committed", |log| {
