@@ -7,14 +7,22 @@
 //! one OS thread), so the broker's `Shard` needs no group field. Only the shard owning an
 //! offsets partition calls the backend for it (the frontend routes there).
 //!
-//! Loading: when the backend starts it begins replaying every offsets partition its shard
-//! owns (Kafka loads them when it becomes their coordinator); until a partition is replayed
-//! its groups answer COORDINATOR_LOAD_IN_PROGRESS (clients retry), as in Kafka.
+//! Loading: on a single node the backend begins replaying every offsets partition its shard
+//! owns when it starts (this node coordinates them all). In cluster mode it replays a
+//! partition when the partition's replica here becomes leader ([`on_partition_role`]) and
+//! drops its groups when the replica stops leading, as Kafka's coordinator follows the
+//! leadership of `__consumer_offsets`. Until a partition is replayed its groups answer
+//! COORDINATOR_LOAD_IN_PROGRESS (clients retry), as in Kafka.
+//!
+//! Appends: on a single node an offsets append is answered once it is durable (fdatasync);
+//! in cluster mode once it is replicated (acks=-1: the high watermark passed it).
 //!
 //! Invariants: appends of one partition are issued in the order the coordinator emitted them
 //! (the partition's FIFO append ticket is taken before the task is spawned); a partition is
-//! replayed completely before the coordinator serves it; every waiting handler gets exactly
-//! one reply.
+//! replayed completely before the coordinator serves it, by one replay at a time (a replay
+//! superseded by a role change feeds the coordinator nothing more); in cluster mode only
+//! partitions whose replica leads here are loaded; every waiting handler gets exactly one
+//! reply.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -28,7 +36,7 @@ use super::api::{AppendOutcome, AppendToken, Output, Reply, RequestId};
 use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::records::OFFSETS_TOPIC;
 use crate::notify::Notify;
-use crate::partition::{Partition, now_ms};
+use crate::partition::{AppendFailure, Partition, now_ms};
 use crate::shard::Shard;
 
 /// Bytes read from the log per step while replaying a partition.
@@ -44,8 +52,8 @@ pub struct GroupBackend {
     coordinator: RefCell<GroupCoordinator>,
     waiters: RefCell<HashMap<RequestId, async_channel::Sender<Reply>>>,
     next_request: Cell<u64>,
-    /// Offsets partitions whose replay has started (or finished).
-    loads: RefCell<HashSet<i32>>,
+    /// Which partitions may be served and which replay of each is current.
+    loads: RefCell<Loads>,
     /// Fires after every coordinator step so the timer loop re-reads the next deadline.
     changed: Rc<Notify>,
 }
@@ -61,16 +69,14 @@ pub fn backend(shard: &Rc<Shard>, config: &GroupConfig) -> Rc<GroupBackend> {
         coordinator: RefCell::new(GroupCoordinator::new(config.clone(), seed)),
         waiters: RefCell::new(HashMap::new()),
         next_request: Cell::new(0),
-        loads: RefCell::new(HashSet::new()),
+        loads: RefCell::new(Loads::new(shard.shared.cluster.is_some())),
         changed: Rc::new(Notify::new()),
     });
     BACKEND.with(|b| *b.borrow_mut() = Some(Rc::clone(&backend)));
     compio::runtime::spawn(timer_loop(Rc::clone(&backend), Rc::clone(shard))).detach();
-    for partition in 0..config.offsets_topic_partitions {
-        if shard.owner_of(OFFSETS_TOPIC, partition) == shard.id {
-            backend.start_load(shard, partition);
-        }
-    }
+    // In cluster mode this loads only the partitions whose replica already leads here; the
+    // others load when `on_partition_role` reports them leading.
+    backend.start_owned_loads(shard);
     backend
 }
 
@@ -100,12 +106,7 @@ impl GroupBackend {
     where
         F: FnOnce(&mut GroupCoordinator, i64, RequestId),
     {
-        let partitions = self.coordinator.borrow().config().offsets_topic_partitions;
-        for partition in 0..partitions {
-            if shard.owner_of(OFFSETS_TOPIC, partition) == shard.id {
-                self.start_load(shard, partition);
-            }
-        }
+        self.start_owned_loads(shard);
         let request = RequestId(self.next_request.get());
         self.next_request.set(request.0 + 1);
         let (tx, rx) = async_channel::bounded(1);
@@ -115,23 +116,72 @@ impl GroupBackend {
         rx.recv().await.expect("every request is answered")
     }
 
-    /// Starts replaying `partition` of the offsets topic once; the coordinator answers its
-    /// groups' requests with COORDINATOR_LOAD_IN_PROGRESS until the replay is done.
+    /// True when this shard serves `partition`'s groups now: always on a single node, while
+    /// its replica leads here in cluster mode.
+    pub fn leads(&self, partition: i32) -> bool {
+        self.loads.borrow().may_serve(partition)
+    }
+
+    /// Starts replaying every offsets partition this shard owns and may serve.
+    fn start_owned_loads(self: &Rc<Self>, shard: &Rc<Shard>) {
+        let partitions = self.coordinator.borrow().config().offsets_topic_partitions;
+        for partition in 0..partitions {
+            if shard.owner_of(OFFSETS_TOPIC, partition) == shard.id {
+                self.start_load(shard, partition);
+            }
+        }
+    }
+
+    /// Starts replaying `partition` of the offsets topic once (per leadership in cluster
+    /// mode); the coordinator answers its groups' requests with COORDINATOR_LOAD_IN_PROGRESS
+    /// until the replay is done. Nothing happens for a partition this shard may not serve:
+    /// its groups get NOT_COORDINATOR.
     fn start_load(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
-        if !self.loads.borrow_mut().insert(partition) {
+        let partitions = self.coordinator.borrow().config().offsets_topic_partitions;
+        if !(0..partitions).contains(&partition) {
+            // The topic has more partitions than this backend was started with (it was
+            // re-created larger while running): routing never sends a group there.
+            tracing::warn!(target: "group", partition, partitions, "offsets partition beyond the coordinator's partition count");
             return;
         }
+        let Some(generation) = self.loads.borrow_mut().begin(partition) else {
+            return;
+        };
         self.coordinator.borrow_mut().begin_load(partition);
         let this = Rc::clone(self);
         let shard = Rc::clone(shard);
-        compio::runtime::spawn(async move { this.load(&shard, partition).await }).detach();
+        compio::runtime::spawn(async move { this.load(&shard, partition, generation).await })
+            .detach();
     }
 
-    async fn load(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
+    /// Cluster mode: this shard's replica of `partition` leads now.
+    fn become_leader(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
+        self.loads.borrow_mut().lead(partition);
+        self.start_load(shard, partition);
+    }
+
+    /// Cluster mode: this shard's replica of `partition` stopped leading: its groups are
+    /// dropped (waiting requests get NOT_COORDINATOR, their timers go with them) and a replay
+    /// in progress is abandoned.
+    fn resign_partition(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
+        self.loads.borrow_mut().resign(partition);
+        if (0..self.coordinator.borrow().config().offsets_topic_partitions).contains(&partition) {
+            self.coordinator.borrow_mut().unload_partition(partition);
+        }
+        self.drain(shard);
+    }
+
+    async fn load(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32, generation: u64) {
         let started = std::time::Instant::now();
         match shard.partition(OFFSETS_TOPIC, partition) {
             Some(log) => {
-                if let Err(error) = self.replay(&log, partition).await {
+                let replayed = self.replay(&log, partition, generation).await;
+                if !self.loads.borrow().is_current(partition, generation) {
+                    // Leadership moved while replaying: a newer load (or none) owns it.
+                    tracing::debug!(target: "group", partition, "offsets partition replay superseded");
+                    return;
+                }
+                if let Err(error) = replayed {
                     // Serve what was read: a tail we cannot read is lost either way, and a
                     // coordinator that never loads would wedge its groups.
                     tracing::error!(target: "group", partition, %error, "offsets partition replay stopped early");
@@ -144,16 +194,29 @@ impl GroupBackend {
                 // Not open (yet): the partition stays loading and the next request for one
                 // of its groups tries again, rather than wedging them for good.
                 tracing::warn!(target: "group", partition, shard = shard.id.0, "offsets partition not open on its owner shard");
-                self.loads.borrow_mut().remove(&partition);
+                self.loads.borrow_mut().abandon(partition, generation);
             }
         }
         tracing::debug!(target: "group", partition, elapsed_ms = started.elapsed().as_millis() as u64, "offsets partition loaded");
         self.drain(shard);
     }
 
-    async fn replay(&self, log: &Rc<Partition>, partition: i32) -> Result<(), String> {
+    /// Replays the partition from its log start to its log end as of now (on a single node
+    /// that is the high watermark; a new leader's log is the partition's history, committed
+    /// or about to be, as Kafka's coordinator loads to the log end). Stops early, without
+    /// error, when `generation` is superseded.
+    async fn replay(
+        &self,
+        log: &Rc<Partition>,
+        partition: i32,
+        generation: u64,
+    ) -> Result<(), String> {
         let mut offset = log.log_start_offset();
-        let end = log.high_watermark();
+        let end = if self.loads.borrow().cluster {
+            log.log.log_end_offset()
+        } else {
+            log.high_watermark()
+        };
         while offset < end {
             let read = log
                 .log
@@ -173,6 +236,10 @@ impl GroupBackend {
                 return Err(format!("replay made no progress at offset {offset}"));
             }
             offset = next;
+            // Checked after every await: a superseded replay must not feed a newer load.
+            if !self.loads.borrow().is_current(partition, generation) {
+                return Ok(());
+            }
             self.coordinator
                 .borrow_mut()
                 .replay(partition, bytes)
@@ -185,7 +252,7 @@ impl GroupBackend {
     /// JoinGroup and SyncGroup requests get NOT_COORDINATOR at once (so the broker's drain of
     /// in-flight requests does not wait out a rebalance timeout), and so does anything later.
     fn resign(self: &Rc<Self>, shard: &Rc<Shard>) {
-        let partitions: Vec<i32> = self.loads.borrow().iter().copied().collect();
+        let partitions = self.loads.borrow().loaded();
         for partition in partitions {
             self.coordinator.borrow_mut().unload_partition(partition);
         }
@@ -219,7 +286,10 @@ impl GroupBackend {
         token: AppendToken,
         batches: Bytes,
     ) {
-        let Some(log) = shard.partition(OFFSETS_TOPIC, partition) else {
+        let log = shard
+            .partition(OFFSETS_TOPIC, partition)
+            .filter(|_| self.leads(partition));
+        let Some(log) = log else {
             self.coordinator.borrow_mut().append_complete(
                 now_ms(),
                 token,
@@ -228,6 +298,7 @@ impl GroupBackend {
             // Re-entrancy is bounded: append_complete emits no new append for a failed one.
             return self.drain(shard);
         };
+        let replicated = shard.shared.cluster.is_some();
         // The ticket is taken now, so appends reach the log in emission order.
         let ticket = log.append_lock.lock();
         let this = Rc::clone(self);
@@ -235,7 +306,18 @@ impl GroupBackend {
         compio::runtime::spawn(async move {
             let outcome = {
                 let _guard = ticket.await;
-                append_durably(&log, batches).await
+                if replicated {
+                    append_replicated(&log, batches).await
+                } else {
+                    append_durably(&log, batches).await
+                }
+            };
+            // Leadership moved while the append was in flight: whatever the log said, the
+            // client must find the new coordinator (Kafka's NOT_LEADER_OR_FOLLOWER ->
+            // NOT_COORDINATOR).
+            let outcome = match outcome {
+                AppendOutcome::Failed if !this.leads(partition) => AppendOutcome::NotLeader,
+                other => other,
             };
             this.coordinator
                 .borrow_mut()
@@ -246,6 +328,7 @@ impl GroupBackend {
     }
 }
 
+/// Single node: the append is answered once it is on disk.
 async fn append_durably(log: &Partition, batches: Bytes) -> AppendOutcome {
     match log.append_locked(batches, now_ms()).await {
         Ok(appended) => match log.log.wait_durable(appended.last_offset).await {
@@ -257,6 +340,22 @@ async fn append_durably(log: &Partition, batches: Bytes) -> AppendOutcome {
         },
         Err(error) => {
             tracing::error!(target: "group", topic = OFFSETS_TOPIC, partition = log.index, ?error, "offsets append failed");
+            AppendOutcome::Failed
+        }
+    }
+}
+
+/// Cluster mode: the append is answered once the in-sync replicas have it (acks=-1, which
+/// also makes it durable when the cluster syncs acks=all writes), as Kafka's coordinator
+/// appends with acks=-1. A replica that no longer leads reports NotLeader; everything else
+/// (too few in-sync replicas, a disk error) is Failed, which clients see as
+/// COORDINATOR_NOT_AVAILABLE and retry, as Kafka maps NOT_ENOUGH_REPLICAS.
+async fn append_replicated(log: &Partition, batches: Bytes) -> AppendOutcome {
+    match log.append_locked_with_acks(batches, now_ms(), -1).await {
+        Ok(_) => AppendOutcome::Ok,
+        Err(AppendFailure::Retired) => AppendOutcome::NotLeader,
+        Err(error) => {
+            tracing::warn!(target: "group", topic = OFFSETS_TOPIC, partition = log.index, ?error, "offsets append not replicated");
             AppendOutcome::Failed
         }
     }
@@ -312,7 +411,143 @@ pub fn start_if_present(shard: &Rc<Shard>) {
 
 /// Cluster mode: the replica of `partition` on this shard became leader (`is_leader`) or
 /// stopped leading. For `__consumer_offsets` partitions the coordinator loads the
-/// partition's groups when it leads and drops them when it does not.
+/// partition's groups when it leads (answering COORDINATOR_LOAD_IN_PROGRESS until the replay
+/// of the log as it is now is done) and drops them when it does not (waiting requests get
+/// NOT_COORDINATOR, timers go). Other topics, and single nodes (where this node coordinates
+/// every partition), are ignored. Runs on the partition's owning shard.
 pub fn on_partition_role(shard: &Rc<Shard>, partition: &Rc<Partition>, is_leader: bool) {
-    let _ = (shard, partition, is_leader);
+    if partition.topic != OFFSETS_TOPIC || shard.shared.cluster.is_none() {
+        return;
+    }
+    let partitions = shard
+        .metadata()
+        .topic(OFFSETS_TOPIC)
+        .map_or(shard.config().group.offsets_topic_num_partitions, |t| {
+            t.partitions
+        });
+    let backend = backend(shard, &super::frontend::group_config(shard, partitions));
+    tracing::info!(target: "group", partition = partition.index, is_leader, "offsets partition role");
+    if is_leader {
+        backend.become_leader(shard, partition.index);
+    } else {
+        backend.resign_partition(shard, partition.index);
+    }
+}
+
+/// Which offsets partitions a shard's backend may serve and which replay of each is current
+/// (pure bookkeeping, so the role changes can be tested without a shard).
+///
+/// Invariant: a partition has a current load only while it may be served; each load gets a
+/// new generation, so a replay that lost its leadership (even if the node leads again since)
+/// is recognised as superseded.
+#[derive(Debug)]
+struct Loads {
+    /// Cluster mode: only `leading` partitions may be served. A single node serves all.
+    cluster: bool,
+    leading: HashSet<i32>,
+    /// Partitions whose replay has started (or finished), with that load's generation.
+    current: HashMap<i32, u64>,
+    next_generation: u64,
+}
+
+impl Loads {
+    fn new(cluster: bool) -> Self {
+        Self {
+            cluster,
+            leading: HashSet::new(),
+            current: HashMap::new(),
+            next_generation: 0,
+        }
+    }
+
+    fn may_serve(&self, partition: i32) -> bool {
+        !self.cluster || self.leading.contains(&partition)
+    }
+
+    /// A new load's generation, or `None` when `partition` is loading or loaded already, or
+    /// may not be served.
+    fn begin(&mut self, partition: i32) -> Option<u64> {
+        if !self.may_serve(partition) || self.current.contains_key(&partition) {
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.current.insert(partition, generation);
+        Some(generation)
+    }
+
+    fn is_current(&self, partition: i32, generation: u64) -> bool {
+        self.current.get(&partition) == Some(&generation)
+    }
+
+    /// The load could not start (partition not open): the next request tries again.
+    fn abandon(&mut self, partition: i32, generation: u64) {
+        if self.is_current(partition, generation) {
+            self.current.remove(&partition);
+        }
+    }
+
+    fn lead(&mut self, partition: i32) {
+        self.leading.insert(partition);
+    }
+
+    fn resign(&mut self, partition: i32) {
+        self.leading.remove(&partition);
+        self.current.remove(&partition);
+    }
+
+    /// Partitions loading or loaded.
+    fn loaded(&self) -> Vec<i32> {
+        self.current.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_node_serves_every_partition_and_loads_each_once() {
+        let mut loads = Loads::new(false);
+        assert!(loads.may_serve(7));
+        let g = loads.begin(7).expect("first load starts");
+        assert!(loads.is_current(7, g));
+        assert_eq!(
+            loads.begin(7),
+            None,
+            "a loaded partition is not replayed again"
+        );
+        loads.abandon(7, g);
+        assert!(loads.begin(7).is_some(), "an abandoned load is retried");
+    }
+
+    #[test]
+    fn cluster_loads_only_led_partitions() {
+        let mut loads = Loads::new(true);
+        assert!(!loads.may_serve(3));
+        assert_eq!(loads.begin(3), None, "a follower partition is never loaded");
+        loads.lead(3);
+        assert!(loads.may_serve(3));
+        assert!(loads.begin(3).is_some());
+        assert_eq!(loads.loaded(), vec![3]);
+    }
+
+    #[test]
+    fn role_change_supersedes_a_replay_in_progress() {
+        let mut loads = Loads::new(true);
+        loads.lead(1);
+        let first = loads.begin(1).unwrap();
+        loads.resign(1);
+        assert!(!loads.may_serve(1));
+        assert!(!loads.is_current(1, first), "the old replay stops feeding");
+        assert!(loads.loaded().is_empty());
+        loads.lead(1);
+        let second = loads.begin(1).expect("leading again reloads");
+        assert_ne!(first, second);
+        assert!(!loads.is_current(1, first));
+        assert!(loads.is_current(1, second));
+        // A late failure report of the old load leaves the new one alone.
+        loads.abandon(1, first);
+        assert!(loads.is_current(1, second));
+    }
 }

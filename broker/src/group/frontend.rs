@@ -2,6 +2,10 @@
 //! exists, find the offsets partition of a group and the shard that owns it, and run the
 //! coordinator operation there (as partition requests are routed to their owner).
 //!
+//! Cluster mode: the coordinator of a group is the node leading its offsets partition
+//! ([`coordinator_of`]); a request reaching any other node gets NOT_COORDINATOR here, before
+//! it hops to the owner shard, so the client finds the coordinator again.
+//!
 //! Invariants: a group's operations always run on the one shard owning its offsets
 //! partition, so its state is never touched from two threads; the partition count used for
 //! routing is the topic's actual count, the same on every shard.
@@ -15,7 +19,7 @@ use super::backend::backend;
 use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::error::GroupError;
 use super::records::{OFFSETS_TOPIC, partition_for_group};
-use crate::cluster::TopicMeta;
+use crate::cluster::{BrokerInfo, ClusterMetadata, TopicMeta};
 use crate::shard::Shard;
 use crate::shard::control::{NewTopic, on_control};
 
@@ -66,6 +70,31 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
         .ok_or(GroupError::CoordinatorNotAvailable)
 }
 
+/// Cluster mode: the node leading `group_id`'s offsets partition, i.e. its coordinator
+/// (`None` while the partition has no leader, or on a single node).
+pub fn coordinator_of(topic: &TopicMeta, group_id: &str) -> Option<i32> {
+    let partition = partition_for_group(group_id, topic.partitions);
+    topic.partition_state(partition).and_then(|s| s.leader)
+}
+
+/// Cluster mode: the broker FindCoordinator names for `group_id`, or
+/// COORDINATOR_NOT_AVAILABLE while its offsets partition has no leader (or the leader is not
+/// a registered broker yet).
+pub fn coordinator_broker<'m>(
+    metadata: &'m ClusterMetadata,
+    topic: &TopicMeta,
+    group_id: &str,
+) -> Result<&'m BrokerInfo, GroupError> {
+    coordinator_of(topic, group_id)
+        .and_then(|leader| metadata.brokers.get(&leader))
+        .ok_or(GroupError::CoordinatorNotAvailable)
+}
+
+/// This node's id in cluster mode.
+fn cluster_node(shard: &Shard) -> Option<i32> {
+    shard.shared.cluster.as_ref().map(|c| c.node_id)
+}
+
 /// Runs `op` against the coordinator that owns `group_id` and returns its reply.
 pub async fn call<F>(shard: &Rc<Shard>, group_id: &str, op: F) -> Result<Reply, GroupError>
 where
@@ -73,6 +102,11 @@ where
 {
     let topic = ensure_offsets_topic(shard).await?;
     let partition = partition_for_group(group_id, topic.partitions);
+    if let Some(node) = cluster_node(shard)
+        && coordinator_of(&topic, group_id) != Some(node)
+    {
+        return Err(GroupError::NotCoordinator);
+    }
     let owner = shard.owner_of(OFFSETS_TOPIC, partition);
     let partitions = topic.partitions;
     shard
@@ -85,7 +119,19 @@ where
                     return Err(GroupError::CoordinatorLoadInProgress);
                 }
                 let config = group_config(&s, partitions);
-                Ok(backend(&s, &config).call(&s, partition, op).await)
+                let backend = backend(&s, &config);
+                if !backend.leads(partition) {
+                    // Cluster mode: the metadata names this node but its replica has not
+                    // become leader here yet (it loads then), or no longer leads.
+                    let topic = s.metadata().topic(OFFSETS_TOPIC).cloned();
+                    let named = topic.and_then(|t| t.partition_state(partition)?.leader);
+                    return Err(if named == cluster_node(&s) {
+                        GroupError::CoordinatorLoadInProgress
+                    } else {
+                        GroupError::NotCoordinator
+                    });
+                }
+                Ok(backend.call(&s, partition, op).await)
             })
         })
         .await

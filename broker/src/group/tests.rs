@@ -1068,6 +1068,63 @@ fn unload_answers_waiting_requests() {
     assert_eq!(h.heartbeat(&a, 1), Some(GroupError::NotCoordinator));
 }
 
+/// Cluster mode: the offsets partition's leadership moves away while a commit is being
+/// replicated, then comes back to this node (same coordinator, reloaded from the log).
+#[test]
+fn leadership_moves_away_and_back() {
+    let mut h = Harness::new();
+    let partition = h.coordinator.partition_for(GROUP);
+    let (a, g) = h.stable_single("a");
+    let c = h.commit(&a, g, "t", &[(0, 100)]);
+    assert_eq!(h.commit_errors(c), vec![None]);
+    h.auto_append = false;
+    let in_flight = h.commit(&a, g, "t", &[(0, 101)]);
+    assert!(h.take(in_flight).is_none(), "waits for replication");
+
+    h.coordinator.unload_partition(partition);
+    h.pump();
+    assert_eq!(h.heartbeat(&a, g), Some(GroupError::NotCoordinator));
+    let c = h.commit(&a, g, "t", &[(0, 102)]);
+    assert_eq!(h.commit_errors(c), vec![Some(GroupError::NotCoordinator)]);
+    assert_eq!(h.describe().error, Some(GroupError::NotCoordinator));
+    // The group's timers went with it: a session timeout later nothing expires or is written.
+    let log_before = h.log.clone();
+    h.advance(i64::from(SESSION_MS) * 3);
+    assert_eq!(h.held.len(), 1, "only the in-flight commit");
+    assert_eq!(h.log, log_before);
+    // The replica lost leadership, so the append fails: the commit is answered once.
+    h.complete_held(AppendOutcome::NotLeader);
+    assert_eq!(
+        h.commit_errors(in_flight),
+        vec![Some(GroupError::NotCoordinator)]
+    );
+    h.auto_append = true;
+
+    // Leading again: loading answers COORDINATOR_LOAD_IN_PROGRESS, then the log's state is
+    // back (101 was never replicated, so 100 is the committed offset).
+    h.coordinator.begin_load(partition);
+    let c = h.commit(&a, g, "t", &[(0, 103)]);
+    assert_eq!(
+        h.commit_errors(c),
+        vec![Some(GroupError::CoordinatorLoadInProgress)]
+    );
+    for batches in h.log.get(&partition).cloned().into_iter().flatten() {
+        h.coordinator.replay(partition, batches).unwrap();
+    }
+    h.coordinator.finish_load(h.now_ms, partition);
+    h.pump();
+    let fetched = h.fetch(None, false);
+    assert_eq!(fetched.topics[0].partitions[0].offset, 100);
+    let d = h.describe();
+    assert_eq!((d.error, d.state), (None, "Stable"));
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(
+        h.heartbeat(&a, g),
+        None,
+        "members carry on at their generation"
+    );
+}
+
 #[test]
 fn standalone_commit_creates_empty_group_and_fetch_returns_it() {
     let mut h = Harness::new();

@@ -1,6 +1,8 @@
-//! FindCoordinator: on a single node every coordinator is this node. For consumer groups
-//! the `__consumer_offsets` topic is created first (as Kafka does on first use), so the group
-//! requests that follow find their partition. Batched keys from v4 (KIP-699).
+//! FindCoordinator: on a single node every coordinator is this node; in cluster mode a
+//! group's coordinator is the leader of its `__consumer_offsets` partition. For consumer
+//! groups the topic is created first (as Kafka does on first use), so the group requests that
+//! follow find their partition. Batched keys from v4 (KIP-699), each answered on its own.
+//! Transaction keys name this node (transactions are not supported yet).
 
 use std::rc::Rc;
 
@@ -10,7 +12,8 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{RequestContext, Versions, str_bytes};
-use crate::group::frontend::ensure_offsets_topic;
+use crate::cluster::{ClusterMetadata, TopicMeta};
+use crate::group::frontend::{coordinator_broker, ensure_offsets_topic};
 use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
@@ -28,45 +31,103 @@ pub async fn handle(
     } else {
         vec![req.key]
     };
-    let code = match req.key_type {
-        KEY_TYPE_GROUP => ensure_offsets_topic(shard)
-            .await
-            .err()
-            .map_or(0, |e| e.code()),
-        KEY_TYPE_TRANSACTION => 0,
+    let answers: Vec<(StrBytes, Answer)> = match req.key_type {
+        KEY_TYPE_GROUP => match ensure_offsets_topic(shard).await {
+            Ok(topic) => {
+                let metadata = shard.metadata();
+                keys.into_iter()
+                    .map(|key| {
+                        let answer = group_coordinator(shard, &metadata, &topic, &key);
+                        (key, answer)
+                    })
+                    .collect()
+            }
+            Err(error) => with_each(keys, Answer::error(error.code())),
+        },
+        KEY_TYPE_TRANSACTION => with_each(keys, this_node(shard)),
         // Share groups (v6, KIP-932) and anything else.
-        _ => ResponseError::InvalidRequest.code(),
+        _ => with_each(keys, Answer::error(ResponseError::InvalidRequest.code())),
     };
-    let shared = &shard.shared;
-    let (node_id, host, port) = if code == 0 {
-        (
-            shared.node_id(),
-            str_bytes(&shared.advertised_host),
-            i32::from(shared.advertised_port),
-        )
-    } else {
-        (-1, StrBytes::default(), -1)
-    };
-    let message = (code != 0).then(|| str_bytes("coordinator not available"));
     if ctx.version >= 4 {
-        let coordinators = keys
+        let coordinators = answers
             .into_iter()
-            .map(|key| {
+            .map(|(key, a)| {
                 Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(node_id))
-                    .with_host(host.clone())
-                    .with_port(port)
-                    .with_error_code(code)
-                    .with_error_message(message.clone())
+                    .with_error_message(a.message())
+                    .with_node_id(BrokerId(a.node_id))
+                    .with_host(a.host)
+                    .with_port(a.port)
+                    .with_error_code(a.code)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (_, a) = answers.into_iter().next().expect("one key before v4");
     FindCoordinatorResponse::default()
-        .with_error_code(code)
-        .with_error_message(message)
-        .with_node_id(BrokerId(node_id))
-        .with_host(host)
-        .with_port(port)
+        .with_error_message(a.message())
+        .with_error_code(a.code)
+        .with_node_id(BrokerId(a.node_id))
+        .with_host(a.host)
+        .with_port(a.port)
+}
+
+/// One key's coordinator, or its error.
+#[derive(Clone)]
+struct Answer {
+    code: i16,
+    node_id: i32,
+    host: StrBytes,
+    port: i32,
+}
+
+impl Answer {
+    fn error(code: i16) -> Self {
+        Self {
+            code,
+            node_id: -1,
+            host: StrBytes::default(),
+            port: -1,
+        }
+    }
+
+    fn message(&self) -> Option<StrBytes> {
+        (self.code != 0).then(|| str_bytes("coordinator not available"))
+    }
+}
+
+fn with_each(keys: Vec<StrBytes>, answer: Answer) -> Vec<(StrBytes, Answer)> {
+    keys.into_iter().map(|k| (k, answer.clone())).collect()
+}
+
+fn this_node(shard: &Shard) -> Answer {
+    let shared = &shard.shared;
+    Answer {
+        code: 0,
+        node_id: shared.node_id(),
+        host: str_bytes(&shared.advertised_host),
+        port: i32::from(shared.advertised_port),
+    }
+}
+
+/// A single node coordinates every group; in cluster mode the leader of the group's offsets
+/// partition does (COORDINATOR_NOT_AVAILABLE while it has none).
+fn group_coordinator(
+    shard: &Shard,
+    metadata: &ClusterMetadata,
+    topic: &TopicMeta,
+    group_id: &str,
+) -> Answer {
+    if shard.shared.cluster.is_none() {
+        return this_node(shard);
+    }
+    match coordinator_broker(metadata, topic, group_id) {
+        Ok(broker) => Answer {
+            code: 0,
+            node_id: broker.node_id,
+            host: str_bytes(&broker.host),
+            port: i32::from(broker.port),
+        },
+        Err(error) => Answer::error(error.code()),
+    }
 }
