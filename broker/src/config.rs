@@ -65,6 +65,9 @@ pub struct ClusterSection {
     pub unclean_leader_election: bool,
     /// broker.rack (rack-aware placement when every broker has one).
     pub rack: String,
+    /// leader.imbalance.check.interval.seconds, in ms: how often leadership moves back to
+    /// preferred replicas (auto.leader.rebalance.enable); 0 = never.
+    pub leader_imbalance_check_interval_ms: i64,
 }
 
 impl Default for ClusterSection {
@@ -81,6 +84,7 @@ impl Default for ClusterSection {
             default_replication_factor: -1,
             unclean_leader_election: false,
             rack: String::new(),
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }

@@ -102,6 +102,31 @@ impl Controller {
             .then(|| self.partitions[&partition].state.clone())
     }
 
+    /// Moves leadership back to each partition's preferred replica (the first in assignment
+    /// order) where that replica is alive, in the ISR and not leading (Kafka's
+    /// auto.leader.rebalance, per partition). Returns the states that changed.
+    pub fn elect_preferred_leaders(&mut self) -> Vec<PartitionState> {
+        let mut changed = BTreeSet::new();
+        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
+        for id in ids {
+            let state = &self.partitions[&id].state;
+            let Some(&preferred) = state.replicas.first() else {
+                continue;
+            };
+            if state.leader != Some(preferred)
+                && state.isr.contains(&preferred)
+                && self.alive(preferred)
+            {
+                let isr = state.isr.clone();
+                self.change(id, Some(preferred), isr, &mut changed);
+            }
+        }
+        changed
+            .iter()
+            .map(|id| self.partitions[id].state.clone())
+            .collect()
+    }
+
     /// Forgets a partition (its topic was deleted). Later messages about it are answered as
     /// for an unknown partition.
     pub fn remove_partition(&mut self, partition: PartitionId) {
@@ -621,5 +646,31 @@ mod tests {
             alter(&mut c, epochs[0], 4, &[0, 1, 2]),
             Some(Err(ReplicaError::IneligibleReplica))
         );
+    }
+
+    #[test]
+    fn preferred_leader_returns_once_back_in_the_isr() {
+        let (mut c, epochs) = controller(false);
+        assert_eq!(c.partition(P).unwrap().leader, Some(NodeId(0)));
+        // Node 0 goes silent: fenced, leadership moves to 1, 0 leaves the ISR.
+        heartbeat(&mut c, 90, 1, epochs[1]);
+        heartbeat(&mut c, 90, 2, epochs[2]);
+        tick(&mut c, 150);
+        let s = c.partition(P).unwrap().clone();
+        assert_eq!(s.leader, Some(NodeId(1)));
+        assert!(!s.isr.contains(&NodeId(0)));
+        // Nothing to do while the preferred replica is out of the ISR.
+        assert!(c.elect_preferred_leaders().is_empty());
+        let new_epoch = register(&mut c, 160, 0, 2);
+        assert!(c.elect_preferred_leaders().is_empty());
+        alter(&mut c, epochs[1], 1, &[0, 1, 2]).unwrap().unwrap();
+        let changed = c.elect_preferred_leaders();
+        assert_eq!(changed.len(), 1);
+        let s = c.partition(P).unwrap();
+        assert_eq!(s.leader, Some(NodeId(0)));
+        assert_eq!(s.leader_epoch.0, changed[0].leader_epoch.0);
+        assert!(s.leader_epoch > LeaderEpoch(2));
+        assert!(c.elect_preferred_leaders().is_empty());
+        let _ = new_epoch;
     }
 }

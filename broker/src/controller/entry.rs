@@ -55,6 +55,9 @@ pub enum ControlEntry {
     },
     /// Time passes for broker sessions (proposed by the quorum leader).
     Tick { now_ms: i64 },
+    /// Move leadership back to preferred replicas (proposed by the quorum leader every
+    /// `cluster.leader_imbalance_check_interval_ms`).
+    PreferredLeaders { now_ms: i64 },
     /// An admin operation from a client, answered by the proposing node once applied.
     Admin { request: RequestTag, op: AdminOp },
 }

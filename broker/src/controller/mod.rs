@@ -139,6 +139,8 @@ struct ControlLoop {
     last_register_ms: i64,
     last_heartbeat_ms: i64,
     last_tick_ms: i64,
+    /// When this node last checked preferred leaders (or became the quorum leader).
+    last_rebalance_ms: i64,
     applied_index: u64,
     published_controller: Option<i32>,
     /// Work found while applying entries, done after the step (publish first).
@@ -201,6 +203,7 @@ impl ControlLoop {
                 last_register_ms: i64::MIN / 2,
                 last_heartbeat_ms: i64::MIN / 2,
                 last_tick_ms: i64::MIN / 2,
+                last_rebalance_ms: now,
                 applied_index: 0,
                 published_controller: None,
                 metadata_dirty: false,
@@ -322,6 +325,13 @@ impl ControlLoop {
         if self.quorum.is_leader() && now - self.last_tick_ms >= tick_ms {
             self.last_tick_ms = now;
             self.propose(ControlEntry::Tick { now_ms: now });
+        }
+        let rebalance_ms = cluster.leader_imbalance_check_interval_ms;
+        if !self.quorum.is_leader() {
+            self.last_rebalance_ms = now;
+        } else if rebalance_ms > 0 && now - self.last_rebalance_ms >= rebalance_ms {
+            self.last_rebalance_ms = now;
+            self.propose(ControlEntry::PreferredLeaders { now_ms: now });
         }
         let expired: Vec<u64> = self
             .pending_admin

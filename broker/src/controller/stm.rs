@@ -175,6 +175,13 @@ impl ControllerStm {
                 let now = self.now(now_ms);
                 self.controller.step::<()>(now, ControllerInput::Tick)
             }
+            ControlEntry::PreferredLeaders { now_ms } => {
+                self.now(now_ms);
+                let moved = self.controller.elect_preferred_leaders();
+                outcome.metadata_changed |= !moved.is_empty();
+                outcome.new_states.extend(moved);
+                Vec::new()
+            }
             ControlEntry::Admin { request, op } => {
                 let results = self.apply_admin(op, &mut outcome);
                 outcome.admin = Some((request, results));
@@ -689,5 +696,18 @@ mod tests {
         assert!(out.admin.unwrap().1[0].is_ok());
         assert!(stm.snapshot(1, None).topic("t").is_none());
         assert!(stm.locate(PartitionId(0)).is_none());
+    }
+
+    #[test]
+    fn preferred_leaders_entry_moves_leadership_back() {
+        let mut stm = ControllerStm::new(NodeId(0), ControllerConfig::default());
+        for n in 0..3 {
+            register(&mut stm, n, 0);
+        }
+        create(&mut stm, "t", 3, 3);
+        // Leaders are preferred already: nothing moves.
+        let out = stm.apply(ControlEntry::PreferredLeaders { now_ms: 1 });
+        assert!(out.new_states.is_empty());
+        assert!(!out.metadata_changed);
     }
 }
