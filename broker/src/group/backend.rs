@@ -15,7 +15,8 @@
 //! COORDINATOR_LOAD_IN_PROGRESS (clients retry), as in Kafka.
 //!
 //! Appends: on a single node an offsets append is answered once it is durable (fdatasync);
-//! in cluster mode once it is replicated (acks=-1: the high watermark passed it).
+//! in cluster mode once it is replicated (acks=-1: the high watermark passed it), through the
+//! replication core as a Produce with acks=-1 is.
 //!
 //! Invariants: appends of one partition are issued in the order the coordinator emitted them
 //! (the partition's FIFO append ticket is taken before the task is spawned); a partition is
@@ -298,19 +299,25 @@ impl GroupBackend {
             // Re-entrancy is bounded: append_complete emits no new append for a failed one.
             return self.drain(shard);
         };
-        let replicated = shard.shared.cluster.is_some();
         // The ticket is taken now, so appends reach the log in emission order.
         let ticket = log.append_lock.lock();
         let this = Rc::clone(self);
         let shard = Rc::clone(shard);
         compio::runtime::spawn(async move {
-            let outcome = {
-                let _guard = ticket.await;
-                if replicated {
-                    append_replicated(&log, batches).await
-                } else {
-                    append_durably(&log, batches).await
+            let outcome = if log.replica.is_some() {
+                // Cluster mode: the replication core orders the appends, so the ticket is
+                // held only while it is fed; commits of one partition replicate together.
+                let submitted = {
+                    let _guard = ticket.await;
+                    log.submit_replicated(batches, now_ms(), -1)
+                };
+                match submitted {
+                    Ok(pending) => replicated_outcome(&log, pending.wait().await),
+                    Err(failure) => replicated_outcome(&log, Err(failure)),
                 }
+            } else {
+                let _guard = ticket.await;
+                append_durably(&log, batches).await
             };
             // Leadership moved while the append was in flight: whatever the log said, the
             // client must find the new coordinator (Kafka's NOT_LEADER_OR_FOLLOWER ->
@@ -328,7 +335,7 @@ impl GroupBackend {
     }
 }
 
-/// Single node: the append is answered once it is on disk.
+/// Single node: the append is answered once it is on disk (fdatasync).
 async fn append_durably(log: &Partition, batches: Bytes) -> AppendOutcome {
     match log.append_locked(batches, now_ms()).await {
         Ok(appended) => match log.log.wait_durable(appended.last_offset).await {
@@ -345,15 +352,24 @@ async fn append_durably(log: &Partition, batches: Bytes) -> AppendOutcome {
     }
 }
 
-/// Cluster mode: the append is answered once the in-sync replicas have it (acks=-1, which
-/// also makes it durable when the cluster syncs acks=all writes), as Kafka's coordinator
-/// appends with acks=-1. A replica that no longer leads reports NotLeader; everything else
-/// (too few in-sync replicas, a disk error) is Failed, which clients see as
-/// COORDINATOR_NOT_AVAILABLE and retry, as Kafka maps NOT_ENOUGH_REPLICAS.
-async fn append_replicated(log: &Partition, batches: Bytes) -> AppendOutcome {
-    match log.append_locked_with_acks(batches, now_ms(), -1).await {
+/// Cluster mode: an offsets append is answered once the in-sync replicas have it (acks=-1,
+/// durable too when the cluster syncs acks=all writes), as Kafka's coordinator appends with
+/// acks=-1. Errors map as Kafka's `GroupMetadataManager` maps them: a replica that no longer
+/// leads (or a closed partition) is NOT_COORDINATOR; everything else (too few in-sync
+/// replicas, a timeout, a disk error) is COORDINATOR_NOT_AVAILABLE, and clients retry.
+fn replicated_outcome(
+    log: &Partition,
+    result: Result<crate::partition::AppendOutcome, AppendFailure>,
+) -> AppendOutcome {
+    use replication::ReplicaError;
+    match result {
         Ok(_) => AppendOutcome::Ok,
-        Err(AppendFailure::Retired) => AppendOutcome::NotLeader,
+        Err(
+            AppendFailure::Retired
+            | AppendFailure::Replica(
+                ReplicaError::NotLeaderOrFollower | ReplicaError::FencedLeaderEpoch,
+            ),
+        ) => AppendOutcome::NotLeader,
         Err(error) => {
             tracing::warn!(target: "group", topic = OFFSETS_TOPIC, partition = log.index, ?error, "offsets append not replicated");
             AppendOutcome::Failed
