@@ -49,7 +49,7 @@ use replication::{
 
 use super::client::{ClientError, LeaderConnection};
 use crate::net::frame_pool::FramePool;
-use crate::notify::Notify;
+use crate::notify::{Notified, Notify};
 use crate::shard::Shard;
 
 /// Fetch version sent: the last with topic names (v13 moves to topic ids) and `replica_id`
@@ -214,7 +214,11 @@ impl Fetcher {
 
     /// Serves the queue until the shard stops or no request came for `idle_timeout`.
     pub async fn run(self: Rc<Self>) {
-        let stop = self.env.stop_notify();
+        // Registered once for the fetcher's life (not per wait): the shard's stop signal has
+        // a waker per connection, and each registration scans that list. Once fired it stays
+        // ready.
+        let stop_notify = self.env.stop_notify();
+        let mut stop = stop_notify.notified();
         let leader = self.settings.leader;
         let mut connection: Option<LeaderConnection> = None;
         let mut backoff = Backoff::default();
@@ -224,7 +228,7 @@ impl Fetcher {
                 return;
             }
             if self.pending.borrow().is_empty() {
-                if !self.wait_for_work(&stop).await {
+                if !self.wait_for_work(&mut stop).await {
                     return;
                 }
                 continue;
@@ -238,13 +242,13 @@ impl Fetcher {
                     let idle = self.pending.borrow().is_empty();
                     let sleep = compio::time::sleep(retry_at - Instant::now());
                     if idle {
-                        or_stop(&stop, &*self.env, select(woke, Box::pin(sleep))).await;
+                        or_stop(&mut stop, &*self.env, select(woke, Box::pin(sleep))).await;
                     } else {
-                        or_stop(&stop, &*self.env, Box::pin(sleep)).await;
+                        or_stop(&mut stop, &*self.env, Box::pin(sleep)).await;
                     }
                     continue;
                 }
-                match self.connect(&stop).await {
+                match self.connect(&mut stop).await {
                     Some(Ok(c)) => {
                         if link == Link::Down {
                             tracing::info!(target: "broker::replica", leader, addr = c.addr(), "connected to the leader again");
@@ -266,7 +270,7 @@ impl Fetcher {
                 continue;
             };
             let (epochs, fetches) = self.take_round();
-            let result = self.serve_round(conn, &stop, &epochs, &fetches).await;
+            let result = self.serve_round(conn, &mut stop, &epochs, &fetches).await;
             match result {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
@@ -283,7 +287,7 @@ impl Fetcher {
 
     /// Waits until a request is queued (true), or the shard stops or the fetcher was idle for
     /// `idle_timeout` (false).
-    async fn wait_for_work(&self, stop: &Rc<Notify>) -> bool {
+    async fn wait_for_work(&self, stop: &mut Notified) -> bool {
         let woke = self.wake.notified();
         if !self.pending.borrow().is_empty() {
             return true;
@@ -297,7 +301,7 @@ impl Fetcher {
     }
 
     /// `None` when the shard stopped.
-    async fn connect(&self, stop: &Rc<Notify>) -> Option<Result<LeaderConnection, ClientError>> {
+    async fn connect(&self, stop: &mut Notified) -> Option<Result<LeaderConnection, ClientError>> {
         let Some(addr) = self.env.leader_addr(self.settings.leader) else {
             return Some(Err(ClientError::Connect {
                 addr: format!("broker {}", self.settings.leader),
@@ -350,7 +354,7 @@ impl Fetcher {
     async fn serve_round(
         &self,
         conn: &mut LeaderConnection,
-        stop: &Rc<Notify>,
+        stop: &mut Notified,
         epochs: &[Queued<EpochRequest>],
         fetches: &[Queued<FetchItem>],
     ) -> Option<Result<(), ClientError>> {
@@ -648,15 +652,14 @@ impl Backoff {
 
 /// Runs `fut` unless the shard stops first (`None`).
 async fn or_stop<F: Future + Unpin>(
-    stop: &Rc<Notify>,
+    stop: &mut Notified,
     env: &dyn FetcherEnv,
     fut: F,
 ) -> Option<F::Output> {
-    let stopped = stop.notified();
     if env.is_stopping() {
         return None;
     }
-    match select(fut, stopped).await {
+    match select(fut, stop).await {
         Either::Left((out, _)) => Some(out),
         Either::Right(_) => None,
     }
@@ -1580,6 +1583,36 @@ mod tests {
     }
 
     #[test]
+    fn shard_stop_ends_a_fetcher_waiting_on_its_leader() {
+        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked_by_leader = Arc::clone(&asked);
+        let addr = fake_leader(Box::new(move |_, _, _| {
+            asked_by_leader.store(true, std::sync::atomic::Ordering::SeqCst);
+            Reply::Hang
+        }));
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(addr, 60_000);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            fetcher.enqueue("t", 0, fetch(1, 0, 0));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !asked.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the request never reached the leader"
+                );
+                compio::time::sleep(Duration::from_millis(5)).await;
+            }
+            env.stopping.set(true);
+            env.stop.notify_all();
+            let ended = compio::time::timeout(Duration::from_secs(5), task).await;
+            assert!(
+                ended.is_ok(),
+                "the fetcher kept waiting for its leader after the stop"
+            );
+        });
+    }
+
+    #[test]
     fn an_idle_fetcher_ends() {
         run_local(async move {
             let (_env, fetcher) = test_fetcher("127.0.0.1:1".to_string(), 1_000);
@@ -1589,6 +1622,184 @@ mod tests {
             let ended =
                 compio::time::timeout(Duration::from_secs(10), Rc::clone(&fetcher).run()).await;
             assert!(ended.is_ok(), "the fetcher did not end when idle");
+        });
+    }
+
+    // --- A fetcher against a real single-node broker (in this process). -------------------
+
+    /// Starts `server::run` on a loopback port in a thread that is never stopped (it waits for
+    /// a SIGTERM the test process never gets, and ends with the process); returns its address
+    /// once it answers ApiVersions.
+    fn start_single_node(data_dir: &std::path::Path) -> String {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = crate::config::Config::default();
+        config.broker.data_dir = data_dir.to_path_buf();
+        config.broker.shards = 1;
+        config.broker.pin_threads = false;
+        config.broker.tuning_report = false;
+        config.kafka.addr = addr.clone();
+        std::thread::spawn(move || crate::server::run(config));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match std::net::TcpStream::connect(&addr) {
+                Ok(_) => return addr,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "broker never listened: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// One blocking request/response on `stream` (the broker's answer within 30 s).
+    fn call<R: kafka_protocol::protocol::Request>(
+        stream: &mut std::net::TcpStream,
+        request: &R,
+        version: i16,
+    ) -> R::Response {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let frame = loadgen::client::connection::encode_frame(request, version, 1, "test").unwrap();
+        stream.write_all(&frame).unwrap();
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        stream.read_exact(&mut body).unwrap();
+        loadgen::client::connection::decode_response::<R>(&mut Bytes::from(body), version).unwrap()
+    }
+
+    /// Creates `topic` (one partition), produces `batches` to it, returns its leader epoch.
+    fn create_and_produce(addr: &str, topic: &str, batches: &[Vec<u8>]) -> i32 {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, ProduceRequest};
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let create = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]);
+        let created = call(&mut client, &create, 5);
+        assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+        for b in batches {
+            let produce = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(topic_name(topic))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(Bytes::from(b.clone()))),
+                        ]),
+                ]);
+            let answer = call(&mut client, &produce, 9);
+            let p = &answer.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0, "{answer:?}");
+        }
+        let metadata = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
+        ]));
+        let metadata = call(&mut client, &metadata, 12);
+        metadata.topics[0].partitions[0].leader_epoch
+    }
+
+    #[test]
+    fn fetches_from_a_real_broker_as_a_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = start_single_node(dir.path());
+        let now = crate::partition::now_ms();
+        let produced: Vec<Vec<u8>> = [(3, 100), (1, 5_000), (4, 300_000)]
+            .iter()
+            .map(|&(records, bytes)| engine::batch::build_test_batch(records, bytes, now, now, 7))
+            .collect();
+        let epoch = create_and_produce(&addr, "replicated", &produced);
+        assert!(epoch >= 0);
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(addr, 30_000);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            let at = |request_id, offset, current| Message::Fetch {
+                request_id,
+                partition: PartitionId(0),
+                replica: Some(replication::NodeId(2)),
+                current_leader_epoch: LeaderEpoch(current),
+                fetch_offset: offset,
+            };
+            fetcher.enqueue("replicated", 0, at(1, 0, epoch));
+            let answers = delivered(&env, 1).await;
+            let (id, _, result) = fetch_result(&answers[0].2);
+            assert_eq!(id, 1);
+            let data = result.as_ref().unwrap();
+            assert_eq!(
+                data.batches
+                    .iter()
+                    .map(|b| (b.base_offset, b.record_count, b.leader_epoch.0))
+                    .collect::<Vec<_>>(),
+                vec![(0, 3, epoch), (3, 1, epoch), (4, 4, epoch)]
+            );
+            // The broker stamps offsets and the epoch (bytes 0..16); the rest is as produced.
+            for (b, p) in data.batches.iter().zip(&produced) {
+                assert_eq!(b.payload.len(), p.len());
+                assert_eq!(&b.payload[16..], &p[16..]);
+            }
+            assert_eq!((data.high_watermark, data.log_end_offset), (8, 8));
+
+            // OffsetForLeaderEpoch for the current epoch ends at the log end; a fetch at the
+            // log end long-polls and comes back empty; a newer epoch than the leader's is
+            // refused.
+            fetcher.enqueue(
+                "replicated",
+                0,
+                Message::OffsetForLeaderEpoch {
+                    request_id: 2,
+                    partition: PartitionId(0),
+                    current_leader_epoch: LeaderEpoch(epoch),
+                    leader_epoch: LeaderEpoch(epoch),
+                },
+            );
+            let answers = delivered(&env, 1).await;
+            assert_eq!(
+                answers[0].2,
+                Message::OffsetForLeaderEpochResponse {
+                    request_id: 2,
+                    partition: PartitionId(0),
+                    result: Ok(EpochEndOffset {
+                        leader_epoch: Some(LeaderEpoch(epoch)),
+                        end_offset: 8
+                    }),
+                }
+            );
+            fetcher.enqueue("replicated", 0, at(3, 8, epoch));
+            let answers = delivered(&env, 1).await;
+            let data = fetch_result(&answers[0].2).2.as_ref().unwrap();
+            assert!(data.batches.is_empty());
+            assert_eq!(data.high_watermark, 8);
+            fetcher.enqueue("replicated", 0, at(4, 0, epoch + 1));
+            let answers = delivered(&env, 1).await;
+            assert_eq!(
+                fetch_result(&answers[0].2).2,
+                &Err(ReplicaError::UnknownLeaderEpoch)
+            );
+            fetcher.enqueue("replicated", 0, at(5, 9, epoch));
+            let answers = delivered(&env, 1).await;
+            assert_eq!(
+                fetch_result(&answers[0].2).2,
+                &Err(ReplicaError::OffsetOutOfRange)
+            );
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
         });
     }
 }
