@@ -1,0 +1,370 @@
+//! A real 3-process cluster on loopback (issue 7): the nodes are `sluice start --seeds ...`
+//! children of the test (tests/common/cluster.rs), on ports picked up front, with short failure
+//! detection (broker session 3 s, heartbeats 500 ms, replica lag 5 s).
+//!
+//! - `three_nodes_list_each_other_and_replicate_a_topic`: raw Kafka requests only. Every node's
+//!   Metadata lists the 3 brokers at their listeners and a controller; a topic created with
+//!   RF=3 shows, on every node, 3 replicas, a full ISR and a leader on every partition.
+//! - `failover_under_idempotent_producer_and_live_group`: the "must show" of issue 7 with
+//!   confluent-kafka (clients_support/cluster_scenario.py, run with SLUICE_TEST_PYTHON as the
+//!   other client tests are). The script asks for `KILL n` / `RESTART n` on stdout; this test
+//!   owns the processes and answers `OK <unix_ms>`. It prints the kill-to-first-acknowledged-
+//!   produce times (`TIMING ...` lines) that docs/internals/replication.md quotes.
+//!
+//! A failure prints the tail of every node's log and keeps the cluster's temp dir.
+
+mod clients_support;
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::cluster::{Cluster, LOG_TAIL_BYTES, unix_ms};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+const NODES: usize = 3;
+/// How long the quorum may take to form and every broker to register (debug builds, 2 cores).
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a new topic may take to have a leader and full ISR on every partition.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
+/// The whole real-client scenario: two failovers, restarts, catch-up and a full read.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(480);
+/// NOT_CONTROLLER: CreateTopics sent to a node that does not take it; retried elsewhere.
+const NOT_CONTROLLER: i16 = 41;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+
+#[test]
+fn three_nodes_list_each_other_and_replicate_a_topic() {
+    let cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+
+    let answered = create_topic(
+        &cluster,
+        "replicated",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    cluster.wait_until(
+        "topic `replicated`: 3 partitions, 3 replicas, full ISR and a leader, on every node",
+        TOPIC_TIMEOUT,
+        |c| {
+            for node in c.node_ids() {
+                let md = c.try_metadata(node, Some(&["replicated"]))?;
+                let [topic] = &md.topics[..] else {
+                    return Err(format!("node {node}: {} topics", md.topics.len()));
+                };
+                if topic.error_code != 0 {
+                    return Err(format!("node {node}: topic error {}", topic.error_code));
+                }
+                if topic.partitions.len() != 3 {
+                    return Err(format!("node {node}: {} partitions", topic.partitions.len()));
+                }
+                for p in &topic.partitions {
+                    let mut replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+                    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+                    replicas.sort_unstable();
+                    isr.sort_unstable();
+                    let state = format!(
+                        "node {node} partition {}: error {} leader {} epoch {} replicas {replicas:?} isr {isr:?}",
+                        p.partition_index, p.error_code, p.leader_id.0, p.leader_epoch
+                    );
+                    let ok = p.error_code == 0
+                        && replicas == c.node_ids()
+                        && isr == replicas
+                        && replicas.contains(&p.leader_id.0)
+                        && p.leader_epoch >= 0;
+                    if !ok {
+                        return Err(state);
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    if let Some(answered) = answered {
+        assert_eq!(
+            answered,
+            (3, 3),
+            "CreateTopics answered (partitions, replication factor) {answered:?}"
+        );
+    }
+    cluster.stop();
+}
+
+#[test]
+fn failover_under_idempotent_producer_and_live_group() {
+    let mut cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+    let summary = run_scenario(&mut cluster, "failover");
+    assert_eq!(
+        field(&summary, "acked"),
+        field(&summary, "verified"),
+        "{summary}"
+    );
+    cluster.stop();
+}
+
+/// Every node's Metadata lists all nodes at their Kafka listeners, and names a controller.
+fn wait_for_brokers(cluster: &Cluster) {
+    let took = cluster.wait_until(
+        "every node lists every broker and a controller",
+        FORM_TIMEOUT,
+        |c| {
+            let want: Vec<(i32, String)> = c
+                .node_ids()
+                .into_iter()
+                .map(|id| (id, c.kafka_addr(id).to_string()))
+                .collect();
+            for node in c.node_ids() {
+                let md = c.try_metadata(node, None)?;
+                let mut brokers: Vec<(i32, String)> = md
+                    .brokers
+                    .iter()
+                    .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+                    .collect();
+                brokers.sort();
+                if brokers != want {
+                    return Err(format!("node {node} lists {brokers:?}, want {want:?}"));
+                }
+                if !c.node_ids().contains(&md.controller_id.0) {
+                    return Err(format!("node {node}: controller id {}", md.controller_id.0));
+                }
+            }
+            Ok(())
+        },
+    );
+    eprintln!("cluster formed: every node lists {NODES} brokers after {took:?}");
+}
+
+/// CreateTopics through the controller named in Metadata, then any node that takes it.
+/// Returns the (partitions, replication factor) the answer gave (CreateTopics v5+), None when
+/// the topic turned out to exist after a lost answer.
+fn create_topic(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) -> Option<(i32, i16)> {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_value(Some(StrBytes::from_string(v.to_string())))
+                        })
+                        .collect(),
+                ),
+        ])
+        .with_timeout_ms(30_000);
+    // A request whose answer was lost may have created the topic: then TOPIC_ALREADY_EXISTS
+    // on a retry is success.
+    let mut outcome_unknown = false;
+    let mut answered = None;
+    cluster.wait_until(
+        &format!("CreateTopics {topic} RF={replication_factor}"),
+        TOPIC_TIMEOUT,
+        |c| {
+            let controller = c.try_metadata(0, Some(&[]))?.controller_id.0;
+            let mut order = vec![controller];
+            order.extend(c.node_ids().into_iter().filter(|&n| n != controller));
+            let mut last = String::new();
+            for node in order {
+                let resp: CreateTopicsResponse = c
+                    .try_call(node, ApiKey::CreateTopics, 7, &req)
+                    .inspect_err(|_| outcome_unknown = true)?;
+                let t = &resp.topics[0];
+                match t.error_code {
+                    0 => {
+                        answered = Some((t.num_partitions, t.replication_factor));
+                        return Ok(());
+                    }
+                    TOPIC_ALREADY_EXISTS if outcome_unknown => return Ok(()),
+                    NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
+                    code => panic!(
+                        "CreateTopics {topic} on node {node}: error {code} {:?}\n{}",
+                        t.error_message,
+                        c.logs_tail(LOG_TAIL_BYTES)
+                    ),
+                }
+            }
+            Err(last)
+        },
+    );
+    answered
+}
+
+/// Runs cluster_scenario.py against the cluster, serving its KILL/RESTART requests; returns
+/// its SUMMARY line after printing its TIMING lines. Any failure panics with its output (and
+/// the cluster's Drop prints the node logs).
+fn run_scenario(cluster: &mut Cluster, topic: &str) -> String {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients_support/cluster_scenario.py");
+    let mut child = ChildGuard(
+        Command::new(clients_support::python())
+            .arg(&script)
+            .args(["--bootstrap", &cluster.bootstrap(), "--topic", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", script.display())),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let stdout = child.0.stdout.take().expect("stdout");
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (line_tx, line_rx) = mpsc::channel::<String>();
+    let stdout_reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut stderr = stderr;
+        let _ = stderr.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+
+    let deadline = Instant::now() + SCENARIO_TIMEOUT;
+    let mut out = String::new();
+    let mut failure = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match line_rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                failure = Some(format!("did not finish within {SCENARIO_TIMEOUT:?}"));
+                break;
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+        let answer_ms = if let Some(node) = line.strip_prefix("KILL ") {
+            let node = parse_node(cluster, node);
+            eprintln!("scenario: SIGKILL node {node}");
+            unix_ms(cluster.kill(node))
+        } else if let Some(node) = line.strip_prefix("RESTART ") {
+            let node = parse_node(cluster, node);
+            eprintln!("scenario: restart node {node}");
+            cluster.restart(node);
+            unix_ms(SystemTime::now())
+        } else {
+            continue;
+        };
+        if let Err(e) = writeln!(stdin, "OK {answer_ms}").and_then(|()| stdin.flush()) {
+            failure = Some(format!("cannot answer `{line}`: {e}"));
+            break;
+        }
+    }
+    drop(stdin);
+    let status = if failure.is_none() {
+        wait_exit(&mut child.0, deadline)
+    } else {
+        None
+    };
+    child.kill();
+    let _ = stdout_reader.join();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let summary = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("SUMMARY ") && l.ends_with(" OK"))
+        .map(str::to_string);
+    match (failure, status, summary) {
+        (None, Some(s), Some(summary)) if s.success() => {
+            for line in out.lines().filter(|l| l.starts_with("TIMING ")) {
+                eprintln!("{line}");
+            }
+            eprintln!("{summary}");
+            summary
+        }
+        (failure, status, _) => panic!(
+            "cluster_scenario.py: {} (exit status {status:?})\n--- its stderr ---\n{}\n--- its stdout ---\n{}",
+            failure.unwrap_or_else(|| "failed".to_string()),
+            tail(&stderr, 20_000),
+            tail(&out, 4_000),
+        ),
+    }
+}
+
+fn parse_node(cluster: &Cluster, word: &str) -> i32 {
+    let node: i32 = word
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("scenario asked for node {word:?}"));
+    assert!(
+        cluster.node_ids().contains(&node),
+        "scenario asked for node {node}, not in the cluster"
+    );
+    node
+}
+
+/// The value of `key=value` in a summary line.
+fn field(summary: &str, key: &str) -> String {
+    let prefix = format!("{key}=");
+    summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {key}= in {summary}"))
+        .to_string()
+}
+
+fn wait_exit(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the scenario process when the test ends early (a panic while serving it).
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    fn kill(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(s: &str, bytes: usize) -> String {
+    if s.len() <= bytes {
+        return s.to_string();
+    }
+    let mut start = s.len() - bytes;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]{}", &s[start..])
+}
