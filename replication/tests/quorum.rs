@@ -27,6 +27,9 @@ struct Cluster {
     /// What each node delivered since it was last opened.
     applied: BTreeMap<NodeId, Vec<(u64, Vec<u8>)>>,
     leaders_by_term: BTreeMap<u64, NodeId>,
+    /// Hold a message back to the next tick once in this many (0: never), drawn from `rng`.
+    hold_back_one_in: u64,
+    rng: u64,
 }
 
 impl Cluster {
@@ -38,6 +41,8 @@ impl Cluster {
             in_flight: VecDeque::new(),
             applied: BTreeMap::new(),
             leaders_by_term: BTreeMap::new(),
+            hold_back_one_in: 0,
+            rng: 0,
         };
         for v in VOTERS {
             c.dirs.insert(v, tempfile::tempdir().unwrap());
@@ -108,13 +113,19 @@ impl Cluster {
         for n in self.running() {
             self.step(n, QuorumInput::Tick).unwrap();
         }
+        let mut held_back = VecDeque::new();
         while let Some((to, bytes)) = self.in_flight.pop_front() {
             if self.nodes[&to].is_none() {
+                continue;
+            }
+            if self.hold_back_one_in > 0 && next_random(&mut self.rng, self.hold_back_one_in) == 0 {
+                held_back.push_back((to, bytes));
                 continue;
             }
             let message = decode_message(&bytes).unwrap();
             self.step(to, QuorumInput::Message(message)).unwrap();
         }
+        self.in_flight = held_back;
         for n in self.running() {
             let node = self.nodes[&n].as_ref().unwrap();
             if node.is_leader() {
@@ -421,6 +432,80 @@ fn open_refuses_a_node_that_is_not_a_voter_only_by_assertion() {
     });
     assert!(result.is_err());
     assert!(!dir.path().join(LOG_FILE_NAME).exists());
+}
+
+/// SplitMix64: the seeded draws of the random test.
+fn next_random(state: &mut u64, below: u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % below
+}
+
+/// Seeded rounds of stopping and restarting voters (from their files), lost in-flight
+/// messages and proposals at whoever leads: one leader per term (checked every tick, across
+/// restarts), what every node delivers since its last open is a prefix of one history, and
+/// after all run again every node delivered that whole history.
+#[test]
+fn random_restarts_keep_one_history() {
+    for seed in 0..12 {
+        let mut rng = seed;
+        let mut c = Cluster::new();
+        c.rng = seed ^ 0x5EED;
+        c.hold_back_one_in = 3;
+        let mut history: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut proposed = 0;
+        for _ in 0..250 {
+            match next_random(&mut rng, 12) {
+                0 if c.running().len() == 3 => {
+                    c.stop(VOTERS[next_random(&mut rng, 3) as usize]);
+                }
+                1 | 2 => {
+                    let down: Vec<NodeId> = VOTERS
+                        .into_iter()
+                        .filter(|n| c.nodes[n].is_none())
+                        .collect();
+                    if let Some(&n) = down.first() {
+                        c.start(n);
+                    }
+                }
+                3 => c.in_flight.clear(),
+                _ => {}
+            }
+            if let Some(leader) = c.leader() {
+                proposed += 1;
+                // Refusals (e.g. a leader that just lost its quorum) are fine here.
+                let _ = c.step(leader, QuorumInput::Propose(payload(proposed)));
+            }
+            c.tick();
+            for n in c.running() {
+                let mine = &c.applied[&n];
+                if mine.len() > history.len() {
+                    assert_eq!(mine[..history.len()], history[..], "seed {seed}: {n}");
+                    history = mine.clone();
+                } else {
+                    assert_eq!(mine[..], history[..mine.len()], "seed {seed}: {n}");
+                }
+            }
+        }
+        for n in VOTERS {
+            if c.nodes[&n].is_none() {
+                c.start(n);
+            }
+        }
+        c.hold_back_one_in = 0;
+        c.commit(b"final");
+        let everything = c.applied[&VOTERS[0]].clone();
+        assert_eq!(everything[..history.len()], history[..], "seed {seed}");
+        for n in VOTERS {
+            assert_eq!(c.applied[&n], everything, "seed {seed}: {n}");
+        }
+        assert!(
+            history.len() > 20,
+            "seed {seed}: too little committed to mean anything"
+        );
+    }
 }
 
 fn real_messages() -> Vec<Vec<u8>> {
