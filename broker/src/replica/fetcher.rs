@@ -107,6 +107,7 @@ pub fn send_to_leader(
         Some(f) => f,
         None => {
             let settings = FetcherSettings {
+                shard: shard.id.0,
                 node_id: shard.shared.node_id(),
                 leader,
                 max_wait_ms: cluster.replica_fetch_wait_max_ms.max(0),
@@ -154,6 +155,8 @@ pub trait FetcherEnv {
 /// A fetcher's fixed settings.
 #[derive(Debug, Clone)]
 pub struct FetcherSettings {
+    /// The shard this fetcher runs on (for logs).
+    pub shard: usize,
     /// This broker's node id (`replica_id` in every request).
     pub node_id: i32,
     pub leader: i32,
@@ -198,7 +201,7 @@ impl Fetcher {
         if pending.len() >= PENDING_PER_FETCHER_MAX && !pending.contains_key(&key) {
             // The replica resends after request.timeout.ms.
             if !self.overflowed.replace(true) {
-                tracing::warn!(target: "broker::replica", leader = self.settings.leader, limit = PENDING_PER_FETCHER_MAX, "fetcher queue full; dropping follower requests");
+                tracing::warn!(target: "broker::replica", shard = self.settings.shard, leader = self.settings.leader, limit = PENDING_PER_FETCHER_MAX, "fetcher queue full; dropping follower requests");
             }
             return;
         }
@@ -219,7 +222,7 @@ impl Fetcher {
         // ready.
         let stop_notify = self.env.stop_notify();
         let mut stop = stop_notify.notified();
-        let leader = self.settings.leader;
+        let (shard, leader) = (self.settings.shard, self.settings.leader);
         let mut connection: Option<LeaderConnection> = None;
         let mut backoff = Backoff::default();
         let mut link = Link::Unknown;
@@ -240,7 +243,8 @@ impl Fetcher {
                     self.fail_pending(ReplicaError::NotLeaderOrFollower);
                     let woke = self.wake.notified();
                     let idle = self.pending.borrow().is_empty();
-                    let sleep = compio::time::sleep(retry_at - Instant::now());
+                    let sleep =
+                        compio::time::sleep(retry_at.saturating_duration_since(Instant::now()));
                     if idle {
                         or_stop(&mut stop, &*self.env, select(woke, Box::pin(sleep))).await;
                     } else {
@@ -251,14 +255,14 @@ impl Fetcher {
                 match self.connect(&mut stop).await {
                     Some(Ok(c)) => {
                         if link == Link::Down {
-                            tracing::info!(target: "broker::replica", leader, addr = c.addr(), "connected to the leader again");
+                            tracing::info!(target: "broker::replica", shard, leader, addr = c.addr(), "connected to the leader again");
                         }
                         link = Link::Up;
                         backoff = Backoff::default();
                         connection = Some(c);
                     }
                     Some(Err(e)) => {
-                        link.failed(leader, &e);
+                        link.failed(shard, leader, &e);
                         backoff.failed();
                         self.fail_pending(ReplicaError::NotLeaderOrFollower);
                         continue;
@@ -274,7 +278,7 @@ impl Fetcher {
             match result {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
-                    link.failed(leader, &e);
+                    link.failed(shard, leader, &e);
                     connection = None;
                     backoff.failed();
                     // `serve_round` answered what it had taken; the rest fails at once.
@@ -623,11 +627,11 @@ enum Link {
 }
 
 impl Link {
-    fn failed(&mut self, leader: i32, error: &ClientError) {
+    fn failed(&mut self, shard: usize, leader: i32, error: &ClientError) {
         if *self == Link::Down {
-            tracing::debug!(target: "broker::replica", leader, %error, "leader still unreachable");
+            tracing::debug!(target: "broker::replica", shard, leader, %error, "leader still unreachable");
         } else {
-            tracing::warn!(target: "broker::replica", leader, %error, "lost the connection to the leader; retrying with backoff");
+            tracing::warn!(target: "broker::replica", shard, leader, %error, "lost the connection to the leader; retrying with backoff");
         }
         *self = Link::Down;
     }
@@ -1108,6 +1112,7 @@ mod tests {
     #[test]
     fn requests_group_partitions_by_topic() {
         let settings = FetcherSettings {
+            shard: 0,
             node_id: 3,
             leader: 1,
             max_wait_ms: 250,
@@ -1259,6 +1264,7 @@ mod tests {
             stopping: Cell::new(false),
         });
         let settings = FetcherSettings {
+            shard: 0,
             node_id: 2,
             leader: 1,
             max_wait_ms: 10,
