@@ -142,18 +142,22 @@ impl QuorumNode {
     /// state. Every committed entry (including ones committed before a restart) is delivered
     /// again, in order from index 1, as `QuorumAction::Applied` by the following `step` calls
     /// (raft-rs `Config::applied` = 0), so the caller rebuilds its state machine from scratch
-    /// on each start. A torn tail is cut (see `recovery`); `voters` must be the same on every
-    /// node and every start, and contain `node`.
+    /// on each start. A torn tail is cut (see `recovery`). `voters` must be the same, in the
+    /// same order, on every node and every start (the order fixes the election timeouts).
     pub fn open(
         node: NodeId,
         voters: &[NodeId],
         dir: &Path,
         now_ms: i64,
     ) -> Result<QuorumNode, QuorumError> {
-        let position = voters
-            .iter()
-            .position(|&v| v == node)
-            .expect("a node is one of the voters");
+        let position =
+            voters
+                .iter()
+                .position(|&v| v == node)
+                .ok_or_else(|| QuorumError::NotAVoter {
+                    node,
+                    voters: voters.to_vec(),
+                })?;
         let config = Config {
             id: raft_id(node),
             election_tick: ELECTION_TICKS,

@@ -6,6 +6,9 @@ use crate::types::NodeId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
+    /// `open` was given a node that is not among the voters (a configuration error).
+    #[error("node {node} is not one of the quorum's voters {voters:?}")]
+    NotAVoter { node: NodeId, voters: Vec<NodeId> },
     /// Proposals go to the leader; `leader` is who this node believes leads (None: unknown).
     #[error("not the quorum leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
@@ -50,4 +53,16 @@ pub enum QuorumError {
     /// An earlier write or sync failed, so what is on disk is unknown; reopen the node.
     #[error("an earlier quorum log write failed; drop this node and open it again")]
     Failed,
+}
+
+impl QuorumError {
+    /// The node must be dropped (and opened again, or the process stopped): its file could
+    /// not be read or written, or holds what this code cannot have written. Every other error
+    /// refuses one input and leaves the node usable.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            QuorumError::Io { .. } | QuorumError::Corrupt { .. } | QuorumError::Failed
+        )
+    }
 }
