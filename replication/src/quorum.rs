@@ -21,13 +21,13 @@
 //!
 //! Back of the envelope, and why there must be snapshots before long-lived clusters: the
 //! broker proposes ~5 entries/s (a heartbeat per second from each of 3 brokers plus a Tick
-//! each second) of ~100 bytes. On disk an entry costs ~125 bytes (8-byte record header, kind,
-//! ~15 bytes of protobuf framing) plus a ~33-byte hard-state record per commit, say ~170
-//! bytes: ~850 B/s, ~75 MB a day, ~27 GB a year, one file that only grows. `MemStorage` holds
-//! every entry in memory too (~65 MB a day), `open` reads the whole file (~0.2 s a day's worth)
-//! and re-delivers every entry to the caller. Fine for tests and days-long runs; a snapshot of
-//! the caller's state machine plus compaction (raft-rs `MemStorage::compact`, and rewriting
-//! the file from the snapshot) is the fix. Syncs: one `fdatasync` per Ready that carries
+//! each second) of ~100 bytes. On disk an entry costs ~150 bytes (148 measured by the tests:
+//! record header, kind, protobuf framing, and the hard-state or commit record of its commit):
+//! ~750 B/s, ~65 MB a day, ~23 GB a year, one file that only grows. `MemStorage` holds every
+//! entry in memory too (104-byte `Entry` plus its data: ~90 MB a day), `open` reads the whole
+//! file (~0.2 s a day's worth) and re-delivers every entry to the caller. Fine for tests and
+//! days-long runs; a snapshot of the caller's state machine plus compaction (raft-rs
+//! `MemStorage::compact`, and rewriting the file from the snapshot) is the fix. Syncs: one `fdatasync` per Ready that carries
 //! entries or a new term/vote: ~5/s on each voter at that load.
 //!
 //! Compiled only with the `raft-quorum` feature: raft-rs and its protobuf code generation cost
