@@ -853,7 +853,10 @@ mod tests {
     }
 
     /// Batches of (records, epoch, payload bytes) laid end to end from offset `base`.
-    fn log(base: i64, shapes: &[(i32, i32, usize)]) -> (Vec<u8>, Vec<(i64, i32, i32, usize)>) {
+    /// Where a batch landed: (base offset, records, epoch, bytes).
+    type Placed = (i64, i32, i32, usize);
+
+    fn log(base: i64, shapes: &[(i32, i32, usize)]) -> (Vec<u8>, Vec<Placed>) {
         let mut bytes = Vec::new();
         let mut layout = Vec::new();
         let mut offset = base;
@@ -936,7 +939,8 @@ mod tests {
     #[test]
     fn malformed_batches_stop_the_split() {
         let good = batch(0, 1, 1, 10);
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Corrupt = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Corrupt)> = vec![
             (
                 "negative length",
                 Box::new(|b| b[8..12].copy_from_slice(&(-5i32).to_be_bytes())),
@@ -1134,7 +1138,8 @@ mod tests {
             (r.session_id, r.session_epoch, r.isolation_level),
             (0, -1, 0)
         );
-        let shape: Vec<(String, Vec<(i32, i32, i64)>)> = r
+        type Shape = (String, Vec<(i32, i32, i64)>);
+        let shape: Vec<Shape> = r
             .topics
             .iter()
             .map(|t| {
