@@ -61,6 +61,10 @@ pub const ELECTION_TICKS: usize = 10;
 /// Leader heartbeats every 2 ticks (200 ms).
 pub const HEARTBEAT_TICKS: usize = 2;
 const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
+/// At most this many missed ticks are run in one step (more than any election timeout, so a
+/// stalled caller still times out elections; fewer than a clock jump of years would cost).
+pub const TICKS_PER_STEP_MAX: i64 = 100;
+const _: () = assert!(TICKS_PER_STEP_MAX > 4 * ELECTION_TICKS as i64);
 
 /// The largest proposal (entry payload).
 pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
@@ -239,10 +243,12 @@ impl QuorumNode {
         if self.failed {
             return Err(QuorumError::Failed);
         }
-        while now_ms - self.last_tick_ms >= TICK_MS {
-            self.last_tick_ms += TICK_MS;
+        let behind = (now_ms - self.last_tick_ms).max(0) / TICK_MS;
+        for _ in 0..behind.min(TICKS_PER_STEP_MAX) {
             self.raw.tick();
         }
+        // A long stall (or a clock jump) is not replayed tick by tick beyond the cap.
+        self.last_tick_ms += behind * TICK_MS;
         // A refused input changed nothing durable; what the ticks above produced stays in
         // raft-rs's Ready and is returned by the next step.
         match input {

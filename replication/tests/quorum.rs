@@ -589,3 +589,16 @@ fn file_len(c: &Cluster, n: NodeId) -> u64 {
         .unwrap()
         .len()
 }
+
+/// A caller that stalls or whose clock jumps by years neither hangs nor loses the cluster.
+#[test]
+fn a_huge_time_jump_is_capped_and_the_cluster_recovers() {
+    let mut c = Cluster::new();
+    c.commit(&payload(0));
+    c.now_ms += 10 * 365 * 24 * 3_600_000;
+    c.tick(); // every node runs its capped burst of ticks
+    c.commit(&payload(1));
+    for n in VOTERS {
+        assert_eq!(c.data(n), payloads(0..2));
+    }
+}
