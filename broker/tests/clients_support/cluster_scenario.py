@@ -378,6 +378,9 @@ class LiveMember:
         self.commits = 0
         self.commit_errors = []
         self.error = None
+        self.assignment = []
+        self.positions = {}  # partition -> position, refreshed every second
+        self.committed = {}
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self):
@@ -390,7 +393,7 @@ class LiveMember:
                 "enable.auto.commit": False,
                 "topic.metadata.refresh.interval.ms": 2000,
             })
-            c.subscribe([self.scenario.topic])
+            c.subscribe([self.scenario.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             last_commit = time.monotonic()
             while not self.scenario.stop_consumers.is_set():
                 m = c.poll(0.2)
@@ -405,6 +408,7 @@ class LiveMember:
                             self.reads += 1
                 if time.monotonic() - last_commit >= 1.0:
                     last_commit = time.monotonic()
+                    self._note_positions(c)
                     try:
                         c.commit(asynchronous=False)
                         self.commits += 1
@@ -415,6 +419,28 @@ class LiveMember:
             c.close()
         except Exception as e:  # reported by the main thread
             self.error = f"{type(e).__name__}: {e}"
+
+    def _on_assign(self, _consumer, partitions):
+        self.assignment = sorted(tp.partition for tp in partitions)
+        log(f"{self.name}: assigned {self.assignment}")
+
+    def _on_revoke(self, _consumer, partitions):
+        log(f"{self.name}: revoked {sorted(tp.partition for tp in partitions)}")
+        self.assignment = []
+
+    def _note_positions(self, c):
+        tps = [TopicPartition(self.scenario.topic, p) for p in self.assignment]
+        if not tps:
+            return
+        try:
+            self.positions = {tp.partition: tp.offset for tp in c.position(tps)}
+            self.committed = {tp.partition: tp.offset for tp in c.committed(tps, timeout=2)}
+        except KafkaException as e:
+            log(f"{self.name}: position/committed: {e}")
+
+    def state(self):
+        return (f"{self.name}: assigned {self.assignment} positions {self.positions} committed {self.committed} "
+                f"reads {self.reads} commits {self.commits} commit errors {self.commit_errors[-3:]}")
 
 
 def parse_seq(m):
@@ -463,8 +489,14 @@ def run(args):
         if errors:
             raise Failed(f"live consumer failed: {errors}")
         if time.monotonic() > deadline:
-            raise Failed(f"the live group saw {len(want & set(s.live_seen()))} of {len(want)} acknowledged records "
-                         f"within {CATCH_UP_TIMEOUT} s")
+            seen = set(s.live_seen())
+            missing = {}
+            for p, offset in want - seen:
+                missing.setdefault(p, []).append(offset)
+            gaps = {p: f"{len(v)} offsets in [{min(v)}, {max(v)}]" for p, v in sorted(missing.items())}
+            raise Failed(f"the live group saw {len(want & seen)} of {len(want)} acknowledged records "
+                         f"within {CATCH_UP_TIMEOUT} s; missing per partition: {gaps}; members: "
+                         + " | ".join(m.state() for m in s.consumers))
         time.sleep(0.2)
     s.stop_consumers.set()
     for m in s.consumers:
