@@ -36,7 +36,7 @@ pub mod sim;
 pub mod types;
 
 pub use config::{ControllerConfig, Durability, ReplicaConfig};
-pub use controller::{Controller, ControllerInput};
+pub use controller::{BrokerRecord, Controller, ControllerInput, ControllerSnapshot};
 pub use epoch_cache::EpochCache;
 pub use message::{Action, EpochEndOffset, FetchData, Message};
 pub use node::{Node, NodeInput};
