@@ -14,6 +14,10 @@
 //! turning queued `replication::Message`s into Kafka requests and the answers back into
 //! `FetchResponse` / `OffsetForLeaderEpochResponse`, and splitting fetched records into
 //! `Batch`es (a trailing partial batch is dropped; the next fetch starts at its offset).
+//! Requests are not pipelined behind a long poll: a partition that just got batches asks
+//! again one append + sync later, so a round waits up to `RETURN_WAIT_MS` for such partitions
+//! and long-polls only when they are all in it (`Fetcher::settle`); otherwise acks=all would
+//! wait up to replica.fetch.wait.max.ms behind another partition's empty long poll.
 //! Does not own: what to send or when (the replica core, `crate::replica`), the wire codec
 //! and framing (`client.rs`).
 //! Invariants:
@@ -27,7 +31,7 @@
 //!   frames up to `client::RESPONSE_BYTES_MAX`, every wait with a deadline.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -73,6 +77,10 @@ pub const RECONNECT_BACKOFF_MAX_MS: u64 = 5_000;
 pub const CONNECT_TIMEOUT_MAX_MS: u64 = 10_000;
 /// A Fetch may wait `max_wait_ms` at the leader; its deadline is at least this much longer.
 pub const FETCH_DEADLINE_MARGIN_MS: u64 = 1_000;
+/// How long a round waits for the partitions whose last answer moved them (batches, or an
+/// OffsetForLeaderEpoch end) to ask again before it long-polls without them (see
+/// `Fetcher::settle`). Covers a follower's append and fdatasync.
+pub const RETURN_WAIT_MS: u64 = 100;
 
 const _: () = assert!(PARTITION_MAX_BYTES <= FETCH_MAX_BYTES);
 const _: () = assert!(
@@ -177,6 +185,9 @@ pub struct Fetcher {
     wake: Rc<Notify>,
     /// Whether the queue overflowed (logged once per overflow episode).
     overflowed: Cell<bool>,
+    /// Partitions whose last answer moved them and that have not asked again yet: they will
+    /// within one append and sync, and should not then wait behind a long poll.
+    returning: RefCell<BTreeSet<(String, i32)>>,
 }
 
 impl Fetcher {
@@ -187,6 +198,7 @@ impl Fetcher {
             pending: RefCell::new(BTreeMap::new()),
             wake: Rc::new(Notify::new()),
             overflowed: Cell::new(false),
+            returning: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -205,6 +217,7 @@ impl Fetcher {
             }
             return;
         }
+        self.returning.borrow_mut().remove(&key);
         pending.insert(key, request);
         drop(pending);
         self.wake.notify_all();
@@ -273,13 +286,19 @@ impl Fetcher {
             let Some(conn) = connection.as_mut() else {
                 continue;
             };
+            let Some(max_wait_ms) = self.settle(&mut stop).await else {
+                return;
+            };
             let (epochs, fetches) = self.take_round();
-            let result = self.serve_round(conn, &mut stop, &epochs, &fetches).await;
+            let result = self
+                .serve_round(conn, &mut stop, max_wait_ms, &epochs, &fetches)
+                .await;
             match result {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     link.failed(shard, leader, &e);
                     connection = None;
+                    self.returning.borrow_mut().clear();
                     backoff.failed();
                     // `serve_round` answered what it had taken; the rest fails at once.
                     self.fail_pending(ReplicaError::NotLeaderOrFollower);
@@ -301,6 +320,33 @@ impl Fetcher {
             Some(Either::Left(_)) => true,
             Some(Either::Right(_)) => !self.pending.borrow().is_empty(),
             None => false,
+        }
+    }
+
+    /// The max_wait_ms of the next Fetch. A long poll sent without a partition that is about
+    /// to ask again (its last answer carried batches: it appends, syncs, then fetches) would
+    /// hold that partition's next fetch, and so acks=all, for up to max_wait_ms. So wait up to
+    /// `RETURN_WAIT_MS` for such partitions, and long-poll only if all came back; otherwise
+    /// fetch without waiting at the leader so the stragglers are served by the next round.
+    /// `None` when the shard stopped.
+    async fn settle(&self, stop: &mut Notified) -> Option<i32> {
+        let max_wait_ms = self.settings.max_wait_ms;
+        if max_wait_ms == 0 {
+            return Some(0);
+        }
+        let deadline = Instant::now() + Duration::from_millis(RETURN_WAIT_MS);
+        loop {
+            let woke = self.wake.notified();
+            if self.returning.borrow().is_empty() {
+                return Some(max_wait_ms);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.returning.borrow_mut().clear();
+                return Some(0);
+            }
+            let sleep = compio::time::sleep(left);
+            or_stop(stop, &*self.env, select(woke, Box::pin(sleep))).await?;
         }
     }
 
@@ -359,6 +405,7 @@ impl Fetcher {
         &self,
         conn: &mut LeaderConnection,
         stop: &mut Notified,
+        max_wait_ms: i32,
         epochs: &[Queued<EpochRequest>],
         fetches: &[Queued<FetchItem>],
     ) -> Option<Result<(), ClientError>> {
@@ -372,6 +419,9 @@ impl Fetcher {
             match or_stop(stop, &*self.env, Box::pin(call)).await? {
                 Ok(response) => {
                     for (queued, result) in epochs.iter().zip(epoch_answers(epochs, &response)) {
+                        if result.is_ok() {
+                            self.expect_return(queued);
+                        }
                         self.deliver_epoch(queued, result);
                     }
                 }
@@ -388,7 +438,7 @@ impl Fetcher {
             }
         }
         if !fetches.is_empty() {
-            let request = fetch_request(&self.settings, fetches);
+            let request = fetch_request(&self.settings, max_wait_ms, fetches);
             let deadline = self.settings.request_timeout.max(Duration::from_millis(
                 self.settings.max_wait_ms as u64 + FETCH_DEADLINE_MARGIN_MS,
             ));
@@ -396,6 +446,9 @@ impl Fetcher {
             match or_stop(stop, &*self.env, Box::pin(call)).await? {
                 Ok(response) => {
                     for (queued, result) in fetches.iter().zip(fetch_answers(fetches, response)) {
+                        if result.as_ref().is_ok_and(|d| !d.batches.is_empty()) {
+                            self.expect_return(queued);
+                        }
                         self.deliver_fetch(queued, result);
                     }
                 }
@@ -409,6 +462,14 @@ impl Fetcher {
             }
         }
         Some(Ok(()))
+    }
+
+    /// Marks a partition as about to ask again (before its answer is delivered, which may
+    /// queue that request at once).
+    fn expect_return<R>(&self, queued: &Queued<R>) {
+        self.returning
+            .borrow_mut()
+            .insert((queued.topic.clone(), queued.index));
     }
 
     /// Answers every queued request with `error`.
@@ -684,7 +745,11 @@ fn topic_name(topic: &str) -> TopicName {
 }
 
 /// One Fetch (v12) for `fetches` (sorted by partition, so each topic's partitions are adjacent).
-fn fetch_request(settings: &FetcherSettings, fetches: &[Queued<FetchItem>]) -> FetchRequest {
+fn fetch_request(
+    settings: &FetcherSettings,
+    max_wait_ms: i32,
+    fetches: &[Queued<FetchItem>],
+) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for queued in fetches {
         let partition = FetchPartition::default()
@@ -705,7 +770,7 @@ fn fetch_request(settings: &FetcherSettings, fetches: &[Queued<FetchItem>]) -> F
     }
     FetchRequest::default()
         .with_replica_id(BrokerId(settings.node_id))
-        .with_max_wait_ms(settings.max_wait_ms)
+        .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_MAX_BYTES)
         .with_isolation_level(0)
@@ -1128,7 +1193,7 @@ mod tests {
             queued_fetch("a", 3, 2, 12),
             queued_fetch("b", 1, 3, 13),
         ];
-        let r = fetch_request(&settings, &fetches);
+        let r = fetch_request(&settings, 250, &fetches);
         assert_eq!(r.replica_id, BrokerId(3));
         assert_eq!(
             (r.max_wait_ms, r.min_bytes, r.max_bytes),
@@ -1586,6 +1651,56 @@ mod tests {
             assert!(
                 waited >= Duration::from_millis(1_100),
                 "answered before the deadline: {waited:?}"
+            );
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_long_poll_waits_for_partitions_that_just_got_data() {
+        // The leader answers partition 1 with a batch and partition 0 with nothing, and
+        // records each Fetch's (partitions, max_wait_ms).
+        let seen: Arc<Mutex<Vec<(Vec<i32>, i32)>>> = Arc::default();
+        let seen_by_leader = Arc::clone(&seen);
+        let addr = fake_leader(Box::new(move |_, header, mut body| {
+            let r = FetchRequest::decode(&mut body, header.request_api_version).unwrap();
+            let asked: Vec<i32> = r.topics[0].partitions.iter().map(|p| p.partition).collect();
+            seen_by_leader.lock().unwrap().push((asked, r.max_wait_ms));
+            let parts = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| match p.partition {
+                    1 => partition_data(1, 0, 1, Some(Bytes::from(batch(p.fetch_offset, 1, 4, 8)))),
+                    n => partition_data(n, 0, 0, None),
+                })
+                .collect();
+            Reply::Fetch(FetchResponse::default().with_responses(vec![
+                FetchableTopicResponse::default()
+                    .with_topic(r.topics[0].topic.clone())
+                    .with_partitions(parts),
+            ]))
+        }));
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(addr, 30_000);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            fetcher.enqueue("t", 0, fetch(1, 0, 0));
+            fetcher.enqueue("t", 1, fetch(2, 1, 0));
+            delivered(&env, 2).await;
+            // Partition 0 asks again at once; partition 1 only after its "sync" (a timer
+            // well inside RETURN_WAIT_MS): the round waits for it and long-polls with both.
+            fetcher.enqueue("t", 0, fetch(3, 0, 0));
+            compio::time::sleep(Duration::from_millis(RETURN_WAIT_MS / 5)).await;
+            fetcher.enqueue("t", 1, fetch(4, 1, 1));
+            delivered(&env, 2).await;
+            // Partition 1 got data again but never asks again: after RETURN_WAIT_MS the
+            // round goes without it and does not wait at the leader.
+            fetcher.enqueue("t", 0, fetch(5, 0, 0));
+            delivered(&env, 1).await;
+            assert_eq!(
+                *seen.lock().unwrap(),
+                vec![(vec![0, 1], 10), (vec![0, 1], 10), (vec![0], 0)]
             );
             env.stopping.set(true);
             env.stop.notify_all();
