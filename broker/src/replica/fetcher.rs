@@ -1662,7 +1662,8 @@ mod tests {
     fn a_long_poll_waits_for_partitions_that_just_got_data() {
         // The leader answers partition 1 with a batch and partition 0 with nothing, and
         // records each Fetch's (partitions, max_wait_ms).
-        let seen: Arc<Mutex<Vec<(Vec<i32>, i32)>>> = Arc::default();
+        type Asked = (Vec<i32>, i32);
+        let seen: Arc<Mutex<Vec<Asked>>> = Arc::default();
         let seen_by_leader = Arc::clone(&seen);
         let addr = fake_leader(Box::new(move |_, header, mut body| {
             let r = FetchRequest::decode(&mut body, header.request_api_version).unwrap();
