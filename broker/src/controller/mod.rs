@@ -143,6 +143,8 @@ struct ControlLoop {
     last_rebalance_ms: i64,
     applied_index: u64,
     published_controller: Option<i32>,
+    /// The quorum's storage failed; the loop ends.
+    failed: bool,
     /// Work found while applying entries, done after the step (publish first).
     metadata_dirty: bool,
     to_deliver: Vec<PartitionState>,
@@ -206,6 +208,7 @@ impl ControlLoop {
                 last_rebalance_ms: now,
                 applied_index: 0,
                 published_controller: None,
+                failed: false,
                 metadata_dirty: false,
                 to_deliver: Vec::new(),
                 alter_answers: Vec::new(),
@@ -218,6 +221,9 @@ impl ControlLoop {
     async fn run(mut self, listener: compio::net::TcpListener) {
         compio::runtime::spawn(rpc::accept_loop(listener, self.inbound_tx.clone())).detach();
         loop {
+            if self.failed {
+                return;
+            }
             let event = self.next_event().await;
             let now = now_ms();
             match event {
@@ -365,6 +371,13 @@ impl ControlLoop {
     fn step(&mut self, now: i64, input: QuorumInput) {
         let actions = match self.quorum.step(now, input) {
             Ok(a) => a,
+            Err(error) if error.is_fatal() => {
+                // The quorum's storage failed: stop taking part. Heartbeats stop, so the
+                // controller fences this broker and its leaderships move to healthy replicas.
+                tracing::error!(target: "broker::controller", %error, "metadata quorum storage failed; this node leaves the control plane (restart it once the disk is fixed)");
+                self.failed = true;
+                return;
+            }
             Err(error) => {
                 tracing::debug!(target: "broker::controller", %error, "quorum step refused");
                 return;
