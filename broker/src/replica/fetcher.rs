@@ -266,14 +266,9 @@ impl Fetcher {
                     continue;
                 }
                 match self.connect(&mut stop).await {
-                    Some(Ok(c)) => {
-                        if link == Link::Down {
-                            tracing::info!(target: "broker::replica", shard, leader, addr = c.addr(), "connected to the leader again");
-                        }
-                        link = Link::Up;
-                        backoff = Backoff::default();
-                        connection = Some(c);
-                    }
+                    // The link counts as up (and the backoff resets) only after an answer: a
+                    // leader that accepts and then drops us must not reset the backoff.
+                    Some(Ok(c)) => connection = Some(c),
                     Some(Err(e)) => {
                         link.failed(shard, leader, &e);
                         backoff.failed();
@@ -294,7 +289,13 @@ impl Fetcher {
                 .serve_round(conn, &mut stop, max_wait_ms, &epochs, &fetches)
                 .await;
             match result {
-                Some(Ok(())) => {}
+                Some(Ok(())) => {
+                    if link == Link::Down {
+                        tracing::info!(target: "broker::replica", shard, leader, addr = conn.addr(), "connected to the leader again");
+                    }
+                    link = Link::Up;
+                    backoff = Backoff::default();
+                }
                 Some(Err(e)) => {
                     link.failed(shard, leader, &e);
                     connection = None;
@@ -1627,6 +1628,37 @@ mod tests {
                 compio::time::sleep(Duration::from_millis(50)).await;
                 id += 1;
             }
+            env.stopping.set(true);
+            env.stop.notify_all();
+            task.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_leader_that_drops_every_connection_gets_a_growing_backoff() {
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        let addr = fake_leader(Box::new(move |n, _, _| {
+            counted.fetch_max(n + 1, std::sync::atomic::Ordering::SeqCst);
+            Reply::Close
+        }));
+        run_local(async move {
+            let (env, fetcher) = test_fetcher(addr, 30_000);
+            let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
+            // A replica asking every 10 ms for 1 s; every request is answered (with an error).
+            let started = Instant::now();
+            let mut id = 0;
+            while started.elapsed() < Duration::from_secs(1) {
+                id += 1;
+                fetcher.enqueue("t", 0, fetch(id, 0, 0));
+                let answers = delivered(&env, 1).await;
+                assert!(fetch_result(&answers[0].2).2.is_err());
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // Backoff 100, 200, 400 ms, ...: at most a handful of connections in 1 s (a
+            // backoff reset by each accepted connection would make about ten).
+            let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+            assert!((1..=5).contains(&made), "{made} connections in 1 s");
             env.stopping.set(true);
             env.stop.notify_all();
             task.await.unwrap();
