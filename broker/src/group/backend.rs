@@ -441,6 +441,11 @@ pub fn on_partition_role(shard: &Rc<Shard>, partition: &Rc<Partition>, is_leader
         .map_or(shard.config().group.offsets_topic_num_partitions, |t| {
             t.partitions
         });
+    if !is_leader && replaced_by_leader(shard, partition) {
+        // A retired instance (re-opened with a new config) reporting late: the open one's
+        // role is what this shard serves.
+        return;
+    }
     let backend = backend(shard, &super::frontend::group_config(shard, partitions));
     tracing::info!(target: "group", partition = partition.index, is_leader, "offsets partition role");
     if is_leader {
@@ -448,6 +453,15 @@ pub fn on_partition_role(shard: &Rc<Shard>, partition: &Rc<Partition>, is_leader
     } else {
         backend.resign_partition(shard, partition.index);
     }
+}
+
+/// True when the shard's open instance of `partition` is another one, and it leads.
+fn replaced_by_leader(shard: &Shard, partition: &Rc<Partition>) -> bool {
+    shard
+        .partition(OFFSETS_TOPIC, partition.index)
+        .filter(|open| !Rc::ptr_eq(open, partition))
+        .and_then(|open| open.replica.as_ref().map(|r| r.is_leader()))
+        .unwrap_or(false)
 }
 
 /// Which offsets partitions a shard's backend may serve and which replay of each is current
