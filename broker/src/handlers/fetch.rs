@@ -611,3 +611,83 @@ fn trim_to_max_bytes(gots: &mut [Got], max_bytes: u32) {
         total += len;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::replica::driver::test_support::{TestEnv, apply, open, state};
+
+    fn want(fetch_offset: i64, current_leader_epoch: i32) -> SessionPartition {
+        SessionPartition {
+            topic: "t".into(),
+            topic_id: uuid::Uuid::nil(),
+            partition: 0,
+            fetch_offset,
+            partition_max_bytes: 1 << 20,
+            current_leader_epoch,
+            last_sent: None,
+        }
+    }
+
+    fn run(f: impl std::future::Future<Output = ()>) {
+        compio::runtime::Runtime::new().unwrap().block_on(f);
+    }
+
+    #[test]
+    fn cluster_consumer_fetch_on_a_follower_is_not_leader_or_follower() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = open(dir.path(), 1, Some(Rc::new(TestEnv::default()))).await;
+            // Before any state, and as a follower: consumers are sent to the leader.
+            let g = read_partition(&p, &want(0, -1), -1, false, 1 << 20, false).await;
+            assert_eq!(g.error, ResponseError::NotLeaderOrFollower);
+            apply(&p, state(0, &[0, 1], &[0, 1], 1));
+            let g = read_partition(&p, &want(0, -1), -1, false, 1 << 20, false).await;
+            assert_eq!(g.error, ResponseError::NotLeaderOrFollower);
+            let g = read_partition(&p, &want(0, 1), -1, false, 1 << 20, false).await;
+            assert_eq!(g.error, ResponseError::NotLeaderOrFollower);
+        });
+    }
+
+    #[test]
+    fn cluster_leader_serves_followers_to_its_log_end_and_consumers_to_the_hw() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = open(dir.path(), 0, Some(Rc::new(TestEnv::default()))).await;
+            apply(&p, state(0, &[0, 1], &[0, 1], 1));
+            let batch = bytes::Bytes::from(engine::batch::build_test_batch(3, 64, 1, 1, 7));
+            let acked = p
+                .submit_replicated(batch, 0, 1)
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert_eq!(acked.base_offset, 0);
+            // The high watermark waits for follower 1; a consumer sees nothing yet.
+            let g = read_partition(&p, &want(0, 1), -1, false, 1 << 20, false).await;
+            assert_eq!((g.error, g.high_watermark), (NONE, 0));
+            assert!(g.records.is_empty());
+            // Epoch checks as Kafka: older is fenced, newer unknown.
+            let g = read_partition(&p, &want(0, 0), -1, false, 1 << 20, false).await;
+            assert_eq!(g.error, ResponseError::FencedLeaderEpoch);
+            let g = read_partition(&p, &want(0, 2), -1, false, 1 << 20, false).await;
+            assert_eq!(g.error, ResponseError::UnknownLeaderEpoch);
+            // The follower gets the batch (beyond the high watermark)...
+            let g = read_partition(&p, &want(0, 1), 1, false, 1 << 20, false).await;
+            assert_eq!(g.error, NONE);
+            assert!(!g.records.is_empty());
+            // ...and its next fetch at 3 commits it, once the leader's own sync is in.
+            p.log.wait_durable(2).await.unwrap();
+            let durable = p.log.durable_offset();
+            let driver = p.replica.as_ref().unwrap();
+            driver.step(|core, ctx, out| core.on_durable(ctx, durable, out));
+            let g = read_partition(&p, &want(3, 1), 1, false, 1 << 20, false).await;
+            assert_eq!((g.error, g.high_watermark), (NONE, 3));
+            let g = read_partition(&p, &want(0, -1), -1, false, 1 << 20, false).await;
+            assert_eq!((g.error, g.high_watermark), (NONE, 3));
+            assert!(!g.records.is_empty());
+        });
+    }
+}

@@ -522,25 +522,24 @@ fn concat_payloads(batches: &[replication::Batch<Bytes>]) -> Bytes {
     buf.freeze()
 }
 
+/// Test helpers shared by the driver's and the handlers' tests: an environment that records
+/// what the driver sends, and a replicated partition on a real engine log.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
-    use replication::{
-        Batch, EpochEndOffset, FetchData, PartitionEpoch, PartitionId, PartitionState,
-    };
+    use replication::{PartitionEpoch, PartitionId, PartitionState};
 
     use super::*;
     use crate::cluster::TopicConfig;
     use crate::config::LogSection;
-    use crate::partition::{AppendFailure, ReplicaSetup};
+    use crate::partition::ReplicaSetup;
 
     #[derive(Default)]
-    struct TestEnv {
-        to_leader: RefCell<Vec<(NodeId, Message<Bytes>)>>,
-        to_controller: RefCell<Vec<ToController>>,
-        roles: RefCell<Vec<bool>>,
+    pub struct TestEnv {
+        pub to_leader: RefCell<Vec<(NodeId, Message<Bytes>)>>,
+        pub to_controller: RefCell<Vec<ToController>>,
+        pub roles: RefCell<Vec<bool>>,
     }
 
     impl ReplicaEnv for TestEnv {
@@ -561,11 +560,8 @@ mod tests {
         }
     }
 
-    fn run(f: impl std::future::Future<Output = ()>) {
-        compio::runtime::Runtime::new().unwrap().block_on(f);
-    }
-
-    async fn open(dir: &std::path::Path, node: i32, env: Option<Rc<TestEnv>>) -> Rc<Partition> {
+    /// Partition `t`-0 under `dir` on `node`; replicated (core partition id 7) with `env`.
+    pub async fn open(dir: &std::path::Path, node: i32, env: Option<Rc<TestEnv>>) -> Rc<Partition> {
         let log = LogSection::default();
         let config = TopicConfig::resolve(&log, &BTreeMap::new()).unwrap();
         let setup = env.map(|env| ReplicaSetup {
@@ -581,7 +577,7 @@ mod tests {
             .unwrap()
     }
 
-    fn state(leader: i32, replicas: &[i32], isr: &[i32], epoch: i32) -> PartitionState {
+    pub fn state(leader: i32, replicas: &[i32], isr: &[i32], epoch: i32) -> PartitionState {
         PartitionState {
             partition: PartitionId(7),
             replicas: replicas.iter().map(|&n| NodeId(n)).collect(),
@@ -592,9 +588,25 @@ mod tests {
         }
     }
 
-    fn apply(p: &Partition, s: PartitionState) {
+    /// Feeds a partition state to the partition's replica.
+    pub fn apply(p: &Partition, s: PartitionState) {
         let driver = p.replica.as_ref().unwrap();
         driver.step(|core, ctx, out| core.on_partition_state(ctx, s, out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use replication::{Batch, EpochEndOffset, FetchData};
+
+    use super::test_support::{TestEnv, apply, open, state};
+    use super::*;
+    use crate::partition::AppendFailure;
+
+    fn run(f: impl std::future::Future<Output = ()>) {
+        compio::runtime::Runtime::new().unwrap().block_on(f);
     }
 
     fn batch(records: i32) -> Bytes {
