@@ -123,6 +123,7 @@ pub fn send_to_leader(
                     shard.config().cluster.request_timeout_ms.max(1) as u64,
                 ),
                 idle_timeout: Duration::from_millis(FETCHER_IDLE_MS),
+                return_wait: Duration::from_millis(RETURN_WAIT_MS),
             };
             let env = Rc::new(ShardEnv {
                 shard: Rc::clone(shard),
@@ -173,6 +174,8 @@ pub struct FetcherSettings {
     /// request.timeout.ms: the deadline of a connect and of an OffsetForLeaderEpoch answer.
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// `RETURN_WAIT_MS` (see `Fetcher::settle`).
+    pub return_wait: Duration,
 }
 
 /// One leader's fetcher on one shard.
@@ -335,7 +338,7 @@ impl Fetcher {
         if max_wait_ms == 0 {
             return Some(0);
         }
-        let deadline = Instant::now() + Duration::from_millis(RETURN_WAIT_MS);
+        let deadline = Instant::now() + self.settings.return_wait;
         loop {
             let woke = self.wake.notified();
             if self.returning.borrow().is_empty() {
@@ -1188,6 +1191,7 @@ mod tests {
             max_wait_ms: 250,
             request_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            return_wait: Duration::from_millis(RETURN_WAIT_MS),
         };
         let fetches = vec![
             queued_fetch("a", 0, 1, 11),
@@ -1341,6 +1345,7 @@ mod tests {
             max_wait_ms: 10,
             request_timeout: Duration::from_millis(request_timeout_ms),
             idle_timeout: Duration::from_secs(60),
+            return_wait: Duration::from_millis(RETURN_WAIT_MS),
         };
         let fetcher = Fetcher::new(Rc::clone(&env) as Rc<dyn FetcherEnv>, settings);
         (env, fetcher)
@@ -1717,17 +1722,21 @@ mod tests {
         }));
         run_local(async move {
             let (env, fetcher) = test_fetcher(addr, 30_000);
+            // A wide window, so a loaded machine cannot make the 20 ms "sync" miss it.
+            let mut settings = fetcher.settings.clone();
+            settings.return_wait = Duration::from_secs(2);
+            let fetcher = Fetcher::new(Rc::clone(&fetcher.env), settings);
             let task = compio::runtime::spawn(Rc::clone(&fetcher).run());
             fetcher.enqueue("t", 0, fetch(1, 0, 0));
             fetcher.enqueue("t", 1, fetch(2, 1, 0));
             delivered(&env, 2).await;
             // Partition 0 asks again at once; partition 1 only after its "sync" (a timer
-            // well inside RETURN_WAIT_MS): the round waits for it and long-polls with both.
+            // well inside the return wait): the round waits for it and long-polls with both.
             fetcher.enqueue("t", 0, fetch(3, 0, 0));
-            compio::time::sleep(Duration::from_millis(RETURN_WAIT_MS / 5)).await;
+            compio::time::sleep(Duration::from_millis(20)).await;
             fetcher.enqueue("t", 1, fetch(4, 1, 1));
             delivered(&env, 2).await;
-            // Partition 1 got data again but never asks again: after RETURN_WAIT_MS the
+            // Partition 1 got data again but never asks again: after the return wait the
             // round goes without it and does not wait at the leader.
             fetcher.enqueue("t", 0, fetch(5, 0, 0));
             delivered(&env, 1).await;
