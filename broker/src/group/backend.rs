@@ -159,6 +159,31 @@ impl GroupBackend {
     fn become_leader(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
         self.loads.borrow_mut().lead(partition);
         self.start_load(shard, partition);
+        // Wakes requests waiting in `wait_to_lead`.
+        self.changed.notify_all();
+    }
+
+    /// Cluster mode: waits up to `timeout` for this shard's replica of `partition` to report
+    /// leading (the metadata naming this node arrives just before the replica's new state);
+    /// returns whether it leads.
+    pub async fn wait_to_lead(&self, partition: i32, timeout: Duration) -> bool {
+        use futures_util::future::{Either, select};
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            // Taken before the check, so a change between the two is not missed.
+            let changed = self.changed.notified();
+            if self.leads(partition) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let sleep = Box::pin(compio::time::sleep(left));
+            if let Either::Right(_) = select(changed, sleep).await {
+                return self.leads(partition);
+            }
+        }
     }
 
     /// Cluster mode: this shard's replica of `partition` stopped leading: its groups are

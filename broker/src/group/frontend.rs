@@ -4,7 +4,9 @@
 //!
 //! Cluster mode: the coordinator of a group is the node leading its offsets partition
 //! ([`coordinator_of`]); a request reaching any other node gets NOT_COORDINATOR here, before
-//! it hops to the owner shard, so the client finds the coordinator again.
+//! it hops to the owner shard, so the client finds the coordinator again. On the owner shard
+//! the replica's role is what counts: named by the metadata but not (yet) leading is
+//! NOT_COORDINATOR too, after waiting up to `ROLE_WAIT` for the role to follow.
 //!
 //! Invariants: a group's operations always run on the one shard owning its offsets
 //! partition, so its state is never touched from two threads; the partition count used for
@@ -22,6 +24,10 @@ use super::records::{OFFSETS_TOPIC, partition_for_group};
 use crate::cluster::{BrokerInfo, ClusterMetadata, TopicMeta};
 use crate::shard::Shard;
 use crate::shard::control::{NewTopic, on_control};
+
+/// Cluster mode: how long a request for a partition the metadata says this node leads waits
+/// for the replica to report leading before it gets NOT_COORDINATOR.
+const ROLE_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 /// The coordinator settings for an offsets topic of `partitions` partitions.
 pub fn group_config(shard: &Shard, partitions: i32) -> GroupConfig {
@@ -121,15 +127,18 @@ where
                 let config = group_config(&s, partitions);
                 let backend = backend(&s, &config);
                 if !backend.leads(partition) {
-                    // Cluster mode: the metadata names this node but its replica has not
-                    // become leader here yet (it loads then), or no longer leads.
+                    // Cluster mode: the metadata named this node but its replica has not
+                    // become leader here yet (its new state follows the metadata), or no
+                    // longer leads. NOT_COORDINATOR after a short wait: every client handles
+                    // it on every group API (Java's SyncGroup and Heartbeat do not retry
+                    // COORDINATOR_LOAD_IN_PROGRESS).
                     let topic = s.metadata().topic(OFFSETS_TOPIC).cloned();
                     let named = topic.and_then(|t| t.partition_state(partition)?.leader);
-                    return Err(if named == cluster_node(&s) {
-                        GroupError::CoordinatorLoadInProgress
-                    } else {
-                        GroupError::NotCoordinator
-                    });
+                    if named != cluster_node(&s)
+                        || !backend.wait_to_lead(partition, ROLE_WAIT).await
+                    {
+                        return Err(GroupError::NotCoordinator);
+                    }
                 }
                 Ok(backend.call(&s, partition, op).await)
             })
