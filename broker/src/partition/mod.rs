@@ -6,7 +6,13 @@
 //! taken when the request is dispatched); producer checks and the append happen under that
 //! lock; `high_watermark <= log_end_offset`; the data notifier fires after every advance of
 //! the high watermark. With one node the ISR is this node, so the high watermark follows the
-//! log end offset at once; the fields are real so replication can move them later.
+//! log end offset at once.
+//! Cluster mode (`replica` set): the replication core (`crate::replica::driver`) owns the
+//! offsets, the high watermark and the leader epoch. Under the lock a leader append runs the
+//! same checks, then hands each batch to the core (`submit_replicated`), which appends in
+//! order; the answer (acks=1: appended, acks=all: committed on the ISR) is awaited outside
+//! the lock. Log-level config changes of a replicated partition apply at the next start
+//! (re-opening would drop the core's state).
 
 pub mod producer_state;
 

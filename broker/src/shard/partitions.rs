@@ -4,6 +4,11 @@
 //! Layout on disk: `<data_dir>/<topic>-<partition>/` as Kafka does. A deleted topic's
 //! directories are renamed to `<topic>-<partition>.<id>-delete` first (atomic), then removed,
 //! so a re-created topic of the same name never sees old segments.
+//!
+//! Cluster mode: a shard opens only the partitions this node replicates (by the committed
+//! partition states in the metadata), each with a replication core attached; the core learns
+//! its role later through `crate::replica::deliver`. The first such partition starts the
+//! shard's replica timer.
 
 use std::path::PathBuf;
 use std::rc::Rc;
