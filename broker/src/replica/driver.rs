@@ -459,7 +459,12 @@ async fn drain(partition: Rc<Partition>) {
 
 impl ReplicaDriver {
     fn fail(&self, partition: &Partition, what: &str, error: &dyn std::fmt::Display) {
-        tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed; the replica stops until restart");
+        if partition.is_retired() {
+            // Closed under us (topic deleted, shutdown): nothing is lost that matters.
+            tracing::debug!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} after close dropped");
+        } else {
+            tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed; the replica stops until restart");
+        }
         self.failed.set(true);
         for (_, tx) in self.produces.borrow_mut().drain() {
             let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));

@@ -287,6 +287,7 @@ pub async fn close_all(shard: &Rc<Shard>) {
         .collect();
     for p in all {
         let _guard = p.append_lock.lock().await;
+        p.retire();
         if let Err(e) = p.log.close().await {
             tracing::error!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "close failed");
         }
