@@ -11,8 +11,7 @@
 //! offsets, the high watermark and the leader epoch. Under the lock a leader append runs the
 //! same checks, then hands each batch to the core (`submit_replicated`), which appends in
 //! order; the answer (acks=1: appended, acks=all: committed on the ISR) is awaited outside
-//! the lock. Log-level config changes of a replicated partition apply at the next start
-//! (re-opening would drop the core's state).
+//! the lock. A re-open for a log-level config change keeps the core (`reopen_replicated`).
 
 pub mod producer_state;
 
@@ -75,7 +74,8 @@ pub struct Partition {
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
     retired: Cell<bool>,
     /// Cluster mode: the replication core driving this replica. `None` on a single node.
-    pub replica: Option<ReplicaDriver>,
+    /// Shared with the instance a re-open replaces.
+    pub replica: Option<Rc<ReplicaDriver>>,
 }
 
 /// Cluster mode: what `Partition::open` needs to attach a replication core.
@@ -171,7 +171,7 @@ impl Partition {
                     recovered,
                     setup.request_id_base,
                 );
-                ReplicaDriver::new(core, setup.env, this.clone())
+                Rc::new(ReplicaDriver::new(core, setup.env, this.clone()))
             });
             Partition {
                 topic,
@@ -202,6 +202,45 @@ impl Partition {
             }
             pos += total;
         }
+    }
+
+    /// Cluster mode: `self` re-opened with a new log config, keeping its replication core
+    /// (and the producer state, which may cover batches still queued for the engine). Call
+    /// with `append_lock` held and `self` retired; the caller installs the result.
+    pub async fn reopen_replicated(
+        &self,
+        config: TopicConfig,
+        log_config: engine::LogConfig,
+    ) -> Result<Rc<Partition>, engine::LogError> {
+        let driver = Rc::clone(self.replica.as_ref().expect("cluster mode"));
+        driver.pause().await;
+        if let Err(e) = self.log.close().await {
+            tracing::warn!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "close before re-open failed");
+        }
+        let opened = engine::Log::open(self.dir.clone(), log_config).await;
+        let log = match opened {
+            Ok((log, _)) => Rc::new(log),
+            Err(e) => {
+                // The replica stays paused: its log is gone until the next start.
+                tracing::error!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "re-open failed");
+                return Err(e);
+            }
+        };
+        let partition = Rc::new(Partition {
+            topic: self.topic.clone(),
+            index: self.index,
+            dir: self.dir.clone(),
+            log,
+            leader_epoch: Cell::new(self.leader_epoch.get()),
+            config: RefCell::new(config),
+            data_notify: Rc::new(Notify::new()),
+            append_lock: FifoLock::new(),
+            producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
+            retired: Cell::new(false),
+            replica: Some(Rc::clone(&driver)),
+        });
+        driver.resume(&partition);
+        Ok(partition)
     }
 
     /// Cluster mode, after a truncation: producer state rebuilt from what is left.

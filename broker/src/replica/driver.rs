@@ -57,10 +57,15 @@ pub type ProduceAnswer = async_channel::Receiver<Result<i64, ReplicaError>>;
 pub struct ReplicaDriver {
     core: RefCell<Replica>,
     env: Rc<dyn ReplicaEnv>,
-    partition: Weak<Partition>,
+    /// The partition instance whose log the actions go to (re-pointed by a re-open).
+    partition: RefCell<Weak<Partition>>,
     queue: RefCell<VecDeque<Action<Bytes>>>,
     /// A task is applying the queue (it owns the queue's head until it empties it).
     applying: Cell<bool>,
+    /// Set while the log is re-opened: actions queue up and are applied afterwards.
+    paused: Cell<bool>,
+    /// Fires when a drain task stops (queue empty or paused).
+    idle: Rc<crate::notify::Notify>,
     produces: RefCell<HashMap<u64, async_channel::Sender<Result<i64, ReplicaError>>>>,
     /// Ids of requests handled here (produce, fetch, OffsetForLeaderEpoch); the core's own
     /// outgoing requests use its own ids.
@@ -74,9 +79,11 @@ impl ReplicaDriver {
         ReplicaDriver {
             core: RefCell::new(core),
             env,
-            partition,
+            partition: RefCell::new(partition),
             queue: RefCell::new(VecDeque::new()),
             applying: Cell::new(false),
+            paused: Cell::new(false),
+            idle: Rc::new(crate::notify::Notify::new()),
             produces: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             failed: Cell::new(false),
@@ -273,7 +280,7 @@ impl ReplicaDriver {
 
     /// Publishes the role: `Partition::leader_epoch`, and the hook on leader <-> not leader.
     fn after_step(&self) {
-        let Some(partition) = self.partition.upgrade() else {
+        let Some(partition) = self.partition.borrow().upgrade() else {
             return;
         };
         if let Some(epoch) = self.leader_epoch() {
@@ -292,10 +299,16 @@ impl ReplicaDriver {
             return;
         }
         self.queue.borrow_mut().extend(actions);
-        if self.applying.get() {
+        self.kick();
+    }
+
+    /// Applies what is queued: synchronous actions now, up to the first engine operation,
+    /// the rest in a drain task. Does nothing while a drain task runs or while paused.
+    fn kick(&self) {
+        if self.applying.get() || self.paused.get() {
             return;
         }
-        let Some(partition) = self.partition.upgrade() else {
+        let Some(partition) = self.partition.borrow().upgrade() else {
             return;
         };
         // Apply synchronous actions now, up to the first engine operation.
@@ -315,6 +328,30 @@ impl ReplicaDriver {
         }
         self.applying.set(true);
         compio::runtime::spawn(drain(partition)).detach();
+    }
+
+    /// Before a re-open of the log: stops applying actions (they queue up) and waits until
+    /// no engine operation is in flight.
+    pub async fn pause(&self) {
+        self.paused.set(true);
+        while self.applying.get() {
+            let idle = self.idle.notified();
+            if !self.applying.get() {
+                break;
+            }
+            idle.await;
+        }
+    }
+
+    /// After a re-open: actions go to `partition` (which holds this driver), starting with
+    /// those queued meanwhile. Everything the old log had is durable (it was closed).
+    pub fn resume(&self, partition: &Rc<Partition>) {
+        *self.partition.borrow_mut() = Rc::downgrade(partition);
+        partition.log.set_high_watermark(self.high_watermark());
+        self.paused.set(false);
+        let durable = partition.log.durable_offset();
+        self.step(|core, ctx, out| core.on_durable(ctx, durable, out));
+        self.kick();
     }
 
     fn apply_sync(&self, partition: &Rc<Partition>, action: Action<Bytes>) {
@@ -395,8 +432,14 @@ async fn drain(partition: Rc<Partition>) {
         return;
     };
     loop {
-        let Some(action) = driver.queue.borrow_mut().pop_front() else {
+        let next = if driver.paused.get() {
+            None
+        } else {
+            driver.queue.borrow_mut().pop_front()
+        };
+        let Some(action) = next else {
             driver.applying.set(false);
+            driver.idle.notify_all();
             return;
         };
         match action {
@@ -778,6 +821,41 @@ mod tests {
                 p.submit_replicated(batch(1), 0, 1),
                 Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower))
             ));
+        });
+    }
+
+    #[test]
+    fn reopen_keeps_the_core_and_its_queued_work() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let old = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            apply(&old, state(0, &[0], &[0], 1));
+            let first = old.submit_replicated(batch(2), 0, -1).unwrap();
+            // Queued but maybe not yet written when the re-open starts.
+            let second = old.submit_replicated(batch(3), 0, -1).unwrap();
+            let mut config = old.config.borrow().clone();
+            config.retention_ms = 60_000;
+            let mut log_config = old.log.config().clone();
+            log_config.retention_ms = 60_000;
+            old.retire();
+            let new = old.reopen_replicated(config, log_config).await.unwrap();
+            assert!(Rc::ptr_eq(
+                old.replica.as_ref().unwrap(),
+                new.replica.as_ref().unwrap()
+            ));
+            assert_eq!(first.wait().await.unwrap().base_offset, 0);
+            assert_eq!(second.wait().await.unwrap().base_offset, 2);
+            let third = new.submit_replicated(batch(1), 0, -1).unwrap();
+            assert_eq!(third.wait().await.unwrap().base_offset, 5);
+            assert_eq!((new.log.log_end_offset(), new.high_watermark()), (6, 6));
+            assert_eq!(new.leader_epoch.get(), 1);
+            assert_eq!(epochs_in_log(&new).await, vec![(0, 1), (2, 1), (5, 1)]);
+            assert!(matches!(
+                old.submit_replicated(batch(1), 0, 1),
+                Err(AppendFailure::Retired)
+            ));
+            assert_eq!(*env.roles.borrow(), vec![true]);
         });
     }
 

@@ -133,11 +133,7 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
                 let new_log_config = topic_config.log_config(&config.log);
                 // Broker-side checks (max.message.bytes, timestamps) apply at once.
                 *existing.config.borrow_mut() = topic_config.clone();
-                if old_log_config != new_log_config && existing.replica.is_some() {
-                    // Re-opening would drop the replication core's state mid-flight; log-level
-                    // settings of a replicated partition apply at the next start.
-                    tracing::info!(target: "broker::partition", topic = %topic.name, partition = p, "log config changed; applies to this replica after a restart");
-                } else if old_log_config != new_log_config {
+                if old_log_config != new_log_config {
                     reopen(
                         shard,
                         &existing,
@@ -212,20 +208,26 @@ async fn reopen(
 ) -> Result<(), OpenError> {
     let _guard = old.append_lock.lock().await;
     old.retire();
-    if let Err(e) = old.log.close().await {
-        tracing::warn!(target: "broker::partition", topic = %topic.name, partition = old.index, error = %e, "close before re-open failed");
-    }
-    let new = Partition::open(
-        topic.name.clone(),
-        old.index,
-        old.dir.clone(),
-        old.leader_epoch.get(),
-        topic_config,
-        log_config,
-        None,
-    )
-    .await
-    .map_err(|source| OpenError::Log {
+    let new = if old.replica.is_some() {
+        // Cluster mode: the replication core carries over; its queued actions wait for
+        // the new log.
+        old.reopen_replicated(topic_config, log_config).await
+    } else {
+        if let Err(e) = old.log.close().await {
+            tracing::warn!(target: "broker::partition", topic = %topic.name, partition = old.index, error = %e, "close before re-open failed");
+        }
+        Partition::open(
+            topic.name.clone(),
+            old.index,
+            old.dir.clone(),
+            old.leader_epoch.get(),
+            topic_config,
+            log_config,
+            None,
+        )
+        .await
+    };
+    let new = new.map_err(|source| OpenError::Log {
         topic: topic.name.clone(),
         partition: old.index,
         source,
