@@ -211,6 +211,13 @@ impl Replica {
         &self.epochs
     }
 
+    /// A live change of the topic's min.insync.replicas (AlterConfigs); it applies from the
+    /// next check on (new acks=all produces, and ISR changes for the waiting ones).
+    pub fn set_min_insync_replicas(&mut self, min_insync_replicas: usize) {
+        assert!(min_insync_replicas >= 1);
+        self.config.min_insync_replicas = min_insync_replicas;
+    }
+
     /// The latest partition state applied.
     pub fn state(&self) -> Option<&PartitionState> {
         self.state.as_ref()

@@ -107,7 +107,7 @@ pub async fn handle(
                     out = out
                         .with_topic_id(meta.id)
                         .with_num_partitions(meta.partitions)
-                        .with_replication_factor(1);
+                        .with_replication_factor(replication_factor(&meta));
                     if ctx.version >= 5
                         && let Ok(cfg) = TopicConfig::resolve(log, &meta.configs)
                     {
@@ -142,4 +142,11 @@ pub async fn handle(
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// Replicas per partition: one on a single node; in cluster mode, as placed.
+fn replication_factor(meta: &crate::cluster::TopicMeta) -> i16 {
+    meta.partition_states
+        .first()
+        .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX))
 }

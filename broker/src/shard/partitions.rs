@@ -133,6 +133,10 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
                 let new_log_config = topic_config.log_config(&config.log);
                 // Broker-side checks (max.message.bytes, timestamps) apply at once.
                 *existing.config.borrow_mut() = topic_config.clone();
+                if let Some(driver) = &existing.replica {
+                    let min = topic_config.min_insync_replicas.max(1) as usize;
+                    driver.step(|core, _, _| core.set_min_insync_replicas(min));
+                }
                 if old_log_config != new_log_config {
                     reopen(
                         shard,
