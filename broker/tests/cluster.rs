@@ -9,7 +9,7 @@
 //!   confluent-kafka (clients_support/cluster_scenario.py, run with SLUICE_TEST_PYTHON as the
 //!   other client tests are). The script asks for `KILL n` / `RESTART n` on stdout; this test
 //!   owns the processes and answers `OK <unix_ms>`. It prints the kill-to-first-acknowledged-
-//!   produce times (`TIMING ...` lines) that docs/internals/replication.md quotes.
+//!   produce times (`TIMING ...` lines, for the docs).
 //!
 //! A failure prints the tail of every node's log and keeps the cluster's temp dir.
 
@@ -291,6 +291,10 @@ fn run_scenario(cluster: &mut Cluster, topic: &str) -> String {
         .map(str::to_string);
     match (failure, status, summary) {
         (None, Some(s), Some(summary)) if s.success() => {
+            // Its progress lines (not librdkafka's), shown with --nocapture.
+            for line in stderr.lines().filter(|l| l.starts_with('[')) {
+                eprintln!("{line}");
+            }
             for line in out.lines().filter(|l| l.starts_with("TIMING ")) {
                 eprintln!("{line}");
             }

@@ -8,7 +8,8 @@
 //!
 //! Every node's stdout and stderr go to `node-N.log` in the cluster's temp dir (appended across
 //! restarts, with a marker line). When a test panics with a `Cluster` alive, `Drop` prints the
-//! tail of every node's log, keeps the temp dir and prints its path.
+//! tail of every node's log, keeps the temp dir and prints its path (with
+//! `SLUICE_TEST_KEEP_CLUSTER=1` it keeps it after a pass too).
 //!
 //! Nothing sleeps to synchronise: `wait_until` polls a condition against a deadline and fails
 //! with the node logs; `try_metadata` is a fallible raw Metadata call for such conditions.
@@ -41,6 +42,8 @@ pub const CLUSTER_SETTINGS: &[(&str, i64)] = &[
 pub const SHARDS_PER_NODE: &str = "2";
 /// How much of each node's log a failure prints.
 pub const LOG_TAIL_BYTES: usize = 12_000;
+/// Set (to anything) to keep the cluster's temp dir after a passing test too.
+pub const KEEP_ENV: &str = "SLUICE_TEST_KEEP_CLUSTER";
 /// Timeout of one raw request made by `try_metadata` (a hung node is an error, not a hang).
 const RAW_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -423,8 +426,11 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
-        if thread::panicking() {
+        let panicking = thread::panicking();
+        if panicking {
             eprintln!("{}", self.logs_tail(LOG_TAIL_BYTES));
+        }
+        if panicking || std::env::var_os(KEEP_ENV).is_some() {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
                 eprintln!("cluster data dirs and full logs kept in {}", kept.display());
