@@ -51,6 +51,8 @@ pub enum ClientError {
     Timeout { timeout_ms: u64 },
     #[error("connection to the leader: {0}")]
     Io(#[source] std::io::Error),
+    #[error("the leader closed the connection")]
+    Closed,
     #[error("response frame of {size} bytes (limit {RESPONSE_BYTES_MAX})")]
     FrameSize { size: i64 },
     #[error("response correlation id {got}, expected {expected}")]
@@ -159,7 +161,7 @@ impl LeaderConnection {
     async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
         let mut s: &TcpStream = &self.stream;
         let BufResult(r, size) = s.read_exact([0u8; SIZE_PREFIX_BYTES]).await;
-        r.map_err(ClientError::Io)?;
+        r.map_err(read_error)?;
         let size = i32::from_be_bytes(size);
         let size = check_frame_size(size)?;
         let pooled = size >= POOLED_FRAME_BYTES_MIN;
@@ -169,7 +171,7 @@ impl LeaderConnection {
             Vec::with_capacity(size)
         };
         let BufResult(r, buf) = s.read_exact(buf.slice(0..size)).await;
-        r.map_err(ClientError::Io)?;
+        r.map_err(read_error)?;
         let buf = buf.into_inner();
         debug_assert_eq!(buf.len(), size);
         Ok(if pooled {
@@ -177,6 +179,15 @@ impl LeaderConnection {
         } else {
             Bytes::from(buf)
         })
+    }
+}
+
+/// End of stream mid-read is the peer closing, not an I/O failure.
+fn read_error(e: std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ClientError::Closed
+    } else {
+        ClientError::Io(e)
     }
 }
 
