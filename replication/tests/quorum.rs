@@ -1,7 +1,10 @@
 //! The persistent metadata quorum (`replication::quorum`, feature `raft-quorum`): three voters
 //! on files in temp dirs and an in-memory router that carries every message in its wire form
-//! (`encode_message` / `decode_message`), with nodes that stop, restart from their dirs, and
-//! whose files are damaged.
+//! (`encode_message` / `decode_message`), with nodes that stop, restart from their dirs, compact
+//! their logs into snapshots, crash in the middle of it, and whose files are damaged.
+//!
+//! Each node's state machine is the list of (index, data) it applied; its snapshot is that list
+//! encoded, so a `Restore` brings back exactly the history it stands for.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::OpenOptions;
@@ -10,8 +13,9 @@ use std::io::Write;
 use proptest::prelude::*;
 use replication::NodeId;
 use replication::quorum::{
-    LOG_FILE_NAME, MESSAGE_BYTES_MAX, PROPOSAL_BYTES_MAX, QuorumAction, QuorumError, QuorumInput,
-    QuorumNode, RaftMessage, RaftMessageType, TICK_MS, decode_message, encode_message, raft_id,
+    LOG_FILE_NAME, LOG_TMP_FILE_NAME, MESSAGE_BYTES_MAX, PROPOSAL_BYTES_MAX, QuorumAction,
+    QuorumError, QuorumInput, QuorumNode, RaftMessage, RaftMessageType, SNAPSHOT_FILE_NAME,
+    SNAPSHOT_TMP_FILE_NAME, TICK_MS, decode_message, encode_message, raft_id,
 };
 use tempfile::TempDir;
 
@@ -24,12 +28,20 @@ struct Cluster {
     nodes: BTreeMap<NodeId, Option<QuorumNode>>,
     /// Encoded messages: (to, bytes).
     in_flight: VecDeque<(NodeId, Vec<u8>)>,
-    /// What each node delivered since it was last opened.
+    /// Each node's state machine since it was last opened: what it applied, or restored.
     applied: BTreeMap<NodeId, Vec<(u64, Vec<u8>)>>,
+    /// The snapshot indexes each node was told to restore since it was last opened.
+    restored: BTreeMap<NodeId, Vec<u64>>,
+    /// The last index each node applied or restored (the state's index) since it was opened.
+    state_index: BTreeMap<NodeId, u64>,
     leaders_by_term: BTreeMap<u64, NodeId>,
     /// Hold a message back to the next tick once in this many (0: never), drawn from `rng`.
     hold_back_one_in: u64,
     rng: u64,
+    /// Drop this many of the next snapshot messages (a transport that lost them).
+    drop_snapshots: usize,
+    /// Snapshot messages delivered.
+    snapshots_delivered: usize,
 }
 
 impl Cluster {
@@ -40,9 +52,13 @@ impl Cluster {
             nodes: BTreeMap::new(),
             in_flight: VecDeque::new(),
             applied: BTreeMap::new(),
+            restored: BTreeMap::new(),
+            state_index: BTreeMap::new(),
             leaders_by_term: BTreeMap::new(),
             hold_back_one_in: 0,
             rng: 0,
+            drop_snapshots: 0,
+            snapshots_delivered: 0,
         };
         for v in VOTERS {
             c.dirs.insert(v, tempfile::tempdir().unwrap());
@@ -52,10 +68,31 @@ impl Cluster {
     }
 
     fn start(&mut self, n: NodeId) {
+        self.try_start(n).unwrap();
+    }
+
+    fn try_start(&mut self, n: NodeId) -> Result<(), QuorumError> {
         assert!(self.nodes.get(&n).is_none_or(Option::is_none), "{n} runs");
-        let node = QuorumNode::open(n, &VOTERS, self.dirs[&n].path(), self.now_ms).unwrap();
+        let node = QuorumNode::open(n, &VOTERS, self.dirs[&n].path(), self.now_ms)?;
         self.nodes.insert(n, Some(node));
         self.applied.insert(n, Vec::new());
+        self.restored.insert(n, Vec::new());
+        self.state_index.insert(n, 0);
+        Ok(())
+    }
+
+    /// Snapshots node `n`'s state machine at the index it reached and compacts its log.
+    fn compact(&mut self, n: NodeId) -> u64 {
+        let index = self.state_index[&n];
+        let snapshot = encode_state(&self.applied[&n]);
+        let node = self.nodes.get_mut(&n).unwrap().as_mut().unwrap();
+        node.compact(index, snapshot).unwrap();
+        assert_eq!(node.snapshot_index(), index);
+        index
+    }
+
+    fn path(&self, n: NodeId, name: &str) -> std::path::PathBuf {
+        self.dirs[&n].path().join(name)
     }
 
     fn stop(&mut self, n: NodeId) {
@@ -84,11 +121,19 @@ impl Cluster {
                     self.in_flight.push_back((to, encode_message(&message)));
                 }
                 QuorumAction::Applied { index, data } => {
-                    let applied = self.applied.get_mut(&from).unwrap();
-                    if let Some(&(last, _)) = applied.last() {
-                        assert!(index > last, "{from} applied {index} after {last}");
-                    }
-                    applied.push((index, data));
+                    let last = self.state_index[&from];
+                    assert!(index > last, "{from} applied {index} after {last}");
+                    self.applied.get_mut(&from).unwrap().push((index, data));
+                    self.state_index.insert(from, index);
+                }
+                QuorumAction::Restore { index, data } => {
+                    let last = self.state_index[&from];
+                    assert!(index > last, "{from} restored {index} after {last}");
+                    let state = decode_state(&data);
+                    assert!(state.last().is_none_or(|&(i, _)| i <= index));
+                    self.applied.insert(from, state);
+                    self.restored.get_mut(&from).unwrap().push(index);
+                    self.state_index.insert(from, index);
                 }
             }
         }
@@ -123,6 +168,13 @@ impl Cluster {
                 continue;
             }
             let message = decode_message(&bytes).unwrap();
+            if message.get_msg_type() == RaftMessageType::MsgSnapshot {
+                if self.drop_snapshots > 0 {
+                    self.drop_snapshots -= 1;
+                    continue;
+                }
+                self.snapshots_delivered += 1;
+            }
             self.step(to, QuorumInput::Message(message)).unwrap();
         }
         self.in_flight = held_back;
@@ -175,6 +227,27 @@ impl Cluster {
     fn data(&self, n: NodeId) -> Vec<Vec<u8>> {
         self.applied[&n].iter().map(|(_, d)| d.clone()).collect()
     }
+}
+
+fn encode_state(state: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, data) in state {
+        out.extend_from_slice(&index.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn decode_state(mut bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let index = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        out.push((index, bytes[12..12 + len].to_vec()));
+        bytes = &bytes[12 + len..];
+    }
+    out
 }
 
 fn payload(i: usize) -> Vec<u8> {
@@ -397,7 +470,7 @@ fn a_corrupt_last_record_is_cut() {
 }
 
 #[test]
-fn misaddressed_and_snapshot_messages_are_refused_without_panicking() {
+fn misaddressed_messages_are_refused_without_panicking() {
     let mut c = Cluster::new();
     let leader = c.elect();
     let mut stray = RaftMessage::default();
@@ -408,18 +481,28 @@ fn misaddressed_and_snapshot_messages_are_refused_without_panicking() {
         c.step(leader, QuorumInput::Message(stray.clone())),
         Err(QuorumError::Misaddressed { .. })
     ));
-    stray.from = raft_id(VOTERS.into_iter().find(|&n| n != leader).unwrap());
+    let follower = VOTERS.into_iter().find(|&n| n != leader).unwrap();
+    stray.from = raft_id(follower);
     stray.to = 0;
     assert!(matches!(
         c.step(leader, QuorumInput::Message(stray.clone())),
         Err(QuorumError::Misaddressed { .. })
     ));
-    stray.to = raft_id(leader);
+    // A snapshot naming other voters would be persisted as this node's own: refused.
     stray.set_msg_type(RaftMessageType::MsgSnapshot);
-    assert!(matches!(
-        c.step(leader, QuorumInput::Message(stray)),
-        Err(QuorumError::SnapshotUnsupported)
-    ));
+    stray.to = raft_id(follower);
+    stray.from = raft_id(leader);
+    stray.term = c.node(leader).term();
+    let metadata = stray.mut_snapshot().mut_metadata();
+    metadata.index = 100;
+    metadata.term = 1;
+    metadata.mut_conf_state().voters = vec![raft_id(leader), raft_id(follower)];
+    let refused = c.step(follower, QuorumInput::Message(stray));
+    assert!(
+        matches!(refused, Err(QuorumError::VotersChanged { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(c.node(follower).snapshot_index(), 0);
     c.commit(&payload(0));
 }
 
@@ -447,7 +530,7 @@ fn next_random(state: &mut u64, below: u64) -> u64 {
 }
 
 /// Seeded rounds of stopping and restarting voters (from their files), lost in-flight
-/// messages and proposals at whoever leads: one leader per term (checked every tick, across
+/// messages, compactions on any voter, and proposals at whoever leads: one leader per term (checked every tick, across
 /// restarts), what every node delivers since its last open is a prefix of one history, and
 /// after all run again every node delivered that whole history.
 #[test]
@@ -459,6 +542,7 @@ fn random_restarts_keep_one_history() {
         c.hold_back_one_in = 3;
         let mut history: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut proposed = 0;
+        let mut compactions = 0;
         for _ in 0..250 {
             match next_random(&mut rng, 12) {
                 0 if c.running().len() == 3 => {
@@ -474,6 +558,14 @@ fn random_restarts_keep_one_history() {
                     }
                 }
                 3 => c.in_flight.clear(),
+                4 => {
+                    let running = c.running();
+                    let n = running[next_random(&mut rng, running.len() as u64) as usize];
+                    if c.state_index[&n] > 0 {
+                        c.compact(n);
+                        compactions += 1;
+                    }
+                }
                 _ => {}
             }
             if let Some(leader) = c.leader() {
@@ -505,8 +597,9 @@ fn random_restarts_keep_one_history() {
             assert_eq!(c.applied[&n], everything, "seed {seed}: {n}");
         }
         assert!(
-            history.len() > 20,
-            "seed {seed}: too little committed to mean anything"
+            history.len() > 20 && compactions > 5,
+            "seed {seed}: too little committed ({}) or compacted ({compactions}) to mean anything",
+            history.len()
         );
     }
 }
@@ -601,4 +694,251 @@ fn a_huge_time_jump_is_capped_and_the_cluster_recovers() {
     for n in VOTERS {
         assert_eq!(c.data(n), payloads(0..2));
     }
+}
+
+/// Compaction on every voter, then a whole-cluster restart: each node restores its snapshot
+/// first, then applies only the committed entries after it, and the cluster goes on.
+#[test]
+fn compacted_voters_restart_from_their_snapshots_and_apply_later_entries() {
+    let mut c = Cluster::new();
+    for i in 0..30 {
+        c.commit(&payload(i));
+    }
+    let before: Vec<u64> = VOTERS.iter().map(|&n| file_len(&c, n)).collect();
+    let mut snapshot_at = BTreeMap::new();
+    for n in VOTERS {
+        snapshot_at.insert(n, c.compact(n));
+        assert!(c.path(n, SNAPSHOT_FILE_NAME).exists());
+    }
+    for (n, before) in VOTERS.iter().zip(before) {
+        let after = file_len(&c, *n);
+        assert!(after * 4 < before, "{n}: log {before} -> {after} bytes");
+    }
+    // Compacting again at the same index is a no-op; past what was applied is refused.
+    let n0 = VOTERS[0];
+    let node = c.nodes.get_mut(&n0).unwrap().as_mut().unwrap();
+    node.compact(snapshot_at[&n0], b"ignored".to_vec()).unwrap();
+    assert!(matches!(
+        node.compact(snapshot_at[&n0] + 100, Vec::new()),
+        Err(QuorumError::CompactPastApplied { .. })
+    ));
+    for i in 30..35 {
+        c.commit(&payload(i));
+    }
+    for n in VOTERS {
+        c.stop(n);
+    }
+    c.in_flight.clear();
+    for n in VOTERS {
+        c.start(n);
+        assert_eq!(c.node(n).snapshot_index(), snapshot_at[&n]);
+        c.step(n, QuorumInput::Tick).unwrap();
+        assert_eq!(
+            c.restored[&n],
+            [snapshot_at[&n]],
+            "{n} restored its snapshot"
+        );
+        assert_eq!(c.data(n), payloads(0..35), "{n}: snapshot + later entries");
+    }
+    c.commit(&payload(35));
+    for n in VOTERS {
+        assert_eq!(c.data(n), payloads(0..36), "{n}");
+        assert_eq!(c.applied[&n], c.applied[&VOTERS[0]], "{n}");
+    }
+}
+
+/// A voter down while the others compact far past it cannot be sent the entries it misses:
+/// the leader sends its snapshot (again when the first ones are lost), the voter restores it,
+/// applies what follows, and keeps it; a crash while it installs the snapshot (snapshot file
+/// written, log not yet rewritten) leaves it usable.
+#[test]
+fn a_voter_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut c = Cluster::new();
+    for i in 0..5 {
+        c.commit(&payload(i));
+    }
+    let leader = c.elect();
+    let behind = *VOTERS.iter().find(|&&n| n != leader).unwrap();
+    c.stop(behind);
+    let log_before = std::fs::read(c.path(behind, LOG_FILE_NAME)).unwrap();
+    let mut leader_snapshot = 0;
+    for round in 0..3 {
+        for i in 5 + round * 10..15 + round * 10 {
+            c.commit(&payload(i));
+        }
+        for n in c.running() {
+            let at = c.compact(n);
+            if n == c.elect() {
+                leader_snapshot = at;
+            }
+        }
+    }
+    c.drop_snapshots = 2;
+    c.start(behind);
+    c.tick_until("the voter caught up", |c| c.data(behind) == payloads(0..35));
+    assert_eq!(c.drop_snapshots, 0);
+    assert_eq!(c.snapshots_delivered, 1);
+    let restored = c.restored[&behind].clone();
+    assert!(
+        restored.len() == 1 && restored[0] >= leader_snapshot,
+        "restored {restored:?}, leader snapshot {leader_snapshot}"
+    );
+    assert_eq!(c.node(behind).snapshot_index(), restored[0]);
+    for i in 35..40 {
+        c.commit(&payload(i));
+    }
+    assert_eq!(c.data(behind), payloads(0..40));
+    // The received snapshot is the voter's own now: a restart starts from it.
+    c.stop(behind);
+    c.start(behind);
+    c.step(behind, QuorumInput::Tick).unwrap();
+    assert_eq!(c.restored[&behind], restored);
+    c.tick_until("the restarted voter caught up", |c| {
+        c.data(behind) == payloads(0..40)
+    });
+    c.commit(&payload(40));
+    // The crash point of installing it: the received snapshot, the log from before.
+    c.stop(behind);
+    std::fs::write(c.path(behind, LOG_FILE_NAME), &log_before).unwrap();
+    c.start(behind);
+    c.step(behind, QuorumInput::Tick).unwrap();
+    assert_eq!(c.restored[&behind], restored);
+    c.commit(&payload(41));
+    for n in VOTERS {
+        assert_eq!(c.data(n), payloads(0..42), "{n}");
+        assert_eq!(c.applied[&n], c.applied[&leader], "{n}");
+    }
+}
+
+/// The crash points of `compact`, simulated by putting back the files a crash would leave:
+/// before the snapshot's rename (the new one only as a tmp file: the old pair), between the
+/// two renames (new snapshot, old log), and after (new pair, a tmp log left over). Each opens
+/// with the whole history.
+#[test]
+fn a_crash_at_any_point_of_compaction_leaves_a_usable_pair() {
+    let mut c = Cluster::new();
+    for i in 0..10 {
+        c.commit(&payload(i));
+    }
+    let n = c.elect();
+    let first = c.compact(n);
+    for i in 10..20 {
+        c.commit(&payload(i));
+    }
+    let old_log = std::fs::read(c.path(n, LOG_FILE_NAME)).unwrap();
+    let old_snapshot = std::fs::read(c.path(n, SNAPSHOT_FILE_NAME)).unwrap();
+    let second = c.compact(n);
+    assert!(second > first);
+    let new_log = std::fs::read(c.path(n, LOG_FILE_NAME)).unwrap();
+    let new_snapshot = std::fs::read(c.path(n, SNAPSHOT_FILE_NAME)).unwrap();
+    c.stop(n);
+    type Files<'a> = [(&'a str, Option<&'a [u8]>); 4];
+    let crashes: [(&str, Files, u64); 4] = [
+        (
+            "new snapshot half written",
+            [
+                (SNAPSHOT_FILE_NAME, Some(&old_snapshot)),
+                (
+                    SNAPSHOT_TMP_FILE_NAME,
+                    Some(&new_snapshot[..new_snapshot.len() / 2]),
+                ),
+                (LOG_FILE_NAME, Some(&old_log)),
+                (LOG_TMP_FILE_NAME, None),
+            ],
+            first,
+        ),
+        (
+            "new snapshot synced, not renamed",
+            [
+                (SNAPSHOT_FILE_NAME, Some(&old_snapshot)),
+                (SNAPSHOT_TMP_FILE_NAME, Some(&new_snapshot)),
+                (LOG_FILE_NAME, Some(&old_log)),
+                (LOG_TMP_FILE_NAME, None),
+            ],
+            first,
+        ),
+        (
+            "snapshot renamed, log rewrite half written",
+            [
+                (SNAPSHOT_FILE_NAME, Some(&new_snapshot)),
+                (SNAPSHOT_TMP_FILE_NAME, None),
+                (LOG_FILE_NAME, Some(&old_log)),
+                (LOG_TMP_FILE_NAME, Some(&new_log[..new_log.len() - 5])),
+            ],
+            second,
+        ),
+        (
+            "both renamed",
+            [
+                (SNAPSHOT_FILE_NAME, Some(&new_snapshot)),
+                (SNAPSHOT_TMP_FILE_NAME, None),
+                (LOG_FILE_NAME, Some(&new_log)),
+                (LOG_TMP_FILE_NAME, None),
+            ],
+            second,
+        ),
+    ];
+    for (name, files, restored_at) in crashes {
+        for (file, bytes) in files {
+            let path = c.path(n, file);
+            match bytes {
+                Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        c.start(n);
+        c.step(n, QuorumInput::Tick).unwrap();
+        assert_eq!(c.restored[&n], [restored_at], "{name}");
+        assert_eq!(c.data(n), payloads(0..20), "{name}");
+        assert!(!c.path(n, SNAPSHOT_TMP_FILE_NAME).exists(), "{name}");
+        assert!(!c.path(n, LOG_TMP_FILE_NAME).exists(), "{name}");
+        c.stop(n);
+    }
+    // From the last crash point the node rejoins, compacts again and restarts.
+    c.start(n);
+    c.commit(&payload(20));
+    c.compact(n);
+    c.commit(&payload(21));
+    c.stop(n);
+    c.start(n);
+    c.tick_until("rejoined", |c| c.data(n) == payloads(0..22));
+}
+
+/// What no crash can leave is refused instead of starting empty or with a hole: a damaged
+/// snapshot, a log compacted past a snapshot that is missing or older.
+#[test]
+fn a_damaged_snapshot_or_a_log_past_its_snapshot_fails_open() {
+    let mut c = Cluster::new();
+    for i in 0..10 {
+        c.commit(&payload(i));
+    }
+    let n = c.elect();
+    c.compact(n);
+    let old_snapshot = std::fs::read(c.path(n, SNAPSHOT_FILE_NAME)).unwrap();
+    c.commit(&payload(10));
+    c.compact(n);
+    let good = std::fs::read(c.path(n, SNAPSHOT_FILE_NAME)).unwrap();
+    c.stop(n);
+    let corrupt = |c: &mut Cluster, what: &str| {
+        let opened = c.try_start(n);
+        assert!(
+            matches!(opened, Err(QuorumError::Corrupt { .. })),
+            "{what}: {opened:?}"
+        );
+    };
+    let mut flipped = good.clone();
+    flipped[good.len() - 3] ^= 1;
+    std::fs::write(c.path(n, SNAPSHOT_FILE_NAME), &flipped).unwrap();
+    corrupt(&mut c, "a flipped byte in the snapshot");
+    std::fs::write(c.path(n, SNAPSHOT_FILE_NAME), &good[..good.len() - 1]).unwrap();
+    corrupt(&mut c, "a truncated snapshot");
+    std::fs::write(c.path(n, SNAPSHOT_FILE_NAME), &old_snapshot).unwrap();
+    corrupt(&mut c, "an older snapshot than the log starts at");
+    std::fs::remove_file(c.path(n, SNAPSHOT_FILE_NAME)).unwrap();
+    corrupt(&mut c, "no snapshot for a compacted log");
+    std::fs::write(c.path(n, SNAPSHOT_FILE_NAME), &good).unwrap();
+    c.start(n);
+    c.tick_until("the node is back", |c| c.data(n) == payloads(0..11));
 }

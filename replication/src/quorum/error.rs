@@ -24,34 +24,44 @@ pub enum QuorumError {
     /// A message not addressed to this node, or from a node that is not a voter.
     #[error("raft message from raft id {from} to raft id {to} is not for this quorum member")]
     Misaddressed { from: u64, to: u64 },
-    /// A snapshot message: this quorum never compacts its log, so no voter sends one.
-    #[error("raft snapshot messages are not supported (no log compaction yet)")]
-    SnapshotUnsupported,
+    /// `compact` was given an index this node has not applied (delivered) yet.
+    #[error("cannot compact through index {index}: only {applied} is applied")]
+    CompactPastApplied { index: u64, applied: u64 },
+    #[error("snapshot of {bytes} bytes is over the {max} bytes limit")]
+    SnapshotTooLarge { bytes: usize, max: usize },
+    /// The snapshot on disk was taken with other voters than `open` was given (the seeds
+    /// changed): membership changes are not supported.
+    #[error("the quorum snapshot's voters {snapshot:?} are not the configured voters {voters:?}")]
+    VotersChanged {
+        snapshot: Vec<NodeId>,
+        voters: Vec<NodeId>,
+    },
     #[error("raft: {0}")]
     Raft(#[source] raft::Error),
     #[error("raft message of {bytes} bytes is over the {max} bytes limit")]
     MessageTooLarge { bytes: usize, max: usize },
     #[error("raft message does not decode")]
     Decode(#[source] protobuf::ProtobufError),
-    /// The quorum's file could not be read or written. After a failed write the node refuses
+    /// One of the quorum's files could not be read or written. After a failed write the node refuses
     /// every further step (`Failed`); drop it and `open` again.
-    #[error("quorum log: {op} {path}", path = path.display())]
+    #[error("quorum storage: {op} {path}", path = path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// A checksummed record that this code cannot have written (not a torn write): the file
-    /// is kept as it is for a human to look at.
-    #[error("quorum log {path} is corrupt at byte {offset}: {reason}", path = path.display())]
+    /// A checksummed record that this code cannot have written (not a torn write), a damaged
+    /// snapshot, or a log that starts after its snapshot: the files are kept as they are for a
+    /// human to look at.
+    #[error("quorum file {path} is corrupt at byte {offset}: {reason}", path = path.display())]
     Corrupt {
         path: PathBuf,
         offset: u64,
         reason: &'static str,
     },
     /// An earlier write or sync failed, so what is on disk is unknown; reopen the node.
-    #[error("an earlier quorum log write failed; drop this node and open it again")]
+    #[error("an earlier quorum storage write failed; drop this node and open it again")]
     Failed,
 }
 

@@ -1,14 +1,18 @@
-//! The quorum's one file, `quorum.log`: an append-only sequence of checksummed records that
-//! holds raft's log entries and hard state, replayed in full on open.
+//! The quorum's log file, `quorum.log`: an append-only sequence of checksummed records that
+//! holds raft's log entries after the snapshot and the hard state, replayed in full on open.
 //!
 //! Owns: the record format, appending records (buffered, then one `write_all` per Ready and
-//! `sync_data` when raft says so), and replay with a torn or corrupt tail cut off.
-//! Does not own: when to sync (the caller follows raft-rs's Ready rules), compaction (none:
-//! the file grows forever, see the `quorum` module doc).
+//! `sync_data` when raft says so), replay with a torn or corrupt tail cut off, and `rewrite`:
+//! replacing the file atomically by one that starts after a snapshot (compaction).
+//! Does not own: when to sync (the caller follows raft-rs's Ready rules), when to compact and
+//! the snapshot itself (`snapshot_file`, always durable before the log is rewritten past it).
 //!
 //! Record: `length: u32 LE | crc32c: u32 LE | kind: u8 | payload`, where `length` counts
 //! `kind` and `payload` and the CRC covers the same bytes. Kinds:
-//! - `FORMAT` (first record of every file): `version: u32 LE`.
+//! - `FORMAT` (first record of every file): `version: u32 LE` (2; version 1 files, written
+//!   before compaction existed, are read the same and have no `START`).
+//! - `START` (only as the second record, only in a rewritten file): `index: u64 LE | term: u64
+//!   LE`, the snapshot the log continues: its entries begin at `index + 1`.
 //! - `ENTRY`: one raft `Entry`, protobuf-encoded. On replay an entry whose index is not past
 //!   the last one truncates the log to just before it (raft overwrote a conflicting suffix,
 //!   as `MemStorage::append` does).
@@ -22,6 +26,9 @@
 //! - A record whose CRC holds but whose content is impossible (an unknown kind, an entry gap,
 //!   a commit past the log's end) is not a torn write but a bug or foreign file: open fails
 //!   with `QuorumError::Corrupt` instead of dropping synced data.
+//! - `rewrite` writes `quorum.log.tmp` in full, syncs it, renames it over `quorum.log` and
+//!   syncs the directory: a crash leaves the old file or the new one. A leftover tmp file (a
+//!   crash before the rename) is removed by `open`; the old file is still the log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -34,8 +41,13 @@ use super::error::QuorumError;
 
 /// The file's name inside the quorum's directory.
 pub const LOG_FILE_NAME: &str = "quorum.log";
-/// Written in the `FORMAT` record; bumped when a record changes meaning.
-pub const FORMAT_VERSION: u32 = 1;
+/// Where `rewrite` builds the next log before renaming it over `LOG_FILE_NAME`.
+pub const LOG_TMP_FILE_NAME: &str = "quorum.log.tmp";
+/// Written in the `FORMAT` record; bumped when a record changes meaning or a kind is added
+/// (2: the `START` record; an older reader refuses the file instead of misreading it).
+pub const FORMAT_VERSION: u32 = 2;
+/// The version before `START` existed; still read.
+const FORMAT_VERSION_NO_START: u32 = 1;
 /// No record (kind + payload) may claim more bytes than this; a longer length is damage.
 pub const RECORD_BYTES_MAX: u32 = 16 << 20;
 
@@ -44,6 +56,7 @@ const KIND_FORMAT: u8 = 1;
 const KIND_ENTRY: u8 = 2;
 const KIND_HARD_STATE: u8 = 3;
 const KIND_COMMIT: u8 = 4;
+const KIND_START: u8 = 5;
 
 /// What replay found, kept for `QuorumNode::recovery`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,7 +73,11 @@ pub struct Recovery {
 
 /// The file's content after replay.
 pub struct Replayed {
-    /// Contiguous from index 1.
+    /// The log continues the snapshot at this index (0: none, the log starts at index 1).
+    pub start_index: u64,
+    /// The term of the entry at `start_index` (0 when it is 0).
+    pub start_term: u64,
+    /// Contiguous from `start_index + 1`.
     pub entries: Vec<Entry>,
     pub hard_state: HardState,
     pub recovery: Recovery,
@@ -81,6 +98,16 @@ impl LogFile {
             move |source| QuorumError::Io { op, path, source }
         };
         std::fs::create_dir_all(dir).map_err(io("create the quorum directory", dir))?;
+        let tmp = dir.join(LOG_TMP_FILE_NAME);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {
+                #[rustfmt::skip]
+                tracing::warn!(target: "sluice::quorum", path = %tmp.display(),
+                    "removed an unfinished log rewrite (a crash while compacting); the previous log stays");
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(source) => return Err(io("remove", &tmp)(source)),
+        }
         let path = dir.join(LOG_FILE_NAME);
         let created = !path.exists();
         let mut file = OpenOptions::new()
@@ -124,6 +151,61 @@ impl LogFile {
             replayed.recovery.records = 1;
         }
         Ok((log, replayed))
+    }
+
+    /// Replaces `dir/quorum.log` atomically by a log that continues the snapshot at
+    /// (`start_index`, `start_term`) with `hard_state` and `entries` (from `start_index + 1`),
+    /// and returns it open for appends. The snapshot must be durable already.
+    pub fn rewrite(
+        dir: &Path,
+        start_index: u64,
+        start_term: u64,
+        hard_state: &HardState,
+        entries: &[Entry],
+    ) -> Result<LogFile, QuorumError> {
+        assert!(start_index > 0 && start_term > 0);
+        if let Some(first) = entries.first() {
+            assert_eq!(
+                first.index,
+                start_index + 1,
+                "entries continue the snapshot"
+            );
+        }
+        let tmp = dir.join(LOG_TMP_FILE_NAME);
+        let path = dir.join(LOG_FILE_NAME);
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| QuorumError::Io { op, path, source }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        let mut log = LogFile {
+            path: tmp.clone(),
+            file,
+            pending: Vec::new(),
+        };
+        log.push(KIND_FORMAT, |b| {
+            b.extend_from_slice(&FORMAT_VERSION.to_le_bytes())
+        });
+        log.push(KIND_START, |b| {
+            b.extend_from_slice(&start_index.to_le_bytes());
+            b.extend_from_slice(&start_term.to_le_bytes());
+        });
+        log.push_hard_state(hard_state);
+        for entry in entries {
+            log.push_entry(entry);
+        }
+        log.flush(true)?;
+        std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+        super::snapshot_file::sync_dir(dir)?;
+        // The open handle follows the renamed file; appends continue at its end.
+        log.path = path;
+        Ok(log)
     }
 
     pub fn path(&self) -> &Path {
@@ -185,6 +267,8 @@ impl LogFile {
 fn replay(path: &Path, file: &mut File) -> Result<Replayed, QuorumError> {
     let mut reader = BufReader::with_capacity(1 << 20, &mut *file);
     let mut out = Replayed {
+        start_index: 0,
+        start_term: 0,
         entries: Vec::new(),
         hard_state: HardState::default(),
         recovery: Recovery::default(),
@@ -272,20 +356,36 @@ fn apply_record(out: &mut Replayed, body: &[u8]) -> Result<(), &'static str> {
     }
     match kind {
         KIND_FORMAT => {
-            if payload != FORMAT_VERSION.to_le_bytes() {
+            if payload != FORMAT_VERSION.to_le_bytes()
+                && payload != FORMAT_VERSION_NO_START.to_le_bytes()
+            {
                 return Err("unknown format version");
             }
         }
+        KIND_START => {
+            if out.recovery.records != 1 {
+                return Err("START is not the second record");
+            }
+            let [index, term] = u64s::<2>(payload)?;
+            if index == 0 || term == 0 {
+                return Err("START at index or term 0");
+            }
+            out.start_index = index;
+            out.start_term = term;
+        }
         KIND_ENTRY => {
             let entry = Entry::parse_from_bytes(payload).map_err(|_| "entry does not decode")?;
-            let last = out.entries.last().map_or(0, |e| e.index);
-            if entry.index == 0 || entry.index > last + 1 {
+            if entry.index <= out.start_index {
+                return Err("entry before the log's start");
+            }
+            if entry.index > last_index(out) + 1 {
                 return Err("entry index leaves a gap");
             }
             if entry.index <= out.hard_state.commit {
                 return Err("entry overwrites a committed entry");
             }
-            out.entries.truncate(entry.index as usize - 1);
+            out.entries
+                .truncate((entry.index - out.start_index - 1) as usize);
             out.entries.push(entry);
         }
         KIND_HARD_STATE => {
@@ -309,10 +409,14 @@ fn check_commit(out: &Replayed, commit: u64) -> Result<(), &'static str> {
     if commit < out.hard_state.commit {
         return Err("commit index goes backwards");
     }
-    if commit > out.entries.last().map_or(0, |e| e.index) {
+    if commit > last_index(out) {
         return Err("commit index past the last entry");
     }
     Ok(())
+}
+
+fn last_index(out: &Replayed) -> u64 {
+    out.entries.last().map_or(out.start_index, |e| e.index)
 }
 
 fn u64s<const N: usize>(payload: &[u8]) -> Result<[u64; N], &'static str> {
@@ -438,6 +542,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_log_continues_its_snapshot_and_takes_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = LogFile::open(dir.path()).unwrap();
+            for i in 1..=6 {
+                log.push_entry(&entry(i, 1, b"old"));
+            }
+            log.flush(true).unwrap();
+        }
+        let kept = [entry(5, 1, b"old"), entry(6, 1, b"old")];
+        let mut log = LogFile::rewrite(dir.path(), 4, 1, &hard_state(1, 2, 4), &kept).unwrap();
+        log.push_entry(&entry(7, 2, b"new"));
+        log.push_commit(6);
+        log.flush(true).unwrap();
+        drop(log);
+        // A leftover tmp file from a later, unfinished rewrite is removed.
+        std::fs::write(dir.path().join(LOG_TMP_FILE_NAME), b"partial").unwrap();
+        let (_, replayed) = LogFile::open(dir.path()).unwrap();
+        assert!(!dir.path().join(LOG_TMP_FILE_NAME).exists());
+        assert_eq!((replayed.start_index, replayed.start_term), (4, 1));
+        assert_eq!(
+            indexes_and_terms(&replayed.entries),
+            [(5, 1), (6, 1), (7, 2)]
+        );
+        assert_eq!(replayed.hard_state, hard_state(1, 2, 6));
+        assert_eq!(replayed.recovery.records, 7);
+    }
+
+    #[test]
     fn a_zero_filled_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -459,7 +592,21 @@ mod tests {
     #[test]
     fn checksummed_but_impossible_records_refuse_to_open() {
         type Case = (&'static str, fn(&mut LogFile));
-        let cases: [Case; 3] = [
+        let cases: [Case; 5] = [
+            ("START after an entry", |log| {
+                log.push_entry(&entry(1, 1, b""));
+                log.push(KIND_START, |b| {
+                    b.extend_from_slice(&1u64.to_le_bytes());
+                    b.extend_from_slice(&1u64.to_le_bytes());
+                });
+            }),
+            ("entry before the START", |log| {
+                log.push(KIND_START, |b| {
+                    b.extend_from_slice(&5u64.to_le_bytes());
+                    b.extend_from_slice(&1u64.to_le_bytes());
+                });
+                log.push_entry(&entry(5, 1, b""));
+            }),
             ("gap", |log| log.push_entry(&entry(2, 1, b""))),
             ("commit past the end", |log| log.push_commit(1)),
             ("overwrite committed", |log| {
