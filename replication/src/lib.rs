@@ -4,12 +4,13 @@
 //! Owns: the leader and follower replica (`replica`), the leader epoch cache (`epoch_cache`),
 //! the broker node's registration and routing (`node`), the controller (`controller`), the
 //! messages between them (`message`), the simulator (`sim`), and, with the `raft-quorum`
-//! feature, the metadata quorum skeleton on raft-rs (`quorum`). Every state machine is
+//! feature, the persisted metadata quorum on raft-rs (`quorum`: its log and snapshot files,
+//! compaction, catch-up from a snapshot). Every state machine is
 //! `step(now, input) -> Vec<Action>`: time is an input, I/O is an output, nothing blocks,
-//! nothing reads a clock, nothing is random.
-//! Does not own: sockets, the Kafka wire codec, the log (the broker and `engine` do these),
-//! a persistent metadata quorum (the controller here is one in-memory instance; `quorum` is
-//! not wired to it yet).
+//! nothing reads a clock, nothing is random (the quorum alone writes its own files).
+//! Does not own: sockets, the Kafka wire codec, the partition logs (the broker and `engine` do
+//! these), running the controller on the quorum (the broker's control thread applies the
+//! quorum's entries to its copy of `Controller`; the simulator runs one in-memory instance).
 //! Invariants (checked by the simulator over many seeds; see docs/internals/replication.md):
 //! - An acknowledged acks=all batch is in the log of every replica elected leader after it was
 //!   committed, at the same offset, and no ISR member ever truncates it.
