@@ -420,6 +420,8 @@ fn replica_config(config: &Config) -> replication::ReplicaConfig {
         replica_lag_time_max_ms: c.replica_lag_time_max_ms,
         min_insync_replicas: 1,
         fetch_backoff_ms: c.replica_fetch_backoff_ms,
+        // The leader long-polls follower fetches for replica_fetch_wait_max_ms.
+        empty_fetch_backoff_ms: 0,
         request_timeout_ms: c.request_timeout_ms,
         produce_timeout_ms: c.request_timeout_ms,
         heartbeat_interval_ms: c.broker_heartbeat_interval_ms,

@@ -13,6 +13,10 @@ pub struct ReplicaConfig {
     pub min_insync_replicas: usize,
     /// replica.fetch.backoff.ms: wait after an empty or failed fetch before the next one.
     pub fetch_backoff_ms: i64,
+    /// Wait after a successful but empty fetch. 0 where the leader long-polls the fetch
+    /// (the broker: replica.fetch.wait.max.ms already paced it); the simulator's leaders
+    /// answer at once, so there it is `fetch_backoff_ms`.
+    pub empty_fetch_backoff_ms: i64,
     /// request.timeout.ms for replica fetches, OffsetForLeaderEpoch, AlterPartition and
     /// registrations: an unanswered request is sent again after this long.
     pub request_timeout_ms: i64,
@@ -46,6 +50,7 @@ impl Default for ReplicaConfig {
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
             fetch_backoff_ms: 1_000,
+            empty_fetch_backoff_ms: 1_000,
             request_timeout_ms: 30_000,
             produce_timeout_ms: 30_000,
             heartbeat_interval_ms: 2_000,
@@ -89,6 +94,7 @@ impl ReplicaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.replica_lag_time_max_ms <= 0
             || self.fetch_backoff_ms <= 0
+            || self.empty_fetch_backoff_ms < 0
             || self.request_timeout_ms <= 0
             || self.produce_timeout_ms <= 0
             || self.heartbeat_interval_ms <= 0

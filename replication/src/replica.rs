@@ -465,7 +465,7 @@ impl Replica {
         f.next_send_ms = if appended {
             ctx.now_ms
         } else {
-            ctx.now_ms + self.config.fetch_backoff_ms
+            ctx.now_ms + self.config.empty_fetch_backoff_ms
         };
         self.poll_follower(ctx, out);
     }
@@ -999,6 +999,7 @@ mod tests {
             replica_lag_time_max_ms: 100,
             min_insync_replicas: 2,
             fetch_backoff_ms: 10,
+            empty_fetch_backoff_ms: 10,
             request_timeout_ms: 50,
             produce_timeout_ms: 1_000,
             heartbeat_interval_ms: 20,

@@ -94,6 +94,7 @@ impl Default for SimConfig {
                 replica_lag_time_max_ms: 400,
                 min_insync_replicas: 2,
                 fetch_backoff_ms: 20,
+                empty_fetch_backoff_ms: 20,
                 request_timeout_ms: 150,
                 produce_timeout_ms: 1_000,
                 heartbeat_interval_ms: 50,
