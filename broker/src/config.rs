@@ -68,6 +68,9 @@ pub struct ClusterSection {
     /// leader.imbalance.check.interval.seconds, in ms: how often leadership moves back to
     /// preferred replicas (auto.leader.rebalance.enable); 0 = never.
     pub leader_imbalance_check_interval_ms: i64,
+    /// Applied metadata entries between quorum snapshots (the log before one is dropped).
+    /// ~150 bytes per entry; an idle 3-node cluster writes ~5 entries/s.
+    pub metadata_snapshot_interval_entries: u64,
 }
 
 impl Default for ClusterSection {
@@ -85,6 +88,7 @@ impl Default for ClusterSection {
             unclean_leader_election: false,
             rack: String::new(),
             leader_imbalance_check_interval_ms: 300_000,
+            metadata_snapshot_interval_entries: 10_000,
         }
     }
 }
@@ -413,6 +417,9 @@ impl Config {
                 return invalid(
                     "cluster.broker_session_timeout_ms must be at least twice a positive broker_heartbeat_interval_ms".into(),
                 );
+            }
+            if self.cluster.metadata_snapshot_interval_entries == 0 {
+                return invalid("cluster.metadata_snapshot_interval_entries must be >= 1".into());
             }
             if self.cluster.replica_lag_time_max_ms <= 0
                 || self.cluster.request_timeout_ms <= 0
