@@ -461,7 +461,7 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 5] = ["broker", "kafka", "log", "group", "http"];
+    const SECTIONS: [&str; 6] = ["broker", "kafka", "log", "group", "http", "cluster"];
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -556,5 +556,42 @@ mod tests {
             "0".to_string(),
         )];
         assert!(Config::load(None, env.into_iter(), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn every_section_takes_environment_overrides() {
+        let env = vec![
+            (
+                "SLUICE_CLUSTER_BROKER_SESSION_TIMEOUT_MS".to_string(),
+                "3000".to_string(),
+            ),
+            ("SLUICE_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ];
+        let c = Config::load(None, env.into_iter(), &Overrides::default()).unwrap();
+        assert_eq!(c.cluster.broker_session_timeout_ms, 3000);
+        assert_eq!(c.http.addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn cluster_mode_needs_this_node_among_the_seeds() {
+        let overrides = Overrides {
+            node_id: Some(5),
+            rpc_addr: Some("127.0.0.1:9093".into()),
+            seeds: Some("0@127.0.0.1:9093,1@127.0.0.1:9094".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, std::iter::empty(), &overrides).is_err());
+        let overrides = Overrides {
+            node_id: Some(1),
+            ..overrides
+        };
+        let c = Config::load(None, std::iter::empty(), &overrides).unwrap();
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.parse_seeds().unwrap()[1].port, 9094);
+        let bad = Overrides {
+            seeds: Some("0@nohost".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, std::iter::empty(), &bad).is_err());
     }
 }
