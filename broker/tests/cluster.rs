@@ -35,6 +35,8 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
 /// The whole real-client scenario: two failovers, restarts, catch-up and a full read.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(480);
+/// How often the scenario's runner checks that no node died on its own.
+const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// NOT_CONTROLLER: CreateTopics sent to a node that does not take it; retried elsewhere.
 const NOT_CONTROLLER: i16 = 41;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -247,10 +249,15 @@ fn run_scenario(cluster: &mut Cluster, topic: &str) -> String {
     let mut out = String::new();
     let mut failure = None;
     loop {
+        if let Err(dead) = cluster.check_alive() {
+            failure = Some(dead);
+            break;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = match line_rx.recv_timeout(left) {
+        let line = match line_rx.recv_timeout(left.min(ALIVE_CHECK_INTERVAL)) {
             Ok(line) => line,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if left > ALIVE_CHECK_INTERVAL => continue,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 failure = Some(format!("did not finish within {SCENARIO_TIMEOUT:?}"));
                 break;

@@ -160,6 +160,22 @@ impl Cluster {
         matches!(n.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Err naming every node that the test did not kill or stop but is gone, with its exit
+    /// status (a crash, or a signal from outside).
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        let mut dead = Vec::new();
+        for n in &mut self.nodes {
+            if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
+                dead.push(format!("node {} exited on its own: {status}", n.id));
+            }
+        }
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(dead.join("; "))
+        }
+    }
+
     /// SIGKILL, no clean shutdown; returns when the process is gone, with the wall-clock time
     /// the signal was sent (for kill-to-recovery measurements against other processes' clocks).
     pub fn kill(&mut self, node: i32) -> SystemTime {
@@ -420,15 +436,27 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A node that died on its own (not by the test's kill or stop) is the first thing a
+        // failure should say: its exit status names the signal.
+        let mut states = Vec::new();
         for n in &mut self.nodes {
             if let Some(mut child) = n.child.take() {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        states.push(format!("node {} had exited on its own: {status}", n.id))
+                    }
+                    _ => states.push(format!("node {} was running", n.id)),
+                }
                 let _ = child.kill();
                 let _ = child.wait();
+            } else {
+                states.push(format!("node {} was stopped by the test", n.id));
             }
         }
         let panicking = thread::panicking();
         if panicking {
             eprintln!("{}", self.logs_tail(LOG_TAIL_BYTES));
+            eprintln!("node states at the failure: {}", states.join("; "));
         }
         if panicking || std::env::var_os(KEEP_ENV).is_some() {
             if let Some(dir) = self.dir.take() {
