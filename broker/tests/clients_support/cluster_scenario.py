@@ -76,6 +76,7 @@ class Scenario:
         self.sent = {}  # seq -> (partition, sent_at_ms)
         self.acked = {}  # seq -> (partition, offset, acked_at_ms)
         self.delivery_errors = []
+        self.watch = None  # (t_ms, {partition: first ack time of a record sent at or after t_ms})
         self.interval = 1.0 / args.rate
         self.next_send = time.monotonic()
         self.producing = True
@@ -131,7 +132,10 @@ class Scenario:
         if msg.partition() != partition:
             self.delivery_errors.append(f"seq {seq}: sent to partition {partition}, acked on {msg.partition()}")
             return
-        self.acked[seq] = (partition, msg.offset(), now_ms())
+        acked_at = now_ms()
+        self.acked[seq] = (partition, msg.offset(), acked_at)
+        if self.watch is not None and self.sent[seq][1] >= self.watch[0]:
+            self.watch[1].setdefault(partition, acked_at)
 
     def step(self, wait=0.005):
         """One turn of the producer loop: send what the rate allows, serve delivery reports."""
@@ -162,13 +166,14 @@ class Scenario:
                 raise Failed(f"{what}: not within {timeout} s (sent {self.next_seq}, acked {len(self.acked)})")
             self.step()
 
-    def first_acks_after(self, t_ms):
-        """Per partition: the first acknowledgement time of a record sent at or after t_ms."""
+    def watch_acks_after(self, t_ms):
+        """From now on, note per partition the first acknowledgement of a record sent at or after
+        t_ms (delivery reports come in time order); the dict fills as they arrive."""
         first = {}
         for seq, (partition, _offset, acked_at) in self.acked.items():
-            if self.sent[seq][1] >= t_ms:
-                if partition not in first or acked_at < first[partition]:
-                    first[partition] = acked_at
+            if self.sent[seq][1] >= t_ms and (partition not in first or acked_at < first[partition]):
+                first[partition] = acked_at
+        self.watch = (t_ms, first)
         return first
 
     # ---- metadata -------------------------------------------------------------------------
@@ -267,9 +272,10 @@ class Scenario:
         t_kill = self.ask(f"KILL {node}")
         log(f"{role} kill: node {node} killed at {t_kill:.0f}")
         want = set(range(self.partitions))
+        first = self.watch_acks_after(t_kill)
         self.produce_until(f"{role} kill of node {node}: a record sent after the kill acknowledged on every partition",
-                           lambda: set(self.first_acks_after(t_kill)) >= want, FAILOVER_TIMEOUT)
-        first = self.first_acks_after(t_kill)
+                           lambda: set(first) >= want, FAILOVER_TIMEOUT)
+        self.watch = None
         p0_ms = first[0] - t_kill
         all_ms = max(first.values()) - t_kill
         any_ms = min(first.values()) - t_kill
