@@ -458,11 +458,11 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs_tail(LOG_TAIL_BYTES));
             eprintln!("node states at the failure: {}", states.join("; "));
         }
-        if panicking || std::env::var_os(KEEP_ENV).is_some() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("cluster data dirs and full logs kept in {}", kept.display());
-            }
+        if (panicking || std::env::var_os(KEEP_ENV).is_some())
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("cluster data dirs and full logs kept in {}", kept.display());
         }
     }
 }
