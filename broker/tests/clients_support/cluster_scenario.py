@@ -350,6 +350,15 @@ class Scenario:
         finally:
             c.close()
 
+    def story(self, seq):
+        """When a record was sent and acknowledged (UTC wall clock, to match the node logs)."""
+        def utc(ms):
+            return time.strftime("%H:%M:%S", time.gmtime(ms / 1000)) + f".{int(ms % 1000):03d}Z"
+        sent = self.sent.get(seq)
+        acked = self.acked.get(seq)
+        return (f"sent {utc(sent[1]) if sent else '?'}, acknowledged "
+                + (f"at ({acked[0]}, {acked[1]}) {utc(acked[2])}" if acked else "never"))
+
     def check(self, logs, high):
         problems = []
         where = {}  # seq -> (partition, offset)
@@ -359,7 +368,7 @@ class Scenario:
                 if offset <= prev_offset:
                     problems.append(f"partition {p}: offset {offset} after {prev_offset}")
                 if seq in where:
-                    problems.append(f"seq {seq} twice: {where[seq]} and ({p}, {offset})")
+                    problems.append(f"seq {seq} twice: {where[seq]} and ({p}, {offset}); {self.story(seq)}")
                 if seq % self.partitions != p:
                     problems.append(f"seq {seq} on partition {p}, was sent to {seq % self.partitions}")
                 if seq <= prev_seq:
@@ -368,7 +377,7 @@ class Scenario:
                 prev_offset, prev_seq = offset, seq
         for seq, (p, offset, _t) in sorted(self.acked.items()):
             if seq not in where:
-                problems.append(f"acknowledged seq {seq} ({p}, {offset}) missing")
+                problems.append(f"acknowledged seq {seq} ({p}, {offset}) missing; {self.story(seq)}")
             elif where[seq] != (p, offset):
                 problems.append(f"acknowledged seq {seq} at ({p}, {offset}) found at {where[seq]}")
         extra = sorted(set(where) - set(self.acked))
