@@ -102,8 +102,22 @@ pub struct Seed {
 }
 
 impl ClusterSection {
+    /// Seeds were given: a quorum of several voters (or one, named explicitly).
     pub fn enabled(&self) -> bool {
         !self.seeds.trim().is_empty()
+    }
+
+    /// The quorum's voters: the seeds, or without seeds this node alone (a quorum of one,
+    /// which needs no rpc listener).
+    pub fn voters(&self, node_id: i32) -> Result<Vec<Seed>, String> {
+        if self.enabled() {
+            return self.parse_seeds();
+        }
+        Ok(vec![Seed {
+            node_id,
+            host: String::new(),
+            port: 0,
+        }])
     }
 
     /// Parses `ID@HOST:PORT,...`.

@@ -64,7 +64,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     let config = Arc::new(config);
     let catalog = Catalog::open(&config.broker.data_dir)?;
-    let cluster_mode = config.cluster.enabled();
+    // Every broker runs the metadata quorum: with --seeds as one of its voters, without as a
+    // quorum of one (docs/internals/cluster.md).
+    let cluster_mode = true;
     let snapshot = Arc::new(catalog.snapshot());
     // In cluster mode the metadata quorum, not the local catalog, says which topics exist;
     // its log is replayed after start, so unknown partition directories are not stray yet.
@@ -181,15 +183,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
         );
         return Err(e);
     }
-    // Accept only once every shard has its partitions open.
+    if let Some(receivers) = control_receivers {
+        // Detached: it holds no data that needs flushing (the quorum syncs every write).
+        let control = crate::controller::start(Arc::clone(&shared), receivers)
+            .map_err(|message| StartError::Shard { shard: 0, message })?;
+        wait_registered(&control.registered);
+    }
+    // Accept only once every shard has its partitions open and, in the quorum, this node is
+    // registered and knows which partitions it leads (connections wait in the backlog).
     let task: ShardTask =
         Box::new(move |s: &Rc<Shard>| Box::pin(net::run_acceptor(Rc::clone(s), listener)));
     shared.send_blocking(ShardId(0), task);
-    if let Some(receivers) = control_receivers {
-        // Detached: it holds no data that needs flushing (the quorum syncs every write).
-        let _control = crate::controller::start(Arc::clone(&shared), receivers)
-            .map_err(|message| StartError::Shard { shard: 0, message })?;
-    }
     start_http(&config, &shared);
     println!(
         "sluice ready: kafka={}:{} listener={} shards={} node_id={} data_dir={}",
@@ -411,6 +415,32 @@ impl Shard {
             n.await;
         }
     }
+}
+
+/// How long start-up waits for this node's registration before saying `ready` anyway (a
+/// voter started long before a majority of the quorum is up).
+const REGISTRATION_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the metadata quorum registered this node and its partitions know their
+/// leaders, so `ready` means clients can produce and fetch.
+fn wait_registered(registered: &mpsc::Receiver<()>) {
+    let started = Instant::now();
+    let mut warned = false;
+    while started.elapsed() < REGISTRATION_WAIT {
+        match registered.recv_timeout(Duration::from_secs(2)) {
+            Ok(()) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                tracing::error!(target: "broker::server", "the control thread stopped before registering");
+                return;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if !warned => {
+                warned = true;
+                tracing::info!(target: "broker::server", "waiting for the metadata quorum to register this node (are a majority of the --seeds up?)");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    tracing::warn!(target: "broker::server", "not registered with the metadata quorum yet; serving anyway");
 }
 
 /// Replica settings from the cluster section (min.insync.replicas is per topic).

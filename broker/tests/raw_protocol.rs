@@ -452,7 +452,7 @@ fn fetch_sessions_are_incremental() {
     let broker = Broker::start();
     let mut c = broker.connect();
     create_topic(&mut c, "sess", 2);
-    produce(&mut c, 9, "sess", 0, record_batch(2, None), 1);
+    produce(&mut c, 9, "sess", 0, record_batch(2, None), -1);
     let mut req = FetchRequest::default()
         .with_max_wait_ms(0)
         .with_max_bytes(1 << 20)
@@ -513,7 +513,7 @@ fn zero_copy_fetch_is_byte_identical_to_copying_fetch() {
         create_topic(&mut c, "zc", 3);
         for p in 0..3 {
             for n in 1..4 {
-                produce(&mut c, 9, "zc", p, record_batch(n * 10, None), 1);
+                produce(&mut c, 9, "zc", p, record_batch(n * 10, None), -1);
             }
         }
         let mut per_version = Vec::new();
@@ -560,7 +560,7 @@ fn admin_apis() {
     let mut c = broker.connect();
     create_topic(&mut c, "adm", 1);
     // ListOffsets by timestamp answers the first record at or after it, not the batch start.
-    produce(&mut c, 9, "adm", 0, record_batch(10, None), 1);
+    produce(&mut c, 9, "adm", 0, record_batch(10, None), -1);
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![
@@ -659,22 +659,32 @@ fn admin_apis() {
     let (err, _, _) = fetch(&mut c, "adm", 0, 0);
     assert_eq!(err, 1, "OFFSET_OUT_OF_RANGE below the log start");
 
-    // OffsetForLeaderEpoch: epoch 0 ends at the log end.
-    let req = OffsetForLeaderEpochRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![
-            OffsetForLeaderTopic::default()
-                .with_topic(name("adm"))
-                .with_partitions(vec![
-                    OffsetForLeaderPartition::default()
-                        .with_partition(0)
-                        .with_current_leader_epoch(0)
-                        .with_leader_epoch(0),
-                ]),
-        ]);
-    let resp: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, 4, &req);
+    // OffsetForLeaderEpoch: the topic's first leader epoch (1: the quorum's first election)
+    // ends at the log end; a client still at epoch 0 is fenced.
+    let epoch_request = |current: i32, wanted: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                OffsetForLeaderTopic::default()
+                    .with_topic(name("adm"))
+                    .with_partitions(vec![
+                        OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(current)
+                            .with_leader_epoch(wanted),
+                    ]),
+            ])
+    };
+    let resp: OffsetForLeaderEpochResponse =
+        c.call(ApiKey::OffsetForLeaderEpoch, 4, &epoch_request(1, 1));
     let p = &resp.topics[0].partitions[0];
-    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 10));
+    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 1, 10));
+    let resp: OffsetForLeaderEpochResponse =
+        c.call(ApiKey::OffsetForLeaderEpoch, 4, &epoch_request(0, 1));
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 74,
+        "FENCED_LEADER_EPOCH"
+    );
 
     // DescribeCluster and DescribeLogDirs.
     let resp: DescribeClusterResponse = c.call(
@@ -881,8 +891,9 @@ fn log_append_time_topics_stamp_batches() {
     ]);
     let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
     assert_eq!(resp.topics[0].error_code, 0);
+    // acks=all: consumers see only what is durable, and the fetch below does not wait.
     let req = ProduceRequest::default()
-        .with_acks(1)
+        .with_acks(-1)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![
             TopicProduceData::default()
@@ -924,17 +935,20 @@ fn log_append_time_topics_stamp_batches() {
 fn restart_sweeps_directories_the_catalog_does_not_know() {
     let mut broker = Broker::start();
     let mut c = broker.connect();
-    create_topic(&mut c, "ghost", 1);
-    produce(&mut c, 9, "ghost", 0, record_batch(5, None), -1);
+    create_topic(&mut c, "kept", 1);
+    produce(&mut c, 9, "kept", 0, record_batch(5, None), -1);
     drop(c);
-    // Pretend a crash hit between the catalog update of a DeleteTopics and the rename of its
-    // directory: the catalog forgets "ghost" but `ghost-0` stays.
-    let catalog_path = broker.data_dir().join("catalog.json");
-    let catalog = std::fs::read_to_string(&catalog_path).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&catalog).unwrap();
-    json["topics"] = serde_json::Value::Array(vec![]);
+    // A partition directory the metadata quorum does not know (e.g. left by a crash between
+    // a DeleteTopics and the rename of its directory, or copied in by hand), and a deleted
+    // topic's directory whose removal was interrupted.
     broker.kill();
-    std::fs::write(&catalog_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let ghost = broker.data_dir().join("ghost-0");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::copy(
+        broker.data_dir().join("kept-0/00000000000000000000.log"),
+        ghost.join("00000000000000000000.log"),
+    )
+    .unwrap();
     std::fs::create_dir_all(broker.data_dir().join("old-0.0123-delete")).unwrap();
     broker.start_again();
     assert!(!broker.data_dir().join("ghost-0").exists());
@@ -952,5 +966,8 @@ fn restart_sweeps_directories_the_catalog_does_not_know() {
     create_topic(&mut c, "ghost", 1);
     let (err, hw, _) = fetch(&mut c, "ghost", 0, 0);
     assert_eq!((err, hw), (0, 0));
+    // The known topic kept its data.
+    let (err, hw, _) = fetch(&mut c, "kept", 0, 0);
+    assert_eq!((err, hw), (0, 5));
     broker.stop();
 }

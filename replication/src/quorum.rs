@@ -246,7 +246,12 @@ impl QuorumNode {
             }
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&config, storage, &logger).map_err(QuorumError::Raft)?;
+        let mut raw = RawNode::new(&config, storage, &logger).map_err(QuorumError::Raft)?;
+        if voters.len() == 1 {
+            // A quorum of one has nobody to wait for: lead now instead of after an
+            // election timeout (the broker's start-up waits for its registration).
+            raw.campaign().map_err(QuorumError::Raft)?;
+        }
         Ok(QuorumNode {
             node,
             voters: voters.to_vec(),

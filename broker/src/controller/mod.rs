@@ -49,16 +49,24 @@ use stm::ControllerStm;
 const LOOP_TICK: Duration = Duration::from_millis(50);
 /// Registration attempts are resent this often until answered.
 const REGISTER_RETRY_MS: i64 = 1_000;
+/// The request id of the catalog.json take-over (never a client's: those count from 0).
+const MIGRATION_REQUEST: u64 = u64::MAX;
 /// Admin calls not applied within this long are answered REQUEST_TIMED_OUT.
 const ADMIN_TIMEOUT_MS: i64 = 15_000;
 const REQUEST_TIMED_OUT: i16 = 7;
 
+/// The control thread, started.
+pub struct ControlThread {
+    pub thread: std::thread::JoinHandle<()>,
+    /// Fires once this process is registered and its partitions' states are delivered (the
+    /// broker is then ready to serve); dropped without a message if the thread ends first.
+    pub registered: std::sync::mpsc::Receiver<()>,
+}
+
 /// Starts the control thread. Returns once the rpc listener is bound.
-pub fn start(
-    shared: Arc<Shared>,
-    receivers: ControlReceivers,
-) -> Result<std::thread::JoinHandle<()>, String> {
+pub fn start(shared: Arc<Shared>, receivers: ControlReceivers) -> Result<ControlThread, String> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (registered_tx, registered_rx) = std::sync::mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("sluice-control".into())
         .spawn(move || {
@@ -70,7 +78,7 @@ pub fn start(
                 }
             };
             runtime.block_on(async move {
-                match ControlLoop::open(shared, receivers).await {
+                match ControlLoop::open(shared, receivers, registered_tx).await {
                     Ok((control, listener)) => {
                         let _ = bound_tx.send(Ok(()));
                         control.run(listener).await;
@@ -85,7 +93,10 @@ pub fn start(
     bound_rx
         .recv()
         .map_err(|_| "the control thread exited at start".to_string())??;
-    Ok(handle)
+    Ok(ControlThread {
+        thread: handle,
+        registered: registered_rx,
+    })
 }
 
 /// The metadata a shard starts with in cluster mode, before the quorum has told it anything:
@@ -145,6 +156,13 @@ struct ControlLoop {
     published_controller: Option<i32>,
     /// The quorum's storage failed; the loop ends.
     failed: bool,
+    /// Told once after this process registered and its states went out.
+    registered: Option<std::sync::mpsc::Sender<()>>,
+    /// Topics of a pre-quorum catalog.json to create once registered (quorum of one).
+    migrate: Option<Vec<crate::cluster::TopicMeta>>,
+    /// The migration's CreateTopics is in flight (`registered` waits for it).
+    migrating: bool,
+    registration_done: bool,
     /// Work found while applying entries, done after the step (publish first).
     metadata_dirty: bool,
     to_deliver: Vec<PartitionState>,
@@ -156,15 +174,25 @@ impl ControlLoop {
     async fn open(
         shared: Arc<Shared>,
         receivers: ControlReceivers,
-    ) -> Result<(ControlLoop, compio::net::TcpListener), String> {
+        registered: std::sync::mpsc::Sender<()>,
+    ) -> Result<(ControlLoop, Option<compio::net::TcpListener>), String> {
         let config = Arc::clone(&shared.config);
         let handle = Arc::clone(shared.cluster.as_ref().expect("cluster mode"));
         let me = config.broker.node_id;
-        let seeds = config.cluster.parse_seeds()?;
+        let seeds = config.cluster.voters(me)?;
         let voters: Vec<NodeId> = seeds.iter().map(|s| NodeId(s.node_id)).collect();
-        let listener = compio::net::TcpListener::bind(&config.cluster.rpc_addr)
-            .await
-            .map_err(|e| format!("binding cluster.rpc_addr {}: {e}", config.cluster.rpc_addr))?;
+        // A quorum of one talks to nobody: it needs a listener only if one was asked for.
+        let listener = if config.cluster.rpc_addr.is_empty() {
+            None
+        } else {
+            Some(
+                compio::net::TcpListener::bind(&config.cluster.rpc_addr)
+                    .await
+                    .map_err(|e| {
+                        format!("binding cluster.rpc_addr {}: {e}", config.cluster.rpc_addr)
+                    })?,
+            )
+        };
         let dir = config.broker.data_dir.join("__quorum");
         let now = now_ms();
         let quorum = QuorumNode::open(NodeId(me), &voters, &dir, now)
@@ -182,6 +210,15 @@ impl ControlLoop {
         };
         let (inbound_tx, inbound_rx) = async_channel::bounded(rpc::INBOUND_QUEUE_CAPACITY);
         let cluster_id = shared_cluster_id(&shared);
+        // A brand-new quorum of one on a data dir written by a version without the quorum
+        // takes over the topics of its catalog.json (once: the registration that follows
+        // makes the quorum non-empty).
+        let migrate =
+            (voters.len() == 1 && quorum.commit_index() == 0 && quorum.snapshot_index() == 0)
+                .then(|| crate::cluster::Catalog::open(&config.broker.data_dir).ok())
+                .flatten()
+                .map(|c| c.topics.into_values().collect::<Vec<_>>())
+                .filter(|t| !t.is_empty());
         tracing::info!(target: "broker::controller", node = me, voters = ?voters.iter().map(|v| v.0).collect::<Vec<_>>(), rpc = %config.cluster.rpc_addr, "metadata quorum opened");
         Ok((
             ControlLoop {
@@ -209,6 +246,10 @@ impl ControlLoop {
                 applied_index: 0,
                 published_controller: None,
                 failed: false,
+                registered: Some(registered),
+                migrate,
+                migrating: false,
+                registration_done: false,
                 metadata_dirty: false,
                 to_deliver: Vec::new(),
                 alter_answers: Vec::new(),
@@ -218,8 +259,10 @@ impl ControlLoop {
         ))
     }
 
-    async fn run(mut self, listener: compio::net::TcpListener) {
-        compio::runtime::spawn(rpc::accept_loop(listener, self.inbound_tx.clone())).detach();
+    async fn run(mut self, listener: Option<compio::net::TcpListener>) {
+        if let Some(listener) = listener {
+            compio::runtime::spawn(rpc::accept_loop(listener, self.inbound_tx.clone())).detach();
+        }
         loop {
             if self.failed {
                 return;
@@ -566,10 +609,65 @@ impl ControlLoop {
             }
         }
         for (tag, results) in std::mem::take(&mut self.admin_done) {
-            if let Some((_, reply)) = self.pending_admin.remove(&tag.id) {
+            if tag.id == MIGRATION_REQUEST {
+                self.migrating = false;
+                if !results.iter().all(Result::is_ok) {
+                    tracing::error!(target: "broker::controller", ?results, "taking over catalog.json topics failed");
+                }
+            } else if let Some((_, reply)) = self.pending_admin.remove(&tag.id) {
                 let _ = reply.try_send(Ok(results));
             }
         }
+        if self.broker_epoch.is_some() && !self.registration_done {
+            self.registration_done = true;
+            self.after_registration();
+        }
+        if self.registration_done
+            && !self.migrating
+            && let Some(registered) = self.registered.take()
+        {
+            let _ = registered.send(());
+        }
+    }
+
+    /// Once per process, after the first registration applied (so everything committed
+    /// before it is applied too): sweep the data dir against the committed topics, and take
+    /// over a pre-quorum catalog's topics.
+    fn after_registration(&mut self) {
+        let metadata = self.stm.snapshot(self.applied_index, None);
+        let data_dir = self.shared.config.broker.data_dir.clone();
+        if let Err(error) = crate::shard::partitions::sweep_data_dir(&data_dir, &metadata) {
+            tracing::warn!(target: "broker::controller", %error, "sweeping the data dir failed");
+        }
+        let Some(topics) = self.migrate.take() else {
+            return;
+        };
+        let specs: Vec<entry::NewTopicSpec> = topics
+            .into_iter()
+            .filter(|t| metadata.topic(&t.name).is_none())
+            .map(|t| entry::NewTopicSpec {
+                name: t.name,
+                id: t.id.hyphenated().to_string(),
+                partitions: t.partitions,
+                replication_factor: 1,
+                configs: t.configs,
+            })
+            .collect();
+        if specs.is_empty() {
+            return;
+        }
+        tracing::info!(target: "broker::controller", topics = specs.len(), "taking over the topics of catalog.json into the metadata quorum");
+        self.migrating = true;
+        let request = RequestTag {
+            node: self.me,
+            incarnation: self.incarnation,
+            id: MIGRATION_REQUEST,
+        };
+        // A quorum of one leads itself once registered, so this commits in the next step.
+        self.propose(ControlEntry::Admin {
+            request,
+            op: entry::AdminOp::CreateTopics { topics: specs },
+        });
     }
 }
 

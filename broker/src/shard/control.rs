@@ -526,7 +526,9 @@ fn cluster_replication_factor(shard: &Shard, requested: i16) -> i16 {
     if cluster.default_replication_factor != -1 {
         return cluster.default_replication_factor;
     }
-    let voters = cluster.parse_seeds().map_or(1, |s| s.len());
+    let voters = cluster
+        .voters(shard.shared.node_id())
+        .map_or(1, |s| s.len().max(1));
     voters.min(3) as i16
 }
 
