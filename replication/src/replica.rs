@@ -107,6 +107,9 @@ struct LeaderState {
     followers: BTreeMap<NodeId, Progress>,
     alter: Option<PendingAlter>,
     next_proposal: u64,
+    /// No new AlterPartition before this time: the controller refused the last one, and
+    /// proposing again on every follower fetch would flood it (and the metadata log).
+    alter_backoff_until_ms: i64,
     /// acks=all produces waiting for the high watermark, in offset order.
     produces: Vec<PendingProduce>,
 }
@@ -578,8 +581,22 @@ impl Replica {
                 | ReplicaError::StaleBrokerEpoch,
             ) => alter.awaiting_state = true,
             // Rejected against the state we know; no earlier proposal can be applied after
-            // this answer (the controller orders proposals). Re-evaluate on the next tick.
-            Err(_) => l.alter = None,
+            // this answer (the controller orders proposals). Re-evaluate after a backoff; a
+            // member refused as ineligible (fenced, e.g. dead or restarting) must fetch again
+            // before it is proposed again.
+            Err(error) => {
+                if error == ReplicaError::IneligibleReplica
+                    && let Some(state) = &self.state
+                {
+                    for added in alter.new_isr.iter().filter(|m| !state.isr.contains(m)) {
+                        if let Some(p) = l.followers.get_mut(added) {
+                            p.fetch_offset = None;
+                        }
+                    }
+                }
+                l.alter = None;
+                l.alter_backoff_until_ms = ctx.now_ms + self.config.fetch_backoff_ms;
+            }
         }
     }
 
@@ -680,6 +697,7 @@ impl Replica {
             followers,
             alter: None,
             next_proposal: 1,
+            alter_backoff_until_ms: i64::MIN,
             produces: Vec::new(),
         });
         self.request_durable(out);
@@ -747,16 +765,19 @@ impl Replica {
         let RoleState::Leader(l) = &self.role else {
             return;
         };
-        if l.alter.is_some() {
+        if l.alter.is_some() || ctx.now_ms < l.alter_backoff_until_ms {
             return;
         }
         let caught_up_from = self.high_watermark.max(l.epoch_start_offset);
+        let lag_max = self.config.replica_lag_time_max_ms;
+        // Caught up, and fetching now: a follower that stopped fetching (it died) is not
+        // proposed on the strength of an old fetch.
         let joiner = state.replicas.iter().find(|r| {
             !state.isr.contains(r)
-                && l.followers
-                    .get(r)
-                    .and_then(|p| p.fetch_offset)
-                    .is_some_and(|o| o >= caught_up_from)
+                && l.followers.get(r).is_some_and(|p| {
+                    p.fetch_offset.is_some_and(|o| o >= caught_up_from)
+                        && ctx.now_ms - p.last_fetch_ms <= lag_max
+                })
         });
         if let Some(&joiner) = joiner {
             let mut new_isr = state.isr.clone();
@@ -771,7 +792,7 @@ impl Replica {
         let RoleState::Leader(l) = &self.role else {
             return;
         };
-        if l.alter.is_some() {
+        if l.alter.is_some() || ctx.now_ms < l.alter_backoff_until_ms {
             return;
         }
         let lag_max = self.config.replica_lag_time_max_ms;
@@ -1243,6 +1264,46 @@ mod tests {
         assert_eq!(r.maximal_isr(), vec![NodeId(0), NodeId(1)]);
         assert_eq!(r.high_watermark(), 4);
         assert_eq!(alter_proposals(&fetch(&mut r, 502, 2, 1, 4)).len(), 1);
+    }
+
+    #[test]
+    fn an_ineligible_joiner_is_not_proposed_again_until_it_fetches() {
+        // config(): replica_lag_time_max_ms 100, fetch_backoff_ms 10.
+        let mut r = leader(&[0, 1]);
+        fetch(&mut r, 1, 1, 1, 0);
+        assert_eq!(alter_proposals(&fetch(&mut r, 2, 2, 1, 0)).len(), 1);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        // The controller says node 2 is fenced (dead, or restarted and not registered yet).
+        r.on_alter_partition_response(
+            ctx(3),
+            LeaderEpoch(1),
+            1,
+            Err(ReplicaError::IneligibleReplica),
+            &mut out,
+        );
+        // Node 1's fetches (every one used to re-propose node 2) propose nothing: node 2's
+        // last fetch no longer counts, and a refusal backs off.
+        for now in [4, 20, 60] {
+            assert!(alter_proposals(&fetch(&mut r, now, 1, 1, 0)).is_empty());
+        }
+        // Node 2 fetching again makes it a candidate once more.
+        assert_eq!(alter_proposals(&fetch(&mut r, 61, 2, 1, 0)).len(), 1);
+    }
+
+    #[test]
+    fn a_follower_that_stopped_fetching_is_not_proposed() {
+        let mut r = leader(&[0, 1]);
+        fetch(&mut r, 1, 2, 1, 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_alter_partition_response(
+            ctx(2),
+            LeaderEpoch(1),
+            1,
+            Err(ReplicaError::InvalidRequest),
+            &mut out,
+        );
+        // Past replica.lag.time.max.ms without a fetch from node 2: not a joiner any more.
+        assert!(alter_proposals(&fetch(&mut r, 200, 1, 1, 0)).is_empty());
     }
 
     /// A follower with epochs 1 @ 0 and 2 @ 10 (log end 20) facing a leader that never saw
