@@ -385,6 +385,19 @@ impl Partition {
         if driver.failed() || !driver.is_leader() {
             return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
         }
+        // Kafka's order (Partition.appendRecordsToLeader): leadership, then acks=all against
+        // min.insync.replicas, and only then the batch and producer checks. Checking sequences
+        // first answered a batch pipelined behind one refused for NOT_ENOUGH_REPLICAS with
+        // OUT_OF_ORDER_SEQUENCE_NUMBER; librdkafka takes that as a gap, bumps its producer
+        // epoch and re-sends every unacknowledged batch under new sequences, so a batch
+        // already appended (answered NOT_ENOUGH_REPLICAS_AFTER_APPEND) was written twice. It
+        // also kept a retry of such a batch from being acknowledged while the ISR is short.
+        if acks == -1 {
+            let min_insync_replicas = self.config.borrow().min_insync_replicas.max(1) as usize;
+            driver
+                .check_in_sync(min_insync_replicas)
+                .map_err(AppendFailure::Replica)?;
+        }
         let producer = producer_batch(&records)?;
         let log_append_time = self.config.borrow().log_append_time;
         let records = if log_append_time {

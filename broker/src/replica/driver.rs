@@ -143,6 +143,19 @@ impl ReplicaDriver {
         self.step(|core, ctx, out| core.tick(ctx, out));
     }
 
+    /// acks=all: NOT_ENOUGH_REPLICAS while the committed ISR is smaller than
+    /// `min_insync_replicas` (the topic's, which the core also holds). The core checks the
+    /// same on `on_produce`; the partition asks first, before its producer checks, as Kafka
+    /// does.
+    pub fn check_in_sync(&self, min_insync_replicas: usize) -> Result<(), ReplicaError> {
+        let core = self.core.borrow();
+        let isr_len = core.state().map_or(0, |s| s.isr.len());
+        if isr_len < min_insync_replicas {
+            return Err(ReplicaError::NotEnoughReplicas);
+        }
+        Ok(())
+    }
+
     /// A leader append: one record batch (`payload`, already validated) for the core.
     /// Returns the base offset the core assigned (if it appended) and the answer to await.
     pub fn produce(
@@ -651,7 +664,7 @@ mod tests {
 
     use super::test_support::{TestEnv, apply, open, state};
     use super::*;
-    use crate::partition::AppendFailure;
+    use crate::partition::{AppendFailure, PendingAppend};
 
     fn run(f: impl std::future::Future<Output = ()>) {
         compio::runtime::Runtime::new().unwrap().block_on(f);
@@ -671,6 +684,37 @@ mod tests {
             leader_epoch: LeaderEpoch(epoch),
             payload: Bytes::from(b),
         }
+    }
+
+    /// One batch from idempotent producer `producer_id` at `epoch`, sequences from
+    /// `base_sequence`.
+    fn idempotent_batch(records: i32, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+        let mut b = engine::batch::build_test_batch(records, 64, 1, 1, 0xef);
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = engine::batch::batch_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    /// The topic's min.insync.replicas, on the partition and its core (as AlterConfigs does).
+    fn set_min_insync_replicas(p: &Partition, min: i32) {
+        p.config.borrow_mut().min_insync_replicas = min;
+        let driver = p.replica.as_ref().unwrap();
+        driver.step(|core, _, _| core.set_min_insync_replicas(min as usize));
+    }
+
+    /// (base offset, producer epoch, base sequence) of every batch in the log.
+    async fn producer_batches_in_log(p: &Partition) -> Vec<(i64, i16, i32)> {
+        let mut seen = Vec::new();
+        p.log
+            .scan_headers(0, |h| {
+                seen.push((h.base_offset(), h.producer_epoch(), h.base_sequence()))
+            })
+            .await
+            .unwrap();
+        seen
     }
 
     /// Waits (up to 5 s) until `done` holds; the driver notifies after each log change.
@@ -856,6 +900,83 @@ mod tests {
                 Err(AppendFailure::Retired)
             ));
             assert_eq!(*env.roles.borrow(), vec![true]);
+        });
+    }
+
+    /// The cluster test's duplicate (one record at two offsets, the second copy under a
+    /// bumped producer epoch): with the ISR below min.insync.replicas, a batch pipelined
+    /// behind one refused with NOT_ENOUGH_REPLICAS was answered OUT_OF_ORDER_SEQUENCE_NUMBER,
+    /// librdkafka bumped its epoch and re-sent a batch the leader had already appended.
+    /// Kafka refuses every acks=all batch with NOT_ENOUGH_REPLICAS first, then dedupes the
+    /// retry once the ISR is back.
+    #[test]
+    fn short_isr_refuses_acks_all_before_producer_sequence_checks() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            set_min_insync_replicas(&p, 2);
+            apply(&p, state(0, &[0, 1], &[0, 1], 1));
+            let driver = p.replica.as_ref().unwrap();
+            let (producer, epoch) = (9, 0);
+
+            // R1 (sequence 0) is appended at offset 0 and waits for follower 1.
+            let r1 = p
+                .submit_replicated(idempotent_batch(1, producer, epoch, 0), 0, -1)
+                .unwrap();
+            // Follower 1 is fenced: the ISR shrinks to {0}, below min.insync.replicas.
+            let mut shrunk = state(0, &[0, 1], &[0], 1);
+            shrunk.partition_epoch = replication::PartitionEpoch(2);
+            apply(&p, shrunk);
+            assert!(matches!(
+                r1.wait().await,
+                Err(AppendFailure::Replica(
+                    ReplicaError::NotEnoughReplicasAfterAppend
+                ))
+            ));
+            let not_enough = |r: Result<PendingAppend, AppendFailure>| {
+                matches!(
+                    r,
+                    Err(AppendFailure::Replica(ReplicaError::NotEnoughReplicas))
+                )
+            };
+            // R2 (sequence 1) was in flight behind R1: NOT_ENOUGH_REPLICAS, not a gap.
+            let r2 = idempotent_batch(1, producer, epoch, 1);
+            assert!(not_enough(p.submit_replicated(r2.clone(), 0, -1)));
+            // R1's retry is not acknowledged while the ISR is short.
+            let r1_retry = idempotent_batch(1, producer, epoch, 0);
+            assert!(not_enough(p.submit_replicated(r1_retry.clone(), 0, -1)));
+            // Nor is a later epoch's second batch a gap (its first was refused).
+            assert!(not_enough(p.submit_replicated(
+                idempotent_batch(1, producer, epoch + 1, 1),
+                0,
+                -1
+            )));
+            assert_eq!(p.log.log_end_offset(), 1);
+
+            // Follower 1 catches up and rejoins: R1's retry is answered with its offset, R2
+            // appended after it, and the record is in the log once.
+            let mut back = state(0, &[0, 1], &[0, 1], 1);
+            back.partition_epoch = replication::PartitionEpoch(3);
+            apply(&p, back);
+            driver.fetch(Some(1), 1, 1).unwrap();
+            wait_until(&p, || p.high_watermark() == 1).await;
+            let again = p
+                .submit_replicated(r1_retry, 0, -1)
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert!(again.duplicate);
+            assert_eq!((again.base_offset, again.last_offset), (0, 0));
+            let r2 = p.submit_replicated(r2, 0, -1).unwrap();
+            driver.fetch(Some(1), 1, 2).unwrap();
+            let r2 = r2.wait().await.unwrap();
+            assert_eq!((r2.base_offset, r2.duplicate), (1, false));
+            assert_eq!(
+                producer_batches_in_log(&p).await,
+                vec![(0, epoch, 0), (1, epoch, 1)]
+            );
         });
     }
 
