@@ -218,6 +218,9 @@ fn append_on_owner(
                 // log.acks_all_durable); the ticket is only needed while the core is fed.
                 let pending = {
                     let _guard = ticket.await;
+                    // A follower that just became leader records the producer state of the
+                    // batches it fetched first, so that it dedupes their retries.
+                    p.wait_producer_state().await;
                     p.submit_replicated(records, now, acks)
                 };
                 return match pending {

@@ -243,6 +243,26 @@ impl Partition {
         Ok(partition)
     }
 
+    /// Cluster mode: waits until the producer state covers every batch the core has put in
+    /// the log. A follower records the producer state of fetched batches (and rebuilds it
+    /// after a truncation) once the engine applied them, which may be after it became
+    /// leader; Kafka's follower updates it with the log, so its first produce as leader
+    /// already dedupes retries of batches written by the previous leader. Call with
+    /// `append_lock` held, right before `submit_replicated`. Returns early once retired.
+    pub async fn wait_producer_state(&self) {
+        let Some(driver) = self.replica.as_ref() else {
+            return;
+        };
+        loop {
+            let applied = driver.follower_writes_applied();
+            let retired = self.data_notify.notified();
+            if !driver.follower_writes_pending() || self.retired.get() {
+                return;
+            }
+            futures_util::future::select(applied, retired).await;
+        }
+    }
+
     /// Cluster mode, after a truncation: producer state rebuilt from what is left.
     pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
         let mut producers = ProducerStateTable::default();
@@ -293,6 +313,7 @@ impl Partition {
         acks: i16,
     ) -> Result<AppendOutcome, AppendFailure> {
         if self.replica.is_some() {
+            self.wait_producer_state().await;
             return self.submit_replicated(records, now_ms, acks)?.wait().await;
         }
         if self.retired.get() {
@@ -426,6 +447,12 @@ impl Partition {
                 })?;
             spans.push((pos, len, h.records_count() as u32));
             pos += len;
+        }
+        if producer.is_some() && driver.follower_writes_pending() {
+            // Just became leader: batches it fetched are not in the producer state yet, so a
+            // retry of one would be appended again. The produce path waits for them first
+            // (`wait_producer_state`); a caller that did not is refused, not guessed at.
+            return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
         }
         if let Some(p) = &producer {
             let check =

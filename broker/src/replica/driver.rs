@@ -72,6 +72,12 @@ pub struct ReplicaDriver {
     next_request_id: Cell<u64>,
     failed: Cell<bool>,
     is_leader: Cell<bool>,
+    /// Follower writes (`AppendReplicated`, `Truncate`) queued or being applied. Producer
+    /// state follows them only once the engine applied them, so a leader checks producer
+    /// sequences only when there are none (`Partition::wait_producer_state`).
+    follower_writes: Cell<usize>,
+    /// Fires when `follower_writes` drops to zero.
+    follower_writes_applied: Rc<crate::notify::Notify>,
 }
 
 impl ReplicaDriver {
@@ -88,6 +94,8 @@ impl ReplicaDriver {
             next_request_id: Cell::new(1),
             failed: Cell::new(false),
             is_leader: Cell::new(false),
+            follower_writes: Cell::new(0),
+            follower_writes_applied: Rc::new(crate::notify::Notify::new()),
         }
     }
 
@@ -141,6 +149,17 @@ impl ReplicaDriver {
     /// Timers (produce timeouts, ISR shrink, resends, follower polls).
     pub fn tick(&self) {
         self.step(|core, ctx, out| core.tick(ctx, out));
+    }
+
+    /// True while replicated appends or truncations are queued or being applied: the
+    /// partition's producer state does not cover them yet.
+    pub fn follower_writes_pending(&self) -> bool {
+        self.follower_writes.get() > 0
+    }
+
+    /// Resolves the next time no follower write is left (see `follower_writes_pending`).
+    pub fn follower_writes_applied(&self) -> crate::notify::Notified {
+        self.follower_writes_applied.notified()
     }
 
     /// acks=all: NOT_ENOUGH_REPLICAS while the committed ISR is smaller than
@@ -311,6 +330,9 @@ impl ReplicaDriver {
         if actions.is_empty() {
             return;
         }
+        let follower_writes = actions.iter().filter(|a| is_follower_write(a)).count();
+        self.follower_writes
+            .set(self.follower_writes.get() + follower_writes);
         self.queue.borrow_mut().extend(actions);
         self.kick();
     }
@@ -477,36 +499,36 @@ async fn drain(partition: Rc<Partition>) {
                 }
             }
             Action::AppendReplicated { batches, .. } => {
-                if driver.failed.get() || batches.is_empty() {
-                    continue;
-                }
-                let base = batches[0].base_offset;
-                let bytes = concat_payloads(&batches);
-                match partition.log.append_replicated(bytes.clone()).await {
-                    Ok(info) => {
-                        assert_eq!(
-                            info.first_offset, base,
-                            "replicated append landed elsewhere"
-                        );
-                        partition.record_replicated_producers(&bytes);
-                        partition.data_notify.notify_all();
+                if !driver.failed.get() && !batches.is_empty() {
+                    let base = batches[0].base_offset;
+                    let bytes = concat_payloads(&batches);
+                    match partition.log.append_replicated(bytes.clone()).await {
+                        Ok(info) => {
+                            assert_eq!(
+                                info.first_offset, base,
+                                "replicated append landed elsewhere"
+                            );
+                            partition.record_replicated_producers(&bytes);
+                            partition.data_notify.notify_all();
+                        }
+                        Err(e) => driver.fail(&partition, "replicated append", &e),
                     }
-                    Err(e) => driver.fail(&partition, "replicated append", &e),
                 }
+                driver.follower_write_applied();
             }
             Action::Truncate { offset, .. } => {
-                if driver.failed.get() {
-                    continue;
-                }
-                match partition.log.truncate_to(offset).await {
-                    Ok(()) => {
-                        if let Err(e) = partition.rebuild_producers().await {
-                            tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %e, "producer state rebuild after truncation failed");
+                if !driver.failed.get() {
+                    match partition.log.truncate_to(offset).await {
+                        Ok(()) => {
+                            if let Err(e) = partition.rebuild_producers().await {
+                                tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %e, "producer state rebuild after truncation failed");
+                            }
+                            partition.data_notify.notify_all();
                         }
-                        partition.data_notify.notify_all();
+                        Err(e) => driver.fail(&partition, "truncate", &e),
                     }
-                    Err(e) => driver.fail(&partition, "truncate", &e),
                 }
+                driver.follower_write_applied();
             }
             other => driver.apply_sync(&partition, other),
         }
@@ -514,6 +536,19 @@ async fn drain(partition: Rc<Partition>) {
 }
 
 impl ReplicaDriver {
+    /// One follower write applied (or skipped after a failure): its producer state is in.
+    fn follower_write_applied(&self) {
+        let left = self.follower_writes.get();
+        assert!(
+            left > 0,
+            "a follower write applied that was never dispatched"
+        );
+        self.follower_writes.set(left - 1);
+        if left == 1 {
+            self.follower_writes_applied.notify_all();
+        }
+    }
+
     fn fail(&self, partition: &Partition, what: &str, error: &dyn std::fmt::Display) {
         if partition.is_retired() {
             // Closed under us (topic deleted, shutdown): nothing is lost that matters.
@@ -526,6 +561,14 @@ impl ReplicaDriver {
             let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));
         }
     }
+}
+
+/// The engine operations only a follower's core emits; producer state follows them late.
+fn is_follower_write(action: &Action<Bytes>) -> bool {
+    matches!(
+        action,
+        Action::AppendReplicated { .. } | Action::Truncate { .. }
+    )
 }
 
 fn is_engine_op(action: &Action<Bytes>) -> bool {
@@ -973,6 +1016,91 @@ mod tests {
             driver.fetch(Some(1), 1, 2).unwrap();
             let r2 = r2.wait().await.unwrap();
             assert_eq!((r2.base_offset, r2.duplicate), (1, false));
+            assert_eq!(
+                producer_batches_in_log(&p).await,
+                vec![(0, epoch, 0), (1, epoch, 1)]
+            );
+        });
+    }
+
+    /// A follower that becomes leader while a fetched batch is still on its way to the
+    /// engine (its producer state is recorded once appended) must still dedupe a retry of
+    /// that batch, at the offset the previous leader gave it.
+    #[test]
+    fn new_leader_dedupes_a_retry_of_a_batch_still_being_replicated() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 1, Some(Rc::clone(&env))).await;
+            apply(&p, state(0, &[0, 1], &[0, 1], 1));
+            let driver = p.replica.as_ref().unwrap();
+            // The empty follower fetches from offset 0 (after asking where epochs end, if it
+            // does: nothing to truncate).
+            let request_id = loop {
+                wait_until(&p, || !env.to_leader.borrow().is_empty()).await;
+                let (_, message) = env.to_leader.borrow_mut().remove(0);
+                match message {
+                    Message::Fetch {
+                        request_id,
+                        fetch_offset,
+                        ..
+                    } => {
+                        assert_eq!(fetch_offset, 0);
+                        break request_id;
+                    }
+                    Message::OffsetForLeaderEpoch { request_id, .. } => {
+                        let answer = Ok(EpochEndOffset {
+                            leader_epoch: Some(LeaderEpoch(1)),
+                            end_offset: 0,
+                        });
+                        driver.step(|core, ctx, out| {
+                            core.on_offset_for_leader_epoch_response(ctx, request_id, answer, out)
+                        });
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            };
+            let (producer, epoch) = (9, 0);
+            let mut fetched = idempotent_batch(1, producer, epoch, 0).to_vec();
+            engine::batch::patch_header(&mut fetched[..16], 0, 1);
+            let data = FetchData {
+                high_watermark: 0,
+                log_end_offset: 1,
+                batches: vec![Batch {
+                    base_offset: 0,
+                    record_count: 1,
+                    leader_epoch: LeaderEpoch(1),
+                    payload: Bytes::from(fetched),
+                }],
+            };
+            driver.step(|core, ctx, out| core.on_fetch_response(ctx, request_id, Ok(data), out));
+            // Leader 0 dies before this replica's append reached the engine.
+            apply(&p, state(1, &[0, 1], &[1], 2));
+            assert!(driver.is_leader());
+            assert!(driver.follower_writes_pending());
+            let retry = idempotent_batch(1, producer, epoch, 0);
+            // Without waiting for the fetched batch, the producer state cannot tell.
+            assert!(matches!(
+                p.submit_replicated(retry.clone(), 0, 1),
+                Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower))
+            ));
+            p.wait_producer_state().await;
+            assert!(!driver.follower_writes_pending());
+            let again = p
+                .submit_replicated(retry, 0, 1)
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert!(again.duplicate);
+            assert_eq!((again.base_offset, again.last_offset), (0, 0));
+            let next = p
+                .submit_replicated(idempotent_batch(1, producer, epoch, 1), 0, 1)
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert_eq!((next.base_offset, next.duplicate), (1, false));
             assert_eq!(
                 producer_batches_in_log(&p).await,
                 vec![(0, epoch, 0), (1, epoch, 1)]
