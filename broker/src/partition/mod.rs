@@ -164,6 +164,7 @@ impl Partition {
             let replica = replica.map(|setup| {
                 let mut core_config = setup.config;
                 core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
+                let produce_timeout_ms = core_config.produce_timeout_ms;
                 let core = replication::Replica::new(
                     replication::NodeId(setup.node),
                     replication::PartitionId(setup.partition_id),
@@ -171,7 +172,12 @@ impl Partition {
                     recovered,
                     setup.request_id_base,
                 );
-                Rc::new(ReplicaDriver::new(core, setup.env, this.clone()))
+                Rc::new(ReplicaDriver::new(
+                    core,
+                    setup.env,
+                    this.clone(),
+                    produce_timeout_ms,
+                ))
             });
             Partition {
                 topic,
@@ -462,6 +468,14 @@ impl Partition {
             match check {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate(b) => {
+                    // acks=all: answered once the original is committed, as its own answer.
+                    let answers = if acks == -1 {
+                        let min_insync_replicas =
+                            self.config.borrow().min_insync_replicas.max(1) as usize;
+                        vec![driver.wait_committed(b.last_offset, min_insync_replicas)]
+                    } else {
+                        Vec::new()
+                    };
                     return Ok(PendingAppend {
                         outcome: AppendOutcome {
                             base_offset: b.first_offset,
@@ -470,7 +484,7 @@ impl Partition {
                             log_start_offset: self.log_start_offset(),
                             duplicate: true,
                         },
-                        answers: Vec::new(),
+                        answers,
                     });
                 }
                 SequenceCheck::InvalidProducerEpoch { .. } => {

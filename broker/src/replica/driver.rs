@@ -54,6 +54,16 @@ pub struct FetchRange {
 /// The answer channel of one produce batch.
 pub type ProduceAnswer = async_channel::Receiver<Result<i64, ReplicaError>>;
 
+/// An acks=all retry of a batch already in the log (a producer's duplicate), answered like
+/// the original would be: once the high watermark passes it.
+struct CommitWait {
+    last_offset: i64,
+    leader_epoch: LeaderEpoch,
+    min_insync_replicas: usize,
+    deadline_ms: i64,
+    answer: async_channel::Sender<Result<i64, ReplicaError>>,
+}
+
 pub struct ReplicaDriver {
     core: RefCell<Replica>,
     env: Rc<dyn ReplicaEnv>,
@@ -78,10 +88,21 @@ pub struct ReplicaDriver {
     follower_writes: Cell<usize>,
     /// Fires when `follower_writes` drops to zero.
     follower_writes_applied: Rc<crate::notify::Notify>,
+    /// acks=all duplicates waiting for the high watermark (checked after every step).
+    commit_waits: RefCell<Vec<CommitWait>>,
+    /// The produce timeout the core uses (`ReplicaConfig::produce_timeout_ms`).
+    produce_timeout_ms: i64,
 }
 
 impl ReplicaDriver {
-    pub fn new(core: Replica, env: Rc<dyn ReplicaEnv>, partition: Weak<Partition>) -> Self {
+    /// `produce_timeout_ms`: the core's (`ReplicaConfig::produce_timeout_ms`), for acks=all
+    /// duplicates (`wait_committed`).
+    pub fn new(
+        core: Replica,
+        env: Rc<dyn ReplicaEnv>,
+        partition: Weak<Partition>,
+        produce_timeout_ms: i64,
+    ) -> Self {
         ReplicaDriver {
             core: RefCell::new(core),
             env,
@@ -96,6 +117,8 @@ impl ReplicaDriver {
             is_leader: Cell::new(false),
             follower_writes: Cell::new(0),
             follower_writes_applied: Rc::new(crate::notify::Notify::new()),
+            commit_waits: RefCell::new(Vec::new()),
+            produce_timeout_ms,
         }
     }
 
@@ -143,7 +166,69 @@ impl ReplicaDriver {
         let r = f(&mut self.core.borrow_mut(), ctx, &mut out);
         self.dispatch(out);
         self.after_step();
+        self.answer_commit_waits(ctx.now_ms);
         r
+    }
+
+    /// An acks=all retry of a batch this leader already has at `..=last_offset` (a
+    /// producer's duplicate): answered as Kafka answers it (a delayed produce for the
+    /// original's offsets): success once the high watermark passes it,
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR is then below `min_insync_replicas`,
+    /// NOT_LEADER_OR_FOLLOWER if this replica stops leading the epoch, REQUEST_TIMED_OUT at
+    /// the produce timeout. Without it a retry was acknowledged before its batch was
+    /// committed, and lost if this leader died before a follower fetched it.
+    pub fn wait_committed(&self, last_offset: i64, min_insync_replicas: usize) -> ProduceAnswer {
+        let (answer, rx) = async_channel::bounded(1);
+        let Role::Leader { leader_epoch } = self.role() else {
+            let _ = answer.try_send(Err(ReplicaError::NotLeaderOrFollower));
+            return rx;
+        };
+        let now_ms = self.env.now_ms();
+        self.commit_waits.borrow_mut().push(CommitWait {
+            last_offset,
+            leader_epoch,
+            min_insync_replicas,
+            deadline_ms: now_ms + self.produce_timeout_ms,
+            answer,
+        });
+        self.answer_commit_waits(now_ms);
+        rx
+    }
+
+    fn answer_commit_waits(&self, now_ms: i64) {
+        if self.commit_waits.borrow().is_empty() {
+            return;
+        }
+        let core = self.core.borrow();
+        let role = core.role();
+        let high_watermark = core.high_watermark();
+        let isr_len = core.state().map_or(0, |s| s.isr.len());
+        let failed = self.failed.get();
+        self.commit_waits.borrow_mut().retain(|w| {
+            let result = match role {
+                Role::Leader { leader_epoch } if leader_epoch == w.leader_epoch && !failed => {
+                    if high_watermark > w.last_offset {
+                        if isr_len < w.min_insync_replicas {
+                            Some(Err(ReplicaError::NotEnoughReplicasAfterAppend))
+                        } else {
+                            Some(Ok(w.last_offset))
+                        }
+                    } else if now_ms >= w.deadline_ms {
+                        Some(Err(ReplicaError::RequestTimedOut))
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(Err(ReplicaError::NotLeaderOrFollower)),
+            };
+            match result {
+                Some(r) => {
+                    let _ = w.answer.try_send(r);
+                    false
+                }
+                None => true,
+            }
+        });
     }
 
     /// Timers (produce timeouts, ISR shrink, resends, follower polls).
@@ -559,6 +644,9 @@ impl ReplicaDriver {
         self.failed.set(true);
         for (_, tx) in self.produces.borrow_mut().drain() {
             let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));
+        }
+        for w in self.commit_waits.borrow_mut().drain(..) {
+            let _ = w.answer.try_send(Err(ReplicaError::NotLeaderOrFollower));
         }
     }
 }
@@ -1101,6 +1189,56 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!((next.base_offset, next.duplicate), (1, false));
+            assert_eq!(
+                producer_batches_in_log(&p).await,
+                vec![(0, epoch, 0), (1, epoch, 1)]
+            );
+        });
+    }
+
+    /// Kafka answers an acks=all duplicate as a delayed produce for the original's offsets:
+    /// not before the high watermark passes them, and not at all if leadership moves.
+    #[test]
+    fn acks_all_duplicate_is_answered_once_the_original_is_committed() {
+        use futures_util::FutureExt;
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            apply(&p, state(0, &[0, 1], &[0, 1], 1));
+            let driver = p.replica.as_ref().unwrap();
+            let (producer, epoch) = (9, 0);
+
+            let original = p
+                .submit_replicated(idempotent_batch(1, producer, epoch, 0), 0, -1)
+                .unwrap();
+            let retry = p
+                .submit_replicated(idempotent_batch(1, producer, epoch, 0), 0, -1)
+                .unwrap();
+            let mut retry = Box::pin(retry.wait());
+            p.log.wait_durable(0).await.unwrap();
+            assert_eq!(p.high_watermark(), 0, "follower 1 has not fetched it");
+            assert!((&mut retry).now_or_never().is_none());
+            driver.fetch(Some(1), 1, 1).unwrap();
+            assert_eq!(original.wait().await.unwrap().base_offset, 0);
+            let retry = retry.await.unwrap();
+            assert!(retry.duplicate);
+            assert_eq!((retry.base_offset, retry.last_offset), (0, 0));
+
+            // Leadership moves before the next batch commits: neither answer is a success.
+            let second = p
+                .submit_replicated(idempotent_batch(1, producer, epoch, 1), 0, -1)
+                .unwrap();
+            let second_retry = p
+                .submit_replicated(idempotent_batch(1, producer, epoch, 1), 0, -1)
+                .unwrap();
+            apply(&p, state(1, &[0, 1], &[0, 1], 2));
+            for pending in [second, second_retry] {
+                assert!(matches!(
+                    pending.wait().await,
+                    Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower))
+                ));
+            }
             assert_eq!(
                 producer_batches_in_log(&p).await,
                 vec![(0, epoch, 0), (1, epoch, 1)]
