@@ -254,7 +254,8 @@ impl Partition {
     /// after a truncation) once the engine applied them, which may be after it became
     /// leader; Kafka's follower updates it with the log, so its first produce as leader
     /// already dedupes retries of batches written by the previous leader. Call with
-    /// `append_lock` held, right before `submit_replicated`. Returns early once retired.
+    /// `append_lock` held, right before `submit_replicated`. Returns early once retired or
+    /// not leading.
     pub async fn wait_producer_state(&self) {
         let Some(driver) = self.replica.as_ref() else {
             return;
@@ -262,7 +263,8 @@ impl Partition {
         loop {
             let applied = driver.follower_writes_applied();
             let retired = self.data_notify.notified();
-            if !driver.follower_writes_pending() || self.retired.get() {
+            // Not leading: `submit_replicated` refuses at once, so nothing to wait for.
+            if !driver.follower_writes_pending() || !driver.is_leader() || self.retired.get() {
                 return;
             }
             futures_util::future::select(applied, retired).await;
