@@ -69,7 +69,9 @@ impl TopicMeta {
     /// The committed state of partition `p` in cluster mode (`None` on a single node or for
     /// an unknown partition).
     pub fn partition_state(&self, p: i32) -> Option<&PartitionInfo> {
-        usize::try_from(p).ok().and_then(|i| self.partition_states.get(i))
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.partition_states.get(i))
     }
 }
 
