@@ -40,7 +40,7 @@ pub struct TopicMeta {
 }
 
 /// A partition's committed record in cluster mode (KRaft's PartitionRecord).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionInfo {
     /// The replication core's id of this partition (cluster-wide, assigned at creation).
     pub partition_id: u32,

@@ -9,7 +9,6 @@
 //! from the entries or from counters in this state).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use replication::{
     Address, BrokerEpoch, BrokerRecord, Controller, ControllerConfig, ControllerInput,
@@ -52,12 +51,8 @@ struct SnapshotTopic {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotPartition {
-    id: u32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-    leader: Option<i32>,
-    leader_epoch: i32,
-    partition_epoch: i32,
+    #[serde(flatten)]
+    record: PartitionInfo,
     last_proposal_epoch: i32,
     last_proposal: u64,
 }
@@ -257,18 +252,11 @@ impl ControllerStm {
                 .partition_ids
                 .iter()
                 .map(|id| {
-                    let s = self
-                        .controller
-                        .partition(*id)
-                        .expect("every topic partition is in the controller");
-                    PartitionInfo {
-                        partition_id: id.0,
-                        replicas: s.replicas.iter().map(|n| n.0).collect(),
-                        isr: s.isr.iter().map(|n| n.0).collect(),
-                        leader: s.leader.map(|n| n.0),
-                        leader_epoch: s.leader_epoch.0,
-                        partition_epoch: s.partition_epoch.0,
-                    }
+                    partition_info(
+                        self.controller
+                            .partition(*id)
+                            .expect("every topic partition is in the controller"),
+                    )
                 })
                 .collect();
             TopicMeta {
@@ -324,12 +312,7 @@ impl ControllerStm {
                             .remove(id)
                             .expect("every topic partition is in the controller");
                         SnapshotPartition {
-                            id: id.0,
-                            replicas: s.replicas.iter().map(|n| n.0).collect(),
-                            isr: s.isr.iter().map(|n| n.0).collect(),
-                            leader: s.leader.map(|n| n.0),
-                            leader_epoch: s.leader_epoch.0,
-                            partition_epoch: s.partition_epoch.0,
+                            record: partition_info(&s),
                             last_proposal_epoch: epoch.0,
                             last_proposal: proposal,
                         }
@@ -381,17 +364,18 @@ impl ControllerStm {
             let id = Uuid::parse_str(&t.id).map_err(|e| format!("topic {}: {e}", t.name))?;
             let mut partition_ids = Vec::new();
             for (index, p) in t.partitions.into_iter().enumerate() {
-                let pid = PartitionId(p.id);
+                let r = p.record;
+                let pid = PartitionId(r.partition_id);
                 partition_ids.push(pid);
                 by_id.insert(pid, (t.name.clone(), index as i32));
                 partitions.push((
                     PartitionState {
                         partition: pid,
-                        replicas: p.replicas.into_iter().map(NodeId).collect(),
-                        isr: p.isr.into_iter().map(NodeId).collect(),
-                        leader: p.leader.map(NodeId),
-                        leader_epoch: LeaderEpoch(p.leader_epoch),
-                        partition_epoch: PartitionEpoch(p.partition_epoch),
+                        replicas: r.replicas.into_iter().map(NodeId).collect(),
+                        isr: r.isr.into_iter().map(NodeId).collect(),
+                        leader: r.leader.map(NodeId),
+                        leader_epoch: LeaderEpoch(r.leader_epoch),
+                        partition_epoch: PartitionEpoch(r.partition_epoch),
                     },
                     LeaderEpoch(p.last_proposal_epoch),
                     p.last_proposal,
@@ -656,6 +640,18 @@ impl ControllerStm {
     }
 }
 
+/// The Metadata (and snapshot) view of a controller partition record.
+fn partition_info(s: &PartitionState) -> PartitionInfo {
+    PartitionInfo {
+        partition_id: s.partition.0,
+        replicas: s.replicas.iter().map(|n| n.0).collect(),
+        isr: s.isr.iter().map(|n| n.0).collect(),
+        leader: s.leader.map(|n| n.0),
+        leader_epoch: s.leader_epoch.0,
+        partition_epoch: s.partition_epoch.0,
+    }
+}
+
 /// Brokers ordered so that consecutive ones are in different racks when every broker has a
 /// rack (Kafka's rack-alternated list); by node id otherwise.
 fn rack_alternating(mut live: Vec<(i32, Option<String>)>) -> Vec<i32> {
@@ -687,15 +683,6 @@ fn topic_hash(topic: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-/// The snapshot shared by all shards.
-pub fn shared_snapshot(
-    stm: &ControllerStm,
-    revision: u64,
-    controller: Option<i32>,
-) -> Arc<ClusterMetadata> {
-    Arc::new(stm.snapshot(revision, controller))
 }
 
 #[cfg(test)]
