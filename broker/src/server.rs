@@ -63,21 +63,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         return Err(StartError::IoUring(sys::io_uring_help(&e)));
     }
     let config = Arc::new(config);
+    // The cluster id and producer-id blocks. Topics come from the metadata quorum, which every
+    // broker runs: with --seeds as one of its voters, without as a quorum of one
+    // (docs/internals/cluster.md). Its log is replayed after start, so the data dir is swept
+    // for directories it does not know only once this node is registered.
     let catalog = Catalog::open(&config.broker.data_dir)?;
-    // Every broker runs the metadata quorum: with --seeds as one of its voters, without as a
-    // quorum of one (docs/internals/cluster.md).
-    let cluster_mode = true;
-    let snapshot = Arc::new(catalog.snapshot());
-    // In cluster mode the metadata quorum, not the local catalog, says which topics exist;
-    // its log is replayed after start, so unknown partition directories are not stray yet.
-    if !cluster_mode {
-        partitions::sweep_data_dir(&config.broker.data_dir, &snapshot).map_err(|source| {
-            StartError::Io {
-                what: "sweeping the data dir",
-                source,
-            }
-        })?;
-    }
     let addr: SocketAddr = config.kafka.addr.parse().map_err(|_| StartError::Io {
         what: "kafka.addr",
         source: std::io::ErrorKind::InvalidInput.into(),
@@ -95,25 +85,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
         None => (local.ip().to_string(), local.port()),
     };
-    let snapshot = if cluster_mode {
-        Arc::new(crate::controller::initial_metadata(
-            &config,
-            catalog.cluster_id.clone(),
-            &advertised_host,
-            advertised_port,
-        ))
-    } else {
-        snapshot
-    };
-    let (cluster, control_receivers) = if cluster_mode {
+    let snapshot = Arc::new(crate::controller::initial_metadata(
+        &config,
+        catalog.cluster_id.clone(),
+        &advertised_host,
+        advertised_port,
+    ));
+    let (cluster, control_receivers) = {
         let (handle, receivers) = ClusterHandle::new(
             config.broker.node_id,
             replica_config(&config),
             config.cluster.replica_fetch_wait_max_ms,
         );
         (Some(Arc::new(handle)), Some(receivers))
-    } else {
-        (None, None)
     };
     let shard_count = config.shard_count();
     let mut senders = Vec::with_capacity(shard_count);

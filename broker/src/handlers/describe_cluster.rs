@@ -1,5 +1,5 @@
-//! DescribeCluster: on a single node this node is the whole cluster (broker and controller);
-//! in cluster mode the registered brokers (fenced ones flagged, v2) and the quorum leader.
+//! DescribeCluster: the registered brokers (fenced ones flagged from v2, left out before) and
+//! the metadata quorum's leader as the controller.
 
 use std::rc::Rc;
 
@@ -18,32 +18,20 @@ pub async fn handle(
 ) -> DescribeClusterResponse {
     let node = shard.shared.node_id();
     let metadata = shard.metadata();
-    let (brokers, controller) = if metadata.is_cluster() {
-        let brokers = metadata
-            .brokers
-            .values()
-            .filter(|b| ctx.version >= 2 || !b.fenced)
-            .map(|b| {
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(b.node_id))
-                    .with_host(str_bytes(&b.host))
-                    .with_port(i32::from(b.port))
-                    .with_rack(b.rack.as_deref().map(str_bytes))
-                    .with_is_fenced(b.fenced)
-            })
-            .collect();
-        (brokers, metadata.controller_id.unwrap_or(-1))
-    } else {
-        (
-            vec![
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(node))
-                    .with_host(str_bytes(&shard.shared.advertised_host))
-                    .with_port(i32::from(shard.shared.advertised_port)),
-            ],
-            node,
-        )
-    };
+    let brokers = metadata
+        .brokers
+        .values()
+        .filter(|b| ctx.version >= 2 || !b.fenced || b.node_id == node)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.as_deref().map(str_bytes))
+                .with_is_fenced(b.fenced && ctx.version >= 2)
+        })
+        .collect();
+    let controller = metadata.controller_id.unwrap_or(-1);
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&metadata.cluster_id))
         .with_controller_id(BrokerId(controller))

@@ -1,5 +1,6 @@
-//! Metadata: brokers (this node), topics with their partitions, and auto-creation of
-//! requested topics when `kafka.auto_create_topics` is on and the client allows it.
+//! Metadata: the registered brokers, topics with their partitions (leaders, epochs, replicas,
+//! ISR from the metadata quorum), and auto-creation of requested topics when
+//! `kafka.auto_create_topics` is on and the client allows it.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -33,7 +34,6 @@ pub async fn handle(
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    let node = shard.shared.node_id();
     let mut metadata = shard.metadata();
     let topic_ops = if req.include_topic_authorized_operations {
         TOPIC_OPERATIONS_ALL
@@ -52,7 +52,7 @@ pub async fn handle(
     let mut topics = Vec::new();
     if all {
         for t in metadata.topics.values() {
-            topics.push(topic_entry(node, &metadata, t, topic_ops));
+            topics.push(topic_entry(&metadata, t, topic_ops));
         }
     } else {
         let requested = req.topics.unwrap_or_default();
@@ -94,7 +94,7 @@ pub async fn handle(
                 (Some(name), _) => {
                     let name = name.0.to_string();
                     match metadata.topic(&name) {
-                        Some(meta) => topic_entry(node, &metadata, meta, topic_ops),
+                        Some(meta) => topic_entry(&metadata, meta, topic_ops),
                         None => {
                             let code = if !valid_topic_name(&name) {
                                 ResponseError::InvalidTopicException
@@ -110,7 +110,7 @@ pub async fn handle(
                     }
                 }
                 (None, false) => match metadata.topic_by_id(&t.topic_id) {
-                    Some(meta) => topic_entry(node, &metadata, meta, topic_ops),
+                    Some(meta) => topic_entry(&metadata, meta, topic_ops),
                     None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),
                 },
                 (None, true) => error_entry(None, t.topic_id, ResponseError::InvalidRequest),
@@ -118,19 +118,7 @@ pub async fn handle(
             topics.push(entry);
         }
     }
-    let (brokers, controller) = if metadata.is_cluster() {
-        cluster_brokers(shard, &metadata)
-    } else {
-        (
-            vec![
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(node))
-                    .with_host(str_bytes(&shard.shared.advertised_host))
-                    .with_port(i32::from(shard.shared.advertised_port)),
-            ],
-            node,
-        )
-    };
+    let (brokers, controller) = cluster_brokers(shard, &metadata);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&metadata.cluster_id)))
@@ -139,7 +127,7 @@ pub async fn handle(
         .with_cluster_authorized_operations(cluster_ops)
 }
 
-/// Cluster mode: the live (unfenced) brokers, always including this one (the client is
+/// The live (unfenced) brokers, always including this one (the client is
 /// talking to it), and the active controller (-1 while the quorum has no leader).
 pub fn cluster_brokers(
     shard: &Shard,
@@ -164,37 +152,8 @@ pub fn cluster_brokers(
     (brokers, metadata.controller_id.unwrap_or(-1))
 }
 
+/// Leaders, replicas, ISR and offline (fenced) replicas as the metadata quorum committed them.
 fn topic_entry(
-    node: i32,
-    metadata: &ClusterMetadata,
-    t: &Arc<TopicMeta>,
-    operations: i32,
-) -> MetadataResponseTopic {
-    if metadata.is_cluster() {
-        return cluster_topic_entry(metadata, t, operations);
-    }
-    MetadataResponseTopic::default()
-        .with_name(Some(topic_name(&t.name)))
-        .with_topic_id(t.id)
-        // Regex subscribers skip internal topics (Kafka marks __consumer_offsets so).
-        .with_is_internal(t.name == crate::group::records::OFFSETS_TOPIC)
-        .with_topic_authorized_operations(operations)
-        .with_partitions(
-            (0..t.partitions)
-                .map(|p| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_leader_id(BrokerId(node))
-                        .with_leader_epoch(t.leader_epoch)
-                        .with_replica_nodes(vec![BrokerId(node)])
-                        .with_isr_nodes(vec![BrokerId(node)])
-                })
-                .collect(),
-        )
-}
-
-/// Cluster mode: leaders, replicas, ISR and offline (fenced) replicas as committed.
-fn cluster_topic_entry(
     metadata: &ClusterMetadata,
     t: &Arc<TopicMeta>,
     operations: i32,

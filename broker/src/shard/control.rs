@@ -1,8 +1,9 @@
-//! The control plane of a single node: the topic catalog and producer-id allocation, on
-//! shard 0 (the `*_backend` role). Every change is persisted, then the new metadata snapshot
-//! is pushed to all shards, which open or close their partitions before the change is
-//! acknowledged; a client that got CreateTopics' answer can produce at once on any shard.
-//! Changes run one at a time (`FifoLock`).
+//! The shard side of the control plane, on shard 0 (the `*_frontend` role for topic changes):
+//! CreateTopics, DeleteTopics, CreatePartitions and AlterConfigs are checked here and then
+//! proposed to the metadata quorum (`crate::controller`, a quorum of one on a single node),
+//! which answers once the change is committed and every shard has opened or closed its
+//! partitions, so a client that got CreateTopics' answer can produce at once on any shard.
+//! Also producer-id allocation from blocks persisted in `catalog.json`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,13 +13,10 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
-use crate::cluster::{
-    Catalog, ClusterMetadata, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name,
-};
+use crate::cluster::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::controller::entry::{AdminOp, NewTopicSpec};
-use crate::notify::FifoLock;
-use crate::shard::{Shard, partitions};
+use crate::shard::Shard;
 
 /// Cluster mode: producer ids of node N start at (N + 1) << this.
 pub const PRODUCER_ID_NODE_SHIFT: u32 = 40;
@@ -30,7 +28,6 @@ pub struct ControlPlane {
     /// Cluster mode: this node's id (producer ids come from its own range).
     cluster_node: Option<i32>,
     catalog: RefCell<Catalog>,
-    lock: Rc<FifoLock>,
     producer_ids: RefCell<Range<i64>>,
 }
 
@@ -78,7 +75,6 @@ impl ControlPlane {
         ControlPlane {
             cluster_node,
             catalog: RefCell::new(catalog),
-            lock: FifoLock::new(),
             producer_ids: RefCell::new(0..0),
         }
     }
@@ -90,87 +86,7 @@ impl ControlPlane {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
-        if shard.shared.cluster.is_some() {
-            return cluster_create_topics(shard, topics, validate_only).await;
-        }
-        let _g = self.lock.lock().await;
-        let config = shard.config();
-        let mut results = Vec::with_capacity(topics.len());
-        let mut changed = false;
-        for t in topics {
-            let r = (|| {
-                if !valid_topic_name(&t.name) {
-                    return Err(TopicError::new(
-                        ResponseError::InvalidTopicException,
-                        format!("invalid topic name {:?}", t.name),
-                    ));
-                }
-                if self.catalog.borrow().topics.contains_key(&t.name) {
-                    return Err(TopicError::new(
-                        ResponseError::TopicAlreadyExists,
-                        format!("topic {} already exists", t.name),
-                    ));
-                }
-                if t.has_assignment {
-                    return Err(TopicError::new(
-                        ResponseError::InvalidReplicaAssignment,
-                        "manual replica assignment is not supported on a single node",
-                    ));
-                }
-                let partitions = if t.partitions == -1 {
-                    config.kafka.default_partitions
-                } else {
-                    t.partitions
-                };
-                if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-                    return Err(TopicError::new(
-                        ResponseError::InvalidPartitions,
-                        format!(
-                            "partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
-                        ),
-                    ));
-                }
-                if t.replication_factor != -1 && t.replication_factor != 1 {
-                    return Err(TopicError::new(
-                        ResponseError::InvalidReplicationFactor,
-                        format!(
-                            "replication factor {} is larger than the 1 available broker",
-                            t.replication_factor
-                        ),
-                    ));
-                }
-                TopicConfig::resolve(&config.log, &t.configs)
-                    .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))?;
-                Ok(TopicMeta {
-                    name: t.name.clone(),
-                    id: new_topic_id(),
-                    partitions,
-                    configs: t.configs.clone(),
-                    leader_epoch: 0,
-                    partition_states: Vec::new(),
-                })
-            })();
-            match r {
-                Ok(meta) if !validate_only => {
-                    self.catalog
-                        .borrow_mut()
-                        .topics
-                        .insert(meta.name.clone(), meta.clone());
-                    changed = true;
-                    results.push(Ok(Arc::new(meta)));
-                }
-                Ok(meta) => results.push(Ok(Arc::new(meta))),
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        if changed && let Err(e) = self.commit(shard).await {
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(e.clone());
-                }
-            }
-        }
-        results
+        cluster_create_topics(shard, topics, validate_only).await
     }
 
     /// Deletes topics by name. One result per input.
@@ -179,95 +95,54 @@ impl ControlPlane {
         shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
-        if shard.shared.cluster.is_some() {
-            let metas: Vec<Option<Arc<TopicMeta>>> = names
-                .iter()
-                .map(|n| shard.metadata().topic(n).cloned())
-                .collect();
-            let op = AdminOp::DeleteTopics { names };
-            return match cluster_admin(shard, op).await {
-                Ok(results) => results
-                    .into_iter()
-                    .zip(metas)
-                    .map(|(r, meta)| match (r, meta) {
-                        (Ok(()), Some(meta)) => Ok(meta),
-                        (Ok(()), None) => Err(TopicError::new(
-                            ResponseError::UnknownTopicOrPartition,
-                            "deleted",
-                        )),
-                        (Err(e), _) => Err(e),
-                    })
-                    .collect(),
-                Err(e) => vec![Err(e); metas.len()],
-            };
+        let metas: Vec<Option<Arc<TopicMeta>>> = names
+            .iter()
+            .map(|n| shard.metadata().topic(n).cloned())
+            .collect();
+        let op = AdminOp::DeleteTopics { names };
+        match cluster_admin(shard, op).await {
+            Ok(results) => results
+                .into_iter()
+                .zip(metas)
+                .map(|(r, meta)| match (r, meta) {
+                    (Ok(()), Some(meta)) => Ok(meta),
+                    (Ok(()), None) => Err(TopicError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        "deleted",
+                    )),
+                    (Err(e), _) => Err(e),
+                })
+                .collect(),
+            Err(e) => vec![Err(e); metas.len()],
         }
-        let _g = self.lock.lock().await;
-        let mut results = Vec::with_capacity(names.len());
-        let mut changed = false;
-        for name in names {
-            match self.catalog.borrow_mut().topics.remove(&name) {
-                Some(meta) => {
-                    changed = true;
-                    results.push(Ok(Arc::new(meta)));
-                }
-                None => results.push(Err(TopicError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("unknown topic {name}"),
-                ))),
-            }
-        }
-        if changed && let Err(e) = self.commit(shard).await {
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(e.clone());
-                }
-            }
-        }
-        results
     }
 
-    /// Grows topics to `count` partitions.
+    /// Grows topics to `count` partitions: (topic, count, explicit assignment given).
     pub async fn create_partitions(
         &self,
         shard: &Rc<Shard>,
         requests: Vec<(String, i32, bool)>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
-        if shard.shared.cluster.is_some() {
-            let n = requests.len();
-            if requests.iter().any(|r| r.2) {
-                return vec![
-                    Err(TopicError::new(
-                        ResponseError::InvalidReplicaAssignment,
-                        "manual replica assignment is not supported yet",
-                    ));
-                    n
-                ];
-            }
-            if validate_only {
-                return vec![Ok(()); n];
-            }
-            let op = AdminOp::CreatePartitions {
-                changes: requests.into_iter().map(|(t, c, _)| (t, c)).collect(),
-            };
-            return match cluster_admin(shard, op).await {
-                Ok(results) => results,
-                Err(e) => vec![Err(e); n],
-            };
+        let n = requests.len();
+        if requests.iter().any(|r| r.2) {
+            return vec![
+                Err(TopicError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual replica assignment is not supported yet",
+                ));
+                n
+            ];
         }
-        let _g = self.lock.lock().await;
-        let mut results = Vec::with_capacity(requests.len());
-        let mut changed = false;
-        for (name, count, has_assignment) in requests {
-            let mut catalog = self.catalog.borrow_mut();
-            let r = match catalog.topics.get_mut(&name) {
+        let metadata = shard.metadata();
+        let mut results = Vec::with_capacity(n);
+        let mut changes = Vec::new();
+        let mut slots = Vec::new();
+        for (name, count, _) in requests {
+            let check = match metadata.topic(&name) {
                 None => Err(TopicError::new(
                     ResponseError::UnknownTopicOrPartition,
                     format!("unknown topic {name}"),
-                )),
-                Some(_) if has_assignment => Err(TopicError::new(
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual assignment is not supported on a single node",
                 )),
                 Some(t) if count <= t.partitions => Err(TopicError::new(
                     ResponseError::InvalidPartitions,
@@ -280,23 +155,19 @@ impl ControlPlane {
                     ResponseError::InvalidPartitions,
                     format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
                 )),
-                Some(t) => {
-                    if !validate_only {
-                        t.partitions = count;
-                        changed = true;
-                    }
-                    Ok(())
-                }
+                Some(_) => Ok(()),
             };
-            results.push(r);
-        }
-        if changed && let Err(e) = self.commit(shard).await {
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(e.clone());
-                }
+            if check.is_ok() && !validate_only {
+                slots.push(results.len());
+                changes.push((name, count));
             }
+            results.push(check);
         }
+        if changes.is_empty() {
+            return results;
+        }
+        let outcome = cluster_admin(shard, AdminOp::CreatePartitions { changes }).await;
+        fill_slots(&mut results, slots, outcome);
         results
     }
 
@@ -307,56 +178,13 @@ impl ControlPlane {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
-        if shard.shared.cluster.is_some() {
-            return cluster_alter_configs(shard, changes, validate_only).await;
-        }
-        let _g = self.lock.lock().await;
-        let config = shard.config();
-        let mut results = Vec::with_capacity(changes.len());
-        let mut changed = false;
-        for (name, change) in changes {
-            let mut catalog = self.catalog.borrow_mut();
-            let Some(topic) = catalog.topics.get_mut(&name) else {
-                results.push(Err(TopicError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("unknown topic {name}"),
-                )));
-                continue;
-            };
-            let new = match apply_change(&topic.configs, change) {
-                Ok(n) => n,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            if let Err(e) = TopicConfig::resolve(&config.log, &new) {
-                results.push(Err(TopicError::new(
-                    ResponseError::InvalidConfig,
-                    e.to_string(),
-                )));
-                continue;
-            }
-            if !validate_only && new != topic.configs {
-                topic.configs = new;
-                changed = true;
-            }
-            results.push(Ok(()));
-        }
-        if changed && let Err(e) = self.commit(shard).await {
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(e.clone());
-                }
-            }
-        }
-        results
+        cluster_alter_configs(shard, changes, validate_only).await
     }
 
     /// A fresh producer id (epoch 0). Ids come from persisted blocks, so they are never
     /// reused across restarts.
     ///
-    /// In cluster mode every node hands out ids from its own range (`(node_id + 1) << 40`
+    /// In a cluster every node hands out ids from its own range (`(node_id + 1) << 40`
     /// onwards, blocks persisted in its own catalog), so no two nodes ever give out the same
     /// id without a round trip to the controller. 2^40 ids per node; node ids < 2^22.
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
@@ -375,52 +203,6 @@ impl ControlPlane {
             None => id,
         })
     }
-
-    /// Persists the catalog and pushes the new snapshot to every shard.
-    async fn commit(&self, shard: &Rc<Shard>) -> Result<(), TopicError> {
-        let snapshot = {
-            let mut catalog = self.catalog.borrow_mut();
-            catalog.revision += 1;
-            catalog
-                .save()
-                .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-            Arc::new(catalog.snapshot())
-        };
-        publish(shard, snapshot).await
-    }
-}
-
-/// Installs `snapshot` on every shard (opening/closing partitions) and waits for all.
-pub async fn publish(shard: &Rc<Shard>, snapshot: Arc<ClusterMetadata>) -> Result<(), TopicError> {
-    let mut waits = Vec::new();
-    for s in 0..shard.shared.shard_count() {
-        let snap = Arc::clone(&snapshot);
-        waits.push(shard.invoke(ShardId(s), move |target: &Rc<Shard>| {
-            let target = Rc::clone(target);
-            Box::pin(async move {
-                partitions::apply_metadata(&target, snap)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        }));
-    }
-    let mut first_error = None;
-    for r in futures_util::future::join_all(waits).await {
-        match r {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::error!(target: "broker::control", error = %e, "a shard failed to apply metadata");
-                first_error.get_or_insert(TopicError::new(ResponseError::KafkaStorageError, e));
-            }
-            None => {
-                first_error.get_or_insert(TopicError::new(
-                    ResponseError::BrokerNotAvailable,
-                    "broker is shutting down",
-                ));
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 pub fn apply_change(
@@ -665,9 +447,20 @@ async fn cluster_alter_configs(
     if ops.is_empty() {
         return results;
     }
-    match cluster_admin(shard, AdminOp::AlterConfigs { changes: ops }).await {
-        Ok(r) => {
-            for (slot, r) in slots.into_iter().zip(r) {
+    let outcome = cluster_admin(shard, AdminOp::AlterConfigs { changes: ops }).await;
+    fill_slots(&mut results, slots, outcome);
+    results
+}
+
+/// Puts the quorum's answers to the items that were proposed into their request slots.
+fn fill_slots(
+    results: &mut [Result<(), TopicError>],
+    slots: Vec<usize>,
+    outcome: Result<Vec<Result<(), TopicError>>, TopicError>,
+) {
+    match outcome {
+        Ok(answers) => {
+            for (slot, r) in slots.into_iter().zip(answers) {
                 results[slot] = r;
             }
         }
@@ -677,5 +470,4 @@ async fn cluster_alter_configs(
             }
         }
     }
-    results
 }
