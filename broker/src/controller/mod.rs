@@ -525,15 +525,13 @@ impl ControlLoop {
             Message::BrokerRegistrationResponse {
                 incarnation,
                 broker_epoch,
-            } if incarnation == self.incarnation => {
-                if self.broker_epoch != Some(broker_epoch) {
-                    tracing::info!(target: "broker::controller", node = self.me, broker_epoch = broker_epoch.0, "registered with the controller");
-                    self.broker_epoch = Some(broker_epoch);
-                    self.handle.set_broker_epoch(broker_epoch);
-                    self.delivered.clear();
-                    self.last_heartbeat_ms = now_ms();
-                    self.to_deliver.extend(self.stm.states_of_me());
-                }
+            } if incarnation == self.incarnation && self.broker_epoch != Some(broker_epoch) => {
+                tracing::info!(target: "broker::controller", node = self.me, broker_epoch = broker_epoch.0, "registered with the controller");
+                self.broker_epoch = Some(broker_epoch);
+                self.handle.set_broker_epoch(broker_epoch);
+                self.delivered.clear();
+                self.last_heartbeat_ms = now_ms();
+                self.to_deliver.extend(self.stm.states_of_me());
             }
             Message::BrokerHeartbeatResponse {
                 broker_epoch,

@@ -31,7 +31,7 @@ pub const BUFFER_STEP_BYTES: usize = 128 * 1024;
 
 const _: () = assert!(POOLED_FRAME_BYTES_MIN <= POOLED_BUFFER_BYTES_MAX);
 const _: () = assert!(POOLED_BUFFER_BYTES_MAX <= POOL_BYTES_MAX);
-const _: () = assert!(POOLED_BUFFER_BYTES_MAX % BUFFER_STEP_BYTES == 0);
+const _: () = assert!(POOLED_BUFFER_BYTES_MAX.is_multiple_of(BUFFER_STEP_BYTES));
 
 /// A shard's pool of idle frame buffers. Cheap to clone (one `Arc`); `Send`, because a frame
 /// may be dropped on the shard that owns its partition.
