@@ -113,6 +113,126 @@ fn failover_under_idempotent_producer_and_live_group() {
     cluster.stop();
 }
 
+/// DeleteRecords on the leader reaches the followers (they follow the leader's log start
+/// offset from its fetch answers), so after the leader dies the new leader's earliest offset
+/// is where the records were deleted, not 0.
+#[test]
+fn followers_follow_the_leaders_log_start() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest,
+        ListOffsetsResponse, ProduceRequest, ProduceResponse,
+    };
+    let mut cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+    create_topic(&cluster, "trimmed", 1, 3, &[]);
+    let name = || TopicName(StrBytes::from_static_str("trimmed"));
+    let leader = |c: &Cluster, not: Option<i32>| -> Result<i32, String> {
+        let live: Vec<i32> = c
+            .node_ids()
+            .into_iter()
+            .filter(|n| Some(*n) != not)
+            .collect();
+        let md = c.try_metadata(live[0], Some(&["trimmed"]))?;
+        let p = md
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or("no partition")?;
+        let leader = p.leader_id.0;
+        if p.error_code != 0 || !live.contains(&leader) || p.isr_nodes.len() != live.len() {
+            return Err(format!(
+                "leader {leader}, isr {:?}, error {}",
+                p.isr_nodes, p.error_code
+            ));
+        }
+        Ok(leader)
+    };
+    let mut first = -1;
+    cluster.wait_until("a leader and a full ISR", TOPIC_TIMEOUT, |c| {
+        first = leader(c, None)?;
+        Ok(())
+    });
+    // The leader may learn it leads a moment after Metadata says so: retry until it appends.
+    let mut appended = 0;
+    cluster.wait_until("two acks=all produces on the leader", TOPIC_TIMEOUT, |c| {
+        while appended < 2 {
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(name())
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(common::record_batch(5, None))),
+                        ]),
+                ]);
+            let resp: ProduceResponse = c.try_call(first, ApiKey::Produce, 9, &req)?;
+            match resp.responses[0].partition_responses[0].error_code {
+                0 => appended += 1,
+                code => return Err(format!("produce error {code}")),
+            }
+        }
+        Ok(())
+    });
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(7),
+                ]),
+        ]);
+    let resp: DeleteRecordsResponse = cluster
+        .try_call(first, ApiKey::DeleteRecords, 2, &req)
+        .unwrap();
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 7));
+    // Followers learn the log start from their next fetch (within replica_fetch_wait_max_ms);
+    // give them a few rounds, then kill the leader.
+    thread::sleep(Duration::from_secs(2));
+    cluster.kill(first);
+    let mut second = -1;
+    cluster.wait_until("a new leader", TOPIC_TIMEOUT, |c| {
+        second = leader(c, Some(first))?;
+        Ok(())
+    });
+    let earliest = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    cluster.wait_until(
+        "the new leader's earliest offset is 7",
+        TOPIC_TIMEOUT,
+        |c| {
+            let resp: ListOffsetsResponse =
+                c.try_call(second, ApiKey::ListOffsets, 7, &earliest)?;
+            let p = &resp.topics[0].partitions[0];
+            match (p.error_code, p.offset) {
+                (0, 7) => Ok(()),
+                other => Err(format!("node {second}: (error, earliest) = {other:?}")),
+            }
+        },
+    );
+    cluster.stop();
+}
+
 /// Every node's Metadata lists all nodes at their Kafka listeners, and names a controller.
 fn wait_for_brokers(cluster: &Cluster) {
     let took = cluster.wait_until(

@@ -155,6 +155,9 @@ pub trait FetcherEnv {
     fn leader_addr(&self, leader: i32) -> Option<String>;
     /// Hands an answer to the partition's replica.
     fn deliver(&self, topic: &str, index: i32, message: Message<Bytes>);
+    /// The leader's log start offset for a partition it answered (Kafka's followers follow
+    /// it, so DeleteRecords and the leader's retention reach them).
+    fn leader_log_start(&self, _topic: &str, _index: i32, _log_start_offset: i64) {}
     fn is_stopping(&self) -> bool;
     /// Notified when `is_stopping` becomes true.
     fn stop_notify(&self) -> Rc<Notify>;
@@ -449,6 +452,9 @@ impl Fetcher {
             let call = conn.call(&request, FETCH_VERSION, deadline);
             match or_stop(stop, &*self.env, Box::pin(call)).await? {
                 Ok(response) => {
+                    for (topic, index, log_start) in log_starts(&response) {
+                        self.env.leader_log_start(topic, index, log_start);
+                    }
                     for (queued, result) in fetches.iter().zip(fetch_answers(fetches, response)) {
                         if result.as_ref().is_ok_and(|d| !d.batches.is_empty()) {
                             self.expect_return(queued);
@@ -608,6 +614,27 @@ impl FetcherEnv for ShardEnv {
 
     fn deliver(&self, topic: &str, index: i32, message: Message<Bytes>) {
         crate::replica::on_leader_response(&self.shard, topic, index, message);
+    }
+
+    /// Moves this follower's log start up to the leader's, no further than its own high
+    /// watermark (the engine deletes only below it); the next fetches move it the rest.
+    fn leader_log_start(&self, topic: &str, index: i32, log_start_offset: i64) {
+        let Some(p) = self.shard.partition(topic, index) else {
+            return;
+        };
+        let target = log_start_offset.min(p.high_watermark());
+        if target <= p.log_start_offset() || p.is_retired() {
+            return;
+        }
+        compio::runtime::spawn(async move {
+            match p.log.delete_records_before(target).await {
+                Ok(_) => p.after_log_start_moved(),
+                Err(error) => {
+                    tracing::warn!(target: "broker::replica", topic = %p.topic, partition = p.index, %error, "following the leader's log start failed")
+                }
+            }
+        })
+        .detach();
     }
 
     fn is_stopping(&self) -> bool {
@@ -841,6 +868,20 @@ fn fetch_answers(
         }
     }
     answers
+}
+
+/// Every answered partition's log start offset (error-free partitions only).
+fn log_starts(response: &FetchResponse) -> Vec<(&str, i32, i64)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.error_code == 0 && p.log_start_offset >= 0)
+                .map(move |p| (t.topic.0.as_str(), p.partition_index, p.log_start_offset))
+        })
+        .collect()
 }
 
 /// A partition's fetched data. The core's `log_end_offset` is not on the wire in Fetch v12 (the
