@@ -236,7 +236,7 @@ pub const BIND_RETRY_MS: u64 = 3000;
 /// listener bound for a few tens of milliseconds after the process is reaped. A supervisor
 /// restarting at once would otherwise fail half the time (tests/clients/FINDINGS.md 4). A
 /// port really taken by another process still fails, after the retry window.
-fn bind_with_retry(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+pub(crate) fn bind_with_retry(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     let deadline = Instant::now() + Duration::from_millis(BIND_RETRY_MS);
     let mut logged = false;
     loop {

@@ -185,12 +185,19 @@ impl ControlLoop {
         let listener = if config.cluster.rpc_addr.is_empty() {
             None
         } else {
+            // Retried like the Kafka listener: a node restarted right after a SIGKILL finds
+            // its port held for a moment by the dead process's io_uring.
+            let addr: std::net::SocketAddr = config.cluster.rpc_addr.parse().map_err(|_| {
+                format!(
+                    "cluster.rpc_addr {:?} is not HOST:PORT",
+                    config.cluster.rpc_addr
+                )
+            })?;
+            let listener = crate::server::bind_with_retry(addr)
+                .map_err(|e| format!("binding cluster.rpc_addr {addr}: {e}"))?;
             Some(
-                compio::net::TcpListener::bind(&config.cluster.rpc_addr)
-                    .await
-                    .map_err(|e| {
-                        format!("binding cluster.rpc_addr {}: {e}", config.cluster.rpc_addr)
-                    })?,
+                compio::net::TcpListener::from_std(listener)
+                    .map_err(|e| format!("registering cluster.rpc_addr {addr}: {e}"))?,
             )
         };
         let dir = config.broker.data_dir.join("__quorum");
