@@ -91,14 +91,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         &advertised_host,
         advertised_port,
     ));
-    let (cluster, control_receivers) = {
-        let (handle, receivers) = ClusterHandle::new(
-            config.broker.node_id,
-            replica_config(&config),
-            config.cluster.replica_fetch_wait_max_ms,
-        );
-        (Some(Arc::new(handle)), Some(receivers))
-    };
+    let (cluster, control_receivers) = ClusterHandle::new(
+        config.broker.node_id,
+        replica_config(&config),
+        config.cluster.replica_fetch_wait_max_ms,
+    );
     let shard_count = config.shard_count();
     let mut senders = Vec::with_capacity(shard_count);
     let mut receivers = Vec::with_capacity(shard_count);
@@ -119,7 +116,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics: (0..shard_count)
             .map(|_| crate::metrics::ShardMetrics::default())
             .collect(),
-        cluster,
+        cluster: Arc::new(cluster),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut control = Some(catalog);
@@ -167,12 +164,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         );
         return Err(e);
     }
-    if let Some(receivers) = control_receivers {
-        // Detached: it holds no data that needs flushing (the quorum syncs every write).
-        let control = crate::controller::start(Arc::clone(&shared), receivers)
-            .map_err(|message| StartError::Shard { shard: 0, message })?;
-        wait_registered(&control.registered);
-    }
+    // Detached: it holds no data that needs flushing (the quorum syncs every write).
+    let control = crate::controller::start(Arc::clone(&shared), control_receivers)
+        .map_err(|message| StartError::Shard { shard: 0, message })?;
+    wait_registered(&control.registered);
     // Accept only once every shard has its partitions open and, in the quorum, this node is
     // registered and knows which partitions it leads (connections wait in the backlog).
     let task: ShardTask =
@@ -342,12 +337,12 @@ fn shard_main(
         }
     };
     rt.block_on(async move {
-        let cluster_node = shared.cluster.as_ref().map(|c| c.node_id);
+        let node_id = shared.cluster.node_id;
         let shard = Shard::new(
             id,
             shared,
             Arc::new(ClusterMetadata::default()),
-            catalog.map(|c| ControlPlane::new(c, cluster_node)),
+            catalog.map(|c| ControlPlane::new(c, node_id)),
         );
         compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
         if let Err(e) = partitions::apply_metadata(&shard, snapshot).await {

@@ -31,15 +31,16 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Topic-level overrides with Kafka's names (`retention.ms`, ...).
     pub configs: BTreeMap<String, String>,
-    /// Leader epoch of every partition (one node: bumps only when the topic is re-created).
+    /// The leader epoch a pre-quorum `catalog.json` kept for the topic (0 from the quorum;
+    /// the partitions' epochs are in `partition_states`).
     pub leader_epoch: i32,
-    /// Cluster mode: one entry per partition (index = partition number) with its replicas,
-    /// leader, epochs and ISR as the metadata quorum committed them. Empty on a single node,
-    /// where this node leads every partition at `leader_epoch`.
+    /// One entry per partition (index = partition number) with its replicas, leader, epochs
+    /// and ISR as the metadata quorum committed them. Empty only for a topic read from a
+    /// pre-quorum `catalog.json` or one not created yet (CreateTopics' validation).
     pub partition_states: Vec<PartitionInfo>,
 }
 
-/// A partition's committed record in cluster mode (KRaft's PartitionRecord).
+/// A partition's committed record (KRaft's PartitionRecord).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionInfo {
     /// The replication core's id of this partition (cluster-wide, assigned at creation).
@@ -53,7 +54,7 @@ pub struct PartitionInfo {
     pub partition_epoch: i32,
 }
 
-/// A registered broker in cluster mode.
+/// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub node_id: i32,
@@ -66,8 +67,8 @@ pub struct BrokerInfo {
 }
 
 impl TopicMeta {
-    /// The committed state of partition `p` in cluster mode (`None` on a single node or for
-    /// an unknown partition).
+    /// The committed state of partition `p` (`None` for an unknown partition or a topic
+    /// without states, see `partition_states`).
     pub fn partition_state(&self, p: i32) -> Option<&PartitionInfo> {
         usize::try_from(p)
             .ok()
@@ -82,9 +83,9 @@ pub struct ClusterMetadata {
     pub cluster_id: String,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     pub topic_ids: BTreeMap<Uuid, String>,
-    /// Cluster mode: every registered broker by node id. Empty on a single node.
+    /// Every registered broker by node id.
     pub brokers: BTreeMap<i32, BrokerInfo>,
-    /// Cluster mode: the quorum leader (the active controller), if known.
+    /// The quorum leader (the active controller), if known.
     pub controller_id: Option<i32>,
 }
 
@@ -112,11 +113,6 @@ impl ClusterMetadata {
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
         self.topic_ids.get(id).and_then(|n| self.topics.get(n))
-    }
-
-    /// True in cluster mode (the metadata came from the quorum).
-    pub fn is_cluster(&self) -> bool {
-        !self.brokers.is_empty()
     }
 }
 

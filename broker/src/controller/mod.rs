@@ -1,7 +1,8 @@
-//! Cluster mode: the control thread. Runs the metadata quorum (raft-rs, `replication::quorum`),
-//! the rpc listener and links to the other voters, a replica of the controller state machine
-//! fed by the committed log (`stm`), this broker's registration and heartbeats, and publishes
-//! metadata and partition states to the shards.
+//! The control thread (every broker runs one; a single node is a quorum of one). Runs the
+//! metadata quorum (raft-rs, `replication::quorum`), the rpc listener and links to the other
+//! voters, a replica of the controller state machine fed by the committed log (`stm`), this
+//! broker's registration and heartbeats, and publishes metadata and partition states to the
+//! shards.
 //!
 //! Owns: the order in which this node learns committed control entries and tells its shards.
 //! Does not own: replication (`crate::replica`, on the shards), Kafka requests (handlers).
@@ -99,8 +100,8 @@ pub fn start(shared: Arc<Shared>, receivers: ControlReceivers) -> Result<Control
     })
 }
 
-/// The metadata a shard starts with in cluster mode, before the quorum has told it anything:
-/// no topics, and this node as the only (fenced) broker, so `is_cluster()` holds at once.
+/// The metadata a shard starts with, before the quorum has told it anything: no topics, and
+/// this node as the only (fenced) broker.
 pub fn initial_metadata(
     config: &Config,
     cluster_id: String,
@@ -177,7 +178,7 @@ impl ControlLoop {
         registered: std::sync::mpsc::Sender<()>,
     ) -> Result<(ControlLoop, Option<compio::net::TcpListener>), String> {
         let config = Arc::clone(&shared.config);
-        let handle = Arc::clone(shared.cluster.as_ref().expect("cluster mode"));
+        let handle = Arc::clone(&shared.cluster);
         let me = config.broker.node_id;
         let seeds = config.cluster.voters(me)?;
         let voters: Vec<NodeId> = seeds.iter().map(|s| NodeId(s.node_id)).collect();

@@ -7,23 +7,20 @@
 //! one OS thread), so the broker's `Shard` needs no group field. Only the shard owning an
 //! offsets partition calls the backend for it (the frontend routes there).
 //!
-//! Loading: on a single node the backend begins replaying every offsets partition its shard
-//! owns when it starts (this node coordinates them all). In cluster mode it replays a
-//! partition when the partition's replica here becomes leader ([`on_partition_role`]) and
-//! drops its groups when the replica stops leading, as Kafka's coordinator follows the
-//! leadership of `__consumer_offsets`. Until a partition is replayed its groups answer
+//! Loading: the backend replays a partition when the partition's replica here becomes
+//! leader ([`on_partition_role`]) and drops its groups when the replica stops leading, as
+//! Kafka's coordinator follows the leadership of `__consumer_offsets` (a single node is a
+//! quorum of one and leads all of them). Until a partition is replayed its groups answer
 //! COORDINATOR_LOAD_IN_PROGRESS (clients retry), as in Kafka.
 //!
-//! Appends: on a single node an offsets append is answered once it is durable (fdatasync);
-//! in cluster mode once it is replicated (acks=-1: the high watermark passed it), through the
-//! replication core as a Produce with acks=-1 is.
+//! Appends: an offsets append is answered once it is replicated (acks=-1: the high watermark
+//! passed it), through the replication core as a Produce with acks=-1 is.
 //!
 //! Invariants: appends of one partition are issued in the order the coordinator emitted them
 //! (the partition's FIFO append ticket is taken before the task is spawned); a partition is
 //! replayed completely before the coordinator serves it, by one replay at a time (a replay
-//! superseded by a role change feeds the coordinator nothing more); in cluster mode only
-//! partitions whose replica leads here are loaded; every waiting handler gets exactly one
-//! reply.
+//! superseded by a role change feeds the coordinator nothing more); only partitions whose
+//! replica leads here are loaded; every waiting handler gets exactly one reply.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -70,13 +67,13 @@ pub fn backend(shard: &Rc<Shard>, config: &GroupConfig) -> Rc<GroupBackend> {
         coordinator: RefCell::new(GroupCoordinator::new(config.clone(), seed)),
         waiters: RefCell::new(HashMap::new()),
         next_request: Cell::new(0),
-        loads: RefCell::new(Loads::new(shard.shared.cluster.is_some())),
+        loads: RefCell::new(Loads::default()),
         changed: Rc::new(Notify::new()),
     });
     BACKEND.with(|b| *b.borrow_mut() = Some(Rc::clone(&backend)));
     compio::runtime::spawn(timer_loop(Rc::clone(&backend), Rc::clone(shard))).detach();
-    // In cluster mode this loads only the partitions whose replica already leads here; the
-    // others load when `on_partition_role` reports them leading.
+    // This loads only the partitions whose replica already leads here; the others load when
+    // `on_partition_role` reports them leading.
     backend.start_owned_loads(shard);
     backend
 }
@@ -117,8 +114,7 @@ impl GroupBackend {
         rx.recv().await.expect("every request is answered")
     }
 
-    /// True when this shard serves `partition`'s groups now: always on a single node, while
-    /// its replica leads here in cluster mode.
+    /// True when this shard serves `partition`'s groups now: while its replica leads here.
     pub fn leads(&self, partition: i32) -> bool {
         self.loads.borrow().may_serve(partition)
     }
@@ -133,10 +129,10 @@ impl GroupBackend {
         }
     }
 
-    /// Starts replaying `partition` of the offsets topic once (per leadership in cluster
-    /// mode); the coordinator answers its groups' requests with COORDINATOR_LOAD_IN_PROGRESS
-    /// until the replay is done. Nothing happens for a partition this shard may not serve:
-    /// its groups get NOT_COORDINATOR.
+    /// Starts replaying `partition` of the offsets topic once per leadership; the coordinator
+    /// answers its groups' requests with COORDINATOR_LOAD_IN_PROGRESS until the replay is
+    /// done. Nothing happens for a partition this shard may not serve: its groups get
+    /// NOT_COORDINATOR.
     fn start_load(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
         let partitions = self.coordinator.borrow().config().offsets_topic_partitions;
         if !(0..partitions).contains(&partition) {
@@ -155,7 +151,7 @@ impl GroupBackend {
             .detach();
     }
 
-    /// Cluster mode: this shard's replica of `partition` leads now.
+    /// This shard's replica of `partition` leads now.
     fn become_leader(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
         self.loads.borrow_mut().lead(partition);
         self.start_load(shard, partition);
@@ -163,9 +159,9 @@ impl GroupBackend {
         self.changed.notify_all();
     }
 
-    /// Cluster mode: waits up to `timeout` for this shard's replica of `partition` to report
-    /// leading (the metadata naming this node arrives just before the replica's new state);
-    /// returns whether it leads.
+    /// Waits up to `timeout` for this shard's replica of `partition` to report leading (the
+    /// metadata naming this node arrives just before the replica's new state); returns
+    /// whether it leads.
     pub async fn wait_to_lead(&self, partition: i32, timeout: Duration) -> bool {
         use futures_util::future::{Either, select};
         let deadline = std::time::Instant::now() + timeout;
@@ -186,9 +182,9 @@ impl GroupBackend {
         }
     }
 
-    /// Cluster mode: this shard's replica of `partition` stopped leading: its groups are
-    /// dropped (waiting requests get NOT_COORDINATOR, their timers go with them) and a replay
-    /// in progress is abandoned.
+    /// This shard's replica of `partition` stopped leading: its groups are dropped (waiting
+    /// requests get NOT_COORDINATOR, their timers go with them) and a replay in progress is
+    /// abandoned.
     fn resign_partition(self: &Rc<Self>, shard: &Rc<Shard>, partition: i32) {
         self.loads.borrow_mut().resign(partition);
         if (0..self.coordinator.borrow().config().offsets_topic_partitions).contains(&partition) {
@@ -227,10 +223,9 @@ impl GroupBackend {
         self.drain(shard);
     }
 
-    /// Replays the partition from its log start to its log end as of now (on a single node
-    /// that is the high watermark; a new leader's log is the partition's history, committed
-    /// or about to be, as Kafka's coordinator loads to the log end). Stops early, without
-    /// error, when `generation` is superseded.
+    /// Replays the partition from its log start to its log end as of now (a new leader's log
+    /// is the partition's history, committed or about to be, as Kafka's coordinator loads to
+    /// the log end). Stops early, without error, when `generation` is superseded.
     async fn replay(
         &self,
         log: &Rc<Partition>,
@@ -238,11 +233,7 @@ impl GroupBackend {
         generation: u64,
     ) -> Result<(), String> {
         let mut offset = log.log_start_offset();
-        let end = if self.loads.borrow().cluster {
-            log.log.log_end_offset()
-        } else {
-            log.high_watermark()
-        };
+        let end = log.log.log_end_offset();
         while offset < end {
             let read = log
                 .log
@@ -329,20 +320,15 @@ impl GroupBackend {
         let this = Rc::clone(self);
         let shard = Rc::clone(shard);
         compio::runtime::spawn(async move {
-            let outcome = if log.replica.is_some() {
-                // Cluster mode: the replication core orders the appends, so the ticket is
-                // held only while it is fed; commits of one partition replicate together.
-                let submitted = {
-                    let _guard = ticket.await;
-                    log.submit_replicated(batches, now_ms(), -1)
-                };
-                match submitted {
-                    Ok(pending) => replicated_outcome(&log, pending.wait().await),
-                    Err(failure) => replicated_outcome(&log, Err(failure)),
-                }
-            } else {
+            // The replication core orders the appends, so the ticket is held only while it
+            // is fed; commits of one partition replicate together.
+            let submitted = {
                 let _guard = ticket.await;
-                append_durably(&log, batches).await
+                log.submit_replicated(batches, now_ms(), -1)
+            };
+            let outcome = match submitted {
+                Ok(pending) => replicated_outcome(&log, pending.wait().await),
+                Err(failure) => replicated_outcome(&log, Err(failure)),
             };
             // Leadership moved while the append was in flight: whatever the log said, the
             // client must find the new coordinator (Kafka's NOT_LEADER_OR_FOLLOWER ->
@@ -360,28 +346,11 @@ impl GroupBackend {
     }
 }
 
-/// Single node: the append is answered once it is on disk (fdatasync).
-async fn append_durably(log: &Partition, batches: Bytes) -> AppendOutcome {
-    match log.append_locked(batches, now_ms()).await {
-        Ok(appended) => match log.log.wait_durable(appended.last_offset).await {
-            Ok(()) => AppendOutcome::Ok,
-            Err(error) => {
-                tracing::error!(target: "group", topic = OFFSETS_TOPIC, partition = log.index, %error, "offsets fsync failed");
-                AppendOutcome::Failed
-            }
-        },
-        Err(error) => {
-            tracing::error!(target: "group", topic = OFFSETS_TOPIC, partition = log.index, ?error, "offsets append failed");
-            AppendOutcome::Failed
-        }
-    }
-}
-
-/// Cluster mode: an offsets append is answered once the in-sync replicas have it (acks=-1,
-/// durable too when the cluster syncs acks=all writes), as Kafka's coordinator appends with
-/// acks=-1. Errors map as Kafka's `GroupMetadataManager` maps them: a replica that no longer
-/// leads (or a closed partition) is NOT_COORDINATOR; everything else (too few in-sync
-/// replicas, a timeout, a disk error) is COORDINATOR_NOT_AVAILABLE, and clients retry.
+/// An offsets append is answered once the in-sync replicas have it (acks=-1, durable too
+/// when the cluster syncs acks=all writes), as Kafka's coordinator appends with acks=-1.
+/// Errors map as Kafka's `GroupMetadataManager` maps them: a replica that no longer leads
+/// (or a closed partition) is NOT_COORDINATOR; everything else (too few in-sync replicas, a
+/// timeout, a disk error) is COORDINATOR_NOT_AVAILABLE, and clients retry.
 fn replicated_outcome(
     log: &Partition,
     result: Result<crate::partition::AppendOutcome, AppendFailure>,
@@ -450,14 +419,13 @@ pub fn start_if_present(shard: &Rc<Shard>) {
     }
 }
 
-/// Cluster mode: the replica of `partition` on this shard became leader (`is_leader`) or
-/// stopped leading. For `__consumer_offsets` partitions the coordinator loads the
-/// partition's groups when it leads (answering COORDINATOR_LOAD_IN_PROGRESS until the replay
-/// of the log as it is now is done) and drops them when it does not (waiting requests get
-/// NOT_COORDINATOR, timers go). Other topics, and single nodes (where this node coordinates
-/// every partition), are ignored. Runs on the partition's owning shard.
+/// The replica of `partition` on this shard became leader (`is_leader`) or stopped leading.
+/// For `__consumer_offsets` partitions the coordinator loads the partition's groups when it
+/// leads (answering COORDINATOR_LOAD_IN_PROGRESS until the replay of the log as it is now is
+/// done) and drops them when it does not (waiting requests get NOT_COORDINATOR, timers go).
+/// Other topics are ignored. Runs on the partition's owning shard.
 pub fn on_partition_role(shard: &Rc<Shard>, partition: &Rc<Partition>, is_leader: bool) {
-    if partition.topic != OFFSETS_TOPIC || shard.shared.cluster.is_none() {
+    if partition.topic != OFFSETS_TOPIC {
         return;
     }
     let partitions = shard
@@ -485,8 +453,7 @@ fn replaced_by_leader(shard: &Shard, partition: &Rc<Partition>) -> bool {
     shard
         .partition(OFFSETS_TOPIC, partition.index)
         .filter(|open| !Rc::ptr_eq(open, partition))
-        .and_then(|open| open.replica.as_ref().map(|r| r.is_leader()))
-        .unwrap_or(false)
+        .is_some_and(|open| open.replica.is_leader())
 }
 
 /// Which offsets partitions a shard's backend may serve and which replay of each is current
@@ -495,10 +462,9 @@ fn replaced_by_leader(shard: &Shard, partition: &Rc<Partition>) -> bool {
 /// Invariant: a partition has a current load only while it may be served; each load gets a
 /// new generation, so a replay that lost its leadership (even if the node leads again since)
 /// is recognised as superseded.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Loads {
-    /// Cluster mode: only `leading` partitions may be served. A single node serves all.
-    cluster: bool,
+    /// Only these partitions may be served.
     leading: HashSet<i32>,
     /// Partitions whose replay has started (or finished), with that load's generation.
     current: HashMap<i32, u64>,
@@ -506,17 +472,8 @@ struct Loads {
 }
 
 impl Loads {
-    fn new(cluster: bool) -> Self {
-        Self {
-            cluster,
-            leading: HashSet::new(),
-            current: HashMap::new(),
-            next_generation: 0,
-        }
-    }
-
     fn may_serve(&self, partition: i32) -> bool {
-        !self.cluster || self.leading.contains(&partition)
+        self.leading.contains(&partition)
     }
 
     /// A new load's generation, or `None` when `partition` is loading or loaded already, or
@@ -562,8 +519,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn single_node_serves_every_partition_and_loads_each_once() {
-        let mut loads = Loads::new(false);
+    fn led_partition_loads_once_and_an_abandoned_load_is_retried() {
+        let mut loads = Loads::default();
+        loads.lead(7);
         assert!(loads.may_serve(7));
         let g = loads.begin(7).expect("first load starts");
         assert!(loads.is_current(7, g));
@@ -577,8 +535,8 @@ mod tests {
     }
 
     #[test]
-    fn cluster_loads_only_led_partitions() {
-        let mut loads = Loads::new(true);
+    fn loads_only_led_partitions() {
+        let mut loads = Loads::default();
         assert!(!loads.may_serve(3));
         assert_eq!(loads.begin(3), None, "a follower partition is never loaded");
         loads.lead(3);
@@ -589,7 +547,7 @@ mod tests {
 
     #[test]
     fn role_change_supersedes_a_replay_in_progress() {
-        let mut loads = Loads::new(true);
+        let mut loads = Loads::default();
         loads.lead(1);
         let first = loads.begin(1).unwrap();
         loads.resign(1);

@@ -2,7 +2,7 @@
 //! exists, find the offsets partition of a group and the shard that owns it, and run the
 //! coordinator operation there (as partition requests are routed to their owner).
 //!
-//! Cluster mode: the coordinator of a group is the node leading its offsets partition
+//! The coordinator of a group is the node leading its offsets partition
 //! ([`coordinator_of`]); a request reaching any other node gets NOT_COORDINATOR here, before
 //! it hops to the owner shard, so the client finds the coordinator again. On the owner shard
 //! the replica's role is what counts: named by the metadata but not (yet) leading is
@@ -25,7 +25,7 @@ use crate::cluster::{BrokerInfo, ClusterMetadata, TopicMeta};
 use crate::shard::Shard;
 use crate::shard::control::{NewTopic, on_control};
 
-/// Cluster mode: how long a request for a partition the metadata says this node leads waits
+/// How long a request for a partition the metadata says this node leads waits
 /// for the replica to report leading before it gets NOT_COORDINATOR.
 const ROLE_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 
@@ -76,14 +76,14 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
         .ok_or(GroupError::CoordinatorNotAvailable)
 }
 
-/// Cluster mode: the node leading `group_id`'s offsets partition, i.e. its coordinator
-/// (`None` while the partition has no leader, or on a single node).
+/// The node leading `group_id`'s offsets partition, i.e. its coordinator (`None` while the
+/// partition has no leader).
 pub fn coordinator_of(topic: &TopicMeta, group_id: &str) -> Option<i32> {
     let partition = partition_for_group(group_id, topic.partitions);
     topic.partition_state(partition).and_then(|s| s.leader)
 }
 
-/// Cluster mode: the broker FindCoordinator names for `group_id`, or
+/// The broker FindCoordinator names for `group_id`, or
 /// COORDINATOR_NOT_AVAILABLE while its offsets partition has no leader (or the leader is not
 /// a registered broker yet).
 pub fn coordinator_broker<'m>(
@@ -96,11 +96,6 @@ pub fn coordinator_broker<'m>(
         .ok_or(GroupError::CoordinatorNotAvailable)
 }
 
-/// This node's id in cluster mode.
-fn cluster_node(shard: &Shard) -> Option<i32> {
-    shard.shared.cluster.as_ref().map(|c| c.node_id)
-}
-
 /// Runs `op` against the coordinator that owns `group_id` and returns its reply.
 pub async fn call<F>(shard: &Rc<Shard>, group_id: &str, op: F) -> Result<Reply, GroupError>
 where
@@ -108,9 +103,7 @@ where
 {
     let topic = ensure_offsets_topic(shard).await?;
     let partition = partition_for_group(group_id, topic.partitions);
-    if let Some(node) = cluster_node(shard)
-        && coordinator_of(&topic, group_id) != Some(node)
-    {
+    if coordinator_of(&topic, group_id) != Some(shard.shared.node_id()) {
         return Err(GroupError::NotCoordinator);
     }
     let owner = shard.owner_of(OFFSETS_TOPIC, partition);
@@ -127,14 +120,14 @@ where
                 let config = group_config(&s, partitions);
                 let backend = backend(&s, &config);
                 if !backend.leads(partition) {
-                    // Cluster mode: the metadata named this node but its replica has not
+                    // The metadata named this node but its replica has not
                     // become leader here yet (its new state follows the metadata), or no
                     // longer leads. NOT_COORDINATOR after a short wait: every client handles
                     // it on every group API (Java's SyncGroup and Heartbeat do not retry
                     // COORDINATOR_LOAD_IN_PROGRESS).
                     let topic = s.metadata().topic(OFFSETS_TOPIC).cloned();
                     let named = topic.and_then(|t| t.partition_state(partition)?.leader);
-                    if named != cluster_node(&s)
+                    if named != Some(s.shared.node_id())
                         || !backend.wait_to_lead(partition, ROLE_WAIT).await
                     {
                         return Err(GroupError::NotCoordinator);

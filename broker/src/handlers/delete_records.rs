@@ -33,11 +33,9 @@ pub async fn handle(
                 let r = shard
                     .with_partition(&topic, index, move |part| {
                         Box::pin(async move {
-                            // Cluster mode: the leader only. (Followers do not learn the new
-                            // log start offset yet; their retention trims on its own.)
-                            if let Some(driver) = &part.replica
-                                && let Err(e) = driver.check_leader(-1)
-                            {
+                            // The leader only; followers follow its log start offset (in
+                            // their fetch answers).
+                            if let Err(e) = part.replica.check_leader(-1) {
                                 return Err(crate::replica::error_code(e));
                             }
                             let hw = part.high_watermark();

@@ -210,7 +210,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
 }
 
 /// The follower's node id of a replica fetch (`replica_id` before v15, `replica_state` from
-/// v15), -1 for a consumer. Only cluster mode acts on it.
+/// v15), -1 for a consumer.
 fn follower_id(version: i16, req: &FetchRequest) -> i32 {
     if version >= 15 {
         req.replica_state.replica_id.0
@@ -411,36 +411,21 @@ async fn read_partition(
     if p.is_retired() {
         return Got::error(ResponseError::NotLeaderOrFollower);
     }
-    // Cluster mode: the replication core checks role and epochs, records a follower's fetch
-    // offset, and says how far to read (the log end for a follower, the high watermark for a
-    // consumer). The engine may be a few appends behind the core: never read past its end.
-    let replicated = match &p.replica {
-        None => None,
-        Some(driver) => {
-            let follower = (replica_id >= 0).then_some(replica_id);
-            match driver.fetch(follower, w.current_leader_epoch, w.fetch_offset) {
-                Ok(range) => Some(range),
-                Err(e) => return Got::error(crate::replica::error_code(e)),
-            }
-        }
+    // The replication core checks role and epochs, records a follower's fetch offset, and
+    // says how far to read (the log end for a follower, the high watermark for a consumer).
+    // The engine may be a few appends behind the core: never read past its end.
+    let follower = (replica_id >= 0).then_some(replica_id);
+    let range = match p
+        .replica
+        .fetch(follower, w.current_leader_epoch, w.fetch_offset)
+    {
+        Ok(range) => range,
+        Err(e) => return Got::error(crate::replica::error_code(e)),
     };
-    let epoch = p.leader_epoch.get();
-    if replicated.is_none() && w.current_leader_epoch >= 0 && w.current_leader_epoch != epoch {
-        let e = if w.current_leader_epoch > epoch {
-            ResponseError::UnknownLeaderEpoch
-        } else {
-            ResponseError::FencedLeaderEpoch
-        };
-        return Got::error(e);
-    }
     let log_end = p.log.log_end_offset();
-    let (hw, lso, replica_upper) = match replicated {
-        Some(range) => {
-            let hw = range.high_watermark.min(log_end);
-            (hw, hw, Some(range.max_offset.min(log_end)))
-        }
-        None => (p.high_watermark(), p.last_stable_offset(), None),
-    };
+    // No transactions yet: the last stable offset is the high watermark.
+    let hw = range.high_watermark.min(log_end);
+    let lso = hw;
     let log_start = p.log_start_offset();
     let mut got = Got {
         error: NONE,
@@ -453,10 +438,12 @@ async fn read_partition(
         got.error = ResponseError::OffsetOutOfRange;
         return got;
     }
-    let upper = match replica_upper {
-        Some(upper) if replica_id >= 0 => upper,
-        _ if read_committed => lso,
-        _ => hw,
+    let upper = if replica_id >= 0 {
+        range.max_offset.min(log_end)
+    } else if read_committed {
+        lso
+    } else {
+        hw
     };
     let limit = u32::try_from(w.partition_max_bytes)
         .unwrap_or(0)
@@ -570,7 +557,7 @@ fn wait_on_owner(
                 notified.push(p.data_notify.notified());
                 // A follower waits for new appends (the leader's log end), a consumer for
                 // the high watermark.
-                let end = if replica_id >= 0 && p.replica.is_some() {
+                let end = if replica_id >= 0 {
                     p.log.log_end_offset()
                 } else if read_committed {
                     p.last_stable_offset()
@@ -636,10 +623,10 @@ mod tests {
     }
 
     #[test]
-    fn cluster_consumer_fetch_on_a_follower_is_not_leader_or_follower() {
+    fn consumer_fetch_on_a_follower_is_not_leader_or_follower() {
         run(async {
             let dir = tempfile::tempdir().unwrap();
-            let p = open(dir.path(), 1, Some(Rc::new(TestEnv::default()))).await;
+            let p = open(dir.path(), 1, Rc::new(TestEnv::default())).await;
             // Before any state, and as a follower: consumers are sent to the leader.
             let g = read_partition(&p, &want(0, -1), -1, false, 1 << 20, false).await;
             assert_eq!(g.error, ResponseError::NotLeaderOrFollower);
@@ -652,10 +639,10 @@ mod tests {
     }
 
     #[test]
-    fn cluster_leader_serves_followers_to_its_log_end_and_consumers_to_the_hw() {
+    fn leader_serves_followers_to_its_log_end_and_consumers_to_the_hw() {
         run(async {
             let dir = tempfile::tempdir().unwrap();
-            let p = open(dir.path(), 0, Some(Rc::new(TestEnv::default()))).await;
+            let p = open(dir.path(), 0, Rc::new(TestEnv::default())).await;
             apply(&p, state(0, &[0, 1], &[0, 1], 1));
             let batch = bytes::Bytes::from(engine::batch::build_test_batch(3, 64, 1, 1, 7));
             let acked = p
@@ -681,8 +668,8 @@ mod tests {
             // ...and its next fetch at 3 commits it, once the leader's own sync is in.
             p.log.wait_durable(2).await.unwrap();
             let durable = p.log.durable_offset();
-            let driver = p.replica.as_ref().unwrap();
-            driver.step(|core, ctx, out| core.on_durable(ctx, durable, out));
+            p.replica
+                .step(|core, ctx, out| core.on_durable(ctx, durable, out));
             let g = read_partition(&p, &want(3, 1), 1, false, 1 << 20, false).await;
             assert_eq!((g.error, g.high_watermark), (NONE, 3));
             let g = read_partition(&p, &want(0, -1), -1, false, 1 << 20, false).await;

@@ -1,7 +1,7 @@
-//! FindCoordinator: on a single node every coordinator is this node; in cluster mode a
-//! group's coordinator is the leader of its `__consumer_offsets` partition. For consumer
-//! groups the topic is created first (as Kafka does on first use), so the group requests that
-//! follow find their partition. Batched keys from v4 (KIP-699), each answered on its own.
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+//! partition (on a single node, a quorum of one, that is this node). For consumer groups the
+//! topic is created first (as Kafka does on first use), so the group requests that follow
+//! find their partition. Batched keys from v4 (KIP-699), each answered on its own.
 //! Transaction keys name this node (transactions are not supported yet).
 
 use std::rc::Rc;
@@ -37,7 +37,7 @@ pub async fn handle(
                 let metadata = shard.metadata();
                 keys.into_iter()
                     .map(|key| {
-                        let answer = group_coordinator(shard, &metadata, &topic, &key);
+                        let answer = group_coordinator(&metadata, &topic, &key);
                         (key, answer)
                     })
                     .collect()
@@ -110,17 +110,8 @@ fn this_node(shard: &Shard) -> Answer {
     }
 }
 
-/// A single node coordinates every group; in cluster mode the leader of the group's offsets
-/// partition does (COORDINATOR_NOT_AVAILABLE while it has none).
-fn group_coordinator(
-    shard: &Shard,
-    metadata: &ClusterMetadata,
-    topic: &TopicMeta,
-    group_id: &str,
-) -> Answer {
-    if shard.shared.cluster.is_none() {
-        return this_node(shard);
-    }
+/// The leader of the group's offsets partition (COORDINATOR_NOT_AVAILABLE while it has none).
+fn group_coordinator(metadata: &ClusterMetadata, topic: &TopicMeta, group_id: &str) -> Answer {
     match coordinator_broker(metadata, topic, group_id) {
         Ok(broker) => Answer {
             code: 0,

@@ -109,22 +109,12 @@ async fn answer(
     current_leader_epoch: i32,
     read_committed: bool,
 ) -> Answer {
-    // Cluster mode: leader only, Kafka's epoch checks, OFFSET_NOT_AVAILABLE until a new
-    // leader's high watermark reaches its epoch's start.
-    if let Some(driver) = &p.replica
-        && let Err(e) = driver.check_leader(current_leader_epoch)
-    {
-        return (crate::replica::error_code(e), -1, -1, -1);
-    }
-    let epoch = p.leader_epoch.get();
-    if current_leader_epoch >= 0 && current_leader_epoch != epoch {
-        let e = if current_leader_epoch > epoch {
-            ResponseError::UnknownLeaderEpoch
-        } else {
-            ResponseError::FencedLeaderEpoch
-        };
-        return (e, -1, -1, -1);
-    }
+    // Leader only, Kafka's epoch checks, OFFSET_NOT_AVAILABLE until a new leader's high
+    // watermark reaches its epoch's start.
+    let epoch = match p.replica.check_leader(current_leader_epoch) {
+        Ok(epoch) => epoch,
+        Err(e) => return (crate::replica::error_code(e), -1, -1, -1),
+    };
     match ts {
         LATEST => {
             let off = if read_committed {

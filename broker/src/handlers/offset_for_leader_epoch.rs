@@ -1,8 +1,7 @@
 //! OffsetForLeaderEpoch: the end offset of a leader epoch, for consumers validating their
-//! position after a leader change (KIP-320). A single node keeps one epoch per partition for
-//! the topic's life, so the latest epoch ends at the log end offset; an epoch newer than ours
-//! is answered with UNDEFINED as Kafka does. In cluster mode the leader answers from its
-//! replication core's epoch cache (followers truncate with it, KIP-101/279).
+//! position after a leader change (KIP-320). The leader answers from its replication core's
+//! epoch cache (followers truncate with it, KIP-101/279); an epoch newer than ours is
+//! answered with UNDEFINED as Kafka does.
 
 use std::rc::Rc;
 
@@ -37,25 +36,11 @@ pub async fn handle(
                 shard
                     .with_partition(&topic, index, move |part| {
                         Box::pin(async move {
-                            // Cluster mode: the leader's epoch cache (Kafka's endOffsetFor),
-                            // for followers and consumers alike.
-                            if let Some(driver) = &part.replica {
-                                return driver
-                                    .offset_for_leader_epoch(current, wanted)
-                                    .map_err(crate::replica::error_code);
-                            }
-                            let epoch = part.leader_epoch.get();
-                            if current >= 0 && current != epoch {
-                                return Err(if current > epoch {
-                                    ResponseError::UnknownLeaderEpoch
-                                } else {
-                                    ResponseError::FencedLeaderEpoch
-                                });
-                            }
-                            if wanted > epoch {
-                                return Ok((-1, -1));
-                            }
-                            Ok((epoch, part.log.log_end_offset()))
+                            // The leader's epoch cache (Kafka's endOffsetFor), for
+                            // followers and consumers alike.
+                            part.replica
+                                .offset_for_leader_epoch(current, wanted)
+                                .map_err(crate::replica::error_code)
                         })
                     })
                     .await

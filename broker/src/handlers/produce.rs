@@ -6,7 +6,8 @@
 //! partition, takes the partition's append ticket (directly, or inside the mesh closure that
 //! runs in arrival order on the owner), so pipelined produces append in the order sent.
 //! acks: 0 = no answer (an error closes the connection, as Kafka does), 1 = answer once in
-//! the log (page cache), -1 = also wait for `wait_durable` when `log.acks_all_durable`.
+//! the log (page cache), -1 = once committed on the ISR (durably, when
+//! `log.acks_all_durable`: the replication core counts only synced offsets).
 
 use std::rc::Rc;
 
@@ -49,7 +50,6 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
     };
     let acks = req.acks;
     let metadata = shard.metadata();
-    let durable = acks == -1 && shard.config().log.acks_all_durable;
     // Answer layout, in request order; results filled by slot.
     let mut layout: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<i32>)> = Vec::new();
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
@@ -124,7 +124,7 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
         let slots: Vec<usize> = items.iter().map(|i| i.slot).collect();
         let fut = shard
             .invoke_ordered(ShardId(target), move |s: &Rc<Shard>| {
-                append_on_owner(s, items, acks, durable)
+                append_on_owner(s, items, acks)
             })
             .await;
         waits.push(async move { (slots, fut.await) });
@@ -191,12 +191,12 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
 }
 
 /// Runs on the owning shard, synchronously in mesh order: takes each partition's append
-/// ticket now, then appends (and waits for durability) in the returned future.
+/// ticket now, then appends (and waits for the replication core's answer) in the returned
+/// future.
 fn append_on_owner(
     shard: &Rc<Shard>,
     items: Vec<Item>,
     acks: i16,
-    durable: bool,
 ) -> LocalBoxFuture<Vec<PartitionResult>> {
     let jobs: Vec<_> = items
         .into_iter()
@@ -208,41 +208,28 @@ fn append_on_owner(
         .collect();
     Box::pin(async move {
         let now = now_ms();
-        join_all(jobs.into_iter().map(|(partition, ticket, records)| async move {
-            let (Some(p), Some(ticket)) = (partition, ticket) else {
-                return Err((ResponseError::NotLeaderOrFollower, None));
-            };
-            if p.replica.is_some() {
-                // Cluster mode: the replication core orders the appends and answers acks=1
-                // after the append, acks=all once committed on the ISR (durably, when
-                // log.acks_all_durable); the ticket is only needed while the core is fed.
-                let pending = {
-                    let _guard = ticket.await;
-                    // A follower that just became leader records the producer state of the
-                    // batches it fetched first, so that it dedupes their retries.
-                    p.wait_producer_state().await;
-                    p.submit_replicated(records, now, acks)
-                };
-                return match pending {
-                    Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
-                    Err(f) => Err(failure_code(&f)),
-                };
-            }
-            let outcome = {
-                let _guard = ticket.await;
-                p.append_locked_with_acks(records, now, acks).await
-            };
-            match outcome {
-                Ok(o) => {
-                    if durable && let Err(e) = p.log.wait_durable(o.last_offset).await {
-                        tracing::error!(target: "broker::produce", topic = %p.topic, partition = p.index, error = %e, "fdatasync failed");
-                        return Err((ResponseError::KafkaStorageError, Some(e.to_string())));
+        join_all(
+            jobs.into_iter()
+                .map(|(partition, ticket, records)| async move {
+                    let (Some(p), Some(ticket)) = (partition, ticket) else {
+                        return Err((ResponseError::NotLeaderOrFollower, None));
+                    };
+                    // The replication core orders the appends and answers acks=1 after the append,
+                    // acks=all once committed on the ISR (durably, when log.acks_all_durable); the
+                    // ticket is only needed while the core is fed.
+                    let pending = {
+                        let _guard = ticket.await;
+                        // A follower that just became leader records the producer state of the
+                        // batches it fetched first, so that it dedupes their retries.
+                        p.wait_producer_state().await;
+                        p.submit_replicated(records, now, acks)
+                    };
+                    match pending {
+                        Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
+                        Err(f) => Err(failure_code(&f)),
                     }
-                    Ok(o)
-                }
-                Err(f) => Err(failure_code(&f)),
-            }
-        }))
+                }),
+        )
         .await
     })
 }
@@ -283,10 +270,6 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         ),
         AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),
         AppendFailure::Replica(e) => (crate::replica::error_code(*e), None),
-        AppendFailure::NotEnoughReplicas => (
-            ResponseError::NotEnoughReplicas,
-            Some("min.insync.replicas exceeds the 1 in-sync replica of a single node".into()),
-        ),
     }
 }
 

@@ -5,13 +5,13 @@
 //! Invariants: appends run one at a time per partition in request order (`FifoLock` ticket
 //! taken when the request is dispatched); producer checks and the append happen under that
 //! lock; `high_watermark <= log_end_offset`; the data notifier fires after every advance of
-//! the high watermark. With one node the ISR is this node, so the high watermark follows the
-//! log end offset at once.
-//! Cluster mode (`replica` set): the replication core (`crate::replica::driver`) owns the
-//! offsets, the high watermark and the leader epoch. Under the lock a leader append runs the
-//! same checks, then hands each batch to the core (`submit_replicated`), which appends in
-//! order; the answer (acks=1: appended, acks=all: committed on the ISR) is awaited outside
-//! the lock. A re-open for a log-level config change keeps the core (`reopen_replicated`).
+//! the high watermark.
+//! The replication core (`crate::replica::driver`, present on every partition: a single node
+//! is a quorum of one) owns the offsets, the high watermark and the leader epoch. Under the
+//! lock a leader append runs the checks, then hands each batch to the core
+//! (`submit_replicated`), which appends in order; the answer (acks=1: appended, acks=all:
+//! committed on the ISR) is awaited outside the lock. A re-open for a log-level config change
+//! keeps the core (`reopen_replicated`).
 
 pub mod producer_state;
 
@@ -41,11 +41,9 @@ pub enum AppendFailure {
         bytes: u64,
         max: u32,
     },
-    /// acks=all but min.insync.replicas exceeds the in-sync replicas (1 on one node).
-    NotEnoughReplicas,
     /// The partition instance was replaced (re-opened) or closed.
     Retired,
-    /// Cluster mode: the replication core refused or failed the batch.
+    /// The replication core refused or failed the batch.
     Replica(replication::ReplicaError),
 }
 
@@ -73,12 +71,12 @@ pub struct Partition {
     producers: RefCell<ProducerStateTable>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
     retired: Cell<bool>,
-    /// Cluster mode: the replication core driving this replica. `None` on a single node.
-    /// Shared with the instance a re-open replaces.
-    pub replica: Option<Rc<ReplicaDriver>>,
+    /// The replication core driving this replica. Shared with the instance a re-open
+    /// replaces.
+    pub replica: Rc<ReplicaDriver>,
 }
 
-/// Cluster mode: what `Partition::open` needs to attach a replication core.
+/// What `Partition::open` needs to attach a replication core.
 pub struct ReplicaSetup {
     pub node: i32,
     /// The replication core's id of the partition (`PartitionInfo::partition_id`).
@@ -89,8 +87,8 @@ pub struct ReplicaSetup {
     pub env: Rc<dyn ReplicaEnv>,
 }
 
-/// An append handed to the replication core (cluster mode): the outcome arrives when the
-/// core answers (acks=1: once in the log; acks=all: once committed on the ISR).
+/// An append handed to the replication core: the outcome arrives when the core answers
+/// (acks=1: once in the log; acks=all: once committed on the ISR).
 pub struct PendingAppend {
     outcome: AppendOutcome,
     answers: Vec<ProduceAnswer>,
@@ -113,23 +111,17 @@ impl PendingAppend {
     }
 }
 
-/// In-sync replicas of every partition on a single node.
-pub const IN_SYNC_REPLICAS: i32 = 1;
-
 /// Producer fields of a batch header, if the batch is from an idempotent producer.
 struct ProducerBatch {
     producer_id: i64,
     epoch: i16,
     first_seq: i32,
     last_seq: i32,
-    records: i64,
 }
 
 impl Partition {
-    /// Opens the log, then rebuilds producer state (and, with `replica`, the leader epoch
-    /// cache) from its batch headers. Without `replica` (one node) everything recovered is
-    /// committed; with it, the high watermark is the engine's checkpoint and the replication
-    /// core moves it.
+    /// Opens the log, then rebuilds producer state and the leader epoch cache from its batch
+    /// headers. The high watermark is the engine's checkpoint; the replication core moves it.
     pub async fn open(
         topic: String,
         index: i32,
@@ -137,17 +129,13 @@ impl Partition {
         leader_epoch: i32,
         config: TopicConfig,
         log_config: engine::LogConfig,
-        replica: Option<ReplicaSetup>,
+        setup: ReplicaSetup,
     ) -> Result<Rc<Partition>, engine::LogError> {
         let (log, report) = engine::Log::open(dir.clone(), log_config).await?;
         if !report.truncations.is_empty() {
             tracing::warn!(target: "broker::partition", topic, index, truncations = ?report.truncations, "log tail truncated during recovery");
         }
         let log = Rc::new(log);
-        if replica.is_none() {
-            // Everything recovered is committed: one node, so the ISR is just us.
-            log.set_high_watermark(log.log_end_offset());
-        }
         let mut producers = ProducerStateTable::default();
         let mut epochs = replication::EpochCache::default();
         log.scan_headers(log.log_start_offset(), |h: &BatchHeader| {
@@ -161,24 +149,22 @@ impl Partition {
             epochs,
         };
         Ok(Rc::new_cyclic(|this| {
-            let replica = replica.map(|setup| {
-                let mut core_config = setup.config;
-                core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
-                let produce_timeout_ms = core_config.produce_timeout_ms;
-                let core = replication::Replica::new(
-                    replication::NodeId(setup.node),
-                    replication::PartitionId(setup.partition_id),
-                    core_config,
-                    recovered,
-                    setup.request_id_base,
-                );
-                Rc::new(ReplicaDriver::new(
-                    core,
-                    setup.env,
-                    this.clone(),
-                    produce_timeout_ms,
-                ))
-            });
+            let mut core_config = setup.config;
+            core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
+            let produce_timeout_ms = core_config.produce_timeout_ms;
+            let core = replication::Replica::new(
+                replication::NodeId(setup.node),
+                replication::PartitionId(setup.partition_id),
+                core_config,
+                recovered,
+                setup.request_id_base,
+            );
+            let replica = Rc::new(ReplicaDriver::new(
+                core,
+                setup.env,
+                this.clone(),
+                produce_timeout_ms,
+            ));
             Partition {
                 topic,
                 index,
@@ -195,7 +181,7 @@ impl Partition {
         }))
     }
 
-    /// Cluster mode, follower: records idempotent-producer state from replicated batches, so
+    /// Follower: records idempotent-producer state from replicated batches, so
     /// this replica dedupes retries if it becomes leader.
     pub fn record_replicated_producers(&self, batches: &[u8]) {
         let mut producers = self.producers.borrow_mut();
@@ -210,7 +196,7 @@ impl Partition {
         }
     }
 
-    /// Cluster mode: `self` re-opened with a new log config, keeping its replication core
+    /// `self` re-opened with a new log config, keeping its replication core
     /// (and the producer state, which may cover batches still queued for the engine). Call
     /// with `append_lock` held and `self` retired; the caller installs the result.
     pub async fn reopen_replicated(
@@ -218,7 +204,7 @@ impl Partition {
         config: TopicConfig,
         log_config: engine::LogConfig,
     ) -> Result<Rc<Partition>, engine::LogError> {
-        let driver = Rc::clone(self.replica.as_ref().expect("cluster mode"));
+        let driver = Rc::clone(&self.replica);
         driver.pause().await;
         if let Err(e) = self.log.close().await {
             tracing::warn!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "close before re-open failed");
@@ -243,13 +229,13 @@ impl Partition {
             append_lock: FifoLock::new(),
             producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
             retired: Cell::new(false),
-            replica: Some(Rc::clone(&driver)),
+            replica: Rc::clone(&driver),
         });
         driver.resume(&partition);
         Ok(partition)
     }
 
-    /// Cluster mode: waits until the producer state covers every batch the core has put in
+    /// Waits until the producer state covers every batch the core has put in
     /// the log. A follower records the producer state of fetched batches (and rebuilds it
     /// after a truncation) once the engine applied them, which may be after it became
     /// leader; Kafka's follower updates it with the log, so its first produce as leader
@@ -257,9 +243,7 @@ impl Partition {
     /// `append_lock` held, right before `submit_replicated`. Returns early once retired or
     /// not leading.
     pub async fn wait_producer_state(&self) {
-        let Some(driver) = self.replica.as_ref() else {
-            return;
-        };
+        let driver = &self.replica;
         loop {
             let applied = driver.follower_writes_applied();
             let retired = self.data_notify.notified();
@@ -271,7 +255,7 @@ impl Partition {
         }
     }
 
-    /// Cluster mode, after a truncation: producer state rebuilt from what is left.
+    /// After a truncation: producer state rebuilt from what is left.
     pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
         let mut producers = ProducerStateTable::default();
         self.log
@@ -300,106 +284,10 @@ impl Partition {
         self.producers.borrow().len()
     }
 
-    /// Appends `records` (one or more v2 batches). Must run with this partition's
-    /// `append_lock` held (the caller took its ticket in request order).
-    pub async fn append_locked(
-        &self,
-        records: Bytes,
-        now_ms: i64,
-    ) -> Result<AppendOutcome, AppendFailure> {
-        // Cluster mode: the group coordinator's writes wait for the ISR, as Kafka's (acks=-1).
-        let acks = if self.replica.is_some() { -1 } else { 1 };
-        self.append_locked_with_acks(records, now_ms, acks).await
-    }
-
-    /// `append_locked` for a Produce request with `acks`: acks=-1 also checks
-    /// min.insync.replicas against the in-sync replicas.
-    pub async fn append_locked_with_acks(
-        &self,
-        records: Bytes,
-        now_ms: i64,
-        acks: i16,
-    ) -> Result<AppendOutcome, AppendFailure> {
-        if self.replica.is_some() {
-            self.wait_producer_state().await;
-            return self.submit_replicated(records, now_ms, acks)?.wait().await;
-        }
-        if self.retired.get() {
-            return Err(AppendFailure::Retired);
-        }
-        if acks == -1 && self.config.borrow().min_insync_replicas > IN_SYNC_REPLICAS {
-            return Err(AppendFailure::NotEnoughReplicas);
-        }
-        let producer = producer_batch(&records)?;
-        let log_append_time = self.config.borrow().log_append_time;
-        let records = if log_append_time {
-            self.check_sizes(&records)?;
-            stamp_log_append_time(records, now_ms, self.config.borrow().max_message_bytes)
-        } else {
-            self.check_batches(&records, now_ms)?;
-            records
-        };
-        if let Some(p) = &producer {
-            let check =
-                self.producers
-                    .borrow()
-                    .check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
-            match check {
-                SequenceCheck::Append => {}
-                SequenceCheck::Duplicate(b) => {
-                    return Ok(AppendOutcome {
-                        base_offset: b.first_offset,
-                        last_offset: b.last_offset,
-                        log_append_time_ms: if log_append_time { b.max_timestamp } else { -1 },
-                        log_start_offset: self.log_start_offset(),
-                        duplicate: true,
-                    });
-                }
-                SequenceCheck::InvalidProducerEpoch { .. } => {
-                    return Err(AppendFailure::InvalidProducerEpoch);
-                }
-                SequenceCheck::OutOfOrderSequence { .. } => {
-                    return Err(AppendFailure::OutOfOrderSequence);
-                }
-            }
-        }
-        let info = self
-            .log
-            .append(records, self.leader_epoch.get())
-            .await
-            .map_err(AppendFailure::Engine)?;
-        if let Some(p) = producer {
-            // One batch per idempotent request (Kafka enforces the same); its offsets span
-            // the whole append.
-            debug_assert_eq!(info.last_offset - info.first_offset + 1, p.records);
-            self.producers.borrow_mut().record(
-                p.producer_id,
-                p.epoch,
-                BatchMeta {
-                    first_seq: p.first_seq,
-                    last_seq: p.last_seq,
-                    first_offset: info.first_offset,
-                    last_offset: info.last_offset,
-                    max_timestamp: info.max_timestamp,
-                },
-            );
-        }
-        // Single replica: committed as soon as it is in the log.
-        self.log.set_high_watermark(self.log.log_end_offset());
-        self.data_notify.notify_all();
-        Ok(AppendOutcome {
-            base_offset: info.first_offset,
-            last_offset: info.last_offset,
-            log_append_time_ms: if log_append_time { now_ms } else { -1 },
-            log_start_offset: self.log_start_offset(),
-            duplicate: false,
-        })
-    }
-
-    /// Cluster mode, leader: the checks of `append_locked_with_acks` (sizes, CRC and framing as
-    /// the engine checks them, producer sequences, timestamps or the LogAppendTime stamp),
-    /// then each batch goes to the replication core, which assigns its offsets and appends.
-    /// Must run with `append_lock` held; the returned wait need not (the core orders appends).
+    /// Leader: the append checks (sizes, CRC and framing as the engine checks them, producer
+    /// sequences, timestamps or the LogAppendTime stamp), then each batch goes to the
+    /// replication core, which assigns its offsets and appends. Must run with `append_lock`
+    /// held; the returned wait need not (the core orders appends).
     pub fn submit_replicated(
         &self,
         records: Bytes,
@@ -407,7 +295,7 @@ impl Partition {
         acks: i16,
     ) -> Result<PendingAppend, AppendFailure> {
         use replication::ReplicaError;
-        let driver = self.replica.as_ref().expect("cluster mode");
+        let driver = &self.replica;
         if self.retired.get() {
             return Err(AppendFailure::Retired);
         }
@@ -658,7 +546,6 @@ fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailur
         epoch: h.producer_epoch(),
         first_seq: h.base_sequence(),
         last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
-        records: i64::from(h.last_offset_delta()) + 1,
     }))
 }
 

@@ -1,6 +1,6 @@
-//! The replica driver: one per partition replica in cluster mode, on the partition's owning
-//! shard. It feeds inputs to the sans-IO `replication::Replica` and applies the actions the
-//! core returns, in order, to the engine log and the network.
+//! The replica driver: one per partition replica, on the partition's owning shard. It feeds
+//! inputs to the sans-IO `replication::Replica` and applies the actions the core returns, in
+//! order, to the engine log and the network.
 //!
 //! Owns: the core (`Replica`), the ordered action queue, the waiting produce requests
 //! (request id -> answer channel), and the partition's role as the rest of the broker sees it
@@ -488,9 +488,8 @@ impl ReplicaDriver {
                         return;
                     }
                     let durable = p.log.durable_offset();
-                    if let Some(r) = p.replica.as_ref() {
-                        r.step(|core, ctx, out| core.on_durable(ctx, durable, out));
-                    }
+                    p.replica
+                        .step(|core, ctx, out| core.on_durable(ctx, durable, out));
                 })
                 .detach();
             }
@@ -548,9 +547,7 @@ impl ReplicaDriver {
 
 /// Applies the queue in order until it is empty, awaiting engine operations.
 async fn drain(partition: Rc<Partition>) {
-    let Some(driver) = partition.replica.as_ref() else {
-        return;
-    };
+    let driver = &partition.replica;
     loop {
         let next = if driver.paused.get() {
             None
@@ -753,16 +750,16 @@ pub(crate) mod test_support {
     }
 
     /// Partition `t`-0 under `dir` on `node`; replicated (core partition id 7) with `env`.
-    pub async fn open(dir: &std::path::Path, node: i32, env: Option<Rc<TestEnv>>) -> Rc<Partition> {
+    pub async fn open(dir: &std::path::Path, node: i32, env: Rc<TestEnv>) -> Rc<Partition> {
         let log = LogSection::default();
         let config = TopicConfig::resolve(&log, &BTreeMap::new()).unwrap();
-        let setup = env.map(|env| ReplicaSetup {
+        let setup = ReplicaSetup {
             node,
             partition_id: 7,
             config: replication::ReplicaConfig::default(),
             request_id_base: 1 << 20,
             env,
-        });
+        };
         let log_config = config.log_config(&log);
         Partition::open("t".into(), 0, dir.join("t-0"), 0, config, log_config, setup)
             .await
@@ -782,8 +779,8 @@ pub(crate) mod test_support {
 
     /// Feeds a partition state to the partition's replica.
     pub fn apply(p: &Partition, s: PartitionState) {
-        let driver = p.replica.as_ref().unwrap();
-        driver.step(|core, ctx, out| core.on_partition_state(ctx, s, out));
+        p.replica
+            .step(|core, ctx, out| core.on_partition_state(ctx, s, out));
     }
 }
 
@@ -832,8 +829,8 @@ mod tests {
     /// The topic's min.insync.replicas, on the partition and its core (as AlterConfigs does).
     fn set_min_insync_replicas(p: &Partition, min: i32) {
         p.config.borrow_mut().min_insync_replicas = min;
-        let driver = p.replica.as_ref().unwrap();
-        driver.step(|core, _, _| core.set_min_insync_replicas(min as usize));
+        p.replica
+            .step(|core, _, _| core.set_min_insync_replicas(min as usize));
     }
 
     /// (base offset, producer epoch, base sequence) of every batch in the log.
@@ -877,7 +874,7 @@ mod tests {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let env = Rc::new(TestEnv::default());
-            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            let p = open(dir.path(), 0, Rc::clone(&env)).await;
             assert!(matches!(
                 p.submit_replicated(batch(3), 0, -1),
                 Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower))
@@ -900,7 +897,7 @@ mod tests {
             // The engine stamped the core's leader epoch into both batches.
             assert_eq!(epochs_in_log(&p).await, vec![(0, 1), (3, 1)]);
             // A consumer reads up to the high watermark; a stale epoch is fenced.
-            let driver = p.replica.as_ref().unwrap();
+            let driver = &p.replica;
             assert_eq!(driver.fetch(None, -1, 0).unwrap().max_offset, 5);
             assert_eq!(
                 driver.fetch(None, 0, 0),
@@ -921,21 +918,22 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             // A log written in epochs 1 (offsets 0..3) and 2 (3..5), as a former leader.
             {
-                let plain = open(dir.path(), 1, None).await;
+                // Written straight to the engine log, before any partition state.
+                let plain = open(dir.path(), 1, Rc::new(TestEnv::default())).await;
                 plain.log.append(batch(3), 1).await.unwrap();
                 plain.log.append(batch(2), 2).await.unwrap();
                 plain.log.wait_durable(4).await.unwrap();
                 plain.log.close().await.unwrap();
             }
             let env = Rc::new(TestEnv::default());
-            let p = open(dir.path(), 1, Some(Rc::clone(&env))).await;
+            let p = open(dir.path(), 1, Rc::clone(&env)).await;
             apply(&p, state(0, &[0, 1], &[0, 1], 3));
             assert!(
                 env.roles.borrow().is_empty(),
                 "never led, so no role change"
             );
             assert_eq!(p.leader_epoch.get(), 3);
-            let driver = p.replica.as_ref().unwrap();
+            let driver = &p.replica;
 
             // First it asks the leader where its latest epoch (2) ends.
             let (leader, message) = env.to_leader.borrow_mut().remove(0);
@@ -1004,7 +1002,7 @@ mod tests {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let env = Rc::new(TestEnv::default());
-            let old = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            let old = open(dir.path(), 0, Rc::clone(&env)).await;
             apply(&old, state(0, &[0], &[0], 1));
             let first = old.submit_replicated(batch(2), 0, -1).unwrap();
             // Queued but maybe not yet written when the re-open starts.
@@ -1015,10 +1013,7 @@ mod tests {
             log_config.retention_ms = 60_000;
             old.retire();
             let new = old.reopen_replicated(config, log_config).await.unwrap();
-            assert!(Rc::ptr_eq(
-                old.replica.as_ref().unwrap(),
-                new.replica.as_ref().unwrap()
-            ));
+            assert!(Rc::ptr_eq(&old.replica, &new.replica));
             assert_eq!(first.wait().await.unwrap().base_offset, 0);
             assert_eq!(second.wait().await.unwrap().base_offset, 2);
             let third = new.submit_replicated(batch(1), 0, -1).unwrap();
@@ -1045,10 +1040,10 @@ mod tests {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let env = Rc::new(TestEnv::default());
-            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            let p = open(dir.path(), 0, Rc::clone(&env)).await;
             set_min_insync_replicas(&p, 2);
             apply(&p, state(0, &[0, 1], &[0, 1], 1));
-            let driver = p.replica.as_ref().unwrap();
+            let driver = &p.replica;
             let (producer, epoch) = (9, 0);
 
             // R1 (sequence 0) is appended at offset 0 and waits for follower 1.
@@ -1119,9 +1114,9 @@ mod tests {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let env = Rc::new(TestEnv::default());
-            let p = open(dir.path(), 1, Some(Rc::clone(&env))).await;
+            let p = open(dir.path(), 1, Rc::clone(&env)).await;
             apply(&p, state(0, &[0, 1], &[0, 1], 1));
-            let driver = p.replica.as_ref().unwrap();
+            let driver = &p.replica;
             // The empty follower fetches from offset 0 (after asking where epochs end, if it
             // does: nothing to truncate).
             let request_id = loop {
@@ -1204,9 +1199,9 @@ mod tests {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let env = Rc::new(TestEnv::default());
-            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            let p = open(dir.path(), 0, Rc::clone(&env)).await;
             apply(&p, state(0, &[0, 1], &[0, 1], 1));
-            let driver = p.replica.as_ref().unwrap();
+            let driver = &p.replica;
             let (producer, epoch) = (9, 0);
 
             let original = p
@@ -1251,7 +1246,7 @@ mod tests {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let env = Rc::new(TestEnv::default());
-            let p = open(dir.path(), 0, Some(Rc::clone(&env))).await;
+            let p = open(dir.path(), 0, Rc::clone(&env)).await;
             apply(&p, state(0, &[0, 1], &[0, 1], 1));
             let acked = p.submit_replicated(batch(1), 0, 1).unwrap().wait().await;
             assert_eq!(acked.unwrap().base_offset, 0);
@@ -1261,7 +1256,7 @@ mod tests {
             assert_eq!(*env.roles.borrow(), vec![true, false, true]);
             assert_eq!(p.leader_epoch.get(), 3);
             // A follower fetch as leader again: served up to the log end, not the hw.
-            let driver = p.replica.as_ref().unwrap();
+            let driver = &p.replica;
             let range = driver.fetch(Some(1), 3, 0).unwrap();
             assert_eq!((range.max_offset, range.log_end_offset), (1, 1));
         });

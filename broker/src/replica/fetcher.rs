@@ -93,7 +93,7 @@ const _: () =
 /// Queues a follower request (`Message::Fetch` or `Message::OffsetForLeaderEpoch`) of
 /// `topic`-`index` for the broker `leader`. The answer comes back through
 /// `crate::replica::on_leader_response` on this shard, always later (never from inside this
-/// call). Ignored on a single node (no `shard.shared.cluster`).
+/// call).
 pub fn send_to_leader(
     shard: &Rc<Shard>,
     leader: i32,
@@ -101,10 +101,7 @@ pub fn send_to_leader(
     index: i32,
     message: Message<Bytes>,
 ) {
-    let Some(cluster) = shard.shared.cluster.as_ref() else {
-        tracing::debug!(target: "broker::replica", topic, index, "send_to_leader on a single node; dropped");
-        return;
-    };
+    let cluster = &shard.shared.cluster;
     let key = RegistryKey {
         shared: std::sync::Arc::as_ptr(&shard.shared) as usize,
         shard: shard.id.0,

@@ -1,7 +1,8 @@
-//! Cluster mode: the replication core (`replication::Replica`) driven on each partition's
-//! owning shard. Leader side (produce through the core, follower fetches recorded, the high
-//! watermark over the ISR, acks=all) and follower side (truncation, appends of fetched
-//! batches); `fetcher` sends a follower's requests to its leader.
+//! The replication core (`replication::Replica`) driven on each partition's owning shard
+//! (every partition has one: a single node is a quorum of one). Leader side (produce through
+//! the core, follower fetches recorded, the high watermark over the ISR, acks=all) and
+//! follower side (truncation, appends of fetched batches); `fetcher` sends a follower's
+//! requests to its leader.
 //!
 //! Owns: the entry points the control thread and the fetcher call (`deliver`,
 //! `on_leader_response`), the shard's side of the driver (`ShardEnv`), the replica timers
@@ -51,9 +52,7 @@ pub fn deliver(shard: &Rc<Shard>, topic: &str, index: i32, event: ReplicaEvent) 
     let Some(partition) = shard.partition(topic, index) else {
         return;
     };
-    let Some(driver) = partition.replica.as_ref() else {
-        return;
-    };
+    let driver = &partition.replica;
     match event {
         ReplicaEvent::State(state) => {
             if !state.replicas.contains(&NodeId(shard.shared.node_id())) {
@@ -83,9 +82,7 @@ pub fn on_leader_response(shard: &Rc<Shard>, topic: &str, index: i32, message: M
     let Some(partition) = shard.partition(topic, index) else {
         return;
     };
-    let Some(driver) = partition.replica.as_ref() else {
-        return;
-    };
+    let driver = &partition.replica;
     match message {
         Message::FetchResponse {
             request_id, result, ..
@@ -175,7 +172,7 @@ impl driver::ReplicaEnv for ShardEnv {
 }
 
 /// The shard's replica timer: ticks every replica it owns every `TICK_INTERVAL_MS` until the
-/// shard exits. Started once per shard (cluster mode) by `shard::partitions::open_topic`.
+/// shard exits. Started once per shard by `shard::partitions::open_topic`.
 pub async fn run_ticker(shard: Rc<Shard>) {
     use futures_util::future::select;
     while !shard.exited.get() {
@@ -187,13 +184,11 @@ pub async fn run_ticker(shard: Rc<Shard>) {
             .borrow()
             .values()
             .flat_map(|v| v.iter().flatten())
-            .filter(|p| p.replica.is_some() && !p.is_retired())
+            .filter(|p| !p.is_retired())
             .cloned()
             .collect();
         for p in replicas {
-            if let Some(driver) = p.replica.as_ref() {
-                driver.tick();
-            }
+            p.replica.tick();
         }
     }
 }

@@ -18,15 +18,15 @@ use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::controller::entry::{AdminOp, NewTopicSpec};
 use crate::shard::Shard;
 
-/// Cluster mode: producer ids of node N start at (N + 1) << this.
+/// Producer ids of node N start at (N + 1) << this.
 pub const PRODUCER_ID_NODE_SHIFT: u32 = 40;
 
 /// The shard that runs the control plane.
 pub const CONTROL_SHARD: ShardId = ShardId(0);
 
 pub struct ControlPlane {
-    /// Cluster mode: this node's id (producer ids come from its own range).
-    cluster_node: Option<i32>,
+    /// This node's id (producer ids come from its own range).
+    node_id: i32,
     catalog: RefCell<Catalog>,
     producer_ids: RefCell<Range<i64>>,
 }
@@ -37,10 +37,11 @@ pub struct NewTopic {
     pub name: String,
     /// -1 = broker default.
     pub partitions: i32,
-    /// -1 = broker default (1); anything else but 1 fails on a single node.
+    /// -1 = the cluster default (`cluster_replication_factor`); more than the live brokers
+    /// fails.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
-    /// Explicit replica assignment was given (not supported: one node).
+    /// Explicit replica assignment was given (not supported yet).
     pub has_assignment: bool,
 }
 
@@ -71,9 +72,9 @@ pub enum ConfigChange {
 }
 
 impl ControlPlane {
-    pub fn new(catalog: Catalog, cluster_node: Option<i32>) -> Self {
+    pub fn new(catalog: Catalog, node_id: i32) -> Self {
         ControlPlane {
-            cluster_node,
+            node_id,
             catalog: RefCell::new(catalog),
             producer_ids: RefCell::new(0..0),
         }
@@ -184,7 +185,7 @@ impl ControlPlane {
     /// A fresh producer id (epoch 0). Ids come from persisted blocks, so they are never
     /// reused across restarts.
     ///
-    /// In a cluster every node hands out ids from its own range (`(node_id + 1) << 40`
+    /// Every node hands out ids from its own range (`(node_id + 1) << 40`
     /// onwards, blocks persisted in its own catalog), so no two nodes ever give out the same
     /// id without a round trip to the controller. 2^40 ids per node; node ids < 2^22.
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
@@ -198,10 +199,7 @@ impl ControlPlane {
         }
         let id = range.start;
         range.start += 1;
-        Ok(match self.cluster_node {
-            Some(node) => ((i64::from(node) + 1) << PRODUCER_ID_NODE_SHIFT) + id,
-            None => id,
-        })
+        Ok(((i64::from(self.node_id) + 1) << PRODUCER_ID_NODE_SHIFT) + id)
     }
 }
 
@@ -282,12 +280,12 @@ impl Shard {
     }
 }
 
-/// Cluster mode: runs an admin operation through the metadata quorum.
+/// Runs an admin operation through the metadata quorum.
 async fn cluster_admin(
     shard: &Rc<Shard>,
     op: AdminOp,
 ) -> Result<Vec<Result<(), TopicError>>, TopicError> {
-    let handle = shard.shared.cluster.as_ref().expect("cluster mode");
+    let handle = &shard.shared.cluster;
     let code =
         |c: i16| ResponseError::try_from_code(c).unwrap_or(ResponseError::UnknownServerError);
     match handle.admin(op).await {
@@ -299,7 +297,7 @@ async fn cluster_admin(
     }
 }
 
-/// The replication factor of a new topic in cluster mode (-1: the cluster default).
+/// The replication factor of a new topic (-1: the cluster default).
 fn cluster_replication_factor(shard: &Shard, requested: i16) -> i16 {
     if requested != -1 {
         return requested;

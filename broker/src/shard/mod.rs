@@ -49,8 +49,8 @@ pub struct Shared {
     pub advertised_port: u16,
     /// Counters for `/metrics`, one per shard, each written only by its shard.
     pub metrics: Vec<crate::metrics::ShardMetrics>,
-    /// Cluster mode: the way to the control thread. `None` on a single node.
-    pub cluster: Option<Arc<crate::cluster::handle::ClusterHandle>>,
+    /// The way to the control thread (every broker runs the metadata quorum).
+    pub cluster: Arc<crate::cluster::handle::ClusterHandle>,
 }
 
 impl Shared {
@@ -99,7 +99,7 @@ pub struct Shard {
     pub exit_notify: Rc<Notify>,
     /// Reused receive buffers for large request frames (net/frame_pool.rs).
     pub frame_pool: crate::net::frame_pool::FramePool,
-    /// Cluster mode: the replica timer (`replica::run_ticker`) runs on this shard.
+    /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
 }
 

@@ -5,8 +5,8 @@
 //! directories are renamed to `<topic>-<partition>.<id>-delete` first (atomic), then removed,
 //! so a re-created topic of the same name never sees old segments.
 //!
-//! Cluster mode: a shard opens only the partitions this node replicates (by the committed
-//! partition states in the metadata), each with a replication core attached; the core learns
+//! A shard opens only the partitions this node replicates (by the committed partition states
+//! in the metadata), each with a replication core attached; the core learns
 //! its role later through `crate::replica::deliver`. The first such partition starts the
 //! shard's replica timer.
 
@@ -112,20 +112,15 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
             topic: topic.name.clone(),
             source,
         })?;
-    let cluster = shard.shared.cluster.clone();
+    let handle = &shard.shared.cluster;
     for p in 0..topic.partitions {
         if shard.owner_of(&topic.name, p) != shard.id {
             continue;
         }
-        // Cluster mode: only partitions this node replicates, once their state is known.
-        let replica_of = match &cluster {
-            None => None,
-            Some(handle) => match topic.partition_state(p) {
-                Some(info) if info.replicas.contains(&shard.shared.node_id()) => {
-                    Some((handle, info))
-                }
-                _ => continue,
-            },
+        // Only partitions this node replicates, once their state is known.
+        let info = match topic.partition_state(p) {
+            Some(info) if info.replicas.contains(&shard.shared.node_id()) => info,
+            _ => continue,
         };
         if let Some(existing) = shard.partition(&topic.name, p) {
             if *existing.config.borrow() != topic_config {
@@ -133,10 +128,10 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
                 let new_log_config = topic_config.log_config(&config.log);
                 // Broker-side checks (max.message.bytes, timestamps) apply at once.
                 *existing.config.borrow_mut() = topic_config.clone();
-                if let Some(driver) = &existing.replica {
-                    let min = topic_config.min_insync_replicas.max(1) as usize;
-                    driver.step(|core, _, _| core.set_min_insync_replicas(min));
-                }
+                let min = topic_config.min_insync_replicas.max(1) as usize;
+                existing
+                    .replica
+                    .step(|core, _, _| core.set_min_insync_replicas(min));
                 if old_log_config != new_log_config {
                     reopen(
                         shard,
@@ -151,25 +146,19 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
             continue;
         }
         let dir = partition_dir(&config.broker.data_dir, &topic.name, p);
-        let (leader_epoch, setup) = match replica_of {
-            None => (topic.leader_epoch, None),
-            Some((handle, info)) => {
-                ensure_replica_ticker(shard);
-                let setup = ReplicaSetup {
-                    node: shard.shared.node_id(),
-                    partition_id: info.partition_id,
-                    config: handle.replica_config,
-                    request_id_base: crate::replica::request_id_base(),
-                    env: crate::replica::ShardEnv::new(shard, Arc::clone(handle)),
-                };
-                (info.leader_epoch, Some(setup))
-            }
+        ensure_replica_ticker(shard);
+        let setup = ReplicaSetup {
+            node: shard.shared.node_id(),
+            partition_id: info.partition_id,
+            config: handle.replica_config,
+            request_id_base: crate::replica::request_id_base(),
+            env: crate::replica::ShardEnv::new(shard, Arc::clone(handle)),
         };
         let partition = Partition::open(
             topic.name.clone(),
             p,
             dir,
-            leader_epoch,
+            info.leader_epoch,
             topic_config.clone(),
             topic_config.log_config(&config.log),
             setup,
@@ -191,7 +180,7 @@ pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(),
     Ok(())
 }
 
-/// Cluster mode: starts this shard's replica timer once.
+/// Starts this shard's replica timer once.
 fn ensure_replica_ticker(shard: &Rc<Shard>) {
     if !shard.replica_ticker_started.replace(true) {
         compio::runtime::spawn(crate::replica::run_ticker(Rc::clone(shard))).detach();
@@ -212,25 +201,8 @@ async fn reopen(
 ) -> Result<(), OpenError> {
     let _guard = old.append_lock.lock().await;
     old.retire();
-    let new = if old.replica.is_some() {
-        // Cluster mode: the replication core carries over; its queued actions wait for
-        // the new log.
-        old.reopen_replicated(topic_config, log_config).await
-    } else {
-        if let Err(e) = old.log.close().await {
-            tracing::warn!(target: "broker::partition", topic = %topic.name, partition = old.index, error = %e, "close before re-open failed");
-        }
-        Partition::open(
-            topic.name.clone(),
-            old.index,
-            old.dir.clone(),
-            old.leader_epoch.get(),
-            topic_config,
-            log_config,
-            None,
-        )
-        .await
-    };
+    // The replication core carries over; its queued actions wait for the new log.
+    let new = old.reopen_replicated(topic_config, log_config).await;
     let new = new.map_err(|source| OpenError::Log {
         topic: topic.name.clone(),
         partition: old.index,
