@@ -24,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::cluster::{Cluster, LOG_TAIL_BYTES, unix_ms};
+use common::tail;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -487,15 +488,4 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn tail(s: &str, bytes: usize) -> String {
-    if s.len() <= bytes {
-        return s.to_string();
-    }
-    let mut start = s.len() - bytes;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[...]{}", &s[start..])
 }

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use crate::common::Broker;
+use crate::common::tail;
 
 /// How long one client program may run: 10,000 records against a debug broker on 2 cores take a
 /// few seconds; this bound only turns a hang into a failure.
@@ -291,15 +292,4 @@ fn drain(mut out: impl Read + Send + 'static) -> thread::JoinHandle<String> {
         let _ = out.read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     })
-}
-
-fn tail(s: &str, bytes: usize) -> String {
-    if s.len() <= bytes {
-        return s.to_string();
-    }
-    let mut start = s.len() - bytes;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[...]{}", &s[start..])
 }

@@ -29,7 +29,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::{READY_TIMEOUT, RawClient, STOP_TIMEOUT, wait_deadline};
+use super::{READY_TIMEOUT, RawClient, STOP_TIMEOUT, tail, wait_deadline};
 
 /// Cluster settings for tests: failures are detected in seconds, not Kafka's defaults
 /// (names as in broker/src/config.rs `ClusterSection`; written to a `[cluster]` config file).
@@ -565,15 +565,4 @@ fn read_lossy(path: &Path) -> String {
         let _ = f.read_to_end(&mut buf);
     }
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-fn tail(s: &str, bytes: usize) -> String {
-    if s.len() <= bytes {
-        return s.to_string();
-    }
-    let mut start = s.len() - bytes;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[...]{}", &s[start..])
 }

@@ -458,3 +458,15 @@ pub fn batches(mut records: Bytes) -> Vec<(i64, i32)> {
     }
     out
 }
+
+/// The last `bytes` of `s` (on a char boundary), marked as cut when it is.
+pub fn tail(s: &str, bytes: usize) -> String {
+    if s.len() <= bytes {
+        return s.to_string();
+    }
+    let mut start = s.len() - bytes;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]{}", &s[start..])
+}
