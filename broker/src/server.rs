@@ -119,6 +119,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         cluster: Arc::new(cluster),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let seed = crate::controller::CatalogSeed {
+        cluster_id: catalog.cluster_id.clone(),
+        topics: catalog.topics.values().cloned().collect(),
+    };
     let mut control = Some(catalog);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -165,7 +169,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         return Err(e);
     }
     // Detached: it holds no data that needs flushing (the quorum syncs every write).
-    let control = crate::controller::start(Arc::clone(&shared), control_receivers)
+    let control = crate::controller::start(Arc::clone(&shared), control_receivers, seed)
         .map_err(|message| StartError::Shard { shard: 0, message })?;
     wait_registered(&control.registered);
     // Accept only once every shard has its partitions open and, in the quorum, this node is

@@ -931,6 +931,41 @@ fn log_append_time_topics_stamp_batches() {
     broker.stop();
 }
 
+/// A data dir written before the metadata quorum existed (topics only in `catalog.json`, no
+/// `__quorum`) keeps its topics: a new quorum of one takes them over with their ids, and their
+/// records stay readable.
+#[test]
+fn a_pre_quorum_data_dir_keeps_its_topics() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic(&mut c, "legacy", 1);
+    produce(&mut c, 9, "legacy", 0, record_batch(5, None), -1);
+    drop(c);
+    broker.kill();
+    let data = broker.data_dir().to_path_buf();
+    std::fs::remove_dir_all(data.join("__quorum")).unwrap();
+    let id = "6f1c3c57-3c1e-4c44-9a3e-5b8f2b0d0a11";
+    let catalog_path = data.join("catalog.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&catalog_path).unwrap()).unwrap();
+    json["topics"] = serde_json::json!([
+        {"name": "legacy", "id": id, "partitions": 1, "configs": {}, "leader_epoch": 0}
+    ]);
+    std::fs::write(&catalog_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    broker.start_again();
+    let mut c = broker.connect();
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("legacy"))),
+    ]));
+    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].topic_id.to_string(), id);
+    let (err, hw, got) = fetch(&mut c, "legacy", 0, 0);
+    assert_eq!((err, hw, got.len()), (0, 5, 1), "records kept");
+    assert!(data.join("legacy-0").exists(), "not moved aside as stray");
+    broker.stop();
+}
+
 #[test]
 fn restart_sweeps_directories_the_catalog_does_not_know() {
     let mut broker = Broker::start();

@@ -8,7 +8,10 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use kafka_protocol::ResponseError;
 use replication::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, PartitionId, ReplicaConfig};
+
+use crate::controller::entry::{AdminError, AdminResults};
 
 /// Messages queued to the control thread before senders drop (they all resend).
 pub const CONTROL_QUEUE_CAPACITY: usize = 4096;
@@ -32,13 +35,8 @@ pub struct AdminCall {
     pub reply: async_channel::Sender<Result<AdminResults, AdminError>>,
 }
 
-use crate::controller::entry::{AdminError, AdminResults};
-
 /// Admin operations queued to the control thread.
 pub const ADMIN_QUEUE_CAPACITY: usize = 256;
-/// Kafka's REQUEST_TIMED_OUT and NOT_CONTROLLER, for admin calls the quorum did not answer.
-const REQUEST_TIMED_OUT: i16 = 7;
-const NOT_CONTROLLER: i16 = 41;
 
 pub struct ClusterHandle {
     pub node_id: i32,
@@ -91,13 +89,13 @@ impl ClusterHandle {
         let (tx, rx) = async_channel::bounded(1);
         if self.admin.try_send(AdminCall { op, reply: tx }).is_err() {
             return Err(AdminError {
-                code: NOT_CONTROLLER,
+                code: ResponseError::NotController.code(),
                 message: "the control plane is busy or stopped".into(),
             });
         }
         rx.recv().await.unwrap_or_else(|_| {
             Err(AdminError {
-                code: REQUEST_TIMED_OUT,
+                code: ResponseError::RequestTimedOut.code(),
                 message: "the control plane stopped before answering".into(),
             })
         })

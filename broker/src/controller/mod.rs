@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
+use kafka_protocol::ResponseError;
 use replication::quorum::{QuorumAction, QuorumInput, QuorumNode};
 use replication::{
     BrokerEpoch, ControllerConfig, Message, NodeId, PartitionEpoch, PartitionId, PartitionState,
@@ -54,7 +55,6 @@ const REGISTER_RETRY_MS: i64 = 1_000;
 const MIGRATION_REQUEST: u64 = u64::MAX;
 /// Admin calls not applied within this long are answered REQUEST_TIMED_OUT.
 const ADMIN_TIMEOUT_MS: i64 = 15_000;
-const REQUEST_TIMED_OUT: i16 = 7;
 
 /// The control thread, started.
 pub struct ControlThread {
@@ -65,7 +65,19 @@ pub struct ControlThread {
 }
 
 /// Starts the control thread. Returns once the rpc listener is bound.
-pub fn start(shared: Arc<Shared>, receivers: ControlReceivers) -> Result<ControlThread, String> {
+/// What the control thread takes from `catalog.json`, read once at start-up by the server.
+pub struct CatalogSeed {
+    /// Names the cluster until the first registration applied does.
+    pub cluster_id: String,
+    /// Topics of a data dir written before the quorum existed (taken over once, see `open`).
+    pub topics: Vec<crate::cluster::TopicMeta>,
+}
+
+pub fn start(
+    shared: Arc<Shared>,
+    receivers: ControlReceivers,
+    seed: CatalogSeed,
+) -> Result<ControlThread, String> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let (registered_tx, registered_rx) = std::sync::mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
@@ -79,7 +91,7 @@ pub fn start(shared: Arc<Shared>, receivers: ControlReceivers) -> Result<Control
                 }
             };
             runtime.block_on(async move {
-                match ControlLoop::open(shared, receivers, registered_tx).await {
+                match ControlLoop::open(shared, receivers, seed, registered_tx).await {
                     Ok((control, listener)) => {
                         let _ = bound_tx.send(Ok(()));
                         control.run(listener).await;
@@ -175,6 +187,7 @@ impl ControlLoop {
     async fn open(
         shared: Arc<Shared>,
         receivers: ControlReceivers,
+        seed: CatalogSeed,
         registered: std::sync::mpsc::Sender<()>,
     ) -> Result<(ControlLoop, Option<compio::net::TcpListener>), String> {
         let config = Arc::clone(&shared.config);
@@ -217,16 +230,15 @@ impl ControlLoop {
             unclean_leader_election: config.cluster.unclean_leader_election,
         };
         let (inbound_tx, inbound_rx) = async_channel::bounded(rpc::INBOUND_QUEUE_CAPACITY);
-        let cluster_id = shared_cluster_id(&shared);
+        let cluster_id = seed.cluster_id;
         // A brand-new quorum of one on a data dir written by a version without the quorum
         // takes over the topics of its catalog.json (once: the registration that follows
         // makes the quorum non-empty).
-        let migrate =
-            (voters.len() == 1 && quorum.commit_index() == 0 && quorum.snapshot_index() == 0)
-                .then(|| crate::cluster::Catalog::open(&config.broker.data_dir).ok())
-                .flatten()
-                .map(|c| c.topics.into_values().collect::<Vec<_>>())
-                .filter(|t| !t.is_empty());
+        let migrate = (voters.len() == 1
+            && quorum.commit_index() == 0
+            && quorum.snapshot_index() == 0
+            && !seed.topics.is_empty())
+        .then_some(seed.topics);
         tracing::info!(target: "broker::controller", node = me, voters = ?voters.iter().map(|v| v.0).collect::<Vec<_>>(), rpc = %config.cluster.rpc_addr, "metadata quorum opened");
         Ok((
             ControlLoop {
@@ -399,7 +411,7 @@ impl ControlLoop {
         for id in expired {
             if let Some((_, reply)) = self.pending_admin.remove(&id) {
                 let _ = reply.try_send(Err(AdminError {
-                    code: REQUEST_TIMED_OUT,
+                    code: ResponseError::RequestTimedOut.code(),
                     message: "the metadata quorum did not commit the request in time".into(),
                 }));
             }
@@ -641,8 +653,16 @@ impl ControlLoop {
     /// over a pre-quorum catalog's topics.
     fn after_registration(&mut self) {
         let metadata = self.stm.snapshot(self.applied_index, None);
+        // The topics about to be taken over are known too: their directories hold their data.
+        let mut known = metadata.clone();
+        for t in self.migrate.iter().flatten() {
+            known
+                .topics
+                .entry(t.name.clone())
+                .or_insert_with(|| Arc::new(t.clone()));
+        }
         let data_dir = self.shared.config.broker.data_dir.clone();
-        if let Err(error) = crate::shard::partitions::sweep_data_dir(&data_dir, &metadata) {
+        if let Err(error) = crate::shard::partitions::sweep_data_dir(&data_dir, &known) {
             tracing::warn!(target: "broker::controller", %error, "sweeping the data dir failed");
         }
         let Some(topics) = self.migrate.take() else {
@@ -675,21 +695,6 @@ impl ControlLoop {
             op: entry::AdminOp::CreateTopics { topics: specs },
         });
     }
-}
-
-fn shared_cluster_id(shared: &Arc<Shared>) -> String {
-    // Shards were started with the catalog's cluster id; the first registration applied
-    // (any node's) names the cluster for everyone.
-    shared
-        .config
-        .broker
-        .data_dir
-        .join(crate::cluster::catalog::CATALOG_FILE)
-        .exists()
-        .then(|| crate::cluster::Catalog::open(&shared.config.broker.data_dir).ok())
-        .flatten()
-        .map(|c| c.cluster_id)
-        .unwrap_or_else(|| format!("sluice-{}", crate::cluster::new_topic_id().simple()))
 }
 
 /// Installs `snapshot` on every shard (partitions opened or closed) and waits for all.

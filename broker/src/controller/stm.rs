@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use kafka_protocol::ResponseError;
 use replication::{
     Address, BrokerEpoch, BrokerRecord, Controller, ControllerConfig, ControllerInput,
     ControllerSnapshot, LeaderEpoch, Message, NodeId, PartitionEpoch, PartitionId, PartitionState,
@@ -20,13 +21,6 @@ use uuid::Uuid;
 use super::entry::{AdminError, AdminOp, AdminResults, ControlEntry, NewTopicSpec, RequestTag};
 use crate::cluster::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicMeta};
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
-
-/// Kafka error codes the state machine answers admin operations with.
-const TOPIC_ALREADY_EXISTS: i16 = 36;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REPLICATION_FACTOR: i16 = 38;
-const INVALID_PARTITIONS: i16 = 37;
-const INVALID_CONFIG: i16 = 40;
 
 /// The state machine as a metadata snapshot (JSON): everything `apply` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -484,7 +478,7 @@ impl ControllerStm {
                 .into_iter()
                 .map(|(name, change)| {
                     let topic = self.topics.get_mut(&name).ok_or_else(|| AdminError {
-                        code: UNKNOWN_TOPIC_OR_PARTITION,
+                        code: ResponseError::UnknownTopicOrPartition.code(),
                         message: format!("unknown topic {name}"),
                     })?;
                     let new = crate::shard::control::apply_change(&topic.configs, change).map_err(
@@ -507,17 +501,17 @@ impl ControllerStm {
     ) -> Result<(), AdminError> {
         if self.topics.contains_key(&spec.name) {
             return Err(AdminError {
-                code: TOPIC_ALREADY_EXISTS,
+                code: ResponseError::TopicAlreadyExists.code(),
                 message: format!("topic {} already exists", spec.name),
             });
         }
         let id = Uuid::parse_str(&spec.id).map_err(|e| AdminError {
-            code: INVALID_CONFIG,
+            code: ResponseError::InvalidConfig.code(),
             message: format!("bad topic id: {e}"),
         })?;
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
             return Err(AdminError {
-                code: INVALID_PARTITIONS,
+                code: ResponseError::InvalidPartitions.code(),
                 message: format!("partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}"),
             });
         }
@@ -537,7 +531,7 @@ impl ControllerStm {
 
     fn delete_topic(&mut self, name: &str) -> Result<(), AdminError> {
         let topic = self.topics.remove(name).ok_or_else(|| AdminError {
-            code: UNKNOWN_TOPIC_OR_PARTITION,
+            code: ResponseError::UnknownTopicOrPartition.code(),
             message: format!("unknown topic {name}"),
         })?;
         for id in topic.partition_ids {
@@ -555,14 +549,14 @@ impl ControllerStm {
     ) -> Result<(), AdminError> {
         let Some(topic) = self.topics.get(name) else {
             return Err(AdminError {
-                code: UNKNOWN_TOPIC_OR_PARTITION,
+                code: ResponseError::UnknownTopicOrPartition.code(),
                 message: format!("unknown topic {name}"),
             });
         };
         let have = topic.partition_ids.len() as i32;
         if count <= have || count > PARTITIONS_PER_TOPIC_MAX {
             return Err(AdminError {
-                code: INVALID_PARTITIONS,
+                code: ResponseError::InvalidPartitions.code(),
                 message: format!(
                     "topic {name} has {have} partitions; {count} is not a valid new count"
                 ),
@@ -621,7 +615,7 @@ impl ControllerStm {
         let rf = usize::try_from(replication_factor).unwrap_or(0);
         if rf == 0 || rf > live.len() {
             return Err(AdminError {
-                code: INVALID_REPLICATION_FACTOR,
+                code: ResponseError::InvalidReplicationFactor.code(),
                 message: format!(
                     "replication factor {replication_factor} is invalid with {} live brokers",
                     live.len()
@@ -800,11 +794,11 @@ mod tests {
         assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
         assert_eq!(
             create(&mut stm, "t", 1, 1)[0].as_ref().unwrap_err().code,
-            TOPIC_ALREADY_EXISTS
+            ResponseError::TopicAlreadyExists.code()
         );
         assert_eq!(
             create(&mut stm, "u", 1, 4)[0].as_ref().unwrap_err().code,
-            INVALID_REPLICATION_FACTOR
+            ResponseError::InvalidReplicationFactor.code()
         );
     }
 
@@ -852,10 +846,13 @@ mod tests {
         });
         let results = out.admin.unwrap().1;
         assert!(results[0].is_ok());
-        assert_eq!(results[1].as_ref().unwrap_err().code, INVALID_PARTITIONS);
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code,
+            ResponseError::InvalidPartitions.code()
+        );
         assert_eq!(
             results[2].as_ref().unwrap_err().code,
-            UNKNOWN_TOPIC_OR_PARTITION
+            ResponseError::UnknownTopicOrPartition.code()
         );
         assert_eq!(stm.snapshot(1, None).topic("t").unwrap().partitions, 3);
         let out = stm.apply(ControlEntry::Admin {
