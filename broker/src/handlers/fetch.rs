@@ -96,30 +96,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     let deadline = Instant::now() + max_wait;
     let zero_copy = shard.config().kafka.zero_copy_fetch;
     let replica_id = follower_id(ctx.version, &req);
-    let mut gots = read_all(
-        shard,
-        &wants,
-        replica_id,
-        read_committed,
-        max_bytes,
-        zero_copy,
-    )
-    .await;
-    loop {
-        let total: usize = gots.iter().map(|g| g.records.len()).sum();
-        let any_error = gots.iter().any(Got::is_error);
-        if total >= min_bytes
-            || any_error
-            || wants.is_empty()
-            || Instant::now() >= deadline
-            || shard.is_stopping()
-        {
-            break;
-        }
-        if !wait_for_data(shard, &wants, replica_id, read_committed, deadline).await {
-            break;
-        }
-        gots = read_all(
+    let mut gots = loop {
+        let gots = read_all(
             shard,
             &wants,
             replica_id,
@@ -128,7 +106,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             zero_copy,
         )
         .await;
-    }
+        let total: usize = gots.iter().map(|g| g.records.len()).sum();
+        let any_error = gots.iter().any(Got::is_error);
+        if total >= min_bytes
+            || any_error
+            || wants.is_empty()
+            || Instant::now() >= deadline
+            || shard.is_stopping()
+            || !wait_for_data(shard, &wants, replica_id, read_committed, deadline).await
+        {
+            break gots;
+        }
+    };
     trim_to_max_bytes(&mut gots, max_bytes);
     let session_id = match mode {
         Mode::Sessionless => 0,
