@@ -51,7 +51,11 @@ fn crc(c: &mut Criterion) {
     for size in [16 * 1024usize, 1024 * 1024] {
         let data = vec![0xa5u8; size];
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(format!("{size}B"), |b| {
+        // The engine's CRC (crc-fast) against the crc32c crate it replaced.
+        group.bench_function(format!("engine/{size}B"), |b| {
+            b.iter(|| engine::batch::crc32c(black_box(&data)))
+        });
+        group.bench_function(format!("crc32c_crate/{size}B"), |b| {
             b.iter(|| crc32c::crc32c(black_box(&data)))
         });
     }

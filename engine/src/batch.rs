@@ -138,7 +138,15 @@ pub enum BatchError {
 
 /// CRC32C over bytes 21.. of a whole batch.
 pub fn batch_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[BATCH_CRC_START..])
+    crc32c(&batch[BATCH_CRC_START..])
+}
+
+/// CRC32C (Castagnoli, the checksum of Kafka v2 batches) of `bytes`, with the fastest
+/// instructions the CPU has (crc-fast picks AVX-512 VPCLMULQDQ, PCLMULQDQ or SSE4.2 at run
+/// time).
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    // CRC-32/ISCSI is CRC32C; crc-fast returns every width as u64.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
 /// Frames the batch starting at `bytes[0]`: checks header presence, length bounds and magic.
@@ -250,6 +258,38 @@ pub fn build_test_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_matches_the_castagnoli_check_values() {
+        // The catalogue check value of CRC-32/ISCSI, and RFC 3720's 32 bytes of zeros.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(b""), 0);
+        // Every length up to a few folding blocks, against a bitwise reference.
+        let data: Vec<u8> = (0..1100u32).map(|i| (i * 131 + 7) as u8).collect();
+        for len in (0..data.len()).step_by(7) {
+            assert_eq!(
+                crc32c(&data[..len]),
+                crc32c_bitwise(&data[..len]),
+                "length {len}"
+            );
+        }
+    }
+
+    fn crc32c_bitwise(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
 
     #[test]
     fn header_fields_round_trip() {

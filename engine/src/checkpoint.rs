@@ -33,7 +33,7 @@ impl Checkpoint {
         b.extend_from_slice(&self.recovery_point.to_be_bytes());
         b.extend_from_slice(&self.log_start_offset.to_be_bytes());
         b.extend_from_slice(&self.high_watermark.to_be_bytes());
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::batch::crc32c(&b);
         b.extend_from_slice(&crc.to_be_bytes());
         assert_eq!(b.len(), CHECKPOINT_BYTES);
         b
@@ -44,7 +44,7 @@ impl Checkpoint {
             return None;
         }
         let crc = u32::from_be_bytes(b[30..34].try_into().ok()?);
-        if crc != crc32c::crc32c(&b[..30]) {
+        if crc != crate::batch::crc32c(&b[..30]) {
             return None;
         }
         let field = |at: usize| i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));

@@ -82,6 +82,11 @@ const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 pub const TICKS_PER_STEP_MAX: i64 = 100;
 const _: () = assert!(TICKS_PER_STEP_MAX > 4 * ELECTION_TICKS as i64);
 
+/// CRC32C (Castagnoli) of `bytes`: the quorum files' record checksums.
+fn crc32c(bytes: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+}
+
 /// The largest proposal (entry payload).
 pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
 /// raft-rs's `max_size_per_msg`: an append message carries entries up to this many bytes (or

@@ -257,7 +257,7 @@ impl LogFile {
         let body = &self.pending[start + RECORD_HEADER_BYTES..];
         let length = u32::try_from(body.len()).expect("records are bounded by entry limits");
         assert!(length <= RECORD_BYTES_MAX, "record of {length} bytes");
-        let crc = crc32c::crc32c(body);
+        let crc = super::crc32c(body);
         self.pending[start..start + 4].copy_from_slice(&length.to_le_bytes());
         self.pending[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
@@ -326,7 +326,7 @@ fn read_record(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<bool, Damag
     if read_full(reader, body).map_err(Damage::Io)? != body.len() {
         return Err(Damage::Tail("short record body"));
     }
-    if crc32c::crc32c(body) != crc {
+    if super::crc32c(body) != crc {
         return Err(Damage::Tail("record checksum mismatch"));
     }
     Ok(true)

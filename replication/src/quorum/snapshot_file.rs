@@ -62,7 +62,7 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<(), QuorumError> {
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
     bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    bytes.extend_from_slice(&super::crc32c(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
 
     let tmp = dir.join(SNAPSHOT_TMP_FILE_NAME);
@@ -149,7 +149,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, (u64, &'static str)> {
         return Err((8, "body length does not match the file"));
     }
     let body = &bytes[HEADER_BYTES..];
-    if crc32c::crc32c(body) != u32_at(bytes, 16) {
+    if super::crc32c(body) != u32_at(bytes, 16) {
         return Err((16, "snapshot checksum mismatch"));
     }
     if body.len() < 20 {
