@@ -6,7 +6,8 @@
 //! Invariants: at most one batch per partition per request (Kafka's rule for v2 batches) and
 //! batches of one partition leave in sequence order; bytes buffered (open + ready + in
 //! flight) stay under `buffer_bytes` (generation pauses, the schedule does not); no
-//! allocation per record (batch buffers are reserved once per batch).
+//! allocation per record (a batch's buffer is reserved when it opens, and full-size ones are
+//! reused once their batch is answered or given up).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,7 +30,7 @@ use crate::client::cluster::topic_name;
 use crate::client::connection::{CLIENT_ID, decode_response, encode_frame_into};
 use crate::client::{Cluster, Connection, TopicLayout, error_codes};
 use crate::keys::{KEY_BYTES_MAX, KeyGenerator, SizeDistribution, format_key, partition_for_key};
-use crate::record_batch::{BatchBuilder, Compression, ProducerStamp};
+use crate::record_batch::{BatchBuffers, BatchBuilder, Compression, ProducerStamp};
 use crate::schedule::{Clock, Schedule, latency_us};
 use crate::stats::Stats;
 
@@ -148,6 +149,8 @@ struct Producer {
     layout: TopicLayout,
     connections: HashMap<i32, Connection>,
     open: Vec<OpenBatch>,
+    /// Buffers of answered batches, for the next ones.
+    buffers: BatchBuffers,
     ready: VecDeque<SealedBatch>,
     in_flight: FuturesUnordered<InFlight>,
     sequences: Vec<i32>,
@@ -188,6 +191,7 @@ impl Producer {
                 value_bytes: 0,
             })
             .collect();
+        let buffers = BatchBuffers::new(config.batch_bytes);
         Ok(Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),
@@ -197,6 +201,7 @@ impl Producer {
             layout,
             connections: HashMap::new(),
             open,
+            buffers,
             ready: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
             sequences: vec![0; partitions],
@@ -420,7 +425,7 @@ impl Producer {
         };
         let data = open
             .builder
-            .seal(self.config.compression, stamp)
+            .seal_reusing(self.config.compression, stamp, &mut self.buffers)
             .context("sealing a batch")?;
         let due_us = std::mem::replace(&mut open.due_us, Vec::with_capacity(count as usize));
         let value_bytes = std::mem::take(&mut open.value_bytes);
@@ -688,8 +693,9 @@ impl Producer {
                 bytes += batch.value_bytes;
             }
         }
-        for batch in &batches {
+        for batch in batches {
             self.buffered_bytes -= batch.buffered_bytes;
+            self.buffers.recycle(batch.data);
         }
         stats.records_acked.fetch_add(records, Ordering::Relaxed);
         stats.bytes_acked.fetch_add(bytes, Ordering::Relaxed);
@@ -728,6 +734,7 @@ impl Producer {
                 .records_failed
                 .fetch_add(batch.due_us.len() as u64, Ordering::Relaxed);
             self.buffered_bytes -= batch.buffered_bytes;
+            self.buffers.recycle(batch.data);
         }
     }
 

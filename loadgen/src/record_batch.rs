@@ -1,8 +1,10 @@
 //! Kafka v2 record batches, built by hand into a reused buffer, and parsed back by consumers.
 //!
 //! Owns: the v2 batch layout (61-byte header, varint records), CRC32C, compression of the
-//! records section. Invariants: a sealed batch is a complete, CRC-valid v2 batch; appending a
-//! record allocates nothing unless the buffer must grow (capacity is kept across batches).
+//! records section, and the free list of batch buffers ([`BatchBuffers`]). Invariants: a
+//! sealed batch is a complete, CRC-valid v2 batch; appending a record allocates nothing unless
+//! the batch outgrows the capacity reserved for it (a full-size batch never does); a batch
+//! buffer is reused only once nothing else holds it.
 //!
 //! Why by hand and not `RecordBatchEncoder`: the encoder wants one owned `Record` (with
 //! `Bytes` key/value and a headers map) per record, i.e. allocations per record; here a record
@@ -16,6 +18,10 @@ pub use kafka_protocol::records::Compression;
 
 /// Smallest capacity reserved for a new batch.
 const BATCH_CAPACITY_MIN: usize = 4096;
+/// Free full-size batch buffers kept per producer. Enough to absorb the jitter between
+/// answers (which free buffers one batch at a time) and generation (which takes them a few
+/// batches per turn); more would only hold memory.
+pub const BATCH_BUFFERS_FREE_MAX: usize = 8;
 /// Size of the v2 batch header that precedes the records.
 pub const BATCH_HEADER_BYTES: usize = 61;
 const OFFSET_BATCH_LENGTH: usize = 8;
@@ -47,6 +53,61 @@ impl ProducerStamp {
         producer_epoch: -1,
         base_sequence: -1,
     };
+}
+
+/// Free batch buffers of one producer, so a full-size batch is written into memory that is
+/// already mapped and touched: a fresh megabyte per batch costs page faults, zeroing and,
+/// when the batch outgrows it, a copy.
+///
+/// Two classes: a batch expected at half of `buffer_bytes` or more gets a full-size buffer
+/// (`buffer_bytes` capacity, from the free list when one is there); a smaller one gets a
+/// fresh buffer of its expected size, as it would without the list, so partitions whose
+/// batches linger out small do not each pin a full-size buffer.
+pub struct BatchBuffers {
+    free: Vec<BytesMut>,
+    buffer_bytes: usize,
+}
+
+impl BatchBuffers {
+    /// An empty list of `buffer_bytes` (the largest batch) buffers.
+    pub fn new(buffer_bytes: usize) -> BatchBuffers {
+        BatchBuffers {
+            free: Vec::with_capacity(BATCH_BUFFERS_FREE_MAX),
+            buffer_bytes,
+        }
+    }
+
+    /// Takes back a finished batch's buffer, if nothing else holds it (a clone still queued
+    /// for the socket, say) and it is a full-size one; otherwise just drops `batch`.
+    pub fn recycle(&mut self, batch: Bytes) {
+        if self.free.len() >= BATCH_BUFFERS_FREE_MAX {
+            return;
+        }
+        if let Ok(mut buf) = batch.try_into_mut() {
+            buf.clear();
+            if buf.capacity() >= self.buffer_bytes {
+                self.free.push(buf);
+            }
+        }
+    }
+
+    /// Free buffers on the list.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// An empty buffer with at least `capacity_bytes` of room.
+    fn take(&mut self, capacity_bytes: usize) -> BytesMut {
+        if capacity_bytes.saturating_mul(2) < self.buffer_bytes {
+            return BytesMut::with_capacity(capacity_bytes);
+        }
+        let buf = self
+            .free
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(self.buffer_bytes.max(capacity_bytes)));
+        assert!(buf.is_empty() && buf.capacity() >= capacity_bytes);
+        buf
+    }
 }
 
 /// Accumulates records of one partition into one v2 batch.
@@ -131,14 +192,35 @@ impl BatchBuilder {
         self.record_count += 1;
     }
 
-    /// Finishes the batch (compressing the records if asked) and starts a new empty one.
+    /// Finishes the batch (compressing the records if asked) and starts a new empty one in a
+    /// fresh buffer. See [`BatchBuilder::seal_reusing`] to reuse buffers.
     pub fn seal(&mut self, compression: Compression, stamp: ProducerStamp) -> Result<Bytes> {
+        self.seal_reusing(
+            compression,
+            stamp,
+            &mut BatchBuffers::new(self.capacity_max),
+        )
+    }
+
+    /// Finishes the batch (compressing the records if asked) and starts a new empty one in a
+    /// buffer from `buffers`. Give the returned batch back with [`BatchBuffers::recycle`]
+    /// once it is answered.
+    pub fn seal_reusing(
+        &mut self,
+        compression: Compression,
+        stamp: ProducerStamp,
+        buffers: &mut BatchBuffers,
+    ) -> Result<Bytes> {
         assert!(self.record_count > 0, "sealing an empty batch");
         let used = self.buf.len();
         self.capacity_bytes =
             (used + used / 4).clamp(BATCH_CAPACITY_MIN.min(self.capacity_max), self.capacity_max);
         let mut batch = match compression {
-            Compression::None => self.buf.split(),
+            // The records stay where they are; the builder moves on to another buffer.
+            Compression::None => {
+                std::mem::replace(&mut self.buf, buffers.take(self.capacity_bytes))
+            }
+            // The records are copied out compressed; the builder keeps its buffer.
             _ => {
                 let mut out = BytesMut::with_capacity(self.buf.len() / 2 + BATCH_HEADER_BYTES);
                 out.put_slice(&self.buf[..BATCH_HEADER_BYTES]);
@@ -183,6 +265,8 @@ impl BatchBuilder {
 
     fn reset(&mut self) {
         self.buf.clear();
+        // Normally a no-op: a buffer from `BatchBuffers::take` or the one kept after
+        // compressing has the room already.
         self.buf.reserve(self.capacity_bytes);
         self.buf.put_bytes(0, BATCH_HEADER_BYTES);
         self.record_count = 0;
@@ -485,6 +569,51 @@ mod tests {
             builder.append(0, key.map(|_| &key_bytes[..]), &value_bytes, b"");
             assert_eq!(builder.size_bytes() - before, predicted);
         }
+    }
+
+    #[test]
+    fn full_size_batch_buffers_are_reused_once_nothing_else_holds_them() {
+        let mut buffers = BatchBuffers::new(4096);
+        let mut builder = BatchBuilder::with_capacity(4096);
+        let seal_full = |builder: &mut BatchBuilder, buffers: &mut BatchBuffers| {
+            while builder.size_bytes() + builder.record_size(None, 500) <= 4096 {
+                builder.append(0, None, b"", &[1u8; 500]);
+            }
+            builder
+                .seal_reusing(Compression::None, ProducerStamp::NONE, buffers)
+                .unwrap()
+        };
+        let first = seal_full(&mut builder, &mut buffers);
+        let held = first.clone();
+        buffers.recycle(first);
+        assert_eq!(buffers.free_count(), 0, "a clone still holds the batch");
+        let second = seal_full(&mut builder, &mut buffers);
+        let second_at = second.as_ptr();
+        buffers.recycle(second);
+        assert_eq!(buffers.free_count(), 1);
+        // The builder took its current buffer at the last seal; the one after is `second`'s.
+        let _third = seal_full(&mut builder, &mut buffers);
+        assert_eq!(buffers.free_count(), 0);
+        let mut fourth = seal_full(&mut builder, &mut buffers);
+        assert_eq!(fourth.as_ptr(), second_at);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut fourth).unwrap();
+        assert_eq!(set.records.len(), 7);
+        assert_eq!(
+            held.len(),
+            BATCH_HEADER_BYTES + 7 * builder.record_size(None, 500)
+        );
+    }
+
+    #[test]
+    fn small_batches_get_buffers_of_their_own_size() {
+        let mut buffers = BatchBuffers::new(1 << 20);
+        let mut builder = BatchBuilder::with_capacity(1 << 20);
+        builder.append(0, None, b"", b"small");
+        let batch = builder
+            .seal_reusing(Compression::None, ProducerStamp::NONE, &mut buffers)
+            .unwrap();
+        buffers.recycle(batch);
+        assert_eq!(buffers.free_count(), 0, "a small buffer is not kept");
     }
 
     #[test]
