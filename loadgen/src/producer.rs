@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use crate::client::cluster::topic_name;
-use crate::client::connection::{CLIENT_ID, decode_response, encode_frame_into};
+use crate::client::connection::{CLIENT_ID, decode_response, encode_frame_segmented};
 use crate::client::{Cluster, Connection, TopicLayout, error_codes};
 use crate::keys::{KEY_BYTES_MAX, KeyGenerator, SizeDistribution, format_key, partition_for_key};
 use crate::record_batch::{BatchBuffers, BatchBuilder, Compression, ProducerStamp};
@@ -164,7 +164,10 @@ struct Producer {
     generating: bool,
     refresh_needed: bool,
     refreshed_at: Option<Instant>,
+    /// Header pieces of Produce frames (the batches are not copied into frames).
     frame: BytesMut,
+    /// The batches of the request being encoded, in request order.
+    frame_batches: Vec<Bytes>,
     partition_taken: Vec<bool>,
     aborted_at: Option<Instant>,
 }
@@ -214,6 +217,7 @@ impl Producer {
             refresh_needed: false,
             refreshed_at: None,
             frame: BytesMut::new(),
+            frame_batches: Vec::new(),
             partition_taken: vec![false; partitions],
             aborted_at: None,
         })
@@ -513,18 +517,27 @@ impl Producer {
                         ),
                 ]);
             let correlation_id = connection.next_correlation_id();
-            if let Err(error) = encode_frame_into(
+            self.frame_batches.clear();
+            self.frame_batches
+                .extend(batches.iter().map(|b| b.data.clone()));
+            let encoded = encode_frame_segmented(
                 &mut self.frame,
                 &request,
                 version,
                 correlation_id,
                 CLIENT_ID,
-            ) {
-                warn(&format!("encoding a produce request: {error:#}"));
-                self.fail_batches(batches, -1);
-                continue;
-            }
-            let frame = self.frame.split().freeze();
+                &self.frame_batches,
+            );
+            self.frame_batches.clear();
+            drop(request);
+            let frame = match encoded {
+                Ok(frame) => frame,
+                Err(error) => {
+                    warn(&format!("encoding a produce request: {error:#}"));
+                    self.fail_batches(batches, -1);
+                    continue;
+                }
+            };
             let first_attempt: u64 = batches
                 .iter()
                 .filter(|b| b.attempts == 0)

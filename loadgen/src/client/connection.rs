@@ -1,7 +1,8 @@
 //! One TCP connection to one broker, with pipelined requests.
 //!
-//! Owns: framing (4-byte size prefix), correlation ids, the queue of requests awaiting a
-//! response, and the API versions negotiated with this broker.
+//! Owns: framing (4-byte size prefix; Produce frames in segments, see [`super::frame`]),
+//! correlation ids, the queue of requests awaiting a response, and the API versions
+//! negotiated with this broker.
 //! Invariants: Kafka answers requests on a connection strictly in order, so responses are
 //! matched to the front of the pending queue and a mismatched correlation id closes the
 //! connection; at most `in_flight_max` requests are outstanding (a semaphore permit travels
@@ -11,16 +12,18 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::frame::{Frame, SegmentWriter};
 use super::versions::ApiVersionTable;
 
 /// Largest response frame we accept (a Fetch answer can be large, but not unbounded).
@@ -33,7 +36,7 @@ pub const CLIENT_ID: &str = "sluice-loadgen";
 type ResponseSender = oneshot::Sender<Result<Bytes>>;
 
 struct Outgoing {
-    frame: Bytes,
+    frame: Frame,
     correlation_id: i32,
     /// None for requests that get no response (Produce with acks=0): the sender, if any,
     /// is completed once the frame is written.
@@ -113,7 +116,7 @@ impl Connection {
     pub async fn call_at<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
         let permit = self.acquire().await?;
         let frame = encode_frame(request, version, self.next_correlation_id(), CLIENT_ID)?;
-        let receiver = self.send_frame(frame, true, permit).await?;
+        let receiver = self.send_frame(frame.into(), true, permit).await?;
         let mut body = receiver
             .await
             .map_err(|_| anyhow!("connection to {} closed", self.inner.addr))??;
@@ -147,12 +150,13 @@ impl Connection {
         id
     }
 
-    /// Queues an encoded frame (see [`encode_frame_into`]). The receiver yields the response
-    /// body (after the header) or, when `expects_response` is false, an empty body once the
-    /// frame is on the socket.
+    /// Queues an encoded frame (see [`encode_frame_into`], [`encode_frame_segmented`]). The
+    /// receiver yields the response body (after the header) or, when `expects_response` is
+    /// false, an empty body once the frame is on the socket. The frame's segments are released
+    /// as soon as they are written.
     pub async fn send_frame(
         &self,
-        frame: Bytes,
+        frame: Frame,
         expects_response: bool,
         permit: OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<Result<Bytes>>> {
@@ -219,20 +223,38 @@ pub fn encode_frame_into<R: Request>(
     correlation_id: i32,
     client_id: &'static str,
 ) -> Result<()> {
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(client_id)));
-    let header_version = R::header_version(version);
-    let size = header.compute_size(header_version)? + request.compute_size(version)?;
+    let header = request_header::<R>(version, correlation_id, client_id);
+    let size = frame_size(&header, request, version)?;
     buf.clear();
-    buf.reserve(4 + size);
-    buf.put_i32(i32::try_from(size).context("request too large")?);
-    header.encode(buf, header_version)?;
-    request.encode(buf, version)?;
-    assert_eq!(buf.len(), 4 + size, "compute_size disagrees with encode");
-    Ok(())
+    buf.reserve(size);
+    encode_frame_to(buf, &header, request, version, size)
+}
+
+/// Encodes `[size][header][body]` like [`encode_frame_into`], except that wherever the
+/// encoder writes one of `batches` whole (the record sets of a Produce request, in the order
+/// they appear in it) the frame refers to that `Bytes` instead of copying it. `head` holds
+/// the bytes between batches; reuse it across calls.
+pub fn encode_frame_segmented<R: Request>(
+    head: &mut BytesMut,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    batches: &[Bytes],
+) -> Result<Frame> {
+    let header = request_header::<R>(version, correlation_id, client_id);
+    let size = frame_size(&header, request, version)?;
+    let batch_bytes: usize = batches.iter().map(Bytes::len).sum();
+    head.clear();
+    head.reserve(size.saturating_sub(batch_bytes));
+    let mut writer = SegmentWriter::new(head, batches);
+    encode_frame_to(&mut writer, &header, request, version, size)?;
+    if let Some(frame) = writer.finish() {
+        return Ok(frame);
+    }
+    // The encoder went back across a batch (kafka-protocol's message encoders do not).
+    encode_frame_into(head, request, version, correlation_id, client_id)?;
+    Ok(Frame::from(head.split().freeze()))
 }
 
 /// Decodes a response body (header included) for request type `R` at `version`.
@@ -242,13 +264,51 @@ pub fn decode_response<R: Request>(body: &mut Bytes, version: i16) -> Result<R::
     <R::Response as Decodable>::decode(body, version)
 }
 
-fn frame_correlation_id(frame: &Bytes) -> i32 {
-    // [size i32][api_key i16][api_version i16][correlation_id i32]
-    assert!(
-        frame.len() >= 12,
-        "frame too short to hold a request header"
+fn request_header<R: Request>(
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+) -> RequestHeader {
+    RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)))
+}
+
+/// Bytes of the whole frame, size prefix included.
+fn frame_size<R: Request>(header: &RequestHeader, request: &R, version: i16) -> Result<usize> {
+    let size = header.compute_size(R::header_version(version))? + request.compute_size(version)?;
+    i32::try_from(size).context("request too large")?;
+    Ok(4 + size)
+}
+
+/// Writes the frame of `frame_size` bytes at `buf`'s offset.
+fn encode_frame_to<R: Request, B: ByteBufMut>(
+    buf: &mut B,
+    header: &RequestHeader,
+    request: &R,
+    version: i16,
+    frame_size: usize,
+) -> Result<()> {
+    let start = buf.offset();
+    buf.put_i32((frame_size - 4) as i32);
+    header.encode(buf, R::header_version(version))?;
+    request.encode(buf, version)?;
+    assert_eq!(
+        buf.offset() - start,
+        frame_size,
+        "compute_size disagrees with encode"
     );
-    i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]])
+    Ok(())
+}
+
+fn frame_correlation_id(frame: &Frame) -> i32 {
+    // [size i32][api_key i16][api_version i16][correlation_id i32]
+    let prefix: [u8; 12] = frame
+        .prefix()
+        .expect("a frame's first segment holds the request header");
+    i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]])
 }
 
 async fn write_loop(
@@ -258,7 +318,7 @@ async fn write_loop(
 ) {
     while let Some(outgoing) = queue.recv().await {
         let Outgoing {
-            frame,
+            mut frame,
             correlation_id,
             respond,
             expects_response,
@@ -276,7 +336,10 @@ async fn write_loop(
         } else {
             after_write = respond.map(|respond| (respond, _permit));
         }
-        if let Err(error) = socket.write_all(&frame).await {
+        let written = socket.write_all_buf(&mut frame).await;
+        // Releases the record batches (see `BatchBuffers::recycle`) before anyone hears back.
+        drop(frame);
+        if let Err(error) = written {
             let message = format!("write failed: {error}");
             if let Some((respond, _)) = after_write {
                 let _ = respond.send(Err(anyhow!(message.clone())));
@@ -335,8 +398,84 @@ fn fail_all(pending: &Mutex<VecDeque<Pending>>, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::MetadataRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
     use kafka_protocol::protocol::decode_request_header_from_buffer;
+
+    fn produce_request(batches: &[Bytes]) -> ProduceRequest {
+        let partitions = batches
+            .iter()
+            .enumerate()
+            .map(|(index, batch)| {
+                PartitionProduceData::default()
+                    .with_index(index as i32 * 3)
+                    .with_records(Some(batch.clone()))
+            })
+            .collect();
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("topic")))
+                    .with_partition_data(partitions),
+            ])
+    }
+
+    #[test]
+    fn segmented_produce_frames_match_plain_ones_without_copying_batches() {
+        // Batches of several sizes, one of them the same bytes as another (matched by address,
+        // not content) and one empty (copied, which is nothing).
+        let big = Bytes::from((0..5000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let batches = vec![
+            big.clone(),
+            Bytes::from_static(b"small batch"),
+            big.slice(100..300),
+            Bytes::new(),
+            Bytes::from(vec![7u8; 70_000]),
+        ];
+        let request = produce_request(&batches);
+        let mut plain = BytesMut::new();
+        let mut head = BytesMut::new();
+        // v3..=v8 non-flexible, v9..=v12 flexible (compact lengths, tagged fields).
+        for version in 3..=12 {
+            encode_frame_into(&mut plain, &request, version, 5, CLIENT_ID).unwrap();
+            let frame =
+                encode_frame_segmented(&mut head, &request, version, 5, CLIENT_ID, &batches)
+                    .unwrap();
+            assert_eq!(frame.to_bytes(), plain, "v{version}");
+            assert_eq!(frame.remaining(), plain.len());
+            assert_eq!(frame_correlation_id(&frame), 5);
+            for batch in batches.iter().filter(|b| !b.is_empty()) {
+                let shared = frame
+                    .segments()
+                    .iter()
+                    .any(|s| s.as_ptr() == batch.as_ptr() && s.len() == batch.len());
+                assert!(
+                    shared,
+                    "v{version}: a batch of {} bytes was copied",
+                    batch.len()
+                );
+            }
+            let mut body = frame.to_bytes().slice(4..);
+            let header = decode_request_header_from_buffer(&mut body).unwrap();
+            assert_eq!(header.request_api_version, version);
+            assert_eq!(ProduceRequest::decode(&mut body, version).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn segmented_frames_copy_batches_the_request_does_not_hold() {
+        let batch = Bytes::from(vec![1u8; 1000]);
+        let request = produce_request(std::slice::from_ref(&batch));
+        let other = Bytes::from(vec![1u8; 1000]);
+        let mut plain = BytesMut::new();
+        let mut head = BytesMut::new();
+        encode_frame_into(&mut plain, &request, 9, 1, CLIENT_ID).unwrap();
+        let frame = encode_frame_segmented(&mut head, &request, 9, 1, CLIENT_ID, &[other]).unwrap();
+        assert_eq!(frame.segments().len(), 1);
+        assert_eq!(frame.to_bytes(), plain);
+    }
 
     #[test]
     fn frame_round_trips_through_the_request_decoder() {
@@ -344,7 +483,7 @@ mod tests {
         let frame = encode_frame(&request, 12, 77, CLIENT_ID).unwrap();
         let size = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(size + 4, frame.len());
-        assert_eq!(frame_correlation_id(&frame), 77);
+        assert_eq!(frame_correlation_id(&Frame::from(frame.clone())), 77);
         let mut body = frame.slice(4..);
         let header = decode_request_header_from_buffer(&mut body).unwrap();
         assert_eq!(header.correlation_id, 77);

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod connection;
 pub mod error_codes;
+pub mod frame;
 pub mod group;
 pub mod versions;
 
