@@ -194,7 +194,11 @@ impl Producer {
                 value_bytes: 0,
             })
             .collect();
-        let buffers = BatchBuffers::new(config.batch_bytes);
+        // Free buffers hold at most `buffer_bytes`, memory the producer may hold in batches.
+        let buffers = BatchBuffers::new(
+            config.batch_bytes,
+            config.buffer_bytes / config.batch_bytes.max(1),
+        );
         Ok(Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),

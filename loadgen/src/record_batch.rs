@@ -18,10 +18,8 @@ pub use kafka_protocol::records::Compression;
 
 /// Smallest capacity reserved for a new batch.
 const BATCH_CAPACITY_MIN: usize = 4096;
-/// Free full-size batch buffers kept per producer. Enough to absorb the jitter between
-/// answers (which free buffers one batch at a time) and generation (which takes them a few
-/// batches per turn); more would only hold memory.
-pub const BATCH_BUFFERS_FREE_MAX: usize = 8;
+/// Most free full-size batch buffers one list keeps (see [`BatchBuffers::new`]).
+pub const BATCH_BUFFERS_FREE_MAX: usize = 64;
 /// Size of the v2 batch header that precedes the records.
 pub const BATCH_HEADER_BYTES: usize = 61;
 const OFFSET_BATCH_LENGTH: usize = 8;
@@ -59,33 +57,42 @@ impl ProducerStamp {
 /// already mapped and touched: a fresh megabyte per batch costs page faults, zeroing and,
 /// when the batch outgrows it, a copy.
 ///
-/// Two classes: a batch expected at half of `buffer_bytes` or more gets a full-size buffer
-/// (`buffer_bytes` capacity, from the free list when one is there); a smaller one gets a
-/// fresh buffer of its expected size, as it would without the list, so partitions whose
-/// batches linger out small do not each pin a full-size buffer.
+/// A new batch gets a free full-size buffer (`batch_bytes` capacity) whenever the list has
+/// one, whatever size it is expected to reach: the list only ever holds buffers that full
+/// batches needed, so this pins no more memory than the workload's peak, and a partition that
+/// just sealed a small batch (a lingering one) may well fill the next. Without a free one,
+/// a batch expected at half of `batch_bytes` or more gets a fresh full-size buffer and a
+/// smaller one a fresh buffer of its expected size, so partitions whose batches linger out
+/// small do not each pin a full-size buffer.
 pub struct BatchBuffers {
     free: Vec<BytesMut>,
-    buffer_bytes: usize,
+    free_max: usize,
+    batch_bytes: usize,
 }
 
 impl BatchBuffers {
-    /// An empty list of `buffer_bytes` (the largest batch) buffers.
-    pub fn new(buffer_bytes: usize) -> BatchBuffers {
+    /// An empty list of buffers for batches of up to `batch_bytes`, keeping at most
+    /// `free_max` of them (capped at [`BATCH_BUFFERS_FREE_MAX`]). Answers free buffers in
+    /// bursts (a response can carry several batches, and responses queue up while the
+    /// producer generates), so a producer allowed to buffer `n` full batches wants about `n`.
+    pub fn new(batch_bytes: usize, free_max: usize) -> BatchBuffers {
+        let free_max = free_max.min(BATCH_BUFFERS_FREE_MAX);
         BatchBuffers {
-            free: Vec::with_capacity(BATCH_BUFFERS_FREE_MAX),
-            buffer_bytes,
+            free: Vec::with_capacity(free_max),
+            free_max,
+            batch_bytes,
         }
     }
 
     /// Takes back a finished batch's buffer, if nothing else holds it (a clone still queued
     /// for the socket, say) and it is a full-size one; otherwise just drops `batch`.
     pub fn recycle(&mut self, batch: Bytes) {
-        if self.free.len() >= BATCH_BUFFERS_FREE_MAX {
+        if self.free.len() >= self.free_max {
             return;
         }
         if let Ok(mut buf) = batch.try_into_mut() {
             buf.clear();
-            if buf.capacity() >= self.buffer_bytes {
+            if buf.capacity() >= self.batch_bytes {
                 self.free.push(buf);
             }
         }
@@ -98,15 +105,13 @@ impl BatchBuffers {
 
     /// An empty buffer with at least `capacity_bytes` of room.
     fn take(&mut self, capacity_bytes: usize) -> BytesMut {
-        if capacity_bytes.saturating_mul(2) < self.buffer_bytes {
+        if let Some(buf) = self.free.pop() {
+            return buf;
+        }
+        if capacity_bytes.saturating_mul(2) < self.batch_bytes {
             return BytesMut::with_capacity(capacity_bytes);
         }
-        let buf = self
-            .free
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(self.buffer_bytes.max(capacity_bytes)));
-        assert!(buf.is_empty() && buf.capacity() >= capacity_bytes);
-        buf
+        BytesMut::with_capacity(self.batch_bytes.max(capacity_bytes))
     }
 }
 
@@ -114,9 +119,12 @@ impl BatchBuffers {
 pub struct BatchBuilder {
     /// Header placeholder followed by the uncompressed records.
     buf: BytesMut,
-    /// Capacity reserved for the next batch: the last batch's size plus a quarter, within
-    /// [`BATCH_CAPACITY_MIN`, `capacity_max`], so a batch is normally one allocation (none per
-    /// record) without reserving `--batch-bytes` for batches that linger out small.
+    /// Capacity reserved for the next batch: the last batch's size plus a quarter, or half
+    /// the previous estimate if that is more (a partition whose batches alternate between
+    /// full and lingering ones, as when the producer waits for buffer space, would otherwise
+    /// regrow every full one from a small buffer), within [`BATCH_CAPACITY_MIN`,
+    /// `capacity_max`]; so a batch is normally one allocation (none per record) without
+    /// reserving `--batch-bytes` for partitions whose batches keep lingering out small.
     capacity_bytes: usize,
     capacity_max: usize,
     record_count: i32,
@@ -198,7 +206,7 @@ impl BatchBuilder {
         self.seal_reusing(
             compression,
             stamp,
-            &mut BatchBuffers::new(self.capacity_max),
+            &mut BatchBuffers::new(self.capacity_max, 0),
         )
     }
 
@@ -213,8 +221,9 @@ impl BatchBuilder {
     ) -> Result<Bytes> {
         assert!(self.record_count > 0, "sealing an empty batch");
         let used = self.buf.len();
-        self.capacity_bytes =
-            (used + used / 4).clamp(BATCH_CAPACITY_MIN.min(self.capacity_max), self.capacity_max);
+        self.capacity_bytes = (used + used / 4)
+            .max(self.capacity_bytes / 2)
+            .clamp(BATCH_CAPACITY_MIN.min(self.capacity_max), self.capacity_max);
         let mut batch = match compression {
             // The records stay where they are; the builder moves on to another buffer.
             Compression::None => {
@@ -573,7 +582,7 @@ mod tests {
 
     #[test]
     fn full_size_batch_buffers_are_reused_once_nothing_else_holds_them() {
-        let mut buffers = BatchBuffers::new(4096);
+        let mut buffers = BatchBuffers::new(4096, 4);
         let mut builder = BatchBuilder::with_capacity(4096);
         let seal_full = |builder: &mut BatchBuilder, buffers: &mut BatchBuffers| {
             while builder.size_bytes() + builder.record_size(None, 500) <= 4096 {
@@ -605,15 +614,28 @@ mod tests {
     }
 
     #[test]
-    fn small_batches_get_buffers_of_their_own_size() {
-        let mut buffers = BatchBuffers::new(1 << 20);
+    fn small_batches_get_free_buffers_or_fresh_ones_of_their_own_size() {
+        let mut buffers = BatchBuffers::new(1 << 20, 4);
         let mut builder = BatchBuilder::with_capacity(1 << 20);
         builder.append(0, None, b"", b"small");
-        let batch = builder
+        let small = builder
             .seal_reusing(Compression::None, ProducerStamp::NONE, &mut buffers)
             .unwrap();
-        buffers.recycle(batch);
+        buffers.recycle(small);
         assert_eq!(buffers.free_count(), 0, "a small buffer is not kept");
+
+        let full = BytesMut::with_capacity(1 << 20).freeze();
+        buffers.recycle(full);
+        assert_eq!(buffers.free_count(), 1);
+        builder.append(0, None, b"", b"small again");
+        builder
+            .seal_reusing(Compression::None, ProducerStamp::NONE, &mut buffers)
+            .unwrap();
+        assert_eq!(
+            buffers.free_count(),
+            0,
+            "a free buffer goes to the next batch"
+        );
     }
 
     #[test]
