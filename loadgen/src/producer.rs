@@ -337,10 +337,7 @@ impl Producer {
         // whatever is still missing then is reported as lag, not chased past the end.
         let chunk = if past_end { usize::MAX } else { GENERATE_CHUNK };
         let mut made = 0;
-        while self.generated < limit
-            && self.buffered_bytes < self.config.buffer_bytes
-            && made < chunk
-        {
+        while self.generated < limit && self.has_room() && made < chunk {
             self.append_record(now, now_us)?;
             made += 1;
         }
@@ -351,9 +348,28 @@ impl Producer {
             self.generating = false;
             self.record_schedule_lag(now);
         }
-        Ok(self.generating
-            && !self.config.schedule.is_open_loop()
-            && self.buffered_bytes < self.config.buffer_bytes)
+        Ok(self.generating && !self.config.schedule.is_open_loop() && self.has_room())
+    }
+
+    /// Whether the buffer takes the next record. The Java producer takes a whole batch.size
+    /// from buffer.memory when it opens a batch; likewise an unkeyed record that would open a
+    /// new batch waits until the buffer holds a full batch more. Counting only record bytes
+    /// instead, a producer at full speed followed every full batch with a batch of one record
+    /// (opened with the last bytes of room) that lingered out while it waited for answers:
+    /// half of all batches, each an append of its own at the broker. (Keyed records pick
+    /// their partition from the key drawn for them, so they count record bytes only.)
+    fn has_room(&self) -> bool {
+        if self.buffered_bytes >= self.config.buffer_bytes {
+            return false;
+        }
+        if self.config.keys.is_keyed() {
+            return true;
+        }
+        let open = &self.open[self.sticky_partition].builder;
+        let record_max = open.record_size(None, self.config.sizes.max as usize);
+        let opens_batch =
+            open.is_empty() || open.size_bytes() + record_max > self.config.batch_bytes;
+        !opens_batch || self.buffered_bytes + self.config.batch_bytes <= self.config.buffer_bytes
     }
 
     fn append_record(&mut self, now: Instant, now_us: u64) -> Result<()> {
