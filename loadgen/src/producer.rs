@@ -195,10 +195,15 @@ impl Producer {
             })
             .collect();
         // Free buffers hold at most `buffer_bytes`, memory the producer may hold in batches.
-        let buffers = BatchBuffers::new(
+        let mut buffers = BatchBuffers::new(
             config.batch_bytes,
             config.buffer_bytes / config.batch_bytes.max(1),
         );
+        if !config.schedule.is_open_loop() {
+            // As fast as possible, the buffer fills with full batches at once: touch their
+            // memory now rather than page by page while the clock runs.
+            buffers.prefault();
+        }
         Ok(Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),

@@ -98,6 +98,15 @@ impl BatchBuffers {
         }
     }
 
+    /// Fills the list with full-size buffers whose pages are mapped (written once).
+    pub fn prefault(&mut self) {
+        while self.free.len() < self.free_max {
+            let mut buf = BytesMut::zeroed(self.batch_bytes);
+            buf.clear();
+            self.free.push(buf);
+        }
+    }
+
     /// Free buffers on the list.
     pub fn free_count(&self) -> usize {
         self.free.len()
