@@ -101,7 +101,10 @@ impl BatchBuffers {
     /// Fills the list with full-size buffers whose pages are mapped (written once).
     pub fn prefault(&mut self) {
         while self.free.len() < self.free_max {
-            let mut buf = BytesMut::zeroed(self.batch_bytes);
+            // Not `BytesMut::zeroed`: calloc would hand out untouched zero pages.
+            let mut buf = BytesMut::with_capacity(self.batch_bytes);
+            buf.resize(self.batch_bytes, 1);
+            std::hint::black_box(&buf[..]);
             buf.clear();
             self.free.push(buf);
         }

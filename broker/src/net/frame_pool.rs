@@ -28,10 +28,18 @@ pub const POOLED_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const POOL_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Buffer capacities are rounded up to a multiple of this.
 pub const BUFFER_STEP_BYTES: usize = 128 * 1024;
+/// Buffers a shard's pool starts with, already written once so their pages are mapped: the
+/// first produce requests at full speed otherwise fault every page in while the socket copy
+/// runs, slowest on a VM whose host takes freed guest memory back (docs/benchmarks.md).
+pub const PREFAULT_BUFFERS: usize = 16;
+/// Their size: Kafka's default `max.request.size` (1 MiB), so any default-sized request fits.
+pub const PREFAULT_BUFFER_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(POOLED_FRAME_BYTES_MIN <= POOLED_BUFFER_BYTES_MAX);
 const _: () = assert!(POOLED_BUFFER_BYTES_MAX <= POOL_BYTES_MAX);
 const _: () = assert!(POOLED_BUFFER_BYTES_MAX.is_multiple_of(BUFFER_STEP_BYTES));
+const _: () = assert!(PREFAULT_BUFFER_BYTES.is_multiple_of(BUFFER_STEP_BYTES));
+const _: () = assert!(PREFAULT_BUFFERS * PREFAULT_BUFFER_BYTES <= POOL_BYTES_MAX);
 
 /// A shard's pool of idle frame buffers. Cheap to clone (one `Arc`); `Send`, because a frame
 /// may be dropped on the shard that owns its partition.
@@ -47,6 +55,21 @@ struct Idle {
 }
 
 impl FramePool {
+    /// A pool holding `PREFAULT_BUFFERS` idle buffers of `PREFAULT_BUFFER_BYTES`, each
+    /// written once (the allocation is touched here, on the shard thread, at start).
+    pub fn prefaulted() -> FramePool {
+        let pool = FramePool::default();
+        for _ in 0..PREFAULT_BUFFERS {
+            // Not `vec![0; n]`: calloc would hand out untouched zero pages.
+            let mut buf = Vec::with_capacity(PREFAULT_BUFFER_BYTES);
+            buf.resize(PREFAULT_BUFFER_BYTES, 1u8);
+            std::hint::black_box(buf.as_slice());
+            buf.clear();
+            pool.give_back(buf);
+        }
+        pool
+    }
+
     /// An empty buffer with capacity for at least `bytes`: the smallest idle one that fits,
     /// or a new one.
     pub fn take(&self, bytes: usize) -> Vec<u8> {
@@ -153,6 +176,20 @@ mod tests {
         drop(pool.freeze(small));
         assert_eq!(pool.take(100).capacity(), BUFFER_STEP_BYTES);
         assert_eq!(pool.take(100).capacity(), 4 * BUFFER_STEP_BYTES);
+    }
+
+    #[test]
+    fn prefaulted_pool_serves_a_default_sized_request_without_allocating() {
+        let pool = FramePool::prefaulted();
+        assert_eq!(
+            pool.idle(),
+            (PREFAULT_BUFFERS, PREFAULT_BUFFERS * PREFAULT_BUFFER_BYTES)
+        );
+        let buf = pool.take(PREFAULT_BUFFER_BYTES);
+        assert_eq!(buf.capacity(), PREFAULT_BUFFER_BYTES);
+        assert_eq!(pool.idle().0, PREFAULT_BUFFERS - 1);
+        drop(pool.freeze(buf));
+        assert_eq!(pool.idle().0, PREFAULT_BUFFERS);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Shard {
             connection_closed: Rc::new(Notify::new()),
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
-            frame_pool: crate::net::frame_pool::FramePool::default(),
+            frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
             replica_ticker_started: Cell::new(false),
         })
     }
