@@ -58,7 +58,10 @@ pub use report::Report;
 use crate::client::Cluster;
 use crate::consumer::{ConsumerConfig, ConsumerShared, assignment, run_consumer};
 use crate::keys::{KeyGenerator, SizeDistribution};
-use crate::producer::{ProducerConfig, ProducerShared, StopSignal, payload_pool, run_producer};
+use crate::producer::{
+    ProducerConfig, ProducerShared, StopSignal, batch_buffers, payload_pool, run_producer,
+};
+use crate::record_batch::BatchBuffers;
 use crate::report::{Measured, latency_line, rfc3339_utc};
 use crate::schedule::{Clock, Schedule};
 use crate::stats::{Counters, Stats};
@@ -111,9 +114,16 @@ pub async fn run_quietly(
     );
     let run = RunContext::set_up(args).await?;
     let (mut consumers, consumer_measure_from_us) = run.spawn_consumers().await;
+    // Set up before the clock starts: memory touched now is not part of the measurement.
+    let buffers = (0..run.args.producers)
+        .map(|_| {
+            let a = &run.args;
+            batch_buffers(a.batch_bytes, a.buffer_bytes, a.rate.is_none())
+        })
+        .collect();
     let timing = Timing::start(&run.clock, &run.args);
     consumer_measure_from_us.store(timing.measure_from_us, Ordering::Relaxed);
-    let mut producers = run.spawn_producers(&timing);
+    let mut producers = run.spawn_producers(&timing, buffers);
     let window_start = Arc::new(Mutex::new(None::<Counters>));
     let progress = tokio::spawn(progress_loop(
         run.stats.clone(),
@@ -275,14 +285,15 @@ impl RunContext {
         (consumers, measure_from_us)
     }
 
-    fn spawn_producers(&self, timing: &Timing) -> JoinSet<Result<()>> {
+    /// `buffers`: one free list of batch buffers per producer.
+    fn spawn_producers(&self, timing: &Timing, buffers: Vec<BatchBuffers>) -> JoinSet<Result<()>> {
         let args = &self.args;
         let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
         let payload = payload_pool(args.seed, record_bytes_max as usize);
         let keys = Arc::new(KeyGenerator::new(args.keys));
         let producers_n = u64::from(args.producers);
         let mut producers = JoinSet::new();
-        for index in 0..args.producers {
+        for (index, buffers) in (0..args.producers).zip(buffers) {
             // An even split of --records, the remainder to the first producers.
             let share = |total: u64| {
                 total / producers_n + u64::from(u64::from(index) < total % producers_n)
@@ -323,7 +334,7 @@ impl RunContext {
                 payload: payload.clone(),
                 stop: self.stop_rx.clone(),
             };
-            producers.spawn(run_producer(config, shared));
+            producers.spawn(run_producer(config, shared, buffers));
         }
         producers
     }

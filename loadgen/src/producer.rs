@@ -107,9 +107,26 @@ pub fn payload_pool(seed: u64, record_bytes_max: usize) -> Bytes {
     pool.freeze()
 }
 
+/// A producer's free list of batch buffers. Free buffers hold at most `buffer_bytes`, memory
+/// the producer may hold in batches. `prefault` (for producing as fast as possible, when the
+/// buffer fills with full batches at once) fills the list with touched buffers, so the run
+/// does not fault their pages in while the clock runs: call it before the clock starts.
+pub fn batch_buffers(batch_bytes: usize, buffer_bytes: usize, prefault: bool) -> BatchBuffers {
+    let mut buffers = BatchBuffers::new(batch_bytes, buffer_bytes / batch_bytes.max(1));
+    if prefault {
+        buffers.prefault();
+    }
+    buffers
+}
+
 /// Runs one producer until its records are generated and answered, or it is stopped.
-pub async fn run_producer(config: ProducerConfig, shared: ProducerShared) -> Result<()> {
-    let mut producer = Producer::new(config, shared).await?;
+/// `buffers`: its free list of batch buffers ([`batch_buffers`]).
+pub async fn run_producer(
+    config: ProducerConfig,
+    shared: ProducerShared,
+    buffers: BatchBuffers,
+) -> Result<()> {
+    let mut producer = Producer::new(config, shared, buffers).await?;
     producer.run().await
 }
 
@@ -173,7 +190,11 @@ struct Producer {
 }
 
 impl Producer {
-    async fn new(config: ProducerConfig, shared: ProducerShared) -> Result<Producer> {
+    async fn new(
+        config: ProducerConfig,
+        shared: ProducerShared,
+        buffers: BatchBuffers,
+    ) -> Result<Producer> {
         let layout = shared.cluster.layout();
         let partitions = layout.partitions();
         assert!(
@@ -195,15 +216,6 @@ impl Producer {
             })
             .collect();
         // Free buffers hold at most `buffer_bytes`, memory the producer may hold in batches.
-        let mut buffers = BatchBuffers::new(
-            config.batch_bytes,
-            config.buffer_bytes / config.batch_bytes.max(1),
-        );
-        if !config.schedule.is_open_loop() {
-            // As fast as possible, the buffer fills with full batches at once: touch their
-            // memory now rather than page by page while the clock runs.
-            buffers.prefault();
-        }
         Ok(Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),
