@@ -398,7 +398,7 @@ impl Producer {
             .next_index(&mut self.rng)
             .map(|index| format_key(index, &mut key_buf) as &[u8]);
         let partitions = self.open.len();
-        let partition = match key {
+        let mut partition = match key {
             Some(key) => partition_for_key(key, partitions),
             None => self.sticky_partition,
         };
@@ -417,6 +417,13 @@ impl Producer {
             && open.builder.size_bytes() + record_bytes > self.config.batch_bytes
         {
             self.seal(partition)?;
+            if key.is_none() {
+                // As the Java producer's sticky partitioning: a record that does not fit the
+                // sticky partition's batch goes to the next partition (the seal moved the
+                // sticky partition on), not into a new batch of this one that would wait
+                // alone for its linger. Non-sticky partitions hold no open batch.
+                partition = self.sticky_partition;
+            }
         }
         let payload = &self.shared.payload;
         let open = &mut self.open[partition];

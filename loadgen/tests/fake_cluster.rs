@@ -42,6 +42,10 @@ struct State {
     leaders: Vec<i32>,
     /// Records appended per partition (from each accepted batch's records_count).
     appended: Vec<u64>,
+    /// records_count of every accepted batch, in arrival order.
+    batch_records: Vec<i32>,
+    /// How long a Produce waits before it is handled (a slow broker).
+    produce_delay: std::time::Duration,
     produce_requests_on_0: u64,
     not_leader_answers: u64,
     /// Highest Produce version any client used.
@@ -147,6 +151,10 @@ async fn connection(mut socket: TcpStream, node: i32, state: Shared) {
             }
             ApiKey::Produce => {
                 let request = ProduceRequest::decode(&mut body, version).expect("produce request");
+                let delay = state.lock().unwrap().produce_delay;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let mut state = state.lock().unwrap();
                 state.produce_version_max = state.produce_version_max.max(version);
                 if node == 0 {
@@ -180,6 +188,7 @@ async fn connection(mut socket: TcpStream, node: i32, state: Shared) {
                             };
                             if in_order {
                                 state.appended[p] += count as u64;
+                                state.batch_records.push(count);
                                 0
                             } else {
                                 state.out_of_order_answers += 1;
@@ -236,6 +245,7 @@ struct Outcome {
     report: loadgen::Report,
     leaders: Vec<i32>,
     appended: Vec<u64>,
+    batch_records: Vec<i32>,
     not_leader_answers: u64,
     out_of_order_answers: u64,
     producer_ids_issued: u64,
@@ -243,6 +253,14 @@ struct Outcome {
 }
 
 async fn run_against_fake(extra: &[&str]) -> Outcome {
+    run_against_fake_with_delay(extra, std::time::Duration::ZERO).await
+}
+
+/// `produce_delay`: each Produce request waits this long before it is handled.
+async fn run_against_fake_with_delay(
+    extra: &[&str],
+    produce_delay: std::time::Duration,
+) -> Outcome {
     let state: Shared = Arc::default();
     let mut listeners = Vec::new();
     for _ in 0..2 {
@@ -258,6 +276,7 @@ async fn run_against_fake(extra: &[&str]) -> Outcome {
         let mut s = state.lock().unwrap();
         s.leaders = vec![0, 1];
         s.appended = vec![0; PARTITIONS];
+        s.produce_delay = produce_delay;
     }
     for (node, listener) in listeners.into_iter().enumerate() {
         tokio::spawn(serve(listener, node as i32, state.clone()));
@@ -289,6 +308,7 @@ async fn run_against_fake(extra: &[&str]) -> Outcome {
         report,
         leaders: state.leaders.clone(),
         appended: state.appended.clone(),
+        batch_records: state.batch_records.clone(),
         not_leader_answers: state.not_leader_answers,
         out_of_order_answers: state.out_of_order_answers,
         producer_ids_issued: state.producer_ids_issued,
@@ -353,5 +373,31 @@ async fn idempotent_sequences_stay_in_order_across_a_leader_move() {
         RECORDS,
         "{:?}",
         outcome.appended
+    );
+}
+
+/// At full speed with room for only a few batches, batches leave full: a record that would
+/// open a new batch waits until the buffer holds a whole batch more (as the Java producer
+/// reserves batch.size), instead of opening a batch with the last bytes of room that then
+/// lingers out holding one record (which had made every other batch a one-record batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_speed_batches_do_not_linger_out_with_one_record() {
+    // 16 KiB batches of 100-byte records hold ~140 records; the buffer holds 4 batches; the
+    // broker takes 5 ms per request, so the producer waits for room longer than the 1 ms
+    // linger.
+    let outcome = run_against_fake_with_delay(
+        &["--acks", "1", "--buffer-bytes", "65536"],
+        std::time::Duration::from_millis(5),
+    )
+    .await;
+    assert_eq!(outcome.report.records_acked, RECORDS);
+    let batches = outcome.batch_records.len();
+    let single = outcome.batch_records.iter().filter(|&&n| n == 1).count();
+    // A stalled task can still let a batch linger out small now and then; before the
+    // reservation about half of all batches held one record.
+    assert!(
+        batches > 0 && single * 10 < batches,
+        "{single} of {batches} batches held one record: {:?}",
+        outcome.batch_records
     );
 }
