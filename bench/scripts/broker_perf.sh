@@ -11,8 +11,10 @@
 #
 # Broker: target/release/sluice, 2 shards on a 2-core machine, fresh data dir under /tmp,
 # 256 MiB segments, acks=all answered after fdatasync (the default). Segments are sparse unless
-# the caller sets SLUICE_LOG_PREALLOCATE=true (log.preallocate). Set SKIP_HOST_LIMITS=1 to skip
-# the host measurements.
+# the caller sets SLUICE_LOG_PREALLOCATE=true (log.preallocate). Shard threads are not pinned
+# (broker.pin_threads=false, as docs/operations.md advises when clients share the broker's
+# cores, as loadgen does here); SLUICE_BROKER_PIN_THREADS=true measures them pinned. Set
+# SKIP_HOST_LIMITS=1 to skip the host measurements.
 #
 # Runs have a fixed size, and each starts right after PREFAULT_MB (default 3000) of memory was
 # touched and freed (a file in /dev/shm): this VM hands freed guest memory back to its host
@@ -34,6 +36,7 @@ prefault() {
   fi
 }
 start() { # $1: zero-copy fetch on/off
+  SLUICE_BROKER_PIN_THREADS=${SLUICE_BROKER_PIN_THREADS:-false} \
   SLUICE_LOG_PREALLOCATE=${SLUICE_LOG_PREALLOCATE:-false} SLUICE_LOG_SEGMENT_BYTES=268435456 SLUICE_KAFKA_ZERO_COPY_FETCH=$1 \
     SLUICE_BROKER_TUNING_REPORT=false "$bin/sluice" start --data-dir "$data" --kafka-addr 127.0.0.1:$port > "$log" 2>&1 &
   broker=$!
