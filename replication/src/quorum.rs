@@ -82,6 +82,29 @@ const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 pub const TICKS_PER_STEP_MAX: i64 = 100;
 const _: () = assert!(TICKS_PER_STEP_MAX > 4 * ELECTION_TICKS as i64);
 
+/// `VotersChanged` unless `snapshot` records exactly `voters` (in any order).
+fn check_snapshot_voters(snapshot: &Snapshot, voters: &[NodeId]) -> Result<(), QuorumError> {
+    let mut recorded = snapshot
+        .get_metadata()
+        .get_conf_state()
+        .get_voters()
+        .to_vec();
+    recorded.sort_unstable();
+    let mut expected: Vec<u64> = voters.iter().map(|&v| raft_id(v)).collect();
+    expected.sort_unstable();
+    if recorded == expected {
+        return Ok(());
+    }
+    Err(QuorumError::VotersChanged {
+        snapshot: recorded
+            .into_iter()
+            .filter(|&id| id > 0)
+            .map(node_of)
+            .collect(),
+        voters: voters.to_vec(),
+    })
+}
+
 /// CRC32C (Castagnoli) of `bytes`: the quorum files' record checksums.
 fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
@@ -197,24 +220,7 @@ impl QuorumNode {
         let snapshot = snapshot_file::load(dir)?;
         let voter_ids: Vec<u64> = voters.iter().map(|&v| raft_id(v)).collect();
         if let Some(snapshot) = &snapshot {
-            let mut recorded = snapshot
-                .get_metadata()
-                .get_conf_state()
-                .get_voters()
-                .to_vec();
-            recorded.sort_unstable();
-            let mut expected = voter_ids.clone();
-            expected.sort_unstable();
-            if recorded != expected {
-                return Err(QuorumError::VotersChanged {
-                    snapshot: recorded
-                        .into_iter()
-                        .filter(|&id| id > 0)
-                        .map(node_of)
-                        .collect(),
-                    voters: voters.to_vec(),
-                });
-            }
+            check_snapshot_voters(snapshot, voters)?;
         }
         continue_snapshot(log.path(), snapshot.as_ref(), &mut replayed)?;
         let entries = std::mem::take(&mut replayed.entries);
@@ -417,25 +423,7 @@ impl QuorumNode {
                 max: SNAPSHOT_DATA_BYTES_MAX,
             });
         }
-        let mut recorded = snapshot
-            .get_metadata()
-            .get_conf_state()
-            .get_voters()
-            .to_vec();
-        recorded.sort_unstable();
-        let mut expected: Vec<u64> = self.voters.iter().map(|&v| raft_id(v)).collect();
-        expected.sort_unstable();
-        if recorded != expected {
-            return Err(QuorumError::VotersChanged {
-                snapshot: recorded
-                    .into_iter()
-                    .filter(|&id| id > 0)
-                    .map(node_of)
-                    .collect(),
-                voters: self.voters.clone(),
-            });
-        }
-        Ok(())
+        check_snapshot_voters(snapshot, &self.voters)
     }
 
     fn propose(&mut self, data: Vec<u8>) -> Result<(), QuorumError> {

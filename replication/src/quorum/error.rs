@@ -1,6 +1,6 @@
 //! The quorum's one error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::types::NodeId;
 
@@ -66,6 +66,12 @@ pub enum QuorumError {
 }
 
 impl QuorumError {
+    /// For `map_err`: an I/O failure of `op` on `path`.
+    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> QuorumError {
+        let path = path.to_path_buf();
+        move |source| QuorumError::Io { op, path, source }
+    }
+
     /// The node must be dropped (and opened again, or the process stopped): its file could
     /// not be read or written, or holds what this code cannot have written. Every other error
     /// refuses one input and leaves the node usable.

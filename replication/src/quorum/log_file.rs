@@ -38,6 +38,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
 
 use super::error::QuorumError;
+use super::snapshot_file::{remove_leftover, sync_dir};
 
 /// The file's name inside the quorum's directory.
 pub const LOG_FILE_NAME: &str = "quorum.log";
@@ -93,21 +94,12 @@ pub struct LogFile {
 impl LogFile {
     /// Opens or creates `dir/quorum.log`, replays it and cuts a damaged tail.
     pub fn open(dir: &Path) -> Result<(LogFile, Replayed), QuorumError> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| QuorumError::Io { op, path, source }
-        };
+        let io = QuorumError::io;
         std::fs::create_dir_all(dir).map_err(io("create the quorum directory", dir))?;
-        let tmp = dir.join(LOG_TMP_FILE_NAME);
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {
-                #[rustfmt::skip]
-                tracing::warn!(target: "sluice::quorum", path = %tmp.display(),
-                    "removed an unfinished log rewrite (a crash while compacting); the previous log stays");
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(source) => return Err(io("remove", &tmp)(source)),
-        }
+        remove_leftover(
+            &dir.join(LOG_TMP_FILE_NAME),
+            "an unfinished log rewrite (a crash while compacting); the previous log stays",
+        )?;
         let path = dir.join(LOG_FILE_NAME);
         let created = !path.exists();
         let mut file = OpenOptions::new()
@@ -119,9 +111,7 @@ impl LogFile {
             .map_err(io("open", &path))?;
         if created {
             // The new file's directory entry must be durable before anything in it counts.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("sync the quorum directory", dir))?;
+            sync_dir(dir)?;
         }
         let file_len = file.metadata().map_err(io("stat", &path))?.len();
         let mut replayed = replay(&path, &mut file)?;
@@ -173,10 +163,7 @@ impl LogFile {
         }
         let tmp = dir.join(LOG_TMP_FILE_NAME);
         let path = dir.join(LOG_FILE_NAME);
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| QuorumError::Io { op, path, source }
-        };
+        let io = QuorumError::io;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -202,7 +189,7 @@ impl LogFile {
         }
         log.flush(true)?;
         std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
-        super::snapshot_file::sync_dir(dir)?;
+        sync_dir(dir)?;
         // The open handle follows the renamed file; appends continue at its end.
         log.path = path;
         Ok(log)
@@ -235,10 +222,7 @@ impl LogFile {
     /// Writes the pushed records, then `sync_data` if `sync`. After an error the file's tail
     /// is unknown: the caller must stop using it (reopening cuts a partial record).
     pub fn flush(&mut self, sync: bool) -> Result<(), QuorumError> {
-        let io = |op| {
-            let path = self.path.clone();
-            move |source| QuorumError::Io { op, path, source }
-        };
+        let io = |op| QuorumError::io(op, &self.path);
         if !self.pending.is_empty() {
             self.file.write_all(&self.pending).map_err(io("write"))?;
             self.pending.clear();
@@ -279,14 +263,7 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, QuorumError> {
         match read_record(&mut reader, &mut body) {
             Ok(true) => {}
             Ok(false) => return Ok(out),
-            Err(Damage::Io(source)) => {
-                let path = path.to_path_buf();
-                return Err(QuorumError::Io {
-                    op: "read",
-                    path,
-                    source,
-                });
-            }
+            Err(Damage::Io(source)) => return Err(QuorumError::io("read", path)(source)),
             Err(Damage::Tail(reason)) => {
                 out.recovery.cut_reason = Some(reason);
                 return Ok(out);

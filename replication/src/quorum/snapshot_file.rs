@@ -67,10 +67,7 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<(), QuorumError> {
 
     let tmp = dir.join(SNAPSHOT_TMP_FILE_NAME);
     let path = dir.join(SNAPSHOT_FILE_NAME);
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| QuorumError::Io { op, path, source }
-    };
+    let io = QuorumError::io;
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -86,33 +83,15 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<(), QuorumError> {
 
 /// Reads `dir/quorum.snapshot` (`None` if there is none), removing a leftover temporary file.
 pub fn load(dir: &Path) -> Result<Option<Snapshot>, QuorumError> {
-    let tmp = dir.join(SNAPSHOT_TMP_FILE_NAME);
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {
-            #[rustfmt::skip]
-            tracing::warn!(target: "sluice::quorum", path = %tmp.display(),
-                "removed an unfinished snapshot (a crash while writing it); the previous one stays");
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(QuorumError::Io {
-                op: "remove",
-                path: tmp,
-                source,
-            });
-        }
-    }
+    remove_leftover(
+        &dir.join(SNAPSHOT_TMP_FILE_NAME),
+        "an unfinished snapshot (a crash while writing it); the previous one stays",
+    )?;
     let path = dir.join(SNAPSHOT_FILE_NAME);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(QuorumError::Io {
-                op: "read",
-                path,
-                source,
-            });
-        }
+        Err(source) => return Err(QuorumError::io("read", &path)(source)),
     };
     decode(&bytes)
         .map(Some)
@@ -123,14 +102,24 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>, QuorumError> {
         })
 }
 
+/// fsyncs `dir`, so that entries created or renamed in it survive a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), QuorumError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| QuorumError::Io {
-            op: "sync the quorum directory",
-            path: dir.to_path_buf(),
-            source,
-        })
+        .map_err(QuorumError::io("sync the quorum directory", dir))
+}
+
+/// Removes `tmp`, a temporary file a crash left behind (`what` says which, for the log line);
+/// a missing file is fine.
+pub fn remove_leftover(tmp: &Path, what: &str) -> Result<(), QuorumError> {
+    match std::fs::remove_file(tmp) {
+        Ok(()) => {
+            tracing::warn!(target: "sluice::quorum", path = %tmp.display(), "removed {what}");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(QuorumError::io("remove", tmp)(source)),
+    }
 }
 
 /// The file's content, or where and why it cannot be a file `write` wrote.
