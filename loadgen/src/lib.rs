@@ -78,7 +78,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// One worker thread per producer and consumer, at most one per CPU: a producer's task and its
 /// connection's writer then mostly share a thread, instead of handing every request across
-/// threads (7 % less loadgen CPU with one producer, docs/benchmarks.md).
+/// threads (8 % less loadgen CPU with one producer, docs/benchmarks.md).
 pub fn run_blocking(args: LoadgenArgs) -> Result<Report> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let clients = (args.producers + args.consumers) as usize;

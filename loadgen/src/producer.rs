@@ -215,7 +215,6 @@ impl Producer {
                 value_bytes: 0,
             })
             .collect();
-        // Free buffers hold at most `buffer_bytes`, memory the producer may hold in batches.
         Ok(Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),
@@ -572,6 +571,8 @@ impl Producer {
                 CLIENT_ID,
                 &self.frame_batches,
             );
+            // Drop the request's and the list's clones of the batches now: once the frame is
+            // written only `batches` holds them, so `recycle` gets their buffers back.
             self.frame_batches.clear();
             drop(request);
             let frame = match encoded {

@@ -631,6 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn prefault_fills_the_list_with_full_size_buffers_the_next_batches_take() {
+        let mut buffers = BatchBuffers::new(64 * 1024, 3);
+        buffers.prefault();
+        assert_eq!(buffers.free_count(), 3);
+        let mut builder = BatchBuilder::with_capacity(64 * 1024);
+        builder.append(0, None, b"", b"first");
+        let first = builder
+            .seal_reusing(Compression::None, ProducerStamp::NONE, &mut buffers)
+            .unwrap();
+        // The builder moved on to a prefaulted buffer; the sealed batch is intact.
+        assert_eq!(buffers.free_count(), 2);
+        assert_eq!(builder.buf.capacity(), 64 * 1024);
+        let mut first = first;
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut first).unwrap();
+        assert_eq!(set.records.len(), 1);
+    }
+
+    #[test]
     fn small_batches_get_free_buffers_or_fresh_ones_of_their_own_size() {
         let mut buffers = BatchBuffers::new(1 << 20, 4);
         let mut builder = BatchBuilder::with_capacity(1 << 20);
