@@ -349,10 +349,8 @@ fn shard_main(
             catalog.map(|c| ControlPlane::new(c, node_id)),
         );
         compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
-        if let Err(e) = partitions::apply_metadata(&shard, snapshot).await {
-            let _ = ready.send((id.0, Err(e.to_string())));
-            return;
-        }
+        // Partitions that fail to open are logged and offline; the shard starts regardless.
+        partitions::apply_metadata(&shard, snapshot).await;
         crate::group::backend::start_if_present(&shard);
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();

@@ -51,7 +51,7 @@ pub const WRITE_BUFFER_RETAIN_BYTES: usize = 4 * 1024 * 1024;
 /// How often flush_tick rewrites the recovery-point checkpoint (Kafka: 60 s).
 pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
 /// Bytes of the checkpoint file.
-pub const CHECKPOINT_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
+pub const CHECKPOINT_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4 + 4;
 
 const _: () = assert!(BATCH_CRC_START < BATCH_HEADER_BYTES);
 const _: () = assert!(
@@ -70,6 +70,6 @@ const _: () = assert!(
 );
 const _: () = assert!(INDEX_INTERVAL_BYTES_MIN <= INDEX_INTERVAL_BYTES_DEFAULT);
 const _: () = assert!(SCAN_CHUNK_BYTES >= BATCH_HEADER_BYTES);
-const _: () = assert!(CHECKPOINT_BYTES == 34);
+const _: () = assert!(CHECKPOINT_BYTES == 38);
 const _: () = assert!(SYNCS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(WRITE_BUFFER_RETAIN_BYTES >= MAX_BATCH_BYTES_DEFAULT as usize);

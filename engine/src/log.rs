@@ -74,6 +74,9 @@ struct State {
     last_flush_ms: Option<i64>,
     last_checkpoint_ms: Option<i64>,
     checkpoint_due: bool,
+    /// Partition leader epoch of the newest batch appended and not truncated, kept (and
+    /// checkpointed) after retention or DeleteRecords removed that batch.
+    last_leader_epoch: Option<i32>,
     closed: bool,
     poisoned: bool,
     /// Reused buffer for multi-batch appends.
@@ -164,6 +167,7 @@ impl Log {
             last_flush_ms: None,
             last_checkpoint_ms: None,
             checkpoint_due: false,
+            last_leader_epoch: recovered.last_leader_epoch,
             closed: false,
             poisoned: false,
             write_buf: Vec::new(),
@@ -175,6 +179,10 @@ impl Log {
             write_lock: AsyncLock::default(),
             sync_done: Event::default(),
         };
+        // A batch still on disk is the truth; the checkpoint only covers a log without one.
+        if let Some(epoch) = log.newest_batch_epoch().await? {
+            log.state.borrow_mut().last_leader_epoch = Some(epoch);
+        }
         Ok((log, recovered.report))
     }
 
@@ -261,6 +269,15 @@ impl Log {
         self.roll_for_append(first_offset, last_offset, total, max_timestamp)
             .await?;
 
+        let newest_epoch = match leader_epoch {
+            Some(epoch) => epoch,
+            None => {
+                let last = metas.last().expect("non-empty");
+                BatchHeader::parse(&batches[last.start..])
+                    .expect("validated batch")
+                    .leader_epoch()
+            }
+        };
         let (file, path, position) = {
             let s = self.state.borrow();
             let a = s.active();
@@ -295,6 +312,7 @@ impl Log {
         res.map_err(|e| LogError::io("write", &path, e))?;
 
         let mut s = self.state.borrow_mut();
+        s.last_leader_epoch = Some(newest_epoch);
         let interval = self.config.index_interval_bytes;
         let active = s.active_mut();
         let mut offset_of_max_timestamp = last_offset;
@@ -568,6 +586,7 @@ impl Log {
                 recovery_point: s.durable_offset,
                 log_start_offset: s.log_start_offset,
                 high_watermark: s.high_watermark,
+                last_leader_epoch: s.last_leader_epoch,
             }
         };
         checkpoint::write(&self.dir, checkpoint).await
@@ -925,6 +944,10 @@ impl Log {
         io::sync_dir(&self.dir)
             .await
             .map_err(|e| LogError::io("fsync", &self.dir, e))?;
+        // Epochs of removed batches are gone (Kafka's truncateFromEnd); a log restarted empty
+        // has none.
+        let newest = self.newest_batch_epoch().await?;
+        self.state.borrow_mut().last_leader_epoch = newest;
         self.write_checkpoint().await
     }
 
@@ -1058,8 +1081,10 @@ impl Log {
                 .map(|seg| seg.base_offset)
                 .collect::<Vec<_>>()
         };
-        self.remove_segments(&doomed).await?;
+        // The new log start (and the newest epoch) are durable before any segment goes, so a
+        // crash in between never brings back deleted records or loses the epoch.
         self.write_checkpoint().await?;
+        self.remove_segments(&doomed).await?;
         Ok(self.state.borrow().log_start_offset)
     }
 
@@ -1095,12 +1120,25 @@ impl Log {
             doomed
         };
         report.deleted_segments = doomed.len();
-        self.remove_segments(&doomed).await?;
-        let mut s = self.state.borrow_mut();
-        let first = *s.segments.keys().next().expect("active segment remains");
-        s.log_start_offset = s.log_start_offset.max(first);
-        s.high_watermark = s.high_watermark.max(s.log_start_offset);
-        report.log_start_offset = s.log_start_offset;
+        if !doomed.is_empty() {
+            {
+                let mut s = self.state.borrow_mut();
+                let last_doomed = *doomed.last().expect("non-empty");
+                let first_kept = *s
+                    .segments
+                    .range((Bound::Excluded(last_doomed), Bound::Unbounded))
+                    .next()
+                    .expect("the active segment is never doomed")
+                    .0;
+                s.log_start_offset = s.log_start_offset.max(first_kept);
+                s.high_watermark = s.high_watermark.max(s.log_start_offset);
+            }
+            // As in DeleteRecords: the new log start and the newest epoch are durable before
+            // the segments go.
+            self.write_checkpoint().await?;
+            self.remove_segments(&doomed).await?;
+        }
+        report.log_start_offset = self.state.borrow().log_start_offset;
         Ok(report)
     }
 
@@ -1148,6 +1186,41 @@ impl Log {
         self.write_checkpoint().await?;
         self.state.borrow_mut().closed = true;
         Ok(())
+    }
+
+    /// Partition leader epoch of the newest batch appended to this log and not truncated,
+    /// even if retention or DeleteRecords removed that batch since (the checkpoint keeps it);
+    /// `None` if the log never held a batch or was truncated to empty. Kafka's
+    /// `leader-epoch-checkpoint` serves the same purpose: a log whose start offset reached
+    /// its end still knows the epoch it ended in.
+    pub fn last_leader_epoch(&self) -> Option<i32> {
+        self.state.borrow().last_leader_epoch
+    }
+
+    /// The leader epoch of the last batch physically in the segments, if any: one index
+    /// lookup and a short walk in the newest segment that holds a batch.
+    async fn newest_batch_epoch(&self) -> Result<Option<i32>, LogError> {
+        let snap = {
+            let s = self.state.borrow();
+            let Some(seg) = s.segments.values().rev().find(|seg| seg.size > 0) else {
+                return Ok(None);
+            };
+            let rel = (seg.next_offset - 1 - seg.base_offset).max(0) as u64;
+            SegmentSnap {
+                file: seg.log.clone(),
+                base_offset: seg.base_offset,
+                size: seg.size,
+                next_offset: seg.next_offset,
+                start: Start::entry(seg.base_offset, seg.index.floor_offset(rel)),
+            }
+        };
+        let mut newest = None;
+        walk(&snap, snap.start, |_, h| {
+            newest = Some(h.leader_epoch());
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(newest)
     }
 
     /// Calls `f` for each batch header from the batch containing `from_offset` to the log end
@@ -1554,6 +1627,50 @@ mod tests {
             log.close().await.unwrap();
             let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
             assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 3));
+        });
+    }
+
+    /// The newest batch's leader epoch outlives the batch: DeleteRecords and retention keep
+    /// it (through the checkpoint, across a reopen and a crash), truncation drops it.
+    #[test]
+    fn last_leader_epoch_survives_an_emptied_log() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                retention_ms: 0,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), None);
+            for i in 0..20 {
+                log.append(batch(1, 239, i), 2 + i32::from(i >= 10))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(log.last_leader_epoch(), Some(3));
+            log.wait_durable(20).await.unwrap();
+            log.set_high_watermark(20);
+            assert_eq!(log.delete_records_before(20).await.unwrap(), 20);
+            // Retention removes the sealed segments; only the active one is left.
+            log.roll(20).await.unwrap();
+            log.enforce_retention(i64::MAX).await.unwrap();
+            assert_eq!(log.segment_count(), 1);
+            // Dropped without close: the checkpoint written before the deletions is all.
+            drop(log);
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+            assert_eq!(log.last_leader_epoch(), Some(3));
+            // A batch on disk wins over the checkpoint.
+            log.append(batch(1, 10, 0), 5).await.unwrap();
+            log.close().await.unwrap();
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), Some(5));
+            // Truncated to empty: no epoch is left (Kafka's truncateFromEnd).
+            log.truncate_to(20).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), None);
+            log.close().await.unwrap();
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), None);
         });
     }
 

@@ -701,15 +701,16 @@ impl ControlLoop {
 async fn publish(shared: &Arc<Shared>, snapshot: Arc<ClusterMetadata>) {
     let mut waits = Vec::new();
     for tx in &shared.mesh {
-        let (done_tx, done_rx) = async_channel::bounded::<Result<(), String>>(1);
+        let (done_tx, done_rx) = async_channel::bounded::<usize>(1);
         let snap = Arc::clone(&snapshot);
         let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
             let shard = Rc::clone(shard);
             Box::pin(async move {
-                let r = crate::shard::partitions::apply_metadata(&shard, snap)
+                // Each failure is logged (and the partition marked offline) by the shard.
+                let failed = crate::shard::partitions::apply_metadata(&shard, snap)
                     .await
-                    .map_err(|e| e.to_string());
-                let _ = done_tx.send(r).await;
+                    .len();
+                let _ = done_tx.send(failed).await;
             })
         });
         if tx.send(task).await.is_ok() {
@@ -717,8 +718,10 @@ async fn publish(shared: &Arc<Shared>, snapshot: Arc<ClusterMetadata>) {
         }
     }
     for rx in waits {
-        if let Ok(Err(error)) = rx.recv().await {
-            tracing::error!(target: "broker::controller", %error, "a shard failed to apply metadata");
+        if let Ok(failed) = rx.recv().await
+            && failed > 0
+        {
+            tracing::warn!(target: "broker::controller", failed, "a shard applied the metadata with partitions offline");
         }
     }
 }

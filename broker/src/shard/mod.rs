@@ -101,6 +101,10 @@ pub struct Shard {
     pub frame_pool: crate::net::frame_pool::FramePool,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
+    /// Partitions this shard should hold but could not open (bad log, bad config, no fds):
+    /// (topic, partition) -> why. Requests for them get KAFKA_STORAGE_ERROR; the next
+    /// metadata update tries again.
+    pub offline_partitions: RefCell<HashMap<(String, i32), String>>,
 }
 
 impl Shard {
@@ -126,6 +130,7 @@ impl Shard {
             exit_notify: Rc::new(Notify::new()),
             frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
             replica_ticker_started: Cell::new(false),
+            offline_partitions: RefCell::new(HashMap::new()),
         })
     }
 
@@ -151,6 +156,14 @@ impl Shard {
         let map = self.partitions.borrow();
         let idx = usize::try_from(partition).ok()?;
         map.get(topic)?.get(idx)?.clone()
+    }
+
+    /// Why this shard holds no open log for a partition it should have, if it failed to open.
+    pub fn offline_reason(&self, topic: &str, partition: i32) -> Option<String> {
+        self.offline_partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+
 use crate::cluster::{ClusterMetadata, TopicConfig, TopicMeta};
 use crate::partition::{Partition, ReplicaSetup};
 use crate::shard::Shard;
@@ -32,6 +34,12 @@ pub enum OpenError {
         partition: i32,
         #[source]
         source: engine::LogError,
+    },
+    #[error("partition {topic}-{partition}: panicked while opening: {message}")]
+    Panic {
+        topic: String,
+        partition: i32,
+        message: String,
     },
 }
 
@@ -85,7 +93,12 @@ pub fn sweep_data_dir(
 
 /// Brings the shard's open partitions in line with `new` and installs it as the shard's
 /// metadata. Opens what is new, closes and removes what is gone, updates configs.
-pub async fn apply_metadata(shard: &Rc<Shard>, new: Arc<ClusterMetadata>) -> Result<(), OpenError> {
+///
+/// Never fails as a whole: a partition that cannot be opened (a damaged log, a config the
+/// engine refuses, no file descriptors, even a panic in its recovery) is logged, marked
+/// offline on this shard and returned; every other partition opens and the metadata is
+/// installed, so one bad partition never takes the shard's other topics away.
+pub async fn apply_metadata(shard: &Rc<Shard>, new: Arc<ClusterMetadata>) -> Vec<OpenError> {
     let old = shard.metadata();
     // Removed topics (or re-created under a new id).
     let removed: Vec<Arc<TopicMeta>> = old
@@ -97,87 +110,158 @@ pub async fn apply_metadata(shard: &Rc<Shard>, new: Arc<ClusterMetadata>) -> Res
     for t in removed {
         remove_topic(shard, &t).await;
     }
+    shard
+        .offline_partitions
+        .borrow_mut()
+        .retain(|(topic, _), _| new.topic(topic).is_some());
+    let mut failures = Vec::new();
     for t in new.topics.values() {
-        open_topic(shard, t).await?;
+        open_topic(shard, t, &mut failures).await;
     }
     shard.set_metadata(new);
+    failures
+}
+
+/// Opens (or re-configures) the partitions of `topic` that this shard owns. Failures are
+/// per partition: each is logged, marked offline and pushed to `failures`.
+async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>, failures: &mut Vec<OpenError>) {
+    let config = shard.config();
+    let owned: Vec<(i32, crate::cluster::PartitionInfo)> = (0..topic.partitions)
+        .filter(|&p| shard.owner_of(&topic.name, p) == shard.id)
+        // Only partitions this node replicates, once their state is known.
+        .filter_map(|p| match topic.partition_state(p) {
+            Some(info) if info.replicas.contains(&shard.shared.node_id()) => {
+                Some((p, info.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let topic_config = match TopicConfig::resolve(&config.log, &topic.configs) {
+        Ok(c) => c,
+        Err(source) => {
+            for &(p, _) in &owned {
+                let error = OpenError::Config {
+                    topic: topic.name.clone(),
+                    source: source.clone(),
+                };
+                mark_offline(shard, &topic.name, p, error, failures);
+            }
+            return;
+        }
+    };
+    for (p, info) in owned {
+        let opened =
+            std::panic::AssertUnwindSafe(open_partition(shard, topic, p, &info, &topic_config))
+                .catch_unwind()
+                .await;
+        let result = match opened {
+            Ok(result) => result,
+            Err(panic) => Err(OpenError::Panic {
+                topic: topic.name.clone(),
+                partition: p,
+                message: panic_message(&*panic),
+            }),
+        };
+        match result {
+            Ok(()) => {
+                shard
+                    .offline_partitions
+                    .borrow_mut()
+                    .remove(&(topic.name.clone(), p));
+            }
+            Err(error) => mark_offline(shard, &topic.name, p, error, failures),
+        }
+    }
+}
+
+/// Opens one partition, or re-configures it if it is open already.
+async fn open_partition(
+    shard: &Rc<Shard>,
+    topic: &Arc<TopicMeta>,
+    p: i32,
+    info: &crate::cluster::PartitionInfo,
+    topic_config: &TopicConfig,
+) -> Result<(), OpenError> {
+    let config = shard.config();
+    let handle = &shard.shared.cluster;
+    if let Some(existing) = shard.partition(&topic.name, p) {
+        if *existing.config.borrow() != *topic_config {
+            let old_log_config = existing.config.borrow().log_config(&config.log);
+            let new_log_config = topic_config.log_config(&config.log);
+            // Broker-side checks (max.message.bytes, timestamps) apply at once.
+            *existing.config.borrow_mut() = topic_config.clone();
+            let min = topic_config.min_insync_replicas.max(1) as usize;
+            existing
+                .replica
+                .step(|core, _, _| core.set_min_insync_replicas(min));
+            if old_log_config != new_log_config {
+                reopen(
+                    shard,
+                    &existing,
+                    topic,
+                    topic_config.clone(),
+                    new_log_config,
+                )
+                .await?;
+            }
+        }
+        return Ok(());
+    }
+    let dir = partition_dir(&config.broker.data_dir, &topic.name, p);
+    ensure_replica_ticker(shard);
+    let setup = ReplicaSetup {
+        node: shard.shared.node_id(),
+        partition_id: info.partition_id,
+        config: handle.replica_config,
+        request_id_base: crate::replica::request_id_base(),
+        env: crate::replica::ShardEnv::new(shard, Arc::clone(handle)),
+    };
+    let partition = Partition::open(
+        topic.name.clone(),
+        p,
+        dir,
+        info.leader_epoch,
+        topic_config.clone(),
+        topic_config.log_config(&config.log),
+        setup,
+    )
+    .await
+    .map_err(|source| OpenError::Log {
+        topic: topic.name.clone(),
+        partition: p,
+        source,
+    })?;
+    let mut map = shard.partitions.borrow_mut();
+    let slots = map.entry(topic.name.clone()).or_default();
+    let idx = p as usize;
+    if slots.len() <= idx {
+        slots.resize(idx + 1, None);
+    }
+    slots[idx] = Some(partition);
     Ok(())
 }
 
-/// Opens (or re-configures) the partitions of `topic` that this shard owns.
-pub async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) -> Result<(), OpenError> {
-    let config = shard.config();
-    let topic_config =
-        TopicConfig::resolve(&config.log, &topic.configs).map_err(|source| OpenError::Config {
-            topic: topic.name.clone(),
-            source,
-        })?;
-    let handle = &shard.shared.cluster;
-    for p in 0..topic.partitions {
-        if shard.owner_of(&topic.name, p) != shard.id {
-            continue;
-        }
-        // Only partitions this node replicates, once their state is known.
-        let info = match topic.partition_state(p) {
-            Some(info) if info.replicas.contains(&shard.shared.node_id()) => info,
-            _ => continue,
-        };
-        if let Some(existing) = shard.partition(&topic.name, p) {
-            if *existing.config.borrow() != topic_config {
-                let old_log_config = existing.config.borrow().log_config(&config.log);
-                let new_log_config = topic_config.log_config(&config.log);
-                // Broker-side checks (max.message.bytes, timestamps) apply at once.
-                *existing.config.borrow_mut() = topic_config.clone();
-                let min = topic_config.min_insync_replicas.max(1) as usize;
-                existing
-                    .replica
-                    .step(|core, _, _| core.set_min_insync_replicas(min));
-                if old_log_config != new_log_config {
-                    reopen(
-                        shard,
-                        &existing,
-                        topic,
-                        topic_config.clone(),
-                        new_log_config,
-                    )
-                    .await?;
-                }
-            }
-            continue;
-        }
-        let dir = partition_dir(&config.broker.data_dir, &topic.name, p);
-        ensure_replica_ticker(shard);
-        let setup = ReplicaSetup {
-            node: shard.shared.node_id(),
-            partition_id: info.partition_id,
-            config: handle.replica_config,
-            request_id_base: crate::replica::request_id_base(),
-            env: crate::replica::ShardEnv::new(shard, Arc::clone(handle)),
-        };
-        let partition = Partition::open(
-            topic.name.clone(),
-            p,
-            dir,
-            info.leader_epoch,
-            topic_config.clone(),
-            topic_config.log_config(&config.log),
-            setup,
-        )
-        .await
-        .map_err(|source| OpenError::Log {
-            topic: topic.name.clone(),
-            partition: p,
-            source,
-        })?;
-        let mut map = shard.partitions.borrow_mut();
-        let slots = map.entry(topic.name.clone()).or_default();
-        let idx = p as usize;
-        if slots.len() <= idx {
-            slots.resize(idx + 1, None);
-        }
-        slots[idx] = Some(partition);
-    }
-    Ok(())
+fn mark_offline(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    error: OpenError,
+    failures: &mut Vec<OpenError>,
+) {
+    tracing::error!(target: "broker::partition", shard = shard.id.0, topic, partition, %error, "partition offline: it could not be opened; the shard's other partitions are unaffected");
+    shard
+        .offline_partitions
+        .borrow_mut()
+        .insert((topic.to_string(), partition), error.to_string());
+    failures.push(error);
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
 }
 
 /// Starts this shard's replica timer once.
