@@ -514,7 +514,7 @@ fn copy_stdout(stdout: impl Read, log_path: &Path, ready: mpsc::Sender<String>) 
 }
 
 /// One request and its response on a fresh connection, every failure an Err.
-fn try_call<Req: Encodable, Resp: Decodable>(
+pub fn try_call<Req: Encodable, Resp: Decodable>(
     addr: &str,
     api_key: ApiKey,
     version: i16,
