@@ -612,6 +612,25 @@ mod tests {
     }
 
     #[test]
+    fn request_budget_must_hold_the_largest_frame() {
+        let env = |budget: u64| {
+            vec![
+                (
+                    "SLUICE_KAFKA_FRAME_BYTES_MAX".to_string(),
+                    "2048".to_string(),
+                ),
+                (
+                    "SLUICE_KAFKA_QUEUED_MAX_REQUEST_BYTES".to_string(),
+                    budget.to_string(),
+                ),
+            ]
+        };
+        assert!(Config::load(None, env(2047).into_iter(), &Overrides::default()).is_err());
+        let c = Config::load(None, env(2048).into_iter(), &Overrides::default()).unwrap();
+        assert_eq!(c.kafka.queued_max_request_bytes, 2048);
+    }
+
+    #[test]
     fn cluster_mode_needs_this_node_among_the_seeds() {
         let overrides = Overrides {
             node_id: Some(5),

@@ -304,7 +304,7 @@ async fn read_frame(
     r?;
     let prefix = prefix.into_inner();
     let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-    if len < 1 + MAC_BYTES || len > RPC_FRAME_BYTES_MAX {
+    if !(1 + MAC_BYTES..=RPC_FRAME_BYTES_MAX).contains(&len) {
         return Err(std::io::Error::other(format!("bad rpc frame length {len}")));
     }
     let mut buf = Vec::with_capacity(4 + len);
