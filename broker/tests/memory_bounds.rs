@@ -8,7 +8,8 @@
 //!   One per shard is granted and read; the others stop being read (the broker's /metrics
 //!   shows them waiting), the broker's RSS grows by less than the budget plus slack (by 128
 //!   MiB without the cap), a frame over `frame_bytes_max` is refused with a closed connection,
-//!   and another client's request is answered once the stalled connections close.
+//!   a small request is answered meanwhile, and another client's large request waits and is
+//!   answered once the stalled connections close.
 
 //! - `rss_levels_off_over_connection_churn`: rounds of 2,000 connections, each making one
 //!   request, opened and all closed again. RSS after the last round stays within 24 MiB of
@@ -24,6 +25,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Broker;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
 const MIB: usize = 1024 * 1024;
 /// The node's budget, over the harness's 2 shards.
@@ -120,24 +126,38 @@ fn partial_frames_wait_for_the_budget_and_rss_stays_bounded() {
         "an oversized frame closes the connection"
     );
 
-    // Another client queues behind the stalled ones and is answered once they close.
-    let mut other = TcpStream::connect(broker.addr()).expect("connect");
-    other.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    let api_versions = [0u8, 18, 0, 0, 0, 0, 0, 42, 0, 4, b't', b'e', b's', b't'];
-    let mut frame = (api_versions.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&api_versions);
-    other.write_all(&frame).expect("send ApiVersions");
+    // Small requests are not counted (a follower's fetch must never wait behind produce
+    // requests that wait for it): answered while the budget is full.
+    let mut small = broker.connect();
+    let _: ApiVersionsResponse = small.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    // A large request from another client queues behind the stalled ones (its Produce frame is
+    // over 64 KiB) and is answered once they close.
+    let mut other = broker.connect();
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("budget-probe")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(common::record_batch_sized(4, 64 * 1024, None))),
+                ]),
+        ]);
+    let correlation_id = other.send(ApiKey::Produce, 9, &produce);
+    wait_until(&http, "the large request waits too", |m| {
+        match gauge(m, "sluice_requests_waiting_for_budget") {
+            w if w == (CLIENTS - SHARDS + 1) as f64 => Ok(()),
+            w => Err(format!("waiting {w}")),
+        }
+    });
     for (closer, writer) in clients {
         let _ = closer.shutdown(Shutdown::Both);
         writer.join().expect("writer thread");
     }
-    let mut size = [0u8; 4];
-    other
-        .read_exact(&mut size)
-        .expect("ApiVersions answered after the stalled clients left");
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    other.read_exact(&mut body).expect("ApiVersions body");
-    assert_eq!(&body[..4], &42i32.to_be_bytes(), "correlation id");
+    let answer: ProduceResponse = other.recv(ApiKey::Produce, 9, correlation_id);
+    assert_eq!(answer.responses.len(), 1, "the produce is answered");
     wait_until(&http, "the budget returned", |m| {
         match gauge(m, "sluice_request_bytes_queued") {
             0.0 => Ok(()),

@@ -6,9 +6,13 @@
 //! the FIFO is full the reader stops reading (back-pressure). Produce requests take their
 //! per-partition append tickets before the next request is read, so appends keep the order
 //! the client sent them in.
-//! Every frame holds a grant of its size from the shard's request budget (`request_budget.rs`,
-//! `kafka.queued_max_request_bytes`) from before its body is read (and its buffer allocated)
-//! until its answer is ready; while no grant is given the reader does not read.
+//! Every large frame (`POOLED_FRAME_BYTES_MIN` or more) holds a grant of its size from the
+//! shard's request budget (`request_budget.rs`, `kafka.queued_max_request_bytes`) from before
+//! its body is read (and its buffer allocated) until its answer is ready; while no grant is
+//! given the reader does not read. Smaller frames are not counted: they are cut from the
+//! connection's read buffer (at most `READ_CHUNK_BYTES` plus one frame per read) and bounded
+//! by the in-flight FIFO, and exempting them means a replica's fetch (small) is never stuck
+//! behind acks=all produce requests that wait for that very fetch.
 //! Closing: on EOF, a bad frame, a write error or broker shutdown the reader stops; the
 //! writer then finishes the responses already queued (in-flight requests complete) and the
 //! socket is closed.
@@ -55,7 +59,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         closed: Cell::new(false),
         closed_notify: Rc::new(Notify::new()),
     });
-    let (tx, rx) = async_channel::bounded::<(Pending, Grant)>(
+    let (tx, rx) = async_channel::bounded::<(Pending, Option<Grant>)>(
         shard.config().kafka.in_flight_per_connection_max,
     );
     let writer = compio::runtime::spawn(write_loop(
@@ -86,7 +90,7 @@ impl ConnState {
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: &Rc<TcpStream>,
-    tx: async_channel::Sender<(Pending, Grant)>,
+    tx: async_channel::Sender<(Pending, Option<Grant>)>,
     state: &Rc<ConnState>,
     peer: SocketAddr,
 ) {
@@ -103,11 +107,7 @@ async fn read_loop(
         loop {
             match split_frame(&mut buf, max, &mut need) {
                 Ok(Some(frame)) => {
-                    let Some(grant) = acquire(shard, frame.len(), &mut stopping, &mut closed).await
-                    else {
-                        return;
-                    };
-                    if !deliver(shard, frame, grant, peer, &tx).await {
+                    if !deliver(shard, frame, None, peer, &tx).await {
                         return;
                     }
                 }
@@ -148,7 +148,15 @@ async fn read_loop(
                 Either::Right(_) => return,
             }
             debug_assert_eq!(frame_buf.len(), frame_bytes);
-            if !deliver(shard, shard.frame_pool.freeze(frame_buf), grant, peer, &tx).await {
+            if !deliver(
+                shard,
+                shard.frame_pool.freeze(frame_buf),
+                Some(grant),
+                peer,
+                &tx,
+            )
+            .await
+            {
                 return;
             }
             continue;
@@ -198,9 +206,9 @@ async fn acquire(
 async fn deliver(
     shard: &Rc<Shard>,
     frame: Bytes,
-    grant: Grant,
+    grant: Option<Grant>,
     peer: SocketAddr,
-    tx: &async_channel::Sender<(Pending, Grant)>,
+    tx: &async_channel::Sender<(Pending, Option<Grant>)>,
 ) -> bool {
     match handlers::dispatch(shard, frame, peer).await {
         Some(pending) => tx.send((pending, grant)).await.is_ok(),
@@ -218,7 +226,7 @@ fn chunk_len(chunk: &crate::net::sendfile::OutChunk) -> usize {
 async fn write_loop(
     shard: Rc<Shard>,
     stream: Rc<TcpStream>,
-    rx: async_channel::Receiver<(Pending, Grant)>,
+    rx: async_channel::Receiver<(Pending, Option<Grant>)>,
     state: Rc<ConnState>,
     peer: SocketAddr,
 ) {

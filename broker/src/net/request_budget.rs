@@ -2,11 +2,13 @@
 //! `queued.max.request.bytes` (`kafka.queued_max_request_bytes`, per node, split evenly
 //! across shards so no counter is shared between them).
 //!
-//! A connection asks for a grant of its next frame's size as soon as the size prefix is read,
+//! A connection asks for a grant of its next large frame's size (64 KiB or more; smaller ones
+//! are bounded per connection, see net/connection.rs) as soon as the size prefix is read,
 //! before it allocates the frame's buffer or reads its body; while the grant is not given it
 //! stops reading its socket (back-pressure; the connection stays open). The grant is held
-//! until the request is answered, then returned, and the waiters are served in the order they
-//! asked (FIFO: a large frame is not starved by a stream of small ones).
+//! until the request is answered (conservative: an acks=all produce holds it while it waits
+//! for replication, though its bytes may already be appended), then returned, and the waiters
+//! are served in the order they asked (FIFO: a large frame is not starved).
 //!
 //! Bound: a grant is given when it fits in what is left, or when nothing is granted at all
 //! (so a frame larger than the shard's share, up to `kafka.frame_bytes_max` which config
