@@ -219,8 +219,14 @@ pub async fn accept_loop(
                 let open = Rc::clone(&open);
                 open.set(open.get() + 1);
                 compio::runtime::spawn(async move {
-                    if let Err(error) = serve_peer(&stream, &inbound, &auth, peer).await {
-                        tracing::debug!(target: "broker::controller", %peer, %error, "rpc connection closed");
+                    match serve_peer(&stream, &inbound, &auth, peer).await {
+                        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                            tracing::warn!(target: "broker::controller", %peer, %error, "bad rpc frame; connection closed");
+                        }
+                        Err(error) => {
+                            tracing::debug!(target: "broker::controller", %peer, %error, "rpc connection closed");
+                        }
+                        Ok(()) => {}
                     }
                     open.set(open.get() - 1);
                 })
@@ -305,7 +311,7 @@ async fn read_frame(
     let prefix = prefix.into_inner();
     let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     if !(1 + MAC_BYTES..=RPC_FRAME_BYTES_MAX).contains(&len) {
-        return Err(std::io::Error::other(format!("bad rpc frame length {len}")));
+        return Err(invalid(format!("bad rpc frame length {len}")));
     }
     let mut buf = Vec::with_capacity(4 + len);
     buf.extend_from_slice(&prefix);
@@ -314,15 +320,19 @@ async fn read_frame(
     let mut buf = buf.into_inner();
     let at = buf.len() - MAC_BYTES;
     if !macs.open(&buf[..at], &buf[at..]) {
-        return Err(std::io::Error::other("rpc frame failed its MAC"));
+        return Err(invalid(
+            "rpc frame failed its MAC (altered, replayed or injected)".into(),
+        ));
     }
     let Some(kind) = FrameKind::from_byte(buf[4]) else {
-        return Err(std::io::Error::other(format!(
-            "unknown rpc frame kind {}",
-            buf[4]
-        )));
+        return Err(invalid(format!("unknown rpc frame kind {}", buf[4])));
     };
     buf.truncate(at);
     buf.drain(..FRAME_HEADER_BYTES);
     Ok((kind, buf))
+}
+
+/// A frame the peer should never have sent: closes the connection with a warning.
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
 }
