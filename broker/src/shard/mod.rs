@@ -99,6 +99,8 @@ pub struct Shard {
     pub exit_notify: Rc<Notify>,
     /// Reused receive buffers for large request frames (net/frame_pool.rs).
     pub frame_pool: crate::net::frame_pool::FramePool,
+    /// This shard's share of `kafka.queued_max_request_bytes` (net/request_budget.rs).
+    pub request_budget: Rc<crate::net::request_budget::RequestBudget>,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
     /// Partitions this shard should hold but could not open (bad log, bad config, no fds):
@@ -115,6 +117,9 @@ impl Shard {
         control: Option<control::ControlPlane>,
     ) -> Rc<Shard> {
         let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
+        let request_budget = crate::net::request_budget::RequestBudget::new(
+            crate::net::request_budget::shard_share(&shared.config, shared.shard_count()),
+        );
         Rc::new(Shard {
             id,
             shared,
@@ -129,6 +134,7 @@ impl Shard {
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
             frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
+            request_budget,
             replica_ticker_started: Cell::new(false),
             offline_partitions: RefCell::new(HashMap::new()),
         })

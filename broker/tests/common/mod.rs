@@ -120,6 +120,11 @@ impl Broker {
         status
     }
 
+    /// The running process's id (for /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
