@@ -404,8 +404,9 @@ impl Config {
                 "kafka.default_partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}"
             ));
         }
-        if self.log.max_message_bytes == 0 {
-            return invalid("log.max_message_bytes must be > 0".into());
+        // The same bounds as topic overrides, so a topic without overrides always opens.
+        if let Err(e) = crate::cluster::TopicConfig::check_defaults(&self.log) {
+            return invalid(e);
         }
         if self.cluster.enabled() {
             let seeds = match self.cluster.parse_seeds() {
