@@ -1,5 +1,5 @@
 //! Legal but unusual topic operations that once took topics away (issue 12): boundary topic
-//! configs (item 2).
+//! configs (items 2) and the longest topic names through delete and re-create (item 4).
 //! Every check runs against the real broker, then again after a restart.
 
 mod common;
@@ -15,6 +15,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -175,6 +176,24 @@ fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec<(i6
     )
 }
 
+/// ListOffsets of partition 0 at `timestamp` (-2 earliest, -1 latest): (error, offset).
+fn list_offset(c: &mut RawClient, topic: &str, timestamp: i64) -> (i16, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
 /// Metadata error code of each topic, in request order (no auto-creation).
 fn metadata_errors(c: &mut RawClient, topics: &[&str]) -> Vec<i16> {
     let req = MetadataRequest::default()
@@ -325,5 +344,100 @@ fn boundary_configs_never_take_topics_away() {
         metadata_errors(&mut c, &["zero"]),
         vec![UNKNOWN_TOPIC_OR_PARTITION]
     );
+    broker.stop();
+}
+
+/// Kafka's longest legal topic name (249 characters): its delete rename must fit a 255-byte
+/// file name, so a re-created topic never serves the deleted records, now or after a restart.
+#[test]
+fn longest_topic_name_is_deleted_for_good() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    let long = format!("{}-long", "t".repeat(244));
+    assert_eq!(long.len(), 249);
+    create_ok(&mut c, &long, &[]);
+    create_ok(&mut c, "neighbour", &[]);
+    assert_eq!(produce(&mut c, &long, record_batch(5, None)), (0, 0));
+    assert_eq!(produce(&mut c, "neighbour", record_batch(2, None)), (0, 0));
+    delete_topic(&mut c, &long);
+    create_ok(&mut c, &long, &[]);
+
+    let check = |c: &mut RawClient| {
+        let (err, hw, log_start, got) = fetch(c, &long, 0);
+        assert_eq!(
+            (err, hw, log_start),
+            (0, 0, 0),
+            "re-created topic starts empty"
+        );
+        assert!(got.is_empty(), "deleted records served again: {got:?}");
+        assert_eq!(list_offset(c, &long, -2), (0, 0));
+        assert_eq!(list_offset(c, &long, -1), (0, 0));
+        let (err, hw, _, _) = fetch(c, "neighbour", 0);
+        assert_eq!((err, hw), (0, 2));
+    };
+    check(&mut c);
+    let leftovers: Vec<String> = std::fs::read_dir(broker.data_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with("-delete"))
+        .collect();
+    assert!(leftovers.is_empty(), "not removed: {leftovers:?}");
+    drop(c);
+    broker.restart();
+    let mut c = broker.connect();
+    check(&mut c);
+    broker.stop();
+}
+
+/// The start-up sweep moves aside partition directories the catalog does not know, including
+/// one whose name leaves no room for the `.<id>-stray` suffix, removes truncated `-delete`
+/// directories, and goes on past any entry it cannot handle.
+#[test]
+fn start_up_sweep_handles_the_longest_names() {
+    let mut broker = Broker::start();
+    let mut c = broker.connect();
+    create_ok(&mut c, "kept", &[]);
+    assert_eq!(produce(&mut c, "kept", record_batch(5, None)), (0, 0));
+    drop(c);
+    broker.kill();
+    let data = broker.data_dir().to_path_buf();
+    let long = "g".repeat(249);
+    let ghosts = [format!("{long}-0"), "ghost-0".to_string()];
+    for ghost in &ghosts {
+        std::fs::create_dir_all(data.join(ghost)).unwrap();
+        std::fs::copy(
+            data.join("kept-0/00000000000000000000.log"),
+            data.join(ghost).join("00000000000000000000.log"),
+        )
+        .unwrap();
+    }
+    // A deleted topic's directory under a truncated name, its removal interrupted.
+    let truncated = format!("{}-0.{}-delete", &long[..213], "0".repeat(32));
+    assert_eq!(truncated.len(), 255);
+    std::fs::create_dir_all(data.join(&truncated)).unwrap();
+    broker.start_again();
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    for ghost in &ghosts {
+        assert!(!names.contains(ghost), "{ghost} not moved aside: {names:?}");
+    }
+    assert!(
+        !names.contains(&truncated),
+        "-delete directory left: {names:?}"
+    );
+    let strays = names.iter().filter(|n| n.ends_with("-stray")).count();
+    assert_eq!(strays, 2, "strays kept aside, not deleted: {names:?}");
+    let mut c = broker.connect();
+    for ghost in [long.as_str(), "ghost"] {
+        create_ok(&mut c, ghost, &[]);
+        let (err, hw, _, got) = fetch(&mut c, ghost, 0);
+        assert_eq!((err, hw, got.len()), (0, 0, 0), "{ghost} starts empty");
+    }
+    let (err, hw, _, _) = fetch(&mut c, "kept", 0);
+    assert_eq!((err, hw), (0, 5));
     broker.stop();
 }
