@@ -283,7 +283,7 @@ fn boundary_configs_never_take_topics_away() {
     // Outside Kafka's bounds: refused on every path, nothing changes.
     for (key, value) in [
         ("index.interval.bytes", "-1"),
-        ("index.interval.bytes", "2147483648"),
+        ("index.interval.bytes", "4294967296"),
         ("max.message.bytes", "-1"),
         ("max.message.bytes", "2147483648"),
         ("segment.ms", "0"),

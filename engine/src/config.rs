@@ -104,11 +104,13 @@ pub const SEGMENT_MS: Bounds = Bounds {
 };
 /// index.interval.bytes (Kafka: an int, atLeast(0)). Below the smallest batch (61 bytes)
 /// every batch gets an index entry, which is what Kafka does too: memory per entry is fixed,
-/// so the cost is bounded by batches per segment, not by this value (engine.md).
+/// so the cost is bounded by batches per segment, not by this value (engine.md). Up to
+/// u32::MAX rather than Kafka's i32::MAX: earlier versions took those values, and topics
+/// stored with them must keep opening (any value above a segment means no entries).
 pub const INDEX_INTERVAL_BYTES: Bounds = Bounds {
     name: "index.interval.bytes",
     min: 0,
-    max: i32::MAX as i64,
+    max: u32::MAX as i64,
 };
 /// retention.ms (Kafka: atLeast(-1); -1 keeps everything).
 pub const RETENTION_MS: Bounds = Bounds {

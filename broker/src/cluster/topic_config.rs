@@ -409,7 +409,7 @@ mod tests {
         let log = LogSection::default();
         let cases: &[(&str, i64, i64)] = &[
             ("flush.ms", 0, i64::MAX),
-            ("index.interval.bytes", 0, i64::from(i32::MAX)),
+            ("index.interval.bytes", 0, i64::from(u32::MAX)),
             ("max.message.bytes", 0, i64::from(i32::MAX)),
             ("message.timestamp.before.max.ms", 0, i64::MAX),
             ("message.timestamp.after.max.ms", 0, i64::MAX),
@@ -474,10 +474,6 @@ mod tests {
             },
             LogSection {
                 retention_ms: -2,
-                ..LogSection::default()
-            },
-            LogSection {
-                index_interval_bytes: u32::MAX,
                 ..LogSection::default()
             },
             LogSection {
