@@ -573,6 +573,36 @@ mod tests {
         assert!(Config::load(None, env.into_iter(), &Overrides::default()).is_err());
     }
 
+    /// Issue 12 item 2: `[log]` defaults get the topic-config bounds at start-up, Kafka's
+    /// lower bounds included, so a topic without overrides always opens.
+    #[test]
+    fn log_defaults_get_the_topic_config_bounds() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_LOG_SEGMENT_MS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("log.segment_ms"), "{e}");
+        let c = Config::load(
+            None,
+            env(&[
+                ("SLUICE_LOG_INDEX_INTERVAL_BYTES", "1"),
+                ("SLUICE_LOG_MAX_MESSAGE_BYTES", "0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log.index_interval_bytes, 1);
+    }
+
     #[test]
     fn every_section_takes_environment_overrides() {
         let env = vec![

@@ -189,11 +189,8 @@ impl TopicConfig {
                 MAX_MESSAGE_BYTES,
                 i64::from(log.max_message_bytes),
             ),
-            (
-                "flush_interval_ms",
-                engine::config::FLUSH_MS,
-                log.flush_interval_ms,
-            ),
+            // Not `flush_interval_ms`: it is not flush.ms (0 there means every append) and
+            // any value maps to a valid policy (`log_config`), so none is refused.
         ];
         for (key, bounds, value) in checks {
             bounds
@@ -478,10 +475,6 @@ mod tests {
             },
             LogSection {
                 max_message_bytes: u32::MAX,
-                ..LogSection::default()
-            },
-            LogSection {
-                flush_interval_ms: -1,
                 ..LogSection::default()
             },
         ] {
