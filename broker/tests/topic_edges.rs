@@ -268,9 +268,9 @@ fn boundary_configs_never_take_topics_away() {
         produce(&mut c, "altered", record_batch(1, None)).0,
         MESSAGE_TOO_LARGE
     );
-    let (code, message) = alter_legacy(&mut c, "altered", &[("index.interval.bytes", "1")]);
+    let (code, message) = alter_legacy(&mut c, "altered", &[("index.interval.bytes", "0")]);
     assert_eq!(code, 0, "{message:?}");
-    // max.message.bytes is back to the default: writes go in, indexed at every batch.
+    // max.message.bytes is back to the default: writes go in, each batch indexed (interval 0).
     for i in 0..5 {
         assert_eq!(
             produce(&mut c, "altered", record_batch(2, None)),

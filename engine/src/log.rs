@@ -1739,6 +1739,31 @@ mod tests {
         });
     }
 
+    /// index.interval.bytes = 0 (Kafka's floor): an entry per batch, none repeated when the
+    /// batches are noted again (model test, minimal case: two appends, close, reopen).
+    #[test]
+    fn index_interval_zero_indexes_every_batch_once() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                index_interval_bytes: 0,
+                ..small_config()
+            };
+            for round in 0..2 {
+                let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+                log.append(batch(1, 0, 0), 0).await.unwrap();
+                log.append(batch(1, 0, 0), 0).await.unwrap();
+                let want: Vec<i64> = (0..2 * (round + 1)).collect();
+                let got: Vec<i64> = headers(&read_all(&log, 0).await)
+                    .into_iter()
+                    .map(|(base, _, _)| base)
+                    .collect();
+                assert_eq!(got, want);
+                log.close().await.unwrap();
+            }
+        });
+    }
+
     #[test]
     fn replicated_batches_are_not_held_to_max_message_bytes() {
         run(async {
