@@ -373,3 +373,24 @@ pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64, full: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_dir_names_fit_and_keep_their_suffix() {
+        let unique = "0123456789abcdef0123456789abcdef";
+        let short = capped_dir_name("orders", 3, unique, DELETE_SUFFIX);
+        assert_eq!(short, format!("orders-3.{unique}-delete"));
+        let long = "x".repeat(TOPIC_NAME_BYTES_MAX);
+        for partition in [0, 9, crate::config::PARTITIONS_PER_TOPIC_MAX - 1] {
+            for suffix in [DELETE_SUFFIX, STRAY_SUFFIX] {
+                let name = capped_dir_name(&long, partition, unique, suffix);
+                assert_eq!(name.len(), FILE_NAME_BYTES_MAX, "{name}");
+                assert!(name.ends_with(&format!("-{partition}.{unique}{suffix}")));
+                assert!(name.starts_with("xxx"));
+            }
+        }
+    }
+}
