@@ -429,8 +429,9 @@ impl Config {
                 "kafka.default_partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}"
             ));
         }
-        if self.log.max_message_bytes == 0 {
-            return invalid("log.max_message_bytes must be > 0".into());
+        // The same bounds as topic overrides, so a topic without overrides always opens.
+        if let Err(e) = crate::cluster::TopicConfig::check_defaults(&self.log) {
+            return invalid(e);
         }
         if self.cluster.enabled() {
             let seeds = match self.cluster.parse_seeds() {
@@ -595,6 +596,36 @@ mod tests {
             "0".to_string(),
         )];
         assert!(Config::load(None, env.into_iter(), &Overrides::default()).is_err());
+    }
+
+    /// Issue 12 item 2: `[log]` defaults get the topic-config bounds at start-up, Kafka's
+    /// lower bounds included, so a topic without overrides always opens.
+    #[test]
+    fn log_defaults_get_the_topic_config_bounds() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_LOG_SEGMENT_MS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("log.segment_ms"), "{e}");
+        let c = Config::load(
+            None,
+            env(&[
+                ("SLUICE_LOG_INDEX_INTERVAL_BYTES", "1"),
+                ("SLUICE_LOG_MAX_MESSAGE_BYTES", "0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log.index_interval_bytes, 1);
     }
 
     #[test]

@@ -602,3 +602,118 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// Issue 12 item 2 on the cluster path: Kafka's boundary topic configs
+/// (index.interval.bytes=1, max.message.bytes=1), given at creation and by
+/// IncrementalAlterConfigs, open on every node and survive a restart of every node with the
+/// untouched topic beside them; a value outside Kafka's range gets INVALID_CONFIG from any
+/// node before anything is proposed.
+#[test]
+fn boundary_topic_configs_open_on_every_node() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    const INVALID_CONFIG: i16 = 40;
+
+    let mut cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+    let tiny = [("index.interval.bytes", "1"), ("max.message.bytes", "1")];
+    create_topic(&cluster, "tiny", 2, 3, &tiny);
+    create_topic(&cluster, "plain", 2, 3, &[]);
+    for node in cluster.node_ids() {
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("refused")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("index.interval.bytes"))
+                            .with_value(Some(StrBytes::from_static_str("-1"))),
+                    ]),
+            ])
+            .with_timeout_ms(30_000);
+        let resp: CreateTopicsResponse = cluster.connect(node).call(ApiKey::CreateTopics, 7, &req);
+        assert_eq!(resp.topics[0].error_code, INVALID_CONFIG, "node {node}");
+    }
+    // The untouched topic altered the same way, through whichever node takes it.
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("plain"))
+            .with_configs(
+                tiny.iter()
+                    .map(|(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str(k))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str(v)))
+                    })
+                    .collect(),
+            ),
+    ]);
+    cluster.wait_until("IncrementalAlterConfigs plain", TOPIC_TIMEOUT, |c| {
+        let mut last = String::new();
+        for node in c.node_ids() {
+            let resp: IncrementalAlterConfigsResponse =
+                c.try_call(node, ApiKey::IncrementalAlterConfigs, 1, &alter)?;
+            match resp.responses[0].error_code {
+                0 => return Ok(()),
+                NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
+                code => panic!(
+                    "IncrementalAlterConfigs on node {node}: error {code} {:?}",
+                    resp.responses[0].error_message
+                ),
+            }
+        }
+        Err(last)
+    });
+    create_topic(&cluster, "after", 1, 3, &[]);
+    let topics = ["tiny", "plain", "after"];
+    wait_fully_replicated(&cluster, &topics);
+    for node in cluster.node_ids() {
+        cluster.restart(node);
+    }
+    wait_for_brokers(&cluster);
+    wait_fully_replicated(&cluster, &topics);
+    cluster.stop();
+}
+
+/// Waits until every node reports each of `topics` with a leader and the full ISR on every
+/// partition.
+fn wait_fully_replicated(cluster: &Cluster, topics: &[&str]) {
+    cluster.wait_until(
+        &format!("{topics:?}: a leader and the full ISR on every node"),
+        TOPIC_TIMEOUT,
+        |c| {
+            for node in c.node_ids() {
+                let md = c.try_metadata(node, Some(topics))?;
+                if md.topics.len() != topics.len() {
+                    return Err(format!("node {node}: {} topics", md.topics.len()));
+                }
+                for t in &md.topics {
+                    let name = t.name.as_ref().map(|n| n.0.to_string());
+                    if t.error_code != 0 || t.partitions.is_empty() {
+                        return Err(format!("node {node}: {name:?} error {}", t.error_code));
+                    }
+                    for p in &t.partitions {
+                        let ok = p.error_code == 0
+                            && p.isr_nodes.len() == c.len()
+                            && p.isr_nodes.contains(&p.leader_id);
+                        if !ok {
+                            return Err(format!(
+                                "node {node}: {name:?}-{} error {} leader {} isr {:?}",
+                                p.partition_index, p.error_code, p.leader_id.0, p.isr_nodes
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}

@@ -29,8 +29,8 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{AppendError, LogError, ReadError};
 use crate::io;
 use crate::limits::{
-    BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, SEGMENT_BYTES_MAX, SEGMENT_RELATIVE_OFFSET_MAX,
-    SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES,
+    BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, MAX_BATCH_BYTES_LIMIT, SEGMENT_BYTES_MAX,
+    SEGMENT_RELATIVE_OFFSET_MAX, SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES,
 };
 use crate::recovery::recover;
 use crate::scan::walk_headers;
@@ -217,11 +217,15 @@ impl Log {
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
-        let metas = split_batches(
-            &batches,
-            self.config.max_batch_bytes,
-            leader_epoch.is_some(),
-        )?;
+        // max.message.bytes binds producers only: a follower copies what its leader already
+        // accepted, perhaps under a larger limit since lowered (Kafka's appendAsFollower
+        // skips the size check too); the engine's own limit still holds.
+        let max_batch_bytes = if leader_epoch.is_some() {
+            self.config.max_batch_bytes
+        } else {
+            MAX_BATCH_BYTES_LIMIT
+        };
+        let metas = split_batches(&batches, max_batch_bytes, leader_epoch.is_some())?;
         let total = batches.len() as u64;
         if total > SEGMENT_BYTES_MAX {
             return Err(
@@ -1849,6 +1853,48 @@ mod tests {
             let info = log.append(batch(1, 10, 0), 0).await.unwrap();
             log.wait_durable(info.last_offset).await.unwrap();
             assert_eq!(log.durable_offset(), 2);
+        });
+    }
+
+    /// index.interval.bytes = 0 (Kafka's floor): an entry per batch, none repeated when the
+    /// batches are noted again (model test, minimal case: two appends, close, reopen).
+    #[test]
+    fn index_interval_zero_indexes_every_batch_once() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                index_interval_bytes: 0,
+                ..small_config()
+            };
+            for round in 0..2 {
+                let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+                log.append(batch(1, 0, 0), 0).await.unwrap();
+                log.append(batch(1, 0, 0), 0).await.unwrap();
+                let want: Vec<i64> = (0..2 * (round + 1)).collect();
+                let got: Vec<i64> = headers(&read_all(&log, 0).await)
+                    .into_iter()
+                    .map(|(base, _, _)| base)
+                    .collect();
+                assert_eq!(got, want);
+                log.close().await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn replicated_batches_are_not_held_to_max_message_bytes() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                max_batch_bytes: 0,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            assert!(log.append(batch(1, 20, 0), 0).await.is_err());
+            let mut b = build_test_batch(2, 2000, 0, 0, 1);
+            patch_header(&mut b, 0, 1);
+            let info = log.append_replicated(Bytes::from(b)).await.unwrap();
+            assert_eq!((info.first_offset, info.last_offset), (0, 1));
         });
     }
 
