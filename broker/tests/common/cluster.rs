@@ -214,6 +214,54 @@ impl Cluster {
         self.reap_stopped(idx);
     }
 
+    /// Starts several stopped or killed nodes at once (running ones are stopped cleanly
+    /// first) and waits until each printed `ready`: a node may wait for a quorum before it
+    /// listens, so nodes that form one together must start together.
+    pub fn restart_many(&mut self, nodes: &[i32]) {
+        for &node in nodes {
+            let idx = self.index(node);
+            if self.nodes[idx].child.is_some() {
+                self.stop_node(node);
+            }
+        }
+        let ready: Vec<(usize, Receiver<String>)> = nodes
+            .iter()
+            .map(|&node| {
+                let idx = self.index(node);
+                (idx, self.spawn(idx))
+            })
+            .collect();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for (idx, rx) in ready {
+            self.wait_ready(idx, &rx, deadline);
+        }
+    }
+
+    /// SIGSTOP: the node stays a process but does nothing (a long GC pause, a frozen VM) until
+    /// `resume`.
+    pub fn pause(&mut self, node: i32) {
+        let idx = self.index(node);
+        let pid = self.nodes[idx]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("pause: node {node} is not running"))
+            .id();
+        signal(pid, "STOP");
+        self.mark(idx, "paused (SIGSTOP) by the test");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&mut self, node: i32) {
+        let idx = self.index(node);
+        let pid = self.nodes[idx]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("resume: node {node} is not running"))
+            .id();
+        signal(pid, "CONT");
+        self.mark(idx, "resumed (SIGCONT) by the test");
+    }
+
     /// SIGTERM to every running node at once; each must exit 0 within `STOP_TIMEOUT`.
     pub fn stop(mut self) {
         let running: Vec<usize> = (0..self.nodes.len())
@@ -496,6 +544,18 @@ fn sigterm(pid: u32) {
     assert!(
         matches!(sent, Ok(s) if s.success()),
         "SIGTERM to {pid}: {sent:?}"
+    );
+}
+
+/// `kill -<name> <pid>` (STOP, CONT): as `sigterm`, the child is not reaped, so its pid is its
+/// own.
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+    assert!(
+        matches!(sent, Ok(s) if s.success()),
+        "SIG{name} to {pid}: {sent:?}"
     );
 }
 
