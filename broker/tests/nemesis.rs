@@ -7,7 +7,8 @@
 //! - `pause`: SIGSTOP one node until the cluster served writes without it (so the pause
 //!   outlasts the broker session and replica lag timeouts wherever they matter); SIGCONT.
 //! - `double-kill`: SIGKILL two nodes at once (no quorum, no ISR of 2 left), restart both.
-//! - `full-restart`: every node SIGKILLed or stopped cleanly (the seed decides), all restarted.
+//! - `full-restart`: every node SIGKILLed or stopped cleanly (SIGTERM to all at once; the seed
+//!   decides which), all restarted together.
 //!
 //! After every round the cluster must heal: a record sent after the repair acknowledged on
 //! every partition, a leader and full ISR everywhere, and the group's committed offsets at or
@@ -25,7 +26,10 @@
 //! ```
 //!
 //! The seed is printed first; the same seed replays the same faults on the same nodes (the
-//! timing of the clients against them is not replayed). A failure prints the node logs and keeps
+//! timing of the clients against them is not replayed). `SLUICE_NEMESIS_FAULTS=pause,kill`
+//! draws from those kinds only. The nodes read `SLUICE_*` overrides from the environment too,
+//! e.g. `SLUICE_CLUSTER_REQUEST_TIMEOUT_MS=2000` makes acks=all produces time out while two
+//! nodes are down (the path behind librdkafka's implicit acknowledgements, see nemesis.py). A failure prints the node logs and keeps
 //! the cluster's temp dir, which also holds librdkafka's `eos` debug log (`client.log`).
 
 mod clients_support;
@@ -49,6 +53,11 @@ const TOPIC: &str = "nemesis";
 const DEFAULT_ROUNDS: usize = 4;
 const ROUNDS_ENV: &str = "SLUICE_NEMESIS_ROUNDS";
 const SEED_ENV: &str = "SLUICE_NEMESIS_SEED";
+/// Comma-separated fault kinds to draw from (default: all), for a run aimed at one of them.
+const FAULTS_ENV: &str = "SLUICE_NEMESIS_FAULTS";
+/// The producer's linger.ms (default 5): longer spreads the five in-flight requests over more
+/// time, so a stall's timeouts split them (implicit acknowledgements) more often.
+const LINGER_ENV: &str = "SLUICE_NEMESIS_LINGER_MS";
 /// How long the clients may take to answer one command (a round's healing, or the final
 /// drain and checks): only turns a hang into a failure.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(420);
@@ -68,15 +77,15 @@ enum Fault {
 }
 
 impl Fault {
-    const KINDS: usize = 4;
+    const KINDS: [&'static str; 4] = ["kill", "pause", "double-kill", "full-restart"];
 
     fn kind(self) -> &'static str {
-        match self {
-            Fault::Kill(_) => "kill",
-            Fault::Pause(_) => "pause",
-            Fault::DoubleKill(..) => "double-kill",
-            Fault::FullRestart { .. } => "full-restart",
-        }
+        Self::KINDS[match self {
+            Fault::Kill(_) => 0,
+            Fault::Pause(_) => 1,
+            Fault::DoubleKill(..) => 2,
+            Fault::FullRestart { .. } => 3,
+        }]
     }
 
     fn pick(kind: usize, rng: &mut Rng) -> Fault {
@@ -112,9 +121,10 @@ fn nemesis_rounds_lose_nothing() {
     let rounds = env_number(ROUNDS_ENV).map_or(DEFAULT_ROUNDS, |n| n as usize);
     let seed = env_number(SEED_ENV).unwrap_or_else(time_seed);
     eprintln!("nemesis: seed {seed} ({SEED_ENV}={seed} replays it), {rounds} rounds");
+    let allowed = allowed_kinds();
     let mut rng = Rng(seed);
-    // The first rounds cover every kind once, in a seeded order; the rest are drawn.
-    let mut kinds: Vec<usize> = (0..Fault::KINDS).collect();
+    // The first rounds cover every allowed kind once, in a seeded order; the rest are drawn.
+    let mut kinds = allowed.clone();
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -132,7 +142,7 @@ fn nemesis_rounds_lose_nothing() {
         let kind = kinds
             .get(round - 1)
             .copied()
-            .unwrap_or_else(|| rng.below(Fault::KINDS as u64) as usize);
+            .unwrap_or_else(|| allowed[rng.below(allowed.len() as u64) as usize]);
         let fault = Fault::pick(kind, &mut rng);
         *counts.entry(fault.kind()).or_default() += 1;
         clients.command(&mut cluster, &format!("ROUND {round} {}", fault.kind()));
@@ -186,14 +196,17 @@ fn inject(cluster: &mut Cluster, clients: &mut Clients, round: usize, fault: Fau
             cluster.restart_many(&[a, b]);
         }
         Fault::FullRestart { clean } => {
-            for node in cluster.node_ids() {
-                if clean {
-                    cluster.stop_node(node);
-                } else {
+            let all = cluster.node_ids();
+            if clean {
+                // All at once, as an operator restarts a cluster. One at a time, the last
+                // node's clean stop waits out an offset commit that can no longer replicate
+                // (see docs/status.md).
+                cluster.stop_many(&all);
+            } else {
+                for &node in &all {
                     cluster.kill(node);
                 }
             }
-            let all = cluster.node_ids();
             cluster.restart_many(&all);
         }
     }
@@ -232,6 +245,10 @@ impl Clients {
             .args(["--bootstrap", &cluster.bootstrap(), "--topic", TOPIC])
             .arg("--client-log")
             .arg(client_log)
+            .args([
+                "--linger-ms",
+                &env_number(LINGER_ENV).unwrap_or(5).to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -355,7 +372,11 @@ impl Clients {
         let client_log = std::fs::read_to_string(cluster.dir().join("client.log"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("ACKED") || l.contains("DUPSEQ") || l.contains("ERRSEQ"))
+            .filter(|l| {
+                ["IMPLICITACK", "DUPSEQ", "ERRSEQ"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
             .map(|l| format!("{l}\n"))
             .collect::<String>();
         panic!(
@@ -543,6 +564,29 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Indexes into `Fault::KINDS` of the kinds `FAULTS_ENV` names (all when unset).
+fn allowed_kinds() -> Vec<usize> {
+    let Ok(names) = std::env::var(FAULTS_ENV) else {
+        return (0..Fault::KINDS.len()).collect();
+    };
+    let kinds: Vec<usize> = names
+        .split(',')
+        .map(|name| {
+            Fault::KINDS
+                .iter()
+                .position(|k| *k == name.trim())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{FAULTS_ENV}: unknown fault {name:?}; kinds: {:?}",
+                        Fault::KINDS
+                    )
+                })
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "{FAULTS_ENV} names no fault");
+    kinds
 }
 
 fn env_number(name: &str) -> Option<u64> {

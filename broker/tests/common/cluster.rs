@@ -262,6 +262,22 @@ impl Cluster {
         self.mark(idx, "resumed (SIGCONT) by the test");
     }
 
+    /// SIGTERM to several nodes at once (a full-cluster restart by an operator); each must exit
+    /// 0 within `STOP_TIMEOUT`. Nodes not running are skipped.
+    pub fn stop_many(&mut self, nodes: &[i32]) {
+        let running: Vec<usize> = nodes
+            .iter()
+            .map(|&node| self.index(node))
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        for &i in &running {
+            sigterm(self.nodes[i].child.as_ref().expect("running").id());
+        }
+        for i in running {
+            self.reap_stopped(i);
+        }
+    }
+
     /// SIGTERM to every running node at once; each must exit 0 within `STOP_TIMEOUT`.
     pub fn stop(mut self) {
         let running: Vec<usize> = (0..self.nodes.len())
