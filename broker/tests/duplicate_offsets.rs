@@ -12,6 +12,15 @@
 //!   (acks=all) by the leader, the leader SIGKILLed, the same batches retried at the new
 //!   leader, whose producer state came from replication: the original offsets again.
 //!
+//! - `a_timed_out_batch_is_proved_by_the_next_success`: what item 9 actually was. Both
+//!   followers frozen (no ISR change possible without a metadata quorum), so an acks=all batch
+//!   times out: REQUEST_TIMED_OUT, though it is in the leader's log. Once they are back, the
+//!   producer's next batch succeeds at the following offset. librdkafka takes such a success as
+//!   proof that the earlier batch was written and reports its records delivered without an
+//!   offset (`rd_kafka_dr_implicit_ack`: the "4 delivery reports ... with no offset", seen in
+//!   the nemesis test with a short request timeout). The broker answered correctly, as Kafka
+//!   does; a retry of the timed-out batch gets its original offset, and the log holds it once.
+//!
 //! Never a success without an offset: every answer here is checked for base_offset >= 0 when
 //! its error is 0.
 
@@ -29,6 +38,9 @@ use kafka_protocol::protocol::StrBytes;
 
 const PRODUCE_VERSION: i16 = 9;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const REQUEST_TIMED_OUT: i16 = 7;
+/// The nodes' acks=all produce timeout in the timeout test (`cluster.request_timeout_ms`).
+const SHORT_REQUEST_TIMEOUT: (&str, &str) = ("SLUICE_CLUSTER_REQUEST_TIMEOUT_MS", "2000");
 const NOT_CONTROLLER: i16 = 41;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// Quorum forming, topic creation and a failover (broker session 3 s), debug build, 2 cores.
@@ -80,15 +92,7 @@ fn duplicates_answer_the_original_offsets() {
 #[test]
 fn duplicates_answer_the_original_offsets_after_a_leader_change() {
     let mut cluster = Cluster::start(3);
-    cluster.wait_until("every node lists every broker", WAIT, |c| {
-        for node in c.node_ids() {
-            let md = c.try_metadata(node, Some(&[]))?;
-            if md.brokers.len() != 3 {
-                return Err(format!("node {node}: {} brokers", md.brokers.len()));
-            }
-        }
-        Ok(())
-    });
+    wait_for_brokers(&cluster);
     let topic = "dups";
     create_topic(&cluster, topic);
     let leader = wait_leader(&cluster, topic, None, true);
@@ -141,7 +145,126 @@ fn duplicates_answer_the_original_offsets_after_a_leader_change() {
     cluster.stop();
 }
 
+#[test]
+fn a_timed_out_batch_is_proved_by_the_next_success() {
+    let mut cluster = Cluster::start_with_env(3, &[SHORT_REQUEST_TIMEOUT]);
+    wait_for_brokers(&cluster);
+    let topic = "timeouts";
+    create_topic(&cluster, topic);
+    let leader = wait_leader(&cluster, topic, None, true);
+    let followers: Vec<i32> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    let mut c = cluster.connect(leader);
+    let pid = init_producer_id(&mut c);
+    assert_eq!(
+        produce(&mut c, topic, record_batch(1, Some((pid, 0, 0))), -1),
+        (0, 0)
+    );
+    // Frozen followers: the high watermark cannot pass the next batch, and without a metadata
+    // quorum the ISR cannot shrink around them.
+    for &f in &followers {
+        cluster.pause(f);
+    }
+    let first = record_batch(2, Some((pid, 0, 1)));
+    assert_eq!(
+        produce(&mut c, topic, first.clone(), -1),
+        (REQUEST_TIMED_OUT, -1),
+        "an acks=all batch that cannot commit times out"
+    );
+    for &f in &followers {
+        cluster.resume(f);
+    }
+    // The next batch (in sequence after the timed-out one) succeeds after it: the broker has
+    // the timed-out batch. Retried on REQUEST_TIMED_OUT, as a producer does (a duplicate).
+    let next = record_batch(3, Some((pid, 0, 3)));
+    let mut answer = (0, 0);
+    cluster.wait_until("the next batch succeeds", WAIT, |c| {
+        let leader = current_leader(c, topic)?;
+        answer = try_produce(c, leader, topic, next.clone(), -1)?;
+        match answer.0 {
+            0 => Ok(()),
+            code => Err(format!("node {leader}: error {code}")),
+        }
+    });
+    assert_eq!(answer, (0, 3), "the next batch follows the timed-out one");
+    // A retry of the timed-out batch answers its offset (what a producer that retries rather
+    // than inferring would see).
+    let leader = current_leader(&cluster, topic).expect("a leader");
+    assert_eq!(
+        try_produce(&cluster, leader, topic, first, -1),
+        Ok((0, 1)),
+        "retry of the timed-out batch"
+    );
+    // Each batch once, in order.
+    let fetched: FetchResponse = cluster
+        .try_call(leader, ApiKey::Fetch, 12, &fetch_request(topic))
+        .expect("fetch");
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(
+        common::batches(p.records.clone().unwrap_or_default()),
+        vec![(0, 1), (1, 2), (3, 3)]
+    );
+    cluster.stop();
+}
+
 // ---- helpers ----------------------------------------------------------------------------------
+
+fn wait_for_brokers(cluster: &Cluster) {
+    cluster.wait_until("every node lists every broker", WAIT, |c| {
+        for node in c.node_ids() {
+            let md = c.try_metadata(node, Some(&[]))?;
+            if md.brokers.len() != 3 {
+                return Err(format!("node {node}: {} brokers", md.brokers.len()));
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The leader of partition 0 as node 0..n (the first that answers) names it.
+fn current_leader(cluster: &Cluster, topic: &str) -> Result<i32, String> {
+    let mut last = String::new();
+    for node in cluster.node_ids() {
+        match cluster.try_metadata(node, Some(&[topic])) {
+            Ok(md) => {
+                let leader = md
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .map_or(-1, |p| p.leader_id.0);
+                if leader >= 0 {
+                    return Ok(leader);
+                }
+                last = format!("node {node}: no leader");
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn fetch_request(topic: &str) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
 
 /// Retries every batch of `sent` with acks=all and acks=1 (each must be answered with its
 /// original base offset), then appends one more batch at `next_seq`; returns its base offset.

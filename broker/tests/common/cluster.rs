@@ -54,6 +54,8 @@ pub struct Cluster {
     dir_path: PathBuf,
     seeds: String,
     config_path: PathBuf,
+    /// Extra environment of every node process (`SLUICE_*` config overrides).
+    env: Vec<(String, String)>,
 }
 
 struct Node {
@@ -69,6 +71,12 @@ struct Node {
 impl Cluster {
     /// Starts `nodes` voters and waits until each printed `ready`.
     pub fn start(nodes: usize) -> Cluster {
+        Cluster::start_with_env(nodes, &[])
+    }
+
+    /// `start` with extra environment for every node process, e.g. a `SLUICE_CLUSTER_*`
+    /// override of a setting `CLUSTER_SETTINGS` does not name; restarts keep it.
+    pub fn start_with_env(nodes: usize, env: &[(&str, &str)]) -> Cluster {
         assert!(nodes >= 1, "a cluster needs a node");
         let dir = tempfile::Builder::new()
             .prefix("sluice-cluster-")
@@ -108,6 +116,10 @@ impl Cluster {
             dir_path,
             seeds,
             config_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // All at once: a node may wait for the quorum before it listens.
         let ready: Vec<_> = (0..cluster.nodes.len()).map(|i| cluster.spawn(i)).collect();
@@ -429,6 +441,7 @@ impl Cluster {
             // The host tuning report is the same for every node and start; it would fill the
             // log tails a failure prints.
             .env("SLUICE_BROKER_TUNING_REPORT", "false")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
