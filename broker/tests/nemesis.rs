@@ -7,8 +7,8 @@
 //! - `pause`: SIGSTOP one node until the cluster served writes without it (so the pause
 //!   outlasts the broker session and replica lag timeouts wherever they matter); SIGCONT.
 //! - `double-kill`: SIGKILL two nodes at once (no quorum, no ISR of 2 left), restart both.
-//! - `full-restart`: every node SIGKILLed or stopped cleanly (SIGTERM to all at once; the seed
-//!   decides which), all restarted together.
+//! - `full-restart`: every node SIGKILLed, or stopped cleanly (SIGTERM to all at once, or one
+//!   after another as in a rolling stop; the seed decides), all restarted together.
 //!
 //! After every round the cluster must heal: a record sent after the repair acknowledged on
 //! every partition, a leader and full ISR everywhere, and the group's committed offsets at or
@@ -68,12 +68,20 @@ const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes of a record batch header up to and including `last_offset_delta`.
 const BATCH_PREFIX_BYTES: usize = 27;
 
+/// How a full restart takes the nodes down.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Kill,
+    TermAll,
+    TermEach,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Kill(i32),
     Pause(i32),
     DoubleKill(i32, i32),
-    FullRestart { clean: bool },
+    FullRestart(Stop),
 }
 
 impl Fault {
@@ -84,7 +92,7 @@ impl Fault {
             Fault::Kill(_) => 0,
             Fault::Pause(_) => 1,
             Fault::DoubleKill(..) => 2,
-            Fault::FullRestart { .. } => 3,
+            Fault::FullRestart(_) => 3,
         }]
     }
 
@@ -97,9 +105,11 @@ impl Fault {
                 let other = (node + 1 + rng.below(NODES as u64 - 1) as i32) % NODES as i32;
                 Fault::DoubleKill(node.min(other), node.max(other))
             }
-            _ => Fault::FullRestart {
-                clean: rng.below(2) == 0,
-            },
+            _ => Fault::FullRestart(match rng.below(3) {
+                0 => Stop::Kill,
+                1 => Stop::TermAll,
+                _ => Stop::TermEach,
+            }),
         }
     }
 }
@@ -110,8 +120,9 @@ impl fmt::Display for Fault {
             Fault::Kill(n) => write!(f, "kill node {n}"),
             Fault::Pause(n) => write!(f, "pause node {n}"),
             Fault::DoubleKill(a, b) => write!(f, "double-kill nodes {a} and {b}"),
-            Fault::FullRestart { clean: true } => write!(f, "full-restart (clean stop)"),
-            Fault::FullRestart { clean: false } => write!(f, "full-restart (SIGKILL)"),
+            Fault::FullRestart(Stop::Kill) => write!(f, "full-restart (SIGKILL)"),
+            Fault::FullRestart(Stop::TermAll) => write!(f, "full-restart (SIGTERM to all)"),
+            Fault::FullRestart(Stop::TermEach) => write!(f, "full-restart (SIGTERM one by one)"),
         }
     }
 }
@@ -195,16 +206,21 @@ fn inject(cluster: &mut Cluster, clients: &mut Clients, round: usize, fault: Fau
             cluster.kill(b);
             cluster.restart_many(&[a, b]);
         }
-        Fault::FullRestart { clean } => {
+        Fault::FullRestart(stop) => {
             let all = cluster.node_ids();
-            if clean {
-                // All at once, as an operator restarts a cluster. One at a time, the last
-                // node's clean stop waits out an offset commit that can no longer replicate
-                // (see docs/status.md).
-                cluster.stop_many(&all);
-            } else {
-                for &node in &all {
-                    cluster.kill(node);
+            match stop {
+                Stop::Kill => {
+                    for &node in &all {
+                        cluster.kill(node);
+                    }
+                }
+                Stop::TermAll => cluster.stop_many(&all),
+                // The last ones stop without followers: nothing may wait for them
+                // (cluster_shutdown.rs).
+                Stop::TermEach => {
+                    for &node in &all {
+                        cluster.stop_node(node);
+                    }
                 }
             }
             cluster.restart_many(&all);
