@@ -13,10 +13,11 @@
 //! After every round the cluster must heal: a record sent after the repair acknowledged on
 //! every partition, a leader and full ISR everywhere, and the group's committed offsets at or
 //! above every commit acknowledged before the round. At the end (nemesis.py checks the first
-//! four): every acknowledged record carries an offset and is in the log exactly once at that
-//! offset (zero loss, no duplicates), the producer's order holds on every partition, the live
-//! group saw everything and its commits reached the end, and after a clean stop of all nodes
-//! every replica of every partition is byte-identical up to the high watermark.
+//! four): every acknowledged record is in the log exactly once, at the offset its delivery
+//! report gave (zero loss, no duplicates; a report without an offset must be one librdkafka
+//! made itself, an implicit acknowledgement), the producer's order holds on every partition,
+//! the live group saw everything and its commits reached the end, and after a clean stop of
+//! all nodes every replica of every partition is byte-identical up to the high watermark.
 //!
 //! The short run (CI) has `DEFAULT_ROUNDS` rounds, one of each kind. The long run:
 //!
@@ -27,10 +28,12 @@
 //!
 //! The seed is printed first; the same seed replays the same faults on the same nodes (the
 //! timing of the clients against them is not replayed). `SLUICE_NEMESIS_FAULTS=pause,kill`
-//! draws from those kinds only. The nodes read `SLUICE_*` overrides from the environment too,
-//! e.g. `SLUICE_CLUSTER_REQUEST_TIMEOUT_MS=2000` makes acks=all produces time out while two
-//! nodes are down (the path behind librdkafka's implicit acknowledgements, see nemesis.py). A failure prints the node logs and keeps
-//! the cluster's temp dir, which also holds librdkafka's `eos` debug log (`client.log`).
+//! draws from those kinds only; `SLUICE_NEMESIS_LINGER_MS` sets the producer's linger.ms. The
+//! nodes read `SLUICE_*` overrides from the environment too, e.g.
+//! `SLUICE_CLUSTER_REQUEST_TIMEOUT_MS=1500` makes acks=all produces time out during a stall
+//! (the path behind librdkafka's implicit acknowledgements, see nemesis.py). A failure prints
+//! the node logs and keeps the cluster's temp dir, which also holds librdkafka's `eos` debug
+//! log (`client.log`).
 
 mod clients_support;
 mod common;
