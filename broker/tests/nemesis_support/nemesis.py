@@ -141,6 +141,11 @@ class Nemesis:
             "linger.ms": self.args.linger_ms,
             # Outlives every round: a record that times out is a failure, not noise.
             "message.timeout.ms": 600000,
+            # A request's own deadline (capped by this, 60 s by default). Before producing to
+            # a new leader, an idempotent producer waits for its requests to the old one, which
+            # a frozen node never answers: 10 s keeps pause rounds short (and adds client-side
+            # timeouts, so implicit acknowledgements, to what the checks see).
+            "socket.timeout.ms": 10000,
             "retry.backoff.ms": 100,
             "topic.metadata.refresh.interval.ms": 2000,
             "debug": "eos",
