@@ -163,6 +163,10 @@ fn nemesis_rounds_lose_nothing() {
         let at = Instant::now();
         inject(&mut cluster, &mut clients, round, fault);
         let healed = clients.command(&mut cluster, &format!("HEALED {round}"));
+        // The clients saw a full ISR through whichever node answered them; every node must
+        // agree before the next fault, or a round could start from a smaller ISR than it
+        // assumes (a pause that the leader need not wait out).
+        wait_full_isr(&cluster);
         eprintln!(
             "nemesis: round {round}/{rounds}: {fault}: healed in {:.1} s: {healed}",
             at.elapsed().as_secs_f64()
@@ -229,6 +233,29 @@ fn inject(cluster: &mut Cluster, clients: &mut Clients, round: usize, fault: Fau
             cluster.restart_many(&all);
         }
     }
+}
+
+/// Every node's Metadata names a leader and a full ISR for every partition of the topic.
+fn wait_full_isr(cluster: &Cluster) {
+    cluster.wait_until(
+        "every node sees a full ISR everywhere",
+        COMMAND_TIMEOUT,
+        |c| {
+            for node in c.node_ids() {
+                let md = c.try_metadata(node, Some(&[TOPIC]))?;
+                let topic = md.topics.first().ok_or(format!("node {node}: no topic"))?;
+                for p in &topic.partitions {
+                    if p.error_code != 0 || p.leader_id.0 < 0 || p.isr_nodes.len() != NODES {
+                        return Err(format!(
+                            "node {node}: partition {} error {} leader {} ISR {:?}",
+                            p.partition_index, p.error_code, p.leader_id.0, p.isr_nodes
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
 }
 
 fn wait_for_brokers(cluster: &Cluster) {
