@@ -92,6 +92,8 @@ pub struct ReplicaDriver {
     commit_waits: RefCell<Vec<CommitWait>>,
     /// The produce timeout the core uses (`ReplicaConfig::produce_timeout_ms`).
     produce_timeout_ms: i64,
+    /// The node is shutting down: produces are refused, nothing waits for replication.
+    stopping: Cell<bool>,
 }
 
 impl ReplicaDriver {
@@ -119,6 +121,7 @@ impl ReplicaDriver {
             follower_writes_applied: Rc::new(crate::notify::Notify::new()),
             commit_waits: RefCell::new(Vec::new()),
             produce_timeout_ms,
+            stopping: Cell::new(false),
         }
     }
 
@@ -183,6 +186,10 @@ impl ReplicaDriver {
             let _ = answer.try_send(Err(ReplicaError::NotLeaderOrFollower));
             return rx;
         };
+        if self.stopping.get() {
+            let _ = answer.try_send(Err(ReplicaError::NotLeaderOrFollower));
+            return rx;
+        }
         let now_ms = self.env.now_ms();
         self.commit_waits.borrow_mut().push(CommitWait {
             last_offset,
@@ -231,6 +238,22 @@ impl ReplicaDriver {
         });
     }
 
+    /// Shutdown: every produce and duplicate waiting for replication is answered
+    /// NOT_LEADER_OR_FOLLOWER now, and later produces at once, so the connections holding them
+    /// can close. A stopping node cannot count on followers that may be stopping too: waiting
+    /// held the shutdown until `cluster.request_timeout_ms`, past the shutdown timeout. As when
+    /// a leader steps down in Kafka, the error is retriable; an idempotent producer's retry at
+    /// the next leader gets the batch's original offsets if the batch survived.
+    pub fn stop_waiting(&self) {
+        self.stopping.set(true);
+        for (_, tx) in self.produces.borrow_mut().drain() {
+            let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));
+        }
+        for w in self.commit_waits.borrow_mut().drain(..) {
+            let _ = w.answer.try_send(Err(ReplicaError::NotLeaderOrFollower));
+        }
+    }
+
     /// Timers (produce timeouts, ISR shrink, resends, follower polls).
     pub fn tick(&self) {
         self.step(|core, ctx, out| core.tick(ctx, out));
@@ -270,6 +293,10 @@ impl ReplicaDriver {
     ) -> (Option<i64>, ProduceAnswer) {
         let request_id = self.next_id();
         let (tx, rx) = async_channel::bounded(1);
+        if self.stopping.get() {
+            let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));
+            return (None, rx);
+        }
         self.produces.borrow_mut().insert(request_id, tx);
         let acks = if acks_all {
             replication::Acks::All

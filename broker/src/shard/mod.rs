@@ -178,6 +178,13 @@ impl Shard {
 
     pub fn begin_stop(&self) {
         self.stopping.set(true);
+        // In-flight produces and offset commits answer now instead of waiting for followers
+        // (`ReplicaDriver::stop_waiting`); their connections then close.
+        for partitions in self.partitions.borrow().values() {
+            for p in partitions.iter().flatten() {
+                p.replica.stop_waiting();
+            }
+        }
         self.stop_notify.notify_all();
     }
 

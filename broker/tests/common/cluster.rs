@@ -58,6 +58,8 @@ pub struct Cluster {
     seeds: String,
     config_path: PathBuf,
     secret_path: PathBuf,
+    /// Extra environment of every node process (`SLUICE_*` config overrides).
+    env: Vec<(String, String)>,
 }
 
 struct Node {
@@ -73,6 +75,12 @@ struct Node {
 impl Cluster {
     /// Starts `nodes` voters and waits until each printed `ready`.
     pub fn start(nodes: usize) -> Cluster {
+        Cluster::start_with_env(nodes, &[])
+    }
+
+    /// `start` with extra environment for every node process, e.g. a `SLUICE_CLUSTER_*`
+    /// override of a setting `CLUSTER_SETTINGS` does not name; restarts keep it.
+    pub fn start_with_env(nodes: usize, env: &[(&str, &str)]) -> Cluster {
         assert!(nodes >= 1, "a cluster needs a node");
         let dir = tempfile::Builder::new()
             .prefix("sluice-cluster-")
@@ -115,6 +123,10 @@ impl Cluster {
             seeds,
             config_path,
             secret_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // All at once: a node may wait for the quorum before it listens.
         let ready: Vec<_> = (0..cluster.nodes.len()).map(|i| cluster.spawn(i)).collect();
@@ -229,6 +241,70 @@ impl Cluster {
         self.nodes[idx].child = Some(child);
         sigterm(pid);
         self.reap_stopped(idx);
+    }
+
+    /// Starts several stopped or killed nodes at once (running ones are stopped cleanly
+    /// first) and waits until each printed `ready`: a node may wait for a quorum before it
+    /// listens, so nodes that form one together must start together.
+    pub fn restart_many(&mut self, nodes: &[i32]) {
+        for &node in nodes {
+            let idx = self.index(node);
+            if self.nodes[idx].child.is_some() {
+                self.stop_node(node);
+            }
+        }
+        let ready: Vec<(usize, Receiver<String>)> = nodes
+            .iter()
+            .map(|&node| {
+                let idx = self.index(node);
+                (idx, self.spawn(idx))
+            })
+            .collect();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for (idx, rx) in ready {
+            self.wait_ready(idx, &rx, deadline);
+        }
+    }
+
+    /// SIGSTOP: the node stays a process but does nothing (a long GC pause, a frozen VM) until
+    /// `resume`.
+    pub fn pause(&mut self, node: i32) {
+        let idx = self.index(node);
+        let pid = self.nodes[idx]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("pause: node {node} is not running"))
+            .id();
+        signal(pid, "STOP");
+        self.mark(idx, "paused (SIGSTOP) by the test");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&mut self, node: i32) {
+        let idx = self.index(node);
+        let pid = self.nodes[idx]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("resume: node {node} is not running"))
+            .id();
+        signal(pid, "CONT");
+        self.mark(idx, "resumed (SIGCONT) by the test");
+    }
+
+    /// SIGTERM to several nodes at once (a full-cluster restart by an operator); each must exit
+    /// 0 within `STOP_TIMEOUT`. Nodes not running are skipped.
+    pub fn stop_many(&mut self, nodes: &[i32]) {
+        let running: Vec<usize> = nodes
+            .iter()
+            .map(|&node| self.index(node))
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        for &i in &running {
+            sigterm(self.nodes[i].child.as_ref().expect("running").id());
+        }
+        for i in running {
+            self.reap_stopped(i);
+        }
     }
 
     /// SIGTERM to every running node at once; each must exit 0 within `STOP_TIMEOUT`.
@@ -384,6 +460,7 @@ impl Cluster {
             // The host tuning report is the same for every node and start; it would fill the
             // log tails a failure prints.
             .env("SLUICE_BROKER_TUNING_REPORT", "false")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -515,6 +592,18 @@ fn sigterm(pid: u32) {
     assert!(
         matches!(sent, Ok(s) if s.success()),
         "SIGTERM to {pid}: {sent:?}"
+    );
+}
+
+/// `kill -<name> <pid>` (STOP, CONT): as `sigterm`, the child is not reaped, so its pid is its
+/// own.
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+    assert!(
+        matches!(sent, Ok(s) if s.success()),
+        "SIG{name} to {pid}: {sent:?}"
     );
 }
 
