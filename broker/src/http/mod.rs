@@ -129,8 +129,11 @@ fn collect_snapshots(shared: &Arc<Shared>) -> Vec<Option<ShardSnapshot>> {
 /// `retired` total instead, keeping every family monotonic (counts between its last scrape
 /// and its removal are not seen).
 fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
+    let disk = shard.disk.state();
     let mut s = ShardSnapshot {
         topics: shard.metadata().topics.len() as u64,
+        disk_available_bytes: disk.available_bytes.unwrap_or(0),
+        disk_reserve_bytes: disk.reserve_bytes,
         ..ShardSnapshot::default()
     };
     SEEN.with(|seen| {
@@ -139,6 +142,10 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
         for partitions in shard.partitions.borrow().values() {
             for p in partitions.iter().flatten() {
                 s.partitions += 1;
+                let refused = p.replica.failed()
+                    || p.replica.write_refusal().is_some()
+                    || (disk.low && p.replica.is_leader());
+                s.partitions_write_refused += u64::from(refused);
                 current.push((Rc::downgrade(p), p.log.metrics()));
             }
         }

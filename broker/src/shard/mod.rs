@@ -101,6 +101,8 @@ pub struct Shard {
     pub frame_pool: crate::net::frame_pool::FramePool,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
+    /// Free space of the data dir and the reserve under which Produce is refused.
+    pub disk: crate::storage::DiskGuard,
 }
 
 impl Shard {
@@ -111,6 +113,7 @@ impl Shard {
         control: Option<control::ControlPlane>,
     ) -> Rc<Shard> {
         let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
+        let disk = crate::storage::DiskGuard::new(&shared.config);
         Rc::new(Shard {
             id,
             shared,
@@ -126,6 +129,7 @@ impl Shard {
             exit_notify: Rc::new(Notify::new()),
             frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
             replica_ticker_started: Cell::new(false),
+            disk,
         })
     }
 
