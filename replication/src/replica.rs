@@ -615,8 +615,9 @@ impl Replica {
     }
 
     /// The log could not write what this replica asked it to (`Action::Append` or
-    /// `AppendReplicated` failed: disk full, I/O error) and ends at `log_end_offset`; the
-    /// driver dropped every engine operation queued after the failed one. The replica forgets
+    /// `AppendReplicated` failed: disk full, I/O error); the driver dropped every append
+    /// queued after the failed one, and the log ends at `log_end_offset` once the truncations
+    /// still queued are applied (never above this replica's end). The replica forgets
     /// the offsets it assigned or fetched from there on: a leader fails the acks=all produces
     /// waiting on them (KAFKA_STORAGE_ERROR) and assigns the same offsets again to the next
     /// produce; a follower asks its leader again where to continue (after a fetch backoff, so

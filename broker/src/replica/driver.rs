@@ -13,7 +13,7 @@
 //!   acks=1 answer or a high watermark never overtakes the append it covers.
 //! - The engine assigns the same offsets as the core (asserted on every leader append).
 //! - After an append fails (disk full, I/O error) the engine has kept nothing of it; the
-//!   driver drops the engine operations queued behind it, answers their produces with
+//!   driver drops the appends queued behind it, answers their produces with
 //!   KAFKA_STORAGE_ERROR, and rewinds the core to the log's end (`on_log_write_failed`), so
 //!   core and log agree again. The partition then refuses writes (`write_refusal`) until the
 //!   shard's free-space check lifts it (`on_disk_check`).
@@ -678,10 +678,11 @@ impl ReplicaDriver {
 
     /// An append (leader) or replicated append (follower) failed. The engine published
     /// nothing of it (and cut its partial bytes off), so the log ends where it did: drop the
-    /// engine operations queued behind it, answer the produces they carried with
-    /// KAFKA_STORAGE_ERROR, forget their producer state, and rewind the core to the log's
-    /// end. Writes are then refused until the shard's free-space check lifts the refusal.
-    /// Runs in the drain task, synchronously: no produce is submitted in between.
+    /// appends queued behind it (truncations stay, in order), answer the produces they
+    /// carried with KAFKA_STORAGE_ERROR, forget their producer state, and rewind the core to
+    /// where the log will end. Writes are then refused until the shard's free-space check
+    /// lifts the refusal. Runs in the drain task, synchronously: no produce is submitted in
+    /// between.
     fn on_append_failed(&self, partition: &Rc<Partition>, what: &str, error: &engine::AppendError) {
         use engine::{AppendError, LogError};
         let in_place = !partition.is_retired()
@@ -692,7 +693,18 @@ impl ReplicaDriver {
         if !in_place {
             return self.fail(partition, what, error);
         }
-        let log_end_offset = partition.log.log_end_offset();
+        // The log's end once the truncations still queued are applied (a follower may have
+        // been told to truncate below what the failed append followed); appends queued
+        // behind the failure are dropped, so nothing else moves it.
+        let log_end_offset = self
+            .queue
+            .borrow()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Truncate { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .fold(partition.log.log_end_offset(), i64::min);
         let refusal = match error {
             AppendError::Log(e) if e.is_no_space() => WriteRefusal::NoSpace {
                 available_bytes_at_failure: crate::sys::fs_space(&partition.dir)
@@ -715,13 +727,14 @@ impl ReplicaDriver {
             }
             !lost
         });
+        // What was queued behind the failure keeps its order, less the appends; the answers
+        // of produces whose batches were dropped become errors.
         let stale: Vec<Action<Bytes>> = self.queue.borrow_mut().drain(..).collect();
+        let mut kept = VecDeque::with_capacity(stale.len());
         for action in stale {
             match action {
                 Action::Append { .. } => {}
-                Action::AppendReplicated { .. } | Action::Truncate { .. } => {
-                    self.follower_write_applied()
-                }
+                Action::AppendReplicated { .. } => self.follower_write_applied(),
                 Action::Send {
                     to,
                     message:
@@ -730,17 +743,18 @@ impl ReplicaDriver {
                             partition: id,
                             result: Ok(base_offset),
                         },
-                } if base_offset >= log_end_offset => {
-                    let message = Message::ProduceResponse {
+                } if base_offset >= log_end_offset => kept.push_back(Action::Send {
+                    to,
+                    message: Message::ProduceResponse {
                         request_id,
                         partition: id,
                         result: Err(ReplicaError::KafkaStorageError),
-                    };
-                    self.send(partition, to, message);
-                }
-                other => self.apply_sync(partition, other),
+                    },
+                }),
+                other => kept.push_back(other),
             }
         }
+        *self.queue.borrow_mut() = kept;
         self.step(|core, ctx, out| core.on_log_write_failed(ctx, log_end_offset, out));
     }
 }
