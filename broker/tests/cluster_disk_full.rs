@@ -43,14 +43,18 @@ impl Drop for Mounted<'_> {
     }
 }
 
-/// acks and one ~1 MB batch to partition 0 on `node`: (error code, base offset).
+/// One ~1 MB batch to partition 0 of `TOPIC` on `node`: (error code, base offset).
 fn produce(cluster: &Cluster, node: i32, acks: i16) -> Result<(i16, i64), String> {
+    produce_to(cluster, TOPIC, node, acks)
+}
+
+fn produce_to(cluster: &Cluster, topic: &str, node: i32, acks: i16) -> Result<(i16, i64), String> {
     let req = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(5_000)
         .with_topic_data(vec![
             TopicProduceData::default()
-                .with_name(name(TOPIC))
+                .with_name(name(topic))
                 .with_partition_data(vec![
                     PartitionProduceData::default()
                         .with_index(0)
@@ -165,6 +169,133 @@ fn a_follower_whose_disk_fills_catches_up_once_space_returns() {
         .check_alive()
         .expect("every node up after the follower caught up");
     cluster.stop_node(follower);
+    drop(mounted);
+    cluster.stop();
+}
+
+/// Stops `node`, moves its data dir onto a tmpfs of `bytes`, and starts it again.
+fn move_onto_tmpfs<'a>(
+    cluster: &mut Cluster,
+    node: i32,
+    data_dir: &'a Path,
+    bytes: u64,
+) -> Mounted<'a> {
+    cluster.stop_node(node);
+    let backup = tempfile::tempdir().expect("backup dir");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(data_dir.join("."))
+        .arg(backup.path()));
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(data_dir));
+    let mounted = Mounted(data_dir);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(backup.path().join("."))
+        .arg(data_dir));
+    // The default free-space reserve (1 GiB) is larger than this whole filesystem: off, so
+    // that the appends themselves run out of space. Only this node restarts with it.
+    let config = cluster.dir().join("cluster.toml"); // written by Cluster::start
+    let mut toml = std::fs::read_to_string(&config).expect("read cluster.toml");
+    toml.push_str("[log]\ndisk_free_bytes_min = 0\ndisk_check_interval_ms = 100\n");
+    std::fs::write(&config, toml).expect("write cluster.toml");
+    cluster.restart(node);
+    mounted
+}
+
+/// Creates `topic` (1 partition, RF 3, retention off) and returns its leader.
+fn create_topic(cluster: &Cluster, topic: &str) -> i32 {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(1)
+                .with_replication_factor(3)
+                .with_configs(vec![
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("-1"))),
+                ]),
+        ])
+        .with_timeout_ms(30_000);
+    let mut leader = -1;
+    cluster.wait_until(&format!("{topic} created with a leader"), TIMEOUT, |c| {
+        let controller = c.try_metadata(0, Some(&[]))?.controller_id.0;
+        if controller < 0 {
+            return Err("no controller yet".into());
+        }
+        let resp: CreateTopicsResponse = c.try_call(controller, ApiKey::CreateTopics, 7, &req)?;
+        let code = resp.topics[0].error_code;
+        if code != 0 && code != 36 {
+            return Err(format!("CreateTopics: {code}"));
+        }
+        let md = c.try_metadata(controller, Some(&[topic]))?;
+        let p = md.topics[0].partitions.first().ok_or("no partition yet")?;
+        if p.leader_id.0 < 0 || p.isr_nodes.len() != 3 {
+            return Err(format!("leader {} isr {:?}", p.leader_id.0, p.isr_nodes));
+        }
+        leader = p.leader_id.0;
+        Ok(())
+    });
+    leader
+}
+
+/// A leader whose disk fills answers KAFKA_STORAGE_ERROR, not NOT_LEADER_OR_FOLLOWER, stays
+/// the leader in Metadata, and takes writes again at the next offset once space returns.
+#[test]
+fn a_leader_whose_disk_fills_answers_storage_error_and_resumes() {
+    let mut cluster = Cluster::start(3);
+    let full_node = 0;
+    let data_dir = cluster.data_dir(full_node).to_path_buf();
+    let mounted = move_onto_tmpfs(&mut cluster, full_node, &data_dir, 32 << 20);
+    // Leaders are spread over the nodes: one of a few topics is led by the full node.
+    let topic = (0..12)
+        .map(|i| format!("leader-full-{i}"))
+        .find(|t| create_topic(&cluster, t) == full_node)
+        .expect("a topic led by node 0");
+    let filler = data_dir.join("filler");
+    std::fs::write(&filler, vec![0x5au8; 16 << 20]).expect("filler");
+    let mut next = 0;
+    let mut refused = None;
+    for _ in 0..40 {
+        match produce_to(&cluster, &topic, full_node, -1).expect("produce") {
+            (0, base) => {
+                assert_eq!(base, next);
+                next += 15;
+            }
+            (code, _) => {
+                refused = Some(code);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(56),
+        "KAFKA_STORAGE_ERROR, not NOT_LEADER_OR_FOLLOWER (6)"
+    );
+    for node in cluster.node_ids() {
+        let md = cluster
+            .try_metadata(node, Some(&[topic.as_str()]))
+            .expect("metadata");
+        assert_eq!(
+            md.topics[0].partitions[0].leader_id.0, full_node,
+            "node {node}'s view"
+        );
+    }
+    std::fs::remove_file(&filler).expect("remove filler");
+    cluster.wait_until(
+        "the full leader takes writes again",
+        TIMEOUT,
+        |c| match produce_to(c, &topic, full_node, -1)? {
+            (0, base) if base == next => Ok(()),
+            (0, base) => panic!("resumed at {base}, want {next}"),
+            (code, _) => Err(format!("produce: error {code}")),
+        },
+    );
+    cluster.check_alive().expect("every node up");
+    cluster.stop_node(full_node);
     drop(mounted);
     cluster.stop();
 }
