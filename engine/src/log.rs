@@ -567,8 +567,17 @@ impl Log {
         }
         if checkpoint {
             let _writer = self.write_lock.lock().await;
-            self.write_checkpoint().await?;
-            self.state.borrow_mut().last_checkpoint_ms = Some(now_ms);
+            let written = self.write_checkpoint().await;
+            // Failed (a full disk): the previous checkpoint stays valid (it is replaced
+            // atomically) and only makes recovery start earlier, so try again after the
+            // interval rather than on every tick (and log once a minute, not every second).
+            let mut s = self.state.borrow_mut();
+            s.last_checkpoint_ms = Some(now_ms);
+            if written.is_err() {
+                s.checkpoint_due = false;
+            }
+            drop(s);
+            written?;
         }
         Ok(())
     }
@@ -1436,6 +1445,26 @@ mod tests {
             at += len;
         }
         out
+    }
+
+    /// A checkpoint that cannot be written (here: its temp file's name is taken by a
+    /// directory; in life, a full disk) is tried again after the interval, not on every tick.
+    #[test]
+    fn failed_checkpoint_is_retried_after_the_interval() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            log.append(batch(1, 100, 1_000), 0).await.unwrap();
+            log.flush_tick(0).await.unwrap();
+            std::fs::create_dir(dir.path().join("sluice.checkpoint.tmp")).unwrap();
+            let due = CHECKPOINT_INTERVAL_MS;
+            assert!(log.flush_tick(due).await.is_err(), "the checkpoint is due");
+            log.flush_tick(due + 1_000).await.unwrap();
+            log.flush_tick(2 * due - 1).await.unwrap();
+            assert!(log.flush_tick(2 * due).await.is_err(), "due again");
+            std::fs::remove_dir(dir.path().join("sluice.checkpoint.tmp")).unwrap();
+            log.flush_tick(3 * due).await.unwrap();
+        });
     }
 
     #[test]
