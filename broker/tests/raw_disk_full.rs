@@ -414,12 +414,17 @@ fn produce_below_the_free_space_reserve_is_refused_and_resumes_above_it() {
 fn a_reserve_larger_than_the_disk_refuses_produce_with_a_log_line() {
     let cfg = config(&format!("disk_free_bytes_min = {}", 1u64 << 60));
     let cfg_path = cfg.path().to_str().expect("utf-8 path");
-    let broker = Broker::start_with(&["--config", cfg_path]);
+    let broker = Broker::start_with(&["--config", cfg_path, "--http-addr", "127.0.0.1:0"]);
+    let http = http_addr(&broker);
     let mut c = broker.connect();
     create_topic(&mut c, "huge-reserve");
     let (code, base, message) = produce(&mut c, "huge-reserve", record_batch(1, None));
     assert_eq!((code, base), (KAFKA_STORAGE_ERROR, -1), "{message}");
     assert!(message.contains("reserve"), "{message}");
+    let metrics = scrape(&http);
+    assert_eq!(sum(&metrics, "sluice_partitions_write_refused"), 1.0);
+    assert_eq!(sum(&metrics, "sluice_produce_storage_errors_total"), 1.0);
+    assert!(sum(&metrics, "sluice_disk_reserve_bytes") >= (1u64 << 60) as f64);
     assert!(
         broker.log().contains("free disk space below the reserve"),
         "{}",

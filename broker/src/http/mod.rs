@@ -142,9 +142,13 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
         for partitions in shard.partitions.borrow().values() {
             for p in partitions.iter().flatten() {
                 s.partitions += 1;
+                // Below the reserve, leaders refuse client Produce (internal topics take no
+                // client Produce, and their own writes go on).
                 let refused = p.replica.failed()
                     || p.replica.write_refusal().is_some()
-                    || (disk.low && p.replica.is_leader());
+                    || (disk.low
+                        && p.replica.is_leader()
+                        && !crate::cluster::is_internal_topic(&p.topic));
                 s.partitions_write_refused += u64::from(refused);
                 current.push((Rc::downgrade(p), p.log.metrics()));
             }
