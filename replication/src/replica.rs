@@ -677,6 +677,28 @@ impl Replica {
         }
     }
 
+    /// This leader's log cannot take writes (disk full): ask the controller to take it out of
+    /// the ISR, so that another in-sync member leads (Kafka takes the log dir offline for the
+    /// same effect). Nothing when it is the only member or a proposal is pending; the driver
+    /// asks again while its writes stay refused.
+    pub fn resign<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
+        let (Some(state), RoleState::Leader(l)) = (&self.state, &self.role) else {
+            return;
+        };
+        if l.alter.is_some() || ctx.now_ms < l.alter_backoff_until_ms {
+            return;
+        }
+        let new_isr: Vec<NodeId> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|&m| m != self.node)
+            .collect();
+        if !new_isr.is_empty() {
+            self.send_alter(ctx, new_isr, out);
+        }
+    }
+
     /// Timers: produce timeouts, ISR shrink, AlterPartition resends, follower requests.
     pub fn tick<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
         if let RoleState::Leader(l) = &mut self.role {
@@ -1280,6 +1302,21 @@ mod tests {
         // The first produce (offsets 0..2) still completes once committed, then the new one.
         assert_eq!(produce_results(&durable(&mut r, 5, 4)), vec![Ok(0)]);
         assert_eq!(produce_results(&fetch(&mut r, 6, 1, 1, 4)), vec![Ok(2)]);
+    }
+
+    /// A leader that cannot write proposes an ISR without itself; alone, it proposes nothing.
+    #[test]
+    fn a_leader_that_cannot_write_proposes_to_leave_the_isr() {
+        let mut r = leader(&[0, 1, 2]);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.resign(ctx(1), &mut out);
+        assert_eq!(alter_proposals(&out), vec![vec![NodeId(1), NodeId(2)]]);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.resign(ctx(2), &mut out);
+        assert!(out.is_empty(), "one proposal at a time");
+        let mut alone = leader(&[0]);
+        alone.resign(ctx(1), &mut out);
+        assert!(out.is_empty());
     }
 
     /// A follower whose fetched batches could not be written asks its leader again, after a

@@ -16,7 +16,8 @@
 //!   driver drops the appends queued behind it, answers their produces with
 //!   KAFKA_STORAGE_ERROR, and rewinds the core to the log's end (`on_log_write_failed`), so
 //!   core and log agree again. The partition then refuses writes (`write_refusal`) until the
-//!   shard's free-space check lifts it (`on_disk_check`).
+//!   shard's free-space check lifts it (`on_disk_check`); a leader meanwhile proposes to leave
+//!   the ISR (`Replica::resign`), so that another in-sync replica leads.
 //! - After a failure the log cannot recover from in place (a failed fdatasync poisons it, a
 //!   failed truncation) the driver stops writing (`failed`) until the process restarts;
 //!   produces get KAFKA_STORAGE_ERROR.
@@ -180,6 +181,10 @@ impl ReplicaDriver {
         if refusal.lifted_by(disk) {
             self.write_refusal.set(None);
             tracing::info!(target: "broker::storage", topic = %partition.topic, partition = partition.index, available_bytes = disk.available_bytes, "log writes resumed");
+        } else {
+            // Still leading (the last proposal was refused, or it is the only ISR member):
+            // propose leaving the ISR again.
+            self.step(|core, ctx, out| core.resign(ctx, out));
         }
     }
 
@@ -756,6 +761,8 @@ impl ReplicaDriver {
         }
         *self.queue.borrow_mut() = kept;
         self.step(|core, ctx, out| core.on_log_write_failed(ctx, log_end_offset, out));
+        // A leader hands leadership to another in-sync replica, if there is one.
+        self.step(|core, ctx, out| core.resign(ctx, out));
     }
 }
 
