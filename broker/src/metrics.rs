@@ -75,6 +75,10 @@ pub struct ShardSnapshot {
     /// Free bytes of the data dir's filesystem at the last check, and the reserve.
     pub disk_available_bytes: u64,
     pub disk_reserve_bytes: u64,
+    /// Request bytes granted by the shard's `queued_max_request_bytes` share, not answered yet.
+    pub request_bytes_queued: u64,
+    /// Connections that stopped reading until the budget has room for their next frame.
+    pub requests_waiting_for_budget: u64,
 }
 
 /// Everything one scrape renders.
@@ -155,7 +159,7 @@ pub fn render(scrape: &Scrape) -> String {
         let _ = writeln!(out, "sluice_connections{{shard=\"{shard}\"}} {n}");
     }
     type Field = fn(&ShardSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Field); 9] = [
+    let engine: [(&str, &str, &str, Field); 11] = [
         (
             "sluice_partitions_write_refused",
             "gauge",
@@ -173,6 +177,18 @@ pub fn render(scrape: &Scrape) -> String {
             "gauge",
             "Free-space reserve under which Produce is refused.",
             |s| s.disk_reserve_bytes,
+        ),
+        (
+            "sluice_request_bytes_queued",
+            "gauge",
+            "Request bytes read and not answered yet (kafka.queued_max_request_bytes).",
+            |s| s.request_bytes_queued,
+        ),
+        (
+            "sluice_requests_waiting_for_budget",
+            "gauge",
+            "Connections not reading until the request budget has room for their next frame.",
+            |s| s.requests_waiting_for_budget,
         ),
         (
             "sluice_partitions",

@@ -204,7 +204,11 @@ fn append_on_owner(
         .map(|item| {
             let partition = shard.partition(&item.topic, item.partition);
             let ticket = partition.as_ref().map(|p| p.append_lock.lock());
-            (partition, ticket, item.records)
+            let offline = partition
+                .is_none()
+                .then(|| shard.offline_reason(&item.topic, item.partition))
+                .flatten();
+            (partition, ticket, offline, item.records)
         })
         .collect();
     // Below the free-space reserve (read by the shard's timer, not per request).
@@ -213,34 +217,40 @@ fn append_on_owner(
     let shard_index = shard.id.0;
     Box::pin(async move {
         let now = now_ms();
-        let results = join_all(jobs.into_iter().map(|(partition, ticket, records)| {
-            let reserve_refusal = reserve_refusal.clone();
-            async move {
-                let (Some(p), Some(ticket)) = (partition, ticket) else {
-                    return Err((ResponseError::NotLeaderOrFollower, None));
-                };
-                if let Some(message) = reserve_refusal
-                    && p.replica.is_leader()
-                {
-                    let _guard = ticket.await;
-                    return Err((ResponseError::KafkaStorageError, Some(message)));
-                }
-                // The replication core orders the appends and answers acks=1 after the append,
-                // acks=all once committed on the ISR (durably, when log.acks_all_durable); the
-                // ticket is only needed while the core is fed.
-                let pending = {
-                    let _guard = ticket.await;
-                    // A follower that just became leader records the producer state of the
-                    // batches it fetched first, so that it dedupes their retries.
-                    p.wait_producer_state().await;
-                    p.submit_replicated(records, now, acks)
-                };
-                match pending {
-                    Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
-                    Err(f) => Err(failure_code(&f)),
-                }
-            }
-        }))
+        let results = join_all(
+            jobs.into_iter()
+                .map(|(partition, ticket, offline, records)| {
+                    let reserve_refusal = reserve_refusal.clone();
+                    async move {
+                        if let Some(reason) = offline {
+                            return Err((ResponseError::KafkaStorageError, Some(reason)));
+                        }
+                        let (Some(p), Some(ticket)) = (partition, ticket) else {
+                            return Err((ResponseError::NotLeaderOrFollower, None));
+                        };
+                        if let Some(message) = reserve_refusal
+                            && p.replica.is_leader()
+                        {
+                            let _guard = ticket.await;
+                            return Err((ResponseError::KafkaStorageError, Some(message)));
+                        }
+                        // The replication core orders the appends and answers acks=1 after the append,
+                        // acks=all once committed on the ISR (durably, when log.acks_all_durable); the
+                        // ticket is only needed while the core is fed.
+                        let pending = {
+                            let _guard = ticket.await;
+                            // A follower that just became leader records the producer state of the
+                            // batches it fetched first, so that it dedupes their retries.
+                            p.wait_producer_state().await;
+                            p.submit_replicated(records, now, acks)
+                        };
+                        match pending {
+                            Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
+                            Err(f) => Err(failure_code(&f)),
+                        }
+                    }
+                }),
+        )
         .await;
         let refused = results
             .iter()

@@ -134,6 +134,8 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
         topics: shard.metadata().topics.len() as u64,
         disk_available_bytes: disk.available_bytes.unwrap_or(0),
         disk_reserve_bytes: disk.reserve_bytes,
+        request_bytes_queued: shard.request_budget.in_use() as u64,
+        requests_waiting_for_budget: shard.request_budget.waiting() as u64,
         ..ShardSnapshot::default()
     };
     SEEN.with(|seen| {

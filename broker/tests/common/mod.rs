@@ -47,7 +47,7 @@ impl Broker {
         Broker::start_with(&[])
     }
 
-    /// A broker with extra `sluice start` flags (later flags win over the harness's).
+    /// A broker with extra `sluice start` flags (`--shards N` replaces the harness's 2).
     pub fn start_with(args: &[&str]) -> Broker {
         let data_dir = tempfile::Builder::new()
             .prefix("sluice-test-")
@@ -134,6 +134,11 @@ impl Broker {
         status
     }
 
+    /// The running process's id (for /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -182,15 +187,16 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        // Two shards unless the test chose (clap refuses a repeated flag).
+        let shards: &[&str] = if self.args.iter().any(|a| a == "--shards") {
+            &[]
+        } else {
+            &["--shards", "2"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "start",
-                "--shards",
-                "2",
-                "--kafka-addr",
-                &self.addr,
-                "--data-dir",
-            ])
+            .arg("start")
+            .args(shards)
+            .args(["--kafka-addr", &self.addr, "--data-dir"])
             .arg(self.data_dir.path())
             .args(&self.args)
             .env(
