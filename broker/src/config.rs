@@ -24,6 +24,13 @@ pub const SHARDS_MAX: usize = 256;
 /// Partitions a single CreateTopics/CreatePartitions may ask for.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
+/// Default free-space reserve (`log.disk_free_bytes_min`): room for what the broker writes
+/// besides produced records (indexes, checkpoints, the metadata log, offset commits, a
+/// restart's recovery) once producers are refused.
+pub const DISK_FREE_BYTES_MIN_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Largest accepted `log.disk_free_percent_min`.
+pub const DISK_FREE_PERCENT_MIN_MAX: u8 = 50;
+
 /// Environment variable prefix for overrides: `SLUICE_KAFKA_ADDR=...`.
 pub const ENV_PREFIX: &str = "SLUICE_";
 
@@ -233,6 +240,16 @@ pub struct LogSection {
     pub preallocate: bool,
     /// Milliseconds between retention / segment.ms checks on each shard.
     pub housekeeping_interval_ms: u64,
+    /// Free-space reserve: while the data dir's filesystem has less free space than the
+    /// larger of this and `disk_free_percent_min`, Produce is refused with
+    /// KAFKA_STORAGE_ERROR (replication, offset commits and the broker's own files go on).
+    /// 0 turns the bytes part off.
+    pub disk_free_bytes_min: u64,
+    /// The reserve as a percentage of the filesystem's size (0 = off).
+    pub disk_free_percent_min: u8,
+    /// Milliseconds between free-space checks (statvfs) on each shard; also how soon writes
+    /// resume after space returns.
+    pub disk_check_interval_ms: u64,
 }
 
 impl Default for BrokerSection {
@@ -278,6 +295,9 @@ impl Default for LogSection {
             flush_interval_ms: 0,
             preallocate: false,
             housekeeping_interval_ms: 10_000,
+            disk_free_bytes_min: DISK_FREE_BYTES_MIN_DEFAULT,
+            disk_free_percent_min: 0,
+            disk_check_interval_ms: 1_000,
         }
     }
 }
@@ -432,6 +452,14 @@ impl Config {
         // The same bounds as topic overrides, so a topic without overrides always opens.
         if let Err(e) = crate::cluster::TopicConfig::check_defaults(&self.log) {
             return invalid(e);
+        }
+        if self.log.disk_free_percent_min > DISK_FREE_PERCENT_MIN_MAX {
+            return invalid(format!(
+                "log.disk_free_percent_min must be <= {DISK_FREE_PERCENT_MIN_MAX}"
+            ));
+        }
+        if self.log.disk_check_interval_ms == 0 {
+            return invalid("log.disk_check_interval_ms must be >= 1".into());
         }
         if self.cluster.enabled() {
             let seeds = match self.cluster.parse_seeds() {

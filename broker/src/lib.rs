@@ -32,4 +32,5 @@ pub mod partition;
 pub mod replica;
 pub mod server;
 pub mod shard;
+pub mod storage;
 pub mod sys;

@@ -26,6 +26,9 @@ pub struct ShardMetrics {
     pub response_bytes: AtomicU64,
     /// Client connections served by this shard since start.
     pub connections_accepted: AtomicU64,
+    /// Produce partitions answered KAFKA_STORAGE_ERROR (disk full, below the free-space
+    /// reserve, failed log write).
+    pub produce_storage_errors: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -35,6 +38,7 @@ impl Default for ShardMetrics {
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
+            produce_storage_errors: AtomicU64::new(0),
         }
     }
 }
@@ -65,6 +69,12 @@ pub struct ShardSnapshot {
     pub log: engine::LogMetrics,
     /// Topics in the shard's metadata view.
     pub topics: u64,
+    /// Partitions refusing writes: after a failed log write, or (leaders) while the shard is
+    /// below the free-space reserve.
+    pub partitions_write_refused: u64,
+    /// Free bytes of the data dir's filesystem at the last check, and the reserve.
+    pub disk_available_bytes: u64,
+    pub disk_reserve_bytes: u64,
     /// Request bytes granted by the shard's `queued_max_request_bytes` share, not answered yet.
     pub request_bytes_queued: u64,
     /// Connections that stopped reading until the budget has room for their next frame.
@@ -131,6 +141,14 @@ pub fn render(scrape: &Scrape) -> String {
         "Client connections served since start.",
         |m| load(&m.connections_accepted),
     );
+    per_shard(
+        &mut out,
+        scrape,
+        "sluice_produce_storage_errors_total",
+        "counter",
+        "Produce partitions answered KAFKA_STORAGE_ERROR (disk full, below the free-space reserve, failed log write).",
+        |m| load(&m.produce_storage_errors),
+    );
     header(
         &mut out,
         "sluice_connections",
@@ -141,7 +159,25 @@ pub fn render(scrape: &Scrape) -> String {
         let _ = writeln!(out, "sluice_connections{{shard=\"{shard}\"}} {n}");
     }
     type Field = fn(&ShardSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Field); 8] = [
+    let engine: [(&str, &str, &str, Field); 11] = [
+        (
+            "sluice_partitions_write_refused",
+            "gauge",
+            "Partitions refusing writes for lack of disk space or after a failed log write.",
+            |s| s.partitions_write_refused,
+        ),
+        (
+            "sluice_disk_available_bytes",
+            "gauge",
+            "Free bytes of the data dir's filesystem at the last check.",
+            |s| s.disk_available_bytes,
+        ),
+        (
+            "sluice_disk_reserve_bytes",
+            "gauge",
+            "Free-space reserve under which Produce is refused.",
+            |s| s.disk_reserve_bytes,
+        ),
         (
             "sluice_request_bytes_queued",
             "gauge",

@@ -356,18 +356,23 @@ fn shard_main(
         // Partitions that fail to open are logged and offline; the shard starts regardless.
         partitions::apply_metadata(&shard, snapshot).await;
         crate::group::backend::start_if_present(&shard);
+        // Below the free-space reserve from the first request on.
+        crate::storage::check_shard(&shard, Instant::now());
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
         shard.wait_exit().await;
     });
 }
 
-/// Retention, segment.ms and interval flushes on this shard's partitions.
+/// Retention, segment.ms and interval flushes on this shard's partitions, and the
+/// free-space check (`storage`).
 async fn housekeeping_loop(shard: Rc<Shard>) {
     let full_interval = Duration::from_millis(shard.config().log.housekeeping_interval_ms.max(100));
     // Interval flushes need a finer tick than retention.
-    let tick = full_interval.min(Duration::from_millis(FLUSH_TICK_MS));
+    let flush_tick = full_interval.min(Duration::from_millis(FLUSH_TICK_MS));
+    let tick = flush_tick.min(shard.disk.interval());
     let mut last_full = Instant::now();
+    let mut last_flush = Instant::now();
     let mut accepted_at_trim = 0;
     while !shard.is_stopping() {
         let stop = shard.stop_notify.notified();
@@ -377,14 +382,21 @@ async fn housekeeping_loop(shard: Rc<Shard>) {
         {
             break;
         }
-        let full = last_full.elapsed() >= full_interval;
+        let now = Instant::now();
+        if shard.disk.due(now) {
+            crate::storage::check_shard(&shard, now);
+        }
+        let full = now.duration_since(last_full) >= full_interval;
         if full {
-            last_full = Instant::now();
+            last_full = now;
             if shard.id.0 == 0 {
                 trim_after_churn(&shard.shared, &mut accepted_at_trim);
             }
         }
-        partitions::housekeeping(&shard, now_ms(), full).await;
+        if full || now.duration_since(last_flush) >= flush_tick {
+            last_flush = now;
+            partitions::housekeeping(&shard, now_ms(), full).await;
+        }
     }
 }
 

@@ -87,6 +87,35 @@ pub fn compio_file_from_owned(fd: std::os::fd::OwnedFd) -> compio::fs::File {
     unsafe { compio::fs::File::from_raw_fd(fd.into_raw_fd()) }
 }
 
+/// Space on the filesystem holding a path (statvfs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Bytes an unprivileged writer may still use (`f_bavail`).
+    pub available_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// statvfs(2) of `path`: one syscall, no I/O on most filesystems.
+#[allow(clippy::unnecessary_cast)] // the statvfs field types differ between targets
+pub fn fs_space(path: &std::path::Path) -> io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a NUL-terminated string and `st` a valid out-pointer, both live for
+    // the call.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = (st.f_frsize as u64).max(1);
+    Ok(FsSpace {
+        available_bytes: (st.f_bavail as u64).saturating_mul(unit),
+        total_bytes: (st.f_blocks as u64).saturating_mul(unit),
+    })
+}
+
 /// Asks for a pipe buffer of `bytes`; returns the size the kernel granted.
 pub fn set_pipe_size(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     use std::os::fd::AsRawFd;

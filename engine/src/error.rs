@@ -42,6 +42,18 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The filesystem ran out of space (ENOSPC) or of the user's quota (EDQUOT): the write
+    /// may succeed once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LogError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> LogError {
         LogError::Io {
             op,

@@ -34,7 +34,9 @@ use crate::limits::{
 };
 use crate::recovery::recover;
 use crate::scan::walk_headers;
-use crate::segment::{BatchFacts, Segment, SegmentFile};
+use crate::segment::{
+    BatchFacts, INDEX_SUFFIX, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX, segment_path,
+};
 use crate::sync::{AsyncLock, Event};
 use crate::types::{
     AppendInfo, FileSlice, LogMetrics, ReadResult, RecoveryReport, RetentionReport,
@@ -79,6 +81,9 @@ struct State {
     last_leader_epoch: Option<i32>,
     closed: bool,
     poisoned: bool,
+    /// A failed write may have left bytes past the active segment's size and cutting them
+    /// off failed too: the next append or roll cuts them first (`clean_tail`).
+    tail_dirty: bool,
     /// Reused buffer for multi-batch appends.
     write_buf: Vec<u8>,
 }
@@ -170,6 +175,7 @@ impl Log {
             last_leader_epoch: recovered.last_leader_epoch,
             closed: false,
             poisoned: false,
+            tail_dirty: false,
             write_buf: Vec::new(),
         };
         let log = Log {
@@ -238,6 +244,7 @@ impl Log {
             s.usable()?;
             s.log_end_offset()
         };
+        self.clean_tail().await?;
         // Offsets of each batch.
         let mut bases = Vec::with_capacity(metas.len());
         let mut next = leo;
@@ -313,7 +320,15 @@ impl Log {
             }
             None => io::write_all(&file, FrameBytes(batches), position).await.0,
         };
-        res.map_err(|e| LogError::io("write", &path, e))?;
+        if let Err(e) = res {
+            // Nothing is published: the log end offset stays, and the bytes that did reach
+            // the file are cut off so that neither the next append nor recovery sees them.
+            self.state.borrow_mut().tail_dirty = true;
+            if let Err(cut) = self.clean_tail().await {
+                tracing::warn!(target: "engine", path = %path.display(), position, error = %cut, "cutting back a failed write failed; the next append retries");
+            }
+            return Err(LogError::io("write", &path, e).into());
+        }
 
         let mut s = self.state.borrow_mut();
         s.last_leader_epoch = Some(newest_epoch);
@@ -375,6 +390,27 @@ impl Log {
         Ok(())
     }
 
+    /// Cuts the active segment's file back to its size after a failed write (see
+    /// `tail_dirty`). Caller holds the write lock. A preallocated tail goes with it: the
+    /// segment grows by writes from here on.
+    async fn clean_tail(&self) -> Result<(), LogError> {
+        let (file, path, size) = {
+            let s = self.state.borrow();
+            if !s.tail_dirty {
+                return Ok(());
+            }
+            let a = s.active();
+            (a.log.file().clone(), a.log.path().to_path_buf(), a.size)
+        };
+        file.set_len(size)
+            .await
+            .map_err(|e| LogError::io("truncate", &path, e))?;
+        let mut s = self.state.borrow_mut();
+        s.tail_dirty = false;
+        s.active_mut().file_len = size;
+        Ok(())
+    }
+
     /// Closes the active segment (index written, preallocated tail cut) and opens a new one
     /// at `base_offset`. Caller holds the write lock.
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
@@ -403,8 +439,26 @@ impl Log {
                 .await
                 .map_err(|e| LogError::io("truncate", &path, e))?;
         }
+        if self.config.preallocate
+            && let Some(seg) = self.state.borrow_mut().segments.get_mut(&old_base)
+        {
+            seg.file_len = size;
+        }
         let prealloc = self.config.preallocate.then_some(self.config.segment_bytes);
-        let segment = Segment::create(&self.dir, base_offset, prealloc).await?;
+        let segment = match Segment::create(&self.dir, base_offset, prealloc).await {
+            Ok(segment) => segment,
+            Err(e) => {
+                // Disk full, most likely. A leftover file at `base_offset` would overlap the
+                // active segment once it takes more appends, so remove what was created; the
+                // active segment stays active and the next append tries the roll again.
+                if base_offset != old_base {
+                    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                        let _ = std::fs::remove_file(segment_path(&self.dir, base_offset, suffix));
+                    }
+                }
+                return Err(e);
+            }
+        };
         let mut s = self.state.borrow_mut();
         if was_empty {
             // An empty active segment is replaced (replica jumping past a gap).
@@ -535,8 +589,17 @@ impl Log {
         }
         if checkpoint {
             let _writer = self.write_lock.lock().await;
-            self.write_checkpoint().await?;
-            self.state.borrow_mut().last_checkpoint_ms = Some(now_ms);
+            let written = self.write_checkpoint().await;
+            // Failed (a full disk): the previous checkpoint stays valid (it is replaced
+            // atomically) and only makes recovery start earlier, so try again after the
+            // interval rather than on every tick (and log once a minute, not every second).
+            let mut s = self.state.borrow_mut();
+            s.last_checkpoint_ms = Some(now_ms);
+            if written.is_err() {
+                s.checkpoint_due = false;
+            }
+            drop(s);
+            written?;
         }
         Ok(())
     }
@@ -1149,6 +1212,8 @@ impl Log {
     /// Rolls the active segment if it is older than segment.ms (by batch timestamps).
     pub async fn roll_if_due(&self, now_ms: i64) -> Result<(), LogError> {
         let _writer = self.write_lock.lock().await;
+        self.state.borrow().usable()?;
+        self.clean_tail().await?;
         let due = {
             let s = self.state.borrow();
             s.usable()?;
@@ -1171,6 +1236,7 @@ impl Log {
         if self.state.borrow().closed {
             return Ok(());
         }
+        self.clean_tail().await?;
         self.sync_until(i64::MAX).await?;
         if self.config.preallocate {
             // Leave files as long as their data, as Kafka does; open preallocates again.
@@ -1456,6 +1522,26 @@ mod tests {
             at += len;
         }
         out
+    }
+
+    /// A checkpoint that cannot be written (here: its temp file's name is taken by a
+    /// directory; in life, a full disk) is tried again after the interval, not on every tick.
+    #[test]
+    fn failed_checkpoint_is_retried_after_the_interval() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            log.append(batch(1, 100, 1_000), 0).await.unwrap();
+            log.flush_tick(0).await.unwrap();
+            std::fs::create_dir(dir.path().join("sluice.checkpoint.tmp")).unwrap();
+            let due = CHECKPOINT_INTERVAL_MS;
+            assert!(log.flush_tick(due).await.is_err(), "the checkpoint is due");
+            log.flush_tick(due + 1_000).await.unwrap();
+            log.flush_tick(2 * due - 1).await.unwrap();
+            assert!(log.flush_tick(2 * due).await.is_err(), "due again");
+            std::fs::remove_dir(dir.path().join("sluice.checkpoint.tmp")).unwrap();
+            log.flush_tick(3 * due).await.unwrap();
+        });
     }
 
     #[test]

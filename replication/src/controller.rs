@@ -470,9 +470,24 @@ impl Controller {
         if (request.leader_epoch, request.proposal) <= record.last_proposal {
             return None;
         }
-        let valid_shape = request.new_isr.contains(&request.node)
+        // A leader may leave the ISR (its log cannot take writes: disk full), only by removing
+        // itself: leadership then goes to a live member, which has everything committed.
+        let leaves = !request.new_isr.contains(&request.node);
+        let valid_shape = !request.new_isr.is_empty()
             && request.new_isr.windows(2).all(|w| w[0] < w[1])
-            && request.new_isr.iter().all(|m| state.replicas.contains(m));
+            && request.new_isr.iter().all(|m| state.replicas.contains(m))
+            && (!leaves || request.new_isr.iter().all(|m| state.isr.contains(m)));
+        let (leader, new_isr) = if leaves {
+            // A clean election only, whatever unclean.leader.election says.
+            let clean = state
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| request.new_isr.contains(r) && self.alive(*r));
+            (clean, request.new_isr.clone())
+        } else {
+            (state.leader, request.new_isr.clone())
+        };
         let added_alive = request
             .new_isr
             .iter()
@@ -484,7 +499,7 @@ impl Controller {
             Err(ReplicaError::InvalidUpdateVersion)
         } else if !valid_shape {
             Err(ReplicaError::InvalidRequest)
-        } else if !added_alive {
+        } else if !added_alive || leader.is_none() {
             Err(ReplicaError::IneligibleReplica)
         } else {
             Ok(())
@@ -497,8 +512,7 @@ impl Controller {
         if let Err(error) = result {
             return Some(Err(error));
         }
-        let leader = record.state.leader;
-        self.change(request.partition, leader, request.new_isr, changed);
+        self.change(request.partition, leader, new_isr, changed);
         Some(Ok(self.partitions[&request.partition].state.clone()))
     }
 }
@@ -615,6 +629,54 @@ mod tests {
         assert_eq!(after.leader, Some(NodeId(1)));
         assert_eq!(after.isr, vec![NodeId(1), NodeId(2)]);
         assert!(after.leader_epoch > s.leader_epoch && after.partition_epoch > s.partition_epoch);
+    }
+
+    /// A leader whose log cannot take writes leaves the ISR: another live member leads.
+    #[test]
+    fn a_leader_leaving_the_isr_hands_leadership_to_a_live_member() {
+        let (mut c, epochs) = controller(true);
+        let s = c.partition(P).unwrap().clone();
+        assert_eq!(s.leader, Some(NodeId(0)));
+        assert_eq!(
+            alter(&mut c, epochs[0], 1, &[1]).unwrap().unwrap().isr,
+            vec![NodeId(1)]
+        );
+        let after = c.partition(P).unwrap().clone();
+        assert_eq!(after.leader, Some(NodeId(1)));
+        assert!(after.leader_epoch > s.leader_epoch);
+        // Node 1 leads now; leaving for a member outside the ISR is refused, even with
+        // unclean election on.
+        let alter_from = |c: &mut Controller, node: i32, proposal: u64, new_isr: &[i32]| {
+            let s = c.partition(P).expect("created").clone();
+            let message = Message::AlterPartition {
+                node: NodeId(node),
+                broker_epoch: epochs[node as usize],
+                partition: P,
+                leader_epoch: s.leader_epoch,
+                partition_epoch: s.partition_epoch,
+                proposal,
+                new_isr: new_isr.iter().map(|&n| NodeId(n)).collect(),
+            };
+            let out: Vec<Action<()>> = c.step(
+                1,
+                ControllerInput::Message {
+                    from: Address::Broker(NodeId(node)),
+                    message,
+                },
+            );
+            out.into_iter().find_map(|a| match a {
+                Action::Send {
+                    message: Message::AlterPartitionResponse { result, .. },
+                    ..
+                } => Some(result),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            alter_from(&mut c, 1, 1, &[2]),
+            Some(Err(ReplicaError::InvalidRequest))
+        );
+        assert_eq!(c.partition(P).unwrap().leader, Some(NodeId(1)));
     }
 
     #[test]

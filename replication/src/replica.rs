@@ -617,6 +617,91 @@ impl Replica {
         self.poll_follower(ctx, out);
     }
 
+    /// The log could not write what this replica asked it to (`Action::Append` or
+    /// `AppendReplicated` failed: disk full, I/O error); the driver dropped every append
+    /// queued after the failed one, and the log ends at `log_end_offset` once the truncations
+    /// still queued are applied (never above this replica's end). The replica forgets
+    /// the offsets it assigned or fetched from there on: a leader fails the acks=all produces
+    /// waiting on them (KAFKA_STORAGE_ERROR) and assigns the same offsets again to the next
+    /// produce; a follower asks its leader again where to continue (after a fetch backoff, so
+    /// a full disk is not retried in a loop). Nothing at those offsets was ever in the log, so
+    /// this is not a truncation: the high watermark never covered them on any replica.
+    pub fn on_log_write_failed<P: Clone>(
+        &mut self,
+        ctx: Ctx,
+        log_end_offset: i64,
+        out: &mut Vec<Action<P>>,
+    ) {
+        assert!(
+            (0..=self.log_end_offset).contains(&log_end_offset),
+            "the log cannot hold more than the replica assigned"
+        );
+        self.log_end_offset = log_end_offset;
+        self.durable_offset = self.durable_offset.min(log_end_offset);
+        self.durable_requested = self.durable_requested.min(log_end_offset);
+        // Under `Durability::PageCache` a leader counts its own end offset at once, so its high
+        // watermark may cover what failed; no replica ever had those offsets.
+        self.high_watermark = self.high_watermark.min(log_end_offset);
+        let partition = self.partition;
+        match &mut self.role {
+            RoleState::Leader(l) => {
+                let epoch = l.leader_epoch;
+                l.epoch_start_offset = l.epoch_start_offset.min(log_end_offset);
+                for p in l.followers.values_mut() {
+                    p.fetch_offset = p.fetch_offset.map(|o| o.min(log_end_offset));
+                    p.last_fetch_leader_end_offset =
+                        p.last_fetch_leader_end_offset.min(log_end_offset);
+                }
+                l.produces.retain(|p| {
+                    let lost = p.last_offset >= log_end_offset;
+                    if lost {
+                        out.push(Action::Send {
+                            to: p.client,
+                            message: Message::ProduceResponse {
+                                request_id: p.request_id,
+                                partition,
+                                result: Err(ReplicaError::KafkaStorageError),
+                            },
+                        });
+                    }
+                    !lost
+                });
+                // Epochs that wrote nothing now start at the end; ours is (again) the latest.
+                self.epochs.truncate_from(log_end_offset);
+                self.epochs.assign(epoch, log_end_offset);
+            }
+            RoleState::Follower(f) => {
+                self.epochs.truncate_from(log_end_offset);
+                f.phase = Phase::Truncating;
+                f.in_flight = None;
+                f.next_send_ms = ctx.now_ms + self.config.fetch_backoff_ms;
+            }
+            RoleState::Offline => self.epochs.truncate_from(log_end_offset),
+        }
+    }
+
+    /// This leader's log cannot take writes (disk full): ask the controller to take it out of
+    /// the ISR, so that another in-sync member leads (Kafka takes the log dir offline for the
+    /// same effect). Nothing when it is the only member or a proposal is pending; the driver
+    /// asks again while its writes stay refused.
+    pub fn resign<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
+        let (Some(state), RoleState::Leader(l)) = (&self.state, &self.role) else {
+            return;
+        };
+        if l.alter.is_some() || ctx.now_ms < l.alter_backoff_until_ms {
+            return;
+        }
+        let new_isr: Vec<NodeId> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|&m| m != self.node)
+            .collect();
+        if !new_isr.is_empty() {
+            self.send_alter(ctx, new_isr, out);
+        }
+    }
+
     /// Timers: produce timeouts, ISR shrink, AlterPartition resends, follower requests.
     pub fn tick<P: Clone>(&mut self, ctx: Ctx, out: &mut Vec<Action<P>>) {
         if let RoleState::Leader(l) = &mut self.role {
@@ -1223,6 +1308,102 @@ mod tests {
             vec![ReplicaError::OffsetOutOfRange]
         );
         assert!(fetch_errors(&fetch(&mut r, 1, 1, 1, 0)).is_empty());
+    }
+
+    /// The log could not write offsets 2..4: the waiting produce fails with a storage
+    /// error, and the next produce gets the same offsets again.
+    #[test]
+    fn a_failed_leader_append_gives_its_offsets_to_the_next_produce() {
+        let mut r = leader(&[0, 1]);
+        produce(&mut r, 1, 7);
+        produce(&mut r, 1, 8);
+        assert_eq!(r.log_end_offset(), 4);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_log_write_failed(ctx(2), 2, &mut out);
+        assert_eq!(
+            produce_results(&out),
+            vec![Err(ReplicaError::KafkaStorageError)]
+        );
+        assert_eq!(r.log_end_offset(), 2);
+        assert_eq!(r.epochs().latest_epoch(), Some(LeaderEpoch(1)));
+        // A follower past the new end is out of range; at it, it is answered.
+        assert_eq!(
+            fetch_errors(&fetch(&mut r, 3, 1, 1, 4)),
+            vec![ReplicaError::OffsetOutOfRange]
+        );
+        assert!(fetch_errors(&fetch(&mut r, 3, 1, 1, 2)).is_empty());
+        let out = produce(&mut r, 4, 9);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Append { batch, .. } if batch.base_offset == 2
+        )));
+        // The first produce (offsets 0..2) still completes once committed, then the new one.
+        assert_eq!(produce_results(&durable(&mut r, 5, 4)), vec![Ok(0)]);
+        assert_eq!(produce_results(&fetch(&mut r, 6, 1, 1, 4)), vec![Ok(2)]);
+    }
+
+    /// A leader that cannot write proposes an ISR without itself; alone, it proposes nothing.
+    #[test]
+    fn a_leader_that_cannot_write_proposes_to_leave_the_isr() {
+        let mut r = leader(&[0, 1, 2]);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.resign(ctx(1), &mut out);
+        assert_eq!(alter_proposals(&out), vec![vec![NodeId(1), NodeId(2)]]);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.resign(ctx(2), &mut out);
+        assert!(out.is_empty(), "one proposal at a time");
+        let mut alone = leader(&[0]);
+        alone.resign(ctx(1), &mut out);
+        assert!(out.is_empty());
+    }
+
+    /// A follower whose fetched batches could not be written asks its leader again, after a
+    /// backoff, from what its log holds.
+    #[test]
+    fn a_failed_follower_append_fetches_again_from_the_log_end() {
+        let mut r = Replica::new(NodeId(1), P, config(), RecoveredLog::default(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 1, 1), &mut out);
+        let Some(Action::Send {
+            message: Message::Fetch { request_id, .. },
+            ..
+        }) = out.pop()
+        else {
+            panic!("expected a fetch: {out:?}");
+        };
+        let batch = Batch {
+            base_offset: 0,
+            record_count: 3,
+            leader_epoch: LeaderEpoch(1),
+            payload: 0u64,
+        };
+        let data = FetchData {
+            batches: vec![batch],
+            high_watermark: 0,
+            log_end_offset: 3,
+        };
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_fetch_response(ctx(1), request_id, Ok(data), &mut out);
+        assert_eq!(r.log_end_offset(), 3);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_log_write_failed(ctx(2), 0, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(r.log_end_offset(), 0);
+        assert_eq!(r.epochs().latest_epoch(), None);
+        // Nothing before the backoff; then a fetch from offset 0 (no epoch left to ask about).
+        r.tick(ctx(3), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        r.tick(ctx(2 + config().fetch_backoff_ms), &mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [Action::Send {
+                message: Message::Fetch {
+                    fetch_offset: 0,
+                    ..
+                },
+                ..
+            }]
+        ));
     }
 
     fn durable(r: &mut Replica, now_ms: i64, offset: i64) -> Vec<Action<u64>> {

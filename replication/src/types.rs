@@ -126,6 +126,9 @@ pub enum ReplicaError {
     StaleBrokerEpoch,
     /// INVALID_REQUEST (42): malformed replication input (e.g. a non-contiguous fetch answer).
     InvalidRequest,
+    /// KAFKA_STORAGE_ERROR (56): this replica's log write failed (disk full, I/O error);
+    /// nothing from the failed offset on was kept (`Replica::on_log_write_failed`).
+    KafkaStorageError,
 }
 
 impl fmt::Display for ReplicaError {

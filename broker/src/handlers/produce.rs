@@ -10,6 +10,7 @@
 //! `log.acks_all_durable`: the replication core counts only synced offsets).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -210,34 +211,57 @@ fn append_on_owner(
             (partition, ticket, offline, item.records)
         })
         .collect();
+    // Below the free-space reserve (read by the shard's timer, not per request).
+    let reserve_refusal = shard.disk.produce_refusal();
+    let shared = Arc::clone(&shard.shared);
+    let shard_index = shard.id.0;
     Box::pin(async move {
         let now = now_ms();
-        join_all(
+        let results = join_all(
             jobs.into_iter()
-                .map(|(partition, ticket, offline, records)| async move {
-                    if let Some(reason) = offline {
-                        return Err((ResponseError::KafkaStorageError, Some(reason)));
-                    }
-                    let (Some(p), Some(ticket)) = (partition, ticket) else {
-                        return Err((ResponseError::NotLeaderOrFollower, None));
-                    };
-                    // The replication core orders the appends and answers acks=1 after the append,
-                    // acks=all once committed on the ISR (durably, when log.acks_all_durable); the
-                    // ticket is only needed while the core is fed.
-                    let pending = {
-                        let _guard = ticket.await;
-                        // A follower that just became leader records the producer state of the
-                        // batches it fetched first, so that it dedupes their retries.
-                        p.wait_producer_state().await;
-                        p.submit_replicated(records, now, acks)
-                    };
-                    match pending {
-                        Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
-                        Err(f) => Err(failure_code(&f)),
+                .map(|(partition, ticket, offline, records)| {
+                    let reserve_refusal = reserve_refusal.clone();
+                    async move {
+                        if let Some(reason) = offline {
+                            return Err((ResponseError::KafkaStorageError, Some(reason)));
+                        }
+                        let (Some(p), Some(ticket)) = (partition, ticket) else {
+                            return Err((ResponseError::NotLeaderOrFollower, None));
+                        };
+                        if let Some(message) = reserve_refusal
+                            && p.replica.is_leader()
+                        {
+                            let _guard = ticket.await;
+                            return Err((ResponseError::KafkaStorageError, Some(message)));
+                        }
+                        // The replication core orders the appends and answers acks=1 after the append,
+                        // acks=all once committed on the ISR (durably, when log.acks_all_durable); the
+                        // ticket is only needed while the core is fed.
+                        let pending = {
+                            let _guard = ticket.await;
+                            // A follower that just became leader records the producer state of the
+                            // batches it fetched first, so that it dedupes their retries.
+                            p.wait_producer_state().await;
+                            p.submit_replicated(records, now, acks)
+                        };
+                        match pending {
+                            Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
+                            Err(f) => Err(failure_code(&f)),
+                        }
                     }
                 }),
         )
-        .await
+        .await;
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err((ResponseError::KafkaStorageError, _))))
+            .count();
+        if refused > 0 {
+            shared.metrics[shard_index]
+                .produce_storage_errors
+                .fetch_add(refused as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        results
     })
 }
 
@@ -276,6 +300,11 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
             )),
         ),
         AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),
+        AppendFailure::Storage(m) => (ResponseError::KafkaStorageError, Some((*m).to_string())),
+        AppendFailure::Replica(replication::ReplicaError::KafkaStorageError) => (
+            ResponseError::KafkaStorageError,
+            Some("the log write failed on this broker (disk full or I/O error)".into()),
+        ),
         AppendFailure::Replica(e) => (crate::replica::error_code(*e), None),
     }
 }

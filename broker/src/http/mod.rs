@@ -129,8 +129,11 @@ fn collect_snapshots(shared: &Arc<Shared>) -> Vec<Option<ShardSnapshot>> {
 /// `retired` total instead, keeping every family monotonic (counts between its last scrape
 /// and its removal are not seen).
 fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
+    let disk = shard.disk.state();
     let mut s = ShardSnapshot {
         topics: shard.metadata().topics.len() as u64,
+        disk_available_bytes: disk.available_bytes.unwrap_or(0),
+        disk_reserve_bytes: disk.reserve_bytes,
         request_bytes_queued: shard.request_budget.in_use() as u64,
         requests_waiting_for_budget: shard.request_budget.waiting() as u64,
         ..ShardSnapshot::default()
@@ -141,6 +144,14 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
         for partitions in shard.partitions.borrow().values() {
             for p in partitions.iter().flatten() {
                 s.partitions += 1;
+                // Below the reserve, leaders refuse client Produce (internal topics take no
+                // client Produce, and their own writes go on).
+                let refused = p.replica.failed()
+                    || p.replica.write_refusal().is_some()
+                    || (disk.low
+                        && p.replica.is_leader()
+                        && !crate::cluster::is_internal_topic(&p.topic));
+                s.partitions_write_refused += u64::from(refused);
                 current.push((Rc::downgrade(p), p.log.metrics()));
             }
         }

@@ -45,6 +45,9 @@ pub enum AppendFailure {
     Retired,
     /// The replication core refused or failed the batch.
     Replica(replication::ReplicaError),
+    /// This replica's log cannot take writes now (a write failed for lack of space or an
+    /// I/O error, or the log is broken until restart): KAFKA_STORAGE_ERROR.
+    Storage(&'static str),
 }
 
 /// What a successful append reports back (Kafka's PartitionProduceResponse fields).
@@ -262,6 +265,12 @@ impl Partition {
         }
     }
 
+    /// After a failed append: producer state of batches at or above `offset` (never in the
+    /// log) is forgotten.
+    pub fn forget_producer_batches_from(&self, offset: i64) {
+        self.producers.borrow_mut().forget_from(offset);
+    }
+
     /// After a truncation: producer state rebuilt from what is left.
     pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
         let mut producers = ProducerStateTable::default();
@@ -306,8 +315,29 @@ impl Partition {
         if self.retired.get() {
             return Err(AppendFailure::Retired);
         }
-        if driver.failed() || !driver.is_leader() {
+        if !driver.is_leader() {
             return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
+        }
+        // Still the leader (Metadata names it), so NOT_LEADER_OR_FOLLOWER would send the
+        // client back here until its delivery timeout; Kafka answers a log it cannot write
+        // with KAFKA_STORAGE_ERROR.
+        if driver.failed() {
+            return Err(AppendFailure::Storage(
+                "the log of this partition failed on this broker; it takes writes again after a restart",
+            ));
+        }
+        match driver.write_refusal() {
+            Some(crate::storage::WriteRefusal::NoSpace { .. }) => {
+                return Err(AppendFailure::Storage(
+                    "the disk of this partition is full; writes resume once space is freed",
+                ));
+            }
+            Some(crate::storage::WriteRefusal::Io) => {
+                return Err(AppendFailure::Storage(
+                    "a write to this partition's log failed; writes are tried again shortly",
+                ));
+            }
+            None => {}
         }
         // Kafka's order (Partition.appendRecordsToLeader): leadership, then acks=all against
         // min.insync.replicas, and only then the batch and producer checks. Checking sequences

@@ -141,6 +141,21 @@ impl ProducerStateTable {
             .retain(|_, e| e.last_offset >= log_start_offset);
     }
 
+    /// Forgets batches at or above `offset`, which never reached the log (a failed append).
+    /// A producer left with no batch is forgotten: its next batch is accepted at any
+    /// sequence, as after retention.
+    pub fn forget_from(&mut self, offset: i64) {
+        self.producers.retain(|_, e| {
+            while e.batches.back().is_some_and(|b| b.last_offset >= offset) {
+                e.batches.pop_back();
+            }
+            if let Some(last) = e.batches.back() {
+                e.last_offset = last.last_offset;
+            }
+            !e.batches.is_empty()
+        });
+    }
+
     fn evict_oldest(&mut self) {
         if let Some((&id, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_offset) {
             self.producers.remove(&id);
@@ -211,6 +226,24 @@ mod tests {
         assert_eq!(last_sequence(i32::MAX, 1), 0);
         assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
         assert!(in_sequence(i32::MAX, 0));
+    }
+
+    #[test]
+    fn batches_that_never_reached_the_log_are_forgotten() {
+        let mut t = ProducerStateTable::default();
+        t.record(1, 0, meta(0, 4, 10));
+        t.record(1, 0, meta(5, 9, 15));
+        t.record(2, 3, meta(0, 0, 20));
+        t.forget_from(15);
+        // Producer 1 continues after its first batch; its retry of the second is appended.
+        assert_eq!(t.check(1, 0, 5, 9), SequenceCheck::Append);
+        assert_eq!(
+            t.check(1, 0, 0, 4),
+            SequenceCheck::Duplicate(meta(0, 4, 10))
+        );
+        // Producer 2 has nothing left in the log.
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.check(2, 3, 0, 0), SequenceCheck::Append);
     }
 
     #[test]

@@ -12,8 +12,15 @@
 //!   otherwise it waits behind the engine operations (append, truncate) ahead of it. So an
 //!   acks=1 answer or a high watermark never overtakes the append it covers.
 //! - The engine assigns the same offsets as the core (asserted on every leader append).
-//! - After an engine write fails the driver stops writing (`failed`): the core and the log no
-//!   longer agree, so the replica only answers errors until the process restarts.
+//! - After an append fails (disk full, I/O error) the engine has kept nothing of it; the
+//!   driver drops the appends queued behind it, answers their produces with
+//!   KAFKA_STORAGE_ERROR, and rewinds the core to the log's end (`on_log_write_failed`), so
+//!   core and log agree again. The partition then refuses writes (`write_refusal`) until the
+//!   shard's free-space check lifts it (`on_disk_check`); a leader meanwhile proposes to leave
+//!   the ISR (`Replica::resign`), so that another in-sync replica leads.
+//! - After a failure the log cannot recover from in place (a failed fdatasync poisons it, a
+//!   failed truncation) the driver stops writing (`failed`) until the process restarts;
+//!   produces get KAFKA_STORAGE_ERROR.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +34,7 @@ use replication::{
 
 use crate::cluster::handle::ToController;
 use crate::partition::Partition;
+use crate::storage::{DiskState, WriteRefusal};
 
 /// What a driver needs from the world around it: the clock, the broker epoch, and the three
 /// ways out (leader, controller, the role hook). The shard implements it (`ShardEnv`); tests
@@ -81,6 +89,9 @@ pub struct ReplicaDriver {
     /// outgoing requests use its own ids.
     next_request_id: Cell<u64>,
     failed: Cell<bool>,
+    /// Set after an append failed and the core was rewound: writes are refused until the
+    /// shard's free-space check lifts it.
+    write_refusal: Cell<Option<WriteRefusal>>,
     is_leader: Cell<bool>,
     /// Follower writes (`AppendReplicated`, `Truncate`) queued or being applied. Producer
     /// state follows them only once the engine applied them, so a leader checks producer
@@ -116,6 +127,7 @@ impl ReplicaDriver {
             produces: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             failed: Cell::new(false),
+            write_refusal: Cell::new(None),
             is_leader: Cell::new(false),
             follower_writes: Cell::new(0),
             follower_writes_applied: Rc::new(crate::notify::Notify::new()),
@@ -153,9 +165,30 @@ impl ReplicaDriver {
         self.core.borrow().log_end_offset()
     }
 
-    /// True once an engine write failed: the replica refuses work until restart.
+    /// True once the log failed in a way only a restart recovers from (a failed fdatasync or
+    /// truncation): the replica refuses work until then.
     pub fn failed(&self) -> bool {
         self.failed.get()
+    }
+
+    /// Why writes are refused after a failed append, until space returns.
+    pub fn write_refusal(&self) -> Option<WriteRefusal> {
+        self.write_refusal.get()
+    }
+
+    /// The shard's free-space check: lifts the write refusal once `disk` allows it.
+    pub fn on_disk_check(&self, partition: &Partition, disk: DiskState) {
+        let Some(refusal) = self.write_refusal.get() else {
+            return;
+        };
+        if refusal.lifted_by(disk) {
+            self.write_refusal.set(None);
+            tracing::info!(target: "broker::storage", topic = %partition.topic, partition = partition.index, available_bytes = disk.available_bytes, "log writes resumed");
+        } else {
+            // Still leading (the last proposal was refused, or it is the only ISR member):
+            // propose leaving the ISR again.
+            self.step(|core, ctx, out| core.resign(ctx, out));
+        }
     }
 
     /// Runs `f` on the core, then applies the actions it emitted (after any queued before).
@@ -538,7 +571,7 @@ impl ReplicaDriver {
                 request_id, result, ..
             } => {
                 let result = if self.failed.get() {
-                    Err(ReplicaError::NotLeaderOrFollower)
+                    Err(failure_error(partition))
                 } else {
                     result
                 };
@@ -604,7 +637,7 @@ async fn drain(partition: Rc<Partition>) {
                         );
                         partition.data_notify.notify_all();
                     }
-                    Err(e) => driver.fail(&partition, "append", &e),
+                    Err(e) => driver.on_append_failed(&partition, "append", &e),
                 }
             }
             Action::AppendReplicated { batches, .. } => {
@@ -620,7 +653,7 @@ async fn drain(partition: Rc<Partition>) {
                             partition.record_replicated_producers(&bytes);
                             partition.data_notify.notify_all();
                         }
-                        Err(e) => driver.fail(&partition, "replicated append", &e),
+                        Err(e) => driver.on_append_failed(&partition, "replicated append", &e),
                     }
                 }
                 driver.follower_write_applied();
@@ -666,12 +699,107 @@ impl ReplicaDriver {
             tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed; the replica stops until restart");
         }
         self.failed.set(true);
+        let error = failure_error(partition);
         for (_, tx) in self.produces.borrow_mut().drain() {
-            let _ = tx.try_send(Err(ReplicaError::NotLeaderOrFollower));
+            let _ = tx.try_send(Err(error));
         }
         for w in self.commit_waits.borrow_mut().drain(..) {
-            let _ = w.answer.try_send(Err(ReplicaError::NotLeaderOrFollower));
+            let _ = w.answer.try_send(Err(error));
         }
+    }
+
+    /// An append (leader) or replicated append (follower) failed. The engine published
+    /// nothing of it (and cut its partial bytes off), so the log ends where it did: drop the
+    /// appends queued behind it (truncations stay, in order), answer the produces they
+    /// carried with KAFKA_STORAGE_ERROR, forget their producer state, and rewind the core to
+    /// where the log will end. Writes are then refused until the shard's free-space check
+    /// lifts the refusal. Runs in the drain task, synchronously: no produce is submitted in
+    /// between.
+    fn on_append_failed(&self, partition: &Rc<Partition>, what: &str, error: &engine::AppendError) {
+        use engine::{AppendError, LogError};
+        let in_place = !partition.is_retired()
+            && !matches!(
+                error,
+                AppendError::Log(LogError::Poisoned | LogError::Closed)
+            );
+        if !in_place {
+            return self.fail(partition, what, error);
+        }
+        // The log's end once the truncations still queued are applied (a follower may have
+        // been told to truncate below what the failed append followed); appends queued
+        // behind the failure are dropped, so nothing else moves it.
+        let log_end_offset = self
+            .queue
+            .borrow()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Truncate { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .fold(partition.log.log_end_offset(), i64::min);
+        let refusal = match error {
+            AppendError::Log(e) if e.is_no_space() => WriteRefusal::NoSpace {
+                available_bytes_at_failure: crate::sys::fs_space(&partition.dir)
+                    .map_or(0, |s| s.available_bytes),
+            },
+            _ => WriteRefusal::Io,
+        };
+        if self.write_refusal.replace(Some(refusal)).is_none() {
+            tracing::error!(target: "broker::storage", topic = %partition.topic, partition = partition.index, log_end_offset, error = %error, ?refusal, "{what} failed; writes refused (KAFKA_STORAGE_ERROR) until space returns");
+        } else {
+            tracing::debug!(target: "broker::storage", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed again");
+        }
+        // Before any answer goes out: a retry must not be taken for a duplicate of a batch
+        // that is not in the log.
+        partition.forget_producer_batches_from(log_end_offset);
+        self.commit_waits.borrow_mut().retain(|w| {
+            let lost = w.last_offset >= log_end_offset;
+            if lost {
+                let _ = w.answer.try_send(Err(ReplicaError::KafkaStorageError));
+            }
+            !lost
+        });
+        // What was queued behind the failure keeps its order, less the appends; the answers
+        // of produces whose batches were dropped become errors.
+        let stale: Vec<Action<Bytes>> = self.queue.borrow_mut().drain(..).collect();
+        let mut kept = VecDeque::with_capacity(stale.len());
+        for action in stale {
+            match action {
+                Action::Append { .. } => {}
+                Action::AppendReplicated { .. } => self.follower_write_applied(),
+                Action::Send {
+                    to,
+                    message:
+                        Message::ProduceResponse {
+                            request_id,
+                            partition: id,
+                            result: Ok(base_offset),
+                        },
+                } if base_offset >= log_end_offset => kept.push_back(Action::Send {
+                    to,
+                    message: Message::ProduceResponse {
+                        request_id,
+                        partition: id,
+                        result: Err(ReplicaError::KafkaStorageError),
+                    },
+                }),
+                other => kept.push_back(other),
+            }
+        }
+        *self.queue.borrow_mut() = kept;
+        self.step(|core, ctx, out| core.on_log_write_failed(ctx, log_end_offset, out));
+        // A leader hands leadership to another in-sync replica, if there is one.
+        self.step(|core, ctx, out| core.resign(ctx, out));
+    }
+}
+
+/// What a replica that stopped for good answers: closed under us (deleted, shutting down) is
+/// NOT_LEADER_OR_FOLLOWER (the client looks again); a broken log is KAFKA_STORAGE_ERROR.
+fn failure_error(partition: &Partition) -> ReplicaError {
+    if partition.is_retired() {
+        ReplicaError::NotLeaderOrFollower
+    } else {
+        ReplicaError::KafkaStorageError
     }
 }
 

@@ -113,6 +113,7 @@ pub fn error_code(error: ReplicaError) -> ResponseError {
         ReplicaError::IneligibleReplica => ResponseError::IneligibleReplica,
         ReplicaError::StaleBrokerEpoch => ResponseError::StaleBrokerEpoch,
         ReplicaError::InvalidRequest => ResponseError::InvalidRequest,
+        ReplicaError::KafkaStorageError => ResponseError::KafkaStorageError,
     }
 }
 

@@ -103,6 +103,8 @@ pub struct Shard {
     pub request_budget: Rc<crate::net::request_budget::RequestBudget>,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
+    /// Free space of the data dir and the reserve under which Produce is refused.
+    pub disk: crate::storage::DiskGuard,
     /// Partitions this shard should hold but could not open (bad log, bad config, no fds):
     /// (topic, partition) -> why. Requests for them get KAFKA_STORAGE_ERROR; the next
     /// metadata update tries again.
@@ -117,6 +119,7 @@ impl Shard {
         control: Option<control::ControlPlane>,
     ) -> Rc<Shard> {
         let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
+        let disk = crate::storage::DiskGuard::new(&shared.config);
         let request_budget = crate::net::request_budget::RequestBudget::new(
             crate::net::request_budget::shard_share(&shared.config, shared.shard_count()),
         );
@@ -136,6 +139,7 @@ impl Shard {
             frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
             request_budget,
             replica_ticker_started: Cell::new(false),
+            disk,
             offline_partitions: RefCell::new(HashMap::new()),
         })
     }

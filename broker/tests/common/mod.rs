@@ -53,6 +53,20 @@ impl Broker {
             .prefix("sluice-test-")
             .tempdir()
             .expect("temp dir");
+        Broker::start_with_dir(data_dir, args)
+    }
+
+    /// Like `start_with`, with the data dir created inside `parent` (e.g. a small filesystem
+    /// mounted for the test).
+    pub fn start_in(parent: &Path, args: &[&str]) -> Broker {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir_in(parent)
+            .expect("temp dir");
+        Broker::start_with_dir(data_dir, args)
+    }
+
+    fn start_with_dir(data_dir: tempfile::TempDir, args: &[&str]) -> Broker {
         let mut broker = Broker {
             child: None,
             addr: "127.0.0.1:0".to_string(),
