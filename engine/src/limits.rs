@@ -6,6 +6,11 @@
 
 /// Bytes in a Kafka v2 record batch header (base_offset .. records_count).
 pub const BATCH_HEADER_BYTES: usize = 61;
+/// Smallest v2 record body (after its length prefix): attributes, timestamp delta, offset
+/// delta, key length, value length and header count, one byte each at least.
+pub const RECORD_BODY_BYTES_MIN: usize = 6;
+/// Longest zigzag varint of an i32 (Kafka's `readVarint` reads at most 5 bytes).
+pub const VARINT32_BYTES_MAX: usize = 5;
 /// Bytes of the `base_offset` + `batch_length` prefix; `batch_length` counts the rest.
 pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
 /// First byte covered by the batch CRC32C (attributes onwards).
@@ -54,6 +59,10 @@ pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
 pub const CHECKPOINT_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
 
 const _: () = assert!(BATCH_CRC_START < BATCH_HEADER_BYTES);
+const _: () = assert!(
+    (MAX_BATCH_BYTES_LIMIT as usize) < (1 << (7 * VARINT32_BYTES_MAX - 1)),
+    "any record length inside a batch fits a varint"
+);
 const _: () = assert!(
     BATCH_PATCH_BYTES < BATCH_CRC_START,
     "patched bytes must lie outside the CRC"

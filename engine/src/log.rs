@@ -1430,6 +1430,59 @@ mod tests {
     }
 
     #[test]
+    fn batches_whose_count_lies_are_refused_and_leave_the_log_end() {
+        use crate::batch::BatchError;
+        use crate::batch::tests::with_claimed_count;
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            log.append(batch(2, 40, 0), 0).await.unwrap();
+            // Claims 2^31-1 records, holds one; claims one, holds three (valid CRCs).
+            let too_many = with_claimed_count(build_test_batch(1, 30, 0, 0, 1), i32::MAX);
+            let too_few = with_claimed_count(build_test_batch(3, 30, 0, 0, 1), 1);
+            for (lying, found) in [(too_many, 1), (too_few, 3)] {
+                let err = log.append(Bytes::from(lying), 0).await.unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        AppendError::InvalidBatch {
+                            index: 0,
+                            error: BatchError::RecordCountMismatch { found: f, .. },
+                            ..
+                        } if f == found
+                    ),
+                    "{err}"
+                );
+                assert_eq!(log.log_end_offset(), 2);
+            }
+            let honest = log.append(batch(3, 40, 0), 0).await.unwrap();
+            assert_eq!((honest.first_offset, honest.last_offset), (2, 4));
+        });
+    }
+
+    #[test]
+    fn replicated_batches_are_copied_as_the_leader_stored_them() {
+        use crate::batch::tests::with_claimed_count;
+        run(async {
+            // A leader's log may hold a batch whose count lies (written before the producer
+            // check existed): a follower copies it without panicking and spans its offsets.
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let mut few = with_claimed_count(build_test_batch(3, 30, 0, 0, 1), 1);
+            patch_header(&mut few, 0, 1);
+            let mut many = with_claimed_count(build_test_batch(1, 30, 0, 0, 1), i32::MAX);
+            patch_header(&mut many, 1, 1);
+            few.extend_from_slice(&many);
+            let info = log.append_replicated(Bytes::from(few)).await.unwrap();
+            assert_eq!(
+                (info.first_offset, info.last_offset),
+                (0, 1 + i64::from(i32::MAX) - 1)
+            );
+            assert_eq!(log.log_end_offset(), 1 + i64::from(i32::MAX));
+        });
+    }
+
+    #[test]
     fn read_bounds_by_max_offset_and_bytes() {
         run(async {
             let dir = tempfile::tempdir().unwrap();
