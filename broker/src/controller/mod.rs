@@ -378,6 +378,7 @@ impl ControlLoop {
                     rack,
                     cluster_id: self.cluster_id.clone(),
                     now_ms: now,
+                    partition_replicas_max: Some(self.shared.fd_budget.partition_replicas_max),
                 });
             }
             Some(epoch) if now - self.last_heartbeat_ms >= cluster.broker_heartbeat_interval_ms => {
