@@ -7,15 +7,15 @@
 //! node states when it registers).
 //!
 //! Back-of-envelope, per partition replica: the active segment holds its `.log`, `.index` and
-//! `.timeindex` open (3 fds); a sealed segment holds its `.log` open for zero-copy reads, and
-//! its two index files until its entries are written and synced at the next checkpoint
-//! (3 fds, see docs/operations.md). The budget counts [`FDS_PER_PARTITION_REPLICA`] per replica:
-//! the active segment and an allowance for sealed ones. With the default 10 000 connections
+//! `.timeindex` open (3 fds); a sealed segment holds only its `.log` (for zero-copy reads)
+//! once its index entries are synced at the next checkpoint (1 fd; the engine closes sealed
+//! index files). The budget counts [`FDS_PER_PARTITION_REPLICA`] per replica: the active
+//! segment and an allowance for sealed ones (docs/operations.md, "Open files"). With the default 10 000 connections
 //! and a 65 536 limit: (65 536 - 1 024 - 10 000) / 5 = 10 902 replicas >= 10 000.
 
 /// Descriptors held for one partition replica in the budget: 3 for the active segment plus
-/// an allowance of 2 for sealed segments (an average across the node's partitions; idle
-/// partitions have none).
+/// an allowance of 2 sealed segments at 1 fd each (an average across the node's partitions;
+/// idle partitions have none).
 pub const FDS_PER_PARTITION_REPLICA: u64 = 5;
 /// Descriptors reserved for everything but partitions and client connections: listeners,
 /// io_uring rings and their eventfds, splice pipes, the metadata quorum's log and rpc links,

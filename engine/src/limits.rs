@@ -45,7 +45,8 @@ pub const SEGMENT_RELATIVE_OFFSET_MAX: i64 = u32::MAX as i64;
 pub const SCAN_CHUNK_BYTES: usize = 256 * 1024;
 /// Bytes looked at beyond the first bad byte to tell a preallocated zero tail from torn data.
 pub const ZERO_TAIL_PROBE_BYTES: usize = 1024 * 1024;
-/// Segments (each holds 3 open files) per log before open refuses the directory.
+/// Segments per log before open refuses the directory (recovery opens all 3 files of each;
+/// afterwards a sealed segment holds 1, its `.log`).
 pub const SEGMENTS_PER_LOG_MAX: usize = 100_000;
 /// fdatasyncs of one log allowed in flight at once (pipelined group commit). 1 batches best
 /// (fewest syncs) and is optimal when the device serialises flushes; more lets a late waiter
