@@ -16,6 +16,9 @@ pub const KAFKA_ADDR_DEFAULT: &str = "127.0.0.1:9092";
 pub const FRAME_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Smallest accepted frame limit: a request header plus a little body.
 pub const FRAME_BYTES_MAX_MIN: u32 = 1024;
+/// Default `queued.max.request.bytes` per node (Kafka's default is unbounded): 16 clients
+/// each sending a 90 MiB frame otherwise hold 1.5 GB.
+pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 /// Upper bound for the shard count (a sanity limit, not a tuning value).
 pub const SHARDS_MAX: usize = 256;
 /// Partitions a single CreateTopics/CreatePartitions may ask for.
@@ -71,6 +74,11 @@ pub struct ClusterSection {
     /// Applied metadata entries between quorum snapshots (the log before one is dropped).
     /// ~150 bytes per entry; an idle 3-node cluster writes ~5 entries/s.
     pub metadata_snapshot_interval_entries: u64,
+    /// File holding the cluster secret rpc peers prove with HMAC-SHA256 (the same on every
+    /// node; `--cluster-secret-file`, `SLUICE_CLUSTER_SECRET_FILE`); empty = none, which
+    /// trusts anyone who reaches the rpc port (warned about at start-up). See
+    /// docs/operations.md, "The rpc port".
+    pub secret_file: PathBuf,
 }
 
 impl Default for ClusterSection {
@@ -89,6 +97,7 @@ impl Default for ClusterSection {
             rack: String::new(),
             leader_imbalance_check_interval_ms: 300_000,
             metadata_snapshot_interval_entries: 10_000,
+            secret_file: PathBuf::new(),
         }
     }
 }
@@ -198,6 +207,10 @@ pub struct KafkaSection {
     pub zero_copy_fetch: bool,
     /// Fetch sessions (KIP-227) kept per shard.
     pub fetch_sessions_per_shard_max: usize,
+    /// Kafka `queued.max.request.bytes`: request bytes read but not yet answered, per node,
+    /// split evenly across shards (each shard counts its own, no shared counter). A
+    /// connection whose next frame does not fit stops reading until bytes free up.
+    pub queued_max_request_bytes: u64,
 }
 
 /// Defaults for topic configs (Kafka's `log.*` broker settings).
@@ -247,6 +260,7 @@ impl Default for KafkaSection {
             default_partitions: 1,
             zero_copy_fetch: true,
             fetch_sessions_per_shard_max: 1000,
+            queued_max_request_bytes: QUEUED_MAX_REQUEST_BYTES_DEFAULT,
         }
     }
 }
@@ -295,6 +309,7 @@ pub struct Overrides {
     pub http_addr: Option<String>,
     pub rpc_addr: Option<String>,
     pub seeds: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -350,6 +365,9 @@ impl Config {
         if let Some(v) = &overrides.seeds {
             config.cluster.seeds = v.clone();
         }
+        if let Some(v) = &overrides.cluster_secret_file {
+            config.cluster.secret_file = v.clone();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -393,6 +411,13 @@ impl Config {
                 "kafka.frame_bytes_max must be >= {FRAME_BYTES_MAX_MIN}"
             ));
         }
+        if self.kafka.queued_max_request_bytes < u64::from(self.kafka.frame_bytes_max) {
+            // As Kafka: a frame the budget can never hold would wait forever.
+            return invalid(format!(
+                "kafka.queued_max_request_bytes ({}) must be >= kafka.frame_bytes_max ({})",
+                self.kafka.queued_max_request_bytes, self.kafka.frame_bytes_max
+            ));
+        }
         if self.kafka.connections_max == 0 {
             return invalid("kafka.connections_max must be >= 1".into());
         }
@@ -404,8 +429,9 @@ impl Config {
                 "kafka.default_partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}"
             ));
         }
-        if self.log.max_message_bytes == 0 {
-            return invalid("log.max_message_bytes must be > 0".into());
+        // The same bounds as topic overrides, so a topic without overrides always opens.
+        if let Err(e) = crate::cluster::TopicConfig::check_defaults(&self.log) {
+            return invalid(e);
         }
         if self.cluster.enabled() {
             let seeds = match self.cluster.parse_seeds() {
@@ -572,6 +598,36 @@ mod tests {
         assert!(Config::load(None, env.into_iter(), &Overrides::default()).is_err());
     }
 
+    /// Issue 12 item 2: `[log]` defaults get the topic-config bounds at start-up, Kafka's
+    /// lower bounds included, so a topic without overrides always opens.
+    #[test]
+    fn log_defaults_get_the_topic_config_bounds() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_LOG_SEGMENT_MS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("log.segment_ms"), "{e}");
+        let c = Config::load(
+            None,
+            env(&[
+                ("SLUICE_LOG_INDEX_INTERVAL_BYTES", "1"),
+                ("SLUICE_LOG_MAX_MESSAGE_BYTES", "0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log.index_interval_bytes, 1);
+    }
+
     #[test]
     fn every_section_takes_environment_overrides() {
         let env = vec![
@@ -584,6 +640,25 @@ mod tests {
         let c = Config::load(None, env.into_iter(), &Overrides::default()).unwrap();
         assert_eq!(c.cluster.broker_session_timeout_ms, 3000);
         assert_eq!(c.http.addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn request_budget_must_hold_the_largest_frame() {
+        let env = |budget: u64| {
+            vec![
+                (
+                    "SLUICE_KAFKA_FRAME_BYTES_MAX".to_string(),
+                    "2048".to_string(),
+                ),
+                (
+                    "SLUICE_KAFKA_QUEUED_MAX_REQUEST_BYTES".to_string(),
+                    budget.to_string(),
+                ),
+            ]
+        };
+        assert!(Config::load(None, env(2047).into_iter(), &Overrides::default()).is_err());
+        let c = Config::load(None, env(2048).into_iter(), &Overrides::default()).unwrap();
+        assert_eq!(c.kafka.queued_max_request_bytes, 2048);
     }
 
     #[test]

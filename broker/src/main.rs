@@ -72,6 +72,9 @@ struct StartArgs {
     /// Quorum voters ID@HOST:PORT,... (their rpc addresses); set = cluster mode.
     #[arg(long)]
     seeds: Option<String>,
+    /// File holding the cluster secret rpc peers authenticate with (same on every node).
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
     /// HTTP listener for Prometheus /metrics and /v1/status (default: none; e.g.
     /// 127.0.0.1:9644; port 0 picks a free one).
     #[arg(long)]
@@ -126,6 +129,7 @@ fn start(args: StartArgs) -> ExitCode {
         http_addr: args.http_addr,
         rpc_addr: args.rpc_addr,
         seeds: args.seeds,
+        cluster_secret_file: args.cluster_secret_file,
     };
     let config = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,

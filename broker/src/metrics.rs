@@ -65,6 +65,10 @@ pub struct ShardSnapshot {
     pub log: engine::LogMetrics,
     /// Topics in the shard's metadata view.
     pub topics: u64,
+    /// Request bytes granted by the shard's `queued_max_request_bytes` share, not answered yet.
+    pub request_bytes_queued: u64,
+    /// Connections that stopped reading until the budget has room for their next frame.
+    pub requests_waiting_for_budget: u64,
 }
 
 /// Everything one scrape renders.
@@ -137,7 +141,19 @@ pub fn render(scrape: &Scrape) -> String {
         let _ = writeln!(out, "sluice_connections{{shard=\"{shard}\"}} {n}");
     }
     type Field = fn(&ShardSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Field); 6] = [
+    let engine: [(&str, &str, &str, Field); 8] = [
+        (
+            "sluice_request_bytes_queued",
+            "gauge",
+            "Request bytes read and not answered yet (kafka.queued_max_request_bytes).",
+            |s| s.request_bytes_queued,
+        ),
+        (
+            "sluice_requests_waiting_for_budget",
+            "gauge",
+            "Connections not reading until the request budget has room for their next frame.",
+            |s| s.requests_waiting_for_budget,
+        ),
         (
             "sluice_partitions",
             "gauge",

@@ -138,6 +138,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.cluster.replica_fetch_wait_max_ms,
     );
     let shard_count = config.shard_count();
+    let share = crate::net::request_budget::shard_share(&config, shard_count);
+    if share < config.kafka.frame_bytes_max as usize {
+        tracing::warn!(target: "broker::server", share, shards = shard_count, frame_bytes_max = config.kafka.frame_bytes_max, "each shard's share of kafka.queued_max_request_bytes is below kafka.frame_bytes_max: a larger frame waits until its shard has no other request, and a shard may hold up to frame_bytes_max (raise queued_max_request_bytes or lower frame_bytes_max)");
+    }
     let mut senders = Vec::with_capacity(shard_count);
     let mut receivers = Vec::with_capacity(shard_count);
     for _ in 0..shard_count {
@@ -391,10 +395,8 @@ fn shard_main(
             catalog.map(|c| ControlPlane::new(c, node_id)),
         );
         compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
-        if let Err(e) = partitions::apply_metadata(&shard, snapshot).await {
-            let _ = ready.send((id.0, Err(e.to_string())));
-            return;
-        }
+        // Partitions that fail to open are logged and offline; the shard starts regardless.
+        partitions::apply_metadata(&shard, snapshot).await;
         crate::group::backend::start_if_present(&shard);
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
@@ -408,6 +410,7 @@ async fn housekeeping_loop(shard: Rc<Shard>) {
     // Interval flushes need a finer tick than retention.
     let tick = full_interval.min(Duration::from_millis(FLUSH_TICK_MS));
     let mut last_full = Instant::now();
+    let mut accepted_at_trim = 0;
     while !shard.is_stopping() {
         let stop = shard.stop_notify.notified();
         let sleep = Box::pin(compio::time::sleep(tick));
@@ -419,9 +422,36 @@ async fn housekeeping_loop(shard: Rc<Shard>) {
         let full = last_full.elapsed() >= full_interval;
         if full {
             last_full = Instant::now();
+            if shard.id.0 == 0 {
+                trim_after_churn(&shard.shared, &mut accepted_at_trim);
+            }
         }
         partitions::housekeeping(&shard, now_ms(), full).await;
     }
+}
+
+/// Connections accepted (all shards) after which the next housekeeping pass hands the
+/// allocator's free memory back (`sys::release_free_memory`).
+const TRIM_AFTER_CONNECTIONS: u64 = 1_000;
+
+/// On shard 0, once per full housekeeping pass: after `TRIM_AFTER_CONNECTIONS` new
+/// connections, return what they freed to the kernel, so RSS follows the live heap after
+/// connection churn instead of creeping up to the largest burst's footprint.
+fn trim_after_churn(shared: &Shared, accepted_at_trim: &mut u64) {
+    let accepted: u64 = shared
+        .metrics
+        .iter()
+        .map(|m| {
+            m.connections_accepted
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    if accepted.saturating_sub(*accepted_at_trim) < TRIM_AFTER_CONNECTIONS {
+        return;
+    }
+    *accepted_at_trim = accepted;
+    let released = crate::sys::release_free_memory();
+    tracing::debug!(target: "broker::server", accepted, released, "returned free heap memory after connection churn");
 }
 
 impl Shard {

@@ -234,6 +234,119 @@ fn followers_follow_the_leaders_log_start() {
     cluster.stop();
 }
 
+/// Issue 12: a partition emptied by DeleteRecords used to panic every node at the next start
+/// (an empty leader-epoch cache with a log end above 0), and a topic nobody touched vanished
+/// cluster-wide. After SIGKILL of every node and a restart of all, both topics serve.
+#[test]
+fn a_partition_emptied_by_delete_records_survives_a_full_cluster_restart() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+    let mut cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+    create_topic(&cluster, "purged", 1, 3, &[]);
+    create_topic(&cluster, "untouched", 1, 3, &[]);
+    let (leader, base) = produce_on_leader(&cluster, "purged", 5);
+    assert_eq!(base, 0);
+    assert_eq!(produce_on_leader(&cluster, "untouched", 3).1, 0);
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("purged")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(5),
+                ]),
+        ]);
+    let resp: DeleteRecordsResponse = cluster
+        .try_call(leader, ApiKey::DeleteRecords, 2, &req)
+        .unwrap();
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 5));
+    // Every replica's checkpoint has the log start at its end (followers learn it from their
+    // next fetch): all three logs are empty at offset 5.
+    cluster.wait_until("every replica's log starts at 5", TOPIC_TIMEOUT, |c| {
+        for node in c.node_ids() {
+            let checkpoint = c.data_dir(node).join("purged-0").join("sluice.checkpoint");
+            let bytes = std::fs::read(&checkpoint).map_err(|e| format!("node {node}: {e}"))?;
+            let log_start = bytes
+                .get(14..22)
+                .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
+            if log_start != Some(5) {
+                return Err(format!("node {node}: log start {log_start:?}"));
+            }
+        }
+        Ok(())
+    });
+    for node in cluster.node_ids() {
+        cluster.kill(node);
+    }
+    for node in cluster.node_ids() {
+        cluster.restart(node);
+    }
+    wait_for_brokers(&cluster);
+    let (_, base) = produce_on_leader(&cluster, "purged", 2);
+    assert_eq!(base, 5, "the emptied partition continues at its end");
+    let (_, base) = produce_on_leader(&cluster, "untouched", 1);
+    assert_eq!(base, 3, "the untouched topic kept its records");
+    for node in cluster.node_ids() {
+        let log = cluster.log(node);
+        assert!(
+            !log.contains("panicked"),
+            "node {node}:\n{}",
+            tail(&log, 8000)
+        );
+    }
+    cluster.stop();
+}
+
+/// Produces `count` records (acks=all) to partition 0 of `topic` on its leader, retrying
+/// while leadership settles; returns (leader, base offset).
+fn produce_on_leader(cluster: &Cluster, topic: &str, count: i32) -> (i32, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(common::record_batch(count, None))),
+                ]),
+        ]);
+    let mut acked = None;
+    cluster.wait_until(
+        &format!("an acks=all produce to {topic}"),
+        TOPIC_TIMEOUT,
+        |c| {
+            let md = c.try_metadata(c.node_ids()[0], Some(&[topic]))?;
+            let leader = md
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .map(|p| p.leader_id.0)
+                .filter(|&l| l >= 0)
+                .ok_or("no leader yet")?;
+            let resp: ProduceResponse = c.try_call(leader, ApiKey::Produce, 9, &req)?;
+            let p = &resp.responses[0].partition_responses[0];
+            match p.error_code {
+                0 => {
+                    acked = Some((leader, p.base_offset));
+                    Ok(())
+                }
+                code => Err(format!("node {leader}: produce error {code}")),
+            }
+        },
+    );
+    acked.expect("acknowledged")
+}
+
 /// Every node's Metadata lists all nodes at their Kafka listeners, and names a controller.
 fn wait_for_brokers(cluster: &Cluster) {
     let took = cluster.wait_until(
@@ -488,4 +601,119 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Issue 12 item 2 on the cluster path: Kafka's boundary topic configs
+/// (index.interval.bytes=1, max.message.bytes=1), given at creation and by
+/// IncrementalAlterConfigs, open on every node and survive a restart of every node with the
+/// untouched topic beside them; a value outside Kafka's range gets INVALID_CONFIG from any
+/// node before anything is proposed.
+#[test]
+fn boundary_topic_configs_open_on_every_node() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    const INVALID_CONFIG: i16 = 40;
+
+    let mut cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+    let tiny = [("index.interval.bytes", "1"), ("max.message.bytes", "1")];
+    create_topic(&cluster, "tiny", 2, 3, &tiny);
+    create_topic(&cluster, "plain", 2, 3, &[]);
+    for node in cluster.node_ids() {
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("refused")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("index.interval.bytes"))
+                            .with_value(Some(StrBytes::from_static_str("-1"))),
+                    ]),
+            ])
+            .with_timeout_ms(30_000);
+        let resp: CreateTopicsResponse = cluster.connect(node).call(ApiKey::CreateTopics, 7, &req);
+        assert_eq!(resp.topics[0].error_code, INVALID_CONFIG, "node {node}");
+    }
+    // The untouched topic altered the same way, through whichever node takes it.
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("plain"))
+            .with_configs(
+                tiny.iter()
+                    .map(|(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str(k))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str(v)))
+                    })
+                    .collect(),
+            ),
+    ]);
+    cluster.wait_until("IncrementalAlterConfigs plain", TOPIC_TIMEOUT, |c| {
+        let mut last = String::new();
+        for node in c.node_ids() {
+            let resp: IncrementalAlterConfigsResponse =
+                c.try_call(node, ApiKey::IncrementalAlterConfigs, 1, &alter)?;
+            match resp.responses[0].error_code {
+                0 => return Ok(()),
+                NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
+                code => panic!(
+                    "IncrementalAlterConfigs on node {node}: error {code} {:?}",
+                    resp.responses[0].error_message
+                ),
+            }
+        }
+        Err(last)
+    });
+    create_topic(&cluster, "after", 1, 3, &[]);
+    let topics = ["tiny", "plain", "after"];
+    wait_fully_replicated(&cluster, &topics);
+    for node in cluster.node_ids() {
+        cluster.restart(node);
+    }
+    wait_for_brokers(&cluster);
+    wait_fully_replicated(&cluster, &topics);
+    cluster.stop();
+}
+
+/// Waits until every node reports each of `topics` with a leader and the full ISR on every
+/// partition.
+fn wait_fully_replicated(cluster: &Cluster, topics: &[&str]) {
+    cluster.wait_until(
+        &format!("{topics:?}: a leader and the full ISR on every node"),
+        TOPIC_TIMEOUT,
+        |c| {
+            for node in c.node_ids() {
+                let md = c.try_metadata(node, Some(topics))?;
+                if md.topics.len() != topics.len() {
+                    return Err(format!("node {node}: {} topics", md.topics.len()));
+                }
+                for t in &md.topics {
+                    let name = t.name.as_ref().map(|n| n.0.to_string());
+                    if t.error_code != 0 || t.partitions.is_empty() {
+                        return Err(format!("node {node}: {name:?} error {}", t.error_code));
+                    }
+                    for p in &t.partitions {
+                        let ok = p.error_code == 0
+                            && p.isr_nodes.len() == c.len()
+                            && p.isr_nodes.contains(&p.leader_id);
+                        if !ok {
+                            return Err(format!(
+                                "node {node}: {name:?}-{} error {} leader {} isr {:?}",
+                                p.partition_index, p.error_code, p.leader_id.0, p.isr_nodes
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
 }

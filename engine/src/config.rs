@@ -1,9 +1,16 @@
 //! Per-log configuration, with Kafka's topic-config names.
+//!
+//! Owns: the bounds of every integer setting the engine takes (`SEGMENT_BYTES`, …, one
+//! `Bounds` each, under its Kafka name). `LogConfig::validate` checks against them, and the
+//! broker checks client-supplied topic configs and its `[log]` defaults against the same
+//! constants, so a config the API accepted can never fail to open a log.
+//! Invariants: each bound is at least as wide as Kafka's for the same key where the engine can
+//! honour the value (a tiny `index.interval.bytes` only means an entry per batch; a tiny
+//! `max.message.bytes` only means every batch is refused as too large).
 
 use crate::limits::{
-    INDEX_INTERVAL_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_MIN, MAX_BATCH_BYTES_DEFAULT,
-    MAX_BATCH_BYTES_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    SEGMENT_MS_DEFAULT,
+    INDEX_INTERVAL_BYTES_DEFAULT, MAX_BATCH_BYTES_DEFAULT, MAX_BATCH_BYTES_LIMIT,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
 };
 
 /// When data reaches the disk.
@@ -60,48 +67,99 @@ pub struct ConfigError {
     pub max: i64,
 }
 
-impl LogConfig {
-    /// Checks every field against engine::limits.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            "segment.bytes",
-            self.segment_bytes as i64,
-            SEGMENT_BYTES_MIN as i64,
-            SEGMENT_BYTES_MAX as i64,
-        )?;
-        check("segment.ms", self.segment_ms, 1, i64::MAX)?;
-        check(
-            "index.interval.bytes",
-            i64::from(self.index_interval_bytes),
-            i64::from(INDEX_INTERVAL_BYTES_MIN),
-            i64::from(u32::MAX),
-        )?;
-        check("retention.ms", self.retention_ms, -1, i64::MAX)?;
-        check("retention.bytes", self.retention_bytes, -1, i64::MAX)?;
-        check(
-            "max.message.bytes",
-            i64::from(self.max_batch_bytes),
-            61,
-            i64::from(MAX_BATCH_BYTES_LIMIT),
-        )?;
-        if let FlushPolicy::Interval { ms, bytes } = self.flush {
-            check("flush.ms", ms, 0, i64::MAX)?;
-            check("flush.bytes", bytes as i64, 0, i64::MAX)?;
+/// Inclusive bounds of one integer setting, under its Kafka topic-config name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub name: &'static str,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Bounds {
+    pub fn check(&self, value: i64) -> Result<(), ConfigError> {
+        if value < self.min || value > self.max {
+            return Err(ConfigError {
+                name: self.name,
+                value,
+                min: self.min,
+                max: self.max,
+            });
         }
         Ok(())
     }
 }
 
-fn check(name: &'static str, value: i64, min: i64, max: i64) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError {
-            name,
-            value,
-            min,
-            max,
-        });
+/// segment.bytes (Kafka: 14 ..= i32::MAX; we want room for one batch header, and index
+/// positions are u32).
+pub const SEGMENT_BYTES: Bounds = Bounds {
+    name: "segment.bytes",
+    min: SEGMENT_BYTES_MIN as i64,
+    max: SEGMENT_BYTES_MAX as i64,
+};
+/// segment.ms (Kafka: atLeast(1)).
+pub const SEGMENT_MS: Bounds = Bounds {
+    name: "segment.ms",
+    min: 1,
+    max: i64::MAX,
+};
+/// index.interval.bytes (Kafka: an int, atLeast(0)). Below the smallest batch (61 bytes)
+/// every batch gets an index entry, which is what Kafka does too: memory per entry is fixed,
+/// so the cost is bounded by batches per segment, not by this value (engine.md). Up to
+/// u32::MAX rather than Kafka's i32::MAX: earlier versions took those values, and topics
+/// stored with them must keep opening (any value above a segment means no entries).
+pub const INDEX_INTERVAL_BYTES: Bounds = Bounds {
+    name: "index.interval.bytes",
+    min: 0,
+    max: u32::MAX as i64,
+};
+/// retention.ms (Kafka: atLeast(-1); -1 keeps everything).
+pub const RETENTION_MS: Bounds = Bounds {
+    name: "retention.ms",
+    min: -1,
+    max: i64::MAX,
+};
+/// retention.bytes (Kafka: any long; a negative value keeps everything).
+pub const RETENTION_BYTES: Bounds = Bounds {
+    name: "retention.bytes",
+    min: i64::MIN,
+    max: i64::MAX,
+};
+/// max.message.bytes as the engine takes it (Kafka: an int, atLeast(0)). Below the smallest
+/// batch (61 bytes) every produced batch is refused as too large. Above `MAX_BATCH_BYTES_LIMIT`
+/// the broker passes the limit instead (as Kafka's socket.request.max.bytes caps it).
+pub const MAX_MESSAGE_BYTES: Bounds = Bounds {
+    name: "max.message.bytes",
+    min: 0,
+    max: MAX_BATCH_BYTES_LIMIT as i64,
+};
+/// flush.ms (Kafka: atLeast(0)).
+pub const FLUSH_MS: Bounds = Bounds {
+    name: "flush.ms",
+    min: 0,
+    max: i64::MAX,
+};
+/// Bytes appended between two flushes of the interval policy.
+pub const FLUSH_BYTES: Bounds = Bounds {
+    name: "flush.bytes",
+    min: 0,
+    max: i64::MAX,
+};
+
+impl LogConfig {
+    /// Checks every field against its `Bounds`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        SEGMENT_BYTES.check(i64::try_from(self.segment_bytes).unwrap_or(i64::MAX))?;
+        SEGMENT_MS.check(self.segment_ms)?;
+        INDEX_INTERVAL_BYTES.check(i64::from(self.index_interval_bytes))?;
+        RETENTION_MS.check(self.retention_ms)?;
+        RETENTION_BYTES.check(self.retention_bytes)?;
+        MAX_MESSAGE_BYTES.check(i64::from(self.max_batch_bytes))?;
+        if let FlushPolicy::Interval { ms, bytes } = self.flush {
+            FLUSH_MS.check(ms)?;
+            FLUSH_BYTES.check(i64::try_from(bytes).unwrap_or(i64::MAX))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -121,5 +179,32 @@ mod tests {
             ..LogConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().name, "max.message.bytes");
+    }
+
+    /// Kafka's smallest legal values open a log (issue 12: the broker accepted them and the
+    /// engine refused them, and the shard dropped its metadata).
+    #[test]
+    fn kafka_lower_bounds_are_valid() {
+        let c = LogConfig {
+            index_interval_bytes: 0,
+            max_batch_bytes: 0,
+            retention_ms: -1,
+            retention_bytes: -5,
+            flush: FlushPolicy::Interval { ms: 0, bytes: 0 },
+            ..LogConfig::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        for b in [
+            SEGMENT_BYTES,
+            SEGMENT_MS,
+            INDEX_INTERVAL_BYTES,
+            RETENTION_MS,
+            RETENTION_BYTES,
+            MAX_MESSAGE_BYTES,
+            FLUSH_MS,
+        ] {
+            assert!(b.check(b.min).is_ok() && b.check(b.max).is_ok(), "{b:?}");
+            assert!(b.min == i64::MIN || b.check(b.min - 1).is_err(), "{b:?}");
+        }
     }
 }

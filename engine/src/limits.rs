@@ -33,8 +33,6 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 pub const SEGMENT_MS_DEFAULT: i64 = 7 * 24 * 3600 * 1000;
 /// Default index.interval.bytes.
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
-/// Smallest index.interval.bytes we accept (denser indexes cost memory, see engine.md).
-pub const INDEX_INTERVAL_BYTES_MIN: u32 = 64;
 /// Bytes per offset-index entry: relative offset (u32 BE) + position (u32 BE), as Kafka.
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
 /// Bytes per time-index entry: timestamp (i64 BE) + relative offset (u32 BE), as Kafka.
@@ -57,7 +55,7 @@ pub const WRITE_BUFFER_RETAIN_BYTES: usize = 4 * 1024 * 1024;
 /// How often flush_tick rewrites the recovery-point checkpoint (Kafka: 60 s).
 pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
 /// Bytes of the checkpoint file.
-pub const CHECKPOINT_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
+pub const CHECKPOINT_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4 + 4;
 
 const _: () = assert!(BATCH_CRC_START < BATCH_HEADER_BYTES);
 const _: () = assert!(
@@ -78,8 +76,8 @@ const _: () = assert!(
     SEGMENT_BYTES_MAX <= u32::MAX as u64,
     "index positions are u32"
 );
-const _: () = assert!(INDEX_INTERVAL_BYTES_MIN <= INDEX_INTERVAL_BYTES_DEFAULT);
+const _: () = assert!(INDEX_INTERVAL_BYTES_DEFAULT <= i32::MAX as u32);
 const _: () = assert!(SCAN_CHUNK_BYTES >= BATCH_HEADER_BYTES);
-const _: () = assert!(CHECKPOINT_BYTES == 34);
+const _: () = assert!(CHECKPOINT_BYTES == 38);
 const _: () = assert!(SYNCS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(WRITE_BUFFER_RETAIN_BYTES >= MAX_BATCH_BYTES_DEFAULT as usize);

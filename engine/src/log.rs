@@ -29,8 +29,8 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{AppendError, LogError, ReadError};
 use crate::io;
 use crate::limits::{
-    BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, SEGMENT_BYTES_MAX, SEGMENT_RELATIVE_OFFSET_MAX,
-    SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES,
+    BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, MAX_BATCH_BYTES_LIMIT, SEGMENT_BYTES_MAX,
+    SEGMENT_RELATIVE_OFFSET_MAX, SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES,
 };
 use crate::recovery::recover;
 use crate::scan::walk_headers;
@@ -74,6 +74,9 @@ struct State {
     last_flush_ms: Option<i64>,
     last_checkpoint_ms: Option<i64>,
     checkpoint_due: bool,
+    /// Partition leader epoch of the newest batch appended and not truncated, kept (and
+    /// checkpointed) after retention or DeleteRecords removed that batch.
+    last_leader_epoch: Option<i32>,
     closed: bool,
     poisoned: bool,
     /// Reused buffer for multi-batch appends.
@@ -165,6 +168,7 @@ impl Log {
             last_flush_ms: None,
             last_checkpoint_ms: None,
             checkpoint_due: false,
+            last_leader_epoch: recovered.last_leader_epoch,
             closed: false,
             poisoned: false,
             write_buf: Vec::new(),
@@ -176,6 +180,10 @@ impl Log {
             write_lock: AsyncLock::default(),
             sync_done: Event::default(),
         };
+        // A batch still on disk is the truth; the checkpoint only covers a log without one.
+        if let Some(epoch) = log.newest_batch_epoch().await? {
+            log.state.borrow_mut().last_leader_epoch = Some(epoch);
+        }
         Ok((log, recovered.report))
     }
 
@@ -210,11 +218,15 @@ impl Log {
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
-        let metas = split_batches(
-            &batches,
-            self.config.max_batch_bytes,
-            leader_epoch.is_some(),
-        )?;
+        // max.message.bytes binds producers only: a follower copies what its leader already
+        // accepted, perhaps under a larger limit since lowered (Kafka's appendAsFollower
+        // skips the size check too); the engine's own limit still holds.
+        let max_batch_bytes = if leader_epoch.is_some() {
+            self.config.max_batch_bytes
+        } else {
+            MAX_BATCH_BYTES_LIMIT
+        };
+        let metas = split_batches(&batches, max_batch_bytes, leader_epoch.is_some())?;
         let total = batches.len() as u64;
         if total > SEGMENT_BYTES_MAX {
             return Err(
@@ -262,6 +274,15 @@ impl Log {
         self.roll_for_append(first_offset, last_offset, total, max_timestamp)
             .await?;
 
+        let newest_epoch = match leader_epoch {
+            Some(epoch) => epoch,
+            None => {
+                let last = metas.last().expect("non-empty");
+                BatchHeader::parse(&batches[last.start..])
+                    .expect("validated batch")
+                    .leader_epoch()
+            }
+        };
         let (file, path, position) = {
             let s = self.state.borrow();
             let a = s.active();
@@ -296,6 +317,7 @@ impl Log {
         res.map_err(|e| LogError::io("write", &path, e))?;
 
         let mut s = self.state.borrow_mut();
+        s.last_leader_epoch = Some(newest_epoch);
         let interval = self.config.index_interval_bytes;
         let active = s.active_mut();
         let mut offset_of_max_timestamp = last_offset;
@@ -562,6 +584,7 @@ impl Log {
                 recovery_point: s.durable_offset,
                 log_start_offset: s.log_start_offset,
                 high_watermark: s.high_watermark,
+                last_leader_epoch: s.last_leader_epoch,
             }
         };
         checkpoint::write(&self.dir, checkpoint).await
@@ -919,6 +942,10 @@ impl Log {
         io::sync_dir(&self.dir)
             .await
             .map_err(|e| LogError::io("fsync", &self.dir, e))?;
+        // Epochs of removed batches are gone (Kafka's truncateFromEnd); a log restarted empty
+        // has none.
+        let newest = self.newest_batch_epoch().await?;
+        self.state.borrow_mut().last_leader_epoch = newest;
         self.write_checkpoint().await
     }
 
@@ -1052,8 +1079,10 @@ impl Log {
                 .map(|seg| seg.base_offset)
                 .collect::<Vec<_>>()
         };
-        self.remove_segments(&doomed).await?;
+        // The new log start (and the newest epoch) are durable before any segment goes, so a
+        // crash in between never brings back deleted records or loses the epoch.
         self.write_checkpoint().await?;
+        self.remove_segments(&doomed).await?;
         Ok(self.state.borrow().log_start_offset)
     }
 
@@ -1089,12 +1118,25 @@ impl Log {
             doomed
         };
         report.deleted_segments = doomed.len();
-        self.remove_segments(&doomed).await?;
-        let mut s = self.state.borrow_mut();
-        let first = *s.segments.keys().next().expect("active segment remains");
-        s.log_start_offset = s.log_start_offset.max(first);
-        s.high_watermark = s.high_watermark.max(s.log_start_offset);
-        report.log_start_offset = s.log_start_offset;
+        if !doomed.is_empty() {
+            {
+                let mut s = self.state.borrow_mut();
+                let last_doomed = *doomed.last().expect("non-empty");
+                let first_kept = *s
+                    .segments
+                    .range((Bound::Excluded(last_doomed), Bound::Unbounded))
+                    .next()
+                    .expect("the active segment is never doomed")
+                    .0;
+                s.log_start_offset = s.log_start_offset.max(first_kept);
+                s.high_watermark = s.high_watermark.max(s.log_start_offset);
+            }
+            // As in DeleteRecords: the new log start and the newest epoch are durable before
+            // the segments go.
+            self.write_checkpoint().await?;
+            self.remove_segments(&doomed).await?;
+        }
+        report.log_start_offset = self.state.borrow().log_start_offset;
         Ok(report)
     }
 
@@ -1142,6 +1184,41 @@ impl Log {
         self.write_checkpoint().await?;
         self.state.borrow_mut().closed = true;
         Ok(())
+    }
+
+    /// Partition leader epoch of the newest batch appended to this log and not truncated,
+    /// even if retention or DeleteRecords removed that batch since (the checkpoint keeps it);
+    /// `None` if the log never held a batch or was truncated to empty. Kafka's
+    /// `leader-epoch-checkpoint` serves the same purpose: a log whose start offset reached
+    /// its end still knows the epoch it ended in.
+    pub fn last_leader_epoch(&self) -> Option<i32> {
+        self.state.borrow().last_leader_epoch
+    }
+
+    /// The leader epoch of the last batch physically in the segments, if any: one index
+    /// lookup and a short walk in the newest segment that holds a batch.
+    async fn newest_batch_epoch(&self) -> Result<Option<i32>, LogError> {
+        let snap = {
+            let s = self.state.borrow();
+            let Some(seg) = s.segments.values().rev().find(|seg| seg.size > 0) else {
+                return Ok(None);
+            };
+            let rel = (seg.next_offset - 1 - seg.base_offset).max(0) as u64;
+            SegmentSnap {
+                file: seg.log.clone(),
+                base_offset: seg.base_offset,
+                size: seg.size,
+                next_offset: seg.next_offset,
+                start: Start::entry(seg.base_offset, seg.index.floor_offset(rel)),
+            }
+        };
+        let mut newest = None;
+        walk(&snap, snap.start, |_, h| {
+            newest = Some(h.leader_epoch());
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(newest)
     }
 
     /// Calls `f` for each batch header from the batch containing `from_offset` to the log end
@@ -1664,6 +1741,50 @@ mod tests {
         });
     }
 
+    /// The newest batch's leader epoch outlives the batch: DeleteRecords and retention keep
+    /// it (through the checkpoint, across a reopen and a crash), truncation drops it.
+    #[test]
+    fn last_leader_epoch_survives_an_emptied_log() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                retention_ms: 0,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), None);
+            for i in 0..20 {
+                log.append(batch(1, 239, i), 2 + i32::from(i >= 10))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(log.last_leader_epoch(), Some(3));
+            log.wait_durable(20).await.unwrap();
+            log.set_high_watermark(20);
+            assert_eq!(log.delete_records_before(20).await.unwrap(), 20);
+            // Retention removes the sealed segments; only the active one is left.
+            log.roll(20).await.unwrap();
+            log.enforce_retention(i64::MAX).await.unwrap();
+            assert_eq!(log.segment_count(), 1);
+            // Dropped without close: the checkpoint written before the deletions is all.
+            drop(log);
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+            assert_eq!(log.last_leader_epoch(), Some(3));
+            // A batch on disk wins over the checkpoint.
+            log.append(batch(1, 10, 0), 5).await.unwrap();
+            log.close().await.unwrap();
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), Some(5));
+            // Truncated to empty: no epoch is left (Kafka's truncateFromEnd).
+            log.truncate_to(20).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), None);
+            log.close().await.unwrap();
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            assert_eq!(log.last_leader_epoch(), None);
+        });
+    }
+
     #[test]
     fn preallocated_segments_recover_without_truncation() {
         run(async {
@@ -1839,6 +1960,48 @@ mod tests {
             let info = log.append(batch(1, 10, 0), 0).await.unwrap();
             log.wait_durable(info.last_offset).await.unwrap();
             assert_eq!(log.durable_offset(), 2);
+        });
+    }
+
+    /// index.interval.bytes = 0 (Kafka's floor): an entry per batch, none repeated when the
+    /// batches are noted again (model test, minimal case: two appends, close, reopen).
+    #[test]
+    fn index_interval_zero_indexes_every_batch_once() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                index_interval_bytes: 0,
+                ..small_config()
+            };
+            for round in 0..2 {
+                let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+                log.append(batch(1, 0, 0), 0).await.unwrap();
+                log.append(batch(1, 0, 0), 0).await.unwrap();
+                let want: Vec<i64> = (0..2 * (round + 1)).collect();
+                let got: Vec<i64> = headers(&read_all(&log, 0).await)
+                    .into_iter()
+                    .map(|(base, _, _)| base)
+                    .collect();
+                assert_eq!(got, want);
+                log.close().await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn replicated_batches_are_not_held_to_max_message_bytes() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                max_batch_bytes: 0,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            assert!(log.append(batch(1, 20, 0), 0).await.is_err());
+            let mut b = build_test_batch(2, 2000, 0, 0, 1);
+            patch_header(&mut b, 0, 1);
+            let info = log.append_replicated(Bytes::from(b)).await.unwrap();
+            assert_eq!((info.first_offset, info.last_offset), (0, 1));
         });
     }
 

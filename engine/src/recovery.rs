@@ -25,6 +25,8 @@ pub(crate) struct Recovered {
     pub segments: BTreeMap<i64, Segment>,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// From the checkpoint; the log replaces it with the newest batch's epoch if one is left.
+    pub last_leader_epoch: Option<i32>,
     pub report: RecoveryReport,
 }
 
@@ -153,6 +155,7 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered,
             recovery_point: log_end_offset,
             log_start_offset,
             high_watermark,
+            last_leader_epoch: checkpoint.and_then(|c| c.last_leader_epoch),
         },
     )
     .await?;
@@ -160,6 +163,7 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered,
         segments,
         log_start_offset,
         high_watermark,
+        last_leader_epoch: checkpoint.and_then(|c| c.last_leader_epoch),
         report,
     })
 }

@@ -207,7 +207,12 @@ impl Segment {
     /// `position < SEGMENT_BYTES_MAX` (append rolls first; recovery stops at either bound).
     pub(crate) fn note_batch(&mut self, batch: BatchFacts, index_interval_bytes: u32) {
         let last_indexed = self.index.last().map_or(0, |e| u64::from(e.position));
-        if batch.position > 0 && batch.position - last_indexed >= u64::from(index_interval_bytes) {
+        // Strictly past the last entry (or past position 0, which is implicit): a batch noted
+        // again (recovery, truncation re-walks) must not repeat an entry, which with
+        // index.interval.bytes = 0 the distance test alone would allow.
+        if batch.position > last_indexed
+            && batch.position - last_indexed >= u64::from(index_interval_bytes)
+        {
             let relative = |offset: i64| {
                 u32::try_from(offset - self.base_offset).expect("relative offset fits u32")
             };

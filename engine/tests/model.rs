@@ -317,7 +317,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..40),
         retention_bytes in prop_oneof![Just(-1i64), 2_000i64..20_000],
         segment_ms in prop_oneof![Just(i64::MAX / 2), 1_000i64..10_000],
-        index_interval_bytes in 64u32..1024,
+        index_interval_bytes in prop_oneof![0u32..64, 64u32..1024],
         preallocate in any::<bool>(),
     ) {
         run_ops(ops, retention_bytes, segment_ms, index_interval_bytes, preallocate);

@@ -164,8 +164,11 @@ impl Replica {
         recovered: RecoveredLog,
         request_id_base: u64,
     ) -> Replica {
+        // An empty epoch cache with a log end above 0 is legal: a log whose records were all
+        // deleted (DeleteRecords to the end, retention) or truncated away, with no epoch
+        // checkpointed. A leader assigns its epoch at the log end when it takes over; a
+        // follower without epochs has no batch that could diverge and fetches from its end.
         assert!(recovered.log_end_offset >= 0);
-        assert!(recovered.epochs.latest_epoch().is_some() || recovered.log_end_offset == 0);
         Replica {
             node,
             partition,
@@ -1143,6 +1146,41 @@ mod tests {
         r.on_durable(ctx(3), 2, &mut out);
         assert_eq!(produce_results(&out), vec![Ok(0)]);
         assert_eq!(r.high_watermark(), 2);
+    }
+
+    /// A log emptied by DeleteRecords or retention restarts with its end above 0 and no
+    /// batch to rebuild epochs from (issue 12: this used to fail an assertion and take every
+    /// topic of the shard away). It leads from its end and follows from its end.
+    #[test]
+    fn a_log_without_epochs_above_offset_zero_leads_and_follows() {
+        let emptied = || RecoveredLog {
+            log_end_offset: 40,
+            high_watermark: 40,
+            epochs: EpochCache::default(),
+        };
+        let mut r = Replica::new(NodeId(0), P, config(), emptied(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 3, 1), &mut out);
+        assert_eq!(r.epochs().entries(), &[(LeaderEpoch(3), 40)]);
+        let mut out = produce(&mut r, 1, 7);
+        r.on_durable(ctx(2), 42, &mut out);
+        fetch(&mut r, 3, 1, 3, 42);
+        assert_eq!(r.high_watermark(), 42);
+
+        let mut f = Replica::new(NodeId(1), P, config(), emptied(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        f.on_partition_state(ctx(0), state(0, &[0, 1], 3, 1), &mut out);
+        let fetches: Vec<i64> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::Fetch { fetch_offset, .. },
+                    ..
+                } => Some(*fetch_offset),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fetches, vec![40], "{out:?}");
     }
 
     #[test]

@@ -4,8 +4,17 @@
 //! Owns: the list of topic configs Sluice understands, their defaults (from the `[log]`
 //! section), parsing, and which are read-only. Unknown names and unsupported values are
 //! rejected (INVALID_CONFIG at the handler boundary) rather than silently ignored.
+//!
+//! Invariant: a config `resolve` accepts opens a log. Integer settings the engine takes are
+//! checked against the engine's own `engine::config` bounds (Kafka's ranges), and `resolve`
+//! ends with `LogConfig::validate` on the result, the very check a shard runs when it opens
+//! or re-opens the partition; the `[log]` defaults pass the same checks at start-up
+//! (`check_defaults`). So no CreateTopics or AlterConfigs can leave a shard unable to install
+//! metadata (issue 12).
 
 use std::collections::BTreeMap;
+
+use engine::config::Bounds;
 
 use crate::config::LogSection;
 
@@ -31,6 +40,44 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
 /// Kafka's floor for `segment.bytes` (LogConfig: 1 MiB; 14 bytes in tests only).
 pub const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
 
+/// segment.bytes as a topic override (Kafka 4: 1 MiB ..= i32::MAX); the engine takes smaller
+/// segments too (the `[log]` default may use them), within `engine::config::SEGMENT_BYTES`.
+pub const SEGMENT_BYTES: Bounds = Bounds {
+    name: "segment.bytes",
+    min: SEGMENT_BYTES_MIN as i64,
+    max: i32::MAX as i64,
+};
+/// max.message.bytes (Kafka: an int, atLeast(0)). The engine is given at most
+/// `engine::limits::MAX_BATCH_BYTES_LIMIT` (`TopicConfig::log_config`), as Kafka's
+/// socket.request.max.bytes caps a batch whatever the topic says.
+pub const MAX_MESSAGE_BYTES: Bounds = Bounds {
+    name: "max.message.bytes",
+    min: 0,
+    max: i32::MAX as i64,
+};
+/// min.insync.replicas (Kafka: an int, atLeast(1)).
+pub const MIN_INSYNC_REPLICAS: Bounds = Bounds {
+    name: "min.insync.replicas",
+    min: 1,
+    max: i32::MAX as i64,
+};
+/// message.timestamp.before.max.ms (Kafka: atLeast(0)).
+pub const TIMESTAMP_BEFORE_MAX_MS: Bounds = Bounds {
+    name: "message.timestamp.before.max.ms",
+    min: 0,
+    max: i64::MAX,
+};
+/// message.timestamp.after.max.ms (Kafka: atLeast(0)).
+pub const TIMESTAMP_AFTER_MAX_MS: Bounds = Bounds {
+    name: "message.timestamp.after.max.ms",
+    min: 0,
+    max: i64::MAX,
+};
+
+const _: () = assert!(SEGMENT_BYTES_MIN >= engine::limits::SEGMENT_BYTES_MIN);
+const _: () = assert!(SEGMENT_BYTES.max <= engine::config::SEGMENT_BYTES.max);
+const _: () = assert!(MAX_MESSAGE_BYTES.min >= engine::config::MAX_MESSAGE_BYTES.min);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicConfigError {
     #[error("unknown topic config {0:?}")]
@@ -39,8 +86,12 @@ pub enum TopicConfigError {
     InvalidValue {
         name: String,
         value: String,
-        reason: &'static str,
+        reason: String,
     },
+    /// The resolved config fails the engine's check (a bug in the per-key bounds above, or a
+    /// `[log]` default that slipped past `check_defaults`).
+    #[error("the log would refuse this config: {0}")]
+    Log(#[from] engine::config::ConfigError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,21 +154,73 @@ impl TopicConfig {
         for (name, value) in overrides {
             c.set(name, value)?;
         }
+        c.log_config(log).validate()?;
         Ok(c)
+    }
+
+    /// Start-up check of the `[log]` section: every default within the bounds a topic
+    /// override must meet (engine bounds for the log's own settings), so topics without
+    /// overrides open too. Errors name the `[log]` key.
+    pub fn check_defaults(log: &LogSection) -> Result<(), String> {
+        let checks = [
+            (
+                "segment_bytes",
+                engine::config::SEGMENT_BYTES,
+                i64::try_from(log.segment_bytes).unwrap_or(i64::MAX),
+            ),
+            ("segment_ms", engine::config::SEGMENT_MS, log.segment_ms),
+            (
+                "retention_ms",
+                engine::config::RETENTION_MS,
+                log.retention_ms,
+            ),
+            (
+                "retention_bytes",
+                engine::config::RETENTION_BYTES,
+                log.retention_bytes,
+            ),
+            (
+                "index_interval_bytes",
+                engine::config::INDEX_INTERVAL_BYTES,
+                i64::from(log.index_interval_bytes),
+            ),
+            (
+                "max_message_bytes",
+                MAX_MESSAGE_BYTES,
+                i64::from(log.max_message_bytes),
+            ),
+            // Not `flush_interval_ms`: it is not flush.ms (0 there means every append) and
+            // any value maps to a valid policy (`log_config`), so none is refused.
+        ];
+        for (key, bounds, value) in checks {
+            bounds
+                .check(value)
+                .map_err(|_| format!("log.{key} = {value}: {}", describe(&bounds)))?;
+        }
+        TopicConfig::defaults(log)
+            .log_config(log)
+            .validate()
+            .map_err(|e| e.to_string())
     }
 
     /// Applies one `name = value`.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), TopicConfigError> {
-        let bad = |reason: &'static str| TopicConfigError::InvalidValue {
+        let bad = |reason: &str| TopicConfigError::InvalidValue {
             name: name.to_string(),
             value: value.to_string(),
-            reason,
+            reason: reason.to_string(),
         };
         let int = || {
             value
                 .trim()
                 .parse::<i64>()
                 .map_err(|_| bad("not an integer"))
+        };
+        // An integer within `bounds` (Kafka's range for the key).
+        let within = |bounds: Bounds| {
+            let v = int()?;
+            bounds.check(v).map_err(|_| bad(&describe(&bounds)))?;
+            Ok::<i64, TopicConfigError>(v)
         };
         match name {
             "cleanup.policy" => {
@@ -138,16 +241,14 @@ impl TopicConfig {
                     ));
                 }
             }
-            "flush.ms" => self.flush_ms = nonneg(int()?).ok_or_else(|| bad("must be >= 0"))?,
+            "flush.ms" => self.flush_ms = within(engine::config::FLUSH_MS)?,
             "index.interval.bytes" => {
-                self.index_interval_bytes =
-                    u32::try_from(int()?).map_err(|_| bad("must be in 0..2^32"))?
+                let v = within(engine::config::INDEX_INTERVAL_BYTES)?;
+                self.index_interval_bytes = u32::try_from(v).map_err(|_| bad("out of range"))?
             }
             "max.message.bytes" => {
-                self.max_message_bytes = u32::try_from(int()?)
-                    .ok()
-                    .filter(|v| *v > 0 && *v <= i32::MAX as u32)
-                    .ok_or_else(|| bad("must be in 1..=2147483647"))?
+                let v = within(MAX_MESSAGE_BYTES)?;
+                self.max_message_bytes = u32::try_from(v).map_err(|_| bad("out of range"))?
             }
             "message.timestamp.type" => {
                 self.log_append_time = match value {
@@ -157,43 +258,26 @@ impl TopicConfig {
                 }
             }
             "message.timestamp.before.max.ms" => {
-                self.timestamp_before_max_ms = nonneg(int()?).ok_or_else(|| bad("must be >= 0"))?
+                self.timestamp_before_max_ms = within(TIMESTAMP_BEFORE_MAX_MS)?
             }
             "message.timestamp.after.max.ms" => {
-                self.timestamp_after_max_ms = nonneg(int()?).ok_or_else(|| bad("must be >= 0"))?
+                self.timestamp_after_max_ms = within(TIMESTAMP_AFTER_MAX_MS)?
             }
             "min.insync.replicas" => {
-                let v = int()?;
-                if !(1..=i64::from(i32::MAX)).contains(&v) {
-                    return Err(bad("must be >= 1"));
-                }
-                self.min_insync_replicas = v as i32;
+                let v = within(MIN_INSYNC_REPLICAS)?;
+                self.min_insync_replicas = i32::try_from(v).map_err(|_| bad("out of range"))?
             }
             "preallocate" => {
                 self.preallocate = parse_bool(value).ok_or_else(|| bad("expected true or false"))?
             }
-            "retention.bytes" => {
-                self.retention_bytes =
-                    at_least_minus_one(int()?).ok_or_else(|| bad("must be >= -1"))?
-            }
-            "retention.ms" => {
-                self.retention_ms =
-                    at_least_minus_one(int()?).ok_or_else(|| bad("must be >= -1"))?
-            }
+            "retention.bytes" => self.retention_bytes = within(engine::config::RETENTION_BYTES)?,
+            "retention.ms" => self.retention_ms = within(engine::config::RETENTION_MS)?,
             "segment.bytes" => {
-                let v = int()?;
-                if v < SEGMENT_BYTES_MIN as i64 || v > i64::from(i32::MAX) {
-                    return Err(bad("must be in 1048576..=2147483647"));
-                }
-                self.segment_bytes = v as u64;
+                within(engine::config::SEGMENT_BYTES)?;
+                let v = within(SEGMENT_BYTES)?;
+                self.segment_bytes = u64::try_from(v).map_err(|_| bad("out of range"))?
             }
-            "segment.ms" => {
-                let v = int()?;
-                if v < 1 {
-                    return Err(bad("must be >= 1"));
-                }
-                self.segment_ms = v;
-            }
+            "segment.ms" => self.segment_ms = within(engine::config::SEGMENT_MS)?,
             "unclean.leader.election.enable" => {
                 self.unclean_leader_election =
                     parse_bool(value).ok_or_else(|| bad("expected true or false"))?
@@ -257,18 +341,21 @@ impl TopicConfig {
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
             flush,
-            max_batch_bytes: self.max_message_bytes,
+            max_batch_bytes: self
+                .max_message_bytes
+                .min(engine::limits::MAX_BATCH_BYTES_LIMIT),
             preallocate: self.preallocate,
         }
     }
 }
 
-fn nonneg(v: i64) -> Option<i64> {
-    (v >= 0).then_some(v)
-}
-
-fn at_least_minus_one(v: i64) -> Option<i64> {
-    (v >= -1).then_some(v)
+/// "must be >= 0", "must be in 1..=2147483647": Kafka's wording of a range, for the client.
+fn describe(bounds: &Bounds) -> String {
+    match (bounds.min, bounds.max) {
+        (i64::MIN, i64::MAX) => "must be an integer".to_string(),
+        (min, i64::MAX) => format!("must be >= {min}"),
+        (min, max) => format!("must be in {min}..={max}"),
+    }
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -309,5 +396,90 @@ mod tests {
         assert!(c.set("segment.bytes", "10").is_err());
         assert!(c.set("compression.type", "gzip").is_err());
         assert!(c.set("min.insync.replicas", "0").is_err());
+    }
+
+    /// Kafka's range for every integer config: the ends are accepted and resolve to a config
+    /// the engine opens; one past either end is refused (issue 12: index.interval.bytes 1..63
+    /// and max.message.bytes 1..60 were accepted here and refused by the engine).
+    #[test]
+    fn integer_configs_take_kafkas_range_and_the_engine_agrees() {
+        let log = LogSection::default();
+        let cases: &[(&str, i64, i64)] = &[
+            ("flush.ms", 0, i64::MAX),
+            ("index.interval.bytes", 0, i64::from(u32::MAX)),
+            ("max.message.bytes", 0, i64::from(i32::MAX)),
+            ("message.timestamp.before.max.ms", 0, i64::MAX),
+            ("message.timestamp.after.max.ms", 0, i64::MAX),
+            ("min.insync.replicas", 1, i64::from(i32::MAX)),
+            ("retention.bytes", i64::MIN, i64::MAX),
+            ("retention.ms", -1, i64::MAX),
+            ("segment.bytes", 1024 * 1024, i64::from(i32::MAX)),
+            ("segment.ms", 1, i64::MAX),
+        ];
+        for &(name, min, max) in cases {
+            for v in [min, min.saturating_add(1), 1, 63, 64, max] {
+                if v < min {
+                    continue;
+                }
+                let o = BTreeMap::from([(name.to_string(), v.to_string())]);
+                let c = TopicConfig::resolve(&log, &o)
+                    .unwrap_or_else(|e| panic!("{name}={v} refused: {e}"));
+                assert_eq!(c.value_of(name), Some(v.to_string()), "{name}");
+                assert_eq!(c.log_config(&log).validate(), Ok(()), "{name}={v}");
+            }
+            for v in [min.checked_sub(1), max.checked_add(1)]
+                .into_iter()
+                .flatten()
+            {
+                let o = BTreeMap::from([(name.to_string(), v.to_string())]);
+                assert!(
+                    matches!(
+                        TopicConfig::resolve(&log, &o),
+                        Err(TopicConfigError::InvalidValue { .. })
+                    ),
+                    "{name}={v} accepted"
+                );
+            }
+        }
+        // Above the engine's batch limit the engine gets the limit.
+        let o = BTreeMap::from([("max.message.bytes".to_string(), i32::MAX.to_string())]);
+        let c = TopicConfig::resolve(&log, &o).unwrap();
+        assert_eq!(
+            c.log_config(&log).max_batch_bytes,
+            engine::limits::MAX_BATCH_BYTES_LIMIT
+        );
+    }
+
+    #[test]
+    fn log_defaults_are_checked_with_the_same_bounds() {
+        assert_eq!(TopicConfig::check_defaults(&LogSection::default()), Ok(()));
+        let tiny = LogSection {
+            index_interval_bytes: 1,
+            max_message_bytes: 0,
+            segment_bytes: engine::limits::SEGMENT_BYTES_MIN,
+            ..LogSection::default()
+        };
+        assert_eq!(TopicConfig::check_defaults(&tiny), Ok(()));
+        for bad in [
+            LogSection {
+                segment_bytes: 10,
+                ..LogSection::default()
+            },
+            LogSection {
+                segment_ms: 0,
+                ..LogSection::default()
+            },
+            LogSection {
+                retention_ms: -2,
+                ..LogSection::default()
+            },
+            LogSection {
+                max_message_bytes: u32::MAX,
+                ..LogSection::default()
+            },
+        ] {
+            let e = TopicConfig::check_defaults(&bad).unwrap_err();
+            assert!(e.starts_with("log."), "{e}");
+        }
     }
 }

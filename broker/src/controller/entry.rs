@@ -106,6 +106,26 @@ pub struct AdminError {
 
 pub type AdminResults = Vec<Result<(), AdminError>>;
 
+/// Longest host, rack or cluster id a registration may carry (DNS names are <= 253).
+pub const NAME_BYTES_MAX: usize = 255;
+/// Longest topic config name, and value, an admin operation may carry.
+pub const CONFIG_NAME_BYTES_MAX: usize = 255;
+pub const CONFIG_VALUE_BYTES_MAX: usize = 64 * 1024;
+
+/// Why an entry may not be proposed. Checked at the rpc boundary (a forwarded proposal) and
+/// by the leader before every proposal, so a malformed entry never reaches the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEntry {
+    #[error("node {node} is not a voter of this quorum")]
+    UnknownNode { node: i32 },
+    #[error("{what} is proposed by the quorum leader itself, never forwarded")]
+    NotForwardable { what: &'static str },
+    #[error("node {peer} forwarded an entry of node {node}")]
+    WrongProposer { peer: i32, node: i32 },
+    #[error("{field}: {reason}")]
+    BadField { field: &'static str, reason: String },
+}
+
 impl ControlEntry {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("control entries always serialize")
@@ -114,6 +134,170 @@ impl ControlEntry {
     pub fn decode(bytes: &[u8]) -> Result<ControlEntry, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// The node whose input this is (None: the quorum leader's own Tick or PreferredLeaders).
+    pub fn proposer(&self) -> Option<i32> {
+        match self {
+            ControlEntry::Register { node, .. }
+            | ControlEntry::Heartbeat { node, .. }
+            | ControlEntry::AlterPartition { node, .. } => Some(*node),
+            ControlEntry::Admin { request, .. } => Some(request.node),
+            ControlEntry::Tick { .. } | ControlEntry::PreferredLeaders { .. } => None,
+        }
+    }
+
+    /// A proposal forwarded by voter `peer` over the rpc port: valid, and `peer`'s own.
+    pub fn validate_forwarded(&self, peer: i32, voters: &[i32]) -> Result<(), InvalidEntry> {
+        match self.proposer() {
+            None => Err(InvalidEntry::NotForwardable {
+                what: self.kind_name(),
+            }),
+            Some(node) if node != peer => Err(InvalidEntry::WrongProposer { peer, node }),
+            Some(_) => self.validate(voters),
+        }
+    }
+
+    /// The checks `stm::apply` does not make: node ids are voters, times are not negative,
+    /// names and strings are bounded, new topics have names Kafka (and a file system) accepts.
+    /// (Everything else, such as replication factors or unknown topics, is answered per item
+    /// by the state machine.)
+    pub fn validate(&self, voters: &[i32]) -> Result<(), InvalidEntry> {
+        let voter = |node: i32| {
+            if voters.contains(&node) {
+                Ok(())
+            } else {
+                Err(InvalidEntry::UnknownNode { node })
+            }
+        };
+        let bad =
+            |field: &'static str, reason: String| Err(InvalidEntry::BadField { field, reason });
+        let now = |now_ms: i64| {
+            if now_ms < 0 {
+                return bad("now_ms", format!("{now_ms} is negative"));
+            }
+            Ok(())
+        };
+        match self {
+            ControlEntry::Register {
+                node,
+                host,
+                rack,
+                cluster_id,
+                now_ms,
+                ..
+            } => {
+                voter(*node)?;
+                now(*now_ms)?;
+                bounded_name("host", host)?;
+                bounded_name("cluster_id", cluster_id)?;
+                if let Some(rack) = rack {
+                    bounded_name("rack", rack)?;
+                }
+                Ok(())
+            }
+            ControlEntry::Heartbeat { node, now_ms, .. } => {
+                voter(*node)?;
+                now(*now_ms)
+            }
+            ControlEntry::AlterPartition {
+                node,
+                new_isr,
+                now_ms,
+                ..
+            } => {
+                voter(*node)?;
+                now(*now_ms)?;
+                if new_isr.is_empty() || new_isr.len() > voters.len() {
+                    return bad(
+                        "new_isr",
+                        format!("{} members with {} voters", new_isr.len(), voters.len()),
+                    );
+                }
+                new_isr.iter().try_for_each(|n| voter(*n))
+            }
+            ControlEntry::Tick { now_ms } | ControlEntry::PreferredLeaders { now_ms } => {
+                now(*now_ms)
+            }
+            ControlEntry::Admin { request, op } => {
+                voter(request.node)?;
+                op.validate()
+            }
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            ControlEntry::Register { .. } => "register",
+            ControlEntry::Heartbeat { .. } => "heartbeat",
+            ControlEntry::AlterPartition { .. } => "alter_partition",
+            ControlEntry::Tick { .. } => "tick",
+            ControlEntry::PreferredLeaders { .. } => "preferred_leaders",
+            ControlEntry::Admin { .. } => "admin",
+        }
+    }
+}
+
+impl AdminOp {
+    fn validate(&self) -> Result<(), InvalidEntry> {
+        match self {
+            AdminOp::CreateTopics { topics } => topics.iter().try_for_each(|t| {
+                // The name becomes a directory on every node: the one check that cannot wait.
+                if !crate::cluster::valid_topic_name(&t.name) {
+                    return Err(InvalidEntry::BadField {
+                        field: "topic name",
+                        reason: format!("{:?} is not a legal topic name", t.name),
+                    });
+                }
+                configs_bounded(t.configs.iter().map(|(k, v)| (k, Some(v))))
+            }),
+            AdminOp::DeleteTopics { .. } | AdminOp::CreatePartitions { .. } => Ok(()),
+            AdminOp::AlterConfigs { changes } => {
+                changes.iter().try_for_each(|(_, change)| match change {
+                    ConfigChange::Replace(configs) => {
+                        configs_bounded(configs.iter().map(|(k, v)| (k, Some(v))))
+                    }
+                    ConfigChange::Incremental(ops) => {
+                        configs_bounded(ops.iter().map(|(k, _, v)| (k, v.as_ref())))
+                    }
+                })
+            }
+        }
+    }
+}
+
+fn bounded_name(field: &'static str, value: &str) -> Result<(), InvalidEntry> {
+    if value.len() > NAME_BYTES_MAX || value.chars().any(char::is_control) {
+        return Err(InvalidEntry::BadField {
+            field,
+            reason: format!("must be at most {NAME_BYTES_MAX} bytes without control characters"),
+        });
+    }
+    Ok(())
+}
+
+fn configs_bounded<'a>(
+    mut configs: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+) -> Result<(), InvalidEntry> {
+    configs.try_for_each(|(name, value)| {
+        let name_ok = !name.is_empty()
+            && name.len() <= CONFIG_NAME_BYTES_MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(InvalidEntry::BadField {
+                field: "config name",
+                reason: format!("{name:?} is not a config name"),
+            });
+        }
+        if value.is_some_and(|v| v.len() > CONFIG_VALUE_BYTES_MAX) {
+            return Err(InvalidEntry::BadField {
+                field: "config value",
+                reason: format!("{name}: longer than {CONFIG_VALUE_BYTES_MAX} bytes"),
+            });
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -146,5 +330,81 @@ mod tests {
             assert_eq!(ControlEntry::decode(&e.encode()).unwrap(), e);
         }
         assert!(ControlEntry::decode(b"{\"kind\":\"nope\"}").is_err());
+    }
+
+    fn heartbeat(node: i32) -> ControlEntry {
+        ControlEntry::Heartbeat {
+            node,
+            broker_epoch: 1,
+            now_ms: 5,
+        }
+    }
+
+    fn create(name: &str) -> ControlEntry {
+        ControlEntry::Admin {
+            request: RequestTag {
+                node: 1,
+                incarnation: 2,
+                id: 3,
+            },
+            op: AdminOp::CreateTopics {
+                topics: vec![NewTopicSpec {
+                    name: name.into(),
+                    id: "6ba7b810-9dad-11d1-80b4-00c04fd430c8".into(),
+                    partitions: 1,
+                    replication_factor: 1,
+                    configs: BTreeMap::new(),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn entries_of_non_voters_and_bad_names_are_invalid() {
+        let voters = [0, 1, 2];
+        assert_eq!(heartbeat(1).validate(&voters), Ok(()));
+        assert_eq!(
+            heartbeat(7).validate(&voters),
+            Err(InvalidEntry::UnknownNode { node: 7 })
+        );
+        assert_eq!(create("orders").validate(&voters), Ok(()));
+        for name in ["", "..", "../../etc", "a/b", &"x".repeat(300)] {
+            assert!(create(name).validate(&voters).is_err(), "{name:?}");
+        }
+        let register = ControlEntry::Register {
+            node: 0,
+            incarnation: 1,
+            host: "h".repeat(NAME_BYTES_MAX + 1),
+            port: 9092,
+            rack: None,
+            cluster_id: "c".into(),
+            now_ms: 1,
+            partition_replicas_max: Some(10),
+        };
+        assert!(register.validate(&voters).is_err());
+    }
+
+    #[test]
+    fn forwarded_entries_must_be_the_peers_own() {
+        let voters = [0, 1, 2];
+        assert_eq!(heartbeat(1).validate_forwarded(1, &voters), Ok(()));
+        assert_eq!(
+            heartbeat(1).validate_forwarded(2, &voters),
+            Err(InvalidEntry::WrongProposer { peer: 2, node: 1 })
+        );
+        assert!(matches!(
+            ControlEntry::Tick { now_ms: 1 }.validate_forwarded(1, &voters),
+            Err(InvalidEntry::NotForwardable { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Any bytes: decoding (and validating what decodes) returns, never panics.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(e) = ControlEntry::decode(&bytes) {
+                let _ = e.validate(&[0, 1, 2]);
+            }
+        }
     }
 }

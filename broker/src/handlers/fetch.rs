@@ -368,18 +368,24 @@ fn read_on_owner(
     max_bytes: u32,
     zero_copy: bool,
 ) -> LocalBoxFuture<Vec<Got>> {
-    let resolved: Vec<(Option<Rc<Partition>>, SessionPartition)> = parts
+    let resolved: Vec<(Option<Rc<Partition>>, SessionPartition, bool)> = parts
         .into_iter()
-        .map(|w| (shard.partition(&w.topic, w.partition), w))
+        .map(|w| {
+            let p = shard.partition(&w.topic, w.partition);
+            let offline = p.is_none() && shard.offline_reason(&w.topic, w.partition).is_some();
+            (p, w, offline)
+        })
         .collect();
     Box::pin(async move {
         let mut budget = max_bytes;
         let mut out = Vec::with_capacity(resolved.len());
-        for (p, w) in resolved {
+        for (p, w, offline) in resolved {
             let g = match p {
                 Some(p) => {
                     read_partition(&p, &w, replica_id, read_committed, budget, zero_copy).await
                 }
+                // Kafka's answer for a partition whose log directory failed.
+                None if offline => Got::error(ResponseError::KafkaStorageError),
                 None => Got::error(ResponseError::NotLeaderOrFollower),
             };
             budget = budget.saturating_sub(g.records.len() as u32);

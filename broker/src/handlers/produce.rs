@@ -203,14 +203,21 @@ fn append_on_owner(
         .map(|item| {
             let partition = shard.partition(&item.topic, item.partition);
             let ticket = partition.as_ref().map(|p| p.append_lock.lock());
-            (partition, ticket, item.records)
+            let offline = partition
+                .is_none()
+                .then(|| shard.offline_reason(&item.topic, item.partition))
+                .flatten();
+            (partition, ticket, offline, item.records)
         })
         .collect();
     Box::pin(async move {
         let now = now_ms();
         join_all(
             jobs.into_iter()
-                .map(|(partition, ticket, records)| async move {
+                .map(|(partition, ticket, offline, records)| async move {
+                    if let Some(reason) = offline {
+                        return Err((ResponseError::KafkaStorageError, Some(reason)));
+                    }
                     let (Some(p), Some(ticket)) = (partition, ticket) else {
                         return Err((ResponseError::NotLeaderOrFollower, None));
                     };

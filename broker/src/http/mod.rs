@@ -131,6 +131,8 @@ fn collect_snapshots(shared: &Arc<Shared>) -> Vec<Option<ShardSnapshot>> {
 fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
     let mut s = ShardSnapshot {
         topics: shard.metadata().topics.len() as u64,
+        request_bytes_queued: shard.request_budget.in_use() as u64,
+        requests_waiting_for_budget: shard.request_budget.waiting() as u64,
         ..ShardSnapshot::default()
     };
     SEEN.with(|seen| {

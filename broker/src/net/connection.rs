@@ -6,6 +6,13 @@
 //! the FIFO is full the reader stops reading (back-pressure). Produce requests take their
 //! per-partition append tickets before the next request is read, so appends keep the order
 //! the client sent them in.
+//! Every large frame (`POOLED_FRAME_BYTES_MIN` or more) holds a grant of its size from the
+//! shard's request budget (`request_budget.rs`, `kafka.queued_max_request_bytes`) from before
+//! its body is read (and its buffer allocated) until its answer is ready; while no grant is
+//! given the reader does not read. Smaller frames are not counted: they are cut from the
+//! connection's read buffer (at most `READ_CHUNK_BYTES` plus one frame per read) and bounded
+//! by the in-flight FIFO, and exempting them means a replica's fetch (small) is never stuck
+//! behind acks=all produce requests that wait for that very fetch.
 //! Closing: on EOF, a bad frame, a write error or broker shutdown the reader stops; the
 //! writer then finishes the responses already queued (in-flight requests complete) and the
 //! socket is closed.
@@ -24,11 +31,18 @@ use futures_util::future::{Either, select};
 use crate::handlers::{self, Reply};
 use crate::net::frame::{self, split_frame};
 use crate::net::frame_pool::POOLED_FRAME_BYTES_MIN;
-use crate::notify::Notify;
+use crate::net::request_budget::Grant;
+use crate::notify::{Notified, Notify};
 use crate::shard::Shard;
 
-/// Smallest read we issue; most requests fit in one read.
+/// Largest read issued for small frames: a busy connection's reads grow to this.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A new connection's read buffer, and its first reads. An idle connection keeps a read
+/// pending with its buffer, so this is most of what an idle connection costs: with 64 KiB,
+/// 5,000 connections held 320 MB of heap, and after they closed glibc kept most of it
+/// (docs/internals/broker.md, "Memory per connection").
+pub const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
+const _: () = assert!(READ_CHUNK_BYTES_MIN <= READ_CHUNK_BYTES);
 
 type Pending = compio::runtime::JoinHandle<Reply>;
 
@@ -45,8 +59,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         closed: Cell::new(false),
         closed_notify: Rc::new(Notify::new()),
     });
-    let (tx, rx) =
-        async_channel::bounded::<Pending>(shard.config().kafka.in_flight_per_connection_max);
+    let (tx, rx) = async_channel::bounded::<(Pending, Option<Grant>)>(
+        shard.config().kafka.in_flight_per_connection_max,
+    );
     let writer = compio::runtime::spawn(write_loop(
         Rc::clone(&shard),
         Rc::clone(&stream),
@@ -75,12 +90,14 @@ impl ConnState {
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: &Rc<TcpStream>,
-    tx: async_channel::Sender<Pending>,
+    tx: async_channel::Sender<(Pending, Option<Grant>)>,
     state: &Rc<ConnState>,
     peer: SocketAddr,
 ) {
     let max = shard.config().kafka.frame_bytes_max;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = BytesMut::new();
+    // Doubles each time a read fills it, up to READ_CHUNK_BYTES.
+    let mut chunk = READ_CHUNK_BYTES_MIN;
     let mut need = frame::SIZE_PREFIX_BYTES;
     // Registered once per connection (not per read): each registration is a waker in a list
     // shared by every connection of the shard.
@@ -90,7 +107,7 @@ async fn read_loop(
         loop {
             match split_frame(&mut buf, max, &mut need) {
                 Ok(Some(frame)) => {
-                    if !deliver(shard, frame, peer, &tx).await {
+                    if !deliver(shard, frame, None, peer, &tx).await {
                         return;
                     }
                 }
@@ -108,6 +125,10 @@ async fn read_loop(
             // A large frame (its size is known and checked): read the rest of it straight
             // into a reused buffer, whose pages are already mapped (frame_pool.rs).
             let frame_bytes = need - frame::SIZE_PREFIX_BYTES;
+            // The budget first: a frame waits here, unread and unallocated, for its bytes.
+            let Some(grant) = acquire(shard, frame_bytes, &mut stopping, &mut closed).await else {
+                return;
+            };
             let mut frame_buf = shard.frame_pool.take(frame_bytes);
             frame_buf.extend_from_slice(&buf[frame::SIZE_PREFIX_BYTES..]);
             buf.clear();
@@ -127,12 +148,20 @@ async fn read_loop(
                 Either::Right(_) => return,
             }
             debug_assert_eq!(frame_buf.len(), frame_bytes);
-            if !deliver(shard, shard.frame_pool.freeze(frame_buf), peer, &tx).await {
+            if !deliver(
+                shard,
+                shard.frame_pool.freeze(frame_buf),
+                Some(grant),
+                peer,
+                &tx,
+            )
+            .await
+            {
                 return;
             }
             continue;
         }
-        let want = need.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
+        let want = need.saturating_sub(buf.len()).max(chunk);
         buf.reserve(want);
         let stop = select(&mut stopping, &mut closed);
         let read = Box::pin(async {
@@ -141,7 +170,12 @@ async fn read_loop(
         });
         match select(read, stop).await {
             Either::Left((BufResult(Ok(0), _), _)) => return,
-            Either::Left((BufResult(Ok(_), b), _)) => buf = b,
+            Either::Left((BufResult(Ok(n), b), _)) => {
+                if n >= chunk {
+                    chunk = (chunk * 2).min(READ_CHUNK_BYTES);
+                }
+                buf = b;
+            }
             Either::Left((BufResult(Err(e), _), _)) => {
                 tracing::debug!(target: "broker::net", %peer, error = %e, "read failed");
                 return;
@@ -151,15 +185,33 @@ async fn read_loop(
     }
 }
 
-/// Dispatches one request frame and queues its reply; false when the connection must close.
+/// A grant of `bytes` from the shard's request budget; None when the broker stops or the
+/// connection is closed while waiting.
+async fn acquire(
+    shard: &Rc<Shard>,
+    bytes: usize,
+    stopping: &mut Notified,
+    closed: &mut Notified,
+) -> Option<Grant> {
+    let budget = &shard.request_budget;
+    let ask = budget.acquire(bytes);
+    match select(ask, select(stopping, closed)).await {
+        Either::Left((grant, _)) => Some(grant),
+        Either::Right(_) => None,
+    }
+}
+
+/// Dispatches one request frame and queues its reply (with the frame's grant, returned once
+/// the reply is ready); false when the connection must close.
 async fn deliver(
     shard: &Rc<Shard>,
     frame: Bytes,
+    grant: Option<Grant>,
     peer: SocketAddr,
-    tx: &async_channel::Sender<Pending>,
+    tx: &async_channel::Sender<(Pending, Option<Grant>)>,
 ) -> bool {
     match handlers::dispatch(shard, frame, peer).await {
-        Some(pending) => tx.send(pending).await.is_ok(),
+        Some(pending) => tx.send((pending, grant)).await.is_ok(),
         None => false,
     }
 }
@@ -174,15 +226,19 @@ fn chunk_len(chunk: &crate::net::sendfile::OutChunk) -> usize {
 async fn write_loop(
     shard: Rc<Shard>,
     stream: Rc<TcpStream>,
-    rx: async_channel::Receiver<Pending>,
+    rx: async_channel::Receiver<(Pending, Option<Grant>)>,
     state: Rc<ConnState>,
     peer: SocketAddr,
 ) {
     let mut s: &TcpStream = &stream;
     let mut splicer = crate::net::sendfile::Splicer::default();
     let metrics = &shard.shared.metrics[shard.id.0];
-    while let Ok(pending) = rx.recv().await {
-        let reply = match pending.await {
+    while let Ok((pending, grant)) = rx.recv().await {
+        let reply = pending.await;
+        // The request is handled: its bytes leave the budget (its reply is not counted, as
+        // in Kafka).
+        drop(grant);
+        let reply = match reply {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(target: "broker::net", %peer, error = %e, "request task failed, closing connection");

@@ -7,6 +7,7 @@
 pub mod connection;
 pub mod frame;
 pub mod frame_pool;
+pub mod request_budget;
 pub mod sendfile;
 
 use std::net::SocketAddr;

@@ -143,6 +143,13 @@ impl Partition {
             record_header(&mut producers, h);
         })
         .await?;
+        // A log emptied by DeleteRecords or retention has no header left: the epoch it ended
+        // in starts at the log start (Kafka's truncateFromStart keeps it the same way).
+        if epochs.latest_epoch().is_none()
+            && let Some(epoch) = log.last_leader_epoch()
+        {
+            epochs.assign(replication::LeaderEpoch(epoch), log.log_start_offset());
+        }
         let recovered = replication::RecoveredLog {
             log_end_offset: log.log_end_offset(),
             high_watermark: log.high_watermark(),

@@ -358,7 +358,7 @@ async fn cluster_create_topics(
         } else {
             TopicConfig::resolve(&config.log, &t.configs)
                 .map(|_| ())
-                .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))
+                .map_err(|e| invalid_config(&t.name, e))
         };
         let meta = TopicMeta {
             name: t.name.clone(),
@@ -429,7 +429,7 @@ async fn cluster_alter_configs(
         let checked = apply_change(&topic.configs, change.clone()).and_then(|new| {
             TopicConfig::resolve(&config.log, &new)
                 .map(|_| ())
-                .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))
+                .map_err(|e| invalid_config(&name, e))
         });
         match checked {
             Err(e) => results.push(Err(e)),
@@ -448,6 +448,13 @@ async fn cluster_alter_configs(
     let outcome = cluster_admin(shard, AdminOp::AlterConfigs { changes: ops }).await;
     fill_slots(&mut results, slots, outcome);
     results
+}
+
+/// INVALID_CONFIG for configs `TopicConfig::resolve` refused, with a log line: the same
+/// check a shard runs before it opens the log, so what passes here always opens.
+fn invalid_config(topic: &str, error: crate::cluster::TopicConfigError) -> TopicError {
+    tracing::info!(target: "broker::controller", topic, %error, "topic config refused");
+    TopicError::new(ResponseError::InvalidConfig, error.to_string())
 }
 
 /// Puts the quorum's answers to the items that were proposed into their request slots.

@@ -102,8 +102,14 @@ pub struct Shard {
     pub exit_notify: Rc<Notify>,
     /// Reused receive buffers for large request frames (net/frame_pool.rs).
     pub frame_pool: crate::net::frame_pool::FramePool,
+    /// This shard's share of `kafka.queued_max_request_bytes` (net/request_budget.rs).
+    pub request_budget: Rc<crate::net::request_budget::RequestBudget>,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
+    /// Partitions this shard should hold but could not open (bad log, bad config, no fds):
+    /// (topic, partition) -> why. Requests for them get KAFKA_STORAGE_ERROR; the next
+    /// metadata update tries again.
+    pub offline_partitions: RefCell<HashMap<(String, i32), String>>,
 }
 
 impl Shard {
@@ -114,6 +120,9 @@ impl Shard {
         control: Option<control::ControlPlane>,
     ) -> Rc<Shard> {
         let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
+        let request_budget = crate::net::request_budget::RequestBudget::new(
+            crate::net::request_budget::shard_share(&shared.config, shared.shard_count()),
+        );
         Rc::new(Shard {
             id,
             shared,
@@ -128,7 +137,9 @@ impl Shard {
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
             frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
+            request_budget,
             replica_ticker_started: Cell::new(false),
+            offline_partitions: RefCell::new(HashMap::new()),
         })
     }
 
@@ -154,6 +165,14 @@ impl Shard {
         let map = self.partitions.borrow();
         let idx = usize::try_from(partition).ok()?;
         map.get(topic)?.get(idx)?.clone()
+    }
+
+    /// Why this shard holds no open log for a partition it should have, if it failed to open.
+    pub fn offline_reason(&self, topic: &str, partition: i32) -> Option<String> {
+        self.offline_partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     pub fn is_stopping(&self) -> bool {

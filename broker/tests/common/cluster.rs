@@ -6,6 +6,9 @@
 //! each printed `sluice ready:`. Node ids are 0..n and equal the Kafka broker ids, so an id taken
 //! from Metadata is the argument of `kill`, `restart` and `stop_node`.
 //!
+//! The nodes authenticate each other on the rpc port with a cluster secret the harness writes
+//! (`cluster.secret` in the temp dir, `--cluster-secret-file`), as a production cluster should.
+//!
 //! Every node's stdout and stderr go to `node-N.log` in the cluster's temp dir (appended across
 //! restarts, with a marker line). When a test panics with a `Cluster` alive, `Drop` prints the
 //! tail of every node's log, keeps the temp dir and prints its path (with
@@ -54,6 +57,7 @@ pub struct Cluster {
     dir_path: PathBuf,
     seeds: String,
     config_path: PathBuf,
+    secret_path: PathBuf,
 }
 
 struct Node {
@@ -102,12 +106,15 @@ impl Cluster {
             config.push_str(&format!("{key} = {value}\n"));
         }
         std::fs::write(&config_path, config).expect("write cluster.toml");
+        let secret_path = dir_path.join("cluster.secret");
+        write_secret(&secret_path);
         let mut cluster = Cluster {
             nodes,
             dir: Some(dir),
             dir_path,
             seeds,
             config_path,
+            secret_path,
         };
         // All at once: a node may wait for the quorum before it listens.
         let ready: Vec<_> = (0..cluster.nodes.len()).map(|i| cluster.spawn(i)).collect();
@@ -139,6 +146,16 @@ impl Cluster {
     /// "127.0.0.1:PORT" of one node's Kafka listener.
     pub fn kafka_addr(&self, node: i32) -> &str {
         &self.node(node).kafka_addr
+    }
+
+    /// "127.0.0.1:PORT" of one node's rpc listener.
+    pub fn rpc_addr(&self, node: i32) -> &str {
+        &self.node(node).rpc_addr
+    }
+
+    /// The cluster secret file every node was started with.
+    pub fn secret_path(&self) -> &Path {
+        &self.secret_path
     }
 
     /// The `--seeds` every node was started with.
@@ -361,6 +378,8 @@ impl Cluster {
             .args(["--kafka-addr", &n.kafka_addr])
             .args(["--rpc-addr", &n.rpc_addr])
             .args(["--seeds", &self.seeds])
+            .arg("--cluster-secret-file")
+            .arg(&self.secret_path)
             .args(["--shards", SHARDS_PER_NODE])
             // The host tuning report is the same for every node and start; it would fill the
             // log tails a failure prints.
@@ -514,7 +533,7 @@ fn copy_stdout(stdout: impl Read, log_path: &Path, ready: mpsc::Sender<String>) 
 }
 
 /// One request and its response on a fresh connection, every failure an Err.
-fn try_call<Req: Encodable, Resp: Decodable>(
+pub fn try_call<Req: Encodable, Resp: Decodable>(
     addr: &str,
     api_key: ApiKey,
     version: i16,
@@ -565,4 +584,26 @@ fn read_lossy(path: &Path) -> String {
         let _ = f.read_to_end(&mut buf);
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A fresh secret for one test cluster, readable by its owner only. Not for production: the
+/// bytes come from std's per-process random hasher keys and the clock, enough to keep test
+/// clusters apart.
+fn write_secret(path: &Path) {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut secret = String::new();
+    for i in 0..4u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(unix_ms(SystemTime::now()));
+        secret.push_str(&format!("{:016x}", h.finish()));
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the cluster secret file");
+    writeln!(f, "{secret}").expect("write the cluster secret file");
 }

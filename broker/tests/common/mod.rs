@@ -49,7 +49,7 @@ impl Broker {
         Broker::start_with(&[])
     }
 
-    /// A broker with extra `sluice start` flags (later flags win over the harness's).
+    /// A broker with extra `sluice start` flags (`--shards N` replaces the harness's 2).
     pub fn start_with(args: &[&str]) -> Broker {
         Broker::start_limited(args, None)
     }
@@ -133,6 +133,11 @@ impl Broker {
         status
     }
 
+    /// The running process's id (for /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -199,15 +204,16 @@ impl Broker {
                 });
             }
         }
+        // Two shards unless the test chose (clap refuses a repeated flag).
+        let shards: &[&str] = if self.args.iter().any(|a| a == "--shards") {
+            &[]
+        } else {
+            &["--shards", "2"]
+        };
         let mut child = command
-            .args([
-                "start",
-                "--shards",
-                "2",
-                "--kafka-addr",
-                &self.addr,
-                "--data-dir",
-            ])
+            .arg("start")
+            .args(shards)
+            .args(["--kafka-addr", &self.addr, "--data-dir"])
             .arg(self.data_dir.path())
             .args(&self.args)
             .env(
