@@ -163,6 +163,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .collect(),
         cluster: Arc::new(cluster),
         fd_budget,
+        open_partition_replicas: AtomicUsize::new(0),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let seed = crate::controller::CatalogSeed {

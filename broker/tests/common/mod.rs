@@ -99,6 +99,11 @@ impl Broker {
         }
     }
 
+    /// Changes the open-file limit (soft and hard) the next start runs with.
+    pub fn set_nofile(&mut self, nofile: u64) {
+        self.nofile = Some(nofile);
+    }
+
     /// Clean stop, then start again on the same port and data dir.
     pub fn restart(&mut self) {
         self.terminate();
