@@ -22,6 +22,7 @@ static ALLOC: sys::BrokerAlloc = sys::BrokerAlloc;
 pub mod cluster;
 pub mod config;
 pub mod controller;
+pub mod fd_budget;
 pub mod group;
 pub mod handlers;
 pub mod http;

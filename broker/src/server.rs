@@ -53,6 +53,46 @@ pub enum StartError {
     },
 }
 
+/// Raises the open-file limit to its hard limit and computes how many partition replicas
+/// fit in it (docs/operations.md, "Open files"). Logged once; never fails start-up.
+fn open_file_budget(config: &Config) -> crate::fd_budget::FdBudget {
+    let limit = match sys::raise_nofile_limit() {
+        Ok(l) => {
+            tracing::info!(target: "broker::server", soft_before = l.soft_before, soft = l.soft, hard = l.hard, "open-file limit (RLIMIT_NOFILE)");
+            if l.soft < l.hard {
+                tracing::warn!(target: "broker::server", soft = l.soft, hard = l.hard, "could not raise the open-file soft limit to the hard limit");
+            }
+            l.soft
+        }
+        Err(e) => {
+            // Not expected on Linux; budget for the common default rather than refuse to run.
+            tracing::warn!(target: "broker::server", error = %e, "cannot read RLIMIT_NOFILE; assuming 1024");
+            1024
+        }
+    };
+    let connections_max = config.kafka.connections_max as u64;
+    let budget = crate::fd_budget::FdBudget::compute(limit, connections_max);
+    tracing::info!(
+        target: "broker::server",
+        limit,
+        reserved_base = budget.base_reserved,
+        reserved_connections = budget.connections_reserved,
+        fds_per_partition_replica = crate::fd_budget::FDS_PER_PARTITION_REPLICA,
+        partition_replicas_max = budget.partition_replicas_max,
+        "open-file budget"
+    );
+    if budget.connections_squeezed(connections_max) {
+        tracing::warn!(
+            target: "broker::server",
+            limit,
+            connections_max,
+            reserved_connections = budget.connections_reserved,
+            "the open-file limit cannot hold kafka.connections_max connections and partitions both; raise the hard limit (LimitNOFILE= / ulimit -Hn) or lower kafka.connections_max"
+        );
+    }
+    budget
+}
+
 /// Runs the broker until SIGTERM/SIGINT. Returns after a clean shutdown.
 pub fn run(config: Config) -> Result<(), StartError> {
     sys::block_termination_signals().map_err(|source| StartError::Io {
@@ -62,6 +102,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if let Err(e) = compio::runtime::Runtime::new() {
         return Err(StartError::IoUring(sys::io_uring_help(&e)));
     }
+    let fd_budget = open_file_budget(&config);
     let config = Arc::new(config);
     // The cluster id and producer-id blocks. Topics come from the metadata quorum, which every
     // broker runs: with --seeds as one of its voters, without as a quorum of one
@@ -121,6 +162,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .map(|_| crate::metrics::ShardMetrics::default())
             .collect(),
         cluster: Arc::new(cluster),
+        fd_budget,
+        open_partition_replicas: AtomicUsize::new(0),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let seed = crate::controller::CatalogSeed {

@@ -1,5 +1,5 @@
-//! The few raw system calls the broker needs: signal masks for a clean SIGTERM, and the
-//! io_uring availability probe. All `unsafe` in the broker lives here, each block with its
+//! The few raw system calls the broker needs: signal masks for a clean SIGTERM, the
+//! io_uring availability probe, and the open-file limit. All `unsafe` in the broker lives here, each block with its
 //! SAFETY comment.
 #![allow(unsafe_code)]
 
@@ -42,6 +42,51 @@ fn termination_set() -> io::Result<libc::sigset_t> {
         }
     }
     Ok(set)
+}
+
+/// RLIMIT_NOFILE before and after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    pub soft_before: u64,
+    pub hard: u64,
+    /// The soft limit now in force (= hard unless raising it failed).
+    pub soft: u64,
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to the hard limit (what a process may do without
+/// privileges), so the open-file budget is as large as the operator allows.
+pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (soft_before, hard) = (rl.rlim_cur, rl.rlim_max);
+    if soft_before >= hard {
+        return Ok(NofileLimit {
+            soft_before,
+            hard,
+            soft: soft_before,
+        });
+    }
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: a valid pointer to an initialised rlimit; raising soft up to hard is allowed.
+    let soft = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        hard
+    } else {
+        soft_before
+    };
+    Ok(NofileLimit {
+        soft_before,
+        hard,
+        soft,
+    })
 }
 
 /// What `/proc/sys/kernel/io_uring_disabled` says (0 enabled, 1 restricted to a group,

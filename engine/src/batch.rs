@@ -1,15 +1,22 @@
 //! Kafka v2 record batch headers: zero-copy views, validation, and the in-place patch.
 //!
-//! Owns: the 61-byte v2 header layout (big-endian), attribute bits, CRC32C checks.
-//! Does not own: records inside a batch (they stay opaque, possibly compressed).
+//! Owns: the 61-byte v2 header layout (big-endian), attribute bits, CRC32C checks, and the
+//! count of an uncompressed batch's records (their varint length prefixes, nothing inside).
+//! Does not own: the contents of records (keys, values, headers stay opaque; compressed
+//! batches are not decompressed).
 //! Invariants: a header is only trusted after [`validate_batch`] (append) or the recovery
 //! scan checked length, magic and CRC; the CRC covers bytes 21.. so patching base_offset
-//! and partition_leader_epoch never needs a recompute.
+//! and partition_leader_epoch never needs a recompute. A producer batch that passed
+//! [`validate_batch`] spans exactly `records_count` offsets, and when uncompressed holds
+//! exactly that many records filling it to the last byte.
 
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::limits::{BATCH_CRC_START, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES};
+use crate::limits::{
+    BATCH_CRC_START, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, RECORD_BODY_BYTES_MIN,
+    VARINT32_BYTES_MAX,
+};
 
 /// The only record batch format the engine stores.
 pub const MAGIC_V2: i8 = 2;
@@ -134,6 +141,17 @@ pub enum BatchError {
     },
     #[error("batch of {bytes} bytes exceeds the limit of {max}")]
     TooLarge { bytes: u64, max: u32 },
+    /// An uncompressed batch's records do not frame: record number `record` (0-based) has a
+    /// malformed or too small length prefix, or runs past the batch end (Kafka: "Incorrect
+    /// declared batch size, premature EOF reached").
+    #[error(
+        "record {record} at byte {position} of the records has a bad length or overruns the batch"
+    )]
+    BadRecordLength { record: u32, position: u32 },
+    /// An uncompressed batch holds a different number of records than records_count says
+    /// (Kafka: "Incorrect declared batch size").
+    #[error("records_count {records_count} but the batch holds {found} records")]
+    RecordCountMismatch { records_count: i32, found: u32 },
 }
 
 /// CRC32C over bytes 21.. of a whole batch.
@@ -186,6 +204,13 @@ pub fn frame_batch(
 
 /// Full validation of one batch as received from a producer or a leader: framing, magic,
 /// CRC32C, and that records_count agrees with last_offset_delta.
+///
+/// `strict_count` (a producer's batch, Kafka's LogValidator rules): records_count >= 1 and
+/// records_count == last_offset_delta + 1; for an uncompressed batch also that its records'
+/// length prefixes frame exactly records_count records ending at the batch's last byte (one
+/// walk over the prefixes, no allocation). A compressed batch's records are not counted (that
+/// would need decompression; see docs/status.md). Without `strict_count` (a leader's batch,
+/// copied as the leader stored it) only non-negative count and delta are required.
 pub fn validate_batch(
     bytes: &[u8],
     max_batch_bytes: u32,
@@ -212,7 +237,109 @@ pub fn validate_batch(
             last_offset_delta: delta,
         });
     }
+    if strict_count && header.compression() == 0 {
+        let found = count_records(&bytes[BATCH_HEADER_BYTES..total])?;
+        if i64::from(found) != i64::from(count) {
+            return Err(BatchError::RecordCountMismatch {
+                records_count: count,
+                found,
+            });
+        }
+    }
     Ok((header, total))
+}
+
+/// Counts the records of an uncompressed batch (the bytes after its header) by their varint
+/// length prefixes, checking that each is well formed, at least [`RECORD_BODY_BYTES_MIN`],
+/// and that the records end exactly at the end of `records`.
+pub fn count_records(records: &[u8]) -> Result<u32, BatchError> {
+    let mut at = 0usize;
+    let mut found = 0u32;
+    while at < records.len() {
+        let end = read_varint32(&records[at..]).and_then(|(length, prefix)| {
+            let end = at + prefix + usize::try_from(length).ok()?;
+            (length >= RECORD_BODY_BYTES_MIN as i32 && end <= records.len()).then_some(end)
+        });
+        let Some(end) = end else {
+            return Err(BatchError::BadRecordLength {
+                record: found,
+                position: at as u32,
+            });
+        };
+        at = end;
+        found += 1;
+    }
+    Ok(found)
+}
+
+/// Decodes a zigzag varint of at most 5 bytes (Kafka's `readVarint`); `None` if truncated
+/// or longer. Returns the value and the bytes it took. One- and two-byte values (records
+/// up to 8 KiB) take the short paths.
+#[inline]
+fn read_varint32(bytes: &[u8]) -> Option<(i32, usize)> {
+    let unzigzag = |raw: u32| (raw >> 1) as i32 ^ -((raw & 1) as i32);
+    match *bytes {
+        [b0, ..] if b0 < 0x80 => return Some((unzigzag(u32::from(b0)), 1)),
+        [b0, b1, ..] if b1 < 0x80 => {
+            return Some((unzigzag(u32::from(b0 & 0x7f) | (u32::from(b1) << 7)), 2));
+        }
+        _ => {}
+    }
+    let mut raw = 0u32;
+    for (i, &b) in bytes.iter().take(VARINT32_BYTES_MAX).enumerate() {
+        raw |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let value = (raw >> 1) as i32 ^ -((raw & 1) as i32);
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Writes `value` zigzag-encoded as a varint of exactly `width` bytes (non-minimal encodings
+/// are legal in Kafka's format). `value`'s zigzag form must fit in `7 * width` bits.
+fn put_varint32(out: &mut Vec<u8>, value: i32, width: usize) {
+    let mut raw = ((value << 1) ^ (value >> 31)) as u32;
+    for _ in 1..width {
+        out.push((raw & 0x7f) as u8 | 0x80);
+        raw >>= 7;
+    }
+    assert!(raw < 0x80, "varint of {value} does not fit {width} bytes");
+    out.push(raw as u8);
+}
+
+/// Bytes of `value`'s shortest zigzag varint.
+fn varint32_bytes(value: i32) -> usize {
+    let raw = ((value << 1) ^ (value >> 31)) as u32;
+    (32 - raw.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// Smallest record with offset delta `offset_delta` (null key, empty value, no headers).
+fn record_bytes_min(offset_delta: i32) -> usize {
+    1 + RECORD_BODY_BYTES_MIN - 1 + varint32_bytes(offset_delta)
+}
+
+/// Appends one v2 record of exactly `bytes` bytes (length prefix included): null key, no
+/// headers, a value of `fill` bytes padding it out. `bytes >= record_bytes_min(offset_delta)`.
+fn put_test_record(out: &mut Vec<u8>, bytes: usize, offset_delta: i32, fill: u8) {
+    // attributes, timestamp delta, offset delta, key length -1, header count.
+    let fixed = 4 + varint32_bytes(offset_delta);
+    // Length prefix and value length share one width; the smallest that fits wins.
+    let (width, value) = (1..=VARINT32_BYTES_MAX)
+        .find_map(|w| {
+            let value = bytes.checked_sub(fixed + 2 * w)?;
+            let fits = |v: usize| v < (1usize << (7 * w - 1));
+            (fits(value) && fits(fixed + w + value)).then_some((w, value))
+        })
+        .expect("record size out of range");
+    put_varint32(out, (fixed + width + value) as i32, width);
+    out.push(0); // attributes
+    put_varint32(out, 0, 1); // timestamp delta
+    put_varint32(out, offset_delta, varint32_bytes(offset_delta));
+    put_varint32(out, -1, 1); // null key
+    put_varint32(out, value as i32, width);
+    out.resize(out.len() + value, fill);
+    put_varint32(out, 0, 1); // no headers
 }
 
 /// Writes base_offset and partition_leader_epoch into the first 16 bytes of a batch.
@@ -221,9 +348,11 @@ pub fn patch_header(prefix: &mut [u8], base_offset: i64, leader_epoch: i32) {
     prefix[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
-/// Builds a valid v2 batch with `records` dummy records of `record_bytes` payload each.
-/// The records are opaque filler (not Kafka record encoding); the engine never looks inside.
-/// Meant for tests and benches.
+/// Builds a valid uncompressed v2 batch of `records` records whose encoding takes
+/// `payload_bytes` after the header, split evenly (null keys, values of `fill` bytes, no
+/// headers). `payload_bytes` is raised to the smallest the records fit in (7 bytes each for
+/// fewer than 64 records), so tiny sizes still give a valid batch. Meant for tests and
+/// benches.
 pub fn build_test_batch(
     records: i32,
     payload_bytes: usize,
@@ -232,8 +361,28 @@ pub fn build_test_batch(
     fill: u8,
 ) -> Vec<u8> {
     assert!(records >= 1);
+    let count = records as usize;
+    let floor: usize = (0..records).map(record_bytes_min).sum();
+    let payload_bytes = payload_bytes.max(floor);
     let total = BATCH_HEADER_BYTES + payload_bytes;
-    let mut buf = vec![fill; total];
+    let mut buf = Vec::with_capacity(total);
+    buf.resize(BATCH_HEADER_BYTES, 0);
+    // Even shares, the remainder to the first records; a share below a record's minimum
+    // takes the minimum and the last record gives the difference back.
+    let mut left = payload_bytes;
+    let mut remaining_min = floor;
+    for i in 0..records {
+        remaining_min -= record_bytes_min(i);
+        let share = payload_bytes / count + usize::from((i as usize) < payload_bytes % count);
+        let bytes = if i == records - 1 {
+            left
+        } else {
+            share.max(record_bytes_min(i)).min(left - remaining_min)
+        };
+        put_test_record(&mut buf, bytes, i, fill);
+        left -= bytes;
+    }
+    assert_eq!(buf.len(), total);
     let header = BatchHeader {
         base_offset: 0.into(),
         batch_length: ((total - BATCH_LENGTH_PREFIX_BYTES) as i32).into(),
@@ -256,7 +405,7 @@ pub fn build_test_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -340,6 +489,123 @@ mod tests {
         assert!(matches!(
             validate_batch(&b, 64, true),
             Err(BatchError::TooLarge { .. })
+        ));
+    }
+
+    /// `batch` with records_count and last_offset_delta rewritten (consistently with each
+    /// other) and its CRC fixed up: a well-formed batch whose count lies.
+    pub(crate) fn with_claimed_count(mut batch: Vec<u8>, claimed: i32) -> Vec<u8> {
+        batch[23..27].copy_from_slice(&(claimed - 1).to_be_bytes());
+        batch[57..61].copy_from_slice(&claimed.to_be_bytes());
+        let crc = batch_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    fn with_compression(mut batch: Vec<u8>, codec: i16) -> Vec<u8> {
+        batch[21..23].copy_from_slice(&codec.to_be_bytes());
+        let crc = batch_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    #[test]
+    fn test_batches_hold_exactly_their_records() {
+        for records in [1, 2, 3, 63, 64, 65, 200, 9000] {
+            for payload in [0, 1, 7, 100, 127, 128, 129, 8191, 8192, 70_000] {
+                let b = build_test_batch(records, payload, 0, 0, 0xFF);
+                assert_eq!(
+                    count_records(&b[BATCH_HEADER_BYTES..]),
+                    Ok(records as u32),
+                    "{records} records in {payload} bytes"
+                );
+                assert!(b.len() >= BATCH_HEADER_BYTES + payload);
+                validate_batch(&b, u32::MAX >> 4, true).unwrap();
+            }
+        }
+        // Exact size whenever the records fit.
+        assert_eq!(build_test_batch(3, 100, 0, 0, 1).len(), 161);
+        assert_eq!(build_test_batch(1, 1 << 20, 0, 0, 1).len(), 61 + (1 << 20));
+    }
+
+    #[test]
+    fn rejects_a_count_above_the_records() {
+        // The issue's first batch: claims 2^31-1 records, holds one (header consistent).
+        let b = with_claimed_count(build_test_batch(1, 50, 0, 0, 1), i32::MAX);
+        assert_eq!(
+            validate_batch(&b, 1 << 20, true).unwrap_err(),
+            BatchError::RecordCountMismatch {
+                records_count: i32::MAX,
+                found: 1
+            }
+        );
+        // A leader's copy is taken as stored.
+        assert!(validate_batch(&b, 1 << 20, false).is_ok());
+    }
+
+    #[test]
+    fn rejects_a_count_below_the_records() {
+        // The issue's second batch: claims 1 record, holds 3.
+        let b = with_claimed_count(build_test_batch(3, 60, 0, 0, 1), 1);
+        assert_eq!(
+            validate_batch(&b, 1 << 20, true).unwrap_err(),
+            BatchError::RecordCountMismatch {
+                records_count: 1,
+                found: 3
+            }
+        );
+        assert!(validate_batch(&b, 1 << 20, false).is_ok());
+    }
+
+    #[test]
+    fn rejects_records_that_do_not_fill_the_batch() {
+        let good = build_test_batch(2, 40, 0, 0, 1);
+        // The first record's length prefix grown by one: the second runs past the end.
+        let mut overrun = good.clone();
+        overrun[BATCH_HEADER_BYTES] += 2;
+        let crc = batch_crc(&overrun);
+        overrun[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate_batch(&overrun, 1 << 20, true),
+            Err(BatchError::BadRecordLength { record: 1, .. })
+        ));
+        // A negative length, a length below the smallest record, an unterminated varint.
+        for prefix in [[0x01u8, 0, 0, 0, 0], [0x02, 0, 0, 0, 0], [0xff; 5]] {
+            let mut bad = good.clone();
+            bad[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + 5].copy_from_slice(&prefix);
+            let crc = batch_crc(&bad);
+            bad[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert!(
+                matches!(
+                    validate_batch(&bad, 1 << 20, true),
+                    Err(BatchError::BadRecordLength { record: 0, .. })
+                ),
+                "{prefix:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_batches_are_checked_by_header_only() {
+        // The records of a compressed batch are not decompressed: a header that is
+        // consistent passes whatever the payload, an inconsistent one does not.
+        let filler = with_compression(build_test_batch(1, 50, 0, 0, 1), 4);
+        assert!(validate_batch(&with_claimed_count(filler.clone(), 1000), 1 << 20, true).is_ok());
+        let mut inconsistent = filler;
+        inconsistent[57..61].copy_from_slice(&5i32.to_be_bytes());
+        let crc = batch_crc(&inconsistent);
+        inconsistent[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            validate_batch(&inconsistent, 1 << 20, true).unwrap_err(),
+            BatchError::BadRecordCount {
+                records_count: 5,
+                last_offset_delta: 0
+            }
+        );
+        let zero = with_claimed_count(build_test_batch(1, 10, 0, 0, 1), 0);
+        assert!(matches!(
+            validate_batch(&zero, 1 << 20, true),
+            Err(BatchError::BadRecordCount { .. })
         ));
     }
 

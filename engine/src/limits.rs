@@ -6,6 +6,11 @@
 
 /// Bytes in a Kafka v2 record batch header (base_offset .. records_count).
 pub const BATCH_HEADER_BYTES: usize = 61;
+/// Smallest v2 record body (after its length prefix): attributes, timestamp delta, offset
+/// delta, key length, value length and header count, one byte each at least.
+pub const RECORD_BODY_BYTES_MIN: usize = 6;
+/// Longest zigzag varint of an i32 (Kafka's `readVarint` reads at most 5 bytes).
+pub const VARINT32_BYTES_MAX: usize = 5;
 /// Bytes of the `base_offset` + `batch_length` prefix; `batch_length` counts the rest.
 pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
 /// First byte covered by the batch CRC32C (attributes onwards).
@@ -38,7 +43,8 @@ pub const SEGMENT_RELATIVE_OFFSET_MAX: i64 = u32::MAX as i64;
 pub const SCAN_CHUNK_BYTES: usize = 256 * 1024;
 /// Bytes looked at beyond the first bad byte to tell a preallocated zero tail from torn data.
 pub const ZERO_TAIL_PROBE_BYTES: usize = 1024 * 1024;
-/// Segments (each holds 3 open files) per log before open refuses the directory.
+/// Segments per log before open refuses the directory (recovery opens all 3 files of each;
+/// afterwards a sealed segment holds 1, its `.log`).
 pub const SEGMENTS_PER_LOG_MAX: usize = 100_000;
 /// fdatasyncs of one log allowed in flight at once (pipelined group commit). 1 batches best
 /// (fewest syncs) and is optimal when the device serialises flushes; more lets a late waiter
@@ -52,6 +58,10 @@ pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
 pub const CHECKPOINT_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4 + 4;
 
 const _: () = assert!(BATCH_CRC_START < BATCH_HEADER_BYTES);
+const _: () = assert!(
+    (MAX_BATCH_BYTES_LIMIT as usize) < (1 << (7 * VARINT32_BYTES_MAX - 1)),
+    "any record length inside a batch fits a varint"
+);
 const _: () = assert!(
     BATCH_PATCH_BYTES < BATCH_CRC_START,
     "patched bytes must lie outside the CRC"

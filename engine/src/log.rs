@@ -35,7 +35,8 @@ use crate::limits::{
 use crate::recovery::recover;
 use crate::scan::walk_headers;
 use crate::segment::{
-    BatchFacts, INDEX_SUFFIX, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX, segment_path,
+    BatchFacts, INDEX_SUFFIX, IndexFiles, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX,
+    segment_path, sync_index_files,
 };
 use crate::sync::{AsyncLock, Event};
 use crate::types::{
@@ -149,7 +150,8 @@ impl Log {
     /// Opens (creating if missing) the log in `dir`; recovers the tail.
     pub async fn open(dir: PathBuf, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
         config.validate()?;
-        let recovered = recover(&dir, &config).await?;
+        let mut recovered = recover(&dir, &config).await?;
+        close_sealed_index_files(&mut recovered.segments);
         let log_end_offset = recovered
             .segments
             .values()
@@ -618,14 +620,7 @@ impl Log {
                 let sync = job.is_some() || seg.index_unsynced;
                 (
                     job,
-                    sync.then(|| {
-                        (
-                            seg.index_file.clone(),
-                            seg.time_index_file.clone(),
-                            seg.index_path(),
-                            seg.time_index_path(),
-                        )
-                    }),
+                    sync.then(|| (seg.index_files.clone(), seg.log.path().to_path_buf())),
                 )
             };
             if let Some(job) = job {
@@ -634,18 +629,18 @@ impl Log {
                     seg.index.persisted = n;
                 }
             }
-            if let Some((a, b, pa, pb)) = sync {
-                io::sync_data(&a)
-                    .await
-                    .map_err(|e| LogError::io("fdatasync", pa, e))?;
-                io::sync_data(&b)
-                    .await
-                    .map_err(|e| LogError::io("fdatasync", pb, e))?;
+            if let Some((files, log_path)) = sync {
+                let files = match files {
+                    Some(files) => files,
+                    None => IndexFiles::open(&log_path).await?,
+                };
+                sync_index_files(&files, &log_path).await?;
                 if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
                     seg.index_unsynced = false;
                 }
             }
         }
+        close_sealed_index_files(&mut self.state.borrow_mut().segments);
         let checkpoint = {
             let mut s = self.state.borrow_mut();
             s.checkpoint_due = false;
@@ -1448,6 +1443,17 @@ async fn starts_batch(snap: &SegmentSnap, position: u64, expected: i64) -> bool 
     res.is_ok() && found
 }
 
+/// Closes the index files of every sealed segment whose entries are written and synced (all
+/// but the last, active, segment): a sealed segment then holds one descriptor, its `.log`.
+fn close_sealed_index_files(segments: &mut BTreeMap<i64, Segment>) {
+    let Some(&active) = segments.keys().next_back() else {
+        return;
+    };
+    for (_, segment) in segments.range_mut(..active) {
+        segment.close_index_files();
+    }
+}
+
 /// Splits a request buffer into validated batches; all or nothing.
 fn split_batches(
     bytes: &[u8],
@@ -1593,6 +1599,59 @@ mod tests {
     }
 
     #[test]
+    fn batches_whose_count_lies_are_refused_and_leave_the_log_end() {
+        use crate::batch::BatchError;
+        use crate::batch::tests::with_claimed_count;
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            log.append(batch(2, 40, 0), 0).await.unwrap();
+            // Claims 2^31-1 records, holds one; claims one, holds three (valid CRCs).
+            let too_many = with_claimed_count(build_test_batch(1, 30, 0, 0, 1), i32::MAX);
+            let too_few = with_claimed_count(build_test_batch(3, 30, 0, 0, 1), 1);
+            for (lying, found) in [(too_many, 1), (too_few, 3)] {
+                let err = log.append(Bytes::from(lying), 0).await.unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        AppendError::InvalidBatch {
+                            index: 0,
+                            error: BatchError::RecordCountMismatch { found: f, .. },
+                            ..
+                        } if f == found
+                    ),
+                    "{err}"
+                );
+                assert_eq!(log.log_end_offset(), 2);
+            }
+            let honest = log.append(batch(3, 40, 0), 0).await.unwrap();
+            assert_eq!((honest.first_offset, honest.last_offset), (2, 4));
+        });
+    }
+
+    #[test]
+    fn replicated_batches_are_copied_as_the_leader_stored_them() {
+        use crate::batch::tests::with_claimed_count;
+        run(async {
+            // A leader's log may hold a batch whose count lies (written before the producer
+            // check existed): a follower copies it without panicking and spans its offsets.
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let mut few = with_claimed_count(build_test_batch(3, 30, 0, 0, 1), 1);
+            patch_header(&mut few, 0, 1);
+            let mut many = with_claimed_count(build_test_batch(1, 30, 0, 0, 1), i32::MAX);
+            patch_header(&mut many, 1, 1);
+            few.extend_from_slice(&many);
+            let info = log.append_replicated(Bytes::from(few)).await.unwrap();
+            assert_eq!(
+                (info.first_offset, info.last_offset),
+                (0, 1 + i64::from(i32::MAX) - 1)
+            );
+            assert_eq!(log.log_end_offset(), 1 + i64::from(i32::MAX));
+        });
+    }
+
+    #[test]
     fn read_bounds_by_max_offset_and_bytes() {
         run(async {
             let dir = tempfile::tempdir().unwrap();
@@ -1608,6 +1667,55 @@ mod tests {
             assert_eq!(r.bytes, 0);
             let r = log.read(0, i64::MAX, 50, true).await.unwrap();
             assert_eq!(r.bytes, 100, "min_one_batch returns the first batch whole");
+        });
+    }
+
+    /// Open descriptors of this process whose path lies in `dir` and ends in `.suffix`.
+    fn open_fds(dir: &Path, suffix: &str) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(dir) && p.extension().is_some_and(|e| e == suffix))
+            .count()
+    }
+
+    #[test]
+    fn sealed_segments_hold_only_their_log_open() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let dir_path = dir.path().canonicalize().unwrap();
+            let config = small_config();
+            let (log, _) = Log::open(dir.path().into(), config.clone()).await.unwrap();
+            for i in 0..50 {
+                log.append(batch(2, 200, 1000 + i), 1).await.unwrap();
+            }
+            let segments = log.segment_count();
+            assert!(segments > 3, "segment.bytes = 4096 must roll");
+            // The rolls made a checkpoint due; it writes and syncs the sealed indexes and
+            // closes them.
+            log.flush_tick(0).await.unwrap();
+            assert_eq!(open_fds(&dir_path, "log"), segments);
+            assert_eq!(open_fds(&dir_path, "index"), 1);
+            assert_eq!(open_fds(&dir_path, "timeindex"), 1);
+            log.close().await.unwrap();
+            drop(log);
+            // Re-opened: the same, straight after recovery.
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            assert_eq!(open_fds(&dir_path, "index"), 1);
+            assert_eq!(
+                log.offset_for_timestamp(1020).await.unwrap(),
+                Some((1020, 40))
+            );
+            // Truncating into a sealed segment rewrites its index through reopened files.
+            log.truncate_to(30).await.unwrap();
+            assert_eq!(log.log_end_offset(), 30);
+            log.append(batch(2, 200, 2000), 1).await.unwrap();
+            log.close().await.unwrap();
+            drop(log);
+            let (log, report) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            assert!(report.truncations.is_empty(), "{report:?}");
+            assert_eq!(log.log_end_offset(), 32);
+            assert_eq!(headers(&read_all(&log, 28).await).len(), 2);
         });
     }
 

@@ -2,7 +2,10 @@
 //!
 //! Owns: file naming (`{base_offset:020}.log|.index|.timeindex`), creating and opening the
 //! three files, the in-memory facts about a segment (size, next offset, max timestamp) and
-//! writing index entries out.
+//! writing index entries out. The index files are open only while needed: a sealed segment
+//! whose entries are written and synced closes them (`close_index_files`), so it holds one
+//! descriptor (its `.log`, kept for zero-copy reads); a later write or sync reopens them by
+//! path. Lookups never read the files (the index lives in memory).
 //! Invariants: `size` is the logical end of the log (the file may be longer when
 //! preallocated); every batch in [0, size) passed validation; offsets in it lie in
 //! [base_offset, next_offset).
@@ -80,11 +83,33 @@ impl BatchFacts {
     }
 }
 
+/// A segment's `.index` and `.timeindex` handles.
+#[derive(Clone)]
+pub(crate) struct IndexFiles {
+    pub index: File,
+    pub time_index: File,
+}
+
+impl IndexFiles {
+    /// Opens (creating if missing) the index files of the segment whose log is `log_path`.
+    pub(crate) async fn open(log_path: &Path) -> Result<IndexFiles, LogError> {
+        let index_path = log_path.with_extension(INDEX_SUFFIX);
+        let time_path = log_path.with_extension(TIME_INDEX_SUFFIX);
+        let index = io::open_rw(&index_path, true)
+            .await
+            .map_err(|e| LogError::io("open", &index_path, e))?;
+        let time_index = io::open_rw(&time_path, true)
+            .await
+            .map_err(|e| LogError::io("open", &time_path, e))?;
+        Ok(IndexFiles { index, time_index })
+    }
+}
+
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub log: Rc<SegmentFile>,
-    pub index_file: File,
-    pub time_index_file: File,
+    /// None once closed (a sealed segment with nothing left to write or sync).
+    pub index_files: Option<IndexFiles>,
     pub index: SegmentIndex,
     pub size: u64,
     /// Length of the file on disk (> size while a preallocated tail remains).
@@ -118,8 +143,10 @@ impl Segment {
         Ok(Segment {
             base_offset,
             log: Rc::new(SegmentFile { file: log, path }),
-            index_file,
-            time_index_file,
+            index_files: Some(IndexFiles {
+                index: index_file,
+                time_index: time_index_file,
+            }),
             index: SegmentIndex::default(),
             size: 0,
             file_len,
@@ -159,8 +186,10 @@ impl Segment {
         let segment = Segment {
             base_offset,
             log: Rc::new(SegmentFile { file: log, path }),
-            index_file,
-            time_index_file,
+            index_files: Some(IndexFiles {
+                index: index_file,
+                time_index: time_index_file,
+            }),
             index: SegmentIndex::default(),
             size: 0,
             file_len,
@@ -221,8 +250,8 @@ impl Segment {
         }
         let (offsets, times) = self.index.encode_from(from);
         Some(IndexJob {
-            index_file: self.index_file.clone(),
-            time_index_file: self.time_index_file.clone(),
+            files: self.index_files.clone(),
+            log_path: self.log.path.clone(),
             index_path: self.index_path(),
             time_index_path: self.time_index_path(),
             from,
@@ -245,14 +274,22 @@ impl Segment {
         if !self.index_unsynced {
             return Ok(());
         }
-        io::sync_data(&self.index_file)
-            .await
-            .map_err(|e| LogError::io("fdatasync", self.index_path(), e))?;
-        io::sync_data(&self.time_index_file)
-            .await
-            .map_err(|e| LogError::io("fdatasync", self.time_index_path(), e))?;
+        let files = match &self.index_files {
+            Some(files) => files.clone(),
+            None => IndexFiles::open(&self.log.path).await?,
+        };
+        sync_index_files(&files, &self.log.path).await?;
         self.index_unsynced = false;
         Ok(())
+    }
+
+    /// Closes the index files if every entry is written and synced (call on sealed segments
+    /// only: the active one writes entries as it grows). Returns whether they are closed.
+    pub(crate) fn close_index_files(&mut self) -> bool {
+        if !self.index_unsynced && self.index.persisted == self.index.entries().len() {
+            self.index_files = None;
+        }
+        self.index_files.is_none()
     }
 
     /// Cuts the log file to `size` (dropping a preallocated tail or torn bytes), then
@@ -294,10 +331,21 @@ impl Segment {
     }
 }
 
-/// Index entries to write, with the handles to write them through.
+/// fdatasyncs both index files (writes through any handle of an inode are covered).
+pub(crate) async fn sync_index_files(files: &IndexFiles, log_path: &Path) -> Result<(), LogError> {
+    io::sync_data(&files.index)
+        .await
+        .map_err(|e| LogError::io("fdatasync", log_path.with_extension(INDEX_SUFFIX), e))?;
+    io::sync_data(&files.time_index)
+        .await
+        .map_err(|e| LogError::io("fdatasync", log_path.with_extension(TIME_INDEX_SUFFIX), e))
+}
+
+/// Index entries to write, with the handles to write them through (None: closed, reopened
+/// by path for the write).
 pub(crate) struct IndexJob {
-    index_file: File,
-    time_index_file: File,
+    files: Option<IndexFiles>,
+    log_path: PathBuf,
     index_path: PathBuf,
     time_index_path: PathBuf,
     from: usize,
@@ -310,23 +358,29 @@ pub(crate) struct IndexJob {
 impl IndexJob {
     /// Writes the entries; returns how many entries the files now hold.
     pub(crate) async fn run(self) -> Result<usize, LogError> {
+        let files = match self.files {
+            Some(files) => files,
+            None => IndexFiles::open(&self.log_path).await?,
+        };
         if self.rewrite {
             let bytes = self.offsets.len() as u64;
-            self.index_file
+            files
+                .index
                 .set_len(bytes)
                 .await
                 .map_err(|e| LogError::io("truncate", &self.index_path, e))?;
             let bytes = self.times.len() as u64;
-            self.time_index_file
+            files
+                .time_index
                 .set_len(bytes)
                 .await
                 .map_err(|e| LogError::io("truncate", &self.time_index_path, e))?;
         }
         let pos = (self.from * OFFSET_INDEX_ENTRY_BYTES) as u64;
-        let (res, _) = io::write_all(&self.index_file, self.offsets, pos).await;
+        let (res, _) = io::write_all(&files.index, self.offsets, pos).await;
         res.map_err(|e| LogError::io("write", &self.index_path, e))?;
         let pos = (self.from * TIME_INDEX_ENTRY_BYTES) as u64;
-        let (res, _) = io::write_all(&self.time_index_file, self.times, pos).await;
+        let (res, _) = io::write_all(&files.time_index, self.times, pos).await;
         res.map_err(|e| LogError::io("write", &self.time_index_path, e))?;
         Ok(self.entries)
     }

@@ -33,16 +33,21 @@ fn config(preallocate: bool) -> LogConfig {
     }
 }
 
-/// A batch whose payload starts with `id` (big-endian), CRC fixed up.
+/// A batch whose last record's value ends with `id` (big-endian), CRC fixed up.
 fn make_batch(id: u64) -> Vec<u8> {
     let records = 1 + (id % 4) as i32;
-    let payload = 8 + (id.wrapping_mul(2654435761) % 3000) as usize;
+    // At least 16 bytes a record, so the last value holds the 8 id bytes.
+    let payload = 64 + (id.wrapping_mul(2654435761) % 3000) as usize;
     let mut b = build_test_batch(records, payload, id as i64, id as i64, (id % 251) as u8);
-    b[61..69].copy_from_slice(&id.to_be_bytes());
+    let end = b.len() - ID_FROM_END;
+    b[end..end + 8].copy_from_slice(&id.to_be_bytes());
     let crc = batch_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
 }
+
+/// Where the id sits: before the last record's header count (one byte).
+const ID_FROM_END: usize = 9;
 
 /// The child: appends forever from several tasks, printing `ACK first last id` after each
 /// wait_durable. Runs only when the parent sets ENGINE_CRASH_DIR.
@@ -211,7 +216,8 @@ fn verify(dir: &Path, preallocate: bool, acked: &BTreeMap<i64, Ack>, round: u64,
             let (h, len) = validate_batch(&bytes[at..], 1 << 20, true)
                 .unwrap_or_else(|e| panic!("{ctx}: {e}"));
             assert_eq!(h.base_offset(), next, "{ctx}: offsets must be contiguous");
-            let id = u64::from_be_bytes(bytes[at + 61..at + 69].try_into().unwrap());
+            let id_at = at + len - ID_FROM_END;
+            let id = u64::from_be_bytes(bytes[id_at..id_at + 8].try_into().unwrap());
             by_offset.insert(h.base_offset(), (h.last_offset(), id));
             next = h.last_offset() + 1;
             at += len;

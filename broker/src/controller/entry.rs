@@ -35,6 +35,11 @@ pub enum ControlEntry {
         /// The proposer's cluster id: the first registration ever applied names the cluster.
         cluster_id: String,
         now_ms: i64,
+        /// Partition replicas the node's open-file budget holds (`crate::fd_budget`); the
+        /// controller refuses placements beyond it. None (entries written before it existed):
+        /// no limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition_replicas_max: Option<u32>,
     },
     /// BrokerHeartbeat.
     Heartbeat {
@@ -374,6 +379,7 @@ mod tests {
             rack: None,
             cluster_id: "c".into(),
             now_ms: 1,
+            partition_replicas_max: Some(10),
         };
         assert!(register.validate(&voters).is_err());
     }

@@ -398,6 +398,7 @@ impl ControlLoop {
                     rack,
                     cluster_id: self.cluster_id.clone(),
                     now_ms: now,
+                    partition_replicas_max: Some(self.shared.fd_budget.partition_replicas_max),
                 });
             }
             Some(epoch) if now - self.last_heartbeat_ms >= cluster.broker_heartbeat_interval_ms => {
@@ -586,7 +587,14 @@ impl ControlLoop {
                 self.handle.set_broker_epoch(broker_epoch);
                 self.delivered.clear();
                 self.last_heartbeat_ms = now_ms();
-                self.to_deliver.extend(self.stm.states_of_me());
+                let mine = self.stm.states_of_me();
+                let budget = self.shared.fd_budget.partition_replicas_max;
+                if mine.len() as u64 > u64::from(budget) {
+                    // Created under a higher limit: opening them may run out of descriptors
+                    // (EMFILE). New ones are refused; these are not closed.
+                    tracing::warn!(target: "broker::controller", replicas = mine.len(), budget, limit = self.shared.fd_budget.limit, "this node holds more partition replicas than its open-file limit allows; raise RLIMIT_NOFILE (docs/operations.md, \"Open files\")");
+                }
+                self.to_deliver.extend(mine);
             }
             Message::BrokerHeartbeatResponse {
                 broker_epoch,

@@ -33,6 +33,9 @@ struct StmSnapshot {
     topics: Vec<SnapshotTopic>,
     brokers: Vec<SnapshotBroker>,
     next_broker_epoch: i64,
+    /// (node, partition replicas its open-file budget holds); absent in older snapshots.
+    #[serde(default)]
+    replica_budgets: Vec<(i32, u32)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,6 +103,9 @@ pub struct ControllerStm {
     next_partition_id: u32,
     endpoints: BTreeMap<i32, Endpoint>,
     last_now_ms: i64,
+    /// Partition replicas each node's open-file budget holds, as it stated when it last
+    /// registered (`crate::fd_budget`). Nodes without an entry are not limited.
+    replica_budgets: BTreeMap<i32, u32>,
 }
 
 impl ControllerStm {
@@ -113,6 +119,7 @@ impl ControllerStm {
             next_partition_id: 0,
             endpoints: BTreeMap::new(),
             last_now_ms: i64::MIN,
+            replica_budgets: BTreeMap::new(),
         }
     }
 
@@ -146,7 +153,12 @@ impl ControllerStm {
                 rack,
                 cluster_id,
                 now_ms,
+                partition_replicas_max,
             } => {
+                match partition_replicas_max {
+                    Some(max) => self.replica_budgets.insert(node, max),
+                    None => self.replica_budgets.remove(&node),
+                };
                 if self.cluster_id.is_empty() {
                     self.cluster_id = cluster_id;
                 }
@@ -337,6 +349,7 @@ impl ControllerStm {
                 })
                 .collect(),
             next_broker_epoch: controller.next_broker_epoch,
+            replica_budgets: self.replica_budgets.iter().map(|(n, m)| (*n, *m)).collect(),
         };
         serde_json::to_vec(&snapshot).expect("snapshots always serialize")
     }
@@ -419,6 +432,7 @@ impl ControllerStm {
                 .map(|(n, host, port, rack)| (n, Endpoint { host, port, rack }))
                 .collect(),
             last_now_ms: s.last_now_ms,
+            replica_budgets: s.replica_budgets.into_iter().collect(),
         })
     }
 
@@ -516,6 +530,7 @@ impl ControllerStm {
             });
         }
         let assignments = self.place(&spec.name, 0, spec.partitions, spec.replication_factor)?;
+        self.check_replica_budgets(&assignments)?;
         let mut topic = StmTopic {
             id,
             configs: spec.configs,
@@ -568,6 +583,7 @@ impl ControllerStm {
             .and_then(|id| self.controller.partition(*id))
             .map_or(1, |s| s.replicas.len() as i16);
         let assignments = self.place(name, have, count - have, rf)?;
+        self.check_replica_budgets(&assignments)?;
         let mut ids = Vec::new();
         for (i, replicas) in assignments.into_iter().enumerate() {
             ids.push(self.add_partition(name, have + i as i32, replicas, outcome));
@@ -594,6 +610,41 @@ impl ControllerStm {
             outcome.new_states.push(state.clone());
         }
         id
+    }
+
+    /// Refuses `new` replicas that would take a node beyond the partition replicas its
+    /// open-file budget holds (POLICY_VIOLATION, naming the node and the numbers). Counts
+    /// every partition's replicas: O(partitions), on the control plane only.
+    fn check_replica_budgets(&self, new: &[Vec<NodeId>]) -> Result<(), AdminError> {
+        if self.replica_budgets.is_empty() {
+            return Ok(());
+        }
+        let mut adding: BTreeMap<i32, u64> = BTreeMap::new();
+        for node in new.iter().flatten() {
+            *adding.entry(node.0).or_default() += 1;
+        }
+        for (&node, &added) in &adding {
+            let Some(&max) = self.replica_budgets.get(&node) else {
+                continue;
+            };
+            let held = self
+                .controller
+                .partitions()
+                .filter(|s| s.replicas.contains(&NodeId(node)))
+                .count() as u64;
+            if held + added > u64::from(max) {
+                return Err(AdminError {
+                    code: ResponseError::PolicyViolation.code(),
+                    message: format!(
+                        "node {node} holds {held} partition replicas and would hold {}, over the \
+                         {max} its open-file limit allows (RLIMIT_NOFILE; see docs/operations.md, \
+                         \"Open files\")",
+                        held + added
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Replica placement for partitions `first..first+count` of `topic`: round robin over the
@@ -692,6 +743,7 @@ mod tests {
             rack: None,
             cluster_id: format!("c{node}"),
             now_ms,
+            partition_replicas_max: None,
         })
     }
 
@@ -729,6 +781,7 @@ mod tests {
                     rack: None,
                     cluster_id: "c".into(),
                     now_ms: 10,
+                    partition_replicas_max: None,
                 };
                 stm.apply(e.clone());
                 log.push(e);
@@ -827,6 +880,68 @@ mod tests {
         assert_eq!(after.leader_epoch, before.leader_epoch + 1);
         assert!(!after.isr.contains(&old_leader));
         assert!(m.brokers[&old_leader].fenced);
+    }
+
+    #[test]
+    fn placements_beyond_a_nodes_replica_budget_are_refused() {
+        let mut stm = ControllerStm::new(NodeId(0), ControllerConfig::default());
+        for node in 0..2 {
+            stm.apply(ControlEntry::Register {
+                node,
+                incarnation: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                cluster_id: "c".into(),
+                now_ms: 0,
+                // Node 1 registered by an older build: no budget.
+                partition_replicas_max: (node == 0).then_some(10),
+            });
+        }
+        // rf 2: every partition has a replica on node 0.
+        assert!(create(&mut stm, "a", 6, 2)[0].is_ok());
+        let refused = create(&mut stm, "b", 5, 2);
+        let e = refused[0].as_ref().unwrap_err();
+        assert_eq!(e.code, ResponseError::PolicyViolation.code());
+        assert!(
+            e.message.contains("node 0 holds 6") && e.message.contains("11"),
+            "{e:?}"
+        );
+        assert!(stm.snapshot(1, None).topic("b").is_none());
+        let grow = |stm: &mut ControllerStm, count| {
+            stm.apply(ControlEntry::Admin {
+                request: RequestTag {
+                    node: 0,
+                    incarnation: 1,
+                    id: 2,
+                },
+                op: AdminOp::CreatePartitions {
+                    changes: vec![("a".into(), count)],
+                },
+            })
+            .admin
+            .unwrap()
+            .1
+        };
+        let refused = grow(&mut stm, 11);
+        assert_eq!(
+            refused[0].as_ref().unwrap_err().code,
+            ResponseError::PolicyViolation.code()
+        );
+        assert!(grow(&mut stm, 10)[0].is_ok());
+        // The budget survives a snapshot; a full node refuses even one more.
+        let restored = ControllerStm::from_snapshot(
+            NodeId(0),
+            ControllerConfig::default(),
+            &stm.to_snapshot(),
+        )
+        .unwrap();
+        let mut stm = restored;
+        // rf 2 puts a replica on node 0, which is full.
+        assert_eq!(
+            create(&mut stm, "c", 1, 2)[0].as_ref().unwrap_err().code,
+            ResponseError::PolicyViolation.code()
+        );
     }
 
     #[test]

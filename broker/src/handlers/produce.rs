@@ -246,7 +246,10 @@ fn append_on_owner(
                         };
                         match pending {
                             Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
-                            Err(f) => Err(failure_code(&f)),
+                            Err(f) => {
+                                log_refused_batch(&p.topic, p.index, &f);
+                                Err(failure_code(&f))
+                            }
                         }
                     }
                 }),
@@ -265,6 +268,30 @@ fn append_on_owner(
     })
 }
 
+/// Milliseconds since the epoch of the last refused-batch log line (any shard).
+static REFUSED_BATCH_LOGGED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// At most one refused-batch line per this many milliseconds: a client sending bad batches
+/// in a loop must not flood the log (its answers still carry the error).
+const REFUSED_BATCH_LOG_INTERVAL_MS: i64 = 1_000;
+
+/// Logs a batch the engine's validation refused (bad client input), rate-limited.
+fn log_refused_batch(topic: &str, partition: i32, f: &AppendFailure) {
+    use std::sync::atomic::Ordering;
+    let AppendFailure::Engine(e @ engine::AppendError::InvalidBatch { .. }) = f else {
+        return;
+    };
+    let now = now_ms();
+    let last = REFUSED_BATCH_LOGGED_MS.load(Ordering::Relaxed);
+    if now - last < REFUSED_BATCH_LOG_INTERVAL_MS
+        || REFUSED_BATCH_LOGGED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    tracing::warn!(target: "broker::produce", topic, partition, error = %e, "produce batch refused");
+}
+
 /// The single place append failures become Kafka error codes.
 fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
     use engine::AppendError;
@@ -273,9 +300,12 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         AppendFailure::Engine(AppendError::InvalidBatch { error, .. }) => {
             let code = match error {
                 BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-                BatchError::BadMagic { .. } | BatchError::BadRecordCount { .. } => {
-                    ResponseError::InvalidRecord
-                }
+                // Kafka's LogValidator / DefaultRecordBatch raise InvalidRecordException for a
+                // count that disagrees with the offsets or with the records themselves.
+                BatchError::BadMagic { .. }
+                | BatchError::BadRecordCount { .. }
+                | BatchError::RecordCountMismatch { .. }
+                | BatchError::BadRecordLength { .. } => ResponseError::InvalidRecord,
                 _ => ResponseError::CorruptMessage,
             };
             (code, Some(f_to_string(f)))

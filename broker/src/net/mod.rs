@@ -21,6 +21,15 @@ use crate::shard::Shard;
 
 /// Listen backlog.
 pub const LISTEN_BACKLOG: i32 = 1024;
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS, ...), doubled per consecutive
+/// failure up to the max: out of descriptors, the pending connection stays in the backlog and
+/// accept fails again at once, so retrying without a pause would spin a core.
+pub const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
+pub const ACCEPT_BACKOFF_MAX_MS: u64 = 1_000;
+/// In a run of failed accepts, one log line per this many (the first is always logged).
+pub const ACCEPT_FAILURES_PER_LOG_LINE: u64 = 100;
+
+const _: () = assert!(ACCEPT_BACKOFF_MIN_MS >= 1 && ACCEPT_BACKOFF_MIN_MS <= ACCEPT_BACKOFF_MAX_MS);
 
 /// Binds the Kafka listener (before the shards start, so a taken port fails start-up).
 pub fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -42,6 +51,7 @@ pub async fn run_acceptor(shard: Rc<Shard>, listener: std::net::TcpListener) {
             return;
         }
     };
+    let mut failures = 0u64;
     loop {
         if shard.is_stopping() {
             break;
@@ -54,12 +64,26 @@ pub async fn run_acceptor(shard: Rc<Shard>, listener: std::net::TcpListener) {
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: log and keep serving the connections we have.
-                tracing::warn!(target: "broker::net", error = %e, "accept failed");
-                compio::time::sleep(std::time::Duration::from_millis(10)).await;
+                // EMFILE and friends: keep serving the connections we have, back off, and
+                // say so without flooding the log.
+                failures += 1;
+                if failures % ACCEPT_FAILURES_PER_LOG_LINE == 1 {
+                    tracing::warn!(target: "broker::net", error = %e, failures, "accept failed; backing off (out of file descriptors? see docs/operations.md, \"Open files\")");
+                }
+                let shift = (failures - 1).min(16) as u32;
+                let pause_ms = (ACCEPT_BACKOFF_MIN_MS << shift).min(ACCEPT_BACKOFF_MAX_MS);
+                let pause = compio::time::sleep(std::time::Duration::from_millis(pause_ms));
+                let stop = shard.stop_notify.notified();
+                if let Either::Right(_) = select(Box::pin(pause), stop).await {
+                    break;
+                }
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(target: "broker::net", failures, "accepting again");
+            failures = 0;
+        }
         let open: usize = shard
             .shared
             .connections

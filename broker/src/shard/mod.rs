@@ -51,6 +51,12 @@ pub struct Shared {
     pub metrics: Vec<crate::metrics::ShardMetrics>,
     /// The way to the control thread (every broker runs the metadata quorum).
     pub cluster: Arc<crate::cluster::handle::ClusterHandle>,
+    /// How many partition replicas this node's open-file limit holds (stated when it
+    /// registers; the controller refuses placements beyond it).
+    pub fd_budget: crate::fd_budget::FdBudget,
+    /// Partition replicas open on this node (all shards); a partition beyond `fd_budget`
+    /// is not opened, so the descriptors reserved for connections stay free.
+    pub open_partition_replicas: AtomicUsize,
 }
 
 impl Shared {

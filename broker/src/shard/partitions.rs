@@ -17,6 +17,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 
@@ -227,6 +228,22 @@ async fn open_partition(
         }
         return Ok(());
     }
+    let open = shard.shared.open_partition_replicas.load(Ordering::Relaxed);
+    let budget = shard.shared.fd_budget.partition_replicas_max;
+    if open >= budget as usize {
+        // Over the open-file budget (the limit was lowered under existing partitions):
+        // this one stays offline rather than take the descriptors kept for connections.
+        let message = format!(
+            "not opened: {open} partition replicas are open, the open-file budget is {budget} \
+             (RLIMIT_NOFILE {}; docs/operations.md, \"Open files\")",
+            shard.shared.fd_budget.limit
+        );
+        return Err(OpenError::Log {
+            topic: topic.name.clone(),
+            partition: p,
+            source: engine::LogError::Limit(message),
+        });
+    }
     let dir = partition_dir(&config.broker.data_dir, &topic.name, p);
     ensure_replica_ticker(shard);
     let setup = ReplicaSetup {
@@ -257,7 +274,12 @@ async fn open_partition(
     if slots.len() <= idx {
         slots.resize(idx + 1, None);
     }
-    slots[idx] = Some(partition);
+    if slots[idx].replace(partition).is_none() {
+        shard
+            .shared
+            .open_partition_replicas
+            .fetch_add(1, Ordering::Relaxed);
+    }
     Ok(())
 }
 
@@ -335,6 +357,10 @@ async fn remove_topic(shard: &Rc<Shard>, topic: &TopicMeta) {
         .remove(&topic.name)
         .unwrap_or_default();
     for p in parts.into_iter().flatten() {
+        shard
+            .shared
+            .open_partition_replicas
+            .fetch_sub(1, Ordering::Relaxed);
         // Wait for in-flight appends, then close.
         let _guard = p.append_lock.lock().await;
         p.retire();

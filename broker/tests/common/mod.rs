@@ -39,6 +39,8 @@ pub struct Broker {
     data_dir: tempfile::TempDir,
     args: Vec<String>,
     log: Arc<Mutex<String>>,
+    /// RLIMIT_NOFILE (soft = hard) the child runs with; None inherits the test's.
+    nofile: Option<u64>,
 }
 
 impl Broker {
@@ -49,6 +51,16 @@ impl Broker {
 
     /// A broker with extra `sluice start` flags (`--shards N` replaces the harness's 2).
     pub fn start_with(args: &[&str]) -> Broker {
+        Broker::start_limited(args, None)
+    }
+
+    /// Like `start_with`, with the child's open-file limit (soft and hard) set to `nofile`
+    /// before it runs, also on every restart.
+    pub fn start_with_nofile(nofile: u64, args: &[&str]) -> Broker {
+        Broker::start_limited(args, Some(nofile))
+    }
+
+    fn start_limited(args: &[&str], nofile: Option<u64>) -> Broker {
         let data_dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
@@ -73,6 +85,7 @@ impl Broker {
             data_dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(String::new())),
+            nofile,
         };
         broker.spawn();
         broker
@@ -98,6 +111,11 @@ impl Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Changes the open-file limit (soft and hard) the next start runs with.
+    pub fn set_nofile(&mut self, nofile: u64) {
+        self.nofile = Some(nofile);
     }
 
     /// Clean stop, then start again on the same port and data dir.
@@ -187,13 +205,31 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        if let Some(nofile) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit, which is async-signal-safe; it touches no shared state.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         // Two shards unless the test chose (clap refuses a repeated flag).
         let shards: &[&str] = if self.args.iter().any(|a| a == "--shards") {
             &[]
         } else {
             &["--shards", "2"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut child = command
             .arg("start")
             .args(shards)
             .args(["--kafka-addr", &self.addr, "--data-dir"])
