@@ -65,7 +65,7 @@ impl Broker {
             .prefix("sluice-test-")
             .tempdir()
             .expect("temp dir");
-        Broker::start_with_dir(data_dir, args)
+        Broker::start_with_dir(data_dir, args, nofile)
     }
 
     /// Like `start_with`, with the data dir created inside `parent` (e.g. a small filesystem
@@ -75,10 +75,10 @@ impl Broker {
             .prefix("sluice-test-")
             .tempdir_in(parent)
             .expect("temp dir");
-        Broker::start_with_dir(data_dir, args)
+        Broker::start_with_dir(data_dir, args, None)
     }
 
-    fn start_with_dir(data_dir: tempfile::TempDir, args: &[&str]) -> Broker {
+    fn start_with_dir(data_dir: tempfile::TempDir, args: &[&str], nofile: Option<u64>) -> Broker {
         let mut broker = Broker {
             child: None,
             addr: "127.0.0.1:0".to_string(),
