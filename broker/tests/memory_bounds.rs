@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::metrics::{http_addr, scrape};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -222,40 +224,6 @@ fn rss_bytes(pid: u32) -> usize {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS line");
     kib * 1024
-}
-
-fn http_addr(broker: &Broker) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let log = broker.log();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.starts_with("sluice http: listening on "))
-        {
-            return line.split_whitespace().nth(4).expect("address").to_string();
-        }
-        assert!(Instant::now() < deadline, "no http line in the log:\n{log}");
-        thread::sleep(Duration::from_millis(10)); // polling the log with a deadline
-    }
-}
-
-/// /metrics samples, by series.
-fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let mut s = TcpStream::connect(addr).expect("connect to http");
-    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("GET");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read /metrics");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, v)| Some((series.to_string(), v.parse().ok()?)))
-        .collect()
 }
 
 /// The sum of a gauge over shards; NaN when the broker does not export it.

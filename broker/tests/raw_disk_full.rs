@@ -8,15 +8,16 @@
 
 mod common;
 
+use common::metrics::{http_addr, scrape};
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use common::{Broker, IO_TIMEOUT, RawClient, crc32c, record_batch, record_batch_sized};
+use common::{Broker, RawClient, crc32c, record_batch, record_batch_sized};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -220,41 +221,6 @@ fn latest_offset(c: &mut RawClient, topic: &str) -> i64 {
     let p = &resp.topics[0].partitions[0];
     assert_eq!(p.error_code, 0, "ListOffsets");
     p.offset
-}
-
-/// The address of the broker's HTTP listener, from its log line.
-fn http_addr(broker: &Broker) -> String {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        let log = broker.log();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.starts_with("sluice http: listening on "))
-        {
-            return line
-                .split_whitespace()
-                .nth(4)
-                .expect("address field")
-                .to_string();
-        }
-        assert!(Instant::now() < deadline, "no http line in the log:\n{log}");
-        std::thread::sleep(Duration::from_millis(10)); // polling the log with a deadline
-    }
-}
-
-/// `/metrics` samples: `name{labels}` -> value.
-fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let mut stream = TcpStream::connect(addr).expect("connect http");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (_, body) = response.split_once("\r\n\r\n").expect("head and body");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, v)| Some((series.to_string(), v.parse().ok()?)))
-        .collect()
 }
 
 fn sum(samples: &BTreeMap<String, f64>, metric: &str) -> f64 {

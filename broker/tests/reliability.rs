@@ -6,131 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{Broker, RawClient, batches, record_batch};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
-};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use common::requests::{create_topic_ok, delete_records, fetch, list_offset, name, produce};
+use common::{Broker, record_batch};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 /// How long retention may take to empty a partition (housekeeping every 200 ms, segment.ms
 /// and retention.ms of 1 s; generous for a loaded debug build).
 const RETENTION_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn create_topic(c: &mut RawClient, topic: &str, configs: &[(&str, &str)]) {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(1)
-                .with_replication_factor(1)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(StrBytes::from_string(k.to_string()))
-                                .with_value(Some(StrBytes::from_string(v.to_string())))
-                        })
-                        .collect(),
-                ),
-        ])
-        .with_timeout_ms(10_000);
-    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    let t = &resp.topics[0];
-    assert_eq!(t.error_code, 0, "create {topic}: {:?}", t.error_message);
-}
-
-/// Produces `records` to partition 0; returns (error, base offset).
-fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-/// Fetches partition 0 from `offset`: (error, high watermark, log start, batches).
-fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec<(i64, i32)>) {
-    let req = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
-    assert_eq!(resp.error_code, 0);
-    let p = &resp.responses[0].partitions[0];
-    (
-        p.error_code,
-        p.high_watermark,
-        p.log_start_offset,
-        batches(p.records.clone().unwrap_or_default()),
-    )
-}
-
-/// ListOffsets of partition 0 at `timestamp` (-2 earliest, -1 latest): (error, offset).
-fn list_offset(c: &mut RawClient, topic: &str, timestamp: i64) -> (i16, i64) {
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    ListOffsetsPartition::default()
-                        .with_partition_index(0)
-                        .with_timestamp(timestamp),
-                ]),
-        ]);
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    let p = &resp.topics[0].partitions[0];
-    (p.error_code, p.offset)
-}
-
-fn delete_records(c: &mut RawClient, topic: &str, before: i64) -> (i16, i64) {
-    let req = DeleteRecordsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_topics(vec![
-            DeleteRecordsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    DeleteRecordsPartition::default()
-                        .with_partition_index(0)
-                        .with_offset(before),
-                ]),
-        ]);
-    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
-    let p = &resp.topics[0].partitions[0];
-    (p.error_code, p.low_watermark)
-}
 
 /// Waits until `topic`'s Metadata answer has no error and names a leader.
 fn wait_for_topic(broker: &Broker, topic: &str) {
@@ -184,8 +66,8 @@ fn a_partition_emptied_by_delete_records_survives_restart_and_kill() {
     // One shard: the bystander topic lives on the same shard as the emptied one.
     let mut broker = Broker::start_with(&["--shards", "1"]);
     let mut c = broker.connect();
-    create_topic(&mut c, "purged", &[]);
-    create_topic(&mut c, "bystander", &[]);
+    create_topic_ok(&mut c, "purged", &[]);
+    create_topic_ok(&mut c, "bystander", &[]);
     assert_eq!(produce(&mut c, "purged", record_batch(5, None)), (0, 0));
     assert_eq!(produce(&mut c, "bystander", record_batch(3, None)), (0, 0));
     // DeleteRecords to the log end, as Kafka Streams purges repartition topics.
@@ -218,13 +100,13 @@ fn a_partition_emptied_by_retention_survives_restart_and_kill() {
     let config_path = config.path().to_str().expect("utf-8 path");
     let mut broker = Broker::start_with(&["--shards", "1", "--config", config_path]);
     let mut c = broker.connect();
-    create_topic(
+    create_topic_ok(
         &mut c,
         "expiring",
         &[("retention.ms", "1000"), ("segment.ms", "1000")],
     );
     // The test batches carry old timestamps: the bystander keeps them forever.
-    create_topic(&mut c, "bystander", &[("retention.ms", "-1")]);
+    create_topic_ok(&mut c, "bystander", &[("retention.ms", "-1")]);
     assert_eq!(produce(&mut c, "expiring", record_batch(4, None)), (0, 0));
     assert_eq!(produce(&mut c, "bystander", record_batch(3, None)), (0, 0));
     // segment.ms rolls the segment, retention.ms deletes it: the log start reaches the end.
@@ -251,8 +133,8 @@ fn a_partition_emptied_by_retention_survives_restart_and_kill() {
 fn a_partition_that_cannot_be_opened_is_offline_alone() {
     let mut broker = Broker::start_with(&["--shards", "1"]);
     let mut c = broker.connect();
-    create_topic(&mut c, "broken", &[]);
-    create_topic(&mut c, "bystander", &[]);
+    create_topic_ok(&mut c, "broken", &[]);
+    create_topic_ok(&mut c, "bystander", &[]);
     assert_eq!(produce(&mut c, "broken", record_batch(2, None)), (0, 0));
     assert_eq!(produce(&mut c, "bystander", record_batch(3, None)), (0, 0));
     drop(c);

@@ -4,73 +4,23 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Broker, RawClient, batches, record_batch};
+use common::requests::{
+    create_topic, create_topic_ok, fetch, list_offset, name, produce, str_bytes,
+};
+use common::{Broker, RawClient, record_batch};
 use kafka_protocol::messages::alter_configs_request::{
     AlterConfigsResource as LegacyResource, AlterableConfig as LegacyConfig,
 };
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_CONFIG: i16 = 40;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-/// CreateTopics for one topic with `configs`; (error code, message).
-fn create(
-    c: &mut RawClient,
-    topic: &str,
-    configs: &[(&str, &str)],
-    validate_only: bool,
-) -> (i16, Option<String>) {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(1)
-                .with_replication_factor(1)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(str_bytes(k))
-                                .with_value(Some(str_bytes(v)))
-                        })
-                        .collect(),
-                ),
-        ])
-        .with_timeout_ms(10_000)
-        .with_validate_only(validate_only);
-    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    let t = &resp.topics[0];
-    (
-        t.error_code,
-        t.error_message.as_ref().map(|m| m.to_string()),
-    )
-}
-
-fn create_ok(c: &mut RawClient, topic: &str, configs: &[(&str, &str)]) {
-    let (code, message) = create(c, topic, configs, false);
-    assert_eq!(code, 0, "create {topic} {configs:?}: {message:?}");
-}
 
 /// IncrementalAlterConfigs SET of `configs` on `topic`; (error code, message).
 fn alter_incremental(
@@ -130,70 +80,6 @@ fn alter_legacy(c: &mut RawClient, topic: &str, configs: &[(&str, &str)]) -> (i1
     )
 }
 
-fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-/// Fetch of partition 0 from `offset`: (error, high watermark, log start, batches).
-fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec<(i64, i32)>) {
-    let req = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
-    assert_eq!(resp.error_code, 0);
-    let p = &resp.responses[0].partitions[0];
-    (
-        p.error_code,
-        p.high_watermark,
-        p.log_start_offset,
-        batches(p.records.clone().unwrap_or_default()),
-    )
-}
-
-/// ListOffsets of partition 0 at `timestamp` (-2 earliest, -1 latest): (error, offset).
-fn list_offset(c: &mut RawClient, topic: &str, timestamp: i64) -> (i16, i64) {
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    ListOffsetsPartition::default()
-                        .with_partition_index(0)
-                        .with_timestamp(timestamp),
-                ]),
-        ]);
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    let p = &resp.topics[0].partitions[0];
-    (p.error_code, p.offset)
-}
-
 /// Metadata error code of each topic, in request order (no auto-creation).
 fn metadata_errors(c: &mut RawClient, topics: &[&str]) -> Vec<i16> {
     let req = MetadataRequest::default()
@@ -238,14 +124,14 @@ fn delete_topic(c: &mut RawClient, topic: &str) {
 fn boundary_configs_never_take_topics_away() {
     let mut broker = Broker::start();
     let mut c = broker.connect();
-    create_ok(&mut c, "bystander", &[]);
+    create_topic_ok(&mut c, "bystander", &[]);
     assert_eq!(produce(&mut c, "bystander", record_batch(3, None)), (0, 0));
 
     let tiny = [("index.interval.bytes", "1"), ("max.message.bytes", "1")];
-    let (code, message) = create(&mut c, "tiny", &tiny, true);
+    let (code, message) = create_topic(&mut c, "tiny", &tiny, true);
     assert_eq!(code, 0, "validate_only: {message:?}");
-    create_ok(&mut c, "tiny", &tiny);
-    create_ok(
+    create_topic_ok(&mut c, "tiny", &tiny);
+    create_topic_ok(
         &mut c,
         "zero",
         &[("index.interval.bytes", "0"), ("max.message.bytes", "0")],
@@ -259,7 +145,7 @@ fn boundary_configs_never_take_topics_away() {
     }
 
     // An existing topic with data, altered the same way by both AlterConfigs forms.
-    create_ok(&mut c, "altered", &[]);
+    create_topic_ok(&mut c, "altered", &[]);
     assert_eq!(produce(&mut c, "altered", record_batch(4, None)), (0, 0));
     assert_eq!(alter_incremental(&mut c, "altered", &tiny, true).0, 0);
     let (code, message) = alter_incremental(&mut c, "altered", &tiny, false);
@@ -293,7 +179,7 @@ fn boundary_configs_never_take_topics_away() {
         ("message.timestamp.before.max.ms", "-1"),
     ] {
         for validate_only in [true, false] {
-            let (code, message) = create(&mut c, "refused", &[(key, value)], validate_only);
+            let (code, message) = create_topic(&mut c, "refused", &[(key, value)], validate_only);
             assert_eq!(code, INVALID_CONFIG, "create {key}={value}: {message:?}");
             let (code, message) =
                 alter_incremental(&mut c, "bystander", &[(key, value)], validate_only);
@@ -355,12 +241,12 @@ fn longest_topic_name_is_deleted_for_good() {
     let mut c = broker.connect();
     let long = format!("{}-long", "t".repeat(244));
     assert_eq!(long.len(), 249);
-    create_ok(&mut c, &long, &[]);
-    create_ok(&mut c, "neighbour", &[]);
+    create_topic_ok(&mut c, &long, &[]);
+    create_topic_ok(&mut c, "neighbour", &[]);
     assert_eq!(produce(&mut c, &long, record_batch(5, None)), (0, 0));
     assert_eq!(produce(&mut c, "neighbour", record_batch(2, None)), (0, 0));
     delete_topic(&mut c, &long);
-    create_ok(&mut c, &long, &[]);
+    create_topic_ok(&mut c, &long, &[]);
 
     let check = |c: &mut RawClient| {
         let (err, hw, log_start, got) = fetch(c, &long, 0);
@@ -397,7 +283,7 @@ fn longest_topic_name_is_deleted_for_good() {
 fn start_up_sweep_handles_the_longest_names() {
     let mut broker = Broker::start();
     let mut c = broker.connect();
-    create_ok(&mut c, "kept", &[]);
+    create_topic_ok(&mut c, "kept", &[]);
     assert_eq!(produce(&mut c, "kept", record_batch(5, None)), (0, 0));
     drop(c);
     broker.kill();
@@ -433,7 +319,7 @@ fn start_up_sweep_handles_the_longest_names() {
     assert_eq!(strays, 2, "strays kept aside, not deleted: {names:?}");
     let mut c = broker.connect();
     for ghost in [long.as_str(), "ghost"] {
-        create_ok(&mut c, ghost, &[]);
+        create_topic_ok(&mut c, ghost, &[]);
         let (err, hw, _, got) = fetch(&mut c, ghost, 0);
         assert_eq!((err, hw, got.len()), (0, 0, 0), "{ghost} starts empty");
     }

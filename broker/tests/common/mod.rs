@@ -11,6 +11,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod cluster;
+pub mod metrics;
+pub mod requests;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

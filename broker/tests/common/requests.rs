@@ -1,0 +1,148 @@
+//! One-line Kafka requests for tests about a topic's partition 0 (most reliability tests use
+//! one-partition topics): each builds the request, calls it on a `RawClient` and returns the
+//! fields the tests check.
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{RawClient, batches};
+
+pub fn name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// CreateTopics (v7) for one topic of one partition with `configs`: (error code, message).
+pub fn create_topic(
+    c: &mut RawClient,
+    topic: &str,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(str_bytes(k))
+                                .with_value(Some(str_bytes(v)))
+                        })
+                        .collect(),
+                ),
+        ])
+        .with_timeout_ms(10_000)
+        .with_validate_only(validate_only);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    let t = &resp.topics[0];
+    (
+        t.error_code,
+        t.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// `create_topic` that must succeed.
+pub fn create_topic_ok(c: &mut RawClient, topic: &str, configs: &[(&str, &str)]) {
+    let (code, message) = create_topic(c, topic, configs, false);
+    assert_eq!(code, 0, "create {topic} {configs:?}: {message:?}");
+}
+
+/// Produce (v9, acks=all) of `records` to partition 0: (error, base offset).
+pub fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// Fetch (v12) of partition 0 from `offset`: (error, high watermark, log start, batches as
+/// (base offset, record count)).
+pub fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec<(i64, i32)>) {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.log_start_offset,
+        batches(p.records.clone().unwrap_or_default()),
+    )
+}
+
+/// ListOffsets (v7) of partition 0 at `timestamp` (-2 earliest, -1 latest): (error, offset).
+pub fn list_offset(c: &mut RawClient, topic: &str, timestamp: i64) -> (i16, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+/// DeleteRecords (v2) of partition 0 below `before`: (error, low watermark).
+pub fn delete_records(c: &mut RawClient, topic: &str, before: i64) -> (i16, i64) {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(before),
+                ]),
+        ]);
+    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
