@@ -2,8 +2,8 @@
 //! kind that once took topics away, with restarts in between.
 //!
 //! Where the byte-level tests (raw_bad_input.rs) mutate frames, this one sends requests that
-//! decode fine and lie or sit on a boundary: record batches whose count or last offset delta
-//! lies (with a valid CRC), topic configs at and beyond every bound, partition counts from
+//! decode fine and lie or sit on a boundary: record batches, plain or compressed, whose count
+//! or last offset delta lies (with a valid CRC), topic configs at and beyond every bound, partition counts from
 //! negative to i32::MAX, topic names up to and past 249 characters, replication factors the
 //! node cannot meet, DeleteRecords at -1, 0, the high watermark, past it and i64::MAX,
 //! retention and segment times of a millisecond, deletes and re-creates of the same name.
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::cluster::try_call;
-use common::{Broker, batches, record_batch};
+use common::{Broker, batches, compressed_batch, record_batch};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
@@ -42,6 +42,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::Compression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -138,11 +139,18 @@ fn config_pairs(rng: &mut StdRng) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A batch of `count` records whose header lies: the record count, the last offset delta,
-/// or both, with a valid CRC.
+/// A batch (uncompressed, or compressed with one of the four codecs) whose header lies: the
+/// record count, the last offset delta, or both, with a valid CRC.
 fn lying_batch(rng: &mut StdRng) -> Bytes {
     let actual = rng.random_range(1..=4);
-    let mut b = BytesMut::from(&record_batch(actual, None)[..]);
+    let honest = match rng.random_range(0..6) {
+        0 => compressed_batch(Compression::Gzip, i64::from(actual)),
+        1 => compressed_batch(Compression::Snappy, i64::from(actual)),
+        2 => compressed_batch(Compression::Lz4, i64::from(actual)),
+        3 => compressed_batch(Compression::Zstd, i64::from(actual)),
+        _ => record_batch(actual, None),
+    };
+    let mut b = BytesMut::from(&honest[..]);
     let lie = |rng: &mut StdRng| -> i32 {
         let mut v = *[0, 1, 2, 5, 1000, i32::MAX, -1, i32::MIN]
             .get(rng.random_range(0..8))

@@ -323,6 +323,7 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         AppendFailure::OutOfOrderSequence => (ResponseError::OutOfOrderSequenceNumber, None),
         AppendFailure::InvalidTimestamp => (ResponseError::InvalidTimestamp, None),
         AppendFailure::InvalidRecord(m) => (ResponseError::InvalidRecord, Some((*m).to_string())),
+        AppendFailure::Corrupt(m) => (ResponseError::CorruptMessage, Some((*m).to_string())),
         AppendFailure::MessageTooLarge { bytes, max } => (
             ResponseError::MessageTooLarge,
             Some(format!(

@@ -14,6 +14,7 @@
 //! keeps the core (`reopen_replicated`).
 
 pub mod producer_state;
+pub mod record_count;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub enum AppendFailure {
     Retired,
     /// The replication core refused or failed the batch.
     Replica(replication::ReplicaError),
+    /// The batch's compressed records cannot be read (CORRUPT_MESSAGE).
+    Corrupt(&'static str),
     /// This replica's log cannot take writes now (a write failed for lack of space or an
     /// I/O error, or the log is broken until restart): KAFKA_STORAGE_ERROR.
     Storage(&'static str),
@@ -111,6 +114,49 @@ impl PendingAppend {
             }
         }
         Ok(self.outcome)
+    }
+}
+
+/// A compressed producer batch must hold the records its header claims, as Kafka's
+/// LogValidator checks on the leader by decompressing it (`record_count`). Uncompressed
+/// batches were counted in place by `engine::batch::validate_batch`.
+fn check_compressed_count(
+    header: &BatchHeader,
+    batch: &[u8],
+    index: usize,
+    position: usize,
+) -> Result<(), AppendFailure> {
+    use engine::batch::BatchError;
+    use record_count::CountError;
+    let payload = &batch[BATCH_HEADER_BYTES..];
+    let invalid = |error| {
+        AppendFailure::Engine(engine::AppendError::InvalidBatch {
+            index: index as u32,
+            position: position as u32,
+            error,
+        })
+    };
+    match record_count::count_compressed_records(header.compression(), payload) {
+        Ok(found) if i64::from(found) == i64::from(header.records_count()) => Ok(()),
+        Ok(found) => Err(invalid(BatchError::RecordCountMismatch {
+            records_count: header.records_count(),
+            found,
+        })),
+        Err(CountError::BadRecordLength { record, position }) => {
+            Err(invalid(BatchError::BadRecordLength {
+                record,
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+            }))
+        }
+        Err(CountError::TooLarge) => Err(AppendFailure::InvalidRecord(
+            "the compressed records inflate beyond 256 MiB",
+        )),
+        Err(CountError::UnknownCodec(_)) => Err(AppendFailure::Corrupt(
+            "unknown compression codec in the batch attributes",
+        )),
+        Err(CountError::Decompress(_)) => Err(AppendFailure::Corrupt(
+            "the compressed records do not decompress",
+        )),
     }
 }
 
@@ -378,6 +424,9 @@ impl Partition {
                         error,
                     })
                 })?;
+            if h.compression() != 0 {
+                check_compressed_count(h, &records[pos..pos + len], spans.len(), pos)?;
+            }
             spans.push((pos, len, h.records_count() as u32));
             pos += len;
         }

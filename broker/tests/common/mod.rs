@@ -473,6 +473,40 @@ pub fn record_batch_sized(
     b.freeze()
 }
 
+/// A compressed batch of `count` records (offsets 0.., one producer-less batch).
+pub fn compressed_batch(compression: kafka_protocol::records::Compression, count: i64) -> Bytes {
+    let records: Vec<kafka_protocol::records::Record> = (0..count)
+        .map(|i| kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i,
+            // offset - sequence constant keeps the records in one batch; the first record's
+            // -1 is the batch's base sequence (no producer).
+            sequence: i as i32 - 1,
+            timestamp: BATCH_BASE_TIMESTAMP + i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value {i} ").repeat(20))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
 fn put_varint(b: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
