@@ -1,6 +1,7 @@
 //! Micro-benchmarks of hot paths: CRC32C, building v2 batches (loadgen's in-place builder vs
 //! kafka-protocol's RecordBatchEncoder), batch validation (engine), Produce request
-//! encode/decode (kafka-protocol), consumer-side batch parsing.
+//! encode/decode (kafka-protocol), consumer-side batch parsing, and the leader's count of a
+//! compressed batch's records (broker).
 //!
 //! `cargo bench -p bench` measures; `cargo test -p bench` runs each once so they cannot rot.
 
@@ -128,6 +129,54 @@ fn batch_validate(c: &mut Criterion) {
     group.finish();
 }
 
+/// The leader's cost of counting a compressed batch's records (issue 12: Kafka decompresses
+/// every compressed producer batch; Sluice inflates it through a fixed buffer and walks the
+/// length prefixes): the engine's framing + CRC check alone, then with the count.
+fn compressed_count(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compressed_count_1000x100B");
+    let value: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+    for (codec, compression) in [
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let mut builder = BatchBuilder::with_capacity(1000 * 120 + 64);
+        for i in 0..1000 {
+            builder.append(i, None, &value[..12], &value[12..]);
+        }
+        let batch = builder
+            .seal(compression, ProducerStamp::NONE)
+            .expect("seal");
+        let codec_id = engine::batch::BatchHeader::parse(&batch)
+            .expect("header")
+            .compression();
+        let payload = batch.slice(engine::limits::BATCH_HEADER_BYTES..);
+        assert_eq!(
+            broker::partition::record_count::count_compressed_records(codec_id, &payload),
+            Ok(1000)
+        );
+        // Per record of the batch: the figure to compare with the uncompressed walk.
+        group.throughput(Throughput::Elements(1000));
+        group.bench_function(format!("{codec}_validate"), |b| {
+            b.iter(|| {
+                engine::batch::validate_batch(black_box(&batch), 8 * 1024 * 1024, true).is_ok()
+            })
+        });
+        group.bench_function(format!("{codec}_validate_and_count"), |b| {
+            b.iter(|| {
+                engine::batch::validate_batch(black_box(&batch), 8 * 1024 * 1024, true).is_ok()
+                    && broker::partition::record_count::count_compressed_records(
+                        codec_id,
+                        black_box(&payload),
+                    )
+                    .is_ok()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn produce_request(c: &mut Criterion) {
     let mut group = c.benchmark_group("produce_request_16x64KiB");
     let batch = batch_of(64, 1000);
@@ -171,5 +220,12 @@ fn produce_request(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, crc, batch_build, batch_validate, produce_request);
+criterion_group!(
+    benches,
+    crc,
+    batch_build,
+    batch_validate,
+    compressed_count,
+    produce_request
+);
 criterion_main!(benches);
