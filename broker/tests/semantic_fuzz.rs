@@ -52,24 +52,8 @@ const RESTART_EVERY: usize = 80;
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
 const BYSTANDER: &str = "bystander";
 
-const CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "flush.ms",
-    "index.interval.bytes",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.after.max.ms",
-    "min.insync.replicas",
-    "preallocate",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-    "unclean.leader.election.enable",
-    "no.such.config",
-];
+/// A config name Kafka does not know, drawn beside the broker's own list.
+const UNKNOWN_CONFIG: &str = "no.such.config";
 
 const CONFIG_VALUES: &[&str] = &[
     "-9223372036854775808",
@@ -131,8 +115,10 @@ fn partition_count(rng: &mut StdRng) -> i32 {
 fn config_pairs(rng: &mut StdRng) -> Vec<(String, String)> {
     (0..rng.random_range(0..3))
         .map(|_| {
+            let names = broker::cluster::topic_config::TOPIC_CONFIG_NAMES;
+            let i = rng.random_range(0..=names.len());
             (
-                CONFIG_NAMES[rng.random_range(0..CONFIG_NAMES.len())].to_string(),
+                names.get(i).copied().unwrap_or(UNKNOWN_CONFIG).to_string(),
                 CONFIG_VALUES[rng.random_range(0..CONFIG_VALUES.len())].to_string(),
             )
         })
