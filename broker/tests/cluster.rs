@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::cluster::{Cluster, LOG_TAIL_BYTES, unix_ms};
+use common::cluster::{Cluster, unix_ms};
 use common::tail;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
@@ -40,7 +40,6 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(480);
 const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// NOT_CONTROLLER: CreateTopics sent to a node that does not take it; retried elsewhere.
 const NOT_CONTROLLER: i16 = 41;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
 
 #[test]
 fn three_nodes_list_each_other_and_replicate_a_topic() {
@@ -407,41 +406,7 @@ fn create_topic(
                 ),
         ])
         .with_timeout_ms(30_000);
-    // A request whose answer was lost may have created the topic: then TOPIC_ALREADY_EXISTS
-    // on a retry is success.
-    let mut outcome_unknown = false;
-    let mut answered = None;
-    cluster.wait_until(
-        &format!("CreateTopics {topic} RF={replication_factor}"),
-        TOPIC_TIMEOUT,
-        |c| {
-            let controller = c.try_metadata(0, Some(&[]))?.controller_id.0;
-            let mut order = vec![controller];
-            order.extend(c.node_ids().into_iter().filter(|&n| n != controller));
-            let mut last = String::new();
-            for node in order {
-                let resp: CreateTopicsResponse = c
-                    .try_call(node, ApiKey::CreateTopics, 7, &req)
-                    .inspect_err(|_| outcome_unknown = true)?;
-                let t = &resp.topics[0];
-                match t.error_code {
-                    0 => {
-                        answered = Some((t.num_partitions, t.replication_factor));
-                        return Ok(());
-                    }
-                    TOPIC_ALREADY_EXISTS if outcome_unknown => return Ok(()),
-                    NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
-                    code => panic!(
-                        "CreateTopics {topic} on node {node}: error {code} {:?}\n{}",
-                        t.error_message,
-                        c.logs_tail(LOG_TAIL_BYTES)
-                    ),
-                }
-            }
-            Err(last)
-        },
-    );
-    answered
+    cluster.create_topic(&req, TOPIC_TIMEOUT)
 }
 
 /// Runs cluster_scenario.py against the cluster, serving its KILL/RESTART requests; returns

@@ -25,8 +25,6 @@ use kafka_protocol::protocol::StrBytes;
 
 const TOPIC: &str = "stopping";
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-const NOT_CONTROLLER: i16 = 41;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// Quorum forming and topic creation, debug build, 2 cores.
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -94,22 +92,7 @@ fn create_topic(cluster: &Cluster) {
                 ]),
         ])
         .with_timeout_ms(30_000);
-    let mut outcome_unknown = false;
-    cluster.wait_until(&format!("CreateTopics {TOPIC}"), WAIT, |c| {
-        let mut last = String::new();
-        for node in c.node_ids() {
-            let resp: CreateTopicsResponse = c
-                .try_call(node, ApiKey::CreateTopics, 7, &req)
-                .inspect_err(|_| outcome_unknown = true)?;
-            match resp.topics[0].error_code {
-                0 => return Ok(()),
-                TOPIC_ALREADY_EXISTS if outcome_unknown => return Ok(()),
-                NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
-                code => panic!("CreateTopics {TOPIC} on node {node}: error {code}"),
-            }
-        }
-        Err(last)
-    });
+    cluster.create_topic(&req, WAIT);
 }
 
 /// (leader, leader epoch) of partition 0 once every node agrees and the ISR is full.

@@ -41,8 +41,6 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 /// The nodes' acks=all produce timeout in the timeout test (`cluster.request_timeout_ms`).
 const SHORT_REQUEST_TIMEOUT: (&str, &str) = ("SLUICE_CLUSTER_REQUEST_TIMEOUT_MS", "2000");
-const NOT_CONTROLLER: i16 = 41;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// Quorum forming, topic creation and a failover (broker session 3 s), debug build, 2 cores.
 const WAIT: Duration = Duration::from_secs(90);
 /// Batches a producer may have in flight, and the broker remembers per producer (Kafka: 5).
@@ -323,22 +321,7 @@ fn create_request(
 /// RF=3, min.insync.replicas=2, through whichever node takes it.
 fn create_topic(cluster: &Cluster, topic: &str) {
     let req = create_request(topic, 1, 3, &[("min.insync.replicas", "2")]);
-    let mut outcome_unknown = false;
-    cluster.wait_until(&format!("CreateTopics {topic}"), WAIT, |c| {
-        let mut last = String::new();
-        for node in c.node_ids() {
-            let resp: CreateTopicsResponse = c
-                .try_call(node, ApiKey::CreateTopics, 7, &req)
-                .inspect_err(|_| outcome_unknown = true)?;
-            match resp.topics[0].error_code {
-                0 => return Ok(()),
-                TOPIC_ALREADY_EXISTS if outcome_unknown => return Ok(()),
-                NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
-                code => panic!("CreateTopics {topic} on node {node}: error {code}"),
-            }
-        }
-        Err(last)
-    });
+    cluster.create_topic(&req, WAIT);
 }
 
 /// The partition's leader once every live node agrees on it (not `not`), with a full ISR of 3

@@ -27,8 +27,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
-    metadata_request::MetadataRequestTopic,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+    RequestHeader, ResponseHeader, TopicName, metadata_request::MetadataRequestTopic,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -377,6 +377,46 @@ impl Cluster {
         body: &Req,
     ) -> Result<Resp, String> {
         try_call(self.kafka_addr(node), api_key, version, body)
+    }
+
+    /// CreateTopics (v7) of one topic, sent to the controller first and then to the other
+    /// nodes until one takes it (NOT_CONTROLLER: the next); retried within `timeout`. A request
+    /// whose answer was lost may have created the topic, so TOPIC_ALREADY_EXISTS after such a
+    /// loss is success. Returns the (partitions, replication factor) answered, None when the
+    /// topic turned out to exist; panics on any other error code.
+    pub fn create_topic(&self, req: &CreateTopicsRequest, timeout: Duration) -> Option<(i32, i16)> {
+        const TOPIC_ALREADY_EXISTS: i16 = 36;
+        const NOT_CONTROLLER: i16 = 41;
+        let topic = req.topics[0].name.0.to_string();
+        let mut outcome_unknown = false;
+        let mut answered = None;
+        self.wait_until(&format!("CreateTopics {topic}"), timeout, |c| {
+            let controller = c.try_metadata(c.node_ids()[0], Some(&[]))?.controller_id.0;
+            let mut order = vec![controller];
+            order.extend(c.node_ids().into_iter().filter(|&n| n != controller));
+            let mut last = String::new();
+            for node in order.into_iter().filter(|&n| n >= 0) {
+                let resp: CreateTopicsResponse = c
+                    .try_call(node, ApiKey::CreateTopics, 7, req)
+                    .inspect_err(|_| outcome_unknown = true)?;
+                let t = &resp.topics[0];
+                match t.error_code {
+                    0 => {
+                        answered = Some((t.num_partitions, t.replication_factor));
+                        return Ok(());
+                    }
+                    TOPIC_ALREADY_EXISTS if outcome_unknown => return Ok(()),
+                    NOT_CONTROLLER => last = format!("node {node}: NOT_CONTROLLER"),
+                    code => panic!(
+                        "CreateTopics {topic} on node {node}: error {code} {:?}\n{}",
+                        t.error_message,
+                        c.logs_tail(LOG_TAIL_BYTES)
+                    ),
+                }
+            }
+            Err(last)
+        });
+        answered
     }
 
     /// A raw (panicking) Kafka connection to one node.
