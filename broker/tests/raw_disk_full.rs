@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::requests::{create_topic_ok, produce_answer as produce};
+
 use common::metrics::{http_addr, scrape};
 
 use std::collections::BTreeMap;
@@ -18,10 +20,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use common::{Broker, RawClient, crc32c, record_batch, record_batch_sized};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
@@ -93,41 +93,6 @@ fn config(log_section: &str) -> tempfile::NamedTempFile {
         .expect("config file");
     write!(file, "[log]\nretention_ms = -1\n{log_section}\n").expect("write config");
     file
-}
-
-fn create_topic(c: &mut RawClient, topic: &str) {
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]);
-    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    assert_eq!(resp.topics[0].error_code, 0, "create {topic}");
-}
-
-/// acks=all produce of `records` to partition 0: (error code, base offset, message).
-fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64, String) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    let message = p
-        .error_message
-        .as_ref()
-        .map(|m| m.to_string())
-        .unwrap_or_default();
-    (p.error_code, p.base_offset, message)
 }
 
 /// Produces `records` until it is accepted (only KAFKA_STORAGE_ERROR is allowed meanwhile);
@@ -243,7 +208,7 @@ fn full_disk_refuses_produce_with_storage_error_and_resumes_when_space_returns()
     );
     let http = http_addr(&broker);
     let mut c = broker.connect();
-    create_topic(&mut c, "full");
+    create_topic_ok(&mut c, "full", &[]);
     let mut next = 0;
     for _ in 0..10 {
         let (code, base, message) = produce(&mut c, "full", record_batch(5, None));
@@ -347,7 +312,7 @@ fn produce_below_the_free_space_reserve_is_refused_and_resumes_above_it() {
     let cfg_path = cfg.path().to_str().expect("utf-8 path");
     let broker = Broker::start_in(fs.path(), &["--config", cfg_path]);
     let mut c = broker.connect();
-    create_topic(&mut c, "reserve");
+    create_topic_ok(&mut c, "reserve", &[]);
     let (code, base, message) = produce(&mut c, "reserve", record_batch(4, None));
     assert_eq!((code, base), (0, 0), "{message}");
     // 48 of 64 MiB taken by another file: below the 24 MiB reserve, with room left on disk.
@@ -383,7 +348,7 @@ fn a_reserve_larger_than_the_disk_refuses_produce_with_a_log_line() {
     let broker = Broker::start_with(&["--config", cfg_path, "--http-addr", "127.0.0.1:0"]);
     let http = http_addr(&broker);
     let mut c = broker.connect();
-    create_topic(&mut c, "huge-reserve");
+    create_topic_ok(&mut c, "huge-reserve", &[]);
     let (code, base, message) = produce(&mut c, "huge-reserve", record_batch(1, None));
     assert_eq!((code, base), (KAFKA_STORAGE_ERROR, -1), "{message}");
     assert!(message.contains("reserve"), "{message}");

@@ -65,6 +65,12 @@ pub fn create_topic_ok(c: &mut RawClient, topic: &str, configs: &[(&str, &str)])
 
 /// Produce (v9, acks=all) of `records` to partition 0: (error, base offset).
 pub fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
+    let (code, base_offset, _) = produce_answer(c, topic, records);
+    (code, base_offset)
+}
+
+/// `produce` with the answer's error message ("" if none).
+pub fn produce_answer(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64, String) {
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -79,7 +85,12 @@ pub fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
         ]);
     let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
     let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    let message = p
+        .error_message
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    (p.error_code, p.base_offset, message)
 }
 
 /// Fetch (v12) of partition 0 from `offset`: (error, high watermark, log start, batches as
