@@ -450,7 +450,7 @@ impl Config {
             ));
         }
         // The same bounds as topic overrides, so a topic without overrides always opens.
-        if let Err(e) = crate::cluster::TopicConfig::check_defaults(&self.log) {
+        if let Err(e) = crate::metadata::TopicConfig::check_defaults(&self.log) {
             return invalid(e);
         }
         if self.log.disk_free_percent_min > DISK_FREE_PERCENT_MIN_MAX {

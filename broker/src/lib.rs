@@ -6,7 +6,7 @@
 //! high watermark, producer state), fetch sessions and the cross-shard routing between them.
 //! Does not own: on-disk log format, recovery, retention mechanics (the `engine` crate).
 //! Invariants:
-//! - A partition is owned by exactly one shard (`cluster::PartitionTable`); only that shard
+//! - A partition is owned by exactly one shard (`metadata::PartitionTable`); only that shard
 //!   touches its `engine::Log`. Other shards reach it through bounded mesh channels.
 //! - A connection lives on one shard for life; its responses go out in request order.
 //! - Record bytes travel between shards as `Bytes` (reference counted), never copied.
@@ -19,19 +19,19 @@
 #[global_allocator]
 static ALLOC: sys::BrokerAlloc = sys::BrokerAlloc;
 
-pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod fd_budget;
 pub mod group;
 pub mod handlers;
 pub mod http;
+pub mod metadata;
 pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod partition;
 pub mod replica;
+pub mod runtime;
 pub mod server;
-pub mod shard;
 pub mod storage;
 pub mod sys;

@@ -17,13 +17,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::handle::ClusterHandle;
-use crate::cluster::{Catalog, CatalogError, ClusterMetadata, PartitionTable, ShardId};
+use crate::metadata::handle::ClusterHandle;
+use crate::metadata::{Catalog, CatalogError, ClusterMetadata, PartitionTable, ShardId};
 use crate::config::{Config, split_host_port};
 use crate::net;
 use crate::partition::now_ms;
-use crate::shard::control::ControlPlane;
-use crate::shard::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, partitions, run_mesh_loop};
+use crate::runtime::control::ControlPlane;
+use crate::runtime::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, partitions, run_mesh_loop};
 use crate::sys;
 
 /// How often interval flushes (`flush.ms`) are checked.

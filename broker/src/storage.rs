@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 /// Free space that must come back, beyond what was free when a write failed for lack of
 /// space, before that partition takes writes again.

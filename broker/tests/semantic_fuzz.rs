@@ -115,7 +115,7 @@ fn partition_count(rng: &mut StdRng) -> i32 {
 fn config_pairs(rng: &mut StdRng) -> Vec<(String, String)> {
     (0..rng.random_range(0..3))
         .map(|_| {
-            let names = broker::cluster::topic_config::TOPIC_CONFIG_NAMES;
+            let names = broker::metadata::topic_config::TOPIC_CONFIG_NAMES;
             let i = rng.random_range(0..=names.len());
             (
                 names.get(i).copied().unwrap_or(UNKNOWN_CONFIG).to_string(),

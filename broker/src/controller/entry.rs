@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::shard::control::ConfigChange;
+pub use crate::runtime::control::ConfigChange;
 
 /// Names a proposal so the node that proposed it can answer its caller once it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -242,7 +242,7 @@ impl AdminOp {
         match self {
             AdminOp::CreateTopics { topics } => topics.iter().try_for_each(|t| {
                 // The name becomes a directory on every node: the one check that cannot wait.
-                if !crate::cluster::valid_topic_name(&t.name) {
+                if !crate::metadata::valid_topic_name(&t.name) {
                     return Err(InvalidEntry::BadField {
                         field: "topic name",
                         reason: format!("{:?} is not a legal topic name", t.name),

@@ -38,12 +38,12 @@ use replication::{
     BrokerEpoch, ControllerConfig, Message, NodeId, PartitionEpoch, PartitionId, PartitionState,
 };
 
-use crate::cluster::ClusterMetadata;
-use crate::cluster::handle::{AdminCall, ClusterHandle, ControlReceivers, ToController};
+use crate::metadata::ClusterMetadata;
+use crate::metadata::handle::{AdminCall, ClusterHandle, ControlReceivers, ToController};
 use crate::config::Config;
 use crate::partition::now_ms;
 use crate::replica::ReplicaEvent;
-use crate::shard::{Shard, ShardTask, Shared};
+use crate::runtime::{Shard, ShardTask, Shared};
 use entry::{AdminError, AdminResults, ControlEntry, RequestTag};
 use rpc::{FrameKind, Inbound, Link, RpcAuth};
 use stm::ControllerStm;
@@ -71,7 +71,7 @@ pub struct CatalogSeed {
     /// Names the cluster until the first registration applied does.
     pub cluster_id: String,
     /// Topics of a data dir written before the quorum existed (taken over once, see `open`).
-    pub topics: Vec<crate::cluster::TopicMeta>,
+    pub topics: Vec<crate::metadata::TopicMeta>,
 }
 
 pub fn start(
@@ -125,7 +125,7 @@ pub fn initial_metadata(
     let node_id = config.broker.node_id;
     m.brokers.insert(
         node_id,
-        crate::cluster::BrokerInfo {
+        crate::metadata::BrokerInfo {
             node_id,
             host: host.to_string(),
             port,
@@ -175,7 +175,7 @@ struct ControlLoop {
     /// Told once after this process registered and its states went out.
     registered: Option<std::sync::mpsc::Sender<()>>,
     /// Topics of a pre-quorum catalog.json to create once registered (quorum of one).
-    migrate: Option<Vec<crate::cluster::TopicMeta>>,
+    migrate: Option<Vec<crate::metadata::TopicMeta>>,
     /// The migration's CreateTopics is in flight (`registered` waits for it).
     migrating: bool,
     registration_done: bool,
@@ -705,7 +705,7 @@ impl ControlLoop {
                 .or_insert_with(|| Arc::new(t.clone()));
         }
         let data_dir = self.shared.config.broker.data_dir.clone();
-        if let Err(error) = crate::shard::partitions::sweep_data_dir(&data_dir, &known) {
+        if let Err(error) = crate::runtime::partitions::sweep_data_dir(&data_dir, &known) {
             tracing::warn!(target: "broker::controller", %error, "sweeping the data dir failed");
         }
         let Some(topics) = self.migrate.take() else {
@@ -765,7 +765,7 @@ async fn publish(shared: &Arc<Shared>, snapshot: Arc<ClusterMetadata>) {
             let shard = Rc::clone(shard);
             Box::pin(async move {
                 // Each failure is logged (and the partition marked offline) by the shard.
-                let failed = crate::shard::partitions::apply_metadata(&shard, snap)
+                let failed = crate::runtime::partitions::apply_metadata(&shard, snap)
                     .await
                     .len();
                 let _ = done_tx.send(failed).await;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::entry::{AdminError, AdminOp, AdminResults, ControlEntry, NewTopicSpec, RequestTag};
-use crate::cluster::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicMeta};
+use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicMeta};
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 
 /// The state machine as a metadata snapshot (JSON): everything `apply` reads.
@@ -495,7 +495,7 @@ impl ControllerStm {
                         code: ResponseError::UnknownTopicOrPartition.code(),
                         message: format!("unknown topic {name}"),
                     })?;
-                    let new = crate::shard::control::apply_change(&topic.configs, change).map_err(
+                    let new = crate::runtime::control::apply_change(&topic.configs, change).map_err(
                         |e| AdminError {
                             code: e.code.code(),
                             message: e.message,
@@ -757,7 +757,7 @@ mod tests {
             op: AdminOp::CreateTopics {
                 topics: vec![NewTopicSpec {
                     name: name.into(),
-                    id: crate::cluster::new_topic_id().to_string(),
+                    id: crate::metadata::new_topic_id().to_string(),
                     partitions,
                     replication_factor: rf,
                     configs: BTreeMap::new(),

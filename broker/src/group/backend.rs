@@ -35,7 +35,7 @@ use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::records::OFFSETS_TOPIC;
 use crate::notify::Notify;
 use crate::partition::{AppendFailure, Partition, now_ms};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 /// Bytes read from the log per step while replaying a partition.
 const LOAD_READ_BYTES: u32 = 1024 * 1024;

@@ -21,9 +21,9 @@ use super::backend::backend;
 use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::error::GroupError;
 use super::records::{OFFSETS_TOPIC, partition_for_group};
-use crate::cluster::{BrokerInfo, ClusterMetadata, TopicMeta};
-use crate::shard::Shard;
-use crate::shard::control::{NewTopic, on_control};
+use crate::metadata::{BrokerInfo, ClusterMetadata, TopicMeta};
+use crate::runtime::Shard;
+use crate::runtime::control::{NewTopic, on_control};
 
 /// How long a request for a partition the metadata says this node leads waits
 /// for the replica to report leading before it gets NOT_COORDINATOR.
@@ -145,7 +145,7 @@ where
 async fn start_all_backends(shard: &Rc<Shard>) {
     for target in 0..shard.shared.shard_count() {
         let _ = shard
-            .invoke(crate::cluster::ShardId(target), |s: &Rc<Shard>| {
+            .invoke(crate::metadata::ShardId(target), |s: &Rc<Shard>| {
                 super::backend::start_if_present(s);
                 Box::pin(async {})
             })
@@ -167,7 +167,7 @@ where
     for target in 0..shard.shared.shard_count() {
         let op = op.clone();
         let reply = shard
-            .invoke(crate::cluster::ShardId(target), move |s: &Rc<Shard>| {
+            .invoke(crate::metadata::ShardId(target), move |s: &Rc<Shard>| {
                 let s = Rc::clone(s);
                 Box::pin(async move {
                     let config = group_config(&s, partitions);
@@ -182,7 +182,7 @@ where
 }
 
 /// The broker's metadata as the coordinator's topic view (KIP-848 assignors).
-pub struct MetadataTopics(pub Arc<crate::cluster::ClusterMetadata>);
+pub struct MetadataTopics(pub Arc<crate::metadata::ClusterMetadata>);
 
 impl super::consumer::TopicResolver for MetadataTopics {
     fn topic_by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
 use super::{HANDLERS, Reply, RequestContext, Versions};
 use crate::net::frame::encode_response;
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 4 };
 

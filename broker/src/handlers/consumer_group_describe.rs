@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::{self, ConsumerDescribeResult, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 

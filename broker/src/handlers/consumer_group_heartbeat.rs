@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::frontend::MetadataTopics;
 use crate::group::{self, ConsumerHeartbeat, ConsumerHeartbeatResult, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 

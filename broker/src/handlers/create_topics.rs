@@ -11,10 +11,10 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{RequestContext, Versions, str_bytes};
-use crate::cluster::TopicConfig;
-use crate::cluster::topic_config::TOPIC_CONFIG_NAMES;
-use crate::shard::Shard;
-use crate::shard::control::{NewTopic, TopicError, on_control};
+use crate::metadata::TopicConfig;
+use crate::metadata::topic_config::TOPIC_CONFIG_NAMES;
+use crate::runtime::Shard;
+use crate::runtime::control::{NewTopic, TopicError, on_control};
 
 pub const VERSIONS: Versions = Versions { min: 2, max: 7 };
 
@@ -145,7 +145,7 @@ pub async fn handle(
 }
 
 /// Replicas per partition: one on a single node; in cluster mode, as placed.
-fn replication_factor(meta: &crate::cluster::TopicMeta) -> i16 {
+fn replication_factor(meta: &crate::metadata::TopicMeta) -> i16 {
     meta.partition_states
         .first()
         .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX))

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::{RequestContext, Versions};
 use crate::group::{self, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 

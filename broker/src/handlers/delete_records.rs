@@ -12,7 +12,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{RequestContext, Versions};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 

@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{RequestContext, Versions, str_bytes};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 

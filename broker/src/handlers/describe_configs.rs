@@ -10,9 +10,9 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{RequestContext, Versions, str_bytes};
-use crate::cluster::TopicConfig;
-use crate::cluster::topic_config::TOPIC_CONFIG_NAMES;
-use crate::shard::Shard;
+use crate::metadata::TopicConfig;
+use crate::metadata::topic_config::TOPIC_CONFIG_NAMES;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 4 };
 

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, Gr
 
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::{self, DescribeResult, GroupError, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
 

@@ -23,10 +23,10 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::fetch_frame::{Records, frame_fetch_response};
 use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
 use super::{Reply, RequestContext, Versions, topic_name};
-use crate::cluster::{ClusterMetadata, ShardId};
+use crate::metadata::{ClusterMetadata, ShardId};
 use crate::net::sendfile::FileRange;
 use crate::partition::Partition;
-use crate::shard::{LocalBoxFuture, Shard};
+use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
 

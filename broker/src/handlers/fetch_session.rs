@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::cluster::ShardId;
+use crate::metadata::ShardId;
 
 /// Epoch meaning "full fetch, no session" / "close the session".
 pub const FINAL_EPOCH: i32 = -1;

@@ -7,8 +7,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{RequestContext, Versions};
-use crate::shard::Shard;
-use crate::shard::control::on_control;
+use crate::runtime::Shard;
+use crate::runtime::control::on_control;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::{self, GroupError, JoinGroup, JoinResult, Protocol, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 9 };
 

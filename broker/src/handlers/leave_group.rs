@@ -8,7 +8,7 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::{self, LeaveGroup, LeaveMember, LeaveResult, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::{self, ListGroups, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 

@@ -12,8 +12,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{RequestContext, Versions};
-use crate::cluster::ShardId;
-use crate::shard::Shard;
+use crate::metadata::ShardId;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 10 };
 

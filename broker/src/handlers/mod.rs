@@ -50,7 +50,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::net::frame::{self, encode_response};
 use crate::net::sendfile::OutChunk;
-use crate::shard::{LocalBoxFuture, Shard};
+use crate::runtime::{LocalBoxFuture, Shard};
 
 /// What the writer sends for one request.
 pub enum Reply {

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{RequestContext, Versions};
 use crate::group::{self, CommitPartition, CommitTopic, GroupError, OffsetCommit, Reply, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 2, max: 9 };
 

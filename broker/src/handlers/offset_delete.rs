@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::{RequestContext, Versions, topic_name};
 use crate::group::{self, OffsetDelete, OffsetDeleteResult, Reply, TopicPartitions, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 0 };
 

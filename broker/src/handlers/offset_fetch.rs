@@ -12,7 +12,7 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 
 use super::{RequestContext, Versions, str_bytes, topic_name};
 use crate::group::{self, FetchResult, OffsetFetch, Reply, TopicPartitions, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 

@@ -19,9 +19,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{Reply, RequestContext, Versions, decode, str_bytes, topic_name};
-use crate::cluster::ShardId;
+use crate::metadata::ShardId;
 use crate::partition::{AppendFailure, AppendOutcome, now_ms};
-use crate::shard::{LocalBoxFuture, Shard};
+use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 3, max: 13 };
 
@@ -78,7 +78,7 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
                 (Some(m), _) if p.index < 0 || p.index >= m.partitions => {
                     Some(Err((ResponseError::UnknownTopicOrPartition, None)))
                 }
-                (Some(m), _) if crate::cluster::is_internal_topic(&m.name) => Some(Err((
+                (Some(m), _) if crate::metadata::is_internal_topic(&m.name) => Some(Err((
                     ResponseError::InvalidTopicException,
                     Some(format!("cannot produce to internal topic {}", m.name)),
                 ))),

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{RequestContext, Versions, str_bytes};
 use crate::group::{self, Reply, SyncGroup, code_of};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 

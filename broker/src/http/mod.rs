@@ -18,12 +18,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::ShardId;
+use crate::metadata::ShardId;
 use engine::LogMetrics;
 
 use crate::metrics::{self, Scrape, ShardSnapshot};
 use crate::partition::Partition;
-use crate::shard::{Shard, ShardTask, Shared};
+use crate::runtime::{Shard, ShardTask, Shared};
 
 /// Longest a scrape waits for all shards' engine counters.
 pub const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -150,7 +150,7 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
                     || p.replica.write_refusal().is_some()
                     || (disk.low
                         && p.replica.is_leader()
-                        && !crate::cluster::is_internal_topic(&p.topic));
+                        && !crate::metadata::is_internal_topic(&p.topic));
                 s.partitions_write_refused += u64::from(refused);
                 current.push((Rc::downgrade(p), p.log.metrics()));
             }

@@ -33,7 +33,7 @@ use crate::net::frame::{self, split_frame};
 use crate::net::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::net::request_budget::Grant;
 use crate::notify::{Notified, Notify};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 /// Largest read issued for small frames: a busy connection's reads grow to this.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::future::{Either, select};
 
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 /// Listen backlog.
 pub const LISTEN_BACKLOG: i32 = 1024;

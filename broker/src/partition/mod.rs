@@ -24,7 +24,7 @@ use bytes::Bytes;
 use engine::batch::BatchHeader;
 use engine::limits::BATCH_HEADER_BYTES;
 
-use crate::cluster::TopicConfig;
+use crate::metadata::TopicConfig;
 use crate::notify::{FifoLock, Notify};
 use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};

@@ -32,7 +32,7 @@ use replication::{
     ReplicaError, Role,
 };
 
-use crate::cluster::handle::ToController;
+use crate::metadata::handle::ToController;
 use crate::partition::Partition;
 use crate::storage::{DiskState, WriteRefusal};
 
@@ -875,7 +875,7 @@ pub(crate) mod test_support {
     use replication::{PartitionEpoch, PartitionId, PartitionState};
 
     use super::*;
-    use crate::cluster::TopicConfig;
+    use crate::metadata::TopicConfig;
     use crate::config::LogSection;
     use crate::partition::ReplicaSetup;
 

@@ -25,9 +25,9 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use replication::{BrokerEpoch, LeaderEpoch, Message, NodeId, PartitionState, ReplicaError};
 
-use crate::cluster::handle::{ClusterHandle, ToController};
+use crate::metadata::handle::{ClusterHandle, ToController};
 use crate::partition::Partition;
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 /// How often a shard ticks its replicas (produce timeouts, ISR shrink, resends, follower
 /// polls). Well below every replication interval (fetch backoff, lag time, timeouts).
@@ -173,7 +173,7 @@ impl driver::ReplicaEnv for ShardEnv {
 }
 
 /// The shard's replica timer: ticks every replica it owns every `TICK_INTERVAL_MS` until the
-/// shard exits. Started once per shard by `shard::partitions::open_topic`.
+/// shard exits. Started once per shard by `runtime::partitions::open_topic`.
 pub async fn run_ticker(shard: Rc<Shard>) {
     use futures_util::future::select;
     while !shard.exited.get() {

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
-use crate::cluster::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
+use crate::metadata::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::controller::entry::{AdminOp, NewTopicSpec};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 /// Producer ids of node N start at (N + 1) << this.
 pub const PRODUCER_ID_NODE_SHIFT: u32 = 40;
@@ -264,7 +264,7 @@ pub fn apply_change(
 pub async fn on_control<R, F>(shard: &Rc<Shard>, f: F) -> Option<R>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<Shard>) -> crate::shard::LocalBoxFuture<R> + Send + 'static,
+    F: FnOnce(Rc<Shard>) -> crate::runtime::LocalBoxFuture<R> + Send + 'static,
 {
     shard
         .invoke(CONTROL_SHARD, move |s: &Rc<Shard>| f(Rc::clone(s)))
@@ -452,7 +452,7 @@ async fn cluster_alter_configs(
 
 /// INVALID_CONFIG for configs `TopicConfig::resolve` refused, with a log line: the same
 /// check a shard runs before it opens the log, so what passes here always opens.
-fn invalid_config(topic: &str, error: crate::cluster::TopicConfigError) -> TopicError {
+fn invalid_config(topic: &str, error: crate::metadata::TopicConfigError) -> TopicError {
     tracing::info!(target: "broker::controller", topic, %error, "topic config refused");
     TopicError::new(ResponseError::InvalidConfig, error.to_string())
 }

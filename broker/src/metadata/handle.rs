@@ -105,7 +105,7 @@ impl ClusterHandle {
     /// or the control thread is gone.
     pub fn send(&self, message: ToController) {
         if let Err(e) = self.to_controller.try_send(message) {
-            tracing::debug!(target: "broker::cluster", error = %e, "controller queue full or closed; message dropped");
+            tracing::debug!(target: "broker::metadata", error = %e, "controller queue full or closed; message dropped");
         }
     }
 

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::cluster::{ClusterMetadata, PartitionTable, ShardId};
+use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::config::Config;
 use crate::handlers::fetch_session::FetchSessionCache;
 use crate::notify::Notify;
@@ -50,7 +50,7 @@ pub struct Shared {
     /// Counters for `/metrics`, one per shard, each written only by its shard.
     pub metrics: Vec<crate::metrics::ShardMetrics>,
     /// The way to the control thread (every broker runs the metadata quorum).
-    pub cluster: Arc<crate::cluster::handle::ClusterHandle>,
+    pub cluster: Arc<crate::metadata::handle::ClusterHandle>,
     /// How many partition replicas this node's open-file limit holds (stated when it
     /// registers; the controller refuses placements beyond it).
     pub fd_budget: crate::fd_budget::FdBudget,

@@ -21,9 +21,9 @@ use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 
-use crate::cluster::{ClusterMetadata, TopicConfig, TopicMeta};
+use crate::metadata::{ClusterMetadata, TopicConfig, TopicMeta};
 use crate::partition::{Partition, ReplicaSetup};
-use crate::shard::Shard;
+use crate::runtime::Shard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -31,7 +31,7 @@ pub enum OpenError {
     Config {
         topic: String,
         #[source]
-        source: crate::cluster::TopicConfigError,
+        source: crate::metadata::TopicConfigError,
     },
     #[error("partition {topic}-{partition}: {source}")]
     Log {
@@ -95,7 +95,7 @@ fn sweep_entry(entry: &std::fs::DirEntry, metadata: &ClusterMetadata) -> std::io
     let Ok(index) = index.parse::<i32>() else {
         return Ok(());
     };
-    if !crate::cluster::valid_topic_name(topic) {
+    if !crate::metadata::valid_topic_name(topic) {
         return Ok(());
     }
     let known = metadata
@@ -104,7 +104,7 @@ fn sweep_entry(entry: &std::fs::DirEntry, metadata: &ClusterMetadata) -> std::io
     if known {
         return Ok(());
     }
-    let unique = crate::cluster::new_topic_id().simple().to_string();
+    let unique = crate::metadata::new_topic_id().simple().to_string();
     let aside = entry
         .path()
         .with_file_name(capped_dir_name(topic, index, &unique, STRAY_SUFFIX));
@@ -147,7 +147,7 @@ pub async fn apply_metadata(shard: &Rc<Shard>, new: Arc<ClusterMetadata>) -> Vec
 /// per partition: each is logged, marked offline and pushed to `failures`.
 async fn open_topic(shard: &Rc<Shard>, topic: &Arc<TopicMeta>, failures: &mut Vec<OpenError>) {
     let config = shard.config();
-    let owned: Vec<(i32, crate::cluster::PartitionInfo)> = (0..topic.partitions)
+    let owned: Vec<(i32, crate::metadata::PartitionInfo)> = (0..topic.partitions)
         .filter(|&p| shard.owner_of(&topic.name, p) == shard.id)
         // Only partitions this node replicates, once their state is known.
         .filter_map(|p| match topic.partition_state(p) {
@@ -200,7 +200,7 @@ async fn open_partition(
     shard: &Rc<Shard>,
     topic: &Arc<TopicMeta>,
     p: i32,
-    info: &crate::cluster::PartitionInfo,
+    info: &crate::metadata::PartitionInfo,
     topic_config: &TopicConfig,
 ) -> Result<(), OpenError> {
     let config = shard.config();
