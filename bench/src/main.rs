@@ -91,7 +91,7 @@ fn main() -> Result<()> {
                     let path = sluice.unwrap_or_else(|| PathBuf::from("target/release/sluice"));
                     if !path.exists() {
                         bail!(
-                            "{} not found: cargo build --release -p broker",
+                            "{} not found: cargo build --release -p sluice",
                             path.display()
                         );
                     }

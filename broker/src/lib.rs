@@ -4,7 +4,10 @@
 //! runtime), connection handling and Kafka framing, request handlers (one file per API in
 //! `handlers/`), the topic catalog, partition state on top of `engine::Log` (leader epoch,
 //! high watermark, producer state), fetch sessions and the cross-shard routing between them.
-//! Does not own: on-disk log format, recovery, retention mechanics (the `engine` crate).
+//! Does not own: on-disk log format, recovery, retention mechanics (the `engine` crate); the
+//! Kafka wire's bytes (framing, codec, error codes, the fetch-frame builder: `kafka-wire`); the
+//! `sluice` binary and its CLI (the `sluice` crate). This library depends on no tokio, loadgen
+//! or tuning.
 //! Invariants:
 //! - A partition is owned by exactly one shard (`metadata::PartitionTable`); only that shard
 //!   touches its `engine::Log`. Other shards reach it through bounded mesh channels.

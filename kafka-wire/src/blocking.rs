@@ -41,8 +41,14 @@ mod tests {
         assert_eq!(&read_frame(&mut wire, 16).unwrap()[..], &[0, 0, 0, 1, 9]);
         assert_eq!(wire, &[0xff]);
         let mut big: &[u8] = &[0, 0, 0, 17];
-        assert!(matches!(read_frame(&mut big, 16), Err(ReadFrameError::Size(_))));
+        assert!(matches!(
+            read_frame(&mut big, 16),
+            Err(ReadFrameError::Size(_))
+        ));
         let mut cut: &[u8] = &[0, 0, 0, 5, 0];
-        assert!(matches!(read_frame(&mut cut, 16), Err(ReadFrameError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut cut, 16),
+            Err(ReadFrameError::Io(_))
+        ));
     }
 }

@@ -249,7 +249,10 @@ mod tests {
             assert_eq!(header.correlation_id, 9);
             let got = decoded.responses[0].partitions[0].records.clone().unwrap();
             assert_eq!(got, records);
-            assert!(range.contains(&got.as_ptr()), "v{version}: records were copied");
+            assert!(
+                range.contains(&got.as_ptr()),
+                "v{version}: records were copied"
+            );
         }
     }
 

@@ -253,9 +253,9 @@ impl<F: FileSpan> Chunks<F> {
 mod tests {
     use super::*;
     use crate::codec::encode_response;
-    use kafka_protocol::protocol::Message;
     use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
     use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::protocol::Message;
     use kafka_protocol::protocol::StrBytes;
 
     fn response(records: &[Bytes], version: i16) -> FetchResponse {
@@ -357,7 +357,10 @@ mod tests {
                 })
                 .collect();
             let chunks = frame_fetch_response(version, 5, &resp, as_files).unwrap();
-            let files = chunks.iter().filter(|c| matches!(c, Chunk::File(_))).count();
+            let files = chunks
+                .iter()
+                .filter(|c| matches!(c, Chunk::File(_)))
+                .count();
             assert_eq!(files, 5, "v{version}: non-empty ranges become file chunks");
             assert!(chunks.iter().all(|c| !c.is_empty()));
             assert_eq!(flatten(chunks), expected.to_vec(), "Fetch v{version}");

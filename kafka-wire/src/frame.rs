@@ -168,7 +168,10 @@ mod tests {
         assert!(response_frame_bytes(101, 100).is_err());
         assert_eq!(response_correlation_id(&[0, 0, 1, 2, 9]), Some(258));
         assert_eq!(response_correlation_id(&[0, 0, 1]), None);
-        assert_eq!(request_correlation_id(&[0, 0, 0, 8, 0, 3, 0, 1, 0, 0, 0, 7]), Some(7));
+        assert_eq!(
+            request_correlation_id(&[0, 0, 0, 8, 0, 3, 0, 1, 0, 0, 0, 7]),
+            Some(7)
+        );
         assert_eq!(request_correlation_id(&[0, 0, 0, 8, 0, 3, 0, 1, 0]), None);
     }
 

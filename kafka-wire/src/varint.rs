@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         assert_eq!(get_uvarint(&mut &[][..]), Err(VarintError::Truncated));
-        assert_eq!(get_uvarint(&mut &[0x80, 0x80][..]), Err(VarintError::Truncated));
+        assert_eq!(
+            get_uvarint(&mut &[0x80, 0x80][..]),
+            Err(VarintError::Truncated)
+        );
         assert_eq!(get_uvarint(&mut &[0xff; 11][..]), Err(VarintError::TooLong));
     }
 

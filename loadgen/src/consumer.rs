@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
+use kafka_wire::error::OFFSET_OUT_OF_RANGE;
 use tokio::sync::{mpsc, watch};
 
 use crate::client::cluster::topic_name;
@@ -35,7 +36,6 @@ const FETCH_MAX_BYTES: i32 = 64 * 1024 * 1024;
 /// Most bytes per partition in one Fetch answer.
 const FETCH_PARTITION_MAX_BYTES: i32 = 8 * 1024 * 1024;
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
-const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 #[derive(Clone)]
 pub struct ConsumerConfig {

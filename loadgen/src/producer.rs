@@ -22,12 +22,13 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+use kafka_wire::decode_response;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use crate::client::cluster::topic_name;
-use crate::client::connection::{CLIENT_ID, decode_response, encode_frame_segmented};
+use crate::client::connection::{CLIENT_ID, encode_frame_segmented};
 use crate::client::{Cluster, Connection, TopicLayout, error_codes};
 use crate::keys::{KEY_BYTES_MAX, KeyGenerator, SizeDistribution, format_key, partition_for_key};
 use crate::record_batch::{BatchBuffers, BatchBuilder, Compression, ProducerStamp};

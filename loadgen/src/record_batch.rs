@@ -13,6 +13,7 @@
 use anyhow::{Result, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_wire::varint::{get_varint, put_varint, varint_bytes};
 
 pub use kafka_protocol::records::Compression;
 
@@ -175,7 +176,7 @@ impl BatchBuilder {
     /// deciding whether it still fits a batch before appending it.
     pub fn record_size(&self, key_bytes: Option<usize>, value_bytes: usize) -> usize {
         let body = self.record_body_size(0, key_bytes, value_bytes);
-        varint_size(zigzag32(body as i32)) + body
+        varint_bytes(i64::from(body as i32)) + body
     }
 
     /// Appends one record whose value is `value_prefix ++ value_fill`.
@@ -194,18 +195,18 @@ impl BatchBuilder {
         let value_bytes = value_prefix.len() + value_fill.len();
         let body = self.record_body_size(timestamp_delta, key.map(<[u8]>::len), value_bytes);
         let buf = &mut self.buf;
-        put_varint(buf, zigzag32(body as i32));
+        put_varint(buf, i64::from(body as i32));
         buf.put_u8(0); // record attributes
-        put_varint(buf, zigzag64(timestamp_delta));
-        put_varint(buf, zigzag32(self.record_count));
+        put_varint(buf, timestamp_delta);
+        put_varint(buf, i64::from(self.record_count));
         match key {
             Some(key) => {
-                put_varint(buf, zigzag32(key.len() as i32));
+                put_varint(buf, i64::from(key.len() as i32));
                 buf.put_slice(key);
             }
-            None => put_varint(buf, zigzag32(-1)),
+            None => put_varint(buf, -1),
         }
-        put_varint(buf, zigzag32(value_bytes as i32));
+        put_varint(buf, i64::from(value_bytes as i32));
         buf.put_slice(value_prefix);
         buf.put_slice(value_fill);
         put_varint(buf, 0); // header count
@@ -302,13 +303,13 @@ impl BatchBuilder {
         value_bytes: usize,
     ) -> usize {
         let key = match key_bytes {
-            Some(n) => varint_size(zigzag32(n as i32)) + n,
+            Some(n) => varint_bytes(i64::from(n as i32)) + n,
             None => 1,
         };
-        1 + varint_size(zigzag64(timestamp_delta))
-            + varint_size(zigzag32(self.record_count))
+        1 + varint_bytes(timestamp_delta)
+            + varint_bytes(i64::from(self.record_count))
             + key
-            + varint_size(zigzag32(value_bytes as i32))
+            + varint_bytes(i64::from(value_bytes as i32))
             + value_bytes
             + 1
     }
@@ -388,7 +389,7 @@ fn parse_record_values(
     on_value: &mut impl FnMut(i64, &[u8]),
 ) -> Result<()> {
     for _ in 0..count {
-        let length = unzigzag32(get_varint(&mut body)?) as usize;
+        let length = get_varint32(&mut body)? as usize;
         if body.len() < length {
             bail!("record length {length} exceeds batch");
         }
@@ -396,15 +397,15 @@ fn parse_record_values(
         body = &body[length..];
         record.advance(1); // attributes
         get_varint(&mut record)?; // timestamp delta
-        let offset = base_offset + i64::from(unzigzag32(get_varint(&mut record)?));
-        let key_len = unzigzag32(get_varint(&mut record)?);
+        let offset = base_offset + i64::from(get_varint32(&mut record)?);
+        let key_len = get_varint32(&mut record)?;
         if key_len > 0 {
             if record.len() < key_len as usize {
                 bail!("key exceeds record");
             }
             record.advance(key_len as usize);
         }
-        let value_len = unzigzag32(get_varint(&mut record)?);
+        let value_len = get_varint32(&mut record)?;
         if value_len > 0 {
             if record.len() < value_len as usize {
                 bail!("value exceeds record");
@@ -449,49 +450,10 @@ fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
-fn zigzag32(n: i32) -> u64 {
-    u64::from(((n << 1) ^ (n >> 31)) as u32)
-}
-
-fn zigzag64(n: i64) -> u64 {
-    ((n << 1) ^ (n >> 63)) as u64
-}
-
-fn unzigzag32(n: u64) -> i32 {
-    let n = n as u32;
-    ((n >> 1) as i32) ^ -((n & 1) as i32)
-}
-
-fn varint_size(mut n: u64) -> usize {
-    let mut size = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        size += 1;
-    }
-    size
-}
-
-fn put_varint(buf: &mut BytesMut, mut n: u64) {
-    while n >= 0x80 {
-        buf.put_u8((n as u8) | 0x80);
-        n >>= 7;
-    }
-    buf.put_u8(n as u8);
-}
-
-fn get_varint(buf: &mut &[u8]) -> Result<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let Some((&byte, rest)) = buf.split_first() else {
-            bail!("truncated varint");
-        };
-        *buf = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    bail!("varint too long")
+/// A zigzag varint that must fit an `i32` (Kafka's `varint`, as record fields use).
+fn get_varint32(buf: &mut &[u8]) -> Result<i32> {
+    let value = get_varint(buf)?;
+    i32::try_from(value).map_err(|_| anyhow::anyhow!("varint {value} exceeds an i32"))
 }
 
 #[cfg(test)]
@@ -677,10 +639,13 @@ mod tests {
     fn varints_round_trip() {
         for n in [0i32, 1, -1, 63, -64, 64, 300, i32::MAX, i32::MIN] {
             let mut buf = BytesMut::new();
-            put_varint(&mut buf, zigzag32(n));
-            assert_eq!(buf.len(), varint_size(zigzag32(n)));
+            put_varint(&mut buf, i64::from(n));
+            assert_eq!(buf.len(), varint_bytes(i64::from(n)));
             let mut slice = &buf[..];
-            assert_eq!(unzigzag32(get_varint(&mut slice).unwrap()), n);
+            assert_eq!(get_varint32(&mut slice).unwrap(), n);
         }
+        let mut too_big = BytesMut::new();
+        put_varint(&mut too_big, i64::from(i32::MAX) + 1);
+        assert!(get_varint32(&mut &too_big[..]).is_err());
     }
 }

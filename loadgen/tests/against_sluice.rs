@@ -2,7 +2,7 @@
 //!
 //! The broker binary belongs to another package, so `CARGO_BIN_EXE_sluice` is not available:
 //! the harness reuses `target/debug/sluice` when it is newer than the sources (as it is inside
-//! `cargo test --workspace`), otherwise runs `cargo build -p broker --bin sluice`, and starts
+//! `cargo test --workspace`), otherwise runs `cargo build -p sluice --bin sluice`, and starts
 //! it on a free port with a temporary data directory.
 
 use std::io::{BufRead, BufReader};
@@ -40,8 +40,8 @@ fn sluice_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace.join("target"));
     let binary = target.join("debug").join("sluice");
-    // `cargo test --workspace` builds the binary for the broker's own integration tests, in
-    // the same invocation, before any test runs. Building it again with `-p broker` would
+    // `cargo test --workspace` builds the binary for the sluice package's integration tests,
+    // in the same invocation, before any test runs. Building it again with `-p sluice` would
     // resolve features for that package alone and recompile every shared dependency, so reuse
     // it when it is newer than every source it is built from.
     if binary_is_fresh(&binary, &workspace) {
@@ -49,13 +49,13 @@ fn sluice_binary() -> PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(&cargo)
-        .args(["build", "-p", "broker", "--bin", "sluice"])
+        .args(["build", "-p", "sluice", "--bin", "sluice"])
         .current_dir(&workspace)
         .status()
-        .unwrap_or_else(|e| panic!("running `{cargo} build -p broker --bin sluice`: {e}"));
+        .unwrap_or_else(|e| panic!("running `{cargo} build -p sluice --bin sluice`: {e}"));
     assert!(
         status.success(),
-        "`cargo build -p broker --bin sluice` failed: {status}"
+        "`cargo build -p sluice --bin sluice` failed: {status}"
     );
     assert!(
         binary.exists(),
@@ -71,16 +71,24 @@ fn binary_is_fresh(binary: &std::path::Path, workspace: &std::path::Path) -> boo
     let Some(built) = modified(binary) else {
         return false;
     };
-    let mut pending: Vec<PathBuf> = ["broker", "engine", "tuning", "loadgen"]
-        .iter()
-        .flat_map(|krate| {
-            [
-                workspace.join(krate).join("src"),
-                workspace.join(krate).join("Cargo.toml"),
-            ]
-        })
-        .chain([workspace.join("Cargo.lock"), workspace.join("Cargo.toml")])
-        .collect();
+    let mut pending: Vec<PathBuf> = [
+        "sluice",
+        "broker",
+        "engine",
+        "kafka-wire",
+        "replication",
+        "tuning",
+        "loadgen",
+    ]
+    .iter()
+    .flat_map(|krate| {
+        [
+            workspace.join(krate).join("src"),
+            workspace.join(krate).join("Cargo.toml"),
+        ]
+    })
+    .chain([workspace.join("Cargo.lock"), workspace.join("Cargo.toml")])
+    .collect();
     while let Some(path) = pending.pop() {
         if path.is_dir() {
             let Ok(entries) = std::fs::read_dir(&path) else {

@@ -24,6 +24,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, StrBytes, decode_request_header_from_buffer,
 };
+use kafka_wire::error::{NOT_LEADER_OR_FOLLOWER, OUT_OF_ORDER_SEQUENCE_NUMBER};
 use loadgen::LoadgenArgs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,8 +33,6 @@ const TOPIC: &str = "fake-topic";
 const PARTITIONS: usize = 2;
 /// Produce requests broker 0 answers before partition 0 moves to broker 1.
 const MOVE_AFTER_REQUESTS: u64 = 3;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const PRODUCER_ID: i64 = 4242;
 
 #[derive(Default)]

@@ -19,12 +19,12 @@ use futures_util::future::{Either, join_all, select, select_all};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_wire::fetch_frame::frame_fetch_response;
 
-use super::fetch_frame::{Records, frame_fetch_response};
 use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
 use super::{Reply, RequestContext, Versions, topic_name};
 use crate::metadata::{ClusterMetadata, ShardId};
-use crate::net::sendfile::FileRange;
+use crate::net::sendfile::{FileRange, Records};
 use crate::partition::Partition;
 use crate::runtime::{LocalBoxFuture, Shard};
 

@@ -21,7 +21,6 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod fetch;
-pub mod fetch_frame;
 pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;

@@ -10,10 +10,10 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use bytes::Bytes;
 use compio::fs::pipe::{Receiver, Sender, splice};
 use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
+use kafka_wire::fetch_frame::{Chunk, FileSpan};
 
 /// Pipe size asked for (the kernel default is 64 KiB; fewer round trips per range).
 pub const PIPE_BYTES: usize = 1024 * 1024;
@@ -28,11 +28,16 @@ pub struct FileRange {
     pub len: u32,
 }
 
-/// A piece of an outgoing response.
-pub enum OutChunk {
-    Bytes(Bytes),
-    File(FileRange),
+impl FileSpan for FileRange {
+    fn span_bytes(&self) -> u32 {
+        self.len
+    }
 }
+
+/// A piece of an outgoing response (kafka-wire's fetch-frame builder makes them).
+pub type OutChunk = Chunk<FileRange>;
+/// A partition's records for the fetch-frame builder: in memory or as file ranges.
+pub type Records = kafka_wire::fetch_frame::Records<FileRange>;
 
 /// Per-connection splice state (the pipe is created on first use).
 #[derive(Default)]

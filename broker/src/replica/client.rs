@@ -1,11 +1,14 @@
 //! A follower's Kafka connection to a leader broker: one compio `TcpStream`, one request at a
 //! time (the fetcher sends its next request only after the previous answer).
 //!
-//! Owns: connecting with a deadline, request framing (loadgen's `encode_frame_into`, the
-//! header version chosen by kafka-protocol from the API version), reading one size-prefixed
-//! response frame into a buffer from the shard's `FramePool` (large fetch answers reuse mapped
-//! pages, net/frame_pool.rs), matching its correlation id and decoding it (loadgen's
-//! `decode_response`; record bytes stay `Bytes` slices of the frame).
+//! This is the broker's one Kafka client connection (the compio one); the tokio one is
+//! loadgen's (`loadgen::client::connection`). Both are built on kafka-wire.
+//!
+//! Owns: connecting with a deadline, sending request frames (kafka-wire's
+//! `encode_request_into`, the header version chosen by kafka-protocol from the API version),
+//! reading one size-prefixed response frame into a buffer from the shard's `FramePool` (large
+//! fetch answers reuse mapped pages, net/frame_pool.rs), matching its correlation id and
+//! decoding it (kafka-wire's `decode_response`; record bytes stay `Bytes` slices of the frame).
 //! Does not own: what is sent (fetcher.rs), retries and reconnects (fetcher.rs), version
 //! negotiation: every node of a cluster runs this build, which serves Fetch v12 and
 //! OffsetForLeaderEpoch v4 (handlers/fetch.rs, handlers/offset_for_leader_epoch.rs).
@@ -20,6 +23,8 @@ use compio::buf::{IntoInner, IoBuf};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use kafka_protocol::protocol::Request;
+use kafka_wire::codec::{api_key_of, decode_response, encode_request_into};
+use kafka_wire::frame::{SIZE_PREFIX_BYTES, response_correlation_id, response_frame_bytes};
 
 use crate::net::frame_pool::{FramePool, POOLED_FRAME_BYTES_MIN};
 
@@ -29,10 +34,6 @@ pub const CLIENT_ID: &str = "sluice-replica-fetcher";
 /// that Kafka always returns the first batch whole (KIP-74), and a batch is bounded by the
 /// engine's batch limit.
 pub const RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
-/// Size prefix of every frame.
-const SIZE_PREFIX_BYTES: usize = 4;
-/// A response frame holds at least its correlation id.
-const RESPONSE_HEADER_BYTES_MIN: usize = 4;
 
 const _: () = assert!(RESPONSE_BYTES_MAX >= 2 * engine::limits::MAX_BATCH_BYTES_LIMIT as usize);
 
@@ -133,28 +134,28 @@ impl LeaderConnection {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let correlation_id = self.correlation_id;
         let mut buf = std::mem::take(&mut self.encode_buf);
-        loadgen::client::connection::encode_frame_into(
+        encode_request_into(
             &mut buf,
-            request,
+            api_key_of::<R>(),
             version,
             correlation_id,
             CLIENT_ID,
+            request,
         )
-        .map_err(|e| ClientError::Encode(format!("{e:#}")))?;
+        .map_err(|e| ClientError::Encode(e.to_string()))?;
         let mut s: &TcpStream = &self.stream;
         let BufResult(written, buf) = s.write_all(buf).await;
         self.encode_buf = buf;
         written.map_err(ClientError::Io)?;
         let mut body = self.read_frame().await?;
-        let got = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let got = response_correlation_id(&body).expect("check_frame_size keeps the header");
         if got != correlation_id {
             return Err(ClientError::CorrelationMismatch {
                 expected: correlation_id,
                 got,
             });
         }
-        loadgen::client::connection::decode_response::<R>(&mut body, version)
-            .map_err(|e| ClientError::Decode(format!("{e:#}")))
+        decode_response::<R>(&mut body, version).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Reads one response frame (without its size prefix).
@@ -193,12 +194,9 @@ fn read_error(e: std::io::Error) -> ClientError {
 
 /// The frame size from a response's size prefix, if acceptable.
 fn check_frame_size(size: i32) -> Result<usize, ClientError> {
-    match usize::try_from(size) {
-        Ok(s) if (RESPONSE_HEADER_BYTES_MIN..=RESPONSE_BYTES_MAX).contains(&s) => Ok(s),
-        _ => Err(ClientError::FrameSize {
-            size: i64::from(size),
-        }),
-    }
+    response_frame_bytes(size, RESPONSE_BYTES_MAX).map_err(|_| ClientError::FrameSize {
+        size: i64::from(size),
+    })
 }
 
 #[cfg(test)]

@@ -1871,13 +1871,10 @@ mod tests {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let frame = loadgen::client::connection::encode_frame(request, version, 1, "test").unwrap();
+        let frame = kafka_wire::encode_request(request, version, 1, "test").unwrap();
         stream.write_all(&frame).unwrap();
-        let mut size = [0u8; 4];
-        stream.read_exact(&mut size).unwrap();
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        stream.read_exact(&mut body).unwrap();
-        loadgen::client::connection::decode_response::<R>(&mut Bytes::from(body), version).unwrap()
+        let mut body = kafka_wire::blocking::read_frame(stream, usize::MAX).unwrap();
+        kafka_wire::decode_response::<R>(&mut body, version).unwrap()
     }
 
     /// Creates `topic` (one partition), produces `batches` to it, returns its leader epoch.
@@ -1945,7 +1942,7 @@ mod tests {
             // Every broker runs the replication core now (a single node is a quorum of one),
             // so a replica id outside the partition's replica set is refused like Kafka's
             // leader does; fetching real batches as a follower is covered by the 3-process
-            // tests (broker/tests/cluster.rs).
+            // tests (sluice/tests/cluster.rs).
             fetcher.enqueue("replicated", 0, at(1, 0, epoch));
             let answers = delivered(&env, 1).await;
             let (id, _, result) = fetch_result(&answers[0].2);

@@ -1,7 +1,11 @@
 //! One TCP connection to one broker, with pipelined requests.
 //!
-//! Owns: framing (4-byte size prefix; Produce frames in segments, see [`super::frame`]),
-//! correlation ids, the queue of requests awaiting a response, and the API versions
+//! This is loadgen's (and any tokio user's) one Kafka client connection; the broker's
+//! follower fetcher has the compio one (broker/src/replica/client.rs). Both are built on
+//! kafka-wire, which encodes and decodes the frames.
+//!
+//! Owns: the socket's reader and writer tasks (Produce frames in segments, see
+//! [`super::frame`]), correlation ids, the queue of requests awaiting a response, and the API versions
 //! negotiated with this broker.
 //! Invariants: Kafka answers requests on a connection strictly in order, so responses are
 //! matched to the front of the pending queue and a mismatched correlation id closes the
@@ -12,12 +16,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_wire::codec::{
+    api_key_of, decode_response, encode_request, encode_request_into, request_frame_bytes,
+    request_header, write_request_frame,
 };
-use kafka_protocol::protocol::buf::ByteBufMut;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_wire::error::UNSUPPORTED_VERSION;
+use kafka_wire::frame::{request_correlation_id, response_correlation_id, response_frame_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -115,12 +122,12 @@ impl Connection {
     /// Sends a typed request at an explicit version and decodes the response.
     pub async fn call_at<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
         let permit = self.acquire().await?;
-        let frame = encode_frame(request, version, self.next_correlation_id(), CLIENT_ID)?;
+        let frame = encode_request(request, version, self.next_correlation_id(), CLIENT_ID)?;
         let receiver = self.send_frame(frame.into(), true, permit).await?;
         let mut body = receiver
             .await
             .map_err(|_| anyhow!("connection to {} closed", self.inner.addr))??;
-        decode_response::<R>(&mut body, version)
+        Ok(decode_response::<R>(&mut body, version)?)
     }
 
     /// Waits for an in-flight slot. Hold the permit while preparing a request so a burst of
@@ -150,7 +157,7 @@ impl Connection {
         id
     }
 
-    /// Queues an encoded frame (see [`encode_frame_into`], [`encode_frame_segmented`]). The
+    /// Queues an encoded frame (kafka-wire's `encode_request`, [`encode_frame_segmented`]). The
     /// receiver yields the response body (after the header) or, when `expects_response` is
     /// false, an empty body once the frame is on the socket. The frame's segments are released
     /// as soon as they are written.
@@ -181,10 +188,10 @@ impl Connection {
             .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         // Try the newest version we speak; a broker that does not know it answers with
-        // UNSUPPORTED_VERSION (35) in a v0 body listing what it does support.
+        // UNSUPPORTED_VERSION in a v0 body listing what it does support.
         let mut response = self.call_at(&request, 3).await;
         if let Ok(answer) = &response
-            && answer.error_code == 35
+            && answer.error_code == UNSUPPORTED_VERSION
         {
             response = self.call_at(&request, 0).await;
         }
@@ -203,37 +210,10 @@ impl Connection {
     }
 }
 
-/// Encodes `[size][header][body]` for `request` into a fresh frame.
-pub fn encode_frame<R: Request>(
-    request: &R,
-    version: i16,
-    correlation_id: i32,
-    client_id: &'static str,
-) -> Result<Bytes> {
-    let mut buf = BytesMut::new();
-    encode_frame_into(&mut buf, request, version, correlation_id, client_id)?;
-    Ok(buf.freeze())
-}
-
-/// Encodes `[size][header][body]` into `buf` (cleared first); reuse `buf` across calls.
-pub fn encode_frame_into<R: Request>(
-    buf: &mut BytesMut,
-    request: &R,
-    version: i16,
-    correlation_id: i32,
-    client_id: &'static str,
-) -> Result<()> {
-    let header = request_header::<R>(version, correlation_id, client_id);
-    let size = frame_size(&header, request, version)?;
-    buf.clear();
-    buf.reserve(size);
-    encode_frame_to(buf, &header, request, version, size)
-}
-
-/// Encodes `[size][header][body]` like [`encode_frame_into`], except that wherever the
-/// encoder writes one of `batches` whole (the record sets of a Produce request, in the order
-/// they appear in it) the frame refers to that `Bytes` instead of copying it. `head` holds
-/// the bytes between batches; reuse it across calls.
+/// Encodes `[size][header][body]` like kafka-wire's `encode_request_into`, except that
+/// wherever the encoder writes one of `batches` whole (the record sets of a Produce request, in
+/// the order they appear in it) the frame refers to that `Bytes` instead of copying it. `head`
+/// holds the bytes between batches; reuse it across calls.
 pub fn encode_frame_segmented<R: Request>(
     head: &mut BytesMut,
     request: &R,
@@ -242,65 +222,20 @@ pub fn encode_frame_segmented<R: Request>(
     client_id: &'static str,
     batches: &[Bytes],
 ) -> Result<Frame> {
-    let header = request_header::<R>(version, correlation_id, client_id);
-    let size = frame_size(&header, request, version)?;
+    let api_key = api_key_of::<R>();
+    let header = request_header(api_key, version, correlation_id, client_id);
+    let size = request_frame_bytes(&header, request)?;
     let batch_bytes: usize = batches.iter().map(Bytes::len).sum();
     head.clear();
     head.reserve(size.saturating_sub(batch_bytes));
     let mut writer = SegmentWriter::new(head, batches);
-    encode_frame_to(&mut writer, &header, request, version, size)?;
+    write_request_frame(&mut writer, &header, request, size)?;
     if let Some(frame) = writer.finish() {
         return Ok(frame);
     }
     // The encoder went back across a batch (kafka-protocol's message encoders do not).
-    encode_frame_into(head, request, version, correlation_id, client_id)?;
+    encode_request_into(head, api_key, version, correlation_id, client_id, request)?;
     Ok(Frame::from(head.split().freeze()))
-}
-
-/// Decodes a response body (header included) for request type `R` at `version`.
-pub fn decode_response<R: Request>(body: &mut Bytes, version: i16) -> Result<R::Response> {
-    let header_version = <R::Response as HeaderVersion>::header_version(version);
-    ResponseHeader::decode(body, header_version)?;
-    <R::Response as Decodable>::decode(body, version)
-}
-
-fn request_header<R: Request>(
-    version: i16,
-    correlation_id: i32,
-    client_id: &'static str,
-) -> RequestHeader {
-    RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(client_id)))
-}
-
-/// Bytes of the whole frame, size prefix included.
-fn frame_size<R: Request>(header: &RequestHeader, request: &R, version: i16) -> Result<usize> {
-    let size = header.compute_size(R::header_version(version))? + request.compute_size(version)?;
-    i32::try_from(size).context("request too large")?;
-    Ok(4 + size)
-}
-
-/// Writes the frame of `frame_size` bytes at `buf`'s offset.
-fn encode_frame_to<R: Request, B: ByteBufMut>(
-    buf: &mut B,
-    header: &RequestHeader,
-    request: &R,
-    version: i16,
-    frame_size: usize,
-) -> Result<()> {
-    let start = buf.offset();
-    buf.put_i32((frame_size - 4) as i32);
-    header.encode(buf, R::header_version(version))?;
-    request.encode(buf, version)?;
-    assert_eq!(
-        buf.offset() - start,
-        frame_size,
-        "compute_size disagrees with encode"
-    );
-    Ok(())
 }
 
 fn frame_correlation_id(frame: &Frame) -> i32 {
@@ -308,7 +243,7 @@ fn frame_correlation_id(frame: &Frame) -> i32 {
     let prefix: [u8; 12] = frame
         .prefix()
         .expect("a frame's first segment holds the request header");
-    i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]])
+    request_correlation_id(&prefix).expect("12 bytes hold the correlation id")
 }
 
 async fn write_loop(
@@ -360,18 +295,17 @@ async fn read_loop(socket: OwnedReadHalf, pending: Arc<Mutex<VecDeque<Pending>>>
             Ok(size) => size,
             Err(error) => break format!("connection closed: {error}"),
         };
-        let Ok(size) = usize::try_from(size) else {
-            break format!("negative response size {size}");
+        let size = match response_frame_bytes(size, RESPONSE_FRAME_BYTES_MAX) {
+            Ok(size) => size,
+            Err(error) => break error.to_string(),
         };
-        if !(4..=RESPONSE_FRAME_BYTES_MAX).contains(&size) {
-            break format!("response size {size} out of range");
-        }
         let mut body = BytesMut::zeroed(size);
         if let Err(error) = socket.read_exact(&mut body).await {
             break format!("connection closed mid-response: {error}");
         }
         let body = body.freeze();
-        let correlation_id = (&body[..4]).get_i32();
+        let correlation_id =
+            response_correlation_id(&body).expect("response_frame_bytes keeps the header");
         let Some(front) = pending.lock().expect("pending lock").pop_front() else {
             break format!("unsolicited response with correlation id {correlation_id}");
         };
@@ -398,9 +332,10 @@ fn fail_all(pending: &Mutex<VecDeque<Pending>>, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
-    use kafka_protocol::protocol::decode_request_header_from_buffer;
+    use kafka_protocol::protocol::{Decodable, decode_request_header_from_buffer};
 
     fn produce_request(batches: &[Bytes]) -> ProduceRequest {
         let partitions = batches
@@ -439,7 +374,8 @@ mod tests {
         let mut head = BytesMut::new();
         // v3..=v8 non-flexible, v9..=v12 flexible (compact lengths, tagged fields).
         for version in 3..=12 {
-            encode_frame_into(&mut plain, &request, version, 5, CLIENT_ID).unwrap();
+            encode_request_into(&mut plain, ApiKey::Produce, version, 5, CLIENT_ID, &request)
+                .unwrap();
             let frame =
                 encode_frame_segmented(&mut head, &request, version, 5, CLIENT_ID, &batches)
                     .unwrap();
@@ -471,7 +407,7 @@ mod tests {
         let other = Bytes::from(vec![1u8; 1000]);
         let mut plain = BytesMut::new();
         let mut head = BytesMut::new();
-        encode_frame_into(&mut plain, &request, 9, 1, CLIENT_ID).unwrap();
+        encode_request_into(&mut plain, ApiKey::Produce, 9, 1, CLIENT_ID, &request).unwrap();
         let frame = encode_frame_segmented(&mut head, &request, 9, 1, CLIENT_ID, &[other]).unwrap();
         assert_eq!(frame.segments().len(), 1);
         assert_eq!(frame.to_bytes(), plain);
@@ -480,7 +416,7 @@ mod tests {
     #[test]
     fn frame_round_trips_through_the_request_decoder() {
         let request = MetadataRequest::default();
-        let frame = encode_frame(&request, 12, 77, CLIENT_ID).unwrap();
+        let frame = encode_request(&request, 12, 77, CLIENT_ID).unwrap();
         let size = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(size + 4, frame.len());
         assert_eq!(frame_correlation_id(&Frame::from(frame.clone())), 77);

@@ -21,6 +21,10 @@ use kafka_protocol::messages::{
     SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_wire::error::{
+    COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, ILLEGAL_GENERATION,
+    MEMBER_ID_REQUIRED, NOT_COORDINATOR, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+};
 
 use super::cluster::topic_name;
 use super::connection::Connection;
@@ -34,14 +38,6 @@ const COORDINATOR_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// The consumer protocol's assignor name.
 const ASSIGNOR_RANGE: &str = "range";
-
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const MEMBER_ID_REQUIRED: i16 = 79;
 
 /// One member of a consumer group reading `topic`.
 pub struct GroupMember {

@@ -385,8 +385,7 @@ impl Cluster {
     /// loss is success. Returns the (partitions, replication factor) answered, None when the
     /// topic turned out to exist; panics on any other error code.
     pub fn create_topic(&self, req: &CreateTopicsRequest, timeout: Duration) -> Option<(i32, i16)> {
-        const TOPIC_ALREADY_EXISTS: i16 = 36;
-        const NOT_CONTROLLER: i16 = 41;
+        use kafka_wire::error::{NOT_CONTROLLER, TOPIC_ALREADY_EXISTS};
         let topic = req.topics[0].name.0.to_string();
         let mut outcome_unknown = false;
         let mut answered = None;

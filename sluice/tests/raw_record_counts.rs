@@ -14,8 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 const TOPIC: &str = "counts";
-/// Kafka's INVALID_RECORD.
-const INVALID_RECORD: i16 = 87;
+use kafka_wire::error::INVALID_RECORD;
 
 fn name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))

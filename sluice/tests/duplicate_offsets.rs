@@ -37,8 +37,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 const PRODUCE_VERSION: i16 = 9;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-const REQUEST_TIMED_OUT: i16 = 7;
+use kafka_wire::error::{NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT};
 /// The nodes' acks=all produce timeout in the timeout test (`cluster.request_timeout_ms`).
 const SHORT_REQUEST_TIMEOUT: (&str, &str) = ("SLUICE_CLUSTER_REQUEST_TIMEOUT_MS", "2000");
 /// Quorum forming, topic creation and a failover (broker session 3 s), debug build, 2 cores.

@@ -18,9 +18,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 
-const MESSAGE_TOO_LARGE: i16 = 10;
-const INVALID_CONFIG: i16 = 40;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+use kafka_wire::error::{INVALID_CONFIG, MESSAGE_TOO_LARGE, UNKNOWN_TOPIC_OR_PARTITION};
 
 /// IncrementalAlterConfigs SET of `configs` on `topic`; (error code, message).
 fn alter_incremental(

@@ -38,8 +38,8 @@ const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(480);
 /// How often the scenario's runner checks that no node died on its own.
 const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-/// NOT_CONTROLLER: CreateTopics sent to a node that does not take it; retried elsewhere.
-const NOT_CONTROLLER: i16 = 41;
+// NOT_CONTROLLER: CreateTopics sent to a node that does not take it; retried elsewhere.
+use kafka_wire::error::NOT_CONTROLLER;
 
 #[test]
 fn three_nodes_list_each_other_and_replicate_a_topic() {
@@ -581,7 +581,7 @@ fn boundary_topic_configs_open_on_every_node() {
     use kafka_protocol::messages::{
         IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     };
-    const INVALID_CONFIG: i16 = 40;
+    use kafka_wire::error::INVALID_CONFIG;
 
     let mut cluster = Cluster::start(NODES);
     wait_for_brokers(&cluster);

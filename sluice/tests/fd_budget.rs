@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 /// 5 per partition replica: 102 partition replicas (`broker::fd_budget`).
 const NOFILE: u64 = 2048;
 const REPLICAS_MAX: i32 = 102;
-const POLICY_VIOLATION: i16 = 44;
+use kafka_wire::error::POLICY_VIOLATION;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))

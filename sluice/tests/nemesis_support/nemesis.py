@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The clients of the nemesis test (broker/tests/nemesis.rs, issue 12 "Keep it fixed"): a real
+"""The clients of the nemesis test (sluice/tests/nemesis.rs, issue 12 "Keep it fixed"): a real
 idempotent acks=all producer (librdkafka through confluent-kafka) and a committing consumer
 group, kept running while the test injects faults into a 3-node cluster, and the checks at the
 end. The test owns the node processes and decides the faults; this program never sleeps to

@@ -33,8 +33,7 @@ const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const OFFSETS_PARTITIONS: i32 = 50;
 const TOPIC: &str = "data";
 const GROUP: &str = "cluster-group";
-const NOT_COORDINATOR: i16 = 16;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
+use kafka_wire::error::{NOT_COORDINATOR, TOPIC_ALREADY_EXISTS};
 /// Quorum forming, topic creation, a failover (broker session 3 s) and a load, on 2 cores.
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -25,16 +25,11 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const INVALID_REQUEST: i16 = 42;
-const NON_EMPTY_GROUP: i16 = 68;
-const GROUP_ID_NOT_FOUND: i16 = 69;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const FENCED_INSTANCE_ID: i16 = 82;
+use kafka_wire::error::{
+    COORDINATOR_LOAD_IN_PROGRESS, FENCED_INSTANCE_ID, GROUP_ID_NOT_FOUND, ILLEGAL_GENERATION,
+    INVALID_REQUEST, MEMBER_ID_REQUIRED, NON_EMPTY_GROUP, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+    UNKNOWN_TOPIC_OR_PARTITION,
+};
 
 /// How long a retried group request may keep getting COORDINATOR_LOAD_IN_PROGRESS.
 const LOAD_DEADLINE: Duration = Duration::from_secs(20);
@@ -535,7 +530,7 @@ fn consumer_heartbeat(
 
 #[test]
 fn kip848_consumer_group_heartbeat() {
-    const FENCED_MEMBER_EPOCH: i16 = 110;
+    use kafka_wire::error::FENCED_MEMBER_EPOCH;
     let broker = Broker::start();
     let mut c = broker.connect();
     create_topic(&mut c, "t848", 3);
@@ -612,7 +607,7 @@ fn kip848_consumer_group_heartbeat() {
 
 #[test]
 fn shutdown_answers_a_waiting_join_and_exits_cleanly() {
-    const NOT_COORDINATOR: i16 = 16;
+    use kafka_wire::error::NOT_COORDINATOR;
     let broker = Broker::start();
     let mut a = broker.connect();
     let mut b = broker.connect();

@@ -34,7 +34,7 @@ type HmacSha256 = Hmac<Sha256>;
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a raw rpc read waits for an answer (or the close) before the test fails.
 const RPC_READ_TIMEOUT: Duration = Duration::from_secs(20);
-const TOPIC_ALREADY_EXISTS: i16 = 36;
+use kafka_wire::error::TOPIC_ALREADY_EXISTS;
 const FRAME_RAFT: u8 = 1;
 const FRAME_PROPOSE: u8 = 2;
 const FRAME_REJECT: u8 = 3;

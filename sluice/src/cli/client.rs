@@ -1,18 +1,25 @@
 //! A small blocking Kafka client for the admin and console commands.
 //!
-//! Owns: one TCP connection, request framing (loadgen's `encode_frame` / `decode_response`,
-//! built on kafka-protocol), version choice (the highest both this client and the broker
-//! speak) and error-code names. Does not own: retries or metadata caching; each command is a
-//! short sequence of calls.
+//! Owns: one TCP connection (std::net, with timeouts), version choice (the highest both this
+//! client and the broker speak) and turning failures into `anyhow` errors with context.
+//! Framing, encoding, decoding and error-code names are kafka-wire's (`encode_request`,
+//! `blocking::read_frame`, `decode_response`, `error_name`). Does not own: retries or
+//! metadata caching; each command is a short sequence of calls.
+//!
+//! Why a loop of its own rather than one blocking client in kafka-wire shared with the
+//! integration tests' `RawClient`: the two agree only on the bytes (which they share); this
+//! one negotiates versions and reports errors, the test client panics on any failure and must
+//! also write malformed frames on purpose.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::Request;
+use kafka_wire::blocking::read_frame;
+use kafka_wire::frame::response_correlation_id;
 
 /// Client id in every request header.
 pub const CLIENT_ID: &str = "sluice-cli";
@@ -134,33 +141,21 @@ impl Client {
     pub fn call_at<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let correlation_id = self.correlation_id;
-        let frame =
-            loadgen::client::connection::encode_frame(request, version, correlation_id, CLIENT_ID)?;
+        let frame = kafka_wire::encode_request(request, version, correlation_id, CLIENT_ID)?;
         self.stream.write_all(&frame).context("sending request")?;
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
+        let mut body = read_frame(&mut self.stream, RESPONSE_BYTES_MAX)
             .context("reading response (broker closed the connection?)")?;
-        let size = usize::try_from(i32::from_be_bytes(size)).context("negative frame size")?;
-        if !(4..=RESPONSE_BYTES_MAX).contains(&size) {
-            bail!("response frame of {size} bytes");
-        }
-        let mut body = vec![0u8; size];
-        self.stream
-            .read_exact(&mut body)
-            .context("reading response")?;
-        let got = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let got = response_correlation_id(&body).unwrap_or_default();
         if got != correlation_id {
             bail!("response correlation id {got}, expected {correlation_id}");
         }
-        let mut body = Bytes::from(body);
-        loadgen::client::connection::decode_response::<R>(&mut body, version)
+        Ok(kafka_wire::decode_response::<R>(&mut body, version)?)
     }
 }
 
 /// A Kafka error code by name, e.g. `TOPIC_ALREADY_EXISTS(36)`.
 pub fn error_name(code: i16) -> String {
-    loadgen::client::error_codes::name(code)
+    kafka_wire::error_name(code)
 }
 
 /// Ok for code 0, else an error naming the code and `what` failed.

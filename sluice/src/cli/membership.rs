@@ -14,6 +14,10 @@ use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_wire::error::{
+    COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, ILLEGAL_GENERATION,
+    MEMBER_ID_REQUIRED, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+};
 use loadgen::client::group::{leader_assignments, parse_assignment, subscription_bytes};
 
 use super::client::{Client, error_name};
@@ -26,13 +30,6 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const ASSIGNOR: &str = "range";
 const PROTOCOL_TYPE: &str = "consumer";
-
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const MEMBER_ID_REQUIRED: i16 = 79;
 
 /// One member of a classic consumer group reading one topic.
 pub struct Member {

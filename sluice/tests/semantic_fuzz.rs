@@ -17,7 +17,7 @@
 //! - the bystander topic, written only with honest batches, keeps every record.
 //!
 //! Short in CI (SLUICE_FUZZ_OPS, default 240 operations, restarts every 80). The long run:
-//! `SLUICE_FUZZ_OPS=20000 SLUICE_FUZZ_SEED=<n> cargo test --release -p broker --test
+//! `SLUICE_FUZZ_OPS=20000 SLUICE_FUZZ_SEED=<n> cargo test --release -p sluice --test
 //! semantic_fuzz -- --nocapture`. Every run prints its seed; a failure names it.
 
 mod common;

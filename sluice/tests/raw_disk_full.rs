@@ -25,8 +25,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-const KAFKA_STORAGE_ERROR: i16 = 56;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+use kafka_wire::error::{KAFKA_STORAGE_ERROR, NOT_LEADER_OR_FOLLOWER};
 /// How long writes may take to resume after space is freed (the check runs every 100 ms).
 const RESUME_DEADLINE: Duration = Duration::from_secs(30);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Failover of a 3-node Sluice cluster under a real idempotent producer and a live consumer group
-(issue 7, "must show"), driven by broker/tests/cluster.rs, which owns the node processes.
+(issue 7, "must show"), driven by sluice/tests/cluster.rs, which owns the node processes.
 
   1. CreateTopics RF=3, --partitions partitions, min.insync.replicas=2; wait until every
      partition has a leader and a full ISR.

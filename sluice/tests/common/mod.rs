@@ -1,5 +1,6 @@
 //! Shared harness for the broker's integration tests: a real `sluice` child process per test,
-//! and a minimal raw Kafka client (kafka-protocol encoding over a blocking socket).
+//! and a minimal raw Kafka client (kafka-wire's framing and codec over a blocking socket; its
+//! own loop, because it panics on any failure and must also write malformed frames).
 //!
 //! Broker: `Broker::start()` / `Broker::start_with(&["--shards", "1"])` start `sluice start`
 //! on a kernel-chosen loopback port (`--kafka-addr 127.0.0.1:0`; the port is read from the
@@ -24,8 +25,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_wire::varint::put_varint;
 
 /// How long the broker may take to print `ready` (a debug build on a loaded 2-core machine).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +36,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket read timeout of the raw client: turns a hang into a failure.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_KEEP_BYTES: usize = 64 * 1024;
+/// Largest response frame the raw client reads (a Fetch answer in these tests is far smaller).
+pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 pub struct Broker {
     child: Option<Child>,
@@ -355,20 +359,17 @@ impl RawClient {
     ) -> (Vec<u8>, i32) {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, api_key.request_header_version(version))
-            .expect("encode header");
-        body.encode(&mut buf, version).expect("encode body");
-        let mut frame = Vec::with_capacity(4 + buf.len());
-        frame.extend_from_slice(&(buf.len() as i32).to_be_bytes());
-        frame.extend_from_slice(&buf);
-        (frame, correlation_id)
+        let mut frame = BytesMut::new();
+        kafka_wire::encode_request_into(
+            &mut frame,
+            api_key,
+            version,
+            correlation_id,
+            "raw-test",
+            body,
+        )
+        .expect("encode request");
+        (frame.to_vec(), correlation_id)
     }
 
     /// Sends `payload` with its size prefix.
@@ -381,23 +382,19 @@ impl RawClient {
 
     /// Reads one response frame (without the size prefix); None on EOF/reset.
     pub fn recv_frame(&mut self) -> Option<Bytes> {
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).ok()?;
-        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut buf).ok()?;
-        Some(Bytes::from(buf))
+        kafka_wire::blocking::read_frame(&mut self.stream, RESPONSE_BYTES_MAX).ok()
     }
 
     /// Reads and decodes a response; checks the correlation id.
     pub fn recv<R: Decodable>(&mut self, api_key: ApiKey, version: i16, correlation_id: i32) -> R {
         let mut frame = self.recv_frame().expect("response frame");
-        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
-            .expect("response header");
+        let (header, response) = kafka_wire::decode_response_as::<R>(api_key, version, &mut frame)
+            .expect("decode response");
         assert_eq!(
             header.correlation_id, correlation_id,
             "responses out of order"
         );
-        R::decode(&mut frame, version).expect("decode response")
+        response
     }
 
     /// Request and response in one.
@@ -505,18 +502,6 @@ pub fn compressed_batch(compression: kafka_protocol::records::Compression, count
     )
     .expect("encode");
     buf.freeze()
-}
-
-fn put_varint(b: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            b.put_u8(z as u8);
-            return;
-        }
-        b.put_u8((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
 }
 
 /// CRC32C (Castagnoli), bitwise: tests only, no extra dependency.

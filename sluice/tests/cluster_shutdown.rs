@@ -24,7 +24,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 const TOPIC: &str = "stopping";
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+use kafka_wire::error::NOT_LEADER_OR_FOLLOWER;
 /// Quorum forming and topic creation, debug build, 2 cores.
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! SLUICE_NEMESIS_ROUNDS=200 SLUICE_NEMESIS_SEED=<seed> \
-//!   cargo test --release -p broker --test nemesis -- --nocapture
+//!   cargo test --release -p sluice --test nemesis -- --nocapture
 //! ```
 //!
 //! The seed is printed first; the same seed replays the same faults on the same nodes (the
