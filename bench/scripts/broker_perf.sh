@@ -6,7 +6,7 @@
 # fresh broker and data dir), then fetch of FETCH_RECORDS x 1 KiB from the start with
 # raw_fetch.py, zero-copy on and off alternating on the same data. Medians are up to the reader.
 #
-#   cargo build --release -p broker -p loadgen
+#   cargo build --release -p sluice -p loadgen
 #   bench/scripts/broker_perf.sh [ROUNDS] [PRODUCE_MB] [FETCH_RECORDS]
 #
 # Broker: target/release/sluice, 2 shards on a 2-core machine, fresh data dir under /tmp,

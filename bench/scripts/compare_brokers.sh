@@ -5,7 +5,7 @@
 #   bench/scripts/compare_brokers.sh OLD_SLUICE NEW_SLUICE [ROUNDS]
 #
 # e.g. build an older commit with `git worktree add /tmp/old <rev> && (cd /tmp/old &&
-# CARGO_TARGET_DIR=/tmp/old-target cargo build --release -p broker)`, then pass
+# CARGO_TARGET_DIR=/tmp/old-target cargo build --release -p sluice)`, then pass
 # /tmp/old-target/release/sluice and target/release/sluice. loadgen: target/release/loadgen.
 set -u
 a=${1:?old sluice binary}; b=${2:?new sluice binary}; rounds=${3:-3}

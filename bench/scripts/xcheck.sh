@@ -51,7 +51,7 @@ trap cleanup EXIT
 
 if [ -z "$bootstrap" ]; then
   sluice="${SLUICE:-$root/target/release/sluice}"
-  [ -x "$sluice" ] || { echo "build the broker first: cargo build --release -p broker" >&2; exit 1; }
+  [ -x "$sluice" ] || { echo "build the broker first: cargo build --release -p sluice" >&2; exit 1; }
   port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   bootstrap="127.0.0.1:$port"
   broker_prefix=()
