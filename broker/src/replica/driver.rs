@@ -875,8 +875,8 @@ pub(crate) mod test_support {
     use replication::{PartitionEpoch, PartitionId, PartitionState};
 
     use super::*;
-    use crate::metadata::TopicConfig;
     use crate::config::LogSection;
+    use crate::metadata::TopicConfig;
     use crate::partition::ReplicaSetup;
 
     #[derive(Default)]

@@ -22,9 +22,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::config::Config;
 use crate::handlers::fetch_session::FetchSessionCache;
+use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::notify::Notify;
 use crate::partition::Partition;
 
