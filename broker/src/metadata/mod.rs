@@ -7,8 +7,6 @@
 //! Invariants: a snapshot never changes after it is published; `revision` grows by one per
 //! change; the catalog file is replaced atomically (write, fsync, rename, fsync dir).
 
-pub mod catalog;
-pub mod handle;
 pub mod topic_config;
 
 use std::collections::BTreeMap;
@@ -16,7 +14,6 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use catalog::{Catalog, CatalogError};
 pub use topic_config::{TopicConfig, TopicConfigError};
 
 /// Index of a shard (0..shard count).

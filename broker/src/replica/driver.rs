@@ -32,7 +32,7 @@ use replication::{
     ReplicaError, Role,
 };
 
-use crate::metadata::handle::ToController;
+use crate::controller::handle::ToController;
 use crate::partition::Partition;
 use crate::storage::{DiskState, WriteRefusal};
 
@@ -875,8 +875,8 @@ pub(crate) mod test_support {
     use replication::{PartitionEpoch, PartitionId, PartitionState};
 
     use super::*;
-    use crate::metadata::TopicConfig;
     use crate::config::LogSection;
+    use crate::metadata::TopicConfig;
     use crate::partition::ReplicaSetup;
 
     #[derive(Default)]

@@ -1,34 +1,35 @@
-//! The shard side of the control plane, on shard 0 (the `*_frontend` role for topic changes):
-//! CreateTopics, DeleteTopics, CreatePartitions and AlterConfigs are checked here and then
-//! proposed to the metadata quorum (`crate::controller`, a quorum of one on a single node),
-//! which answers once the change is committed and every shard has opened or closed its
-//! partitions, so a client that got CreateTopics' answer can produce at once on any shard.
-//! Also producer-id allocation from blocks persisted in `catalog.json`.
+//! The topic-change frontend (`*_frontend`), on shard 0: CreateTopics, DeleteTopics,
+//! CreatePartitions and AlterConfigs from any shard are checked here against the shard's
+//! metadata and then proposed to the metadata quorum through the control thread
+//! (`ClusterHandle::admin`; a quorum of one on a single node). The quorum answers once the
+//! change is committed and every shard has opened or closed its partitions, so a client that
+//! got CreateTopics' answer can produce at once on any shard. Also holds this node's
+//! producer ids (`producer_ids`).
+//!
+//! Owns: the checks made before a proposal, and the one mapping of the controller's typed
+//! errors (`AdminError`) to Kafka error codes (`admin_error`); handlers get `TopicError`s.
+//! Does not own: what a change does (`stm`, applied on every node), the wire (handlers).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
-use crate::metadata::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
+use super::catalog::Catalog;
+use super::entry::{AdminOp, ConfigChange, NewTopicSpec};
+use super::error::{AdminError, ConfigChangeError};
+use super::producer_ids::ProducerIds;
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
-use crate::controller::entry::{AdminOp, NewTopicSpec};
+use crate::metadata::{ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
 use crate::runtime::Shard;
 
-/// Producer ids of node N start at (N + 1) << this.
-pub const PRODUCER_ID_NODE_SHIFT: u32 = 40;
-
-/// The shard that runs the control plane.
+/// The shard that runs the frontend.
 pub const CONTROL_SHARD: ShardId = ShardId(0);
 
-pub struct ControlPlane {
-    /// This node's id (producer ids come from its own range).
-    node_id: i32,
-    catalog: RefCell<Catalog>,
-    producer_ids: RefCell<Range<i64>>,
+pub struct ControllerFrontend {
+    producer_ids: RefCell<ProducerIds>,
 }
 
 /// A topic to create, as CreateTopics or auto-creation asks.
@@ -61,22 +62,10 @@ impl TopicError {
     }
 }
 
-/// Config alteration of one topic: the new full override map.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum ConfigChange {
-    /// AlterConfigs: replace all overrides.
-    Replace(BTreeMap<String, String>),
-    /// IncrementalAlterConfigs: (name, op, value) with op 0 set, 1 delete (APPEND/SUBTRACT
-    /// apply to list configs; only cleanup.policy is one).
-    Incremental(Vec<(String, i8, Option<String>)>),
-}
-
-impl ControlPlane {
+impl ControllerFrontend {
     pub fn new(catalog: Catalog, node_id: i32) -> Self {
-        ControlPlane {
-            node_id,
-            catalog: RefCell::new(catalog),
-            producer_ids: RefCell::new(0..0),
+        ControllerFrontend {
+            producer_ids: RefCell::new(ProducerIds::new(catalog, node_id)),
         }
     }
 
@@ -182,80 +171,12 @@ impl ControlPlane {
         cluster_alter_configs(shard, changes, validate_only).await
     }
 
-    /// A fresh producer id (epoch 0). Ids come from persisted blocks, so they are never
-    /// reused across restarts.
-    ///
-    /// Every node hands out ids from its own range (`(node_id + 1) << 40`
-    /// onwards, blocks persisted in its own catalog), so no two nodes ever give out the same
-    /// id without a round trip to the controller. 2^40 ids per node; node ids < 2^22.
+    /// A fresh producer id (epoch 0), never reused across restarts (`producer_ids`).
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
-        let mut range = self.producer_ids.borrow_mut();
-        if range.is_empty() {
-            *range = self
-                .catalog
-                .borrow_mut()
-                .take_producer_id_block()
-                .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        }
-        let id = range.start;
-        range.start += 1;
-        Ok(((i64::from(self.node_id) + 1) << PRODUCER_ID_NODE_SHIFT) + id)
-    }
-}
-
-pub fn apply_change(
-    current: &BTreeMap<String, String>,
-    change: ConfigChange,
-) -> Result<BTreeMap<String, String>, TopicError> {
-    match change {
-        ConfigChange::Replace(all) => Ok(all),
-        ConfigChange::Incremental(ops) => {
-            let mut new = current.clone();
-            for (name, op, value) in ops {
-                match (op, value) {
-                    (0, Some(v)) => {
-                        new.insert(name, v);
-                    }
-                    (1, _) => {
-                        new.remove(&name);
-                    }
-                    (2 | 3, Some(v)) if name == "cleanup.policy" => {
-                        let mut items: Vec<String> = new
-                            .get(&name)
-                            .map(|s| {
-                                s.split(',')
-                                    .map(|x| x.trim().to_string())
-                                    .filter(|x| !x.is_empty())
-                                    .collect()
-                            })
-                            .unwrap_or_else(|| vec!["delete".to_string()]);
-                        for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-                            if op == 2 {
-                                if !items.iter().any(|i| i == item) {
-                                    items.push(item.to_string());
-                                }
-                            } else {
-                                items.retain(|i| i != item);
-                            }
-                        }
-                        new.insert(name, items.join(","));
-                    }
-                    (2 | 3, _) => {
-                        return Err(TopicError::new(
-                            ResponseError::InvalidConfig,
-                            format!("{name} is not a list config"),
-                        ));
-                    }
-                    _ => {
-                        return Err(TopicError::new(
-                            ResponseError::InvalidRequest,
-                            format!("bad operation {op} for {name}"),
-                        ));
-                    }
-                }
-            }
-            Ok(new)
-        }
+        self.producer_ids
+            .borrow_mut()
+            .allocate()
+            .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))
     }
 }
 
@@ -272,11 +193,11 @@ where
 }
 
 impl Shard {
-    /// The control plane; only valid on `CONTROL_SHARD` (an invariant, not input).
-    pub fn control(&self) -> &ControlPlane {
+    /// The controller frontend; only valid on `CONTROL_SHARD` (an invariant, not input).
+    pub fn control(&self) -> &ControllerFrontend {
         self.control
             .as_ref()
-            .expect("control plane lives on shard 0")
+            .expect("the controller frontend lives on shard 0")
     }
 }
 
@@ -285,15 +206,12 @@ async fn cluster_admin(
     shard: &Rc<Shard>,
     op: AdminOp,
 ) -> Result<Vec<Result<(), TopicError>>, TopicError> {
-    let handle = &shard.shared.cluster;
-    let code =
-        |c: i16| ResponseError::try_from_code(c).unwrap_or(ResponseError::UnknownServerError);
-    match handle.admin(op).await {
+    match shard.shared.cluster.admin(op).await {
         Ok(results) => Ok(results
             .into_iter()
-            .map(|r| r.map_err(|e| TopicError::new(code(e.code), e.message)))
+            .map(|r| r.map_err(admin_error))
             .collect()),
-        Err(e) => Err(TopicError::new(code(e.code), e.message)),
+        Err(e) => Err(admin_error(e)),
     }
 }
 
@@ -426,11 +344,15 @@ async fn cluster_alter_configs(
             )));
             continue;
         };
-        let checked = apply_change(&topic.configs, change.clone()).and_then(|new| {
-            TopicConfig::resolve(&config.log, &new)
-                .map(|_| ())
-                .map_err(|e| invalid_config(&name, e))
-        });
+        let checked = change
+            .clone()
+            .apply(&topic.configs)
+            .map_err(config_change_error)
+            .and_then(|new| {
+                TopicConfig::resolve(&config.log, &new)
+                    .map(|_| ())
+                    .map_err(|e| invalid_config(&name, e))
+            });
         match checked {
             Err(e) => results.push(Err(e)),
             Ok(()) => {
@@ -448,6 +370,33 @@ async fn cluster_alter_configs(
     let outcome = cluster_admin(shard, AdminOp::AlterConfigs { changes: ops }).await;
     fill_slots(&mut results, slots, outcome);
     results
+}
+
+/// The Kafka error for a controller error: the one place control-plane errors get codes.
+pub fn admin_error(error: AdminError) -> TopicError {
+    let code = match &error {
+        AdminError::UnknownTopic { .. } => ResponseError::UnknownTopicOrPartition,
+        AdminError::TopicExists { .. } => ResponseError::TopicAlreadyExists,
+        AdminError::BadTopicId { .. } => ResponseError::InvalidConfig,
+        AdminError::PartitionCount { .. } | AdminError::NewPartitionCount { .. } => {
+            ResponseError::InvalidPartitions
+        }
+        AdminError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        AdminError::ReplicaBudget { .. } => ResponseError::PolicyViolation,
+        AdminError::Config(e) => return config_change_error(e.clone()),
+        AdminError::InvalidEntry(_) => ResponseError::InvalidRequest,
+        AdminError::TimedOut | AdminError::Stopped => ResponseError::RequestTimedOut,
+        AdminError::Busy => ResponseError::NotController,
+    };
+    TopicError::new(code, error.to_string())
+}
+
+fn config_change_error(error: ConfigChangeError) -> TopicError {
+    let code = match &error {
+        ConfigChangeError::NotAList { .. } => ResponseError::InvalidConfig,
+        ConfigChangeError::BadOperation { .. } => ResponseError::InvalidRequest,
+    };
+    TopicError::new(code, error.to_string())
 }
 
 /// INVALID_CONFIG for configs `TopicConfig::resolve` refused, with a log line: the same

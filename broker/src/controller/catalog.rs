@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ClusterMetadata, TopicMeta};
+use crate::metadata::{ClusterMetadata, TopicMeta};
 
 pub const CATALOG_FILE: &str = "catalog.json";
 /// Producer ids are handed out in blocks; a block is persisted before any id in it is used.
@@ -82,7 +82,7 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let catalog = Catalog {
                     path: path.clone(),
-                    cluster_id: format!("sluice-{}", super::new_topic_id().simple()),
+                    cluster_id: format!("sluice-{}", crate::metadata::new_topic_id().simple()),
                     revision: 0,
                     producer_id_next_block: 0,
                     topics: BTreeMap::new(),
@@ -111,7 +111,7 @@ impl Catalog {
         for t in file.topics {
             let id =
                 Uuid::parse_str(&t.id).map_err(|e| corrupt(format!("topic {}: {e}", t.name)))?;
-            if t.partitions < 1 || !super::valid_topic_name(&t.name) {
+            if t.partitions < 1 || !crate::metadata::valid_topic_name(&t.name) {
                 return Err(corrupt(format!("topic {} is invalid", t.name)));
             }
             topics.insert(
@@ -207,7 +207,7 @@ mod tests {
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(dir.path()).unwrap();
-        let id = super::super::new_topic_id();
+        let id = crate::metadata::new_topic_id();
         c.topics.insert(
             "t".into(),
             TopicMeta {
