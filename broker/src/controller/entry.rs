@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use super::error::AdminResults;
-pub use super::error::InvalidEntry;
 use super::error::ConfigChangeError;
+pub use super::error::InvalidEntry;
 
 /// Names a proposal so the node that proposed it can answer its caller once it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

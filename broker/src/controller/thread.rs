@@ -16,7 +16,8 @@ use std::time::Duration;
 use futures_util::future::{Either, select};
 use replication::quorum::{QuorumAction, QuorumInput, QuorumNode};
 use replication::{
-    BrokerEpoch, ControllerConfig, Message, NodeId, PartitionEpoch, PartitionId, PartitionState,
+    BrokerLifecycle, ControllerConfig, LifecycleConfig, LifecycleEvent, Message, NodeId,
+    PartitionEpoch, PartitionId, PartitionState,
 };
 
 use super::entry::{self, AdminResults, ControlEntry, RequestTag};
@@ -34,7 +35,7 @@ use crate::runtime::{Shard, ShardTask, Shared};
 /// How often the loop wakes without input (raft ticks, timers).
 const LOOP_TICK: Duration = Duration::from_millis(50);
 /// Registration attempts are resent this often until answered.
-const REGISTER_RETRY_MS: i64 = 1_000;
+const REGISTRATION_RETRY_MS: i64 = 1_000;
 /// The request id of the catalog.json take-over (never a client's: those count from 0).
 const MIGRATION_REQUEST: u64 = u64::MAX;
 /// Admin calls not applied within this long are answered REQUEST_TIMED_OUT.
@@ -125,13 +126,12 @@ struct ControlLoop {
     receivers: ControlReceivers,
     inbound_tx: async_channel::Sender<Inbound>,
     inbound_rx: async_channel::Receiver<Inbound>,
-    broker_epoch: Option<BrokerEpoch>,
+    /// Registration, heartbeats and broker-epoch fencing (the simulator runs the same code).
+    lifecycle: BrokerLifecycle,
     /// Partition epoch last delivered to the local replica, for this broker epoch.
     delivered: HashMap<PartitionId, PartitionEpoch>,
     pending_admin: HashMap<u64, (i64, async_channel::Sender<Result<AdminResults, AdminError>>)>,
     next_admin_id: u64,
-    last_register_ms: i64,
-    last_heartbeat_ms: i64,
     last_tick_ms: i64,
     /// When this node last checked preferred leaders (or became the quorum leader).
     last_rebalance_ms: i64,
@@ -218,15 +218,16 @@ impl ControlLoop {
             && quorum.snapshot_index() == 0
             && !seed.topics.is_empty())
         .then_some(seed.topics);
+        // Grows with every process start of this node (the controller fences the previous
+        // incarnation when a new one registers).
+        let incarnation = u64::try_from(now).unwrap_or(0);
         tracing::info!(target: "broker::controller", node = me, voters = ?voters.iter().map(|v| v.0).collect::<Vec<_>>(), rpc = %config.cluster.rpc_addr, "metadata quorum opened");
         Ok((
             ControlLoop {
                 shared,
                 handle,
                 me,
-                // Grows with every process start of this node (the controller fences the
-                // previous incarnation when a new one registers).
-                incarnation: u64::try_from(now).unwrap_or(0),
+                incarnation,
                 cluster_id,
                 quorum,
                 stm: ControllerStm::new(NodeId(me), controller_config),
@@ -235,12 +236,17 @@ impl ControlLoop {
                 receivers,
                 inbound_tx,
                 inbound_rx,
-                broker_epoch: None,
+                lifecycle: BrokerLifecycle::new(
+                    NodeId(me),
+                    incarnation,
+                    LifecycleConfig {
+                        registration_retry_ms: REGISTRATION_RETRY_MS,
+                        heartbeat_interval_ms: config.cluster.broker_heartbeat_interval_ms,
+                    },
+                ),
                 delivered: HashMap::new(),
                 pending_admin: HashMap::new(),
                 next_admin_id: 0,
-                last_register_ms: i64::MIN / 2,
-                last_heartbeat_ms: i64::MIN / 2,
                 last_tick_ms: i64::MIN / 2,
                 last_rebalance_ms: now,
                 applied_index: 0,
@@ -299,7 +305,7 @@ impl ControlLoop {
                     proposal,
                     new_isr,
                 }) => {
-                    if let Some(broker_epoch) = self.broker_epoch {
+                    if let Some(broker_epoch) = self.lifecycle.broker_epoch() {
                         self.propose(ControlEntry::AlterPartition {
                             node: self.me,
                             broker_epoch: broker_epoch.0,
@@ -353,13 +359,12 @@ impl ControlLoop {
     fn timers(&mut self, now: i64) {
         let config = Arc::clone(&self.shared.config);
         let cluster = &config.cluster;
-        match self.broker_epoch {
-            None if now - self.last_register_ms >= REGISTER_RETRY_MS => {
-                self.last_register_ms = now;
+        match self.lifecycle.poll::<()>(now) {
+            Some(Message::BrokerRegistration { incarnation, .. }) => {
                 let rack = (!cluster.rack.is_empty()).then(|| cluster.rack.clone());
                 self.propose(ControlEntry::Register {
                     node: self.me,
-                    incarnation: self.incarnation,
+                    incarnation,
                     host: self.shared.advertised_host.clone(),
                     port: self.shared.advertised_port,
                     rack,
@@ -368,11 +373,10 @@ impl ControlLoop {
                     partition_replicas_max: Some(self.shared.fd_budget.partition_replicas_max),
                 });
             }
-            Some(epoch) if now - self.last_heartbeat_ms >= cluster.broker_heartbeat_interval_ms => {
-                self.last_heartbeat_ms = now;
+            Some(Message::BrokerHeartbeat { broker_epoch, .. }) => {
                 self.propose(ControlEntry::Heartbeat {
                     node: self.me,
-                    broker_epoch: epoch.0,
+                    broker_epoch: broker_epoch.0,
                     now_ms: now,
                 });
             }
@@ -468,7 +472,7 @@ impl ControlLoop {
         };
         let outcome = self.stm.apply(entry);
         self.metadata_dirty |= outcome.metadata_changed;
-        if self.broker_epoch.is_some() {
+        if self.lifecycle.broker_epoch().is_some() {
             self.to_deliver.extend(
                 outcome
                     .new_states
@@ -499,7 +503,7 @@ impl ControlLoop {
                 self.stm = stm;
                 self.applied_index = index;
                 self.metadata_dirty = true;
-                if self.broker_epoch.is_some() {
+                if self.lifecycle.broker_epoch().is_some() {
                     self.delivered.clear();
                     self.to_deliver.extend(self.stm.states_of_me());
                 }
@@ -538,16 +542,11 @@ impl ControlLoop {
     }
 
     fn on_controller_message(&mut self, message: Message<()>) {
-        match message {
-            Message::BrokerRegistrationResponse {
-                incarnation,
-                broker_epoch,
-            } if incarnation == self.incarnation && self.broker_epoch != Some(broker_epoch) => {
+        match self.lifecycle.on_message(message) {
+            LifecycleEvent::Registered(broker_epoch) => {
                 tracing::info!(target: "broker::controller", node = self.me, broker_epoch = broker_epoch.0, "registered with the controller");
-                self.broker_epoch = Some(broker_epoch);
                 self.handle.set_broker_epoch(broker_epoch);
                 self.delivered.clear();
-                self.last_heartbeat_ms = now_ms();
                 let mine = self.stm.states_of_me();
                 let budget = self.shared.fd_budget.partition_replicas_max;
                 if mine.len() as u64 > u64::from(budget) {
@@ -557,24 +556,16 @@ impl ControlLoop {
                 }
                 self.to_deliver.extend(mine);
             }
-            Message::BrokerHeartbeatResponse {
-                broker_epoch,
-                result,
-            } if Some(broker_epoch) == self.broker_epoch => match result {
-                Ok(states) => self.to_deliver.extend(states),
-                Err(error) => {
-                    tracing::warn!(target: "broker::controller", %error, "heartbeat refused; registering again");
-                    self.broker_epoch = None;
-                }
-            },
-            Message::PartitionUpdate {
-                broker_epoch,
-                states,
-            } if Some(broker_epoch) == self.broker_epoch => self.to_deliver.extend(states),
-            Message::AlterPartitionResponse { partition, .. } if self.broker_epoch.is_some() => {
+            LifecycleEvent::States(states) => self.to_deliver.extend(states),
+            LifecycleEvent::Refused(error) => {
+                tracing::warn!(target: "broker::controller", %error, "heartbeat refused; registering again");
+            }
+            LifecycleEvent::Other(message @ Message::AlterPartitionResponse { partition, .. })
+                if self.lifecycle.broker_epoch().is_some() =>
+            {
                 self.alter_answers.push((partition, message));
             }
-            _ => {}
+            LifecycleEvent::Other(_) | LifecycleEvent::Ignored => {}
         }
     }
 
@@ -640,7 +631,7 @@ impl ControlLoop {
                 let _ = reply.try_send(Ok(results));
             }
         }
-        if self.broker_epoch.is_some() && !self.registration_done {
+        if self.lifecycle.broker_epoch().is_some() && !self.registration_done {
             self.registration_done = true;
             self.after_registration();
         }
