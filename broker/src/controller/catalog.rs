@@ -1,11 +1,12 @@
-//! The topic catalog on disk: `<data_dir>/catalog.json`, the authority for which topics
-//! exist (with ids, partition counts, configs) and for the cluster id and producer id blocks.
+//! `<data_dir>/catalog.json`: this node's cluster id (until the first registration applied
+//! names the cluster), its next producer-id block (`producer_ids`), and, in a data dir written
+//! before the metadata quorum existed, the topics a new quorum of one takes over once
+//! (`thread.rs`). Topics are not kept here any more: the metadata quorum is their authority.
 //!
-//! Owned by shard 0 (the control-plane shard); other shards receive `ClusterMetadata`
-//! snapshots built from it. Replaced atomically: write `catalog.json.tmp`, fdatasync, rename,
-//! fsync the directory, so a crash leaves either the old or the new catalog.
-//! Back-of-envelope: ~200 bytes per topic; 10k topics = 2 MB written per change, which is
-//! fine for a control-plane operation measured in topics per second.
+//! Read once at start-up by the server; then owned by the frontend on shard 0, which writes it
+//! only to persist a producer-id block. Replaced atomically: write `catalog.json.tmp`,
+//! fdatasync, rename, fsync the directory, so a crash leaves either the old or the new file.
+//! Back-of-envelope: ~100 bytes without topics, one write per 1000 producer ids.
 
 use std::collections::BTreeMap;
 use std::io::Write;

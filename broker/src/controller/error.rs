@@ -1,11 +1,13 @@
-//! Why a control-plane operation failed, as typed errors. The state machine and the control
-//! thread return these; they never choose Kafka error codes. The frontend maps them to Kafka
-//! codes in one place (`frontend::admin_error`), on the handlers' side of the boundary.
+//! Why a control-plane operation failed, as typed errors. The state machine, the control
+//! thread and the frontend's own checks return these; none of them chooses a Kafka code. The
+//! frontend maps them to Kafka codes in one place (`frontend::admin_error`), at the handlers'
+//! side of the boundary.
 //!
 //! Invariants: applying the same entry gives the same error on every node (the errors carry
 //! only data from the entry and the committed state).
 
-/// One admin item's failure (or the whole call's, for the variants after `ReplicaBudget`).
+/// One admin item's failure, or the whole call's (`InvalidEntry`, `TimedOut`, `Busy`,
+/// `Stopped`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
     #[error("unknown topic {topic}")]
@@ -14,8 +16,8 @@ pub enum AdminError {
     TopicExists { topic: String },
     #[error("bad topic id: {reason}")]
     BadTopicId { reason: String },
-    #[error("partitions must be in 1..={max}")]
-    PartitionCount { max: i32 },
+    #[error("partitions must be in 1..={max}, got {got}")]
+    PartitionCount { max: i32, got: i32 },
     #[error("topic {topic} has {have} partitions; {count} is not a valid new count")]
     NewPartitionCount {
         topic: String,
@@ -39,6 +41,17 @@ pub enum AdminError {
     },
     #[error(transparent)]
     Config(#[from] ConfigChangeError),
+    /// The frontend's checks, before anything is proposed.
+    #[error("invalid topic name {topic:?}")]
+    InvalidTopicName { topic: String },
+    #[error("manual replica assignment is not supported yet")]
+    ManualAssignment,
+    /// Topic configs `TopicConfig::resolve` refuses (the reason names the config).
+    #[error("{reason}")]
+    TopicConfig { topic: String, reason: String },
+    /// A broken expectation inside this broker (a failed catalog write, a missing answer).
+    #[error("{reason}")]
+    Internal { reason: String },
     /// The entry failed the leader's check before `propose` (never reached the log).
     #[error(transparent)]
     InvalidEntry(#[from] InvalidEntry),

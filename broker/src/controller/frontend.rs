@@ -85,21 +85,19 @@ impl ControllerFrontend {
         shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
-        let metas: Vec<Option<Arc<TopicMeta>>> = names
+        let metas: Vec<(String, Option<Arc<TopicMeta>>)> = names
             .iter()
-            .map(|n| shard.metadata().topic(n).cloned())
+            .map(|n| (n.clone(), shard.metadata().topic(n).cloned()))
             .collect();
         let op = AdminOp::DeleteTopics { names };
         match cluster_admin(shard, op).await {
             Ok(results) => results
                 .into_iter()
                 .zip(metas)
-                .map(|(r, meta)| match (r, meta) {
+                .map(|(r, (topic, meta))| match (r, meta) {
                     (Ok(()), Some(meta)) => Ok(meta),
-                    (Ok(()), None) => Err(TopicError::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        "deleted",
-                    )),
+                    // Deleted, but this shard's metadata never showed it.
+                    (Ok(()), None) => Err(admin_error(AdminError::UnknownTopic { topic })),
                     (Err(e), _) => Err(e),
                 })
                 .collect(),
@@ -116,13 +114,7 @@ impl ControllerFrontend {
     ) -> Vec<Result<(), TopicError>> {
         let n = requests.len();
         if requests.iter().any(|r| r.2) {
-            return vec![
-                Err(TopicError::new(
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual replica assignment is not supported yet",
-                ));
-                n
-            ];
+            return vec![Err(admin_error(AdminError::ManualAssignment)); n];
         }
         let metadata = shard.metadata();
         let mut results = Vec::with_capacity(n);
@@ -130,21 +122,16 @@ impl ControllerFrontend {
         let mut slots = Vec::new();
         for (name, count, _) in requests {
             let check = match metadata.topic(&name) {
-                None => Err(TopicError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("unknown topic {name}"),
-                )),
-                Some(t) if count <= t.partitions => Err(TopicError::new(
-                    ResponseError::InvalidPartitions,
-                    format!(
-                        "topic {name} has {} partitions; the new count {count} must be larger",
-                        t.partitions
-                    ),
-                )),
-                Some(_) if count > PARTITIONS_PER_TOPIC_MAX => Err(TopicError::new(
-                    ResponseError::InvalidPartitions,
-                    format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
-                )),
+                None => Err(admin_error(AdminError::UnknownTopic {
+                    topic: name.clone(),
+                })),
+                Some(t) if count <= t.partitions || count > PARTITIONS_PER_TOPIC_MAX => {
+                    Err(admin_error(AdminError::NewPartitionCount {
+                        topic: name.clone(),
+                        have: t.partitions,
+                        count,
+                    }))
+                }
                 Some(_) => Ok(()),
             };
             if check.is_ok() && !validate_only {
@@ -173,10 +160,11 @@ impl ControllerFrontend {
 
     /// A fresh producer id (epoch 0), never reused across restarts (`producer_ids`).
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
-        self.producer_ids
-            .borrow_mut()
-            .allocate()
-            .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))
+        self.producer_ids.borrow_mut().allocate().map_err(|e| {
+            admin_error(AdminError::Internal {
+                reason: e.to_string(),
+            })
+        })
     }
 }
 
@@ -249,30 +237,25 @@ async fn cluster_create_topics(
         };
         let rf = cluster_replication_factor(shard, t.replication_factor);
         let check = if !valid_topic_name(&t.name) {
-            Err(TopicError::new(
-                ResponseError::InvalidTopicException,
-                format!("invalid topic name {:?}", t.name),
-            ))
+            Err(admin_error(AdminError::InvalidTopicName {
+                topic: t.name.clone(),
+            }))
         } else if metadata.topic(&t.name).is_some() {
-            Err(TopicError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic {} already exists", t.name),
-            ))
+            Err(admin_error(AdminError::TopicExists {
+                topic: t.name.clone(),
+            }))
         } else if t.has_assignment {
-            Err(TopicError::new(
-                ResponseError::InvalidReplicaAssignment,
-                "manual replica assignment is not supported yet",
-            ))
+            Err(admin_error(AdminError::ManualAssignment))
         } else if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            Err(TopicError::new(
-                ResponseError::InvalidPartitions,
-                format!("partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {partitions}"),
-            ))
+            Err(admin_error(AdminError::PartitionCount {
+                max: PARTITIONS_PER_TOPIC_MAX,
+                got: partitions,
+            }))
         } else if rf < 1 || rf as usize > live {
-            Err(TopicError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {rf} is larger than the {live} available brokers"),
-            ))
+            Err(admin_error(AdminError::ReplicationFactor {
+                replication_factor: rf,
+                live,
+            }))
         } else {
             TopicConfig::resolve(&config.log, &t.configs)
                 .map(|_| ())
@@ -312,13 +295,14 @@ async fn cluster_create_topics(
         results[slot] = match &outcome {
             Ok(r) => match r.get(i) {
                 Some(Ok(())) => after.topic(&name).cloned().ok_or_else(|| {
-                    TopicError::new(ResponseError::UnknownServerError, "created topic missing")
+                    admin_error(AdminError::Internal {
+                        reason: "created topic missing".into(),
+                    })
                 }),
                 Some(Err(e)) => Err(e.clone()),
-                None => Err(TopicError::new(
-                    ResponseError::UnknownServerError,
-                    "no answer",
-                )),
+                None => Err(admin_error(AdminError::Internal {
+                    reason: "no answer".into(),
+                })),
             },
             Err(e) => Err(e.clone()),
         };
@@ -338,10 +322,9 @@ async fn cluster_alter_configs(
     let mut slots = Vec::new();
     for (name, change) in changes {
         let Some(topic) = metadata.topic(&name) else {
-            results.push(Err(TopicError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("unknown topic {name}"),
-            )));
+            results.push(Err(admin_error(AdminError::UnknownTopic {
+                topic: name.clone(),
+            })));
             continue;
         };
         let checked = change
@@ -385,6 +368,10 @@ pub fn admin_error(error: AdminError) -> TopicError {
         AdminError::ReplicaBudget { .. } => ResponseError::PolicyViolation,
         AdminError::Config(e) => return config_change_error(e.clone()),
         AdminError::InvalidEntry(_) => ResponseError::InvalidRequest,
+        AdminError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        AdminError::ManualAssignment => ResponseError::InvalidReplicaAssignment,
+        AdminError::TopicConfig { .. } => ResponseError::InvalidConfig,
+        AdminError::Internal { .. } => ResponseError::UnknownServerError,
         AdminError::TimedOut | AdminError::Stopped => ResponseError::RequestTimedOut,
         AdminError::Busy => ResponseError::NotController,
     };
@@ -403,7 +390,10 @@ fn config_change_error(error: ConfigChangeError) -> TopicError {
 /// check a shard runs before it opens the log, so what passes here always opens.
 fn invalid_config(topic: &str, error: crate::metadata::TopicConfigError) -> TopicError {
     tracing::info!(target: "broker::controller", topic, %error, "topic config refused");
-    TopicError::new(ResponseError::InvalidConfig, error.to_string())
+    admin_error(AdminError::TopicConfig {
+        topic: topic.to_string(),
+        reason: error.to_string(),
+    })
 }
 
 /// Puts the quorum's answers to the items that were proposed into their request slots.
@@ -422,6 +412,81 @@ fn fill_slots(
             for slot in slots {
                 results[slot] = Err(e.clone());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_controller_error_gets_the_kafka_code_clients_expect() {
+        let cases = [
+            (
+                AdminError::UnknownTopic { topic: "t".into() },
+                ResponseError::UnknownTopicOrPartition,
+            ),
+            (
+                AdminError::TopicExists { topic: "t".into() },
+                ResponseError::TopicAlreadyExists,
+            ),
+            (
+                AdminError::PartitionCount { max: 1, got: 2 },
+                ResponseError::InvalidPartitions,
+            ),
+            (
+                AdminError::NewPartitionCount {
+                    topic: "t".into(),
+                    have: 2,
+                    count: 1,
+                },
+                ResponseError::InvalidPartitions,
+            ),
+            (
+                AdminError::ReplicationFactor {
+                    replication_factor: 3,
+                    live: 1,
+                },
+                ResponseError::InvalidReplicationFactor,
+            ),
+            (
+                AdminError::ReplicaBudget {
+                    node: 0,
+                    held: 1,
+                    would_hold: 2,
+                    max: 1,
+                },
+                ResponseError::PolicyViolation,
+            ),
+            (
+                AdminError::Config(ConfigChangeError::NotAList { name: "x".into() }),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                AdminError::Config(ConfigChangeError::BadOperation {
+                    name: "x".into(),
+                    op: 9,
+                }),
+                ResponseError::InvalidRequest,
+            ),
+            (AdminError::TimedOut, ResponseError::RequestTimedOut),
+            (AdminError::Stopped, ResponseError::RequestTimedOut),
+            (AdminError::Busy, ResponseError::NotController),
+            (
+                AdminError::InvalidTopicName { topic: "..".into() },
+                ResponseError::InvalidTopicException,
+            ),
+            (
+                AdminError::ManualAssignment,
+                ResponseError::InvalidReplicaAssignment,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let answer = admin_error(error);
+            assert_eq!(answer.code, code, "{message}");
+            assert_eq!(answer.message, message);
         }
     }
 }

@@ -517,6 +517,7 @@ impl ControllerStm {
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
             return Err(AdminError::PartitionCount {
                 max: PARTITIONS_PER_TOPIC_MAX,
+                got: spec.partitions,
             });
         }
         let assignments = self.place(&spec.name, 0, spec.partitions, spec.replication_factor)?;
