@@ -105,7 +105,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     // The cluster id and producer-id blocks. Topics come from the metadata quorum, which every
     // broker runs: with --seeds as one of its voters, without as a quorum of one
-    // (docs/internals/cluster.md). Its log is replayed after start, so the data dir is swept
+    // (docs/internals/controller.md). Its log is replayed after start, so the data dir is swept
     // for directories it does not know only once this node is registered.
     let catalog = Catalog::open(&config.broker.data_dir)?;
     let addr: SocketAddr = config.kafka.addr.parse().map_err(|_| StartError::Io {
