@@ -18,11 +18,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, split_host_port};
-use crate::metadata::handle::ClusterHandle;
-use crate::metadata::{Catalog, CatalogError, ClusterMetadata, PartitionTable, ShardId};
+use crate::controller::{Catalog, CatalogError, ClusterHandle, ControllerFrontend};
+use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::net;
 use crate::partition::now_ms;
-use crate::runtime::control::ControlPlane;
 use crate::runtime::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, partitions, run_mesh_loop};
 use crate::sys;
 
@@ -106,14 +105,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     // The cluster id and producer-id blocks. Topics come from the metadata quorum, which every
     // broker runs: with --seeds as one of its voters, without as a quorum of one
-    // (docs/internals/cluster.md). Its log is replayed after start, so the data dir is swept
+    // (docs/internals/controller.md). Its log is replayed after start, so the data dir is swept
     // for directories it does not know only once this node is registered.
     let catalog = Catalog::open(&config.broker.data_dir)?;
     let addr: SocketAddr = config.kafka.addr.parse().map_err(|_| StartError::Io {
         what: "kafka.addr",
         source: std::io::ErrorKind::InvalidInput.into(),
     })?;
-    let listener = bind_with_retry(addr)?;
+    let listener =
+        net::bind_with_retry(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Io {
         what: "listener address",
         source,
@@ -274,32 +274,6 @@ fn start_http(config: &Config, shared: &Arc<Shared>) {
     }
 }
 
-/// How long start-up retries a bind that fails with "address in use".
-pub const BIND_RETRY_MS: u64 = 3000;
-
-/// Binds the listener, retrying EADDRINUSE for `BIND_RETRY_MS`: after a SIGKILL the kernel
-/// tears the dead process's io_uring down asynchronously, and its pending accept keeps the old
-/// listener bound for a few tens of milliseconds after the process is reaped. A supervisor
-/// restarting at once would otherwise fail half the time (tests/clients/FINDINGS.md 4). A
-/// port really taken by another process still fails, after the retry window.
-pub(crate) fn bind_with_retry(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
-    let deadline = Instant::now() + Duration::from_millis(BIND_RETRY_MS);
-    let mut logged = false;
-    loop {
-        match net::bind_listener(addr) {
-            Ok(l) => return Ok(l),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                if !logged {
-                    tracing::info!(target: "broker::server", %addr, "address in use; retrying for up to {BIND_RETRY_MS} ms");
-                    logged = true;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(source) => return Err(StartError::Bind { addr, source }),
-        }
-    }
-}
-
 /// Two-phase shutdown (see module docs). Returns false if it did not finish in `timeout`.
 fn shutdown(
     shared: &Arc<Shared>,
@@ -393,7 +367,7 @@ fn shard_main(
             id,
             shared,
             Arc::new(ClusterMetadata::default()),
-            catalog.map(|c| ControlPlane::new(c, node_id)),
+            catalog.map(|c| ControllerFrontend::new(c, node_id)),
         );
         compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
         // Partitions that fail to open are logged and offline; the shard starts regardless.

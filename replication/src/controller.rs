@@ -4,8 +4,10 @@
 //! Owns: broker registrations (one broker epoch per process incarnation), fencing brokers
 //! that miss heartbeats, the partition records (replicas, ISR, leader, leader epoch,
 //! partition epoch), elections, and answering AlterPartition.
-//! Does not own: durability or replication of its own state. Today it is a single in-memory
-//! instance; the metadata quorum (raft) will replicate these records (issue 7).
+//! Does not own: durability or replication of its own state. In the broker every node applies
+//! the metadata quorum's committed entries to its own copy (`broker/src/controller/stm.rs`),
+//! so the copies agree; the simulator runs one instance behind its network. Kafka error codes:
+//! refusals are `ReplicaError`s, mapped to codes by the broker, never chosen here.
 //! Invariants:
 //! - The leader epoch grows on every leader change (including to and from "no leader"); the
 //!   partition epoch grows on every change of a partition record.

@@ -2,15 +2,18 @@
 //! seeded deterministic simulator that drives them.
 //!
 //! Owns: the leader and follower replica (`replica`), the leader epoch cache (`epoch_cache`),
-//! the broker node's registration and routing (`node`), the controller (`controller`), the
-//! messages between them (`message`), the simulator (`sim`), and, with the `raft-quorum`
+//! a broker's registration, heartbeats and broker-epoch fencing (`lifecycle`), the controller
+//! (`controller`), the messages between them (`message`), and, with the `raft-quorum`
 //! feature, the persisted metadata quorum on raft-rs (`quorum`: its log and snapshot files,
 //! compaction, catch-up from a snapshot). Every state machine is
 //! `step(now, input) -> Vec<Action>`: time is an input, I/O is an output, nothing blocks,
 //! nothing reads a clock, nothing is random (the quorum alone writes its own files).
-//! Does not own: sockets, the Kafka wire codec, the partition logs (the broker and `engine` do
-//! these), running the controller on the quorum (the broker's control thread applies the
-//! quorum's entries to its copy of `Controller`; the simulator runs one in-memory instance).
+//! With the `sim` feature (this crate's own tests only; never the broker): the simulator
+//! (`sim`) and its broker node (`node`: a `BrokerLifecycle` plus replicas), which drive the
+//! same `Replica`, `BrokerLifecycle` and `Controller` the broker runs.
+//! Does not own: sockets, the Kafka wire codec and error codes, the partition logs (the broker
+//! and `engine` do these), running the controller on the quorum (the broker's control thread
+//! applies the quorum's committed entries to every node's copy of `Controller`).
 //! Invariants (checked by the simulator over many seeds; see docs/internals/replication.md):
 //! - An acknowledged acks=all batch is in the log of every replica elected leader after it was
 //!   committed, at the same offset, and no ISR member ever truncates it.
@@ -28,18 +31,23 @@
 pub mod config;
 pub mod controller;
 pub mod epoch_cache;
+pub mod lifecycle;
 pub mod message;
+#[cfg(feature = "sim")]
 pub mod node;
 #[cfg(feature = "raft-quorum")]
 pub mod quorum;
 pub mod replica;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod types;
 
 pub use config::{ControllerConfig, Durability, ReplicaConfig};
 pub use controller::{BrokerRecord, Controller, ControllerInput, ControllerSnapshot};
 pub use epoch_cache::EpochCache;
+pub use lifecycle::{BrokerLifecycle, LifecycleConfig, LifecycleEvent};
 pub use message::{Action, EpochEndOffset, FetchData, Message};
+#[cfg(feature = "sim")]
 pub use node::{Node, NodeInput};
 pub use replica::{Ctx, FetchRequest, ProduceRequest, RecoveredLog, Replica, Role};
 pub use types::{

@@ -1,17 +1,18 @@
-//! A broker node: registration and heartbeats with the controller, and the replicas it hosts.
+//! The simulator's broker node (feature `sim`): a `BrokerLifecycle` (registration,
+//! heartbeats, broker-epoch fencing: the code the broker's control thread runs) and the
+//! replicas the node hosts, with messages routed to them.
 //!
-//! Owns: the node's registration (`broker_epoch`), the heartbeat timer, routing messages to
-//! replicas, and refusing controller messages meant for another incarnation of this node.
-//! Does not own: replication logic (`replica`), the log (the driver).
-//! Invariants:
-//! - A node applies partition states only from answers and pushes stamped with its own
-//!   current broker epoch, so a restarted node never acts on what the controller told its
-//!   previous incarnation (e.g. "you lead epoch 7", after it lost its unsynced tail).
-//! - `incarnation` grows across restarts of the same node id (the driver supplies it).
+//! Owns: routing messages to replicas, creating a replica for a partition state that names
+//! this node. The broker does this routing on its shards (`broker/src/replica/`), so this file
+//! is the simulator's stand-in for that wiring, not shipped code.
+//! Does not own: registration and fencing (`lifecycle`), replication logic (`replica`), the
+//! log (the simulator's disk model).
+//! Invariants: those of `lifecycle` (partition states only for the current broker epoch).
 
 use std::collections::BTreeMap;
 
 use crate::config::ReplicaConfig;
+use crate::lifecycle::{BrokerLifecycle, LifecycleConfig, LifecycleEvent};
 use crate::message::{Action, Message};
 use crate::replica::{Ctx, FetchRequest, ProduceRequest, RecoveredLog, Replica};
 use crate::types::{Address, BrokerEpoch, NodeId, PartitionId, PartitionState, ReplicaError};
@@ -34,11 +35,8 @@ pub enum NodeInput<P> {
 
 pub struct Node {
     id: NodeId,
-    incarnation: u64,
     config: ReplicaConfig,
-    broker_epoch: Option<BrokerEpoch>,
-    last_registration_ms: Option<i64>,
-    last_heartbeat_ms: Option<i64>,
+    lifecycle: BrokerLifecycle,
     replicas: BTreeMap<PartitionId, Replica>,
 }
 
@@ -53,13 +51,14 @@ impl Node {
         config
             .validate()
             .expect("replica config validated at start-up");
+        let lifecycle = LifecycleConfig {
+            registration_retry_ms: config.request_timeout_ms,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+        };
         let mut node = Node {
             id,
-            incarnation,
             config,
-            broker_epoch: None,
-            last_registration_ms: None,
-            last_heartbeat_ms: None,
+            lifecycle: BrokerLifecycle::new(id, incarnation, lifecycle),
             replicas: BTreeMap::new(),
         };
         for (partition, log) in recovered {
@@ -74,11 +73,11 @@ impl Node {
     }
 
     pub fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.lifecycle.incarnation()
     }
 
     pub fn broker_epoch(&self) -> Option<BrokerEpoch> {
-        self.broker_epoch
+        self.lifecycle.broker_epoch()
     }
 
     pub fn replica(&self, partition: PartitionId) -> Option<&Replica> {
@@ -111,46 +110,20 @@ impl Node {
     fn ctx(&self, now_ms: i64) -> Ctx {
         Ctx {
             now_ms,
-            broker_epoch: self.broker_epoch,
+            broker_epoch: self.lifecycle.broker_epoch(),
         }
     }
 
     fn request_id_base(&self) -> u64 {
-        (self.incarnation << 40) | (u64::from(self.replicas.len() as u32) << 24)
+        (self.lifecycle.incarnation() << 40) | (u64::from(self.replicas.len() as u32) << 24)
     }
 
     fn tick<P: Clone>(&mut self, now_ms: i64, out: &mut Vec<Action<P>>) {
-        match self.broker_epoch {
-            None => {
-                let due = self
-                    .last_registration_ms
-                    .is_none_or(|at| now_ms - at >= self.config.request_timeout_ms);
-                if due {
-                    self.last_registration_ms = Some(now_ms);
-                    out.push(Action::Send {
-                        to: Address::Controller,
-                        message: Message::BrokerRegistration {
-                            node: self.id,
-                            incarnation: self.incarnation,
-                        },
-                    });
-                }
-            }
-            Some(broker_epoch) => {
-                let due = self
-                    .last_heartbeat_ms
-                    .is_none_or(|at| now_ms - at >= self.config.heartbeat_interval_ms);
-                if due {
-                    self.last_heartbeat_ms = Some(now_ms);
-                    out.push(Action::Send {
-                        to: Address::Controller,
-                        message: Message::BrokerHeartbeat {
-                            node: self.id,
-                            broker_epoch,
-                        },
-                    });
-                }
-            }
+        if let Some(message) = self.lifecycle.poll(now_ms) {
+            out.push(Action::Send {
+                to: Address::Controller,
+                message,
+            });
         }
         let ctx = self.ctx(now_ms);
         for replica in self.replicas.values_mut() {
@@ -190,6 +163,12 @@ impl Node {
         message: Message<P>,
         out: &mut Vec<Action<P>>,
     ) {
+        let message = match self.lifecycle.on_message(message) {
+            LifecycleEvent::Other(message) => message,
+            LifecycleEvent::Registered(_) => return self.tick(now_ms, out),
+            LifecycleEvent::States(states) => return self.apply_states(now_ms, states, out),
+            LifecycleEvent::Refused(_) | LifecycleEvent::Ignored => return,
+        };
         let ctx = self.ctx(now_ms);
         match message {
             Message::Produce {
@@ -284,39 +263,6 @@ impl Node {
                     r.on_offset_for_leader_epoch_response(ctx, request_id, result, out);
                 }
             }
-            Message::BrokerRegistrationResponse {
-                incarnation,
-                broker_epoch,
-            } => {
-                if incarnation == self.incarnation && self.broker_epoch.is_none() {
-                    self.broker_epoch = Some(broker_epoch);
-                    self.last_heartbeat_ms = None;
-                    self.tick(now_ms, out);
-                }
-            }
-            Message::BrokerHeartbeatResponse {
-                broker_epoch,
-                result,
-            } => {
-                if Some(broker_epoch) != self.broker_epoch {
-                    return;
-                }
-                match result {
-                    Ok(states) => self.apply_states(now_ms, states, out),
-                    Err(_) => {
-                        self.broker_epoch = None;
-                        self.last_registration_ms = None;
-                    }
-                }
-            }
-            Message::PartitionUpdate {
-                broker_epoch,
-                states,
-            } => {
-                if Some(broker_epoch) == self.broker_epoch {
-                    self.apply_states(now_ms, states, out);
-                }
-            }
             Message::AlterPartitionResponse {
                 partition,
                 leader_epoch,
@@ -328,6 +274,9 @@ impl Node {
                 }
             }
             Message::ProduceResponse { .. }
+            | Message::BrokerRegistrationResponse { .. }
+            | Message::BrokerHeartbeatResponse { .. }
+            | Message::PartitionUpdate { .. }
             | Message::BrokerRegistration { .. }
             | Message::BrokerHeartbeat { .. }
             | Message::AlterPartition { .. } => {}

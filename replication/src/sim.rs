@@ -7,7 +7,8 @@
 //! fault injection (crashes, restarts, power cuts, partitions, slow controller links, disk
 //! stalls), the clients, and the
 //! invariant checks. The same seed always gives the same run.
-//! Does not own: any replication logic; it only drives `Node` and `Controller`.
+//! Does not own: any replication logic; it only drives `Node` (the shipped `BrokerLifecycle`
+//! and `Replica`s) and `Controller`. Compiled only with the `sim` feature (this crate's tests).
 //!
 //! Invariants checked while running (`Violation` on the first failure):
 //! - no two replicas (or two incarnations of one) lead a partition in the same leader epoch,

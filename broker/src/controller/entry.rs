@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::runtime::control::ConfigChange;
+pub use super::error::AdminResults;
+use super::error::ConfigChangeError;
+pub use super::error::InvalidEntry;
 
 /// Names a proposal so the node that proposed it can answer its caller once it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,34 +99,21 @@ pub struct NewTopicSpec {
     pub configs: BTreeMap<String, String>,
 }
 
-/// The answer to one item of an admin operation: a Kafka error code and message, or success.
+/// Config alteration of one topic, applied to the committed overrides at apply time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdminError {
-    pub code: i16,
-    pub message: String,
+pub enum ConfigChange {
+    /// AlterConfigs: replace all overrides.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: (name, op, value) with op 0 set, 1 delete (APPEND/SUBTRACT
+    /// apply to list configs; only cleanup.policy is one).
+    Incremental(Vec<(String, i8, Option<String>)>),
 }
-
-pub type AdminResults = Vec<Result<(), AdminError>>;
 
 /// Longest host, rack or cluster id a registration may carry (DNS names are <= 253).
 pub const NAME_BYTES_MAX: usize = 255;
 /// Longest topic config name, and value, an admin operation may carry.
 pub const CONFIG_NAME_BYTES_MAX: usize = 255;
 pub const CONFIG_VALUE_BYTES_MAX: usize = 64 * 1024;
-
-/// Why an entry may not be proposed. Checked at the rpc boundary (a forwarded proposal) and
-/// by the leader before every proposal, so a malformed entry never reaches the log.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidEntry {
-    #[error("node {node} is not a voter of this quorum")]
-    UnknownNode { node: i32 },
-    #[error("{what} is proposed by the quorum leader itself, never forwarded")]
-    NotForwardable { what: &'static str },
-    #[error("node {peer} forwarded an entry of node {node}")]
-    WrongProposer { peer: i32, node: i32 },
-    #[error("{field}: {reason}")]
-    BadField { field: &'static str, reason: String },
-}
 
 impl ControlEntry {
     pub fn encode(&self) -> Vec<u8> {
@@ -233,6 +222,59 @@ impl ControlEntry {
             ControlEntry::Tick { .. } => "tick",
             ControlEntry::PreferredLeaders { .. } => "preferred_leaders",
             ControlEntry::Admin { .. } => "admin",
+        }
+    }
+}
+
+impl ConfigChange {
+    /// The overrides after this change to `current`.
+    pub fn apply(
+        self,
+        current: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ConfigChangeError> {
+        match self {
+            ConfigChange::Replace(all) => Ok(all),
+            ConfigChange::Incremental(ops) => {
+                let mut new = current.clone();
+                for (name, op, value) in ops {
+                    match (op, value) {
+                        (0, Some(v)) => {
+                            new.insert(name, v);
+                        }
+                        (1, _) => {
+                            new.remove(&name);
+                        }
+                        (2 | 3, Some(v)) if name == "cleanup.policy" => {
+                            let mut items: Vec<String> = new
+                                .get(&name)
+                                .map(|s| {
+                                    s.split(',')
+                                        .map(|x| x.trim().to_string())
+                                        .filter(|x| !x.is_empty())
+                                        .collect()
+                                })
+                                .unwrap_or_else(|| vec!["delete".to_string()]);
+                            for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                                if op == 2 {
+                                    if !items.iter().any(|i| i == item) {
+                                        items.push(item.to_string());
+                                    }
+                                } else {
+                                    items.retain(|i| i != item);
+                                }
+                            }
+                            new.insert(name, items.join(","));
+                        }
+                        (2 | 3, _) => {
+                            return Err(ConfigChangeError::NotAList { name });
+                        }
+                        _ => {
+                            return Err(ConfigChangeError::BadOperation { name, op });
+                        }
+                    }
+                }
+                Ok(new)
+            }
         }
     }
 }

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kafka_protocol::ResponseError;
 use replication::{
     Address, BrokerEpoch, BrokerRecord, Controller, ControllerConfig, ControllerInput,
     ControllerSnapshot, LeaderEpoch, Message, NodeId, PartitionEpoch, PartitionId, PartitionState,
@@ -18,7 +17,8 @@ use replication::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::entry::{AdminError, AdminOp, AdminResults, ControlEntry, NewTopicSpec, RequestTag};
+use super::entry::{AdminOp, AdminResults, ControlEntry, NewTopicSpec, RequestTag};
+use super::error::AdminError;
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicMeta};
 
@@ -491,15 +491,11 @@ impl ControllerStm {
             AdminOp::AlterConfigs { changes } => changes
                 .into_iter()
                 .map(|(name, change)| {
-                    let topic = self.topics.get_mut(&name).ok_or_else(|| AdminError {
-                        code: ResponseError::UnknownTopicOrPartition.code(),
-                        message: format!("unknown topic {name}"),
-                    })?;
-                    let new = crate::runtime::control::apply_change(&topic.configs, change)
-                        .map_err(|e| AdminError {
-                            code: e.code.code(),
-                            message: e.message,
-                        })?;
+                    let topic = self
+                        .topics
+                        .get_mut(&name)
+                        .ok_or(AdminError::UnknownTopic { topic: name })?;
+                    let new = change.apply(&topic.configs)?;
                     topic.configs = new;
                     Ok(())
                 })
@@ -513,19 +509,15 @@ impl ControllerStm {
         outcome: &mut ApplyOutcome,
     ) -> Result<(), AdminError> {
         if self.topics.contains_key(&spec.name) {
-            return Err(AdminError {
-                code: ResponseError::TopicAlreadyExists.code(),
-                message: format!("topic {} already exists", spec.name),
-            });
+            return Err(AdminError::TopicExists { topic: spec.name });
         }
-        let id = Uuid::parse_str(&spec.id).map_err(|e| AdminError {
-            code: ResponseError::InvalidConfig.code(),
-            message: format!("bad topic id: {e}"),
+        let id = Uuid::parse_str(&spec.id).map_err(|e| AdminError::BadTopicId {
+            reason: e.to_string(),
         })?;
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
-            return Err(AdminError {
-                code: ResponseError::InvalidPartitions.code(),
-                message: format!("partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}"),
+            return Err(AdminError::PartitionCount {
+                max: PARTITIONS_PER_TOPIC_MAX,
+                got: spec.partitions,
             });
         }
         let assignments = self.place(&spec.name, 0, spec.partitions, spec.replication_factor)?;
@@ -544,10 +536,12 @@ impl ControllerStm {
     }
 
     fn delete_topic(&mut self, name: &str) -> Result<(), AdminError> {
-        let topic = self.topics.remove(name).ok_or_else(|| AdminError {
-            code: ResponseError::UnknownTopicOrPartition.code(),
-            message: format!("unknown topic {name}"),
-        })?;
+        let topic = self
+            .topics
+            .remove(name)
+            .ok_or_else(|| AdminError::UnknownTopic {
+                topic: name.to_string(),
+            })?;
         for id in topic.partition_ids {
             self.controller.remove_partition(id);
             self.by_id.remove(&id);
@@ -562,18 +556,16 @@ impl ControllerStm {
         outcome: &mut ApplyOutcome,
     ) -> Result<(), AdminError> {
         let Some(topic) = self.topics.get(name) else {
-            return Err(AdminError {
-                code: ResponseError::UnknownTopicOrPartition.code(),
-                message: format!("unknown topic {name}"),
+            return Err(AdminError::UnknownTopic {
+                topic: name.to_string(),
             });
         };
         let have = topic.partition_ids.len() as i32;
         if count <= have || count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(AdminError {
-                code: ResponseError::InvalidPartitions.code(),
-                message: format!(
-                    "topic {name} has {have} partitions; {count} is not a valid new count"
-                ),
+            return Err(AdminError::NewPartitionCount {
+                topic: name.to_string(),
+                have,
+                count,
             });
         }
         let rf = topic
@@ -632,14 +624,11 @@ impl ControllerStm {
                 .filter(|s| s.replicas.contains(&NodeId(node)))
                 .count() as u64;
             if held + added > u64::from(max) {
-                return Err(AdminError {
-                    code: ResponseError::PolicyViolation.code(),
-                    message: format!(
-                        "node {node} holds {held} partition replicas and would hold {}, over the \
-                         {max} its open-file limit allows (RLIMIT_NOFILE; see docs/operations.md, \
-                         \"Open files\")",
-                        held + added
-                    ),
+                return Err(AdminError::ReplicaBudget {
+                    node,
+                    held,
+                    would_hold: held + added,
+                    max,
                 });
             }
         }
@@ -664,12 +653,9 @@ impl ControllerStm {
             .collect();
         let rf = usize::try_from(replication_factor).unwrap_or(0);
         if rf == 0 || rf > live.len() {
-            return Err(AdminError {
-                code: ResponseError::InvalidReplicationFactor.code(),
-                message: format!(
-                    "replication factor {replication_factor} is invalid with {} live brokers",
-                    live.len()
-                ),
+            return Err(AdminError::ReplicationFactor {
+                replication_factor,
+                live: live.len(),
             });
         }
         let order = rack_alternating(live);
@@ -731,7 +717,16 @@ fn topic_hash(topic: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::ResponseError;
+
     use super::*;
+
+    /// The Kafka code a client gets for `error` (the frontend's mapping).
+    fn kafka_code(error: &AdminError) -> i16 {
+        crate::controller::frontend::admin_error(error.clone())
+            .code
+            .code()
+    }
 
     fn register(stm: &mut ControllerStm, node: i32, now_ms: i64) -> ApplyOutcome {
         stm.apply(ControlEntry::Register {
@@ -845,11 +840,11 @@ mod tests {
         }
         assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
         assert_eq!(
-            create(&mut stm, "t", 1, 1)[0].as_ref().unwrap_err().code,
+            kafka_code(create(&mut stm, "t", 1, 1)[0].as_ref().unwrap_err()),
             ResponseError::TopicAlreadyExists.code()
         );
         assert_eq!(
-            create(&mut stm, "u", 1, 4)[0].as_ref().unwrap_err().code,
+            kafka_code(create(&mut stm, "u", 1, 4)[0].as_ref().unwrap_err()),
             ResponseError::InvalidReplicationFactor.code()
         );
     }
@@ -901,9 +896,9 @@ mod tests {
         assert!(create(&mut stm, "a", 6, 2)[0].is_ok());
         let refused = create(&mut stm, "b", 5, 2);
         let e = refused[0].as_ref().unwrap_err();
-        assert_eq!(e.code, ResponseError::PolicyViolation.code());
+        assert_eq!(kafka_code(e), ResponseError::PolicyViolation.code());
         assert!(
-            e.message.contains("node 0 holds 6") && e.message.contains("11"),
+            e.to_string().contains("node 0 holds 6") && e.to_string().contains("11"),
             "{e:?}"
         );
         assert!(stm.snapshot(1, None).topic("b").is_none());
@@ -924,7 +919,7 @@ mod tests {
         };
         let refused = grow(&mut stm, 11);
         assert_eq!(
-            refused[0].as_ref().unwrap_err().code,
+            kafka_code(refused[0].as_ref().unwrap_err()),
             ResponseError::PolicyViolation.code()
         );
         assert!(grow(&mut stm, 10)[0].is_ok());
@@ -938,7 +933,7 @@ mod tests {
         let mut stm = restored;
         // rf 2 puts a replica on node 0, which is full.
         assert_eq!(
-            create(&mut stm, "c", 1, 2)[0].as_ref().unwrap_err().code,
+            kafka_code(create(&mut stm, "c", 1, 2)[0].as_ref().unwrap_err()),
             ResponseError::PolicyViolation.code()
         );
     }
@@ -961,11 +956,11 @@ mod tests {
         let results = out.admin.unwrap().1;
         assert!(results[0].is_ok());
         assert_eq!(
-            results[1].as_ref().unwrap_err().code,
+            kafka_code(results[1].as_ref().unwrap_err()),
             ResponseError::InvalidPartitions.code()
         );
         assert_eq!(
-            results[2].as_ref().unwrap_err().code,
+            kafka_code(results[2].as_ref().unwrap_err()),
             ResponseError::UnknownTopicOrPartition.code()
         );
         assert_eq!(stm.snapshot(1, None).topic("t").unwrap().partitions, 3);

@@ -21,9 +21,9 @@ use super::backend::backend;
 use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::error::GroupError;
 use super::records::{OFFSETS_TOPIC, partition_for_group};
+use crate::controller::frontend::{NewTopic, on_control};
 use crate::metadata::{BrokerInfo, ClusterMetadata, TopicMeta};
 use crate::runtime::Shard;
-use crate::runtime::control::{NewTopic, on_control};
 
 /// How long a request for a partition the metadata says this node leads waits
 /// for the replica to report leading before it gets NOT_COORDINATOR.

@@ -9,8 +9,9 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{RequestContext, Versions, str_bytes};
+use crate::controller::ConfigChange;
+use crate::controller::frontend::{TopicError, on_control};
 use crate::runtime::Shard;
-use crate::runtime::control::{ConfigChange, TopicError, on_control};
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 

@@ -8,8 +8,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::{RequestContext, Versions, str_bytes};
+use crate::controller::frontend::on_control;
 use crate::runtime::Shard;
-use crate::runtime::control::on_control;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 3 };
 

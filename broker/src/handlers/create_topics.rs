@@ -11,10 +11,10 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{RequestContext, Versions, str_bytes};
+use crate::controller::frontend::{NewTopic, TopicError, on_control};
 use crate::metadata::TopicConfig;
 use crate::metadata::topic_config::TOPIC_CONFIG_NAMES;
 use crate::runtime::Shard;
-use crate::runtime::control::{NewTopic, TopicError, on_control};
 
 pub const VERSIONS: Versions = Versions { min: 2, max: 7 };
 

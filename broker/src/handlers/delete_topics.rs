@@ -8,8 +8,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
 use super::{RequestContext, Versions, str_bytes, topic_name};
+use crate::controller::frontend::on_control;
 use crate::runtime::Shard;
-use crate::runtime::control::on_control;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 

@@ -8,8 +8,8 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::{RequestContext, Versions, str_bytes};
+use crate::controller::ConfigChange;
 use crate::runtime::Shard;
-use crate::runtime::control::ConfigChange;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 

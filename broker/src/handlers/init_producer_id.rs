@@ -7,8 +7,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{RequestContext, Versions};
+use crate::controller::frontend::on_control;
 use crate::runtime::Shard;
-use crate::runtime::control::on_control;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 

@@ -13,9 +13,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{RequestContext, Versions, str_bytes, topic_name};
+use crate::controller::frontend::{NewTopic, on_control};
 use crate::metadata::{ClusterMetadata, TopicMeta, valid_topic_name};
 use crate::runtime::Shard;
-use crate::runtime::control::{NewTopic, on_control};
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 13 };
 

@@ -1,14 +1,15 @@
-//! Cluster metadata: topics, their partitions and configs, and which shard owns each
-//! partition.
+//! Cluster metadata as the shards read it: topics, their partitions and configs, brokers, and
+//! which shard owns each partition.
 //!
-//! Owns: `ClusterMetadata` (an immutable snapshot every shard holds a copy of, swapped
-//! whole on change), `PartitionTable` (partition -> shard), the on-disk catalog.
-//! Does not own: partition data (engine logs live on their owning shard).
-//! Invariants: a snapshot never changes after it is published; `revision` grows by one per
-//! change; the catalog file is replaced atomically (write, fsync, rename, fsync dir).
+//! Owns: `ClusterMetadata` (an immutable snapshot every shard holds a copy of, swapped whole on
+//! change), `PartitionTable` (partition -> shard), topic configs under Kafka's names
+//! (`topic_config`), topic name rules.
+//! Does not own: where the snapshots come from (the control plane, `crate::controller`, builds
+//! them from the metadata quorum's committed state; this module imports nothing from it),
+//! `catalog.json` (`controller::catalog`), partition data (engine logs on their owning shard).
+//! Invariants: a snapshot never changes after it is published; `revision` is the quorum index
+//! it was built at, so it never goes backwards.
 
-pub mod catalog;
-pub mod handle;
 pub mod topic_config;
 
 use std::collections::BTreeMap;
@@ -16,14 +17,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use catalog::{Catalog, CatalogError};
 pub use topic_config::{TopicConfig, TopicConfigError};
 
 /// Index of a shard (0..shard count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub usize);
 
-/// One topic as the catalog knows it.
+/// One topic as the metadata quorum committed it (or as a pre-quorum `catalog.json` held it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicMeta {
     pub name: String,

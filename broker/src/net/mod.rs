@@ -31,6 +31,35 @@ pub const ACCEPT_FAILURES_PER_LOG_LINE: u64 = 100;
 
 const _: () = assert!(ACCEPT_BACKOFF_MIN_MS >= 1 && ACCEPT_BACKOFF_MIN_MS <= ACCEPT_BACKOFF_MAX_MS);
 
+/// How long start-up retries a bind that fails with "address in use".
+pub const BIND_RETRY_MS: u64 = 3000;
+
+/// Binds the listener, retrying EADDRINUSE for `BIND_RETRY_MS`: after a SIGKILL the kernel
+/// tears the dead process's io_uring down asynchronously, and its pending accept keeps the old
+/// listener bound for a few tens of milliseconds after the process is reaped. A supervisor
+/// restarting at once would otherwise fail half the time (tests/clients/FINDINGS.md 4). A
+/// port really taken by another process still fails, after the retry window.
+pub fn bind_with_retry(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BIND_RETRY_MS);
+    let mut logged = false;
+    loop {
+        match bind_listener(addr) {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(target: "broker::net", %addr, "address in use; retrying for up to {BIND_RETRY_MS} ms");
+                    logged = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Binds the Kafka listener (before the shards start, so a taken port fails start-up).
 pub fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};

@@ -32,7 +32,7 @@ use replication::{
     ReplicaError, Role,
 };
 
-use crate::metadata::handle::ToController;
+use crate::controller::handle::ToController;
 use crate::partition::Partition;
 use crate::storage::{DiskState, WriteRefusal};
 

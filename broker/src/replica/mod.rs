@@ -25,7 +25,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use replication::{BrokerEpoch, LeaderEpoch, Message, NodeId, PartitionState, ReplicaError};
 
-use crate::metadata::handle::{ClusterHandle, ToController};
+use crate::controller::handle::{ClusterHandle, ToController};
 use crate::partition::Partition;
 use crate::runtime::Shard;
 

@@ -11,7 +11,6 @@
 //!   is done in the closure, so requests keep their order across shards.
 //! - The mesh loop never sends on the mesh itself, so bounded channels cannot deadlock.
 
-pub mod control;
 pub mod partitions;
 
 use std::cell::{Cell, RefCell};
@@ -50,7 +49,7 @@ pub struct Shared {
     /// Counters for `/metrics`, one per shard, each written only by its shard.
     pub metrics: Vec<crate::metrics::ShardMetrics>,
     /// The way to the control thread (every broker runs the metadata quorum).
-    pub cluster: Arc<crate::metadata::handle::ClusterHandle>,
+    pub cluster: Arc<crate::controller::ClusterHandle>,
     /// How many partition replicas this node's open-file limit holds (stated when it
     /// registers; the controller refuses placements beyond it).
     pub fd_budget: crate::fd_budget::FdBudget,
@@ -92,8 +91,8 @@ pub struct Shard {
     /// Partitions this shard owns: topic -> partition index -> partition.
     pub partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
     pub fetch_sessions: RefCell<FetchSessionCache>,
-    /// Control plane (catalog, producer ids); present on shard 0 only.
-    pub control: Option<control::ControlPlane>,
+    /// The controller frontend (topic changes, producer ids); present on shard 0 only.
+    pub control: Option<crate::controller::ControllerFrontend>,
     /// Set when the broker is shutting down: stop reading new requests.
     stopping: Cell<bool>,
     pub stop_notify: Rc<Notify>,
@@ -122,7 +121,7 @@ impl Shard {
         id: ShardId,
         shared: Arc<Shared>,
         metadata: Arc<ClusterMetadata>,
-        control: Option<control::ControlPlane>,
+        control: Option<crate::controller::ControllerFrontend>,
     ) -> Rc<Shard> {
         let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
         let disk = crate::storage::DiskGuard::new(&shared.config);

@@ -1,17 +1,18 @@
-//! The shards' handle on the cluster control plane (cluster mode only): how a replica sends
-//! to the controller, and what the shards may read about this node's registration.
+//! The shards' handle on the control thread (every broker has one; a single node is a quorum
+//! of one): how a replica sends AlterPartition, how the frontend runs an admin operation, and
+//! what the shards may read about this node's registration (its broker epoch).
 //!
-//! Owns: the bounded channel from shards to the control thread (`broker/src/controller/`).
+//! Owns: the bounded channels from shards to the control thread (`thread.rs`).
 //! Invariants: sends never block a shard: a full queue drops the message (every sender
 //! resends on its own timer: AlterPartition after request.timeout.ms, heartbeats each
 //! interval), so back-pressure never reaches the data path.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use kafka_protocol::ResponseError;
 use replication::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, PartitionId, ReplicaConfig};
 
-use crate::controller::entry::{AdminError, AdminResults};
+use super::entry::{AdminOp, AdminResults};
+use super::error::AdminError;
 
 /// Messages queued to the control thread before senders drop (they all resend).
 pub const CONTROL_QUEUE_CAPACITY: usize = 4096;
@@ -31,7 +32,7 @@ pub enum ToController {
 
 /// An admin operation for the quorum, answered once it is committed and applied here.
 pub struct AdminCall {
-    pub op: crate::controller::entry::AdminOp,
+    pub op: AdminOp,
     pub reply: async_channel::Sender<Result<AdminResults, AdminError>>,
 }
 
@@ -82,30 +83,19 @@ impl ClusterHandle {
 
     /// Runs an admin operation through the quorum: one result per item once it is applied on
     /// this node, or an error for the whole call (no quorum, timed out, shutting down).
-    pub async fn admin(
-        &self,
-        op: crate::controller::entry::AdminOp,
-    ) -> Result<AdminResults, AdminError> {
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminResults, AdminError> {
         let (tx, rx) = async_channel::bounded(1);
         if self.admin.try_send(AdminCall { op, reply: tx }).is_err() {
-            return Err(AdminError {
-                code: ResponseError::NotController.code(),
-                message: "the control plane is busy or stopped".into(),
-            });
+            return Err(AdminError::Busy);
         }
-        rx.recv().await.unwrap_or_else(|_| {
-            Err(AdminError {
-                code: ResponseError::RequestTimedOut.code(),
-                message: "the control plane stopped before answering".into(),
-            })
-        })
+        rx.recv().await.unwrap_or(Err(AdminError::Stopped))
     }
 
     /// Queues `message` for the controller; dropped (logged at debug) when the queue is full
     /// or the control thread is gone.
     pub fn send(&self, message: ToController) {
         if let Err(e) = self.to_controller.try_send(message) {
-            tracing::debug!(target: "broker::metadata", error = %e, "controller queue full or closed; message dropped");
+            tracing::debug!(target: "broker::controller", error = %e, "controller queue full or closed; message dropped");
         }
     }
 

@@ -1,11 +1,12 @@
-//! The topic catalog on disk: `<data_dir>/catalog.json`, the authority for which topics
-//! exist (with ids, partition counts, configs) and for the cluster id and producer id blocks.
+//! `<data_dir>/catalog.json`: this node's cluster id (until the first registration applied
+//! names the cluster), its next producer-id block (`producer_ids`), and, in a data dir written
+//! before the metadata quorum existed, the topics a new quorum of one takes over once
+//! (`thread.rs`). Topics are not kept here any more: the metadata quorum is their authority.
 //!
-//! Owned by shard 0 (the control-plane shard); other shards receive `ClusterMetadata`
-//! snapshots built from it. Replaced atomically: write `catalog.json.tmp`, fdatasync, rename,
-//! fsync the directory, so a crash leaves either the old or the new catalog.
-//! Back-of-envelope: ~200 bytes per topic; 10k topics = 2 MB written per change, which is
-//! fine for a control-plane operation measured in topics per second.
+//! Read once at start-up by the server; then owned by the frontend on shard 0, which writes it
+//! only to persist a producer-id block. Replaced atomically: write `catalog.json.tmp`,
+//! fdatasync, rename, fsync the directory, so a crash leaves either the old or the new file.
+//! Back-of-envelope: ~100 bytes without topics, one write per 1000 producer ids.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ClusterMetadata, TopicMeta};
+use crate::metadata::{ClusterMetadata, TopicMeta};
 
 pub const CATALOG_FILE: &str = "catalog.json";
 /// Producer ids are handed out in blocks; a block is persisted before any id in it is used.
@@ -82,7 +83,7 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let catalog = Catalog {
                     path: path.clone(),
-                    cluster_id: format!("sluice-{}", super::new_topic_id().simple()),
+                    cluster_id: format!("sluice-{}", crate::metadata::new_topic_id().simple()),
                     revision: 0,
                     producer_id_next_block: 0,
                     topics: BTreeMap::new(),
@@ -111,7 +112,7 @@ impl Catalog {
         for t in file.topics {
             let id =
                 Uuid::parse_str(&t.id).map_err(|e| corrupt(format!("topic {}: {e}", t.name)))?;
-            if t.partitions < 1 || !super::valid_topic_name(&t.name) {
+            if t.partitions < 1 || !crate::metadata::valid_topic_name(&t.name) {
                 return Err(corrupt(format!("topic {} is invalid", t.name)));
             }
             topics.insert(
@@ -207,7 +208,7 @@ mod tests {
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(dir.path()).unwrap();
-        let id = super::super::new_topic_id();
+        let id = crate::metadata::new_topic_id();
         c.topics.insert(
             "t".into(),
             TopicMeta {

@@ -1,34 +1,35 @@
-//! The shard side of the control plane, on shard 0 (the `*_frontend` role for topic changes):
-//! CreateTopics, DeleteTopics, CreatePartitions and AlterConfigs are checked here and then
-//! proposed to the metadata quorum (`crate::controller`, a quorum of one on a single node),
-//! which answers once the change is committed and every shard has opened or closed its
-//! partitions, so a client that got CreateTopics' answer can produce at once on any shard.
-//! Also producer-id allocation from blocks persisted in `catalog.json`.
+//! The topic-change frontend (`*_frontend`), on shard 0: CreateTopics, DeleteTopics,
+//! CreatePartitions and AlterConfigs from any shard are checked here against the shard's
+//! metadata and then proposed to the metadata quorum through the control thread
+//! (`ClusterHandle::admin`; a quorum of one on a single node). The quorum answers once the
+//! change is committed and every shard has opened or closed its partitions, so a client that
+//! got CreateTopics' answer can produce at once on any shard. Also holds this node's
+//! producer ids (`producer_ids`).
+//!
+//! Owns: the checks made before a proposal, and the one mapping of the controller's typed
+//! errors (`AdminError`) to Kafka error codes (`admin_error`); handlers get `TopicError`s.
+//! Does not own: what a change does (`stm`, applied on every node), the wire (handlers).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
+use super::catalog::Catalog;
+use super::entry::{AdminOp, ConfigChange, NewTopicSpec};
+use super::error::{AdminError, ConfigChangeError};
+use super::producer_ids::ProducerIds;
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
-use crate::controller::entry::{AdminOp, NewTopicSpec};
-use crate::metadata::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
+use crate::metadata::{ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
 use crate::runtime::Shard;
 
-/// Producer ids of node N start at (N + 1) << this.
-pub const PRODUCER_ID_NODE_SHIFT: u32 = 40;
-
-/// The shard that runs the control plane.
+/// The shard that runs the frontend.
 pub const CONTROL_SHARD: ShardId = ShardId(0);
 
-pub struct ControlPlane {
-    /// This node's id (producer ids come from its own range).
-    node_id: i32,
-    catalog: RefCell<Catalog>,
-    producer_ids: RefCell<Range<i64>>,
+pub struct ControllerFrontend {
+    producer_ids: RefCell<ProducerIds>,
 }
 
 /// A topic to create, as CreateTopics or auto-creation asks.
@@ -61,22 +62,10 @@ impl TopicError {
     }
 }
 
-/// Config alteration of one topic: the new full override map.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum ConfigChange {
-    /// AlterConfigs: replace all overrides.
-    Replace(BTreeMap<String, String>),
-    /// IncrementalAlterConfigs: (name, op, value) with op 0 set, 1 delete (APPEND/SUBTRACT
-    /// apply to list configs; only cleanup.policy is one).
-    Incremental(Vec<(String, i8, Option<String>)>),
-}
-
-impl ControlPlane {
+impl ControllerFrontend {
     pub fn new(catalog: Catalog, node_id: i32) -> Self {
-        ControlPlane {
-            node_id,
-            catalog: RefCell::new(catalog),
-            producer_ids: RefCell::new(0..0),
+        ControllerFrontend {
+            producer_ids: RefCell::new(ProducerIds::new(catalog, node_id)),
         }
     }
 
@@ -96,21 +85,19 @@ impl ControlPlane {
         shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<Arc<TopicMeta>, TopicError>> {
-        let metas: Vec<Option<Arc<TopicMeta>>> = names
+        let metas: Vec<(String, Option<Arc<TopicMeta>>)> = names
             .iter()
-            .map(|n| shard.metadata().topic(n).cloned())
+            .map(|n| (n.clone(), shard.metadata().topic(n).cloned()))
             .collect();
         let op = AdminOp::DeleteTopics { names };
         match cluster_admin(shard, op).await {
             Ok(results) => results
                 .into_iter()
                 .zip(metas)
-                .map(|(r, meta)| match (r, meta) {
+                .map(|(r, (topic, meta))| match (r, meta) {
                     (Ok(()), Some(meta)) => Ok(meta),
-                    (Ok(()), None) => Err(TopicError::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        "deleted",
-                    )),
+                    // Deleted, but this shard's metadata never showed it.
+                    (Ok(()), None) => Err(admin_error(AdminError::UnknownTopic { topic })),
                     (Err(e), _) => Err(e),
                 })
                 .collect(),
@@ -127,13 +114,7 @@ impl ControlPlane {
     ) -> Vec<Result<(), TopicError>> {
         let n = requests.len();
         if requests.iter().any(|r| r.2) {
-            return vec![
-                Err(TopicError::new(
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual replica assignment is not supported yet",
-                ));
-                n
-            ];
+            return vec![Err(admin_error(AdminError::ManualAssignment)); n];
         }
         let metadata = shard.metadata();
         let mut results = Vec::with_capacity(n);
@@ -141,21 +122,16 @@ impl ControlPlane {
         let mut slots = Vec::new();
         for (name, count, _) in requests {
             let check = match metadata.topic(&name) {
-                None => Err(TopicError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("unknown topic {name}"),
-                )),
-                Some(t) if count <= t.partitions => Err(TopicError::new(
-                    ResponseError::InvalidPartitions,
-                    format!(
-                        "topic {name} has {} partitions; the new count {count} must be larger",
-                        t.partitions
-                    ),
-                )),
-                Some(_) if count > PARTITIONS_PER_TOPIC_MAX => Err(TopicError::new(
-                    ResponseError::InvalidPartitions,
-                    format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
-                )),
+                None => Err(admin_error(AdminError::UnknownTopic {
+                    topic: name.clone(),
+                })),
+                Some(t) if count <= t.partitions || count > PARTITIONS_PER_TOPIC_MAX => {
+                    Err(admin_error(AdminError::NewPartitionCount {
+                        topic: name.clone(),
+                        have: t.partitions,
+                        count,
+                    }))
+                }
                 Some(_) => Ok(()),
             };
             if check.is_ok() && !validate_only {
@@ -182,80 +158,13 @@ impl ControlPlane {
         cluster_alter_configs(shard, changes, validate_only).await
     }
 
-    /// A fresh producer id (epoch 0). Ids come from persisted blocks, so they are never
-    /// reused across restarts.
-    ///
-    /// Every node hands out ids from its own range (`(node_id + 1) << 40`
-    /// onwards, blocks persisted in its own catalog), so no two nodes ever give out the same
-    /// id without a round trip to the controller. 2^40 ids per node; node ids < 2^22.
+    /// A fresh producer id (epoch 0), never reused across restarts (`producer_ids`).
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
-        let mut range = self.producer_ids.borrow_mut();
-        if range.is_empty() {
-            *range = self
-                .catalog
-                .borrow_mut()
-                .take_producer_id_block()
-                .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        }
-        let id = range.start;
-        range.start += 1;
-        Ok(((i64::from(self.node_id) + 1) << PRODUCER_ID_NODE_SHIFT) + id)
-    }
-}
-
-pub fn apply_change(
-    current: &BTreeMap<String, String>,
-    change: ConfigChange,
-) -> Result<BTreeMap<String, String>, TopicError> {
-    match change {
-        ConfigChange::Replace(all) => Ok(all),
-        ConfigChange::Incremental(ops) => {
-            let mut new = current.clone();
-            for (name, op, value) in ops {
-                match (op, value) {
-                    (0, Some(v)) => {
-                        new.insert(name, v);
-                    }
-                    (1, _) => {
-                        new.remove(&name);
-                    }
-                    (2 | 3, Some(v)) if name == "cleanup.policy" => {
-                        let mut items: Vec<String> = new
-                            .get(&name)
-                            .map(|s| {
-                                s.split(',')
-                                    .map(|x| x.trim().to_string())
-                                    .filter(|x| !x.is_empty())
-                                    .collect()
-                            })
-                            .unwrap_or_else(|| vec!["delete".to_string()]);
-                        for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-                            if op == 2 {
-                                if !items.iter().any(|i| i == item) {
-                                    items.push(item.to_string());
-                                }
-                            } else {
-                                items.retain(|i| i != item);
-                            }
-                        }
-                        new.insert(name, items.join(","));
-                    }
-                    (2 | 3, _) => {
-                        return Err(TopicError::new(
-                            ResponseError::InvalidConfig,
-                            format!("{name} is not a list config"),
-                        ));
-                    }
-                    _ => {
-                        return Err(TopicError::new(
-                            ResponseError::InvalidRequest,
-                            format!("bad operation {op} for {name}"),
-                        ));
-                    }
-                }
-            }
-            Ok(new)
-        }
+        self.producer_ids.borrow_mut().allocate().map_err(|e| {
+            admin_error(AdminError::Internal {
+                reason: e.to_string(),
+            })
+        })
     }
 }
 
@@ -272,11 +181,11 @@ where
 }
 
 impl Shard {
-    /// The control plane; only valid on `CONTROL_SHARD` (an invariant, not input).
-    pub fn control(&self) -> &ControlPlane {
+    /// The controller frontend; only valid on `CONTROL_SHARD` (an invariant, not input).
+    pub fn control(&self) -> &ControllerFrontend {
         self.control
             .as_ref()
-            .expect("control plane lives on shard 0")
+            .expect("the controller frontend lives on shard 0")
     }
 }
 
@@ -285,15 +194,12 @@ async fn cluster_admin(
     shard: &Rc<Shard>,
     op: AdminOp,
 ) -> Result<Vec<Result<(), TopicError>>, TopicError> {
-    let handle = &shard.shared.cluster;
-    let code =
-        |c: i16| ResponseError::try_from_code(c).unwrap_or(ResponseError::UnknownServerError);
-    match handle.admin(op).await {
+    match shard.shared.cluster.admin(op).await {
         Ok(results) => Ok(results
             .into_iter()
-            .map(|r| r.map_err(|e| TopicError::new(code(e.code), e.message)))
+            .map(|r| r.map_err(admin_error))
             .collect()),
-        Err(e) => Err(TopicError::new(code(e.code), e.message)),
+        Err(e) => Err(admin_error(e)),
     }
 }
 
@@ -331,30 +237,25 @@ async fn cluster_create_topics(
         };
         let rf = cluster_replication_factor(shard, t.replication_factor);
         let check = if !valid_topic_name(&t.name) {
-            Err(TopicError::new(
-                ResponseError::InvalidTopicException,
-                format!("invalid topic name {:?}", t.name),
-            ))
+            Err(admin_error(AdminError::InvalidTopicName {
+                topic: t.name.clone(),
+            }))
         } else if metadata.topic(&t.name).is_some() {
-            Err(TopicError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic {} already exists", t.name),
-            ))
+            Err(admin_error(AdminError::TopicExists {
+                topic: t.name.clone(),
+            }))
         } else if t.has_assignment {
-            Err(TopicError::new(
-                ResponseError::InvalidReplicaAssignment,
-                "manual replica assignment is not supported yet",
-            ))
+            Err(admin_error(AdminError::ManualAssignment))
         } else if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            Err(TopicError::new(
-                ResponseError::InvalidPartitions,
-                format!("partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {partitions}"),
-            ))
+            Err(admin_error(AdminError::PartitionCount {
+                max: PARTITIONS_PER_TOPIC_MAX,
+                got: partitions,
+            }))
         } else if rf < 1 || rf as usize > live {
-            Err(TopicError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {rf} is larger than the {live} available brokers"),
-            ))
+            Err(admin_error(AdminError::ReplicationFactor {
+                replication_factor: rf,
+                live,
+            }))
         } else {
             TopicConfig::resolve(&config.log, &t.configs)
                 .map(|_| ())
@@ -394,13 +295,14 @@ async fn cluster_create_topics(
         results[slot] = match &outcome {
             Ok(r) => match r.get(i) {
                 Some(Ok(())) => after.topic(&name).cloned().ok_or_else(|| {
-                    TopicError::new(ResponseError::UnknownServerError, "created topic missing")
+                    admin_error(AdminError::Internal {
+                        reason: "created topic missing".into(),
+                    })
                 }),
                 Some(Err(e)) => Err(e.clone()),
-                None => Err(TopicError::new(
-                    ResponseError::UnknownServerError,
-                    "no answer",
-                )),
+                None => Err(admin_error(AdminError::Internal {
+                    reason: "no answer".into(),
+                })),
             },
             Err(e) => Err(e.clone()),
         };
@@ -420,17 +322,20 @@ async fn cluster_alter_configs(
     let mut slots = Vec::new();
     for (name, change) in changes {
         let Some(topic) = metadata.topic(&name) else {
-            results.push(Err(TopicError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("unknown topic {name}"),
-            )));
+            results.push(Err(admin_error(AdminError::UnknownTopic {
+                topic: name.clone(),
+            })));
             continue;
         };
-        let checked = apply_change(&topic.configs, change.clone()).and_then(|new| {
-            TopicConfig::resolve(&config.log, &new)
-                .map(|_| ())
-                .map_err(|e| invalid_config(&name, e))
-        });
+        let checked = change
+            .clone()
+            .apply(&topic.configs)
+            .map_err(config_change_error)
+            .and_then(|new| {
+                TopicConfig::resolve(&config.log, &new)
+                    .map(|_| ())
+                    .map_err(|e| invalid_config(&name, e))
+            });
         match checked {
             Err(e) => results.push(Err(e)),
             Ok(()) => {
@@ -450,11 +355,45 @@ async fn cluster_alter_configs(
     results
 }
 
+/// The Kafka error for a controller error: the one place control-plane errors get codes.
+pub fn admin_error(error: AdminError) -> TopicError {
+    let code = match &error {
+        AdminError::UnknownTopic { .. } => ResponseError::UnknownTopicOrPartition,
+        AdminError::TopicExists { .. } => ResponseError::TopicAlreadyExists,
+        AdminError::BadTopicId { .. } => ResponseError::InvalidConfig,
+        AdminError::PartitionCount { .. } | AdminError::NewPartitionCount { .. } => {
+            ResponseError::InvalidPartitions
+        }
+        AdminError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        AdminError::ReplicaBudget { .. } => ResponseError::PolicyViolation,
+        AdminError::Config(e) => return config_change_error(e.clone()),
+        AdminError::InvalidEntry(_) => ResponseError::InvalidRequest,
+        AdminError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        AdminError::ManualAssignment => ResponseError::InvalidReplicaAssignment,
+        AdminError::TopicConfig { .. } => ResponseError::InvalidConfig,
+        AdminError::Internal { .. } => ResponseError::UnknownServerError,
+        AdminError::TimedOut | AdminError::Stopped => ResponseError::RequestTimedOut,
+        AdminError::Busy => ResponseError::NotController,
+    };
+    TopicError::new(code, error.to_string())
+}
+
+fn config_change_error(error: ConfigChangeError) -> TopicError {
+    let code = match &error {
+        ConfigChangeError::NotAList { .. } => ResponseError::InvalidConfig,
+        ConfigChangeError::BadOperation { .. } => ResponseError::InvalidRequest,
+    };
+    TopicError::new(code, error.to_string())
+}
+
 /// INVALID_CONFIG for configs `TopicConfig::resolve` refused, with a log line: the same
 /// check a shard runs before it opens the log, so what passes here always opens.
 fn invalid_config(topic: &str, error: crate::metadata::TopicConfigError) -> TopicError {
     tracing::info!(target: "broker::controller", topic, %error, "topic config refused");
-    TopicError::new(ResponseError::InvalidConfig, error.to_string())
+    admin_error(AdminError::TopicConfig {
+        topic: topic.to_string(),
+        reason: error.to_string(),
+    })
 }
 
 /// Puts the quorum's answers to the items that were proposed into their request slots.
@@ -473,6 +412,81 @@ fn fill_slots(
             for slot in slots {
                 results[slot] = Err(e.clone());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_controller_error_gets_the_kafka_code_clients_expect() {
+        let cases = [
+            (
+                AdminError::UnknownTopic { topic: "t".into() },
+                ResponseError::UnknownTopicOrPartition,
+            ),
+            (
+                AdminError::TopicExists { topic: "t".into() },
+                ResponseError::TopicAlreadyExists,
+            ),
+            (
+                AdminError::PartitionCount { max: 1, got: 2 },
+                ResponseError::InvalidPartitions,
+            ),
+            (
+                AdminError::NewPartitionCount {
+                    topic: "t".into(),
+                    have: 2,
+                    count: 1,
+                },
+                ResponseError::InvalidPartitions,
+            ),
+            (
+                AdminError::ReplicationFactor {
+                    replication_factor: 3,
+                    live: 1,
+                },
+                ResponseError::InvalidReplicationFactor,
+            ),
+            (
+                AdminError::ReplicaBudget {
+                    node: 0,
+                    held: 1,
+                    would_hold: 2,
+                    max: 1,
+                },
+                ResponseError::PolicyViolation,
+            ),
+            (
+                AdminError::Config(ConfigChangeError::NotAList { name: "x".into() }),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                AdminError::Config(ConfigChangeError::BadOperation {
+                    name: "x".into(),
+                    op: 9,
+                }),
+                ResponseError::InvalidRequest,
+            ),
+            (AdminError::TimedOut, ResponseError::RequestTimedOut),
+            (AdminError::Stopped, ResponseError::RequestTimedOut),
+            (AdminError::Busy, ResponseError::NotController),
+            (
+                AdminError::InvalidTopicName { topic: "..".into() },
+                ResponseError::InvalidTopicException,
+            ),
+            (
+                AdminError::ManualAssignment,
+                ResponseError::InvalidReplicaAssignment,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let answer = admin_error(error);
+            assert_eq!(answer.code, code, "{message}");
+            assert_eq!(answer.message, message);
         }
     }
 }
