@@ -17,9 +17,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::config::{Config, split_host_port};
 use crate::metadata::handle::ClusterHandle;
 use crate::metadata::{Catalog, CatalogError, ClusterMetadata, PartitionTable, ShardId};
-use crate::config::{Config, split_host_port};
 use crate::net;
 use crate::partition::now_ms;
 use crate::runtime::control::ControlPlane;
@@ -476,7 +476,7 @@ impl Shard {
 
     async fn wait_exit(&self) {
         loop {
-            let n: crate::notify::Notified = self.exit_notify.notified();
+            let n: engine::sync::Notified = self.exit_notify.notified();
             if self.exited.get() {
                 return;
             }

@@ -38,9 +38,9 @@ use replication::{
     BrokerEpoch, ControllerConfig, Message, NodeId, PartitionEpoch, PartitionId, PartitionState,
 };
 
+use crate::config::Config;
 use crate::metadata::ClusterMetadata;
 use crate::metadata::handle::{AdminCall, ClusterHandle, ControlReceivers, ToController};
-use crate::config::Config;
 use crate::partition::now_ms;
 use crate::replica::ReplicaEvent;
 use crate::runtime::{Shard, ShardTask, Shared};

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::entry::{AdminError, AdminOp, AdminResults, ControlEntry, NewTopicSpec, RequestTag};
-use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicMeta};
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
+use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicMeta};
 
 /// The state machine as a metadata snapshot (JSON): everything `apply` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -495,12 +495,11 @@ impl ControllerStm {
                         code: ResponseError::UnknownTopicOrPartition.code(),
                         message: format!("unknown topic {name}"),
                     })?;
-                    let new = crate::runtime::control::apply_change(&topic.configs, change).map_err(
-                        |e| AdminError {
+                    let new = crate::runtime::control::apply_change(&topic.configs, change)
+                        .map_err(|e| AdminError {
                             code: e.code.code(),
                             message: e.message,
-                        },
-                    )?;
+                        })?;
                     topic.configs = new;
                     Ok(())
                 })

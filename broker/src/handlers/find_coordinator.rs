@@ -12,8 +12,8 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{RequestContext, Versions, str_bytes};
-use crate::metadata::{ClusterMetadata, TopicMeta};
 use crate::group::frontend::{coordinator_broker, ensure_offsets_topic};
+use crate::metadata::{ClusterMetadata, TopicMeta};
 use crate::runtime::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 6 };

@@ -32,8 +32,8 @@ use crate::handlers::{self, Reply};
 use crate::net::frame::{self, split_frame};
 use crate::net::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::net::request_budget::Grant;
-use crate::notify::{Notified, Notify};
 use crate::runtime::Shard;
+use engine::sync::{Notified, Notify};
 
 /// Largest read issued for small frames: a busy connection's reads grow to this.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -25,8 +25,8 @@ use engine::batch::BatchHeader;
 use engine::limits::BATCH_HEADER_BYTES;
 
 use crate::metadata::TopicConfig;
-use crate::notify::{FifoLock, Notify};
 use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
+use engine::sync::{FifoLock, Notify};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
 
 /// Why an append was refused, before Kafka codes are chosen at the handler boundary.

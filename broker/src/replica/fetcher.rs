@@ -53,8 +53,8 @@ use replication::{
 
 use super::client::{ClientError, LeaderConnection};
 use crate::net::frame_pool::FramePool;
-use crate::notify::{Notified, Notify};
 use crate::runtime::Shard;
+use engine::sync::{Notified, Notify};
 
 /// Fetch version sent: the last with topic names (v13 moves to topic ids) and `replica_id`
 /// in the body (v15 moves it to `replica_state`).

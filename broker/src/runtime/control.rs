@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
-use crate::metadata::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::controller::entry::{AdminOp, NewTopicSpec};
+use crate::metadata::{Catalog, ShardId, TopicConfig, TopicMeta, new_topic_id, valid_topic_name};
 use crate::runtime::Shard;
 
 /// Producer ids of node N start at (N + 1) << this.

@@ -22,11 +22,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::config::Config;
 use crate::handlers::fetch_session::FetchSessionCache;
-use crate::notify::Notify;
+use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::partition::Partition;
+use engine::sync::Notify;
 
 /// Tasks queued to one shard before senders wait (back-pressure).
 pub const MESH_QUEUE_CAPACITY: usize = 4096;
