@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{Either, join_all, select, select_all};
+use futures_util::future::{Either, select, select_all};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -23,9 +23,10 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::fetch_frame::{Records, frame_fetch_response};
 use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
 use super::{Reply, RequestContext, Versions, topic_name};
-use crate::metadata::{ClusterMetadata, ShardId};
+use crate::metadata::ClusterMetadata;
 use crate::net::sendfile::FileRange;
 use crate::partition::Partition;
+use crate::runtime::scatter::{Scatter, scatter_gather};
 use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
@@ -312,48 +313,30 @@ async fn read_all(
 ) -> Vec<Got> {
     let metadata = shard.metadata();
     let mut gots: Vec<Option<Got>> = (0..wants.len()).map(|_| None).collect();
-    let mut by_shard: Vec<Vec<(usize, SessionPartition)>> =
-        vec![Vec::new(); shard.shared.shard_count()];
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
     for (i, w) in wants.iter().enumerate() {
         match metadata.topic(&w.topic) {
             Some(m) if w.topic_id.is_nil() || m.id == w.topic_id => {
                 if w.partition < 0 || w.partition >= m.partitions {
                     gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition));
                 } else {
-                    by_shard[shard.owner_of(&w.topic, w.partition).0].push((i, w.clone()));
+                    by_shard.push(shard.owner_of(&w.topic, w.partition), i, w.clone());
                 }
             }
             _ if !w.topic_id.is_nil() => gots[i] = Some(Got::error(ResponseError::UnknownTopicId)),
             _ => gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition)),
         }
     }
-    let mut waits = Vec::new();
-    for (target, items) in by_shard.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
-        let idx: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
-        let parts: Vec<SessionPartition> = items.into_iter().map(|(_, w)| w).collect();
-        let n = parts.len();
-        waits.push(async move {
-            let r = shard
-                .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    read_on_owner(s, parts, replica_id, read_committed, max_bytes, zero_copy)
-                })
-                .await
-                .unwrap_or_else(|| {
-                    (0..n)
-                        .map(|_| Got::error(ResponseError::NotLeaderOrFollower))
-                        .collect()
-                });
-            (idx, r)
-        });
-    }
-    for (idx, results) in join_all(waits).await {
-        for (i, g) in idx.into_iter().zip(results) {
-            gots[i] = Some(g);
-        }
-    }
+    scatter_gather(
+        shard,
+        by_shard,
+        &mut gots,
+        move |s: &Rc<Shard>, parts| {
+            read_on_owner(s, parts, replica_id, read_committed, max_bytes, zero_copy)
+        },
+        || Got::error(ResponseError::NotLeaderOrFollower),
+    )
+    .await;
     gots.into_iter()
         .map(|g| g.unwrap_or_else(|| Got::error(ResponseError::UnknownServerError)))
         .collect()
@@ -499,33 +482,25 @@ async fn wait_for_data(
     read_committed: bool,
     deadline: Instant,
 ) -> bool {
-    let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shard.shared.shard_count()];
-    for w in wants {
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
+    for (i, w) in wants.iter().enumerate() {
         if !w.topic.is_empty() && w.partition >= 0 {
-            by_shard[shard.owner_of(&w.topic, w.partition).0].push((
-                w.topic.clone(),
-                w.partition,
-                w.fetch_offset,
-            ));
+            let item = (w.topic.clone(), w.partition, w.fetch_offset);
+            by_shard.push(shard.owner_of(&w.topic, w.partition), i, item);
         }
     }
-    let mut waits: Vec<LocalBoxFuture<()>> = Vec::new();
-    for (target, items) in by_shard.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
-        let shard = Rc::clone(shard);
-        waits.push(Box::pin(async move {
-            shard
-                .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    wait_on_owner(s, items, replica_id, read_committed, deadline)
-                })
-                .await;
-        }));
-    }
-    if waits.is_empty() {
+    if by_shard.is_empty() {
         return false;
     }
+    // Not gathered: the first owner to see data ends the wait.
+    let waits: Vec<LocalBoxFuture<Option<()>>> = by_shard
+        .send(shard, move |s: &Rc<Shard>, items| {
+            wait_on_owner(s, items, replica_id, read_committed, deadline)
+        })
+        .await
+        .into_answers()
+        .map(|queued| Box::pin(queued.result()) as LocalBoxFuture<Option<()>>)
+        .collect();
     let timeout = deadline.saturating_duration_since(Instant::now());
     let stop = shard.stop_notify.notified();
     let timer = Box::pin(compio::time::sleep(timeout));

@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod partitions;
+pub mod scatter;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -206,35 +207,19 @@ impl Shard {
         R: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> LocalBoxFuture<R> + Send + 'static,
     {
-        if target == self.id {
-            return Some(f(self).await);
-        }
-        let (tx, rx) = async_channel::bounded::<R>(1);
-        let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
-            let fut = f(shard);
-            Box::pin(async move {
-                let r = fut.await;
-                let _ = tx.send(r).await;
-            })
-        });
-        self.shared.mesh[target.0].send(task).await.ok()?;
-        rx.recv().await.ok()
+        self.invoke_ordered(target, f).await.result().await
     }
 
-    /// Like `invoke`, but returns once the closure has been queued (ordered) on the target;
-    /// the result arrives through the returned future.
-    pub async fn invoke_ordered<R, F>(
-        self: &Rc<Self>,
-        target: ShardId,
-        f: F,
-    ) -> LocalBoxFuture<Option<R>>
+    /// The one way to run code on a shard. Returns once the closure has been queued on
+    /// `target` (run, when `target` is this shard); its result arrives through the returned
+    /// [`Queued`]. Closures queued one after the other run on their target in that order.
+    pub async fn invoke_ordered<R, F>(self: &Rc<Self>, target: ShardId, f: F) -> Queued<R>
     where
         R: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> LocalBoxFuture<R> + Send + 'static,
     {
         if target == self.id {
-            let fut = f(self);
-            return Box::pin(async move { Some(fut.await) });
+            return Queued(QueuedState::Local(f(self)));
         }
         let (tx, rx) = async_channel::bounded::<R>(1);
         let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
@@ -244,10 +229,34 @@ impl Shard {
                 let _ = tx.send(r).await;
             })
         });
-        if self.shared.mesh[target.0].send(task).await.is_err() {
-            return Box::pin(async { None });
+        match self.shared.mesh[target.0].send(task).await {
+            Ok(()) => Queued(QueuedState::Remote(rx)),
+            Err(_) => Queued(QueuedState::Gone),
         }
-        Box::pin(async move { rx.recv().await.ok() })
+    }
+}
+
+/// A closure queued by [`Shard::invoke_ordered`]; [`Queued::result`] waits for its answer
+/// (`None` if the target shard is gone).
+pub struct Queued<R>(QueuedState<R>);
+
+enum QueuedState<R> {
+    /// The target is this shard: its future, run by whoever awaits the result.
+    Local(LocalBoxFuture<R>),
+    /// The target's one-slot reply channel.
+    Remote(async_channel::Receiver<R>),
+    /// The target's mesh channel is closed (shutting down).
+    Gone,
+}
+
+impl<R> Queued<R> {
+    /// The closure's result; `None` if the target shard is gone.
+    pub async fn result(self) -> Option<R> {
+        match self.0 {
+            QueuedState::Local(fut) => Some(fut.await),
+            QueuedState::Remote(rx) => rx.recv().await.ok(),
+            QueuedState::Gone => None,
+        }
     }
 }
 
@@ -295,5 +304,93 @@ pub async fn run_mesh_loop(shard: Rc<Shard>, rx: async_channel::Receiver<ShardTa
     while let Ok(task) = rx.recv().await {
         let fut = task(&shard);
         compio::runtime::spawn(fut).detach();
+    }
+}
+
+/// Shards for unit tests: shard 0 runs on the caller's runtime, the others each on a thread
+/// of their own with their mesh loop, as in the broker.
+#[cfg(test)]
+pub mod test_support {
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, run_mesh_loop};
+    use crate::config::Config;
+    use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
+
+    /// `n` shards; returns shard 0 (call from inside a compio runtime) and stops the other
+    /// threads when the returned guard drops.
+    pub fn shards(n: usize) -> (Rc<Shard>, Threads) {
+        let config = Arc::new(Config::default());
+        let (cluster, _receivers) =
+            crate::metadata::handle::ClusterHandle::new(0, Default::default(), 500);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| async_channel::bounded::<ShardTask>(MESH_QUEUE_CAPACITY))
+            .unzip();
+        let shared = Arc::new(Shared {
+            config,
+            table: PartitionTable { shards: n },
+            mesh: senders,
+            connections: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            metrics: (0..n).map(|_| Default::default()).collect(),
+            cluster: Arc::new(cluster),
+            fd_budget: crate::fd_budget::FdBudget::compute(1 << 20, 10),
+            open_partition_replicas: AtomicUsize::new(0),
+        });
+        let mut receivers = receivers.into_iter();
+        let local_rx = receivers.next().expect("at least one shard");
+        let mut threads = Vec::new();
+        for (i, rx) in receivers.enumerate() {
+            let shared = Arc::clone(&shared);
+            threads.push(std::thread::spawn(move || {
+                compio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(async move {
+                        let metadata = Arc::new(ClusterMetadata::default());
+                        let shard = Shard::new(ShardId(i + 1), shared, metadata, None);
+                        compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
+                        loop {
+                            let exit = shard.exit_notify.notified();
+                            if shard.exited.get() {
+                                break;
+                            }
+                            exit.await;
+                        }
+                    })
+            }));
+        }
+        let shard = Shard::new(
+            ShardId(0),
+            Arc::clone(&shared),
+            Arc::new(ClusterMetadata::default()),
+            None,
+        );
+        compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), local_rx)).detach();
+        (shard, Threads { shared, threads })
+    }
+
+    /// The other shards' threads; dropping it ends them.
+    pub struct Threads {
+        shared: Arc<Shared>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Threads {
+        fn drop(&mut self) {
+            for target in 1..=self.threads.len() {
+                let task: ShardTask = Box::new(|s: &Rc<Shard>| {
+                    s.exited.set(true);
+                    s.exit_notify.notify_all();
+                    Box::pin(async {})
+                });
+                self.shared.send_blocking(ShardId(target), task);
+            }
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
     }
 }
