@@ -12,6 +12,7 @@
 
 use std::os::fd::AsFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::fetch_frame::{Records, frame_fetch_response};
-use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
+use super::fetch_session::{FINAL_EPOCH, FetchPartition, INITIAL_EPOCH, SessionError};
 use super::{Reply, RequestContext, Versions, topic_name};
 use crate::metadata::ClusterMetadata;
 use crate::net::sendfile::FileRange;
@@ -133,14 +134,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             for (i, (w, g)) in wants.iter().zip(&gots).enumerate() {
                 let now = (g.high_watermark, g.last_stable_offset, g.log_start_offset);
                 let news = g.is_error() || !g.records.is_empty();
-                if let Some(sp) = session.partitions.iter_mut().find(|p| {
-                    p.topic == w.topic && p.topic_id == w.topic_id && p.partition == w.partition
-                }) {
-                    if incremental && !news && sp.last_sent == Some(now) {
-                        include[i] = false;
-                    }
-                    sp.last_sent = Some(now);
-                }
+                include[i] = session.record_sent(&w.key(), now, news, incremental);
             }
         }
     }
@@ -167,7 +161,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         any_files |= matches!(g.records, Records::Files(_));
         records.push(g.records);
         match responses.last_mut() {
-            Some(t) if t.topic_id == w.topic_id && t.topic.0.as_str() == w.topic => {
+            Some(t) if t.topic_id == w.topic_id && t.topic.0.as_str() == &*w.topic => {
                 t.partitions.push(data)
             }
             _ => responses.push(
@@ -214,7 +208,7 @@ fn requested_partitions(
     metadata: &ClusterMetadata,
     req: &FetchRequest,
     by_id: bool,
-) -> Vec<SessionPartition> {
+) -> Vec<FetchPartition> {
     let mut out = Vec::new();
     for t in &req.topics {
         let meta = if by_id {
@@ -222,20 +216,19 @@ fn requested_partitions(
         } else {
             metadata.topic(t.topic.0.as_str())
         };
-        let (topic, topic_id) = match meta {
-            Some(m) => (m.name.clone(), m.id),
-            None if by_id => (String::new(), t.topic_id),
-            None => (t.topic.0.to_string(), uuid::Uuid::nil()),
+        let (topic, topic_id): (Arc<str>, _) = match meta {
+            Some(m) => (m.name.as_str().into(), m.id),
+            None if by_id => ("".into(), t.topic_id),
+            None => (t.topic.0.as_str().into(), uuid::Uuid::nil()),
         };
         for p in &t.partitions {
-            out.push(SessionPartition {
-                topic: topic.clone(),
+            out.push(FetchPartition {
+                topic: Arc::clone(&topic),
                 topic_id,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
-                last_sent: None,
             });
         }
     }
@@ -246,10 +239,10 @@ fn requested_partitions(
 fn open_session(
     shard: &Rc<Shard>,
     req: &FetchRequest,
-    requested: Vec<SessionPartition>,
+    requested: Vec<FetchPartition>,
     by_id: bool,
     metadata: &ClusterMetadata,
-) -> Result<(Mode, Vec<SessionPartition>), SessionError> {
+) -> Result<(Mode, Vec<FetchPartition>), SessionError> {
     let mut cache = shard.fetch_sessions.borrow_mut();
     let (id, epoch) = (req.session_id, req.session_epoch);
     if epoch == FINAL_EPOCH {
@@ -262,7 +255,7 @@ fn open_session(
         if id != 0 {
             cache.remove(id);
         }
-        return Ok(match cache.create(requested.clone()) {
+        return Ok(match cache.create(requested.iter().cloned()) {
             Some(new_id) => (Mode::Full(new_id), requested),
             None => (Mode::Sessionless, requested),
         });
@@ -272,40 +265,39 @@ fn open_session(
     }
     let session = cache.get_incremental(id, epoch)?;
     for r in requested {
-        match session
-            .partitions
-            .iter_mut()
-            .find(|p| p.topic == r.topic && p.topic_id == r.topic_id && p.partition == r.partition)
-        {
-            Some(p) => {
-                p.fetch_offset = r.fetch_offset;
-                p.partition_max_bytes = r.partition_max_bytes;
-                p.current_leader_epoch = r.current_leader_epoch;
-            }
-            None => session.partitions.push(r),
-        }
+        session.upsert(r);
     }
-    for f in &req.forgotten_topics_data {
-        let name = if by_id {
-            metadata
-                .topic_by_id(&f.topic_id)
-                .map(|m| m.name.clone())
-                .unwrap_or_default()
-        } else {
-            f.topic.0.to_string()
-        };
-        session.partitions.retain(|p| {
-            !(((by_id && p.topic_id == f.topic_id) || (!by_id && p.topic == name))
-                && f.partitions.contains(&p.partition))
+    if !req.forgotten_topics_data.is_empty() {
+        // (topic id or name, partitions) per forgotten topic; one pass over the session.
+        let forgotten: Vec<(uuid::Uuid, String, &[i32])> = req
+            .forgotten_topics_data
+            .iter()
+            .map(|f| {
+                let name = if by_id {
+                    metadata
+                        .topic_by_id(&f.topic_id)
+                        .map(|m| m.name.clone())
+                        .unwrap_or_default()
+                } else {
+                    f.topic.0.to_string()
+                };
+                (f.topic_id, name, f.partitions.as_slice())
+            })
+            .collect();
+        session.forget(|p| {
+            forgotten.iter().any(|(topic_id, name, partitions)| {
+                ((by_id && p.topic_id == *topic_id) || (!by_id && *p.topic == **name))
+                    && partitions.contains(&p.partition)
+            })
         });
     }
-    Ok((Mode::Incremental(id), session.partitions.clone()))
+    Ok((Mode::Incremental(id), session.partitions()))
 }
 
 /// Reads every wanted partition on its owner, in parallel across shards.
 async fn read_all(
     shard: &Rc<Shard>,
-    wants: &[SessionPartition],
+    wants: &[FetchPartition],
     replica_id: i32,
     read_committed: bool,
     max_bytes: u32,
@@ -345,13 +337,13 @@ async fn read_all(
 /// On the owner: reads its partitions in order within a shared byte budget.
 fn read_on_owner(
     shard: &Rc<Shard>,
-    parts: Vec<SessionPartition>,
+    parts: Vec<FetchPartition>,
     replica_id: i32,
     read_committed: bool,
     max_bytes: u32,
     zero_copy: bool,
 ) -> LocalBoxFuture<Vec<Got>> {
-    let resolved: Vec<(Option<Rc<Partition>>, SessionPartition, bool)> = parts
+    let resolved: Vec<(Option<Rc<Partition>>, FetchPartition, bool)> = parts
         .into_iter()
         .map(|w| {
             let p = shard.partition(&w.topic, w.partition);
@@ -380,7 +372,7 @@ fn read_on_owner(
 
 async fn read_partition(
     p: &Partition,
-    w: &SessionPartition,
+    w: &FetchPartition,
     replica_id: i32,
     read_committed: bool,
     budget: u32,
@@ -477,7 +469,7 @@ async fn read_partition(
 /// Returns false if the deadline passed.
 async fn wait_for_data(
     shard: &Rc<Shard>,
-    wants: &[SessionPartition],
+    wants: &[FetchPartition],
     replica_id: i32,
     read_committed: bool,
     deadline: Instant,
@@ -513,7 +505,7 @@ async fn wait_for_data(
 /// On the owner: resolves when a partition's visible end passes its offset, or at `deadline`.
 fn wait_on_owner(
     shard: &Rc<Shard>,
-    items: Vec<(String, i32, i64)>,
+    items: Vec<(Arc<str>, i32, i64)>,
     replica_id: i32,
     read_committed: bool,
     deadline: Instant,
@@ -576,15 +568,14 @@ mod tests {
     use super::*;
     use crate::replica::driver::test_support::{TestEnv, apply, open, state};
 
-    fn want(fetch_offset: i64, current_leader_epoch: i32) -> SessionPartition {
-        SessionPartition {
+    fn want(fetch_offset: i64, current_leader_epoch: i32) -> FetchPartition {
+        FetchPartition {
             topic: "t".into(),
             topic_id: uuid::Uuid::nil(),
             partition: 0,
             fetch_offset,
             partition_max_bytes: 1 << 20,
             current_leader_epoch,
-            last_sent: None,
         }
     }
 
