@@ -129,7 +129,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     // Remember what the client now knows; in incremental mode skip partitions without news.
     let mut include = vec![true; wants.len()];
     if session_id != 0 {
-        let mut cache = shard.fetch_sessions.borrow_mut();
+        let sessions = super::fetch_session::sessions(shard);
+        let mut cache = sessions.borrow_mut();
         if let Some(session) = cache.session_mut(session_id) {
             for (i, (w, g)) in wants.iter().zip(&gots).enumerate() {
                 let now = (g.high_watermark, g.last_stable_offset, g.log_start_offset);
@@ -243,7 +244,8 @@ fn open_session(
     by_id: bool,
     metadata: &ClusterMetadata,
 ) -> Result<(Mode, Vec<FetchPartition>), SessionError> {
-    let mut cache = shard.fetch_sessions.borrow_mut();
+    let sessions = super::fetch_session::sessions(shard);
+    let mut cache = sessions.borrow_mut();
     let (id, epoch) = (req.session_id, req.session_epoch);
     if epoch == FINAL_EPOCH {
         if id != 0 {

@@ -10,10 +10,21 @@
 //! so a fetch touches each of its partitions once, never searching the list.
 //! Bounded: at most `capacity` sessions; the least recently used one is evicted.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::metadata::ShardId;
+use crate::runtime::Shard;
+
+/// This shard's sessions (a per-shard service, bounded by `kafka.fetch_sessions_per_shard_max`).
+pub fn sessions(shard: &Shard) -> Rc<RefCell<FetchSessionCache>> {
+    shard.services.get_or_init(|| {
+        let capacity = shard.config().kafka.fetch_sessions_per_shard_max;
+        RefCell::new(FetchSessionCache::new(shard.id, capacity))
+    })
+}
 
 /// Epoch meaning "full fetch, no session" / "close the session".
 pub const FINAL_EPOCH: i32 = -1;

@@ -1,6 +1,6 @@
 //! Shards: one OS thread per core with its own compio runtime, sharing nothing.
 //!
-//! Owns: `Shard` (the per-thread state: metadata copy, owned partitions, fetch sessions,
+//! Owns: `Shard` (the per-thread state: metadata copy, owned partitions, per-shard services,
 //! connection bookkeeping), `Shared` (the `Send + Sync` pieces every shard reads: config,
 //! mesh senders, connection counts), and `invoke`, the only way to run code on another shard.
 //! Invariants:
@@ -14,6 +14,7 @@
 pub mod control;
 pub mod partitions;
 pub mod scatter;
+pub mod services;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::Config;
-use crate::handlers::fetch_session::FetchSessionCache;
 use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::partition::Partition;
 use engine::sync::Notify;
@@ -92,7 +92,9 @@ pub struct Shard {
     metadata: RefCell<Arc<ClusterMetadata>>,
     /// Partitions this shard owns: topic -> partition index -> partition.
     pub partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
-    pub fetch_sessions: RefCell<FetchSessionCache>,
+    /// Subsystem state kept once per shard (group backend, follower fetchers, fetch
+    /// sessions, metrics view): see `services.rs`.
+    pub services: services::Services,
     /// Control plane (catalog, producer ids); present on shard 0 only.
     pub control: Option<control::ControlPlane>,
     /// Set when the broker is shutting down: stop reading new requests.
@@ -125,7 +127,6 @@ impl Shard {
         metadata: Arc<ClusterMetadata>,
         control: Option<control::ControlPlane>,
     ) -> Rc<Shard> {
-        let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
         let disk = crate::storage::DiskGuard::new(&shared.config);
         let request_budget = crate::net::request_budget::RequestBudget::new(
             crate::net::request_budget::shard_share(&shared.config, shared.shard_count()),
@@ -135,7 +136,7 @@ impl Shard {
             shared,
             metadata: RefCell::new(metadata),
             partitions: RefCell::new(HashMap::new()),
-            fetch_sessions: RefCell::new(FetchSessionCache::new(id, sessions)),
+            services: services::Services::default(),
             control,
             stopping: Cell::new(false),
             stop_notify: Rc::new(Notify::new()),
