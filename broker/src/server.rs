@@ -400,7 +400,7 @@ fn shard_main(
         partitions::apply_metadata(&shard, snapshot).await;
         crate::group::backend::start_if_present(&shard);
         // Below the free-space reserve from the first request on.
-        crate::storage::check_shard(&shard, Instant::now());
+        partitions::check_disk(&shard, Instant::now());
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
         shard.wait_exit().await;
@@ -427,7 +427,7 @@ async fn housekeeping_loop(shard: Rc<Shard>) {
         }
         let now = Instant::now();
         if shard.disk.due(now) {
-            crate::storage::check_shard(&shard, now);
+            partitions::check_disk(&shard, now);
         }
         let full = now.duration_since(last_full) >= full_interval;
         if full {
