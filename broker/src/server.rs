@@ -138,7 +138,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.cluster.replica_fetch_wait_max_ms,
     );
     let shard_count = config.shard_count();
-    let share = crate::net::request_budget::shard_share(&config, shard_count);
+    let share = crate::runtime::request_budget::shard_share(&config, shard_count);
     if share < config.kafka.frame_bytes_max as usize {
         tracing::warn!(target: "broker::server", share, shards = shard_count, frame_bytes_max = config.kafka.frame_bytes_max, "each shard's share of kafka.queued_max_request_bytes is below kafka.frame_bytes_max: a larger frame waits until its shard has no other request, and a shard may hold up to frame_bytes_max (raise queued_max_request_bytes or lower frame_bytes_max)");
     }

@@ -30,9 +30,9 @@ use futures_util::future::{Either, select};
 
 use crate::handlers::{self, Reply};
 use crate::net::frame::{self, split_frame};
-use crate::net::frame_pool::POOLED_FRAME_BYTES_MIN;
-use crate::net::request_budget::Grant;
 use crate::runtime::Shard;
+use crate::runtime::frame_pool::POOLED_FRAME_BYTES_MIN;
+use crate::runtime::request_budget::Grant;
 use engine::sync::{Notified, Notify};
 
 /// Largest read issued for small frames: a busy connection's reads grow to this.

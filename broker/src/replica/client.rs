@@ -4,7 +4,7 @@
 //! Owns: connecting with a deadline, request framing (loadgen's `encode_frame_into`, the
 //! header version chosen by kafka-protocol from the API version), reading one size-prefixed
 //! response frame into a buffer from the shard's `FramePool` (large fetch answers reuse mapped
-//! pages, net/frame_pool.rs), matching its correlation id and decoding it (loadgen's
+//! pages, runtime/frame_pool.rs), matching its correlation id and decoding it (loadgen's
 //! `decode_response`; record bytes stay `Bytes` slices of the frame).
 //! Does not own: what is sent (fetcher.rs), retries and reconnects (fetcher.rs), version
 //! negotiation: every node of a cluster runs this build, which serves Fetch v12 and
@@ -21,7 +21,7 @@ use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use kafka_protocol::protocol::Request;
 
-use crate::net::frame_pool::{FramePool, POOLED_FRAME_BYTES_MIN};
+use crate::runtime::frame_pool::{FramePool, POOLED_FRAME_BYTES_MIN};
 
 /// Client id in every request header (leaders' logs name the follower's connection by it).
 pub const CLIENT_ID: &str = "sluice-replica-fetcher";

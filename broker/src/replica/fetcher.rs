@@ -52,8 +52,8 @@ use replication::{
 };
 
 use super::client::{ClientError, LeaderConnection};
-use crate::net::frame_pool::FramePool;
 use crate::runtime::Shard;
+use crate::runtime::frame_pool::FramePool;
 use engine::sync::{Notified, Notify};
 
 /// Fetch version sent: the last with topic names (v13 moves to topic ids) and `replica_id`

@@ -12,7 +12,9 @@
 //! - The mesh loop never sends on the mesh itself, so bounded channels cannot deadlock.
 
 pub mod control;
+pub mod frame_pool;
 pub mod partitions;
+pub mod request_budget;
 pub mod scatter;
 pub mod services;
 
@@ -106,10 +108,10 @@ pub struct Shard {
     /// Set in the last shutdown phase: the shard's runtime returns.
     pub exited: Cell<bool>,
     pub exit_notify: Rc<Notify>,
-    /// Reused receive buffers for large request frames (net/frame_pool.rs).
-    pub frame_pool: crate::net::frame_pool::FramePool,
-    /// This shard's share of `kafka.queued_max_request_bytes` (net/request_budget.rs).
-    pub request_budget: Rc<crate::net::request_budget::RequestBudget>,
+    /// Reused receive buffers for large request frames (runtime/frame_pool.rs).
+    pub frame_pool: frame_pool::FramePool,
+    /// This shard's share of `kafka.queued_max_request_bytes` (runtime/request_budget.rs).
+    pub request_budget: Rc<request_budget::RequestBudget>,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
     /// Free space of the data dir and the reserve under which Produce is refused.
@@ -128,9 +130,10 @@ impl Shard {
         control: Option<control::ControlPlane>,
     ) -> Rc<Shard> {
         let disk = crate::storage::DiskGuard::new(&shared.config);
-        let request_budget = crate::net::request_budget::RequestBudget::new(
-            crate::net::request_budget::shard_share(&shared.config, shared.shard_count()),
-        );
+        let request_budget = request_budget::RequestBudget::new(request_budget::shard_share(
+            &shared.config,
+            shared.shard_count(),
+        ));
         Rc::new(Shard {
             id,
             shared,
@@ -144,7 +147,7 @@ impl Shard {
             connection_closed: Rc::new(Notify::new()),
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
-            frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
+            frame_pool: frame_pool::FramePool::prefaulted(),
             request_budget,
             replica_ticker_started: Cell::new(false),
             disk,
