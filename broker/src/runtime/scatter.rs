@@ -206,10 +206,10 @@ mod tests {
                 scatter.push(ShardId(1), 0, round);
                 let gather = scatter
                     .send(&shard, |s: &Rc<Shard>, items: Vec<u32>| {
-                        // Synchronously, in mesh order: record the arrival.
-                        let seen = s.open_connections.get();
-                        s.open_connections.set(seen + 1);
-                        let seen = seen as u32;
+                        // Synchronously, in mesh order: count the arrivals on the owner.
+                        let arrivals = s.services.get_or_init(|| std::cell::Cell::new(0u32));
+                        let seen = arrivals.get();
+                        arrivals.set(seen + 1);
                         Box::pin(async move { items.into_iter().map(|r| (r, seen)).collect() })
                     })
                     .await;
