@@ -264,45 +264,6 @@ impl<R> Queued<R> {
     }
 }
 
-impl Shard {
-    /// Runs `f` with partition `topic`/`partition` on its owning shard. Errors: the topic or
-    /// partition is unknown (UNKNOWN_TOPIC_OR_PARTITION) or not open on its owner.
-    pub async fn with_partition<R, F>(
-        self: &Rc<Self>,
-        topic: &str,
-        partition: i32,
-        f: F,
-    ) -> Result<R, kafka_protocol::ResponseError>
-    where
-        R: Send + 'static,
-        F: FnOnce(Rc<Partition>) -> LocalBoxFuture<R> + Send + 'static,
-    {
-        use kafka_protocol::ResponseError;
-        let known = self
-            .metadata()
-            .topic(topic)
-            .is_some_and(|m| partition >= 0 && partition < m.partitions);
-        if !known {
-            return Err(ResponseError::UnknownTopicOrPartition);
-        }
-        let owner = self.owner_of(topic, partition);
-        let topic = topic.to_string();
-        let r = self
-            .invoke(owner, move |s: &Rc<Shard>| {
-                let p = s.partition(&topic, partition);
-                match p {
-                    Some(p) => {
-                        let fut = f(p);
-                        Box::pin(async move { Some(fut.await) })
-                    }
-                    None => Box::pin(async { None }),
-                }
-            })
-            .await;
-        r.flatten().ok_or(ResponseError::NotLeaderOrFollower)
-    }
-}
-
 /// The shard's mesh loop: runs each task's closure in arrival order, spawns its future.
 pub async fn run_mesh_loop(shard: Rc<Shard>, rx: async_channel::Receiver<ShardTask>) {
     while let Ok(task) = rx.recv().await {
