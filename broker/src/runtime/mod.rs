@@ -2,7 +2,13 @@
 //!
 //! Owns: `Shard` (the per-thread state: metadata copy, owned partitions, per-shard services,
 //! connection bookkeeping), `Shared` (the `Send + Sync` pieces every shard reads: config,
-//! mesh senders, connection counts), and `invoke`, the only way to run code on another shard.
+//! mesh senders, connection counts), and `invoke_ordered` (with `invoke`, its wait for the
+//! answer), the only way to run code on another shard. Beside them: `scatter` (a request's
+//! partitions grouped by owning shard and answered in request order), `services` (subsystem
+//! state kept once per shard), `frame_pool` and `request_budget` (per-shard receive buffers
+//! and request-byte admission), `partitions` (open, close, housekeeping), `control` (the
+//! control plane's front on shard 0).
+//! Does not own: what handlers, groups or the HTTP side do; the runtime imports none of them.
 //! Invariants:
 //! - A shard touches only partitions it owns (`PartitionTable`); everything else goes through
 //!   `invoke` over a bounded mesh channel.
