@@ -29,13 +29,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engine::batch::BatchHeader;
+use engine::sync::Notify;
 
 use super::api::{AppendOutcome, AppendToken, Output, Reply, RequestId};
 use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::records::OFFSETS_TOPIC;
 use crate::partition::{AppendFailure, Partition, now_ms};
 use crate::runtime::Shard;
-use engine::sync::Notify;
 
 /// Bytes read from the log per step while replaying a partition.
 const LOAD_READ_BYTES: u32 = 1024 * 1024;

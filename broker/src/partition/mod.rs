@@ -23,10 +23,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 use engine::batch::BatchHeader;
 use engine::limits::BATCH_HEADER_BYTES;
+use engine::sync::{FifoLock, Notify};
 
 use crate::metadata::TopicConfig;
 use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
-use engine::sync::{FifoLock, Notify};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
 
 /// Why an append was refused, before Kafka codes are chosen at the handler boundary.

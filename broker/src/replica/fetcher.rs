@@ -37,6 +37,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use engine::sync::{Notified, Notify};
 use futures_util::future::{Either, select};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -54,7 +55,6 @@ use replication::{
 use super::client::{ClientError, LeaderConnection};
 use crate::runtime::Shard;
 use crate::runtime::frame_pool::FramePool;
-use engine::sync::{Notified, Notify};
 
 /// Fetch version sent: the last with topic names (v13 moves to topic ids) and `replica_id`
 /// in the body (v15 moves it to `replica_state`).

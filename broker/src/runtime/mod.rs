@@ -32,10 +32,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use engine::sync::Notify;
+
 use crate::config::Config;
 use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
 use crate::partition::Partition;
-use engine::sync::Notify;
 
 /// Tasks queued to one shard before senders wait (back-pressure).
 pub const MESH_QUEUE_CAPACITY: usize = 4096;
