@@ -31,7 +31,6 @@ pub mod http;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
-pub mod notify;
 pub mod partition;
 pub mod replica;
 pub mod runtime;

@@ -138,7 +138,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.cluster.replica_fetch_wait_max_ms,
     );
     let shard_count = config.shard_count();
-    let share = crate::net::request_budget::shard_share(&config, shard_count);
+    let share = crate::runtime::request_budget::shard_share(&config, shard_count);
     if share < config.kafka.frame_bytes_max as usize {
         tracing::warn!(target: "broker::server", share, shards = shard_count, frame_bytes_max = config.kafka.frame_bytes_max, "each shard's share of kafka.queued_max_request_bytes is below kafka.frame_bytes_max: a larger frame waits until its shard has no other request, and a shard may hold up to frame_bytes_max (raise queued_max_request_bytes or lower frame_bytes_max)");
     }
@@ -374,7 +374,7 @@ fn shard_main(
         partitions::apply_metadata(&shard, snapshot).await;
         crate::group::backend::start_if_present(&shard);
         // Below the free-space reserve from the first request on.
-        crate::storage::check_shard(&shard, Instant::now());
+        partitions::check_disk(&shard, Instant::now());
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
         shard.wait_exit().await;
@@ -401,7 +401,7 @@ async fn housekeeping_loop(shard: Rc<Shard>) {
         }
         let now = Instant::now();
         if shard.disk.due(now) {
-            crate::storage::check_shard(&shard, now);
+            partitions::check_disk(&shard, now);
         }
         let full = now.duration_since(last_full) >= full_interval;
         if full {
@@ -450,7 +450,7 @@ impl Shard {
 
     async fn wait_exit(&self) {
         loop {
-            let n: crate::notify::Notified = self.exit_notify.notified();
+            let n: engine::sync::Notified = self.exit_notify.notified();
             if self.exited.get() {
                 return;
             }

@@ -5,6 +5,7 @@
 //! free-space reading of the shard, its log lines when it crosses the reserve, and the decision
 //! when a partition's write refusal ends.
 //! Does not own: setting a partition's refusal (`replica::driver`, when a log write fails),
+//! walking a shard's partitions after a check (`runtime::partitions::check_disk`),
 //! the Kafka error code (the produce handler), the engine's cut-back of a failed write.
 //! Invariants:
 //! - statvfs runs on the shard's housekeeping timer (every `log.disk_check_interval_ms`) and
@@ -17,11 +18,9 @@
 
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::runtime::Shard;
 
 /// Free space that must come back, beyond what was free when a write failed for lack of
 /// space, before that partition takes writes again.
@@ -151,23 +150,6 @@ impl DiskGuard {
 pub fn reserve_bytes(bytes_min: u64, percent_min: u8, total_bytes: u64) -> u64 {
     let percent = total_bytes / 100 * u64::from(percent_min);
     bytes_min.max(percent)
-}
-
-/// The shard's free-space check (from its housekeeping loop): reads the free space, then
-/// lets partitions refused after a failed write resume if the space came back.
-pub fn check_shard(shard: &Rc<Shard>, now: Instant) {
-    let disk = shard.disk.check(shard.id.0, now);
-    let partitions: Vec<_> = shard
-        .partitions
-        .borrow()
-        .values()
-        .flat_map(|v| v.iter().flatten().cloned())
-        .collect();
-    for p in partitions {
-        if !p.is_retired() {
-            p.replica.on_disk_check(&p, disk);
-        }
-    }
 }
 
 #[cfg(test)]

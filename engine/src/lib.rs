@@ -18,7 +18,7 @@ mod log;
 mod recovery;
 mod scan;
 mod segment;
-mod sync;
+pub mod sync;
 pub mod types;
 
 pub use config::{FlushPolicy, LogConfig};

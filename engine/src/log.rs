@@ -38,7 +38,7 @@ use crate::segment::{
     BatchFacts, INDEX_SUFFIX, IndexFiles, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX,
     segment_path, sync_index_files,
 };
-use crate::sync::{AsyncLock, Event};
+use crate::sync::{FifoLock, Notify};
 use crate::types::{
     AppendInfo, FileSlice, LogMetrics, ReadResult, RecoveryReport, RetentionReport,
 };
@@ -48,8 +48,8 @@ pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     state: RefCell<State>,
-    write_lock: AsyncLock,
-    sync_done: Event,
+    write_lock: Rc<FifoLock>,
+    sync_done: Rc<Notify>,
 }
 
 struct State {
@@ -184,8 +184,8 @@ impl Log {
             dir,
             config,
             state: RefCell::new(state),
-            write_lock: AsyncLock::default(),
-            sync_done: Event::default(),
+            write_lock: FifoLock::new(),
+            sync_done: Rc::new(Notify::new()),
         };
         // A batch still on disk is the truth; the checkpoint only covers a log without one.
         if let Some(epoch) = log.newest_batch_epoch().await? {
@@ -511,7 +511,7 @@ impl Log {
                 }
                 let covered = s.syncs_in_flight > 0 && s.sync_covering >= want;
                 let full = s.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX;
-                (covered || full).then(|| self.sync_done.generation())
+                (covered || full).then(|| self.sync_done.version())
             };
             if let Some(seen) = follow {
                 self.sync_done.changed_since(seen).await;

@@ -3,9 +3,9 @@
 //! waiting handlers, performs its appends on the shard's `__consumer_offsets` partitions,
 //! replays a partition before serving it, and drives its timers.
 //!
-//! Shape: one backend per shard, created on first use and kept in a thread-local (a shard is
-//! one OS thread), so the broker's `Shard` needs no group field. Only the shard owning an
-//! offsets partition calls the backend for it (the frontend routes there).
+//! Shape: one backend per shard, created on first use and held by the shard as one of its
+//! services (`runtime::services`), so the runtime knows no group type. Only the shard owning
+//! an offsets partition calls the backend for it (the frontend routes there).
 //!
 //! Loading: the backend replays a partition when the partition's replica here becomes
 //! leader ([`on_partition_role`]) and drops its groups when the replica stops leading, as
@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engine::batch::BatchHeader;
+use engine::sync::Notify;
 
 use super::api::{AppendOutcome, AppendToken, Output, Reply, RequestId};
 use super::coordinator::{GroupConfig, GroupCoordinator};
 use super::records::OFFSETS_TOPIC;
-use crate::notify::Notify;
 use crate::partition::{AppendFailure, Partition, now_ms};
 use crate::runtime::Shard;
 
@@ -41,10 +41,6 @@ use crate::runtime::Shard;
 const LOAD_READ_BYTES: u32 = 1024 * 1024;
 /// The timer loop's longest sleep when no deadline is set (it also wakes on any change).
 const IDLE_TICK: Duration = Duration::from_secs(60);
-
-thread_local! {
-    static BACKEND: RefCell<Option<Rc<GroupBackend>>> = const { RefCell::new(None) };
-}
 
 pub struct GroupBackend {
     coordinator: RefCell<GroupCoordinator>,
@@ -56,21 +52,28 @@ pub struct GroupBackend {
     changed: Rc<Notify>,
 }
 
+/// The coordinator settings for an offsets topic of `partitions` partitions.
+pub fn group_config(shard: &Shard, partitions: i32) -> GroupConfig {
+    GroupConfig {
+        offsets_topic_partitions: partitions,
+        ..shard.config().group.to_config()
+    }
+}
+
 /// This shard's backend, created (with its timer loop) on first use. `config` is used only
 /// then; every shard is given the same one.
 pub fn backend(shard: &Rc<Shard>, config: &GroupConfig) -> Rc<GroupBackend> {
-    if let Some(b) = BACKEND.with(|b| b.borrow().clone()) {
+    if let Some(b) = shard.services.get::<GroupBackend>() {
         return b;
     }
     let seed = (now_ms() as u64) ^ ((shard.id.0 as u64) << 48) ^ u64::from(std::process::id());
-    let backend = Rc::new(GroupBackend {
+    let backend = shard.services.get_or_init(|| GroupBackend {
         coordinator: RefCell::new(GroupCoordinator::new(config.clone(), seed)),
         waiters: RefCell::new(HashMap::new()),
         next_request: Cell::new(0),
         loads: RefCell::new(Loads::default()),
         changed: Rc::new(Notify::new()),
     });
-    BACKEND.with(|b| *b.borrow_mut() = Some(Rc::clone(&backend)));
     compio::runtime::spawn(timer_loop(Rc::clone(&backend), Rc::clone(shard))).detach();
     // This loads only the partitions whose replica already leads here; the others load when
     // `on_partition_role` reports them leading.
@@ -414,7 +417,7 @@ async fn timer_loop(backend: Rc<GroupBackend>, shard: Rc<Shard>) {
 /// coordinator). Without the topic nothing happens until the first group request.
 pub fn start_if_present(shard: &Rc<Shard>) {
     if let Some(topic) = shard.metadata().topic(OFFSETS_TOPIC) {
-        let config = super::frontend::group_config(shard, topic.partitions);
+        let config = group_config(shard, topic.partitions);
         backend(shard, &config);
     }
 }
@@ -439,7 +442,7 @@ pub fn on_partition_role(shard: &Rc<Shard>, partition: &Rc<Partition>, is_leader
         // role is what this shard serves.
         return;
     }
-    let backend = backend(shard, &super::frontend::group_config(shard, partitions));
+    let backend = backend(shard, &group_config(shard, partitions));
     tracing::info!(target: "group", partition = partition.index, is_leader, "offsets partition role");
     if is_leader {
         backend.become_leader(shard, partition.index);

@@ -15,8 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-/// Partitions by topic id, as ConsumerGroupHeartbeat carries them.
-pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+pub use super::types::Assignment;
 
 /// What the coordinator needs to know of topics (the broker's metadata implements it).
 pub trait TopicResolver {

@@ -8,8 +8,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::consumer::Assignment;
-use super::records::{Reader, RecordDecodeError};
+use super::codec::{Reader, RecordDecodeError};
+use super::types::Assignment;
 
 pub const GROUP_EPOCH_KEY: i16 = 3;
 pub const PARTITION_METADATA_KEY: i16 = 4;

@@ -17,8 +17,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::api::{Reply, RequestId};
-use super::backend::backend;
-use super::coordinator::{GroupConfig, GroupCoordinator};
+use super::backend::{backend, group_config};
+use super::coordinator::GroupCoordinator;
 use super::error::GroupError;
 use super::records::{OFFSETS_TOPIC, partition_for_group};
 use crate::controller::frontend::{NewTopic, on_control};
@@ -28,14 +28,6 @@ use crate::runtime::Shard;
 /// How long a request for a partition the metadata says this node leads waits
 /// for the replica to report leading before it gets NOT_COORDINATOR.
 const ROLE_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
-
-/// The coordinator settings for an offsets topic of `partitions` partitions.
-pub fn group_config(shard: &Shard, partitions: i32) -> GroupConfig {
-    GroupConfig {
-        offsets_topic_partitions: partitions,
-        ..shard.config().group.to_config()
-    }
-}
 
 /// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) when
 /// missing, as Kafka does on the first FindCoordinator; returns its metadata.

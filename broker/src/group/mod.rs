@@ -14,6 +14,7 @@
 pub mod api;
 pub mod backend;
 pub mod classic;
+mod codec;
 pub mod config;
 pub mod consumer;
 mod consumer_ops;
@@ -24,6 +25,7 @@ pub mod frontend;
 mod membership;
 mod offsets;
 pub mod records;
+mod types;
 
 pub use api::*;
 pub use classic::GroupState;

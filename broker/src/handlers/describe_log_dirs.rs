@@ -2,14 +2,14 @@
 
 use std::rc::Rc;
 
-use futures_util::future::join_all;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 
 use super::{RequestContext, Versions, str_bytes, topic_name};
-use crate::runtime::Shard;
+use crate::runtime::scatter::{Scatter, scatter_gather};
+use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 4 };
 
@@ -31,24 +31,31 @@ pub async fn handle(
             .map(|t| (t.topic.0.to_string(), t.partitions))
             .collect(),
     };
-    let mut topics = Vec::new();
-    for (name, parts) in wanted {
-        let sizes = join_all(parts.iter().map(|&p| {
-            let name = name.clone();
-            async move {
-                shard
-                    .with_partition(&name, p, |part| {
-                        Box::pin(async move { part.log.size_bytes() as i64 })
-                    })
-                    .await
+    // Every partition's size from its owner: one hop per shard; a partition that is unknown
+    // or not open on its owner is left out.
+    let mut sizes: Vec<Option<Option<i64>>> = Vec::new();
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
+    for (name, parts) in &wanted {
+        let count = metadata.topic(name).map_or(0, |m| m.partitions);
+        for &p in parts {
+            let slot = sizes.len();
+            if (0..count).contains(&p) {
+                by_shard.push(shard.owner_of(name, p), slot, (name.clone(), p));
+                sizes.push(None);
+            } else {
+                sizes.push(Some(None));
             }
-        }))
-        .await;
+        }
+    }
+    scatter_gather(shard, by_shard, &mut sizes, sizes_on_owner, || None).await;
+    let mut sizes = sizes.into_iter().map(Option::flatten);
+    let mut topics = Vec::with_capacity(wanted.len());
+    for (name, parts) in wanted {
         let partitions: Vec<DescribeLogDirsPartition> = parts
             .iter()
-            .zip(sizes)
+            .zip(sizes.by_ref())
             .filter_map(|(&p, size)| {
-                size.ok().map(|s| {
+                size.map(|s| {
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p)
                         .with_partition_size(s)
@@ -79,4 +86,20 @@ pub async fn handle(
             .with_total_bytes(total)
             .with_usable_bytes(usable),
     ])
+}
+
+/// On the owner: the size of each of its partitions (topic, partition) that is open here.
+fn sizes_on_owner(
+    shard: &Rc<Shard>,
+    items: Vec<(String, i32)>,
+) -> LocalBoxFuture<Vec<Option<i64>>> {
+    let sizes = items
+        .iter()
+        .map(|(topic, p)| {
+            shard
+                .partition(topic, *p)
+                .map(|part| part.log.size_bytes() as i64)
+        })
+        .collect();
+    Box::pin(std::future::ready(sizes))
 }

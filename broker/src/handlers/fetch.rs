@@ -12,20 +12,22 @@
 
 use std::os::fd::AsFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{Either, join_all, select, select_all};
+use futures_util::future::{Either, select, select_all};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_wire::fetch_frame::frame_fetch_response;
 
-use super::fetch_session::{FINAL_EPOCH, INITIAL_EPOCH, SessionError, SessionPartition};
+use super::fetch_session::{FINAL_EPOCH, FetchPartition, INITIAL_EPOCH, SessionError};
 use super::{Reply, RequestContext, Versions, topic_name};
-use crate::metadata::{ClusterMetadata, ShardId};
+use crate::metadata::ClusterMetadata;
 use crate::net::sendfile::{FileRange, Records};
 use crate::partition::Partition;
+use crate::runtime::scatter::{Scatter, scatter_gather};
 use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
@@ -127,19 +129,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     // Remember what the client now knows; in incremental mode skip partitions without news.
     let mut include = vec![true; wants.len()];
     if session_id != 0 {
-        let mut cache = shard.fetch_sessions.borrow_mut();
+        let sessions = super::fetch_session::sessions(shard);
+        let mut cache = sessions.borrow_mut();
         if let Some(session) = cache.session_mut(session_id) {
             for (i, (w, g)) in wants.iter().zip(&gots).enumerate() {
                 let now = (g.high_watermark, g.last_stable_offset, g.log_start_offset);
                 let news = g.is_error() || !g.records.is_empty();
-                if let Some(sp) = session.partitions.iter_mut().find(|p| {
-                    p.topic == w.topic && p.topic_id == w.topic_id && p.partition == w.partition
-                }) {
-                    if incremental && !news && sp.last_sent == Some(now) {
-                        include[i] = false;
-                    }
-                    sp.last_sent = Some(now);
-                }
+                include[i] = session.record_sent(&w.key(), now, news, incremental);
             }
         }
     }
@@ -166,7 +162,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         any_files |= matches!(g.records, Records::Files(_));
         records.push(g.records);
         match responses.last_mut() {
-            Some(t) if t.topic_id == w.topic_id && t.topic.0.as_str() == w.topic => {
+            Some(t) if t.topic_id == w.topic_id && t.topic.0.as_str() == &*w.topic => {
                 t.partitions.push(data)
             }
             _ => responses.push(
@@ -213,7 +209,7 @@ fn requested_partitions(
     metadata: &ClusterMetadata,
     req: &FetchRequest,
     by_id: bool,
-) -> Vec<SessionPartition> {
+) -> Vec<FetchPartition> {
     let mut out = Vec::new();
     for t in &req.topics {
         let meta = if by_id {
@@ -221,20 +217,19 @@ fn requested_partitions(
         } else {
             metadata.topic(t.topic.0.as_str())
         };
-        let (topic, topic_id) = match meta {
-            Some(m) => (m.name.clone(), m.id),
-            None if by_id => (String::new(), t.topic_id),
-            None => (t.topic.0.to_string(), uuid::Uuid::nil()),
+        let (topic, topic_id): (Arc<str>, _) = match meta {
+            Some(m) => (m.name.as_str().into(), m.id),
+            None if by_id => ("".into(), t.topic_id),
+            None => (t.topic.0.as_str().into(), uuid::Uuid::nil()),
         };
         for p in &t.partitions {
-            out.push(SessionPartition {
-                topic: topic.clone(),
+            out.push(FetchPartition {
+                topic: Arc::clone(&topic),
                 topic_id,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
-                last_sent: None,
             });
         }
     }
@@ -245,11 +240,12 @@ fn requested_partitions(
 fn open_session(
     shard: &Rc<Shard>,
     req: &FetchRequest,
-    requested: Vec<SessionPartition>,
+    requested: Vec<FetchPartition>,
     by_id: bool,
     metadata: &ClusterMetadata,
-) -> Result<(Mode, Vec<SessionPartition>), SessionError> {
-    let mut cache = shard.fetch_sessions.borrow_mut();
+) -> Result<(Mode, Vec<FetchPartition>), SessionError> {
+    let sessions = super::fetch_session::sessions(shard);
+    let mut cache = sessions.borrow_mut();
     let (id, epoch) = (req.session_id, req.session_epoch);
     if epoch == FINAL_EPOCH {
         if id != 0 {
@@ -261,7 +257,7 @@ fn open_session(
         if id != 0 {
             cache.remove(id);
         }
-        return Ok(match cache.create(requested.clone()) {
+        return Ok(match cache.create(requested.iter().cloned()) {
             Some(new_id) => (Mode::Full(new_id), requested),
             None => (Mode::Sessionless, requested),
         });
@@ -271,40 +267,39 @@ fn open_session(
     }
     let session = cache.get_incremental(id, epoch)?;
     for r in requested {
-        match session
-            .partitions
-            .iter_mut()
-            .find(|p| p.topic == r.topic && p.topic_id == r.topic_id && p.partition == r.partition)
-        {
-            Some(p) => {
-                p.fetch_offset = r.fetch_offset;
-                p.partition_max_bytes = r.partition_max_bytes;
-                p.current_leader_epoch = r.current_leader_epoch;
-            }
-            None => session.partitions.push(r),
-        }
+        session.upsert(r);
     }
-    for f in &req.forgotten_topics_data {
-        let name = if by_id {
-            metadata
-                .topic_by_id(&f.topic_id)
-                .map(|m| m.name.clone())
-                .unwrap_or_default()
-        } else {
-            f.topic.0.to_string()
-        };
-        session.partitions.retain(|p| {
-            !(((by_id && p.topic_id == f.topic_id) || (!by_id && p.topic == name))
-                && f.partitions.contains(&p.partition))
+    if !req.forgotten_topics_data.is_empty() {
+        // (topic id or name, partitions) per forgotten topic; one pass over the session.
+        let forgotten: Vec<(uuid::Uuid, String, &[i32])> = req
+            .forgotten_topics_data
+            .iter()
+            .map(|f| {
+                let name = if by_id {
+                    metadata
+                        .topic_by_id(&f.topic_id)
+                        .map(|m| m.name.clone())
+                        .unwrap_or_default()
+                } else {
+                    f.topic.0.to_string()
+                };
+                (f.topic_id, name, f.partitions.as_slice())
+            })
+            .collect();
+        session.forget(|p| {
+            forgotten.iter().any(|(topic_id, name, partitions)| {
+                ((by_id && p.topic_id == *topic_id) || (!by_id && *p.topic == **name))
+                    && partitions.contains(&p.partition)
+            })
         });
     }
-    Ok((Mode::Incremental(id), session.partitions.clone()))
+    Ok((Mode::Incremental(id), session.partitions()))
 }
 
 /// Reads every wanted partition on its owner, in parallel across shards.
 async fn read_all(
     shard: &Rc<Shard>,
-    wants: &[SessionPartition],
+    wants: &[FetchPartition],
     replica_id: i32,
     read_committed: bool,
     max_bytes: u32,
@@ -312,48 +307,30 @@ async fn read_all(
 ) -> Vec<Got> {
     let metadata = shard.metadata();
     let mut gots: Vec<Option<Got>> = (0..wants.len()).map(|_| None).collect();
-    let mut by_shard: Vec<Vec<(usize, SessionPartition)>> =
-        vec![Vec::new(); shard.shared.shard_count()];
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
     for (i, w) in wants.iter().enumerate() {
         match metadata.topic(&w.topic) {
             Some(m) if w.topic_id.is_nil() || m.id == w.topic_id => {
                 if w.partition < 0 || w.partition >= m.partitions {
                     gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition));
                 } else {
-                    by_shard[shard.owner_of(&w.topic, w.partition).0].push((i, w.clone()));
+                    by_shard.push(shard.owner_of(&w.topic, w.partition), i, w.clone());
                 }
             }
             _ if !w.topic_id.is_nil() => gots[i] = Some(Got::error(ResponseError::UnknownTopicId)),
             _ => gots[i] = Some(Got::error(ResponseError::UnknownTopicOrPartition)),
         }
     }
-    let mut waits = Vec::new();
-    for (target, items) in by_shard.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
-        let idx: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
-        let parts: Vec<SessionPartition> = items.into_iter().map(|(_, w)| w).collect();
-        let n = parts.len();
-        waits.push(async move {
-            let r = shard
-                .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    read_on_owner(s, parts, replica_id, read_committed, max_bytes, zero_copy)
-                })
-                .await
-                .unwrap_or_else(|| {
-                    (0..n)
-                        .map(|_| Got::error(ResponseError::NotLeaderOrFollower))
-                        .collect()
-                });
-            (idx, r)
-        });
-    }
-    for (idx, results) in join_all(waits).await {
-        for (i, g) in idx.into_iter().zip(results) {
-            gots[i] = Some(g);
-        }
-    }
+    scatter_gather(
+        shard,
+        by_shard,
+        &mut gots,
+        move |s: &Rc<Shard>, parts| {
+            read_on_owner(s, parts, replica_id, read_committed, max_bytes, zero_copy)
+        },
+        || Got::error(ResponseError::NotLeaderOrFollower),
+    )
+    .await;
     gots.into_iter()
         .map(|g| g.unwrap_or_else(|| Got::error(ResponseError::UnknownServerError)))
         .collect()
@@ -362,13 +339,13 @@ async fn read_all(
 /// On the owner: reads its partitions in order within a shared byte budget.
 fn read_on_owner(
     shard: &Rc<Shard>,
-    parts: Vec<SessionPartition>,
+    parts: Vec<FetchPartition>,
     replica_id: i32,
     read_committed: bool,
     max_bytes: u32,
     zero_copy: bool,
 ) -> LocalBoxFuture<Vec<Got>> {
-    let resolved: Vec<(Option<Rc<Partition>>, SessionPartition, bool)> = parts
+    let resolved: Vec<(Option<Rc<Partition>>, FetchPartition, bool)> = parts
         .into_iter()
         .map(|w| {
             let p = shard.partition(&w.topic, w.partition);
@@ -397,7 +374,7 @@ fn read_on_owner(
 
 async fn read_partition(
     p: &Partition,
-    w: &SessionPartition,
+    w: &FetchPartition,
     replica_id: i32,
     read_committed: bool,
     budget: u32,
@@ -494,38 +471,30 @@ async fn read_partition(
 /// Returns false if the deadline passed.
 async fn wait_for_data(
     shard: &Rc<Shard>,
-    wants: &[SessionPartition],
+    wants: &[FetchPartition],
     replica_id: i32,
     read_committed: bool,
     deadline: Instant,
 ) -> bool {
-    let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shard.shared.shard_count()];
-    for w in wants {
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
+    for (i, w) in wants.iter().enumerate() {
         if !w.topic.is_empty() && w.partition >= 0 {
-            by_shard[shard.owner_of(&w.topic, w.partition).0].push((
-                w.topic.clone(),
-                w.partition,
-                w.fetch_offset,
-            ));
+            let item = (w.topic.clone(), w.partition, w.fetch_offset);
+            by_shard.push(shard.owner_of(&w.topic, w.partition), i, item);
         }
     }
-    let mut waits: Vec<LocalBoxFuture<()>> = Vec::new();
-    for (target, items) in by_shard.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
-        let shard = Rc::clone(shard);
-        waits.push(Box::pin(async move {
-            shard
-                .invoke(ShardId(target), move |s: &Rc<Shard>| {
-                    wait_on_owner(s, items, replica_id, read_committed, deadline)
-                })
-                .await;
-        }));
-    }
-    if waits.is_empty() {
+    if by_shard.is_empty() {
         return false;
     }
+    // Not gathered: the first owner to see data ends the wait.
+    let waits: Vec<LocalBoxFuture<Option<()>>> = by_shard
+        .send(shard, move |s: &Rc<Shard>, items| {
+            wait_on_owner(s, items, replica_id, read_committed, deadline)
+        })
+        .await
+        .into_answers()
+        .map(|queued| Box::pin(queued.result()) as LocalBoxFuture<Option<()>>)
+        .collect();
     let timeout = deadline.saturating_duration_since(Instant::now());
     let stop = shard.stop_notify.notified();
     let timer = Box::pin(compio::time::sleep(timeout));
@@ -538,7 +507,7 @@ async fn wait_for_data(
 /// On the owner: resolves when a partition's visible end passes its offset, or at `deadline`.
 fn wait_on_owner(
     shard: &Rc<Shard>,
-    items: Vec<(String, i32, i64)>,
+    items: Vec<(Arc<str>, i32, i64)>,
     replica_id: i32,
     read_committed: bool,
     deadline: Instant,
@@ -601,15 +570,14 @@ mod tests {
     use super::*;
     use crate::replica::driver::test_support::{TestEnv, apply, open, state};
 
-    fn want(fetch_offset: i64, current_leader_epoch: i32) -> SessionPartition {
-        SessionPartition {
+    fn want(fetch_offset: i64, current_leader_epoch: i32) -> FetchPartition {
+        FetchPartition {
             topic: "t".into(),
             topic_id: uuid::Uuid::nil(),
             partition: 0,
             fetch_offset,
             partition_max_bytes: 1 << 20,
             current_leader_epoch,
-            last_sent: None,
         }
     }
 

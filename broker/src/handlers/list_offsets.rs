@@ -12,8 +12,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{RequestContext, Versions};
-use crate::metadata::ShardId;
-use crate::runtime::Shard;
+use crate::runtime::scatter::{Scatter, scatter_gather};
+use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 10 };
 
@@ -33,41 +33,40 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     let metadata = shard.metadata();
     let read_committed = req.isolation_level == 1;
-    let mut waits = Vec::new();
+    let mut answers: Vec<Option<Answer>> = Vec::new();
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
     for t in &req.topics {
         let name = t.name.0.to_string();
         for p in &t.partitions {
             let known = metadata
                 .topic(&name)
                 .is_some_and(|m| p.partition_index >= 0 && p.partition_index < m.partitions);
-            let target: Option<ShardId> = known.then(|| shard.owner_of(&name, p.partition_index));
-            let (topic, partition, ts, epoch) = (
-                name.clone(),
-                p.partition_index,
-                p.timestamp,
-                p.current_leader_epoch,
-            );
-            let shard = Rc::clone(shard);
-            waits.push(async move {
-                let Some(target) = target else {
-                    return (ResponseError::UnknownTopicOrPartition, -1, -1, -1);
-                };
-                shard
-                    .invoke(target, move |s: &Rc<Shard>| {
-                        let part = s.partition(&topic, partition);
-                        Box::pin(async move {
-                            match part {
-                                Some(p) => answer(&p, ts, epoch, read_committed).await,
-                                None => (ResponseError::NotLeaderOrFollower, -1, -1, -1),
-                            }
-                        })
-                    })
-                    .await
-                    .unwrap_or((ResponseError::NotLeaderOrFollower, -1, -1, -1))
-            });
+            let slot = answers.len();
+            if known {
+                let item = (
+                    name.clone(),
+                    p.partition_index,
+                    p.timestamp,
+                    p.current_leader_epoch,
+                );
+                by_shard.push(shard.owner_of(&name, p.partition_index), slot, item);
+                answers.push(None);
+            } else {
+                answers.push(Some((ResponseError::UnknownTopicOrPartition, -1, -1, -1)));
+            }
         }
     }
-    let mut answers = join_all(waits).await.into_iter();
+    scatter_gather(
+        shard,
+        by_shard,
+        &mut answers,
+        move |s: &Rc<Shard>, items| answer_on_owner(s, items, read_committed),
+        || (ResponseError::NotLeaderOrFollower, -1, -1, -1),
+    )
+    .await;
+    let mut answers = answers
+        .into_iter()
+        .map(|a| a.unwrap_or((ResponseError::UnknownServerError, -1, -1, -1)));
     let topics = req
         .topics
         .into_iter()
@@ -102,6 +101,27 @@ pub async fn handle(
 }
 
 const OK: ResponseError = ResponseError::Unknown(0);
+
+/// On the owner: answers its partitions (topic, partition, timestamp, current leader epoch),
+/// all at once.
+fn answer_on_owner(
+    shard: &Rc<Shard>,
+    items: Vec<(String, i32, i64, i32)>,
+    read_committed: bool,
+) -> LocalBoxFuture<Vec<Answer>> {
+    let parts: Vec<_> = items
+        .into_iter()
+        .map(|(topic, partition, ts, epoch)| (shard.partition(&topic, partition), ts, epoch))
+        .collect();
+    Box::pin(join_all(parts.into_iter().map(
+        |(part, ts, epoch)| async move {
+            match part {
+                Some(p) => answer(&p, ts, epoch, read_committed).await,
+                None => (ResponseError::NotLeaderOrFollower, -1, -1, -1),
+            }
+        },
+    )))
+}
 
 async fn answer(
     p: &crate::partition::Partition,

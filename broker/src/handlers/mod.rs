@@ -1,11 +1,57 @@
 //! Kafka API handlers, one file per API. Each declares the version range it serves
-//! (`VERSIONS`); `HANDLERS` lists them and ApiVersions is answered from that list, so a
-//! version is never claimed without a handler behind it.
+//! (`VERSIONS`); one table (`handler_table!` below) generates both `HANDLERS`, from which
+//! ApiVersions is answered, and the dispatch, so a version is never claimed without a
+//! handler behind it and no handler runs unadvertised.
 //!
 //! This module is the boundary where Kafka error codes are chosen. Bad input never panics:
 //! an undecodable request, an unknown API key, or an unsupported version (other than
 //! ApiVersions, which gets Kafka's UNSUPPORTED_VERSION answer) closes the connection with a
 //! log line, as Kafka does.
+
+/// Generates `HANDLERS` (what ApiVersions advertises) and `start` (the dispatch) from one
+/// list of `kind Key => module` entries; see the list below.
+macro_rules! handler_table {
+    ($($kind:ident $key:ident => $module:ident),* $(,)?) => {
+        /// Every API we serve, with its handler's declared range, in table order.
+        pub const HANDLERS: &[(ApiKey, Versions)] = &[$((ApiKey::$key, $module::VERSIONS)),*];
+
+        /// Starts the handler of `ctx.api_key`: returns the rest of its work, or `None` for
+        /// an API not in the table.
+        async fn start(
+            shard: &Rc<Shard>,
+            ctx: RequestContext,
+            body: Bytes,
+        ) -> Option<LocalBoxFuture<Reply>> {
+            match ctx.api_key {
+                $(ApiKey::$key => Some(start_handler!($kind, $module, shard, ctx, body)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+/// One `handler_table` entry's start (see the kinds there).
+macro_rules! start_handler {
+    (ordered, $module:ident, $shard:ident, $ctx:ident, $body:ident) => {
+        $module::submit($shard, $ctx, $body).await
+    };
+    (replied, $module:ident, $shard:ident, $ctx:ident, $body:ident) => {{
+        let shard = Rc::clone($shard);
+        Box::pin(async move {
+            match decode($body, $ctx.version) {
+                Ok(req) => $module::handle(&shard, &$ctx, req).await,
+                Err(e) => Reply::Close(format!(
+                    "malformed {:?} v{}: {e}",
+                    $ctx.api_key, $ctx.version
+                )),
+            }
+        })
+    }};
+    (encoded, $module:ident, $shard:ident, $ctx:ident, $body:ident) => {{
+        let shard = Rc::clone($shard);
+        Box::pin(async move { run(&$ctx, $body, |req| $module::handle(&shard, &$ctx, req)).await })
+    }};
+}
 
 pub mod alter_configs;
 pub mod api_versions;
@@ -70,50 +116,45 @@ pub struct Versions {
     pub max: i16,
 }
 
-/// Every API we serve, with its handler's declared range.
-pub const HANDLERS: &[(ApiKey, Versions)] = &[
-    (ApiKey::Produce, produce::VERSIONS),
-    (ApiKey::Fetch, fetch::VERSIONS),
-    (ApiKey::ListOffsets, list_offsets::VERSIONS),
-    (ApiKey::Metadata, metadata::VERSIONS),
-    (ApiKey::ApiVersions, api_versions::VERSIONS),
-    (ApiKey::CreateTopics, create_topics::VERSIONS),
-    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
-    (ApiKey::DeleteRecords, delete_records::VERSIONS),
-    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
-    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
-    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
-    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
-    (ApiKey::JoinGroup, join_group::VERSIONS),
-    (ApiKey::Heartbeat, heartbeat::VERSIONS),
-    (ApiKey::LeaveGroup, leave_group::VERSIONS),
-    (ApiKey::SyncGroup, sync_group::VERSIONS),
-    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
-    (ApiKey::ListGroups, list_groups::VERSIONS),
-    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
-    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
-    (
-        ApiKey::ConsumerGroupHeartbeat,
-        consumer_group_heartbeat::VERSIONS,
-    ),
-    (
-        ApiKey::ConsumerGroupDescribe,
-        consumer_group_describe::VERSIONS,
-    ),
-    (
-        ApiKey::OffsetForLeaderEpoch,
-        offset_for_leader_epoch::VERSIONS,
-    ),
-    (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
-    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
-    (ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
-    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
-    (
-        ApiKey::IncrementalAlterConfigs,
-        incremental_alter_configs::VERSIONS,
-    ),
-    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
-];
+// Every API we serve: how its handler runs, its key, its module (which declares `VERSIONS`).
+// The ApiVersions answer (`HANDLERS`) and the dispatch (`start`) are both generated from this
+// one list, so no API is dispatched without being advertised, nor advertised without a
+// handler. How a handler runs:
+// - `encoded`: `handle(shard, ctx, request) -> response`, decoded and encoded here;
+// - `replied`: `handle(shard, ctx, request) -> Reply` (Fetch frames its own answer);
+// - `ordered`: `submit(shard, ctx, body)` runs before the connection reads its next request
+//   (Produce takes its append tickets there) and returns the rest of the work.
+handler_table! {
+    ordered Produce => produce,
+    replied Fetch => fetch,
+    encoded ListOffsets => list_offsets,
+    encoded Metadata => metadata,
+    encoded ApiVersions => api_versions,
+    encoded CreateTopics => create_topics,
+    encoded DeleteTopics => delete_topics,
+    encoded DeleteRecords => delete_records,
+    encoded InitProducerId => init_producer_id,
+    encoded OffsetCommit => offset_commit,
+    encoded OffsetFetch => offset_fetch,
+    encoded FindCoordinator => find_coordinator,
+    encoded JoinGroup => join_group,
+    encoded Heartbeat => heartbeat,
+    encoded LeaveGroup => leave_group,
+    encoded SyncGroup => sync_group,
+    encoded DescribeGroups => describe_groups,
+    encoded ListGroups => list_groups,
+    encoded DeleteGroups => delete_groups,
+    encoded OffsetDelete => offset_delete,
+    encoded ConsumerGroupHeartbeat => consumer_group_heartbeat,
+    encoded ConsumerGroupDescribe => consumer_group_describe,
+    encoded OffsetForLeaderEpoch => offset_for_leader_epoch,
+    encoded DescribeConfigs => describe_configs,
+    encoded AlterConfigs => alter_configs,
+    encoded DescribeLogDirs => describe_log_dirs,
+    encoded CreatePartitions => create_partitions,
+    encoded IncrementalAlterConfigs => incremental_alter_configs,
+    encoded DescribeCluster => describe_cluster,
+}
 
 /// The range we serve for `key`, if any.
 pub fn versions_of(key: ApiKey) -> Option<Versions> {
@@ -194,59 +235,11 @@ pub async fn dispatch(
         client_id: header.client_id.map(|s| s.to_string()),
         peer,
     };
-    let fut: LocalBoxFuture<Reply> = if api_key == ApiKey::Produce {
-        produce::submit(shard, ctx, body).await
-    } else {
-        Box::pin(handle(Rc::clone(shard), ctx, body))
+    let Some(fut) = start(shard, ctx, body).await else {
+        tracing::warn!(target: "broker::protocol", %peer, ?api_key, "no handler, closing connection");
+        return None;
     };
     Some(compio::runtime::spawn(fut))
-}
-
-async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: Bytes) -> Reply {
-    let s = &shard;
-    let c = &ctx;
-    match ctx.api_key {
-        ApiKey::ApiVersions => run(c, body, |r| api_versions::handle(s, c, r)).await,
-        ApiKey::Metadata => run(c, body, |r| metadata::handle(s, c, r)).await,
-        ApiKey::CreateTopics => run(c, body, |r| create_topics::handle(s, c, r)).await,
-        ApiKey::DeleteTopics => run(c, body, |r| delete_topics::handle(s, c, r)).await,
-        ApiKey::CreatePartitions => run(c, body, |r| create_partitions::handle(s, c, r)).await,
-        ApiKey::InitProducerId => run(c, body, |r| init_producer_id::handle(s, c, r)).await,
-        ApiKey::FindCoordinator => run(c, body, |r| find_coordinator::handle(s, c, r)).await,
-        ApiKey::JoinGroup => run(c, body, |r| join_group::handle(s, c, r)).await,
-        ApiKey::SyncGroup => run(c, body, |r| sync_group::handle(s, c, r)).await,
-        ApiKey::Heartbeat => run(c, body, |r| heartbeat::handle(s, c, r)).await,
-        ApiKey::LeaveGroup => run(c, body, |r| leave_group::handle(s, c, r)).await,
-        ApiKey::ListGroups => run(c, body, |r| list_groups::handle(s, c, r)).await,
-        ApiKey::DescribeGroups => run(c, body, |r| describe_groups::handle(s, c, r)).await,
-        ApiKey::DeleteGroups => run(c, body, |r| delete_groups::handle(s, c, r)).await,
-        ApiKey::OffsetCommit => run(c, body, |r| offset_commit::handle(s, c, r)).await,
-        ApiKey::OffsetFetch => run(c, body, |r| offset_fetch::handle(s, c, r)).await,
-        ApiKey::OffsetDelete => run(c, body, |r| offset_delete::handle(s, c, r)).await,
-        ApiKey::ConsumerGroupHeartbeat => {
-            run(c, body, |r| consumer_group_heartbeat::handle(s, c, r)).await
-        }
-        ApiKey::ConsumerGroupDescribe => {
-            run(c, body, |r| consumer_group_describe::handle(s, c, r)).await
-        }
-        ApiKey::ListOffsets => run(c, body, |r| list_offsets::handle(s, c, r)).await,
-        ApiKey::Fetch => match decode(body, c.version) {
-            Ok(r) => fetch::handle(s, c, r).await,
-            Err(e) => Reply::Close(format!("malformed Fetch v{}: {e}", c.version)),
-        },
-        ApiKey::DescribeConfigs => run(c, body, |r| describe_configs::handle(s, c, r)).await,
-        ApiKey::AlterConfigs => run(c, body, |r| alter_configs::handle(s, c, r)).await,
-        ApiKey::IncrementalAlterConfigs => {
-            run(c, body, |r| incremental_alter_configs::handle(s, c, r)).await
-        }
-        ApiKey::DescribeCluster => run(c, body, |r| describe_cluster::handle(s, c, r)).await,
-        ApiKey::DeleteRecords => run(c, body, |r| delete_records::handle(s, c, r)).await,
-        ApiKey::OffsetForLeaderEpoch => {
-            run(c, body, |r| offset_for_leader_epoch::handle(s, c, r)).await
-        }
-        ApiKey::DescribeLogDirs => run(c, body, |r| describe_log_dirs::handle(s, c, r)).await,
-        other => Reply::Close(format!("no handler for {other:?}")),
-    }
 }
 
 /// Decode, handle, encode.
@@ -274,4 +267,57 @@ pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
 
 pub fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn ctx(api_key: ApiKey, version: i16) -> RequestContext {
+        RequestContext {
+            api_key,
+            version,
+            correlation_id: 1,
+            client_id: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    /// ApiVersions advertises exactly the table: every API once, with its module's range.
+    #[test]
+    fn api_versions_answers_the_handler_table() {
+        let advertised = api_versions::response(0).api_keys;
+        assert_eq!(advertised.len(), HANDLERS.len());
+        let mut seen = HashSet::new();
+        for (a, (key, versions)) in advertised.iter().zip(HANDLERS) {
+            assert!(seen.insert(a.api_key), "{key:?} listed twice");
+            assert_eq!(a.api_key, *key as i16);
+            assert_eq!((a.min_version, a.max_version), (versions.min, versions.max));
+            assert!(versions.min <= versions.max, "{key:?}");
+        }
+        assert_eq!(versions_of(ApiKey::Produce), Some(produce::VERSIONS));
+        assert_eq!(versions_of(ApiKey::Fetch), Some(fetch::VERSIONS));
+    }
+
+    /// Every advertised API has a handler and nothing else is dispatched.
+    #[test]
+    fn dispatch_serves_exactly_the_advertised_apis() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let (shard, _threads) = crate::runtime::test_support::shards(1);
+            let mut dispatched = 0;
+            for key in (0..=i16::MAX).filter_map(|k| ApiKey::try_from(k).ok()) {
+                let version = versions_of(key).map_or(0, |v| v.max);
+                let started = start(&shard, ctx(key, version), Bytes::new()).await;
+                assert_eq!(
+                    started.is_some(),
+                    versions_of(key).is_some(),
+                    "{key:?}: dispatched and advertised must agree"
+                );
+                dispatched += usize::from(started.is_some());
+            }
+            assert_eq!(dispatched, HANDLERS.len());
+        });
+    }
 }

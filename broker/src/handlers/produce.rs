@@ -19,8 +19,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{Reply, RequestContext, Versions, decode, str_bytes, topic_name};
-use crate::metadata::ShardId;
 use crate::partition::{AppendFailure, AppendOutcome, now_ms};
+use crate::runtime::scatter::Scatter;
 use crate::runtime::{LocalBoxFuture, Shard};
 
 pub const VERSIONS: Versions = Versions { min: 3, max: 13 };
@@ -32,7 +32,6 @@ const TOPIC_ID_VERSION: i16 = 13;
 type PartitionResult = Result<AppendOutcome, (ResponseError, Option<String>)>;
 
 struct Item {
-    slot: usize,
     topic: String,
     partition: i32,
     records: Bytes,
@@ -54,9 +53,7 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
     // Answer layout, in request order; results filled by slot.
     let mut layout: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<i32>)> = Vec::new();
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
-    let mut by_shard: Vec<Vec<Item>> = (0..shard.shared.shard_count())
-        .map(|_| Vec::new())
-        .collect();
+    let mut by_shard = Scatter::new(shard.shared.shard_count());
     for t in req.topic_data {
         let meta = if ctx.version >= TOPIC_ID_VERSION {
             metadata.topic_by_id(&t.topic_id)
@@ -99,12 +96,12 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
                     )))
                 }
                 (Some(m), Some(records)) => {
-                    by_shard[shard.owner_of(&m.name, p.index).0].push(Item {
-                        slot,
+                    let item = Item {
                         topic: m.name.clone(),
                         partition: p.index,
                         records,
-                    });
+                    };
+                    by_shard.push(shard.owner_of(&m.name, p.index), slot, item);
                     None
                 }
             };
@@ -117,34 +114,17 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
         layout.push((name, id, parts));
     }
     // Queue the appends, shard by shard; each owner takes the append tickets in order.
-    let mut waits = Vec::new();
-    for (target, items) in by_shard.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
-        let slots: Vec<usize> = items.iter().map(|i| i.slot).collect();
-        let fut = shard
-            .invoke_ordered(ShardId(target), move |s: &Rc<Shard>| {
-                append_on_owner(s, items, acks)
+    let appends = by_shard
+        .send(shard, move |s: &Rc<Shard>, items| {
+            append_on_owner(s, items, acks)
+        })
+        .await;
+    Box::pin(async move {
+        appends
+            .into_slots(&mut results, || {
+                Err((ResponseError::NotLeaderOrFollower, None))
             })
             .await;
-        waits.push(async move { (slots, fut.await) });
-    }
-    Box::pin(async move {
-        for (slots, answer) in join_all(waits).await {
-            match answer {
-                Some(answers) => {
-                    for (slot, r) in slots.into_iter().zip(answers) {
-                        results[slot] = Some(r);
-                    }
-                }
-                None => {
-                    for slot in slots {
-                        results[slot] = Some(Err((ResponseError::NotLeaderOrFollower, None)));
-                    }
-                }
-            }
-        }
         if acks == 0 {
             if let Some(Some(Err((code, msg)))) = results.iter().find(|r| matches!(r, Some(Err(_))))
             {

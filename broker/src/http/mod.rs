@@ -138,7 +138,8 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
         requests_waiting_for_budget: shard.request_budget.waiting() as u64,
         ..ShardSnapshot::default()
     };
-    SEEN.with(|seen| {
+    {
+        let seen = shard.services.get_or_init(|| RefCell::new(Seen::default()));
         let mut seen = seen.borrow_mut();
         let mut current: Vec<(Weak<Partition>, LogMetrics)> = Vec::new();
         for partitions in shard.partitions.borrow().values() {
@@ -169,19 +170,16 @@ fn snapshot_of(shard: &Rc<Shard>) -> ShardSnapshot {
         }
         seen.retired = retired;
         seen.partitions = current;
-    });
+    }
     s
 }
 
-/// Per shard thread: the partitions seen at the last scrape and the counters of those gone.
+/// Per shard (a service of the shard): the partitions seen at the last scrape and the
+/// counters of those gone.
 #[derive(Default)]
 struct Seen {
     partitions: Vec<(Weak<Partition>, LogMetrics)>,
     retired: LogMetrics,
-}
-
-thread_local! {
-    static SEEN: RefCell<Seen> = RefCell::new(Seen::default());
 }
 
 fn add(total: &mut LogMetrics, m: &LogMetrics) {

@@ -26,14 +26,14 @@ use compio::BufResult;
 use compio::buf::{IntoInner, IoBuf};
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
+use engine::sync::{Notified, Notify};
 use futures_util::future::{Either, select};
 
 use crate::handlers::{self, Reply};
 use crate::net::frame::{self, split_frame};
-use crate::net::frame_pool::POOLED_FRAME_BYTES_MIN;
-use crate::net::request_budget::Grant;
-use crate::notify::{Notified, Notify};
 use crate::runtime::Shard;
+use crate::runtime::frame_pool::POOLED_FRAME_BYTES_MIN;
+use crate::runtime::request_budget::Grant;
 
 /// Largest read issued for small frames: a busy connection's reads grow to this.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -6,8 +6,6 @@
 
 pub mod connection;
 pub mod frame;
-pub mod frame_pool;
-pub mod request_budget;
 pub mod sendfile;
 
 use std::net::SocketAddr;

@@ -23,9 +23,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use engine::batch::BatchHeader;
 use engine::limits::BATCH_HEADER_BYTES;
+use engine::sync::{FifoLock, Notify};
 
 use crate::metadata::TopicConfig;
-use crate::notify::{FifoLock, Notify};
 use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
 

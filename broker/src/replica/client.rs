@@ -7,7 +7,7 @@
 //! Owns: connecting with a deadline, sending request frames (kafka-wire's
 //! `encode_request_into`, the header version chosen by kafka-protocol from the API version),
 //! reading one size-prefixed response frame into a buffer from the shard's `FramePool` (large
-//! fetch answers reuse mapped pages, net/frame_pool.rs), matching its correlation id and
+//! fetch answers reuse mapped pages, runtime/frame_pool.rs), matching its correlation id and
 //! decoding it (kafka-wire's `decode_response`; record bytes stay `Bytes` slices of the frame).
 //! Does not own: what is sent (fetcher.rs), retries and reconnects (fetcher.rs), version
 //! negotiation: every node of a cluster runs this build, which serves Fetch v12 and
@@ -26,7 +26,7 @@ use kafka_protocol::protocol::Request;
 use kafka_wire::codec::{api_key_of, decode_response, encode_request_into};
 use kafka_wire::frame::{SIZE_PREFIX_BYTES, response_correlation_id, response_frame_bytes};
 
-use crate::net::frame_pool::{FramePool, POOLED_FRAME_BYTES_MIN};
+use crate::runtime::frame_pool::{FramePool, POOLED_FRAME_BYTES_MIN};
 
 /// Client id in every request header (leaders' logs name the follower's connection by it).
 pub const CLIENT_ID: &str = "sluice-replica-fetcher";

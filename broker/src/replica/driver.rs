@@ -83,7 +83,7 @@ pub struct ReplicaDriver {
     /// Set while the log is re-opened: actions queue up and are applied afterwards.
     paused: Cell<bool>,
     /// Fires when a drain task stops (queue empty or paused).
-    idle: Rc<crate::notify::Notify>,
+    idle: Rc<engine::sync::Notify>,
     produces: RefCell<HashMap<u64, async_channel::Sender<Result<i64, ReplicaError>>>>,
     /// Ids of requests handled here (produce, fetch, OffsetForLeaderEpoch); the core's own
     /// outgoing requests use its own ids.
@@ -98,7 +98,7 @@ pub struct ReplicaDriver {
     /// sequences only when there are none (`Partition::wait_producer_state`).
     follower_writes: Cell<usize>,
     /// Fires when `follower_writes` drops to zero.
-    follower_writes_applied: Rc<crate::notify::Notify>,
+    follower_writes_applied: Rc<engine::sync::Notify>,
     /// acks=all duplicates waiting for the high watermark (checked after every step).
     commit_waits: RefCell<Vec<CommitWait>>,
     /// The produce timeout the core uses (`ReplicaConfig::produce_timeout_ms`).
@@ -123,14 +123,14 @@ impl ReplicaDriver {
             queue: RefCell::new(VecDeque::new()),
             applying: Cell::new(false),
             paused: Cell::new(false),
-            idle: Rc::new(crate::notify::Notify::new()),
+            idle: Rc::new(engine::sync::Notify::new()),
             produces: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             failed: Cell::new(false),
             write_refusal: Cell::new(None),
             is_leader: Cell::new(false),
             follower_writes: Cell::new(0),
-            follower_writes_applied: Rc::new(crate::notify::Notify::new()),
+            follower_writes_applied: Rc::new(engine::sync::Notify::new()),
             commit_waits: RefCell::new(Vec::new()),
             produce_timeout_ms,
             stopping: Cell::new(false),
@@ -299,7 +299,7 @@ impl ReplicaDriver {
     }
 
     /// Resolves the next time no follower write is left (see `follower_writes_pending`).
-    pub fn follower_writes_applied(&self) -> crate::notify::Notified {
+    pub fn follower_writes_applied(&self) -> engine::sync::Notified {
         self.follower_writes_applied.notified()
     }
 

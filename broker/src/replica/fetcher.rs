@@ -37,6 +37,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use engine::sync::{Notified, Notify};
 use futures_util::future::{Either, select};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -52,9 +53,8 @@ use replication::{
 };
 
 use super::client::{ClientError, LeaderConnection};
-use crate::net::frame_pool::FramePool;
-use crate::notify::{Notified, Notify};
 use crate::runtime::Shard;
+use crate::runtime::frame_pool::FramePool;
 
 /// Fetch version sent: the last with topic names (v13 moves to topic ids) and `replica_id`
 /// in the body (v15 moves it to `replica_state`).
@@ -102,12 +102,8 @@ pub fn send_to_leader(
     message: Message<Bytes>,
 ) {
     let cluster = &shard.shared.cluster;
-    let key = RegistryKey {
-        shared: std::sync::Arc::as_ptr(&shard.shared) as usize,
-        shard: shard.id.0,
-        leader,
-    };
-    let existing = REGISTRY.with(|r| r.borrow().get(&key).cloned());
+    let fetchers = shard.services.get_or_init(Fetchers::default);
+    let existing = fetchers.0.borrow().get(&leader).cloned();
     let fetcher = match existing {
         Some(f) => f,
         None => {
@@ -126,18 +122,16 @@ pub fn send_to_leader(
                 shard: Rc::clone(shard),
             });
             let fetcher = Fetcher::new(env, settings);
-            REGISTRY.with(|r| r.borrow_mut().insert(key, Rc::clone(&fetcher)));
+            fetchers.0.borrow_mut().insert(leader, Rc::clone(&fetcher));
             let task = Rc::clone(&fetcher);
             compio::runtime::spawn(async move {
                 Rc::clone(&task).run().await;
                 // No await between `run` deciding to end (queue empty) and this removal, so
                 // no request can be queued on a fetcher that is gone.
-                REGISTRY.with(|r| {
-                    let mut r = r.borrow_mut();
-                    if r.get(&key).is_some_and(|f| Rc::ptr_eq(f, &task)) {
-                        r.remove(&key);
-                    }
-                });
+                let mut fetchers = fetchers.0.borrow_mut();
+                if fetchers.get(&leader).is_some_and(|f| Rc::ptr_eq(f, &task)) {
+                    fetchers.remove(&leader);
+                }
             })
             .detach();
             fetcher
@@ -580,19 +574,9 @@ pub fn replica_error(code: i16) -> ReplicaError {
 
 // ---------------------------------------------------------------------------------------------
 
-thread_local! {
-    /// Fetchers of this thread's shard(s) (one shard per thread in the broker; the key keeps
-    /// brokers apart should tests run several in one thread).
-    static REGISTRY: RefCell<HashMap<RegistryKey, Rc<Fetcher>>> = RefCell::new(HashMap::new());
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct RegistryKey {
-    /// `Arc::as_ptr` of the broker's `Shared`.
-    shared: usize,
-    shard: usize,
-    leader: i32,
-}
+/// A shard's follower fetchers by leader node id (a per-shard service: `runtime::services`).
+#[derive(Default)]
+pub struct Fetchers(RefCell<HashMap<i32, Rc<Fetcher>>>);
 
 struct ShardEnv {
     shard: Rc<Shard>,

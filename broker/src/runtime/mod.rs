@@ -1,8 +1,14 @@
 //! Shards: one OS thread per core with its own compio runtime, sharing nothing.
 //!
-//! Owns: `Shard` (the per-thread state: metadata copy, owned partitions, fetch sessions,
+//! Owns: `Shard` (the per-thread state: metadata copy, owned partitions, per-shard services,
 //! connection bookkeeping), `Shared` (the `Send + Sync` pieces every shard reads: config,
-//! mesh senders, connection counts), and `invoke`, the only way to run code on another shard.
+//! mesh senders, connection counts), and `invoke_ordered` (with `invoke`, its wait for the
+//! answer), the only way to run code on another shard. Beside them: `scatter` (a request's
+//! partitions grouped by owning shard and answered in request order), `services` (subsystem
+//! state kept once per shard), `frame_pool` and `request_budget` (per-shard receive buffers
+//! and request-byte admission), `partitions` (open, close, housekeeping), `control` (the
+//! control plane's front on shard 0).
+//! Does not own: what handlers, groups or the HTTP side do; the runtime imports none of them.
 //! Invariants:
 //! - A shard touches only partitions it owns (`PartitionTable`); everything else goes through
 //!   `invoke` over a bounded mesh channel.
@@ -11,7 +17,11 @@
 //!   is done in the closure, so requests keep their order across shards.
 //! - The mesh loop never sends on the mesh itself, so bounded channels cannot deadlock.
 
+pub mod frame_pool;
 pub mod partitions;
+pub mod request_budget;
+pub mod scatter;
+pub mod services;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,10 +31,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use engine::sync::Notify;
+
 use crate::config::Config;
-use crate::handlers::fetch_session::FetchSessionCache;
 use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
-use crate::notify::Notify;
 use crate::partition::Partition;
 
 /// Tasks queued to one shard before senders wait (back-pressure).
@@ -90,7 +100,9 @@ pub struct Shard {
     metadata: RefCell<Arc<ClusterMetadata>>,
     /// Partitions this shard owns: topic -> partition index -> partition.
     pub partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
-    pub fetch_sessions: RefCell<FetchSessionCache>,
+    /// Subsystem state kept once per shard (group backend, follower fetchers, fetch
+    /// sessions, metrics view): see `services.rs`.
+    pub services: services::Services,
     /// The controller frontend (topic changes, producer ids); present on shard 0 only.
     pub control: Option<crate::controller::ControllerFrontend>,
     /// Set when the broker is shutting down: stop reading new requests.
@@ -102,10 +114,10 @@ pub struct Shard {
     /// Set in the last shutdown phase: the shard's runtime returns.
     pub exited: Cell<bool>,
     pub exit_notify: Rc<Notify>,
-    /// Reused receive buffers for large request frames (net/frame_pool.rs).
-    pub frame_pool: crate::net::frame_pool::FramePool,
-    /// This shard's share of `kafka.queued_max_request_bytes` (net/request_budget.rs).
-    pub request_budget: Rc<crate::net::request_budget::RequestBudget>,
+    /// Reused receive buffers for large request frames (runtime/frame_pool.rs).
+    pub frame_pool: frame_pool::FramePool,
+    /// This shard's share of `kafka.queued_max_request_bytes` (runtime/request_budget.rs).
+    pub request_budget: Rc<request_budget::RequestBudget>,
     /// The replica timer (`replica::run_ticker`) runs on this shard.
     pub replica_ticker_started: Cell<bool>,
     /// Free space of the data dir and the reserve under which Produce is refused.
@@ -123,17 +135,17 @@ impl Shard {
         metadata: Arc<ClusterMetadata>,
         control: Option<crate::controller::ControllerFrontend>,
     ) -> Rc<Shard> {
-        let sessions = shared.config.kafka.fetch_sessions_per_shard_max;
         let disk = crate::storage::DiskGuard::new(&shared.config);
-        let request_budget = crate::net::request_budget::RequestBudget::new(
-            crate::net::request_budget::shard_share(&shared.config, shared.shard_count()),
-        );
+        let request_budget = request_budget::RequestBudget::new(request_budget::shard_share(
+            &shared.config,
+            shared.shard_count(),
+        ));
         Rc::new(Shard {
             id,
             shared,
             metadata: RefCell::new(metadata),
             partitions: RefCell::new(HashMap::new()),
-            fetch_sessions: RefCell::new(FetchSessionCache::new(id, sessions)),
+            services: services::Services::default(),
             control,
             stopping: Cell::new(false),
             stop_notify: Rc::new(Notify::new()),
@@ -141,7 +153,7 @@ impl Shard {
             connection_closed: Rc::new(Notify::new()),
             exited: Cell::new(false),
             exit_notify: Rc::new(Notify::new()),
-            frame_pool: crate::net::frame_pool::FramePool::prefaulted(),
+            frame_pool: frame_pool::FramePool::prefaulted(),
             request_budget,
             replica_ticker_started: Cell::new(false),
             disk,
@@ -205,35 +217,19 @@ impl Shard {
         R: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> LocalBoxFuture<R> + Send + 'static,
     {
-        if target == self.id {
-            return Some(f(self).await);
-        }
-        let (tx, rx) = async_channel::bounded::<R>(1);
-        let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
-            let fut = f(shard);
-            Box::pin(async move {
-                let r = fut.await;
-                let _ = tx.send(r).await;
-            })
-        });
-        self.shared.mesh[target.0].send(task).await.ok()?;
-        rx.recv().await.ok()
+        self.invoke_ordered(target, f).await.result().await
     }
 
-    /// Like `invoke`, but returns once the closure has been queued (ordered) on the target;
-    /// the result arrives through the returned future.
-    pub async fn invoke_ordered<R, F>(
-        self: &Rc<Self>,
-        target: ShardId,
-        f: F,
-    ) -> LocalBoxFuture<Option<R>>
+    /// The one way to run code on a shard. Returns once the closure has been queued on
+    /// `target` (run, when `target` is this shard); its result arrives through the returned
+    /// [`Queued`]. Closures queued one after the other run on their target in that order.
+    pub async fn invoke_ordered<R, F>(self: &Rc<Self>, target: ShardId, f: F) -> Queued<R>
     where
         R: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> LocalBoxFuture<R> + Send + 'static,
     {
         if target == self.id {
-            let fut = f(self);
-            return Box::pin(async move { Some(fut.await) });
+            return Queued(QueuedState::Local(f(self)));
         }
         let (tx, rx) = async_channel::bounded::<R>(1);
         let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
@@ -243,49 +239,34 @@ impl Shard {
                 let _ = tx.send(r).await;
             })
         });
-        if self.shared.mesh[target.0].send(task).await.is_err() {
-            return Box::pin(async { None });
+        match self.shared.mesh[target.0].send(task).await {
+            Ok(()) => Queued(QueuedState::Remote(rx)),
+            Err(_) => Queued(QueuedState::Gone),
         }
-        Box::pin(async move { rx.recv().await.ok() })
     }
 }
 
-impl Shard {
-    /// Runs `f` with partition `topic`/`partition` on its owning shard. Errors: the topic or
-    /// partition is unknown (UNKNOWN_TOPIC_OR_PARTITION) or not open on its owner.
-    pub async fn with_partition<R, F>(
-        self: &Rc<Self>,
-        topic: &str,
-        partition: i32,
-        f: F,
-    ) -> Result<R, kafka_protocol::ResponseError>
-    where
-        R: Send + 'static,
-        F: FnOnce(Rc<Partition>) -> LocalBoxFuture<R> + Send + 'static,
-    {
-        use kafka_protocol::ResponseError;
-        let known = self
-            .metadata()
-            .topic(topic)
-            .is_some_and(|m| partition >= 0 && partition < m.partitions);
-        if !known {
-            return Err(ResponseError::UnknownTopicOrPartition);
+/// A closure queued by [`Shard::invoke_ordered`]; [`Queued::result`] waits for its answer
+/// (`None` if the target shard is gone).
+pub struct Queued<R>(QueuedState<R>);
+
+enum QueuedState<R> {
+    /// The target is this shard: its future, run by whoever awaits the result.
+    Local(LocalBoxFuture<R>),
+    /// The target's one-slot reply channel.
+    Remote(async_channel::Receiver<R>),
+    /// The target's mesh channel is closed (shutting down).
+    Gone,
+}
+
+impl<R> Queued<R> {
+    /// The closure's result; `None` if the target shard is gone.
+    pub async fn result(self) -> Option<R> {
+        match self.0 {
+            QueuedState::Local(fut) => Some(fut.await),
+            QueuedState::Remote(rx) => rx.recv().await.ok(),
+            QueuedState::Gone => None,
         }
-        let owner = self.owner_of(topic, partition);
-        let topic = topic.to_string();
-        let r = self
-            .invoke(owner, move |s: &Rc<Shard>| {
-                let p = s.partition(&topic, partition);
-                match p {
-                    Some(p) => {
-                        let fut = f(p);
-                        Box::pin(async move { Some(fut.await) })
-                    }
-                    None => Box::pin(async { None }),
-                }
-            })
-            .await;
-        r.flatten().ok_or(ResponseError::NotLeaderOrFollower)
     }
 }
 
@@ -294,5 +275,93 @@ pub async fn run_mesh_loop(shard: Rc<Shard>, rx: async_channel::Receiver<ShardTa
     while let Ok(task) = rx.recv().await {
         let fut = task(&shard);
         compio::runtime::spawn(fut).detach();
+    }
+}
+
+/// Shards for unit tests: shard 0 runs on the caller's runtime, the others each on a thread
+/// of their own with their mesh loop, as in the broker.
+#[cfg(test)]
+pub mod test_support {
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::{MESH_QUEUE_CAPACITY, Shard, ShardTask, Shared, run_mesh_loop};
+    use crate::config::Config;
+    use crate::metadata::{ClusterMetadata, PartitionTable, ShardId};
+
+    /// `n` shards; returns shard 0 (call from inside a compio runtime) and stops the other
+    /// threads when the returned guard drops.
+    pub fn shards(n: usize) -> (Rc<Shard>, Threads) {
+        let config = Arc::new(Config::default());
+        let (cluster, _receivers) =
+            crate::controller::ClusterHandle::new(0, Default::default(), 500);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| async_channel::bounded::<ShardTask>(MESH_QUEUE_CAPACITY))
+            .unzip();
+        let shared = Arc::new(Shared {
+            config,
+            table: PartitionTable { shards: n },
+            mesh: senders,
+            connections: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            metrics: (0..n).map(|_| Default::default()).collect(),
+            cluster: Arc::new(cluster),
+            fd_budget: crate::fd_budget::FdBudget::compute(1 << 20, 10),
+            open_partition_replicas: AtomicUsize::new(0),
+        });
+        let mut receivers = receivers.into_iter();
+        let local_rx = receivers.next().expect("at least one shard");
+        let mut threads = Vec::new();
+        for (i, rx) in receivers.enumerate() {
+            let shared = Arc::clone(&shared);
+            threads.push(std::thread::spawn(move || {
+                compio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(async move {
+                        let metadata = Arc::new(ClusterMetadata::default());
+                        let shard = Shard::new(ShardId(i + 1), shared, metadata, None);
+                        compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), rx)).detach();
+                        loop {
+                            let exit = shard.exit_notify.notified();
+                            if shard.exited.get() {
+                                break;
+                            }
+                            exit.await;
+                        }
+                    })
+            }));
+        }
+        let shard = Shard::new(
+            ShardId(0),
+            Arc::clone(&shared),
+            Arc::new(ClusterMetadata::default()),
+            None,
+        );
+        compio::runtime::spawn(run_mesh_loop(Rc::clone(&shard), local_rx)).detach();
+        (shard, Threads { shared, threads })
+    }
+
+    /// The other shards' threads; dropping it ends them.
+    pub struct Threads {
+        shared: Arc<Shared>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Threads {
+        fn drop(&mut self) {
+            for target in 1..=self.threads.len() {
+                let task: ShardTask = Box::new(|s: &Rc<Shard>| {
+                    s.exited.set(true);
+                    s.exit_notify.notify_all();
+                    Box::pin(async {})
+                });
+                self.shared.send_blocking(ShardId(target), task);
+            }
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 
@@ -480,6 +481,23 @@ pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64, full: bool) {
         }
         if let Err(e) = p.log.flush_tick(now_ms).await {
             tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "flush failed");
+        }
+    }
+}
+
+/// The shard's free-space check (from its housekeeping loop): reads the free space, then
+/// lets partitions refused after a failed write resume if the space came back.
+pub fn check_disk(shard: &Rc<Shard>, now: Instant) {
+    let disk = shard.disk.check(shard.id.0, now);
+    let partitions: Vec<_> = shard
+        .partitions
+        .borrow()
+        .values()
+        .flat_map(|v| v.iter().flatten().cloned())
+        .collect();
+    for p in partitions {
+        if !p.is_retired() {
+            p.replica.on_disk_check(&p, disk);
         }
     }
 }
