@@ -41,7 +41,7 @@ pub use controller::{BrokerRecord, Controller, ControllerInput, ControllerSnapsh
 pub use epoch_cache::EpochCache;
 pub use message::{Action, EpochEndOffset, FetchData, Message};
 pub use node::{Node, NodeInput};
-pub use replica::{Ctx, FetchRequest, ProduceRequest, RecoveredLog, Replica, Role};
+pub use replica::{Ctx, FetchRequest, ProduceRequest, ReadRange, RecoveredLog, Replica, Role};
 pub use types::{
     Acks, Address, Batch, BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, PartitionId,
     PartitionState, ReplicaError,
