@@ -86,18 +86,6 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
                     ResponseError::CorruptMessage,
                     Some("null records".into()),
                 ))),
-                (Some(m), Some(records))
-                    if records.len() as u64 > shard.config().log.segment_bytes =>
-                {
-                    Some(Err((
-                        ResponseError::RecordListTooLarge,
-                        Some(format!(
-                            "{} bytes exceed segment.bytes of topic {}",
-                            records.len(),
-                            m.name
-                        )),
-                    )))
-                }
                 (Some(m), Some(records)) => {
                     by_shard[shard.owner_of(&m.name, p.index).0].push(Item {
                         slot,
@@ -329,6 +317,10 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
             Some(format!(
                 "batch of {bytes} bytes exceeds max.message.bytes {max}"
             )),
+        ),
+        AppendFailure::RecordListTooLarge { bytes, max } => (
+            ResponseError::RecordListTooLarge,
+            Some(format!("{bytes} bytes exceed segment.bytes {max} of the topic")),
         ),
         AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),
         AppendFailure::Storage(m) => (ResponseError::KafkaStorageError, Some((*m).to_string())),

@@ -11,7 +11,8 @@
 //!   action (send, high watermark) runs at once only when nothing is queued before it;
 //!   otherwise it waits behind the engine operations (append, truncate) ahead of it. So an
 //!   acks=1 answer or a high watermark never overtakes the append it covers.
-//! - The engine assigns the same offsets as the core (asserted on every leader append).
+//! - Offsets are assigned once, by the core; the engine appends each leader batch at the
+//!   core's offset (`Log::append_validated` refuses one that is not its log end).
 //! - After an append fails (disk full, I/O error) the engine has kept nothing of it; the
 //!   driver drops the appends queued behind it, answers their produces with
 //!   KAFKA_STORAGE_ERROR, and rewinds the core to the log's end (`on_log_write_failed`), so
@@ -26,7 +27,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use engine::batch::ValidatedBatch;
 use replication::{
     Action, Address, BrokerEpoch, Ctx, FetchRequest, LeaderEpoch, Message, NodeId, Replica,
     ReplicaError, Role,
@@ -78,6 +80,9 @@ pub struct ReplicaDriver {
     /// The partition instance whose log the actions go to (re-pointed by a re-open).
     partition: RefCell<Weak<Partition>>,
     queue: RefCell<VecDeque<Action<Bytes>>>,
+    /// The validated batches of the leader appends (`Action::Append`) queued, in the same
+    /// order: the core carries their bytes, the engine appends these (stamp included).
+    validated: RefCell<VecDeque<ValidatedBatch>>,
     /// A task is applying the queue (it owns the queue's head until it empties it).
     applying: Cell<bool>,
     /// Set while the log is re-opened: actions queue up and are applied afterwards.
@@ -121,6 +126,7 @@ impl ReplicaDriver {
             env,
             partition: RefCell::new(partition),
             queue: RefCell::new(VecDeque::new()),
+            validated: RefCell::new(VecDeque::new()),
             applying: Cell::new(false),
             paused: Cell::new(false),
             idle: Rc::new(crate::notify::Notify::new()),
@@ -316,14 +322,11 @@ impl ReplicaDriver {
         Ok(())
     }
 
-    /// A leader append: one record batch (`payload`, already validated) for the core.
+    /// A leader append: one validated record batch for the core, which assigns its offsets.
     /// Returns the base offset the core assigned (if it appended) and the answer to await.
-    pub fn produce(
-        &self,
-        acks_all: bool,
-        record_count: u32,
-        payload: Bytes,
-    ) -> (Option<i64>, ProduceAnswer) {
+    /// The engine appends `batch` itself at that offset (the core's `Append` action carries
+    /// the same bytes), without validating it again.
+    pub fn produce(&self, acks_all: bool, batch: ValidatedBatch) -> (Option<i64>, ProduceAnswer) {
         let request_id = self.next_id();
         let (tx, rx) = async_channel::bounded(1);
         if self.stopping.get() {
@@ -336,6 +339,11 @@ impl ReplicaDriver {
         } else {
             replication::Acks::Leader
         };
+        let record_count = batch.records_count() as u32;
+        let payload = batch.bytes().clone();
+        // Queued before the core runs (its Append may be applied by a drain task that starts
+        // later, never before this returns), taken back if the core refuses.
+        self.validated.borrow_mut().push_back(batch);
         let base = self.step(|core, ctx, out| {
             let before = core.log_end_offset();
             let request = replication::ProduceRequest {
@@ -348,28 +356,39 @@ impl ReplicaDriver {
             core.on_produce(ctx, request, out);
             (core.log_end_offset() > before).then_some(before)
         });
+        if base.is_none() {
+            self.validated.borrow_mut().pop_back();
+        }
         (base, rx)
     }
 
     /// A fetch (follower when `replica` is set). `current_leader_epoch` -1 skips the epoch
-    /// check. The answer is read synchronously from the core's actions.
+    /// check. A consumer's is a query of the core; a follower's is an input (it records the
+    /// follower's progress), whose answer is taken from the core's actions.
     pub fn fetch(
         &self,
         replica: Option<i32>,
         current_leader_epoch: i32,
         fetch_offset: i64,
     ) -> Result<FetchRange, ReplicaError> {
-        let request_id = self.next_id();
-        let from = match replica {
-            Some(id) => Address::Broker(NodeId(id)),
-            None => Address::Client(0),
+        let Some(id) = replica else {
+            let core = self.core.borrow();
+            let current_leader_epoch = self.requested_epoch(&core, current_leader_epoch);
+            let range = core.consumer_read(current_leader_epoch, fetch_offset)?;
+            return Ok(FetchRange {
+                from_offset: range.from_offset,
+                max_offset: range.max_offset,
+                high_watermark: range.high_watermark,
+                log_end_offset: range.log_end_offset,
+            });
         };
+        let request_id = self.next_id();
         self.step(|core, ctx, out| {
             let current_leader_epoch = self.requested_epoch(core, current_leader_epoch);
             let request = FetchRequest {
-                from,
+                from: Address::Broker(NodeId(id)),
                 request_id,
-                replica: replica.map(NodeId),
+                replica: Some(NodeId(id)),
                 current_leader_epoch,
                 fetch_offset,
             };
@@ -379,35 +398,19 @@ impl ReplicaDriver {
     }
 
     /// OffsetForLeaderEpoch (from a follower or a consumer): the end offset of `leader_epoch`
-    /// in this leader's log, `(epoch, end_offset)`, (-1, -1) when undefined.
+    /// in this leader's log, `(epoch, end_offset)`, (-1, -1) when undefined. A query of the
+    /// core.
     pub fn offset_for_leader_epoch(
         &self,
         current_leader_epoch: i32,
         leader_epoch: i32,
     ) -> Result<(i32, i64), ReplicaError> {
-        let request_id = self.next_id();
-        self.step(|core, _ctx, out| {
-            let current = self.requested_epoch(core, current_leader_epoch);
-            core.on_offset_for_leader_epoch(
-                Address::Client(0),
-                request_id,
-                current,
-                LeaderEpoch(leader_epoch),
-                out,
-            );
-            let at = out.iter().position(|a| {
-                matches!(a, Action::Send { message: Message::OffsetForLeaderEpochResponse { request_id: id, .. }, .. } if *id == request_id)
-            });
-            match at.map(|i| out.remove(i)) {
-                Some(Action::Send {
-                    message: Message::OffsetForLeaderEpochResponse { result, .. },
-                    ..
-                }) => result.map(|e| match e.leader_epoch {
-                    Some(epoch) => (epoch.0, e.end_offset),
-                    None => (-1, -1),
-                }),
-                _ => Err(ReplicaError::NotLeaderOrFollower),
-            }
+        let core = self.core.borrow();
+        let current = self.requested_epoch(&core, current_leader_epoch);
+        let end = core.epoch_end_offset(current, LeaderEpoch(leader_epoch))?;
+        Ok(match end.leader_epoch {
+            Some(epoch) => (epoch.0, end.end_offset),
+            None => (-1, -1),
         })
     }
 
@@ -621,36 +624,37 @@ async fn drain(partition: Rc<Partition>) {
         };
         match action {
             Action::Append { batch, .. } => {
+                let validated = driver.validated.borrow_mut().pop_front();
+                let validated = validated.expect("every queued leader append has its batch");
+                assert!(
+                    validated.bytes().as_ptr() == batch.payload.as_ptr()
+                        && validated.len() == batch.payload.len(),
+                    "leader appends and their validated batches out of step"
+                );
                 if driver.failed.get() {
                     continue;
                 }
-                let base = batch.base_offset;
-                match partition
-                    .log
-                    .append(batch.payload, batch.leader_epoch.0)
-                    .await
-                {
-                    Ok(info) => {
-                        assert_eq!(
-                            info.first_offset, base,
-                            "engine and replication core disagree on a leader append's offset"
-                        );
-                        partition.data_notify.notify_all();
-                    }
+                // The core assigned the offset; the engine writes there (and refuses if its
+                // log end is elsewhere, which would be a bug).
+                let (base, epoch) = (batch.base_offset, batch.leader_epoch.0);
+                match partition.log.append_validated(validated, base, epoch).await {
+                    Ok(_) => partition.data_notify.notify_all(),
                     Err(e) => driver.on_append_failed(&partition, "append", &e),
                 }
             }
             Action::AppendReplicated { batches, .. } => {
                 if !driver.failed.get() && !batches.is_empty() {
                     let base = batches[0].base_offset;
-                    let bytes = concat_payloads(&batches);
-                    match partition.log.append_replicated(bytes.clone()).await {
+                    // Each batch is a slice of the leader's response: written with vectored
+                    // writes, never joined into one buffer.
+                    let parts: Vec<Bytes> = batches.into_iter().map(|b| b.payload).collect();
+                    match partition.log.append_replicated_batches(parts.clone()).await {
                         Ok(info) => {
                             assert_eq!(
                                 info.first_offset, base,
                                 "replicated append landed elsewhere"
                             );
-                            partition.record_replicated_producers(&bytes);
+                            partition.record_replicated_producers(&parts);
                             partition.data_notify.notify_all();
                         }
                         Err(e) => driver.on_append_failed(&partition, "replicated append", &e),
@@ -762,6 +766,8 @@ impl ReplicaDriver {
         // What was queued behind the failure keeps its order, less the appends; the answers
         // of produces whose batches were dropped become errors.
         let stale: Vec<Action<Bytes>> = self.queue.borrow_mut().drain(..).collect();
+        // Every queued leader append is dropped, and with it its validated batch.
+        self.validated.borrow_mut().clear();
         let mut kept = VecDeque::with_capacity(stale.len());
         for action in stale {
             match action {
@@ -852,20 +858,6 @@ fn take_fetch_answer(
     }
 }
 
-/// One buffer for the engine: the fetched batches are slices of one response, but `Bytes`
-/// cannot be re-joined, so more than one batch costs one copy per fetch (not per record).
-fn concat_payloads(batches: &[replication::Batch<Bytes>]) -> Bytes {
-    if let [only] = batches {
-        return only.payload.clone();
-    }
-    let total = batches.iter().map(|b| b.payload.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for b in batches {
-        buf.extend_from_slice(&b.payload);
-    }
-    buf.freeze()
-}
-
 /// Test helpers shared by the driver's and the handlers' tests: an environment that records
 /// what the driver sends, and a replicated partition on a real engine log.
 #[cfg(test)]
@@ -906,8 +898,22 @@ pub(crate) mod test_support {
 
     /// Partition `t`-0 under `dir` on `node`; replicated (core partition id 7) with `env`.
     pub async fn open(dir: &std::path::Path, node: i32, env: Rc<TestEnv>) -> Rc<Partition> {
+        open_configured(dir, node, env, &[]).await
+    }
+
+    /// `open` with topic config `overrides` (Kafka names: `segment.bytes`, ...).
+    pub async fn open_configured(
+        dir: &std::path::Path,
+        node: i32,
+        env: Rc<TestEnv>,
+        overrides: &[(&str, &str)],
+    ) -> Rc<Partition> {
         let log = LogSection::default();
-        let config = TopicConfig::resolve(&log, &BTreeMap::new()).unwrap();
+        let overrides: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = TopicConfig::resolve(&log, &overrides).unwrap();
         let setup = ReplicaSetup {
             node,
             partition_id: 7,
