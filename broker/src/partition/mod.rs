@@ -19,7 +19,7 @@ pub mod record_count;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 use engine::batch::{BatchHeader, ValidateOptions, ValidatedBatch};
@@ -27,7 +27,7 @@ use engine::limits::BATCH_HEADER_BYTES;
 
 use crate::cluster::TopicConfig;
 use crate::notify::{FifoLock, Notify};
-use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
+use crate::replica::driver::{Applied, ProduceAnswer, ReplicaDriver, ReplicaEnv, ReplicaStore};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
 
 /// Why an append was refused, before Kafka codes are chosen at the handler boundary.
@@ -75,14 +75,20 @@ pub struct Partition {
     pub index: i32,
     pub dir: PathBuf,
     pub log: Rc<engine::Log>,
-    pub leader_epoch: Cell<i32>,
+    /// Published by the replication core's driver (shared with its `ReplicaStore`).
+    pub leader_epoch: Rc<Cell<i32>>,
     pub config: RefCell<TopicConfig>,
     /// Fires whenever the high watermark (or log start offset) moves.
     pub data_notify: Rc<Notify>,
     pub append_lock: Rc<FifoLock>,
     producers: RefCell<ProducerStateTable>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
-    retired: Cell<bool>,
+    /// Shared with the driver's `ReplicaStore`.
+    retired: Rc<Cell<bool>>,
+    /// The task following the driver's `Applied` events is inside an event.
+    following: Cell<bool>,
+    /// Fires when `following` drops.
+    followed: Rc<Notify>,
     /// The replication core driving this replica. Shared with the instance a re-open
     /// replaces.
     pub replica: Rc<ReplicaDriver>,
@@ -210,37 +216,112 @@ impl Partition {
             high_watermark: log.high_watermark(),
             epochs,
         };
-        Ok(Rc::new_cyclic(|this| {
-            let mut core_config = setup.config;
-            core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
-            let produce_timeout_ms = core_config.produce_timeout_ms;
-            let core = replication::Replica::new(
-                replication::NodeId(setup.node),
-                replication::PartitionId(setup.partition_id),
-                core_config,
-                recovered,
-                setup.request_id_base,
-            );
-            let replica = Rc::new(ReplicaDriver::new(
-                core,
-                setup.env,
-                this.clone(),
-                produce_timeout_ms,
-            ));
-            Partition {
-                topic,
-                index,
-                dir,
-                log,
-                leader_epoch: Cell::new(leader_epoch),
-                config: RefCell::new(config),
-                data_notify: Rc::new(Notify::new()),
-                append_lock: FifoLock::new(),
-                producers: RefCell::new(producers),
-                retired: Cell::new(false),
-                replica,
+        let mut core_config = setup.config;
+        core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
+        let produce_timeout_ms = core_config.produce_timeout_ms;
+        let core = replication::Replica::new(
+            replication::NodeId(setup.node),
+            replication::PartitionId(setup.partition_id),
+            core_config,
+            recovered,
+            setup.request_id_base,
+        );
+        let leader_epoch = Rc::new(Cell::new(leader_epoch));
+        let data_notify = Rc::new(Notify::new());
+        let retired = Rc::new(Cell::new(false));
+        let store = Rc::new(ReplicaStore {
+            topic: topic.clone(),
+            index,
+            dir: dir.clone(),
+            log: Rc::clone(&log),
+            data_notify: Rc::clone(&data_notify),
+            leader_epoch: Rc::clone(&leader_epoch),
+            retired: Rc::clone(&retired),
+        });
+        let replica = ReplicaDriver::new(core, setup.env, store, produce_timeout_ms);
+        let partition = Rc::new(Partition {
+            topic,
+            index,
+            dir,
+            log,
+            leader_epoch,
+            config: RefCell::new(config),
+            data_notify,
+            append_lock: FifoLock::new(),
+            producers: RefCell::new(producers),
+            retired,
+            following: Cell::new(false),
+            followed: Rc::new(Notify::new()),
+            replica,
+        });
+        partition.follow_replica();
+        Ok(partition)
+    }
+
+    /// The handles the driver writes to for this instance.
+    fn store(&self) -> Rc<ReplicaStore> {
+        Rc::new(ReplicaStore {
+            topic: self.topic.clone(),
+            index: self.index,
+            dir: self.dir.clone(),
+            log: Rc::clone(&self.log),
+            data_notify: Rc::clone(&self.data_notify),
+            leader_epoch: Rc::clone(&self.leader_epoch),
+            retired: Rc::clone(&self.retired),
+        })
+    }
+
+    /// Starts the task that follows what the driver applied (`Applied` events, in order):
+    /// producer state recorded from replicated batches, rebuilt after a truncation, trimmed
+    /// after a failed append. It runs until this instance is retired or dropped.
+    fn follow_replica(self: &Rc<Self>) {
+        let partition: Weak<Partition> = Rc::downgrade(self);
+        let applied = self.replica.applied_notify();
+        compio::runtime::spawn(async move {
+            loop {
+                let wake = applied.notified();
+                let Some(p) = partition.upgrade() else {
+                    return;
+                };
+                if p.retired.get() {
+                    return;
+                }
+                p.following.set(true);
+                p.apply_replica_events().await;
+                p.following.set(false);
+                p.followed.notify_all();
+                drop(p);
+                wake.await;
             }
-        }))
+        })
+        .detach();
+    }
+
+    /// Applies the driver's `Applied` events until none is left.
+    async fn apply_replica_events(&self) {
+        loop {
+            let events = self.replica.take_applied();
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                match event {
+                    Applied::Replicated(parts) => {
+                        self.record_replicated_producers(&parts);
+                        self.replica.follower_write_applied();
+                    }
+                    Applied::Truncated => {
+                        if let Err(e) = self.rebuild_producers().await {
+                            tracing::error!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "producer state rebuild after truncation failed");
+                        }
+                        self.replica.follower_write_applied();
+                    }
+                    Applied::WriteFailed { log_end_offset } => {
+                        self.forget_producer_batches_from(log_end_offset);
+                    }
+                }
+            }
+        }
     }
 
     /// Follower: records idempotent-producer state from replicated batches (each part one
@@ -270,6 +351,15 @@ impl Partition {
     ) -> Result<Rc<Partition>, engine::LogError> {
         let driver = Rc::clone(&self.replica);
         driver.pause().await;
+        // The producer state moves to the new instance: not while an event is being applied
+        // to it (the new instance's task takes the events from here on).
+        while self.following.get() {
+            let followed = self.followed.notified();
+            if !self.following.get() {
+                break;
+            }
+            followed.await;
+        }
         if let Err(e) = self.log.close().await {
             tracing::warn!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "close before re-open failed");
         }
@@ -287,15 +377,18 @@ impl Partition {
             index: self.index,
             dir: self.dir.clone(),
             log,
-            leader_epoch: Cell::new(self.leader_epoch.get()),
+            leader_epoch: Rc::clone(&self.leader_epoch),
             config: RefCell::new(config),
             data_notify: Rc::new(Notify::new()),
             append_lock: FifoLock::new(),
             producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
-            retired: Cell::new(false),
+            retired: Rc::new(Cell::new(false)),
+            following: Cell::new(false),
+            followed: Rc::new(Notify::new()),
             replica: Rc::clone(&driver),
         });
-        driver.resume(&partition);
+        driver.resume(partition.store());
+        partition.follow_replica();
         Ok(partition)
     }
 

@@ -4,8 +4,11 @@
 //!
 //! Owns: the core (`Replica`), the ordered action queue, the waiting produce requests
 //! (request id -> answer channel), and the partition's role as the rest of the broker sees it
-//! (`Partition::leader_epoch`, the group coordinator's leadership hook).
-//! Does not own: the log (`engine::Log`, in `Partition`), the wire (handlers, `fetcher`).
+//! (the published leader epoch, the role hook through `ReplicaEnv`).
+//! Does not own: the partition (`crate::partition`, which holds the driver, never the other
+//! way round: the driver knows only the `ReplicaStore` handles it writes to), producer state
+//! (the partition follows what the driver applied through the `Applied` events it takes), the
+//! wire (handlers, `fetcher`).
 //! Invariants:
 //! - Actions are applied in the order the core emitted them, across inputs: a synchronous
 //!   action (send, high watermark) runs at once only when nothing is queued before it;
@@ -25,6 +28,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
@@ -35,7 +39,7 @@ use replication::{
 };
 
 use crate::cluster::handle::ToController;
-use crate::partition::Partition;
+use crate::notify::Notify;
 use crate::storage::{DiskState, WriteRefusal};
 
 /// What a driver needs from the world around it: the clock, the broker epoch, and the three
@@ -45,11 +49,43 @@ pub trait ReplicaEnv {
     /// Milliseconds on a clock that never goes backwards.
     fn now_ms(&self) -> i64;
     fn broker_epoch(&self) -> Option<BrokerEpoch>;
-    /// A follower request (`Message::Fetch` / `Message::OffsetForLeaderEpoch`) for `leader`.
-    fn send_to_leader(&self, partition: &Rc<Partition>, leader: NodeId, message: Message<Bytes>);
+    /// A follower request (`Message::Fetch` / `Message::OffsetForLeaderEpoch`) of
+    /// `topic`-`index` for `leader`.
+    fn send_to_leader(&self, topic: &str, index: i32, leader: NodeId, message: Message<Bytes>);
     fn send_to_controller(&self, message: ToController);
-    /// The replica became leader (`true`) or stopped leading (`false`).
-    fn role_changed(&self, partition: &Rc<Partition>, is_leader: bool);
+    /// `driver`, the replica of `topic`-`index`, became leader (`true`) or stopped leading
+    /// (`false`).
+    fn role_changed(&self, driver: &ReplicaDriver, topic: &str, index: i32, is_leader: bool);
+}
+
+/// What a driver writes to: one partition instance's log and what it publishes beside it (the
+/// readers' wake-up, the leader epoch, whether the instance was retired). A re-open hands the
+/// driver the new instance's (`resume`).
+pub struct ReplicaStore {
+    pub topic: String,
+    pub index: i32,
+    pub dir: PathBuf,
+    pub log: Rc<engine::Log>,
+    /// Fires after every change of the log or the high watermark.
+    pub data_notify: Rc<Notify>,
+    /// The leader epoch the replica knows, published for the handlers.
+    pub leader_epoch: Rc<Cell<i32>>,
+    /// The instance was replaced (re-opened) or closed: failures are expected, not errors.
+    pub retired: Rc<Cell<bool>>,
+}
+
+/// What the driver applied to the log that the partition's own state (idempotent-producer
+/// state) follows, in order (`ReplicaDriver::take_applied`). A follower write
+/// (`Replicated`, `Truncated`) counts as pending (`follower_writes_pending`) until the
+/// partition took its event and reported it with `follower_write_applied`.
+#[derive(Debug)]
+pub enum Applied {
+    /// Follower: batches copied from the leader are in the log (each buffer whole batches).
+    Replicated(Vec<Bytes>),
+    /// Follower: the log was truncated; what was derived from it must be rebuilt.
+    Truncated,
+    /// An append failed: nothing at or above `log_end_offset` is in the log (or will be).
+    WriteFailed { log_end_offset: i64 },
 }
 
 /// What a fetch handler reads for a request the core accepted (`Action::SendFetchResponse`).
@@ -77,8 +113,14 @@ struct CommitWait {
 pub struct ReplicaDriver {
     core: RefCell<Replica>,
     env: Rc<dyn ReplicaEnv>,
-    /// The partition instance whose log the actions go to (re-pointed by a re-open).
-    partition: RefCell<Weak<Partition>>,
+    /// This driver, for the tasks it spawns.
+    this: Weak<ReplicaDriver>,
+    /// The log the actions go to (re-pointed by a re-open).
+    store: RefCell<Rc<ReplicaStore>>,
+    /// Applied follower writes and failed appends, for the partition (`take_applied`).
+    applied: RefCell<Vec<Applied>>,
+    /// Fires when an event is added to `applied`.
+    applied_notify: Rc<Notify>,
     queue: RefCell<VecDeque<Action<Bytes>>>,
     /// The validated batches of the leader appends (`Action::Append`) queued, in the same
     /// order: the core carries their bytes, the engine appends these (stamp included).
@@ -118,13 +160,16 @@ impl ReplicaDriver {
     pub fn new(
         core: Replica,
         env: Rc<dyn ReplicaEnv>,
-        partition: Weak<Partition>,
+        store: Rc<ReplicaStore>,
         produce_timeout_ms: i64,
-    ) -> Self {
-        ReplicaDriver {
+    ) -> Rc<Self> {
+        Rc::new_cyclic(|this| ReplicaDriver {
             core: RefCell::new(core),
             env,
-            partition: RefCell::new(partition),
+            this: this.clone(),
+            store: RefCell::new(store),
+            applied: RefCell::new(Vec::new()),
+            applied_notify: Rc::new(Notify::new()),
             queue: RefCell::new(VecDeque::new()),
             validated: RefCell::new(VecDeque::new()),
             applying: Cell::new(false),
@@ -140,7 +185,27 @@ impl ReplicaDriver {
             commit_waits: RefCell::new(Vec::new()),
             produce_timeout_ms,
             stopping: Cell::new(false),
-        }
+        })
+    }
+
+    /// The log the driver writes to now.
+    pub fn store(&self) -> Rc<ReplicaStore> {
+        Rc::clone(&self.store.borrow())
+    }
+
+    /// Takes the events of what was applied since the last call, in order (see `Applied`).
+    pub fn take_applied(&self) -> Vec<Applied> {
+        std::mem::take(&mut *self.applied.borrow_mut())
+    }
+
+    /// Fires when there are events to take (`take_applied`).
+    pub fn applied_notify(&self) -> Rc<Notify> {
+        Rc::clone(&self.applied_notify)
+    }
+
+    fn push_applied(&self, event: Applied) {
+        self.applied.borrow_mut().push(event);
+        self.applied_notify.notify_all();
     }
 
     /// The core's role now.
@@ -183,13 +248,14 @@ impl ReplicaDriver {
     }
 
     /// The shard's free-space check: lifts the write refusal once `disk` allows it.
-    pub fn on_disk_check(&self, partition: &Partition, disk: DiskState) {
+    pub fn on_disk_check(&self, disk: DiskState) {
         let Some(refusal) = self.write_refusal.get() else {
             return;
         };
         if refusal.lifted_by(disk) {
             self.write_refusal.set(None);
-            tracing::info!(target: "broker::storage", topic = %partition.topic, partition = partition.index, available_bytes = disk.available_bytes, "log writes resumed");
+            let store = self.store();
+            tracing::info!(target: "broker::storage", topic = %store.topic, partition = store.index, available_bytes = disk.available_bytes, "log writes resumed");
         } else {
             // Still leading (the last proposal was refused, or it is the only ISR member):
             // propose leaving the ISR again.
@@ -458,19 +524,17 @@ impl ReplicaDriver {
         core.state().map_or(LeaderEpoch(-1), |s| s.leader_epoch)
     }
 
-    /// Publishes the role: `Partition::leader_epoch`, and the hook on leader <-> not leader.
+    /// Publishes the role: the store's leader epoch, and the hook on leader <-> not leader.
     fn after_step(&self) {
-        let Some(partition) = self.partition.borrow().upgrade() else {
-            return;
-        };
+        let store = self.store();
         if let Some(epoch) = self.leader_epoch() {
-            partition.leader_epoch.set(epoch);
+            store.leader_epoch.set(epoch);
         }
         let leader = self.is_leader();
         if leader != self.is_leader.get() {
             self.is_leader.set(leader);
-            tracing::info!(target: "broker::replica", topic = %partition.topic, partition = partition.index, leader, epoch = partition.leader_epoch.get(), "role changed");
-            self.env.role_changed(&partition, leader);
+            tracing::info!(target: "broker::replica", topic = %store.topic, partition = store.index, leader, epoch = store.leader_epoch.get(), "role changed");
+            self.env.role_changed(self, &store.topic, store.index, leader);
         }
     }
 
@@ -491,9 +555,10 @@ impl ReplicaDriver {
         if self.applying.get() || self.paused.get() {
             return;
         }
-        let Some(partition) = self.partition.borrow().upgrade() else {
+        let Some(driver) = self.this.upgrade() else {
             return;
         };
+        let store = self.store();
         // Apply synchronous actions now, up to the first engine operation.
         loop {
             let next = {
@@ -505,12 +570,12 @@ impl ReplicaDriver {
                 }
             };
             match next {
-                Some(action) => self.apply_sync(&partition, action),
+                Some(action) => self.apply_sync(&store, action),
                 None => break,
             }
         }
         self.applying.set(true);
-        compio::runtime::spawn(drain(partition)).detach();
+        compio::runtime::spawn(drain(driver)).detach();
     }
 
     /// Before a re-open of the log: stops applying actions (they queue up) and waits until
@@ -526,37 +591,39 @@ impl ReplicaDriver {
         }
     }
 
-    /// After a re-open: actions go to `partition` (which holds this driver), starting with
-    /// those queued meanwhile. Everything the old log had is durable (it was closed).
-    pub fn resume(&self, partition: &Rc<Partition>) {
-        *self.partition.borrow_mut() = Rc::downgrade(partition);
-        partition.log.set_high_watermark(self.high_watermark());
+    /// After a re-open: actions go to `store` (the new instance's log), starting with those
+    /// queued meanwhile. Everything the old log had is durable (it was closed).
+    pub fn resume(&self, store: Rc<ReplicaStore>) {
+        store.log.set_high_watermark(self.high_watermark());
+        let durable = store.log.durable_offset();
+        *self.store.borrow_mut() = store;
         self.paused.set(false);
-        let durable = partition.log.durable_offset();
         self.step(|core, ctx, out| core.on_durable(ctx, durable, out));
         self.kick();
     }
 
-    fn apply_sync(&self, partition: &Rc<Partition>, action: Action<Bytes>) {
+    fn apply_sync(&self, store: &Rc<ReplicaStore>, action: Action<Bytes>) {
         match action {
             Action::SetHighWatermark { high_watermark, .. } => {
-                partition.log.set_high_watermark(high_watermark);
-                partition.data_notify.notify_all();
+                store.log.set_high_watermark(high_watermark);
+                store.data_notify.notify_all();
             }
             Action::RequestDurable { offset, .. } => {
-                let p = Rc::clone(partition);
+                let store = Rc::clone(store);
+                let driver = self.this.clone();
                 compio::runtime::spawn(async move {
-                    if let Err(e) = p.log.wait_durable(offset - 1).await {
-                        tracing::error!(target: "broker::replica", topic = %p.topic, partition = p.index, error = %e, "fdatasync failed");
+                    if let Err(e) = store.log.wait_durable(offset - 1).await {
+                        tracing::error!(target: "broker::replica", topic = %store.topic, partition = store.index, error = %e, "fdatasync failed");
                         return;
                     }
-                    let durable = p.log.durable_offset();
-                    p.replica
-                        .step(|core, ctx, out| core.on_durable(ctx, durable, out));
+                    let durable = store.log.durable_offset();
+                    if let Some(driver) = driver.upgrade() {
+                        driver.step(|core, ctx, out| core.on_durable(ctx, durable, out));
+                    }
                 })
                 .detach();
             }
-            Action::Send { to, message } => self.send(partition, to, message),
+            Action::Send { to, message } => self.send(store, to, message),
             Action::SendFetchResponse { .. } => {
                 // Fetches are answered synchronously by their handler; one left here had no
                 // waiting handler (cannot happen: `fetch` takes it).
@@ -568,13 +635,13 @@ impl ReplicaDriver {
         }
     }
 
-    fn send(&self, partition: &Rc<Partition>, to: Address, message: Message<Bytes>) {
+    fn send(&self, store: &ReplicaStore, to: Address, message: Message<Bytes>) {
         match message {
             Message::ProduceResponse {
                 request_id, result, ..
             } => {
                 let result = if self.failed.get() {
-                    Err(failure_error(partition))
+                    Err(failure_error(store))
                 } else {
                     result
                 };
@@ -598,7 +665,8 @@ impl ReplicaDriver {
             }),
             message @ (Message::Fetch { .. } | Message::OffsetForLeaderEpoch { .. }) => {
                 if let Address::Broker(leader) = to {
-                    self.env.send_to_leader(partition, leader, message);
+                    self.env
+                        .send_to_leader(&store.topic, store.index, leader, message);
                 }
             }
             other => {
@@ -609,8 +677,7 @@ impl ReplicaDriver {
 }
 
 /// Applies the queue in order until it is empty, awaiting engine operations.
-async fn drain(partition: Rc<Partition>) {
-    let driver = &partition.replica;
+async fn drain(driver: Rc<ReplicaDriver>) {
     loop {
         let next = if driver.paused.get() {
             None
@@ -622,6 +689,7 @@ async fn drain(partition: Rc<Partition>) {
             driver.idle.notify_all();
             return;
         };
+        let store = driver.store();
         match action {
             Action::Append { batch, .. } => {
                 let validated = driver.validated.borrow_mut().pop_front();
@@ -637,53 +705,63 @@ async fn drain(partition: Rc<Partition>) {
                 // The core assigned the offset; the engine writes there (and refuses if its
                 // log end is elsewhere, which would be a bug).
                 let (base, epoch) = (batch.base_offset, batch.leader_epoch.0);
-                match partition.log.append_validated(validated, base, epoch).await {
-                    Ok(_) => partition.data_notify.notify_all(),
-                    Err(e) => driver.on_append_failed(&partition, "append", &e),
+                match store.log.append_validated(validated, base, epoch).await {
+                    Ok(_) => store.data_notify.notify_all(),
+                    Err(e) => driver.on_append_failed(&store, "append", &e),
                 }
             }
             Action::AppendReplicated { batches, .. } => {
-                if !driver.failed.get() && !batches.is_empty() {
-                    let base = batches[0].base_offset;
-                    // Each batch is a slice of the leader's response: written with vectored
-                    // writes, never joined into one buffer.
-                    let parts: Vec<Bytes> = batches.into_iter().map(|b| b.payload).collect();
-                    match partition.log.append_replicated_batches(parts.clone()).await {
-                        Ok(info) => {
-                            assert_eq!(
-                                info.first_offset, base,
-                                "replicated append landed elsewhere"
-                            );
-                            partition.record_replicated_producers(&parts);
-                            partition.data_notify.notify_all();
-                        }
-                        Err(e) => driver.on_append_failed(&partition, "replicated append", &e),
+                if driver.failed.get() || batches.is_empty() {
+                    driver.follower_write_applied();
+                    continue;
+                }
+                let base = batches[0].base_offset;
+                // Each batch is a slice of the leader's response: written with vectored
+                // writes, never joined into one buffer.
+                let parts: Vec<Bytes> = batches.into_iter().map(|b| b.payload).collect();
+                match store.log.append_replicated_batches(parts.clone()).await {
+                    Ok(info) => {
+                        assert_eq!(
+                            info.first_offset, base,
+                            "replicated append landed elsewhere"
+                        );
+                        // Pending until the partition recorded their producer state.
+                        driver.push_applied(Applied::Replicated(parts));
+                        store.data_notify.notify_all();
+                    }
+                    Err(e) => {
+                        driver.on_append_failed(&store, "replicated append", &e);
+                        driver.follower_write_applied();
                     }
                 }
-                driver.follower_write_applied();
             }
             Action::Truncate { offset, .. } => {
-                if !driver.failed.get() {
-                    match partition.log.truncate_to(offset).await {
-                        Ok(()) => {
-                            if let Err(e) = partition.rebuild_producers().await {
-                                tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %e, "producer state rebuild after truncation failed");
-                            }
-                            partition.data_notify.notify_all();
-                        }
-                        Err(e) => driver.fail(&partition, "truncate", &e),
+                if driver.failed.get() {
+                    driver.follower_write_applied();
+                    continue;
+                }
+                match store.log.truncate_to(offset).await {
+                    Ok(()) => {
+                        // Pending until the partition rebuilt its producer state.
+                        driver.push_applied(Applied::Truncated);
+                        store.data_notify.notify_all();
+                    }
+                    Err(e) => {
+                        driver.fail(&store, "truncate", &e);
+                        driver.follower_write_applied();
                     }
                 }
-                driver.follower_write_applied();
             }
-            other => driver.apply_sync(&partition, other),
+            other => driver.apply_sync(&store, other),
         }
     }
 }
 
 impl ReplicaDriver {
-    /// One follower write applied (or skipped after a failure): its producer state is in.
-    fn follower_write_applied(&self) {
+    /// One follower write applied (or skipped after a failure) and its producer state is in:
+    /// the partition calls this for each `Applied::Replicated` / `Applied::Truncated` it
+    /// took, once it recorded or rebuilt its producer state.
+    pub fn follower_write_applied(&self) {
         let left = self.follower_writes.get();
         assert!(
             left > 0,
@@ -695,15 +773,15 @@ impl ReplicaDriver {
         }
     }
 
-    fn fail(&self, partition: &Partition, what: &str, error: &dyn std::fmt::Display) {
-        if partition.is_retired() {
+    fn fail(&self, store: &ReplicaStore, what: &str, error: &dyn std::fmt::Display) {
+        if store.retired.get() {
             // Closed under us (topic deleted, shutdown): nothing is lost that matters.
-            tracing::debug!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} after close dropped");
+            tracing::debug!(target: "broker::replica", topic = %store.topic, partition = store.index, error = %error, "{what} after close dropped");
         } else {
-            tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed; the replica stops until restart");
+            tracing::error!(target: "broker::replica", topic = %store.topic, partition = store.index, error = %error, "{what} failed; the replica stops until restart");
         }
         self.failed.set(true);
-        let error = failure_error(partition);
+        let error = failure_error(store);
         for (_, tx) in self.produces.borrow_mut().drain() {
             let _ = tx.try_send(Err(error));
         }
@@ -719,15 +797,15 @@ impl ReplicaDriver {
     /// where the log will end. Writes are then refused until the shard's free-space check
     /// lifts the refusal. Runs in the drain task, synchronously: no produce is submitted in
     /// between.
-    fn on_append_failed(&self, partition: &Rc<Partition>, what: &str, error: &engine::AppendError) {
+    fn on_append_failed(&self, store: &ReplicaStore, what: &str, error: &engine::AppendError) {
         use engine::{AppendError, LogError};
-        let in_place = !partition.is_retired()
+        let in_place = !store.retired.get()
             && !matches!(
                 error,
                 AppendError::Log(LogError::Poisoned | LogError::Closed)
             );
         if !in_place {
-            return self.fail(partition, what, error);
+            return self.fail(store, what, error);
         }
         // The log's end once the truncations still queued are applied (a follower may have
         // been told to truncate below what the failed append followed); appends queued
@@ -740,22 +818,23 @@ impl ReplicaDriver {
                 Action::Truncate { offset, .. } => Some(*offset),
                 _ => None,
             })
-            .fold(partition.log.log_end_offset(), i64::min);
+            .fold(store.log.log_end_offset(), i64::min);
         let refusal = match error {
             AppendError::Log(e) if e.is_no_space() => WriteRefusal::NoSpace {
-                available_bytes_at_failure: crate::sys::fs_space(&partition.dir)
+                available_bytes_at_failure: crate::sys::fs_space(&store.dir)
                     .map_or(0, |s| s.available_bytes),
             },
             _ => WriteRefusal::Io,
         };
         if self.write_refusal.replace(Some(refusal)).is_none() {
-            tracing::error!(target: "broker::storage", topic = %partition.topic, partition = partition.index, log_end_offset, error = %error, ?refusal, "{what} failed; writes refused (KAFKA_STORAGE_ERROR) until space returns");
+            tracing::error!(target: "broker::storage", topic = %store.topic, partition = store.index, log_end_offset, error = %error, ?refusal, "{what} failed; writes refused (KAFKA_STORAGE_ERROR) until space returns");
         } else {
-            tracing::debug!(target: "broker::storage", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed again");
+            tracing::debug!(target: "broker::storage", topic = %store.topic, partition = store.index, error = %error, "{what} failed again");
         }
-        // Before any answer goes out: a retry must not be taken for a duplicate of a batch
-        // that is not in the log.
-        partition.forget_producer_batches_from(log_end_offset);
+        // The partition forgets the producer state of batches that are not in the log. A
+        // retry cannot be taken for a duplicate meanwhile: writes are refused from here until
+        // the free-space check lifts the refusal, and the event is taken before that.
+        self.push_applied(Applied::WriteFailed { log_end_offset });
         self.commit_waits.borrow_mut().retain(|w| {
             let lost = w.last_offset >= log_end_offset;
             if lost {
@@ -801,8 +880,8 @@ impl ReplicaDriver {
 
 /// What a replica that stopped for good answers: closed under us (deleted, shutting down) is
 /// NOT_LEADER_OR_FOLLOWER (the client looks again); a broken log is KAFKA_STORAGE_ERROR.
-fn failure_error(partition: &Partition) -> ReplicaError {
-    if partition.is_retired() {
+fn failure_error(store: &ReplicaStore) -> ReplicaError {
+    if store.retired.get() {
         ReplicaError::NotLeaderOrFollower
     } else {
         ReplicaError::KafkaStorageError
@@ -859,7 +938,8 @@ fn take_fetch_answer(
 }
 
 /// Test helpers shared by the driver's and the handlers' tests: an environment that records
-/// what the driver sends, and a replicated partition on a real engine log.
+/// what the driver sends, and a replicated partition on a real engine log. (Test code only:
+/// the driver itself does not know `Partition`.)
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::collections::BTreeMap;
@@ -869,7 +949,7 @@ pub(crate) mod test_support {
     use super::*;
     use crate::cluster::TopicConfig;
     use crate::config::LogSection;
-    use crate::partition::ReplicaSetup;
+    use crate::partition::{Partition, ReplicaSetup};
 
     #[derive(Default)]
     pub struct TestEnv {
@@ -885,13 +965,13 @@ pub(crate) mod test_support {
         fn broker_epoch(&self) -> Option<BrokerEpoch> {
             Some(BrokerEpoch(1))
         }
-        fn send_to_leader(&self, _: &Rc<Partition>, leader: NodeId, message: Message<Bytes>) {
+        fn send_to_leader(&self, _: &str, _: i32, leader: NodeId, message: Message<Bytes>) {
             self.to_leader.borrow_mut().push((leader, message));
         }
         fn send_to_controller(&self, message: ToController) {
             self.to_controller.borrow_mut().push(message);
         }
-        fn role_changed(&self, _: &Rc<Partition>, is_leader: bool) {
+        fn role_changed(&self, _: &ReplicaDriver, _: &str, _: i32, is_leader: bool) {
             self.roles.borrow_mut().push(is_leader);
         }
     }
@@ -953,7 +1033,7 @@ mod tests {
 
     use super::test_support::{TestEnv, apply, open, state};
     use super::*;
-    use crate::partition::{AppendFailure, PendingAppend};
+    use crate::partition::{AppendFailure, Partition, PendingAppend};
 
     fn run(f: impl std::future::Future<Output = ()>) {
         compio::runtime::Runtime::new().unwrap().block_on(f);
