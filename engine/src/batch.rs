@@ -242,11 +242,7 @@ impl ValidatedBatch {
                 let view = BatchHeader::mut_from_bytes(&mut stamped).expect("61 bytes");
                 view.attributes = attributes.into();
                 view.max_timestamp = now_ms.into();
-                let crc = crc32c_combine(
-                    crc32c(&stamped[BATCH_CRC_START..]),
-                    body_crc,
-                    body.len(),
-                );
+                let crc = crc32c_combine(crc32c(&stamped[BATCH_CRC_START..]), body_crc, body.len());
                 let stamp = LogAppendStamp {
                     attributes,
                     max_timestamp: now_ms,
@@ -851,7 +847,10 @@ pub(crate) mod tests {
         assert_eq!((h.base_timestamp(), h.max_timestamp()), (100, 9_999));
         assert_eq!((h.base_offset(), h.leader_epoch()), (40, 3));
         assert_eq!(h.crc(), batch_crc(&stored));
-        assert_eq!(&stored[BATCH_HEADER_BYTES..], &received[BATCH_HEADER_BYTES..]);
+        assert_eq!(
+            &stored[BATCH_HEADER_BYTES..],
+            &received[BATCH_HEADER_BYTES..]
+        );
         // Other attribute bits survive the stamp.
         let compressed = Bytes::from(with_compression(build_test_batch(1, 50, 0, 0, 1), 2));
         let v = ValidatedBatch::new(&compressed, 0, producer_options(Some(1))).unwrap();

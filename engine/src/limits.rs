@@ -79,7 +79,10 @@ const _: () = assert!(
     SEGMENT_BYTES_MAX <= u32::MAX as u64,
     "index positions are u32"
 );
-const _: () = assert!(WRITE_SLICES_MAX >= 2 && WRITE_SLICES_MAX <= 1024, "IOV_MAX is 1024");
+const _: () = assert!(
+    WRITE_SLICES_MAX >= 2 && WRITE_SLICES_MAX <= 1024,
+    "IOV_MAX is 1024"
+);
 const _: () = assert!(INDEX_INTERVAL_BYTES_DEFAULT <= i32::MAX as u32);
 const _: () = assert!(SCAN_CHUNK_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!(CHECKPOINT_BYTES == 38);

@@ -196,7 +196,11 @@ async fn write_parts(file: &File, parts: Vec<Bytes>, position: u64) -> std::io::
     let mut at = position;
     let mut parts = parts.into_iter().filter(|p| !p.is_empty()).peekable();
     while parts.peek().is_some() {
-        let chunk: Vec<FrameBytes> = parts.by_ref().take(WRITE_SLICES_MAX).map(FrameBytes).collect();
+        let chunk: Vec<FrameBytes> = parts
+            .by_ref()
+            .take(WRITE_SLICES_MAX)
+            .map(FrameBytes)
+            .collect();
         let bytes: usize = chunk.iter().map(|b| b.0.len()).sum();
         io::write_vectored_all(file, chunk, at).await.0?;
         at += bytes as u64;
@@ -2110,7 +2114,10 @@ mod tests {
             let v = ValidatedBatch::new(&received, 0, options).unwrap();
             let info = log.append_validated(v.clone(), 0, 2).await.unwrap();
             assert_eq!(batch_crc_passes() - before, 1, "validation's pass only");
-            assert_eq!((info.first_offset, info.last_offset, info.max_timestamp), (0, 2, 77));
+            assert_eq!(
+                (info.first_offset, info.last_offset, info.max_timestamp),
+                (0, 2, 77)
+            );
             let stored = read_all(&log, 0).await;
             assert_eq!(stored, v.to_stored(0, 2));
             let (h, _) = validate_batch(&stored, 1 << 20, true).unwrap();

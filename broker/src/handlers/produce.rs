@@ -320,7 +320,9 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         ),
         AppendFailure::RecordListTooLarge { bytes, max } => (
             ResponseError::RecordListTooLarge,
-            Some(format!("{bytes} bytes exceed segment.bytes {max} of the topic")),
+            Some(format!(
+                "{bytes} bytes exceed segment.bytes {max} of the topic"
+            )),
         ),
         AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),
         AppendFailure::Storage(m) => (ResponseError::KafkaStorageError, Some((*m).to_string())),

@@ -741,7 +741,9 @@ mod tests {
     use std::rc::Rc;
 
     use bytes::Bytes;
-    use engine::batch::{BatchError, batch_crc, batch_crc_passes, build_test_batch, validate_batch};
+    use engine::batch::{
+        BatchError, batch_crc, batch_crc_passes, build_test_batch, validate_batch,
+    };
 
     use super::{AppendFailure, Partition};
     use crate::replica::driver::test_support::{TestEnv, apply, open_configured, state};
@@ -783,7 +785,10 @@ mod tests {
                     let before = batch_crc_passes();
                     let pending = p.submit_replicated(Bytes::from(records), 5, 1).unwrap();
                     pending.wait().await.unwrap();
-                    p.log.wait_durable(p.log.log_end_offset() - 1).await.unwrap();
+                    p.log
+                        .wait_durable(p.log.log_end_offset() - 1)
+                        .await
+                        .unwrap();
                     assert_eq!(
                         batch_crc_passes() - before,
                         batches,
@@ -833,7 +838,10 @@ mod tests {
                 .wait()
                 .await
                 .unwrap();
-            assert_eq!((outcome.base_offset, outcome.log_append_time_ms), (0, 123_456));
+            assert_eq!(
+                (outcome.base_offset, outcome.log_append_time_ms),
+                (0, 123_456)
+            );
             let stored = stored(&p, 0).await;
             let (h, total) = validate_batch(&stored, 1 << 20, true).unwrap();
             assert_eq!(total, sent.len());
@@ -865,10 +873,18 @@ mod tests {
             assert_eq!(p.log.log_end_offset(), 0);
             for _ in 0..2 {
                 let fits = Bytes::from(batch(1, 600_000, 1));
-                p.submit_replicated(fits, 5, 1).unwrap().wait().await.unwrap();
+                p.submit_replicated(fits, 5, 1)
+                    .unwrap()
+                    .wait()
+                    .await
+                    .unwrap();
             }
             assert_eq!(p.log.log_end_offset(), 2);
-            assert_eq!(p.log.segment_count(), 2, "the second batch rolled a segment");
+            assert_eq!(
+                p.log.segment_count(),
+                2,
+                "the second batch rolled a segment"
+            );
         });
     }
 }

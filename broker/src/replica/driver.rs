@@ -534,7 +534,8 @@ impl ReplicaDriver {
         if leader != self.is_leader.get() {
             self.is_leader.set(leader);
             tracing::info!(target: "broker::replica", topic = %store.topic, partition = store.index, leader, epoch = store.leader_epoch.get(), "role changed");
-            self.env.role_changed(self, &store.topic, store.index, leader);
+            self.env
+                .role_changed(self, &store.topic, store.index, leader);
         }
     }
 

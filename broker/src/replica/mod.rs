@@ -165,7 +165,13 @@ impl driver::ReplicaEnv for ShardEnv {
         self.cluster.send(message);
     }
 
-    fn role_changed(&self, driver: &driver::ReplicaDriver, topic: &str, index: i32, is_leader: bool) {
+    fn role_changed(
+        &self,
+        driver: &driver::ReplicaDriver,
+        topic: &str,
+        index: i32,
+        is_leader: bool,
+    ) {
         let Some(shard) = self.shard.upgrade() else {
             return;
         };
