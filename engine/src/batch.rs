@@ -4,12 +4,18 @@
 //! count of an uncompressed batch's records (their varint length prefixes, nothing inside).
 //! Does not own: the contents of records (keys, values, headers stay opaque; compressed
 //! batches are not decompressed).
-//! Invariants: a header is only trusted after [`validate_batch`] (append) or the recovery
-//! scan checked length, magic and CRC; the CRC covers bytes 21.. so patching base_offset
-//! and partition_leader_epoch never needs a recompute. A producer batch that passed
-//! [`validate_batch`] spans exactly `records_count` offsets, and when uncompressed holds
-//! exactly that many records filling it to the last byte.
+//! Invariants: a header is only trusted after [`validate_batch`] / [`ValidatedBatch::new`]
+//! (append) or the recovery scan checked length, magic and CRC; the CRC covers bytes 21.. so
+//! patching base_offset and partition_leader_epoch never needs a recompute. A producer batch
+//! that passed validation spans exactly `records_count` offsets, and when uncompressed holds
+//! exactly that many records filling it to the last byte. A [`ValidatedBatch`] exists only
+//! once its CRC32C was checked, so the log appends it without checking again; the
+//! LogAppendTime stamp is applied to a 61-byte copy of its header, whose new CRC32C comes
+//! from the one pass over the records (CRC combination), not a second pass.
 
+use std::cell::Cell;
+
+use bytes::Bytes;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -156,7 +162,174 @@ pub enum BatchError {
 
 /// CRC32C over bytes 21.. of a whole batch.
 pub fn batch_crc(batch: &[u8]) -> u32 {
+    count_crc_pass();
     crc32c(&batch[BATCH_CRC_START..])
+}
+
+thread_local! {
+    /// Passes of CRC32C over a batch's records made on this thread (see `batch_crc_passes`).
+    static BATCH_CRC_PASSES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_crc_pass() {
+    BATCH_CRC_PASSES.with(|c| c.set(c.get() + 1));
+}
+
+/// How many times this thread ran CRC32C over a record batch's records (validation,
+/// LogAppendTime stamping, recovery). A shard is one thread, so tests and benchmarks read it
+/// before and after an append path to count the passes it made (one per produced batch).
+pub fn batch_crc_passes() -> u64 {
+    BATCH_CRC_PASSES.with(Cell::get)
+}
+
+/// What one validation pass checks, beyond framing, magic and CRC32C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidateOptions {
+    /// Largest batch accepted (`BatchError::TooLarge` above it).
+    pub max_batch_bytes: u32,
+    /// A producer's batch: the count rules of [`validate_batch`]'s `strict_count`.
+    pub strict_count: bool,
+    /// LogAppendTime: stamp the batch with this time (attributes bit 3, max_timestamp), as
+    /// Kafka's LogValidator does.
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// The fields a LogAppendTime stamp replaces in a batch header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LogAppendStamp {
+    attributes: i16,
+    max_timestamp: i64,
+    crc: u32,
+}
+
+/// One record batch that passed validation: framing, magic, CRC32C and the record count
+/// (see [`ValidateOptions`]). Only [`ValidatedBatch::new`] makes one, so holding one proves
+/// the checks ran; the log appends it without repeating them. The bytes are a zero-copy
+/// slice of the request; a LogAppendTime stamp lives beside them and is applied to the copy
+/// of the header written to disk ([`ValidatedBatch::head`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatedBatch {
+    bytes: Bytes,
+    stamp: Option<LogAppendStamp>,
+}
+
+impl ValidatedBatch {
+    /// Validates the batch starting at `records[at]` in one pass: framing, magic, size,
+    /// CRC32C (once, over bytes 21..), the record count, and with `log_append_time_ms` the
+    /// stamp (its CRC32C combined from the header's bytes and the records' CRC, so the
+    /// records are read once). Trailing bytes after the batch are not looked at.
+    pub fn new(
+        records: &Bytes,
+        at: usize,
+        options: ValidateOptions,
+    ) -> Result<ValidatedBatch, BatchError> {
+        let rest = records.get(at..).unwrap_or_default();
+        let (header, total) = frame_batch(rest, options.max_batch_bytes)?;
+        let batch = &rest[..total];
+        let (actual, stamp) = match options.log_append_time_ms {
+            None => (batch_crc(batch), None),
+            Some(now_ms) => {
+                // CRC(a ++ b) = combine(CRC(a), CRC(b), |b|): the records' CRC, taken once,
+                // checks the received header and yields the stamped header's CRC.
+                count_crc_pass();
+                let body = &batch[BATCH_HEADER_BYTES..];
+                let body_crc = crc32c(body);
+                let head = &batch[BATCH_CRC_START..BATCH_HEADER_BYTES];
+                let actual = crc32c_combine(crc32c(head), body_crc, body.len());
+                let attributes = header.attributes() | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
+                let mut stamped = [0u8; BATCH_HEADER_BYTES];
+                stamped.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
+                let view = BatchHeader::mut_from_bytes(&mut stamped).expect("61 bytes");
+                view.attributes = attributes.into();
+                view.max_timestamp = now_ms.into();
+                let crc = crc32c_combine(crc32c(&stamped[BATCH_CRC_START..]), body_crc, body.len());
+                let stamp = LogAppendStamp {
+                    attributes,
+                    max_timestamp: now_ms,
+                    crc,
+                };
+                (actual, Some(stamp))
+            }
+        };
+        if actual != header.crc() {
+            return Err(BatchError::BadCrc {
+                expected: header.crc(),
+                actual,
+            });
+        }
+        check_count(header, batch, options.strict_count)?;
+        Ok(ValidatedBatch {
+            bytes: records.slice(at..at + total),
+            stamp,
+        })
+    }
+
+    /// The header as received (before any LogAppendTime stamp; see `max_timestamp`).
+    pub fn header(&self) -> &BatchHeader {
+        BatchHeader::parse(&self.bytes).expect("validated batch")
+    }
+    /// Whole batch size, length prefix included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    /// Never true: a batch has at least a header.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    /// The batch as received (a LogAppendTime stamp is not in these bytes).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+    pub fn records_count(&self) -> i32 {
+        self.header().records_count()
+    }
+    pub fn last_offset_delta(&self) -> i32 {
+        self.header().last_offset_delta()
+    }
+    /// The max_timestamp stored: the stamp's under LogAppendTime.
+    pub fn max_timestamp(&self) -> i64 {
+        self.stamp
+            .map_or_else(|| self.header().max_timestamp(), |s| s.max_timestamp)
+    }
+    pub fn is_log_append_time(&self) -> bool {
+        self.stamp.is_some()
+    }
+    /// The 61-byte header to write: base offset and leader epoch patched (outside the CRC),
+    /// and the LogAppendTime stamp with its CRC. The records follow as [`Self::body`].
+    pub fn head(&self, base_offset: i64, leader_epoch: i32) -> [u8; BATCH_HEADER_BYTES] {
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        head.copy_from_slice(&self.bytes[..BATCH_HEADER_BYTES]);
+        let view = BatchHeader::mut_from_bytes(&mut head).expect("61 bytes");
+        view.base_offset = base_offset.into();
+        view.partition_leader_epoch = leader_epoch.into();
+        if let Some(stamp) = self.stamp {
+            view.attributes = stamp.attributes.into();
+            view.max_timestamp = stamp.max_timestamp.into();
+            view.crc = stamp.crc.into();
+        }
+        head
+    }
+    /// The bytes after the header (a zero-copy slice).
+    pub fn body(&self) -> Bytes {
+        self.bytes.slice(BATCH_HEADER_BYTES..)
+    }
+    /// The batch as stored at `base_offset` in `leader_epoch` (a copy; tests and tools).
+    pub fn to_stored(&self, base_offset: i64, leader_epoch: i32) -> Vec<u8> {
+        let mut out = self.head(base_offset, leader_epoch).to_vec();
+        out.extend_from_slice(&self.bytes[BATCH_HEADER_BYTES..]);
+        out
+    }
+}
+
+/// CRC32C of `a ++ b` from CRC32C(a), CRC32C(b) and the length of `b` (no pass over the
+/// bytes; O(log len)).
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
+    crc_fast::checksum_combine(
+        crc_fast::CrcAlgorithm::Crc32Iscsi,
+        u64::from(crc_a),
+        u64::from(crc_b),
+        len_b as u64,
+    ) as u32
 }
 
 /// CRC32C (Castagnoli, the checksum of Kafka v2 batches) of `bytes`, with the fastest
@@ -224,6 +397,12 @@ pub fn validate_batch(
             actual,
         });
     }
+    check_count(header, &bytes[..total], strict_count)?;
+    Ok((header, total))
+}
+
+/// The count rules of [`validate_batch`] for one framed batch (`batch` is exactly it).
+fn check_count(header: &BatchHeader, batch: &[u8], strict_count: bool) -> Result<(), BatchError> {
     let count = header.records_count();
     let delta = header.last_offset_delta();
     let count_ok = if strict_count {
@@ -238,7 +417,7 @@ pub fn validate_batch(
         });
     }
     if strict_count && header.compression() == 0 {
-        let found = count_records(&bytes[BATCH_HEADER_BYTES..total])?;
+        let found = count_records(&batch[BATCH_HEADER_BYTES..])?;
         if i64::from(found) != i64::from(count) {
             return Err(BatchError::RecordCountMismatch {
                 records_count: count,
@@ -246,7 +425,7 @@ pub fn validate_batch(
             });
         }
     }
-    Ok((header, total))
+    Ok(())
 }
 
 /// Counts the records of an uncompressed batch (the bytes after its header) by their varint
@@ -607,6 +786,78 @@ pub(crate) mod tests {
             validate_batch(&zero, 1 << 20, true),
             Err(BatchError::BadRecordCount { .. })
         ));
+    }
+
+    fn producer_options(log_append_time_ms: Option<i64>) -> ValidateOptions {
+        ValidateOptions {
+            max_batch_bytes: 1 << 20,
+            strict_count: true,
+            log_append_time_ms,
+        }
+    }
+
+    #[test]
+    fn crc32c_combine_matches_one_pass() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for split in [0, 1, 40, 61, 1024, 2999, 3000] {
+            let (a, b) = data.split_at(split);
+            assert_eq!(crc32c_combine(crc32c(a), crc32c(b), b.len()), crc32c(&data));
+        }
+    }
+
+    #[test]
+    fn validated_batch_refuses_a_bad_crc_in_its_one_pass() {
+        let good = Bytes::from(build_test_batch(3, 200, 5, 7, 1));
+        for stamp in [None, Some(1_000)] {
+            let before = batch_crc_passes();
+            let v = ValidatedBatch::new(&good, 0, producer_options(stamp)).unwrap();
+            assert_eq!(batch_crc_passes() - before, 1, "one CRC pass per batch");
+            assert_eq!((v.len(), v.records_count()), (good.len(), 3));
+            let mut flipped = good.to_vec();
+            flipped[100] ^= 0x01;
+            let flipped = Bytes::from(flipped);
+            assert!(matches!(
+                ValidatedBatch::new(&flipped, 0, producer_options(stamp)),
+                Err(BatchError::BadCrc { .. })
+            ));
+        }
+        // The batch at an offset of a longer record set; a lying count is refused too.
+        let two = Bytes::from([good.to_vec(), good.to_vec()].concat());
+        let second = ValidatedBatch::new(&two, good.len(), producer_options(None)).unwrap();
+        assert_eq!(second.bytes(), &good);
+        let lying = Bytes::from(with_claimed_count(good.to_vec(), 9));
+        assert!(matches!(
+            ValidatedBatch::new(&lying, 0, producer_options(None)),
+            Err(BatchError::RecordCountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn log_append_time_stamp_has_a_valid_crc_and_the_append_time() {
+        let received = Bytes::from(build_test_batch(4, 300, 100, 103, 2));
+        let v = ValidatedBatch::new(&received, 0, producer_options(Some(9_999))).unwrap();
+        assert!(v.is_log_append_time());
+        assert_eq!(v.max_timestamp(), 9_999);
+        // The request's bytes are untouched; the stored copy carries the stamp.
+        assert_eq!(v.bytes(), &received);
+        let stored = v.to_stored(40, 3);
+        let (h, total) = validate_batch(&stored, 1 << 20, true).unwrap();
+        assert_eq!(total, received.len());
+        assert!(h.is_log_append_time());
+        assert_eq!((h.base_timestamp(), h.max_timestamp()), (100, 9_999));
+        assert_eq!((h.base_offset(), h.leader_epoch()), (40, 3));
+        assert_eq!(h.crc(), batch_crc(&stored));
+        assert_eq!(
+            &stored[BATCH_HEADER_BYTES..],
+            &received[BATCH_HEADER_BYTES..]
+        );
+        // Other attribute bits survive the stamp.
+        let compressed = Bytes::from(with_compression(build_test_batch(1, 50, 0, 0, 1), 2));
+        let v = ValidatedBatch::new(&compressed, 0, producer_options(Some(1))).unwrap();
+        let stored = v.to_stored(0, 0);
+        let (h, _) = validate_batch(&stored, 1 << 20, true).unwrap();
+        assert_eq!(h.compression(), 2);
+        assert!(h.is_log_append_time());
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub enum AppendError {
     /// predecessor's last offset.
     #[error("replicated batch at offset {base_offset} does not follow offset {expected}")]
     OffsetNotMonotonic { base_offset: i64, expected: i64 },
+    /// append_validated got a base offset other than the log end offset: the caller's
+    /// offsets and the log disagree (a bug in the caller).
+    #[error("batch assigned offset {base_offset} but the log ends at {log_end_offset}")]
+    OffsetNotLogEnd {
+        base_offset: i64,
+        log_end_offset: i64,
+    },
     #[error(transparent)]
     Log(#[from] LogError),
 }

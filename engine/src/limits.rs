@@ -52,6 +52,9 @@ pub const SEGMENTS_PER_LOG_MAX: usize = 100_000;
 pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
 /// Multi-batch appends copy into a reused buffer; above this capacity it is not kept.
 pub const WRITE_BUFFER_RETAIN_BYTES: usize = 4 * 1024 * 1024;
+/// Slices per vectored write (Linux IOV_MAX is 1024); a follower append of more batches is
+/// written in several vectored writes.
+pub const WRITE_SLICES_MAX: usize = 512;
 /// How often flush_tick rewrites the recovery-point checkpoint (Kafka: 60 s).
 pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
 /// Bytes of the checkpoint file.
@@ -75,6 +78,10 @@ const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(
     SEGMENT_BYTES_MAX <= u32::MAX as u64,
     "index positions are u32"
+);
+const _: () = assert!(
+    WRITE_SLICES_MAX >= 2 && WRITE_SLICES_MAX <= 1024,
+    "IOV_MAX is 1024"
 );
 const _: () = assert!(INDEX_INTERVAL_BYTES_DEFAULT <= i32::MAX as u32);
 const _: () = assert!(SCAN_CHUNK_BYTES >= BATCH_HEADER_BYTES);

@@ -23,14 +23,14 @@ use bytes::Bytes;
 use compio::buf::IoBuf;
 use compio::fs::File;
 
-use crate::batch::{BatchHeader, patch_header, validate_batch};
+use crate::batch::{BatchHeader, ValidatedBatch, patch_header, validate_batch};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{AppendError, LogError, ReadError};
 use crate::io;
 use crate::limits::{
     BATCH_PATCH_BYTES, CHECKPOINT_INTERVAL_MS, MAX_BATCH_BYTES_LIMIT, SEGMENT_BYTES_MAX,
-    SEGMENT_RELATIVE_OFFSET_MAX, SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES,
+    SEGMENT_RELATIVE_OFFSET_MAX, SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES, WRITE_SLICES_MAX,
 };
 use crate::recovery::recover;
 use crate::scan::walk_headers;
@@ -137,6 +137,77 @@ struct BatchMeta {
     max_timestamp: i64,
 }
 
+/// What an append writes.
+enum Payload {
+    /// Producer batches in one buffer: offsets assigned from the log end and patched into a
+    /// copy of the header (one batch) or of the whole buffer (several).
+    Producer { batches: Bytes, leader_epoch: i32 },
+    /// One batch validated by the caller, at the offset the caller assigned.
+    Validated {
+        batch: ValidatedBatch,
+        leader_epoch: i32,
+    },
+    /// Batches copied from a leader, offsets and epochs in their headers, written as they are.
+    Replicated(Vec<Bytes>),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Producer { batches, .. } => batches.len(),
+            Payload::Validated { batch, .. } => batch.len(),
+            Payload::Replicated(parts) => parts.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// The partition leader epoch the newest batch (`last`) will carry on disk.
+    fn newest_epoch(&self, last: &BatchMeta) -> i32 {
+        match self {
+            Payload::Producer { leader_epoch, .. } | Payload::Validated { leader_epoch, .. } => {
+                *leader_epoch
+            }
+            Payload::Replicated(parts) => {
+                let mut at = last.start;
+                let part = parts
+                    .iter()
+                    .find(|p| {
+                        let inside = at < p.len();
+                        if !inside {
+                            at -= p.len();
+                        }
+                        inside
+                    })
+                    .expect("validated batch");
+                BatchHeader::parse(&part[at..])
+                    .expect("validated batch")
+                    .leader_epoch()
+            }
+        }
+    }
+}
+
+/// Writes `parts` back to back at `position`: one plain write for one part, vectored writes
+/// of up to [`WRITE_SLICES_MAX`] slices otherwise (no copy into one buffer).
+async fn write_parts(file: &File, parts: Vec<Bytes>, position: u64) -> std::io::Result<()> {
+    if let [_] = parts.as_slice() {
+        let only = parts.into_iter().next().expect("one part");
+        return io::write_all(file, FrameBytes(only), position).await.0;
+    }
+    let mut at = position;
+    let mut parts = parts.into_iter().filter(|p| !p.is_empty()).peekable();
+    while parts.peek().is_some() {
+        let chunk: Vec<FrameBytes> = parts
+            .by_ref()
+            .take(WRITE_SLICES_MAX)
+            .map(FrameBytes)
+            .collect();
+        let bytes: usize = chunk.iter().map(|b| b.0.len()).sum();
+        io::write_vectored_all(file, chunk, at).await.0?;
+        at += bytes as u64;
+    }
+    Ok(())
+}
+
 /// `Bytes` as a compio buffer: the frame is written without a copy.
 struct FrameBytes(Bytes);
 
@@ -208,33 +279,84 @@ impl Log {
         batches: Bytes,
         leader_epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_inner(batches, Some(leader_epoch)).await
+        if batches.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let metas = split_batches(&batches, self.config.max_batch_bytes, true, 0, 0)?;
+        let payload = Payload::Producer {
+            batches,
+            leader_epoch,
+        };
+        self.append_inner(payload, metas).await
+    }
+
+    /// Appends one batch that already passed validation (so its CRC32C is not checked
+    /// again) at `base_offset`, which the caller assigned (the replication core: offsets are
+    /// assigned once, there) and which must be the log end offset; stamps `leader_epoch`.
+    /// The header (patched, with any LogAppendTime stamp) and the records are written with
+    /// one vectored write, the records straight from the request.
+    pub async fn append_validated(
+        &self,
+        batch: ValidatedBatch,
+        base_offset: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        let meta = BatchMeta {
+            start: 0,
+            len: batch.len(),
+            base_offset,
+            last_offset_delta: batch.last_offset_delta(),
+            max_timestamp: batch.max_timestamp(),
+        };
+        let payload = Payload::Validated {
+            batch,
+            leader_epoch,
+        };
+        self.append_inner(payload, vec![meta]).await
     }
 
     /// Appends batches that already carry offsets (a follower copying its leader).
     /// Base offsets must not go below the log end offset; gaps are allowed (compaction).
     pub async fn append_replicated(&self, batches: Bytes) -> Result<AppendInfo, AppendError> {
-        self.append_inner(batches, None).await
+        self.append_replicated_batches(vec![batches]).await
     }
 
-    async fn append_inner(
+    /// [`Log::append_replicated`] of record sets held in separate buffers (a follower's
+    /// fetched batches, each a slice of the leader's response): validated each, then written
+    /// with vectored writes, without joining them into one buffer first.
+    pub async fn append_replicated_batches(
         &self,
-        batches: Bytes,
-        leader_epoch: Option<i32>,
+        parts: Vec<Bytes>,
     ) -> Result<AppendInfo, AppendError> {
-        if batches.is_empty() {
+        if parts.iter().all(|p| p.is_empty()) {
             return Err(AppendError::Empty);
         }
         // max.message.bytes binds producers only: a follower copies what its leader already
         // accepted, perhaps under a larger limit since lowered (Kafka's appendAsFollower
         // skips the size check too); the engine's own limit still holds.
-        let max_batch_bytes = if leader_epoch.is_some() {
-            self.config.max_batch_bytes
-        } else {
-            MAX_BATCH_BYTES_LIMIT
-        };
-        let metas = split_batches(&batches, max_batch_bytes, leader_epoch.is_some())?;
-        let total = batches.len() as u64;
+        let mut metas = Vec::new();
+        let mut start = 0;
+        for part in &parts {
+            let index = metas.len() as u32;
+            metas.extend(split_batches(
+                part,
+                MAX_BATCH_BYTES_LIMIT,
+                false,
+                start,
+                index,
+            )?);
+            start += part.len();
+        }
+        check_monotonic(&metas)?;
+        self.append_inner(Payload::Replicated(parts), metas).await
+    }
+
+    async fn append_inner(
+        &self,
+        payload: Payload,
+        metas: Vec<BatchMeta>,
+    ) -> Result<AppendInfo, AppendError> {
+        let total = payload.len() as u64;
         if total > SEGMENT_BYTES_MAX {
             return Err(
                 LogError::Limit(format!("append of {total} bytes exceeds a segment")).into(),
@@ -247,13 +369,20 @@ impl Log {
             s.log_end_offset()
         };
         self.clean_tail().await?;
-        // Offsets of each batch.
+        // Offsets of each batch: assigned here for producer batches, given by the caller
+        // for a validated one, carried in the headers for replicated ones.
         let mut bases = Vec::with_capacity(metas.len());
         let mut next = leo;
         for m in &metas {
-            let base = match leader_epoch {
-                Some(_) => next,
-                None => {
+            let base = match &payload {
+                Payload::Producer { .. } => next,
+                Payload::Validated { .. } if m.base_offset != leo => {
+                    return Err(AppendError::OffsetNotLogEnd {
+                        base_offset: m.base_offset,
+                        log_end_offset: leo,
+                    });
+                }
+                Payload::Validated { .. } | Payload::Replicated(_) => {
                     if m.base_offset < next {
                         return Err(AppendError::OffsetNotMonotonic {
                             base_offset: m.base_offset,
@@ -282,36 +411,35 @@ impl Log {
         self.roll_for_append(first_offset, last_offset, total, max_timestamp)
             .await?;
 
-        let newest_epoch = match leader_epoch {
-            Some(epoch) => epoch,
-            None => {
-                let last = metas.last().expect("non-empty");
-                BatchHeader::parse(&batches[last.start..])
-                    .expect("validated batch")
-                    .leader_epoch()
-            }
-        };
+        let newest_epoch = payload.newest_epoch(metas.last().expect("non-empty"));
         let (file, path, position) = {
             let s = self.state.borrow();
             let a = s.active();
             (a.log.file().clone(), a.log.path().to_path_buf(), a.size)
         };
-        let res = match leader_epoch {
-            Some(epoch) if metas.len() == 1 => {
+        let res = match payload {
+            Payload::Producer {
+                batches,
+                leader_epoch,
+            } if metas.len() == 1 => {
                 let mut head = [0u8; BATCH_PATCH_BYTES];
                 head.copy_from_slice(&batches[..BATCH_PATCH_BYTES]);
-                patch_header(&mut head, first_offset, epoch);
+                patch_header(&mut head, first_offset, leader_epoch);
                 let body = FrameBytes(Bytes::slice(&batches, BATCH_PATCH_BYTES..));
                 io::write_vectored_all(&file, (head, (body,)), position)
                     .await
                     .0
             }
-            Some(epoch) => {
+            Payload::Producer {
+                batches,
+                leader_epoch,
+            } => {
                 let mut buf = std::mem::take(&mut self.state.borrow_mut().write_buf);
                 buf.clear();
                 buf.extend_from_slice(&batches);
                 for (m, &base) in metas.iter().zip(&bases) {
-                    patch_header(&mut buf[m.start..m.start + BATCH_PATCH_BYTES], base, epoch);
+                    let head = &mut buf[m.start..m.start + BATCH_PATCH_BYTES];
+                    patch_header(head, base, leader_epoch);
                 }
                 let (res, mut buf) = io::write_all(&file, buf, position).await;
                 if buf.capacity() > WRITE_BUFFER_RETAIN_BYTES {
@@ -320,7 +448,17 @@ impl Log {
                 self.state.borrow_mut().write_buf = buf;
                 res
             }
-            None => io::write_all(&file, FrameBytes(batches), position).await.0,
+            Payload::Validated {
+                batch,
+                leader_epoch,
+            } => {
+                let head = batch.head(first_offset, leader_epoch);
+                let body = FrameBytes(batch.body());
+                io::write_vectored_all(&file, (head, (body,)), position)
+                    .await
+                    .0
+            }
+            Payload::Replicated(parts) => write_parts(&file, parts, position).await,
         };
         if let Err(e) = res {
             // Nothing is published: the log end offset stays, and the bytes that did reach
@@ -1459,6 +1597,8 @@ fn split_batches(
     bytes: &[u8],
     max_batch_bytes: u32,
     from_producer: bool,
+    start: usize,
+    first_index: u32,
 ) -> Result<Vec<BatchMeta>, AppendError> {
     let mut metas = Vec::new();
     let mut at = 0;
@@ -1466,13 +1606,13 @@ fn split_batches(
         let (header, len) =
             validate_batch(&bytes[at..], max_batch_bytes, from_producer).map_err(|error| {
                 AppendError::InvalidBatch {
-                    index: metas.len() as u32,
-                    position: at as u32,
+                    index: first_index + metas.len() as u32,
+                    position: (start + at) as u32,
                     error,
                 }
             })?;
         metas.push(BatchMeta {
-            start: at,
+            start: start + at,
             len,
             base_offset: header.base_offset(),
             last_offset_delta: header.last_offset_delta(),
@@ -1480,15 +1620,21 @@ fn split_batches(
         });
         at += len;
     }
-    if let Some(pair) = metas.windows(2).find(|w| {
-        !from_producer && w[1].base_offset <= w[0].base_offset + i64::from(w[0].last_offset_delta)
-    }) {
+    Ok(metas)
+}
+
+/// Replicated batches must follow each other: each base offset above its predecessor's last.
+fn check_monotonic(metas: &[BatchMeta]) -> Result<(), AppendError> {
+    if let Some(pair) = metas
+        .windows(2)
+        .find(|w| w[1].base_offset <= w[0].base_offset + i64::from(w[0].last_offset_delta))
+    {
         return Err(AppendError::OffsetNotMonotonic {
             base_offset: pair[1].base_offset,
             expected: pair[0].base_offset + i64::from(pair[0].last_offset_delta) + 1,
         });
     }
-    Ok(metas)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1949,6 +2095,86 @@ mod tests {
             log.append(batch(1, 10, 1_600), 0).await.unwrap();
             log.append(batch(1, 10, 2_200), 0).await.unwrap();
             assert_eq!(log.segment_count(), 3);
+        });
+    }
+
+    #[test]
+    fn validated_append_writes_at_the_given_offset_without_a_second_crc() {
+        use crate::batch::{ValidateOptions, batch_crc_passes};
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            let options = ValidateOptions {
+                max_batch_bytes: 1 << 20,
+                strict_count: true,
+                log_append_time_ms: Some(77),
+            };
+            let received = batch(3, 100, 5);
+            let before = batch_crc_passes();
+            let v = ValidatedBatch::new(&received, 0, options).unwrap();
+            let info = log.append_validated(v.clone(), 0, 2).await.unwrap();
+            assert_eq!(batch_crc_passes() - before, 1, "validation's pass only");
+            assert_eq!(
+                (info.first_offset, info.last_offset, info.max_timestamp),
+                (0, 2, 77)
+            );
+            let stored = read_all(&log, 0).await;
+            assert_eq!(stored, v.to_stored(0, 2));
+            let (h, _) = validate_batch(&stored, 1 << 20, true).unwrap();
+            assert!(h.is_log_append_time());
+            // The caller's offset must be the log end.
+            let err = log.append_validated(v, 7, 2).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AppendError::OffsetNotLogEnd {
+                        base_offset: 7,
+                        log_end_offset: 3
+                    }
+                ),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn replicated_batches_in_many_buffers_are_written_back_to_back() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 1 << 20,
+                ..small_config()
+            };
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            // More buffers than one vectored write takes.
+            let count = WRITE_SLICES_MAX as i64 + 40;
+            let parts: Vec<Bytes> = (0..count)
+                .map(|i| {
+                    let mut b = build_test_batch(2, 30, i, i, i as u8);
+                    patch_header(&mut b, 2 * i, 5);
+                    Bytes::from(b)
+                })
+                .collect();
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            let info = log.append_replicated_batches(parts).await.unwrap();
+            assert_eq!((info.first_offset, info.last_offset), (0, 2 * count - 1));
+            assert_eq!(info.batch_count as i64, count);
+            assert_eq!(read_all(&log, 0).await, joined);
+            // A bad batch in any buffer refuses the whole append, naming it.
+            let mut bad = build_test_batch(1, 30, 0, 0, 1);
+            patch_header(&mut bad, 5000, 5);
+            bad[70] ^= 1;
+            let mut good = build_test_batch(1, 30, 0, 0, 1);
+            patch_header(&mut good, 4000, 5);
+            let err = log
+                .append_replicated_batches(vec![Bytes::from(good), Bytes::from(bad)])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, AppendError::InvalidBatch { index: 1, .. }),
+                "{err}"
+            );
+            assert_eq!(log.log_end_offset(), 2 * count);
         });
     }
 

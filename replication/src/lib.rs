@@ -49,7 +49,7 @@ pub use lifecycle::{BrokerLifecycle, LifecycleConfig, LifecycleEvent};
 pub use message::{Action, EpochEndOffset, FetchData, Message};
 #[cfg(feature = "sim")]
 pub use node::{Node, NodeInput};
-pub use replica::{Ctx, FetchRequest, ProduceRequest, RecoveredLog, Replica, Role};
+pub use replica::{Ctx, FetchRequest, ProduceRequest, ReadRange, RecoveredLog, Replica, Role};
 pub use types::{
     Acks, Address, Batch, BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, PartitionId,
     PartitionState, ReplicaError,

@@ -65,6 +65,17 @@ pub struct FetchRequest {
     pub fetch_offset: i64,
 }
 
+/// What a consumer may read (`Replica::consumer_read`): batches with offsets in
+/// `[from_offset, max_offset)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRange {
+    pub from_offset: i64,
+    /// The high watermark: consumers never see uncommitted offsets.
+    pub max_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
 /// The replica's role as seen from outside (tests, metrics, Metadata answers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -374,6 +385,20 @@ impl Replica {
                 },
             });
         };
+        let Some(follower) = replica else {
+            return match self.consumer_read(current_leader_epoch, fetch_offset) {
+                Ok(range) => out.push(Action::SendFetchResponse {
+                    to: from,
+                    request_id,
+                    partition,
+                    from_offset: range.from_offset,
+                    max_offset: range.max_offset,
+                    high_watermark: range.high_watermark,
+                    log_end_offset: range.log_end_offset,
+                }),
+                Err(error) => fail(error, out),
+            };
+        };
         if let Err(error) = self.check_leader_epoch(current_leader_epoch) {
             return fail(error, out);
         }
@@ -384,23 +409,13 @@ impl Replica {
         let RoleState::Leader(l) = &mut self.role else {
             unreachable!("checked above")
         };
-        let max_offset = match replica {
-            Some(follower) => {
-                let Some(progress) = l.followers.get_mut(&follower) else {
-                    return fail(ReplicaError::NotLeaderOrFollower, out);
-                };
-                progress.record_fetch(ctx.now_ms, fetch_offset, log_end_offset);
-                self.maybe_expand_isr(ctx, out);
-                self.maybe_advance_high_watermark(out);
-                self.log_end_offset
-            }
-            None => {
-                if self.high_watermark < l.epoch_start_offset {
-                    return fail(ReplicaError::OffsetNotAvailable, out);
-                }
-                self.high_watermark
-            }
+        let Some(progress) = l.followers.get_mut(&follower) else {
+            return fail(ReplicaError::NotLeaderOrFollower, out);
         };
+        progress.record_fetch(ctx.now_ms, fetch_offset, log_end_offset);
+        self.maybe_expand_isr(ctx, out);
+        self.maybe_advance_high_watermark(out);
+        let max_offset = self.log_end_offset;
         out.push(Action::SendFetchResponse {
             to: from,
             request_id,
@@ -476,7 +491,52 @@ impl Replica {
         self.poll_follower(ctx, out);
     }
 
-    /// OffsetForLeaderEpoch from a follower.
+    /// A consumer's read: the offsets it may read from `fetch_offset` (up to the high
+    /// watermark), with Kafka's checks (leader only, the requested epoch, the offset in the
+    /// log, OFFSET_NOT_AVAILABLE while a new leader's high watermark is below its epoch's
+    /// start). A query: a consumer's fetch changes no replication state, so it needs no
+    /// `Ctx` and emits no actions.
+    pub fn consumer_read(
+        &self,
+        current_leader_epoch: LeaderEpoch,
+        fetch_offset: i64,
+    ) -> Result<ReadRange, ReplicaError> {
+        self.check_leader_epoch(current_leader_epoch)?;
+        if fetch_offset < 0 || fetch_offset > self.log_end_offset {
+            return Err(ReplicaError::OffsetOutOfRange);
+        }
+        let RoleState::Leader(l) = &self.role else {
+            unreachable!("checked above")
+        };
+        if self.high_watermark < l.epoch_start_offset {
+            return Err(ReplicaError::OffsetNotAvailable);
+        }
+        Ok(ReadRange {
+            from_offset: fetch_offset,
+            max_offset: self.high_watermark,
+            high_watermark: self.high_watermark,
+            log_end_offset: self.log_end_offset,
+        })
+    }
+
+    /// OffsetForLeaderEpoch (a follower's or a consumer's): where `leader_epoch` ends in this
+    /// leader's log, after the check of `current_leader_epoch`. A query.
+    pub fn epoch_end_offset(
+        &self,
+        current_leader_epoch: LeaderEpoch,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<EpochEndOffset, ReplicaError> {
+        self.check_leader_epoch(current_leader_epoch)?;
+        let (leader_epoch, end_offset) = self
+            .epochs
+            .end_offset_for(leader_epoch, self.log_end_offset);
+        Ok(EpochEndOffset {
+            leader_epoch,
+            end_offset,
+        })
+    }
+
+    /// OffsetForLeaderEpoch from a follower (as a message; see `epoch_end_offset`).
     pub fn on_offset_for_leader_epoch<P: Clone>(
         &mut self,
         from: Address,
@@ -485,15 +545,7 @@ impl Replica {
         leader_epoch: LeaderEpoch,
         out: &mut Vec<Action<P>>,
     ) {
-        let result = self.check_leader_epoch(current_leader_epoch).map(|()| {
-            let (leader_epoch, end_offset) = self
-                .epochs
-                .end_offset_for(leader_epoch, self.log_end_offset);
-            EpochEndOffset {
-                leader_epoch,
-                end_offset,
-            }
-        });
+        let result = self.epoch_end_offset(current_leader_epoch, leader_epoch);
         out.push(Action::Send {
             to: from,
             message: Message::OffsetForLeaderEpochResponse {
@@ -1670,6 +1722,55 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    /// The consumer read and OffsetForLeaderEpoch are plain queries: same answers as the
+    /// message path, without actions.
+    #[test]
+    fn consumer_reads_and_epoch_ends_are_queries() {
+        let log = RecoveredLog {
+            log_end_offset: 4,
+            high_watermark: 2,
+            epochs: EpochCache::from_entries([(LeaderEpoch(1), 0)]),
+        };
+        let mut r = Replica::new(NodeId(0), P, config(), log, 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        assert_eq!(
+            r.consumer_read(LeaderEpoch(2), 0),
+            Err(ReplicaError::NotLeaderOrFollower)
+        );
+        r.on_partition_state(ctx(0), state(0, &[0, 1], 2, 2), &mut out);
+        assert_eq!(
+            r.consumer_read(LeaderEpoch(2), 0),
+            Err(ReplicaError::OffsetNotAvailable)
+        );
+        fetch(&mut r, 2, 1, 2, 4);
+        let range = ReadRange {
+            from_offset: 1,
+            max_offset: 4,
+            high_watermark: 4,
+            log_end_offset: 4,
+        };
+        assert_eq!(r.consumer_read(LeaderEpoch(2), 1), Ok(range));
+        assert_eq!(
+            r.consumer_read(LeaderEpoch(1), 1),
+            Err(ReplicaError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            r.consumer_read(LeaderEpoch(2), 5),
+            Err(ReplicaError::OffsetOutOfRange)
+        );
+        assert_eq!(
+            r.epoch_end_offset(LeaderEpoch(2), LeaderEpoch(1)),
+            Ok(EpochEndOffset {
+                leader_epoch: Some(LeaderEpoch(1)),
+                end_offset: 4
+            })
+        );
+        assert_eq!(
+            r.epoch_end_offset(LeaderEpoch(3), LeaderEpoch(1)),
+            Err(ReplicaError::UnknownLeaderEpoch)
+        );
     }
 
     #[test]

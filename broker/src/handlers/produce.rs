@@ -83,18 +83,6 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
                     ResponseError::CorruptMessage,
                     Some("null records".into()),
                 ))),
-                (Some(m), Some(records))
-                    if records.len() as u64 > shard.config().log.segment_bytes =>
-                {
-                    Some(Err((
-                        ResponseError::RecordListTooLarge,
-                        Some(format!(
-                            "{} bytes exceed segment.bytes of topic {}",
-                            records.len(),
-                            m.name
-                        )),
-                    )))
-                }
                 (Some(m), Some(records)) => {
                     let item = Item {
                         topic: m.name.clone(),
@@ -308,6 +296,12 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
             ResponseError::MessageTooLarge,
             Some(format!(
                 "batch of {bytes} bytes exceeds max.message.bytes {max}"
+            )),
+        ),
+        AppendFailure::RecordListTooLarge { bytes, max } => (
+            ResponseError::RecordListTooLarge,
+            Some(format!(
+                "{bytes} bytes exceed segment.bytes {max} of the topic"
             )),
         ),
         AppendFailure::Retired => (ResponseError::NotLeaderOrFollower, None),

@@ -8,8 +8,9 @@
 //! the high watermark.
 //! The replication core (`crate::replica::driver`, present on every partition: a single node
 //! is a quorum of one) owns the offsets, the high watermark and the leader epoch. Under the
-//! lock a leader append runs the checks, then hands each batch to the core
-//! (`submit_replicated`), which appends in order; the answer (acks=1: appended, acks=all:
+//! lock a leader append runs the checks in one validation pass per batch, then hands each
+//! `engine::batch::ValidatedBatch` to the core (`submit_replicated`), which assigns offsets
+//! and appends in order; the answer (acks=1: appended, acks=all:
 //! committed on the ISR) is awaited outside the lock. A re-open for a log-level config change
 //! keeps the core (`reopen_replicated`).
 
@@ -18,15 +19,15 @@ pub mod record_count;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
-use engine::batch::BatchHeader;
+use engine::batch::{BatchHeader, ValidateOptions, ValidatedBatch};
 use engine::limits::BATCH_HEADER_BYTES;
 use engine::sync::{FifoLock, Notify};
 
 use crate::metadata::TopicConfig;
-use crate::replica::driver::{ProduceAnswer, ReplicaDriver, ReplicaEnv};
+use crate::replica::driver::{Applied, ProduceAnswer, ReplicaDriver, ReplicaEnv, ReplicaStore};
 use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
 
 /// Why an append was refused, before Kafka codes are chosen at the handler boundary.
@@ -41,6 +42,11 @@ pub enum AppendFailure {
     MessageTooLarge {
         bytes: u64,
         max: u32,
+    },
+    /// A produce's record set over the topic's segment.bytes (RECORD_LIST_TOO_LARGE).
+    RecordListTooLarge {
+        bytes: u64,
+        max: u64,
     },
     /// The partition instance was replaced (re-opened) or closed.
     Retired,
@@ -69,14 +75,20 @@ pub struct Partition {
     pub index: i32,
     pub dir: PathBuf,
     pub log: Rc<engine::Log>,
-    pub leader_epoch: Cell<i32>,
+    /// Published by the replication core's driver (shared with its `ReplicaStore`).
+    pub leader_epoch: Rc<Cell<i32>>,
     pub config: RefCell<TopicConfig>,
     /// Fires whenever the high watermark (or log start offset) moves.
     pub data_notify: Rc<Notify>,
     pub append_lock: Rc<FifoLock>,
     producers: RefCell<ProducerStateTable>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
-    retired: Cell<bool>,
+    /// Shared with the driver's `ReplicaStore`.
+    retired: Rc<Cell<bool>>,
+    /// The task following the driver's `Applied` events is inside an event.
+    following: Cell<bool>,
+    /// Fires when `following` drops.
+    followed: Rc<Notify>,
     /// The replication core driving this replica. Shared with the instance a re-open
     /// replaces.
     pub replica: Rc<ReplicaDriver>,
@@ -119,7 +131,7 @@ impl PendingAppend {
 
 /// A compressed producer batch must hold the records its header claims, as Kafka's
 /// LogValidator checks on the leader by decompressing it (`record_count`). Uncompressed
-/// batches were counted in place by `engine::batch::validate_batch`.
+/// batches were counted in place by `engine::batch::ValidatedBatch::new`.
 fn check_compressed_count(
     header: &BatchHeader,
     batch: &[u8],
@@ -204,51 +216,128 @@ impl Partition {
             high_watermark: log.high_watermark(),
             epochs,
         };
-        Ok(Rc::new_cyclic(|this| {
-            let mut core_config = setup.config;
-            core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
-            let produce_timeout_ms = core_config.produce_timeout_ms;
-            let core = replication::Replica::new(
-                replication::NodeId(setup.node),
-                replication::PartitionId(setup.partition_id),
-                core_config,
-                recovered,
-                setup.request_id_base,
-            );
-            let replica = Rc::new(ReplicaDriver::new(
-                core,
-                setup.env,
-                this.clone(),
-                produce_timeout_ms,
-            ));
-            Partition {
-                topic,
-                index,
-                dir,
-                log,
-                leader_epoch: Cell::new(leader_epoch),
-                config: RefCell::new(config),
-                data_notify: Rc::new(Notify::new()),
-                append_lock: FifoLock::new(),
-                producers: RefCell::new(producers),
-                retired: Cell::new(false),
-                replica,
-            }
-        }))
+        let mut core_config = setup.config;
+        core_config.min_insync_replicas = config.min_insync_replicas.max(1) as usize;
+        let produce_timeout_ms = core_config.produce_timeout_ms;
+        let core = replication::Replica::new(
+            replication::NodeId(setup.node),
+            replication::PartitionId(setup.partition_id),
+            core_config,
+            recovered,
+            setup.request_id_base,
+        );
+        let leader_epoch = Rc::new(Cell::new(leader_epoch));
+        let data_notify = Rc::new(Notify::new());
+        let retired = Rc::new(Cell::new(false));
+        let store = Rc::new(ReplicaStore {
+            topic: topic.clone(),
+            index,
+            dir: dir.clone(),
+            log: Rc::clone(&log),
+            data_notify: Rc::clone(&data_notify),
+            leader_epoch: Rc::clone(&leader_epoch),
+            retired: Rc::clone(&retired),
+        });
+        let replica = ReplicaDriver::new(core, setup.env, store, produce_timeout_ms);
+        let partition = Rc::new(Partition {
+            topic,
+            index,
+            dir,
+            log,
+            leader_epoch,
+            config: RefCell::new(config),
+            data_notify,
+            append_lock: FifoLock::new(),
+            producers: RefCell::new(producers),
+            retired,
+            following: Cell::new(false),
+            followed: Rc::new(Notify::new()),
+            replica,
+        });
+        partition.follow_replica();
+        Ok(partition)
     }
 
-    /// Follower: records idempotent-producer state from replicated batches, so
-    /// this replica dedupes retries if it becomes leader.
-    pub fn record_replicated_producers(&self, batches: &[u8]) {
-        let mut producers = self.producers.borrow_mut();
-        let mut pos = 0usize;
-        while let Some(h) = batches.get(pos..).and_then(BatchHeader::parse) {
-            record_header(&mut producers, h);
-            let total = h.total_bytes() as usize;
-            if total == 0 {
-                break;
+    /// The handles the driver writes to for this instance.
+    fn store(&self) -> Rc<ReplicaStore> {
+        Rc::new(ReplicaStore {
+            topic: self.topic.clone(),
+            index: self.index,
+            dir: self.dir.clone(),
+            log: Rc::clone(&self.log),
+            data_notify: Rc::clone(&self.data_notify),
+            leader_epoch: Rc::clone(&self.leader_epoch),
+            retired: Rc::clone(&self.retired),
+        })
+    }
+
+    /// Starts the task that follows what the driver applied (`Applied` events, in order):
+    /// producer state recorded from replicated batches, rebuilt after a truncation, trimmed
+    /// after a failed append. It runs until this instance is retired or dropped.
+    fn follow_replica(self: &Rc<Self>) {
+        let partition: Weak<Partition> = Rc::downgrade(self);
+        let applied = self.replica.applied_notify();
+        compio::runtime::spawn(async move {
+            loop {
+                let wake = applied.notified();
+                let Some(p) = partition.upgrade() else {
+                    return;
+                };
+                if p.retired.get() {
+                    return;
+                }
+                p.following.set(true);
+                p.apply_replica_events().await;
+                p.following.set(false);
+                p.followed.notify_all();
+                drop(p);
+                wake.await;
             }
-            pos += total;
+        })
+        .detach();
+    }
+
+    /// Applies the driver's `Applied` events until none is left.
+    async fn apply_replica_events(&self) {
+        loop {
+            let events = self.replica.take_applied();
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                match event {
+                    Applied::Replicated(parts) => {
+                        self.record_replicated_producers(&parts);
+                        self.replica.follower_write_applied();
+                    }
+                    Applied::Truncated => {
+                        if let Err(e) = self.rebuild_producers().await {
+                            tracing::error!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "producer state rebuild after truncation failed");
+                        }
+                        self.replica.follower_write_applied();
+                    }
+                    Applied::WriteFailed { log_end_offset } => {
+                        self.forget_producer_batches_from(log_end_offset);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follower: records idempotent-producer state from replicated batches (each part one
+    /// or more whole batches), so this replica dedupes retries if it becomes leader.
+    pub fn record_replicated_producers(&self, parts: &[Bytes]) {
+        let mut producers = self.producers.borrow_mut();
+        for batches in parts {
+            let mut pos = 0usize;
+            while let Some(h) = batches.get(pos..).and_then(BatchHeader::parse) {
+                record_header(&mut producers, h);
+                let total = h.total_bytes() as usize;
+                if total == 0 {
+                    break;
+                }
+                pos += total;
+            }
         }
     }
 
@@ -262,6 +351,15 @@ impl Partition {
     ) -> Result<Rc<Partition>, engine::LogError> {
         let driver = Rc::clone(&self.replica);
         driver.pause().await;
+        // The producer state moves to the new instance: not while an event is being applied
+        // to it (the new instance's task takes the events from here on).
+        while self.following.get() {
+            let followed = self.followed.notified();
+            if !self.following.get() {
+                break;
+            }
+            followed.await;
+        }
         if let Err(e) = self.log.close().await {
             tracing::warn!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "close before re-open failed");
         }
@@ -279,15 +377,18 @@ impl Partition {
             index: self.index,
             dir: self.dir.clone(),
             log,
-            leader_epoch: Cell::new(self.leader_epoch.get()),
+            leader_epoch: Rc::clone(&self.leader_epoch),
             config: RefCell::new(config),
             data_notify: Rc::new(Notify::new()),
             append_lock: FifoLock::new(),
             producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
-            retired: Cell::new(false),
+            retired: Rc::new(Cell::new(false)),
+            following: Cell::new(false),
+            followed: Rc::new(Notify::new()),
             replica: Rc::clone(&driver),
         });
-        driver.resume(&partition);
+        driver.resume(partition.store());
+        partition.follow_replica();
         Ok(partition)
     }
 
@@ -346,9 +447,11 @@ impl Partition {
         self.producers.borrow().len()
     }
 
-    /// Leader: the append checks (sizes, CRC and framing as the engine checks them, producer
-    /// sequences, timestamps or the LogAppendTime stamp), then each batch goes to the
-    /// replication core, which assigns its offsets and appends. Must run with `append_lock`
+    /// Leader: the append checks (segment.bytes, then one validation pass per batch:
+    /// max.message.bytes, framing, CRC32C, counts, timestamps or the LogAppendTime stamp;
+    /// then producer sequences), then each `ValidatedBatch` goes to the replication core,
+    /// which assigns its offsets (the only place they are assigned) and has the engine
+    /// append it without a second CRC. Must run with `append_lock`
     /// held; the returned wait need not (the core orders appends).
     pub fn submit_replicated(
         &self,
@@ -398,38 +501,19 @@ impl Partition {
                 .check_in_sync(min_insync_replicas)
                 .map_err(AppendFailure::Replica)?;
         }
+        // The topic's own segment.bytes (Kafka's UnifiedLog.append: a record set larger than
+        // a segment is refused with RecordBatchTooLargeException, RECORD_LIST_TOO_LARGE).
+        let segment_bytes = self.config.borrow().segment_bytes;
+        if records.len() as u64 > segment_bytes {
+            return Err(AppendFailure::RecordListTooLarge {
+                bytes: records.len() as u64,
+                max: segment_bytes,
+            });
+        }
         let producer = producer_batch(&records)?;
         let log_append_time = self.config.borrow().log_append_time;
-        let records = if log_append_time {
-            self.check_sizes(&records)?;
-            stamp_log_append_time(records, now_ms, self.config.borrow().max_message_bytes)
-        } else {
-            self.check_batches(&records, now_ms)?;
-            records
-        };
-        // The engine's own validation, before the core commits to offsets: a batch the
-        // engine would refuse must never reach the core.
-        let max_batch_bytes = self.log.config().max_batch_bytes;
-        let mut spans: Vec<(usize, usize, u32)> = Vec::new();
-        let mut pos = 0usize;
-        if records.is_empty() {
-            return Err(AppendFailure::Engine(engine::AppendError::Empty));
-        }
-        while pos < records.len() {
-            let (h, len) = engine::batch::validate_batch(&records[pos..], max_batch_bytes, true)
-                .map_err(|error| {
-                    AppendFailure::Engine(engine::AppendError::InvalidBatch {
-                        index: spans.len() as u32,
-                        position: pos as u32,
-                        error,
-                    })
-                })?;
-            if h.compression() != 0 {
-                check_compressed_count(h, &records[pos..pos + len], spans.len(), pos)?;
-            }
-            spans.push((pos, len, h.records_count() as u32));
-            pos += len;
-        }
+        // The one validation pass; the engine appends its result without checking again.
+        let batches = self.validate_batches(&records, now_ms)?;
         if producer.is_some() && driver.follower_writes_pending() {
             // Just became leader: batches it fetched are not in the producer state yet, so a
             // retry of one would be appended again. The produce path waits for them first
@@ -471,11 +555,15 @@ impl Partition {
                 }
             }
         }
-        let mut answers = Vec::with_capacity(spans.len());
+        // Stored max_timestamp of the first batch (the LogAppendTime stamp's, if any): an
+        // idempotent produce carries exactly one batch.
+        let max_timestamp = batches.first().map_or(-1, ValidatedBatch::max_timestamp);
+        let mut answers = Vec::with_capacity(batches.len());
         let mut first_offset = None;
         let mut last_offset = -1;
-        for (pos, len, count) in spans {
-            let (base, answer) = driver.produce(acks == -1, count, records.slice(pos..pos + len));
+        for batch in batches {
+            let count = batch.records_count();
+            let (base, answer) = driver.produce(acks == -1, batch);
             answers.push(answer);
             match base {
                 Some(base) => {
@@ -487,7 +575,6 @@ impl Partition {
             }
         }
         if let (Some(p), Some(first_offset)) = (producer, first_offset) {
-            let max_timestamp = BatchHeader::parse(&records).map_or(-1, |h| h.max_timestamp());
             self.producers.borrow_mut().record(
                 p.producer_id,
                 p.epoch,
@@ -512,47 +599,53 @@ impl Partition {
         })
     }
 
-    /// Only the max.message.bytes check (LogAppendTime topics ignore producer timestamps).
-    fn check_sizes(&self, records: &Bytes) -> Result<(), AppendFailure> {
-        let max = self.config.borrow().max_message_bytes;
-        let mut pos = 0usize;
-        while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
-            if h.total_bytes() > u64::from(max) {
-                return Err(AppendFailure::MessageTooLarge {
-                    bytes: h.total_bytes(),
-                    max,
-                });
-            }
-            let total = h.total_bytes() as usize;
-            if total == 0 {
-                break;
-            }
-            pos += total;
+    /// The one validation pass over a produce's batches, in Kafka's order per batch: the
+    /// topic's max.message.bytes (live, even before the engine re-opens with it), then
+    /// framing, magic, CRC32C and record count ([`ValidatedBatch::new`], which also stamps a
+    /// LogAppendTime topic's batches), then message.timestamp.before/after.max.ms
+    /// (CreateTime) and the records of a compressed batch.
+    fn validate_batches(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<Vec<ValidatedBatch>, AppendFailure> {
+        if records.is_empty() {
+            return Err(AppendFailure::Engine(engine::AppendError::Empty));
         }
-        Ok(())
-    }
-
-    /// The topic's max.message.bytes (live, even before the engine re-opens with it) and
-    /// message.timestamp.before/after.max.ms (CreateTime) against each batch header. The
-    /// engine validates everything else.
-    fn check_batches(&self, records: &Bytes, now_ms: i64) -> Result<(), AppendFailure> {
-        let (before, after, max) = {
+        let (before, after, max, log_append_time) = {
             let c = self.config.borrow();
             (
                 c.timestamp_before_max_ms,
                 c.timestamp_after_max_ms,
                 c.max_message_bytes,
+                c.log_append_time,
             )
         };
+        let options = ValidateOptions {
+            max_batch_bytes: self.log.config().max_batch_bytes,
+            strict_count: true,
+            log_append_time_ms: log_append_time.then_some(now_ms),
+        };
+        let bounded = !log_append_time && (before != i64::MAX || after != i64::MAX);
+        let mut batches = Vec::with_capacity(1);
         let mut pos = 0usize;
-        while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
-            if h.total_bytes() > u64::from(max) {
+        while pos < records.len() {
+            if let Some(h) = BatchHeader::parse(&records[pos..])
+                && h.total_bytes() > u64::from(max)
+            {
                 return Err(AppendFailure::MessageTooLarge {
                     bytes: h.total_bytes(),
                     max,
                 });
             }
-            let bounded = before != i64::MAX || after != i64::MAX;
+            let batch = ValidatedBatch::new(records, pos, options).map_err(|error| {
+                AppendFailure::Engine(engine::AppendError::InvalidBatch {
+                    index: batches.len() as u32,
+                    position: pos as u32,
+                    error,
+                })
+            })?;
+            let h = batch.header();
             for ts in [h.base_timestamp(), h.max_timestamp()] {
                 if bounded
                     && ts >= 0
@@ -561,13 +654,13 @@ impl Partition {
                     return Err(AppendFailure::InvalidTimestamp);
                 }
             }
-            let total = h.total_bytes() as usize;
-            if total == 0 {
-                break;
+            if h.compression() != 0 {
+                check_compressed_count(h, batch.bytes(), batches.len(), pos)?;
             }
-            pos += total;
+            pos += batch.len();
+            batches.push(batch);
         }
-        Ok(())
+        Ok(batches)
     }
 
     /// Marks this instance as replaced or closed.
@@ -635,42 +728,163 @@ fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailur
     }))
 }
 
-/// LogAppendTime: copies the batches once and stamps each with the append time (attributes
-/// bit 3, max_timestamp = now), recomputing its CRC32C, as Kafka's LogValidator does. A batch
-/// whose framing or CRC is already wrong is left alone, so the engine rejects it with the
-/// precise error instead of the broker blessing corrupt bytes with a fresh CRC.
-fn stamp_log_append_time(records: Bytes, now_ms: i64, max_batch_bytes: u32) -> Bytes {
-    use engine::batch::{ATTR_TIMESTAMP_TYPE_LOG_APPEND, batch_crc, frame_batch};
-    let mut spans = Vec::new();
-    let mut pos = 0usize;
-    while pos < records.len() {
-        match frame_batch(&records[pos..], max_batch_bytes) {
-            Ok((h, total))
-                if pos + total <= records.len()
-                    && batch_crc(&records[pos..pos + total]) == h.crc() =>
-            {
-                spans.push((pos, total));
-                pos += total;
-            }
-            _ => return records,
-        }
-    }
-    let mut out = bytes::BytesMut::from(&records[..]);
-    for (pos, total) in spans {
-        let b = &mut out[pos..pos + total];
-        let attributes = i16::from_be_bytes([b[21], b[22]]) | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
-        b[21..23].copy_from_slice(&attributes.to_be_bytes());
-        b[35..43].copy_from_slice(&now_ms.to_be_bytes());
-        let crc = batch_crc(b);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
-    out.freeze()
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+    use engine::batch::{
+        BatchError, batch_crc, batch_crc_passes, build_test_batch, validate_batch,
+    };
+
+    use super::{AppendFailure, Partition};
+    use crate::replica::driver::test_support::{TestEnv, apply, open_configured, state};
+
+    fn run(f: impl std::future::Future<Output = ()>) {
+        compio::runtime::Runtime::new().unwrap().block_on(f);
+    }
+
+    /// A single-replica leader of `t`-0 with topic config `overrides`.
+    async fn leader(dir: &std::path::Path, overrides: &[(&str, &str)]) -> Rc<Partition> {
+        let p = open_configured(dir, 0, Rc::new(TestEnv::default()), overrides).await;
+        apply(&p, state(0, &[0], &[0], 1));
+        p
+    }
+
+    fn batch(records: i32, payload: usize, ts: i64) -> Vec<u8> {
+        build_test_batch(records, payload, ts, ts, 0x5a)
+    }
+
+    async fn stored(p: &Partition, from: i64) -> Vec<u8> {
+        let read = p.log.read(from, i64::MAX, u32::MAX, true).await.unwrap();
+        let mut out = Vec::new();
+        for slice in read.slices {
+            let file = std::fs::read(slice.file.path()).unwrap();
+            let at = slice.position as usize;
+            out.extend_from_slice(&file[at..at + slice.len as usize]);
+        }
+        out
+    }
+
+    #[test]
+    fn a_leader_append_runs_one_crc_pass_per_batch() {
+        for timestamp_type in ["CreateTime", "LogAppendTime"] {
+            run(async {
+                let dir = tempfile::tempdir().unwrap();
+                let p = leader(dir.path(), &[("message.timestamp.type", timestamp_type)]).await;
+                for batches in [1, 3] {
+                    let records: Vec<u8> = (0..batches).flat_map(|_| batch(4, 1024, 1)).collect();
+                    let before = batch_crc_passes();
+                    let pending = p.submit_replicated(Bytes::from(records), 5, 1).unwrap();
+                    pending.wait().await.unwrap();
+                    p.log
+                        .wait_durable(p.log.log_end_offset() - 1)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        batch_crc_passes() - before,
+                        batches,
+                        "{timestamp_type}: one CRC32C pass per produced batch"
+                    );
+                }
+                assert_eq!(p.log.log_end_offset(), 16);
+            });
+        }
+    }
+
+    #[test]
+    fn a_bad_crc_is_refused_by_the_one_validation_pass() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader(dir.path(), &[]).await;
+            let mut corrupt = batch(2, 100, 1);
+            corrupt[90] ^= 0x40;
+            let before = batch_crc_passes();
+            let refused = p.submit_replicated(Bytes::from(corrupt), 5, 1);
+            assert!(
+                matches!(
+                    refused,
+                    Err(AppendFailure::Engine(engine::AppendError::InvalidBatch {
+                        index: 0,
+                        error: BatchError::BadCrc { .. },
+                        ..
+                    }))
+                ),
+                "{:?}",
+                refused.err()
+            );
+            assert_eq!(batch_crc_passes() - before, 1);
+            assert_eq!(p.log.log_end_offset(), 0);
+        });
+    }
+
+    #[test]
+    fn log_append_time_topics_store_the_stamp_with_a_valid_crc() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader(dir.path(), &[("message.timestamp.type", "LogAppendTime")]).await;
+            let sent = Bytes::from(batch(3, 200, 1_000));
+            let outcome = p
+                .submit_replicated(sent.clone(), 123_456, 1)
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert_eq!(
+                (outcome.base_offset, outcome.log_append_time_ms),
+                (0, 123_456)
+            );
+            let stored = stored(&p, 0).await;
+            let (h, total) = validate_batch(&stored, 1 << 20, true).unwrap();
+            assert_eq!(total, sent.len());
+            assert!(h.is_log_append_time());
+            assert_eq!((h.base_timestamp(), h.max_timestamp()), (1_000, 123_456));
+            assert_eq!(h.crc(), batch_crc(&stored));
+            // The records themselves are stored as sent.
+            assert_eq!(&stored[61..], &sent[61..]);
+        });
+    }
+
+    /// Kafka refuses a record set larger than the topic's segment.bytes
+    /// (RecordBatchTooLargeException: RECORD_LIST_TOO_LARGE) and rolls a segment that the
+    /// next append would overflow.
+    #[test]
+    fn the_topics_segment_bytes_refuses_and_rolls() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            // The smallest segment.bytes a topic may have (1 MiB), below the broker's default.
+            let p = leader(dir.path(), &[("segment.bytes", "1048576")]).await;
+            let too_large = Bytes::from(batch(1, 1 << 20, 1));
+            assert!(matches!(
+                p.submit_replicated(too_large, 5, 1),
+                Err(AppendFailure::RecordListTooLarge {
+                    bytes: 1_048_637,
+                    max: 1_048_576
+                })
+            ));
+            assert_eq!(p.log.log_end_offset(), 0);
+            for _ in 0..2 {
+                let fits = Bytes::from(batch(1, 600_000, 1));
+                p.submit_replicated(fits, 5, 1)
+                    .unwrap()
+                    .wait()
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(p.log.log_end_offset(), 2);
+            assert_eq!(
+                p.log.segment_count(),
+                2,
+                "the second batch rolled a segment"
+            );
+        });
+    }
 }

@@ -4,14 +4,18 @@
 //!
 //! Owns: the core (`Replica`), the ordered action queue, the waiting produce requests
 //! (request id -> answer channel), and the partition's role as the rest of the broker sees it
-//! (`Partition::leader_epoch`, the group coordinator's leadership hook).
-//! Does not own: the log (`engine::Log`, in `Partition`), the wire (handlers, `fetcher`).
+//! (the published leader epoch, the role hook through `ReplicaEnv`).
+//! Does not own: the partition (`crate::partition`, which holds the driver, never the other
+//! way round: the driver knows only the `ReplicaStore` handles it writes to), producer state
+//! (the partition follows what the driver applied through the `Applied` events it takes), the
+//! wire (handlers, `fetcher`).
 //! Invariants:
 //! - Actions are applied in the order the core emitted them, across inputs: a synchronous
 //!   action (send, high watermark) runs at once only when nothing is queued before it;
 //!   otherwise it waits behind the engine operations (append, truncate) ahead of it. So an
 //!   acks=1 answer or a high watermark never overtakes the append it covers.
-//! - The engine assigns the same offsets as the core (asserted on every leader append).
+//! - Offsets are assigned once, by the core; the engine appends each leader batch at the
+//!   core's offset (`Log::append_validated` refuses one that is not its log end).
 //! - After an append fails (disk full, I/O error) the engine has kept nothing of it; the
 //!   driver drops the appends queued behind it, answers their produces with
 //!   KAFKA_STORAGE_ERROR, and rewinds the core to the log's end (`on_log_write_failed`), so
@@ -24,17 +28,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use engine::batch::ValidatedBatch;
 use replication::{
     Action, Address, BrokerEpoch, Ctx, FetchRequest, LeaderEpoch, Message, NodeId, Replica,
     ReplicaError, Role,
 };
 
 use crate::controller::handle::ToController;
-use crate::partition::Partition;
 use crate::storage::{DiskState, WriteRefusal};
+use engine::sync::Notify;
 
 /// What a driver needs from the world around it: the clock, the broker epoch, and the three
 /// ways out (leader, controller, the role hook). The shard implements it (`ShardEnv`); tests
@@ -43,11 +49,43 @@ pub trait ReplicaEnv {
     /// Milliseconds on a clock that never goes backwards.
     fn now_ms(&self) -> i64;
     fn broker_epoch(&self) -> Option<BrokerEpoch>;
-    /// A follower request (`Message::Fetch` / `Message::OffsetForLeaderEpoch`) for `leader`.
-    fn send_to_leader(&self, partition: &Rc<Partition>, leader: NodeId, message: Message<Bytes>);
+    /// A follower request (`Message::Fetch` / `Message::OffsetForLeaderEpoch`) of
+    /// `topic`-`index` for `leader`.
+    fn send_to_leader(&self, topic: &str, index: i32, leader: NodeId, message: Message<Bytes>);
     fn send_to_controller(&self, message: ToController);
-    /// The replica became leader (`true`) or stopped leading (`false`).
-    fn role_changed(&self, partition: &Rc<Partition>, is_leader: bool);
+    /// `driver`, the replica of `topic`-`index`, became leader (`true`) or stopped leading
+    /// (`false`).
+    fn role_changed(&self, driver: &ReplicaDriver, topic: &str, index: i32, is_leader: bool);
+}
+
+/// What a driver writes to: one partition instance's log and what it publishes beside it (the
+/// readers' wake-up, the leader epoch, whether the instance was retired). A re-open hands the
+/// driver the new instance's (`resume`).
+pub struct ReplicaStore {
+    pub topic: String,
+    pub index: i32,
+    pub dir: PathBuf,
+    pub log: Rc<engine::Log>,
+    /// Fires after every change of the log or the high watermark.
+    pub data_notify: Rc<Notify>,
+    /// The leader epoch the replica knows, published for the handlers.
+    pub leader_epoch: Rc<Cell<i32>>,
+    /// The instance was replaced (re-opened) or closed: failures are expected, not errors.
+    pub retired: Rc<Cell<bool>>,
+}
+
+/// What the driver applied to the log that the partition's own state (idempotent-producer
+/// state) follows, in order (`ReplicaDriver::take_applied`). A follower write
+/// (`Replicated`, `Truncated`) counts as pending (`follower_writes_pending`) until the
+/// partition took its event and reported it with `follower_write_applied`.
+#[derive(Debug)]
+pub enum Applied {
+    /// Follower: batches copied from the leader are in the log (each buffer whole batches).
+    Replicated(Vec<Bytes>),
+    /// Follower: the log was truncated; what was derived from it must be rebuilt.
+    Truncated,
+    /// An append failed: nothing at or above `log_end_offset` is in the log (or will be).
+    WriteFailed { log_end_offset: i64 },
 }
 
 /// What a fetch handler reads for a request the core accepted (`Action::SendFetchResponse`).
@@ -75,9 +113,18 @@ struct CommitWait {
 pub struct ReplicaDriver {
     core: RefCell<Replica>,
     env: Rc<dyn ReplicaEnv>,
-    /// The partition instance whose log the actions go to (re-pointed by a re-open).
-    partition: RefCell<Weak<Partition>>,
+    /// This driver, for the tasks it spawns.
+    this: Weak<ReplicaDriver>,
+    /// The log the actions go to (re-pointed by a re-open).
+    store: RefCell<Rc<ReplicaStore>>,
+    /// Applied follower writes and failed appends, for the partition (`take_applied`).
+    applied: RefCell<Vec<Applied>>,
+    /// Fires when an event is added to `applied`.
+    applied_notify: Rc<Notify>,
     queue: RefCell<VecDeque<Action<Bytes>>>,
+    /// The validated batches of the leader appends (`Action::Append`) queued, in the same
+    /// order: the core carries their bytes, the engine appends these (stamp included).
+    validated: RefCell<VecDeque<ValidatedBatch>>,
     /// A task is applying the queue (it owns the queue's head until it empties it).
     applying: Cell<bool>,
     /// Set while the log is re-opened: actions queue up and are applied afterwards.
@@ -113,14 +160,18 @@ impl ReplicaDriver {
     pub fn new(
         core: Replica,
         env: Rc<dyn ReplicaEnv>,
-        partition: Weak<Partition>,
+        store: Rc<ReplicaStore>,
         produce_timeout_ms: i64,
-    ) -> Self {
-        ReplicaDriver {
+    ) -> Rc<Self> {
+        Rc::new_cyclic(|this| ReplicaDriver {
             core: RefCell::new(core),
             env,
-            partition: RefCell::new(partition),
+            this: this.clone(),
+            store: RefCell::new(store),
+            applied: RefCell::new(Vec::new()),
+            applied_notify: Rc::new(Notify::new()),
             queue: RefCell::new(VecDeque::new()),
+            validated: RefCell::new(VecDeque::new()),
             applying: Cell::new(false),
             paused: Cell::new(false),
             idle: Rc::new(engine::sync::Notify::new()),
@@ -134,7 +185,27 @@ impl ReplicaDriver {
             commit_waits: RefCell::new(Vec::new()),
             produce_timeout_ms,
             stopping: Cell::new(false),
-        }
+        })
+    }
+
+    /// The log the driver writes to now.
+    pub fn store(&self) -> Rc<ReplicaStore> {
+        Rc::clone(&self.store.borrow())
+    }
+
+    /// Takes the events of what was applied since the last call, in order (see `Applied`).
+    pub fn take_applied(&self) -> Vec<Applied> {
+        std::mem::take(&mut *self.applied.borrow_mut())
+    }
+
+    /// Fires when there are events to take (`take_applied`).
+    pub fn applied_notify(&self) -> Rc<Notify> {
+        Rc::clone(&self.applied_notify)
+    }
+
+    fn push_applied(&self, event: Applied) {
+        self.applied.borrow_mut().push(event);
+        self.applied_notify.notify_all();
     }
 
     /// The core's role now.
@@ -177,13 +248,14 @@ impl ReplicaDriver {
     }
 
     /// The shard's free-space check: lifts the write refusal once `disk` allows it.
-    pub fn on_disk_check(&self, partition: &Partition, disk: DiskState) {
+    pub fn on_disk_check(&self, disk: DiskState) {
         let Some(refusal) = self.write_refusal.get() else {
             return;
         };
         if refusal.lifted_by(disk) {
             self.write_refusal.set(None);
-            tracing::info!(target: "broker::storage", topic = %partition.topic, partition = partition.index, available_bytes = disk.available_bytes, "log writes resumed");
+            let store = self.store();
+            tracing::info!(target: "broker::storage", topic = %store.topic, partition = store.index, available_bytes = disk.available_bytes, "log writes resumed");
         } else {
             // Still leading (the last proposal was refused, or it is the only ISR member):
             // propose leaving the ISR again.
@@ -316,14 +388,11 @@ impl ReplicaDriver {
         Ok(())
     }
 
-    /// A leader append: one record batch (`payload`, already validated) for the core.
+    /// A leader append: one validated record batch for the core, which assigns its offsets.
     /// Returns the base offset the core assigned (if it appended) and the answer to await.
-    pub fn produce(
-        &self,
-        acks_all: bool,
-        record_count: u32,
-        payload: Bytes,
-    ) -> (Option<i64>, ProduceAnswer) {
+    /// The engine appends `batch` itself at that offset (the core's `Append` action carries
+    /// the same bytes), without validating it again.
+    pub fn produce(&self, acks_all: bool, batch: ValidatedBatch) -> (Option<i64>, ProduceAnswer) {
         let request_id = self.next_id();
         let (tx, rx) = async_channel::bounded(1);
         if self.stopping.get() {
@@ -336,6 +405,11 @@ impl ReplicaDriver {
         } else {
             replication::Acks::Leader
         };
+        let record_count = batch.records_count() as u32;
+        let payload = batch.bytes().clone();
+        // Queued before the core runs (its Append may be applied by a drain task that starts
+        // later, never before this returns), taken back if the core refuses.
+        self.validated.borrow_mut().push_back(batch);
         let base = self.step(|core, ctx, out| {
             let before = core.log_end_offset();
             let request = replication::ProduceRequest {
@@ -348,28 +422,39 @@ impl ReplicaDriver {
             core.on_produce(ctx, request, out);
             (core.log_end_offset() > before).then_some(before)
         });
+        if base.is_none() {
+            self.validated.borrow_mut().pop_back();
+        }
         (base, rx)
     }
 
     /// A fetch (follower when `replica` is set). `current_leader_epoch` -1 skips the epoch
-    /// check. The answer is read synchronously from the core's actions.
+    /// check. A consumer's is a query of the core; a follower's is an input (it records the
+    /// follower's progress), whose answer is taken from the core's actions.
     pub fn fetch(
         &self,
         replica: Option<i32>,
         current_leader_epoch: i32,
         fetch_offset: i64,
     ) -> Result<FetchRange, ReplicaError> {
-        let request_id = self.next_id();
-        let from = match replica {
-            Some(id) => Address::Broker(NodeId(id)),
-            None => Address::Client(0),
+        let Some(id) = replica else {
+            let core = self.core.borrow();
+            let current_leader_epoch = self.requested_epoch(&core, current_leader_epoch);
+            let range = core.consumer_read(current_leader_epoch, fetch_offset)?;
+            return Ok(FetchRange {
+                from_offset: range.from_offset,
+                max_offset: range.max_offset,
+                high_watermark: range.high_watermark,
+                log_end_offset: range.log_end_offset,
+            });
         };
+        let request_id = self.next_id();
         self.step(|core, ctx, out| {
             let current_leader_epoch = self.requested_epoch(core, current_leader_epoch);
             let request = FetchRequest {
-                from,
+                from: Address::Broker(NodeId(id)),
                 request_id,
-                replica: replica.map(NodeId),
+                replica: Some(NodeId(id)),
                 current_leader_epoch,
                 fetch_offset,
             };
@@ -379,35 +464,19 @@ impl ReplicaDriver {
     }
 
     /// OffsetForLeaderEpoch (from a follower or a consumer): the end offset of `leader_epoch`
-    /// in this leader's log, `(epoch, end_offset)`, (-1, -1) when undefined.
+    /// in this leader's log, `(epoch, end_offset)`, (-1, -1) when undefined. A query of the
+    /// core.
     pub fn offset_for_leader_epoch(
         &self,
         current_leader_epoch: i32,
         leader_epoch: i32,
     ) -> Result<(i32, i64), ReplicaError> {
-        let request_id = self.next_id();
-        self.step(|core, _ctx, out| {
-            let current = self.requested_epoch(core, current_leader_epoch);
-            core.on_offset_for_leader_epoch(
-                Address::Client(0),
-                request_id,
-                current,
-                LeaderEpoch(leader_epoch),
-                out,
-            );
-            let at = out.iter().position(|a| {
-                matches!(a, Action::Send { message: Message::OffsetForLeaderEpochResponse { request_id: id, .. }, .. } if *id == request_id)
-            });
-            match at.map(|i| out.remove(i)) {
-                Some(Action::Send {
-                    message: Message::OffsetForLeaderEpochResponse { result, .. },
-                    ..
-                }) => result.map(|e| match e.leader_epoch {
-                    Some(epoch) => (epoch.0, e.end_offset),
-                    None => (-1, -1),
-                }),
-                _ => Err(ReplicaError::NotLeaderOrFollower),
-            }
+        let core = self.core.borrow();
+        let current = self.requested_epoch(&core, current_leader_epoch);
+        let end = core.epoch_end_offset(current, LeaderEpoch(leader_epoch))?;
+        Ok(match end.leader_epoch {
+            Some(epoch) => (epoch.0, end.end_offset),
+            None => (-1, -1),
         })
     }
 
@@ -455,19 +524,18 @@ impl ReplicaDriver {
         core.state().map_or(LeaderEpoch(-1), |s| s.leader_epoch)
     }
 
-    /// Publishes the role: `Partition::leader_epoch`, and the hook on leader <-> not leader.
+    /// Publishes the role: the store's leader epoch, and the hook on leader <-> not leader.
     fn after_step(&self) {
-        let Some(partition) = self.partition.borrow().upgrade() else {
-            return;
-        };
+        let store = self.store();
         if let Some(epoch) = self.leader_epoch() {
-            partition.leader_epoch.set(epoch);
+            store.leader_epoch.set(epoch);
         }
         let leader = self.is_leader();
         if leader != self.is_leader.get() {
             self.is_leader.set(leader);
-            tracing::info!(target: "broker::replica", topic = %partition.topic, partition = partition.index, leader, epoch = partition.leader_epoch.get(), "role changed");
-            self.env.role_changed(&partition, leader);
+            tracing::info!(target: "broker::replica", topic = %store.topic, partition = store.index, leader, epoch = store.leader_epoch.get(), "role changed");
+            self.env
+                .role_changed(self, &store.topic, store.index, leader);
         }
     }
 
@@ -488,9 +556,10 @@ impl ReplicaDriver {
         if self.applying.get() || self.paused.get() {
             return;
         }
-        let Some(partition) = self.partition.borrow().upgrade() else {
+        let Some(driver) = self.this.upgrade() else {
             return;
         };
+        let store = self.store();
         // Apply synchronous actions now, up to the first engine operation.
         loop {
             let next = {
@@ -502,12 +571,12 @@ impl ReplicaDriver {
                 }
             };
             match next {
-                Some(action) => self.apply_sync(&partition, action),
+                Some(action) => self.apply_sync(&store, action),
                 None => break,
             }
         }
         self.applying.set(true);
-        compio::runtime::spawn(drain(partition)).detach();
+        compio::runtime::spawn(drain(driver)).detach();
     }
 
     /// Before a re-open of the log: stops applying actions (they queue up) and waits until
@@ -523,37 +592,39 @@ impl ReplicaDriver {
         }
     }
 
-    /// After a re-open: actions go to `partition` (which holds this driver), starting with
-    /// those queued meanwhile. Everything the old log had is durable (it was closed).
-    pub fn resume(&self, partition: &Rc<Partition>) {
-        *self.partition.borrow_mut() = Rc::downgrade(partition);
-        partition.log.set_high_watermark(self.high_watermark());
+    /// After a re-open: actions go to `store` (the new instance's log), starting with those
+    /// queued meanwhile. Everything the old log had is durable (it was closed).
+    pub fn resume(&self, store: Rc<ReplicaStore>) {
+        store.log.set_high_watermark(self.high_watermark());
+        let durable = store.log.durable_offset();
+        *self.store.borrow_mut() = store;
         self.paused.set(false);
-        let durable = partition.log.durable_offset();
         self.step(|core, ctx, out| core.on_durable(ctx, durable, out));
         self.kick();
     }
 
-    fn apply_sync(&self, partition: &Rc<Partition>, action: Action<Bytes>) {
+    fn apply_sync(&self, store: &Rc<ReplicaStore>, action: Action<Bytes>) {
         match action {
             Action::SetHighWatermark { high_watermark, .. } => {
-                partition.log.set_high_watermark(high_watermark);
-                partition.data_notify.notify_all();
+                store.log.set_high_watermark(high_watermark);
+                store.data_notify.notify_all();
             }
             Action::RequestDurable { offset, .. } => {
-                let p = Rc::clone(partition);
+                let store = Rc::clone(store);
+                let driver = self.this.clone();
                 compio::runtime::spawn(async move {
-                    if let Err(e) = p.log.wait_durable(offset - 1).await {
-                        tracing::error!(target: "broker::replica", topic = %p.topic, partition = p.index, error = %e, "fdatasync failed");
+                    if let Err(e) = store.log.wait_durable(offset - 1).await {
+                        tracing::error!(target: "broker::replica", topic = %store.topic, partition = store.index, error = %e, "fdatasync failed");
                         return;
                     }
-                    let durable = p.log.durable_offset();
-                    p.replica
-                        .step(|core, ctx, out| core.on_durable(ctx, durable, out));
+                    let durable = store.log.durable_offset();
+                    if let Some(driver) = driver.upgrade() {
+                        driver.step(|core, ctx, out| core.on_durable(ctx, durable, out));
+                    }
                 })
                 .detach();
             }
-            Action::Send { to, message } => self.send(partition, to, message),
+            Action::Send { to, message } => self.send(store, to, message),
             Action::SendFetchResponse { .. } => {
                 // Fetches are answered synchronously by their handler; one left here had no
                 // waiting handler (cannot happen: `fetch` takes it).
@@ -565,13 +636,13 @@ impl ReplicaDriver {
         }
     }
 
-    fn send(&self, partition: &Rc<Partition>, to: Address, message: Message<Bytes>) {
+    fn send(&self, store: &ReplicaStore, to: Address, message: Message<Bytes>) {
         match message {
             Message::ProduceResponse {
                 request_id, result, ..
             } => {
                 let result = if self.failed.get() {
-                    Err(failure_error(partition))
+                    Err(failure_error(store))
                 } else {
                     result
                 };
@@ -595,7 +666,8 @@ impl ReplicaDriver {
             }),
             message @ (Message::Fetch { .. } | Message::OffsetForLeaderEpoch { .. }) => {
                 if let Address::Broker(leader) = to {
-                    self.env.send_to_leader(partition, leader, message);
+                    self.env
+                        .send_to_leader(&store.topic, store.index, leader, message);
                 }
             }
             other => {
@@ -606,8 +678,7 @@ impl ReplicaDriver {
 }
 
 /// Applies the queue in order until it is empty, awaiting engine operations.
-async fn drain(partition: Rc<Partition>) {
-    let driver = &partition.replica;
+async fn drain(driver: Rc<ReplicaDriver>) {
     loop {
         let next = if driver.paused.get() {
             None
@@ -619,67 +690,79 @@ async fn drain(partition: Rc<Partition>) {
             driver.idle.notify_all();
             return;
         };
+        let store = driver.store();
         match action {
             Action::Append { batch, .. } => {
+                let validated = driver.validated.borrow_mut().pop_front();
+                let validated = validated.expect("every queued leader append has its batch");
+                assert!(
+                    validated.bytes().as_ptr() == batch.payload.as_ptr()
+                        && validated.len() == batch.payload.len(),
+                    "leader appends and their validated batches out of step"
+                );
                 if driver.failed.get() {
                     continue;
                 }
-                let base = batch.base_offset;
-                match partition
-                    .log
-                    .append(batch.payload, batch.leader_epoch.0)
-                    .await
-                {
-                    Ok(info) => {
-                        assert_eq!(
-                            info.first_offset, base,
-                            "engine and replication core disagree on a leader append's offset"
-                        );
-                        partition.data_notify.notify_all();
-                    }
-                    Err(e) => driver.on_append_failed(&partition, "append", &e),
+                // The core assigned the offset; the engine writes there (and refuses if its
+                // log end is elsewhere, which would be a bug).
+                let (base, epoch) = (batch.base_offset, batch.leader_epoch.0);
+                match store.log.append_validated(validated, base, epoch).await {
+                    Ok(_) => store.data_notify.notify_all(),
+                    Err(e) => driver.on_append_failed(&store, "append", &e),
                 }
             }
             Action::AppendReplicated { batches, .. } => {
-                if !driver.failed.get() && !batches.is_empty() {
-                    let base = batches[0].base_offset;
-                    let bytes = concat_payloads(&batches);
-                    match partition.log.append_replicated(bytes.clone()).await {
-                        Ok(info) => {
-                            assert_eq!(
-                                info.first_offset, base,
-                                "replicated append landed elsewhere"
-                            );
-                            partition.record_replicated_producers(&bytes);
-                            partition.data_notify.notify_all();
-                        }
-                        Err(e) => driver.on_append_failed(&partition, "replicated append", &e),
+                if driver.failed.get() || batches.is_empty() {
+                    driver.follower_write_applied();
+                    continue;
+                }
+                let base = batches[0].base_offset;
+                // Each batch is a slice of the leader's response: written with vectored
+                // writes, never joined into one buffer.
+                let parts: Vec<Bytes> = batches.into_iter().map(|b| b.payload).collect();
+                match store.log.append_replicated_batches(parts.clone()).await {
+                    Ok(info) => {
+                        assert_eq!(
+                            info.first_offset, base,
+                            "replicated append landed elsewhere"
+                        );
+                        // Pending until the partition recorded their producer state.
+                        driver.push_applied(Applied::Replicated(parts));
+                        store.data_notify.notify_all();
+                    }
+                    Err(e) => {
+                        driver.on_append_failed(&store, "replicated append", &e);
+                        driver.follower_write_applied();
                     }
                 }
-                driver.follower_write_applied();
             }
             Action::Truncate { offset, .. } => {
-                if !driver.failed.get() {
-                    match partition.log.truncate_to(offset).await {
-                        Ok(()) => {
-                            if let Err(e) = partition.rebuild_producers().await {
-                                tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %e, "producer state rebuild after truncation failed");
-                            }
-                            partition.data_notify.notify_all();
-                        }
-                        Err(e) => driver.fail(&partition, "truncate", &e),
+                if driver.failed.get() {
+                    driver.follower_write_applied();
+                    continue;
+                }
+                match store.log.truncate_to(offset).await {
+                    Ok(()) => {
+                        // Pending until the partition rebuilt its producer state.
+                        driver.push_applied(Applied::Truncated);
+                        store.data_notify.notify_all();
+                    }
+                    Err(e) => {
+                        driver.fail(&store, "truncate", &e);
+                        driver.follower_write_applied();
                     }
                 }
-                driver.follower_write_applied();
             }
-            other => driver.apply_sync(&partition, other),
+            other => driver.apply_sync(&store, other),
         }
     }
 }
 
 impl ReplicaDriver {
-    /// One follower write applied (or skipped after a failure): its producer state is in.
-    fn follower_write_applied(&self) {
+    /// One follower write applied (or skipped after a failure) and its producer state is in:
+    /// the partition calls this for each `Applied::Replicated` / `Applied::Truncated` it
+    /// took, once it recorded or rebuilt its producer state.
+    pub fn follower_write_applied(&self) {
         let left = self.follower_writes.get();
         assert!(
             left > 0,
@@ -691,15 +774,15 @@ impl ReplicaDriver {
         }
     }
 
-    fn fail(&self, partition: &Partition, what: &str, error: &dyn std::fmt::Display) {
-        if partition.is_retired() {
+    fn fail(&self, store: &ReplicaStore, what: &str, error: &dyn std::fmt::Display) {
+        if store.retired.get() {
             // Closed under us (topic deleted, shutdown): nothing is lost that matters.
-            tracing::debug!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} after close dropped");
+            tracing::debug!(target: "broker::replica", topic = %store.topic, partition = store.index, error = %error, "{what} after close dropped");
         } else {
-            tracing::error!(target: "broker::replica", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed; the replica stops until restart");
+            tracing::error!(target: "broker::replica", topic = %store.topic, partition = store.index, error = %error, "{what} failed; the replica stops until restart");
         }
         self.failed.set(true);
-        let error = failure_error(partition);
+        let error = failure_error(store);
         for (_, tx) in self.produces.borrow_mut().drain() {
             let _ = tx.try_send(Err(error));
         }
@@ -715,15 +798,15 @@ impl ReplicaDriver {
     /// where the log will end. Writes are then refused until the shard's free-space check
     /// lifts the refusal. Runs in the drain task, synchronously: no produce is submitted in
     /// between.
-    fn on_append_failed(&self, partition: &Rc<Partition>, what: &str, error: &engine::AppendError) {
+    fn on_append_failed(&self, store: &ReplicaStore, what: &str, error: &engine::AppendError) {
         use engine::{AppendError, LogError};
-        let in_place = !partition.is_retired()
+        let in_place = !store.retired.get()
             && !matches!(
                 error,
                 AppendError::Log(LogError::Poisoned | LogError::Closed)
             );
         if !in_place {
-            return self.fail(partition, what, error);
+            return self.fail(store, what, error);
         }
         // The log's end once the truncations still queued are applied (a follower may have
         // been told to truncate below what the failed append followed); appends queued
@@ -736,22 +819,23 @@ impl ReplicaDriver {
                 Action::Truncate { offset, .. } => Some(*offset),
                 _ => None,
             })
-            .fold(partition.log.log_end_offset(), i64::min);
+            .fold(store.log.log_end_offset(), i64::min);
         let refusal = match error {
             AppendError::Log(e) if e.is_no_space() => WriteRefusal::NoSpace {
-                available_bytes_at_failure: crate::sys::fs_space(&partition.dir)
+                available_bytes_at_failure: crate::sys::fs_space(&store.dir)
                     .map_or(0, |s| s.available_bytes),
             },
             _ => WriteRefusal::Io,
         };
         if self.write_refusal.replace(Some(refusal)).is_none() {
-            tracing::error!(target: "broker::storage", topic = %partition.topic, partition = partition.index, log_end_offset, error = %error, ?refusal, "{what} failed; writes refused (KAFKA_STORAGE_ERROR) until space returns");
+            tracing::error!(target: "broker::storage", topic = %store.topic, partition = store.index, log_end_offset, error = %error, ?refusal, "{what} failed; writes refused (KAFKA_STORAGE_ERROR) until space returns");
         } else {
-            tracing::debug!(target: "broker::storage", topic = %partition.topic, partition = partition.index, error = %error, "{what} failed again");
+            tracing::debug!(target: "broker::storage", topic = %store.topic, partition = store.index, error = %error, "{what} failed again");
         }
-        // Before any answer goes out: a retry must not be taken for a duplicate of a batch
-        // that is not in the log.
-        partition.forget_producer_batches_from(log_end_offset);
+        // The partition forgets the producer state of batches that are not in the log. A
+        // retry cannot be taken for a duplicate meanwhile: writes are refused from here until
+        // the free-space check lifts the refusal, and the event is taken before that.
+        self.push_applied(Applied::WriteFailed { log_end_offset });
         self.commit_waits.borrow_mut().retain(|w| {
             let lost = w.last_offset >= log_end_offset;
             if lost {
@@ -762,6 +846,8 @@ impl ReplicaDriver {
         // What was queued behind the failure keeps its order, less the appends; the answers
         // of produces whose batches were dropped become errors.
         let stale: Vec<Action<Bytes>> = self.queue.borrow_mut().drain(..).collect();
+        // Every queued leader append is dropped, and with it its validated batch.
+        self.validated.borrow_mut().clear();
         let mut kept = VecDeque::with_capacity(stale.len());
         for action in stale {
             match action {
@@ -795,8 +881,8 @@ impl ReplicaDriver {
 
 /// What a replica that stopped for good answers: closed under us (deleted, shutting down) is
 /// NOT_LEADER_OR_FOLLOWER (the client looks again); a broken log is KAFKA_STORAGE_ERROR.
-fn failure_error(partition: &Partition) -> ReplicaError {
-    if partition.is_retired() {
+fn failure_error(store: &ReplicaStore) -> ReplicaError {
+    if store.retired.get() {
         ReplicaError::NotLeaderOrFollower
     } else {
         ReplicaError::KafkaStorageError
@@ -852,22 +938,9 @@ fn take_fetch_answer(
     }
 }
 
-/// One buffer for the engine: the fetched batches are slices of one response, but `Bytes`
-/// cannot be re-joined, so more than one batch costs one copy per fetch (not per record).
-fn concat_payloads(batches: &[replication::Batch<Bytes>]) -> Bytes {
-    if let [only] = batches {
-        return only.payload.clone();
-    }
-    let total = batches.iter().map(|b| b.payload.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for b in batches {
-        buf.extend_from_slice(&b.payload);
-    }
-    buf.freeze()
-}
-
 /// Test helpers shared by the driver's and the handlers' tests: an environment that records
-/// what the driver sends, and a replicated partition on a real engine log.
+/// what the driver sends, and a replicated partition on a real engine log. (Test code only:
+/// the driver itself does not know `Partition`.)
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::collections::BTreeMap;
@@ -877,7 +950,7 @@ pub(crate) mod test_support {
     use super::*;
     use crate::config::LogSection;
     use crate::metadata::TopicConfig;
-    use crate::partition::ReplicaSetup;
+    use crate::partition::{Partition, ReplicaSetup};
 
     #[derive(Default)]
     pub struct TestEnv {
@@ -893,21 +966,35 @@ pub(crate) mod test_support {
         fn broker_epoch(&self) -> Option<BrokerEpoch> {
             Some(BrokerEpoch(1))
         }
-        fn send_to_leader(&self, _: &Rc<Partition>, leader: NodeId, message: Message<Bytes>) {
+        fn send_to_leader(&self, _: &str, _: i32, leader: NodeId, message: Message<Bytes>) {
             self.to_leader.borrow_mut().push((leader, message));
         }
         fn send_to_controller(&self, message: ToController) {
             self.to_controller.borrow_mut().push(message);
         }
-        fn role_changed(&self, _: &Rc<Partition>, is_leader: bool) {
+        fn role_changed(&self, _: &ReplicaDriver, _: &str, _: i32, is_leader: bool) {
             self.roles.borrow_mut().push(is_leader);
         }
     }
 
     /// Partition `t`-0 under `dir` on `node`; replicated (core partition id 7) with `env`.
     pub async fn open(dir: &std::path::Path, node: i32, env: Rc<TestEnv>) -> Rc<Partition> {
+        open_configured(dir, node, env, &[]).await
+    }
+
+    /// `open` with topic config `overrides` (Kafka names: `segment.bytes`, ...).
+    pub async fn open_configured(
+        dir: &std::path::Path,
+        node: i32,
+        env: Rc<TestEnv>,
+        overrides: &[(&str, &str)],
+    ) -> Rc<Partition> {
         let log = LogSection::default();
-        let config = TopicConfig::resolve(&log, &BTreeMap::new()).unwrap();
+        let overrides: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = TopicConfig::resolve(&log, &overrides).unwrap();
         let setup = ReplicaSetup {
             node,
             partition_id: 7,
@@ -947,7 +1034,7 @@ mod tests {
 
     use super::test_support::{TestEnv, apply, open, state};
     use super::*;
-    use crate::partition::{AppendFailure, PendingAppend};
+    use crate::partition::{AppendFailure, Partition, PendingAppend};
 
     fn run(f: impl std::future::Future<Output = ()>) {
         compio::runtime::Runtime::new().unwrap().block_on(f);

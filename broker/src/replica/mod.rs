@@ -155,9 +155,9 @@ impl driver::ReplicaEnv for ShardEnv {
         self.cluster.broker_epoch()
     }
 
-    fn send_to_leader(&self, partition: &Rc<Partition>, leader: NodeId, message: Message<Bytes>) {
+    fn send_to_leader(&self, topic: &str, index: i32, leader: NodeId, message: Message<Bytes>) {
         if let Some(shard) = self.shard.upgrade() {
-            fetcher::send_to_leader(&shard, leader.0, &partition.topic, partition.index, message);
+            fetcher::send_to_leader(&shard, leader.0, topic, index, message);
         }
     }
 
@@ -165,9 +165,23 @@ impl driver::ReplicaEnv for ShardEnv {
         self.cluster.send(message);
     }
 
-    fn role_changed(&self, partition: &Rc<Partition>, is_leader: bool) {
-        if let Some(shard) = self.shard.upgrade() {
-            crate::group::backend::on_partition_role(&shard, partition, is_leader);
+    fn role_changed(
+        &self,
+        driver: &driver::ReplicaDriver,
+        topic: &str,
+        index: i32,
+        is_leader: bool,
+    ) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        // The instance open here whose replica this is; a driver of a closed instance (its
+        // topic deleted meanwhile) has nothing to report.
+        let open = shard
+            .partition(topic, index)
+            .filter(|p| std::ptr::eq(Rc::as_ptr(&p.replica), driver));
+        if let Some(partition) = open {
+            crate::group::backend::on_partition_role(&shard, &partition, is_leader);
         }
     }
 }

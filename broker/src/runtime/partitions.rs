@@ -497,7 +497,7 @@ pub fn check_disk(shard: &Rc<Shard>, now: Instant) {
         .collect();
     for p in partitions {
         if !p.is_retired() {
-            p.replica.on_disk_check(&p, disk);
+            p.replica.on_disk_check(disk);
         }
     }
 }
