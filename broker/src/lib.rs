@@ -2,8 +2,10 @@
 //!
 //! Owns: the `sluice start` runtime (one pinned shard per core, each with its own compio
 //! runtime), connection handling and Kafka framing, request handlers (one file per API in
-//! `handlers/`), the topic catalog, partition state on top of `engine::Log` (leader epoch,
-//! high watermark, producer state), fetch sessions and the cross-shard routing between them.
+//! `handlers/`), partition state on top of `engine::Log` (leader epoch, high watermark,
+//! producer state), replication drivers, the group coordinator, the control plane
+//! (`controller/`), fetch sessions and the cross-shard routing between them (`runtime/`).
+//! No import cycles between its modules (`tests/module_graph.rs`).
 //! Does not own: on-disk log format, recovery, retention mechanics (the `engine` crate); the
 //! Kafka wire's bytes (framing, codec, error codes, the fetch-frame builder: `kafka-wire`); the
 //! `sluice` binary and its CLI (the `sluice` crate). This library depends on no tokio, loadgen
