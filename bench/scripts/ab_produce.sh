@@ -6,7 +6,7 @@
 # (utime + stime of the broker pid from /proc/PID/stat, fields 14 and 15, read before and
 # after the loadgen run), per run and as medians with the after/before ratio.
 #
-#   cargo build --release -p broker -p loadgen
+#   cargo build --release -p sluice -p loadgen
 #   bench/scripts/ab_produce.sh BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS] [PRODUCE_MB]
 #
 # Each BIN_DIR holds `sluice` and `loadgen`. The client is the same for both sides
