@@ -119,8 +119,9 @@ impl PendingAppend {
 
 /// A compressed producer batch must hold the records its header claims, as Kafka's
 /// LogValidator checks on the leader by decompressing it (`record_count`). Uncompressed
-/// batches were counted in place by `engine::batch::validate_batch`.
-fn check_compressed_count(
+/// batches were counted in place by `engine::batch::validate_batch`. Public for the
+/// `request_decode` fuzz target (fuzz/), which runs the leader's batch checks.
+pub fn check_compressed_count(
     header: &BatchHeader,
     batch: &[u8],
     index: usize,
@@ -161,7 +162,8 @@ fn check_compressed_count(
 }
 
 /// Producer fields of a batch header, if the batch is from an idempotent producer.
-struct ProducerBatch {
+#[derive(Debug)]
+pub struct ProducerBatch {
     producer_id: i64,
     epoch: i16,
     first_seq: i32,
@@ -608,7 +610,8 @@ fn record_header(producers: &mut ProducerStateTable, h: &BatchHeader) {
 
 /// Reads the producer fields of the request's batches. Idempotent batches must come one per
 /// partition per request, as in Kafka.
-fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailure> {
+/// Public for the `request_decode` fuzz target (fuzz/): it runs on unvalidated bytes.
+pub fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailure> {
     let Some(h) = BatchHeader::parse(records) else {
         // Too short for a header: the engine rejects it with the precise reason.
         return Ok(None);
@@ -638,8 +641,9 @@ fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailur
 /// LogAppendTime: copies the batches once and stamps each with the append time (attributes
 /// bit 3, max_timestamp = now), recomputing its CRC32C, as Kafka's LogValidator does. A batch
 /// whose framing or CRC is already wrong is left alone, so the engine rejects it with the
-/// precise error instead of the broker blessing corrupt bytes with a fresh CRC.
-fn stamp_log_append_time(records: Bytes, now_ms: i64, max_batch_bytes: u32) -> Bytes {
+/// precise error instead of the broker blessing corrupt bytes with a fresh CRC. Public for the
+/// `request_decode` fuzz target (fuzz/): it runs on unvalidated bytes.
+pub fn stamp_log_append_time(records: Bytes, now_ms: i64, max_batch_bytes: u32) -> Bytes {
     use engine::batch::{ATTR_TIMESTAMP_TYPE_LOG_APPEND, batch_crc, frame_batch};
     let mut spans = Vec::new();
     let mut pos = 0usize;
