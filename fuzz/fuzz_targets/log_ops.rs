@@ -2,4 +2,6 @@
 //! (`sluice_fuzz::log_model`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sluice_fuzz::log_model::run(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sluice_fuzz::log_model::run(data);
+});

@@ -7,4 +7,6 @@
 #[global_allocator]
 static ALLOC: broker::sys::BrokerAlloc = broker::sys::BrokerAlloc;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sluice_fuzz::request_decode::run(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sluice_fuzz::request_decode::run(data);
+});
