@@ -150,7 +150,7 @@ fn config(input: &mut Input) -> LogConfig {
 }
 
 /// What the log must hold.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Model {
     /// base offset -> the batch as stored (base offset and leader epoch patched in).
     batches: BTreeMap<i64, Bytes>,
@@ -159,6 +159,24 @@ struct Model {
     high_watermark: i64,
     /// Offsets below this were fdatasynced (as the log reported it).
     durable_offset: i64,
+}
+
+/// Offsets only: the batches' bytes would drown a failure message.
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let batches: Vec<(i64, i64, usize)> = self
+            .batches
+            .iter()
+            .map(|(base, b)| (*base, last_offset(b), b.len()))
+            .collect();
+        f.debug_struct("Model")
+            .field("log_start_offset", &self.log_start_offset)
+            .field("high_watermark", &self.high_watermark)
+            .field("log_end_offset", &self.log_end_offset)
+            .field("durable_offset", &self.durable_offset)
+            .field("batches (base, last, bytes)", &batches)
+            .finish()
+    }
 }
 
 fn last_offset(batch: &[u8]) -> i64 {
@@ -561,23 +579,31 @@ impl Harness {
             .expect("enforce_retention");
         let m = &mut self.model;
         let lso = report.log_start_offset;
-        assert!(
-            lso >= m.log_start_offset && lso <= m.high_watermark,
-            "{report:?} {m:?}"
-        );
-        if self.config.retention_ms < 0 && self.config.retention_bytes < 0 {
-            assert_eq!(
-                lso, m.log_start_offset,
-                "infinite retention moved the log start"
-            );
-        }
-        if lso > m.log_start_offset {
-            // Whole segments go: the new start is a batch boundary.
+        assert!(lso >= m.log_start_offset, "{report:?} {m:?}");
+        // Whole segments go, each ending at or below the high watermark. The new start is
+        // the next segment's base: a batch start, or past a gap (replicated batches) it may
+        // pass the high watermark, which follows it (as Kafka's maybeIncrementLogStartOffset)
+        // over offsets that hold no batch.
+        let moved = if lso > m.log_start_offset {
+            lso
+        } else {
+            i64::MIN
+        };
+        for (base, b) in m.batches.range(..moved) {
             assert!(
-                lso == m.log_end_offset || m.batches.contains_key(&lso),
-                "retention moved the log start to {lso}, not a batch start: {m:?}"
+                last_offset(b) < lso,
+                "retention put the log start {lso} inside batch {base}: {m:?}"
+            );
+            assert!(
+                last_offset(b) < m.high_watermark,
+                "retention removed batch {base} at or above the high watermark: {m:?}"
+            );
+            assert!(
+                self.config.retention_ms >= 0 || self.config.retention_bytes >= 0,
+                "infinite retention removed batch {base}: {m:?}"
             );
         }
+        m.high_watermark = m.high_watermark.max(lso);
         m.log_start_offset = lso;
         m.prune();
     }
