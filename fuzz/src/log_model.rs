@@ -357,8 +357,13 @@ impl Harness {
         }
         // One in eight appends carries a damaged byte in the CRC-covered part (or the magic):
         // it must be refused whole.
+        // (Bytes 0..16 of each batch, base offset, length and leader epoch, are outside the
+        // CRC: the first and last are overwritten at append.)
         let damage = (input.u8() % 8 == 0).then(|| {
-            let at = 16 + (input.u16() as usize) % (bytes.len() - 16);
+            let which = usize::from(input.u8()) % batches.len();
+            let start: usize = batches[..which].iter().map(Vec::len).sum();
+            let len = batches[which].len();
+            let at = start + 16 + usize::from(input.u16()) % (len - 16);
             bytes[at] ^= 1 | input.u8();
         });
         let too_large = batches
