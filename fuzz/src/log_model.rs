@@ -359,7 +359,7 @@ impl Harness {
         // it must be refused whole.
         // (Bytes 0..16 of each batch, base offset, length and leader epoch, are outside the
         // CRC: the first and last are overwritten at append.)
-        let damage = (input.u8() % 8 == 0).then(|| {
+        let damage = input.u8().is_multiple_of(8).then(|| {
             let which = usize::from(input.u8()) % batches.len();
             let start: usize = batches[..which].iter().map(Vec::len).sum();
             let len = batches[which].len();
@@ -424,7 +424,7 @@ impl Harness {
         self.model.log_end_offset = base + i64::from(records);
         self.stats.appended_batches += 1;
         // A regression must be refused and change nothing.
-        if input.u8() % 4 == 0 && base > 0 {
+        if input.u8().is_multiple_of(4) && base > 0 {
             let mut old = build_test_batch(1, 10, 0, 0, 0);
             patch_header(&mut old, base + i64::from(records) - 1, epoch);
             let err = self.log().append_replicated(Bytes::from(old)).await;
