@@ -1133,8 +1133,11 @@ impl Log {
             let leo = s.log_end_offset();
             s.durable_offset = s.durable_offset.min(leo);
             s.sync_covering = s.sync_covering.min(leo);
-            s.high_watermark = s.high_watermark.min(leo);
             s.log_start_offset = s.log_start_offset.min(leo);
+            // Clamped from below too: a restart at `offset` raised the log start, possibly
+            // past the old high watermark (found by the log_ops fuzz target: hw < log start
+            // broke `lso <= hw`). Kafka's truncateFullyAndStartAt moves it to the new end.
+            s.high_watermark = s.high_watermark.clamp(s.log_start_offset, leo);
             let a = s.active();
             (a.log.file().clone(), a.log.path().to_path_buf())
         };
@@ -2340,6 +2343,32 @@ mod tests {
                 "{err}"
             );
             assert_eq!(log.log_end_offset(), 0);
+        });
+    }
+
+    /// Truncating to an offset inside a batch that began below the log start restarts the
+    /// log there; the high watermark follows the log start up (log_ops fuzz target: it was
+    /// left below, breaking `log_start_offset <= high_watermark`).
+    #[test]
+    fn a_restarting_truncation_keeps_the_high_watermark_at_or_above_the_log_start() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            log.append(batch(10, 100, 0), 0).await.unwrap(); // offsets 0..=9
+            log.set_high_watermark(6);
+            assert_eq!(log.delete_records_before(5).await.unwrap(), 5);
+            log.truncate_to(8).await.unwrap();
+            let offsets = |log: &Log| {
+                (
+                    log.log_start_offset(),
+                    log.high_watermark(),
+                    log.log_end_offset(),
+                )
+            };
+            assert_eq!(offsets(&log), (8, 8, 8));
+            log.close().await.unwrap();
+            let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
+            assert_eq!(offsets(&log), (8, 8, 8));
         });
     }
 }

@@ -190,6 +190,71 @@ pub fn decode<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, String> 
     }
 }
 
+/// A request frame whose header decoded, for an API and version we serve.
+#[derive(Debug)]
+pub struct ParsedRequest {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    /// The request body: the frame after its header.
+    pub body: Bytes,
+}
+
+/// Why a request frame goes no further than its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefusal {
+    #[error("unknown API key {api_key}")]
+    UnknownApiKey { api_key: i16 },
+    #[error("API {api_key:?} not supported")]
+    UnsupportedApi { api_key: ApiKey },
+    /// ApiVersions at a version we do not serve is answered (`unsupported_version`); any
+    /// other API closes the connection.
+    #[error("{api_key:?} v{version} not supported")]
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
+    #[error("malformed {api_key:?} v{version} request header")]
+    MalformedHeader { api_key: ApiKey, version: i16 },
+}
+
+/// Splits a request frame into its API, version, header and body, as `dispatch` does before
+/// it starts a handler. Pure (public for the `request_decode` fuzz target, fuzz/); bad input
+/// is a `RequestRefusal`, never a panic.
+pub fn parse_request(frame: Bytes) -> Result<ParsedRequest, RequestRefusal> {
+    let prefix = frame::header_prefix(&frame);
+    let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
+        return Err(RequestRefusal::UnknownApiKey {
+            api_key: prefix.api_key,
+        });
+    };
+    let Some(versions) = versions_of(api_key) else {
+        return Err(RequestRefusal::UnsupportedApi { api_key });
+    };
+    let version = prefix.api_version;
+    if version < versions.min || version > versions.max {
+        return Err(RequestRefusal::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id: prefix.correlation_id,
+        });
+    }
+    let mut body = frame;
+    let header_version = api_key.request_header_version(version);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        RequestHeader::decode(&mut body, header_version)
+    })) {
+        Ok(Ok(header)) => Ok(ParsedRequest {
+            api_key,
+            version,
+            header,
+            body,
+        }),
+        _ => Err(RequestRefusal::MalformedHeader { api_key, version }),
+    }
+}
+
 /// Parses the frame's header and starts its handler as a task on this shard. Returns the
 /// task's handle, or `None` when the connection must close. Produce takes its append tickets
 /// here, before the next request is read.
@@ -198,33 +263,32 @@ pub async fn dispatch(
     frame: Bytes,
     peer: SocketAddr,
 ) -> Option<compio::runtime::JoinHandle<Reply>> {
-    let prefix = frame::header_prefix(&frame);
-    let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
-        tracing::warn!(target: "broker::protocol", %peer, api_key = prefix.api_key, "unknown API key, closing connection");
-        return None;
-    };
-    let Some(versions) = versions_of(api_key) else {
-        tracing::warn!(target: "broker::protocol", %peer, ?api_key, "API not supported, closing connection");
-        return None;
-    };
-    shard.shared.metrics[shard.id.0].on_request(prefix.api_key, frame.len());
-    let version = prefix.api_version;
-    if version < versions.min || version > versions.max {
-        if api_key == ApiKey::ApiVersions {
-            let reply = api_versions::unsupported_version(prefix.correlation_id);
+    let (raw_api_key, frame_bytes) = (frame::header_prefix(&frame).api_key, frame.len());
+    let request = parse_request(frame);
+    // Requests for APIs we serve are counted, whatever their version or header.
+    if !matches!(
+        request,
+        Err(RequestRefusal::UnknownApiKey { .. } | RequestRefusal::UnsupportedApi { .. })
+    ) {
+        shard.shared.metrics[shard.id.0].on_request(raw_api_key, frame_bytes);
+    }
+    let ParsedRequest {
+        api_key,
+        version,
+        header,
+        body,
+    } = match request {
+        Ok(request) => request,
+        Err(RequestRefusal::UnsupportedVersion {
+            api_key: ApiKey::ApiVersions,
+            correlation_id,
+            ..
+        }) => {
+            let reply = api_versions::unsupported_version(correlation_id);
             return Some(compio::runtime::spawn(async move { reply }));
         }
-        tracing::warn!(target: "broker::protocol", %peer, ?api_key, version, "unsupported version, closing connection");
-        return None;
-    }
-    let mut body = frame;
-    let header_version = api_key.request_header_version(version);
-    let header = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        RequestHeader::decode(&mut body, header_version)
-    })) {
-        Ok(Ok(h)) => h,
-        _ => {
-            tracing::warn!(target: "broker::protocol", %peer, ?api_key, version, "malformed request header, closing connection");
+        Err(refusal) => {
+            tracing::warn!(target: "broker::protocol", %peer, %refusal, "closing connection");
             return None;
         }
     };

@@ -131,8 +131,9 @@ impl PendingAppend {
 
 /// A compressed producer batch must hold the records its header claims, as Kafka's
 /// LogValidator checks on the leader by decompressing it (`record_count`). Uncompressed
-/// batches were counted in place by `engine::batch::ValidatedBatch::new`.
-fn check_compressed_count(
+/// batches were counted in place by `engine::batch::ValidatedBatch::new`. Public for the
+/// `request_decode` fuzz target (fuzz/), which runs the leader's batch checks.
+pub fn check_compressed_count(
     header: &BatchHeader,
     batch: &[u8],
     index: usize,
@@ -173,7 +174,8 @@ fn check_compressed_count(
 }
 
 /// Producer fields of a batch header, if the batch is from an idempotent producer.
-struct ProducerBatch {
+#[derive(Debug)]
+pub struct ProducerBatch {
     producer_id: i64,
     epoch: i16,
     first_seq: i32,
@@ -701,7 +703,8 @@ fn record_header(producers: &mut ProducerStateTable, h: &BatchHeader) {
 
 /// Reads the producer fields of the request's batches. Idempotent batches must come one per
 /// partition per request, as in Kafka.
-fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailure> {
+/// Public for the `request_decode` fuzz target (fuzz/): it runs on unvalidated bytes.
+pub fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFailure> {
     let Some(h) = BatchHeader::parse(records) else {
         // Too short for a header: the engine rejects it with the precise reason.
         return Ok(None);

@@ -51,11 +51,17 @@ pub struct ProducerStateTable {
 }
 
 /// `base_sequence + last_offset_delta` with Kafka's wrap-around at i32::MAX.
+/// Wrapping arithmetic, as Java's ints in Kafka's `incrementSequence`: `producer_batch` reads
+/// the header before the engine validates it, and a negative delta overflowed here, which
+/// panicked a debug build (found by the request_decode fuzz target). Valid values give the
+/// same results as before; the batch with a bad delta is refused afterwards.
 pub fn last_sequence(base_sequence: i32, last_offset_delta: i32) -> i32 {
-    if base_sequence > i32::MAX - last_offset_delta {
-        last_offset_delta - (i32::MAX - base_sequence) - 1
+    if base_sequence > i32::MAX.wrapping_sub(last_offset_delta) {
+        last_offset_delta
+            .wrapping_sub(i32::MAX.wrapping_sub(base_sequence))
+            .wrapping_sub(1)
     } else {
-        base_sequence + last_offset_delta
+        base_sequence.wrapping_add(last_offset_delta)
     }
 }
 
@@ -252,5 +258,19 @@ mod tests {
         t.record(1, 0, meta(0, 0, 5));
         t.trim_before(10);
         assert_eq!(t.check(1, 0, 42, 42), SequenceCheck::Append);
+    }
+
+    /// The fields of a header not validated yet (any delta, even negative) give a value,
+    /// never an overflow panic (request_decode fuzz target,
+    /// fuzz/regressions/request_decode/negative-delta-sequence-overflow-*).
+    #[test]
+    fn last_sequence_of_an_unvalidated_header_does_not_overflow() {
+        for base in [i32::MIN, -1, 0, 5, i32::MAX] {
+            for delta in [i32::MIN, -5, -1] {
+                let _ = last_sequence(base, delta);
+            }
+        }
+        assert_eq!(last_sequence(10, 4), 14);
+        assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
     }
 }
