@@ -27,7 +27,11 @@ use kafka_protocol::messages::MetadataRequest;
 pub const JAVA_DIR_ENV: &str = "SLUICE_TEST_JAVA_DIR";
 
 /// JVM flags for short-lived tools: start in about a second on two cores instead of three.
-pub const QUICK_JVM: &[&str] = &["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"];
+pub const QUICK_JVM: &[&str] = &[
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Xshare:auto",
+];
 
 /// Apache Kafka's jars and our Java test programs, as Maven built them.
 #[derive(Clone, Debug)]
@@ -199,7 +203,10 @@ impl ApacheKafka {
                 "listeners",
                 format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
             ),
-            ("advertised.listeners", format!("PLAINTEXT://127.0.0.1:{port}")),
+            (
+                "advertised.listeners",
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+            ),
             ("controller.listener.names", "CONTROLLER".to_string()),
             ("inter.broker.listener.name", "PLAINTEXT".to_string()),
             (
@@ -211,7 +218,10 @@ impl ApacheKafka {
             ("offsets.topic.num.partitions", "4".to_string()),
             ("transaction.state.log.replication.factor", "1".to_string()),
             ("transaction.state.log.min.isr", "1".to_string()),
-            ("share.coordinator.state.topic.replication.factor", "1".to_string()),
+            (
+                "share.coordinator.state.topic.replication.factor",
+                "1".to_string(),
+            ),
             ("share.coordinator.state.topic.min.isr", "1".to_string()),
             ("group.initial.rebalance.delay.ms", "0".to_string()),
         ]
@@ -220,8 +230,8 @@ impl ApacheKafka {
         .collect::<Vec<_>>();
         props.extend(options.props.iter().cloned());
         let config = dir.join("server.properties");
-        let mut file = fs::File::create(&config)
-            .with_context(|| format!("writing {}", config.display()))?;
+        let mut file =
+            fs::File::create(&config).with_context(|| format!("writing {}", config.display()))?;
         for (key, value) in &props {
             writeln!(file, "{key}={value}")?;
         }

@@ -23,5 +23,9 @@ fn apache_kafka_starts_and_kafka_topics_talks_to_it() {
     run(&["--create", "--topic", "ref-smoke", "--partitions", "3"]);
     let described = run(&["--describe", "--topic", "ref-smoke"]);
     assert!(described.contains("PartitionCount: 3"), "{described}");
-    assert!(stack.kafka_version().starts_with('4'), "{}", stack.kafka_version());
+    assert!(
+        stack.kafka_version().starts_with('4'),
+        "{}",
+        stack.kafka_version()
+    );
 }
