@@ -1,0 +1,3 @@
+package main
+
+func kafkaGoScenarios() []scenario { return nil }
