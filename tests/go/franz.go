@@ -300,12 +300,8 @@ func franzGroup(ctx context.Context, e *env, serverSide bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	described, err := adm.DescribeGroups(ctx, group)
-	if err != nil {
-		return "", fmt.Errorf("DescribeGroups: %w", err)
-	}
-	if d := described[group]; d.Err != nil || len(d.Members) != 2 || d.State != "Stable" {
-		return "", fmt.Errorf("DescribeGroups %s: state %q, %d members, err %v; want Stable with 2", group, d.State, len(d.Members), d.Err)
+	if err := franzCheckGroupType(ctx, adm, group, topic, serverSide); err != nil {
+		return "", err
 	}
 	producer, err := franzClient(e)
 	if err != nil {
@@ -345,6 +341,54 @@ func franzGroup(ctx context.Context, e *env, serverSide bool) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("members=%v,%v records=%d+%d", pa, pb, len(ra), len(rb)), nil
+}
+
+// franzCheckGroupType: ListGroups (v5: the group's type) says which protocol the members
+// really use; a classic group is described by DescribeGroups, a KIP-848 one by
+// ConsumerGroupDescribe, each with both members and their partitions.
+func franzCheckGroupType(ctx context.Context, adm *kadm.Client, group, topic string, serverSide bool) error {
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		return fmt.Errorf("ListGroups: %w", err)
+	}
+	wantType := "classic"
+	if serverSide {
+		wantType = "consumer"
+	}
+	if g, ok := listed[group]; !ok || g.GroupType != wantType || g.State != "Stable" {
+		return fmt.Errorf("ListGroups: %s is %+v (listed %v), want type %s Stable", group, g, ok, wantType)
+	}
+	if !serverSide {
+		described, err := adm.DescribeGroups(ctx, group)
+		if err != nil {
+			return fmt.Errorf("DescribeGroups: %w", err)
+		}
+		d := described[group]
+		if d.Err != nil || len(d.Members) != 2 || d.State != "Stable" || d.Protocol != "cooperative-sticky" {
+			return fmt.Errorf("DescribeGroups %s: state %q protocol %q, %d members, err %v; want Stable cooperative-sticky with 2", group, d.State, d.Protocol, len(d.Members), d.Err)
+		}
+		return nil
+	}
+	described, err := adm.DescribeConsumerGroups(ctx, group)
+	if err != nil {
+		return fmt.Errorf("ConsumerGroupDescribe: %w", err)
+	}
+	d := described[group]
+	if d.Err != nil || len(d.Members) != 2 || d.State != "Stable" || d.AssignorName != "range" {
+		return fmt.Errorf("ConsumerGroupDescribe %s: state %q assignor %q, %d members, err %v; want Stable range with 2", group, d.State, d.AssignorName, len(d.Members), d.Err)
+	}
+	total := 0
+	for _, m := range d.Members {
+		n := len(m.Assignment[topic])
+		if n == 0 || m.MemberType != 1 {
+			return fmt.Errorf("ConsumerGroupDescribe %s: member %s type %d owns %v", group, m.MemberID, m.MemberType, m.Assignment)
+		}
+		total += n
+	}
+	if total != 4 {
+		return fmt.Errorf("ConsumerGroupDescribe %s: members own %d partitions, want 4", group, total)
+	}
+	return nil
 }
 
 func checkSubset(read, assigned []int32) error {
