@@ -539,7 +539,7 @@ func franzAdmin(ctx context.Context, e *env) (string, error) {
 	if err != nil || created[topic].Err != nil {
 		return "", fmt.Errorf("CreatePartitions +2: %v %v (%s)", err, created[topic].Err, created[topic].ErrMessage)
 	}
-	if err := franzCheckPartitions(ctx, adm, topic, 5); err != nil {
+	if err := eventually(ctx, "5 partitions in Metadata", func() error { return franzCheckPartitions(ctx, adm, topic, 5) }); err != nil {
 		return "", err
 	}
 
@@ -592,12 +592,18 @@ func franzAdmin(ctx context.Context, e *env) (string, error) {
 	if resp, err := adm.DeleteTopic(ctx, topic); err != nil || resp.Err != nil {
 		return "", fmt.Errorf("DeleteTopics %s: %v %v", topic, err, resp.Err)
 	}
-	listed, err := adm.ListTopics(ctx)
+	err = eventually(ctx, "the topic to leave Metadata", func() error {
+		listed, err := adm.ListTopics(ctx)
+		if err != nil {
+			return fmt.Errorf("ListTopics: %w", err)
+		}
+		if listed.Has(topic) {
+			return fmt.Errorf("%s still listed after DeleteTopics", topic)
+		}
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("ListTopics: %w", err)
-	}
-	if listed.Has(topic) {
-		return "", fmt.Errorf("%s still listed after DeleteTopics", topic)
+		return "", err
 	}
 	return "create/list/describe/alter-configs/create-partitions/list-offsets/delete-records/delete-topic " + groupFacts, nil
 }

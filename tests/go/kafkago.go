@@ -502,8 +502,11 @@ func kafkaGoAdmin(ctx context.Context, e *env) (string, error) {
 	if err != nil || created.Errors[topic] != nil {
 		return "", fmt.Errorf("CreatePartitions %s to 5: %v %v", topic, err, created)
 	}
-	cl = kafkaGoClient(e) // sees the new partitions
-	if err := kafkaGoCheckPartitions(ctx, cl, topic, 5); err != nil {
+	err = eventually(ctx, "5 partitions in Metadata", func() error {
+		cl = kafkaGoClient(e) // a fresh metadata cache
+		return kafkaGoCheckPartitions(ctx, cl, topic, 5)
+	})
+	if err != nil {
 		return "", err
 	}
 
@@ -545,9 +548,15 @@ func kafkaGoAdmin(ctx context.Context, e *env) (string, error) {
 	if err != nil || deleted.Errors[topic] != nil {
 		return "", fmt.Errorf("DeleteTopics %s: %v %v", topic, err, deleted)
 	}
-	meta, err := kafkaGoClient(e).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil || len(meta.Topics) != 1 || !errors.Is(meta.Topics[0].Error, kafka.UnknownTopicOrPartition) {
-		return "", fmt.Errorf("Metadata after DeleteTopics %s: %v %+v, want UNKNOWN_TOPIC_OR_PARTITION", topic, err, meta)
+	err = eventually(ctx, "the topic to leave Metadata", func() error {
+		meta, err := kafkaGoClient(e).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err != nil || len(meta.Topics) != 1 || !errors.Is(meta.Topics[0].Error, kafka.UnknownTopicOrPartition) {
+			return fmt.Errorf("Metadata after DeleteTopics %s: %v %+v, want UNKNOWN_TOPIC_OR_PARTITION", topic, err, meta)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
 	return "create-topics/metadata/describe-configs/create-partitions/list-offsets(first,last,time)/delete-topics", nil
 }

@@ -279,6 +279,21 @@ func trace(format string, args ...any) {
 	}
 }
 
+// eventually re-runs check until it passes or ctx ends, for what Kafka makes visible a
+// moment after it answered: a broker's metadata after CreatePartitions or DeleteTopics (the
+// AdminClient documents that brokers learn of changes asynchronously).
+func eventually(ctx context.Context, what string, check func() error) error {
+	var last error
+	err := waitFor(ctx, what, func() (bool, string) {
+		last = check()
+		return last == nil, fmt.Sprint(last)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", err, last)
+	}
+	return nil
+}
+
 // waitFor re-checks cond every pollInterval until it holds or ctx ends; what says what was
 // awaited, and the last state cond reported goes into the error.
 func waitFor(ctx context.Context, what string, cond func() (bool, string)) error {

@@ -27,7 +27,7 @@ func saramaScenarios() []scenario {
 
 // saramaVersion is the protocol level sarama is told the broker speaks: the Kafka 4.0 request
 // versions (sarama's default is 2.8), since the broker under test claims a current Kafka.
-var saramaVersion = sarama.V4_0_0_0
+var saramaVersion = saramaVersionFromEnv()
 
 var saramaCodecs = map[string]sarama.CompressionCodec{
 	"none":   sarama.CompressionNone,
@@ -557,7 +557,7 @@ func saramaAdminCalls(ctx context.Context, e *env, admin sarama.ClusterAdmin) (s
 	if err := admin.CreatePartitions(topic, 5, nil, false); err != nil {
 		return "", fmt.Errorf("CreatePartitions 5: %w", err)
 	}
-	if err := saramaCheckPartitions(admin, topic, 5); err != nil {
+	if err := eventually(ctx, "5 partitions in Metadata", func() error { return saramaCheckPartitions(admin, topic, 5) }); err != nil {
 		return "", err
 	}
 
@@ -565,12 +565,18 @@ func saramaAdminCalls(ctx context.Context, e *env, admin sarama.ClusterAdmin) (s
 	if err != nil || len(brokers) != 1 || controller < 0 {
 		return "", fmt.Errorf("DescribeCluster: %d brokers, controller %d, err %v", len(brokers), controller, err)
 	}
-	logDirs, err := admin.DescribeLogDirs([]int32{brokers[0].ID()})
+	err = eventually(ctx, "5 partitions in DescribeLogDirs", func() error {
+		logDirs, err := admin.DescribeLogDirs([]int32{brokers[0].ID()})
+		if err != nil {
+			return fmt.Errorf("DescribeLogDirs: %w", err)
+		}
+		if n := saramaLogDirPartitions(logDirs[brokers[0].ID()], topic); n != 5 {
+			return fmt.Errorf("DescribeLogDirs: %d partitions of %s, want 5", n, topic)
+		}
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("DescribeLogDirs: %w", err)
-	}
-	if n := saramaLogDirPartitions(logDirs[brokers[0].ID()], topic); n != 5 {
-		return "", fmt.Errorf("DescribeLogDirs: %d partitions of %s, want 5 (%+v)", n, topic, logDirs)
+		return "", err
 	}
 
 	offsetFacts, err := saramaOffsets(e, admin, topic)
@@ -585,12 +591,18 @@ func saramaAdminCalls(ctx context.Context, e *env, admin sarama.ClusterAdmin) (s
 	if err := admin.DeleteTopic(topic); err != nil {
 		return "", fmt.Errorf("DeleteTopics: %w", err)
 	}
-	topics, err = admin.ListTopics()
+	err = eventually(ctx, "the topic to leave ListTopics", func() error {
+		topics, err := admin.ListTopics()
+		if err != nil {
+			return fmt.Errorf("ListTopics: %w", err)
+		}
+		if _, ok := topics[topic]; ok {
+			return fmt.Errorf("%s still listed after DeleteTopics", topic)
+		}
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("ListTopics: %w", err)
-	}
-	if _, ok := topics[topic]; ok {
-		return "", fmt.Errorf("%s still listed after DeleteTopics", topic)
+		return "", err
 	}
 	return "create/list/describe/alter-configs/incremental-alter-configs/create-partitions/describe-cluster/describe-log-dirs/delete-topic " + offsetFacts + " " + groupFacts, nil
 }
@@ -769,4 +781,14 @@ func saramaCheckConfig(admin sarama.ClusterAdmin, topic string, want map[string]
 		return fmt.Errorf("DescribeConfigs %s: found %d of %v among %d configs", topic, found, want, len(entries))
 	}
 	return nil
+}
+
+// saramaVersionFromEnv: GOCLIENTS_SARAMA_VERSION (e.g. 2.8.0) overrides the protocol level, to
+// try what sarama's default speaks; 4.0.0 otherwise.
+func saramaVersionFromEnv() sarama.KafkaVersion {
+	v, err := sarama.ParseKafkaVersion(os.Getenv("GOCLIENTS_SARAMA_VERSION"))
+	if os.Getenv("GOCLIENTS_SARAMA_VERSION") == "" || err != nil {
+		return sarama.V4_0_0_0
+	}
+	return v
 }
