@@ -246,6 +246,9 @@ func (m *franzMember) read() []rec {
 func (m *franzMember) poll(ctx context.Context, errs chan<- error) {
 	for ctx.Err() == nil {
 		fetches := m.cl.PollFetches(ctx)
+		if fetches.IsClientClosed() {
+			return
+		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				select {
@@ -280,15 +283,19 @@ func franzGroup(ctx context.Context, e *env, serverSide bool) (string, error) {
 		return "", err
 	}
 	pollCtx, stop := context.WithCancel(ctx)
-	defer stop()
 	errs := make(chan error, 2)
 	var members []*franzMember
+	defer func() {
+		stop()
+		for _, m := range members {
+			m.cl.Close()
+		}
+	}()
 	for range 2 {
 		m, err := newFranzMember(e, group, topic, serverSide)
 		if err != nil {
 			return "", err
 		}
-		defer m.cl.Close()
 		members = append(members, m)
 		go m.poll(pollCtx, errs)
 	}
@@ -616,9 +623,11 @@ func franzAdminGroups(ctx context.Context, e *env, adm *kadm.Client, topic strin
 	if err != nil {
 		return "", err
 	}
-	defer m.cl.Close()
 	pollCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	defer func() {
+		stop()
+		m.cl.Close()
+	}()
 	errs := make(chan error, 1)
 	go m.poll(pollCtx, errs)
 	err = waitFor(ctx, "the member to own all 5 partitions", func() (bool, string) {
