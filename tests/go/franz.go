@@ -511,6 +511,8 @@ func franzAdmin(ctx context.Context, e *env) (string, error) {
 	}
 	defer adm.Close()
 	topic := e.name("admin")
+	// Reads that follow a change wait for it (eventually): Kafka's brokers learn of a change a
+	// moment after the controller answered.
 	retention := "3600000"
 	if err := franzCreateTopic(ctx, adm, topic, 3, map[string]*string{"retention.ms": &retention}); err != nil {
 		return "", err
@@ -518,21 +520,24 @@ func franzAdmin(ctx context.Context, e *env) (string, error) {
 	if resp, _ := adm.CreateTopic(ctx, 3, 1, nil, topic); !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
 		return "", fmt.Errorf("creating %s again: %v, want TOPIC_ALREADY_EXISTS", topic, resp.Err)
 	}
-	if err := franzCheckPartitions(ctx, adm, topic, 3); err != nil {
+	err = eventually(ctx, "the new topic in Metadata and DescribeConfigs", func() error {
+		return errors.Join(franzCheckPartitions(ctx, adm, topic, 3), franzCheckConfig(ctx, adm, topic, "retention.ms", retention))
+	})
+	if err != nil {
 		return "", err
 	}
 
-	// Configs: describe what CreateTopics set, alter incrementally, read the change back, and
-	// a value of the wrong type is refused with INVALID_CONFIG.
-	if err := franzCheckConfig(ctx, adm, topic, "retention.ms", retention); err != nil {
-		return "", err
-	}
+	// Configs: alter incrementally, read the change back; a value of the wrong type is refused
+	// with INVALID_CONFIG.
 	newRetention := "7200000"
 	alter := []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &newRetention}}
 	if err := franzAlter(ctx, adm, topic, alter); err != nil {
 		return "", err
 	}
-	if err := franzCheckConfig(ctx, adm, topic, "retention.ms", newRetention); err != nil {
+	err = eventually(ctx, "the altered config in DescribeConfigs", func() error {
+		return franzCheckConfig(ctx, adm, topic, "retention.ms", newRetention)
+	})
+	if err != nil {
 		return "", err
 	}
 	bad := "not-a-number"

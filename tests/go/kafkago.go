@@ -486,17 +486,25 @@ func kafkaGoAdmin(ctx context.Context, e *env) (string, error) {
 	if err := kafkaGoCreateTopic(ctx, cl, topic, 3); !errors.Is(err, kafka.TopicAlreadyExists) {
 		return "", fmt.Errorf("creating %s again: %v, want TOPIC_ALREADY_EXISTS", topic, err)
 	}
-	if err := kafkaGoCheckPartitions(ctx, cl, topic, 3); err != nil {
+	// Reads that follow a change wait for it (eventually): Kafka's brokers learn of a change a
+	// moment after the controller answered.
+	err := eventually(ctx, "the new topic in Metadata and DescribeConfigs", func() error {
+		if err := kafkaGoCheckPartitions(ctx, cl, topic, 3); err != nil {
+			return err
+		}
+		configs, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+			ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"retention.ms"},
+		}}})
+		if err != nil || len(configs.Resources) != 1 || configs.Resources[0].Error != nil {
+			return fmt.Errorf("DescribeConfigs %s: %v %+v", topic, err, configs)
+		}
+		if c := configs.Resources[0].ConfigEntries; len(c) != 1 || c[0].ConfigName != "retention.ms" || c[0].ConfigValue != "3600000" || c[0].IsDefault {
+			return fmt.Errorf("DescribeConfigs %s retention.ms: %+v, want 3600000 (not default)", topic, c)
+		}
+		return nil
+	})
+	if err != nil {
 		return "", err
-	}
-	configs, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
-		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"retention.ms"},
-	}}})
-	if err != nil || len(configs.Resources) != 1 || configs.Resources[0].Error != nil {
-		return "", fmt.Errorf("DescribeConfigs %s: %v %+v", topic, err, configs)
-	}
-	if c := configs.Resources[0].ConfigEntries; len(c) != 1 || c[0].ConfigName != "retention.ms" || c[0].ConfigValue != "3600000" || c[0].IsDefault {
-		return "", fmt.Errorf("DescribeConfigs %s retention.ms: %+v, want 3600000 (not default)", topic, c)
 	}
 	created, err := cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 5}}})
 	if err != nil || created.Errors[topic] != nil {

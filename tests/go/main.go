@@ -280,8 +280,9 @@ func trace(format string, args ...any) {
 }
 
 // eventually re-runs check until it passes or ctx ends, for what Kafka makes visible a
-// moment after it answered: a broker's metadata after CreatePartitions or DeleteTopics (the
-// AdminClient documents that brokers learn of changes asynchronously).
+// moment after it answered: a broker's metadata and topic configs after CreatePartitions,
+// AlterConfigs or DeleteTopics (brokers learn of controller changes asynchronously; Kafka's
+// AdminClient documents it).
 func eventually(ctx context.Context, what string, check func() error) error {
 	var last error
 	err := waitFor(ctx, what, func() (bool, string) {

@@ -518,22 +518,24 @@ func saramaAdminCalls(ctx context.Context, e *env, admin sarama.ClusterAdmin) (s
 	if err := saramaCreateTopic(admin, topic, 3, nil); !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return "", fmt.Errorf("creating %s again: %v, want TOPIC_ALREADY_EXISTS", topic, err)
 	}
-	topics, err := admin.ListTopics()
+	// Reads that follow a change wait for it (eventually): Kafka's brokers learn of a change a
+	// moment after the controller answered.
+	err := eventually(ctx, "the new topic in ListTopics, Metadata and DescribeConfigs", func() error {
+		topics, err := admin.ListTopics()
+		if err != nil {
+			return fmt.Errorf("ListTopics: %w", err)
+		}
+		if d, ok := topics[topic]; !ok || d.NumPartitions != 3 || d.ReplicationFactor != 1 || deref(d.ConfigEntries["retention.ms"]) != retention {
+			return fmt.Errorf("ListTopics: %s is %+v (listed %v), want 3 partitions rf 1 retention.ms=%s", topic, d, ok, retention)
+		}
+		return errors.Join(saramaCheckPartitions(admin, topic, 3), saramaCheckConfig(admin, topic, map[string]string{"retention.ms": retention}))
+	})
 	if err != nil {
-		return "", fmt.Errorf("ListTopics: %w", err)
-	}
-	if d, ok := topics[topic]; !ok || d.NumPartitions != 3 || d.ReplicationFactor != 1 || deref(d.ConfigEntries["retention.ms"]) != retention {
-		return "", fmt.Errorf("ListTopics: %s is %+v (listed %v), want 3 partitions rf 1 retention.ms=%s", topic, d, ok, retention)
-	}
-	if err := saramaCheckPartitions(admin, topic, 3); err != nil {
 		return "", err
 	}
 
 	// Configs: AlterConfigs (the whole dynamic set), IncrementalAlterConfigs (one key), a bad
 	// value refused with INVALID_CONFIG.
-	if err := saramaCheckConfig(admin, topic, map[string]string{"retention.ms": retention}); err != nil {
-		return "", err
-	}
 	newRetention := "7200000"
 	if err := admin.AlterConfig(sarama.TopicResource, topic, map[string]*string{"retention.ms": &newRetention}, false); err != nil {
 		return "", fmt.Errorf("AlterConfigs: %w", err)
@@ -545,7 +547,10 @@ func saramaAdminCalls(ctx context.Context, e *env, admin sarama.ClusterAdmin) (s
 	if err := admin.IncrementalAlterConfig(sarama.TopicResource, topic, incremental, false); err != nil {
 		return "", fmt.Errorf("IncrementalAlterConfigs: %w", err)
 	}
-	if err := saramaCheckConfig(admin, topic, map[string]string{"retention.ms": newRetention, "retention.bytes": retentionBytes}); err != nil {
+	err = eventually(ctx, "the altered configs in DescribeConfigs", func() error {
+		return saramaCheckConfig(admin, topic, map[string]string{"retention.ms": newRetention, "retention.bytes": retentionBytes})
+	})
+	if err != nil {
 		return "", err
 	}
 	bad := "not-a-number"
