@@ -43,13 +43,7 @@ const QUICK_GROUPS: &str = "[group]\n\
 fn franz_go() {
     run_client(
         "franz-go",
-        &[
-            "produce",
-            "group",
-            "group-kip848",
-            "commit-resume",
-            "admin",
-        ],
+        &["produce", "group", "group-kip848", "commit-resume", "admin"],
     );
 }
 
