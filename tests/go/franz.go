@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func franzScenarios() []scenario {
@@ -24,6 +25,7 @@ func franzScenarios() []scenario {
 		{"group-kip848", func(ctx context.Context, e *env) (string, error) { return franzGroup(ctx, e, true) }},
 		{"commit-resume", franzCommitResume},
 		{"admin", franzAdmin},
+		{"elect-leaders", franzElectLeaders},
 	}
 }
 
@@ -753,4 +755,59 @@ func traceLevel() kgo.LogLevel {
 		return kgo.LogLevelDebug
 	}
 	return kgo.LogLevelInfo
+}
+
+// franzElectLeaders: a broker that offers ElectLeaders (43) must answer a preferred election
+// for a single-replica partition with ELECTION_NOT_NEEDED (Kafka's answer); one that does not
+// offer it must make kadm fail cleanly with no result, not hang or drop the connection. The
+// facts say which (`elect-leaders=offered` or `elect-leaders=not-offered`).
+func franzElectLeaders(ctx context.Context, e *env) (string, error) {
+	adm, err := franzAdminClient(e)
+	if err != nil {
+		return "", err
+	}
+	defer adm.Close()
+	topic := e.name("elect")
+	if err := franzCreateTopic(ctx, adm, topic, 1, nil); err != nil {
+		return "", err
+	}
+	versions, err := adm.ApiVersions(ctx)
+	if err != nil {
+		return "", fmt.Errorf("ApiVersions: %w", err)
+	}
+	offered := len(versions) > 0
+	versions.Each(func(v kadm.BrokerApiVersions) {
+		_, ok := v.KeyMaxVersion(int16(kmsg.ElectLeaders))
+		offered = offered && v.Err == nil && ok
+	})
+	set := kadm.TopicsSet{}
+	set.Add(topic, 0)
+	var results kadm.ElectLeadersResults
+	var callErr error
+	err = eventually(ctx, "ElectLeaders to know the new partition", func() error {
+		results, callErr = adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, set)
+		if !offered || callErr != nil {
+			return nil
+		}
+		if r := results[topic][0]; errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
+			return r.Err
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if !offered {
+		if callErr == nil || len(results) != 0 {
+			return "", fmt.Errorf("ElectLeaders is not in ApiVersions, yet the call gave %v, %+v", callErr, results)
+		}
+		return fmt.Sprintf("elect-leaders=not-offered (kadm: %v)", callErr), nil
+	}
+	if callErr != nil {
+		return "", fmt.Errorf("ElectLeaders: %w", callErr)
+	}
+	if r := results[topic][0]; !errors.Is(r.Err, kerr.ElectionNotNeeded) {
+		return "", fmt.Errorf("ElectLeaders %s/0: %+v, want ELECTION_NOT_NEEDED", topic, r)
+	}
+	return "elect-leaders=offered ELECTION_NOT_NEEDED", nil
 }
