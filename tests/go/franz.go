@@ -1,7 +1,8 @@
 // franz-go (github.com/twmb/franz-go: kgo for producing and consuming, kadm for admin calls)
 // against the broker: produce with acks=all (idempotent, franz-go's default) and acks=1 in
 // every codec, a classic group and a KIP-848 group (the broker assigns) of two members sharing
-// partitions, commit and resume, and kadm's topic, config, offset and group calls.
+// partitions, commit and resume, kadm's topic, config, offset and group calls, and ElectLeaders
+// (answered as Kafka does, or cleanly refused where the broker does not offer it).
 package main
 
 import (
