@@ -233,7 +233,7 @@ fn verifiable_tools_and_consumer_groups_describe_reset_delete() {
     let delivery = check_delivery(&all, &consumed(&events)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((delivery.replayed, delivery.unacked_read), (0, 0), "{delivery:?}");
     let committed = last_committed(&events, topic);
-    let nonempty: BTreeMap<i32, i64> = end.iter().filter(|(_, &o)| o > 0).map(|(&p, &o)| (p, o)).collect();
+    let nonempty: BTreeMap<i32, i64> = end.iter().filter(|&(_, &o)| o > 0).map(|(&p, &o)| (p, o)).collect();
     assert_eq!(committed, nonempty, "offsets_committed events");
 
     let listed = s.ok(CONSUMER_GROUPS, &["--list"]);
