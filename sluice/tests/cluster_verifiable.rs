@@ -48,10 +48,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 fn verifiable_producer_and_consumer_lose_nothing_while_leaders_die() {
     let started = Instant::now();
     let stack = JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
-    let mut cluster = Cluster::start_with_env(
-        NODES,
-        &[("SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")],
-    );
+    let mut cluster =
+        Cluster::start_with_env(NODES, &[("SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")]);
     let bootstrap = cluster.bootstrap();
     cluster.wait_until("every broker registered", CLUSTER_TIMEOUT, |c| {
         let md = metadata(c, None)?;
@@ -141,7 +139,11 @@ fn verifiable_producer_and_consumer_lose_nothing_while_leaders_die() {
     }
 
     let (status, produced) = producer.wait_exit(CLUSTER_TIMEOUT);
-    assert!(status.success(), "verifiable producer: {status}\n{}", producer.stderr());
+    assert!(
+        status.success(),
+        "verifiable producer: {status}\n{}",
+        producer.stderr()
+    );
     let acknowledged = acked(&produced);
     let errors = send_errors(&produced);
     assert_eq!(
@@ -149,11 +151,19 @@ fn verifiable_producer_and_consumer_lose_nothing_while_leaders_die() {
         RECORDS,
         "every send is acknowledged or reported failed"
     );
-    let want: HashSet<(i32, i64)> = acknowledged.iter().map(|r| (r.partition, r.offset)).collect();
+    let want: HashSet<(i32, i64)> = acknowledged
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
     consumer.wait_until("every acknowledged record read", READ_TIMEOUT, |e| {
-        let read: HashSet<(i32, i64)> = consumed(e).iter().map(|r| (r.partition, r.offset)).collect();
+        let read: HashSet<(i32, i64)> = consumed(e)
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect();
         let missing = want.difference(&read).count();
-        (missing == 0).then_some(()).ok_or(format!("{missing} not read yet"))
+        (missing == 0)
+            .then_some(())
+            .ok_or(format!("{missing} not read yet"))
     });
     let read_events = consumer.kill();
     let delivery = check_delivery(&acknowledged, &consumed(&read_events))

@@ -77,7 +77,8 @@ fn kafka_topics_create_list_describe_alter_delete() {
         &["--create", "--topic", topic, "--partitions", "1"],
     );
     assert!(
-        again.stdout.contains("TopicExistsException") || again.stderr.contains("TopicExistsException"),
+        again.stdout.contains("TopicExistsException")
+            || again.stderr.contains("TopicExistsException"),
         "{}",
         again.describe("create an existing topic")
     );
@@ -93,18 +94,32 @@ fn kafka_topics_create_list_describe_alter_delete() {
         .split(',')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    assert_eq!(configs.get("retention.ms"), Some(&"86400000"), "{described:?}");
-    assert_eq!(configs.get("max.message.bytes"), Some(&"65536"), "{described:?}");
+    assert_eq!(
+        configs.get("retention.ms"),
+        Some(&"86400000"),
+        "{described:?}"
+    );
+    assert_eq!(
+        configs.get("max.message.bytes"),
+        Some(&"65536"),
+        "{described:?}"
+    );
     described.assert_partitions_led(3);
 
-    s.ok(TOPIC_COMMAND, &["--alter", "--topic", topic, "--partitions", "5"]);
+    s.ok(
+        TOPIC_COMMAND,
+        &["--alter", "--topic", topic, "--partitions", "5"],
+    );
     let described = describe_topic(&s.ok(TOPIC_COMMAND, &["--describe", "--topic", topic]));
     assert_eq!(described.head["PartitionCount"], "5", "{described:?}");
     described.assert_partitions_led(5);
 
     s.ok(TOPIC_COMMAND, &["--delete", "--topic", topic]);
     let listed = s.ok(TOPIC_COMMAND, &["--list"]);
-    assert!(!listed.lines().any(|l| l == topic), "deleted, still listed: {listed}");
+    assert!(
+        !listed.lines().any(|l| l == topic),
+        "deleted, still listed: {listed}"
+    );
     let missing = s.fails(TOPIC_COMMAND, &["--describe", "--topic", topic]);
     assert!(
         missing.stdout.contains("does not exist") || missing.stderr.contains("does not exist"),
@@ -122,7 +137,15 @@ fn kafka_configs_topic_and_broker_and_metadata_quorum() {
     let topic = "tools-configs";
     s.ok(
         TOPIC_COMMAND,
-        &["--create", "--topic", topic, "--partitions", "1", "--config", "max.message.bytes=65536"],
+        &[
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            "1",
+            "--config",
+            "max.message.bytes=65536",
+        ],
     );
     let topic_entity = ["--entity-type", "topics", "--entity-name", topic];
     let out = s.ok(
@@ -139,23 +162,54 @@ fn kafka_configs_topic_and_broker_and_metadata_quorum() {
         ]
         .concat(),
     );
-    assert!(out.contains(&format!("Completed updating config for topic {topic}.")), "{out}");
-    let described = config_lines(&s.ok(CONFIG_COMMAND, &[&topic_entity[..], &["--describe"]].concat()));
-    assert_eq!(described.get("retention.ms").map(String::as_str), Some("3600000"), "{described:?}");
-    assert_eq!(described.get("cleanup.policy").map(String::as_str), Some("delete"), "{described:?}");
-    assert!(!described.contains_key("max.message.bytes"), "deleted config still set: {described:?}");
+    assert!(
+        out.contains(&format!("Completed updating config for topic {topic}.")),
+        "{out}"
+    );
+    let described = config_lines(&s.ok(
+        CONFIG_COMMAND,
+        &[&topic_entity[..], &["--describe"]].concat(),
+    ));
+    assert_eq!(
+        described.get("retention.ms").map(String::as_str),
+        Some("3600000"),
+        "{described:?}"
+    );
+    assert_eq!(
+        described.get("cleanup.policy").map(String::as_str),
+        Some("delete"),
+        "{described:?}"
+    );
+    assert!(
+        !described.contains_key("max.message.bytes"),
+        "deleted config still set: {described:?}"
+    );
 
     let broker_entity = ["--entity-type", "brokers", "--entity-name", "0"];
-    let all = config_lines(&s.ok(CONFIG_COMMAND, &[&broker_entity[..], &["--describe", "--all"]].concat()));
-    for key in ["log.retention.ms", "log.segment.bytes", "num.partitions", "message.max.bytes"] {
-        let value = all.get(key).unwrap_or_else(|| panic!("broker 0 --all lacks {key}: {all:?}"));
+    let all = config_lines(&s.ok(
+        CONFIG_COMMAND,
+        &[&broker_entity[..], &["--describe", "--all"]].concat(),
+    ));
+    for key in [
+        "log.retention.ms",
+        "log.segment.bytes",
+        "num.partitions",
+        "message.max.bytes",
+    ] {
+        let value = all
+            .get(key)
+            .unwrap_or_else(|| panic!("broker 0 --all lacks {key}: {all:?}"));
         assert!(value.parse::<i64>().is_ok(), "{key}={value}");
     }
     // Kafka changes log.retention.ms per broker at run time (a dynamic broker config); Sluice's
     // broker configs are static and the request is refused with INVALID_CONFIG.
     let refused = s.fails(
         CONFIG_COMMAND,
-        &[&broker_entity[..], &["--alter", "--add-config", "log.retention.ms=3600000"]].concat(),
+        &[
+            &broker_entity[..],
+            &["--alter", "--add-config", "log.retention.ms=3600000"],
+        ]
+        .concat(),
     );
     assert!(
         refused.stderr.contains("InvalidConfigurationException")
@@ -173,7 +227,10 @@ fn kafka_configs_topic_and_broker_and_metadata_quorum() {
         quorum.describe("kafka-metadata-quorum describe --status")
     );
     s.broker.stop();
-    eprintln!("kafka-configs, kafka-metadata-quorum: {:?}", started.elapsed());
+    eprintln!(
+        "kafka-configs, kafka-metadata-quorum: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -182,7 +239,10 @@ fn verifiable_tools_and_consumer_groups_describe_reset_delete() {
     let s = Setup::start();
     let topic = "tools-groups";
     let group = "tools-group";
-    s.ok(TOPIC_COMMAND, &["--create", "--topic", topic, "--partitions", "3"]);
+    s.ok(
+        TOPIC_COMMAND,
+        &["--create", "--topic", topic, "--partitions", "3"],
+    );
 
     // Two acknowledged batches; six keys spread each over the partitions.
     let batch = |count: usize, prefix: &str| {
@@ -231,26 +291,57 @@ fn verifiable_tools_and_consumer_groups_describe_reset_delete() {
         ],
     );
     let delivery = check_delivery(&all, &consumed(&events)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((delivery.replayed, delivery.unacked_read), (0, 0), "{delivery:?}");
+    assert_eq!(
+        (delivery.replayed, delivery.unacked_read),
+        (0, 0),
+        "{delivery:?}"
+    );
     let committed = last_committed(&events, topic);
-    let nonempty: BTreeMap<i32, i64> = end.iter().filter(|&(_, &o)| o > 0).map(|(&p, &o)| (p, o)).collect();
+    let nonempty: BTreeMap<i32, i64> = end
+        .iter()
+        .filter(|&(_, &o)| o > 0)
+        .map(|(&p, &o)| (p, o))
+        .collect();
     assert_eq!(committed, nonempty, "offsets_committed events");
 
     let listed = s.ok(CONSUMER_GROUPS, &["--list"]);
-    assert!(listed.lines().any(|l| l.trim() == group), "--list: {listed}");
-    let describe = || group_table(&s.ok(CONSUMER_GROUPS, &["--describe", "--group", group]), "CURRENT-OFFSET");
-    let expect = |current: &BTreeMap<i32, i64>| -> BTreeMap<i32, (i64, i64, i64)> {
-        current.iter().map(|(&p, &c)| (p, (c, end[&p], end[&p] - c))).collect()
+    assert!(
+        listed.lines().any(|l| l.trim() == group),
+        "--list: {listed}"
+    );
+    let describe = || {
+        group_table(
+            &s.ok(CONSUMER_GROUPS, &["--describe", "--group", group]),
+            "CURRENT-OFFSET",
+        )
     };
-    assert_eq!(describe(), expect(&nonempty), "describe after the full read (CURRENT, LOG-END, LAG)");
+    let expect = |current: &BTreeMap<i32, i64>| -> BTreeMap<i32, (i64, i64, i64)> {
+        current
+            .iter()
+            .map(|(&p, &c)| (p, (c, end[&p], end[&p] - c)))
+            .collect()
+    };
+    assert_eq!(
+        describe(),
+        expect(&nonempty),
+        "describe after the full read (CURRENT, LOG-END, LAG)"
+    );
 
     // --to-earliest on the whole topic: every partition back to 0.
     let reset = |how: &[&str]| {
-        let args = [&["--reset-offsets", "--group", group, "--topic", topic][..], how, &["--execute"]].concat();
+        let args = [
+            &["--reset-offsets", "--group", group, "--topic", topic][..],
+            how,
+            &["--execute"],
+        ]
+        .concat();
         group_table(&s.ok(CONSUMER_GROUPS, &args), "NEW-OFFSET")
     };
     let zeros: BTreeMap<i32, i64> = end.keys().map(|&p| (p, 0)).collect();
-    assert_eq!(reset(&["--to-earliest"]), zeros.iter().map(|(&p, &o)| (p, (o, 0, 0))).collect());
+    assert_eq!(
+        reset(&["--to-earliest"]),
+        zeros.iter().map(|(&p, &o)| (p, (o, 0, 0))).collect()
+    );
     assert_eq!(describe(), expect(&zeros), "describe after --to-earliest");
 
     // --to-datetime at the second producer's start: the first offset of batch B per partition
@@ -266,14 +357,29 @@ fn verifiable_tools_and_consumer_groups_describe_reset_delete() {
         b_first.iter().map(|(&p, &o)| (p, (o, 0, 0))).collect(),
         "--to-datetime {datetime}"
     );
-    assert_eq!(describe(), expect(&b_first), "describe after --to-datetime {datetime}");
+    assert_eq!(
+        describe(),
+        expect(&b_first),
+        "describe after --to-datetime {datetime}"
+    );
 
     let out = s.ok(CONSUMER_GROUPS, &["--delete", "--group", group]);
-    assert!(out.contains(&format!("Deletion of requested consumer groups ('{group}') was successful.")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "Deletion of requested consumer groups ('{group}') was successful."
+        )),
+        "{out}"
+    );
     let listed = s.ok(CONSUMER_GROUPS, &["--list"]);
-    assert!(!listed.lines().any(|l| l.trim() == group), "deleted, still listed: {listed}");
+    assert!(
+        !listed.lines().any(|l| l.trim() == group),
+        "deleted, still listed: {listed}"
+    );
     s.broker.stop();
-    eprintln!("verifiable tools, kafka-consumer-groups: {:?}", started.elapsed());
+    eprintln!(
+        "verifiable tools, kafka-consumer-groups: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -281,7 +387,10 @@ fn perf_tests_get_offsets_delete_records_log_dirs() {
     let started = Instant::now();
     let s = Setup::start();
     let topic = "tools-perf";
-    s.ok(TOPIC_COMMAND, &["--create", "--topic", topic, "--partitions", "2"]);
+    s.ok(
+        TOPIC_COMMAND,
+        &["--create", "--topic", topic, "--partitions", "2"],
+    );
     let records = PERF_RECORDS.to_string();
     let out = s.ok(
         PRODUCER_PERF,
@@ -312,16 +421,40 @@ fn perf_tests_get_offsets_delete_records_log_dirs() {
     let end = get_offsets(&s.ok(GET_OFFSETS, &["--topic", topic]));
     assert_eq!(end.values().sum::<i64>(), PERF_RECORDS as i64, "{end:?}");
 
-    let out = s.ok(CONSUMER_PERF, &["--topic", topic, "--num-records", &records, "--timeout", "30000"]);
+    let out = s.ok(
+        CONSUMER_PERF,
+        &[
+            "--topic",
+            topic,
+            "--num-records",
+            &records,
+            "--timeout",
+            "30000",
+        ],
+    );
     // A CSV header and one row.
     let mut lines = out.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().expect("header").split(", ").collect();
-    let row: Vec<&str> = lines.next().unwrap_or_else(|| panic!("no row: {out}")).split(", ").collect();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no row: {out}"))
+        .split(", ")
+        .collect();
     let column = |name: &str| {
-        let i = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name}: {out}"));
-        row[i].trim().parse::<f64>().unwrap_or_else(|_| panic!("{name}: {out}"))
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("{name}: {out}"));
+        row[i]
+            .trim()
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("{name}: {out}"))
     };
-    assert_eq!(column("data.consumed.in.nMsg"), PERF_RECORDS as f64, "{out}");
+    assert_eq!(
+        column("data.consumed.in.nMsg"),
+        PERF_RECORDS as f64,
+        "{out}"
+    );
     assert!(column("nMsg.sec") > 0.0 && column("MB.sec") > 0.0, "{out}");
 
     // delete-records on partition 0 moves its low watermark; partition 1 keeps 0.
@@ -331,11 +464,19 @@ fn perf_tests_get_offsets_delete_records_log_dirs() {
     let json = dir.path().join("delete.json");
     std::fs::write(
         &json,
-        format!(r#"{{"partitions":[{{"topic":"{topic}","partition":0,"offset":{cut}}}],"version":1}}"#),
+        format!(
+            r#"{{"partitions":[{{"topic":"{topic}","partition":0,"offset":{cut}}}],"version":1}}"#
+        ),
     )
     .expect("write offsets json");
-    let out = s.ok(DELETE_RECORDS, &["--offset-json-file", json.to_str().expect("utf-8 path")]);
-    assert!(out.contains(&format!("partition: {topic}-0\tlow_watermark: {cut}")), "{out}");
+    let out = s.ok(
+        DELETE_RECORDS,
+        &["--offset-json-file", json.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        out.contains(&format!("partition: {topic}-0\tlow_watermark: {cut}")),
+        "{out}"
+    );
     let earliest = get_offsets(&s.ok(GET_OFFSETS, &["--topic", topic, "--time", "-2"]));
     assert_eq!(earliest, BTreeMap::from([(0, cut), (1, 0)]));
 
@@ -354,14 +495,24 @@ fn perf_tests_get_offsets_delete_records_log_dirs() {
         for p in dir["partitions"].as_array().expect("partitions") {
             assert_eq!(p["isFuture"], false, "{json}");
             assert_eq!(p["offsetLag"], 0, "{json}");
-            sizes.insert(p["partition"].as_str().expect("name").to_string(), p["size"].as_i64().expect("size"));
+            sizes.insert(
+                p["partition"].as_str().expect("name").to_string(),
+                p["size"].as_i64().expect("size"),
+            );
         }
     }
     let names: Vec<&String> = sizes.keys().collect();
-    assert_eq!(names, [&format!("{topic}-0"), &format!("{topic}-1")], "{json}");
+    assert_eq!(
+        names,
+        [&format!("{topic}-0"), &format!("{topic}-1")],
+        "{json}"
+    );
     assert!(sizes[&format!("{topic}-1")] >= end[&1] * 100, "{json}");
     s.broker.stop();
-    eprintln!("perf tests, get-offsets, delete-records, log-dirs: {:?}", started.elapsed());
+    eprintln!(
+        "perf tests, get-offsets, delete-records, log-dirs: {:?}",
+        started.elapsed()
+    );
 }
 
 /// A broker and the jars.
@@ -393,14 +544,22 @@ impl Setup {
     /// Runs a tool that must succeed; its stdout.
     fn ok(&self, main_class: &str, args: &[&str]) -> String {
         let out = self.run(main_class, args);
-        assert!(out.status.success(), "{}", out.describe(&format!("{main_class} {args:?}")));
+        assert!(
+            out.status.success(),
+            "{}",
+            out.describe(&format!("{main_class} {args:?}"))
+        );
         out.stdout
     }
 
     /// Runs a tool that must fail.
     fn fails(&self, main_class: &str, args: &[&str]) -> ToolOutput {
         let out = self.run(main_class, args);
-        assert!(!out.status.success(), "{}", out.describe(&format!("{main_class} {args:?} should fail")));
+        assert!(
+            !out.status.success(),
+            "{}",
+            out.describe(&format!("{main_class} {args:?} should fail"))
+        );
         out
     }
 
@@ -409,7 +568,11 @@ impl Setup {
         let args = [&["--bootstrap-server", self.broker.addr()][..], args].concat();
         let mut tool = EventTool::start(&self.stack, main_class, &args);
         let (status, events) = tool.wait_exit(TOOL_TIMEOUT);
-        assert!(status.success(), "{main_class} {args:?}: {status}\n{}", tool.stderr());
+        assert!(
+            status.success(),
+            "{main_class} {args:?}: {status}\n{}",
+            tool.stderr()
+        );
         events
     }
 }
@@ -424,7 +587,11 @@ struct TopicDescription {
 impl TopicDescription {
     /// Partitions 0..count, each led by broker 0 with replicas and ISR [0].
     fn assert_partitions_led(&self, count: usize) {
-        let ids: Vec<&str> = self.partitions.iter().map(|p| p["Partition"].as_str()).collect();
+        let ids: Vec<&str> = self
+            .partitions
+            .iter()
+            .map(|p| p["Partition"].as_str())
+            .collect();
         let want: Vec<String> = (0..count).map(|p| p.to_string()).collect();
         assert_eq!(ids, want, "{self:?}");
         for p in &self.partitions {
@@ -492,15 +659,26 @@ fn group_table(out: &str, first_column: &str) -> BTreeMap<i32, (i64, i64, i64)> 
     let number = |row: &[&str], name: &str| -> i64 {
         match col(name) {
             None => 0,
-            Some(i) => row[i].parse().unwrap_or_else(|_| panic!("{name} in {row:?}: {out}")),
+            Some(i) => row[i]
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} in {row:?}: {out}")),
         }
     };
     let partition = col("PARTITION").expect("PARTITION column");
     lines
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .map(|row| {
-            let p: i32 = row[partition].parse().unwrap_or_else(|_| panic!("{row:?}: {out}"));
-            (p, (number(&row, first_column), number(&row, "LOG-END-OFFSET"), number(&row, "LAG")))
+            let p: i32 = row[partition]
+                .parse()
+                .unwrap_or_else(|_| panic!("{row:?}: {out}"));
+            (
+                p,
+                (
+                    number(&row, first_column),
+                    number(&row, "LOG-END-OFFSET"),
+                    number(&row, "LAG"),
+                ),
+            )
         })
         .collect()
 }
@@ -509,9 +687,17 @@ fn group_table(out: &str, first_column: &str) -> BTreeMap<i32, (i64, i64, i64)> 
 /// (yyyy-MM-ddTHH:mm:ss.SSSZ), through coreutils `date`.
 fn format_utc_ms(ms: i64) -> String {
     let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{}.{:03}", ms / 1000, ms % 1000), "+%Y-%m-%dT%H:%M:%S.%3NZ"])
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}.{:03}", ms / 1000, ms % 1000),
+            "+%Y-%m-%dT%H:%M:%S.%3NZ",
+        ])
         .output()
         .expect("run date");
     assert!(out.status.success(), "date: {out:?}");
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }

@@ -61,7 +61,12 @@ impl ToolOutput {
 
 /// Runs `main_class args` on Kafka's jars and waits at most `timeout` (then kills it and
 /// panics). The exit status is the caller's to judge.
-pub fn run_tool(stack: &JavaStack, main_class: &str, args: &[&str], timeout: Duration) -> ToolOutput {
+pub fn run_tool(
+    stack: &JavaStack,
+    main_class: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> ToolOutput {
     let what = format!("{main_class} {}", args.join(" "));
     let mut child = stack
         .java(main_class)
@@ -167,7 +172,10 @@ impl EventTool {
     ) {
         let deadline = Instant::now() + timeout;
         loop {
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() {
                 self.join_readers();
             }
@@ -176,10 +184,18 @@ impl EventTool {
                 Err(e) => e,
             };
             if let Some(status) = exited {
-                panic!("{what}: {} exited ({status}) first; last: {last}\n{}", self.what, self.stderr());
+                panic!(
+                    "{what}: {} exited ({status}) first; last: {last}\n{}",
+                    self.what,
+                    self.stderr()
+                );
             }
             if Instant::now() >= deadline {
-                panic!("{what}: not within {timeout:?}; last: {last}\n--- {} stderr ---\n{}", self.what, self.stderr());
+                panic!(
+                    "{what}: not within {timeout:?}; last: {last}\n--- {} stderr ---\n{}",
+                    self.what,
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -192,7 +208,11 @@ impl EventTool {
         let Some(status) = wait_deadline(&mut child, timeout) else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{}: still running after {timeout:?}, killed\n{}", self.what, self.stderr());
+            panic!(
+                "{}: still running after {timeout:?}, killed\n{}",
+                self.what,
+                self.stderr()
+            );
         };
         self.join_readers();
         (status, self.events())
@@ -304,13 +324,13 @@ pub fn check_delivery(acked: &[Record], read: &[Record]) -> Result<Delivery, Str
     let mut at: HashMap<(i32, i64), &str> = HashMap::new();
     let mut problems = Vec::new();
     for r in read {
-        if let Some(previous) = at.insert((r.partition, r.offset), &r.value) {
-            if previous != r.value {
-                problems.push(format!(
-                    "partition {} offset {} read as {previous:?} and as {:?}",
-                    r.partition, r.offset, r.value
-                ));
-            }
+        if let Some(previous) = at.insert((r.partition, r.offset), &r.value)
+            && previous != r.value
+        {
+            problems.push(format!(
+                "partition {} offset {} read as {previous:?} and as {:?}",
+                r.partition, r.offset, r.value
+            ));
         }
     }
     let mut places: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
@@ -420,7 +440,13 @@ mod tests {
     #[test]
     fn check_delivery_finds_loss_duplicates_and_replays() {
         let acked = [r("a", 0, 0), r("b", 0, 1), r("c", 1, 0)];
-        let fine = [r("a", 0, 0), r("b", 0, 1), r("c", 1, 0), r("b", 0, 1), r("x", 1, 1)];
+        let fine = [
+            r("a", 0, 0),
+            r("b", 0, 1),
+            r("c", 1, 0),
+            r("b", 0, 1),
+            r("x", 1, 1),
+        ];
         assert_eq!(
             check_delivery(&acked, &fine),
             Ok(Delivery {
@@ -431,8 +457,16 @@ mod tests {
             })
         );
         let lost = [r("a", 0, 0), r("c", 1, 0)];
-        assert!(check_delivery(&acked, &lost).unwrap_err().contains("1 lost"));
+        assert!(
+            check_delivery(&acked, &lost)
+                .unwrap_err()
+                .contains("1 lost")
+        );
         let twice = [r("a", 0, 0), r("b", 0, 1), r("c", 1, 0), r("b", 1, 1)];
-        assert!(check_delivery(&acked, &twice).unwrap_err().contains("1 duplicated"));
+        assert!(
+            check_delivery(&acked, &twice)
+                .unwrap_err()
+                .contains("1 duplicated")
+        );
     }
 }
