@@ -610,9 +610,8 @@ fn describe_topic(out: &str) -> TopicDescription {
             .collect()
     };
     let mut lines = out.lines().filter(|l| !l.trim().is_empty());
-    let head = fields(lines.next().unwrap_or_else(|| panic!("empty describe")));
-    // "Configs:" may be empty ("Configs: " is cut by the split), so it is added when absent.
-    let mut head = head;
+    let mut head = fields(lines.next().unwrap_or_else(|| panic!("empty describe")));
+    // An empty "Configs: " loses its ": " to the trim, so it is added when absent.
     head.entry("Configs".to_string()).or_default();
     let partitions = lines.map(fields).collect();
     TopicDescription { head, partitions }
