@@ -4,7 +4,8 @@
 //! `io.sluice.reftest.ClusterChaos` (tests/java/src) runs an idempotent acks=all KafkaProducer
 //! writing numbered records to a 3-partition topic (RF 3, min.insync.replicas 2) and prints
 //! every acknowledgement. Meanwhile this test SIGKILLs the leader of partition 0, waits until
-//! the producer is acknowledged again on that partition (a new leader took over), restarts the
+//! records sent after the kill are acknowledged on that partition (a new leader took over; the
+//! program answers a MARK line with the number of its next record), restarts the
 //! node and waits for the full ISR; then the same for the leader of partition 1. It then tells
 //! the program to stop; the program flushes, reads every partition back with a KafkaConsumer
 //! and prints what it read. The checks are here: no record given up, every acknowledged record
@@ -54,25 +55,27 @@ fn java_idempotent_producer_through_leader_kills() {
     create_topic(&cluster);
     wait_fully_replicated(&cluster);
 
-    let mut program = Program::start(
-        stack
-            .java("io.sluice.reftest.ClusterChaos")
-            .args([&cluster.bootstrap(), TOPIC, &PARTITIONS.to_string()]),
-    );
+    let mut program = Program::start(stack.java("io.sluice.reftest.ClusterChaos").args([
+        &cluster.bootstrap(),
+        TOPIC,
+        &PARTITIONS.to_string(),
+    ]));
     program.wait_for(&mut cluster, "first acknowledgements", STEP_TIMEOUT, |s| {
         s.acked.len() >= ACKS_AROUND
     });
     for partition in 0..ROUNDS {
         let leader = leader_of(&cluster, partition);
-        let before = program.state.acked_on(partition);
         eprintln!("round {partition}: SIGKILL node {leader}, leader of {TOPIC}-{partition}");
         cluster.kill(leader);
         let started = Instant::now();
+        // Records numbered from the mark on were sent after the leader was gone: only a new
+        // leader can acknowledge them.
+        let mark = program.mark(&mut cluster);
         program.wait_for(
             &mut cluster,
             &format!("acknowledgements on partition {partition} after its leader {leader} died"),
             STEP_TIMEOUT,
-            |s| s.acked_on(partition) >= before + ACKS_AFTER_KILL,
+            |s| s.acked_on_since(partition, mark) >= ACKS_AFTER_KILL,
         );
         eprintln!(
             "round {partition}: {ACKS_AFTER_KILL} acks on partition {partition} {:?} after the kill",
@@ -82,9 +85,12 @@ fn java_idempotent_producer_through_leader_kills() {
         wait_fully_replicated(&cluster);
     }
     let before = program.state.acked.len();
-    program.wait_for(&mut cluster, "acknowledgements after the restarts", STEP_TIMEOUT, |s| {
-        s.acked.len() >= before + ACKS_AROUND
-    });
+    program.wait_for(
+        &mut cluster,
+        "acknowledgements after the restarts",
+        STEP_TIMEOUT,
+        |s| s.acked.len() >= before + ACKS_AROUND,
+    );
     program.stop_and_read(&mut cluster);
 
     let summary = program.check();
@@ -99,6 +105,8 @@ struct State {
     acked: HashMap<u64, (i32, i64)>,
     acked_per_partition: HashMap<i32, usize>,
     nacks: Vec<String>,
+    /// The answer to the last MARK.
+    mark: Option<u64>,
     produced: Option<String>,
     /// (partition, offset, number) in the order the consumer returned them.
     read: Vec<(i32, i64, u64)>,
@@ -106,11 +114,12 @@ struct State {
 }
 
 impl State {
-    fn acked_on(&self, partition: i32) -> usize {
-        self.acked_per_partition
-            .get(&partition)
-            .copied()
-            .unwrap_or(0)
+    /// Acknowledgements on `partition` of records numbered `first` or later.
+    fn acked_on_since(&self, partition: i32, first: u64) -> usize {
+        self.acked
+            .iter()
+            .filter(|&(&n, &(p, _))| p == partition && n >= first)
+            .count()
     }
 
     fn apply(&mut self, line: &str) -> Result<(), String> {
@@ -130,10 +139,9 @@ impl State {
                 *self.acked_per_partition.entry(p).or_default() += 1;
             }
             Some("NACK") => self.nacks.push(line.to_string()),
+            Some("MARK") => self.mark = Some(num(1)? as u64),
             Some("PRODUCED") => self.produced = Some(line.to_string()),
-            Some("REC") => self
-                .read
-                .push((num(1)? as i32, num(2)?, num(3)? as u64)),
+            Some("REC") => self.read.push((num(1)? as i32, num(2)?, num(3)? as u64)),
             Some("END") => self.end = Some(line.to_string()),
             _ => {}
         }
@@ -222,14 +230,30 @@ impl Program {
         }
     }
 
+    /// Sends MARK and returns the program's answer: the number of the next record it sends.
+    fn mark(&mut self, cluster: &mut Cluster) -> u64 {
+        self.state.mark = None;
+        self.send("MARK");
+        self.wait_for(cluster, "the answer to MARK", STEP_TIMEOUT, |s| {
+            s.mark.is_some()
+        });
+        self.state.mark.expect("waited for it")
+    }
+
+    fn send(&mut self, line: &str) {
+        let sent = match self.stdin.as_mut() {
+            Some(stdin) => writeln!(stdin, "{line}").and_then(|()| stdin.flush()),
+            None => Ok(()),
+        };
+        if let Err(e) = sent {
+            self.fail(&format!("cannot send {line}: {e}"));
+        }
+    }
+
     /// STOP, then waits for the read-back to end and the program to exit 0.
     fn stop_and_read(&mut self, cluster: &mut Cluster) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let sent = writeln!(stdin, "STOP").and_then(|()| stdin.flush());
-            if let Err(e) = sent {
-                self.fail(&format!("cannot send STOP: {e}"));
-            }
-        }
+        self.send("STOP");
+        self.stdin = None;
         self.wait_for(cluster, "the read-back", READ_TIMEOUT, |s| s.end.is_some());
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
@@ -262,7 +286,9 @@ impl Program {
         let mut per_partition: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
         for &(p, o, n) in &s.read {
             if let Some(first) = read_at.insert(n, (p, o)) {
-                problems.push(format!("record {n} read twice: at {first:?} and ({p}, {o})"));
+                problems.push(format!(
+                    "record {n} read twice: at {first:?} and ({p}, {o})"
+                ));
             }
             per_partition.entry(p).or_default().push((o, n));
         }
@@ -339,11 +365,7 @@ fn leader_of(cluster: &Cluster, partition: i32) -> i32 {
             let p = md
                 .topics
                 .first()
-                .and_then(|t| {
-                    t.partitions
-                        .iter()
-                        .find(|p| p.partition_index == partition)
-                })
+                .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
                 .ok_or("no such partition")?;
             if p.error_code != 0 || p.leader_id.0 < 0 {
                 return Err(format!("error {} leader {}", p.error_code, p.leader_id.0));

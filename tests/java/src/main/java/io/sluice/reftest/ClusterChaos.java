@@ -7,7 +7,11 @@
  *
  * Record n goes to partition n % partitions with key and value "n". Phase 1 sends about 400
  * records a second until a line "STOP" arrives on stdin, then flushes and closes the producer.
+ * A line "MARK" on stdin is answered with "MARK <n>": every record from n on was sent after
+ * the MARK arrived (the test sends it right after a kill, to wait for acknowledgements that
+ * only a new leader can have given).
  * Phase 2 reads every partition up to its end offset. Stdout, one event a line:
+ *   MARK <n>                          the answer to MARK
  *   ACK <n> <partition> <offset>      the broker acknowledged record n (acks=all)
  *   NACK <n> <exception>              the producer gave record n up
  *   PRODUCED sent=<count> acked=<count> failed=<count>
@@ -53,11 +57,17 @@ public final class ClusterChaos {
         PrintStream out = new PrintStream(System.out, false, StandardCharsets.UTF_8);
 
         AtomicBoolean stop = new AtomicBoolean();
+        AtomicLong next = new AtomicLong();
         Thread stdin = new Thread(() -> {
             try (BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
                 String line;
                 while ((line = in.readLine()) != null && !line.trim().equals("STOP")) {
-                    // Only STOP means anything.
+                    if (line.trim().equals("MARK")) {
+                        synchronized (out) {
+                            out.println("MARK " + next.get());
+                            out.flush();
+                        }
+                    }
                 }
             } catch (Exception e) {
                 // A closed stdin stops the producer as STOP does.
@@ -69,7 +79,7 @@ public final class ClusterChaos {
 
         AtomicLong acked = new AtomicLong();
         AtomicLong failed = new AtomicLong();
-        long sent = 0;
+
         try (KafkaProducer<byte[], byte[]> p = ClientSuite.producer(bootstrap,
                 ProducerConfig.ACKS_CONFIG, "all",
                 ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true",
@@ -81,7 +91,7 @@ public final class ClusterChaos {
                 ProducerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "1000",
                 ProducerConfig.METADATA_MAX_AGE_CONFIG, "5000")) {
             while (!stop.get()) {
-                final long n = sent++;
+                final long n = next.getAndIncrement();
                 byte[] v = Long.toString(n).getBytes(StandardCharsets.UTF_8);
                 p.send(new ProducerRecord<>(topic, (int) (n % partitions), v, v), (md, e) -> {
                     synchronized (out) {
@@ -100,7 +110,7 @@ public final class ClusterChaos {
             p.flush();
         }
         synchronized (out) {
-            out.println("PRODUCED sent=" + sent + " acked=" + acked.get() + " failed=" + failed.get());
+            out.println("PRODUCED sent=" + next.get() + " acked=" + acked.get() + " failed=" + failed.get());
             out.flush();
         }
 
