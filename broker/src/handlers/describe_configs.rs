@@ -58,7 +58,9 @@ pub async fn handle(
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
             };
+            // kafka-protocol's default message is "", Kafka sends null on success.
             let out = DescribeConfigsResult::default()
+                .with_error_message(None)
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             let entry = |key: &str, value: String, source: i8, read_only: bool, ty: i8| {
