@@ -467,6 +467,13 @@ fn produce_cases(o: &mut Oracle) {
     );
 }
 
+/// A documented difference (docs/status.md): Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER answer
+/// carries the partition's log start offset, Sluice's -1.
+const OUT_OF_ORDER_LOG_START: &[Ignore] = &[Ignore {
+    field: "log_start_offset",
+    why: "Sluice answers -1 with OUT_OF_ORDER_SEQUENCE_NUMBER (docs/status.md)",
+}];
+
 fn init_producer_id(transactional_id: Option<&str>) -> InitProducerIdRequest {
     InitProducerIdRequest::default()
         .with_transactional_id(transactional_id.map(|t| TransactionalId(str_bytes(t))))
@@ -503,25 +510,28 @@ fn idempotent_produce_cases(o: &mut Oracle) {
     );
     let (kp, sp) = (k.producer_id.0, s.producer_id.0);
     let (ke, se) = (k.producer_epoch, s.producer_epoch);
-    let step = |o: &mut Oracle, case: &str, timestamps: &[i64], sequence: i32| {
+    let step = |o: &mut Oracle, case: &str, timestamps: &[i64], sequence: i32, extra: &[Ignore]| {
         let [k, s]: [ProduceResponse; 2] = o.call_each(
             ApiKey::Produce,
             PRODUCE_V,
             &produce("p", 0, batch(timestamps, 10, Some((kp, ke, sequence)))),
             &produce("p", 0, batch(timestamps, 10, Some((sp, se, sequence)))),
         );
-        o.compare(
-            &format!("idempotent produce: {case}"),
-            &[k, s],
-            PRODUCE_IGNORE,
-        );
+        let ignore: Vec<Ignore> = PRODUCE_IGNORE.iter().chain(extra).copied().collect();
+        o.compare(&format!("idempotent produce: {case}"), &[k, s], &ignore);
     };
-    step(o, "first batch, sequence 0", &[T0, T0 + 1], 0);
-    step(o, "next batch, sequence 2", &[T0 + 2], 2);
-    step(o, "duplicate of the last batch", &[T0 + 2], 2);
-    step(o, "duplicate of an older batch", &[T0, T0 + 1], 0);
-    step(o, "sequence gap (out of order)", &[T0 + 3], 5);
-    step(o, "in order after the gap", &[T0 + 3], 3);
+    step(o, "first batch, sequence 0", &[T0, T0 + 1], 0, &[]);
+    step(o, "next batch, sequence 2", &[T0 + 2], 2, &[]);
+    step(o, "duplicate of the last batch", &[T0 + 2], 2, &[]);
+    step(o, "duplicate of an older batch", &[T0, T0 + 1], 0, &[]);
+    step(
+        o,
+        "sequence gap (out of order)",
+        &[T0 + 3],
+        5,
+        OUT_OF_ORDER_LOG_START,
+    );
+    step(o, "in order after the gap", &[T0 + 3], 3, &[]);
     // A producer id neither broker gave out.
     let [k, s]: [ProduceResponse; 2] = o.call_each(
         ApiKey::Produce,
@@ -752,8 +762,45 @@ fn fetch_and_delete_records_cases(o: &mut Oracle) {
 
 // ---- DescribeConfigs
 
-/// Config values that differ by nature: each broker's own paths, ids and build.
-const CONFIG_VALUE_DIFFERS: &[(&str, &str)] = &[("log.dirs", "each broker's own data directory")];
+/// Config keys whose value, source and synonyms differ, each with the reason (docs/status.md,
+/// "Differences from Apache Kafka").
+const CONFIG_DIFFERS: &[(&str, &str)] = &[
+    ("log.dirs", "each broker's own data directory"),
+    (
+        "log.retention.ms",
+        "Kafka leaves it null and falls back to log.retention.hours; Sluice has one setting",
+    ),
+    (
+        "min.insync.replicas",
+        "Kafka 4 (KRaft) stores it as a cluster-wide dynamic default at format time (source 3)",
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        "Kafka 4's default is 1 hour (KIP-937); Sluice still accepts any future timestamp",
+    ),
+    (
+        "broker.id",
+        "Kafka also lists its built-in default -1 as a synonym",
+    ),
+];
+
+/// Sluice's broker settings are static (its config file; AlterConfigs on a broker is
+/// refused): it describes them read-only, from the static file, without Kafka's default
+/// synonym, where Kafka describes most as dynamically alterable defaults.
+const BROKER_CONFIGS_STATIC: &[Ignore] = &[
+    Ignore {
+        field: "read_only",
+        why: "Sluice's broker settings are static",
+    },
+    Ignore {
+        field: "config_source",
+        why: "Sluice reports every broker setting as STATIC_BROKER_CONFIG",
+    },
+    Ignore {
+        field: "synonyms",
+        why: "Sluice lists no DEFAULT_CONFIG synonym for a broker setting",
+    },
+];
 
 fn describe_configs(resource_type: i8, resource: &str) -> DescribeConfigsRequest {
     DescribeConfigsRequest::default()
@@ -769,7 +816,12 @@ fn describe_configs(resource_type: i8, resource: &str) -> DescribeConfigsRequest
 
 /// Compares the keys both brokers describe (value, read_only, source, sensitivity, type,
 /// synonyms); keys only one of them has are listed, not failed.
-fn compare_configs(o: &mut Oracle, case: &str, answers: [DescribeConfigsResponse; 2]) {
+fn compare_configs(
+    o: &mut Oracle,
+    case: &str,
+    answers: [DescribeConfigsResponse; 2],
+    ignore_all: &[Ignore],
+) {
     let [k, s] = answers;
     let strip = |r: &DescribeConfigsResponse| {
         let mut r = r.clone();
@@ -799,15 +851,28 @@ fn compare_configs(o: &mut Oracle, case: &str, answers: [DescribeConfigsResponse
     );
     for (key, kc) in &km {
         let Some(sc) = sm.get(key) else { continue };
-        let ignore: &[Ignore] = if CONFIG_VALUE_DIFFERS.iter().any(|(k, _)| *k == key.as_str()) {
-            &[Ignore {
-                field: "value",
-                why: "listed in CONFIG_VALUE_DIFFERS",
-            }]
-        } else {
-            &[]
-        };
-        o.compare(&format!("{case}: {key}"), &[kc.clone(), sc.clone()], ignore);
+        let mut ignore: Vec<Ignore> = ignore_all.to_vec();
+        if let Some((_, why)) = CONFIG_DIFFERS.iter().find(|(k, _)| *k == key.as_str()) {
+            ignore.extend([
+                Ignore {
+                    field: "value",
+                    why,
+                },
+                Ignore {
+                    field: "config_source",
+                    why,
+                },
+                Ignore {
+                    field: "synonyms",
+                    why,
+                },
+            ]);
+        }
+        o.compare(
+            &format!("{case}: {key}"),
+            &[kc.clone(), sc.clone()],
+            &ignore,
+        );
     }
 }
 
@@ -817,13 +882,18 @@ fn describe_configs_cases(o: &mut Oracle) {
         DESCRIBE_CONFIGS_V,
         &describe_configs(2, "lo"),
     );
-    compare_configs(o, "describe configs: topic with an override", answers);
+    compare_configs(o, "describe configs: topic with an override", answers, &[]);
     let answers = o.call(
         ApiKey::DescribeConfigs,
         DESCRIBE_CONFIGS_V,
         &describe_configs(4, "1"),
     );
-    compare_configs(o, "describe configs: broker", answers);
+    compare_configs(
+        o,
+        "describe configs: broker",
+        answers,
+        BROKER_CONFIGS_STATIC,
+    );
     o.check::<_, DescribeConfigsResponse>(
         "describe configs: unknown topic",
         ApiKey::DescribeConfigs,

@@ -406,9 +406,10 @@ async fn read_partition(
         log_start_offset: log_start,
         records: Records::Mem(Bytes::new()),
     };
+    // Kafka answers OFFSET_OUT_OF_RANGE without offsets (-1s), below the log start as beyond
+    // its end (differential test, "fetch: below the new log start").
     if w.fetch_offset < log_start || w.fetch_offset > p.log.log_end_offset() {
-        got.error = ResponseError::OffsetOutOfRange;
-        return got;
+        return Got::error(ResponseError::OffsetOutOfRange);
     }
     let upper = if replica_id >= 0 {
         range.max_offset.min(log_end)
@@ -426,8 +427,7 @@ async fn read_partition(
     let read = match p.log.read(w.fetch_offset, upper, limit, true).await {
         Ok(r) => r,
         Err(engine::ReadError::OffsetOutOfRange { .. }) => {
-            got.error = ResponseError::OffsetOutOfRange;
-            return got;
+            return Got::error(ResponseError::OffsetOutOfRange);
         }
         Err(e) => {
             tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "read failed");

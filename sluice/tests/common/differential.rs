@@ -54,12 +54,16 @@ pub const IGNORE_ALWAYS: &[Ignore] = &[
     },
 ];
 
+/// Set to print both answers of every comparison.
+pub const VERBOSE_ENV: &str = "SLUICE_DIFF_VERBOSE";
+
 /// Node id both brokers run with, so ids in answers need no normalising.
 pub const NODE_ID: i32 = 1;
 
 /// Apache Kafka and Sluice, configured alike, with one raw connection to each.
 pub struct Oracle {
     pub kafka: ApacheKafka,
+    /// Kept running for the test's life (its log prints when the test panics).
     pub sluice: Broker,
     pub k: RawClient,
     pub s: RawClient,
@@ -158,6 +162,12 @@ impl Oracle {
     /// Compares two answers (Kafka's first); a difference is recorded under `case`.
     pub fn compare<T: Debug>(&mut self, case: &str, answers: &[T; 2], ignore: &[Ignore]) {
         self.compared += 1;
+        if std::env::var_os(VERBOSE_ENV).is_some() {
+            eprintln!(
+                "== {case}\n--- kafka ---\n{:#?}\n--- sluice ---\n{:#?}",
+                answers[0], answers[1]
+            );
+        }
         if let Some(report) = differences(&answers[0], &answers[1], ignore) {
             self.differences.push(format!("== {case}\n{report}"));
         }
@@ -171,8 +181,10 @@ impl Oracle {
     /// Fails the test when any comparison found a difference, listing them all.
     pub fn finish(self) {
         eprintln!(
-            "differential: {} comparisons, {} differences",
+            "differential: {} comparisons against Kafka {} and Sluice {}, {} differences",
             self.compared,
+            self.kafka.bootstrap(),
+            self.sluice.addr(),
             self.differences.len()
         );
         assert!(
