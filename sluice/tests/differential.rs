@@ -1210,7 +1210,7 @@ fn group_cases(o: &mut Oracle) {
     );
     commit(
         o,
-        "right generation and member",
+        "right generation and member, before SyncGroup",
         "gr",
         generation,
         (&km, &sm),
