@@ -406,10 +406,12 @@ async fn read_partition(
         log_start_offset: log_start,
         records: Records::Mem(Bytes::new()),
     };
-    // Kafka answers OFFSET_OUT_OF_RANGE without offsets (-1s), below the log start as beyond
-    // its end (differential test, "fetch: below the new log start").
+    // Kafka answers OFFSET_OUT_OF_RANGE with -1 offsets; Sluice keeps them below the log start
+    // because loadgen's consumer skips to the log start it names (docs/status.md,
+    // "Differences from Apache Kafka").
     if w.fetch_offset < log_start || w.fetch_offset > p.log.log_end_offset() {
-        return Got::error(ResponseError::OffsetOutOfRange);
+        got.error = ResponseError::OffsetOutOfRange;
+        return got;
     }
     let upper = if replica_id >= 0 {
         range.max_offset.min(log_end)
@@ -427,7 +429,8 @@ async fn read_partition(
     let read = match p.log.read(w.fetch_offset, upper, limit, true).await {
         Ok(r) => r,
         Err(engine::ReadError::OffsetOutOfRange { .. }) => {
-            return Got::error(ResponseError::OffsetOutOfRange);
+            got.error = ResponseError::OffsetOutOfRange;
+            return got;
         }
         Err(e) => {
             tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "read failed");
