@@ -91,9 +91,12 @@ pub async fn handle(
     };
     let mut created = created.into_iter();
     let log = &shard.config().log;
+    // One result per name, as Kafka answers a name given twice (its results are keyed by name).
+    let mut answered = std::collections::BTreeSet::new();
     let topics = new
         .iter()
         .zip(results)
+        .filter(|((t, _), _)| answered.insert(t.name.clone()))
         .map(|((t, _), r)| {
             let r = r.or_else(|| created.next()).unwrap_or_else(|| {
                 Err(TopicError::new(
@@ -104,7 +107,9 @@ pub async fn handle(
             let mut out = CreatableTopicResult::default().with_name(super::topic_name(&t.name));
             match r {
                 Ok(meta) => {
+                    // kafka-protocol's default message is "", Kafka sends null on success.
                     out = out
+                        .with_error_message(None)
                         .with_topic_id(meta.id)
                         .with_num_partitions(meta.partitions)
                         .with_replication_factor(replication_factor(&meta));

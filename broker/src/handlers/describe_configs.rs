@@ -41,6 +41,27 @@ fn config_type(name: &str) -> i8 {
     }
 }
 
+/// The broker setting a topic key defaults to, where Kafka lists it as a synonym: keys whose
+/// broker default needs a unit conversion (`retention.ms` from `log.retention.hours`,
+/// `segment.ms` from `log.roll.hours`) or has none (`flush.ms`) list none.
+fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    Some(match topic_key {
+        "cleanup.policy" => "log.cleanup.policy",
+        "compression.type" => "compression.type",
+        "index.interval.bytes" => "log.index.interval.bytes",
+        "max.message.bytes" => "message.max.bytes",
+        "message.timestamp.after.max.ms" => "log.message.timestamp.after.max.ms",
+        "message.timestamp.before.max.ms" => "log.message.timestamp.before.max.ms",
+        "message.timestamp.type" => "log.message.timestamp.type",
+        "min.insync.replicas" => "min.insync.replicas",
+        "preallocate" => "log.preallocate",
+        "retention.bytes" => "log.retention.bytes",
+        "segment.bytes" => "log.segment.bytes",
+        "unclean.leader.election.enable" => "unclean.leader.election.enable",
+        _ => return None,
+    })
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     ctx: &RequestContext,
@@ -48,6 +69,8 @@ pub async fn handle(
 ) -> DescribeConfigsResponse {
     let metadata = shard.metadata();
     let config = shard.config();
+    // The broker-level values topic keys fall back to (their synonyms).
+    let topic_defaults = TopicConfig::resolve(&config.log, &Default::default()).ok();
     let results = req
         .resources
         .iter()
@@ -58,22 +81,43 @@ pub async fn handle(
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
             };
+            // A success carries error_message "" (kafka-protocol's default), as Kafka's does
+            // (differential test); CreateTopics and AlterConfigs send null.
             let out = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            // Synonyms as Kafka lists them (differential test): the entry itself when it is
+            // set (a topic override, a static broker setting), then the broker-level default
+            // a topic key falls back to, under the broker's name for it.
             let entry = |key: &str, value: String, source: i8, read_only: bool, ty: i8| {
                 let mut e = DescribeConfigsResourceResult::default()
                     .with_name(str_bytes(key))
                     .with_value(Some(str_bytes(&value)))
                     .with_read_only(read_only)
-                    .with_config_source(source);
+                    .with_config_source(source)
+                    .with_documentation(None);
                 if req.include_synonyms {
-                    e = e.with_synonyms(vec![
-                        DescribeConfigsSynonym::default()
-                            .with_name(str_bytes(key))
-                            .with_value(Some(str_bytes(&value)))
-                            .with_source(source),
-                    ]);
+                    let mut synonyms = Vec::new();
+                    if source != SOURCE_DEFAULT {
+                        synonyms.push(
+                            DescribeConfigsSynonym::default()
+                                .with_name(str_bytes(key))
+                                .with_value(Some(str_bytes(&value)))
+                                .with_source(source),
+                        );
+                    }
+                    if r.resource_type == RESOURCE_TOPIC
+                        && let Some(broker_key) = broker_synonym(key)
+                        && let Some(default) = topic_defaults.as_ref().and_then(|d| d.value_of(key))
+                    {
+                        synonyms.push(
+                            DescribeConfigsSynonym::default()
+                                .with_name(str_bytes(broker_key))
+                                .with_value(Some(str_bytes(&default)))
+                                .with_source(SOURCE_DEFAULT),
+                        );
+                    }
+                    e = e.with_synonyms(synonyms);
                 }
                 if ctx.version >= 3 {
                     e = e.with_config_type(ty);
@@ -151,7 +195,7 @@ pub async fn handle(
                         (
                             "log.dirs",
                             config.broker.data_dir.display().to_string(),
-                            TYPE_STRING,
+                            TYPE_LIST,
                         ),
                         (
                             "socket.request.max.bytes",

@@ -406,6 +406,9 @@ async fn read_partition(
         log_start_offset: log_start,
         records: Records::Mem(Bytes::new()),
     };
+    // Kafka answers OFFSET_OUT_OF_RANGE with -1 offsets; Sluice keeps them below the log start
+    // because loadgen's consumer skips to the log start it names (docs/status.md,
+    // "Differences from Apache Kafka").
     if w.fetch_offset < log_start || w.fetch_offset > p.log.log_end_offset() {
         got.error = ResponseError::OffsetOutOfRange;
         return got;

@@ -2,7 +2,11 @@
 //! partition (on a single node, a quorum of one, that is this node). For consumer groups the
 //! topic is created first (as Kafka does on first use), so the group requests that follow
 //! find their partition. Batched keys from v4 (KIP-699), each answered on its own.
-//! Transaction keys name this node (transactions are not supported yet).
+//! Transaction keys get UNSUPPORTED_VERSION with a message saying transactions are not
+//! supported yet: the Java producer fails `initTransactions()` at once with that message
+//! (its FindCoordinator handler turns any unexpected error into a fatal error carrying the
+//! broker's text), where naming this node would only lead to a misleading error later
+//! (docs/status.md, "Differences from Apache Kafka").
 
 use std::rc::Rc;
 
@@ -20,6 +24,9 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
+/// What a transactional client is told (FindCoordinator's message; InitProducerId logs it).
+pub const TRANSACTIONS_UNSUPPORTED: &str = "transactions are not supported by this broker (Sluice) yet: use an idempotent producer \
+     without transactional.id";
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -42,11 +49,23 @@ pub async fn handle(
                     })
                     .collect()
             }
-            Err(error) => with_each(keys, Answer::error(error.code())),
+            Err(error) => with_each(keys, Answer::error(error.code(), &error.to_string())),
         },
-        KEY_TYPE_TRANSACTION => with_each(keys, this_node(shard)),
+        KEY_TYPE_TRANSACTION => with_each(
+            keys,
+            Answer::error(
+                ResponseError::UnsupportedVersion.code(),
+                TRANSACTIONS_UNSUPPORTED,
+            ),
+        ),
         // Share groups (v6, KIP-932) and anything else.
-        _ => with_each(keys, Answer::error(ResponseError::InvalidRequest.code())),
+        _ => with_each(
+            keys,
+            Answer::error(
+                ResponseError::InvalidRequest.code(),
+                "unsupported coordinator key type",
+            ),
+        ),
     };
     if ctx.version >= 4 {
         let coordinators = answers
@@ -79,35 +98,28 @@ struct Answer {
     node_id: i32,
     host: StrBytes,
     port: i32,
+    /// Null on success, as Kafka sends it.
+    message: Option<StrBytes>,
 }
 
 impl Answer {
-    fn error(code: i16) -> Self {
+    fn error(code: i16, message: &str) -> Self {
         Self {
             code,
             node_id: -1,
             host: StrBytes::default(),
             port: -1,
+            message: Some(str_bytes(message)),
         }
     }
 
     fn message(&self) -> Option<StrBytes> {
-        (self.code != 0).then(|| str_bytes("coordinator not available"))
+        self.message.clone()
     }
 }
 
 fn with_each(keys: Vec<StrBytes>, answer: Answer) -> Vec<(StrBytes, Answer)> {
     keys.into_iter().map(|k| (k, answer.clone())).collect()
-}
-
-fn this_node(shard: &Shard) -> Answer {
-    let shared = &shard.shared;
-    Answer {
-        code: 0,
-        node_id: shared.node_id(),
-        host: str_bytes(&shared.advertised_host),
-        port: i32::from(shared.advertised_port),
-    }
 }
 
 /// The leader of the group's offsets partition (COORDINATOR_NOT_AVAILABLE while it has none).
@@ -118,7 +130,8 @@ fn group_coordinator(metadata: &ClusterMetadata, topic: &TopicMeta, group_id: &s
             node_id: broker.node_id,
             host: str_bytes(&broker.host),
             port: i32::from(broker.port),
+            message: None,
         },
-        Err(error) => Answer::error(error.code()),
+        Err(error) => Answer::error(error.code(), &error.to_string()),
     }
 }

@@ -48,7 +48,8 @@ pub async fn handle(
                 .with_resource_name(r.resource_name);
             let result = super::alter_configs::resource_result(r.resource_type, &mut results);
             match result {
-                Ok(()) => out,
+                // kafka-protocol's default message is "", Kafka sends null on success.
+                Ok(()) => out.with_error_message(None),
                 Err(e) => out
                     .with_error_code(e.code.code())
                     .with_error_message(Some(str_bytes(&e.message))),

@@ -162,7 +162,8 @@ async fn answer(
                 (ResponseError::KafkaStorageError, -1, -1, -1)
             }
         },
-        _ => (ResponseError::InvalidRequest, -1, -1, -1),
+        // Kafka: a special timestamp it does not know is UNSUPPORTED_VERSION.
+        _ => (ResponseError::UnsupportedVersion, -1, -1, -1),
     }
 }
 

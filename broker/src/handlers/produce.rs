@@ -269,7 +269,10 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
             let code = match error {
                 BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
                 // Kafka's LogValidator / DefaultRecordBatch raise InvalidRecordException for a
-                // count that disagrees with the offsets or with the records themselves.
+                // count that disagrees with the offsets or with the records themselves, and
+                // for an old format (magic 0/1) in a v3+ Produce; a magic it does not know
+                // (above 2) is a CorruptRecordException (differential test, "magic 3").
+                BatchError::BadMagic { magic } if *magic > 2 => ResponseError::CorruptMessage,
                 BatchError::BadMagic { .. }
                 | BatchError::BadRecordCount { .. }
                 | BatchError::RecordCountMismatch { .. }
