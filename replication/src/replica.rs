@@ -902,7 +902,10 @@ impl Replica {
         let Some((candidate, durable)) = self.watermarks() else {
             return;
         };
-        assert!(durable <= candidate, "durable watermark above the high watermark");
+        assert!(
+            durable <= candidate,
+            "durable watermark above the high watermark"
+        );
         if candidate > self.high_watermark {
             assert!(
                 candidate <= self.log_end_offset,
@@ -1362,7 +1365,10 @@ mod tests {
         let (Some(raised), Some(answered)) = (raised, answered) else {
             panic!("no high watermark raise or no answer: {out:?}");
         };
-        assert!(raised < answered, "answered before the high watermark moved");
+        assert!(
+            raised < answered,
+            "answered before the high watermark moved"
+        );
         let append = out
             .iter()
             .position(|a| matches!(a, Action::Append { .. }))
@@ -1374,7 +1380,10 @@ mod tests {
         assert_eq!((range.max_offset, range.high_watermark), (3, 3));
         // The sync moves only the durable watermark.
         let out = durable(&mut r, 2, 3);
-        assert!(!out.iter().any(|a| matches!(a, Action::SetHighWatermark { .. })));
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::SetHighWatermark { .. }))
+        );
         assert_eq!(r.durable_watermark(), Some(3));
 
         // Under PageCache both watermarks count the log end: one number, Kafka's.

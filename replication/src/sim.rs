@@ -953,8 +953,8 @@ impl World {
                 c.iter()
                     .filter(|&(&base, c)| !log.contains(base, c.payload))
                     .find(|&(&base, c)| {
-                        let allowed =
-                            !c.acked && lost_in_crash.is_some_and(|l| l.contains(&(base, c.payload)));
+                        let allowed = !c.acked
+                            && lost_in_crash.is_some_and(|l| l.contains(&(base, c.payload)));
                         if allowed {
                             forgiven.push(base);
                         }
