@@ -19,7 +19,10 @@
 //!   committed, at the same offset, and no ISR member ever truncates it.
 //! - At most one replica leads a partition in any leader epoch.
 //! - Consumers see only batches below the high watermark, and the high watermark they see
-//!   never goes backwards.
+//!   never goes backwards. The one exception is Kafka's own RF=1 contract: the high watermark
+//!   counts the leader's page-cache log end (acks=all waits for a separate durable
+//!   watermark), so a batch seen by consumers but never acknowledged acks=all can be lost
+//!   when the leader, alone in the ISR, loses power before its sync and is elected again.
 //! - Once the network heals and every node runs, all replicas hold identical logs.
 //!
 //! Why a crate and not `broker/src/replication/`: the core needs nothing from the broker's

@@ -7,8 +7,17 @@
 //! applies in order before the next input.
 //! Does not own: elections and ISR commits (the controller), registration (the node).
 //! Invariants:
-//! - `high_watermark <= durable or end offset` of this replica, and never decreases except
-//!   when an unclean election makes a follower truncate below it.
+//! - Two watermarks on a leader (Kafka's observable contract, Sluice's durability):
+//!   the **high watermark** (what consumers, ListOffsets and followers are told) is the
+//!   minimum over the maximal ISR of the leader's *log end offset* and each other member's
+//!   fetch offset; the **durable watermark** (`durable_watermark`, what acks=all waits for)
+//!   is the same minimum with the leader's *durable offset* in place of its log end (under
+//!   `Durability::Fsync`; under `PageCache` the two are equal). So acks=1 data is visible
+//!   as soon as every other ISR member has it, as in Kafka (with the ISR the leader alone:
+//!   at once), and acks=all is still answered only after every ISR member synced it.
+//! - `high_watermark <= log end offset` of this replica, and never decreases except when an
+//!   unclean election makes a follower truncate below it, or when a leader alone in the
+//!   ISR loses its unsynced tail (power loss) and is elected again.
 //! - A leader counts a member in the high watermark from the moment it proposes adding it
 //!   until a newer partition state says otherwise ("maximal ISR", KIP-497); a removal counts
 //!   only once the controller has committed it. So the committed ISR is always a subset of the
@@ -220,8 +229,18 @@ impl Replica {
         self.durable_offset
     }
 
+    /// The consumer-visible high watermark (Fetch, ListOffsets latest, DeleteRecords
+    /// bounds, the watermark followers learn).
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
+    }
+
+    /// A leader's durable watermark: every offset below it is durable on every member of the
+    /// maximal ISR, this leader included (`None` when not leading, or while a member has not
+    /// fetched in this epoch). acks=all is answered once it passes the batch. Computed afresh
+    /// from this epoch's fetches, never carried over from an earlier leadership.
+    pub fn durable_watermark(&self) -> Option<i64> {
+        self.watermarks().map(|(_, durable)| durable)
     }
 
     pub fn epochs(&self) -> &EpochCache {
@@ -346,18 +365,23 @@ impl Replica {
         let (base_offset, last_offset) = (batch.base_offset, batch.last_offset());
         self.log_end_offset = batch.next_offset();
         out.push(Action::Append { partition, batch });
-        match acks {
-            Acks::Leader => respond(Ok(base_offset), out),
-            Acks::All => l.produces.push(PendingProduce {
+        if acks == Acks::All {
+            l.produces.push(PendingProduce {
                 client,
                 request_id,
                 base_offset,
                 last_offset,
                 deadline_ms: ctx.now_ms + self.config.produce_timeout_ms,
-            }),
+            });
         }
         self.request_durable(out);
         self.maybe_advance_high_watermark(out);
+        // acks=1 is answered after the high watermark moved (Kafka's appendRecordsToLeader
+        // then maybeIncrementLeaderHW): the driver applies `SetHighWatermark` before this
+        // `Send`, so a ListOffsets or Fetch issued after the answer sees the batch.
+        if acks == Acks::Leader {
+            respond(Ok(base_offset), out);
+        }
     }
 
     /// A fetch from a follower (`replica` set) or a consumer.
@@ -691,8 +715,10 @@ impl Replica {
         self.log_end_offset = log_end_offset;
         self.durable_offset = self.durable_offset.min(log_end_offset);
         self.durable_requested = self.durable_requested.min(log_end_offset);
-        // Under `Durability::PageCache` a leader counts its own end offset at once, so its high
-        // watermark may cover what failed; no replica ever had those offsets.
+        // A leader counts its own log end offset in the high watermark at once (a lone ISR
+        // member, or followers that already fetched), so it may cover what failed; no replica
+        // ever had those offsets, and the driver's log never exposed them (its high
+        // watermark is clamped to what it holds). The durable watermark never covered them.
         self.high_watermark = self.high_watermark.min(log_end_offset);
         let partition = self.partition;
         match &mut self.role {
@@ -844,44 +870,61 @@ impl Replica {
         self.maybe_advance_high_watermark(out);
     }
 
-    /// The offset this replica contributes to the high watermark.
-    fn own_end_offset(&self) -> i64 {
+    /// The offset this replica contributes to the durable watermark.
+    fn own_durable_offset(&self) -> i64 {
         match self.config.durability {
             Durability::Fsync => self.durable_offset,
             Durability::PageCache => self.log_end_offset,
         }
     }
 
+    /// A leader's `(high watermark candidate, durable watermark)`: the minimum over the other
+    /// maximal-ISR members' fetch offsets, with this leader's log end offset and durable
+    /// offset respectively. `None` when not leading or while a member has not fetched in
+    /// this epoch. Followers' fetch offsets are durable on them under `Durability::Fsync`,
+    /// so everything below the high watermark is durable on every ISR member but perhaps
+    /// this leader.
+    fn watermarks(&self) -> Option<(i64, i64)> {
+        let RoleState::Leader(l) = &self.role else {
+            return None;
+        };
+        let mut followers_min = i64::MAX;
+        for member in self.maximal_isr().iter().filter(|&&m| m != self.node) {
+            followers_min = followers_min.min(l.followers.get(member)?.fetch_offset?);
+        }
+        Some((
+            followers_min.min(self.log_end_offset),
+            followers_min.min(self.own_durable_offset()),
+        ))
+    }
+
     fn maybe_advance_high_watermark<P: Clone>(&mut self, out: &mut Vec<Action<P>>) {
-        let isr = self.maximal_isr();
-        let mut candidate = self.own_end_offset();
-        let RoleState::Leader(l) = &mut self.role else {
+        let Some((candidate, durable)) = self.watermarks() else {
             return;
         };
-        for member in isr.iter().filter(|&&m| m != self.node) {
-            match l.followers.get(member).and_then(|p| p.fetch_offset) {
-                Some(offset) => candidate = candidate.min(offset),
-                None => return,
-            }
-        }
-        if candidate <= self.high_watermark {
-            return;
-        }
         assert!(
-            candidate <= self.log_end_offset,
-            "high watermark above the log end offset"
+            durable <= candidate,
+            "durable watermark above the high watermark"
         );
-        self.high_watermark = candidate;
-        out.push(Action::SetHighWatermark {
-            partition: self.partition,
-            high_watermark: candidate,
-        });
-        let enough =
-            self.state.as_ref().map_or(0, |s| s.isr.len()) >= self.config.min_insync_replicas;
+        if candidate > self.high_watermark {
+            assert!(
+                candidate <= self.log_end_offset,
+                "high watermark above the log end offset"
+            );
+            self.high_watermark = candidate;
+            out.push(Action::SetHighWatermark {
+                partition: self.partition,
+                high_watermark: candidate,
+            });
+        }
+        let enough = self.isr_len() >= self.config.min_insync_replicas;
+        let RoleState::Leader(l) = &mut self.role else {
+            unreachable!("watermarks are a leader's")
+        };
         let committed = l
             .produces
             .iter()
-            .take_while(|p| p.last_offset < candidate)
+            .take_while(|p| p.last_offset < durable)
             .count();
         for p in l.produces.drain(..committed) {
             let result = if enough {
@@ -1276,13 +1319,84 @@ mod tests {
             offset: 2
         }));
         assert!(produce_results(&out).is_empty());
-        // The follower has it, the leader's copy is not durable yet.
+        assert_eq!(r.high_watermark(), 0, "the follower has not fetched it");
+        // The follower has it (durably), the leader's copy is not durable yet: consumers may
+        // read it (Kafka's high watermark), acks=all still waits.
         assert!(produce_results(&fetch(&mut r, 2, 1, 1, 2)).is_empty());
-        assert_eq!(r.high_watermark(), 0);
+        assert_eq!(r.high_watermark(), 2);
+        assert_eq!(r.durable_watermark(), Some(0));
         let mut out: Vec<Action<u64>> = Vec::new();
         r.on_durable(ctx(3), 2, &mut out);
         assert_eq!(produce_results(&out), vec![Ok(0)]);
-        assert_eq!(r.high_watermark(), 2);
+        assert_eq!(r.durable_watermark(), Some(2));
+    }
+
+    /// Issue 14, Kafka's observable contract: the high watermark counts the leader's log end
+    /// offset (Partition.appendRecordsToLeader then maybeIncrementLeaderHW), so with the
+    /// leader alone in the ISR an acks=1 batch is below it before its answer leaves, before
+    /// any sync; the durable watermark (acks=all) still counts the leader's durable offset.
+    #[test]
+    fn a_lone_leader_exposes_acks_1_before_answering_and_before_its_sync() {
+        let mut r = leader(&[0]);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        let request = ProduceRequest {
+            client: Address::Client(9),
+            request_id: 1,
+            acks: Acks::Leader,
+            record_count: 3,
+            payload: 1,
+        };
+        r.on_produce(ctx(1), request, &mut out);
+        let raised = out.iter().position(|a| {
+            *a == Action::SetHighWatermark {
+                partition: P,
+                high_watermark: 3,
+            }
+        });
+        let answered = out.iter().position(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    message: Message::ProduceResponse { result: Ok(0), .. },
+                    ..
+                }
+            )
+        });
+        let (Some(raised), Some(answered)) = (raised, answered) else {
+            panic!("no high watermark raise or no answer: {out:?}");
+        };
+        assert!(
+            raised < answered,
+            "answered before the high watermark moved"
+        );
+        let append = out
+            .iter()
+            .position(|a| matches!(a, Action::Append { .. }))
+            .expect("appended");
+        assert!(append < raised, "the driver applies actions in order");
+        assert_eq!((r.high_watermark(), r.durable_offset()), (3, 0));
+        assert_eq!(r.durable_watermark(), Some(0));
+        let range = r.consumer_read(LeaderEpoch(1), 0).unwrap();
+        assert_eq!((range.max_offset, range.high_watermark), (3, 3));
+        // The sync moves only the durable watermark.
+        let out = durable(&mut r, 2, 3);
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::SetHighWatermark { .. }))
+        );
+        assert_eq!(r.durable_watermark(), Some(3));
+
+        // Under PageCache both watermarks count the log end: one number, Kafka's.
+        let page_cache = ReplicaConfig {
+            durability: Durability::PageCache,
+            min_insync_replicas: 1,
+            ..config()
+        };
+        let mut r = Replica::new(NodeId(0), P, page_cache, RecoveredLog::default(), 0);
+        let mut out: Vec<Action<u64>> = Vec::new();
+        r.on_partition_state(ctx(0), state(0, &[0], 1, 1), &mut out);
+        assert_eq!(produce_results(&produce(&mut r, 1, 2)), vec![Ok(0)]);
+        assert_eq!((r.high_watermark(), r.durable_watermark()), (2, Some(2)));
     }
 
     /// A log emptied by DeleteRecords or retention restarts with its end above 0 and no

@@ -14,7 +14,12 @@
 //! - no two replicas (or two incarnations of one) lead a partition in the same leader epoch,
 //!   and a replica leads only epochs the controller elected it for;
 //! - a replica the controller elects holds, at that moment, every committed batch
-//!   (acknowledged acks=all or seen by the consumer) at its offset;
+//!   (acknowledged acks=all or seen by the consumer) at its offset, with one exception, the
+//!   contract Kafka has too: a batch only *seen by the consumer* (never acknowledged acks=all)
+//!   may be missing when the replica elected is the only ISR member and lost that batch from
+//!   its page cache in a crash (power loss: the high watermark counts the leader's log end,
+//!   not its durable offset). Such a loss is counted (`SimReport::lone_leader_losses`), the
+//!   batches stop counting as committed, and the consumer goes back to the new log end;
 //! - no member of the current ISR truncates a committed batch away;
 //! - the consumer sees only batches below the high watermark it is told, and that high
 //!   watermark never goes backwards; what it reads agrees with what was acknowledged;
@@ -169,6 +174,9 @@ pub struct SimReport {
     pub failovers: u64,
     pub failover_ms_total: u64,
     pub failover_ms_max: u64,
+    /// Elections of a lone ISR member that lost consumed (never acks=all acknowledged)
+    /// batches from its page cache in a crash: Kafka's RF=1-style loss, allowed.
+    pub lone_leader_losses: u64,
 }
 
 impl SimReport {
@@ -188,6 +196,7 @@ impl SimReport {
         self.failovers += other.failovers;
         self.failover_ms_total += other.failover_ms_total;
         self.failover_ms_max = self.failover_ms_max.max(other.failover_ms_max);
+        self.lone_leader_losses += other.lone_leader_losses;
     }
 }
 
@@ -398,6 +407,15 @@ struct InFlightProduce {
     acks: Acks,
 }
 
+/// A batch known committed, at its base offset.
+#[derive(Clone, Copy)]
+struct Committed {
+    payload: u64,
+    record_count: u32,
+    /// Acknowledged acks=all (else only read by the consumer).
+    acked: bool,
+}
+
 #[derive(Default)]
 struct ConsumerPartition {
     view: LeaderView,
@@ -436,7 +454,10 @@ struct World {
     consumer: BTreeMap<PartitionId, ConsumerPartition>,
     // Invariant state.
     /// Batches known committed: acknowledged acks=all or read by the consumer.
-    committed: BTreeMap<PartitionId, BTreeMap<i64, (u64, u32)>>,
+    committed: BTreeMap<PartitionId, BTreeMap<i64, Committed>>,
+    /// (base offset, payload) of the batches each node's replica lost from its page cache
+    /// in a crash.
+    lost_in_crash: BTreeMap<(NodeId, PartitionId), Vec<(i64, u64)>>,
     leaders: BTreeMap<(PartitionId, LeaderEpoch), (NodeId, u64)>,
     /// Whom the controller elected in each (partition, leader epoch).
     elected: BTreeMap<(PartitionId, LeaderEpoch), NodeId>,
@@ -497,6 +518,7 @@ impl World {
                 .map(|p| (PartitionId(p), ConsumerPartition::default()))
                 .collect(),
             committed: BTreeMap::new(),
+            lost_in_crash: BTreeMap::new(),
             leaders: BTreeMap::new(),
             elected: BTreeMap::new(),
             leader_crashed_ms: BTreeMap::new(),
@@ -681,7 +703,15 @@ impl World {
                     .or_insert(self.now_ms);
             }
         }
-        for log in self.nodes[n].logs.values_mut() {
+        let id = self.nodes[n].id;
+        for (&partition, log) in self.nodes[n].logs.iter_mut() {
+            let lost = log.batches[log.durable..]
+                .iter()
+                .map(|b| (b.base_offset, b.payload));
+            self.lost_in_crash
+                .entry((id, partition))
+                .or_default()
+                .extend(lost);
             log.crash();
         }
     }
@@ -827,7 +857,7 @@ impl World {
         let lost = log.batches[keep..].iter().find(|b| {
             committed
                 .and_then(|c| c.get(&b.base_offset))
-                .is_some_and(|&(payload, _)| payload == b.payload)
+                .is_some_and(|c| c.payload == b.payload)
         });
         if let Some(b) = lost.filter(|_| in_isr) {
             let what = format!(
@@ -907,19 +937,63 @@ impl World {
         for (partition, leader_epoch, leader) in elected {
             self.elected.insert((partition, leader_epoch), leader);
             let log = &self.nodes[leader.0 as usize].logs[&partition];
-            let committed = self.committed.get(&partition);
-            let missing = committed.and_then(|c| {
+            let end = log.end_offset();
+            // Kafka's contract: visible data not yet synced by a leader alone in the ISR is
+            // lost with its page cache (a power loss). Never an acknowledged batch.
+            let lone = self
+                .controller
+                .partition(partition)
+                .is_some_and(|s| s.isr == [leader]);
+            let lost_in_crash = self
+                .lost_in_crash
+                .get(&(leader, partition))
+                .filter(|_| lone);
+            let mut forgiven = Vec::new();
+            let missing = self.committed.get(&partition).and_then(|c| {
                 c.iter()
-                    .find(|&(&base, &(payload, _))| !log.contains(base, payload))
+                    .filter(|&(&base, c)| !log.contains(base, c.payload))
+                    .find(|&(&base, c)| {
+                        let allowed = !c.acked
+                            && lost_in_crash.is_some_and(|l| l.contains(&(base, c.payload)));
+                        if allowed {
+                            forgiven.push(base);
+                        }
+                        !allowed
+                    })
             });
-            if let Some((base, (payload, _))) = missing {
-                let end = log.end_offset();
+            if let Some((base, c)) = missing {
+                let payload = c.payload;
                 return self.fail(format!(
                     "the controller elected {leader} for {partition} in {leader_epoch} without committed batch at {base} (payload {payload}); its log ends at {end}"
                 ));
             }
+            // The consumer may also have been told a high watermark past the lost tail
+            // without reading that far.
+            let lost_tail = lost_in_crash.is_some_and(|l| l.iter().any(|&(base, _)| base >= end));
+            if !forgiven.is_empty() || (lost_tail && self.consumer[&partition].high_watermark > end)
+            {
+                self.forget_lost(partition, leader, &forgiven, end);
+            }
         }
         self.apply_controller_actions(actions);
+    }
+
+    /// A lone ISR member whose log now ends at `end` lost its page-cache tail in a crash and
+    /// was elected: the consumed batches it lost (`forgiven`) no longer count as committed,
+    /// and the consumer goes back to the new log end if it was past it (as a Kafka consumer
+    /// does after OFFSET_OUT_OF_RANGE with auto.offset.reset=latest), forgetting a high
+    /// watermark it saw past it and any answer still on its way from the previous leader.
+    fn forget_lost(&mut self, partition: PartitionId, leader: NodeId, forgiven: &[i64], end: i64) {
+        self.report.lone_leader_losses += 1;
+        self.trace(|| format!("{leader} {partition}: elected alone, its page-cache tail from {end} lost in a crash"));
+        let committed = self.committed.entry(partition).or_default();
+        for base in forgiven {
+            committed.remove(base);
+        }
+        let c = self.consumer.get_mut(&partition).expect("every partition");
+        c.position = c.position.min(end);
+        c.high_watermark = c.high_watermark.min(end);
+        c.in_flight = None;
     }
 
     // ---- controller and network --------------------------------------------------------------
@@ -1169,11 +1243,13 @@ impl World {
         record_count: u32,
         how: &str,
     ) {
+        let acked = how == "acknowledged";
         let committed = self.committed.entry(partition).or_default();
         let end = base_offset + i64::from(record_count);
-        if let Some((&base, &(other, count))) = committed.range(..end).next_back() {
-            let other_end = base + i64::from(count);
+        if let Some((&base, c)) = committed.range_mut(..end).next_back() {
+            let (other, other_end) = (c.payload, base + i64::from(c.record_count));
             if base == base_offset && other == payload {
+                c.acked |= acked;
                 return;
             }
             if other_end > base_offset {
@@ -1183,7 +1259,14 @@ impl World {
                 return self.fail(what);
             }
         }
-        committed.insert(base_offset, (payload, record_count));
+        committed.insert(
+            base_offset,
+            Committed {
+                payload,
+                record_count,
+                acked,
+            },
+        );
     }
 
     fn consumer_poll(&mut self) {
@@ -1311,9 +1394,10 @@ impl World {
                 return self.fail(format!("{partition}: leader {leader} high watermark {high_watermark} != log end {end} after healing"));
             }
             if let Some(committed) = self.committed.get(&partition)
-                && let Some((&base, &(payload, _))) = committed
+                && let Some((&base, payload)) = committed
                     .iter()
-                    .find(|&(&b, &(pl, _))| !leader_log.contains(b, pl))
+                    .map(|(b, c)| (b, c.payload))
+                    .find(|&(&b, pl)| !leader_log.contains(b, pl))
             {
                 return self.fail(format!(
                     "{partition}: committed batch at {base} (payload {payload}) lost"

@@ -6,8 +6,9 @@
 //! partition, takes the partition's append ticket (directly, or inside the mesh closure that
 //! runs in arrival order on the owner), so pipelined produces append in the order sent.
 //! acks: 0 = no answer (an error closes the connection, as Kafka does), 1 = answer once in
-//! the log (page cache), -1 = once committed on the ISR (durably, when
-//! `log.acks_all_durable`: the replication core counts only synced offsets).
+//! the log (page cache; the high watermark already covers it when the leader is alone in the
+//! ISR, as in Kafka), -1 = once committed on the ISR (durably, when `log.acks_all_durable`:
+//! it waits for the replication core's durable watermark, which counts only synced offsets).
 
 use std::rc::Rc;
 use std::sync::Arc;

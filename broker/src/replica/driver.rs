@@ -280,7 +280,9 @@ impl ReplicaDriver {
 
     /// An acks=all retry of a batch this leader already has at `..=last_offset` (a
     /// producer's duplicate): answered as Kafka answers it (a delayed produce for the
-    /// original's offsets): success once the high watermark passes it,
+    /// original's offsets): success once the durable watermark passes it (every ISR member,
+    /// this leader included, synced it: the high watermark consumers see may already cover
+    /// it while only in this leader's page cache),
     /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR is then below `min_insync_replicas`,
     /// NOT_LEADER_OR_FOLLOWER if this replica stops leading the epoch, REQUEST_TIMED_OUT at
     /// the produce timeout. Without it a retry was acknowledged before its batch was
@@ -313,13 +315,13 @@ impl ReplicaDriver {
         }
         let core = self.core.borrow();
         let role = core.role();
-        let high_watermark = core.high_watermark();
+        let durable_watermark = core.durable_watermark().unwrap_or(i64::MIN);
         let isr_len = core.state().map_or(0, |s| s.isr.len());
         let failed = self.failed.get();
         self.commit_waits.borrow_mut().retain(|w| {
             let result = match role {
                 Role::Leader { leader_epoch } if leader_epoch == w.leader_epoch && !failed => {
-                    if high_watermark > w.last_offset {
+                    if durable_watermark > w.last_offset {
                         if isr_len < w.min_insync_replicas {
                             Some(Err(ReplicaError::NotEnoughReplicasAfterAppend))
                         } else {
@@ -1151,6 +1153,28 @@ mod tests {
             );
             assert_eq!(driver.offset_for_leader_epoch(-1, 1), Ok((1, 5)));
             assert!(env.to_controller.borrow().is_empty());
+        });
+    }
+
+    /// Issue 14: with the leader alone in the ISR, an acks=1 batch is below the high
+    /// watermark (what ListOffsets and Fetch read) when its answer arrives, sync or not; the
+    /// high watermark used to be the durable offset, a few ms behind.
+    #[test]
+    fn leader_alone_exposes_acks_1_when_it_answers() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Rc::new(TestEnv::default());
+            let p = open(dir.path(), 0, Rc::clone(&env)).await;
+            apply(&p, state(0, &[0], &[0], 1));
+            for round in 0..5 {
+                let answer = p.submit_replicated(batch(2), 0, 1).unwrap();
+                let answer = answer.wait().await.unwrap();
+                let end = answer.last_offset + 1;
+                assert_eq!((answer.base_offset, end), (round * 2, round * 2 + 2));
+                assert_eq!(p.high_watermark(), end, "round {round}");
+                let range = p.replica.fetch(None, -1, answer.base_offset).unwrap();
+                assert_eq!((range.max_offset, range.high_watermark), (end, end));
+            }
         });
     }
 
