@@ -23,7 +23,6 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -33,13 +32,12 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use common::requests::{name, str_bytes};
+use common::requests::{fetch_request, name, produce_request, str_bytes};
 use oracle::{Ignore, Oracle, differences};
 
 /// Versions sent: current ones both brokers serve, below the topic-id forms (v13 Produce,
@@ -382,18 +380,7 @@ fn batch(timestamps: &[i64], value_bytes: usize, producer: Option<(i64, i16, i32
 }
 
 fn produce(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ]),
-        ])
+    produce_request(topic, partition, records, -1)
 }
 
 const PRODUCE_IGNORE: &[Ignore] = &[Ignore {
@@ -632,22 +619,7 @@ fn list_offsets_cases(o: &mut Oracle) {
 // ---- Fetch and DeleteRecords
 
 fn fetch(topic: &str, offset: i64) -> FetchRequest {
-    FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ])
+    fetch_request(topic, 0, offset)
 }
 
 /// A Fetch answer with its record blobs decoded: Kafka and Sluice may frame the same records

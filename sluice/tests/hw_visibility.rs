@@ -20,10 +20,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::requests::{create_topic_ok, fetch, list_offset, name};
+use common::requests::{create_topic_ok, fetch, list_offset, produce_acks};
 use common::{Broker, RawClient, record_batch};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::*;
 
 const ROUNDS: i32 = 30;
 
@@ -63,19 +61,6 @@ fn acks_1_is_visible_when_answered() {
 
 /// Produce (v9) of `records` to partition 0 with `acks`: (error, base offset).
 fn produce(c: &mut RawClient, topic: &str, records: Bytes, acks: i16) -> (i16, i64) {
-    let req = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    let (error, base, _) = produce_acks(c, topic, records, acks);
+    (error, base)
 }

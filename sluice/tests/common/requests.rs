@@ -69,20 +69,31 @@ pub fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
     (code, base_offset)
 }
 
-/// `produce` with the answer's error message ("" if none).
-pub fn produce_answer(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64, String) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
+/// A Produce request of `records` to one partition of `topic` with `acks`.
+pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![
             TopicProduceData::default()
                 .with_name(name(topic))
                 .with_partition_data(vec![
                     PartitionProduceData::default()
-                        .with_index(0)
+                        .with_index(partition)
                         .with_records(Some(records)),
                 ]),
-        ]);
+        ])
+}
+
+/// Produce (v9) of `records` to partition 0 with `acks`: (error, base offset, the answer's
+/// error message, "" if none).
+pub fn produce_acks(
+    c: &mut RawClient,
+    topic: &str,
+    records: Bytes,
+    acks: i16,
+) -> (i16, i64, String) {
+    let req = produce_request(topic, 0, records, acks);
     let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
     let p = &resp.responses[0].partition_responses[0];
     let message = p
@@ -93,10 +104,15 @@ pub fn produce_answer(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i
     (p.error_code, p.base_offset, message)
 }
 
-/// Fetch (v12) of partition 0 from `offset`: (error, high watermark, log start, batches as
-/// (base offset, record count)).
-pub fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec<(i64, i32)>) {
-    let req = FetchRequest::default()
+/// `produce_acks` with acks=all.
+pub fn produce_answer(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64, String) {
+    produce_acks(c, topic, records, -1)
+}
+
+/// A Fetch request (v12 fields, no session, no wait) of partition `partition` from `offset`.
+pub fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(0)
         .with_min_bytes(0)
         .with_max_bytes(1 << 20)
@@ -106,11 +122,17 @@ pub fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec
                 .with_topic(name(topic))
                 .with_partitions(vec![
                     FetchPartition::default()
-                        .with_partition(0)
+                        .with_partition(partition)
                         .with_fetch_offset(offset)
                         .with_partition_max_bytes(1 << 20),
                 ]),
-        ]);
+        ])
+}
+
+/// Fetch (v12) of partition 0 from `offset`: (error, high watermark, log start, batches as
+/// (base offset, record count)).
+pub fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, i64, i64, Vec<(i64, i32)>) {
+    let req = fetch_request(topic, 0, offset);
     let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
     assert_eq!(resp.error_code, 0);
     let p = &resp.responses[0].partitions[0];
