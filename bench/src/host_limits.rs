@@ -109,14 +109,14 @@ impl Drop for IperfServer {
 fn iperf3_loopback(seconds: u32) -> Result<f64> {
     let port = refstack::free_port()?.to_string();
     let server = Command::new("iperf3")
-        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+        .args(["-s", "-B", "127.0.0.1", "-p", &port])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 (apt-get install iperf3)")?;
     let _server = IperfServer(server);
     let deadline = Instant::now() + IPERF_SERVER_READY_TIMEOUT;
-    // The one-off server (-1) serves one test; a bare connect is not a test, so probing is safe.
+    // Not a one-off server (-1): the readiness probe's bare connect would use up its one test.
     while TcpStream::connect(("127.0.0.1", port.parse::<u16>()?)).is_err() {
         if Instant::now() > deadline {
             bail!("iperf3 server did not listen on {port}");
