@@ -7,7 +7,6 @@
 //! Does not own: installing them (`apt-get install iperf3 fio`); a missing tool is an error
 //! with that command, never a silently empty row.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,34 +114,35 @@ fn iperf3_loopback(seconds: u32) -> Result<f64> {
         .spawn()
         .context("starting iperf3 (apt-get install iperf3)")?;
     let _server = IperfServer(server);
+    // No bare-connect probe: iperf3's server takes any connection for a test and then turns
+    // the real client away as busy. The client is retried until the server listens.
     let deadline = Instant::now() + IPERF_SERVER_READY_TIMEOUT;
-    // Not a one-off server (-1): the readiness probe's bare connect would use up its one test.
-    while TcpStream::connect(("127.0.0.1", port.parse::<u16>()?)).is_err() {
-        if Instant::now() > deadline {
-            bail!("iperf3 server did not listen on {port}");
+    let json = loop {
+        let out = Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-J",
+                "-t",
+                &seconds.to_string(),
+            ])
+            .output()
+            .context("running iperf3 -c")?;
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if out.status.success() && json["error"].is_null() && !json.is_null() {
+            break json;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new("iperf3")
-        .args([
-            "-c",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-J",
-            "-t",
-            &seconds.to_string(),
-        ])
-        .output()
-        .context("running iperf3 -c")?;
-    if !out.status.success() {
-        bail!(
-            "iperf3 -c failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    let json: Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+        if Instant::now() > deadline {
+            bail!(
+                "iperf3 -c failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     Ok(number(&json["end"]["sum_received"]["bits_per_second"])? / 1e9)
 }
 
