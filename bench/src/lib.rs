@@ -3,10 +3,17 @@
 //! results side by side as ratios; plus criterion micro-benchmarks (benches/).
 //!
 //! Owns: the scenario table, starting a broker binary for a scenario (fresh data directory
-//! each time, so scenarios do not inherit each other's logs), the comparison table.
-//! Does not own: load generation or measurement (loadgen does both).
+//! each time, so scenarios do not inherit each other's logs), the comparison table; and
+//! (`peer`) the side-by-side run against a real Apache Kafka started from the reference stack,
+//! with Kafka's own perf tools as a second client (`java_tools`) and the host's limits
+//! measured in the same run (`host_limits`).
+//! Does not own: load generation or measurement (loadgen does both), starting Kafka (refstack).
 
 #![forbid(unsafe_code)]
+
+pub mod host_limits;
+pub mod java_tools;
+pub mod peer;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -177,6 +184,13 @@ pub struct StartedBroker {
     _data_dir: tempfile::TempDir,
 }
 
+impl StartedBroker {
+    /// The broker's pid (for CPU accounting from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for StartedBroker {
     fn drop(&mut self) {
         // SIGTERM is the broker's clean shutdown; SIGKILL if it takes too long.
@@ -198,6 +212,11 @@ impl Drop for StartedBroker {
 /// Starts `sluice start` on a free port with a fresh data directory (sparse 256 MiB segments
 /// so a benchmark does not preallocate gigabytes).
 pub fn start_broker(path: &PathBuf) -> Result<StartedBroker> {
+    start_broker_with(path, &[])
+}
+
+/// [`start_broker`] with extra `SLUICE_*` environment overrides (later ones win).
+pub fn start_broker_with(path: &PathBuf, env: &[(&str, &str)]) -> Result<StartedBroker> {
     let data_dir = tempfile::tempdir().context("temp data dir")?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let bootstrap = format!("127.0.0.1:{port}");
@@ -206,6 +225,7 @@ pub fn start_broker(path: &PathBuf) -> Result<StartedBroker> {
         .arg(data_dir.path())
         .env("SLUICE_LOG_PREALLOCATE", "false")
         .env("SLUICE_LOG_SEGMENT_BYTES", "268435456")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

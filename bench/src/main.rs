@@ -4,7 +4,13 @@
 //! bench list
 //! bench run [--scenario NAME]... [--sluice PATH | --bootstrap ADDR] [--compare ADDR]
 //!           [--compare-label L] [--duration SECS] [--warmup-secs SECS] [--append FILE]
+//! bench peer [--scenario NAME]... [--rounds N] [--duration SECS] [--warmup-secs SECS]
+//!            [--records-scale X] [--kafka-heap-mb MB] [--sluice PATH] [--broker KIND]...
+//!            [--host-limits-secs S] [--append FILE]
 //! ```
+//!
+//! `peer` starts a real Apache Kafka (refstack) and Sluice in both flush modes and runs the
+//! side-by-side scenarios of `bench::peer` against them in interleaved rounds.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +18,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use bench::peer::{self, BrokerKind, PEER_SCENARIOS, PeerSettings};
 use bench::{RunSettings, SCENARIOS, Target, commands, markdown_table, run_scenarios, scenario};
 use clap::{Parser, Subcommand};
 
@@ -27,8 +34,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List the scenarios.
+    /// List the scenarios (and the side-by-side ones of `peer`).
     List,
+    /// Side by side with a real Apache Kafka started here: interleaved rounds, ratios.
+    Peer {
+        /// Scenario names (default: all of `bench list`'s peer scenarios).
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Seconds each timed loadgen run measures.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        /// Multiplies the record counts of the perf tools and of the fetch fill.
+        #[arg(long, default_value_t = 1.0)]
+        records_scale: f64,
+        #[arg(long, default_value_t = peer::KAFKA_HEAP_MB_DEFAULT)]
+        kafka_heap_mb: u32,
+        /// Sluice binary (default target/release/sluice).
+        #[arg(long)]
+        sluice: Option<PathBuf>,
+        /// Brokers: kafka, sluice, sluice-pc (default: all three).
+        #[arg(long = "broker")]
+        brokers: Vec<String>,
+        /// Seconds for each host-limit measurement (iperf3, two fio jobs); 0 skips them.
+        #[arg(long, default_value_t = 5)]
+        host_limits_secs: u32,
+        /// Append a markdown section (table, host limits, settings, command) to this file.
+        #[arg(long)]
+        append: Option<PathBuf>,
+    },
     /// Run scenarios.
     Run {
         /// Scenario names (default: all).
@@ -63,6 +100,99 @@ fn main() -> Result<()> {
         Cmd::List => {
             for s in SCENARIOS {
                 println!("{:<14} {}", s.name, s.description);
+            }
+            println!("\npeer scenarios (bench peer):");
+            for s in PEER_SCENARIOS {
+                println!("{:<17} {:<25} {}", s.name, s.client, s.description);
+            }
+            Ok(())
+        }
+        Cmd::Peer {
+            scenarios,
+            rounds,
+            duration,
+            warmup_secs,
+            records_scale,
+            kafka_heap_mb,
+            sluice,
+            brokers,
+            host_limits_secs,
+            append,
+        } => {
+            let chosen = if scenarios.is_empty() {
+                PEER_SCENARIOS.iter().collect::<Vec<_>>()
+            } else {
+                scenarios
+                    .iter()
+                    .map(|name| {
+                        peer::peer_scenario(name).with_context(|| format!("no scenario {name:?}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let brokers = if brokers.is_empty() {
+                BrokerKind::ALL.to_vec()
+            } else {
+                brokers
+                    .iter()
+                    .map(|label| {
+                        BrokerKind::ALL
+                            .into_iter()
+                            .find(|b| b.label() == label)
+                            .with_context(|| format!("no broker {label:?}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let settings = PeerSettings {
+                rounds,
+                duration_secs: duration,
+                warmup_secs,
+                records_scale,
+                kafka_heap_mb,
+                sluice: sluice.unwrap_or_else(|| PathBuf::from("target/release/sluice")),
+                brokers,
+            };
+            let stack = refstack::JavaStack::locate()?;
+            let data_dir = tempfile::tempdir().context("temp dir for the host limits")?;
+            let limits = if host_limits_secs > 0 {
+                eprintln!("bench peer: host limits ({host_limits_secs} s each)");
+                Some(bench::host_limits::measure(
+                    data_dir.path(),
+                    host_limits_secs,
+                )?)
+            } else {
+                None
+            };
+            let started = std::time::Instant::now();
+            let report = peer::run(&stack, &chosen, &settings)?;
+            let elapsed = started.elapsed().as_secs();
+            let host = loadgen::report::HostInfo::current();
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let limits = limits
+                .map(|l| l.markdown(data_dir.path()))
+                .unwrap_or_default();
+            let command: Vec<String> = std::env::args().collect();
+            let section = format!(
+                "{}\n{limits}\n{}\nMachine: {} ({} cpus, kernel {}); load average at the end \
+                 {}; the brokers' rounds took {elapsed} s. Command: `{}`.\n",
+                report.markdown_table(),
+                report.settings_text(),
+                host.hostname,
+                host.cpus,
+                host.kernel,
+                load.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                command.join(" "),
+            );
+            print!("{section}");
+            if let Some(path) = append {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                writeln!(file, "\n{section}")?;
             }
             Ok(())
         }
