@@ -355,6 +355,10 @@ fn wait_leader(cluster: &Cluster, topic: &str, not: Option<i32>, full_isr: bool)
         seen.dedup();
         match seen.as_slice() {
             [one] => {
+                // Metadata names the leader before its shard has opened the partition (a
+                // client then gets a retriable error and retries); these tests' first produce
+                // must not, so the leader must also answer for the partition.
+                leader_serves(c, *one, topic)?;
                 leader = *one;
                 Ok(())
             }
@@ -362,6 +366,27 @@ fn wait_leader(cluster: &Cluster, topic: &str, not: Option<i32>, full_isr: bool)
         }
     });
     leader
+}
+
+/// ListOffsets(latest) of partition 0 at `node` answers without error.
+fn leader_serves(cluster: &Cluster, node: i32, topic: &str) -> Result<(), String> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let resp: ListOffsetsResponse = cluster.try_call(node, ApiKey::ListOffsets, 7, &req)?;
+    match resp.topics[0].partitions[0].error_code {
+        0 => Ok(()),
+        code => Err(format!("node {node}: ListOffsets error {code}")),
+    }
 }
 
 fn init_producer_id(c: &mut RawClient) -> i64 {
