@@ -293,7 +293,14 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         AppendFailure::Engine(e) => (ResponseError::UnknownServerError, Some(e.to_string())),
         AppendFailure::InvalidProducerEpoch => (ResponseError::InvalidProducerEpoch, None),
         AppendFailure::OutOfOrderSequence => (ResponseError::OutOfOrderSequenceNumber, None),
-        AppendFailure::InvalidTimestamp => (ResponseError::InvalidTimestamp, None),
+        AppendFailure::InvalidTimestamp => (
+            ResponseError::InvalidTimestamp,
+            Some(
+                "a record's timestamp is outside the topic's message.timestamp.before.max.ms / \
+                 message.timestamp.after.max.ms of the broker's clock"
+                    .into(),
+            ),
+        ),
         AppendFailure::InvalidRecord(m) => (ResponseError::InvalidRecord, Some((*m).to_string())),
         AppendFailure::Corrupt(m) => (ResponseError::CorruptMessage, Some((*m).to_string())),
         AppendFailure::MessageTooLarge { bytes, max } => (

@@ -67,6 +67,9 @@ pub const TIMESTAMP_BEFORE_MAX_MS: Bounds = Bounds {
     min: 0,
     max: i64::MAX,
 };
+/// Kafka 4's default message.timestamp.after.max.ms: one hour.
+pub const TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
+
 /// message.timestamp.after.max.ms (Kafka: atLeast(0)).
 pub const TIMESTAMP_AFTER_MAX_MS: Bounds = Bounds {
     name: "message.timestamp.after.max.ms",
@@ -135,7 +138,9 @@ impl TopicConfig {
             min_insync_replicas: 1,
             log_append_time: false,
             timestamp_before_max_ms: i64::MAX,
-            timestamp_after_max_ms: i64::MAX,
+            // Kafka 4's default (LOG_MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT, 1 hour): a
+            // CreateTime more than an hour ahead of the broker's clock is INVALID_TIMESTAMP.
+            timestamp_after_max_ms: TIMESTAMP_AFTER_MAX_MS_DEFAULT,
             preallocate: log.preallocate,
             retention_bytes: log.retention_bytes,
             retention_ms: log.retention_ms,
