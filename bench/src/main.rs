@@ -119,16 +119,7 @@ fn main() -> Result<()> {
             host_limits_secs,
             append,
         } => {
-            let chosen = if scenarios.is_empty() {
-                PEER_SCENARIOS.iter().collect::<Vec<_>>()
-            } else {
-                scenarios
-                    .iter()
-                    .map(|name| {
-                        peer::peer_scenario(name).with_context(|| format!("no scenario {name:?}"))
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            };
+            let chosen = choose(&scenarios, PEER_SCENARIOS, peer::peer_scenario)?;
             let brokers = if brokers.is_empty() {
                 BrokerKind::ALL.to_vec()
             } else {
@@ -207,14 +198,7 @@ fn main() -> Result<()> {
             warmup_secs,
             append,
         } => {
-            let chosen = if scenarios.is_empty() {
-                SCENARIOS.iter().collect::<Vec<_>>()
-            } else {
-                scenarios
-                    .iter()
-                    .map(|name| scenario(name).with_context(|| format!("no scenario {name:?}")))
-                    .collect::<Result<Vec<_>>>()?
-            };
+            let chosen = choose(&scenarios, SCENARIOS, scenario)?;
             let first = match bootstrap {
                 Some(bootstrap) => Target::Address { label, bootstrap },
                 None => {
@@ -268,4 +252,19 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The scenarios named on the command line (each looked up with `find`), or all of them.
+fn choose<T>(
+    names: &[String],
+    all: &'static [T],
+    find: fn(&str) -> Option<&'static T>,
+) -> Result<Vec<&'static T>> {
+    if names.is_empty() {
+        return Ok(all.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| find(name).with_context(|| format!("no scenario {name:?}")))
+        .collect()
 }

@@ -5,11 +5,7 @@
 //! (docs/benchmarks.md).
 //!
 //! The Sluice binary belongs to another package, so `CARGO_BIN_EXE_sluice` is not available:
-//! as loadgen's tests do, this reuses `target/debug/sluice` when it is newer than the sources
-//! (as it is inside `cargo test --workspace`), otherwise builds it.
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+//! `refstack::sluice_debug_binary` finds (or builds) it.
 
 use bench::peer::{self, BrokerKind, PeerSettings};
 use refstack::JavaStack;
@@ -26,7 +22,7 @@ fn kafka_and_sluice_give_ratio_rows() {
         // 20 000 records for the perf tool.
         records_scale: 0.02,
         kafka_heap_mb: 512,
-        sluice: sluice_binary(),
+        sluice: refstack::sluice_debug_binary(),
         brokers: vec![BrokerKind::Kafka, BrokerKind::SluiceDurable],
     };
     let report = peer::run(&stack, &scenarios, &settings).expect("peer run");
@@ -82,70 +78,4 @@ fn kafka_and_sluice_give_ratio_rows() {
         row("1k-acksall").contains("sluice: after fdatasync"),
         "{table}"
     );
-}
-
-fn sluice_binary() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench lives in the workspace")
-        .to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace.join("target"));
-    let binary = target.join("debug").join("sluice");
-    // `cargo test --workspace` builds the binary for the sluice package's integration tests
-    // before any test runs; building it again with `-p sluice` would resolve features for that
-    // package alone and recompile shared dependencies, so reuse it when it is fresh.
-    if binary_is_fresh(&binary, &workspace) {
-        return binary;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(&cargo)
-        .args(["build", "-p", "sluice", "--bin", "sluice"])
-        .current_dir(&workspace)
-        .status()
-        .unwrap_or_else(|e| panic!("running `{cargo} build -p sluice --bin sluice`: {e}"));
-    assert!(status.success(), "`cargo build -p sluice` failed: {status}");
-    binary
-}
-
-/// True when `binary` is newer than Cargo.lock and every source of the crates it is built from.
-fn binary_is_fresh(binary: &Path, workspace: &Path) -> bool {
-    let Some(built) = modified(binary) else {
-        return false;
-    };
-    let crates = [
-        "sluice",
-        "broker",
-        "engine",
-        "kafka-wire",
-        "replication",
-        "tuning",
-        "loadgen",
-    ];
-    let mut pending: Vec<PathBuf> = crates
-        .iter()
-        .flat_map(|krate| {
-            [
-                workspace.join(krate).join("src"),
-                workspace.join(krate).join("Cargo.toml"),
-            ]
-        })
-        .chain([workspace.join("Cargo.lock"), workspace.join("Cargo.toml")])
-        .collect();
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
-                return false;
-            };
-            pending.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-        } else if path.exists() && modified(&path).is_none_or(|m| m > built) {
-            return false;
-        }
-    }
-    true
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

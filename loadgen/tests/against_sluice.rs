@@ -1,13 +1,11 @@
 //! loadgen against a real Sluice broker started by the test: counts, not speed.
 //!
 //! The broker binary belongs to another package, so `CARGO_BIN_EXE_sluice` is not available:
-//! the harness reuses `target/debug/sluice` when it is newer than the sources (as it is inside
-//! `cargo test --workspace`), otherwise runs `cargo build -p sluice --bin sluice`, and starts
-//! it on a free port with a temporary data directory.
+//! `refstack::sluice_debug_binary` finds (or builds) it, and the harness starts it on a free
+//! port with a temporary data directory.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -30,89 +28,13 @@ impl Drop for Broker {
     }
 }
 
-fn sluice_binary() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir
-        .parent()
-        .expect("loadgen lives in the workspace")
-        .to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace.join("target"));
-    let binary = target.join("debug").join("sluice");
-    // `cargo test --workspace` builds the binary for the sluice package's integration tests,
-    // in the same invocation, before any test runs. Building it again with `-p sluice` would
-    // resolve features for that package alone and recompile every shared dependency, so reuse
-    // it when it is newer than every source it is built from.
-    if binary_is_fresh(&binary, &workspace) {
-        return binary;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(&cargo)
-        .args(["build", "-p", "sluice", "--bin", "sluice"])
-        .current_dir(&workspace)
-        .status()
-        .unwrap_or_else(|e| panic!("running `{cargo} build -p sluice --bin sluice`: {e}"));
-    assert!(
-        status.success(),
-        "`cargo build -p sluice --bin sluice` failed: {status}"
-    );
-    assert!(
-        binary.exists(),
-        "sluice binary missing at {} after building it",
-        binary.display()
-    );
-    binary
-}
-
-/// True when `binary` exists and is newer than Cargo.lock and every file under the source
-/// directories of the crates the broker binary is built from.
-fn binary_is_fresh(binary: &std::path::Path, workspace: &std::path::Path) -> bool {
-    let Some(built) = modified(binary) else {
-        return false;
-    };
-    let mut pending: Vec<PathBuf> = [
-        "sluice",
-        "broker",
-        "engine",
-        "kafka-wire",
-        "replication",
-        "tuning",
-        "loadgen",
-    ]
-    .iter()
-    .flat_map(|krate| {
-        [
-            workspace.join(krate).join("src"),
-            workspace.join(krate).join("Cargo.toml"),
-        ]
-    })
-    .chain([workspace.join("Cargo.lock"), workspace.join("Cargo.toml")])
-    .collect();
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
-                return false;
-            };
-            pending.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-        } else if path.exists() && modified(&path).is_none_or(|m| m > built) {
-            return false;
-        }
-    }
-    true
-}
-
-fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
 
 fn start_broker() -> Broker {
-    let binary = sluice_binary();
+    let binary = refstack::sluice_debug_binary();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(&binary)

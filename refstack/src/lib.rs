@@ -361,3 +361,81 @@ fn metadata_lists_a_broker(port: u16) -> bool {
     };
     probe().unwrap_or(false)
 }
+
+/// The workspace's debug `sluice` binary, for tests outside the `sluice` package (where
+/// `CARGO_BIN_EXE_sluice` does not exist): `target/debug/sluice` (or under
+/// `$CARGO_TARGET_DIR`) when it is newer than Cargo.lock and every source it is built from, as
+/// it is inside `cargo test --workspace`, which builds it before any test runs; otherwise
+/// `cargo build -p sluice --bin sluice` first. (Building it unconditionally would resolve
+/// features for that package alone and recompile every shared dependency.)
+pub fn sluice_debug_binary() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("refstack lives in the workspace")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let binary = target.join("debug").join("sluice");
+    if binary_is_fresh(&binary, &workspace) {
+        return binary;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(&cargo)
+        .args(["build", "-p", "sluice", "--bin", "sluice"])
+        .current_dir(&workspace)
+        .status()
+        .unwrap_or_else(|e| panic!("running `{cargo} build -p sluice --bin sluice`: {e}"));
+    assert!(
+        status.success(),
+        "`cargo build -p sluice --bin sluice` failed: {status}"
+    );
+    assert!(
+        binary.exists(),
+        "sluice binary missing at {} after building it",
+        binary.display()
+    );
+    binary
+}
+
+/// True when `binary` exists and is newer than Cargo.lock and every file under the sources of
+/// the crates the binary is built from.
+fn binary_is_fresh(binary: &Path, workspace: &Path) -> bool {
+    let Some(built) = modified(binary) else {
+        return false;
+    };
+    let crates = [
+        "sluice",
+        "broker",
+        "engine",
+        "kafka-wire",
+        "replication",
+        "tuning",
+        "loadgen",
+    ];
+    let mut pending: Vec<PathBuf> = crates
+        .iter()
+        .flat_map(|krate| {
+            [
+                workspace.join(krate).join("src"),
+                workspace.join(krate).join("Cargo.toml"),
+            ]
+        })
+        .chain([workspace.join("Cargo.lock"), workspace.join("Cargo.toml")])
+        .collect();
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            let Ok(entries) = fs::read_dir(&path) else {
+                return false;
+            };
+            pending.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        } else if path.exists() && modified(&path).is_none_or(|m| m > built) {
+            return false;
+        }
+    }
+    true
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}

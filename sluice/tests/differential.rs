@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
@@ -37,7 +37,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use common::requests::{fetch_request, name, produce_request, str_bytes};
+use common::requests::{fetch_request, name, new_topic, produce_request, str_bytes};
 use oracle::{Ignore, Oracle, differences};
 
 /// Versions sent: current ones both brokers serve, below the topic-id forms (v13 Produce,
@@ -204,28 +204,6 @@ fn wait_topic(o: &mut Oracle, topic: &str) {
 }
 
 // ---- CreateTopics
-
-fn new_topic(
-    topic: &str,
-    partitions: i32,
-    replication: i16,
-    configs: &[(&str, &str)],
-) -> CreatableTopic {
-    CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(replication)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(str_bytes(k))
-                        .with_value(Some(str_bytes(v)))
-                })
-                .collect(),
-        )
-}
 
 fn create_topics(topics: Vec<CreatableTopic>, validate_only: bool) -> CreateTopicsRequest {
     CreateTopicsRequest::default()

@@ -23,6 +23,29 @@ pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// One topic of a CreateTopics request, with `configs`.
+pub fn new_topic(
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[(&str, &str)],
+) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(replication)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(str_bytes(k))
+                        .with_value(Some(str_bytes(v)))
+                })
+                .collect(),
+        )
+}
+
 /// CreateTopics (v7) for one topic of one partition with `configs`: (error code, message).
 pub fn create_topic(
     c: &mut RawClient,
@@ -31,22 +54,7 @@ pub fn create_topic(
     validate_only: bool,
 ) -> (i16, Option<String>) {
     let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(1)
-                .with_replication_factor(1)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(str_bytes(k))
-                                .with_value(Some(str_bytes(v)))
-                        })
-                        .collect(),
-                ),
-        ])
+        .with_topics(vec![new_topic(topic, 1, 1, configs)])
         .with_timeout_ms(10_000)
         .with_validate_only(validate_only);
     let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
