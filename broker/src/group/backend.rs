@@ -459,6 +459,17 @@ fn replaced_by_leader(shard: &Shard, partition: &Rc<Partition>) -> bool {
         .is_some_and(|open| open.replica.is_leader())
 }
 
+/// A COMMIT (`commit`) or ABORT marker for `producer_id` was appended to offsets partition
+/// `partition` (this shard owns it): the producer's pending transactional offset commits
+/// (TxnOffsetCommit) on that partition become committed offsets, or are dropped, as Kafka's
+/// `GroupCoordinator.onTransactionCompleted`. Called by the WriteTxnMarkers path after the
+/// marker is replicated.
+///
+/// SKELETON (issue 15): the group side fills this in.
+pub fn complete_transaction(shard: &Rc<Shard>, partition: i32, producer_id: i64, commit: bool) {
+    let _ = (shard, partition, producer_id, commit);
+}
+
 /// Which offsets partitions a shard's backend may serve and which replay of each is current
 /// (pure bookkeeping, so the role changes can be tested without a shard).
 ///

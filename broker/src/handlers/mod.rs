@@ -83,6 +83,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
