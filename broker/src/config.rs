@@ -42,6 +42,8 @@ pub struct Config {
     pub log: LogSection,
     /// Consumer-group coordinator settings (owned by `group/`).
     pub group: crate::group::GroupSection,
+    /// Transaction-coordinator settings (owned by `txn/`).
+    pub transaction: crate::txn::TxnSection,
     /// HTTP listener: Prometheus `/metrics` and `/v1/status`.
     pub http: HttpSection,
     /// Multi-node cluster: metadata quorum and replication. Off unless `seeds` is set.
@@ -397,6 +399,9 @@ impl Config {
         if let Err(e) = self.group.validate() {
             return invalid(format!("group: {e}"));
         }
+        if let Err(e) = self.transaction.validate() {
+            return invalid(format!("transaction: {e}"));
+        }
         if self.broker.node_id < 0 {
             return invalid(format!(
                 "broker.node_id must be >= 0, got {}",
@@ -529,7 +534,15 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 6] = ["broker", "kafka", "log", "group", "http", "cluster"];
+    const SECTIONS: [&str; 7] = [
+        "broker",
+        "kafka",
+        "log",
+        "group",
+        "transaction",
+        "http",
+        "cluster",
+    ];
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;

@@ -39,3 +39,4 @@ pub mod runtime;
 pub mod server;
 pub mod storage;
 pub mod sys;
+pub mod txn;

@@ -2,11 +2,8 @@
 //! partition (on a single node, a quorum of one, that is this node). For consumer groups the
 //! topic is created first (as Kafka does on first use), so the group requests that follow
 //! find their partition. Batched keys from v4 (KIP-699), each answered on its own.
-//! Transaction keys get UNSUPPORTED_VERSION with a message saying transactions are not
-//! supported yet: the Java producer fails `initTransactions()` at once with that message
-//! (its FindCoordinator handler turns any unexpected error into a fatal error carrying the
-//! broker's text), where naming this node would only lead to a misleading error later
-//! (docs/status.md, "Differences from Apache Kafka").
+//! A transactional id's coordinator is the leader of its `__transaction_state` partition;
+//! the topic is created on the first transactional lookup, as Kafka does (`crate::txn`).
 
 use std::rc::Rc;
 
@@ -19,14 +16,12 @@ use super::{RequestContext, Versions, str_bytes};
 use crate::group::frontend::{coordinator_broker, ensure_offsets_topic};
 use crate::metadata::{ClusterMetadata, TopicMeta};
 use crate::runtime::Shard;
+use crate::txn::frontend::ensure_state_topic;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 6 };
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-/// What a transactional client is told (FindCoordinator's message; InitProducerId logs it).
-pub const TRANSACTIONS_UNSUPPORTED: &str = "transactions are not supported by this broker (Sluice) yet: use an idempotent producer \
-     without transactional.id";
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -51,13 +46,21 @@ pub async fn handle(
             }
             Err(error) => with_each(keys, Answer::error(error.code(), &error.to_string())),
         },
-        KEY_TYPE_TRANSACTION => with_each(
-            keys,
-            Answer::error(
-                ResponseError::UnsupportedVersion.code(),
-                TRANSACTIONS_UNSUPPORTED,
+        KEY_TYPE_TRANSACTION => match ensure_state_topic(shard).await {
+            Ok(topic) => {
+                let metadata = shard.metadata();
+                keys.into_iter()
+                    .map(|key| {
+                        let answer = txn_coordinator(&metadata, &topic, &key);
+                        (key, answer)
+                    })
+                    .collect()
+            }
+            Err(error) => with_each(
+                keys,
+                Answer::error(error.code(), "transaction coordinator not available"),
             ),
-        ),
+        },
         // Share groups (v6, KIP-932) and anything else.
         _ => with_each(
             keys,
@@ -133,5 +136,30 @@ fn group_coordinator(metadata: &ClusterMetadata, topic: &TopicMeta, group_id: &s
             message: None,
         },
         Err(error) => Answer::error(error.code(), &error.to_string()),
+    }
+}
+
+/// The leader of the transactional id's state partition (COORDINATOR_NOT_AVAILABLE while it
+/// has none); an empty id is INVALID_REQUEST, as Kafka answers it.
+fn txn_coordinator(
+    metadata: &ClusterMetadata,
+    topic: &TopicMeta,
+    transactional_id: &str,
+) -> Answer {
+    if transactional_id.is_empty() {
+        return Answer::error(
+            ResponseError::InvalidRequest.code(),
+            "empty transactional id",
+        );
+    }
+    match crate::txn::frontend::coordinator_broker(metadata, topic, transactional_id) {
+        Ok(broker) => Answer {
+            code: 0,
+            node_id: broker.node_id,
+            host: str_bytes(&broker.host),
+            port: i32::from(broker.port),
+            message: None,
+        },
+        Err(error) => Answer::error(error.code(), "transaction coordinator not available"),
     }
 }

@@ -53,6 +53,8 @@ macro_rules! start_handler {
     }};
 }
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
@@ -66,6 +68,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod fetch_session;
 pub mod find_coordinator;
@@ -76,6 +80,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -155,6 +160,12 @@ handler_table! {
     encoded CreatePartitions => create_partitions,
     encoded IncrementalAlterConfigs => incremental_alter_configs,
     encoded DescribeCluster => describe_cluster,
+    // Transactions (coordinator side: `crate::txn`).
+    encoded AddPartitionsToTxn => add_partitions_to_txn,
+    encoded AddOffsetsToTxn => add_offsets_to_txn,
+    encoded EndTxn => end_txn,
+    encoded DescribeTransactions => describe_transactions,
+    encoded ListTransactions => list_transactions,
 }
 
 /// The range we serve for `key`, if any.

@@ -182,6 +182,7 @@ impl driver::ReplicaEnv for ShardEnv {
             .filter(|p| std::ptr::eq(Rc::as_ptr(&p.replica), driver));
         if let Some(partition) = open {
             crate::group::backend::on_partition_role(&shard, &partition, is_leader);
+            crate::txn::backend::on_partition_role(&shard, &partition, is_leader);
         }
     }
 }

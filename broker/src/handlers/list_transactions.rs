@@ -1,0 +1,74 @@
+//! ListTransactions: the transactional ids this node coordinates, filtered by state names,
+//! producer ids and (v1, KIP-994) a minimum running time. v2's transactional id pattern is
+//! not served (the range stops at v1).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_transactions_response::TransactionState;
+use kafka_protocol::messages::{
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
+};
+
+use super::{RequestContext, Versions, str_bytes};
+use crate::partition::now_ms;
+use crate::runtime::Shard;
+use crate::txn::TxnState;
+use crate::txn::frontend::list_all;
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
+
+const STATE_NAMES: [TxnState; 8] = [
+    TxnState::Empty,
+    TxnState::Ongoing,
+    TxnState::PrepareCommit,
+    TxnState::PrepareAbort,
+    TxnState::CompleteCommit,
+    TxnState::CompleteAbort,
+    TxnState::Dead,
+    TxnState::PrepareEpochFence,
+];
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    let listed = match list_all(shard).await {
+        Ok(l) => l,
+        Err(e) => return ListTransactionsResponse::default().with_error_code(e.code()),
+    };
+    let unknown: Vec<_> = req
+        .state_filters
+        .iter()
+        .filter(|f| !STATE_NAMES.iter().any(|s| s.name() == f.as_str()))
+        .cloned()
+        .collect();
+    let now = now_ms();
+    let states = listed
+        .into_iter()
+        .filter(|t| {
+            req.state_filters.is_empty()
+                || req
+                    .state_filters
+                    .iter()
+                    .any(|f| f.as_str() == t.state.name())
+        })
+        .filter(|t| {
+            req.producer_id_filters.is_empty()
+                || req.producer_id_filters.iter().any(|p| p.0 == t.producer_id)
+        })
+        .filter(|t| {
+            // Kafka's rule: the time since the transaction's start (-1 when none).
+            req.duration_filter < 0 || now - t.start_ms >= req.duration_filter
+        })
+        .map(|t| {
+            TransactionState::default()
+                .with_transactional_id(TransactionalId(str_bytes(&t.transactional_id)))
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_transaction_state(str_bytes(t.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states)
+}

@@ -1,0 +1,75 @@
+//! The `[transaction]` section of the broker config: Kafka's transaction-coordinator
+//! settings under their Kafka names (dots as underscores, the `transaction.` prefix dropped).
+//! `SLUICE_TRANSACTION_<KEY>` environment variables override it like any section.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TxnSection {
+    /// transaction.state.log.num.partitions (used when `__transaction_state` is created).
+    pub state_log_num_partitions: i32,
+    /// transaction.max.timeout.ms: InitProducerId with a longer timeout gets
+    /// INVALID_TRANSACTION_TIMEOUT.
+    pub max_timeout_ms: i32,
+    /// transactional.id.expiration.ms: a finished id unused this long is removed.
+    pub id_expiration_ms: i64,
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms.
+    pub abort_timed_out_transaction_cleanup_interval_ms: i64,
+    /// transaction.remove.expired.transaction.cleanup.interval.ms.
+    pub remove_expired_transaction_cleanup_interval_ms: i64,
+}
+
+impl Default for TxnSection {
+    fn default() -> Self {
+        Self {
+            state_log_num_partitions: 50,
+            max_timeout_ms: 900_000,
+            id_expiration_ms: 604_800_000,
+            abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            remove_expired_transaction_cleanup_interval_ms: 3_600_000,
+        }
+    }
+}
+
+impl TxnSection {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=super::STATE_PARTITIONS_MAX).contains(&self.state_log_num_partitions) {
+            return Err(format!(
+                "state_log_num_partitions must be in 1..={}",
+                super::STATE_PARTITIONS_MAX
+            ));
+        }
+        if self.max_timeout_ms < 1 {
+            return Err("max_timeout_ms must be >= 1".into());
+        }
+        if self.id_expiration_ms < 1
+            || self.abort_timed_out_transaction_cleanup_interval_ms < 1
+            || self.remove_expired_transaction_cleanup_interval_ms < 1
+        {
+            return Err("expiration and cleanup intervals must be >= 1 ms".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas_and_valid() {
+        let s = TxnSection::default();
+        assert_eq!(
+            (s.state_log_num_partitions, s.max_timeout_ms),
+            (50, 900_000)
+        );
+        assert_eq!(s.id_expiration_ms, 7 * 24 * 3_600_000);
+        assert!(s.validate().is_ok());
+        let bad = TxnSection {
+            max_timeout_ms: 0,
+            ..s
+        };
+        assert!(bad.validate().is_err());
+    }
+}

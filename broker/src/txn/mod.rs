@@ -1,0 +1,35 @@
+//! Transactions (exactly-once): the transaction coordinator and its `__transaction_state`
+//! log, Kafka's protocol at transaction version 1.
+//!
+//! Owns: the state of each transactional id and its transitions (`metadata`, pure), the
+//! log record format (`records`), the per-shard coordinator that persists transitions,
+//! replays a partition when its replica becomes leader, writes markers and aborts expired
+//! transactions (`backend`), and the routing of a transactional id to its coordinator
+//! (`frontend`). Does not own: the partitions' side (control batches, producer state, last
+//! stable offset: `partition/`, `handlers/write_txn_markers.rs`), transactional offset
+//! commits (`group/`), request decoding (`handlers/`).
+//!
+//! Invariants: a transactional id's state lives only on the shard owning its
+//! `__transaction_state` partition, and only while that replica leads; a transition is
+//! applied only after its record is replicated; markers are written only for a Prepare*
+//! state that is in the log, with the coordinator epoch (the partition's leader epoch) it
+//! was loaded under, so a deposed coordinator's markers are fenced by the partitions.
+
+pub mod backend;
+pub mod config;
+pub mod frontend;
+pub mod metadata;
+pub mod records;
+
+pub use config::TxnSection;
+pub use metadata::{TxnError, TxnMetadata, TxnState};
+
+/// Most `__transaction_state` partitions (Kafka allows any count; this bounds routing tables).
+pub const STATE_PARTITIONS_MAX: i32 = 1_000;
+/// Transactional ids one shard's coordinator holds; InitProducerId for a new id beyond it
+/// gets COORDINATOR_NOT_AVAILABLE.
+pub const IDS_PER_SHARD_MAX: usize = 200_000;
+/// Partitions one transaction may span; AddPartitionsToTxn beyond it is refused.
+pub const PARTITIONS_PER_TXN_MAX: usize = 10_000;
+
+const _: () = assert!(PARTITIONS_PER_TXN_MAX <= records::PARTITIONS_PER_RECORD_MAX);
