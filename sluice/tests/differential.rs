@@ -1260,46 +1260,138 @@ fn group_cases(o: &mut Oracle) {
     }
 }
 
-// ---- Transactions (a deliberate difference)
+// ---- Transactions: the coordinator's answers (transaction version 1 request versions)
 
-/// Kafka answers a transactional InitProducerId; Sluice has no transaction coordinator yet
-/// and says so in the way clients turn into a true message (docs/status.md).
+const END_TXN_V: i16 = 3;
+const ADD_PARTITIONS_TO_TXN_V: i16 = 3;
+
+/// Neither a retriable coordinator error (COORDINATOR_NOT_AVAILABLE,
+/// COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, CONCURRENT_TRANSACTIONS).
+fn settled(code: i16) -> bool {
+    ![
+        ResponseError::CoordinatorNotAvailable.code(),
+        ResponseError::CoordinatorLoadInProgress.code(),
+        ResponseError::NotCoordinator.code(),
+        ResponseError::ConcurrentTransactions.code(),
+    ]
+    .contains(&code)
+}
+
+/// A transactional id through the coordinator on both brokers: FindCoordinator (creating
+/// `__transaction_state`), InitProducerId twice (epoch 0, then 1), EndTxn with nothing
+/// open, AddPartitionsToTxn for an unknown and a known topic, EndTxn(abort) and a stale
+/// producer's EndTxn.
 fn transactional_id(o: &mut Oracle) {
     let req = FindCoordinatorRequest::default()
         .with_key_type(1)
         .with_coordinator_keys(vec![str_bytes("txn")]);
-    let [k, s]: [FindCoordinatorResponse; 2] =
-        o.call(ApiKey::FindCoordinator, FIND_COORDINATOR_V, &req);
-    o.compared();
-    let kc = &k.coordinators[0];
-    assert!(
-        kc.error_code == 0 || kc.error_code == ResponseError::CoordinatorNotAvailable.code(),
-        "kafka: {k:?}"
-    );
-    let sc = &s.coordinators[0];
-    assert_eq!(
-        sc.error_code,
-        ResponseError::UnsupportedVersion.code(),
-        "sluice: {s:?}"
-    );
-    let message = sc
-        .error_message
-        .as_ref()
-        .map(|m| m.to_string())
-        .unwrap_or_default();
-    assert!(
-        message.contains("transactions are not supported"),
-        "sluice: {s:?}"
-    );
-    let [_, s]: [InitProducerIdResponse; 2] = o.call(
-        ApiKey::InitProducerId,
-        INIT_PRODUCER_ID_V,
-        &init_producer_id(Some("txn")),
+    let [k, s]: [FindCoordinatorResponse; 2] = o.call_until(
+        ApiKey::FindCoordinator,
+        FIND_COORDINATOR_V,
+        &req,
+        |r: &FindCoordinatorResponse| settled(r.coordinators[0].error_code),
     );
     o.compared();
     assert_eq!(
-        s.error_code,
-        ResponseError::UnsupportedVersion.code(),
-        "sluice: {s:?}"
+        (k.coordinators[0].error_code, s.coordinators[0].error_code),
+        (0, 0),
+        "kafka: {k:?}\nsluice: {s:?}"
     );
+    let init = init_producer_id(Some("txn"));
+    let ids: Vec<InitProducerIdResponse> = (0..2)
+        .flat_map(|_| {
+            o.call_until(
+                ApiKey::InitProducerId,
+                INIT_PRODUCER_ID_V,
+                &init,
+                |r: &InitProducerIdResponse| settled(r.error_code),
+            )
+        })
+        .collect();
+    o.compared();
+    let epochs: Vec<(i16, i16)> = ids
+        .iter()
+        .map(|r| (r.error_code, r.producer_epoch))
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![(0, 0), (0, 0), (0, 1), (0, 1)],
+        "InitProducerId twice: {ids:?}"
+    );
+    let (kpid, spid) = (ids[2].producer_id, ids[3].producer_id);
+    assert_eq!(
+        (ids[0].producer_id, ids[1].producer_id),
+        (kpid, spid),
+        "the id keeps its producer id"
+    );
+    let end = |pid: ProducerId, epoch: i16, committed: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(str_bytes("txn")))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(committed)
+    };
+    let [k, s]: [EndTxnResponse; 2] = o.call_each(
+        ApiKey::EndTxn,
+        END_TXN_V,
+        &end(kpid, 1, true),
+        &end(spid, 1, true),
+    );
+    o.compare(
+        "EndTxn with no open transaction",
+        &[k.error_code, s.error_code],
+        &[],
+    );
+    let add = |pid: ProducerId, topic: &str| {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(str_bytes("txn")))
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(1)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![0]),
+            ])
+    };
+    for topic in ["no-such-topic", "diff-txn"] {
+        if topic == "diff-txn" {
+            let _: [CreateTopicsResponse; 2] = o.call(
+                ApiKey::CreateTopics,
+                CREATE_TOPICS_V,
+                &CreateTopicsRequest::default().with_topics(vec![new_topic("diff-txn", 1, 1, &[])]),
+            );
+        }
+        let [k, s]: [AddPartitionsToTxnResponse; 2] = o.call_each(
+            ApiKey::AddPartitionsToTxn,
+            ADD_PARTITIONS_TO_TXN_V,
+            &add(kpid, topic),
+            &add(spid, topic),
+        );
+        o.compare(
+            &format!("AddPartitionsToTxn {topic}"),
+            &[
+                &k.results_by_topic_v3_and_below,
+                &s.results_by_topic_v3_and_below,
+            ],
+            &[],
+        );
+    }
+    let [k, s]: [EndTxnResponse; 2] = o.call_each(
+        ApiKey::EndTxn,
+        END_TXN_V,
+        &end(kpid, 0, false),
+        &end(spid, 0, false),
+    );
+    o.compare(
+        "EndTxn from a fenced producer",
+        &[k.error_code, s.error_code],
+        &[],
+    );
+    let [k, s]: [EndTxnResponse; 2] = o.call_each(
+        ApiKey::EndTxn,
+        END_TXN_V,
+        &end(kpid, 1, false),
+        &end(spid, 1, false),
+    );
+    o.compare("EndTxn abort", &[k.error_code, s.error_code], &[]);
 }

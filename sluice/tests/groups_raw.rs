@@ -225,8 +225,11 @@ fn find_coordinator_names_this_node() {
         .with_coordinator_keys(vec![s("txn")])
         .with_key_type(1);
     let resp: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &req);
-    // No transaction coordinator yet: UNSUPPORTED_VERSION with a message (docs/status.md).
-    assert_eq!(resp.coordinators[0].error_code, 35);
+    // The transaction coordinator: this node, once `__transaction_state` exists.
+    assert_eq!(
+        (resp.coordinators[0].error_code, resp.coordinators[0].port),
+        (0, port)
+    );
     let req = FindCoordinatorRequest::default()
         .with_coordinator_keys(vec![s("share")])
         .with_key_type(2);

@@ -145,6 +145,29 @@ impl Oracle {
         [k, s]
     }
 
+    /// The same request to each broker, repeated on each side on its own until `settled`
+    /// holds for that side's answer or 30 s pass (a coordinator loading on one broker must
+    /// not make the other repeat a request that changes state).
+    pub fn call_until<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+        settled: impl Fn(&Resp) -> bool,
+    ) -> [Resp; 2] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut side = |c: &mut RawClient| loop {
+            let answer: Resp = c.call(api, version, req);
+            if settled(&answer) || std::time::Instant::now() >= deadline {
+                return answer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let k = side(&mut self.k);
+        let s = side(&mut self.s);
+        [k, s]
+    }
+
     /// Sends to both and compares the answers; returns them for the next step of the case.
     pub fn check<Req: Encodable, Resp: Decodable + Debug>(
         &mut self,
