@@ -155,6 +155,7 @@ handler_table! {
     encoded CreatePartitions => create_partitions,
     encoded IncrementalAlterConfigs => incremental_alter_configs,
     encoded DescribeCluster => describe_cluster,
+    encoded WriteTxnMarkers => write_txn_markers,
 }
 
 /// The range we serve for `key`, if any.
