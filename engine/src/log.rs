@@ -33,7 +33,7 @@ use crate::limits::{
     SEGMENT_RELATIVE_OFFSET_MAX, SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES, WRITE_SLICES_MAX,
 };
 use crate::recovery::recover;
-use crate::scan::walk_headers;
+use crate::scan::{walk_batches, walk_headers};
 use crate::segment::{
     BatchFacts, INDEX_SUFFIX, IndexFiles, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX,
     segment_path, sync_index_files,
@@ -1436,6 +1436,18 @@ impl Log {
         from_offset: i64,
         mut f: impl FnMut(&BatchHeader),
     ) -> Result<(), LogError> {
+        self.scan_batches(from_offset, |_| false, |h, _| f(h)).await
+    }
+
+    /// [`Log::scan_headers`], also handing `f` the whole batch (length prefix included) for
+    /// each batch `whole(header)` asks for, up to 4 KiB (`scan::WHOLE_BATCH_BYTES_MAX`) (an
+    /// empty slice otherwise): the transaction markers of control batches.
+    pub async fn scan_batches(
+        &self,
+        from_offset: i64,
+        whole: impl Fn(&BatchHeader) -> bool,
+        mut f: impl FnMut(&BatchHeader, &[u8]),
+    ) -> Result<(), LogError> {
         let bases: Vec<i64> = {
             let s = self.state.borrow();
             s.usable()?;
@@ -1460,9 +1472,9 @@ impl Log {
                     start: Start::entry(seg.base_offset, seg.index.floor_offset(rel)),
                 }
             };
-            walk(&snap, snap.start, |_, h| {
+            walk_with(&snap, snap.start, &whole, |_, h, b| {
                 if h.last_offset() >= from_offset {
-                    f(h);
+                    f(h, b);
                 }
                 ControlFlow::Continue(())
             })
@@ -1543,18 +1555,29 @@ async fn walk(
     from: Start,
     mut f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
 ) -> Result<(), LogError> {
+    walk_with(snap, from, |_| false, |pos, h, _| f(pos, h)).await
+}
+
+/// [`walk`], handing `f` the whole batch for those `whole` asks for (see
+/// [`walk_batches`]).
+async fn walk_with(
+    snap: &SegmentSnap,
+    from: Start,
+    whole: impl Fn(&BatchHeader) -> bool,
+    mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
+) -> Result<(), LogError> {
     let (file, path) = (snap.file.file(), snap.file.path());
     let Some(expected) = from.expect_base_offset else {
-        return walk_headers(file, path, from.position, snap.size, f).await;
+        return walk_batches(file, path, from.position, snap.size, whole, f).await;
     };
     let mut first = true;
     let mut misplaced = false;
-    let res = walk_headers(file, path, from.position, snap.size, |pos, h| {
+    let res = walk_batches(file, path, from.position, snap.size, &whole, |pos, h, b| {
         if std::mem::take(&mut first) && h.base_offset() != expected {
             misplaced = true;
             return ControlFlow::Break(());
         }
-        f(pos, h)
+        f(pos, h, b)
     })
     .await;
     match res {
@@ -1562,7 +1585,7 @@ async fn walk(
         Err(e) if !first => Err(e),
         _ => {
             tracing::warn!(target: "engine", path = %path.display(), position = from.position, "index entry misses its batch; walking from the segment start");
-            walk_headers(file, path, 0, snap.size, f).await
+            walk_batches(file, path, 0, snap.size, whole, f).await
         }
     }
 }

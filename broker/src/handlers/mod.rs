@@ -166,6 +166,7 @@ handler_table! {
     encoded EndTxn => end_txn,
     encoded DescribeTransactions => describe_transactions,
     encoded ListTransactions => list_transactions,
+    encoded WriteTxnMarkers => write_txn_markers,
 }
 
 /// The range we serve for `key`, if any.

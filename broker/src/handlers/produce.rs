@@ -262,7 +262,7 @@ fn log_refused_batch(topic: &str, partition: i32, f: &AppendFailure) {
 }
 
 /// The single place append failures become Kafka error codes.
-fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
+pub(crate) fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
     use engine::AppendError;
     use engine::batch::BatchError;
     match f {
@@ -293,6 +293,18 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         AppendFailure::Engine(e) => (ResponseError::UnknownServerError, Some(e.to_string())),
         AppendFailure::InvalidProducerEpoch => (ResponseError::InvalidProducerEpoch, None),
         AppendFailure::OutOfOrderSequence => (ResponseError::OutOfOrderSequenceNumber, None),
+        AppendFailure::InvalidTxnState => (
+            ResponseError::InvalidTxnState,
+            Some("a non-transactional batch while the producer's transaction is ongoing".into()),
+        ),
+        AppendFailure::TooManyTransactions => (
+            ResponseError::ConcurrentTransactions,
+            Some(format!(
+                "the partition holds {} ongoing transactions",
+                crate::partition::producer_state::ONGOING_TRANSACTIONS_MAX
+            )),
+        ),
+        AppendFailure::CoordinatorFenced => (ResponseError::TransactionCoordinatorFenced, None),
         AppendFailure::InvalidTimestamp => (
             ResponseError::InvalidTimestamp,
             Some(
