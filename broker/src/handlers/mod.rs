@@ -88,6 +88,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use std::future::Future;
@@ -151,6 +152,7 @@ handler_table! {
     encoded ListGroups => list_groups,
     encoded DeleteGroups => delete_groups,
     encoded OffsetDelete => offset_delete,
+    encoded TxnOffsetCommit => txn_offset_commit,
     encoded ConsumerGroupHeartbeat => consumer_group_heartbeat,
     encoded ConsumerGroupDescribe => consumer_group_describe,
     encoded OffsetForLeaderEpoch => offset_for_leader_epoch,
