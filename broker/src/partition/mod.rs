@@ -509,6 +509,11 @@ impl Partition {
         self.producers.borrow().ongoing_transactions()
     }
 
+    /// See `ProducerStateTable::in_transaction`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.borrow().in_transaction(producer_id, epoch)
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log.log_start_offset()
     }

@@ -207,6 +207,14 @@ impl ProducerStateTable {
         self.ongoing.len()
     }
 
+    /// True when `producer_id` at `epoch` has a transaction ongoing on this partition (its
+    /// next transactional batch needs no coordinator verification, KIP-890 part 1).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// Checks a batch from `producer_id` before it is appended, in Kafka's order: duplicate,
     /// epoch, sequence, transaction state.
     pub fn check(
