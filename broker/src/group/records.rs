@@ -373,7 +373,16 @@ fn encode_batches_as(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: chunk.len() as i64,
-            sequence: NO_SEQUENCE,
+            // kafka-protocol's encoder keeps records in one batch while offset - sequence
+            // stays constant; the batch's base sequence is the first record's, so a
+            // producer's batch (a TxnOffsetCommit) gets NO_SEQUENCE (-1) as its base with
+            // the records numbered on from it. Before, every record of a transactional
+            // commit of several partitions went into a batch of its own.
+            sequence: if producer.is_some() {
+                chunk.len() as i32 + NO_SEQUENCE
+            } else {
+                NO_SEQUENCE
+            },
             timestamp: timestamp_ms,
             key: Some(key.clone()),
             value: value.clone(),
@@ -526,6 +535,25 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transactional offset commit of several partitions is one batch (Kafka writes one;
+    /// the partition side takes one batch per producer append) with base sequence -1.
+    #[test]
+    fn a_transactional_commit_is_one_batch() {
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..3)
+            .map(|i| (Bytes::from(vec![i]), Some(Bytes::from_static(b"v"))))
+            .collect();
+        let producer = TxnProducer {
+            producer_id: 9,
+            producer_epoch: 2,
+        };
+        let bytes = encode_txn_batches(&records, 1, producer);
+        let h = engine::batch::BatchHeader::parse(&bytes).expect("a header");
+        assert_eq!(h.total_bytes() as usize, bytes.len(), "one batch");
+        assert_eq!((h.records_count(), h.base_sequence()), (3, NO_SEQUENCE));
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!((h.producer_id(), h.producer_epoch()), (9, 2));
+    }
 
     #[test]
     fn partition_matches_java_string_hash_code() {
