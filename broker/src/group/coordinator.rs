@@ -203,6 +203,10 @@ pub(super) struct LoadedConsumerMember {
 struct LoadedGroup {
     metadata: Option<records::GroupMetadataValue>,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// A transactional offset commit was replayed since the group's last tombstone: the
+    /// group exists (an Empty "simple" group, as Kafka's replay creates it) even with no
+    /// committed offset yet.
+    simple: bool,
 }
 
 #[derive(Debug)]
@@ -1005,6 +1009,7 @@ impl LoadBuffer {
                         let offset = CommittedOffset { value, log_order };
                         self.txn
                             .add(offsets_partition, producer_id, &group, tp, offset);
+                        self.groups.entry(group).or_default().simple = true;
                     }
                     Some(value) => {
                         let entry = self.groups.entry(group).or_default();
@@ -1019,7 +1024,9 @@ impl LoadBuffer {
                 }
             }
             OffsetsRecord::Group { group, value } => {
-                self.groups.entry(group).or_default().metadata = value
+                let entry = self.groups.entry(group).or_default();
+                entry.simple &= value.is_some();
+                entry.metadata = value;
             }
             OffsetsRecord::Consumer(record) => self.apply_consumer(record),
         }
@@ -1080,7 +1087,7 @@ fn member_entry(group: &mut LoadedConsumerGroup, member: String) -> &mut LoadedC
 impl LoadedGroup {
     /// Kafka's `loadGroup`: members come back Stable with fresh session deadlines.
     fn into_group(self, group_id: String, partition: i32, now_ms: i64) -> Option<ClassicGroup> {
-        if self.metadata.is_none() && self.offsets.is_empty() {
+        if self.metadata.is_none() && self.offsets.is_empty() && !self.simple {
             return None;
         }
         let mut group = ClassicGroup::new(group_id, partition, now_ms);

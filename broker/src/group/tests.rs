@@ -2700,6 +2700,7 @@ mod txn {
         h.end_txn(b, false);
         // c is still open at the log end.
         let mut r = reload(&h, h.now_ms);
+        assert_eq!(r.describe().state, "Empty", "the simple group exists again");
         assert_eq!(r.fetch_one(0, true), (10, None), "committed");
         assert_eq!(r.fetch_one(1, true), (-1, None), "aborted");
         assert_eq!(
