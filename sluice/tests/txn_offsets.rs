@@ -7,6 +7,13 @@
 //! The marker side (WriteTxnMarkers, transactional batches on partitions) is built beside
 //! this one (issue 15), so the test that needs it is ignored until it is merged. Retries wait
 //! on a condition with a deadline.
+//!
+//! The producers here are idempotent ones (InitProducerId without a transactional id) and the
+//! markers are written by hand: the group side needs only a producer id and epoch. Once
+//! TxnOffsetCommit is verified with the transaction coordinator first (Kafka 4's KIP-890
+//! verification, which runs before the group's own checks), these producers must be
+//! transactional ones that added the group (AddOffsetsToTxn), and the ILLEGAL_GENERATION
+//! case below comes after that verification.
 
 mod common;
 

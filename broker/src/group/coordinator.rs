@@ -21,7 +21,7 @@ use super::consumer::ConsumerGroup;
 use super::error::GroupError;
 use super::limits::GROUPS_PER_SHARD_MAX;
 use super::records::{self, LogEntry, OffsetsRecord, RecordDecodeError, TxnProducer};
-use super::txn_offsets::PendingTxnOffsets;
+use super::txn_offsets::{PendingTxnOffsets, TxnCommitAppended};
 
 /// Broker settings for groups (Kafka's names in comments); validated by [`GroupConfig::validate`].
 #[derive(Debug, Clone)]
@@ -151,6 +151,8 @@ pub(super) enum PendingAppend {
         producer_id: i64,
         offsets: Vec<((String, i32), CommittedOffset)>,
         reply: Vec<TopicErrors>,
+        /// The transaction's marker arrived while the batch was in flight (Some(commit)).
+        ended: Option<bool>,
     },
     /// The leader's SyncGroup assignment (Kafka's `storeGroup` from `doSyncGroup`).
     Sync {
@@ -201,11 +203,15 @@ pub(super) struct LoadedConsumerMember {
 struct LoadedGroup {
     metadata: Option<records::GroupMetadataValue>,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// A transactional offset commit was replayed since the group's last tombstone: the
+    /// group exists (an Empty "simple" group, as Kafka's replay creates it) even with no
+    /// committed offset yet.
+    simple: bool,
 }
 
 #[derive(Debug)]
 enum PartitionStatus {
-    Loading(LoadBuffer),
+    Loading(Box<LoadBuffer>),
     Active,
 }
 
@@ -312,7 +318,7 @@ impl GroupCoordinator {
         assert!((0..self.config.offsets_topic_partitions).contains(&partition));
         self.unload_partition(partition);
         self.partitions
-            .insert(partition, PartitionStatus::Loading(LoadBuffer::default()));
+            .insert(partition, PartitionStatus::Loading(Box::default()));
     }
 
     /// Replays batches read from `partition` in log order.
@@ -355,6 +361,7 @@ impl GroupCoordinator {
         let Some(PartitionStatus::Loading(buffer)) = self.partitions.remove(&partition) else {
             unreachable!("checked above");
         };
+        let buffer = *buffer;
         for (group_id, loaded) in buffer.groups {
             if let Some(group) = loaded.into_group(group_id, partition, now_ms) {
                 self.put_group(group);
@@ -380,6 +387,8 @@ impl GroupCoordinator {
     pub fn unload_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
         self.txn_offsets.drop_partition(partition);
+        // Transactional batches in flight are the next load's to read from the log.
+        self.drop_in_flight_txn_commits(partition);
         let consumer: Vec<String> = self
             .consumer_groups
             .values()
@@ -424,6 +433,49 @@ impl GroupCoordinator {
         }
     }
 
+    /// Marks the in-flight transactional batches of `producer_id` on `partition` as ended by
+    /// a marker (`commit`); true when there were any.
+    pub(super) fn end_in_flight_txn_commits(
+        &mut self,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> bool {
+        let partitions = self.config.offsets_topic_partitions;
+        let mut found = false;
+        for pending in self.pending_appends.values_mut() {
+            if let PendingAppend::TxnCommit {
+                group_id,
+                producer_id: id,
+                ended,
+                ..
+            } = pending
+                && *id == producer_id
+                && records::partition_for_group(group_id, partitions) == partition
+            {
+                *ended = Some(commit);
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// In-flight transactional batches of `partition` will not become pending here when
+    /// acknowledged (as if aborted): the partition was given up, and a new load reads them
+    /// from the log.
+    fn drop_in_flight_txn_commits(&mut self, partition: i32) {
+        let partitions = self.config.offsets_topic_partitions;
+        for pending in self.pending_appends.values_mut() {
+            if let PendingAppend::TxnCommit {
+                group_id, ended, ..
+            } = pending
+                && records::partition_for_group(group_id, partitions) == partition
+            {
+                *ended = Some(false);
+            }
+        }
+    }
+
     /// The next record's place in the log (see [`LogOrder`]).
     pub(super) fn next_log_order(&mut self) -> LogOrder {
         self.log_order += 1;
@@ -463,7 +515,16 @@ impl GroupCoordinator {
                 producer_id,
                 offsets,
                 reply,
-            } => self.txn_commit_appended(request, &group_id, producer_id, offsets, reply, error),
+                ended,
+            } => {
+                let commit = TxnCommitAppended {
+                    request,
+                    group_id: &group_id,
+                    producer_id,
+                    ended,
+                };
+                self.txn_commit_appended(now_ms, commit, offsets, reply, error)
+            }
             PendingAppend::Sync {
                 group_id,
                 generation_id,
@@ -948,6 +1009,7 @@ impl LoadBuffer {
                         let offset = CommittedOffset { value, log_order };
                         self.txn
                             .add(offsets_partition, producer_id, &group, tp, offset);
+                        self.groups.entry(group).or_default().simple = true;
                     }
                     Some(value) => {
                         let entry = self.groups.entry(group).or_default();
@@ -962,7 +1024,9 @@ impl LoadBuffer {
                 }
             }
             OffsetsRecord::Group { group, value } => {
-                self.groups.entry(group).or_default().metadata = value
+                let entry = self.groups.entry(group).or_default();
+                entry.simple &= value.is_some();
+                entry.metadata = value;
             }
             OffsetsRecord::Consumer(record) => self.apply_consumer(record),
         }
@@ -1023,7 +1087,7 @@ fn member_entry(group: &mut LoadedConsumerGroup, member: String) -> &mut LoadedC
 impl LoadedGroup {
     /// Kafka's `loadGroup`: members come back Stable with fresh session deadlines.
     fn into_group(self, group_id: String, partition: i32, now_ms: i64) -> Option<ClassicGroup> {
-        if self.metadata.is_none() && self.offsets.is_empty() {
+        if self.metadata.is_none() && self.offsets.is_empty() && !self.simple {
             return None;
         }
         let mut group = ClassicGroup::new(group_id, partition, now_ms);

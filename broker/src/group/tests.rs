@@ -2700,6 +2700,7 @@ mod txn {
         h.end_txn(b, false);
         // c is still open at the log end.
         let mut r = reload(&h, h.now_ms);
+        assert_eq!(r.describe().state, "Empty", "the simple group exists again");
         assert_eq!(r.fetch_one(0, true), (10, None), "committed");
         assert_eq!(r.fetch_one(1, true), (-1, None), "aborted");
         assert_eq!(
@@ -2915,5 +2916,107 @@ mod txn {
         assert_eq!(h.txn_errors(ghost), vec![Some(GroupError::UnknownMemberId)]);
         h.end_txn(PRODUCER, true);
         assert_eq!(h.fetch_one(0, true), (9, None));
+    }
+}
+
+mod txn_in_flight {
+    use super::*;
+
+    fn txn_req(producer_id: i64, offset: i64) -> TxnOffsetCommit {
+        TxnOffsetCommit {
+            transactional_id: "tx".into(),
+            group_id: GROUP.into(),
+            producer_id,
+            producer_epoch: 0,
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![CommitPartition {
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_batch_acknowledged_after_a_reload_is_left_to_the_log() {
+        let mut h = Harness::new();
+        h.auto_append = false;
+        let id = h.request_id();
+        h.coordinator.txn_offset_commit(0, id, txn_req(78, 10));
+        h.pump();
+        let partition = h.coordinator.partition_for(GROUP);
+        // Leadership moves away and back; this load's log does not hold the batch.
+        h.coordinator.unload_partition(partition);
+        h.coordinator.begin_load(partition);
+        h.coordinator.finish_load(0, partition);
+        h.complete_held(AppendOutcome::Ok);
+        assert!(h.take(id).is_some(), "answered");
+        let r = h.fetch(
+            Some(vec![TopicPartitions {
+                name: "t".into(),
+                partitions: vec![0],
+            }]),
+            true,
+        );
+        assert_eq!(
+            r.topics[0].partitions[0].error, None,
+            "not pending from memory"
+        );
+    }
+
+    #[test]
+    fn a_marker_while_the_batch_is_in_flight_applies_to_it() {
+        for commit in [true, false] {
+            let mut h = Harness::new();
+            h.auto_append = false;
+            let id = h.request_id();
+            let req = TxnOffsetCommit {
+                transactional_id: "tx".into(),
+                group_id: GROUP.into(),
+                producer_id: 77,
+                producer_epoch: 0,
+                generation_id: -1,
+                member_id: String::new(),
+                group_instance_id: None,
+                topics: vec![CommitTopic {
+                    name: "t".into(),
+                    partitions: vec![CommitPartition {
+                        partition: 0,
+                        offset: 10,
+                        leader_epoch: -1,
+                        metadata: None,
+                    }],
+                }],
+            };
+            h.coordinator.txn_offset_commit(0, id, req);
+            h.pump();
+            let partition = h.coordinator.partition_for(GROUP);
+            // The coordinator aborts (or commits) while the batch replicates.
+            h.coordinator.complete_transaction(0, partition, 77, commit);
+            h.complete_held(AppendOutcome::Ok);
+            assert_eq!(
+                h.take(id),
+                Some(Reply::TxnOffsetCommit(vec![TopicErrors {
+                    name: "t".into(),
+                    partitions: vec![(0, None)],
+                }]))
+            );
+            let r = h.fetch(
+                Some(vec![TopicPartitions {
+                    name: "t".into(),
+                    partitions: vec![0],
+                }]),
+                true,
+            );
+            let p = &r.topics[0].partitions[0];
+            let want = if commit { 10 } else { -1 };
+            assert_eq!((p.offset, p.error), (want, None), "commit={commit}");
+        }
     }
 }

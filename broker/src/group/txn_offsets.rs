@@ -28,6 +28,15 @@ use super::limits::PENDING_TXN_OFFSETS_PER_SHARD_MAX;
 use super::records::{self, OffsetCommitValue, TxnProducer};
 
 type TopicPartition = (String, i32);
+
+/// Which TxnOffsetCommit append completed (see `PendingAppend::TxnCommit`).
+pub(super) struct TxnCommitAppended<'a> {
+    pub request: RequestId,
+    pub group_id: &'a str,
+    pub producer_id: i64,
+    /// The transaction's marker arrived while the batch was in flight.
+    pub ended: Option<bool>,
+}
 /// One producer's pending offsets on one offsets partition, by group.
 pub(super) type ProducerOffsets = BTreeMap<String, BTreeMap<TopicPartition, CommittedOffset>>;
 
@@ -311,22 +320,30 @@ impl GroupCoordinator {
             producer_id: req.producer_id,
             offsets,
             reply,
+            ended: None,
         };
         self.put_group(group);
         self.append_as(partition, &records, now_ms, pending, Some(producer));
     }
 
     /// The transactional batch is durable (or failed): its offsets become pending for the
-    /// producer, and the request is answered.
+    /// producer, and the request is answered. When the transaction's marker came while the
+    /// batch was in flight (the transaction coordinator aborting a timed-out transaction), the
+    /// batch precedes the marker in the log: the marker's outcome applies to it at once.
     pub(super) fn txn_commit_appended(
         &mut self,
-        request: RequestId,
-        group_id: &str,
-        producer_id: i64,
+        now_ms: i64,
+        commit: TxnCommitAppended,
         offsets: Vec<(TopicPartition, CommittedOffset)>,
         mut reply: Vec<TopicErrors>,
         error: Option<GroupError>,
     ) {
+        let TxnCommitAppended {
+            request,
+            group_id,
+            producer_id,
+            ended,
+        } = commit;
         self.txn_offsets_in_flight -= offsets.len();
         let partition = self.partition_for(group_id);
         if let Some(mut group) = self.take_group(group_id) {
@@ -341,9 +358,19 @@ impl GroupCoordinator {
             self.put_group(group);
         }
         if error.is_none() && self.is_active(partition) {
-            for (tp, offset) in offsets {
-                self.txn_offsets
-                    .add(partition, producer_id, group_id, tp, offset);
+            match ended {
+                None => {
+                    for (tp, offset) in offsets {
+                        self.txn_offsets
+                            .add(partition, producer_id, group_id, tp, offset);
+                    }
+                }
+                Some(true) => {
+                    let groups =
+                        BTreeMap::from([(group_id.to_owned(), offsets.into_iter().collect())]);
+                    self.materialize_txn_offsets(now_ms, partition, producer_id, groups);
+                }
+                Some(false) => {}
             }
         }
         if let Some(error) = error {
@@ -373,6 +400,9 @@ impl GroupCoordinator {
             markers.push((producer_id, commit));
             return;
         }
+        if self.end_in_flight_txn_commits(partition, producer_id, commit) {
+            tracing::info!(target: "group", partition, producer_id, commit, "transaction ended while its offsets were being appended");
+        }
         let Some(groups) = self.txn_offsets.take(partition, producer_id) else {
             tracing::debug!(target: "group", partition, producer_id, commit, "transaction marker without pending offsets");
             return;
@@ -381,6 +411,18 @@ impl GroupCoordinator {
             tracing::debug!(target: "group", partition, producer_id, "transactional offsets aborted");
             return;
         }
+        self.materialize_txn_offsets(now_ms, partition, producer_id, groups);
+    }
+
+    /// A committed transaction's offsets become the groups' committed offsets, each where no
+    /// later-written commit exists.
+    fn materialize_txn_offsets(
+        &mut self,
+        now_ms: i64,
+        partition: i32,
+        producer_id: i64,
+        groups: ProducerOffsets,
+    ) {
         for (group_id, offsets) in groups {
             if offsets.is_empty() {
                 continue;
