@@ -45,6 +45,8 @@ import java.util.Map;
 import java.util.concurrent.Future;
 
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ListConsumerGroupOffsetsOptions;
+import org.apache.kafka.clients.admin.ListConsumerGroupOffsetsSpec;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -395,19 +397,37 @@ public final class TxnScenarios {
             c.assign(tps);
             c.seekToBeginning(tps);
             Map<TopicPartition, Long> ends = c.endOffsets(tps);
+            if (isolation.equals("read_committed")) {
+                // Markers are written after EndTxn answers: wait until no transaction is open
+                // (the last stable offset is the high watermark).
+                Map<TopicPartition, Long> hw = endOffsets(bootstrap, topic, "read_uncommitted");
+                long deadline = System.nanoTime() + WAIT.toNanos();
+                while (!ends.equals(hw)) {
+                    check(System.nanoTime() < deadline, "%s: last stable offsets %s stay below %s", topic, ends, hw);
+                    ends = c.endOffsets(tps);
+                }
+            }
+            Map<TopicPartition, Long> until = ends;
             Map<Integer, List<ConsumerRecord<byte[], byte[]>>> out = new HashMap<>();
             tps.forEach(tp -> out.put(tp.partition(), new ArrayList<>()));
             long deadline = System.nanoTime() + WAIT.toNanos();
-            while (tps.stream().anyMatch(tp -> c.position(tp) < ends.get(tp))) {
-                check(System.nanoTime() < deadline, "reading %s (%s): positions short of %s", topic, isolation, ends);
+            while (tps.stream().anyMatch(tp -> c.position(tp) < until.get(tp))) {
+                check(System.nanoTime() < deadline, "reading %s (%s): positions short of %s", topic, isolation, until);
                 c.poll(ClientSuite.POLL).forEach(r -> out.get(r.partition()).add(r));
             }
             return out;
         }
     }
 
+    /**
+     * The group's committed offset (-1 when none), asked with require_stable (KIP-447): while a
+     * transaction's offsets await its marker the broker answers UNSTABLE_OFFSET_COMMIT and the
+     * admin client retries, so the answer never predates a completed commit.
+     */
     static long committedOffset(Admin admin, String group, TopicPartition tp) throws Exception {
-        OffsetAndMetadata om = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().get(tp);
+        OffsetAndMetadata om = admin.listConsumerGroupOffsets(Map.of(group, new ListConsumerGroupOffsetsSpec()),
+                new ListConsumerGroupOffsetsOptions().requireStable(true))
+            .partitionsToOffsetAndMetadata(group).get().get(tp);
         return om == null ? -1 : om.offset();
     }
 
