@@ -5,7 +5,7 @@
    i % P with key b"key-<i>", value b"in-<i>") with the idempotent producer.
 2. Runs a transactional app: a read_committed consumer subscribed in group --group (no auto
    commit), a producer with transactional.id. Each transaction takes up to --batch records,
-   writes b"out-<i>" (same key) to the output topic's partition of the same number, adds the
+   as many from each input partition's head as the others (so it spans partitions), writes b"out-<i>" (same key) to the output topic's partition of the same number, adds the
    consumer's positions with send_offsets_to_transaction, then commits or aborts by a seeded
    random choice (--seed, printed; the first transaction always aborts, and no more than
    MAX_ABORTS_IN_A_ROW in a row, so every run has both and ends). After an abort the app seeks
@@ -26,6 +26,7 @@ they catch a duplicate or a lost record (the run must then FAIL).
 """
 
 import argparse
+import collections
 import random
 import sys
 import time
@@ -39,6 +40,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 # Consecutive aborts allowed before a commit is forced, so every run makes progress.
 MAX_ABORTS_IN_A_ROW = 2
+# Most records one consume() call hands over.
+CONSUME_MAX = 500
+# Answers to OffsetFetch that mean "ask again" (the coordinator is moving or loading).
+RETRIABLE_COORDINATOR_ERRORS = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                KafkaError.COORDINATOR_NOT_AVAILABLE)
 # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition.
 NO_COMMITTED_OFFSET = -1001
 
@@ -72,10 +78,21 @@ def seed_input(args):
 
 
 def committed_offsets(consumer, topic, partitions):
-    """The consumer's group's committed offset per partition (0 where none is committed)."""
+    """The consumer's group's committed offset per partition (0 where none is committed).
+    librdkafka asks with require_stable (the consumers here are read_committed), so offsets of
+    a transaction whose marker is not yet written are never half-seen. Coordinator errors of a
+    broker still electing or loading the group's coordinator are retried, as an app would."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    return [tp.offset if tp.offset != NO_COMMITTED_OFFSET else 0
-            for tp in consumer.committed(tps, timeout=10)]
+    deadline = time.monotonic() + txn_common.PROGRESS_TIMEOUT_S
+    while True:
+        try:
+            return [tp.offset if tp.offset != NO_COMMITTED_OFFSET else 0
+                    for tp in consumer.committed(tps, timeout=10)]
+        except KafkaException as e:
+            if e.args[0].code() not in RETRIABLE_COORDINATOR_ERRORS or time.monotonic() > deadline:
+                raise
+            print(f"committed offsets: {e}; retrying", file=sys.stderr, flush=True)
+            time.sleep(0.1)
 
 
 class App:
@@ -104,38 +121,45 @@ class App:
         self.commits = 0
         self.aborts = 0
         self.aborts_in_a_row = 0
+        # Records consumed but not yet processed, per input partition.
+        self.buffered = {p: collections.deque() for p in range(args.partitions)}
 
     def run(self):
         args = self.args
         self.producer.init_transactions(30)
         self.consumer.subscribe([args.input])
-        ends = [args.records // args.partitions + (1 if p < args.records % args.partitions else 0)
-                for p in range(args.partitions)]
+        ends = [len(range(p, args.records, args.partitions)) for p in range(args.partitions)]
         deadline = common.Deadline(txn_common.PROGRESS_TIMEOUT_S, "running the transactional app")
         while True:
-            msgs = [m for m in self.consumer.consume(num_messages=args.batch, timeout=0.5)]
+            msgs = self.consumer.consume(num_messages=CONSUME_MAX, timeout=0.2)
             errors = [m.error() for m in msgs if m.error()]
             if errors:
                 raise Mismatch(f"app consumer: {errors[0]}")
-            if not msgs:
+            for m in msgs:
+                self.buffered[m.partition()].append(m)
+            if not any(self.buffered.values()):
                 if self.committed_positions() == ends:
                     return
                 deadline.check(f"committed {self.committed_positions()}, input ends {ends}")
                 continue
             deadline.progressed()
-            self.transaction(msgs)
+            # Up to batch/P records from each partition's head: one transaction spans partitions.
+            take = max(1, args.batch // args.partitions)
+            batch = {p: [q.popleft() for _ in range(min(take, len(q)))] for p, q in self.buffered.items()}
+            self.transaction({p: ms for p, ms in batch.items() if ms})
 
-    def transaction(self, msgs):
+    def transaction(self, batch):
+        """batch: {input partition: [messages in offset order]}."""
         self.producer.begin_transaction()
         touched = set()
         pending = []
         delivered = []
-        for m in msgs:
-            p = m.partition()
-            value = b"out-" + m.value()[len(b"in-"):]
-            self.producer.produce(self.args.output, key=m.key(), value=value, partition=p,
-                                  on_delivery=lambda err, msg: delivered.append((err, msg)))
-            pending.append((p, value))
+        for p, msgs in batch.items():
+            for m in msgs:
+                value = b"out-" + m.value()[len(b"in-"):]
+                self.producer.produce(self.args.output, key=m.key(), value=value, partition=p,
+                                      on_delivery=lambda err, msg: delivered.append((err, msg)))
+                pending.append((p, value))
             touched.add(p)
         # Every record is written before the decision, so an aborted transaction leaves its
         # records in the log (librdkafka would otherwise purge unsent ones on abort).
@@ -144,7 +168,8 @@ class App:
         failed = [err for err, _ in delivered if err is not None]
         if failed or len(delivered) != len(pending):
             raise Mismatch(f"transactional produce: {len(delivered)}/{len(pending)} delivered, errors {failed[:3]}")
-        positions = self.consumer.position(self.consumer.assignment())
+        # The next offset to read after each partition's last processed record.
+        positions = [TopicPartition(self.args.input, p, msgs[-1].offset() + 1) for p, msgs in batch.items()]
         self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
         abort = self.aborts == 0 or (self.aborts_in_a_row < MAX_ABORTS_IN_A_ROW
                                      and self.rng.random() < self.args.abort_ratio)
@@ -169,6 +194,8 @@ class App:
         """After an abort: back to the group's committed offsets (the aborted transaction's
         offsets must not have been committed)."""
         committed = self.committed_positions()
+        for q in self.buffered.values():
+            q.clear()
         for tp in self.consumer.assignment():
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, committed[tp.partition]))
 
