@@ -33,7 +33,7 @@ mod verifiable;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use clients_support::{Broker, Client, run_client_at};
+use clients_support::{Broker, Client, run_client_at, run_client_expect_mismatch};
 use common::tail;
 use refstack::{ApacheKafka, JavaStack, KafkaOptions};
 use serde_json::Value;
@@ -49,6 +49,10 @@ const JAVA_SCENARIOS: &[&str] = &[
 const JAVA_CLASS: &str = "io.sluice.reftest.TxnScenarios";
 /// All Java scenarios in one JVM on a loaded 2-core machine (about 10 s against Kafka).
 const JAVA_TIMEOUT: Duration = Duration::from_secs(240);
+/// The EOS app's input: partitions, records, records per transaction (at most).
+const EOS_PARTITIONS: &str = "3";
+const EOS_RECORDS: &str = "600";
+const EOS_BATCH: &str = "40";
 /// Replays txn_confluent.py with this seed when set.
 const SEED_ENV: &str = "SLUICE_TXN_SEED";
 /// How much of the Java program's output a failure quotes.
@@ -71,13 +75,29 @@ const ALL: [Scenario; 4] = [
 ];
 
 impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::EosConfluent => "eos-confluent-kafka",
+            Scenario::Java => "java",
+            Scenario::Kcat => "kcat",
+            Scenario::Kafkajs => "kafkajs",
+        }
+    }
+
     /// Runs the scenario against `bootstrap`; panics with the program's output and
     /// `broker_log()` on any failure. Returns (and prints) the success line(s).
     fn run(self, bootstrap: &str, broker_log: &dyn Fn() -> String) -> String {
         match self {
             Scenario::EosConfluent => {
                 let seed = std::env::var(SEED_ENV).ok();
-                let mut args = vec!["--partitions", "3", "--records", "600", "--batch", "40"];
+                let mut args = vec![
+                    "--partitions",
+                    EOS_PARTITIONS,
+                    "--records",
+                    EOS_RECORDS,
+                    "--batch",
+                    EOS_BATCH,
+                ];
                 if let Some(seed) = &seed {
                     args.extend(["--seed", seed.as_str()]);
                 }
@@ -131,6 +151,52 @@ fn run_java(bootstrap: &str, broker_log: &dyn Fn() -> String) -> String {
         .join("\n");
     eprintln!("{lines}");
     lines
+}
+
+/// Each client program, told to corrupt what its read_committed reader returned (one record
+/// duplicated, or one dropped), must fail naming it: the checks that pass above can fail. On
+/// the oracle only (the checks are the same against any broker); the EOS app runs small here.
+fn checks_can_fail(bootstrap: &str) {
+    let cases: [(Client, &[&str], &str); 4] = [
+        (
+            Client::TxnConfluent,
+            &[
+                "--prefix",
+                "fault-eos",
+                "--records",
+                "60",
+                "--batch",
+                "15",
+                "--inject-fault",
+                "duplicate",
+            ],
+            "read_committed p0",
+        ),
+        (
+            Client::TxnKcat,
+            &["--topic", "fault-kcat", "--inject-fault", "missing"],
+            "kcat read_committed",
+        ),
+        (
+            Client::TxnKafkajs,
+            &["--prefix", "fault-kafkajs", "--inject-fault", "duplicate"],
+            "readUncommitted=false p0",
+        ),
+        (
+            Client::TxnKafkajs,
+            &["--prefix", "fault-kafkajs-2", "--inject-fault", "missing"],
+            "readUncommitted=false p0",
+        ),
+    ];
+    for (client, args, names) in cases {
+        let line = run_client_expect_mismatch(client, bootstrap, args);
+        assert!(
+            line.contains(names),
+            "{} {args:?}: the failure should name {names:?}: {line}",
+            client.name()
+        );
+        eprintln!("{} found its injected fault: {line}", client.name());
+    }
 }
 
 /// One scenario against a fresh Sluice broker.
@@ -198,9 +264,14 @@ fn apache_kafka_all_scenarios() {
         let t = Instant::now();
         match catch_unwind(AssertUnwindSafe(|| scenario.run(&bootstrap, &log))) {
             Ok(_) => eprintln!("kafka {scenario:?} passed in {:?}", t.elapsed()),
-            Err(_) => failed.push(scenario),
+            Err(_) => failed.push(scenario.name()),
         }
     }
+    let t = Instant::now();
+    if catch_unwind(AssertUnwindSafe(|| checks_can_fail(&bootstrap))).is_err() {
+        failed.push("the checks' own failure (--inject-fault)");
+    }
+    eprintln!("injected faults found in {:?}", t.elapsed());
     eprintln!(
         "all scenarios against Apache Kafka in {:?}",
         started.elapsed()

@@ -199,6 +199,33 @@ pub fn run_client_at(
     finish(child, stdout, stderr, &what, broker_log)
 }
 
+/// Runs a client program that must find a mismatch (a fault injected into what it read): it
+/// must exit 1 with a `FAIL: ...` line on stderr, which is returned. Shows that the program's
+/// checks can fail.
+pub fn run_client_expect_mismatch(client: Client, bootstrap: &str, args: &[&str]) -> String {
+    let what = format!("{} {}", client.name(), args.join(" "));
+    let mut child = spawn_client(client, bootstrap, args, &what);
+    let stdout = drain_lines(child.stdout.take().expect("stdout"), None);
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let status = wait_deadline(&mut child, CLIENT_TIMEOUT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    let fail_line = stderr.lines().find(|l| l.starts_with("FAIL: "));
+    match (status.and_then(|s| s.code()), fail_line) {
+        (Some(1), Some(line)) => line.to_string(),
+        (code, _) => panic!(
+            "{what}: want exit 1 with a FAIL line (the injected fault found), got exit {code:?}\n\
+             --- stderr ---\n{}\n--- stdout ---\n{}",
+            tail(&stderr, LOG_TAIL_BYTES),
+            tail(&stdout, LOG_TAIL_BYTES / 2)
+        ),
+    }
+}
+
 /// Like `run_client` for a program started with `--pause-after N`: once it prints `PAUSED`
 /// (everything so far acknowledged) `on_pause` runs (say, a broker restart), then the program is
 /// told to go on and must finish as usual.
