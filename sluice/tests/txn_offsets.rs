@@ -270,7 +270,6 @@ fn txn_offset_commit_errors_before_any_marker() {
 }
 
 #[test]
-#[ignore = "needs WriteTxnMarkers (h-part)"]
 fn pending_until_the_marker_and_rebuilt_after_restart() {
     let mut broker = Broker::start();
     let mut c = broker.connect();
