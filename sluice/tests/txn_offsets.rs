@@ -8,12 +8,11 @@
 //! this one (issue 15), so the test that needs it is ignored until it is merged. Retries wait
 //! on a condition with a deadline.
 //!
-//! The producers here are idempotent ones (InitProducerId without a transactional id) and the
-//! markers are written by hand: the group side needs only a producer id and epoch. Once
-//! TxnOffsetCommit is verified with the transaction coordinator first (Kafka 4's KIP-890
-//! verification, which runs before the group's own checks), these producers must be
-//! transactional ones that added the group (AddOffsetsToTxn), and the ILLEGAL_GENERATION
-//! case below comes after that verification.
+//! The producers are transactional ones that added the group to their transaction
+//! (FindCoordinator, InitProducerId with a transactional id, AddOffsetsToTxn): TxnOffsetCommit
+//! is verified with the transaction coordinator before the group's own checks (Kafka 4's
+//! KIP-890 verification). The markers are written by hand (WriteTxnMarkers), so the group
+//! side is driven without the coordinator ending the transactions.
 
 mod common;
 
@@ -69,39 +68,82 @@ fn create_topic(c: &mut RawClient, topic: &str, partitions: i32) {
     assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0]);
 }
 
-/// An idempotent producer id (the transactional InitProducerId is the coordinator's part);
-/// the offsets path only needs a producer id and epoch.
-fn producer_id(c: &mut RawClient) -> (i64, i16) {
+/// A transactional producer: its transactional id, producer id and epoch.
+#[derive(Debug, Clone, Copy)]
+struct Producer {
+    txn: &'static str,
+    id: i64,
+    epoch: i16,
+}
+
+/// Repeats `call` while it answers a retriable coordinator error (load in progress, not
+/// available, not coordinator, concurrent transactions).
+fn retried(what: &str, mut call: impl FnMut() -> i16) {
+    let deadline = Instant::now() + LOAD_DEADLINE;
+    loop {
+        let code = call();
+        if code == 0 {
+            return;
+        }
+        assert!(
+            [14, 15, 16, 51].contains(&code) && Instant::now() < deadline,
+            "{what}: error {code}"
+        );
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// A transactional producer `txn` with GROUP's offsets partition in its open transaction.
+fn producer_id(c: &mut RawClient, txn: &'static str) -> Producer {
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![s(txn)]);
+    retried("FindCoordinator", || {
+        let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &find);
+        r.coordinators[0].error_code
+    });
     let req = InitProducerIdRequest::default()
-        .with_transactional_id(None)
+        .with_transactional_id(Some(TransactionalId(s(txn))))
         .with_transaction_timeout_ms(60_000)
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    let deadline = Instant::now() + LOAD_DEADLINE;
-    loop {
+    let mut producer = Producer {
+        txn,
+        id: -1,
+        epoch: -1,
+    };
+    retried("InitProducerId", || {
         let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
-        if resp.error_code == 0 {
-            return (resp.producer_id.0, resp.producer_epoch);
-        }
-        assert!(Instant::now() < deadline, "InitProducerId: {resp:?}");
-        std::thread::sleep(RETRY_PAUSE);
-    }
+        producer.id = resp.producer_id.0;
+        producer.epoch = resp.producer_epoch;
+        resp.error_code
+    });
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(txn)))
+        .with_producer_id(ProducerId(producer.id))
+        .with_producer_epoch(producer.epoch)
+        .with_group_id(GroupId(s(GROUP)));
+    retried("AddOffsetsToTxn", || {
+        let r: AddOffsetsToTxnResponse = c.call(ApiKey::AddOffsetsToTxn, 3, &add);
+        r.error_code
+    });
+    producer
 }
 
 /// TxnOffsetCommit of `offsets` (partition, offset) of TOPIC for `producer`, retried while the
 /// coordinator loads; the per-partition error codes.
 fn txn_commit(
     c: &mut RawClient,
-    producer: (i64, i16),
+    producer: Producer,
     generation_id: i32,
     member_id: &str,
     offsets: &[(i32, i64)],
 ) -> Vec<i16> {
     let req = TxnOffsetCommitRequest::default()
-        .with_transactional_id(TransactionalId(s("txn-offsets-tx")))
+        .with_transactional_id(TransactionalId(s(producer.txn)))
         .with_group_id(GroupId(s(GROUP)))
-        .with_producer_id(ProducerId(producer.0))
-        .with_producer_epoch(producer.1)
+        .with_producer_id(ProducerId(producer.id))
+        .with_producer_epoch(producer.epoch)
         .with_generation_id(generation_id)
         .with_member_id(s(member_id))
         .with_topics(vec![
@@ -201,11 +243,11 @@ fn offsets_partition(c: &mut RawClient) -> i32 {
 }
 
 /// WriteTxnMarkers (v1) ending `producer`'s transaction on the group's offsets partition.
-fn write_marker(c: &mut RawClient, producer: (i64, i16), partition: i32, commit: bool) {
+fn write_marker(c: &mut RawClient, producer: Producer, partition: i32, commit: bool) {
     let req = WriteTxnMarkersRequest::default().with_markers(vec![
         WritableTxnMarker::default()
-            .with_producer_id(ProducerId(producer.0))
-            .with_producer_epoch(producer.1)
+            .with_producer_id(ProducerId(producer.id))
+            .with_producer_epoch(producer.epoch)
             .with_transaction_result(commit)
             .with_coordinator_epoch(0)
             .with_topics(vec![
@@ -259,7 +301,7 @@ fn txn_offset_commit_errors_before_any_marker() {
         );
     }
     // KIP-447 fencing needs no marker: a generation of a group that does not exist.
-    let producer = producer_id(&mut c);
+    let producer = producer_id(&mut c, "tx-ghost");
     assert_eq!(
         txn_commit(&mut c, producer, 4, "ghost", &[(0, 1)]),
         vec![ILLEGAL_GENERATION]
@@ -274,9 +316,9 @@ fn pending_until_the_marker_and_rebuilt_after_restart() {
     let mut broker = Broker::start();
     let mut c = broker.connect();
     create_topic(&mut c, TOPIC, 3);
-    let a = producer_id(&mut c);
-    let b = producer_id(&mut c);
-    assert_ne!(a.0, b.0);
+    let a = producer_id(&mut c, "tx-a");
+    let b = producer_id(&mut c, "tx-b");
+    assert_ne!(a.id, b.id);
 
     // Committed plain offset first, then a transaction over it.
     assert_eq!(txn_commit(&mut c, a, -1, "", &[(1, 20)]), vec![0]);

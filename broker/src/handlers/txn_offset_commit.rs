@@ -6,9 +6,12 @@
 //! the KIP-447 member fields (generation id, member id, group instance id) the coordinator
 //! fences with; v4 may answer TRANSACTION_ABORTABLE; v5 is v4 for transaction version 2.
 //!
-//! Not done here yet: Kafka 4 verifies the transaction with its coordinator before the append
-//! (v5 also adds the offsets partition to it, the implicit AddOffsetsToTxn of KIP-890); the
-//! partition's producer state fences an old producer epoch (INVALID_PRODUCER_EPOCH).
+//! Before the append the transaction is verified with its coordinator, as Kafka 4 does
+//! (`crate::txn::verify`): the group's offsets partition must be in the producer's open
+//! transaction (AddOffsetsToTxn), else INVALID_TXN_STATE and nothing is stored, so no
+//! pending offsets can outlive their transaction (they would answer UNSTABLE_OFFSET_COMMIT
+//! to require_stable fetches for good). A coordinator that cannot answer now gives
+//! COORDINATOR_NOT_AVAILABLE (retried). Not done: v5's implicit add (KIP-890 part 2).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -63,6 +66,38 @@ pub async fn handle(
         .filter(|t: &CommitTopic| !t.partitions.is_empty())
         .collect();
     let mut errors: HashMap<(String, i32), Option<GroupError>> = HashMap::new();
+    let verified = if topics.is_empty() {
+        Ok(())
+    } else {
+        verify(shard, &req).await
+    };
+    if let Err(code) = verified {
+        let topics = req
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let code = if known(&name, p.partition_index) {
+                            code
+                        } else {
+                            code_of(Some(GroupError::UnknownTopicOrPartition))
+                        };
+                        TxnOffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        return TxnOffsetCommitResponse::default().with_topics(topics);
+    }
     if !topics.is_empty() {
         let commit = TxnOffsetCommit {
             transactional_id: req.transactional_id.0.to_string(),
@@ -125,4 +160,32 @@ pub async fn handle(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The coordinator's word that the group's offsets partition is in the producer's open
+/// transaction; the error code for every partition otherwise.
+async fn verify(shard: &Rc<Shard>, req: &TxnOffsetCommitRequest) -> Result<(), i16> {
+    use kafka_protocol::ResponseError;
+    let offsets = match crate::group::frontend::ensure_offsets_topic(shard).await {
+        Ok(topic) => topic,
+        Err(e) => return Err(code_of(Some(e))),
+    };
+    let partition = crate::group::records::partition_for_group(&req.group_id.0, offsets.partitions);
+    let verified = crate::txn::verify::verify(
+        shard,
+        &req.transactional_id.0,
+        req.producer_id.0,
+        req.producer_epoch,
+        crate::group::records::OFFSETS_TOPIC,
+        partition,
+    )
+    .await;
+    match verified {
+        Ok(()) => Ok(()),
+        Err((ResponseError::NotEnoughReplicas, message)) => {
+            tracing::debug!(target: "group", ?message, "transactional offset commit not verified yet");
+            Err(ResponseError::CoordinatorNotAvailable.code())
+        }
+        Err((code, _)) => Err(code.code()),
+    }
 }
