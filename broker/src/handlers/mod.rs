@@ -66,6 +66,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod fetch;
 pub mod fetch_session;
 pub mod find_coordinator;
@@ -156,6 +157,7 @@ handler_table! {
     encoded IncrementalAlterConfigs => incremental_alter_configs,
     encoded DescribeCluster => describe_cluster,
     encoded WriteTxnMarkers => write_txn_markers,
+    encoded DescribeProducers => describe_producers,
 }
 
 /// The range we serve for `key`, if any.
