@@ -4,6 +4,9 @@
 //! transaction list), ListOffsets at both isolation levels, DescribeProducers, the epoch
 //! fencing of markers, and the same state rebuilt from the log after a restart.
 //!
+//! `a_new_leader_has_the_transactions_its_predecessor_replicated` does the same in a 3-node
+//! cluster across a leader kill.
+//!
 //! The transaction coordinator is not involved: the test plays its part (markers with the
 //! coordinator epoch it chooses), so each partition-side rule is checked on its own.
 
@@ -12,7 +15,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::requests::{create_topic_ok, name, produce_answer};
+use common::cluster::Cluster;
+use common::requests::{create_topic_ok, name, new_topic, produce_answer};
 use common::{Broker, RawClient, batches, crc32c, record_batch};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -21,9 +25,10 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    ApiKey, BrokerId, CreateTopicsRequest, DescribeProducersRequest, DescribeProducersResponse,
+    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ProduceResponse, ProducerId, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 
 const TOPIC: &str = "txn";
@@ -63,7 +68,13 @@ type MarkerSpec<'a> = (i64, i16, bool, i32, &'a str, &'a [i32]);
 
 /// WriteTxnMarkers v1: the error code of each partition, in request order.
 fn write_markers(c: &mut RawClient, markers: &[MarkerSpec]) -> Vec<i16> {
-    let req = WriteTxnMarkersRequest::default().with_markers(
+    let resp: WriteTxnMarkersResponse =
+        c.call(ApiKey::WriteTxnMarkers, 1, &markers_request(markers));
+    marker_codes(&resp, markers)
+}
+
+fn markers_request(markers: &[MarkerSpec]) -> WriteTxnMarkersRequest {
+    WriteTxnMarkersRequest::default().with_markers(
         markers
             .iter()
             .map(
@@ -81,8 +92,10 @@ fn write_markers(c: &mut RawClient, markers: &[MarkerSpec]) -> Vec<i16> {
                 },
             )
             .collect(),
-    );
-    let resp: WriteTxnMarkersResponse = c.call(ApiKey::WriteTxnMarkers, 1, &req);
+    )
+}
+
+fn marker_codes(resp: &WriteTxnMarkersResponse, markers: &[MarkerSpec]) -> Vec<i16> {
     assert_eq!(resp.markers.len(), markers.len());
     resp.markers
         .iter()
@@ -161,7 +174,15 @@ fn fetch(c: &mut RawClient, offset: i64, isolation_level: i8) -> Fetched {
 
 /// ListOffsets v7 LATEST of partition 0 at `isolation_level`.
 fn latest(c: &mut RawClient, isolation_level: i8) -> i64 {
-    let req = ListOffsetsRequest::default()
+    let resp: ListOffsetsResponse =
+        c.call(ApiKey::ListOffsets, 7, &latest_request(isolation_level));
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+fn latest_request(isolation_level: i8) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_isolation_level(isolation_level)
         .with_topics(vec![
@@ -172,22 +193,26 @@ fn latest(c: &mut RawClient, isolation_level: i8) -> i64 {
                         .with_partition_index(0)
                         .with_timestamp(-1),
                 ]),
-        ]);
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    let p = &resp.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    p.offset
+        ])
 }
 
 /// DescribeProducers v0 of partition 0: (producer id, epoch, last sequence, coordinator
 /// epoch, current transaction start offset), by producer id.
 fn producers(c: &mut RawClient) -> Vec<(i64, i32, i32, i32, i64)> {
-    let req = DescribeProducersRequest::default().with_topics(vec![
+    let resp: DescribeProducersResponse =
+        c.call(ApiKey::DescribeProducers, 0, &producers_request());
+    producer_list(&resp)
+}
+
+fn producers_request() -> DescribeProducersRequest {
+    DescribeProducersRequest::default().with_topics(vec![
         TopicRequest::default()
             .with_name(name(TOPIC))
             .with_partition_indexes(vec![0]),
-    ]);
-    let resp: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &req);
+    ])
+}
+
+fn producer_list(resp: &DescribeProducersResponse) -> Vec<(i64, i32, i32, i32, i64)> {
     let p = &resp.topics[0].partitions[0];
     assert_eq!(p.error_code, 0);
     let mut out: Vec<_> = p
@@ -385,4 +410,163 @@ fn transactions_on_a_partition_markers_lso_and_restart() {
     let committed = fetch(&mut c, 0, READ_COMMITTED);
     assert_eq!(committed.aborted, Some(vec![(p2, 5), (p2, 12)]));
     broker.stop();
+}
+
+/// How long the 3-node cluster may take to form, create the topic and elect a new leader.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The partition leader per `node`'s Metadata, once the ISR holds every live node.
+fn leader_with_full_isr(c: &Cluster, live: &[i32]) -> Result<i32, String> {
+    let md = c.try_metadata(live[0], Some(&[TOPIC]))?;
+    let p = md
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or("no partition")?;
+    let leader = p.leader_id.0;
+    if p.error_code != 0 || !live.contains(&leader) || p.isr_nodes.len() != live.len() {
+        return Err(format!(
+            "leader {leader}, isr {:?}, error {}",
+            p.isr_nodes, p.error_code
+        ));
+    }
+    Ok(leader)
+}
+
+/// acks=all Produce on `node`: the base offset, or Err with the error code.
+fn try_produce(c: &Cluster, node: i32, records: Bytes) -> Result<i64, String> {
+    let req = common::requests::produce_request(TOPIC, 0, records, -1);
+    let resp: ProduceResponse = c.try_call(node, ApiKey::Produce, 9, &req)?;
+    let p = &resp.responses[0].partition_responses[0];
+    match p.error_code {
+        0 => Ok(p.base_offset),
+        code => Err(format!("node {node}: produce error {code}")),
+    }
+}
+
+/// Markers replicate with the data: after the leader dies, the new leader (a former
+/// follower, which recorded the producer state from fetched batches) has the same open
+/// transaction, aborted list and coordinator epochs, and ends the transaction itself.
+#[test]
+fn a_new_leader_has_the_transactions_its_predecessor_replicated() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_until("3 brokers registered", CLUSTER_TIMEOUT, |c| {
+        let md = c.try_metadata(c.node_ids()[0], Some(&[]))?;
+        match md.brokers.len() {
+            3 => Ok(()),
+            n => Err(format!("{n} brokers")),
+        }
+    });
+    let topic = new_topic(TOPIC, 1, 3, &[("min.insync.replicas", "2")]);
+    cluster.create_topic(
+        &CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(30_000),
+        CLUSTER_TIMEOUT,
+    );
+    let all = cluster.node_ids();
+    let mut first = -1;
+    cluster.wait_until("a leader and a full ISR", CLUSTER_TIMEOUT, |c| {
+        first = leader_with_full_isr(c, &all)?;
+        Ok(())
+    });
+    // Producer ids of the test's choosing: the partition takes any.
+    let (p1, p2) = (1_000, 2_000);
+    // The leader may learn it leads a moment after Metadata says so: retry the first append.
+    cluster.wait_until("the first transactional append", CLUSTER_TIMEOUT, |c| {
+        assert_eq!(try_produce(c, first, txn_batch(3, p1, 0, 0))?, 0);
+        Ok(())
+    });
+    assert_eq!(try_produce(&cluster, first, txn_batch(2, p2, 0, 0)), Ok(3));
+    let abort_p2: &[MarkerSpec] = &[(p2, 0, false, 3, TOPIC, &[0])];
+    let resp: WriteTxnMarkersResponse = cluster
+        .try_call(
+            first,
+            ApiKey::WriteTxnMarkers,
+            1,
+            &markers_request(abort_p2),
+        )
+        .unwrap();
+    assert_eq!(marker_codes(&resp, abort_p2), vec![0]);
+    assert_eq!(try_produce(&cluster, first, record_batch(1, None)), Ok(6));
+    let committed: ListOffsetsResponse = cluster
+        .try_call(
+            first,
+            ApiKey::ListOffsets,
+            7,
+            &latest_request(READ_COMMITTED),
+        )
+        .unwrap();
+    assert_eq!(committed.topics[0].partitions[0].offset, 0);
+
+    cluster.kill(first);
+    let live: Vec<i32> = all.iter().copied().filter(|&n| n != first).collect();
+    let mut second = -1;
+    cluster.wait_until("a new leader", CLUSTER_TIMEOUT, |c| {
+        second = leader_with_full_isr(c, &live)?;
+        Ok(())
+    });
+    // Its high watermark reaches the log end (7), its last stable offset stays at p1's
+    // first offset.
+    cluster.wait_until("the new leader's offsets", CLUSTER_TIMEOUT, |c| {
+        let offset = |isolation_level| -> Result<i64, String> {
+            let resp: ListOffsetsResponse = c.try_call(
+                second,
+                ApiKey::ListOffsets,
+                7,
+                &latest_request(isolation_level),
+            )?;
+            let p = &resp.topics[0].partitions[0];
+            match p.error_code {
+                0 => Ok(p.offset),
+                code => Err(format!("ListOffsets error {code}")),
+            }
+        };
+        match (offset(READ_UNCOMMITTED)?, offset(READ_COMMITTED)?) {
+            (7, 0) => Ok(()),
+            other => Err(format!("(high watermark, LSO) = {other:?}")),
+        }
+    });
+    let resp: DescribeProducersResponse = cluster
+        .try_call(second, ApiKey::DescribeProducers, 0, &producers_request())
+        .unwrap();
+    assert_eq!(
+        producer_list(&resp),
+        vec![(p1, 0, 2, -1, 0), (p2, 0, 1, 3, -1)]
+    );
+    // p2's coordinator epoch (3) came with the replicated marker: an older one is fenced.
+    let zombie: &[MarkerSpec] = &[(p2, 0, true, 2, TOPIC, &[0])];
+    let resp: WriteTxnMarkersResponse = cluster
+        .try_call(second, ApiKey::WriteTxnMarkers, 1, &markers_request(zombie))
+        .unwrap();
+    assert_eq!(
+        marker_codes(&resp, zombie),
+        vec![TRANSACTION_COORDINATOR_FENCED]
+    );
+    let commit_p1: &[MarkerSpec] = &[(p1, 0, true, 3, TOPIC, &[0])];
+    let resp: WriteTxnMarkersResponse = cluster
+        .try_call(
+            second,
+            ApiKey::WriteTxnMarkers,
+            1,
+            &markers_request(commit_p1),
+        )
+        .unwrap();
+    assert_eq!(marker_codes(&resp, commit_p1), vec![0]);
+    cluster.wait_until("the committed transaction readable", CLUSTER_TIMEOUT, |c| {
+        let resp: FetchResponse = c.try_call(
+            second,
+            ApiKey::Fetch,
+            12,
+            &fetch_request(0, READ_COMMITTED, 0, 0),
+        )?;
+        let got = fetch_answer(&resp);
+        if got.last_stable_offset != 8 {
+            return Err(format!("{got:?}"));
+        }
+        assert_eq!(got.aborted, Some(vec![(p2, 3)]));
+        assert_eq!(got.batches, vec![(0, 3), (3, 2), (5, 1), (6, 1), (7, 1)]);
+        Ok(())
+    });
+    cluster.stop();
 }
