@@ -68,6 +68,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -169,6 +170,7 @@ handler_table! {
     encoded DescribeTransactions => describe_transactions,
     encoded ListTransactions => list_transactions,
     encoded WriteTxnMarkers => write_txn_markers,
+    encoded DescribeProducers => describe_producers,
 }
 
 /// The range we serve for `key`, if any.

@@ -95,6 +95,10 @@ pub struct Partition {
     pub data_notify: Rc<Notify>,
     pub append_lock: Rc<FifoLock>,
     producers: RefCell<ProducerStateTable>,
+    /// The producer state covers the log below this offset. A follower that just became
+    /// leader may have batches in its log whose transactions it has not recorded yet: the
+    /// last stable offset never passes this, so it cannot expose their data as committed.
+    producers_end: Cell<i64>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
     /// Shared with the driver's `ReplicaStore`.
     retired: Rc<Cell<bool>>,
@@ -216,6 +220,7 @@ impl Partition {
         let mut producers = ProducerStateTable::default();
         let mut epochs = replication::EpochCache::default();
         let high_watermark = log.high_watermark();
+        let log_end_offset = log.log_end_offset();
         log.scan_batches(
             log.log_start_offset(),
             BatchHeader::is_control,
@@ -270,6 +275,7 @@ impl Partition {
             data_notify,
             append_lock: FifoLock::new(),
             producers: RefCell::new(producers),
+            producers_end: Cell::new(log_end_offset),
             retired,
             following: Cell::new(false),
             followed: Rc::new(Notify::new()),
@@ -330,6 +336,8 @@ impl Partition {
                     Applied::Replicated(parts) => {
                         self.record_replicated_producers(&parts);
                         self.replica.follower_write_applied();
+                        // The last stable offset may have been held at `producers_end`.
+                        self.data_notify.notify_all();
                     }
                     Applied::Truncated => {
                         if let Err(e) = self.rebuild_producers().await {
@@ -364,6 +372,7 @@ impl Partition {
                 let total = h.total_bytes() as usize;
                 let whole = batches.get(pos..pos + total).unwrap_or_default();
                 record_header(&mut producers, h, whole, high_watermark);
+                self.producers_cover(h.last_offset() + 1);
                 if total == 0 {
                     break;
                 }
@@ -413,6 +422,7 @@ impl Partition {
             data_notify: Rc::new(Notify::new()),
             append_lock: FifoLock::new(),
             producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
+            producers_end: Cell::new(self.producers_end.get()),
             retired: Rc::new(Cell::new(false)),
             following: Cell::new(false),
             followed: Rc::new(Notify::new()),
@@ -447,12 +457,21 @@ impl Partition {
     /// log) is forgotten.
     pub fn forget_producer_batches_from(&self, offset: i64) {
         self.producers.borrow_mut().forget_from(offset);
+        self.producers_end.set(self.producers_end.get().min(offset));
+    }
+
+    /// The producer state now covers the log below `end`.
+    fn producers_cover(&self, end: i64) {
+        if end > self.producers_end.get() {
+            self.producers_end.set(end);
+        }
     }
 
     /// After a truncation: producer state rebuilt from what is left.
     pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
         let mut producers = ProducerStateTable::default();
         let high_watermark = self.log.high_watermark();
+        let log_end_offset = self.log.log_end_offset();
         self.log
             .scan_batches(
                 self.log.log_start_offset(),
@@ -461,6 +480,7 @@ impl Partition {
             )
             .await?;
         *self.producers.borrow_mut() = producers;
+        self.producers_end.set(log_end_offset);
         Ok(())
     }
 
@@ -483,6 +503,7 @@ impl Partition {
             .first_unstable_offset(high_watermark);
         first_unstable
             .map_or(high_watermark, |f| f.min(high_watermark))
+            .min(self.producers_end.get())
             .max(self.log_start_offset())
     }
 
@@ -617,6 +638,9 @@ impl Partition {
                 None => break,
             }
         }
+        if first_offset.is_some() {
+            self.producers_cover(last_offset + 1);
+        }
         if let (Some(p), Some(first_offset)) = (producer, first_offset) {
             self.producers.borrow_mut().record(
                 p.producer_id,
@@ -700,6 +724,7 @@ impl Partition {
         })?;
         let (base, answer) = driver.produce(true, batch);
         if let Some(offset) = base {
+            self.producers_cover(offset + 1);
             let mut producers = self.producers.borrow_mut();
             producers.note_high_watermark(self.log.high_watermark());
             producers.record_marker(Marker {
