@@ -8,7 +8,11 @@
 //! cluster across a leader kill.
 //!
 //! The transaction coordinator is not involved: the test plays its part (markers with the
-//! coordinator epoch it chooses), so each partition-side rule is checked on its own.
+//! coordinator epoch it chooses), so each partition-side rule is checked on its own. The
+//! brokers run with `transaction.partition.verification.enable=false` (Kafka's switch for
+//! KIP-890's produce verification, `[transaction] partition_verification_enable`), so the
+//! partitions take transactional batches the coordinator never heard of; the produce
+//! requests still carry a transactional id, as Kafka requires for transactional records.
 
 mod common;
 
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::Cluster;
-use common::requests::{create_topic_ok, name, new_topic, produce_answer};
+use common::requests::{create_topic_ok, name, new_topic, produce_request};
 use common::{Broker, RawClient, batches, crc32c, record_batch};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -27,11 +31,35 @@ use kafka_protocol::messages::write_txn_markers_request::{
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, DescribeProducersRequest, DescribeProducersResponse,
     FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceResponse, ProducerId, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TransactionalId,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 const TOPIC: &str = "txn";
+/// The transactional id every produce request here carries.
+const TRANSACTIONAL_ID: &str = "txn-partition";
+/// Brokers here run without KIP-890 produce verification (see the top of the file).
+const NO_VERIFICATION: (&str, &str) = ("SLUICE_TRANSACTION_PARTITION_VERIFICATION_ENABLE", "false");
+
+/// Produce (v9, acks=all) of `records` to partition 0 with the transactional id: (error,
+/// base offset, the answer's error message).
+fn produce_answer(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64, String) {
+    let req = txn_produce_request(topic, records);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    let message = p
+        .error_message
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    (p.error_code, p.base_offset, message)
+}
+
+fn txn_produce_request(topic: &str, records: Bytes) -> ProduceRequest {
+    produce_request(topic, 0, records, -1).with_transactional_id(Some(TransactionalId(
+        kafka_protocol::protocol::StrBytes::from_static_str(TRANSACTIONAL_ID),
+    )))
+}
 const READ_UNCOMMITTED: i8 = 0;
 const READ_COMMITTED: i8 = 1;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -253,7 +281,14 @@ fn wait_last_stable_offset(c: &mut RawClient, offset: i64) {
 
 #[test]
 fn transactions_on_a_partition_markers_lso_and_restart() {
-    let mut broker = Broker::start();
+    let mut config = tempfile::NamedTempFile::new().expect("config file");
+    std::io::Write::write_all(
+        &mut config,
+        b"[transaction]\npartition_verification_enable = false\n",
+    )
+    .expect("config written");
+    let config_path = config.path().to_str().expect("utf-8 path").to_string();
+    let mut broker = Broker::start_with(&["--config", &config_path]);
     let mut c = broker.connect();
     create_topic_ok(&mut c, TOPIC, &[]);
     let p1 = init_producer_id(&mut c);
@@ -435,7 +470,7 @@ fn leader_with_full_isr(c: &Cluster, live: &[i32]) -> Result<i32, String> {
 
 /// acks=all Produce on `node`: the base offset, or Err with the error code.
 fn try_produce(c: &Cluster, node: i32, records: Bytes) -> Result<i64, String> {
-    let req = common::requests::produce_request(TOPIC, 0, records, -1);
+    let req = txn_produce_request(TOPIC, records);
     let resp: ProduceResponse = c.try_call(node, ApiKey::Produce, 9, &req)?;
     let p = &resp.responses[0].partition_responses[0];
     match p.error_code {
@@ -449,7 +484,7 @@ fn try_produce(c: &Cluster, node: i32, records: Bytes) -> Result<i64, String> {
 /// transaction, aborted list and coordinator epochs, and ends the transaction itself.
 #[test]
 fn a_new_leader_has_the_transactions_its_predecessor_replicated() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_with_env(3, &[NO_VERIFICATION]);
     cluster.wait_until("3 brokers registered", CLUSTER_TIMEOUT, |c| {
         let md = c.try_metadata(c.node_ids()[0], Some(&[]))?;
         match md.brokers.len() {

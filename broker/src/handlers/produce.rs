@@ -270,7 +270,10 @@ async fn verify_transaction(
             Some("transactional records need the request's transactional id".into()),
         ));
     };
-    if !p.replica.is_leader() || p.in_transaction(h.producer_id(), h.producer_epoch()) {
+    if !shard.config().transaction.partition_verification_enable
+        || !p.replica.is_leader()
+        || p.in_transaction(h.producer_id(), h.producer_epoch())
+    {
         return Ok(());
     }
     crate::txn::verify::verify(

@@ -66,7 +66,8 @@ pub async fn handle(
         .filter(|t: &CommitTopic| !t.partitions.is_empty())
         .collect();
     let mut errors: HashMap<(String, i32), Option<GroupError>> = HashMap::new();
-    let verified = if topics.is_empty() {
+    let verified = if topics.is_empty() || !shard.config().transaction.partition_verification_enable
+    {
         Ok(())
     } else {
         verify(shard, &req).await

@@ -45,6 +45,9 @@ const MARKER_RETRY_MIN: Duration = Duration::from_millis(50);
 const MARKER_RETRY_MAX: Duration = Duration::from_millis(1_000);
 /// Deadline of one WriteTxnMarkers call to another broker.
 const MARKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client's EndTxn waits for its markers before it is answered anyway (the
+/// Prepare* record is durable by then; the markers go on in the background, as in Kafka).
+const END_TXN_MARKERS_WAIT: Duration = Duration::from_secs(5);
 
 /// One state partition this shard leads.
 #[derive(Debug, Clone, Copy)]
@@ -251,7 +254,7 @@ impl TxnBackend {
         self.changed.notify_all();
         tracing::info!(target: "txn", partition, unfinished = unfinished.len(), elapsed_ms = started.elapsed().as_millis() as u64, "transaction state partition loaded");
         for id in unfinished {
-            self.spawn_markers(shard, id);
+            let _ = self.spawn_markers(shard, id);
         }
     }
 
@@ -462,7 +465,17 @@ impl TxnBackend {
         self.persist(shard, partition, coordinator_epoch, next)
             .await?;
         tracing::debug!(target: "txn", transactional_id, ?state, "transaction ending");
-        self.spawn_markers(shard, transactional_id.to_string());
+        let done = self.spawn_markers(shard, transactional_id.to_string());
+        if from_client {
+            // Kafka answers once Prepare* is durable and writes the markers afterwards, so a
+            // client that reads right after commitTransaction() may find its records not yet
+            // stable (and its group offsets UNSTABLE_OFFSET_COMMIT). Sluice answers once the
+            // markers are written and the transaction is complete, up to a bound: what a
+            // committed producer wrote is then readable at once, and its next transaction
+            // does not meet CONCURRENT_TRANSACTIONS. The cost is one marker append (one
+            // fdatasync) on the commit's latency.
+            let _ = compio::time::timeout(END_TXN_MARKERS_WAIT, done.recv()).await;
+        }
         Ok(())
     }
 
@@ -567,11 +580,23 @@ impl TxnBackend {
         result.map_err(|failure| append_error(partition, failure))
     }
 
-    /// Writes the markers of `id`'s Prepare* transaction in the background, then Complete*.
-    fn spawn_markers(self: &Rc<Self>, shard: &Rc<Shard>, id: String) {
+    /// Writes the markers of `id`'s Prepare* transaction in the background, then Complete*;
+    /// the receiver hears when that attempt ended (completed, or given up to a newer
+    /// coordinator).
+    fn spawn_markers(
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
+        id: String,
+    ) -> async_channel::Receiver<()> {
+        let (done, ended) = async_channel::bounded(1);
         let this = Rc::clone(self);
         let shard = Rc::clone(shard);
-        compio::runtime::spawn(async move { this.complete_transaction(&shard, id).await }).detach();
+        compio::runtime::spawn(async move {
+            this.complete_transaction(&shard, id).await;
+            let _ = done.try_send(());
+        })
+        .detach();
+        ended
     }
 
     async fn complete_transaction(self: &Rc<Self>, shard: &Rc<Shard>, id: String) {
@@ -622,7 +647,7 @@ impl TxnBackend {
             // writes the markers again (they are idempotent) and completes.
             tracing::warn!(target: "txn", transactional_id = %id, error = ?e, "transaction completion not persisted");
             if e != TxnError::NotCoordinator {
-                self.spawn_markers(shard, id);
+                let _ = self.spawn_markers(shard, id);
             }
         }
     }

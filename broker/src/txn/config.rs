@@ -18,6 +18,10 @@ pub struct TxnSection {
     pub abort_timed_out_transaction_cleanup_interval_ms: i64,
     /// transaction.remove.expired.transaction.cleanup.interval.ms.
     pub remove_expired_transaction_cleanup_interval_ms: i64,
+    /// transaction.partition.verification.enable (KIP-890 part 1): partition leaders check
+    /// with the coordinator before appending a transaction's first batch. On by default, as
+    /// in Kafka; off only for tests of the partition side alone.
+    pub partition_verification_enable: bool,
 }
 
 impl Default for TxnSection {
@@ -28,6 +32,7 @@ impl Default for TxnSection {
             id_expiration_ms: 604_800_000,
             abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             remove_expired_transaction_cleanup_interval_ms: 3_600_000,
+            partition_verification_enable: true,
         }
     }
 }
