@@ -373,6 +373,9 @@ fn shard_main(
         // Partitions that fail to open are logged and offline; the shard starts regardless.
         partitions::apply_metadata(&shard, snapshot).await;
         crate::group::backend::start_if_present(&shard);
+        crate::txn::backend::set_local_marker_writer(
+            crate::handlers::write_txn_markers::write_markers_boxed,
+        );
         crate::txn::backend::start_if_present(&shard);
         // Below the free-space reserve from the first request on.
         partitions::check_disk(&shard, Instant::now());

@@ -21,7 +21,7 @@ use super::consumer::ConsumerGroup;
 use super::error::GroupError;
 use super::limits::GROUPS_PER_SHARD_MAX;
 use super::records::{self, LogEntry, OffsetsRecord, RecordDecodeError, TxnProducer};
-use super::txn_offsets::{PendingTxnOffsets, TxnCommitAppended};
+use super::txn_pending::{PendingTxnOffsets, TxnCommitAppended};
 
 /// Broker settings for groups (Kafka's names in comments); validated by [`GroupConfig::validate`].
 #[derive(Debug, Clone)]

@@ -26,6 +26,7 @@ mod membership;
 mod offsets;
 pub mod records;
 mod txn_offsets;
+mod txn_pending;
 mod types;
 
 pub use api::*;

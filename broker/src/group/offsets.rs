@@ -17,7 +17,7 @@ use super::classic::{
 use super::coordinator::{GroupCoordinator, PendingAppend, tombstones_for};
 use super::error::GroupError;
 use super::records::{self, OffsetCommitValue};
-use super::txn_offsets::PendingTxnOffsets;
+use super::txn_pending::PendingTxnOffsets;
 
 impl GroupCoordinator {
     pub fn offset_commit(&mut self, now_ms: i64, request: RequestId, req: OffsetCommit) {

@@ -188,3 +188,12 @@ fn write_on_owner(shard: &Rc<Shard>, items: Vec<Item>) -> LocalBoxFuture<Vec<Res
         .await
     })
 }
+
+/// [`write_markers`] as the transaction coordinator's `LocalMarkerWriter` (registered by the
+/// server at start-up).
+pub fn write_markers_boxed(
+    shard: Rc<Shard>,
+    req: WriteTxnMarkersRequest,
+) -> LocalBoxFuture<WriteTxnMarkersResponse> {
+    Box::pin(async move { write_markers(&shard, req).await })
+}

@@ -49,6 +49,23 @@ const MARKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Prepare* record is durable by then; the markers go on in the background, as in Kafka).
 const END_TXN_MARKERS_WAIT: Duration = Duration::from_secs(5);
 
+/// Writes markers to the partitions this node leads: the WriteTxnMarkers handler's
+/// `write_markers`, registered by the server at start-up ([`set_local_marker_writer`]).
+/// The coordinator cannot name the handler itself without an import cycle (the handler's
+/// error mapping reaches `replica`, whose role changes reach this module). Unregistered (unit
+/// tests), local markers go over the wire to this node's own listener like remote ones.
+pub type LocalMarkerWriter = fn(
+    Rc<Shard>,
+    WriteTxnMarkersRequest,
+) -> crate::runtime::LocalBoxFuture<WriteTxnMarkersResponse>;
+
+static LOCAL_MARKER_WRITER: std::sync::OnceLock<LocalMarkerWriter> = std::sync::OnceLock::new();
+
+/// Registers the local marker writer (once per process; later calls are ignored).
+pub fn set_local_marker_writer(writer: LocalMarkerWriter) {
+    let _ = LOCAL_MARKER_WRITER.set(writer);
+}
+
 /// One state partition this shard leads.
 #[derive(Debug, Clone, Copy)]
 struct Load {
@@ -794,10 +811,12 @@ async fn write_markers_once(
     let mut fenced = None;
     for (leader, topics) in by_leader {
         let request = marker_request(m, commit, coordinator_epoch, &topics);
-        let response = if leader == shard.shared.node_id() {
-            Some(crate::handlers::write_txn_markers::write_markers(shard, request).await)
-        } else {
-            send_markers(shard, leader, &request).await
+        let local = LOCAL_MARKER_WRITER
+            .get()
+            .filter(|_| leader == shard.shared.node_id());
+        let response = match local {
+            Some(write) => Some(write(Rc::clone(shard), request).await),
+            None => send_markers(shard, leader, &request).await,
         };
         let Some(response) = response else {
             continue;
