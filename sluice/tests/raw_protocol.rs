@@ -117,12 +117,19 @@ fn api_versions_lists_every_handler() {
             .find(|k| k.api_key == ApiKey::Fetch as i16)
             .expect("Fetch listed");
         assert!(fetch.max_version >= 12);
+        // Transactions (issue 15) are claimed at Kafka 4.1's ranges.
+        let end_txn = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::EndTxn as i16)
+            .expect("EndTxn listed");
+        assert_eq!((end_txn.min_version, end_txn.max_version), (0, 5));
         // Not implemented, so not claimed.
         assert!(
             !resp
                 .api_keys
                 .iter()
-                .any(|k| k.api_key == ApiKey::EndTxn as i16)
+                .any(|k| k.api_key == ApiKey::ElectLeaders as i16)
         );
     }
     broker.stop();
