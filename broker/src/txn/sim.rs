@@ -84,6 +84,13 @@ const LONG_DELAY_MS: i64 = 1_500;
 /// Time for a new coordinator to be elected and to replay the state log.
 const FAILOVER_MS_MIN: i64 = 20;
 const FAILOVER_MS_MAX: i64 = 400;
+/// Longest time a deposed coordinator keeps re-sending its markers.
+const ZOMBIE_MS_MAX: i64 = 3_000;
+/// A producer gives up a batch unanswered for this long (Java's `delivery.timeout.ms`): the
+/// batch's fate is unknown, so the transaction aborts and the epoch is bumped.
+const DELIVERY_TIMEOUT_MS: i64 = 250;
+/// Longest stall of a partition leader.
+const STALL_MS_MAX: i64 = 1_500;
 /// Topic every simulated partition belongs to.
 const TOPIC: &str = "out";
 /// Record values are `client * RECORD_SPACE + n`: a producer's n-th record.
@@ -101,6 +108,10 @@ pub struct Faults {
     pub coordinator_crashes: bool,
     /// Producers restarted mid-transaction (a new InitProducerId fences the old one).
     pub producer_restarts: bool,
+    /// A partition leader stalls: produce requests wait until it resumes (their producer
+    /// re-sends and eventually gives the batch up, so late copies arrive after the end of
+    /// their transaction).
+    pub stalls: bool,
     /// Copies of produce, InitProducerId and AddPartitionsToTxn requests and of every answer
     /// delivered twice or late (after the sender gave up on them).
     pub duplicates: bool,
@@ -148,6 +159,7 @@ pub fn config_for_seed(seed: u64) -> SimConfig {
         faults: Faults {
             coordinator_crashes: true,
             producer_restarts: true,
+            stalls: true,
             duplicates: true,
             stale_end_txn: false,
             stale_markers: false,
@@ -164,8 +176,10 @@ pub struct SimReport {
     pub outcomes_unknown: u64,
     pub records_committed: u64,
     pub failovers: u64,
+    pub zombie_coordinators: u64,
     pub crashes_after_persist: u64,
     pub producer_restarts: u64,
+    pub stalls: u64,
     pub timeouts_aborted: u64,
     pub fence_aborts: u64,
     pub markers_written: u64,
@@ -175,6 +189,7 @@ pub struct SimReport {
     pub produce_refused_epoch: u64,
     pub produce_refused_not_in_txn: u64,
     pub produce_refused_sequence: u64,
+    pub batches_expired: u64,
     pub end_txn_retries_answered: u64,
     pub sim_ms: i64,
     pub events: u64,
@@ -187,8 +202,10 @@ impl SimReport {
         self.outcomes_unknown += o.outcomes_unknown;
         self.records_committed += o.records_committed;
         self.failovers += o.failovers;
+        self.zombie_coordinators += o.zombie_coordinators;
         self.crashes_after_persist += o.crashes_after_persist;
         self.producer_restarts += o.producer_restarts;
+        self.stalls += o.stalls;
         self.timeouts_aborted += o.timeouts_aborted;
         self.fence_aborts += o.fence_aborts;
         self.markers_written += o.markers_written;
@@ -198,6 +215,7 @@ impl SimReport {
         self.produce_refused_epoch += o.produce_refused_epoch;
         self.produce_refused_not_in_txn += o.produce_refused_not_in_txn;
         self.produce_refused_sequence += o.produce_refused_sequence;
+        self.batches_expired += o.batches_expired;
         self.end_txn_retries_answered += o.end_txn_retries_answered;
         self.sim_ms += o.sim_ms;
         self.events += o.events;
@@ -407,11 +425,23 @@ impl Msg {
 #[derive(Clone, Debug)]
 enum Event {
     Deliver(Msg),
-    ClientWake { client: usize, incarnation: u32 },
-    CoordinatorTimeout { reply: ReplyTo },
-    ProduceTimeout { reply: ReplyTo, partition: usize },
+    ClientWake {
+        client: usize,
+        incarnation: u32,
+    },
+    CoordinatorTimeout {
+        reply: ReplyTo,
+    },
+    ProduceTimeout {
+        reply: ReplyTo,
+        partition: usize,
+    },
     CoordinatorTimer,
-    MarkerRetry { id: String, round: u64 },
+    MarkerRetry {
+        coordinator_epoch: i32,
+        id: String,
+        round: u64,
+    },
     Failover,
     Nemesis,
 }
@@ -469,6 +499,8 @@ struct SimPartition {
     log: Vec<Entry>,
     producers: ProducerStateTable,
     last_stable_offset: i64,
+    /// Produce requests reach the leader only after this time (a stalled leader).
+    stalled_until_ms: i64,
 }
 
 impl SimPartition {
@@ -525,6 +557,8 @@ impl SimPartition {
 struct MarkerRound {
     /// Unique per round: a retry timer of an earlier round never re-sends this one's markers.
     round: u64,
+    /// The coordinator transaction it ends (sim bookkeeping).
+    instance: u64,
     state: TxnState,
     producer_epoch: i16,
     /// Partition -> request id of its latest marker copy.
@@ -559,6 +593,8 @@ enum Pending {
 
 struct InFlight {
     request: u64,
+    /// When the batch was first sent (0 until then).
+    first_sent_ms: i64,
     first_seq: i32,
     records: Vec<u64>,
 }
@@ -604,6 +640,9 @@ struct World {
     partitions: Vec<SimPartition>,
     clients: Vec<Client>,
     coordinator: Coordinator,
+    /// The last deposed coordinator, re-sending its markers until `zombie_until_ms`.
+    zombie: Option<Coordinator>,
+    zombie_until_ms: i64,
     /// The `__transaction_state` log: every persisted state, in order (survives failover).
     state_log: Vec<TxnMetadata>,
     /// Last persisted state per id (what a replay yields) and its coordinator transaction
@@ -653,6 +692,8 @@ impl World {
                 txns: BTreeMap::new(),
                 rounds: BTreeMap::new(),
             },
+            zombie: None,
+            zombie_until_ms: 0,
             state_log: Vec::new(),
             persisted: BTreeMap::new(),
             instance_data: BTreeMap::new(),
@@ -714,6 +755,13 @@ impl World {
             let mut delay = self.rng.range(1, self.config.net_delay_ms_max);
             if self.rng.one_in(self.config.long_delay_one_in) {
                 delay += self.rng.range(0, long_max);
+            }
+            if let Msg::Produce(p) = &msg {
+                // A stalled leader takes produce requests only when the stall ends.
+                let stalled = self.partitions[p.partition].stalled_until_ms - self.now;
+                if stalled > 0 {
+                    delay = delay.max(stalled + self.rng.range(0, self.config.net_delay_ms_max));
+                }
             }
             self.in_flight_messages += 1;
             self.schedule(delay, Event::Deliver(msg.clone()));
@@ -785,16 +833,28 @@ impl World {
                             .is_some_and(|f| f.request == reply.request)
                     });
                 if still {
-                    self.resend_produce(reply.client, partition);
+                    self.produce_timeout(reply.client, partition);
                 }
             }
             Event::CoordinatorTimer => {
                 self.abort_timed_out()?;
                 self.schedule(ABORT_CHECK_INTERVAL_MS, Event::CoordinatorTimer);
             }
-            Event::MarkerRetry { id, round } => {
-                let current = self.coordinator.rounds.get(&id).map(|r| r.round);
-                if self.coordinator.up && current == Some(round) {
+            Event::MarkerRetry {
+                coordinator_epoch,
+                id,
+                round,
+            } => {
+                let c = &self.coordinator;
+                if c.up
+                    && c.epoch == coordinator_epoch
+                    && c.rounds.get(&id).map(|r| r.round) == Some(round)
+                {
+                    self.send_markers(&id, false);
+                } else if let Some(z) = &self.zombie
+                    && z.epoch == coordinator_epoch
+                    && self.now < self.zombie_until_ms
+                {
                     self.send_markers(&id, true);
                 }
             }
@@ -809,8 +869,15 @@ impl World {
             return;
         }
         let faults = self.config.faults;
-        match self.rng.below(3) {
+        match self.rng.below(4) {
             0 if faults.coordinator_crashes && self.coordinator.up => self.crash("nemesis"),
+            2 if faults.stalls => {
+                let p = self.rng.below(self.partitions.len() as u64) as usize;
+                let until = self.now + self.rng.range(100, STALL_MS_MAX);
+                self.partitions[p].stalled_until_ms = until;
+                self.report.stalls += 1;
+                self.trace(|| format!("p{p} stalls until {until} ms"));
+            }
             1 if faults.producer_restarts => {
                 let c = self.rng.below(self.clients.len() as u64) as usize;
                 if self.clients[c].phase != Phase::Done {
@@ -860,9 +927,36 @@ impl World {
                 self.coordinator.epoch
             )
         });
+        let deposed = Coordinator {
+            epoch: self.coordinator.epoch,
+            up: true,
+            txns: std::mem::take(&mut self.coordinator.txns),
+            rounds: std::mem::take(&mut self.coordinator.rounds),
+        };
         self.coordinator.up = false;
-        self.coordinator.txns.clear();
-        self.coordinator.rounds.clear();
+        if self.rng.one_in(2) && !deposed.rounds.is_empty() {
+            // Partitioned away rather than dead: it still believes it leads and keeps
+            // re-sending its markers for a while (it can no longer persist anything).
+            self.zombie_until_ms = self.now + self.rng.range(100, ZOMBIE_MS_MAX);
+            self.report.zombie_coordinators += 1;
+            let rounds: Vec<(String, u64)> = deposed
+                .rounds
+                .iter()
+                .map(|(id, r)| (id.clone(), r.round))
+                .collect();
+            let epoch = deposed.epoch;
+            self.zombie = Some(deposed);
+            for (id, round) in rounds {
+                self.schedule(
+                    MARKER_RETRY_MS,
+                    Event::MarkerRetry {
+                        coordinator_epoch: epoch,
+                        id,
+                        round,
+                    },
+                );
+            }
+        }
         self.report.failovers += 1;
         let after = self.rng.range(FAILOVER_MS_MIN, FAILOVER_MS_MAX);
         self.schedule(after, Event::Failover);
@@ -1107,6 +1201,7 @@ impl World {
         assert!(m.state.is_prepare(), "markers for {:?}", m.state);
         let round = MarkerRound {
             round: round_id,
+            instance: self.instance_of(id),
             state: m.state,
             producer_epoch: m.producer_epoch,
             left: m.partitions.iter().map(|(_, p)| (*p as usize, 0)).collect(),
@@ -1116,24 +1211,39 @@ impl World {
     }
 
     /// Sends a marker to every partition of `id`'s round not answered yet.
-    fn send_markers(&mut self, id: &str, retry: bool) {
-        let Some(m) = self.coordinator.txns.get(id).cloned() else {
+    /// Sends a marker to every partition of `id`'s round not answered yet, from the
+    /// coordinator or from the deposed one that still believes it leads (`zombie`).
+    fn send_markers(&mut self, id: &str, zombie: bool) {
+        let c = match (zombie, &self.zombie) {
+            (false, _) => &self.coordinator,
+            (true, Some(z)) => z,
+            (true, None) => return,
+        };
+        let Some(m) = c.txns.get(id).cloned() else {
             return;
         };
-        let instance = self.instance_of(id);
-        let coordinator_epoch = self.coordinator.epoch;
-        let (round, partitions): (u64, Vec<usize>) = match self.coordinator.rounds.get(id) {
-            Some(r) => (r.round, r.left.keys().copied().collect()),
-            None => return,
+        let coordinator_epoch = c.epoch;
+        let Some(r) = c.rounds.get(id) else {
+            return;
         };
-        if retry && !partitions.is_empty() {
-            self.trace(|| format!("markers of {id} retried to {partitions:?}"));
+        let (round, instance) = (r.round, r.instance);
+        let partitions: Vec<usize> = r.left.keys().copied().collect();
+        let requests: Vec<(usize, u64)> = partitions
+            .into_iter()
+            .map(|p| (p, self.request_id()))
+            .collect();
+        let c = if zombie {
+            self.zombie.as_mut().expect("checked above")
+        } else {
+            &mut self.coordinator
+        };
+        if let Some(r) = c.rounds.get_mut(id) {
+            r.left.extend(requests.iter().copied());
         }
-        for p in partitions {
-            let request = self.request_id();
-            if let Some(round) = self.coordinator.rounds.get_mut(id) {
-                round.left.insert(p, request);
-            }
+        self.trace(|| {
+            format!("markers of {id} (coordinator epoch {coordinator_epoch}) to {requests:?}")
+        });
+        for (p, request) in requests {
             self.send(Msg::Marker(MarkerRequest {
                 coordinator_epoch,
                 request,
@@ -1148,6 +1258,7 @@ impl World {
         self.schedule(
             MARKER_RETRY_MS,
             Event::MarkerRetry {
+                coordinator_epoch,
                 id: id.to_string(),
                 round,
             },
@@ -1616,6 +1727,7 @@ impl World {
                 p,
                 InFlight {
                     request: 0,
+                    first_sent_ms: 0,
                     first_seq,
                     records,
                 },
@@ -1632,6 +1744,30 @@ impl World {
         }
     }
 
+    /// A batch unanswered: re-sent with its sequence, or given up after
+    /// `DELIVERY_TIMEOUT_MS` (an abortable error that needs an epoch bump).
+    fn produce_timeout(&mut self, c: usize, partition: usize) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        let Some(txn) = client.txn.as_mut() else {
+            return;
+        };
+        let expired = txn
+            .in_flight
+            .get(&partition)
+            .is_some_and(|f| f.first_sent_ms > 0 && now - f.first_sent_ms >= DELIVERY_TIMEOUT_MS);
+        if !expired {
+            self.resend_produce(c, partition);
+            return;
+        }
+        txn.in_flight.remove(&partition);
+        txn.failed = true;
+        client.bump_from = client.producer;
+        self.report.batches_expired += 1;
+        self.trace(|| format!("client {c}: batch to p{partition} expired"));
+        self.client_step(c);
+    }
+
     /// (Re)sends the batch in flight on `partition` with its sequence, a new request id.
     fn resend_produce(&mut self, c: usize, partition: usize) {
         let request = self.request_id();
@@ -1646,6 +1782,9 @@ impl World {
             return;
         };
         f.request = request;
+        if f.first_sent_ms == 0 {
+            f.first_sent_ms = self.now.max(1);
+        }
         let reply = ReplyTo {
             client: c,
             incarnation: client.incarnation,
@@ -2071,6 +2210,7 @@ mod tests {
         config.faults = Faults {
             coordinator_crashes: false,
             producer_restarts: false,
+            stalls: false,
             duplicates: false,
             stale_end_txn: false,
             stale_markers: false,
@@ -2085,5 +2225,32 @@ mod tests {
             "{report:?}"
         );
         assert_eq!(report.outcomes_unknown, 0);
+    }
+
+    fn with_stale(seed: u64, end_txn: bool, markers: bool) -> SimConfig {
+        let mut config = config_for_seed(seed);
+        config.faults.stale_end_txn = end_txn;
+        config.faults.stale_markers = markers;
+        config
+    }
+
+    /// Transaction version 1 cannot tell a late copy of a finished transaction's EndTxn from
+    /// the producer's next EndTxn (same producer id and epoch): the copy ends the next
+    /// transaction early (Jepsen, Bufstream 0.1.0: lost writes, aborted reads, torn
+    /// transactions). Fails until the coordinator refuses such copies.
+    #[test]
+    #[ignore = "issue 15: TV1 hole, a delayed EndTxn ends the next transaction"]
+    fn stale_end_txn_copies_never_end_a_newer_transaction() {
+        run_configured(DEFAULT_SEEDS, |seed| with_stale(seed, true, false));
+    }
+
+    /// Transaction version 1 markers carry only the producer id and epoch and the
+    /// coordinator epoch: a late copy of a completed transaction's marker from the same
+    /// coordinator ends the producer's next transaction on that partition. Fails until the
+    /// partitions can refuse such copies.
+    #[test]
+    #[ignore = "issue 15: TV1 hole, a delayed marker copy ends the next transaction"]
+    fn stale_marker_copies_never_end_a_newer_transaction() {
+        run_configured(DEFAULT_SEEDS, |seed| with_stale(seed, false, true));
     }
 }
