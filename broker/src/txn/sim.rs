@@ -34,11 +34,13 @@
 //! - a partition's last stable offset never moves backwards;
 //! - every data batch appended belongs to a transaction the coordinator has open (or is
 //!   ending) with that partition: no hanging transaction is ever started;
-//! - a marker ends only data of the transaction it was written for (never a newer one), and
-//!   an EndTxn applies only to a transaction its producer's transaction took part in;
+//! - a marker ends only data of the coordinator transaction it was written for (never a
+//!   newer one), and an EndTxn applies only to a transaction holding no other producer
+//!   transaction's data;
 //! - read_committed (the log read up to the LSO, filtered with `aborted_between` the way
 //!   Kafka's consumer filters) shows each record at most once, a producer's records on a
-//!   partition in sequence order, and no record of a transaction whose abort was answered.
+//!   partition in sequence order, and no record of a transaction whose abort was answered
+//!   (checked after every marker: nothing else changes what read_committed sees).
 //!
 //! At quiescence (nemesis off, every producer done, the network empty): every record of a
 //! transaction whose commit was answered is visible exactly once; a transaction whose end
@@ -2186,10 +2188,16 @@ mod tests {
             total.timeouts_aborted > 0 && total.fence_aborts > 0,
             "{total:?}"
         );
-        assert!(total.zombie_coordinators > 0 && total.stalls > 0, "{total:?}");
+        assert!(
+            total.zombie_coordinators > 0 && total.stalls > 0,
+            "{total:?}"
+        );
         assert!(total.markers_fenced_coordinator_epoch > 0, "{total:?}");
         assert!(total.markers_fenced_producer_epoch > 0, "{total:?}");
-        assert!(total.batches_expired > 0 && total.produce_refused_not_in_txn > 0, "{total:?}");
+        assert!(
+            total.batches_expired > 0 && total.produce_refused_not_in_txn > 0,
+            "{total:?}"
+        );
         assert!(
             total.produce_duplicates > 0 && total.produce_refused_epoch > 0,
             "{total:?}"
