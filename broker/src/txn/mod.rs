@@ -22,6 +22,9 @@ pub mod metadata;
 pub mod records;
 pub mod verify;
 
+#[cfg(test)]
+mod sim;
+
 pub use config::TxnSection;
 pub use metadata::{TxnError, TxnMetadata, TxnState};
 
