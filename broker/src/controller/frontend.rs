@@ -168,6 +168,39 @@ impl ControllerFrontend {
     }
 }
 
+/// Creates an internal compacted topic (`__consumer_offsets`, `__transaction_state`) of
+/// `partitions` partitions with the cluster's default replication, as Kafka does on a
+/// coordinator's first use. `None` when the control plane could not be reached;
+/// `Some(Err(message))` when the creation was refused (typically: another request created it
+/// first).
+pub async fn create_compacted_topic(
+    shard: &Rc<Shard>,
+    name: &'static str,
+    partitions: i32,
+) -> Option<Result<(), String>> {
+    let created = on_control(shard, move |s: Rc<Shard>| {
+        Box::pin(async move {
+            let topic = NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor: -1,
+                configs: std::collections::BTreeMap::from([(
+                    "cleanup.policy".to_string(),
+                    "compact".to_string(),
+                )]),
+                has_assignment: false,
+            };
+            let result = s.control().create_topics(&s, vec![topic], false).await;
+            result
+                .into_iter()
+                .next()
+                .map(|r| r.map(|_| ()).map_err(|e| e.message))
+        })
+    })
+    .await;
+    created.map(|r| r.unwrap_or(Ok(())))
+}
+
 /// Runs a control-plane operation on shard 0 from any shard; `f` gets shard 0 (whose
 /// `control` is always present). `None` when shard 0 is gone (shutting down).
 pub async fn on_control<R, F>(shard: &Rc<Shard>, f: F) -> Option<R>

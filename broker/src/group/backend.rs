@@ -28,7 +28,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::batch::BatchHeader;
 use engine::sync::Notify;
 
 use super::api::{AppendOutcome, AppendToken, Output, Reply, RequestId};
@@ -235,37 +234,18 @@ impl GroupBackend {
         partition: i32,
         generation: u64,
     ) -> Result<(), String> {
-        let mut offset = log.log_start_offset();
-        let end = log.log.log_end_offset();
-        while offset < end {
-            let read = log
-                .log
-                .read(offset, end, LOAD_READ_BYTES, true)
-                .await
-                .map_err(|e| e.to_string())?;
-            if read.slices.is_empty() {
-                break;
-            }
-            let bytes = log
-                .log
-                .read_bytes(&read.slices)
-                .await
-                .map_err(|e| e.to_string())?;
-            let next = next_offset_after(&bytes).ok_or("batch without a header")?;
-            if next <= offset {
-                return Err(format!("replay made no progress at offset {offset}"));
-            }
-            offset = next;
-            // Checked after every await: a superseded replay must not feed a newer load.
+        log.replay_batches(LOAD_READ_BYTES, |bytes| {
+            // Checked after every read: a superseded replay must not feed a newer load.
             if !self.loads.borrow().is_current(partition, generation) {
-                return Ok(());
+                return Ok(false);
             }
             self.coordinator
                 .borrow_mut()
                 .replay(partition, bytes)
                 .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+            Ok(true)
+        })
+        .await
     }
 
     /// Gives up every offsets partition at shutdown, as Kafka's coordinator resigns: waiting
@@ -375,20 +355,6 @@ fn replicated_outcome(
             AppendOutcome::Failed
         }
     }
-}
-
-/// The offset after the last batch in `bytes` (whole batches as the engine returns them).
-fn next_offset_after(bytes: &[u8]) -> Option<i64> {
-    let mut pos = 0usize;
-    let mut next = None;
-    while let Some(header) = bytes.get(pos..).and_then(BatchHeader::parse) {
-        let total = usize::try_from(header.total_bytes())
-            .ok()
-            .filter(|t| *t > 0)?;
-        next = Some(header.last_offset() + 1);
-        pos += total;
-    }
-    next
 }
 
 /// Sleeps until the coordinator's next deadline (or a change), then ticks it.

@@ -12,7 +12,6 @@
 //! partition, so its state is never touched from two threads; the partition count used for
 //! routing is the topic's actual count, the same on every shard.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use super::backend::{backend, group_config};
 use super::coordinator::GroupCoordinator;
 use super::error::GroupError;
 use super::records::{OFFSETS_TOPIC, partition_for_group};
-use crate::controller::frontend::{NewTopic, on_control};
+use crate::controller::frontend::create_compacted_topic;
 use crate::metadata::{BrokerInfo, ClusterMetadata, TopicMeta};
 use crate::runtime::Shard;
 
@@ -36,25 +35,9 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
         return Ok(topic.clone());
     }
     let partitions = shard.config().group.offsets_topic_num_partitions;
-    let created = on_control(shard, move |s: Rc<Shard>| {
-        Box::pin(async move {
-            let topic = NewTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                partitions,
-                replication_factor: -1,
-                configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-                has_assignment: false,
-            };
-            let result = s.control().create_topics(&s, vec![topic], false).await;
-            result
-                .into_iter()
-                .next()
-                .map(|r| r.map(|_| ()).map_err(|e| e.message))
-        })
-    })
-    .await;
+    let created = create_compacted_topic(shard, OFFSETS_TOPIC, partitions).await;
     match created {
-        Some(Some(Err(message))) => {
+        Some(Err(message)) => {
             tracing::debug!(target: "group", %message, "offsets topic creation")
         }
         Some(_) => start_all_backends(shard).await,

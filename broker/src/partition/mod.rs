@@ -488,6 +488,43 @@ impl Partition {
         self.log.high_watermark()
     }
 
+    /// Reads the log from its start to its end as of now, about `step_bytes` at a time, and
+    /// hands `feed` each step's whole batches in order; stops early when `feed` answers
+    /// `Ok(false)`. What the coordinators replay their partitions with when they take them
+    /// over (`group::backend`, `txn::backend`).
+    pub async fn replay_batches(
+        &self,
+        step_bytes: u32,
+        mut feed: impl FnMut(Bytes) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let mut offset = self.log_start_offset();
+        let end = self.log.log_end_offset();
+        while offset < end {
+            let read = self
+                .log
+                .read(offset, end, step_bytes, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read.slices.is_empty() {
+                break;
+            }
+            let bytes = self
+                .log
+                .read_bytes(&read.slices)
+                .await
+                .map_err(|e| e.to_string())?;
+            let next = next_offset_after(&bytes).ok_or("batch without a header")?;
+            if next <= offset {
+                return Err(format!("replay made no progress at offset {offset}"));
+            }
+            offset = next;
+            if !feed(bytes)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Kafka's last stable offset: the high watermark, held back to the first offset of the
     /// earliest transaction that is ongoing or whose marker is not yet replicated; never
     /// below the log start offset.
@@ -957,6 +994,20 @@ pub fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFa
 /// Kafka's LogValidator: "Invalid attempt to append a control batch from client".
 const CONTROL_BATCH_REFUSAL: &str =
     "control batches are written by the transaction coordinator only";
+
+/// The offset after the last batch in `bytes` (whole batches as the engine returns them).
+fn next_offset_after(bytes: &[u8]) -> Option<i64> {
+    let mut pos = 0usize;
+    let mut next = None;
+    while let Some(header) = bytes.get(pos..).and_then(BatchHeader::parse) {
+        let total = usize::try_from(header.total_bytes())
+            .ok()
+            .filter(|t| *t > 0)?;
+        next = Some(header.last_offset() + 1);
+        pos += total;
+    }
+    next
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -282,29 +282,9 @@ impl TxnBackend {
         generation: u64,
         found: &mut HashMap<String, Option<TxnMetadata>>,
     ) -> Result<(), String> {
-        let mut offset = log.log_start_offset();
-        let end = log.log.log_end_offset();
-        while offset < end {
-            let read = log
-                .log
-                .read(offset, end, LOAD_READ_BYTES, true)
-                .await
-                .map_err(|e| e.to_string())?;
-            if read.slices.is_empty() {
-                break;
-            }
-            let bytes = log
-                .log
-                .read_bytes(&read.slices)
-                .await
-                .map_err(|e| e.to_string())?;
-            let next = next_offset_after(&bytes).ok_or("batch without a header")?;
-            if next <= offset {
-                return Err(format!("replay made no progress at offset {offset}"));
-            }
-            offset = next;
+        log.replay_batches(LOAD_READ_BYTES, |bytes| {
             if !self.is_current(partition, generation) {
-                return Ok(());
+                return Ok(false);
             }
             let pairs = crate::group::records::decode_batches(bytes).map_err(|e| e.to_string())?;
             for (key, value) in pairs {
@@ -329,8 +309,9 @@ impl TxnBackend {
                     },
                 }
             }
-        }
-        Ok(())
+            Ok(true)
+        })
+        .await
     }
 
     /// InitProducerId for a transactional id: its producer id and (bumped) epoch.
@@ -903,20 +884,6 @@ async fn send_markers(
             None
         }
     }
-}
-
-/// The offset after the last batch in `bytes` (whole batches as the engine returns them).
-fn next_offset_after(bytes: &[u8]) -> Option<i64> {
-    let mut pos = 0usize;
-    let mut next = None;
-    while let Some(header) = bytes.get(pos..).and_then(engine::batch::BatchHeader::parse) {
-        let total = usize::try_from(header.total_bytes())
-            .ok()
-            .filter(|t| *t > 0)?;
-        next = Some(header.last_offset() + 1);
-        pos += total;
-    }
-    next
 }
 
 /// Aborts timed-out transactions every

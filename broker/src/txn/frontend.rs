@@ -10,7 +10,6 @@
 //! Invariants: an id's operations always run on the one shard owning its state partition;
 //! the partition count used for routing is the topic's actual count, the same everywhere.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -19,7 +18,7 @@ use std::sync::Arc;
 use super::backend::{TxnBackend, TxnView, backend};
 use super::metadata::TxnError;
 use super::records::{TXN_STATE_TOPIC, partition_for};
-use crate::controller::frontend::{NewTopic, on_control};
+use crate::controller::frontend::create_compacted_topic;
 use crate::metadata::{BrokerInfo, ClusterMetadata, ShardId, TopicMeta};
 use crate::runtime::Shard;
 
@@ -34,25 +33,9 @@ pub async fn ensure_state_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, Txn
         return Ok(topic.clone());
     }
     let partitions = shard.config().transaction.state_log_num_partitions;
-    let created = on_control(shard, move |s: Rc<Shard>| {
-        Box::pin(async move {
-            let topic = NewTopic {
-                name: TXN_STATE_TOPIC.to_string(),
-                partitions,
-                replication_factor: -1,
-                configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-                has_assignment: false,
-            };
-            let result = s.control().create_topics(&s, vec![topic], false).await;
-            result
-                .into_iter()
-                .next()
-                .map(|r| r.map(|_| ()).map_err(|e| e.message))
-        })
-    })
-    .await;
+    let created = create_compacted_topic(shard, TXN_STATE_TOPIC, partitions).await;
     match created {
-        Some(Some(Err(message))) => {
+        Some(Err(message)) => {
             tracing::debug!(target: "txn", %message, "transaction state topic creation")
         }
         Some(_) => start_all_backends(shard).await,
