@@ -49,6 +49,7 @@ Any failure: `FAIL: ...` on stderr, exit 1 (3 when confluent-kafka is missing). 
 """
 
 import argparse
+import faulthandler
 import logging
 import queue
 import random
@@ -396,6 +397,11 @@ class Nemesis:
             except BufferError:
                 pass
         self.feeder.poll(wait)
+        # The app's producer logs through its queue, served by poll(): served here too, so the
+        # eos log stays current while the app thread waits in a transactional call.
+        producer = self.app.producer
+        if producer is not None:
+            producer.poll(0)
         if self.delivery_errors:
             raise Failed("feeder delivery failed: " + "; ".join(self.delivery_errors[:10]))
         if self.app.failure:
@@ -707,6 +713,8 @@ def main():
         run(args)
     except Failed as e:
         print(f"FAIL: {e}", file=sys.stderr, flush=True)
+        # Where the app thread is (a call that does not return is the usual story).
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         sys.exit(1)
 
 
