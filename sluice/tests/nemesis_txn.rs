@@ -13,8 +13,8 @@
 //! - `leader`: the leader of a seeded partition of the input or the output topic.
 //!
 //! During the fault the app must commit a transaction (the cluster serves around it; not for
-//! `group-coordinator`, where a librdkafka bug holds the app until the restart, see
-//! `Target::serves_during_fault`); then the node restarts, and the round ends once the app committed again and every partition that
+//! a kill of the node leading the group's offsets partition, where a librdkafka bug holds the
+//! app until the restart, see `Target::GroupCoordinator`); then the node restarts, and the round ends once the app committed again and every partition that
 //! matters (both topics, the id's state partition, the group's offsets partition) has a
 //! leader and a full ISR on every node. At the end (nemesis_txn.py checks): zero committed
 //! records lost and zero duplicates (every acknowledged input record's transform is in the
@@ -81,6 +81,12 @@ const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Clone, Copy, Debug)]
 enum Target {
     Coordinator,
+    /// While its node is down the app is not required to commit: librdkafka 2.10+
+    /// decommissions a broker that leaves Metadata (as a dead one does, in Kafka and Sluice
+    /// alike) while it stays cached as the group coordinator, and
+    /// `send_offsets_to_transaction` then waits, past its own timeout, for a broker state change
+    /// that only the restart brings (confluentinc/librdkafka#5511, open; seen here as "Handle
+    /// is terminating in state TRY_CONNECT" looping in the `broker` debug log).
     GroupCoordinator,
     /// The leader of (output topic?, partition).
     Leader(bool, i32),
@@ -103,16 +109,6 @@ impl Target {
             Target::GroupCoordinator => 1,
             Target::Leader(..) => 2,
         }]
-    }
-
-    /// Whether the app must commit a transaction while the node is down. Not after a group
-    /// coordinator kill: librdkafka 2.10+ decommissions a broker that leaves Metadata (as a
-    /// dead one does, in Kafka and Sluice alike) while it stays cached as the group
-    /// coordinator, and `send_offsets_to_transaction` then waits, past its own timeout, for a
-    /// broker state change that only the restart brings (confluentinc/librdkafka#5511, open;
-    /// seen here as "Handle is terminating in state TRY_CONNECT" looping in the eos log).
-    fn serves_during_fault(self) -> bool {
-        !matches!(self, Target::GroupCoordinator)
     }
 
     /// (topic, partition) whose leader this target is.
@@ -168,9 +164,13 @@ fn transactions_survive_coordinator_and_leader_kills() {
         clients.command(&mut cluster, &format!("AFTER {round} {after}"));
         let (topic, partition) = target.partition(&cluster);
         let node = leader_of(&cluster, &topic, partition);
+        let (offsets_topic, offsets_partition) = Target::GroupCoordinator.partition(&cluster);
+        let group_coordinator = leader_of(&cluster, &offsets_topic, offsets_partition);
         let at = Instant::now();
         cluster.kill(node);
-        if target.serves_during_fault() {
+        // librdkafka#5511: no progress until the group coordinator's node is back (see
+        // `Target::GroupCoordinator`), whichever role the round aimed at.
+        if node != group_coordinator {
             clients.command(&mut cluster, &format!("ACKED {round}"));
         }
         cluster.restart(node);
@@ -196,6 +196,55 @@ fn transactions_survive_coordinator_and_leader_kills() {
         field(&summary, "verified"),
         "{summary}"
     );
+    cluster.stop();
+}
+
+/// Input records of the Streams run: enough that a kill lands in the middle of the work.
+const STREAMS_RECORDS: u64 = 8_000;
+/// The kill comes once the output's counts add up to this share of the input (percent).
+const STREAMS_KILL_AT_PERCENT: u64 = 25;
+/// The Streams program's topic prefix; its application.id is `<prefix>-app`.
+const STREAMS_PREFIX: &str = "streams";
+
+/// Kafka Streams 4.3.1 with `exactly_once_v2` (tests/java: io.sluice.reftest.StreamsEos, a word
+/// count with a RocksDB store, its changelog and a repartition topic, all RF 3) in the 3-node
+/// cluster: the node leading the app's group coordinator partition is SIGKILLed once a quarter
+/// of the counts are out, the output must keep advancing without it, the node restarts, and
+/// the read_committed output must reach exactly the expected count of every word, never
+/// above it and never going down (the program checks and prints `RESULT OK` or `RESULT FAIL`).
+/// Needs the Java jars (SLUICE_TEST_JAVA_DIR, as tests/cluster_java.rs).
+#[test]
+#[ignore = "issue 15: Streams commits offsets of several partitions per transaction (see txn_offset_commit_of_two_partitions_is_accepted)"]
+fn streams_exactly_once_word_count_through_a_broker_kill() {
+    let stack = refstack::JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cluster = Cluster::start(NODES);
+    wait_for_brokers(&cluster);
+    let state_dir = cluster.dir().join("streams-state");
+    let mut command = stack.java("io.sluice.reftest.StreamsEos");
+    command
+        .arg(cluster.bootstrap())
+        .arg(STREAMS_PREFIX)
+        .arg(STREAMS_RECORDS.to_string())
+        .arg(&state_dir);
+    let mut program = Clients::spawn("StreamsEos", &mut command);
+    let started = Instant::now();
+    let kill_at = STREAMS_RECORDS * STREAMS_KILL_AT_PERCENT / 100;
+    let before = program.progress_at_least(&mut cluster, kill_at);
+    let group = format!("{STREAMS_PREFIX}-app");
+    let count = partition_count(&cluster, OFFSETS_TOPIC);
+    let node = leader_of(&cluster, OFFSETS_TOPIC, java_partition_for(&group, count));
+    cluster.kill(node);
+    eprintln!("streams: killed node {node} (group coordinator of {group}) at {before} counts");
+    let during = program.progress_at_least(&mut cluster, before + 1);
+    cluster.restart(node);
+    eprintln!("streams: node {node} restarted; counts {during} while it was down");
+    let result = program.expect(&mut cluster, "RESULT", "");
+    eprintln!(
+        "streams: RESULT {result} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(result.starts_with("OK"), "Streams EOS: RESULT {result}");
+    program.wait_success(&mut cluster);
     cluster.stop();
 }
 
@@ -409,6 +458,7 @@ fn wait_for_brokers(cluster: &Cluster) {
 /// nemesis_txn.py: its stdin takes commands, its stdout lines come through a channel, its
 /// stderr is collected for a failure message.
 struct Clients {
+    name: &'static str,
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -420,7 +470,8 @@ impl Clients {
     fn start(cluster: &Cluster, client_log: &Path, seed: u64) -> Clients {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nemesis_support/nemesis_txn.py");
-        let mut child = Command::new(clients_support::python())
+        let mut command = Command::new(clients_support::python());
+        command
             .arg(&script)
             .args(["--bootstrap", &cluster.bootstrap(), "--topic", TOPIC])
             .arg("--client-log")
@@ -431,12 +482,18 @@ impl Clients {
             .args([
                 "--debug",
                 &std::env::var(DEBUG_ENV).unwrap_or_else(|_| "eos".into()),
-            ])
+            ]);
+        Clients::spawn("nemesis_txn.py", &mut command)
+    }
+
+    /// Starts `command` with piped stdin, stdout and stderr.
+    fn spawn(name: &'static str, command: &mut Command) -> Clients {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let mut stderr = child.stderr.take().expect("stderr");
@@ -455,6 +512,7 @@ impl Clients {
             String::from_utf8_lossy(&buf).into_owned()
         });
         Clients {
+            name,
             child,
             stdin,
             lines,
@@ -516,6 +574,19 @@ impl Clients {
         }
     }
 
+    /// Waits for a `PROGRESS <n>` line with n >= `at_least`; returns n.
+    fn progress_at_least(&mut self, cluster: &mut Cluster, at_least: u64) -> u64 {
+        loop {
+            let rest = self.expect(cluster, "PROGRESS", "");
+            let n: u64 = rest
+                .parse()
+                .unwrap_or_else(|_| self.fail(cluster, &format!("bad PROGRESS {rest}")));
+            if n >= at_least {
+                return n;
+            }
+        }
+    }
+
     fn wait_success(&mut self, cluster: &mut Cluster) {
         self.stdin = None;
         let deadline = Instant::now() + COMMAND_TIMEOUT;
@@ -538,8 +609,9 @@ impl Clients {
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
         panic!(
-            "nemesis_txn.py: {why}\n--- its stderr ---\n{}\n--- its stdout ---\n{}\n(librdkafka's \
+            "{}: {why}\n--- its stderr ---\n{}\n--- its stdout ---\n{}\n(librdkafka's \
              eos log: {})",
+            self.name,
             tail(&stderr, 20_000),
             tail(&self.out, 4_000),
             cluster.dir().join("client.log").display(),
