@@ -133,7 +133,6 @@ impl Target {
 }
 
 #[test]
-#[ignore = "issue 15: TxnOffsetCommit of 2+ partitions fails (see txn_offset_commit_of_two_partitions_is_accepted)"]
 fn transactions_survive_coordinator_and_leader_kills() {
     let rounds = env_number(ROUNDS_ENV).map_or(DEFAULT_ROUNDS, |n| n as usize);
     let seed = env_number(SEED_ENV).unwrap_or_else(time_seed);
@@ -214,7 +213,6 @@ const STREAMS_PREFIX: &str = "streams";
 /// above it and never going down (the program checks and prints `RESULT OK` or `RESULT FAIL`).
 /// Needs the Java jars (SLUICE_TEST_JAVA_DIR, as tests/cluster_java.rs).
 #[test]
-#[ignore = "issue 15: Streams commits offsets of several partitions per transaction (see txn_offset_commit_of_two_partitions_is_accepted)"]
 fn streams_exactly_once_word_count_through_a_broker_kill() {
     let stack = refstack::JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
     let mut cluster = Cluster::start(NODES);
@@ -256,7 +254,6 @@ fn streams_exactly_once_word_count_through_a_broker_kill() {
 /// coordinator answers COORDINATOR_NOT_AVAILABLE forever, which librdkafka retries until
 /// `send_offsets_to_transaction` fails. A single node shows it too.
 #[test]
-#[ignore = "issue 15: TxnOffsetCommit of 2+ partitions fails (offsets append split into one batch per record)"]
 fn txn_offset_commit_of_two_partitions_is_accepted() {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::txn_offset_commit_request::{
