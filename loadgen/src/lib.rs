@@ -56,13 +56,14 @@ pub use args::LoadgenArgs;
 pub use report::Report;
 
 use crate::client::Cluster;
+use crate::client::transaction::TransactionCoordinator;
 use crate::consumer::{ConsumerConfig, ConsumerShared, assignment, run_consumer};
 use crate::keys::{KeyGenerator, SizeDistribution};
 use crate::producer::{
     ProducerConfig, ProducerShared, StopSignal, batch_buffers, payload_pool, run_producer,
 };
 use crate::record_batch::BatchBuffers;
-use crate::report::{Measured, latency_line, rfc3339_utc};
+use crate::report::{Measured, Transactions, latency_line, rfc3339_utc};
 use crate::schedule::{Clock, Schedule};
 use crate::stats::{Counters, Stats};
 
@@ -121,9 +122,13 @@ pub async fn run_quietly(
             batch_buffers(a.batch_bytes, a.buffer_bytes, a.rate.is_none())
         })
         .collect();
+    // Transactional producers get their ids before the clock starts too, as
+    // ProducerPerformance calls initTransactions() before its first send: a broker creating
+    // its transaction log on the first FindCoordinator takes seconds.
+    let coordinators = run.init_transactions().await?;
     let timing = Timing::start(&run.clock, &run.args);
     consumer_measure_from_us.store(timing.measure_from_us, Ordering::Relaxed);
-    let mut producers = run.spawn_producers(&timing, buffers);
+    let mut producers = run.spawn_producers(&timing, buffers, coordinators);
     let window_start = Arc::new(Mutex::new(None::<Counters>));
     let progress = tokio::spawn(progress_loop(
         run.stats.clone(),
@@ -255,6 +260,7 @@ impl RunContext {
                 index,
                 partitions: assignment(self.partitions, args.consumers, index),
                 group: args.group.clone(),
+                read_committed: args.transactional_id.is_some(),
             };
             let shared = ConsumerShared {
                 cluster: self.cluster.clone(),
@@ -285,15 +291,37 @@ impl RunContext {
         (consumers, measure_from_us)
     }
 
-    /// `buffers`: one free list of batch buffers per producer.
-    fn spawn_producers(&self, timing: &Timing, buffers: Vec<BatchBuffers>) -> JoinSet<Result<()>> {
+    /// Each producer's transaction coordinator (FindCoordinator, InitProducerId), in a
+    /// transactional run.
+    async fn init_transactions(&self) -> Result<Vec<Option<TransactionCoordinator>>> {
+        let mut coordinators = Vec::new();
+        for index in 0..self.args.producers {
+            coordinators.push(match self.args.transactional_id_of(index) {
+                Some(id) => Some(
+                    TransactionCoordinator::init(&self.cluster, &id, args::TRANSACTION_TIMEOUT_MS)
+                        .await?,
+                ),
+                None => None,
+            });
+        }
+        Ok(coordinators)
+    }
+
+    /// `buffers`: one free list of batch buffers per producer; `coordinators`: each one's
+    /// transaction coordinator in a transactional run.
+    fn spawn_producers(
+        &self,
+        timing: &Timing,
+        buffers: Vec<BatchBuffers>,
+        coordinators: Vec<Option<TransactionCoordinator>>,
+    ) -> JoinSet<Result<()>> {
         let args = &self.args;
         let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
         let payload = payload_pool(args.seed, record_bytes_max as usize);
         let keys = Arc::new(KeyGenerator::new(args.keys));
         let producers_n = u64::from(args.producers);
         let mut producers = JoinSet::new();
-        for (index, buffers) in (0..args.producers).zip(buffers) {
+        for ((index, buffers), coordinator) in (0..args.producers).zip(buffers).zip(coordinators) {
             // An even split of --records, the remainder to the first producers.
             let share = |total: u64| {
                 total / producers_n + u64::from(u64::from(index) < total % producers_n)
@@ -313,7 +341,8 @@ impl RunContext {
                 request_bytes: args.request_bytes,
                 buffer_bytes: args.buffer_bytes,
                 in_flight_max: args.max_in_flight,
-                idempotence: args.idempotence,
+                idempotence: args.idempotent(),
+                transaction_duration: Duration::from_millis(args.transaction_duration_ms),
                 retries: args.retries,
                 records: args.records.map(share),
                 produce_until: timing.produce_until,
@@ -334,7 +363,7 @@ impl RunContext {
                 payload: payload.clone(),
                 stop: self.stop_rx.clone(),
             };
-            producers.spawn(run_producer(config, shared, buffers));
+            producers.spawn(run_producer(config, shared, buffers, coordinator));
         }
         producers
     }
@@ -376,6 +405,13 @@ impl RunContext {
         };
         let produce = stats.produce.lock().expect("recorder lock");
         let end_to_end = stats.end_to_end.lock().expect("recorder lock");
+        let transactions = args.transactional_id.is_some().then(|| Transactions {
+            committed: stats.transactions_committed.load(Ordering::Relaxed),
+            aborted: stats.transactions_aborted.load(Ordering::Relaxed),
+            partitions: stats.transaction_partitions.load(Ordering::Relaxed),
+            coordinator_retries: stats.coordinator_retries.load(Ordering::Relaxed),
+            commit_latency: stats.commit.lock().expect("recorder lock").total.summary(),
+        });
         let mut report = Report::build(
             args,
             start_time,
@@ -387,6 +423,7 @@ impl RunContext {
                 elapsed_secs: produce_end.duration_since(timing.run_start).as_secs_f64(),
                 produce_latency: produce.total.summary(),
                 end_to_end_latency: (args.consumers > 0).then(|| end_to_end.total.summary()),
+                transactions,
                 errors: stats.errors(),
                 interrupted,
                 partitions: self.partitions,
