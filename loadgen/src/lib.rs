@@ -56,11 +56,11 @@ pub use args::LoadgenArgs;
 pub use report::Report;
 
 use crate::client::Cluster;
-use crate::client::transaction::TransactionCoordinator;
 use crate::consumer::{ConsumerConfig, ConsumerShared, assignment, run_consumer};
 use crate::keys::{KeyGenerator, SizeDistribution};
 use crate::producer::{
-    ProducerConfig, ProducerShared, StopSignal, batch_buffers, payload_pool, run_producer,
+    ProducerConfig, ProducerIdentity, ProducerShared, StopSignal, batch_buffers, payload_pool,
+    run_producer,
 };
 use crate::record_batch::BatchBuffers;
 use crate::report::{Measured, Transactions, latency_line, rfc3339_utc};
@@ -122,13 +122,13 @@ pub async fn run_quietly(
             batch_buffers(a.batch_bytes, a.buffer_bytes, a.rate.is_none())
         })
         .collect();
-    // Transactional producers get their ids before the clock starts too, as
-    // ProducerPerformance calls initTransactions() before its first send: a broker creating
-    // its transaction log on the first FindCoordinator takes seconds.
-    let coordinators = run.init_transactions().await?;
+    // Producer ids too, as ProducerPerformance calls initTransactions() before its clock
+    // starts: a fresh Kafka answers COORDINATOR_LOAD_IN_PROGRESS until it has a block of
+    // producer ids, and creates its transaction log on the first FindCoordinator (seconds).
+    let identities = run.init_producer_identities().await?;
     let timing = Timing::start(&run.clock, &run.args);
     consumer_measure_from_us.store(timing.measure_from_us, Ordering::Relaxed);
-    let mut producers = run.spawn_producers(&timing, buffers, coordinators);
+    let mut producers = run.spawn_producers(&timing, buffers, identities);
     let window_start = Arc::new(Mutex::new(None::<Counters>));
     let progress = tokio::spawn(progress_loop(
         run.stats.clone(),
@@ -291,29 +291,22 @@ impl RunContext {
         (consumers, measure_from_us)
     }
 
-    /// Each producer's transaction coordinator (FindCoordinator, InitProducerId), in a
-    /// transactional run.
-    async fn init_transactions(&self) -> Result<Vec<Option<TransactionCoordinator>>> {
-        let mut coordinators = Vec::new();
+    /// Each producer's id (idempotence) or transaction coordinator (transactions).
+    async fn init_producer_identities(&self) -> Result<Vec<ProducerIdentity>> {
+        let mut identities = Vec::new();
         for index in 0..self.args.producers {
-            coordinators.push(match self.args.transactional_id_of(index) {
-                Some(id) => Some(
-                    TransactionCoordinator::init(&self.cluster, &id, args::TRANSACTION_TIMEOUT_MS)
-                        .await?,
-                ),
-                None => None,
-            });
+            identities.push(ProducerIdentity::init(&self.cluster, &self.args, index).await?);
         }
-        Ok(coordinators)
+        Ok(identities)
     }
 
-    /// `buffers`: one free list of batch buffers per producer; `coordinators`: each one's
-    /// transaction coordinator in a transactional run.
+    /// `buffers`: one free list of batch buffers per producer; `identities`: each one's
+    /// producer id or transaction coordinator.
     fn spawn_producers(
         &self,
         timing: &Timing,
         buffers: Vec<BatchBuffers>,
-        coordinators: Vec<Option<TransactionCoordinator>>,
+        identities: Vec<ProducerIdentity>,
     ) -> JoinSet<Result<()>> {
         let args = &self.args;
         let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
@@ -321,7 +314,7 @@ impl RunContext {
         let keys = Arc::new(KeyGenerator::new(args.keys));
         let producers_n = u64::from(args.producers);
         let mut producers = JoinSet::new();
-        for ((index, buffers), coordinator) in (0..args.producers).zip(buffers).zip(coordinators) {
+        for ((index, buffers), identity) in (0..args.producers).zip(buffers).zip(identities) {
             // An even split of --records, the remainder to the first producers.
             let share = |total: u64| {
                 total / producers_n + u64::from(u64::from(index) < total % producers_n)
@@ -363,7 +356,7 @@ impl RunContext {
                 payload: payload.clone(),
                 stop: self.stop_rx.clone(),
             };
-            producers.spawn(run_producer(config, shared, buffers, coordinator));
+            producers.spawn(run_producer(config, shared, buffers, identity));
         }
         producers
     }

@@ -37,6 +37,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use crate::args::{LoadgenArgs, TRANSACTION_TIMEOUT_MS};
 use crate::client::cluster::topic_name;
 use crate::client::connection::{CLIENT_ID, encode_frame_segmented};
 use crate::client::transaction::TransactionCoordinator;
@@ -135,16 +136,49 @@ pub fn batch_buffers(batch_bytes: usize, buffer_bytes: usize, prefault: bool) ->
     buffers
 }
 
+/// Who a producer is to the brokers, settled before the clock starts (as the Java producer
+/// gets its id before the first send completes, and ProducerPerformance calls
+/// `initTransactions()` before its clock starts).
+pub enum ProducerIdentity {
+    /// No producer id: batches carry -1.
+    None,
+    /// InitProducerId without a transactional id.
+    Idempotent {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+    /// A transactional id's coordinator, with the id and epoch it gave out.
+    Transactional(TransactionCoordinator),
+}
+
+impl ProducerIdentity {
+    /// Asks the brokers for producer `index`'s identity as `args` describe it.
+    pub async fn init(cluster: &Cluster, args: &LoadgenArgs, index: u32) -> Result<Self> {
+        Ok(if let Some(id) = args.transactional_id_of(index) {
+            ProducerIdentity::Transactional(
+                TransactionCoordinator::init(cluster, &id, TRANSACTION_TIMEOUT_MS).await?,
+            )
+        } else if args.idempotent() {
+            let (producer_id, producer_epoch) = cluster.init_producer_id().await?;
+            ProducerIdentity::Idempotent {
+                producer_id,
+                producer_epoch,
+            }
+        } else {
+            ProducerIdentity::None
+        })
+    }
+}
+
 /// Runs one producer until its records are generated and answered, or it is stopped.
-/// `buffers`: its free list of batch buffers ([`batch_buffers`]); `coordinator`: its
-/// transaction coordinator (already initialized) for a transactional producer.
+/// `buffers`: its free list of batch buffers ([`batch_buffers`]).
 pub async fn run_producer(
     config: ProducerConfig,
     shared: ProducerShared,
     buffers: BatchBuffers,
-    coordinator: Option<TransactionCoordinator>,
+    identity: ProducerIdentity,
 ) -> Result<()> {
-    let mut producer = Producer::new(config, shared, buffers, coordinator).await?;
+    let mut producer = Producer::new(config, shared, buffers, identity);
     producer.run().await
 }
 
@@ -233,12 +267,12 @@ struct Producer {
 }
 
 impl Producer {
-    async fn new(
+    fn new(
         config: ProducerConfig,
         shared: ProducerShared,
         buffers: BatchBuffers,
-        coordinator: Option<TransactionCoordinator>,
-    ) -> Result<Producer> {
+        identity: ProducerIdentity,
+    ) -> Producer {
         let layout = shared.cluster.layout();
         let partitions = layout.partitions();
         assert!(
@@ -246,23 +280,26 @@ impl Producer {
             "producer started before the topic has partitions"
         );
         let mut transaction = None;
-        let (producer_id, producer_epoch) = if let Some(coordinator) = coordinator {
-            let identity = (coordinator.producer_id(), coordinator.producer_epoch());
-            transaction = Some(Transaction {
-                retries_counted: 0,
-                coordinator,
-                duration: config.transaction_duration,
-                added: vec![false; partitions],
-                added_count: 0,
-                started: None,
-                completing: false,
-                failed: false,
-            });
-            identity
-        } else if config.idempotence {
-            shared.cluster.init_producer_id().await?
-        } else {
-            (-1, -1)
+        let (producer_id, producer_epoch) = match identity {
+            ProducerIdentity::Transactional(coordinator) => {
+                let identity = (coordinator.producer_id(), coordinator.producer_epoch());
+                transaction = Some(Transaction {
+                    retries_counted: 0,
+                    coordinator,
+                    duration: config.transaction_duration,
+                    added: vec![false; partitions],
+                    added_count: 0,
+                    started: None,
+                    completing: false,
+                    failed: false,
+                });
+                identity
+            }
+            ProducerIdentity::Idempotent {
+                producer_id,
+                producer_epoch,
+            } => (producer_id, producer_epoch),
+            ProducerIdentity::None => (-1, -1),
         };
         let open = (0..partitions)
             .map(|_| OpenBatch {
@@ -273,7 +310,7 @@ impl Producer {
                 value_bytes: 0,
             })
             .collect();
-        Ok(Producer {
+        Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),
             sticky_partition: config.index as usize % partitions,
@@ -299,7 +336,7 @@ impl Producer {
             partition_taken: vec![false; partitions],
             aborted_at: None,
             transaction,
-        })
+        }
     }
 
     async fn run(&mut self) -> Result<()> {
