@@ -33,7 +33,7 @@ use crate::limits::{
     SEGMENT_RELATIVE_OFFSET_MAX, SYNCS_IN_FLIGHT_MAX, WRITE_BUFFER_RETAIN_BYTES, WRITE_SLICES_MAX,
 };
 use crate::recovery::recover;
-use crate::scan::walk_headers;
+use crate::scan::{walk_batches, walk_headers};
 use crate::segment::{
     BatchFacts, INDEX_SUFFIX, IndexFiles, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX,
     segment_path, sync_index_files,
@@ -1436,6 +1436,18 @@ impl Log {
         from_offset: i64,
         mut f: impl FnMut(&BatchHeader),
     ) -> Result<(), LogError> {
+        self.scan_batches(from_offset, |_| false, |h, _| f(h)).await
+    }
+
+    /// [`Log::scan_headers`], also handing `f` the whole batch (length prefix included) for
+    /// each batch `whole(header)` asks for, up to 4 KiB (`scan::WHOLE_BATCH_BYTES_MAX`) (an
+    /// empty slice otherwise): the transaction markers of control batches.
+    pub async fn scan_batches(
+        &self,
+        from_offset: i64,
+        whole: impl Fn(&BatchHeader) -> bool,
+        mut f: impl FnMut(&BatchHeader, &[u8]),
+    ) -> Result<(), LogError> {
         let bases: Vec<i64> = {
             let s = self.state.borrow();
             s.usable()?;
@@ -1460,9 +1472,9 @@ impl Log {
                     start: Start::entry(seg.base_offset, seg.index.floor_offset(rel)),
                 }
             };
-            walk(&snap, snap.start, |_, h| {
+            walk_with(&snap, snap.start, &whole, |_, h, b| {
                 if h.last_offset() >= from_offset {
-                    f(h);
+                    f(h, b);
                 }
                 ControlFlow::Continue(())
             })
@@ -1543,18 +1555,29 @@ async fn walk(
     from: Start,
     mut f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
 ) -> Result<(), LogError> {
+    walk_with(snap, from, |_| false, |pos, h, _| f(pos, h)).await
+}
+
+/// [`walk`], handing `f` the whole batch for those `whole` asks for (see
+/// [`walk_batches`]).
+async fn walk_with(
+    snap: &SegmentSnap,
+    from: Start,
+    whole: impl Fn(&BatchHeader) -> bool,
+    mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
+) -> Result<(), LogError> {
     let (file, path) = (snap.file.file(), snap.file.path());
     let Some(expected) = from.expect_base_offset else {
-        return walk_headers(file, path, from.position, snap.size, f).await;
+        return walk_batches(file, path, from.position, snap.size, whole, f).await;
     };
     let mut first = true;
     let mut misplaced = false;
-    let res = walk_headers(file, path, from.position, snap.size, |pos, h| {
+    let res = walk_batches(file, path, from.position, snap.size, &whole, |pos, h, b| {
         if std::mem::take(&mut first) && h.base_offset() != expected {
             misplaced = true;
             return ControlFlow::Break(());
         }
-        f(pos, h)
+        f(pos, h, b)
     })
     .await;
     match res {
@@ -1562,7 +1585,7 @@ async fn walk(
         Err(e) if !first => Err(e),
         _ => {
             tracing::warn!(target: "engine", path = %path.display(), position = from.position, "index entry misses its batch; walking from the segment start");
-            walk_headers(file, path, 0, snap.size, f).await
+            walk_batches(file, path, 0, snap.size, whole, f).await
         }
     }
 }
@@ -2369,6 +2392,64 @@ mod tests {
             log.close().await.unwrap();
             let (log, _) = Log::open(dir.path().into(), small_config()).await.unwrap();
             assert_eq!(offsets(&log), (8, 8, 8));
+        });
+    }
+
+    /// `scan_batches` hands over the whole batch for those asked for, also when one
+    /// straddles the header walk's 16 KiB read chunks (then read again from its start), and
+    /// an empty slice for the others.
+    #[test]
+    fn scan_batches_hands_over_whole_small_batches_across_chunks() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 1 << 20,
+                ..LogConfig::default()
+            };
+            let (log, _) = Log::open(dir.path().into(), config).await.unwrap();
+            let mut small = Vec::new();
+            // The first small batch (69 bytes) starts at 16 320: its header lies in the
+            // walk's first 16 KiB chunk, its end beyond it, so it is read again.
+            let first = build_test_batch(2, 16_320 - crate::limits::BATCH_HEADER_BYTES, 1, 1, 1);
+            assert_eq!(first.len(), 16_320);
+            log.append(Bytes::from(first), 0).await.unwrap();
+            let one = build_test_batch(1, 8, 1, 1, 0xaa);
+            assert_eq!(one.len(), 69);
+            small.push(one.clone());
+            log.append(Bytes::from(one), 0).await.unwrap();
+            for i in 0..60u32 {
+                // Bodies of uneven sizes move the small batches across chunk boundaries.
+                log.append(batch(2, 700 + (i as usize * 97) % 2_900, 1), 0)
+                    .await
+                    .unwrap();
+                let one = build_test_batch(1, 8, 1, 1, i as u8);
+                small.push(one.clone());
+                log.append(Bytes::from(one), 0).await.unwrap();
+            }
+            let mut wholes = Vec::new();
+            let mut others = 0;
+            log.scan_batches(
+                0,
+                |h| h.records_count() == 1,
+                |h, whole| {
+                    if h.records_count() == 1 {
+                        wholes.push(whole.to_vec());
+                    } else {
+                        assert!(whole.is_empty());
+                        others += 1;
+                    }
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(others, 61);
+            assert_eq!(wholes.len(), small.len());
+            for (stored, sent) in wholes.iter().zip(&small) {
+                // As sent, but for the base offset and leader epoch stamped on append.
+                assert_eq!(stored.len(), sent.len());
+                assert_eq!(&stored[8..12], &sent[8..12]);
+                assert_eq!(&stored[16..], &sent[16..]);
+            }
         });
     }
 }

@@ -31,6 +31,24 @@ pub(crate) async fn walk_headers(
     end: u64,
     mut f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
 ) -> Result<(), LogError> {
+    walk_batches(file, path, start, end, |_| false, |pos, h, _| f(pos, h)).await
+}
+
+/// Largest batch [`walk_batches`] hands over whole (a control batch is under 100 bytes).
+pub(crate) const WHOLE_BATCH_BYTES_MAX: u64 = 4096;
+
+/// [`walk_headers`], also handing `f` the whole batch (length prefix included) for each
+/// batch `whole(header)` asks for, if it is at most [`WHOLE_BATCH_BYTES_MAX`] bytes; every
+/// other batch gets an empty slice. Used for control batches (transaction markers), whose
+/// one record says COMMIT or ABORT.
+pub(crate) async fn walk_batches(
+    file: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    whole: impl Fn(&BatchHeader) -> bool,
+    mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
+) -> Result<(), LogError> {
     let mut pos = start;
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunk_start = 0u64;
@@ -68,7 +86,26 @@ pub(crate) async fn walk_headers(
                 ),
             ));
         }
-        if f(pos, header).is_break() {
+        let wanted = whole(header) && total <= WHOLE_BATCH_BYTES_MAX;
+        if wanted && pos + total > chunk_start + chunk.len() as u64 {
+            // The batch runs past the chunk: read it from its start (and what follows).
+            chunk = read_up_to(file, pos, HEADER_WALK_CHUNK_BYTES.min((end - pos) as usize))
+                .await
+                .map_err(|e| LogError::io("read", path, e))?;
+            chunk_start = pos;
+            if (chunk.len() as u64) < total {
+                return Err(corrupt(path, pos, "file ends inside a batch"));
+            }
+        }
+        let at = (pos - chunk_start) as usize;
+        let header =
+            BatchHeader::parse(&chunk[at..]).ok_or_else(|| corrupt(path, pos, "short header"))?;
+        let body: &[u8] = if wanted {
+            &chunk[at..at + total as usize]
+        } else {
+            &[]
+        };
+        if f(pos, header, body).is_break() {
             return Ok(());
         }
         pos += total;

@@ -189,6 +189,7 @@ fn decode_body(
         ListGroups => ListGroupsRequest,
         DeleteGroups => DeleteGroupsRequest,
         OffsetDelete => OffsetDeleteRequest,
+        TxnOffsetCommit => TxnOffsetCommitRequest,
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,

@@ -253,8 +253,8 @@ impl<F: FileSpan> Chunks<F> {
 mod tests {
     use super::*;
     use crate::codec::encode_response;
-    use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse};
+    use kafka_protocol::messages::{BrokerId, ProducerId, TopicName};
     use kafka_protocol::protocol::Message;
     use kafka_protocol::protocol::StrBytes;
 
@@ -274,7 +274,20 @@ mod tests {
                             .with_high_watermark(100 + p as i64)
                             .with_last_stable_offset(90)
                             .with_log_start_offset(if version >= 5 { 3 } else { -1 })
-                            .with_aborted_transactions(if t == 0 { Some(vec![]) } else { None })
+                            // read_committed answers: an empty list, aborted transactions
+                            // (issue 15), or null for read_uncommitted.
+                            .with_aborted_transactions(match (t, p) {
+                                (0, 0) => Some(vec![]),
+                                (0, _) => Some(vec![
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(4_000))
+                                        .with_first_offset(17),
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(i64::MAX))
+                                        .with_first_offset(0),
+                                ]),
+                                _ => None,
+                            })
                             .with_preferred_read_replica(BrokerId(-1))
                             .with_records(Some(r))
                     })

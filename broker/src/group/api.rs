@@ -40,6 +40,8 @@ pub enum AppendOutcome {
     NotLeader,
     /// The append failed (disk error, size limit).
     Failed,
+    /// A transactional append whose producer epoch the partition refused (a fenced producer).
+    InvalidProducerEpoch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,7 @@ pub enum Reply {
     Heartbeat(Option<GroupError>),
     Leave(LeaveResult),
     OffsetCommit(Vec<TopicErrors>),
+    TxnOffsetCommit(Vec<TopicErrors>),
     OffsetFetch(FetchResult),
     OffsetDelete(OffsetDeleteResult),
     DeleteGroup(Option<GroupError>),
@@ -173,6 +176,21 @@ pub struct OffsetCommit {
     pub group_instance_id: Option<String>,
     /// OffsetCommit v2..v4 retention_time_ms; -1 means the broker's retention.
     pub retention_time_ms: i64,
+    pub topics: Vec<CommitTopic>,
+}
+
+/// TxnOffsetCommit (KIP-98, KIP-447 member fields from v3), version-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOffsetCommit {
+    pub transactional_id: String,
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1 before v3 (and from producers that send no group metadata).
+    pub generation_id: i32,
+    /// Empty before v3.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
     pub topics: Vec<CommitTopic>,
 }
 

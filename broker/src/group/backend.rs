@@ -367,6 +367,9 @@ fn replicated_outcome(
                 ReplicaError::NotLeaderOrFollower | ReplicaError::FencedLeaderEpoch,
             ),
         ) => AppendOutcome::NotLeader,
+        // A TxnOffsetCommit from a fenced producer (the partition's producer state knows a
+        // newer epoch): passed through, as Kafka's `handleOperationException` does.
+        Err(AppendFailure::InvalidProducerEpoch) => AppendOutcome::InvalidProducerEpoch,
         Err(error) => {
             tracing::warn!(target: "group", topic = OFFSETS_TOPIC, partition = log.index, ?error, "offsets append not replicated");
             AppendOutcome::Failed
@@ -465,9 +468,27 @@ fn replaced_by_leader(shard: &Shard, partition: &Rc<Partition>) -> bool {
 /// `GroupCoordinator.onTransactionCompleted`. Called by the WriteTxnMarkers path after the
 /// marker is replicated.
 ///
-/// SKELETON (issue 15): the group side fills this in.
+/// Without a backend on this shard nothing is loaded, so nothing is pending: the partition's
+/// replay will read the marker from the log. While the partition loads, the marker waits for
+/// the end of the replay (see `GroupCoordinator::complete_transaction`).
 pub fn complete_transaction(shard: &Rc<Shard>, partition: i32, producer_id: i64, commit: bool) {
-    let _ = (shard, partition, producer_id, commit);
+    let Some(backend) = shard.services.get::<GroupBackend>() else {
+        return;
+    };
+    let partitions = backend
+        .coordinator
+        .borrow()
+        .config()
+        .offsets_topic_partitions;
+    if !(0..partitions).contains(&partition) {
+        tracing::warn!(target: "group", partition, partitions, "transaction marker for an offsets partition beyond the coordinator's count");
+        return;
+    }
+    backend
+        .coordinator
+        .borrow_mut()
+        .complete_transaction(now_ms(), partition, producer_id, commit);
+    backend.drain(shard);
 }
 
 /// Which offsets partitions a shard's backend may serve and which replay of each is current

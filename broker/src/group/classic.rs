@@ -14,6 +14,47 @@ use bytes::Bytes;
 use super::api::{Protocol, RequestId};
 use super::records::OffsetCommitValue;
 
+/// Where a record stands in its offsets partition's log, in log order (Kafka's
+/// `OffsetAndMetadata.recordOffset`, as a stamp: the coordinator stamps records in the order
+/// they reach the log — replay order, then emission order, which the backend keeps as append
+/// order — so stamps of one partition compare as log offsets do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogOrder(pub u64);
+
+/// A committed offset and the place of the record that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub value: OffsetCommitValue,
+    pub log_order: LogOrder,
+}
+
+impl std::ops::Deref for CommittedOffset {
+    type Target = OffsetCommitValue;
+
+    fn deref(&self) -> &OffsetCommitValue {
+        &self.value
+    }
+}
+
+/// Stores `offset` for `tp` unless the committed one was written later in the log: Kafka's
+/// rule when a transaction's offsets are materialised (`replayEndTransactionMarker`: with a
+/// mix of transactional and plain commits the one appended last wins), also applied to plain
+/// commits, whose appends may be acknowledged out of order with a marker. True when stored.
+pub fn materialize_offset(
+    offsets: &mut BTreeMap<(String, i32), CommittedOffset>,
+    tp: (String, i32),
+    offset: CommittedOffset,
+) -> bool {
+    if offsets
+        .get(&tp)
+        .is_some_and(|existing| existing.log_order > offset.log_order)
+    {
+        return false;
+    }
+    offsets.insert(tp, offset);
+    true
+}
+
 /// Kafka's `GroupState` names, as ListGroups and DescribeGroups report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -137,7 +178,7 @@ pub struct ClassicGroup {
     pub new_member_added: bool,
     pub join_timer: Option<JoinTimer>,
     pub sync_deadline_ms: Option<i64>,
-    pub offsets: BTreeMap<(String, i32), OffsetCommitValue>,
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// Offset commits appended but not yet acknowledged, per partition.
     pub pending_commits: BTreeMap<(String, i32), u32>,
     /// Topics the consumer-protocol members subscribe to (None when unknown).

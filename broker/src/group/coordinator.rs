@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 
 use super::api::*;
-use super::classic::{ClassicGroup, GroupState};
+use super::classic::{ClassicGroup, CommittedOffset, GroupState, LogOrder, materialize_offset};
 use super::consumer::ConsumerGroup;
 use super::error::GroupError;
 use super::limits::GROUPS_PER_SHARD_MAX;
-use super::records::{self, OffsetCommitValue, OffsetsRecord, RecordDecodeError};
+use super::records::{self, LogEntry, OffsetsRecord, RecordDecodeError, TxnProducer};
+use super::txn_offsets::{PendingTxnOffsets, TxnCommitAppended};
 
 /// Broker settings for groups (Kafka's names in comments); validated by [`GroupConfig::validate`].
 #[derive(Debug, Clone)]
@@ -140,8 +141,18 @@ pub(super) enum PendingAppend {
     Commit {
         request: RequestId,
         group_id: String,
-        offsets: Vec<((String, i32), OffsetCommitValue)>,
+        offsets: Vec<((String, i32), CommittedOffset)>,
         reply: Vec<TopicErrors>,
+    },
+    /// A TxnOffsetCommit's batch: on success its offsets become pending for the producer.
+    TxnCommit {
+        request: RequestId,
+        group_id: String,
+        producer_id: i64,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+        reply: Vec<TopicErrors>,
+        /// The transaction's marker arrived while the batch was in flight (Some(commit)).
+        ended: Option<bool>,
     },
     /// The leader's SyncGroup assignment (Kafka's `storeGroup` from `doSyncGroup`).
     Sync {
@@ -167,6 +178,10 @@ pub(super) enum PendingAppend {
 struct LoadBuffer {
     groups: HashMap<String, LoadedGroup>,
     consumer_groups: HashMap<String, LoadedConsumerGroup>,
+    /// Transactions the replayed log leaves open (their offsets pending).
+    txn: PendingTxnOffsets,
+    /// Markers reported while loading (`complete_transaction`), applied after the replay.
+    deferred_markers: Vec<(i64, bool)>,
 }
 
 /// A KIP-848 group as its replayed records left it.
@@ -187,12 +202,16 @@ pub(super) struct LoadedConsumerMember {
 #[derive(Debug, Default)]
 struct LoadedGroup {
     metadata: Option<records::GroupMetadataValue>,
-    offsets: BTreeMap<(String, i32), OffsetCommitValue>,
+    offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// A transactional offset commit was replayed since the group's last tombstone: the
+    /// group exists (an Empty "simple" group, as Kafka's replay creates it) even with no
+    /// committed offset yet.
+    simple: bool,
 }
 
 #[derive(Debug)]
 enum PartitionStatus {
-    Loading(LoadBuffer),
+    Loading(Box<LoadBuffer>),
     Active,
 }
 
@@ -212,6 +231,12 @@ pub struct GroupCoordinator {
     member_id_state: u64,
     next_retention_check_ms: Option<i64>,
     pub(super) outputs: Vec<Output>,
+    /// Offsets of open transactions (TxnOffsetCommit), by offsets partition and producer.
+    pub(super) txn_offsets: PendingTxnOffsets,
+    /// Transactional offsets appended but not yet acknowledged (counted against the limit).
+    pub(super) txn_offsets_in_flight: usize,
+    /// The next [`LogOrder`] stamp (records are stamped in log order).
+    log_order: u64,
 }
 
 impl GroupCoordinator {
@@ -232,6 +257,9 @@ impl GroupCoordinator {
             member_id_state: seed,
             next_retention_check_ms: None,
             outputs: Vec::new(),
+            txn_offsets: PendingTxnOffsets::default(),
+            txn_offsets_in_flight: 0,
+            log_order: 0,
         }
     }
 
@@ -290,7 +318,7 @@ impl GroupCoordinator {
         assert!((0..self.config.offsets_topic_partitions).contains(&partition));
         self.unload_partition(partition);
         self.partitions
-            .insert(partition, PartitionStatus::Loading(LoadBuffer::default()));
+            .insert(partition, PartitionStatus::Loading(Box::default()));
     }
 
     /// Replays batches read from `partition` in log order.
@@ -299,13 +327,25 @@ impl GroupCoordinator {
         let Some(PartitionStatus::Loading(buffer)) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
-        for (key, value) in records::decode_batches(batches)? {
-            match records::decode_record(&key, value.as_deref()) {
-                Ok(record) => buffer.apply(record),
-                // A record this version cannot read (a newer Kafka's) is skipped, not fatal.
-                Err(error) => {
-                    tracing::warn!(target: "group", partition, %error, "skipping offsets record")
-                }
+        for entry in records::decode_log(batches)? {
+            let log_order = LogOrder(self.log_order);
+            self.log_order += 1;
+            match entry {
+                LogEntry::Record {
+                    producer_id,
+                    key,
+                    value,
+                } => match records::decode_record(&key, value.as_deref()) {
+                    Ok(record) => buffer.apply(record, partition, producer_id, log_order),
+                    // A record this version cannot read (a newer Kafka's) is skipped, not fatal.
+                    Err(error) => {
+                        tracing::warn!(target: "group", partition, %error, "skipping offsets record")
+                    }
+                },
+                LogEntry::Marker {
+                    producer_id,
+                    commit,
+                } => buffer.end_transaction(partition, producer_id, commit),
             }
         }
         Ok(())
@@ -321,6 +361,7 @@ impl GroupCoordinator {
         let Some(PartitionStatus::Loading(buffer)) = self.partitions.remove(&partition) else {
             unreachable!("checked above");
         };
+        let buffer = *buffer;
         for (group_id, loaded) in buffer.groups {
             if let Some(group) = loaded.into_group(group_id, partition, now_ms) {
                 self.put_group(group);
@@ -329,7 +370,11 @@ impl GroupCoordinator {
         for (group_id, loaded) in buffer.consumer_groups {
             self.restore_consumer_group(now_ms, group_id, partition, loaded);
         }
+        self.txn_offsets.absorb(buffer.txn);
         self.partitions.insert(partition, PartitionStatus::Active);
+        for (producer_id, commit) in buffer.deferred_markers {
+            self.complete_transaction(now_ms, partition, producer_id, commit);
+        }
         if self.next_retention_check_ms.is_none() {
             self.next_retention_check_ms =
                 Some(now_ms + self.config.offsets_retention_check_interval_ms);
@@ -341,6 +386,9 @@ impl GroupCoordinator {
     /// SyncGroup requests are answered NOT_COORDINATOR.
     pub fn unload_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+        self.txn_offsets.drop_partition(partition);
+        // Transactional batches in flight are the next load's to read from the log.
+        self.drop_in_flight_txn_commits(partition);
         let consumer: Vec<String> = self
             .consumer_groups
             .values()
@@ -369,6 +417,71 @@ impl GroupCoordinator {
         }
     }
 
+    /// True while `partition` is loaded and served.
+    pub(super) fn is_active(&self, partition: i32) -> bool {
+        matches!(
+            self.partitions.get(&partition),
+            Some(PartitionStatus::Active)
+        )
+    }
+
+    /// Markers waiting for `partition`'s load to finish; None unless it is loading.
+    pub(super) fn deferred_markers_mut(&mut self, partition: i32) -> Option<&mut Vec<(i64, bool)>> {
+        match self.partitions.get_mut(&partition) {
+            Some(PartitionStatus::Loading(buffer)) => Some(&mut buffer.deferred_markers),
+            _ => None,
+        }
+    }
+
+    /// Marks the in-flight transactional batches of `producer_id` on `partition` as ended by
+    /// a marker (`commit`); true when there were any.
+    pub(super) fn end_in_flight_txn_commits(
+        &mut self,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> bool {
+        let partitions = self.config.offsets_topic_partitions;
+        let mut found = false;
+        for pending in self.pending_appends.values_mut() {
+            if let PendingAppend::TxnCommit {
+                group_id,
+                producer_id: id,
+                ended,
+                ..
+            } = pending
+                && *id == producer_id
+                && records::partition_for_group(group_id, partitions) == partition
+            {
+                *ended = Some(commit);
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// In-flight transactional batches of `partition` will not become pending here when
+    /// acknowledged (as if aborted): the partition was given up, and a new load reads them
+    /// from the log.
+    fn drop_in_flight_txn_commits(&mut self, partition: i32) {
+        let partitions = self.config.offsets_topic_partitions;
+        for pending in self.pending_appends.values_mut() {
+            if let PendingAppend::TxnCommit {
+                group_id, ended, ..
+            } = pending
+                && records::partition_for_group(group_id, partitions) == partition
+            {
+                *ended = Some(false);
+            }
+        }
+    }
+
+    /// The next record's place in the log (see [`LogOrder`]).
+    pub(super) fn next_log_order(&mut self) -> LogOrder {
+        self.log_order += 1;
+        LogOrder(self.log_order)
+    }
+
     pub fn is_loading(&self, partition: i32) -> bool {
         matches!(
             self.partitions.get(&partition),
@@ -387,6 +500,7 @@ impl GroupCoordinator {
             AppendOutcome::Ok => None,
             AppendOutcome::NotLeader => Some(GroupError::NotCoordinator),
             AppendOutcome::Failed => Some(GroupError::CoordinatorNotAvailable),
+            AppendOutcome::InvalidProducerEpoch => Some(GroupError::InvalidProducerEpoch),
         };
         match pending {
             PendingAppend::Commit {
@@ -395,6 +509,22 @@ impl GroupCoordinator {
                 offsets,
                 reply,
             } => self.commit_appended(request, &group_id, offsets, reply, error),
+            PendingAppend::TxnCommit {
+                request,
+                group_id,
+                producer_id,
+                offsets,
+                reply,
+                ended,
+            } => {
+                let commit = TxnCommitAppended {
+                    request,
+                    group_id: &group_id,
+                    producer_id,
+                    ended,
+                };
+                self.txn_commit_appended(now_ms, commit, offsets, reply, error)
+            }
             PendingAppend::Sync {
                 group_id,
                 generation_id,
@@ -429,9 +559,24 @@ impl GroupCoordinator {
         now_ms: i64,
         pending: PendingAppend,
     ) {
+        self.append_as(partition, records, now_ms, pending, None);
+    }
+
+    /// Appends `records`, as `producer`'s transactional batch when given (TxnOffsetCommit).
+    pub(super) fn append_as(
+        &mut self,
+        partition: i32,
+        records: &[(Bytes, Option<Bytes>)],
+        now_ms: i64,
+        pending: PendingAppend,
+        producer: Option<TxnProducer>,
+    ) {
         let token = AppendToken(self.next_append_token);
         self.next_append_token += 1;
-        let batches = records::encode_batches(records, now_ms);
+        let batches = match producer {
+            Some(producer) => records::encode_txn_batches(records, now_ms, producer),
+            None => records::encode_batches(records, now_ms),
+        };
         self.pending_appends.insert(token, pending);
         self.outputs.push(Output::Append {
             partition,
@@ -684,7 +829,14 @@ impl GroupCoordinator {
             return self.reply(request, Reply::DeleteGroup(Some(GroupError::NonEmptyGroup)));
         }
         group.transition(GroupState::Dead, now_ms);
-        let tombstones = tombstones_for(&group, group.offsets.keys().cloned().collect());
+        // Pending transactional offsets go too: a tombstone for each partition not
+        // committed already (Kafka's `deleteAllOffsets`); their transactions stay open.
+        let mut doomed: BTreeSet<(String, i32)> = group.offsets.keys().cloned().collect();
+        for tp in self.txn_offsets.pending_partitions(group_id) {
+            self.txn_offsets.remove_offset(group_id, &tp);
+            doomed.insert(tp);
+        }
+        let tombstones = tombstones_for(&group, doomed.into_iter().collect());
         self.put_group(group);
         let pending = PendingAppend::Reply {
             request,
@@ -835,7 +987,15 @@ fn describe(group: &ClassicGroup) -> DescribeResult {
 }
 
 impl LoadBuffer {
-    fn apply(&mut self, record: OffsetsRecord) {
+    /// Replays one record of offsets partition `offsets_partition`, written by `producer_id`'s
+    /// transaction unless that is `NO_PRODUCER_ID` (Kafka's `OffsetMetadataManager.replay`).
+    fn apply(
+        &mut self,
+        record: OffsetsRecord,
+        offsets_partition: i32,
+        producer_id: i64,
+        log_order: LogOrder,
+    ) {
         match record {
             OffsetsRecord::Offset {
                 group,
@@ -843,20 +1003,51 @@ impl LoadBuffer {
                 partition,
                 value,
             } => {
-                let entry = self.groups.entry(group).or_default();
+                let tp = (topic, partition);
                 match value {
-                    Some(v) => {
-                        entry.offsets.insert((topic, partition), v);
+                    Some(value) if producer_id != records::NO_PRODUCER_ID => {
+                        let offset = CommittedOffset { value, log_order };
+                        self.txn
+                            .add(offsets_partition, producer_id, &group, tp, offset);
+                        self.groups.entry(group).or_default().simple = true;
+                    }
+                    Some(value) => {
+                        let entry = self.groups.entry(group).or_default();
+                        entry
+                            .offsets
+                            .insert(tp, CommittedOffset { value, log_order });
                     }
                     None => {
-                        entry.offsets.remove(&(topic, partition));
+                        self.txn.remove_offset(&group, &tp);
+                        self.groups.entry(group).or_default().offsets.remove(&tp);
                     }
                 }
             }
             OffsetsRecord::Group { group, value } => {
-                self.groups.entry(group).or_default().metadata = value
+                let entry = self.groups.entry(group).or_default();
+                entry.simple &= value.is_some();
+                entry.metadata = value;
             }
             OffsetsRecord::Consumer(record) => self.apply_consumer(record),
+        }
+    }
+
+    /// A replayed COMMIT or ABORT marker of `producer_id`.
+    fn end_transaction(&mut self, offsets_partition: i32, producer_id: i64, commit: bool) {
+        let Some(groups) = self.txn.take(offsets_partition, producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for (group_id, offsets) in groups {
+            if offsets.is_empty() {
+                continue;
+            }
+            let group = self.groups.entry(group_id).or_default();
+            for (tp, offset) in offsets {
+                materialize_offset(&mut group.offsets, tp, offset);
+            }
         }
     }
 
@@ -896,7 +1087,7 @@ fn member_entry(group: &mut LoadedConsumerGroup, member: String) -> &mut LoadedC
 impl LoadedGroup {
     /// Kafka's `loadGroup`: members come back Stable with fresh session deadlines.
     fn into_group(self, group_id: String, partition: i32, now_ms: i64) -> Option<ClassicGroup> {
-        if self.metadata.is_none() && self.offsets.is_empty() {
+        if self.metadata.is_none() && self.offsets.is_empty() && !self.simple {
             return None;
         }
         let mut group = ClassicGroup::new(group_id, partition, now_ms);

@@ -56,6 +56,8 @@ pub enum GroupError {
     StaleMemberEpoch,
     #[error("invalid regular expression")]
     InvalidRegularExpression,
+    #[error("producer epoch is not the current one (fenced)")]
+    InvalidProducerEpoch,
 }
 
 impl GroupError {
@@ -87,6 +89,7 @@ impl GroupError {
             Self::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
             Self::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
             Self::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
+            Self::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         };
         error.code()
     }

@@ -25,6 +25,7 @@ pub mod frontend;
 mod membership;
 mod offsets;
 pub mod records;
+mod txn_offsets;
 mod types;
 
 pub use api::*;
@@ -43,7 +44,13 @@ pub mod limits {
     /// `NewMemberJoinTimeoutMs`).
     pub const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 300_000;
 
+    /// Offsets of open transactions (TxnOffsetCommit) one shard's coordinator holds pending,
+    /// in flight included; a commit beyond it gets COORDINATOR_NOT_AVAILABLE (retriable).
+    /// About 200 bytes each: 20 MiB per shard at the limit.
+    pub const PENDING_TXN_OFFSETS_PER_SHARD_MAX: usize = 100_000;
+
     const _: () = assert!(MEMBERS_PER_GROUP_MAX > 0 && GROUPS_PER_SHARD_MAX > 0);
+    const _: () = assert!(PENDING_TXN_OFFSETS_PER_SHARD_MAX > 0);
     const _: () = assert!(MEMBERS_PER_GROUP_MAX <= i32::MAX as usize);
 }
 

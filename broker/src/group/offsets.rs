@@ -11,10 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 
 use super::api::*;
-use super::classic::{CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupState};
+use super::classic::{
+    CONSUMER_PROTOCOL_TYPE, ClassicGroup, CommittedOffset, GroupState, materialize_offset,
+};
 use super::coordinator::{GroupCoordinator, PendingAppend, tombstones_for};
 use super::error::GroupError;
 use super::records::{self, OffsetCommitValue};
+use super::txn_offsets::PendingTxnOffsets;
 
 impl GroupCoordinator {
     pub fn offset_commit(&mut self, now_ms: i64, request: RequestId, req: OffsetCommit) {
@@ -28,7 +31,7 @@ impl GroupCoordinator {
                 error: Some(error),
                 topics: vec![],
             },
-            Ok(_) => fetch_offsets(self.groups.get(&req.group_id), req),
+            Ok(_) => fetch_offsets(self.groups.get(&req.group_id), &self.txn_offsets, req),
         };
         self.reply(request, Reply::OffsetFetch(result));
         self.tick(now_ms);
@@ -142,6 +145,14 @@ impl GroupCoordinator {
         for (tp, _) in &offsets {
             *group.pending_commits.entry(tp.clone()).or_default() += 1;
         }
+        // Stamped now: appends of a partition reach the log in emission order.
+        let offsets: Vec<((String, i32), CommittedOffset)> = offsets
+            .into_iter()
+            .map(|(tp, value)| {
+                let log_order = self.next_log_order();
+                (tp, CommittedOffset { value, log_order })
+            })
+            .collect();
         let pending = PendingAppend::Commit {
             request,
             group_id: group.group_id.clone(),
@@ -156,7 +167,7 @@ impl GroupCoordinator {
         &mut self,
         request: RequestId,
         group_id: &str,
-        offsets: Vec<((String, i32), OffsetCommitValue)>,
+        offsets: Vec<((String, i32), CommittedOffset)>,
         mut reply: Vec<TopicErrors>,
         error: Option<GroupError>,
     ) {
@@ -168,8 +179,10 @@ impl GroupCoordinator {
                         group.pending_commits.remove(&tp);
                     }
                 }
+                // A transaction's offset written after this commit (and already
+                // materialised) stays: the later record wins.
                 if error.is_none() {
-                    group.offsets.insert(tp, value);
+                    materialize_offset(&mut group.offsets, tp, value);
                 }
             }
             self.put_group(group);
@@ -221,7 +234,10 @@ impl GroupCoordinator {
                     continue;
                 }
                 let tp = (topic.name.clone(), partition);
-                if group.offsets.remove(&tp).is_some() {
+                // A tombstone goes out for a committed offset or a pending transactional
+                // one (Kafka's `deleteOffsets`); it removes both.
+                let committed = group.offsets.remove(&tp).is_some();
+                if self.txn_offsets.remove_offset(&req.group_id, &tp) || committed {
                     removed.push(tp);
                 }
                 partitions.push((partition, None));
@@ -270,10 +286,14 @@ impl GroupCoordinator {
             let Some(mut group) = self.take_group(&group_id) else {
                 continue;
             };
-            let expired = remove_expired_offsets(&mut group, now_ms, retention_ms);
+            let expired =
+                remove_expired_offsets(&mut group, &self.txn_offsets, now_ms, retention_ms);
+            // Not while a transaction holds offsets of the group (Kafka's
+            // `cleanupExpiredOffsets`).
             let dead = group.is(GroupState::Empty)
                 && !group.has_offsets()
-                && group.pending_members.is_empty();
+                && group.pending_members.is_empty()
+                && !self.txn_offsets.has_open(&group_id);
             let mut records: Vec<(Bytes, Option<Bytes>)> = if dead {
                 group.transition(GroupState::Dead, now_ms);
                 tombstones_for(&group, expired)
@@ -354,11 +374,18 @@ fn all_errors(req: &OffsetCommit, error: GroupError) -> Vec<TopicErrors> {
         .collect()
 }
 
-fn fetch_offsets(group: Option<&ClassicGroup>, req: &OffsetFetch) -> FetchResult {
+/// Kafka's `fetchOffsets`: committed offsets only; with `require_stable`, a partition with a
+/// commit in flight or a pending transactional offset is UNSTABLE_OFFSET_COMMIT.
+fn fetch_offsets(
+    group: Option<&ClassicGroup>,
+    txn: &PendingTxnOffsets,
+    req: &OffsetFetch,
+) -> FetchResult {
     let lookup = |topic: &str, partition: i32| -> FetchPartitionResult {
         let tp = (topic.to_owned(), partition);
-        let unstable =
-            req.require_stable && group.is_some_and(|g| g.pending_commits.contains_key(&tp));
+        let unstable = req.require_stable
+            && (group.is_some_and(|g| g.pending_commits.contains_key(&tp))
+                || txn.has_pending(&req.group_id, &tp));
         let committed = group.and_then(|g| g.offsets.get(&tp));
         match committed {
             Some(c) if !unstable => FetchPartitionResult {
@@ -410,6 +437,7 @@ fn fetch_offsets(group: Option<&ClassicGroup>, req: &OffsetFetch) -> FetchResult
 /// Kafka's `GroupMetadata.removeExpiredOffsets`: which committed offsets retention removes.
 fn remove_expired_offsets(
     group: &mut ClassicGroup,
+    txn: &PendingTxnOffsets,
     now_ms: i64,
     retention_ms: i64,
 ) -> Vec<(String, i32)> {
@@ -436,7 +464,8 @@ fn remove_expired_offsets(
         .offsets
         .iter()
         .filter(|(tp, value)| {
-            if group.pending_commits.contains_key(*tp) {
+            // Nor while a transaction holds an offset of the partition (Kafka's rule).
+            if group.pending_commits.contains_key(*tp) || txn.has_pending(&group.group_id, tp) {
                 return false;
             }
             let from = match base {

@@ -321,10 +321,39 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, 
 /// each batch at most about [`OFFSETS_BATCH_BYTES_MAX`], concatenated in one buffer for a
 /// single atomic engine append. Offsets are relative; the engine assigns the real ones.
 pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> Bytes {
+    encode_batches_as(records, timestamp_ms, None)
+}
+
+/// The producer a transactional offset commit (TxnOffsetCommit) is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Like [`encode_batches`], but transactional batches of `producer` (Kafka's
+/// `TxnOffsetCommit` append): attributes bit 4 set, the producer's id and epoch, and base
+/// sequence -1 (`NO_SEQUENCE`: a coordinator's write, whose sequence the partition does not
+/// check). A commit that fits [`OFFSETS_BATCH_BYTES_MAX`] (every realistic one) is one batch.
+pub fn encode_txn_batches(
+    records: &[(Bytes, Option<Bytes>)],
+    timestamp_ms: i64,
+    producer: TxnProducer,
+) -> Bytes {
+    encode_batches_as(records, timestamp_ms, Some(producer))
+}
+
+fn encode_batches_as(
+    records: &[(Bytes, Option<Bytes>)],
+    timestamp_ms: i64,
+    producer: Option<TxnProducer>,
+) -> Bytes {
     assert!(
         !records.is_empty(),
         "an offsets append holds at least one record"
     );
+    let (producer_id, producer_epoch) =
+        producer.map_or((NO_PRODUCER_ID, -1), |p| (p.producer_id, p.producer_epoch));
     let mut out = BytesMut::new();
     let mut chunk: Vec<Record> = Vec::new();
     let mut chunk_bytes = 0usize;
@@ -336,15 +365,24 @@ pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> 
             chunk_bytes = 0;
         }
         chunk.push(Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: chunk.len() as i64,
-            sequence: -1,
+            // kafka-protocol's encoder keeps records in one batch while offset - sequence
+            // stays constant; the batch's base sequence is the first record's, so a
+            // producer's batch (a TxnOffsetCommit) gets NO_SEQUENCE (-1) as its base with
+            // the records numbered on from it. Before, every record of a transactional
+            // commit of several partitions went into a batch of its own.
+            sequence: if producer.is_some() {
+                chunk.len() as i32 + NO_SEQUENCE
+            } else {
+                NO_SEQUENCE
+            },
             timestamp: timestamp_ms,
             key: Some(key.clone()),
             value: value.clone(),
@@ -356,9 +394,32 @@ pub fn encode_batches(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> 
     out.freeze()
 }
 
-/// Decodes every record of the (magic 2) batches in `batches`, skipping control records.
-/// Returns key/value pairs in log order.
-pub fn decode_batches(batches: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, RecordDecodeError> {
+/// Kafka's `RecordBatch.NO_PRODUCER_ID`.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// Kafka's `RecordBatch.NO_SEQUENCE`.
+pub const NO_SEQUENCE: i32 = -1;
+/// Control record types (Kafka's `ControlRecordType`): the key is version i16 + type i16.
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// One entry of the offsets log as the coordinator replays it, in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    /// A data record; `producer_id` is set when its batch is transactional (a
+    /// TxnOffsetCommit), else [`NO_PRODUCER_ID`].
+    Record {
+        producer_id: i64,
+        key: Bytes,
+        value: Option<Bytes>,
+    },
+    /// A COMMIT (`commit`) or ABORT control record ending `producer_id`'s transaction.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// Decodes every record of the (magic 2) batches in `batches` in log order: data records
+/// with their transactional producer, control records as transaction markers (a control
+/// record of another type, e.g. a KRaft one, is skipped, as Kafka's loader skips it).
+pub fn decode_log(batches: Bytes) -> Result<Vec<LogEntry>, RecordDecodeError> {
     let mut buf = batches;
     let sets =
         RecordBatchDecoder::decode_all(&mut buf).map_err(|_| RecordDecodeError::InvalidBatch)?;
@@ -366,15 +427,80 @@ pub fn decode_batches(batches: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, Rec
     for set in sets {
         for record in set.records {
             if record.control {
+                let key = record.key.ok_or(RecordDecodeError::MissingKey)?;
+                let mut r = Reader::new(&key);
+                let _version = r.i16()?;
+                let commit = match r.i16()? {
+                    CONTROL_TYPE_COMMIT => true,
+                    CONTROL_TYPE_ABORT => false,
+                    _ => continue,
+                };
+                out.push(LogEntry::Marker {
+                    producer_id: record.producer_id,
+                    commit,
+                });
                 continue;
             }
-            match record.key {
-                Some(key) => out.push((key, record.value)),
-                None => return Err(RecordDecodeError::MissingKey),
-            }
+            let key = record.key.ok_or(RecordDecodeError::MissingKey)?;
+            let producer_id = if record.transactional {
+                record.producer_id
+            } else {
+                NO_PRODUCER_ID
+            };
+            out.push(LogEntry::Record {
+                producer_id,
+                key,
+                value: record.value,
+            });
         }
     }
     Ok(out)
+}
+
+/// Decodes every data record of the (magic 2) batches in `batches`, skipping control
+/// records. Returns key/value pairs in log order.
+pub fn decode_batches(batches: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, RecordDecodeError> {
+    Ok(decode_log(batches)?
+        .into_iter()
+        .filter_map(|entry| match entry {
+            LogEntry::Record { key, value, .. } => Some((key, value)),
+            LogEntry::Marker { .. } => None,
+        })
+        .collect())
+}
+
+/// A COMMIT or ABORT control batch of `producer` as a partition leader writes it for
+/// WriteTxnMarkers (value: version 0 + coordinator epoch), for replay tests.
+#[cfg(test)]
+pub(crate) fn encode_marker_batch(producer: TxnProducer, commit: bool, timestamp_ms: i64) -> Bytes {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(if commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    });
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(0);
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: producer.producer_id,
+        producer_epoch: producer.producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: NO_SEQUENCE,
+        timestamp: timestamp_ms,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Default::default(),
+    };
+    let mut out = BytesMut::new();
+    encode_one_batch(&mut out, std::slice::from_ref(&record));
+    out.freeze()
 }
 
 fn encode_one_batch(out: &mut BytesMut, records: &[Record]) {
@@ -409,6 +535,25 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transactional offset commit of several partitions is one batch (Kafka writes one;
+    /// the partition side takes one batch per producer append) with base sequence -1.
+    #[test]
+    fn a_transactional_commit_is_one_batch() {
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..3)
+            .map(|i| (Bytes::from(vec![i]), Some(Bytes::from_static(b"v"))))
+            .collect();
+        let producer = TxnProducer {
+            producer_id: 9,
+            producer_epoch: 2,
+        };
+        let bytes = encode_txn_batches(&records, 1, producer);
+        let h = engine::batch::BatchHeader::parse(&bytes).expect("a header");
+        assert_eq!(h.total_bytes() as usize, bytes.len(), "one batch");
+        assert_eq!((h.records_count(), h.base_sequence()), (3, NO_SEQUENCE));
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!((h.producer_id(), h.producer_epoch()), (9, 2));
+    }
 
     #[test]
     fn partition_matches_java_string_hash_code() {

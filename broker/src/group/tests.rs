@@ -2312,3 +2312,711 @@ fn heartbeats_keep_members_alive_past_the_first_filed_deadline() {
     h.advance(i64::from(SESSION_MS));
     assert_eq!(h.state(), GroupState::Empty, "expires once heartbeats stop");
 }
+
+/// Transactional offset commits (TxnOffsetCommit) and their completion by markers.
+mod txn {
+    use super::*;
+    use crate::group::limits::PENDING_TXN_OFFSETS_PER_SHARD_MAX;
+    use crate::group::records::{TxnProducer, encode_marker_batch};
+
+    const PRODUCER: i64 = 4000;
+    const EPOCH: i16 = 2;
+
+    /// Who commits: (member id, generation, group instance id).
+    struct Committer<'a>(&'a str, i32, Option<&'a str>);
+
+    const STANDALONE: Committer<'static> = Committer("", -1, None);
+
+    impl Harness {
+        fn txn_commit_as(
+            &mut self,
+            who: &Committer,
+            producer_id: i64,
+            topic: &str,
+            offsets: &[(i32, i64)],
+        ) -> RequestId {
+            let id = self.request_id();
+            let req = TxnOffsetCommit {
+                transactional_id: "tx".into(),
+                group_id: GROUP.into(),
+                producer_id,
+                producer_epoch: EPOCH,
+                generation_id: who.1,
+                member_id: who.0.into(),
+                group_instance_id: who.2.map(str::to_owned),
+                topics: vec![CommitTopic {
+                    name: topic.into(),
+                    partitions: offsets
+                        .iter()
+                        .map(|(p, o)| CommitPartition {
+                            partition: *p,
+                            offset: *o,
+                            leader_epoch: 5,
+                            metadata: Some("txn".into()),
+                        })
+                        .collect(),
+                }],
+            };
+            self.coordinator.txn_offset_commit(self.now_ms, id, req);
+            self.pump();
+            id
+        }
+
+        fn txn_commit(&mut self, producer_id: i64, offsets: &[(i32, i64)]) -> RequestId {
+            self.txn_commit_as(&STANDALONE, producer_id, "t", offsets)
+        }
+
+        fn txn_errors(&mut self, id: RequestId) -> Vec<Option<GroupError>> {
+            match self.take(id) {
+                Some(Reply::TxnOffsetCommit(topics)) => topics
+                    .into_iter()
+                    .flat_map(|t| t.partitions)
+                    .map(|(_, e)| e)
+                    .collect(),
+                other => panic!("expected a TxnOffsetCommit reply, got {other:?}"),
+            }
+        }
+
+        /// The partition side's part: the marker is appended to the group's offsets
+        /// partition, then the coordinator is told.
+        fn end_txn(&mut self, producer_id: i64, commit: bool) {
+            let partition = self.coordinator.partition_for(GROUP);
+            let producer = TxnProducer {
+                producer_id,
+                producer_epoch: EPOCH,
+            };
+            self.log
+                .entry(partition)
+                .or_default()
+                .push(encode_marker_batch(producer, commit, self.now_ms));
+            self.coordinator
+                .complete_transaction(self.now_ms, partition, producer_id, commit);
+            self.pump();
+        }
+
+        /// (offset, error) of partition `p` of topic "t".
+        fn fetch_one(&mut self, p: i32, require_stable: bool) -> (i64, Option<GroupError>) {
+            let r = self.fetch(
+                Some(vec![TopicPartitions {
+                    name: "t".into(),
+                    partitions: vec![p],
+                }]),
+                require_stable,
+            );
+            assert_eq!(r.error, None);
+            let got = &r.topics[0].partitions[0];
+            (got.offset, got.error)
+        }
+    }
+
+    #[test]
+    fn pending_offsets_are_invisible_until_the_commit_marker() {
+        let mut h = Harness::new();
+        let c = h.txn_commit(PRODUCER, &[(0, 10), (1, 20)]);
+        assert_eq!(h.txn_errors(c), vec![None, None]);
+        assert_eq!(
+            h.fetch_one(0, false),
+            (-1, None),
+            "pending is not committed"
+        );
+        assert_eq!(
+            h.fetch_one(0, true),
+            (-1, Some(GroupError::UnstableOffsetCommit)),
+            "require_stable sees the open transaction"
+        );
+        assert_eq!(
+            h.fetch_one(2, true),
+            (-1, None),
+            "other partitions are stable"
+        );
+        assert!(
+            h.fetch(None, false).topics.is_empty(),
+            "a fetch of all offsets lists committed ones only"
+        );
+        // Another producer's marker changes nothing.
+        h.end_txn(PRODUCER + 1, true);
+        assert_eq!(h.fetch_one(0, false), (-1, None));
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(0, true), (10, None));
+        assert_eq!(h.fetch_one(1, true), (20, None));
+        let all = h.fetch(None, true);
+        let p = &all.topics[0].partitions[1];
+        assert_eq!(
+            (p.offset, p.leader_epoch, p.metadata.as_str()),
+            (20, 5, "txn")
+        );
+        // A second marker for the same transaction finds nothing (idempotent).
+        h.end_txn(PRODUCER, false);
+        assert_eq!(h.fetch_one(0, true), (10, None));
+    }
+
+    #[test]
+    fn abort_drops_the_pending_offsets_and_keeps_the_committed_ones() {
+        let mut h = Harness::new();
+        let c = h.commit("", -1, "t", &[(0, 5)]);
+        assert_eq!(h.commit_errors(c), vec![None]);
+        let c = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        assert_eq!(h.fetch_one(0, false), (5, None));
+        assert_eq!(
+            h.fetch_one(0, true),
+            (-1, Some(GroupError::UnstableOffsetCommit))
+        );
+        h.end_txn(PRODUCER, false);
+        assert_eq!(h.fetch_one(0, true), (5, None));
+        // The producer's next transaction starts clean.
+        let c = h.txn_commit(PRODUCER, &[(1, 7)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(0, true), (5, None));
+        assert_eq!(h.fetch_one(1, true), (7, None));
+    }
+
+    #[test]
+    fn the_commit_written_later_in_the_log_wins() {
+        // Transactional first, plain commit after: the plain one stays at the marker.
+        let mut h = Harness::new();
+        let t = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(t), vec![None]);
+        let n = h.commit("", -1, "t", &[(0, 20)]);
+        assert_eq!(h.commit_errors(n), vec![None]);
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(0, true), (20, None));
+        // The same from the log.
+        let mut r = reload(&h, h.now_ms);
+        assert_eq!(r.fetch_one(0, true), (20, None));
+
+        // Plain first, transactional after: the transaction's offset wins.
+        let mut h = Harness::new();
+        let n = h.commit("", -1, "t", &[(0, 20)]);
+        assert_eq!(h.commit_errors(n), vec![None]);
+        let t = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(t), vec![None]);
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(0, true), (10, None));
+        let mut r = reload(&h, h.now_ms);
+        assert_eq!(r.fetch_one(0, true), (10, None));
+
+        // A plain commit appended before the transaction's but acknowledged after the
+        // marker does not overwrite it.
+        let mut h = Harness::new();
+        h.auto_append = false;
+        let n = h.commit("", -1, "t", &[(0, 20)]);
+        let held = std::mem::take(&mut h.held);
+        h.auto_append = true;
+        let t = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(t), vec![None]);
+        h.end_txn(PRODUCER, true);
+        h.held = held;
+        h.complete_held(AppendOutcome::Ok);
+        assert_eq!(h.commit_errors(n), vec![None]);
+        assert_eq!(h.fetch_one(0, true), (10, None));
+    }
+
+    #[test]
+    fn classic_group_fencing_follows_kip_447() {
+        let mut h = Harness::new();
+        let (s, d) = stable_static_and_dynamic(&mut h);
+        let ok = Committer(&d, 2, None);
+        let c = h.txn_commit_as(&ok, PRODUCER, "t", &[(0, 1)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        let cases = [
+            (Committer(&d, 1, None), GroupError::IllegalGeneration),
+            (Committer(&d, 3, None), GroupError::IllegalGeneration),
+            (Committer("ghost", 2, None), GroupError::UnknownMemberId),
+            (Committer(&d, 2, Some("i1")), GroupError::FencedInstanceId),
+            (Committer(&s, 2, Some("nope")), GroupError::UnknownMemberId),
+            (Committer("", 2, None), GroupError::UnknownMemberId),
+        ];
+        for (who, error) in cases {
+            let c = h.txn_commit_as(&who, PRODUCER, "t", &[(0, 1)]);
+            assert_eq!(h.txn_errors(c), vec![Some(error)], "{}/{}", who.0, who.1);
+        }
+        let c = h.txn_commit_as(&Committer(&s, 2, Some("i1")), PRODUCER, "t", &[(1, 1)]);
+        assert_eq!(h.txn_errors(c), vec![None], "the static member itself");
+        // Producers that send no group metadata (before v3) commit to a group with members,
+        // which plain commits may not.
+        let c = h.txn_commit(PRODUCER, &[(2, 1)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        let plain = h.commit("", -1, "t", &[(2, 1)]);
+        assert_eq!(
+            h.commit_errors(plain),
+            vec![Some(GroupError::UnknownMemberId)]
+        );
+    }
+
+    #[test]
+    fn completing_rebalance_does_not_refuse_transactional_commits() {
+        let mut h = Harness::new();
+        let (a, _) = h.stable_single("a");
+        let (_b, b_join) = h.join_dynamic("b");
+        let a_join = h.join(join_req(&a));
+        assert!(h.join_result(a_join).is_some() && h.join_result(b_join).is_some());
+        assert_eq!(h.state(), GroupState::CompletingRebalance);
+        let plain = h.commit(&a, 2, "t", &[(0, 6)]);
+        assert_eq!(
+            h.commit_errors(plain),
+            vec![Some(GroupError::RebalanceInProgress)]
+        );
+        let c = h.txn_commit_as(&Committer(&a, 2, None), PRODUCER, "t", &[(0, 6)]);
+        assert_eq!(
+            h.txn_errors(c),
+            vec![None],
+            "the group state is not enforced"
+        );
+    }
+
+    #[test]
+    fn unknown_group_missing_producer_and_coordinator_errors() {
+        let mut h = Harness::new();
+        // A group that does not exist: generation -1 creates a simple group, any other is
+        // ILLEGAL_GENERATION (Kafka's validateTransactionalOffsetCommit).
+        let c = h.txn_commit_as(&Committer("m", 3, None), PRODUCER, "t", &[(0, 1)]);
+        assert_eq!(h.txn_errors(c), vec![Some(GroupError::IllegalGeneration)]);
+        assert!(!h.describe().exists);
+        let c = h.txn_commit(-1, &[(0, 1)]);
+        assert_eq!(h.txn_errors(c), vec![Some(GroupError::InvalidRequest)]);
+        let c = h.txn_commit(PRODUCER, &[(0, 1)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        assert_eq!(h.describe().state, "Empty");
+        // Metadata over offset.metadata.max.bytes is refused per partition.
+        let id = h.request_id();
+        let big = "x".repeat(4097);
+        let req = TxnOffsetCommit {
+            transactional_id: "tx".into(),
+            group_id: GROUP.into(),
+            producer_id: PRODUCER,
+            producer_epoch: EPOCH,
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![
+                    CommitPartition {
+                        partition: 0,
+                        offset: 3,
+                        leader_epoch: -1,
+                        metadata: Some(big),
+                    },
+                    CommitPartition {
+                        partition: 1,
+                        offset: 4,
+                        leader_epoch: -1,
+                        metadata: None,
+                    },
+                ],
+            }],
+        };
+        h.coordinator.txn_offset_commit(0, id, req);
+        h.pump();
+        assert_eq!(
+            h.txn_errors(id),
+            vec![Some(GroupError::OffsetMetadataTooLarge), None]
+        );
+        // Loading and not-coordinator partitions.
+        let partition = h.coordinator.partition_for(GROUP);
+        h.coordinator.begin_load(partition);
+        let c = h.txn_commit(PRODUCER, &[(0, 1)]);
+        assert_eq!(
+            h.txn_errors(c),
+            vec![Some(GroupError::CoordinatorLoadInProgress)]
+        );
+        h.coordinator.unload_partition(partition);
+        let c = h.txn_commit(PRODUCER, &[(0, 1)]);
+        assert_eq!(h.txn_errors(c), vec![Some(GroupError::NotCoordinator)]);
+    }
+
+    #[test]
+    fn failed_append_leaves_nothing_pending_and_fenced_epoch_is_reported() {
+        let mut h = Harness::new();
+        h.auto_append = false;
+        let c = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert!(h.take(c).is_none(), "waits for the append");
+        assert_eq!(
+            h.fetch_one(0, true),
+            (-1, Some(GroupError::UnstableOffsetCommit)),
+            "in flight is unstable"
+        );
+        h.complete_held(AppendOutcome::Failed);
+        assert_eq!(
+            h.txn_errors(c),
+            vec![Some(GroupError::CoordinatorNotAvailable)]
+        );
+        assert_eq!(h.fetch_one(0, true), (-1, None));
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(0, true), (-1, None), "nothing to commit");
+        let c = h.txn_commit(PRODUCER, &[(0, 11)]);
+        h.complete_held(AppendOutcome::InvalidProducerEpoch);
+        assert_eq!(
+            h.txn_errors(c),
+            vec![Some(GroupError::InvalidProducerEpoch)]
+        );
+        assert_eq!(GroupError::InvalidProducerEpoch.code(), 47);
+    }
+
+    #[test]
+    fn the_batch_is_transactional_with_the_producer_and_no_sequence() {
+        let mut h = Harness::new();
+        let c = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        let partition = h.coordinator.partition_for(GROUP);
+        let batch = h.log[&partition].last().unwrap().clone();
+        let header = engine::batch::BatchHeader::parse(&batch).expect("a v2 batch");
+        assert_eq!(header.total_bytes() as usize, batch.len(), "one batch");
+        // Kafka's v2 header: producer id at 43, epoch at 51, base sequence at 53,
+        // attributes at 21 (bit 4 transactional, bit 5 control).
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+        assert_eq!(attributes & 0x10, 0x10, "transactional");
+        assert_eq!(attributes & 0x20, 0, "not a control batch");
+        let producer_id = i64::from_be_bytes(batch[43..51].try_into().unwrap());
+        let epoch = i16::from_be_bytes([batch[51], batch[52]]);
+        let base_sequence = i32::from_be_bytes(batch[53..57].try_into().unwrap());
+        assert_eq!((producer_id, epoch, base_sequence), (PRODUCER, EPOCH, -1));
+        let entries = records::decode_log(batch).unwrap();
+        assert!(matches!(
+            &entries[..],
+            [records::LogEntry::Record {
+                producer_id: PRODUCER,
+                value: Some(_),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn replay_rebuilds_committed_aborted_and_open_transactions() {
+        let mut h = Harness::new();
+        let a = PRODUCER;
+        let b = PRODUCER + 1;
+        let c = PRODUCER + 2;
+        let id = h.txn_commit(a, &[(0, 10)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        let id = h.txn_commit(b, &[(1, 20)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        let id = h.txn_commit(c, &[(2, 30)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        h.end_txn(a, true);
+        h.end_txn(b, false);
+        // c is still open at the log end.
+        let mut r = reload(&h, h.now_ms);
+        assert_eq!(r.describe().state, "Empty", "the simple group exists again");
+        assert_eq!(r.fetch_one(0, true), (10, None), "committed");
+        assert_eq!(r.fetch_one(1, true), (-1, None), "aborted");
+        assert_eq!(
+            r.fetch_one(2, true),
+            (-1, Some(GroupError::UnstableOffsetCommit)),
+            "open: pending again"
+        );
+        assert_eq!(r.fetch_one(2, false), (-1, None));
+        // Its marker after the reload completes it.
+        r.end_txn(c, true);
+        assert_eq!(r.fetch_one(2, true), (30, None));
+        let mut again = reload(&r, r.now_ms);
+        assert_eq!(again.fetch_one(2, true), (30, None));
+        assert_eq!(again.fetch_one(0, true), (10, None));
+    }
+
+    #[test]
+    fn a_marker_reported_while_loading_applies_after_the_replay() {
+        let mut h = Harness::new();
+        let id = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        let partition = h.coordinator.partition_for(GROUP);
+        let mut fresh = Harness::with_seed(h.coordinator.config().clone(), 9);
+        fresh.coordinator.begin_load(partition);
+        // The marker lands after the replay's end: reported while loading.
+        fresh
+            .coordinator
+            .complete_transaction(0, partition, PRODUCER, true);
+        for batches in h.log.get(&partition).into_iter().flatten() {
+            fresh
+                .coordinator
+                .replay(partition, batches.clone())
+                .unwrap();
+        }
+        fresh.coordinator.finish_load(0, partition);
+        assert_eq!(fresh.fetch_one(0, true), (10, None));
+    }
+
+    #[test]
+    fn unloading_forgets_pending_offsets() {
+        let mut h = Harness::new();
+        let id = h.txn_commit(PRODUCER, &[(0, 10)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        let partition = h.coordinator.partition_for(GROUP);
+        h.coordinator.unload_partition(partition);
+        // A marker for a partition no longer led here is not applied.
+        h.coordinator
+            .complete_transaction(0, partition, PRODUCER, true);
+        h.coordinator.begin_load(partition);
+        h.coordinator.finish_load(0, partition);
+        assert_eq!(h.fetch_one(0, true), (-1, None));
+    }
+
+    #[test]
+    fn offset_delete_and_group_deletion_remove_pending_offsets() {
+        let mut h = Harness::new();
+        let id = h.txn_commit(PRODUCER, &[(0, 10), (1, 11)]);
+        assert_eq!(h.txn_errors(id), vec![None, None]);
+        let id = h.request_id();
+        h.coordinator.offset_delete(
+            0,
+            id,
+            OffsetDelete {
+                group_id: GROUP.into(),
+                topics: vec![TopicPartitions {
+                    name: "t".into(),
+                    partitions: vec![0],
+                }],
+            },
+        );
+        h.pump();
+        assert!(matches!(h.take(id), Some(Reply::OffsetDelete(r)) if r.error.is_none()));
+        assert_eq!(h.fetch_one(0, true), (-1, None), "no longer pending");
+        assert_eq!(
+            h.fetch_one(1, true),
+            (-1, Some(GroupError::UnstableOffsetCommit))
+        );
+        h.end_txn(PRODUCER, true);
+        assert_eq!(
+            h.fetch_one(0, true),
+            (-1, None),
+            "deleted before the commit"
+        );
+        assert_eq!(h.fetch_one(1, true), (11, None));
+        let mut r = reload(&h, h.now_ms);
+        assert_eq!(
+            r.fetch_one(0, true),
+            (-1, None),
+            "the tombstone is in the log"
+        );
+        assert_eq!(r.fetch_one(1, true), (11, None));
+
+        // DeleteGroups tombstones pending offsets too; the commit then finds nothing.
+        let id = h.txn_commit(PRODUCER, &[(2, 12)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        let id = h.request_id();
+        h.coordinator.delete_group(h.now_ms, id, GROUP);
+        h.pump();
+        assert_eq!(h.take(id), Some(Reply::DeleteGroup(None)));
+        h.end_txn(PRODUCER, true);
+        assert!(!h.describe().exists);
+        assert!(h.fetch(None, false).topics.is_empty());
+        let mut r = reload(&h, h.now_ms);
+        assert!(!r.describe().exists, "nothing comes back from the log");
+        assert_eq!(r.fetch_one(2, true), (-1, None));
+    }
+
+    #[test]
+    fn retention_waits_for_open_transactions() {
+        let retention = 60_000;
+        let config = GroupConfig {
+            offsets_retention_ms: retention,
+            offsets_retention_check_interval_ms: 1_000,
+            ..test_config()
+        };
+        let mut h = Harness::with_config(config);
+        let c = h.commit("", -1, "t", &[(0, 1)]);
+        assert_eq!(h.commit_errors(c), vec![None]);
+        let id = h.txn_commit(PRODUCER, &[(0, 2)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        h.advance(retention + 2_000);
+        assert_eq!(
+            h.fetch_one(0, false),
+            (1, None),
+            "an offset with a pending transactional one does not expire"
+        );
+        h.end_txn(PRODUCER, false);
+        h.advance(2_000);
+        assert_eq!(h.fetch_one(0, false), (-1, None), "expires once it ends");
+        // A group holding only an open transaction's offsets is not removed.
+        let id = h.txn_commit(PRODUCER, &[(1, 3)]);
+        assert_eq!(h.txn_errors(id), vec![None]);
+        h.advance(retention + 2_000);
+        assert!(h.describe().exists);
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(1, true), (3, None));
+    }
+
+    #[test]
+    fn pending_offsets_are_bounded() {
+        let mut h = Harness::new();
+        h.auto_append = false;
+        let many: Vec<(i32, i64)> = (0..PENDING_TXN_OFFSETS_PER_SHARD_MAX as i32)
+            .map(|p| (p, 1))
+            .collect();
+        let big = h.txn_commit(PRODUCER, &many);
+        // In flight counts against the limit.
+        let over = h.txn_commit(PRODUCER + 1, &[(0, 1)]);
+        assert_eq!(
+            h.txn_errors(over),
+            vec![Some(GroupError::CoordinatorNotAvailable)]
+        );
+        h.complete_held(AppendOutcome::Ok);
+        assert!(h.txn_errors(big).iter().all(Option::is_none));
+        h.auto_append = true;
+        let over = h.txn_commit(PRODUCER + 1, &[(0, 1)]);
+        assert_eq!(
+            h.txn_errors(over),
+            vec![Some(GroupError::CoordinatorNotAvailable)],
+            "pending counts too"
+        );
+        h.end_txn(PRODUCER, false);
+        let ok = h.txn_commit(PRODUCER + 1, &[(0, 1)]);
+        assert_eq!(h.txn_errors(ok), vec![None]);
+    }
+
+    #[test]
+    fn consumer_group_members_commit_with_their_member_epoch() {
+        struct OneTopic;
+        impl crate::group::consumer::TopicResolver for OneTopic {
+            fn topic_by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+                (name == "t").then_some((uuid::Uuid::from_bytes([7; 16]), 2))
+            }
+            fn topic_by_id(&self, id: &uuid::Uuid) -> Option<(String, i32)> {
+                (*id == uuid::Uuid::from_bytes([7; 16])).then(|| ("t".to_string(), 2))
+            }
+            fn topic_names(&self) -> Vec<String> {
+                vec!["t".into()]
+            }
+        }
+        let mut h = Harness::new();
+        let id = h.request_id();
+        let join = ConsumerHeartbeat {
+            group_id: GROUP.into(),
+            member_id: "a".into(),
+            member_epoch: 0,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            subscribed_topic_regex: None,
+            server_assignor: None,
+            owned: Some(Assignment::new()),
+            client_id: "c".into(),
+            client_host: "/h".into(),
+        };
+        h.coordinator
+            .consumer_group_heartbeat(h.now_ms, id, join, &OneTopic);
+        h.pump();
+        let Some(Reply::ConsumerHeartbeat(r)) = h.take(id) else {
+            panic!("no heartbeat reply")
+        };
+        let epoch = r.member_epoch;
+        let c = h.txn_commit_as(&Committer("a", epoch, None), PRODUCER, "t", &[(0, 9)]);
+        assert_eq!(h.txn_errors(c), vec![None]);
+        let stale = h.txn_commit_as(&Committer("a", epoch - 1, None), PRODUCER, "t", &[(0, 9)]);
+        assert_eq!(
+            h.txn_errors(stale),
+            vec![Some(GroupError::IllegalGeneration)],
+            "a stale member epoch is ILLEGAL_GENERATION for transactional commits"
+        );
+        let ghost = h.txn_commit_as(&Committer("z", 1, None), PRODUCER, "t", &[(0, 9)]);
+        assert_eq!(h.txn_errors(ghost), vec![Some(GroupError::UnknownMemberId)]);
+        h.end_txn(PRODUCER, true);
+        assert_eq!(h.fetch_one(0, true), (9, None));
+    }
+}
+
+mod txn_in_flight {
+    use super::*;
+
+    fn txn_req(producer_id: i64, offset: i64) -> TxnOffsetCommit {
+        TxnOffsetCommit {
+            transactional_id: "tx".into(),
+            group_id: GROUP.into(),
+            producer_id,
+            producer_epoch: 0,
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![CommitPartition {
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_batch_acknowledged_after_a_reload_is_left_to_the_log() {
+        let mut h = Harness::new();
+        h.auto_append = false;
+        let id = h.request_id();
+        h.coordinator.txn_offset_commit(0, id, txn_req(78, 10));
+        h.pump();
+        let partition = h.coordinator.partition_for(GROUP);
+        // Leadership moves away and back; this load's log does not hold the batch.
+        h.coordinator.unload_partition(partition);
+        h.coordinator.begin_load(partition);
+        h.coordinator.finish_load(0, partition);
+        h.complete_held(AppendOutcome::Ok);
+        assert!(h.take(id).is_some(), "answered");
+        let r = h.fetch(
+            Some(vec![TopicPartitions {
+                name: "t".into(),
+                partitions: vec![0],
+            }]),
+            true,
+        );
+        assert_eq!(
+            r.topics[0].partitions[0].error, None,
+            "not pending from memory"
+        );
+    }
+
+    #[test]
+    fn a_marker_while_the_batch_is_in_flight_applies_to_it() {
+        for commit in [true, false] {
+            let mut h = Harness::new();
+            h.auto_append = false;
+            let id = h.request_id();
+            let req = TxnOffsetCommit {
+                transactional_id: "tx".into(),
+                group_id: GROUP.into(),
+                producer_id: 77,
+                producer_epoch: 0,
+                generation_id: -1,
+                member_id: String::new(),
+                group_instance_id: None,
+                topics: vec![CommitTopic {
+                    name: "t".into(),
+                    partitions: vec![CommitPartition {
+                        partition: 0,
+                        offset: 10,
+                        leader_epoch: -1,
+                        metadata: None,
+                    }],
+                }],
+            };
+            h.coordinator.txn_offset_commit(0, id, req);
+            h.pump();
+            let partition = h.coordinator.partition_for(GROUP);
+            // The coordinator aborts (or commits) while the batch replicates.
+            h.coordinator.complete_transaction(0, partition, 77, commit);
+            h.complete_held(AppendOutcome::Ok);
+            assert_eq!(
+                h.take(id),
+                Some(Reply::TxnOffsetCommit(vec![TopicErrors {
+                    name: "t".into(),
+                    partitions: vec![(0, None)],
+                }]))
+            );
+            let r = h.fetch(
+                Some(vec![TopicPartitions {
+                    name: "t".into(),
+                    partitions: vec![0],
+                }]),
+                true,
+            );
+            let p = &r.topics[0].partitions[0];
+            let want = if commit { 10 } else { -1 };
+            assert_eq!((p.offset, p.error), (want, None), "commit={commit}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), earliest
 //! tiered (-5, = earliest: no tiering) and by timestamp, answered by each partition's owner.
-//! read_committed reads "latest" as the last stable offset.
+//! read_committed reads "latest" as the last stable offset, and a timestamp lookup finds
+//! only offsets below it (Kafka's `lastFetchableOffset`).
 
 use std::rc::Rc;
 
@@ -135,22 +136,21 @@ async fn answer(
         Ok(epoch) => epoch,
         Err(e) => return (crate::replica::error_code(e), -1, -1, -1),
     };
+    // Kafka's lastFetchableOffset: what a consumer at this isolation level may read.
+    let last_fetchable = if read_committed {
+        p.last_stable_offset()
+    } else {
+        p.high_watermark()
+    };
     match ts {
-        LATEST => {
-            let off = if read_committed {
-                p.last_stable_offset()
-            } else {
-                p.high_watermark()
-            };
-            (OK, -1, off, epoch)
-        }
+        LATEST => (OK, -1, last_fetchable, epoch),
         EARLIEST | EARLIEST_LOCAL | EARLIEST_TIERED => (OK, -1, p.log_start_offset(), epoch),
         MAX_TIMESTAMP => match p.log.max_timestamp() {
             Some((t, o)) => (OK, t, o, epoch),
             None => (OK, -1, -1, epoch),
         },
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
-            Ok(Some((t, o))) if o < p.high_watermark() => {
+            Ok(Some((t, o))) if o < last_fetchable => {
                 match first_record_at_or_after(p, o, ts).await {
                     Some((rt, ro)) => (OK, rt, ro, epoch),
                     None => (OK, t, o, epoch),

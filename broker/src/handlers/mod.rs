@@ -68,6 +68,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -88,6 +89,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use std::future::Future;
@@ -151,6 +153,7 @@ handler_table! {
     encoded ListGroups => list_groups,
     encoded DeleteGroups => delete_groups,
     encoded OffsetDelete => offset_delete,
+    encoded TxnOffsetCommit => txn_offset_commit,
     encoded ConsumerGroupHeartbeat => consumer_group_heartbeat,
     encoded ConsumerGroupDescribe => consumer_group_describe,
     encoded OffsetForLeaderEpoch => offset_for_leader_epoch,
@@ -166,6 +169,8 @@ handler_table! {
     encoded EndTxn => end_txn,
     encoded DescribeTransactions => describe_transactions,
     encoded ListTransactions => list_transactions,
+    encoded WriteTxnMarkers => write_txn_markers,
+    encoded DescribeProducers => describe_producers,
 }
 
 /// The range we serve for `key`, if any.

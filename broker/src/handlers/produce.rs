@@ -50,6 +50,10 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
         }
     };
     let acks = req.acks;
+    let transactional_id: Option<Rc<str>> = req
+        .transactional_id
+        .as_ref()
+        .map(|t| Rc::from(t.0.as_str()));
     let metadata = shard.metadata();
     // Answer layout, in request order; results filled by slot.
     let mut layout: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<i32>)> = Vec::new();
@@ -103,9 +107,10 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
         layout.push((name, id, parts));
     }
     // Queue the appends, shard by shard; each owner takes the append tickets in order.
+    let txn_id = transactional_id.as_deref().map(str::to_string);
     let appends = by_shard
         .send(shard, move |s: &Rc<Shard>, items| {
-            append_on_owner(s, items, acks)
+            append_on_owner(s, items, acks, txn_id.clone())
         })
         .await;
     Box::pin(async move {
@@ -167,6 +172,7 @@ fn append_on_owner(
     shard: &Rc<Shard>,
     items: Vec<Item>,
     acks: i16,
+    transactional_id: Option<String>,
 ) -> LocalBoxFuture<Vec<PartitionResult>> {
     let jobs: Vec<_> = items
         .into_iter()
@@ -184,12 +190,14 @@ fn append_on_owner(
     let reserve_refusal = shard.disk.produce_refusal();
     let shared = Arc::clone(&shard.shared);
     let shard_index = shard.id.0;
+    let shard = Rc::clone(shard);
     Box::pin(async move {
         let now = now_ms();
         let results = join_all(
             jobs.into_iter()
                 .map(|(partition, ticket, offline, records)| {
                     let reserve_refusal = reserve_refusal.clone();
+                    let (shard, transactional_id) = (&shard, transactional_id.as_deref());
                     async move {
                         if let Some(reason) = offline {
                             return Err((ResponseError::KafkaStorageError, Some(reason)));
@@ -211,6 +219,7 @@ fn append_on_owner(
                             // A follower that just became leader records the producer state of the
                             // batches it fetched first, so that it dedupes their retries.
                             p.wait_producer_state().await;
+                            verify_transaction(shard, &p, transactional_id, &records).await?;
                             p.submit_replicated(records, now, acks)
                         };
                         match pending {
@@ -235,6 +244,44 @@ fn append_on_owner(
         }
         results
     })
+}
+
+/// KIP-890 part 1: the first transactional batch of a producer's transaction on this
+/// partition is appended only once its coordinator confirms the partition is in the open
+/// transaction (`crate::txn::verify`); later batches of that transaction need no check
+/// (the partition's producer state has it ongoing). Transactional records without a
+/// transactional id are refused as Kafka refuses them (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+/// Runs with the partition's append ticket held.
+async fn verify_transaction(
+    shard: &Rc<Shard>,
+    p: &crate::partition::Partition,
+    transactional_id: Option<&str>,
+    records: &Bytes,
+) -> Result<(), (ResponseError, Option<String>)> {
+    let Some(h) = engine::batch::BatchHeader::parse(records) else {
+        return Ok(());
+    };
+    if !h.is_transactional() || h.producer_id() < 0 || h.is_control() {
+        return Ok(());
+    }
+    let Some(transactional_id) = transactional_id else {
+        return Err((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            Some("transactional records need the request's transactional id".into()),
+        ));
+    };
+    if !p.replica.is_leader() || p.in_transaction(h.producer_id(), h.producer_epoch()) {
+        return Ok(());
+    }
+    crate::txn::verify::verify(
+        shard,
+        transactional_id,
+        h.producer_id(),
+        h.producer_epoch(),
+        &p.topic,
+        p.index,
+    )
+    .await
 }
 
 /// Milliseconds since the epoch of the last refused-batch log line (any shard).
@@ -262,7 +309,7 @@ fn log_refused_batch(topic: &str, partition: i32, f: &AppendFailure) {
 }
 
 /// The single place append failures become Kafka error codes.
-fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
+pub(crate) fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
     use engine::AppendError;
     use engine::batch::BatchError;
     match f {
@@ -293,6 +340,18 @@ fn failure_code(f: &AppendFailure) -> (ResponseError, Option<String>) {
         AppendFailure::Engine(e) => (ResponseError::UnknownServerError, Some(e.to_string())),
         AppendFailure::InvalidProducerEpoch => (ResponseError::InvalidProducerEpoch, None),
         AppendFailure::OutOfOrderSequence => (ResponseError::OutOfOrderSequenceNumber, None),
+        AppendFailure::InvalidTxnState => (
+            ResponseError::InvalidTxnState,
+            Some("a non-transactional batch while the producer's transaction is ongoing".into()),
+        ),
+        AppendFailure::TooManyTransactions => (
+            ResponseError::ConcurrentTransactions,
+            Some(format!(
+                "the partition holds {} ongoing transactions",
+                crate::partition::producer_state::ONGOING_TRANSACTIONS_MAX
+            )),
+        ),
+        AppendFailure::CoordinatorFenced => (ResponseError::TransactionCoordinatorFenced, None),
         AppendFailure::InvalidTimestamp => (
             ResponseError::InvalidTimestamp,
             Some(

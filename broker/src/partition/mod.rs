@@ -14,6 +14,7 @@
 //! committed on the ISR) is awaited outside the lock. A re-open for a log-level config change
 //! keeps the core (`reopen_replicated`).
 
+pub mod control_batch;
 pub mod producer_state;
 pub mod record_count;
 
@@ -28,7 +29,10 @@ use engine::sync::{FifoLock, Notify};
 
 use crate::metadata::TopicConfig;
 use crate::replica::driver::{Applied, ProduceAnswer, ReplicaDriver, ReplicaEnv, ReplicaStore};
-use producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, last_sequence};
+use control_batch::EndTxnMarker;
+use producer_state::{
+    BatchMeta, Marker, MarkerCheck, ProducerStateTable, ProducerView, SequenceCheck, last_sequence,
+};
 
 /// Why an append was refused, before Kafka codes are chosen at the handler boundary.
 #[derive(Debug)]
@@ -36,6 +40,15 @@ pub enum AppendFailure {
     Engine(engine::AppendError),
     InvalidProducerEpoch,
     OutOfOrderSequence,
+    /// A non-transactional batch while the producer's transaction is ongoing
+    /// (INVALID_TXN_STATE).
+    InvalidTxnState,
+    /// The partition holds `ONGOING_TRANSACTIONS_MAX` ongoing transactions
+    /// (CONCURRENT_TRANSACTIONS, retriable).
+    TooManyTransactions,
+    /// A marker from a coordinator older than the last one seen
+    /// (TRANSACTION_COORDINATOR_FENCED).
+    CoordinatorFenced,
     InvalidTimestamp,
     InvalidRecord(&'static str),
     /// A batch over the topic's max.message.bytes.
@@ -82,6 +95,10 @@ pub struct Partition {
     pub data_notify: Rc<Notify>,
     pub append_lock: Rc<FifoLock>,
     producers: RefCell<ProducerStateTable>,
+    /// The producer state covers the log below this offset. A follower that just became
+    /// leader may have batches in its log whose transactions it has not recorded yet: the
+    /// last stable offset never passes this, so it cannot expose their data as committed.
+    producers_end: Cell<i64>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
     /// Shared with the driver's `ReplicaStore`.
     retired: Rc<Cell<bool>>,
@@ -180,6 +197,7 @@ pub struct ProducerBatch {
     epoch: i16,
     first_seq: i32,
     last_seq: i32,
+    transactional: bool,
 }
 
 impl Partition {
@@ -201,10 +219,16 @@ impl Partition {
         let log = Rc::new(log);
         let mut producers = ProducerStateTable::default();
         let mut epochs = replication::EpochCache::default();
-        log.scan_headers(log.log_start_offset(), |h: &BatchHeader| {
-            epochs.assign(replication::LeaderEpoch(h.leader_epoch()), h.base_offset());
-            record_header(&mut producers, h);
-        })
+        let high_watermark = log.high_watermark();
+        let log_end_offset = log.log_end_offset();
+        log.scan_batches(
+            log.log_start_offset(),
+            BatchHeader::is_control,
+            |h, whole| {
+                epochs.assign(replication::LeaderEpoch(h.leader_epoch()), h.base_offset());
+                record_header(&mut producers, h, whole, high_watermark);
+            },
+        )
         .await?;
         // A log emptied by DeleteRecords or retention has no header left: the epoch it ended
         // in starts at the log start (Kafka's truncateFromStart keeps it the same way).
@@ -251,6 +275,7 @@ impl Partition {
             data_notify,
             append_lock: FifoLock::new(),
             producers: RefCell::new(producers),
+            producers_end: Cell::new(log_end_offset),
             retired,
             following: Cell::new(false),
             followed: Rc::new(Notify::new()),
@@ -311,6 +336,8 @@ impl Partition {
                     Applied::Replicated(parts) => {
                         self.record_replicated_producers(&parts);
                         self.replica.follower_write_applied();
+                        // The last stable offset may have been held at `producers_end`.
+                        self.data_notify.notify_all();
                     }
                     Applied::Truncated => {
                         if let Err(e) = self.rebuild_producers().await {
@@ -319,7 +346,15 @@ impl Partition {
                         self.replica.follower_write_applied();
                     }
                     Applied::WriteFailed { log_end_offset } => {
-                        self.forget_producer_batches_from(log_end_offset);
+                        let rebuild = self
+                            .producers
+                            .borrow()
+                            .has_transactions_from(log_end_offset);
+                        if !rebuild {
+                            self.forget_producer_batches_from(log_end_offset);
+                        } else if let Err(e) = self.rebuild_producers().await {
+                            tracing::error!(target: "broker::partition", topic = %self.topic, partition = self.index, error = %e, "producer state rebuild after a failed append failed");
+                        }
                     }
                 }
             }
@@ -330,11 +365,14 @@ impl Partition {
     /// or more whole batches), so this replica dedupes retries if it becomes leader.
     pub fn record_replicated_producers(&self, parts: &[Bytes]) {
         let mut producers = self.producers.borrow_mut();
+        let high_watermark = self.log.high_watermark();
         for batches in parts {
             let mut pos = 0usize;
             while let Some(h) = batches.get(pos..).and_then(BatchHeader::parse) {
-                record_header(&mut producers, h);
                 let total = h.total_bytes() as usize;
+                let whole = batches.get(pos..pos + total).unwrap_or_default();
+                record_header(&mut producers, h, whole, high_watermark);
+                self.producers_cover(h.last_offset() + 1);
                 if total == 0 {
                     break;
                 }
@@ -384,6 +422,7 @@ impl Partition {
             data_notify: Rc::new(Notify::new()),
             append_lock: FifoLock::new(),
             producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
+            producers_end: Cell::new(self.producers_end.get()),
             retired: Rc::new(Cell::new(false)),
             following: Cell::new(false),
             followed: Rc::new(Notify::new()),
@@ -418,17 +457,30 @@ impl Partition {
     /// log) is forgotten.
     pub fn forget_producer_batches_from(&self, offset: i64) {
         self.producers.borrow_mut().forget_from(offset);
+        self.producers_end.set(self.producers_end.get().min(offset));
+    }
+
+    /// The producer state now covers the log below `end`.
+    fn producers_cover(&self, end: i64) {
+        if end > self.producers_end.get() {
+            self.producers_end.set(end);
+        }
     }
 
     /// After a truncation: producer state rebuilt from what is left.
     pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
         let mut producers = ProducerStateTable::default();
+        let high_watermark = self.log.high_watermark();
+        let log_end_offset = self.log.log_end_offset();
         self.log
-            .scan_headers(self.log.log_start_offset(), |h: &BatchHeader| {
-                record_header(&mut producers, h)
-            })
+            .scan_batches(
+                self.log.log_start_offset(),
+                BatchHeader::is_control,
+                |h, whole| record_header(&mut producers, h, whole, high_watermark),
+            )
             .await?;
         *self.producers.borrow_mut() = producers;
+        self.producers_end.set(log_end_offset);
         Ok(())
     }
 
@@ -436,9 +488,51 @@ impl Partition {
         self.log.high_watermark()
     }
 
-    /// No transactions yet: the last stable offset is the high watermark.
+    /// Kafka's last stable offset: the high watermark, held back to the first offset of the
+    /// earliest transaction that is ongoing or whose marker is not yet replicated; never
+    /// below the log start offset.
     pub fn last_stable_offset(&self) -> i64 {
-        self.log.high_watermark()
+        self.last_stable_offset_at(self.log.high_watermark())
+    }
+
+    /// The last stable offset for a high watermark `high_watermark` (a fetch's view of it).
+    pub fn last_stable_offset_at(&self, high_watermark: i64) -> i64 {
+        let first_unstable = self
+            .producers
+            .borrow_mut()
+            .first_unstable_offset(high_watermark);
+        first_unstable
+            .map_or(high_watermark, |f| f.min(high_watermark))
+            .min(self.producers_end.get())
+            .max(self.log_start_offset())
+    }
+
+    /// (producer id, first offset) of the aborted transactions overlapping
+    /// `[fetch_offset, upper_bound_offset)`, for a read_committed fetch.
+    pub fn aborted_transactions(
+        &self,
+        fetch_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        self.producers
+            .borrow()
+            .aborted_between(fetch_offset, upper_bound_offset, &mut out);
+        out
+    }
+
+    /// The producers with state on this partition (DescribeProducers).
+    pub fn producer_views(&self) -> Vec<ProducerView> {
+        self.producers.borrow().producers().collect()
+    }
+
+    pub fn ongoing_transactions(&self) -> usize {
+        self.producers.borrow().ongoing_transactions()
+    }
+
+    /// See `ProducerStateTable::in_transaction`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.borrow().in_transaction(producer_id, epoch)
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -461,6 +555,203 @@ impl Partition {
         now_ms: i64,
         acks: i16,
     ) -> Result<PendingAppend, AppendFailure> {
+        use replication::ReplicaError;
+        let driver = &self.replica;
+        self.check_writable(acks)?;
+        // The topic's own segment.bytes (Kafka's UnifiedLog.append: a record set larger than
+        // a segment is refused with RecordBatchTooLargeException, RECORD_LIST_TOO_LARGE).
+        let segment_bytes = self.config.borrow().segment_bytes;
+        if records.len() as u64 > segment_bytes {
+            return Err(AppendFailure::RecordListTooLarge {
+                bytes: records.len() as u64,
+                max: segment_bytes,
+            });
+        }
+        let producer = producer_batch(&records)?;
+        let log_append_time = self.config.borrow().log_append_time;
+        // The one validation pass; the engine appends its result without checking again.
+        let batches = self.validate_batches(&records, now_ms)?;
+        if producer.is_some() && driver.follower_writes_pending() {
+            // Just became leader: batches it fetched are not in the producer state yet, so a
+            // retry of one would be appended again. The produce path waits for them first
+            // (`wait_producer_state`); a caller that did not is refused, not guessed at.
+            return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
+        }
+        if let Some(p) = &producer {
+            let check = self.producers.borrow().check(
+                p.producer_id,
+                p.epoch,
+                p.first_seq,
+                p.last_seq,
+                p.transactional,
+            );
+            match check {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(b) => {
+                    // acks=all: answered once the original is committed, as its own answer.
+                    let answers = if acks == -1 {
+                        let min_insync_replicas =
+                            self.config.borrow().min_insync_replicas.max(1) as usize;
+                        vec![driver.wait_committed(b.last_offset, min_insync_replicas)]
+                    } else {
+                        Vec::new()
+                    };
+                    return Ok(PendingAppend {
+                        outcome: AppendOutcome {
+                            base_offset: b.first_offset,
+                            last_offset: b.last_offset,
+                            log_append_time_ms: if log_append_time { b.max_timestamp } else { -1 },
+                            log_start_offset: self.log_start_offset(),
+                            duplicate: true,
+                        },
+                        answers,
+                    });
+                }
+                SequenceCheck::InvalidProducerEpoch { .. } => {
+                    return Err(AppendFailure::InvalidProducerEpoch);
+                }
+                SequenceCheck::OutOfOrderSequence { .. } => {
+                    return Err(AppendFailure::OutOfOrderSequence);
+                }
+                SequenceCheck::InvalidTxnState => return Err(AppendFailure::InvalidTxnState),
+                SequenceCheck::TooManyTransactions => {
+                    return Err(AppendFailure::TooManyTransactions);
+                }
+            }
+        }
+        // Stored max_timestamp of the first batch (the LogAppendTime stamp's, if any): an
+        // idempotent produce carries exactly one batch.
+        let max_timestamp = batches.first().map_or(-1, ValidatedBatch::max_timestamp);
+        let mut answers = Vec::with_capacity(batches.len());
+        let mut first_offset = None;
+        let mut last_offset = -1;
+        for batch in batches {
+            let count = batch.records_count();
+            let (base, answer) = driver.produce(acks == -1, batch);
+            answers.push(answer);
+            match base {
+                Some(base) => {
+                    first_offset.get_or_insert(base);
+                    last_offset = base + i64::from(count) - 1;
+                }
+                // Refused (the answer says why); nothing after it may be appended.
+                None => break,
+            }
+        }
+        if first_offset.is_some() {
+            self.producers_cover(last_offset + 1);
+        }
+        if let (Some(p), Some(first_offset)) = (producer, first_offset) {
+            self.producers.borrow_mut().record(
+                p.producer_id,
+                p.epoch,
+                BatchMeta {
+                    first_seq: p.first_seq,
+                    last_seq: p.last_seq,
+                    first_offset,
+                    last_offset,
+                    max_timestamp,
+                },
+                p.transactional,
+            );
+        }
+        Ok(PendingAppend {
+            outcome: AppendOutcome {
+                base_offset: first_offset.unwrap_or(-1),
+                last_offset,
+                log_append_time_ms: if log_append_time { now_ms } else { -1 },
+                log_start_offset: self.log_start_offset(),
+                duplicate: false,
+            },
+            answers,
+        })
+    }
+
+    /// Leader: appends the COMMIT or ABORT marker of `producer_id`'s transaction (Kafka's
+    /// WriteTxnMarkers append, origin COORDINATOR, acks=all) after the epoch checks of
+    /// Kafka's `appendEndTxnMarker`: a producer epoch older than the producer's is
+    /// INVALID_PRODUCER_EPOCH, a coordinator epoch older than the last seen
+    /// TRANSACTION_COORDINATOR_FENCED. The marker ends the transaction in the producer state
+    /// at once; the last stable offset passes it once the high watermark does. Must run with
+    /// `append_lock` held; the returned wait need not.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        now_ms: i64,
+    ) -> Result<PendingAppend, AppendFailure> {
+        use replication::ReplicaError;
+        let driver = &self.replica;
+        self.check_writable(-1)?;
+        if driver.follower_writes_pending() {
+            // Producer state does not cover the fetched batches yet (see `submit_replicated`).
+            return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
+        }
+        let check = self.producers.borrow().check_marker(
+            producer_id,
+            producer_epoch,
+            marker.coordinator_epoch,
+        );
+        match check {
+            MarkerCheck::Append => {}
+            MarkerCheck::InvalidProducerEpoch { current } => {
+                tracing::info!(target: "broker::partition", topic = %self.topic, partition = self.index, producer_id, producer_epoch, current, "marker with an old producer epoch refused");
+                return Err(AppendFailure::InvalidProducerEpoch);
+            }
+            MarkerCheck::CoordinatorFenced { current } => {
+                tracing::info!(target: "broker::partition", topic = %self.topic, partition = self.index, producer_id, coordinator_epoch = marker.coordinator_epoch, current, "marker from a fenced coordinator refused");
+                return Err(AppendFailure::CoordinatorFenced);
+            }
+        }
+        let bytes = Bytes::from(control_batch::build_marker_batch(
+            producer_id,
+            producer_epoch,
+            marker,
+            now_ms,
+        ));
+        let options = ValidateOptions {
+            max_batch_bytes: self.log.config().max_batch_bytes,
+            strict_count: true,
+            log_append_time_ms: None,
+        };
+        let batch = ValidatedBatch::new(&bytes, 0, options).map_err(|error| {
+            AppendFailure::Engine(engine::AppendError::InvalidBatch {
+                index: 0,
+                position: 0,
+                error,
+            })
+        })?;
+        let (base, answer) = driver.produce(true, batch);
+        if let Some(offset) = base {
+            self.producers_cover(offset + 1);
+            let mut producers = self.producers.borrow_mut();
+            producers.note_high_watermark(self.log.high_watermark());
+            producers.record_marker(Marker {
+                producer_id,
+                producer_epoch,
+                coordinator_epoch: marker.coordinator_epoch,
+                commit: marker.commit,
+                offset,
+                timestamp: now_ms,
+            });
+        }
+        Ok(PendingAppend {
+            outcome: AppendOutcome {
+                base_offset: base.unwrap_or(-1),
+                last_offset: base.unwrap_or(-1),
+                log_append_time_ms: -1,
+                log_start_offset: self.log_start_offset(),
+                duplicate: false,
+            },
+            answers: vec![answer],
+        })
+    }
+
+    /// The leader checks every append runs first, in Kafka's order
+    /// (Partition.appendRecordsToLeader): leadership, a writable log, then acks=all against
+    /// min.insync.replicas.
+    fn check_writable(&self, acks: i16) -> Result<(), AppendFailure> {
         use replication::ReplicaError;
         let driver = &self.replica;
         if self.retired.get() {
@@ -503,102 +794,7 @@ impl Partition {
                 .check_in_sync(min_insync_replicas)
                 .map_err(AppendFailure::Replica)?;
         }
-        // The topic's own segment.bytes (Kafka's UnifiedLog.append: a record set larger than
-        // a segment is refused with RecordBatchTooLargeException, RECORD_LIST_TOO_LARGE).
-        let segment_bytes = self.config.borrow().segment_bytes;
-        if records.len() as u64 > segment_bytes {
-            return Err(AppendFailure::RecordListTooLarge {
-                bytes: records.len() as u64,
-                max: segment_bytes,
-            });
-        }
-        let producer = producer_batch(&records)?;
-        let log_append_time = self.config.borrow().log_append_time;
-        // The one validation pass; the engine appends its result without checking again.
-        let batches = self.validate_batches(&records, now_ms)?;
-        if producer.is_some() && driver.follower_writes_pending() {
-            // Just became leader: batches it fetched are not in the producer state yet, so a
-            // retry of one would be appended again. The produce path waits for them first
-            // (`wait_producer_state`); a caller that did not is refused, not guessed at.
-            return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
-        }
-        if let Some(p) = &producer {
-            let check =
-                self.producers
-                    .borrow()
-                    .check(p.producer_id, p.epoch, p.first_seq, p.last_seq);
-            match check {
-                SequenceCheck::Append => {}
-                SequenceCheck::Duplicate(b) => {
-                    // acks=all: answered once the original is committed, as its own answer.
-                    let answers = if acks == -1 {
-                        let min_insync_replicas =
-                            self.config.borrow().min_insync_replicas.max(1) as usize;
-                        vec![driver.wait_committed(b.last_offset, min_insync_replicas)]
-                    } else {
-                        Vec::new()
-                    };
-                    return Ok(PendingAppend {
-                        outcome: AppendOutcome {
-                            base_offset: b.first_offset,
-                            last_offset: b.last_offset,
-                            log_append_time_ms: if log_append_time { b.max_timestamp } else { -1 },
-                            log_start_offset: self.log_start_offset(),
-                            duplicate: true,
-                        },
-                        answers,
-                    });
-                }
-                SequenceCheck::InvalidProducerEpoch { .. } => {
-                    return Err(AppendFailure::InvalidProducerEpoch);
-                }
-                SequenceCheck::OutOfOrderSequence { .. } => {
-                    return Err(AppendFailure::OutOfOrderSequence);
-                }
-            }
-        }
-        // Stored max_timestamp of the first batch (the LogAppendTime stamp's, if any): an
-        // idempotent produce carries exactly one batch.
-        let max_timestamp = batches.first().map_or(-1, ValidatedBatch::max_timestamp);
-        let mut answers = Vec::with_capacity(batches.len());
-        let mut first_offset = None;
-        let mut last_offset = -1;
-        for batch in batches {
-            let count = batch.records_count();
-            let (base, answer) = driver.produce(acks == -1, batch);
-            answers.push(answer);
-            match base {
-                Some(base) => {
-                    first_offset.get_or_insert(base);
-                    last_offset = base + i64::from(count) - 1;
-                }
-                // Refused (the answer says why); nothing after it may be appended.
-                None => break,
-            }
-        }
-        if let (Some(p), Some(first_offset)) = (producer, first_offset) {
-            self.producers.borrow_mut().record(
-                p.producer_id,
-                p.epoch,
-                BatchMeta {
-                    first_seq: p.first_seq,
-                    last_seq: p.last_seq,
-                    first_offset,
-                    last_offset,
-                    max_timestamp,
-                },
-            );
-        }
-        Ok(PendingAppend {
-            outcome: AppendOutcome {
-                base_offset: first_offset.unwrap_or(-1),
-                last_offset,
-                log_append_time_ms: if log_append_time { now_ms } else { -1 },
-                log_start_offset: self.log_start_offset(),
-                duplicate: false,
-            },
-            answers,
-        })
+        Ok(())
     }
 
     /// The one validation pass over a produce's batches, in Kafka's order per batch: the
@@ -648,6 +844,9 @@ impl Partition {
                 })
             })?;
             let h = batch.header();
+            if h.is_control() {
+                return Err(AppendFailure::InvalidRecord(CONTROL_BATCH_REFUSAL));
+            }
             for ts in [h.base_timestamp(), h.max_timestamp()] {
                 if bounded
                     && ts >= 0
@@ -684,21 +883,46 @@ impl Partition {
     }
 }
 
-/// Records the producer state of one batch header (idempotent batches only).
-fn record_header(producers: &mut ProducerStateTable, h: &BatchHeader) {
-    if h.producer_id() >= 0 && !h.is_control() {
-        producers.record(
-            h.producer_id(),
-            h.producer_epoch(),
-            BatchMeta {
-                first_seq: h.base_sequence(),
-                last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
-                first_offset: h.base_offset(),
-                last_offset: h.last_offset(),
-                max_timestamp: h.max_timestamp(),
-            },
-        );
+/// Records the producer state of one stored or replicated batch (producer batches only):
+/// a data batch by its header, a control batch by its marker (`whole` is the whole batch
+/// for control batches). As Kafka's replication and recovery origins, no checks: what is in
+/// the log happened. `high_watermark` lets completed transactions below it go.
+fn record_header(
+    producers: &mut ProducerStateTable,
+    h: &BatchHeader,
+    whole: &[u8],
+    high_watermark: i64,
+) {
+    if h.producer_id() < 0 {
+        return;
     }
+    if h.is_control() {
+        // Another control type, or a control batch emptied by compaction: nothing to end.
+        if let Some(marker) = control_batch::read_marker(whole) {
+            producers.note_high_watermark(high_watermark);
+            producers.record_marker(Marker {
+                producer_id: h.producer_id(),
+                producer_epoch: h.producer_epoch(),
+                coordinator_epoch: marker.coordinator_epoch,
+                commit: marker.commit,
+                offset: h.base_offset(),
+                timestamp: h.max_timestamp(),
+            });
+        }
+        return;
+    }
+    producers.record(
+        h.producer_id(),
+        h.producer_epoch(),
+        BatchMeta {
+            first_seq: h.base_sequence(),
+            last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
+            first_offset: h.base_offset(),
+            last_offset: h.last_offset(),
+            max_timestamp: h.max_timestamp(),
+        },
+        h.is_transactional(),
+    );
 }
 
 /// Reads the producer fields of the request's batches. Idempotent batches must come one per
@@ -709,13 +933,11 @@ pub fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFa
         // Too short for a header: the engine rejects it with the precise reason.
         return Ok(None);
     };
+    if h.is_control() {
+        return Err(AppendFailure::InvalidRecord(CONTROL_BATCH_REFUSAL));
+    }
     if h.producer_id() < 0 {
         return Ok(None);
-    }
-    if h.is_transactional() {
-        return Err(AppendFailure::InvalidRecord(
-            "transactional batches are not supported yet",
-        ));
     }
     let total = h.total_bytes() as usize;
     if total >= BATCH_HEADER_BYTES && records.len() > total {
@@ -728,8 +950,13 @@ pub fn producer_batch(records: &Bytes) -> Result<Option<ProducerBatch>, AppendFa
         epoch: h.producer_epoch(),
         first_seq: h.base_sequence(),
         last_seq: last_sequence(h.base_sequence(), h.last_offset_delta()),
+        transactional: h.is_transactional(),
     }))
 }
+
+/// Kafka's LogValidator: "Invalid attempt to append a control batch from client".
+const CONTROL_BATCH_REFUSAL: &str =
+    "control batches are written by the transaction coordinator only";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -888,6 +1115,141 @@ mod tests {
                 2,
                 "the second batch rolled a segment"
             );
+        });
+    }
+
+    /// A transactional batch of `records` records from `producer_id` at `epoch`.
+    fn txn_batch(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> Bytes {
+        let mut b = batch(records, 64, 1);
+        b[21..23].copy_from_slice(&engine::batch::ATTR_TRANSACTIONAL.to_be_bytes());
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = batch_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    async fn wait_high_watermark(p: &Partition, at_least: i64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let moved = p.data_notify.notified();
+            if p.high_watermark() >= at_least {
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "high watermark stuck at {}",
+                p.high_watermark()
+            );
+            let _ = compio::time::timeout(left, moved).await;
+        }
+    }
+
+    async fn append(p: &Partition, records: Bytes) -> i64 {
+        let outcome = p
+            .submit_replicated(records, 5, -1)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        outcome.base_offset
+    }
+
+    async fn end_txn(
+        p: &Partition,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<i64, AppendFailure> {
+        let marker = super::EndTxnMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let pending = p.append_marker(producer_id, epoch, marker, 7)?;
+        Ok(pending.wait().await?.base_offset)
+    }
+
+    /// Markers end transactions; the last stable offset stays at the first offset of the
+    /// earliest open transaction, below the high watermark; epochs fence old markers; the
+    /// state rebuilt from the log (as at open) is the same.
+    #[test]
+    fn markers_end_transactions_and_the_last_stable_offset_follows() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader(dir.path(), &[]).await;
+            assert_eq!(append(&p, txn_batch(1, 2, 0, 3)).await, 0);
+            assert_eq!(append(&p, Bytes::from(batch(2, 64, 1))).await, 3);
+            assert_eq!(append(&p, txn_batch(2, 0, 0, 1)).await, 5);
+            wait_high_watermark(&p, 6).await;
+            assert_eq!((p.high_watermark(), p.last_stable_offset()), (6, 0));
+            // A marker with an older producer epoch than the producer's.
+            assert!(matches!(
+                end_txn(&p, 1, 1, 5, true).await,
+                Err(AppendFailure::InvalidProducerEpoch)
+            ));
+            assert_eq!(end_txn(&p, 1, 2, 5, true).await.unwrap(), 6);
+            wait_high_watermark(&p, 7).await;
+            assert_eq!(p.last_stable_offset(), 5);
+            // Producer 1's next transaction; a zombie coordinator's marker is fenced.
+            assert_eq!(append(&p, txn_batch(1, 2, 3, 1)).await, 7);
+            assert!(matches!(
+                end_txn(&p, 1, 2, 4, false).await,
+                Err(AppendFailure::CoordinatorFenced)
+            ));
+            // Non-transactional data while its transaction is open.
+            let mut plain = txn_batch(1, 2, 4, 1).to_vec();
+            plain[21..23].copy_from_slice(&0i16.to_be_bytes());
+            let crc = batch_crc(&plain);
+            plain[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert!(matches!(
+                p.submit_replicated(Bytes::from(plain), 5, -1),
+                Err(AppendFailure::InvalidTxnState)
+            ));
+            // A client may not write control batches.
+            let forged = super::control_batch::build_marker_batch(
+                1,
+                2,
+                super::EndTxnMarker {
+                    commit: true,
+                    coordinator_epoch: 9,
+                },
+                5,
+            );
+            assert!(matches!(
+                p.submit_replicated(Bytes::from(forged), 5, -1),
+                Err(AppendFailure::InvalidRecord(_))
+            ));
+            assert_eq!(end_txn(&p, 2, 0, 5, false).await.unwrap(), 8);
+            wait_high_watermark(&p, 9).await;
+            assert_eq!(p.last_stable_offset(), 7);
+            assert_eq!(end_txn(&p, 1, 2, 5, true).await.unwrap(), 9);
+            wait_high_watermark(&p, 10).await;
+            assert_eq!(p.last_stable_offset(), 10);
+            assert_eq!(p.aborted_transactions(0, 10), vec![(2, 5)]);
+            assert_eq!(p.aborted_transactions(9, 10), Vec::<(i64, i64)>::new());
+            // Producer 2 opens another transaction, then the state is rebuilt from the log.
+            assert_eq!(append(&p, txn_batch(2, 0, 1, 2)).await, 10);
+            wait_high_watermark(&p, 12).await;
+            let views = p.producer_views();
+            p.rebuild_producers().await.unwrap();
+            assert_eq!(p.last_stable_offset(), 10);
+            assert_eq!(p.aborted_transactions(0, 12), vec![(2, 5)]);
+            assert_eq!(p.ongoing_transactions(), 1);
+            let mut rebuilt = p.producer_views();
+            let mut before = views;
+            rebuilt.sort_by_key(|v| v.producer_id);
+            before.sort_by_key(|v| v.producer_id);
+            assert_eq!(rebuilt, before);
+            assert_eq!(rebuilt[1].current_txn_start_offset, 10);
+            assert_eq!(rebuilt[0].coordinator_epoch, 5);
+            // The rebuilt state still fences: producer 2's coordinator epoch is 5.
+            assert!(matches!(
+                end_txn(&p, 2, 0, 4, true).await,
+                Err(AppendFailure::CoordinatorFenced)
+            ));
         });
     }
 }

@@ -1,17 +1,50 @@
-//! Idempotent-producer state of one partition: per producer id, the current epoch and the
-//! sequence ranges (with their offsets) of the last `BATCHES_KEPT` batches.
+//! Producer state of one partition: per producer id, the current epoch, the sequence ranges
+//! (with their offsets) of the last `BATCHES_KEPT` batches, the last coordinator epoch seen in
+//! a transaction marker and the first offset of its ongoing transaction; per partition the
+//! ongoing transactions, the completed ones whose marker is not yet below the high watermark,
+//! and the aborted ones (Kafka's transaction index, in memory).
 //!
-//! Follows Kafka's ProducerStateManager: a duplicate of a cached batch is answered with the
-//! original offsets; an older epoch is INVALID_PRODUCER_EPOCH; a gap is
+//! Follows Kafka's ProducerStateManager / ProducerAppendInfo: a duplicate of a cached batch is
+//! answered with the original offsets; an older epoch is INVALID_PRODUCER_EPOCH; a gap is
 //! OUT_OF_ORDER_SEQUENCE_NUMBER; a producer with no state left (never seen, or trimmed by
-//! retention) is accepted at any sequence. Pure: no I/O, rebuilt from batch headers.
+//! retention) is accepted at any sequence. A transactional batch starts the producer's
+//! transaction (or continues it); a non-transactional batch during one is INVALID_TXN_STATE.
+//! A transactional batch with base_sequence -1 (NO_SEQUENCE) comes from a coordinator (the
+//! group coordinator's TxnOffsetCommit): no sequence check, no duplicate cache, but it is
+//! part of the transaction. A COMMIT or ABORT marker (control batch) ends the transaction:
+//! its producer epoch may not be older than the producer's (INVALID_PRODUCER_EPOCH) and its
+//! coordinator epoch not older than the last seen (TRANSACTION_COORDINATOR_FENCED); a newer
+//! epoch (KIP-890 transaction version 2 bumps it on every end) becomes the producer's epoch.
+//!
+//! Invariants: `ongoing` holds exactly the producers whose `current_txn_first_offset` is
+//! set; `unreplicated` and `aborted` are in marker order (last offset ascending); a producer
+//! with an ongoing transaction is never evicted or trimmed (it pins the last stable offset).
+//! Pure: no I/O, rebuilt from the log's batch headers and control records.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the max in-flight).
 pub const BATCHES_KEPT: usize = 5;
-/// Producers tracked per partition before the oldest-written is forgotten.
+/// Producers tracked per partition before the oldest-written is forgotten (producers with an
+/// ongoing transaction are never forgotten: they pin the last stable offset).
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// Ongoing transactions per partition. At the limit a batch that would start one more is
+/// refused (CONCURRENT_TRANSACTIONS, retriable) until one ends; the coordinator aborts
+/// transactions past their `transaction.timeout.ms`, so the refusal is temporary. Batches
+/// replicated from a leader or read back from the log are never refused.
+pub const ONGOING_TRANSACTIONS_MAX: usize = PRODUCERS_PER_PARTITION_MAX;
+/// Aborted transactions kept per partition (24 bytes each, 2.4 MB at the limit). At the limit
+/// the oldest is forgotten and a warning logged: a read_committed fetch below it would then
+/// return its records as committed. Kafka keeps them on disk per segment (`.txnindex`); this
+/// in-memory index is rebuilt from the log at open and trimmed with the log start offset.
+pub const ABORTED_TRANSACTIONS_MAX: usize = 100_000;
+/// base_sequence of a batch that carries none (a coordinator's append).
+pub const NO_SEQUENCE: i32 = -1;
+/// Producer epoch of an entry created by nothing but a marker before any data (Kafka's
+/// RecordBatch.NO_PRODUCER_EPOCH).
+const NO_PRODUCER_EPOCH: i16 = -1;
+
+const _: () = assert!(ONGOING_TRANSACTIONS_MAX <= PRODUCERS_PER_PARTITION_MAX);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -22,12 +55,67 @@ pub struct BatchMeta {
     pub max_timestamp: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+/// A completed transaction: `first_offset` its first batch, `last_offset` its marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnRange {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// An aborted transaction as Kafka's transaction index holds it: with the last stable offset
+/// right after it ended, which bounds the search (`TransactionIndex.collectAbortedTxns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AbortedTxn {
+    range: TxnRange,
+    last_stable_offset: i64,
+}
+
+#[derive(Debug, Clone)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
-    /// Log offset of the producer's last write, used to evict the least recent.
+    /// Log offset of the producer's last write (batch or marker), used to evict the least
+    /// recent and to trim below the log start.
     last_offset: i64,
+    /// Of the last marker; -1 before any.
+    coordinator_epoch: i32,
+    current_txn_first_offset: Option<i64>,
+    /// max_timestamp of the last batch, or the last marker's timestamp.
+    last_timestamp: i64,
+}
+
+impl ProducerEntry {
+    fn new() -> ProducerEntry {
+        ProducerEntry {
+            epoch: NO_PRODUCER_EPOCH,
+            batches: VecDeque::new(),
+            last_offset: -1,
+            coordinator_epoch: -1,
+            current_txn_first_offset: None,
+            last_timestamp: -1,
+        }
+    }
+
+    /// Kafka's `maybeUpdateProducerEpoch`: a new epoch drops the cached batches.
+    fn set_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+    }
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// -1 when no transaction is ongoing.
+    pub current_txn_start_offset: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +131,48 @@ pub enum SequenceCheck {
         expected: i32,
         got: i32,
     },
+    /// A non-transactional batch while the producer's transaction is ongoing.
+    InvalidTxnState,
+    /// It would start a transaction beyond `ONGOING_TRANSACTIONS_MAX`.
+    TooManyTransactions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerCheck {
+    Append,
+    /// The marker's producer epoch is older than the producer's.
+    InvalidProducerEpoch {
+        current: i16,
+    },
+    /// The marker's coordinator epoch is older than the last one seen (a zombie coordinator).
+    CoordinatorFenced {
+        current: i32,
+    },
+}
+
+/// A COMMIT or ABORT marker to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+    /// The control batch's offset.
+    pub offset: i64,
+    pub timestamp: i64,
 }
 
 #[derive(Debug, Default)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// First offset -> producer id of every ongoing transaction.
+    ongoing: BTreeMap<i64, i64>,
+    /// Completed transactions whose marker is not yet below the high watermark: they still
+    /// hold the last stable offset back (Kafka's `unreplicatedTxns`).
+    unreplicated: VecDeque<TxnRange>,
+    aborted: VecDeque<AbortedTxn>,
+    /// Aborted transactions forgotten at `ABORTED_TRANSACTIONS_MAX` (logged once per 1000).
+    aborted_dropped: u64,
 }
 
 /// `base_sequence + last_offset_delta` with Kafka's wrap-around at i32::MAX.
@@ -78,78 +203,257 @@ impl ProducerStateTable {
         self.producers.is_empty()
     }
 
-    /// Checks a batch from `producer_id` before it is appended.
+    pub fn ongoing_transactions(&self) -> usize {
+        self.ongoing.len()
+    }
+
+    /// True when `producer_id` at `epoch` has a transaction ongoing on this partition (its
+    /// next transactional batch needs no coordinator verification, KIP-890 part 1).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
+    /// Checks a batch from `producer_id` before it is appended, in Kafka's order: duplicate,
+    /// epoch, sequence, transaction state.
     pub fn check(
         &self,
         producer_id: i64,
         epoch: i16,
         first_seq: i32,
         last_seq: i32,
+        transactional: bool,
     ) -> SequenceCheck {
         let Some(entry) = self.producers.get(&producer_id) else {
-            return SequenceCheck::Append;
+            return self.admit_transaction(transactional, false);
         };
+        // A coordinator's batch (NO_SEQUENCE) carries no sequence to check.
+        let sequenced = !(transactional && first_seq == NO_SEQUENCE);
+        if sequenced
+            && epoch == entry.epoch
+            && let Some(b) = entry
+                .batches
+                .iter()
+                .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return SequenceCheck::Duplicate(*b);
+        }
         if epoch < entry.epoch {
             return SequenceCheck::InvalidProducerEpoch {
                 current: entry.epoch,
             };
         }
-        if epoch > entry.epoch {
-            // A new epoch starts at sequence 0.
-            if first_seq != 0 {
+        if sequenced {
+            if epoch > entry.epoch {
+                // A new epoch starts at sequence 0.
+                if first_seq != 0 && entry.epoch != NO_PRODUCER_EPOCH {
+                    return SequenceCheck::OutOfOrderSequence {
+                        expected: 0,
+                        got: first_seq,
+                    };
+                }
+            } else if let Some(last) = entry.batches.back()
+                && !in_sequence(last.last_seq, first_seq)
+            {
                 return SequenceCheck::OutOfOrderSequence {
-                    expected: 0,
+                    expected: last.last_seq.wrapping_add(1),
                     got: first_seq,
                 };
             }
-            return SequenceCheck::Append;
         }
-        if let Some(b) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
-        {
-            return SequenceCheck::Duplicate(*b);
+        let in_txn = entry.current_txn_first_offset.is_some();
+        if !transactional && in_txn {
+            return SequenceCheck::InvalidTxnState;
         }
-        match entry.batches.back() {
-            Some(last) if !in_sequence(last.last_seq, first_seq) => {
-                SequenceCheck::OutOfOrderSequence {
-                    expected: last.last_seq.wrapping_add(1),
-                    got: first_seq,
-                }
+        self.admit_transaction(transactional, in_txn)
+    }
+
+    fn admit_transaction(&self, transactional: bool, in_txn: bool) -> SequenceCheck {
+        if transactional && !in_txn && self.ongoing.len() >= ONGOING_TRANSACTIONS_MAX {
+            SequenceCheck::TooManyTransactions
+        } else {
+            SequenceCheck::Append
+        }
+    }
+
+    /// Records an appended data batch (also used when rebuilding from the log and on
+    /// followers). A transactional batch starts the producer's transaction if none is
+    /// ongoing.
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta, transactional: bool) {
+        let entry = self.entry(producer_id);
+        entry.set_epoch(epoch);
+        // A coordinator's batch has no sequence: nothing to dedupe against.
+        if !(transactional && batch.first_seq == NO_SEQUENCE) {
+            if entry.batches.len() == BATCHES_KEPT {
+                entry.batches.pop_front();
             }
-            _ => SequenceCheck::Append,
+            entry.batches.push_back(batch);
         }
-    }
-
-    /// Records an appended batch (also used when rebuilding from the log).
-    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta) {
-        if !self.producers.contains_key(&producer_id)
-            && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
-        {
-            self.evict_oldest();
-        }
-        let entry = self.producers.entry(producer_id).or_default();
-        if epoch != entry.epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
-        if entry.batches.len() == BATCHES_KEPT {
-            entry.batches.pop_front();
-        }
-        entry.batches.push_back(batch);
         entry.last_offset = batch.last_offset;
+        entry.last_timestamp = batch.max_timestamp;
+        if transactional && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(batch.first_offset);
+            self.ongoing.insert(batch.first_offset, producer_id);
+        }
     }
 
-    /// Forgets producers whose last write is below `log_start_offset` (retention, DeleteRecords).
+    /// Checks a COMMIT/ABORT marker before it is appended (Kafka's `appendEndTxnMarker`:
+    /// producer epoch, then coordinator epoch).
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> MarkerCheck {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return MarkerCheck::Append;
+        };
+        if producer_epoch < entry.epoch {
+            return MarkerCheck::InvalidProducerEpoch {
+                current: entry.epoch,
+            };
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return MarkerCheck::CoordinatorFenced {
+                current: entry.coordinator_epoch,
+            };
+        }
+        MarkerCheck::Append
+    }
+
+    /// Records an appended marker: ends the producer's transaction (if one is ongoing: a
+    /// marker of an empty transaction changes nothing but the epochs) and returns it.
+    pub fn record_marker(&mut self, m: Marker) -> Option<TxnRange> {
+        let entry = self.entry(m.producer_id);
+        entry.set_epoch(m.producer_epoch);
+        entry.coordinator_epoch = m.coordinator_epoch;
+        entry.last_timestamp = m.timestamp;
+        entry.last_offset = m.offset;
+        let first_offset = entry.current_txn_first_offset.take()?;
+        self.ongoing.remove(&first_offset);
+        let range = TxnRange {
+            producer_id: m.producer_id,
+            first_offset,
+            last_offset: m.offset,
+        };
+        self.unreplicated.push_back(range);
+        if !m.commit {
+            let last_stable_offset = self
+                .ongoing
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(m.offset + 1)
+                .min(m.offset + 1);
+            if self.aborted.len() == ABORTED_TRANSACTIONS_MAX {
+                self.aborted.pop_front();
+                if self.aborted_dropped.is_multiple_of(1000) {
+                    tracing::warn!(target: "broker::partition", limit = ABORTED_TRANSACTIONS_MAX, dropped = self.aborted_dropped + 1, "aborted-transaction index full: the oldest aborted transaction is forgotten");
+                }
+                self.aborted_dropped += 1;
+            }
+            self.aborted.push_back(AbortedTxn {
+                range,
+                last_stable_offset,
+            });
+        }
+        Some(range)
+    }
+
+    /// Drops the completed transactions whose marker is below `high_watermark` (replicated:
+    /// they no longer hold the last stable offset back). Kafka's `onHighWatermarkUpdated`.
+    pub fn note_high_watermark(&mut self, high_watermark: i64) {
+        while self
+            .unreplicated
+            .front()
+            .is_some_and(|t| t.last_offset < high_watermark)
+        {
+            self.unreplicated.pop_front();
+        }
+    }
+
+    /// The first offset of the earliest transaction that is ongoing or whose marker is not
+    /// yet replicated (Kafka's `firstUnstableOffset`), given the high watermark.
+    pub fn first_unstable_offset(&mut self, high_watermark: i64) -> Option<i64> {
+        self.note_high_watermark(high_watermark);
+        let ongoing = self.ongoing.keys().next().copied();
+        let completed = self.unreplicated.iter().map(|t| t.first_offset).min();
+        match (ongoing, completed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Appends to `out` (producer id, first offset) of each aborted transaction that overlaps
+    /// `[fetch_offset, upper_bound_offset)` (Kafka's `collectAbortedTxns`: last offset at or
+    /// above the fetch offset, first offset below the upper bound), in marker order.
+    pub fn aborted_between(
+        &self,
+        fetch_offset: i64,
+        upper_bound_offset: i64,
+        out: &mut Vec<(i64, i64)>,
+    ) {
+        let from = self
+            .aborted
+            .partition_point(|a| a.range.last_offset < fetch_offset);
+        for a in self.aborted.range(from..) {
+            if a.range.first_offset < upper_bound_offset {
+                out.push((a.range.producer_id, a.range.first_offset));
+            }
+            // Every later transaction starts at or above this one's last stable offset.
+            if a.last_stable_offset >= upper_bound_offset {
+                return;
+            }
+        }
+    }
+
+    /// The producers, for DescribeProducers.
+    pub fn producers(&self) -> impl Iterator<Item = ProducerView> + '_ {
+        self.producers.iter().map(|(&id, e)| ProducerView {
+            producer_id: id,
+            producer_epoch: e.epoch,
+            last_sequence: e.batches.back().map_or(NO_SEQUENCE, |b| b.last_seq),
+            last_timestamp: e.last_timestamp,
+            coordinator_epoch: e.coordinator_epoch,
+            current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+        })
+    }
+
+    /// Forgets producers whose last write is below `log_start_offset` (retention,
+    /// DeleteRecords), unless their transaction is ongoing, and aborted transactions that end
+    /// below it.
     pub fn trim_before(&mut self, log_start_offset: i64) {
-        self.producers
-            .retain(|_, e| e.last_offset >= log_start_offset);
+        self.producers.retain(|_, e| {
+            e.last_offset >= log_start_offset || e.current_txn_first_offset.is_some()
+        });
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.range.last_offset < log_start_offset)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// Whether transaction state was derived from offsets at or above `offset` (then a failed
+    /// append needs a rebuild from the log, not `forget_from`).
+    pub fn has_transactions_from(&self, offset: i64) -> bool {
+        self.ongoing.range(offset..).next().is_some()
+            || self
+                .unreplicated
+                .back()
+                .is_some_and(|t| t.last_offset >= offset)
+            || self
+                .aborted
+                .back()
+                .is_some_and(|a| a.range.last_offset >= offset)
     }
 
     /// Forgets batches at or above `offset`, which never reached the log (a failed append).
     /// A producer left with no batch is forgotten: its next batch is accepted at any
-    /// sequence, as after retention.
+    /// sequence, as after retention. Transaction state is not touched: see
+    /// `has_transactions_from`.
     pub fn forget_from(&mut self, offset: i64) {
         self.producers.retain(|_, e| {
             while e.batches.back().is_some_and(|b| b.last_offset >= offset) {
@@ -158,12 +462,32 @@ impl ProducerStateTable {
             if let Some(last) = e.batches.back() {
                 e.last_offset = last.last_offset;
             }
-            !e.batches.is_empty()
+            !e.batches.is_empty() || e.current_txn_first_offset.is_some()
         });
     }
 
+    /// The entry of `producer_id`, made room for if new.
+    fn entry(&mut self, producer_id: i64) -> &mut ProducerEntry {
+        if !self.producers.contains_key(&producer_id)
+            && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
+        {
+            self.evict_oldest();
+        }
+        self.producers
+            .entry(producer_id)
+            .or_insert_with(ProducerEntry::new)
+    }
+
+    /// Forgets the least recently written producer without an ongoing transaction (if all
+    /// have one, none: the table then exceeds the limit by at most ONGOING_TRANSACTIONS_MAX
+    /// entries that the coordinator's timeouts end).
     fn evict_oldest(&mut self) {
-        if let Some((&id, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_offset) {
+        if let Some((&id, _)) = self
+            .producers
+            .iter()
+            .filter(|(_, e)| e.current_txn_first_offset.is_none())
+            .min_by_key(|(_, e)| e.last_offset)
+        {
             self.producers.remove(&id);
         }
     }
@@ -186,39 +510,44 @@ mod tests {
     #[test]
     fn sequences_duplicates_and_epochs() {
         let mut t = ProducerStateTable::default();
-        assert_eq!(t.check(7, 0, 0, 4), SequenceCheck::Append);
-        t.record(7, 0, meta(0, 4, 100));
-        assert_eq!(t.check(7, 0, 5, 9), SequenceCheck::Append);
-        t.record(7, 0, meta(5, 9, 105));
+        assert_eq!(t.check(7, 0, 0, 4, false), SequenceCheck::Append);
+        t.record(7, 0, meta(0, 4, 100), false);
+        assert_eq!(t.check(7, 0, 5, 9, false), SequenceCheck::Append);
+        t.record(7, 0, meta(5, 9, 105), false);
         assert_eq!(
-            t.check(7, 0, 0, 4),
+            t.check(7, 0, 0, 4, false),
             SequenceCheck::Duplicate(meta(0, 4, 100))
         );
         assert_eq!(
-            t.check(7, 0, 11, 12),
+            t.check(7, 0, 11, 12, false),
             SequenceCheck::OutOfOrderSequence {
                 expected: 10,
                 got: 11
             }
         );
         assert!(matches!(
-            t.check(7, -1, 10, 12),
+            t.check(7, -1, 10, 12, false),
             SequenceCheck::InvalidProducerEpoch { .. }
         ));
         assert_eq!(
-            t.check(7, 1, 3, 4),
+            t.check(7, 1, 3, 4, false),
             SequenceCheck::OutOfOrderSequence {
                 expected: 0,
                 got: 3
             }
         );
-        assert_eq!(t.check(7, 1, 0, 4), SequenceCheck::Append);
+        assert_eq!(t.check(7, 1, 0, 4, false), SequenceCheck::Append);
         // Only the last five batches are remembered.
         for i in 0..6 {
-            t.record(7, 0, meta(10 + i * 2, 11 + i * 2, 200 + i64::from(i) * 2));
+            t.record(
+                7,
+                0,
+                meta(10 + i * 2, 11 + i * 2, 200 + i64::from(i) * 2),
+                false,
+            );
         }
         assert_eq!(
-            t.check(7, 0, 10, 11),
+            t.check(7, 0, 10, 11, false),
             SequenceCheck::OutOfOrderSequence {
                 expected: 22,
                 got: 10
@@ -237,27 +566,27 @@ mod tests {
     #[test]
     fn batches_that_never_reached_the_log_are_forgotten() {
         let mut t = ProducerStateTable::default();
-        t.record(1, 0, meta(0, 4, 10));
-        t.record(1, 0, meta(5, 9, 15));
-        t.record(2, 3, meta(0, 0, 20));
+        t.record(1, 0, meta(0, 4, 10), false);
+        t.record(1, 0, meta(5, 9, 15), false);
+        t.record(2, 3, meta(0, 0, 20), false);
         t.forget_from(15);
         // Producer 1 continues after its first batch; its retry of the second is appended.
-        assert_eq!(t.check(1, 0, 5, 9), SequenceCheck::Append);
+        assert_eq!(t.check(1, 0, 5, 9, false), SequenceCheck::Append);
         assert_eq!(
-            t.check(1, 0, 0, 4),
+            t.check(1, 0, 0, 4, false),
             SequenceCheck::Duplicate(meta(0, 4, 10))
         );
         // Producer 2 has nothing left in the log.
         assert_eq!(t.len(), 1);
-        assert_eq!(t.check(2, 3, 0, 0), SequenceCheck::Append);
+        assert_eq!(t.check(2, 3, 0, 0, false), SequenceCheck::Append);
     }
 
     #[test]
     fn trimmed_producer_accepts_any_sequence() {
         let mut t = ProducerStateTable::default();
-        t.record(1, 0, meta(0, 0, 5));
+        t.record(1, 0, meta(0, 0, 5), false);
         t.trim_before(10);
-        assert_eq!(t.check(1, 0, 42, 42), SequenceCheck::Append);
+        assert_eq!(t.check(1, 0, 42, 42, false), SequenceCheck::Append);
     }
 
     /// The fields of a header not validated yet (any delta, even negative) give a value,
@@ -272,5 +601,226 @@ mod tests {
         }
         assert_eq!(last_sequence(10, 4), 14);
         assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
+    }
+
+    fn txn_batch(first_offset: i64, last_offset: i64) -> BatchMeta {
+        BatchMeta {
+            first_seq: 0,
+            last_seq: (last_offset - first_offset) as i32,
+            first_offset,
+            last_offset,
+            max_timestamp: 0,
+        }
+    }
+
+    fn marker(
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        offset: i64,
+    ) -> Marker {
+        Marker {
+            producer_id,
+            producer_epoch: epoch,
+            coordinator_epoch,
+            commit,
+            offset,
+            timestamp: 0,
+        }
+    }
+
+    /// Two producers' transactions hold the first unstable offset back until their markers
+    /// are below the high watermark; the aborted one is listed, the committed one not.
+    #[test]
+    fn ongoing_committed_and_aborted_transactions() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(t.check(1, 0, 0, 2, true), SequenceCheck::Append);
+        t.record(1, 0, txn_batch(0, 2), true);
+        t.record(2, 0, txn_batch(3, 4), true);
+        // Producer 1's second batch continues its transaction.
+        t.record(
+            1,
+            0,
+            BatchMeta {
+                first_seq: 3,
+                last_seq: 3,
+                ..txn_batch(5, 5)
+            },
+            true,
+        );
+        assert_eq!(t.ongoing_transactions(), 2);
+        assert_eq!(t.first_unstable_offset(6), Some(0));
+        assert_eq!(t.check_marker(1, 0, 0), MarkerCheck::Append);
+        let committed = t.record_marker(marker(1, 0, 0, true, 6));
+        assert_eq!(
+            committed,
+            Some(TxnRange {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 6
+            })
+        );
+        // The commit marker is not replicated yet: still unstable from 0.
+        assert_eq!(t.first_unstable_offset(6), Some(0));
+        assert_eq!(t.first_unstable_offset(7), Some(3));
+        t.record_marker(marker(2, 0, 0, false, 7));
+        assert_eq!(t.first_unstable_offset(7), Some(3));
+        assert_eq!(t.first_unstable_offset(8), None);
+        assert_eq!(t.ongoing_transactions(), 0);
+        let mut out = Vec::new();
+        t.aborted_between(0, 8, &mut out);
+        assert_eq!(out, vec![(2, 3)]);
+        out.clear();
+        t.aborted_between(8, 20, &mut out);
+        assert!(out.is_empty(), "ends before the fetch offset");
+        t.aborted_between(0, 3, &mut out);
+        assert!(out.is_empty(), "starts at the upper bound");
+        t.aborted_between(7, 8, &mut out);
+        assert_eq!(out, vec![(2, 3)], "the marker itself is in range");
+        // A marker of an empty transaction completes nothing.
+        assert_eq!(t.record_marker(marker(1, 0, 0, false, 8)), None);
+        // DescribeProducers' view.
+        let mut views: Vec<_> = t.producers().collect();
+        views.sort_by_key(|v| v.producer_id);
+        assert_eq!(views[0].current_txn_start_offset, -1);
+        assert_eq!(views[0].last_sequence, 3);
+        assert_eq!(views[1].coordinator_epoch, 0);
+    }
+
+    /// Kafka's appendEndTxnMarker: an older producer epoch is refused, then an older
+    /// coordinator epoch; a newer producer epoch (KIP-890 bumps it in the marker) becomes
+    /// the producer's, fencing its older data.
+    #[test]
+    fn marker_epochs_fence_zombies() {
+        let mut t = ProducerStateTable::default();
+        t.record(5, 3, txn_batch(0, 0), true);
+        assert_eq!(
+            t.check_marker(5, 2, 0),
+            MarkerCheck::InvalidProducerEpoch { current: 3 }
+        );
+        t.record_marker(marker(5, 3, 4, false, 1));
+        assert_eq!(
+            t.check_marker(5, 3, 3),
+            MarkerCheck::CoordinatorFenced { current: 4 }
+        );
+        assert_eq!(t.check_marker(5, 3, 4), MarkerCheck::Append);
+        // Transaction version 2: the marker carries epoch 4.
+        t.record(
+            5,
+            3,
+            BatchMeta {
+                first_seq: 1,
+                last_seq: 1,
+                ..txn_batch(2, 2)
+            },
+            true,
+        );
+        assert_eq!(t.check_marker(5, 4, 4), MarkerCheck::Append);
+        t.record_marker(marker(5, 4, 4, true, 3));
+        assert!(matches!(
+            t.check(5, 3, 2, 2, true),
+            SequenceCheck::InvalidProducerEpoch { current: 4 }
+        ));
+        assert_eq!(t.check(5, 4, 0, 0, true), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn transaction_state_rules() {
+        let mut t = ProducerStateTable::default();
+        t.record(1, 0, txn_batch(0, 0), true);
+        // Non-transactional data during the transaction (Kafka: InvalidTxnStateException).
+        assert_eq!(t.check(1, 0, 1, 1, false), SequenceCheck::InvalidTxnState);
+        assert_eq!(t.check(1, 0, 1, 1, true), SequenceCheck::Append);
+        // A coordinator's batch (NO_SEQUENCE) skips the sequence checks and the duplicate
+        // cache, but is part of the producer's transaction.
+        assert_eq!(
+            t.check(9, 0, NO_SEQUENCE, NO_SEQUENCE, true),
+            SequenceCheck::Append
+        );
+        let coordinator = BatchMeta {
+            first_seq: NO_SEQUENCE,
+            last_seq: NO_SEQUENCE,
+            ..txn_batch(4, 4)
+        };
+        t.record(9, 0, coordinator, true);
+        assert_eq!(
+            t.check(9, 0, NO_SEQUENCE, NO_SEQUENCE, true),
+            SequenceCheck::Append
+        );
+        t.record(
+            9,
+            0,
+            BatchMeta {
+                first_offset: 5,
+                last_offset: 5,
+                ..coordinator
+            },
+            true,
+        );
+        assert_eq!(t.first_unstable_offset(10), Some(0));
+        t.record_marker(marker(1, 0, 0, true, 6));
+        // A failed append of the marker needs a rebuild (`forget_from` keeps no markers).
+        assert!(t.has_transactions_from(6));
+        assert!(!t.has_transactions_from(7));
+        assert_eq!(t.first_unstable_offset(10), Some(4));
+        assert!(matches!(
+            t.check(9, -1, NO_SEQUENCE, NO_SEQUENCE, true),
+            SequenceCheck::InvalidProducerEpoch { .. }
+        ));
+    }
+
+    #[test]
+    fn ongoing_transactions_are_bounded_and_never_evicted() {
+        let mut t = ProducerStateTable::default();
+        for id in 0..ONGOING_TRANSACTIONS_MAX as i64 {
+            t.record(id, 0, txn_batch(id, id), true);
+        }
+        let next = ONGOING_TRANSACTIONS_MAX as i64;
+        assert_eq!(
+            t.check(next, 0, 0, 0, true),
+            SequenceCheck::TooManyTransactions
+        );
+        // Continuing one is fine, and so is non-transactional data from a new producer...
+        assert_eq!(t.check(0, 0, 1, 1, true), SequenceCheck::Append);
+        assert_eq!(t.check(next, 0, 0, 0, false), SequenceCheck::Append);
+        // ...which finds no producer to evict: all are in a transaction.
+        t.record(next, 0, txn_batch(next, next), false);
+        assert_eq!(t.len(), ONGOING_TRANSACTIONS_MAX + 1);
+        assert_eq!(t.first_unstable_offset(i64::MAX), Some(0));
+        // Retention does not forget them either.
+        t.trim_before(next);
+        assert_eq!(t.ongoing_transactions(), ONGOING_TRANSACTIONS_MAX);
+        t.record_marker(marker(0, 0, 0, true, next + 1));
+        assert_eq!(t.check(next + 1, 0, 0, 0, true), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn aborted_transactions_are_bounded_and_trimmed() {
+        let mut t = ProducerStateTable::default();
+        let total = ABORTED_TRANSACTIONS_MAX as i64 + 10;
+        for i in 0..total {
+            t.record(
+                1,
+                0,
+                BatchMeta {
+                    first_seq: i as i32,
+                    last_seq: i as i32,
+                    ..txn_batch(2 * i, 2 * i)
+                },
+                true,
+            );
+            t.record_marker(marker(1, 0, 0, false, 2 * i + 1));
+            t.note_high_watermark(2 * i + 2);
+        }
+        let mut out = Vec::new();
+        t.aborted_between(0, i64::MAX, &mut out);
+        assert_eq!(out.len(), ABORTED_TRANSACTIONS_MAX);
+        assert_eq!(out[0], (1, 20), "the ten oldest were forgotten");
+        t.trim_before(2 * total - 3);
+        out.clear();
+        t.aborted_between(0, i64::MAX, &mut out);
+        assert_eq!(out, vec![(1, 2 * total - 4), (1, 2 * total - 2)]);
+        assert_eq!(t.first_unstable_offset(2 * total), None);
     }
 }

@@ -642,7 +642,7 @@ impl TxnBackend {
             let expired = if remove_expired {
                 txns.values()
                     .filter(|m| served(m) && m.expired(now, self.config.id_expiration_ms))
-                    .map(|m| m.clone())
+                    .cloned()
                     .collect()
             } else {
                 Vec::new()

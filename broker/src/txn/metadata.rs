@@ -227,7 +227,7 @@ impl TxnMetadata {
             }
             TxnState::Ongoing => {
                 let mut next = self.clone();
-                next.producer_epoch = self.producer_epoch.saturating_add(1).min(i16::MAX);
+                next.producer_epoch = self.producer_epoch.saturating_add(1);
                 next.last_update_ms = now_ms;
                 Ok(InitTransit::FenceAndAbort(next))
             }

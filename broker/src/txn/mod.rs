@@ -20,6 +20,7 @@ pub mod config;
 pub mod frontend;
 pub mod metadata;
 pub mod records;
+pub mod verify;
 
 pub use config::TxnSection;
 pub use metadata::{TxnError, TxnMetadata, TxnState};

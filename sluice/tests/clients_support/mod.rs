@@ -36,6 +36,12 @@ pub enum Client {
     GroupScenario,
     /// confluent_admin_client.py: the topic admin APIs through librdkafka's AdminClient.
     ConfluentAdmin,
+    /// txn_confluent.py: exactly-once consume-transform-produce through librdkafka (issue 15).
+    TxnConfluent,
+    /// txn_kcat.py: kcat's transactional producer, read back under both isolation levels.
+    TxnKcat,
+    /// txn_kafkajs.js: kafkajs transactions with sendOffsets, commit and abort.
+    TxnKafkajs,
 }
 
 impl Client {
@@ -48,6 +54,9 @@ impl Client {
             Client::Kcat => "kcat",
             Client::GroupScenario => "group-scenario",
             Client::ConfluentAdmin => "confluent-kafka-admin",
+            Client::TxnConfluent => "confluent-kafka-transactions",
+            Client::TxnKcat => "kcat-transactions",
+            Client::TxnKafkajs => "kafkajs-transactions",
         }
     }
 
@@ -60,6 +69,9 @@ impl Client {
             Client::Kcat => "kcat_client.py",
             Client::GroupScenario => "group_scenario.py",
             Client::ConfluentAdmin => "confluent_admin_client.py",
+            Client::TxnConfluent => "txn_confluent.py",
+            Client::TxnKcat => "txn_kcat.py",
+            Client::TxnKafkajs => "txn_kafkajs.js",
         }
     }
 }
@@ -104,12 +116,12 @@ pub fn node_modules() -> PathBuf {
 fn client_command(client: Client) -> Command {
     let script = clients_dir().join(client.script());
     match client {
-        Client::Kafkajs => {
+        Client::Kafkajs | Client::TxnKafkajs => {
             let mut cmd = Command::new("node");
             cmd.arg(script).env("NODE_PATH", node_modules());
             cmd
         }
-        Client::Kcat => {
+        Client::Kcat | Client::TxnKcat => {
             assert!(on_path("kcat"), "kcat is not on PATH: {INSTALL_HINT}");
             let mut cmd = Command::new(python());
             cmd.arg(script);
@@ -119,7 +131,8 @@ fn client_command(client: Client) -> Command {
         | Client::KafkaPython
         | Client::Aiokafka
         | Client::GroupScenario
-        | Client::ConfluentAdmin => {
+        | Client::ConfluentAdmin
+        | Client::TxnConfluent => {
             let mut cmd = Command::new(python());
             cmd.arg(script);
             cmd
@@ -168,11 +181,49 @@ impl Summary {
 /// Runs a client program against the broker and returns its summary; any non-zero exit, a
 /// missing summary or a timeout fails the test with the program's and the broker's output.
 pub fn run_client(client: Client, broker: &Broker, args: &[&str]) -> Summary {
+    run_client_at(client, broker.addr(), args, &|| broker.log())
+}
+
+/// `run_client` against any bootstrap address (Sluice or the reference Apache Kafka);
+/// `broker_log` gives the broker's log for a failure message.
+pub fn run_client_at(
+    client: Client,
+    bootstrap: &str,
+    args: &[&str],
+    broker_log: &dyn Fn() -> String,
+) -> Summary {
     let what = format!("{} {}", client.name(), args.join(" "));
-    let mut child = spawn_client(client, broker, args, &what);
+    let mut child = spawn_client(client, bootstrap, args, &what);
     let stdout = drain_lines(child.stdout.take().expect("stdout"), None);
     let stderr = drain(child.stderr.take().expect("stderr"));
-    finish(child, stdout, stderr, &what, broker)
+    finish(child, stdout, stderr, &what, broker_log)
+}
+
+/// Runs a client program that must find a mismatch (a fault injected into what it read): it
+/// must exit 1 with a `FAIL: ...` line on stderr, which is returned. Shows that the program's
+/// checks can fail.
+pub fn run_client_expect_mismatch(client: Client, bootstrap: &str, args: &[&str]) -> String {
+    let what = format!("{} {}", client.name(), args.join(" "));
+    let mut child = spawn_client(client, bootstrap, args, &what);
+    let stdout = drain_lines(child.stdout.take().expect("stdout"), None);
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let status = wait_deadline(&mut child, CLIENT_TIMEOUT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    let fail_line = stderr.lines().find(|l| l.starts_with("FAIL: "));
+    match (status.and_then(|s| s.code()), fail_line) {
+        (Some(1), Some(line)) => line.to_string(),
+        (code, _) => panic!(
+            "{what}: want exit 1 with a FAIL line (the injected fault found), got exit {code:?}\n\
+             --- stderr ---\n{}\n--- stdout ---\n{}",
+            tail(&stderr, LOG_TAIL_BYTES),
+            tail(&stdout, LOG_TAIL_BYTES / 2)
+        ),
+    }
 }
 
 /// Like `run_client` for a program started with `--pause-after N`: once it prints `PAUSED`
@@ -185,7 +236,7 @@ pub fn run_client_with_pause(
     on_pause: impl FnOnce(&mut Broker),
 ) -> Summary {
     let what = format!("{} {}", client.name(), args.join(" "));
-    let mut child = spawn_client(client, broker, args, &what);
+    let mut child = spawn_client(client, broker.addr(), args, &what);
     let (paused_tx, paused_rx) = mpsc::channel();
     let stdout = drain_lines(child.stdout.take().expect("stdout"), Some(paused_tx));
     let stderr = drain(child.stderr.take().expect("stderr"));
@@ -196,12 +247,12 @@ pub fn run_client_with_pause(
         writeln!(stdin, "go").unwrap_or_else(|e| panic!("{what}: cannot resume it: {e}"));
     }
     drop(stdin);
-    finish(child, stdout, stderr, &what, broker)
+    finish(child, stdout, stderr, &what, &|| broker.log())
 }
 
-fn spawn_client(client: Client, broker: &Broker, args: &[&str], what: &str) -> Child {
+fn spawn_client(client: Client, bootstrap: &str, args: &[&str], what: &str) -> Child {
     let mut cmd = client_command(client);
-    cmd.arg("--bootstrap").arg(broker.addr()).args(args);
+    cmd.arg("--bootstrap").arg(bootstrap).args(args);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -215,7 +266,7 @@ fn finish(
     stdout: thread::JoinHandle<String>,
     stderr: thread::JoinHandle<String>,
     what: &str,
-    broker: &Broker,
+    broker_log: &dyn Fn() -> String,
 ) -> Summary {
     let status = wait_deadline(&mut child, CLIENT_TIMEOUT);
     if status.is_none() {
@@ -248,7 +299,7 @@ fn finish(
             why.unwrap_or_else(|| "exited 0 without a SUMMARY ... OK line".to_string()),
             tail(&stderr, LOG_TAIL_BYTES),
             tail(&stdout, LOG_TAIL_BYTES / 2),
-            tail(&broker.log(), LOG_TAIL_BYTES)
+            tail(&broker_log(), LOG_TAIL_BYTES)
         ),
     }
 }

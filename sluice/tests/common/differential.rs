@@ -156,7 +156,7 @@ impl Oracle {
         settled: impl Fn(&Resp) -> bool,
     ) -> [Resp; 2] {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut side = |c: &mut RawClient| loop {
+        let side = |c: &mut RawClient| loop {
             let answer: Resp = c.call(api, version, req);
             if settled(&answer) || std::time::Instant::now() >= deadline {
                 return answer;

@@ -1,0 +1,318 @@
+//! The transaction coordinator driven with raw Kafka requests against a real sluice child
+//! (issue 15): InitProducerId with a transactional id (epoch bumps, fencing), KIP-890 part 1
+//! verification of transactional produce (a partition not added to the transaction is
+//! refused with INVALID_TXN_STATE, transactional records without a transactional id with
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers), EndTxn moving the last stable
+//! offset, Describe/ListTransactions, the broker-side abort of a timed-out transaction (its
+//! producer fenced), and a restart that rebuilds the coordinator's state from
+//! `__transaction_state`.
+//!
+//! Real clients run the same protocol in `transactions.rs`; this file pins the answers.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::requests::{create_topic_ok, name, produce_request, str_bytes};
+use common::{Broker, RawClient, record_batch};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const PAUSE: Duration = Duration::from_millis(20);
+const TOPIC: &str = "txn-coord";
+
+const INVALID_TXN_STATE: i16 = 48;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const PRODUCER_FENCED: i16 = 90;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const RETRIABLE: [i16; 4] = [14, 15, 16, 51]; // load in progress, not available, not coordinator, concurrent
+
+/// A transactional record batch (attributes bit 4) of `count` records.
+fn txn_batch(count: i32, producer_id: i64, epoch: i16, sequence: i32) -> Bytes {
+    let mut b = BytesMut::from(&record_batch(count, Some((producer_id, epoch, sequence)))[..]);
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = common::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Repeats `call` while it answers a retriable coordinator error.
+fn settled<R>(mut call: impl FnMut() -> R, code: impl Fn(&R) -> i16) -> R {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = call();
+        if !RETRIABLE.contains(&code(&r)) || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(PAUSE);
+    }
+}
+
+fn find_coordinator(c: &mut RawClient, id: &str) -> i16 {
+    let req = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![str_bytes(id)]);
+    settled(
+        || {
+            let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &req);
+            r.coordinators[0].error_code
+        },
+        |code| *code,
+    )
+}
+
+fn init(c: &mut RawClient, id: &str, timeout_ms: i32) -> InitProducerIdResponse {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(str_bytes(id))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    settled(
+        || c.call(ApiKey::InitProducerId, 4, &req),
+        |r: &InitProducerIdResponse| r.error_code,
+    )
+}
+
+fn add_partitions(
+    c: &mut RawClient,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[i32],
+) -> Vec<i16> {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(str_bytes(id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(name(TOPIC))
+                .with_partitions(partitions.to_vec()),
+        ]);
+    let r: AddPartitionsToTxnResponse = settled(
+        || c.call(ApiKey::AddPartitionsToTxn, 3, &req),
+        |r: &AddPartitionsToTxnResponse| {
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+        },
+    );
+    r.results_by_topic_v3_and_below[0]
+        .results_by_partition
+        .iter()
+        .map(|p| p.partition_error_code)
+        .collect()
+}
+
+fn end(c: &mut RawClient, id: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(str_bytes(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    settled(
+        || {
+            let r: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &req);
+            r.error_code
+        },
+        |code| *code,
+    )
+}
+
+/// Produce v9 of `records` to `partition` with the request's transactional id: (error, message).
+fn produce(c: &mut RawClient, id: Option<&str>, partition: i32, records: Bytes) -> (i16, String) {
+    let req = produce_request(TOPIC, partition, records, -1)
+        .with_transactional_id(id.map(|t| TransactionalId(str_bytes(t))));
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (
+        p.error_code,
+        p.error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// ListOffsets(latest) of `partition` at `isolation_level` (0 uncommitted, 1 committed).
+fn latest(c: &mut RawClient, partition: i32, isolation_level: i8) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name(TOPIC))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    p.offset
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(PAUSE);
+    }
+}
+
+fn describe(c: &mut RawClient, id: &str) -> describe_transactions_response::TransactionState {
+    let req = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(str_bytes(id))]);
+    let r: DescribeTransactionsResponse = c.call(ApiKey::DescribeTransactions, 0, &req);
+    r.transaction_states.into_iter().next().expect("one state")
+}
+
+#[test]
+fn transactions_are_verified_ended_fenced_expired_and_reloaded() {
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    // Timed-out transactions are looked for every 200 ms instead of Kafka's 10 s.
+    writeln!(
+        config,
+        "[transaction]\nabort_timed_out_transaction_cleanup_interval_ms = 200"
+    )
+    .unwrap();
+    let config_path = config.path().to_str().unwrap().to_string();
+    let mut broker = Broker::start_with(&["--config", &config_path]);
+    let mut c = broker.connect();
+    create_topic_ok(&mut c, TOPIC, &[]);
+    assert_eq!(find_coordinator(&mut c, "app"), 0);
+    let first = init(&mut c, "app", 60_000);
+    assert_eq!(
+        (first.error_code, first.producer_epoch),
+        (0, 0),
+        "{first:?}"
+    );
+    let pid = first.producer_id.0;
+
+    // KIP-890 part 1: not added to the transaction yet, so refused and nothing appended.
+    let (code, message) = produce(&mut c, Some("app"), 0, txn_batch(5, pid, 0, 0));
+    assert_eq!(code, INVALID_TXN_STATE, "{message}");
+    assert!(
+        message.contains("not added to the transaction"),
+        "{message}"
+    );
+    let (code, _) = produce(&mut c, None, 0, txn_batch(5, pid, 0, 0));
+    assert_eq!(code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    assert_eq!(latest(&mut c, 0, 0), 0, "refused batches left no trace");
+
+    // Added: the data goes in; read_committed stops before it (LSO) until the commit.
+    assert_eq!(add_partitions(&mut c, "app", pid, 0, &[0]), vec![0]);
+    assert_eq!(
+        produce(&mut c, Some("app"), 0, txn_batch(5, pid, 0, 0)).0,
+        0
+    );
+    assert_eq!(
+        produce(&mut c, Some("app"), 0, txn_batch(3, pid, 0, 5)).0,
+        0
+    );
+    assert_eq!((latest(&mut c, 0, 0), latest(&mut c, 0, 1)), (8, 0));
+    let open = describe(&mut c, "app");
+    assert_eq!(
+        (open.error_code, open.transaction_state.as_str()),
+        (0, "Ongoing")
+    );
+    assert_eq!(open.topics[0].partitions, vec![0]);
+    assert_eq!(end(&mut c, "app", pid, 0, true), 0);
+    // The marker follows EndTxn's answer: 8 records + 1 control batch, all stable.
+    wait_for("the commit marker", || latest(&mut c, 0, 1) == 9);
+    wait_for("CompleteCommit", || {
+        describe(&mut c, "app").transaction_state.as_str() == "CompleteCommit"
+    });
+    assert_eq!(
+        end(&mut c, "app", pid, 0, true),
+        0,
+        "a retried commit is answered NONE"
+    );
+    assert_eq!(end(&mut c, "app", pid, 0, false), INVALID_TXN_STATE);
+
+    // A second producer of the same id fences the first one.
+    let second = init(&mut c, "app", 60_000);
+    assert_eq!((second.producer_id.0, second.producer_epoch), (pid, 1));
+    assert_eq!(
+        add_partitions(&mut c, "app", pid, 0, &[0]),
+        vec![PRODUCER_FENCED]
+    );
+    let (code, _) = produce(&mut c, Some("app"), 0, txn_batch(1, pid, 0, 8));
+    assert_eq!(
+        code, INVALID_PRODUCER_EPOCH,
+        "the old epoch's produce is fenced"
+    );
+
+    // A transaction past its timeout is aborted by the coordinator, fencing its producer.
+    let t = init(&mut c, "slow", 1_000);
+    let (tpid, tepoch) = (t.producer_id.0, t.producer_epoch);
+    assert_eq!(add_partitions(&mut c, "slow", tpid, tepoch, &[0]), vec![0]);
+    assert_eq!(
+        produce(&mut c, Some("slow"), 0, txn_batch(2, tpid, tepoch, 0)).0,
+        0
+    );
+    assert_eq!(
+        latest(&mut c, 0, 1),
+        9,
+        "the open transaction holds the LSO"
+    );
+    wait_for("the timed-out transaction's abort", || {
+        describe(&mut c, "slow").transaction_state.as_str() == "CompleteAbort"
+    });
+    let aborted = describe(&mut c, "slow");
+    assert_eq!(
+        aborted.producer_epoch,
+        tepoch + 1,
+        "aborted under a bumped epoch"
+    );
+    assert_eq!(
+        latest(&mut c, 0, 1),
+        latest(&mut c, 0, 0),
+        "the LSO moved past the abort"
+    );
+    assert_eq!(end(&mut c, "slow", tpid, tepoch, true), PRODUCER_FENCED);
+
+    // ListTransactions sees both ids; the state filter works.
+    let r: ListTransactionsResponse = c.call(
+        ApiKey::ListTransactions,
+        1,
+        &ListTransactionsRequest::default().with_duration_filter(-1),
+    );
+    let mut ids: Vec<String> = r
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.0.to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["app", "slow"]);
+    let r: ListTransactionsResponse = c.call(
+        ApiKey::ListTransactions,
+        1,
+        &ListTransactionsRequest::default()
+            .with_state_filters(vec![str_bytes("CompleteAbort"), str_bytes("Bogus")])
+            .with_duration_filter(-1),
+    );
+    assert_eq!(r.transaction_states.len(), 1);
+    assert_eq!(r.unknown_state_filters, vec![str_bytes("Bogus")]);
+
+    // A restart rebuilds every id from __transaction_state: the next epochs follow on.
+    drop(c);
+    broker.restart();
+    let mut c = broker.connect();
+    let again = init(&mut c, "app", 60_000);
+    assert_eq!(
+        (again.producer_id.0, again.producer_epoch),
+        (pid, 2),
+        "{again:?}"
+    );
+    let slow = describe(&mut c, "slow");
+    assert_eq!(
+        (slow.transaction_state.as_str(), slow.producer_epoch),
+        ("CompleteAbort", tepoch + 1)
+    );
+    assert_eq!(latest(&mut c, 0, 1), latest(&mut c, 0, 0));
+}
