@@ -1,11 +1,13 @@
 //! loadgen's transactional mode (`--transactional-id`) against a real single-node Apache
-//! Kafka (refstack): a short load of 100 ms transactions, then the log is checked from the
-//! outside. Every acknowledged record is committed: the last stable offset (ListOffsets,
+//! Kafka (refstack) and a real Sluice (`common::start_broker`): a short load of 100 ms
+//! transactions, then the log is checked from the outside. Every acknowledged record is committed: the last stable offset (ListOffsets,
 //! read_committed) reaches the log end, the log holds exactly the acknowledged records plus
 //! one commit marker per partition per transaction, every data batch carries the
 //! transactional attribute, and a read_committed consumer read every record.
 
 use std::time::{Duration, Instant};
+
+mod common;
 
 use clap::Parser;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -34,7 +36,19 @@ struct Cli {
 fn every_acknowledged_record_is_committed_on_apache_kafka() {
     let stack = JavaStack::locate().expect("the reference stack's jars");
     let kafka = ApacheKafka::start(&stack, KafkaOptions::default()).expect("Apache Kafka");
-    let bootstrap = kafka.bootstrap();
+    check_transactional_load(&kafka.bootstrap(), &|| kafka.log_tail(4000));
+}
+
+#[test]
+fn every_acknowledged_record_is_committed_on_sluice() {
+    let sluice = common::start_broker();
+    check_transactional_load(&sluice.addr, &|| String::new());
+}
+
+/// Runs the transactional load against `bootstrap` and checks the log; `log_tail` is the
+/// broker's log for a failure message.
+fn check_transactional_load(bootstrap: &str, log_tail: &dyn Fn() -> String) {
+    let bootstrap = bootstrap.to_string();
     let partitions = PARTITIONS.to_string();
     let args = Cli::try_parse_from([
         "loadgen",
@@ -65,7 +79,7 @@ fn every_acknowledged_record_is_committed_on_apache_kafka() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     let report = runtime
         .block_on(loadgen::run_quietly(args, std::future::pending()))
-        .unwrap_or_else(|e| panic!("loadgen: {e:#}\n{}", kafka.log_tail(4000)));
+        .unwrap_or_else(|e| panic!("loadgen: {e:#}\n{}", log_tail()));
     eprint!("{}", report.human_summary());
     let transactions = report.transactions.as_ref().expect("a transaction section");
     let acked = report.records_acked;
@@ -74,10 +88,11 @@ fn every_acknowledged_record_is_committed_on_apache_kafka() {
     assert_eq!(report.records_failed, 0);
     assert_eq!(report.errors, 0, "{:?}", report.errors_by_code);
     assert_eq!(transactions.aborted, 0);
-    // Two producers, 100 ms transactions, 3 s: about 60 commits; a coordinator that answered
-    // but never let a transaction finish in time would show far fewer.
+    // Two producers, 100 ms transactions, 3 s: up to 60 commits (about 40 on a quiet machine,
+    // 11 seen on Kafka with the machine loaded). A producer whose transactions never
+    // completed while it produced would commit once, at the end: 2.
     assert!(
-        transactions.committed >= 20,
+        transactions.committed >= 5,
         "{} commits",
         transactions.committed
     );
