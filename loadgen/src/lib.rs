@@ -1,7 +1,8 @@
 //! loadgen: a Kafka-protocol load generator for any Kafka-compatible broker.
 //!
 //! Owns: its own small async Kafka client (bootstrap, metadata, leader routing, ApiVersions
-//! negotiation, pipelined Produce/Fetch, CreateTopics, InitProducerId), record generation
+//! negotiation, pipelined Produce/Fetch, CreateTopics, InitProducerId, transactions with
+//! their coordinator), record generation
 //! (open-loop at a rate, or as fast as possible), latency measurement with HDR histograms
 //! corrected for coordinated omission, and the report (progress line, summary, JSON, SVG).
 //! Does not own: anything of the Sluice broker; it depends on the `kafka-protocol` crate and
