@@ -51,6 +51,24 @@ pub struct ProducerPerfRun<'a> {
     pub record_bytes: u32,
     /// `1` or `all`.
     pub acks: &'a str,
+    pub producer: PerfProducer<'a>,
+}
+
+/// The producer `kafka-producer-perf-test` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerfProducer<'a> {
+    /// The Java producer's defaults (`enable.idempotence` true unless acks or retries rule
+    /// it out).
+    Default,
+    /// `enable.idempotence=true`, said explicitly.
+    Idempotent,
+    /// `--transactional-id ID --transaction-duration-ms N`: ProducerPerformance calls
+    /// `initTransactions()` before its clock starts, then commits the open transaction at the
+    /// first send `N` ms after it began (`commitTransaction()` blocks the sending thread).
+    Transactional {
+        transactional_id: &'a str,
+        duration_ms: u64,
+    },
 }
 
 /// `java ... ProducerPerformance`, as `kafka-producer-perf-test.sh` runs it.
@@ -63,6 +81,20 @@ pub fn producer_perf_command(stack: &JavaStack, run: &ProducerPerfRun) -> Comman
         .args(["--throughput", "-1", "--command-property"])
         .arg(format!("acks={}", run.acks))
         .args(PRODUCER_PROPS);
+    match run.producer {
+        PerfProducer::Default => {}
+        PerfProducer::Idempotent => {
+            cmd.arg("enable.idempotence=true");
+        }
+        PerfProducer::Transactional {
+            transactional_id,
+            duration_ms,
+        } => {
+            cmd.arg("enable.idempotence=true")
+                .args(["--transactional-id", transactional_id])
+                .args(["--transaction-duration-ms", &duration_ms.to_string()]);
+        }
+    }
     cmd
 }
 

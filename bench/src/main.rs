@@ -163,9 +163,10 @@ fn main() -> Result<()> {
                 .unwrap_or_default();
             let command: Vec<String> = std::env::args().collect();
             let section = format!(
-                "{}\n{limits}\n{}\nMachine: {} ({} cpus, kernel {}); load average at the end \
+                "{}\n{}{limits}\n{}\nMachine: {} ({} cpus, kernel {}); load average at the end \
                  {}; the brokers' rounds took {elapsed} s. Command: `{}`.\n",
                 report.markdown_table(),
+                report.transactions_table(),
                 report.settings_text(),
                 host.hostname,
                 host.cpus,

@@ -22,7 +22,7 @@ use kafka_protocol::messages::DeleteTopicsRequest;
 use loadgen::client::cluster::{Cluster, topic_name};
 use refstack::{ApacheKafka, JavaStack, KafkaOptions};
 
-use crate::java_tools::{self, ProducerPerfRun};
+use crate::java_tools::{self, PerfProducer, ProducerPerfRun};
 use crate::{StartedBroker, run_loadgen, start_broker_with};
 
 /// loadgen's resends of a batch after a retriable error (100 ms apart) in a peer run.
@@ -90,6 +90,23 @@ impl BrokerKind {
     }
 }
 
+/// Which producer a produce workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// No producer id (the clients' defaults here: loadgen's, and the perf tool's
+    /// `enable.idempotence` default, which is true with acks=all).
+    Plain,
+    /// Producer id and sequences (loadgen `--idempotence`, Java `enable.idempotence=true`).
+    Idempotent,
+    /// Transactions committed every `duration_ms` (loadgen `--transactional-id`, the perf
+    /// tool's `--transactional-id --transaction-duration-ms`); `baseline` names the
+    /// idempotent scenario of the same shape and client its overhead is measured against.
+    Transactional {
+        duration_ms: u64,
+        baseline: &'static str,
+    },
+}
+
 /// What a peer scenario does.
 #[derive(Debug, Clone, Copy)]
 pub enum Workload {
@@ -98,6 +115,7 @@ pub enum Workload {
         partitions: i32,
         record_bytes: u32,
         acks: &'static str,
+        producer: Producer,
     },
     /// `kafka-producer-perf-test` sending `records` (times the run's records scale).
     ProducerPerf {
@@ -105,6 +123,7 @@ pub enum Workload {
         record_bytes: u32,
         acks: &'static str,
         records: u64,
+        producer: Producer,
     },
     /// loadgen fills a topic with `records`, then `kafka-consumer-perf-test` reads it all from
     /// offset 0 (served from the page cache: it was just written).
@@ -134,6 +153,16 @@ pub struct PeerScenario {
 }
 
 impl PeerScenario {
+    /// The producer of a produce workload.
+    pub fn producer(&self) -> Option<Producer> {
+        match self.workload {
+            Workload::Loadgen { producer, .. } | Workload::ProducerPerf { producer, .. } => {
+                Some(producer)
+            }
+            _ => None,
+        }
+    }
+
     fn acks(&self) -> &'static str {
         match self.workload {
             Workload::Loadgen { acks, .. }
@@ -154,6 +183,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             partitions: 16,
             record_bytes: 1024,
             acks: "1",
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -165,6 +195,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "1",
             records: 1_000_000,
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -175,6 +206,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             partitions: 16,
             record_bytes: 1024,
             acks: "all",
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -186,6 +218,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "all",
             records: 1_000_000,
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -196,6 +229,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             partitions: 16,
             record_bytes: 100,
             acks: "1",
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -207,6 +241,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 100,
             acks: "1",
             records: 3_000_000,
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -217,6 +252,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             partitions: 1000,
             record_bytes: 1024,
             acks: "1",
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -228,6 +264,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "1",
             records: 1_000_000,
+            producer: Producer::Plain,
         },
     },
     PeerScenario {
@@ -250,6 +287,59 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             acks: "all",
             rate_of: "1k-acksall",
             fraction: 0.5,
+        },
+    },
+    // Issue 15: transactional against idempotent produce, same shape and client, same run.
+    PeerScenario {
+        name: "1k-idem",
+        client: "loadgen",
+        description: "produce, 16 partitions, 1 KiB, acks=all, idempotent, max rate",
+        workload: Workload::Loadgen {
+            partitions: 16,
+            record_bytes: 1024,
+            acks: "all",
+            producer: Producer::Idempotent,
+        },
+    },
+    PeerScenario {
+        name: "1k-txn100",
+        client: "loadgen",
+        description: "produce, 16 partitions, 1 KiB, acks=all, a transaction every 100 ms, max rate",
+        workload: Workload::Loadgen {
+            partitions: 16,
+            record_bytes: 1024,
+            acks: "all",
+            producer: Producer::Transactional {
+                duration_ms: 100,
+                baseline: "1k-idem",
+            },
+        },
+    },
+    PeerScenario {
+        name: "1k-idem-perf",
+        client: "kafka-producer-perf-test",
+        description: "produce, 16 partitions, 1 KiB, acks=all, idempotent, max rate",
+        workload: Workload::ProducerPerf {
+            partitions: 16,
+            record_bytes: 1024,
+            acks: "all",
+            records: 1_000_000,
+            producer: Producer::Idempotent,
+        },
+    },
+    PeerScenario {
+        name: "1k-txn100-perf",
+        client: "kafka-producer-perf-test",
+        description: "produce, 16 partitions, 1 KiB, acks=all, a transaction every 100 ms, max rate",
+        workload: Workload::ProducerPerf {
+            partitions: 16,
+            record_bytes: 1024,
+            acks: "all",
+            records: 1_000_000,
+            producer: Producer::Transactional {
+                duration_ms: 100,
+                baseline: "1k-idem-perf",
+            },
         },
     },
 ];
@@ -286,6 +376,9 @@ pub struct Measurement {
     pub bytes: u64,
     /// Open loop: records that fell due but were not sent by the end.
     pub behind_schedule: u64,
+    /// loadgen's transactional runs: commits per second and EndTxn p99 (NaN otherwise).
+    pub transactions_per_sec: f64,
+    pub commit_ms_p99: f64,
 }
 
 impl Measurement {
@@ -506,15 +599,23 @@ async fn measure(
     create_topic(&bootstrap, topic, partitions).await?;
     match scenario.workload {
         Workload::Loadgen {
-            record_bytes, acks, ..
+            record_bytes,
+            acks,
+            producer,
+            ..
         } => {
             let mut flags = shape(partitions, record_bytes, acks);
             flags.extend(timed(settings.duration_secs));
+            flags.extend(loadgen_producer_flags(producer, topic));
             let before = cpu_secs(broker.pid(), clock_ticks)?;
             let report = run_loadgen(&bootstrap, topic, &flags).await?;
             let cpu = cpu_secs(broker.pid(), clock_ticks)? - before;
             check_no_failures(&report)?;
             let l = &report.produce.latency_us;
+            let (transactions_per_sec, commit_ms_p99) = match &report.transactions {
+                Some(t) => (t.per_sec, t.commit_latency_us.p99 as f64 / 1000.0),
+                None => (f64::NAN, f64::NAN),
+            };
             Ok(Measurement {
                 records_per_sec: report.produce.records_per_sec,
                 mb_per_sec: report.produce.mb_per_sec,
@@ -522,20 +623,32 @@ async fn measure(
                 cpu_secs: cpu,
                 bytes: report.records_acked * u64::from(record_bytes),
                 behind_schedule: 0,
+                transactions_per_sec,
+                commit_ms_p99,
             })
         }
         Workload::ProducerPerf {
             record_bytes,
             acks,
             records,
+            producer,
             ..
         } => {
+            let transactional_id = format!("{topic}-perf");
             let run = ProducerPerfRun {
                 bootstrap: &bootstrap,
                 topic,
                 records: scaled(records),
                 record_bytes,
                 acks,
+                producer: match producer {
+                    Producer::Plain => PerfProducer::Default,
+                    Producer::Idempotent => PerfProducer::Idempotent,
+                    Producer::Transactional { duration_ms, .. } => PerfProducer::Transactional {
+                        transactional_id: &transactional_id,
+                        duration_ms,
+                    },
+                },
             };
             let before = cpu_secs(broker.pid(), clock_ticks)?;
             let perf = java_tools::producer_perf(stack, &run)?;
@@ -551,6 +664,8 @@ async fn measure(
                 cpu_secs: cpu,
                 bytes: perf.records * u64::from(record_bytes),
                 behind_schedule: 0,
+                transactions_per_sec: f64::NAN,
+                commit_ms_p99: f64::NAN,
             })
         }
         Workload::FetchFromStart {
@@ -576,6 +691,8 @@ async fn measure(
                 cpu_secs: cpu,
                 bytes: records * u64::from(record_bytes),
                 behind_schedule: 0,
+                transactions_per_sec: f64::NAN,
+                commit_ms_p99: f64::NAN,
             })
         }
         Workload::Latency {
@@ -612,12 +729,32 @@ async fn measure(
                 cpu_secs: cpu,
                 bytes: report.records_acked * u64::from(record_bytes),
                 behind_schedule: report.records_behind_schedule,
+                transactions_per_sec: f64::NAN,
+                commit_ms_p99: f64::NAN,
             })
         }
     }
 }
 
+/// loadgen flags for `producer` (a transactional id unique to the measurement's topic).
+fn loadgen_producer_flags(producer: Producer, topic: &str) -> Vec<String> {
+    match producer {
+        Producer::Plain => Vec::new(),
+        Producer::Idempotent => vec!["--idempotence".to_string()],
+        Producer::Transactional { duration_ms, .. } => vec![
+            "--transactional-id".to_string(),
+            topic.to_string(),
+            "--transaction-duration-ms".to_string(),
+            duration_ms.to_string(),
+        ],
+    }
+}
+
 fn check_no_failures(report: &loadgen::Report) -> Result<()> {
+    let aborted = report.transactions.as_ref().map_or(0, |t| t.aborted);
+    if aborted > 0 {
+        bail!("loadgen: {aborted} transactions aborted");
+    }
     if report.records_failed > 0 || report.records_acked == 0 {
         bail!(
             "loadgen: {} acked, {} failed, errors {:?}",
@@ -704,6 +841,20 @@ fn median(values: &[f64]) -> f64 {
     } else {
         sorted[mid]
     }
+}
+
+/// Per-round ratios of `result`'s MB/s over `base`'s on broker `index` (rounds paired in
+/// order): median, min, max.
+fn overhead_ratio(result: &PeerResult, base: &PeerResult, index: usize) -> (f64, f64, f64) {
+    let ratios: Vec<f64> = result
+        .measurements
+        .iter()
+        .zip(&base.measurements)
+        .map(|(round, base_round)| round[index].mb_per_sec / base_round[index].mb_per_sec)
+        .collect();
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(&ratios), min, max)
 }
 
 impl PeerResult {
@@ -826,6 +977,61 @@ impl PeerReport {
         out
     }
 
+    /// Issue 15's table: each transactional scenario's MB/s over its idempotent baseline's
+    /// (same client, same shape, same run), per broker: the median and range of the
+    /// per-round ratios, with the transactional run's commits/s and EndTxn p99 (loadgen
+    /// measures those; the perf tool does not report them). Empty without a transactional
+    /// scenario whose baseline ran too.
+    pub fn transactions_table(&self) -> String {
+        let mut out = String::new();
+        let pairs: Vec<(&PeerResult, &PeerResult, u64)> = self
+            .results
+            .iter()
+            .filter_map(|result| {
+                let Producer::Transactional {
+                    duration_ms,
+                    baseline,
+                } = result.scenario.producer()?
+                else {
+                    return None;
+                };
+                let base = self.results.iter().find(|r| r.scenario.name == baseline)?;
+                Some((result, base, duration_ms))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return out;
+        }
+        let mut header = "| transactional / idempotent | client | commit every |".to_string();
+        let mut rule = "|---|---|---:|".to_string();
+        for b in &self.brokers {
+            let _ = write!(header, " {} MB/s ratio (min-max) |", b.label());
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{header}");
+        let _ = writeln!(out, "{rule}");
+        for (result, base, duration_ms) in pairs {
+            let mut row = format!(
+                "| {} / {} | {} | {duration_ms} ms |",
+                result.scenario.name, base.scenario.name, result.scenario.client
+            );
+            for index in 0..self.brokers.len() {
+                let (median, min, max) = overhead_ratio(result, base, index);
+                let _ = write!(row, " **{median:.3}** ({min:.3}-{max:.3})");
+                let per_sec = result.median_of(index, |m| m.transactions_per_sec);
+                if !per_sec.is_nan() {
+                    let commit = result.median_of(index, |m| m.commit_ms_p99);
+                    let _ = write!(row, ", {per_sec:.0} commits/s, EndTxn p99 {commit:.1} ms");
+                }
+                row.push_str(" |");
+            }
+            let _ = writeln!(out, "{row}");
+        }
+        // A blank line ends the table.
+        out.push('\n');
+        out
+    }
+
     /// The scenarios, exact client settings, open-loop rates and brokers' settings.
     pub fn settings_text(&self) -> String {
         let s = &self.settings;
@@ -901,6 +1107,58 @@ mod tests {
                 assert!(base < i, "{rate_of} must run before {}", scenario.name);
             }
         }
+    }
+
+    #[test]
+    fn transactional_scenarios_name_an_idempotent_baseline_of_their_shape_and_client() {
+        let mut pairs = 0;
+        for scenario in PEER_SCENARIOS {
+            let Some(Producer::Transactional { baseline, .. }) = scenario.producer() else {
+                continue;
+            };
+            let base = peer_scenario(baseline).expect("the baseline exists");
+            assert_eq!(base.producer(), Some(Producer::Idempotent));
+            assert_eq!(base.client, scenario.client);
+            assert_eq!(base.acks(), "all");
+            let shape = |s: &PeerScenario| match s.workload {
+                Workload::Loadgen {
+                    partitions,
+                    record_bytes,
+                    ..
+                }
+                | Workload::ProducerPerf {
+                    partitions,
+                    record_bytes,
+                    ..
+                } => (partitions, record_bytes),
+                _ => unreachable!("a produce workload"),
+            };
+            assert_eq!(shape(base), shape(scenario));
+            pairs += 1;
+        }
+        assert_eq!(pairs, 2, "a loadgen pair and a perf-tool pair");
+    }
+
+    #[test]
+    fn overhead_ratios_pair_rounds_in_order() {
+        let m = |mb: f64| Measurement {
+            records_per_sec: mb * 1000.0,
+            mb_per_sec: mb,
+            latency_ms: [1.0; 3],
+            cpu_secs: 1.0,
+            bytes: 1,
+            behind_schedule: 0,
+            transactions_per_sec: f64::NAN,
+            commit_ms_p99: f64::NAN,
+        };
+        let result = |name: &str, rounds: &[f64]| PeerResult {
+            scenario: peer_scenario(name).unwrap(),
+            rate: None,
+            measurements: rounds.iter().map(|&mb| vec![m(mb)]).collect(),
+        };
+        let txn = result("1k-txn100", &[90.0, 50.0, 95.0]);
+        let idem = result("1k-idem", &[100.0, 50.0, 100.0]);
+        assert_eq!(overhead_ratio(&txn, &idem, 0), (0.95, 0.9, 1.0));
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub const IN_FLIGHT_MAX: usize = 5;
 pub const ZIPF_KEYS_MAX: u64 = 10_000_000;
 /// Run length when neither --records nor --duration is given.
 pub const DURATION_DEFAULT_SECS: f64 = 10.0;
+/// How long a transaction stays open (`--transaction-duration-ms`), as
+/// ProducerPerformance's `--transaction-duration-ms` would be set for the 100 ms.
+pub const TRANSACTION_DURATION_MS_DEFAULT: u64 = 100;
+/// The coordinator aborts a transaction left open longer than this (the Java producer's
+/// `transaction.timeout.ms` default).
+pub const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
 
 /// Parameters of one load run.
 #[derive(Debug, Clone, Args, Serialize)]
@@ -92,6 +98,13 @@ pub struct LoadgenArgs {
     /// Idempotent producer (InitProducerId + sequences); requires --acks all.
     #[arg(long, default_value_t = false)]
     pub idempotence: bool,
+    /// Transactional producers: producer `i` uses transactional id `PREFIX-i` (FindCoordinator,
+    /// InitProducerId, AddPartitionsToTxn, EndTxn); implies idempotence, requires --acks all.
+    #[arg(long, value_name = "PREFIX")]
+    pub transactional_id: Option<String>,
+    /// With --transactional-id: commit each transaction this long after it began.
+    #[arg(long, default_value_t = TRANSACTION_DURATION_MS_DEFAULT)]
+    pub transaction_duration_ms: u64,
     /// Keys: none, uniform:N, zipf:N:S (N distinct keys, Zipf exponent S).
     #[arg(long, default_value = "none")]
     pub keys: KeySpec,
@@ -125,6 +138,17 @@ impl LoadgenArgs {
         }
         if self.idempotence && self.acks != Acks::All {
             bail!("--idempotence requires --acks all");
+        }
+        if let Some(prefix) = &self.transactional_id {
+            if self.acks != Acks::All {
+                bail!("--transactional-id requires --acks all");
+            }
+            if prefix.is_empty() {
+                bail!("--transactional-id needs a non-empty prefix");
+            }
+            if self.transaction_duration_ms == 0 {
+                bail!("--transaction-duration-ms must be positive");
+            }
         }
         if let Some(max) = self.record_bytes_max
             && max < self.record_bytes
@@ -168,6 +192,18 @@ impl LoadgenArgs {
                 _ => bail!("--topic-config wants KEY=VALUE, not {kv:?}"),
             })
             .collect()
+    }
+
+    /// Whether producers stamp producer ids and sequences (idempotence, or transactions).
+    pub fn idempotent(&self) -> bool {
+        self.idempotence || self.transactional_id.is_some()
+    }
+
+    /// Producer `index`'s transactional id, in a transactional run.
+    pub fn transactional_id_of(&self, index: u32) -> Option<String> {
+        self.transactional_id
+            .as_ref()
+            .map(|prefix| format!("{prefix}-{index}"))
     }
 
     /// How long producers generate (warm-up included), unless a record count bounds the run.
@@ -386,6 +422,22 @@ mod tests {
     }
 
     #[test]
+    fn transactional_runs_are_idempotent_with_one_id_per_producer() {
+        let cli = Cli::try_parse_from(["loadgen", "--topic", "t", "--transactional-id", "bench"])
+            .unwrap();
+        let a = cli.args;
+        assert!(a.validate().is_ok());
+        assert!(a.idempotent() && !a.idempotence);
+        assert_eq!(a.transaction_duration_ms, TRANSACTION_DURATION_MS_DEFAULT);
+        assert_eq!(a.transactional_id_of(3).as_deref(), Some("bench-3"));
+        let plain = Cli::try_parse_from(["loadgen", "--topic", "t"])
+            .unwrap()
+            .args;
+        assert!(!plain.idempotent());
+        assert_eq!(plain.transactional_id_of(0), None);
+    }
+
+    #[test]
     fn rejects_bad_combinations() {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["loadgen", "--topic", "t"];
@@ -403,6 +455,17 @@ mod tests {
                 .is_err()
         );
         assert!(parse(&["--max-in-flight", "6"]).unwrap().is_err());
+        assert!(
+            parse(&["--transactional-id", "tx", "--acks", "1"])
+                .unwrap()
+                .is_err()
+        );
+        assert!(parse(&["--transactional-id", ""]).unwrap().is_err());
+        assert!(
+            parse(&["--transactional-id", "tx", "--transaction-duration-ms", "0"])
+                .unwrap()
+                .is_err()
+        );
         assert!(parse(&[]).unwrap().is_ok());
     }
 }

@@ -44,6 +44,10 @@ pub struct ConsumerConfig {
     pub partitions: Vec<usize>,
     /// Consumer group to join, if any.
     pub group: Option<String>,
+    /// Fetch with isolation level read_committed (a transactional run): records show up once
+    /// their transaction commits. Aborted transactions' records are not filtered out (a
+    /// transactional run aborts only when a batch failed, which the report counts anyway).
+    pub read_committed: bool,
 }
 
 #[derive(Clone)]
@@ -134,7 +138,8 @@ async fn consume(
                     continue;
                 }
             };
-            match fetch_once(&connection, &topic, &partitions, shared).await {
+            let isolation_level = i8::from(config.read_committed);
+            match fetch_once(&connection, &topic, &partitions, isolation_level, shared).await {
                 Ok(needs_refresh) => refresh |= needs_refresh,
                 Err(error) => {
                     connections.remove(&leader);
@@ -188,6 +193,7 @@ async fn fetch_once(
     connection: &Connection,
     topic: &TopicName,
     partitions: &[usize],
+    isolation_level: i8,
     shared: &ConsumerShared,
 ) -> Result<bool> {
     let fetch_offsets: Vec<(usize, i64)> = {
@@ -199,7 +205,7 @@ async fn fetch_once(
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_MAX_BYTES)
-        .with_isolation_level(0)
+        .with_isolation_level(isolation_level)
         .with_session_id(0)
         .with_session_epoch(-1)
         .with_topics(vec![

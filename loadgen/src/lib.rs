@@ -1,7 +1,8 @@
 //! loadgen: a Kafka-protocol load generator for any Kafka-compatible broker.
 //!
 //! Owns: its own small async Kafka client (bootstrap, metadata, leader routing, ApiVersions
-//! negotiation, pipelined Produce/Fetch, CreateTopics, InitProducerId), record generation
+//! negotiation, pipelined Produce/Fetch, CreateTopics, InitProducerId, transactions with
+//! their coordinator), record generation
 //! (open-loop at a rate, or as fast as possible), latency measurement with HDR histograms
 //! corrected for coordinated omission, and the report (progress line, summary, JSON, SVG).
 //! Does not own: anything of the Sluice broker; it depends on the `kafka-protocol` crate and
@@ -59,10 +60,11 @@ use crate::client::Cluster;
 use crate::consumer::{ConsumerConfig, ConsumerShared, assignment, run_consumer};
 use crate::keys::{KeyGenerator, SizeDistribution};
 use crate::producer::{
-    ProducerConfig, ProducerShared, StopSignal, batch_buffers, payload_pool, run_producer,
+    ProducerConfig, ProducerIdentity, ProducerShared, StopSignal, batch_buffers, payload_pool,
+    run_producer,
 };
 use crate::record_batch::BatchBuffers;
-use crate::report::{Measured, latency_line, rfc3339_utc};
+use crate::report::{Measured, Transactions, latency_line, rfc3339_utc};
 use crate::schedule::{Clock, Schedule};
 use crate::stats::{Counters, Stats};
 
@@ -121,9 +123,13 @@ pub async fn run_quietly(
             batch_buffers(a.batch_bytes, a.buffer_bytes, a.rate.is_none())
         })
         .collect();
+    // Producer ids too, as ProducerPerformance calls initTransactions() before its clock
+    // starts: a fresh Kafka answers COORDINATOR_LOAD_IN_PROGRESS until it has a block of
+    // producer ids, and creates its transaction log on the first FindCoordinator (seconds).
+    let identities = run.init_producer_identities().await?;
     let timing = Timing::start(&run.clock, &run.args);
     consumer_measure_from_us.store(timing.measure_from_us, Ordering::Relaxed);
-    let mut producers = run.spawn_producers(&timing, buffers);
+    let mut producers = run.spawn_producers(&timing, buffers, identities);
     let window_start = Arc::new(Mutex::new(None::<Counters>));
     let progress = tokio::spawn(progress_loop(
         run.stats.clone(),
@@ -255,6 +261,7 @@ impl RunContext {
                 index,
                 partitions: assignment(self.partitions, args.consumers, index),
                 group: args.group.clone(),
+                read_committed: args.transactional_id.is_some(),
             };
             let shared = ConsumerShared {
                 cluster: self.cluster.clone(),
@@ -285,15 +292,30 @@ impl RunContext {
         (consumers, measure_from_us)
     }
 
-    /// `buffers`: one free list of batch buffers per producer.
-    fn spawn_producers(&self, timing: &Timing, buffers: Vec<BatchBuffers>) -> JoinSet<Result<()>> {
+    /// Each producer's id (idempotence) or transaction coordinator (transactions).
+    async fn init_producer_identities(&self) -> Result<Vec<ProducerIdentity>> {
+        let mut identities = Vec::new();
+        for index in 0..self.args.producers {
+            identities.push(ProducerIdentity::init(&self.cluster, &self.args, index).await?);
+        }
+        Ok(identities)
+    }
+
+    /// `buffers`: one free list of batch buffers per producer; `identities`: each one's
+    /// producer id or transaction coordinator.
+    fn spawn_producers(
+        &self,
+        timing: &Timing,
+        buffers: Vec<BatchBuffers>,
+        identities: Vec<ProducerIdentity>,
+    ) -> JoinSet<Result<()>> {
         let args = &self.args;
         let record_bytes_max = args.record_bytes_max.unwrap_or(args.record_bytes);
         let payload = payload_pool(args.seed, record_bytes_max as usize);
         let keys = Arc::new(KeyGenerator::new(args.keys));
         let producers_n = u64::from(args.producers);
         let mut producers = JoinSet::new();
-        for (index, buffers) in (0..args.producers).zip(buffers) {
+        for ((index, buffers), identity) in (0..args.producers).zip(buffers).zip(identities) {
             // An even split of --records, the remainder to the first producers.
             let share = |total: u64| {
                 total / producers_n + u64::from(u64::from(index) < total % producers_n)
@@ -313,7 +335,8 @@ impl RunContext {
                 request_bytes: args.request_bytes,
                 buffer_bytes: args.buffer_bytes,
                 in_flight_max: args.max_in_flight,
-                idempotence: args.idempotence,
+                idempotence: args.idempotent(),
+                transaction_duration: Duration::from_millis(args.transaction_duration_ms),
                 retries: args.retries,
                 records: args.records.map(share),
                 produce_until: timing.produce_until,
@@ -334,7 +357,7 @@ impl RunContext {
                 payload: payload.clone(),
                 stop: self.stop_rx.clone(),
             };
-            producers.spawn(run_producer(config, shared, buffers));
+            producers.spawn(run_producer(config, shared, buffers, identity));
         }
         producers
     }
@@ -376,6 +399,13 @@ impl RunContext {
         };
         let produce = stats.produce.lock().expect("recorder lock");
         let end_to_end = stats.end_to_end.lock().expect("recorder lock");
+        let transactions = args.transactional_id.is_some().then(|| Transactions {
+            committed: stats.transactions_committed.load(Ordering::Relaxed),
+            aborted: stats.transactions_aborted.load(Ordering::Relaxed),
+            partitions: stats.transaction_partitions.load(Ordering::Relaxed),
+            coordinator_retries: stats.coordinator_retries.load(Ordering::Relaxed),
+            commit_latency: stats.commit.lock().expect("recorder lock").total.summary(),
+        });
         let mut report = Report::build(
             args,
             start_time,
@@ -387,6 +417,7 @@ impl RunContext {
                 elapsed_secs: produce_end.duration_since(timing.run_start).as_secs_f64(),
                 produce_latency: produce.total.summary(),
                 end_to_end_latency: (args.consumers > 0).then(|| end_to_end.total.summary()),
+                transactions,
                 errors: stats.errors(),
                 interrupted,
                 partitions: self.partitions,

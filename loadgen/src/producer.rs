@@ -2,12 +2,22 @@
 //! Produce requests to each partition's leader and records ack latency.
 //!
 //! Owns: its connections (one per leader it talks to), open batches, sealed batches waiting
-//! for a send slot, in-flight requests, producer id and per-partition sequences.
+//! for a send slot, in-flight requests, producer id and per-partition sequences, and with
+//! `--transactional-id` its open transaction (the coordinator's side is in
+//! `client::transaction`).
 //! Invariants: at most one batch per partition per request (Kafka's rule for v2 batches) and
 //! batches of one partition leave in sequence order; bytes buffered (open + ready + in
 //! flight) stay under `buffer_bytes` (generation pauses, the schedule does not); no
 //! allocation per record (a batch's buffer is reserved when it opens, and full-size ones are
 //! reused once their batch is answered or given up).
+//!
+//! Transactions: a batch goes out only once its partition is in the open transaction (one
+//! AddPartitionsToTxn for the partitions of the batches waiting, before the first batch to
+//! each); `--transaction-duration-ms` after the first add the transaction completes: no new
+//! batch goes out (generation goes on into the buffer), and once every request of the
+//! transaction is answered (resends included) EndTxn commits it, or aborts it if one of its
+//! batches was given up. Sequences run on across transactions (same producer id and epoch:
+//! transaction version 1 bumps no epoch at commit).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,8 +37,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use crate::args::{LoadgenArgs, TRANSACTION_TIMEOUT_MS};
 use crate::client::cluster::topic_name;
 use crate::client::connection::{CLIENT_ID, encode_frame_segmented};
+use crate::client::transaction::TransactionCoordinator;
+use crate::client::versions::PRODUCE_TRANSACTION_V1_VERSION_MAX;
 use crate::client::{Cluster, Connection, TopicLayout, error_codes};
 use crate::keys::{KEY_BYTES_MAX, KeyGenerator, SizeDistribution, format_key, partition_for_key};
 use crate::record_batch::{BatchBuffers, BatchBuilder, Compression, ProducerStamp};
@@ -72,6 +85,9 @@ pub struct ProducerConfig {
     pub buffer_bytes: usize,
     pub in_flight_max: usize,
     pub idempotence: bool,
+    /// How long a transaction stays open after its first partition is added (with a
+    /// transaction coordinator, see [`run_producer`]).
+    pub transaction_duration: Duration,
     pub retries: u32,
     /// Records this producer generates, if the run is bounded by count.
     pub records: Option<u64>,
@@ -120,14 +136,49 @@ pub fn batch_buffers(batch_bytes: usize, buffer_bytes: usize, prefault: bool) ->
     buffers
 }
 
+/// Who a producer is to the brokers, settled before the clock starts (as the Java producer
+/// gets its id before the first send completes, and ProducerPerformance calls
+/// `initTransactions()` before its clock starts).
+pub enum ProducerIdentity {
+    /// No producer id: batches carry -1.
+    None,
+    /// InitProducerId without a transactional id.
+    Idempotent {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+    /// A transactional id's coordinator, with the id and epoch it gave out.
+    Transactional(TransactionCoordinator),
+}
+
+impl ProducerIdentity {
+    /// Asks the brokers for producer `index`'s identity as `args` describe it.
+    pub async fn init(cluster: &Cluster, args: &LoadgenArgs, index: u32) -> Result<Self> {
+        Ok(if let Some(id) = args.transactional_id_of(index) {
+            ProducerIdentity::Transactional(
+                TransactionCoordinator::init(cluster, &id, TRANSACTION_TIMEOUT_MS).await?,
+            )
+        } else if args.idempotent() {
+            let (producer_id, producer_epoch) = cluster.init_producer_id().await?;
+            ProducerIdentity::Idempotent {
+                producer_id,
+                producer_epoch,
+            }
+        } else {
+            ProducerIdentity::None
+        })
+    }
+}
+
 /// Runs one producer until its records are generated and answered, or it is stopped.
 /// `buffers`: its free list of batch buffers ([`batch_buffers`]).
 pub async fn run_producer(
     config: ProducerConfig,
     shared: ProducerShared,
     buffers: BatchBuffers,
+    identity: ProducerIdentity,
 ) -> Result<()> {
-    let mut producer = Producer::new(config, shared, buffers).await?;
+    let mut producer = Producer::new(config, shared, buffers, identity);
     producer.run().await
 }
 
@@ -160,6 +211,30 @@ struct Answer {
 
 type InFlight = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
+/// A transactional producer's coordinator and open transaction.
+struct Transaction {
+    coordinator: TransactionCoordinator,
+    duration: Duration,
+    /// By partition: added to the open transaction.
+    added: Vec<bool>,
+    added_count: u64,
+    /// When the open transaction's first partition was added; `None` between transactions.
+    started: Option<Instant>,
+    /// The open transaction is completing: only resends of its own batches go out.
+    completing: bool,
+    /// A batch of the open transaction was given up: it is aborted, not committed.
+    failed: bool,
+    /// Coordinator retries already added to the run's counter.
+    retries_counted: u64,
+}
+
+impl Transaction {
+    /// Whether `batch` may be sent now (its partition is in the open transaction, and the
+    /// transaction takes batches, or this one is a resend of its own).
+    fn admits(&self, batch: &SealedBatch) -> bool {
+        self.added[batch.partition] && (!self.completing || batch.attempts > 0)
+    }
+}
 struct Producer {
     config: ProducerConfig,
     shared: ProducerShared,
@@ -188,24 +263,43 @@ struct Producer {
     frame_batches: Vec<Bytes>,
     partition_taken: Vec<bool>,
     aborted_at: Option<Instant>,
+    transaction: Option<Transaction>,
 }
 
 impl Producer {
-    async fn new(
+    fn new(
         config: ProducerConfig,
         shared: ProducerShared,
         buffers: BatchBuffers,
-    ) -> Result<Producer> {
+        identity: ProducerIdentity,
+    ) -> Producer {
         let layout = shared.cluster.layout();
         let partitions = layout.partitions();
         assert!(
             partitions > 0,
             "producer started before the topic has partitions"
         );
-        let (producer_id, producer_epoch) = if config.idempotence {
-            shared.cluster.init_producer_id().await?
-        } else {
-            (-1, -1)
+        let mut transaction = None;
+        let (producer_id, producer_epoch) = match identity {
+            ProducerIdentity::Transactional(coordinator) => {
+                let identity = (coordinator.producer_id(), coordinator.producer_epoch());
+                transaction = Some(Transaction {
+                    retries_counted: 0,
+                    coordinator,
+                    duration: config.transaction_duration,
+                    added: vec![false; partitions],
+                    added_count: 0,
+                    started: None,
+                    completing: false,
+                    failed: false,
+                });
+                identity
+            }
+            ProducerIdentity::Idempotent {
+                producer_id,
+                producer_epoch,
+            } => (producer_id, producer_epoch),
+            ProducerIdentity::None => (-1, -1),
         };
         let open = (0..partitions)
             .map(|_| OpenBatch {
@@ -216,7 +310,7 @@ impl Producer {
                 value_bytes: 0,
             })
             .collect();
-        Ok(Producer {
+        Producer {
             topic: topic_name(shared.cluster.topic()),
             rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(config.index))),
             sticky_partition: config.index as usize % partitions,
@@ -241,7 +335,8 @@ impl Producer {
             frame_batches: Vec::new(),
             partition_taken: vec![false; partitions],
             aborted_at: None,
-        })
+            transaction,
+        }
     }
 
     async fn run(&mut self) -> Result<()> {
@@ -262,11 +357,18 @@ impl Producer {
             if self.refresh_needed {
                 self.refresh(now).await;
             }
+            if self.transaction.is_some() {
+                self.step_transaction(now).await?;
+            }
             self.send_ready(now).await;
             if !self.generating
                 && self.ready.is_empty()
                 && self.in_flight.is_empty()
                 && self.open.iter().all(|b| b.builder.is_empty())
+                && self
+                    .transaction
+                    .as_ref()
+                    .is_none_or(|t| t.started.is_none())
             {
                 return Ok(());
             }
@@ -467,6 +569,7 @@ impl Producer {
                 producer_id: self.producer_id,
                 producer_epoch: self.producer_epoch,
                 base_sequence,
+                transactional: self.transaction.is_some(),
             }
         } else {
             ProducerStamp::NONE
@@ -539,11 +642,19 @@ impl Producer {
             let batches = self.take_batches_for(broker, now);
             // pick_broker and take_batches_for apply the same order rule.
             assert!(!batches.is_empty(), "a picked broker has a sendable batch");
-            let Ok(version) = connection.version_for(ApiKey::Produce) else {
+            let Ok(mut version) = connection.version_for(ApiKey::Produce) else {
                 self.fail_batches(batches, error_codes::NETWORK_EXCEPTION);
                 continue;
             };
+            let transactional_id = self
+                .transaction
+                .as_ref()
+                .map(|t| t.coordinator.transactional_id().clone());
+            if transactional_id.is_some() {
+                version = version.min(PRODUCE_TRANSACTION_V1_VERSION_MAX);
+            }
             let request = ProduceRequest::default()
+                .with_transactional_id(transactional_id)
                 .with_acks(self.config.acks)
                 .with_timeout_ms(PRODUCE_TIMEOUT_MS)
                 .with_topic_data(vec![
@@ -632,7 +743,8 @@ impl Producer {
             let batch = &self.ready[index];
             let partition = batch.partition;
             let blocked = std::mem::replace(&mut partition_seen[partition], true);
-            if blocked || batch.not_before.is_some_and(|t| now < t) {
+            let held = self.transaction.as_ref().is_some_and(|t| !t.admits(batch));
+            if blocked || held || batch.not_before.is_some_and(|t| now < t) {
                 continue;
             }
             let Some(broker) = self.layout.leaders.get(partition).copied().flatten() else {
@@ -667,6 +779,7 @@ impl Producer {
             let eligible = leader == Some(broker)
                 && !self.partition_taken[partition]
                 && batch.not_before.is_none_or(|t| now >= t)
+                && self.transaction.as_ref().is_none_or(|t| t.admits(batch))
                 && (taken.is_empty() || bytes + batch.data.len() <= self.config.request_bytes);
             // Whatever the outcome, later batches of this partition wait for this one.
             self.partition_taken[partition] = true;
@@ -782,8 +895,14 @@ impl Producer {
         }
     }
 
-    /// Gives up on batches; `code` (if non-zero) is counted as an error first.
+    /// Gives up on batches; `code` (if non-zero) is counted as an error first. The open
+    /// transaction, if any, will be aborted.
     fn fail_batches(&mut self, batches: Vec<SealedBatch>, code: i16) {
+        if let Some(transaction) = self.transaction.as_mut()
+            && !batches.is_empty()
+        {
+            transaction.failed = true;
+        }
         for batch in batches {
             if code != 0 {
                 self.shared.stats.error(code, 1);
@@ -821,7 +940,117 @@ impl Producer {
         if let Some(aborted_at) = self.aborted_at {
             wake = wake.min(aborted_at + self.config.abort_drain);
         }
+        if let Some(transaction) = &self.transaction
+            && let Some(started) = transaction.started
+            && !transaction.completing
+        {
+            wake = wake.min(started + transaction.duration);
+        }
         wake.max(now)
+    }
+
+    /// Moves the open transaction on: starts completing it when its time is up (or the run
+    /// has nothing more to send), ends it once everything of it is answered, and adds the
+    /// partitions of waiting batches that are not in it yet.
+    async fn step_transaction(&mut self, now: Instant) -> Result<()> {
+        let finishing = !self.generating
+            && self.ready.is_empty()
+            && self.open.iter().all(|b| b.builder.is_empty());
+        let answered = self.in_flight.is_empty() && !self.ready.iter().any(|b| b.attempts > 0);
+        let Some(transaction) = self.transaction.as_mut() else {
+            return Ok(());
+        };
+        if let Some(started) = transaction.started
+            && !transaction.completing
+            && (now >= started + transaction.duration || finishing)
+        {
+            transaction.completing = true;
+        }
+        if transaction.completing && answered {
+            self.end_transaction().await?;
+        }
+        self.add_waiting_partitions().await
+    }
+
+    /// EndTxn: commit, or abort if a batch of the transaction was given up.
+    async fn end_transaction(&mut self) -> Result<()> {
+        let transaction = self.transaction.as_mut().expect("a transactional producer");
+        let commit = !transaction.failed;
+        let sent = Instant::now();
+        let started_us = self
+            .shared
+            .clock
+            .at_us(transaction.started.expect("an open transaction"));
+        let ended = transaction
+            .coordinator
+            .end(&self.shared.cluster, commit)
+            .await;
+        let stats = &self.shared.stats;
+        let retries = transaction.coordinator.retries();
+        stats
+            .coordinator_retries
+            .fetch_add(retries - transaction.retries_counted, Ordering::Relaxed);
+        transaction.retries_counted = retries;
+        ended?;
+        if commit {
+            let latency = sent.elapsed().as_micros() as u64;
+            let measured = started_us >= self.config.measure_from_us;
+            stats
+                .commit
+                .lock()
+                .expect("recorder lock")
+                .record_n(latency, 1, measured);
+            stats
+                .transaction_partitions
+                .fetch_add(transaction.added_count, Ordering::Relaxed);
+            stats.transactions_committed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.transactions_aborted.fetch_add(1, Ordering::Relaxed);
+        }
+        transaction.added.fill(false);
+        transaction.added_count = 0;
+        transaction.started = None;
+        transaction.completing = false;
+        transaction.failed = false;
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn for the partitions of ready batches not in the open transaction
+    /// (none while it completes: those batches wait for the next one).
+    async fn add_waiting_partitions(&mut self) -> Result<()> {
+        let transaction = self.transaction.as_mut().expect("a transactional producer");
+        if transaction.completing {
+            return Ok(());
+        }
+        let mut missing: Vec<i32> = Vec::new();
+        for batch in &self.ready {
+            let partition = batch.partition as i32;
+            if !transaction.added[batch.partition] && !missing.contains(&partition) {
+                missing.push(partition);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let first = transaction.started.is_none();
+        let added = transaction
+            .coordinator
+            .add_partitions(&self.shared.cluster, &self.topic, &missing, first)
+            .await;
+        let retries = transaction.coordinator.retries();
+        self.shared
+            .stats
+            .coordinator_retries
+            .fetch_add(retries - transaction.retries_counted, Ordering::Relaxed);
+        transaction.retries_counted = retries;
+        added?;
+        for &partition in &missing {
+            transaction.added[partition as usize] = true;
+        }
+        transaction.added_count += missing.len() as u64;
+        // The transaction's time runs from its first answered add.
+        transaction.started.get_or_insert_with(Instant::now);
+        Ok(())
     }
 }
 

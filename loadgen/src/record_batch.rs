@@ -37,6 +37,12 @@ const OFFSET_BASE_SEQUENCE: usize = 53;
 const OFFSET_RECORDS_COUNT: usize = 57;
 const _: () = assert!(OFFSET_RECORDS_COUNT + 4 == BATCH_HEADER_BYTES);
 const MAGIC_V2: u8 = 2;
+/// Batch attribute bits 0-2: the compression codec.
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
+/// Batch attribute bit 4: the batch belongs to a transaction (Kafka's `TRANSACTIONAL_FLAG_MASK`).
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+/// Batch attribute bit 5: a control batch (transaction marker).
+pub const ATTRIBUTE_CONTROL: i16 = 0x20;
 
 /// Producer identity stamped into a batch (all -1 when idempotence is off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,9 @@ pub struct ProducerStamp {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// Sets the transactional attribute (bit 4): the batch's records become visible to
+    /// read_committed consumers only once the producer's transaction commits.
+    pub transactional: bool,
 }
 
 impl ProducerStamp {
@@ -51,6 +60,7 @@ impl ProducerStamp {
         producer_id: -1,
         producer_epoch: -1,
         base_sequence: -1,
+        transactional: false,
     };
 }
 
@@ -265,7 +275,10 @@ impl BatchBuilder {
         header[OFFSET_PARTITION_LEADER_EPOCH..OFFSET_PARTITION_LEADER_EPOCH + 4]
             .copy_from_slice(&(-1i32).to_be_bytes());
         header[OFFSET_MAGIC] = MAGIC_V2;
-        let attributes = compression as i16;
+        let mut attributes = compression as i16;
+        if stamp.transactional {
+            attributes |= ATTRIBUTE_TRANSACTIONAL;
+        }
         header[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
         header[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
             .copy_from_slice(&(self.record_count - 1).to_be_bytes());
@@ -322,6 +335,8 @@ pub struct BatchInfo {
     pub last_offset_delta: i32,
     pub record_count: i32,
     pub compression_code: i16,
+    /// Attribute bit 4: written by a transactional producer.
+    pub transactional: bool,
     pub control: bool,
 }
 
@@ -368,8 +383,9 @@ pub fn for_each_value(
             record_count: i32::from_be_bytes(
                 header[OFFSET_RECORDS_COUNT..OFFSET_RECORDS_COUNT + 4].try_into()?,
             ),
-            compression_code: attributes & 0x7,
-            control: attributes & 0x20 != 0,
+            compression_code: attributes & ATTRIBUTE_COMPRESSION_MASK,
+            transactional: attributes & ATTRIBUTE_TRANSACTIONAL != 0,
+            control: attributes & ATTRIBUTE_CONTROL != 0,
         };
         on_batch(&info);
         if !info.control {
@@ -481,6 +497,7 @@ mod tests {
             producer_id: 42,
             producer_epoch: 3,
             base_sequence: 17,
+            transactional: false,
         };
         for compression in [
             Compression::None,
@@ -506,6 +523,57 @@ mod tests {
             assert_eq!(records[0].producer_epoch, 3);
             assert_eq!(records[0].sequence, 17);
             assert_eq!(records[2].sequence, 19);
+        }
+    }
+
+    #[test]
+    fn transactional_batches_carry_bit_4_and_nothing_else_changes() {
+        let stamp = ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 1,
+            base_sequence: 100,
+            transactional: true,
+        };
+        for compression in [Compression::None, Compression::Zstd] {
+            let plain = build(
+                compression,
+                ProducerStamp {
+                    transactional: false,
+                    ..stamp
+                },
+            );
+            let mut batch = build(compression, stamp);
+            let attributes = |b: &Bytes| {
+                i16::from_be_bytes(
+                    b[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2]
+                        .try_into()
+                        .unwrap(),
+                )
+            };
+            assert_eq!(attributes(&batch), compression as i16 | 0x10);
+            assert_eq!(attributes(&plain), compression as i16);
+            // Only the attributes and the CRC over them differ.
+            let differing: Vec<usize> =
+                (0..batch.len()).filter(|&i| batch[i] != plain[i]).collect();
+            assert!(
+                differing
+                    .iter()
+                    .all(|&i| (OFFSET_CRC..OFFSET_ATTRIBUTES + 2).contains(&i)),
+                "{differing:?}"
+            );
+            let set = RecordBatchDecoder::decode(&mut batch).unwrap();
+            assert!(set.records.iter().all(|r| r.transactional && !r.control));
+            assert_eq!(set.records[0].producer_id, 7);
+            assert_eq!(set.records[2].sequence, 102);
+            // Our own parser reads it back (and would skip it only if it were a control batch).
+            let mut values = 0;
+            for_each_value(
+                &build(compression, stamp),
+                |info| assert!(info.transactional && !info.control),
+                |_, _| values += 1,
+            )
+            .unwrap();
+            assert_eq!(values, 3);
         }
     }
 

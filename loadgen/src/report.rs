@@ -48,6 +48,9 @@ pub struct Report {
     pub consume: Option<ConsumeReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_to_end_latency_us: Option<LatencySummary>,
+    /// Transactional runs (`--transactional-id`) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<TransactionReport>,
     /// Percentile curves (produce, end to end) for `--plot`; not part of the JSON.
     #[serde(skip)]
     pub plot_points: Option<(PercentileCurve, PercentileCurve)>,
@@ -61,6 +64,35 @@ pub struct ProduceReport {
     /// Ack latency from each record's due time (coordinated-omission corrected under --rate).
     pub latency_us: LatencySummary,
     pub open_loop: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionReport {
+    /// Transactions committed over the whole run (warm-up included).
+    pub committed: u64,
+    /// Transactions aborted because one of their batches was given up.
+    pub aborted: u64,
+    /// Commits per second in the measured window.
+    pub per_sec: f64,
+    /// Partitions in the committed transactions: the commit markers written (one control
+    /// record per partition per transaction), which take offsets besides the records.
+    pub partitions: u64,
+    /// Resends to the coordinator (CONCURRENT_TRANSACTIONS while the previous transaction's
+    /// markers are written, coordinator moves); not counted as errors.
+    pub coordinator_retries: u64,
+    /// EndTxn(commit), sent to answered (retries included), for transactions begun in the
+    /// measured window.
+    pub commit_latency_us: LatencySummary,
+}
+
+/// What a transactional run counted ([`Measured::transactions`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Transactions {
+    pub committed: u64,
+    pub aborted: u64,
+    pub partitions: u64,
+    pub coordinator_retries: u64,
+    pub commit_latency: LatencySummary,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +136,7 @@ pub struct Measured {
     pub elapsed_secs: f64,
     pub produce_latency: LatencySummary,
     pub end_to_end_latency: Option<LatencySummary>,
+    pub transactions: Option<Transactions>,
     pub errors: BTreeMap<i16, u64>,
     pub interrupted: bool,
     pub partitions: usize,
@@ -155,6 +188,14 @@ impl Report {
             },
             consume,
             end_to_end_latency_us: measured.end_to_end_latency,
+            transactions: measured.transactions.map(|t| TransactionReport {
+                committed: t.committed,
+                aborted: t.aborted,
+                per_sec: rate(window.transactions_committed),
+                partitions: t.partitions,
+                coordinator_retries: t.coordinator_retries,
+                commit_latency_us: t.commit_latency,
+            }),
             plot_points: None,
         }
     }
@@ -213,6 +254,18 @@ impl Report {
         }
         if let Some(e2e) = &self.end_to_end_latency_us {
             let _ = writeln!(out, "  end-to-end latency (us): {}", latency_line(e2e));
+        }
+        if let Some(t) = &self.transactions {
+            let _ = writeln!(
+                out,
+                "  transactions: {} committed ({:.1}/s, {} ms each), {} aborted, {} coordinator retries",
+                t.committed, t.per_sec, p.transaction_duration_ms, t.aborted, t.coordinator_retries
+            );
+            let _ = writeln!(
+                out,
+                "  commit latency (us): {}",
+                latency_line(&t.commit_latency_us)
+            );
         }
         if self.records_behind_schedule > 0 {
             let _ = writeln!(
@@ -297,6 +350,7 @@ mod tests {
             records_consumed: if consumers { 12_000 } else { 0 },
             bytes_consumed: if consumers { 1_200_000 } else { 0 },
             requests_sent: 40,
+            transactions_committed: 25,
         };
         let at_window_start = Counters {
             records_sent: 2_000,
@@ -325,6 +379,7 @@ mod tests {
             elapsed_secs: 2.5,
             produce_latency: latency,
             end_to_end_latency: consumers.then_some(latency),
+            transactions: None,
             errors: BTreeMap::from([(6, 2)]),
             interrupted: false,
             partitions: 4,
@@ -369,6 +424,35 @@ mod tests {
         assert!(json.get("git_sha").is_some());
         let text = report.human_summary();
         assert!(text.contains("5000 records/s"), "{text}");
+    }
+
+    #[test]
+    fn transaction_section_only_in_transactional_runs() {
+        let mut m = measured(false);
+        m.at_window_start.transactions_committed = 5;
+        m.transactions = Some(Transactions {
+            committed: 25,
+            aborted: 1,
+            partitions: 100,
+            coordinator_retries: 3,
+            commit_latency: m.produce_latency,
+        });
+        let report = Report::build(&args(&["--transactional-id", "tx"]), rfc3339_utc(0), m);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        // 20 commits in the 2 s window.
+        assert_eq!(json["transactions"]["per_sec"], 10.0);
+        assert_eq!(json["transactions"]["committed"], 25);
+        assert_eq!(json["transactions"]["partitions"], 100);
+        assert_eq!(json["transactions"]["commit_latency_us"]["p99"], 300);
+        assert_eq!(json["parameters"]["transactional_id"], "tx");
+        let text = report.human_summary();
+        assert!(
+            text.contains("25 committed (10.0/s, 100 ms each)"),
+            "{text}"
+        );
+        assert!(text.contains("commit latency (us): p50 90"), "{text}");
+        let plain = Report::build(&args(&[]), rfc3339_utc(0), measured(false));
+        assert!(!plain.to_json().contains("\"transactions\""));
     }
 
     #[test]

@@ -155,6 +155,16 @@ pub struct Stats {
     pub records_behind_schedule: AtomicU64,
     pub produce: Mutex<Recorder>,
     pub end_to_end: Mutex<Recorder>,
+    /// Transactional runs: transactions committed, and aborted (a batch of theirs failed).
+    pub transactions_committed: AtomicU64,
+    pub transactions_aborted: AtomicU64,
+    /// Partitions added to the committed transactions (one commit marker each).
+    pub transaction_partitions: AtomicU64,
+    /// Resends to the transaction coordinator (CONCURRENT_TRANSACTIONS while the previous
+    /// transaction's markers are written, coordinator moves, broken connections).
+    pub coordinator_retries: AtomicU64,
+    /// EndTxn(commit) latency: from sending EndTxn to its answer, retries included.
+    pub commit: Mutex<Recorder>,
     errors: Mutex<BTreeMap<i16, u64>>,
 }
 
@@ -181,6 +191,7 @@ impl Stats {
             records_consumed: self.records_consumed.load(Ordering::Relaxed),
             bytes_consumed: self.bytes_consumed.load(Ordering::Relaxed),
             requests_sent: self.requests_sent.load(Ordering::Relaxed),
+            transactions_committed: self.transactions_committed.load(Ordering::Relaxed),
         }
     }
 
@@ -206,6 +217,7 @@ pub struct Counters {
     pub records_consumed: u64,
     pub bytes_consumed: u64,
     pub requests_sent: u64,
+    pub transactions_committed: u64,
 }
 
 impl Counters {
@@ -218,6 +230,7 @@ impl Counters {
             records_consumed: self.records_consumed - earlier.records_consumed,
             bytes_consumed: self.bytes_consumed - earlier.bytes_consumed,
             requests_sent: self.requests_sent - earlier.requests_sent,
+            transactions_committed: self.transactions_committed - earlier.transactions_committed,
         }
     }
 }

@@ -341,22 +341,30 @@ impl Cluster {
         Ok(offsets)
     }
 
-    /// Asks for an idempotent producer id and epoch.
+    /// Asks for an idempotent producer id and epoch, retrying retriable answers (a fresh
+    /// Kafka answers COORDINATOR_LOAD_IN_PROGRESS until its broker has a block of producer ids
+    /// from the controller) for up to `TOPIC_READY_TIMEOUT`.
     pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
-        let admin = self.admin().await?;
         let request = InitProducerIdRequest::default()
             .with_transactional_id(None)
             .with_transaction_timeout_ms(-1)
             .with_producer_id((-1).into())
             .with_producer_epoch(-1);
-        let response = admin
-            .call(&request, ApiKey::InitProducerId)
-            .await
-            .context("InitProducerId request")?;
-        if response.error_code != 0 {
-            bail!("InitProducerId: {}", error_codes::name(response.error_code));
+        let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
+        loop {
+            let admin = self.admin().await?;
+            let response = admin
+                .call(&request, ApiKey::InitProducerId)
+                .await
+                .context("InitProducerId request")?;
+            match response.error_code {
+                0 => return Ok((response.producer_id.0, response.producer_epoch)),
+                code if error_codes::is_retriable(code) && Instant::now() < deadline => {
+                    tokio::time::sleep(METADATA_RETRY_BACKOFF).await;
+                }
+                code => bail!("InitProducerId: {}", error_codes::name(code)),
+            }
         }
-        Ok((response.producer_id.0, response.producer_epoch))
     }
 }
 

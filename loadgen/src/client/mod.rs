@@ -8,6 +8,7 @@ pub mod connection;
 pub mod error_codes;
 pub mod frame;
 pub mod group;
+pub mod transaction;
 pub mod versions;
 
 pub use cluster::{Cluster, TopicLayout};

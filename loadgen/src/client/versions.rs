@@ -1,7 +1,12 @@
 //! API version negotiation: the highest version both loadgen and the broker speak.
 //!
 //! loadgen's own ranges are capped where a newer version changes semantics loadgen does not
-//! implement (Produce v13 and Fetch v13 address topics by id only; loadgen uses names).
+//! implement (Produce v13 and Fetch v13 address topics by id only; loadgen uses names), and
+//! where it follows transaction protocol version 1 (KIP-98's explicit AddPartitionsToTxn):
+//! AddPartitionsToTxn v4+ is broker to broker, EndTxn v5 and transactional Produce v12 are
+//! transaction version 2 (KIP-890), whose coordinator bumps the epoch at every commit and adds
+//! partitions implicitly. The Java producer caps the same way when the cluster has not
+//! finalized `transaction.version` 2 (`LAST_STABLE_VERSION_BEFORE_TRANSACTION_V2`).
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
@@ -21,7 +26,15 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
+    // Transactions (--transactional-id), transaction version 1 (see above).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
 ];
+
+/// Highest Produce version a transactional request is sent at: v12 tells a transaction
+/// version 2 broker that the client follows that protocol (Kafka's
+/// `ProduceRequest.LAST_STABLE_VERSION_BEFORE_TRANSACTION_V2`).
+pub const PRODUCE_TRANSACTION_V1_VERSION_MAX: i16 = 11;
 
 /// Negotiated versions for one broker.
 #[derive(Debug, Clone, Default)]
@@ -77,5 +90,16 @@ mod tests {
         // No overlap: loadgen speaks Metadata up to 12, the broker only 13.
         assert_eq!(table.version_for(ApiKey::Metadata), None);
         assert_eq!(table.version_for(ApiKey::ListOffsets), None);
+    }
+
+    #[test]
+    fn transactions_stay_on_protocol_version_1() {
+        // Kafka 4.x advertises AddPartitionsToTxn 0-5 and EndTxn 0-5.
+        let table = ApiVersionTable::from_ranges(&[
+            (ApiKey::AddPartitionsToTxn as i16, 0, 5),
+            (ApiKey::EndTxn as i16, 0, 5),
+        ]);
+        assert_eq!(table.version_for(ApiKey::AddPartitionsToTxn), Some(3));
+        assert_eq!(table.version_for(ApiKey::EndTxn), Some(4));
     }
 }
