@@ -59,6 +59,10 @@ enum Cmd {
         /// Brokers: kafka, sluice, sluice-pc (default: all three).
         #[arg(long = "broker")]
         brokers: Vec<String>,
+        /// Round-major: each round runs every scenario before the next round (pairs compared
+        /// with each other, as transactional vs idempotent, are then seconds apart).
+        #[arg(long, default_value_t = false)]
+        interleave: bool,
         /// Seconds for each host-limit measurement (iperf3, two fio jobs); 0 skips them.
         #[arg(long, default_value_t = 5)]
         host_limits_secs: u32,
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
             sluice,
             brokers,
             host_limits_secs,
+            interleave,
             append,
         } => {
             let chosen = choose(&scenarios, PEER_SCENARIOS, peer::peer_scenario)?;
@@ -141,6 +146,7 @@ fn main() -> Result<()> {
                 kafka_heap_mb,
                 sluice: sluice.unwrap_or_else(|| PathBuf::from("target/release/sluice")),
                 brokers,
+                interleave,
             };
             let stack = refstack::JavaStack::locate()?;
             let data_dir = tempfile::tempdir().context("temp dir for the host limits")?;

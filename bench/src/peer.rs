@@ -116,6 +116,9 @@ pub enum Workload {
         record_bytes: u32,
         acks: &'static str,
         producer: Producer,
+        /// loadgen `--producers`: connections, each its own producer id (and transactional
+        /// id).
+        producers: u32,
     },
     /// `kafka-producer-perf-test` sending `records` (times the run's records scale).
     ProducerPerf {
@@ -184,6 +187,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "1",
             producer: Producer::Plain,
+            producers: 1,
         },
     },
     PeerScenario {
@@ -207,6 +211,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "all",
             producer: Producer::Plain,
+            producers: 1,
         },
     },
     PeerScenario {
@@ -230,6 +235,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 100,
             acks: "1",
             producer: Producer::Plain,
+            producers: 1,
         },
     },
     PeerScenario {
@@ -253,6 +259,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "1",
             producer: Producer::Plain,
+            producers: 1,
         },
     },
     PeerScenario {
@@ -299,6 +306,7 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
             record_bytes: 1024,
             acks: "all",
             producer: Producer::Idempotent,
+            producers: 1,
         },
     },
     PeerScenario {
@@ -313,6 +321,34 @@ pub const PEER_SCENARIOS: &[PeerScenario] = &[
                 duration_ms: 100,
                 baseline: "1k-idem",
             },
+            producers: 1,
+        },
+    },
+    PeerScenario {
+        name: "1k-idem-x4",
+        client: "loadgen",
+        description: "produce, 16 partitions, 1 KiB, acks=all, 4 idempotent producers, max rate",
+        workload: Workload::Loadgen {
+            partitions: 16,
+            record_bytes: 1024,
+            acks: "all",
+            producer: Producer::Idempotent,
+            producers: 4,
+        },
+    },
+    PeerScenario {
+        name: "1k-txn100-x4",
+        client: "loadgen",
+        description: "produce, 16 partitions, 1 KiB, acks=all, 4 transactional producers, a transaction every 100 ms each, max rate",
+        workload: Workload::Loadgen {
+            partitions: 16,
+            record_bytes: 1024,
+            acks: "all",
+            producer: Producer::Transactional {
+                duration_ms: 100,
+                baseline: "1k-idem-x4",
+            },
+            producers: 4,
         },
     },
     PeerScenario {
@@ -361,6 +397,9 @@ pub struct PeerSettings {
     pub sluice: PathBuf,
     /// The brokers, in the order of round 0 (Kafka must be one of them).
     pub brokers: Vec<BrokerKind>,
+    /// Round-major order ([`run_order`]); a latency scenario then takes its rate from the
+    /// first round of the scenario it follows.
+    pub interleave: bool,
 }
 
 /// One measurement of one scenario on one broker.
@@ -447,75 +486,75 @@ pub fn run(
         eprintln!("bench peer: starting {}", kind.label());
         running.push(start(stack, *kind, settings)?);
     }
-    let mut results: Vec<PeerResult> = Vec::new();
-    for scenario in scenarios {
-        let rate = match scenario.workload {
-            Workload::Latency {
-                rate_of, fraction, ..
-            } => {
-                let base = results
-                    .iter()
-                    .find(|r| r.scenario.name == rate_of)
-                    .with_context(|| {
-                        format!("{} needs {rate_of} earlier in the run", scenario.name)
-                    })?;
-                let rates: Vec<f64> = base
-                    .measurements
-                    .iter()
-                    .map(|round| round[kafka_index].records_per_sec)
-                    .collect();
-                Some((median(&rates) * fraction).max(1.0))
-            }
-            _ => None,
-        };
-        let mut rounds = Vec::new();
-        for round in 0..settings.rounds {
-            let n = settings.brokers.len();
-            let mut row: Vec<Option<Measurement>> = vec![None; n];
-            for step in 0..n {
-                let index = (step + round) % n;
-                let kind = settings.brokers[index];
-                let broker = &running[index];
-                let topic = format!("peer-{}-{}-{round}", scenario.name, kind.label());
-                eprintln!(
-                    "bench peer: {} round {round} on {}",
-                    scenario.name,
-                    kind.label()
-                );
-                let measured = runtime
-                    .block_on(measure(
-                        stack,
-                        broker,
-                        &topic,
-                        scenario,
-                        settings,
-                        rate,
-                        clock_ticks,
-                    ))
-                    .with_context(|| format!("{} on {}", scenario.name, kind.label()));
-                let measured = match (measured, broker) {
-                    (Ok(m), _) => m,
-                    (Err(e), Running::Kafka(kafka)) => {
-                        return Err(e.context(kafka.log_tail(3000)));
-                    }
-                    (Err(e), _) => return Err(e),
-                };
-                if let Err(e) = runtime.block_on(delete_topic(&broker.bootstrap(), &topic)) {
-                    eprintln!("bench peer: deleting {topic} on {}: {e:#}", kind.label());
-                }
-                row[index] = Some(measured);
-            }
-            rounds.push(
-                row.into_iter()
-                    .map(|m| m.expect("every broker ran"))
-                    .collect(),
-            );
-        }
-        results.push(PeerResult {
+    let mut results: Vec<PeerResult> = scenarios
+        .iter()
+        .map(|scenario| PeerResult {
             scenario,
-            rate,
-            measurements: rounds,
-        });
+            rate: None,
+            measurements: Vec::new(),
+        })
+        .collect();
+    for (index, round) in run_order(scenarios.len(), settings.rounds, settings.interleave) {
+        let scenario = scenarios[index];
+        if round == 0
+            && let Workload::Latency {
+                rate_of, fraction, ..
+            } = scenario.workload
+        {
+            // Kafka's median over the rounds of `rate_of` measured so far: all of them, or
+            // the first with --interleave.
+            let base = results[..index]
+                .iter()
+                .find(|r| r.scenario.name == rate_of && !r.measurements.is_empty())
+                .with_context(|| format!("{} needs {rate_of} earlier in the run", scenario.name))?;
+            let rates: Vec<f64> = base
+                .measurements
+                .iter()
+                .map(|round| round[kafka_index].records_per_sec)
+                .collect();
+            results[index].rate = Some((median(&rates) * fraction).max(1.0));
+        }
+        let rate = results[index].rate;
+        let n = settings.brokers.len();
+        let mut row: Vec<Option<Measurement>> = vec![None; n];
+        for step in 0..n {
+            let broker_index = (step + round) % n;
+            let kind = settings.brokers[broker_index];
+            let broker = &running[broker_index];
+            let topic = format!("peer-{}-{}-{round}", scenario.name, kind.label());
+            eprintln!(
+                "bench peer: {} round {round} on {}",
+                scenario.name,
+                kind.label()
+            );
+            let measured = runtime
+                .block_on(measure(
+                    stack,
+                    broker,
+                    &topic,
+                    scenario,
+                    settings,
+                    rate,
+                    clock_ticks,
+                ))
+                .with_context(|| format!("{} on {}", scenario.name, kind.label()));
+            let measured = match (measured, broker) {
+                (Ok(m), _) => m,
+                (Err(e), Running::Kafka(kafka)) => {
+                    return Err(e.context(kafka.log_tail(3000)));
+                }
+                (Err(e), _) => return Err(e),
+            };
+            if let Err(e) = runtime.block_on(delete_topic(&broker.bootstrap(), &topic)) {
+                eprintln!("bench peer: deleting {topic} on {}: {e:#}", kind.label());
+            }
+            row[broker_index] = Some(measured);
+        }
+        results[index].measurements.push(
+            row.into_iter()
+                .map(|m| m.expect("every broker ran"))
+                .collect(),
+        );
     }
     Ok(PeerReport {
         brokers: settings.brokers.clone(),
@@ -523,6 +562,22 @@ pub fn run(
         kafka_version: stack.kafka_version(),
         settings: settings.clone(),
     })
+}
+
+/// The (scenario index, round) of each step of a run: every round of a scenario before the
+/// next scenario, or with `interleave` every scenario in a round before the next round (pairs
+/// of scenarios compared with each other, as issue 15's, are then seconds apart, not the
+/// length of all the rounds of one of them).
+fn run_order(scenarios: usize, rounds: usize, interleave: bool) -> Vec<(usize, usize)> {
+    if interleave {
+        (0..rounds)
+            .flat_map(|round| (0..scenarios).map(move |index| (index, round)))
+            .collect()
+    } else {
+        (0..scenarios)
+            .flat_map(|index| (0..rounds).map(move |round| (index, round)))
+            .collect()
+    }
 }
 
 fn start(stack: &JavaStack, kind: BrokerKind, settings: &PeerSettings) -> Result<Running> {
@@ -602,10 +657,12 @@ async fn measure(
             record_bytes,
             acks,
             producer,
+            producers,
             ..
         } => {
             let mut flags = shape(partitions, record_bytes, acks);
             flags.extend(timed(settings.duration_secs));
+            flags.extend(["--producers".to_string(), producers.to_string()]);
             flags.extend(loadgen_producer_flags(producer, topic));
             let before = cpu_secs(broker.pid(), clock_ticks)?;
             let report = run_loadgen(&bootstrap, topic, &flags).await?;
@@ -753,7 +810,11 @@ fn loadgen_producer_flags(producer: Producer, topic: &str) -> Vec<String> {
 fn check_no_failures(report: &loadgen::Report) -> Result<()> {
     let aborted = report.transactions.as_ref().map_or(0, |t| t.aborted);
     if aborted > 0 {
-        bail!("loadgen: {aborted} transactions aborted");
+        bail!(
+            "loadgen: {aborted} transactions aborted, {} records failed, errors {:?}",
+            report.records_failed,
+            report.errors_by_code
+        );
     }
     if report.records_failed > 0 || report.records_acked == 0 {
         bail!(
@@ -1038,12 +1099,20 @@ impl PeerReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Rounds: {} (interleaved, order rotated each round); loadgen runs {} s after {} s of \
-             warm-up; perf-tool record counts x{}. Values are medians over rounds; a ratio is \
-             Sluice/Kafka on MB/s (throughput rows) or on end-to-end p99 (latency rows, lower \
+            "Rounds: {} (interleaved, order rotated each round; {}); loadgen runs {} s after {} \
+             s of warm-up; perf-tool record counts x{}. Values are medians over rounds; a ratio \
+             is Sluice/Kafka on MB/s (throughput rows) or on end-to-end p99 (latency rows, lower \
              is better), median and range of the per-round ratios. CPU s/GB: the broker \
              process's utime+stime over the measurement divided by the record bytes it moved.\n",
-            s.rounds, s.duration_secs, s.warmup_secs, s.records_scale
+            s.rounds,
+            if s.interleave {
+                "round-major: each round runs every scenario"
+            } else {
+                "every round of a scenario before the next scenario"
+            },
+            s.duration_secs,
+            s.warmup_secs,
+            s.records_scale
         );
         for result in &self.results {
             let _ = write!(
@@ -1124,19 +1193,20 @@ mod tests {
                 Workload::Loadgen {
                     partitions,
                     record_bytes,
+                    producers,
                     ..
-                }
-                | Workload::ProducerPerf {
+                } => (partitions, record_bytes, producers),
+                Workload::ProducerPerf {
                     partitions,
                     record_bytes,
                     ..
-                } => (partitions, record_bytes),
+                } => (partitions, record_bytes, 1),
                 _ => unreachable!("a produce workload"),
             };
             assert_eq!(shape(base), shape(scenario));
             pairs += 1;
         }
-        assert_eq!(pairs, 2, "a loadgen pair and a perf-tool pair");
+        assert_eq!(pairs, 3, "two loadgen pairs and a perf-tool pair");
     }
 
     #[test]
@@ -1159,6 +1229,13 @@ mod tests {
         let txn = result("1k-txn100", &[90.0, 50.0, 95.0]);
         let idem = result("1k-idem", &[100.0, 50.0, 100.0]);
         assert_eq!(overhead_ratio(&txn, &idem, 0), (0.95, 0.9, 1.0));
+    }
+
+    #[test]
+    fn run_order_is_scenario_major_or_round_major() {
+        assert_eq!(run_order(2, 2, false), [(0, 0), (0, 1), (1, 0), (1, 1)]);
+        assert_eq!(run_order(2, 2, true), [(0, 0), (1, 0), (0, 1), (1, 1)]);
+        assert!(run_order(3, 0, true).is_empty());
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn kafka_and_sluice_give_ratio_rows() {
         kafka_heap_mb: 512,
         sluice: refstack::sluice_debug_binary(),
         brokers: vec![BrokerKind::Kafka, BrokerKind::SluiceDurable],
+        interleave: false,
     };
     let report = peer::run(&stack, &scenarios, &settings).expect("peer run");
 
@@ -97,6 +98,7 @@ fn transactional_and_idempotent_pairs_give_overhead_rows() {
         kafka_heap_mb: 512,
         sluice: refstack::sluice_debug_binary(),
         brokers: vec![BrokerKind::Kafka, BrokerKind::SluiceDurable],
+        interleave: true,
     };
     let report = peer::run(&stack, &scenarios, &settings).expect("peer run");
     let txn = &report.results[1].measurements[0];
