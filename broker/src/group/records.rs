@@ -374,15 +374,11 @@ fn encode_batches_as(
             timestamp_type: TimestampType::Creation,
             offset: chunk.len() as i64,
             // kafka-protocol's encoder keeps records in one batch while offset - sequence
-            // stays constant; the batch's base sequence is the first record's, so a
-            // producer's batch (a TxnOffsetCommit) gets NO_SEQUENCE (-1) as its base with
-            // the records numbered on from it. Before, every record of a transactional
-            // commit of several partitions went into a batch of its own.
-            sequence: if producer.is_some() {
-                chunk.len() as i32 + NO_SEQUENCE
-            } else {
-                NO_SEQUENCE
-            },
+            // stays constant; the batch's base sequence is the first record's, so the batch
+            // gets NO_SEQUENCE (-1) as its base with the records numbered on from it. Before,
+            // every record of a commit of several partitions went into a batch of its own
+            // (for a TxnOffsetCommit the partition side then refused the append).
+            sequence: chunk.len() as i32 + NO_SEQUENCE,
             timestamp: timestamp_ms,
             key: Some(key.clone()),
             value: value.clone(),
@@ -536,8 +532,21 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 mod tests {
     use super::*;
 
-    /// A transactional offset commit of several partitions is one batch (Kafka writes one;
-    /// the partition side takes one batch per producer append) with base sequence -1.
+    /// An offset commit of several partitions is one batch, as Kafka writes it, with base
+    /// sequence -1 (the partition side takes one batch per producer append).
+    #[test]
+    fn a_plain_commit_is_one_batch() {
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..3)
+            .map(|i| (Bytes::from(vec![i]), Some(Bytes::from_static(b"v"))))
+            .collect();
+        let bytes = encode_batches(&records, 1);
+        let h = engine::batch::BatchHeader::parse(&bytes).expect("a header");
+        assert_eq!(h.total_bytes() as usize, bytes.len(), "one batch");
+        assert_eq!((h.records_count(), h.base_sequence()), (3, NO_SEQUENCE));
+        assert_eq!(h.producer_id(), NO_PRODUCER_ID);
+        assert!(!h.is_transactional());
+    }
+
     #[test]
     fn a_transactional_commit_is_one_batch() {
         let records: Vec<(Bytes, Option<Bytes>)> = (0..3)
