@@ -298,6 +298,32 @@ fn transactions_are_verified_ended_fenced_expired_and_reloaded() {
     );
     assert_eq!(r.transaction_states.len(), 1);
     assert_eq!(r.unknown_state_filters, vec![str_bytes("Bogus")]);
+    // v2 (KIP-1152): the whole id must match the pattern; a bad pattern is refused.
+    let by_pattern = |c: &mut RawClient, pattern: &str| -> ListTransactionsResponse {
+        c.call(
+            ApiKey::ListTransactions,
+            2,
+            &ListTransactionsRequest::default()
+                .with_duration_filter(-1)
+                .with_transactional_id_pattern(Some(str_bytes(pattern))),
+        )
+    };
+    let r = by_pattern(&mut c, "ap+");
+    let ids: Vec<String> = r
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.0.to_string())
+        .collect();
+    assert_eq!(ids, vec!["app"]);
+    assert!(
+        by_pattern(&mut c, "sl").transaction_states.is_empty(),
+        "a prefix is not a match"
+    );
+    assert_eq!(
+        by_pattern(&mut c, "(").error_code,
+        128,
+        "INVALID_REGULAR_EXPRESSION"
+    );
 
     // A restart rebuilds every id from __transaction_state: the next epochs follow on.
     drop(c);

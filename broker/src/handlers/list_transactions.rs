@@ -1,6 +1,7 @@
 //! ListTransactions: the transactional ids this node coordinates, filtered by state names,
-//! producer ids and (v1, KIP-994) a minimum running time. v2's transactional id pattern is
-//! not served (the range stops at v1).
+//! producer ids, (v1, KIP-994) a minimum running time and (v2, KIP-1152) a transactional id
+//! pattern: a regular expression the whole id must match (RE2 syntax, as Kafka's RE2J); an
+//! invalid one answers INVALID_REGULAR_EXPRESSION.
 
 use std::rc::Rc;
 
@@ -15,7 +16,10 @@ use crate::runtime::Shard;
 use crate::txn::TxnState;
 use crate::txn::frontend::list_all;
 
-pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
+pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
+
+/// Longest transactional id pattern compiled (a bound on the regex's size).
+const PATTERN_BYTES_MAX: usize = 4_096;
 
 const STATE_NAMES: [TxnState; 8] = [
     TxnState::Empty,
@@ -33,6 +37,25 @@ pub async fn handle(
     _ctx: &RequestContext,
     req: ListTransactionsRequest,
 ) -> ListTransactionsResponse {
+    let pattern = match req
+        .transactional_id_pattern
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        None => None,
+        Some(p) if p.len() <= PATTERN_BYTES_MAX => match regex::Regex::new(&format!("^(?:{p})$")) {
+            Ok(re) => Some(re),
+            Err(_) => {
+                return ListTransactionsResponse::default().with_error_code(
+                    kafka_protocol::ResponseError::InvalidRegularExpression.code(),
+                );
+            }
+        },
+        Some(_) => {
+            return ListTransactionsResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::InvalidRegularExpression.code());
+        }
+    };
     let listed = match list_all(shard).await {
         Ok(l) => l,
         Err(e) => return ListTransactionsResponse::default().with_error_code(e.code()),
@@ -52,6 +75,11 @@ pub async fn handle(
                     .state_filters
                     .iter()
                     .any(|f| f.as_str() == t.state.name())
+        })
+        .filter(|t| {
+            pattern
+                .as_ref()
+                .is_none_or(|re| re.is_match(&t.transactional_id))
         })
         .filter(|t| {
             req.producer_id_filters.is_empty()
