@@ -107,41 +107,16 @@ impl GroupCoordinator {
     ) {
         let expire_timestamp_ms =
             (req.retention_time_ms >= 0).then(|| now_ms.saturating_add(req.retention_time_ms));
-        let mut offsets = Vec::new();
-        let mut reply = Vec::with_capacity(req.topics.len());
-        for topic in req.topics {
-            let mut partitions = Vec::with_capacity(topic.partitions.len());
-            for p in topic.partitions {
-                let metadata = p.metadata.unwrap_or_default();
-                if metadata.len() > self.config.offset_metadata_max_bytes {
-                    partitions.push((p.partition, Some(GroupError::OffsetMetadataTooLarge)));
-                    continue;
-                }
-                partitions.push((p.partition, None));
-                let value = OffsetCommitValue {
-                    offset: p.offset,
-                    leader_epoch: p.leader_epoch,
-                    metadata,
-                    commit_timestamp_ms: now_ms,
-                    expire_timestamp_ms,
-                };
-                offsets.push(((topic.name.clone(), p.partition), value));
-            }
-            reply.push(TopicErrors {
-                name: topic.name,
-                partitions,
-            });
-        }
+        let (offsets, reply) = offsets_to_store(
+            req.topics,
+            self.config.offset_metadata_max_bytes,
+            now_ms,
+            expire_timestamp_ms,
+        );
         if offsets.is_empty() {
             return self.reply(request, Reply::OffsetCommit(reply));
         }
-        let records: Vec<(Bytes, Option<Bytes>)> = offsets
-            .iter()
-            .map(|((topic, partition), value)| {
-                let key = records::encode_offset_key(&group.group_id, topic, *partition);
-                (key, Some(records::encode_offset_value(value)))
-            })
-            .collect();
+        let records = offset_records(&group.group_id, &offsets);
         for (tp, _) in &offsets {
             *group.pending_commits.entry(tp.clone()).or_default() += 1;
         }
@@ -333,6 +308,60 @@ impl GroupCoordinator {
 }
 
 /// Kafka's `validateOffsetCommit` for non-transactional commits.
+/// An offset to store: its partition and its record value.
+pub(super) type StoredOffset = ((String, i32), OffsetCommitValue);
+
+/// A commit's partitions split into the offsets to store and the answer per partition:
+/// metadata longer than `metadata_max_bytes` answers OFFSET_METADATA_TOO_LARGE and is not
+/// stored (the rule of plain and transactional commits alike).
+pub(super) fn offsets_to_store(
+    topics: Vec<CommitTopic>,
+    metadata_max_bytes: usize,
+    now_ms: i64,
+    expire_timestamp_ms: Option<i64>,
+) -> (Vec<StoredOffset>, Vec<TopicErrors>) {
+    let mut offsets = Vec::new();
+    let mut reply = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let metadata = p.metadata.unwrap_or_default();
+            if metadata.len() > metadata_max_bytes {
+                partitions.push((p.partition, Some(GroupError::OffsetMetadataTooLarge)));
+                continue;
+            }
+            partitions.push((p.partition, None));
+            let value = OffsetCommitValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now_ms,
+                expire_timestamp_ms,
+            };
+            offsets.push(((topic.name.clone(), p.partition), value));
+        }
+        reply.push(TopicErrors {
+            name: topic.name,
+            partitions,
+        });
+    }
+    (offsets, reply)
+}
+
+/// The `__consumer_offsets` records of `offsets` committed by `group_id`.
+pub(super) fn offset_records(
+    group_id: &str,
+    offsets: &[StoredOffset],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    offsets
+        .iter()
+        .map(|((topic, partition), value)| {
+            let key = records::encode_offset_key(group_id, topic, *partition);
+            (key, Some(records::encode_offset_value(value)))
+        })
+        .collect()
+}
+
 fn validate_offset_commit(group: &ClassicGroup, req: &OffsetCommit) -> Option<GroupError> {
     if group.is(GroupState::Dead) {
         return Some(GroupError::CoordinatorNotAvailable);

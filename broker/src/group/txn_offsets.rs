@@ -15,14 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::api::*;
 use super::classic::{ClassicGroup, CommittedOffset, GroupState, materialize_offset};
 use super::coordinator::{GroupCoordinator, PendingAppend};
 use super::error::GroupError;
 use super::limits::PENDING_TXN_OFFSETS_PER_SHARD_MAX;
-use super::records::{self, OffsetCommitValue, TxnProducer};
+use super::offsets::{offset_records, offsets_to_store};
+use super::records::TxnProducer;
 use super::txn_pending::{ProducerOffsets, TxnCommitAppended};
 
 type TopicPartition = (String, i32);
@@ -104,42 +103,17 @@ impl GroupCoordinator {
         request: RequestId,
         req: TxnOffsetCommit,
     ) {
-        let mut offsets = Vec::new();
-        let mut reply = Vec::with_capacity(req.topics.len());
-        for topic in req.topics {
-            let mut partitions = Vec::with_capacity(topic.partitions.len());
-            for p in topic.partitions {
-                let metadata = p.metadata.unwrap_or_default();
-                if metadata.len() > self.config.offset_metadata_max_bytes {
-                    partitions.push((p.partition, Some(GroupError::OffsetMetadataTooLarge)));
-                    continue;
-                }
-                partitions.push((p.partition, None));
-                let value = OffsetCommitValue {
-                    offset: p.offset,
-                    leader_epoch: p.leader_epoch,
-                    metadata,
-                    commit_timestamp_ms: now_ms,
-                    expire_timestamp_ms: None,
-                };
-                offsets.push(((topic.name.clone(), p.partition), value));
-            }
-            reply.push(TopicErrors {
-                name: topic.name,
-                partitions,
-            });
-        }
+        let (offsets, reply) = offsets_to_store(
+            req.topics,
+            self.config.offset_metadata_max_bytes,
+            now_ms,
+            None,
+        );
         if offsets.is_empty() {
             self.put_group(group);
             return self.reply(request, Reply::TxnOffsetCommit(reply));
         }
-        let records: Vec<(Bytes, Option<Bytes>)> = offsets
-            .iter()
-            .map(|((topic, partition), value)| {
-                let key = records::encode_offset_key(&group.group_id, topic, *partition);
-                (key, Some(records::encode_offset_value(value)))
-            })
-            .collect();
+        let records = offset_records(&group.group_id, &offsets);
         // Stamped now: appends of a partition reach the log in emission order.
         let offsets: Vec<(TopicPartition, CommittedOffset)> = offsets
             .into_iter()

@@ -861,29 +861,10 @@ async fn send_markers(
     leader: i32,
     request: &WriteTxnMarkersRequest,
 ) -> Option<WriteTxnMarkersResponse> {
-    let broker = shard.metadata().brokers.get(&leader).cloned()?;
-    let addr = format!("{}:{}", broker.host, broker.port);
-    let pool = shard.frame_pool.clone();
-    let mut connection = match crate::replica::client::LeaderConnection::connect(
-        &addr,
-        MARKER_REQUEST_TIMEOUT,
-        pool,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(target: "txn", leader, error = %e, "marker connection failed");
-            return None;
-        }
-    };
-    match connection.call(request, 1, MARKER_REQUEST_TIMEOUT).await {
-        Ok(response) => Some(response),
-        Err(e) => {
-            tracing::debug!(target: "txn", leader, error = %e, "marker request failed");
-            None
-        }
-    }
+    super::peer::call_broker(shard, leader, request, 1, MARKER_REQUEST_TIMEOUT)
+        .await
+        .map_err(|error| tracing::debug!(target: "txn", leader, %error, "marker request failed"))
+        .ok()
 }
 
 /// Aborts timed-out transactions every

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod config;
 pub mod frontend;
 pub mod metadata;
+pub mod peer;
 pub mod records;
 pub mod verify;
 

@@ -127,10 +127,6 @@ async fn remote(
     topic: &str,
     partition: i32,
 ) -> Result<i16, ProduceError> {
-    let Some(broker) = shard.metadata().brokers.get(&node).cloned() else {
-        return Err(unverified("the coordinator's broker is not registered"));
-    };
-    let addr = format!("{}:{}", broker.host, broker.port);
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(
@@ -145,17 +141,9 @@ async fn remote(
                     .with_partitions(vec![partition]),
             ]),
     ]);
-    let mut connection = crate::replica::client::LeaderConnection::connect(
-        &addr,
-        VERIFY_TIMEOUT,
-        shard.frame_pool.clone(),
-    )
-    .await
-    .map_err(|e| unverified(&e.to_string()))?;
-    let response = connection
-        .call(&request, 4, VERIFY_TIMEOUT)
+    let response = super::peer::call_broker(shard, node, &request, 4, VERIFY_TIMEOUT)
         .await
-        .map_err(|e| unverified(&e.to_string()))?;
+        .map_err(|e| unverified(&e))?;
     if response.error_code != 0 {
         return Ok(response.error_code);
     }
