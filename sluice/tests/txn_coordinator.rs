@@ -7,6 +7,11 @@
 //! producer fenced), and a restart that rebuilds the coordinator's state from
 //! `__transaction_state`.
 //!
+//! Transaction version 2 (KIP-890 part 2) gets its own test: the feature in ApiVersions,
+//! partitions added by Produce v12 and TxnOffsetCommit v5, the epoch bump of EndTxn v5,
+//! and the Jepsen interleavings it closes (a delayed EndTxn or marker of one transaction
+//! never ends the next).
+//!
 //! Real clients run the same protocol in `transactions.rs`; this file pins the answers.
 
 mod common;
@@ -264,9 +269,11 @@ fn transactions_are_verified_ended_fenced_expired_and_reloaded() {
         describe(&mut c, "slow").transaction_state.as_str() == "CompleteAbort"
     });
     let aborted = describe(&mut c, "slow");
+    // The coordinator fences with epoch + 1; at the cluster's transaction version 2 (the
+    // default) its abort bumps once more, as Kafka's does.
     assert_eq!(
         aborted.producer_epoch,
-        tepoch + 1,
+        tepoch + 2,
         "aborted under a bumped epoch"
     );
     assert_eq!(
@@ -338,7 +345,163 @@ fn transactions_are_verified_ended_fenced_expired_and_reloaded() {
     let slow = describe(&mut c, "slow");
     assert_eq!(
         (slow.transaction_state.as_str(), slow.producer_epoch),
-        ("CompleteAbort", tepoch + 1)
+        ("CompleteAbort", tepoch + 2)
     );
     assert_eq!(latest(&mut c, 0, 1), latest(&mut c, 0, 0));
+}
+
+/// EndTxn v5: (error, producer id, epoch).
+fn end_v5(c: &mut RawClient, id: &str, pid: i64, epoch: i16, commit: bool) -> (i16, i64, i16) {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(str_bytes(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let r: EndTxnResponse = settled(
+        || c.call(ApiKey::EndTxn, 5, &req),
+        |r: &EndTxnResponse| r.error_code,
+    );
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+/// Produce v12 (transaction version 2: the partition is added by the produce itself).
+fn produce_v12(c: &mut RawClient, id: &str, partition: i32, records: Bytes) -> i16 {
+    let req = produce_request(TOPIC, partition, records, -1)
+        .with_transactional_id(Some(TransactionalId(str_bytes(id))));
+    settled(
+        || {
+            let r: ProduceResponse = c.call(ApiKey::Produce, 12, &req);
+            r.responses[0].partition_responses[0].error_code
+        },
+        |code| *code,
+    )
+}
+
+/// WriteTxnMarkers v1 to `partition` as a coordinator sends it (transaction version 2
+/// markers carry Sluice's version tag): the partition's error code.
+fn marker(c: &mut RawClient, pid: i64, epoch: i16, commit: bool, partition: i32) -> i16 {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let mut m = WritableTxnMarker::default()
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_transaction_result(commit)
+        .with_coordinator_epoch(i32::MAX)
+        .with_topics(vec![
+            WritableTxnMarkerTopic::default()
+                .with_name(name(TOPIC))
+                .with_partition_indexes(vec![partition]),
+        ]);
+    m.unknown_tagged_fields
+        .insert(10_000, Bytes::from_static(&[2]));
+    let r: WriteTxnMarkersResponse = c.call(
+        ApiKey::WriteTxnMarkers,
+        1,
+        &WriteTxnMarkersRequest::default().with_markers(vec![m]),
+    );
+    r.markers[0].topics[0].partitions[0].error_code
+}
+
+#[test]
+fn transaction_version_2_bumps_every_end_and_closes_the_jepsen_interleavings() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic_ok(&mut c, TOPIC, &[]);
+
+    // The feature, as Kafka 4 clients read it to pick transaction version 2.
+    let v: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let supported = v
+        .supported_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .expect("transaction.version supported");
+    assert_eq!((supported.min_version, supported.max_version), (0, 2));
+    let finalized = v
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .expect("transaction.version finalized");
+    assert_eq!(
+        (finalized.min_version_level, finalized.max_version_level),
+        (2, 2)
+    );
+    assert!(v.finalized_features_epoch >= 0, "clients ignore epoch -1");
+
+    assert_eq!(find_coordinator(&mut c, "v2"), 0);
+    let first = init(&mut c, "v2", 60_000);
+    let (pid, e0) = (first.producer_id.0, first.producer_epoch);
+
+    // T1: Produce v12 adds the partition itself (no AddPartitionsToTxn); the LSO holds.
+    assert_eq!(produce_v12(&mut c, "v2", 0, txn_batch(4, pid, e0, 0)), 0);
+    assert_eq!((latest(&mut c, 0, 0), latest(&mut c, 0, 1)), (4, 0));
+    assert_eq!(describe(&mut c, "v2").topics[0].partitions, vec![0]);
+    // EndTxn v5 bumps the epoch and says so; the commit marker carries the new epoch.
+    let (code, id, e1) = end_v5(&mut c, "v2", pid, e0, true);
+    assert_eq!((code, id, e1), (0, pid, e0 + 1));
+    wait_for("T1's marker", || latest(&mut c, 0, 1) == 5);
+    // A retry of T1's EndTxn is answered with the same identity, nothing written.
+    assert_eq!(end_v5(&mut c, "v2", pid, e0, true), (0, pid, e1));
+    assert_eq!(latest(&mut c, 0, 0), 5);
+
+    // T2 at the bumped epoch.
+    assert_eq!(produce_v12(&mut c, "v2", 0, txn_batch(2, pid, e1, 0)), 0);
+    assert_eq!(latest(&mut c, 0, 1), 5, "T2 holds the LSO");
+    // Jepsen: a delayed copy of T1's EndTxn arrives now. Under transaction version 1 it
+    // would commit T2; here its epoch names T1, so it is fenced and T2 stays open.
+    assert_eq!(end_v5(&mut c, "v2", pid, e0, true).0, PRODUCER_FENCED);
+    assert_eq!(describe(&mut c, "v2").transaction_state.as_str(), "Ongoing");
+    // Jepsen: a delayed copy of T1's marker (epoch e1) reaches the partition: refused,
+    // so T2's records are neither committed by it nor cut off from their own marker.
+    assert_eq!(marker(&mut c, pid, e1, true, 0), INVALID_PRODUCER_EPOCH);
+    assert_eq!(latest(&mut c, 0, 1), 5, "T2 still open");
+    // T2 aborts: read_committed moves past it, its records are never committed.
+    let (code, _, e2) = end_v5(&mut c, "v2", pid, e1, false);
+    assert_eq!((code, e2), (0, e1 + 1));
+    wait_for("T2's abort marker", || latest(&mut c, 0, 1) == 8);
+
+    // An abort with nothing open still bumps (the producer cannot know whether a produce
+    // added a partition); a commit with nothing open is refused.
+    assert_eq!(end_v5(&mut c, "v2", pid, e2, true).0, INVALID_TXN_STATE);
+    let (code, _, e3) = end_v5(&mut c, "v2", pid, e2, false);
+    assert_eq!((code, e3), (0, e2 + 1));
+
+    // TxnOffsetCommit v5 adds the group's offsets partition itself (no AddOffsetsToTxn).
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(str_bytes("v2")))
+        .with_group_id(GroupId(str_bytes("v2-group")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(e3)
+        .with_generation_id(-1)
+        .with_member_id(str_bytes(""))
+        .with_topics(vec![
+            txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(name(TOPIC))
+                .with_partitions(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(5),
+                ]),
+        ]);
+    let r: TxnOffsetCommitResponse = settled(
+        || c.call(ApiKey::TxnOffsetCommit, 5, &commit),
+        |r: &TxnOffsetCommitResponse| r.topics[0].partitions[0].error_code,
+    );
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let open = describe(&mut c, "v2");
+    assert_eq!(open.transaction_state.as_str(), "Ongoing");
+    assert_eq!(open.topics[0].topic.0.as_str(), "__consumer_offsets");
+    assert_eq!(end_v5(&mut c, "v2", pid, e3, true).0, 0);
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(str_bytes("v2-group")))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(name(TOPIC))
+                .with_partition_indexes(vec![0]),
+        ]))
+        .with_require_stable(true);
+    wait_for("the committed group offset", || {
+        let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 7, &fetch);
+        r.topics[0].partitions[0].committed_offset == 5
+    });
 }

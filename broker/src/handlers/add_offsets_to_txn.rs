@@ -35,6 +35,7 @@ pub async fn handle(
                     producer_id,
                     epoch,
                     vec![(OFFSETS_TOPIC.to_string(), partition)],
+                    crate::txn::TxnVersion::V0,
                 )
                 .await
         })

@@ -1,7 +1,8 @@
 //! AddPartitionsToTxn: a transactional producer adds partitions to its open transaction
 //! (v0-v3, one transaction per request), and brokers batch several transactions per
 //! request (v4+; with `verify_only` a partition leader asks whether the partitions are in
-//! the producer's open transaction, KIP-890 part 1). Each transaction is run on its
+//! the producer's open transaction, KIP-890 part 1; v5 without it adds them for a
+//! transaction version 2 producer, KIP-890 part 2). Each transaction is run on its
 //! coordinator (`crate::txn`).
 //!
 //! Per-partition answers follow Kafka's `AddPartitionsToTxnResponse`: an unknown topic or
@@ -20,8 +21,8 @@ use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResp
 
 use super::{RequestContext, Versions};
 use crate::runtime::Shard;
-use crate::txn::TxnError;
 use crate::txn::frontend::call;
+use crate::txn::{TxnError, TxnVersion};
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 /// Transactions in one batched (v4+) request.
@@ -42,6 +43,7 @@ pub async fn handle(
             false,
             &req.v3_and_below_topics,
             fenced_code,
+            TxnVersion::V0,
         )
         .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
@@ -50,6 +52,13 @@ pub async fn handle(
         return AddPartitionsToTxnResponse::default()
             .with_error_code(ResponseError::InvalidRequest.code());
     }
+    // v5 comes only from brokers adding a partition for a transaction version 2 producer
+    // (Kafka's `transactionVersionForAddPartitionsToTxn`).
+    let version = if ctx.version > 4 {
+        TxnVersion::V2
+    } else {
+        TxnVersion::V0
+    };
     let mut results = Vec::with_capacity(req.transactions.len());
     for t in req.transactions {
         let topic_results = one_transaction(
@@ -60,6 +69,7 @@ pub async fn handle(
             t.verify_only,
             &t.topics,
             true,
+            version,
         )
         .await;
         results.push(
@@ -71,6 +81,7 @@ pub async fn handle(
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn one_transaction(
     shard: &Rc<Shard>,
     transactional_id: String,
@@ -79,6 +90,7 @@ async fn one_transaction(
     verify_only: bool,
     topics: &[AddPartitionsToTxnTopic],
     fenced_code: bool,
+    version: TxnVersion,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let metadata = shard.metadata();
     let mut partitions = Vec::new();
@@ -118,7 +130,14 @@ async fn one_transaction(
         call(shard, &transactional_id.clone(), move |s, backend| {
             Box::pin(async move {
                 backend
-                    .add_partitions(&s, &transactional_id, producer_id, epoch, partitions)
+                    .add_partitions(
+                        &s,
+                        &transactional_id,
+                        producer_id,
+                        epoch,
+                        partitions,
+                        version,
+                    )
                     .await
             })
         })

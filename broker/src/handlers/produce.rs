@@ -23,11 +23,15 @@ use super::{Reply, RequestContext, Versions, decode, str_bytes, topic_name};
 use crate::partition::{AppendFailure, AppendOutcome, now_ms};
 use crate::runtime::scatter::Scatter;
 use crate::runtime::{LocalBoxFuture, Shard};
+use crate::txn::verify::Check;
 
 pub const VERSIONS: Versions = Versions { min: 3, max: 13 };
 
 /// First version that names topics by id.
 const TOPIC_ID_VERSION: i16 = 13;
+/// The first version whose transactional batches add their partition to the transaction
+/// (transaction version 2; Kafka's `produceRequestVersionToTransactionSupportedOperation`).
+const FIRST_ADD_PARTITION_VERSION: i16 = 12;
 
 /// One partition's answer: offsets, or a Kafka error code with a message.
 type PartitionResult = Result<AppendOutcome, (ResponseError, Option<String>)>;
@@ -108,9 +112,10 @@ pub async fn submit(shard: &Rc<Shard>, ctx: RequestContext, body: Bytes) -> Loca
     }
     // Queue the appends, shard by shard; each owner takes the append tickets in order.
     let txn_id = transactional_id.as_deref().map(str::to_string);
+    let check = Check::for_request(shard, ctx.version, FIRST_ADD_PARTITION_VERSION);
     let appends = by_shard
         .send(shard, move |s: &Rc<Shard>, items| {
-            append_on_owner(s, items, acks, txn_id.clone())
+            append_on_owner(s, items, acks, txn_id.clone(), check)
         })
         .await;
     Box::pin(async move {
@@ -173,6 +178,7 @@ fn append_on_owner(
     items: Vec<Item>,
     acks: i16,
     transactional_id: Option<String>,
+    check: Check,
 ) -> LocalBoxFuture<Vec<PartitionResult>> {
     let jobs: Vec<_> = items
         .into_iter()
@@ -219,7 +225,8 @@ fn append_on_owner(
                             // A follower that just became leader records the producer state of the
                             // batches it fetched first, so that it dedupes their retries.
                             p.wait_producer_state().await;
-                            verify_transaction(shard, &p, transactional_id, &records).await?;
+                            verify_transaction(shard, &p, transactional_id, check, &records)
+                                .await?;
                             p.submit_replicated(records, now, acks)
                         };
                         match pending {
@@ -249,13 +256,17 @@ fn append_on_owner(
 /// KIP-890 part 1: the first transactional batch of a producer's transaction on this
 /// partition is appended only once its coordinator confirms the partition is in the open
 /// transaction (`crate::txn::verify`); later batches of that transaction need no check
-/// (the partition's producer state has it ongoing). Transactional records without a
-/// transactional id are refused as Kafka refuses them (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
-/// Runs with the partition's append ticket held.
+/// (the partition's producer state has it ongoing). Under transaction version 2 (part 2,
+/// `Check::Add`) the coordinator adds the partition instead, whatever
+/// `partition_verification_enable` says, as Kafka does: the client sent no
+/// AddPartitionsToTxn. Transactional records without a transactional id are refused as
+/// Kafka refuses them (TRANSACTIONAL_ID_AUTHORIZATION_FAILED). Runs with the partition's
+/// append ticket held.
 async fn verify_transaction(
     shard: &Rc<Shard>,
     p: &crate::partition::Partition,
     transactional_id: Option<&str>,
+    check: Check,
     records: &Bytes,
 ) -> Result<(), (ResponseError, Option<String>)> {
     let Some(h) = engine::batch::BatchHeader::parse(records) else {
@@ -270,7 +281,7 @@ async fn verify_transaction(
             Some("transactional records need the request's transactional id".into()),
         ));
     };
-    if !shard.config().transaction.partition_verification_enable
+    if (check == Check::Verify && !shard.config().transaction.partition_verification_enable)
         || !p.replica.is_leader()
         || p.in_transaction(h.producer_id(), h.producer_epoch())
     {
@@ -278,6 +289,7 @@ async fn verify_transaction(
     }
     crate::txn::verify::verify(
         shard,
+        check,
         transactional_id,
         h.producer_id(),
         h.producer_epoch(),

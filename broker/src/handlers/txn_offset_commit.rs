@@ -11,7 +11,9 @@
 //! transaction (AddOffsetsToTxn), else INVALID_TXN_STATE and nothing is stored, so no
 //! pending offsets can outlive their transaction (they would answer UNSTABLE_OFFSET_COMMIT
 //! to require_stable fetches for good). A coordinator that cannot answer now gives
-//! COORDINATOR_NOT_AVAILABLE (retried). Not done: v5's implicit add (KIP-890 part 2).
+//! COORDINATOR_NOT_AVAILABLE (retried). From v5, while the cluster finalizes transaction
+//! version 2, the coordinator adds the offsets partition to the transaction instead (KIP-890
+//! part 2: the client sends no AddOffsetsToTxn).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -26,9 +28,13 @@ use crate::group::{
     self, CommitPartition, CommitTopic, GroupError, Reply, TxnOffsetCommit, code_of,
 };
 use crate::runtime::Shard;
+use crate::txn::verify::Check;
 
 /// Kafka 4.1 serves v0..v5.
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
+/// The first version that adds the offsets partition to the transaction itself
+/// (transaction version 2; the client sends no AddOffsetsToTxn).
+const FIRST_ADD_PARTITION_VERSION: i16 = 5;
 
 /// Before v2 clients did not know COORDINATOR_LOAD_IN_PROGRESS here (KAFKA-7296): Kafka
 /// answers COORDINATOR_NOT_AVAILABLE to them instead.
@@ -66,11 +72,13 @@ pub async fn handle(
         .filter(|t: &CommitTopic| !t.partitions.is_empty())
         .collect();
     let mut errors: HashMap<(String, i32), Option<GroupError>> = HashMap::new();
-    let verified = if topics.is_empty() || !shard.config().transaction.partition_verification_enable
+    let check = Check::for_request(shard, ctx.version, FIRST_ADD_PARTITION_VERSION);
+    let verified = if topics.is_empty()
+        || (check == Check::Verify && !shard.config().transaction.partition_verification_enable)
     {
         Ok(())
     } else {
-        verify(shard, &req).await
+        verify(shard, check, &req).await
     };
     if let Err(code) = verified {
         let topics = req
@@ -165,7 +173,7 @@ pub async fn handle(
 
 /// The coordinator's word that the group's offsets partition is in the producer's open
 /// transaction; the error code for every partition otherwise.
-async fn verify(shard: &Rc<Shard>, req: &TxnOffsetCommitRequest) -> Result<(), i16> {
+async fn verify(shard: &Rc<Shard>, check: Check, req: &TxnOffsetCommitRequest) -> Result<(), i16> {
     use kafka_protocol::ResponseError;
     let offsets = match crate::group::frontend::ensure_offsets_topic(shard).await {
         Ok(topic) => topic,
@@ -174,6 +182,7 @@ async fn verify(shard: &Rc<Shard>, req: &TxnOffsetCommitRequest) -> Result<(), i
     let partition = crate::group::records::partition_for_group(&req.group_id.0, offsets.partitions);
     let verified = crate::txn::verify::verify(
         shard,
+        check,
         &req.transactional_id.0,
         req.producer_id.0,
         req.producer_epoch,

@@ -12,12 +12,14 @@
 //! the epoch checks of `Partition::append_marker` come back as their codes). Once a marker is
 //! replicated on a `__consumer_offsets` partition, the group side materialises or drops the
 //! producer's pending offsets (`group::backend::complete_transaction`), as Kafka's
-//! `onTransactionCompleted`.
+//! `onTransactionCompleted`. A marker of transaction version 2 (`crate::txn::MARKER_VERSION_TAG`)
+//! is checked strictly: its epoch must be above the producer's (KIP-1228).
 
 use std::rc::Rc;
 
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker;
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -40,6 +42,15 @@ struct Item {
     producer_id: i64,
     producer_epoch: i16,
     marker: EndTxnMarker,
+    strict: bool,
+}
+
+/// The transaction version a marker entry carries (0 without the tag).
+pub fn marker_version(m: &WritableTxnMarker) -> i8 {
+    m.unknown_tagged_fields
+        .get(&crate::txn::MARKER_VERSION_TAG)
+        .and_then(|b| b.first())
+        .map_or(0, |&v| v as i8)
 }
 
 pub async fn handle(
@@ -77,6 +88,7 @@ pub async fn write_markers(
                             producer_id: m.producer_id.0,
                             producer_epoch: m.producer_epoch,
                             marker,
+                            strict: marker_version(m) >= 2,
                         };
                         by_shard.push(shard.owner_of(&meta.name, partition), slot, item);
                         answers.push(None);
@@ -159,7 +171,13 @@ fn write_on_owner(shard: &Rc<Shard>, items: Vec<Item>) -> LocalBoxFuture<Vec<Res
                 let pending = {
                     let _guard = ticket.await;
                     p.wait_producer_state().await;
-                    p.append_marker(item.producer_id, item.producer_epoch, item.marker, now)
+                    p.append_marker(
+                        item.producer_id,
+                        item.producer_epoch,
+                        item.marker,
+                        item.strict,
+                        now,
+                    )
                 };
                 let result = match pending {
                     Ok(pending) => pending.wait().await,

@@ -708,14 +708,16 @@ impl Partition {
     /// WriteTxnMarkers append, origin COORDINATOR, acks=all) after the epoch checks of
     /// Kafka's `appendEndTxnMarker`: a producer epoch older than the producer's is
     /// INVALID_PRODUCER_EPOCH, a coordinator epoch older than the last seen
-    /// TRANSACTION_COORDINATOR_FENCED. The marker ends the transaction in the producer state
-    /// at once; the last stable offset passes it once the high watermark does. Must run with
-    /// `append_lock` held; the returned wait need not.
+    /// TRANSACTION_COORDINATOR_FENCED; a transaction version 2 marker (`strict`) must carry
+    /// an epoch above the producer's (KIP-1228). The marker ends the transaction in the
+    /// producer state at once; the last stable offset passes it once the high watermark
+    /// does. Must run with `append_lock` held; the returned wait need not.
     pub fn append_marker(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         marker: EndTxnMarker,
+        strict: bool,
         now_ms: i64,
     ) -> Result<PendingAppend, AppendFailure> {
         use replication::ReplicaError;
@@ -725,10 +727,11 @@ impl Partition {
             // Producer state does not cover the fetched batches yet (see `submit_replicated`).
             return Err(AppendFailure::Replica(ReplicaError::NotLeaderOrFollower));
         }
-        let check = self.producers.borrow().check_marker(
+        let check = self.producers.borrow().check_marker_strict(
             producer_id,
             producer_epoch,
             marker.coordinator_epoch,
+            strict,
         );
         match check {
             MarkerCheck::Append => {}
@@ -1219,7 +1222,7 @@ mod tests {
             commit,
             coordinator_epoch,
         };
-        let pending = p.append_marker(producer_id, epoch, marker, 7)?;
+        let pending = p.append_marker(producer_id, epoch, marker, false, 7)?;
         Ok(pending.wait().await?.base_offset)
     }
 

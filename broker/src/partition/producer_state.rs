@@ -322,6 +322,28 @@ impl ProducerStateTable {
         MarkerCheck::Append
     }
 
+    /// `check_marker` for a transaction version 2 marker (`strict`, KIP-1228): its epoch is
+    /// the one its end bumped to, above every data batch of its transaction, so a marker at
+    /// or below the producer's epoch here is a duplicate or a delayed copy of an earlier
+    /// transaction's marker and is refused; it never ends a later transaction.
+    pub fn check_marker_strict(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        strict: bool,
+    ) -> MarkerCheck {
+        if strict
+            && let Some(entry) = self.producers.get(&producer_id)
+            && producer_epoch <= entry.epoch
+        {
+            return MarkerCheck::InvalidProducerEpoch {
+                current: entry.epoch,
+            };
+        }
+        self.check_marker(producer_id, producer_epoch, coordinator_epoch)
+    }
+
     /// Records an appended marker: ends the producer's transaction (if one is ongoing: a
     /// marker of an empty transaction changes nothing but the epochs) and returns it.
     pub fn record_marker(&mut self, m: Marker) -> Option<TxnRange> {

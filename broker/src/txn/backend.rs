@@ -33,7 +33,7 @@ use kafka_protocol::messages::write_txn_markers_request::{
 use kafka_protocol::messages::{ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 use super::TxnSection;
-use super::metadata::{InitTransit, TxnError, TxnMetadata, TxnState};
+use super::metadata::{InitTransit, TxnError, TxnMetadata, TxnState, TxnVersion};
 use super::records::{self, TXN_STATE_TOPIC, partition_for};
 use crate::partition::{AppendFailure, Partition, now_ms};
 use crate::runtime::Shard;
@@ -371,6 +371,7 @@ impl TxnBackend {
                     fenced.producer_epoch,
                     false,
                     false,
+                    self.server_version(),
                 )
                 .await?;
                 return Err(TxnError::ConcurrentTransactions);
@@ -392,11 +393,12 @@ impl TxnBackend {
         producer_id: i64,
         epoch: i16,
         partitions: Vec<(String, i32)>,
+        version: TxnVersion,
     ) -> Result<(), TxnError> {
         let partition = partition_for(transactional_id, self.partitions(shard));
         let coordinator_epoch = self.serving(partition)?;
         let next = self.with_txn(transactional_id, |m| {
-            m.add_partitions(producer_id, epoch, &partitions, now_ms())
+            m.add_partitions(producer_id, epoch, &partitions, version, now_ms())
         })?;
         let Some(next) = next else {
             return Ok(());
@@ -439,9 +441,12 @@ impl TxnBackend {
             .collect())
     }
 
-    /// EndTxn: writes Prepare{Commit,Abort}, answers, and writes the markers in the
-    /// background (then Complete*). `from_client == false` is the coordinator's own abort of
-    /// a fenced or expired transaction, under the bumped epoch.
+    /// EndTxn: writes Prepare{Commit,Abort}, writes the markers in the background (then
+    /// Complete*), and answers with the producer id and epoch the client continues with
+    /// (transaction version 2 bumps the epoch, or rotates the id at an exhausted epoch).
+    /// `from_client == false` is the coordinator's own abort of a fenced or expired
+    /// transaction, under the bumped epoch.
+    #[allow(clippy::too_many_arguments)]
     pub async fn end_txn(
         self: &Rc<Self>,
         shard: &Rc<Shard>,
@@ -450,16 +455,39 @@ impl TxnBackend {
         epoch: i16,
         commit: bool,
         from_client: bool,
-    ) -> Result<(), TxnError> {
+        version: TxnVersion,
+    ) -> Result<(i64, i16), TxnError> {
         let partition = partition_for(transactional_id, self.partitions(shard));
         let coordinator_epoch = self.serving(partition)?;
+        let needs_id = self.with_txn(transactional_id, |m| {
+            Ok(m.end_needs_producer_id(version, from_client))
+        })?;
+        let mut next_producer_id = -1;
+        if needs_id {
+            self.set_pending(transactional_id, true);
+            let allocated = allocate_producer_id(shard).await;
+            self.set_pending(transactional_id, false);
+            next_producer_id = allocated?;
+            if self.serving(partition) != Ok(coordinator_epoch) {
+                return Err(TxnError::NotCoordinator);
+            }
+        }
         let next = self.with_txn(transactional_id, |m| {
-            m.end(producer_id, epoch, commit, from_client, now_ms())
+            m.end(
+                producer_id,
+                epoch,
+                commit,
+                from_client,
+                version,
+                next_producer_id,
+                now_ms(),
+            )
         })?;
         let Some(next) = next else {
-            return Ok(());
+            return self.with_txn(transactional_id, |m| Ok(m.client_identity()));
         };
         let state = next.state;
+        let answer = next.client_identity();
         self.persist(shard, partition, coordinator_epoch, next)
             .await?;
         tracing::debug!(target: "txn", transactional_id, ?state, "transaction ending");
@@ -474,7 +502,13 @@ impl TxnBackend {
             // fdatasync) on the commit's latency.
             let _ = compio::time::timeout(END_TXN_MARKERS_WAIT, done.recv()).await;
         }
-        Ok(())
+        Ok(answer)
+    }
+
+    /// The transaction version the coordinator uses for its own aborts (Kafka's finalized
+    /// `transaction.version`).
+    fn server_version(&self) -> TxnVersion {
+        TxnVersion(self.config.version)
     }
 
     /// A snapshot of one id (DescribeTransactions).
@@ -673,10 +707,26 @@ impl TxnBackend {
             (timed_out, expired)
         };
         for (id, producer_id, epoch) in timed_out {
+            // Earlier aborts of this loop awaited: the transaction may have ended, and its
+            // producer begun the next one, since it was found timed out.
+            let still = self.txns.borrow().get(&id).is_some_and(|m| {
+                m.timed_out(now_ms()) && (m.producer_id, m.producer_epoch) == (producer_id, epoch)
+            });
+            if !still {
+                continue;
+            }
             tracing::info!(target: "txn", transactional_id = %id, producer_id, epoch, "aborting a timed-out transaction");
             let bumped = epoch.saturating_add(1);
             if let Err(e) = self
-                .end_txn(shard, &id, producer_id, bumped, false, false)
+                .end_txn(
+                    shard,
+                    &id,
+                    producer_id,
+                    bumped,
+                    false,
+                    false,
+                    self.server_version(),
+                )
                 .await
             {
                 tracing::warn!(target: "txn", transactional_id = %id, error = ?e, "timed-out transaction not aborted yet");
@@ -812,6 +862,17 @@ async fn write_markers_once(
                             ps.retain(|x| *x != p.partition_index);
                         }
                     } else if code == ResponseError::InvalidProducerEpoch.code()
+                        && m.client_version.bumps_epoch()
+                    {
+                        // A transaction version 2 marker is refused once the partition's
+                        // producer epoch is at or past it: it was written before (a retry
+                        // after a lost answer, or markers re-sent after a failover). No
+                        // later transaction of the producer can have reached the partition
+                        // first: adding its partitions waits for this one to complete.
+                        if let Some(ps) = left.get_mut(&name) {
+                            ps.retain(|x| *x != p.partition_index);
+                        }
+                    } else if code == ResponseError::InvalidProducerEpoch.code()
                         || code == ResponseError::TransactionCoordinatorFenced.code()
                     {
                         fenced = Some(code);
@@ -846,12 +907,18 @@ fn marker_request(
                 .with_partition_indexes(partitions.clone())
         })
         .collect();
-    let marker = WritableTxnMarker::default()
+    let mut marker = WritableTxnMarker::default()
         .with_producer_id(ProducerId(m.producer_id))
         .with_producer_epoch(m.producer_epoch)
         .with_transaction_result(commit)
         .with_topics(topics)
         .with_coordinator_epoch(coordinator_epoch);
+    if m.client_version.bumps_epoch() {
+        marker.unknown_tagged_fields.insert(
+            super::MARKER_VERSION_TAG,
+            Bytes::copy_from_slice(&[m.client_version.0 as u8]),
+        );
+    }
     WriteTxnMarkersRequest::default().with_markers(vec![marker])
 }
 

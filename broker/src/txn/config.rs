@@ -22,6 +22,12 @@ pub struct TxnSection {
     /// with the coordinator before appending a transaction's first batch. On by default, as
     /// in Kafka; off only for tests of the partition side alone.
     pub partition_verification_enable: bool,
+    /// The finalized `transaction.version` feature (Kafka's `kafka-features --feature
+    /// transaction.version=N`), advertised in ApiVersions: 2 (the default, as in Kafka 4.x)
+    /// lets clients use KIP-890 part 2 (an epoch bump at every commit and abort, partitions
+    /// added by Produce v12+ and TxnOffsetCommit v5); 0 or 1 keeps them on the older
+    /// protocol. It is also the version of the coordinator's own aborts.
+    pub version: i16,
 }
 
 impl Default for TxnSection {
@@ -33,6 +39,7 @@ impl Default for TxnSection {
             abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             remove_expired_transaction_cleanup_interval_ms: 3_600_000,
             partition_verification_enable: true,
+            version: super::TxnVersion::MAX.0,
         }
     }
 }
@@ -43,6 +50,12 @@ impl TxnSection {
             return Err(format!(
                 "state_log_num_partitions must be in 1..={}",
                 super::STATE_PARTITIONS_MAX
+            ));
+        }
+        if !(0..=super::TxnVersion::MAX.0).contains(&self.version) {
+            return Err(format!(
+                "version (transaction.version) must be in 0..={}",
+                super::TxnVersion::MAX.0
             ));
         }
         if self.max_timeout_ms < 1 {

@@ -1,7 +1,10 @@
 //! One transactional id's state and its transitions, as Kafka's `TransactionMetadata` and
-//! the checks of `TransactionCoordinator` (transaction version 1: one producer epoch per
-//! producer session, bumped by InitProducerId and by fencing). Pure: the backend persists
-//! a transition's result before it applies it.
+//! the checks of `TransactionCoordinator`. Transaction version 1 keeps one producer epoch
+//! per producer session, bumped by InitProducerId and by fencing. Transaction version 2
+//! (KIP-890 part 2, EndTxn v5) bumps the epoch at every commit or abort, so every
+//! transaction of a producer has its own epoch and its markers carry an epoch above every
+//! data batch of it; an exhausted epoch rotates the producer id at the end of a transaction.
+//! Pure: the backend persists a transition's result before it applies it.
 //!
 //! Invariants: a transition is computed from the current state and applied only after its
 //! record is in `__transaction_state` (acks=-1); while one is being written (`pending`),
@@ -74,6 +77,24 @@ impl TxnState {
 /// rotates the producer id.
 pub const EPOCH_EXHAUSTED: i16 = i16::MAX - 1;
 
+/// Kafka's `transaction.version` feature level as a request uses it: EndTxn v5, Produce v12+,
+/// TxnOffsetCommit v5 and the brokers' AddPartitionsToTxn v5 are version 2, older requests
+/// version 0 (Kafka's `TV_0`; level 1 changes only the log format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnVersion(pub i16);
+
+impl TxnVersion {
+    pub const V0: TxnVersion = TxnVersion(0);
+    pub const V2: TxnVersion = TxnVersion(2);
+    /// The highest level Sluice serves.
+    pub const MAX: TxnVersion = TxnVersion(2);
+
+    /// Kafka's `supportsEpochBump`: every EndTxn bumps the producer epoch.
+    pub fn bumps_epoch(self) -> bool {
+        self.0 >= 2
+    }
+}
+
 /// Why a request is refused (mapped to Kafka codes at the handler boundary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnError {
@@ -125,6 +146,12 @@ pub struct TxnMetadata {
     pub producer_epoch: i16,
     /// The producer id before the last rotation (KIP-360 retries), -1 if none.
     pub previous_producer_id: i64,
+    /// The producer id a transaction version 2 end rotates to once its markers are
+    /// written (the epoch was exhausted), -1 if none. Kafka's `nextProducerId`.
+    pub next_producer_id: i64,
+    /// The transaction version of the request that last moved the transaction (Kafka's
+    /// `clientTransactionVersion`, persisted in TransactionLogValue v1).
+    pub client_version: TxnVersion,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// Partitions of the open (or ending) transaction.
@@ -157,6 +184,8 @@ impl TxnMetadata {
             producer_id,
             producer_epoch: -1,
             previous_producer_id: -1,
+            next_producer_id: -1,
+            client_version: TxnVersion::V0,
             timeout_ms,
             state: TxnState::Empty,
             partitions: BTreeSet::new(),
@@ -267,6 +296,7 @@ impl TxnMetadata {
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
+        version: TxnVersion,
         now_ms: i64,
     ) -> Result<Option<TxnMetadata>, TxnError> {
         self.check_producer(producer_id, epoch)?;
@@ -287,21 +317,42 @@ impl TxnMetadata {
         }
         next.state = TxnState::Ongoing;
         next.last_update_ms = now_ms;
+        next.client_version = version;
         next.partitions.extend(partitions.iter().cloned());
         Ok(Some(next))
     }
 
+    /// True when an end under `version` must allocate the producer id it rotates to
+    /// (`next_producer_id` of `end`): the epoch it would bump is exhausted.
+    pub fn end_needs_producer_id(&self, version: TxnVersion, from_client: bool) -> bool {
+        version.bumps_epoch() && from_client && self.producer_epoch >= EPOCH_EXHAUSTED
+    }
+
     /// EndTxn from a client (or the coordinator's own abort of a fenced or expired
     /// transaction, `from_client == false`, with the bumped epoch). `Ok(None)`: nothing to
-    /// write (a retry of a finished end).
+    /// write (a retry of a finished end). `next_producer_id` is the id an exhausted epoch
+    /// rotates to under transaction version 2 (see `end_needs_producer_id`), else -1.
+    #[allow(clippy::too_many_arguments)] // EndTxn's fields, plus what the backend resolved
     pub fn end(
         &self,
         producer_id: i64,
         epoch: i16,
         commit: bool,
         from_client: bool,
+        version: TxnVersion,
+        next_producer_id: i64,
         now_ms: i64,
     ) -> Result<Option<TxnMetadata>, TxnError> {
+        if version.bumps_epoch() {
+            return self.end_v2(
+                producer_id,
+                epoch,
+                commit,
+                from_client,
+                next_producer_id,
+                now_ms,
+            );
+        }
         if self.producer_id != producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
@@ -316,22 +367,133 @@ impl TxnMetadata {
             return Err(TxnError::ConcurrentTransactions);
         }
         match (self.state, commit) {
-            (TxnState::Ongoing, _) => {
-                let mut next = self.clone();
-                next.producer_epoch = epoch;
-                next.state = if commit {
-                    TxnState::PrepareCommit
-                } else {
-                    TxnState::PrepareAbort
-                };
-                next.last_update_ms = now_ms;
-                Ok(Some(next))
-            }
+            (TxnState::Ongoing, _) => Ok(Some(self.prepare_end(commit, epoch, version, now_ms))),
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
                 Err(TxnError::ConcurrentTransactions)
             }
             _ => Err(TxnError::InvalidTxnState),
+        }
+    }
+
+    /// EndTxn under transaction version 2 (Kafka's `endTransaction` above TV_1). The epoch
+    /// bumps at every end, so a request's epoch says which transaction it ends: the current
+    /// epoch ends the open one, the epoch just below it is a retry of the end that bumped it
+    /// (answered without writing), anything else is fenced. A delayed copy of an EndTxn can
+    /// therefore never end a later transaction. An abort with nothing open is allowed (the
+    /// producer cannot know whether a produce added a partition) and still bumps the epoch.
+    fn end_v2(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        from_client: bool,
+        next_producer_id: i64,
+        now_ms: i64,
+    ) -> Result<Option<TxnMetadata>, TxnError> {
+        let fence = !from_client;
+        let retry_on_overflow = !fence
+            && self.previous_producer_id == producer_id
+            && epoch == EPOCH_EXHAUSTED
+            && self.producer_epoch == 0;
+        let retry_on_bump = !fence && i32::from(self.producer_epoch) == i32::from(epoch) + 1;
+        let valid_epoch = if fence {
+            epoch >= self.producer_epoch
+        } else {
+            match self.state {
+                TxnState::Ongoing
+                | TxnState::Empty
+                | TxnState::Dead
+                | TxnState::PrepareEpochFence => epoch == self.producer_epoch,
+                TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+                TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                    retry_on_bump || retry_on_overflow || epoch == self.producer_epoch
+                }
+            }
+        };
+        if self.producer_id != producer_id && !retry_on_overflow {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        if !valid_epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        if self.pending {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        if fence && self.state != TxnState::Ongoing {
+            // The coordinator fences only an open transaction (Kafka's PrepareEpochFence);
+            // one that ended meanwhile is left alone, its producer unfenced.
+            return Err(TxnError::InvalidTxnState);
+        }
+        let retry = retry_on_bump || retry_on_overflow;
+        let prepare = |commit: bool| {
+            if self.end_needs_producer_id(TxnVersion::V2, from_client) && next_producer_id < 0 {
+                // The caller allocates the id first; without it the epoch would overflow.
+                return Err(TxnError::CoordinatorNotAvailable);
+            }
+            let mut next = self.prepare_end(commit, epoch, TxnVersion::V2, now_ms);
+            if self.end_needs_producer_id(TxnVersion::V2, from_client) {
+                next.next_producer_id = next_producer_id;
+            }
+            Ok(Some(next))
+        };
+        match (self.state, commit) {
+            (TxnState::Ongoing, _) => prepare(commit),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) if retry => {
+                Ok(None)
+            }
+            (TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Empty, false)
+                if !retry =>
+            {
+                prepare(false)
+            }
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                Err(TxnError::ConcurrentTransactions)
+            }
+            _ => Err(TxnError::InvalidTxnState),
+        }
+    }
+
+    /// The Prepare{Commit,Abort} state of an end at `epoch` (the current epoch, or the
+    /// coordinator's fencing epoch above it). Transaction version 2 bumps the epoch once
+    /// more: the markers and the producer's next transaction use it (Kafka's
+    /// `prepareAbortOrCommit`; at `i16::MAX` an abort goes through without a bump).
+    fn prepare_end(
+        &self,
+        commit: bool,
+        epoch: i16,
+        version: TxnVersion,
+        now_ms: i64,
+    ) -> TxnMetadata {
+        let mut next = self.clone();
+        next.producer_epoch = if version.bumps_epoch() {
+            epoch.saturating_add(1)
+        } else {
+            epoch
+        };
+        next.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if self.state != TxnState::Ongoing {
+            // Transaction version 2's abort with nothing open: no partitions, and the start
+            // time is the end's.
+            next.partitions.clear();
+            next.start_ms = now_ms;
+        }
+        next.client_version = version;
+        next.last_update_ms = now_ms;
+        next
+    }
+
+    /// The producer id and epoch the client continues with after this state: the rotated
+    /// id at epoch 0 while an end that exhausted the epoch completes, else the current ones.
+    pub fn client_identity(&self) -> (i64, i16) {
+        if self.next_producer_id >= 0 {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
         }
     }
 
@@ -344,6 +506,14 @@ impl TxnMetadata {
         } else {
             TxnState::CompleteAbort
         };
+        if self.next_producer_id >= 0 {
+            // Transaction version 2 exhausted the epoch: the markers went out under the old
+            // id, the producer continues under the new one (Kafka's `prepareComplete`).
+            next.previous_producer_id = self.producer_id;
+            next.producer_id = self.next_producer_id;
+            next.producer_epoch = 0;
+            next.next_producer_id = -1;
+        }
         next
     }
 
@@ -396,25 +566,48 @@ mod tests {
             (7, 0, TxnState::Empty)
         );
         let p = [("out".to_string(), 0), ("out".to_string(), 1)];
-        let m = m.add_partitions(7, 0, &p, 2).unwrap().unwrap();
+        let m = m
+            .add_partitions(7, 0, &p, TxnVersion::V0, 2)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (m.state, m.start_ms, m.partitions.len()),
             (TxnState::Ongoing, 2, 2)
         );
-        assert_eq!(m.add_partitions(7, 0, &p[..1], 3), Ok(None), "already in");
-        let m = m.end(7, 0, true, true, 4).unwrap().unwrap();
+        assert_eq!(
+            m.add_partitions(7, 0, &p[..1], TxnVersion::V0, 3),
+            Ok(None),
+            "already in"
+        );
+        let m = m
+            .end(7, 0, true, true, TxnVersion::V0, -1, 4)
+            .unwrap()
+            .unwrap();
         assert_eq!(m.state, TxnState::PrepareCommit);
         assert_eq!(
-            m.end(7, 0, true, true, 5),
+            m.end(7, 0, true, true, TxnVersion::V0, -1, 5),
             Err(TxnError::ConcurrentTransactions)
         );
-        assert_eq!(m.end(7, 0, false, true, 5), Err(TxnError::InvalidTxnState));
+        assert_eq!(
+            m.end(7, 0, false, true, TxnVersion::V0, -1, 5),
+            Err(TxnError::InvalidTxnState)
+        );
         let m = m.complete(6);
         assert_eq!((m.state, m.partitions.len()), (TxnState::CompleteCommit, 0));
-        assert_eq!(m.end(7, 0, true, true, 7), Ok(None), "a retried commit");
-        assert_eq!(m.end(7, 0, false, true, 7), Err(TxnError::InvalidTxnState));
+        assert_eq!(
+            m.end(7, 0, true, true, TxnVersion::V0, -1, 7),
+            Ok(None),
+            "a retried commit"
+        );
+        assert_eq!(
+            m.end(7, 0, false, true, TxnVersion::V0, -1, 7),
+            Err(TxnError::InvalidTxnState)
+        );
         // The next transaction starts afresh.
-        let m = m.add_partitions(7, 0, &p[1..], 8).unwrap().unwrap();
+        let m = m
+            .add_partitions(7, 0, &p[1..], TxnVersion::V0, 8)
+            .unwrap()
+            .unwrap();
         assert_eq!((m.partitions.len(), m.start_ms), (1, 8));
     }
 
@@ -424,20 +617,26 @@ mod tests {
         let m = write(m.init_producer_id(60_000, None, 2));
         assert_eq!(m.producer_epoch, 1);
         let p = [("out".to_string(), 0)];
-        assert_eq!(m.add_partitions(7, 0, &p, 3), Err(TxnError::ProducerFenced));
         assert_eq!(
-            m.add_partitions(8, 1, &p, 3),
+            m.add_partitions(7, 0, &p, TxnVersion::V0, 3),
+            Err(TxnError::ProducerFenced)
+        );
+        assert_eq!(
+            m.add_partitions(8, 1, &p, TxnVersion::V0, 3),
             Err(TxnError::InvalidProducerIdMapping)
         );
-        assert_eq!(m.end(7, 0, true, true, 3), Err(TxnError::ProducerFenced));
+        assert_eq!(
+            m.end(7, 0, true, true, TxnVersion::V0, -1, 3),
+            Err(TxnError::ProducerFenced)
+        );
         let mut busy = m.clone();
         busy.pending = true;
         assert_eq!(
-            busy.add_partitions(7, 1, &p, 3),
+            busy.add_partitions(7, 1, &p, TxnVersion::V0, 3),
             Err(TxnError::ConcurrentTransactions)
         );
         assert_eq!(
-            m.end(7, 1, true, true, 3),
+            m.end(7, 1, true, true, TxnVersion::V0, -1, 3),
             Err(TxnError::InvalidTxnState),
             "nothing open"
         );
@@ -447,7 +646,7 @@ mod tests {
     fn init_during_an_open_transaction_fences_and_aborts_it() {
         let m = write(fresh().init_producer_id(60_000, None, 1));
         let m = m
-            .add_partitions(7, 0, &[("out".into(), 0)], 2)
+            .add_partitions(7, 0, &[("out".into(), 0)], TxnVersion::V0, 2)
             .unwrap()
             .unwrap();
         let InitTransit::FenceAndAbort(fenced) = m.init_producer_id(60_000, None, 3).unwrap()
@@ -456,14 +655,20 @@ mod tests {
         };
         assert_eq!(fenced.producer_epoch, 1);
         // The coordinator aborts with the bumped epoch; the old producer is fenced.
-        let aborting = fenced.end(7, 1, false, false, 4).unwrap().unwrap();
+        let aborting = fenced
+            .end(7, 1, false, false, TxnVersion::V0, -1, 4)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (aborting.state, aborting.producer_epoch),
             (TxnState::PrepareAbort, 1)
         );
-        assert_eq!(m.end(7, 0, true, true, 4).map(|_| ()), Ok(()));
         assert_eq!(
-            aborting.end(7, 0, true, true, 4),
+            m.end(7, 0, true, true, TxnVersion::V0, -1, 4).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            aborting.end(7, 0, true, true, TxnVersion::V0, -1, 4),
             Err(TxnError::ProducerFenced)
         );
         let done = aborting.complete(5);
@@ -497,7 +702,7 @@ mod tests {
         let m = write(fresh().init_producer_id(1_000, None, 0));
         assert!(!m.timed_out(10_000), "nothing open");
         let m = m
-            .add_partitions(7, 0, &[("o".into(), 0)], 100)
+            .add_partitions(7, 0, &[("o".into(), 0)], TxnVersion::V0, 100)
             .unwrap()
             .unwrap();
         assert!(!m.timed_out(1_100));
@@ -506,9 +711,160 @@ mod tests {
             !m.expired(1_000_000, 10),
             "an open transaction never expires"
         );
-        let done = m.end(7, 0, true, true, 200).unwrap().unwrap().complete(300);
+        let done = m
+            .end(7, 0, true, true, TxnVersion::V0, -1, 200)
+            .unwrap()
+            .unwrap()
+            .complete(300);
         assert!(!done.expired(310, 10));
         assert!(done.expired(311, 10));
+    }
+
+    fn v2_open(m: &TxnMetadata, now: i64) -> TxnMetadata {
+        m.add_partitions(
+            m.producer_id,
+            m.producer_epoch,
+            &[("out".into(), 0)],
+            TxnVersion::V2,
+            now,
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn v2_end(m: &TxnMetadata, epoch: i16, commit: bool) -> Result<Option<TxnMetadata>, TxnError> {
+        m.end(m.producer_id, epoch, commit, true, TxnVersion::V2, -1, 10)
+    }
+
+    /// Transaction version 2: every end bumps the epoch, so each transaction has its own
+    /// and a delayed copy of an earlier EndTxn (the Jepsen interleaving) is fenced.
+    #[test]
+    fn v2_every_end_bumps_the_epoch_and_old_copies_are_fenced() {
+        let m = write(fresh().init_producer_id(60_000, None, 1));
+        let t1 = v2_open(&m, 2);
+        let prepared = v2_end(&t1, 0, true).unwrap().unwrap();
+        assert_eq!(
+            (prepared.state, prepared.producer_epoch),
+            (TxnState::PrepareCommit, 1),
+            "the markers carry the bumped epoch"
+        );
+        assert_eq!(prepared.client_identity(), (7, 1));
+        assert_eq!(prepared.client_version, TxnVersion::V2);
+        assert_eq!(
+            v2_end(&prepared, 0, true),
+            Err(TxnError::ConcurrentTransactions),
+            "a retry while the markers are written"
+        );
+        let done = prepared.complete(3);
+        assert_eq!(
+            (done.state, done.producer_epoch),
+            (TxnState::CompleteCommit, 1)
+        );
+        assert_eq!(v2_end(&done, 0, true), Ok(None), "a retry of the commit");
+        assert_eq!(v2_end(&done, 0, false), Err(TxnError::InvalidTxnState));
+        // T2 runs at epoch 1: a delayed copy of T1's EndTxn (epoch 0) cannot end it.
+        let t2 = v2_open(&done, 4);
+        assert_eq!(v2_end(&t2, 0, true), Err(TxnError::ProducerFenced));
+        assert_eq!(v2_end(&t2, 0, false), Err(TxnError::ProducerFenced));
+        let aborting = v2_end(&t2, 1, false).unwrap().unwrap();
+        assert_eq!(
+            (aborting.state, aborting.producer_epoch),
+            (TxnState::PrepareAbort, 2)
+        );
+        // A client's epoch above the current one is fenced too.
+        assert_eq!(
+            v2_end(&aborting.complete(5), 3, false),
+            Err(TxnError::ProducerFenced)
+        );
+    }
+
+    /// Transaction version 2 lets a producer abort with nothing open (it cannot know
+    /// whether a produce added a partition): the epoch still bumps; a commit is refused.
+    #[test]
+    fn v2_abort_with_nothing_open_bumps() {
+        let m = write(fresh().init_producer_id(60_000, None, 1));
+        assert_eq!(v2_end(&m, 0, true), Err(TxnError::InvalidTxnState));
+        let a = v2_end(&m, 0, false).unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.producer_epoch, a.partitions.len()),
+            (TxnState::PrepareAbort, 1, 0)
+        );
+        let a = a.complete(2);
+        assert_eq!(v2_end(&a, 0, false), Ok(None), "a retry");
+        let b = v2_end(&a, 1, false).unwrap().unwrap();
+        assert_eq!(
+            b.producer_epoch, 2,
+            "a new abort at the current epoch bumps again"
+        );
+    }
+
+    /// An end at an exhausted epoch rotates the producer id once its markers are written
+    /// under the old id; a retry naming the old id is recognised.
+    #[test]
+    fn v2_an_exhausted_epoch_rotates_at_the_end() {
+        let mut m = write(fresh().init_producer_id(60_000, None, 1));
+        m.producer_epoch = EPOCH_EXHAUSTED;
+        let open = v2_open(&m, 2);
+        assert!(open.end_needs_producer_id(TxnVersion::V2, true));
+        assert!(!open.end_needs_producer_id(TxnVersion::V0, true));
+        assert_eq!(
+            v2_end(&open, EPOCH_EXHAUSTED, true),
+            Err(TxnError::CoordinatorNotAvailable),
+            "no id allocated"
+        );
+        let prepared = open
+            .end(7, EPOCH_EXHAUSTED, true, true, TxnVersion::V2, 99, 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (prepared.producer_id, prepared.producer_epoch),
+            (7, i16::MAX)
+        );
+        assert_eq!(prepared.client_identity(), (99, 0));
+        let done = prepared.complete(4);
+        assert_eq!(
+            (
+                done.producer_id,
+                done.producer_epoch,
+                done.previous_producer_id,
+                done.next_producer_id
+            ),
+            (99, 0, 7, -1)
+        );
+        assert_eq!(
+            done.end(7, EPOCH_EXHAUSTED, true, true, TxnVersion::V2, -1, 5),
+            Ok(None),
+            "a retry with the old id"
+        );
+        assert_eq!(
+            done.end(7, 3, true, true, TxnVersion::V2, -1, 5),
+            Err(TxnError::InvalidProducerIdMapping)
+        );
+    }
+
+    /// The coordinator's own abort under transaction version 2 bumps past its fencing
+    /// epoch, so the fenced producer's late abort is not taken for a retry; and it never
+    /// touches a transaction that ended meanwhile.
+    #[test]
+    fn v2_coordinator_aborts_fence_the_producer() {
+        let m = write(fresh().init_producer_id(60_000, None, 1));
+        let open = v2_open(&m, 2);
+        let aborting = open
+            .end(7, 1, false, false, TxnVersion::V2, -1, 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (aborting.state, aborting.producer_epoch),
+            (TxnState::PrepareAbort, 2)
+        );
+        let done = aborting.complete(4);
+        assert_eq!(v2_end(&done, 0, false), Err(TxnError::ProducerFenced));
+        let committed = v2_end(&open, 0, true).unwrap().unwrap().complete(5);
+        assert_eq!(
+            committed.end(7, 1, false, false, TxnVersion::V2, -1, 6),
+            Err(TxnError::InvalidTxnState),
+            "ended meanwhile: left alone"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Transactions (exactly-once): the transaction coordinator and its `__transaction_state`
-//! log, Kafka's protocol at transaction version 1.
+//! log, Kafka's protocol at transaction versions 0 to 2 (KIP-890: version 2 bumps the
+//! producer epoch at every end and lets partitions be added by Produce and TxnOffsetCommit).
 //!
 //! Owns: the state of each transactional id and its transitions (`metadata`, pure), the
 //! log record format (`records`), the per-shard coordinator that persists transitions,
@@ -27,7 +28,7 @@ pub mod verify;
 mod sim;
 
 pub use config::TxnSection;
-pub use metadata::{TxnError, TxnMetadata, TxnState};
+pub use metadata::{TxnError, TxnMetadata, TxnState, TxnVersion};
 
 /// Most `__transaction_state` partitions (Kafka allows any count; this bounds routing tables).
 pub const STATE_PARTITIONS_MAX: i32 = 1_000;
@@ -36,5 +37,11 @@ pub const STATE_PARTITIONS_MAX: i32 = 1_000;
 pub const IDS_PER_SHARD_MAX: usize = 200_000;
 /// Partitions one transaction may span; AddPartitionsToTxn beyond it is refused.
 pub const PARTITIONS_PER_TXN_MAX: usize = 10_000;
+
+/// The tagged field of a WriteTxnMarkers v1 marker entry in which Sluice brokers send the
+/// marker's transaction version (one byte), as v2's `TransactionVersion` does (KIP-1228;
+/// the protocol library serves v1 only). Kafka ignores unknown tags; a marker without it is
+/// checked as transaction version 0.
+pub const MARKER_VERSION_TAG: i32 = 10_000;
 
 const _: () = assert!(PARTITIONS_PER_TXN_MAX <= records::PARTITIONS_PER_RECORD_MAX);

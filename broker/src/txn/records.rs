@@ -1,26 +1,30 @@
 //! The `__transaction_state` record format, as Kafka's `TransactionLog` writes it: key =
-//! version (int16 0) + TransactionLogKey v0 (transactional id); value = version (int16 0) +
-//! TransactionLogValue v0 (producer id, epoch, timeout, state, partitions, timestamps), or
-//! a tombstone when a transactional id expires. Which partition holds an id is Kafka's
-//! `abs(hashCode) % partitions`, the same rule as groups.
+//! version (int16 0) + TransactionLogKey v0 (transactional id); value = version (int16 1) +
+//! TransactionLogValue v1 (producer id, epoch, timeout, state, partitions, timestamps, and
+//! the tagged PreviousProducerId (0), NextProducerId (1) and ClientTransactionVersion (2)
+//! of KIP-890), or a tombstone when a transactional id expires. Which partition holds an id
+//! is Kafka's `abs(hashCode) % partitions`, the same rule as groups.
 //!
-//! Value version 0 (non-flexible) is what Kafka writes below transaction version 1; it
-//! carries everything this coordinator keeps (no KIP-890 next/previous producer ids, which
-//! only transaction version 2 needs). Kafka's loader reads it, and so does ours; a v1 value
-//! (flexible, tagged fields) from Kafka is decoded too, ignoring its tagged fields.
+//! Version 1 (flexible) is what Kafka writes from transaction version 1 on; a tagged field
+//! at its default is not written. Version 0 values (what Kafka and earlier Sluice wrote) are
+//! read too, with the tagged fields at their defaults.
 //!
 //! Pure: bytes in, values out; bad bytes are a `RecordDecodeError`, never a panic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::metadata::{TxnMetadata, TxnState};
+use super::metadata::{TxnMetadata, TxnState, TxnVersion};
 
 /// Kafka's name for the transaction log topic.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
 /// Record key version (TransactionLogKey v0).
 const KEY_VERSION: i16 = 0;
-/// Record value version written (TransactionLogValue v0).
-const VALUE_VERSION: i16 = 0;
+/// Record value version written (TransactionLogValue v1).
+const VALUE_VERSION: i16 = 1;
+/// TransactionLogValue v1's tags.
+const TAG_PREVIOUS_PRODUCER_ID: u64 = 0;
+const TAG_NEXT_PRODUCER_ID: u64 = 1;
+const TAG_CLIENT_TRANSACTION_VERSION: u64 = 2;
 /// Partitions one stored transaction may list (Kafka has no limit; this bounds a record).
 pub const PARTITIONS_PER_RECORD_MAX: usize = 100_000;
 
@@ -66,20 +70,47 @@ pub fn encode_value(m: &TxnMetadata) -> Bytes {
     out.put_i8(m.state.id());
     if m.state == TxnState::Empty {
         // Kafka writes a null partition list for an Empty transaction.
-        out.put_i32(-1);
+        put_uvarint(&mut out, 0);
     } else {
         let topics = m.partitions_by_topic();
-        out.put_i32(topics.len() as i32);
+        put_uvarint(&mut out, topics.len() as u64 + 1);
         for (topic, partitions) in topics {
-            put_string(&mut out, topic);
-            out.put_i32(partitions.len() as i32);
+            put_uvarint(&mut out, topic.len() as u64 + 1);
+            out.put_slice(topic.as_bytes());
+            put_uvarint(&mut out, partitions.len() as u64 + 1);
             for p in partitions {
                 out.put_i32(p);
             }
+            put_uvarint(&mut out, 0); // the topic entry's tagged fields
         }
     }
     out.put_i64(m.last_update_ms);
     out.put_i64(m.start_ms);
+    let mut tagged: Vec<(u64, Vec<u8>)> = Vec::with_capacity(3);
+    if m.previous_producer_id != -1 {
+        tagged.push((
+            TAG_PREVIOUS_PRODUCER_ID,
+            m.previous_producer_id.to_be_bytes().into(),
+        ));
+    }
+    if m.next_producer_id != -1 {
+        tagged.push((
+            TAG_NEXT_PRODUCER_ID,
+            m.next_producer_id.to_be_bytes().into(),
+        ));
+    }
+    if m.client_version != TxnVersion::V0 {
+        tagged.push((
+            TAG_CLIENT_TRANSACTION_VERSION,
+            m.client_version.0.to_be_bytes().into(),
+        ));
+    }
+    put_uvarint(&mut out, tagged.len() as u64);
+    for (tag, data) in tagged {
+        put_uvarint(&mut out, tag);
+        put_uvarint(&mut out, data.len() as u64);
+        out.put_slice(&data);
+    }
     out.freeze()
 }
 
@@ -122,7 +153,34 @@ pub fn decode_value(
     }
     m.last_update_ms = get_i64(&mut bytes)?;
     m.start_ms = get_i64(&mut bytes)?;
+    if flexible {
+        let count = get_uvarint(&mut bytes)?;
+        for _ in 0..count {
+            let tag = get_uvarint(&mut bytes)?;
+            let size = usize::try_from(get_uvarint(&mut bytes)?)
+                .map_err(|_| RecordDecodeError::Truncated)?;
+            need(bytes, size)?;
+            let mut field = &bytes[..size];
+            match tag {
+                TAG_PREVIOUS_PRODUCER_ID => m.previous_producer_id = get_i64(&mut field)?,
+                TAG_NEXT_PRODUCER_ID => m.next_producer_id = get_i64(&mut field)?,
+                TAG_CLIENT_TRANSACTION_VERSION => {
+                    m.client_version = TxnVersion(get_i16(&mut field)?);
+                }
+                _ => {}
+            }
+            bytes.advance(size);
+        }
+    }
     Ok(m)
+}
+
+fn put_uvarint(out: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
 }
 
 fn put_string(out: &mut BytesMut, s: &str) {
@@ -229,8 +287,19 @@ mod tests {
         m.partitions.insert(("out".into(), 2));
         m.partitions.insert(("out".into(), 0));
         m.partitions.insert(("__consumer_offsets".into(), 17));
+        m.previous_producer_id = 41;
+        m.next_producer_id = 43;
+        m.client_version = TxnVersion::V2;
         let value = encode_value(&m);
         let back = decode_value("app-1", &value).unwrap();
+        assert_eq!(
+            (
+                back.previous_producer_id,
+                back.next_producer_id,
+                back.client_version
+            ),
+            (41, 43, TxnVersion::V2)
+        );
         assert_eq!(back.producer_id, 42);
         assert_eq!(back.producer_epoch, 3);
         assert_eq!(back.state, TxnState::PrepareCommit);
@@ -246,9 +315,47 @@ mod tests {
     fn empty_transactions_store_a_null_partition_list() {
         let m = TxnMetadata::new("a".into(), 1, 10, 5);
         let value = encode_value(&m);
-        // version, pid, epoch, timeout, state, then the null array.
-        assert_eq!(&value[2 + 8 + 2 + 4 + 1..][..4], &(-1i32).to_be_bytes());
-        assert!(decode_value("a", &value).unwrap().partitions.is_empty());
+        // version, pid, epoch, timeout, state, then the null compact array.
+        assert_eq!(value[2 + 8 + 2 + 4 + 1], 0);
+        let back = decode_value("a", &value).unwrap();
+        assert!(back.partitions.is_empty());
+        assert_eq!(
+            (
+                back.previous_producer_id,
+                back.next_producer_id,
+                back.client_version
+            ),
+            (-1, -1, TxnVersion::V0),
+            "defaults are not written"
+        );
+        assert_eq!(value.len(), 2 + 8 + 2 + 4 + 1 + 1 + 8 + 8 + 1);
+    }
+
+    /// A version 0 value (Kafka below transaction version 1, earlier Sluice) still loads.
+    #[test]
+    fn version_0_values_load() {
+        let mut v0 = BytesMut::new();
+        v0.put_i16(0);
+        v0.put_i64(9);
+        v0.put_i16(4);
+        v0.put_i32(60_000);
+        v0.put_i8(TxnState::Ongoing.id());
+        v0.put_i32(1);
+        put_string(&mut v0, "out");
+        v0.put_i32(1);
+        v0.put_i32(3);
+        v0.put_i64(20);
+        v0.put_i64(10);
+        let m = decode_value("x", &v0).unwrap();
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.state),
+            (9, 4, TxnState::Ongoing)
+        );
+        assert_eq!(m.partitions.len(), 1);
+        assert_eq!(
+            (m.last_update_ms, m.start_ms, m.next_producer_id),
+            (20, 10, -1)
+        );
     }
 
     #[test]
@@ -258,7 +365,8 @@ mod tests {
             assert!(decode_value("a", &value[..cut]).is_err(), "cut at {cut}");
         }
         let mut hostile = value.to_vec();
-        hostile[17..21].copy_from_slice(&i32::MAX.to_be_bytes());
+        // A partition count far past the bytes left (uvarint 0x7fffffff).
+        hostile.splice(17..18, [0xff, 0xff, 0xff, 0xff, 0x07]);
         assert!(decode_value("a", &hostile).is_err());
         assert!(decode_key(&[0, 7]).is_err());
         assert_eq!(

@@ -60,7 +60,7 @@
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
 
-use super::metadata::{InitTransit, TxnError, TxnMetadata, TxnState};
+use super::metadata::{InitTransit, TxnError, TxnMetadata, TxnState, TxnVersion};
 use crate::partition::producer_state::{
     BatchMeta, Marker, MarkerCheck, ProducerStateTable, SequenceCheck,
 };
@@ -1083,7 +1083,15 @@ impl World {
                         // `backend::init_producer_id`: abort under the bumped epoch, answer
                         // CONCURRENT_TRANSACTIONS; the producer retries.
                         self.report.fence_aborts += 1;
-                        match m.end(fenced.producer_id, fenced.producer_epoch, false, false, now) {
+                        match m.end(
+                            fenced.producer_id,
+                            fenced.producer_epoch,
+                            false,
+                            false,
+                            TxnVersion::V0,
+                            -1,
+                            now,
+                        ) {
                             Ok(Some(next)) => {
                                 if !self.persist(next) {
                                     return Ok(());
@@ -1114,7 +1122,7 @@ impl World {
                     .iter()
                     .map(|&p| (TOPIC.to_string(), p as i32))
                     .collect();
-                let answer = match m.add_partitions(producer_id, epoch, &tps, now) {
+                let answer = match m.add_partitions(producer_id, epoch, &tps, TxnVersion::V0, now) {
                     Ok(None) => Ok(()),
                     Ok(Some(next)) => {
                         if !self.persist(next) {
@@ -1138,7 +1146,8 @@ impl World {
                     self.answer(reply, answer);
                     return Ok(());
                 };
-                let answer = match m.end(producer_id, epoch, commit, true, now) {
+                let answer = match m.end(producer_id, epoch, commit, true, TxnVersion::V0, -1, now)
+                {
                     Ok(None) => {
                         self.report.end_txn_retries_answered += 1;
                         Ok(())
@@ -1184,7 +1193,15 @@ impl World {
                 break;
             }
             let m = self.coordinator.txns[&id].clone();
-            if let Ok(Some(next)) = m.end(producer_id, epoch.saturating_add(1), false, false, now) {
+            if let Ok(Some(next)) = m.end(
+                producer_id,
+                epoch.saturating_add(1),
+                false,
+                false,
+                TxnVersion::V0,
+                -1,
+                now,
+            ) {
                 self.report.timeouts_aborted += 1;
                 self.trace(|| format!("{id} timed out: aborting under epoch {}", epoch + 1));
                 if self.persist(next) {

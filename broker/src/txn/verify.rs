@@ -13,6 +13,10 @@
 //! NOT_ENOUGH_REPLICAS (retried by every client without a metadata refresh); a fenced
 //! producer is INVALID_PRODUCER_EPOCH.
 //!
+//! Under transaction version 2 (KIP-890 part 2: Produce v12+, TxnOffsetCommit v5) the same
+//! call adds the partition to the transaction instead (`Check::Add`; AddPartitionsToTxn v5
+//! without `verify_only` over the wire): the client no longer sends AddPartitionsToTxn.
+//!
 //! The caller holds the partition's append ticket across the check, so no marker can be
 //! appended between the answer and the append.
 
@@ -26,7 +30,7 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::TxnError;
+use super::metadata::{TxnError, TxnVersion};
 use super::records::{TXN_STATE_TOPIC, partition_for};
 use crate::runtime::Shard;
 
@@ -36,10 +40,33 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// An error for the produce answer: Kafka's code and a message.
 pub type ProduceError = (ResponseError, Option<String>);
 
+/// What the coordinator is asked (Kafka's `TransactionSupportedOperation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Is the partition in the open transaction? (transaction version below 2)
+    Verify,
+    /// Add the partition to the producer's transaction (transaction version 2).
+    Add,
+}
+
+impl Check {
+    /// The check a request of `version` gets: `Add` from `first_add_version` on (Produce
+    /// v12, TxnOffsetCommit v5) while the cluster's finalized `transaction.version` is 2.
+    pub fn for_request(shard: &Shard, version: i16, first_add_version: i16) -> Check {
+        let finalized = TxnVersion(shard.config().transaction.version);
+        if version >= first_add_version && finalized.bumps_epoch() {
+            Check::Add
+        } else {
+            Check::Verify
+        }
+    }
+}
+
 /// Asks `transactional_id`'s coordinator whether `topic`-`partition` is in the open
-/// transaction of `producer_id` at `epoch`.
+/// transaction of `producer_id` at `epoch` (or to add it, `Check::Add`).
 pub async fn verify(
     shard: &Rc<Shard>,
+    check: Check,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
@@ -62,7 +89,17 @@ pub async fn verify(
             let id = transactional_id.to_string();
             let tp = vec![(topic.to_string(), partition)];
             let local = super::frontend::call(shard, &id.clone(), move |s, backend| {
-                Box::pin(async move { backend.verify_partitions(&s, &id, producer_id, epoch, &tp) })
+                Box::pin(async move {
+                    match check {
+                        Check::Verify => {
+                            backend.verify_partitions(&s, &id, producer_id, epoch, &tp)
+                        }
+                        Check::Add => backend
+                            .add_partitions(&s, &id, producer_id, epoch, tp, TxnVersion::V2)
+                            .await
+                            .map(|()| vec![true]),
+                    }
+                })
             })
             .await;
             Ok(match local {
@@ -74,6 +111,7 @@ pub async fn verify(
         Some(node) => {
             remote(
                 shard,
+                check,
                 node,
                 transactional_id,
                 producer_id,
@@ -117,9 +155,12 @@ fn produce_error(code: i16) -> ProduceError {
     }
 }
 
-/// AddPartitionsToTxn v4 with `verify_only` to the coordinator on `node`.
+/// AddPartitionsToTxn to the coordinator on `node`: v4 with `verify_only`, or v5 without
+/// it to add (what Kafka's `AddPartitionsToTxnManager` sends).
+#[allow(clippy::too_many_arguments)] // the request's fields
 async fn remote(
     shard: &Rc<Shard>,
+    check: Check,
     node: i32,
     transactional_id: &str,
     producer_id: i64,
@@ -134,14 +175,18 @@ async fn remote(
             )))
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(epoch)
-            .with_verify_only(true)
+            .with_verify_only(check == Check::Verify)
             .with_topics(vec![
                 AddPartitionsToTxnTopic::default()
                     .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                     .with_partitions(vec![partition]),
             ]),
     ]);
-    let response = super::peer::call_broker(shard, node, &request, 4, VERIFY_TIMEOUT)
+    let version = match check {
+        Check::Verify => 4,
+        Check::Add => 5,
+    };
+    let response = super::peer::call_broker(shard, node, &request, version, VERIFY_TIMEOUT)
         .await
         .map_err(|e| unverified(&e))?;
     if response.error_code != 0 {
