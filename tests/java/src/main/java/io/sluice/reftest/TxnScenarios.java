@@ -45,8 +45,10 @@ import java.util.Map;
 import java.util.concurrent.Future;
 
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.FinalizedVersionRange;
 import org.apache.kafka.clients.admin.ListConsumerGroupOffsetsOptions;
 import org.apache.kafka.clients.admin.ListConsumerGroupOffsetsSpec;
+import org.apache.kafka.clients.admin.TransactionDescription;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -149,7 +151,19 @@ public final class TxnScenarios {
         }
         Map<TopicPartition, Long> ends = endOffsets(bootstrap, topic, "read_committed");
         checkEq(28L, ends.get(new TopicPartition(topic, 0)), "last stable offset of p0");
-        return "2 partitions: 15 committed + 10 aborted records each, markers at 10, 21, 27, LSO 28";
+        // Kafka 4 finalizes transaction.version 2 (KIP-890 part 2), and this client then uses
+        // it: every commit and abort bumps the producer epoch, so three ends leave epoch 3.
+        String id = prefix + "-txn-commit-abort";
+        try (Admin admin = ClientSuite.admin(bootstrap)) {
+            FinalizedVersionRange tv = admin.describeFeatures().featureMetadata().get()
+                .finalizedFeatures().get("transaction.version");
+            check(tv != null, "transaction.version is not finalized");
+            checkEq((short) 2, tv.maxVersionLevel(), "finalized transaction.version");
+            TransactionDescription d = admin.describeTransactions(List.of(id)).description(id).get();
+            checkEq(3, (int) d.producerEpoch(), "producer epoch after 3 transactions (one bump per end)");
+        }
+        return "2 partitions: 15 committed + 10 aborted records each, markers at 10, 21, 27, LSO 28;"
+            + " transaction.version 2, epoch 3 after 3 ends";
     }
 
     /** Consume-transform-produce of 30 records in batches of 10; the first batch aborts once. */
