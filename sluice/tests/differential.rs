@@ -76,6 +76,7 @@ fn sluice_answers_as_apache_kafka() {
     alter_configs_cases(&mut o);
     group_cases(&mut o);
     transactional_id(&mut o);
+    transaction_version_2(&mut o);
     eprintln!("all cases in {:?}", started.elapsed());
     o.finish();
 }
@@ -1394,4 +1395,119 @@ fn transactional_id(o: &mut Oracle) {
         &end(spid, 1, false),
     );
     o.compare("EndTxn abort", &[k.error_code, s.error_code], &[]);
+}
+
+// ---- Transactions at transaction version 2 (KIP-890 part 2)
+
+/// Produce v12 and EndTxn v5: what Kafka 4 clients send once `transaction.version` 2 is
+/// finalized.
+const PRODUCE_V12: i16 = 12;
+const END_TXN_V5: i16 = 5;
+const API_VERSIONS_V: i16 = 3;
+
+/// A transactional batch (attributes bit 4) of two records from `producer`.
+fn txn_batch(producer: (i64, i16, i32)) -> Bytes {
+    let mut b = BytesMut::from(&batch(&[T0, T0 + 1], 10, Some(producer))[..]);
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = common::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Transaction version 2 on both brokers: the feature both advertise and finalize, a
+/// Produce v12 that adds its partition itself, EndTxn v5's epoch bump (the same epochs on
+/// both), a retried EndTxn, a commit with nothing open, an abort with nothing open (allowed,
+/// and it bumps), and a delayed EndTxn from an earlier transaction (fenced).
+fn transaction_version_2(o: &mut Oracle) {
+    let feature = |r: &ApiVersionsResponse| {
+        let supported = r
+            .supported_features
+            .iter()
+            .find(|f| f.name.as_str() == "transaction.version")
+            .map(|f| (f.min_version, f.max_version));
+        let finalized = r
+            .finalized_features
+            .iter()
+            .find(|f| f.name.as_str() == "transaction.version")
+            .map(|f| (f.min_version_level, f.max_version_level));
+        (supported, finalized, r.finalized_features_epoch >= 0)
+    };
+    // v4 lists a supported feature whose minimum is 0; v3 leaves it out.
+    for version in [API_VERSIONS_V, API_VERSIONS_V + 1] {
+        let [k, s]: [ApiVersionsResponse; 2] = o.call(
+            ApiKey::ApiVersions,
+            version,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(str_bytes("sluice-differential"))
+                .with_client_software_version(str_bytes("1")),
+        );
+        o.compare(
+            &format!("ApiVersions v{version}: the transaction.version feature"),
+            &[feature(&k), feature(&s)],
+            &[],
+        );
+    }
+    let init = init_producer_id(Some("txn-v2"));
+    let [k, s]: [InitProducerIdResponse; 2] = o.call_until(
+        ApiKey::InitProducerId,
+        INIT_PRODUCER_ID_V,
+        &init,
+        |r: &InitProducerIdResponse| settled(r.error_code),
+    );
+    o.compare(
+        "InitProducerId (transaction version 2)",
+        &[
+            (k.error_code, k.producer_epoch),
+            (s.error_code, s.producer_epoch),
+        ],
+        &[],
+    );
+    let (kpid, spid) = (k.producer_id.0, s.producer_id.0);
+    let produce_v12 = |pid: i64, epoch: i16| {
+        produce("diff-txn", 0, txn_batch((pid, epoch, 0)))
+            .with_transactional_id(Some(TransactionalId(str_bytes("txn-v2"))))
+    };
+    let [k, s]: [ProduceResponse; 2] = o.call_each_until(
+        ApiKey::Produce,
+        PRODUCE_V12,
+        &produce_v12(kpid, 0),
+        &produce_v12(spid, 0),
+        |r: &ProduceResponse| {
+            // NOT_ENOUGH_REPLICAS: the coordinator could not answer the add yet.
+            r.responses[0].partition_responses[0].error_code
+                != ResponseError::NotEnoughReplicas.code()
+        },
+    );
+    let code = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    o.compare(
+        "Produce v12 adds its partition to the transaction",
+        &[code(&k), code(&s)],
+        &[],
+    );
+    let end = |pid: i64, epoch: i16, committed: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(str_bytes("txn-v2")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(committed)
+    };
+    // (error, is the producer id the broker's own, epoch)
+    let answer =
+        |r: &EndTxnResponse, pid: i64| (r.error_code, r.producer_id.0 == pid, r.producer_epoch);
+    for (case, epoch, committed) in [
+        ("EndTxn v5 commit: the epoch is bumped", 0, true),
+        ("EndTxn v5 commit retried", 0, true),
+        ("EndTxn v5 commit with nothing open", 1, true),
+        ("EndTxn v5 abort with nothing open", 1, false),
+        ("EndTxn v5 from an earlier transaction", 0, true),
+    ] {
+        let [k, s]: [EndTxnResponse; 2] = o.call_each_until(
+            ApiKey::EndTxn,
+            END_TXN_V5,
+            &end(kpid, epoch, committed),
+            &end(spid, epoch, committed),
+            |r: &EndTxnResponse| settled(r.error_code),
+        );
+        o.compare(case, &[answer(&k, kpid), answer(&s, spid)], &[]);
+    }
 }

@@ -410,7 +410,7 @@ fn transaction_version_2_bumps_every_end_and_closes_the_jepsen_interleavings() {
     create_topic_ok(&mut c, TOPIC, &[]);
 
     // The feature, as Kafka 4 clients read it to pick transaction version 2.
-    let v: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let v: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 4, &ApiVersionsRequest::default());
     let supported = v
         .supported_features
         .iter()
@@ -427,6 +427,14 @@ fn transaction_version_2_bumps_every_end_and_closes_the_jepsen_interleavings() {
         (2, 2)
     );
     assert!(v.finalized_features_epoch >= 0, "clients ignore epoch -1");
+    // Below v4 a supported feature with minimum 0 is not listed (Kafka's alterFeatureLevel0).
+    let v3: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert!(
+        v3.supported_features.is_empty(),
+        "{:?}",
+        v3.supported_features
+    );
+    assert_eq!(v3.finalized_features, v.finalized_features);
 
     assert_eq!(find_coordinator(&mut c, "v2"), 0);
     let first = init(&mut c, "v2", 60_000);

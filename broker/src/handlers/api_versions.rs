@@ -24,12 +24,20 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 4 };
 /// Kafka's feature name for the transaction protocol version.
 pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
 
+/// Below this version a supported feature whose minimum is 0 is not listed: older clients
+/// took a zero minimum for "not supported" (Kafka's `alterFeatureLevel0`).
+const ZERO_MINIMUM_LISTED_FROM: i16 = 4;
+
 pub async fn handle(
     shard: &Rc<Shard>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     _req: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
-    with_features(response(0), shard.config().transaction.version)
+    with_features(
+        response(0),
+        shard.config().transaction.version,
+        ctx.version >= ZERO_MINIMUM_LISTED_FROM,
+    )
 }
 
 /// The whole answer with `error_code`, without features.
@@ -51,8 +59,13 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
 }
 
 /// `response` with the supported and finalized features (a feature finalized at level 0
-/// is not listed, as in Kafka).
-fn with_features(response: ApiVersionsResponse, transaction_version: i16) -> ApiVersionsResponse {
+/// is not listed, as in Kafka; nor, unless `zero_minimum_listed`, a supported one whose
+/// minimum is 0).
+fn with_features(
+    response: ApiVersionsResponse,
+    transaction_version: i16,
+    zero_minimum_listed: bool,
+) -> ApiVersionsResponse {
     static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(crate::partition::now_ms);
     let name = || StrBytes::from_static_str(TRANSACTION_VERSION_FEATURE);
@@ -65,13 +78,15 @@ fn with_features(response: ApiVersionsResponse, transaction_version: i16) -> Api
         })
         .into_iter()
         .collect();
+    let supported = [SupportedFeatureKey::default()
+        .with_name(name())
+        .with_min_version(0)
+        .with_max_version(crate::txn::TxnVersion::MAX.0)]
+    .into_iter()
+    .filter(|f| zero_minimum_listed || f.min_version > 0)
+    .collect();
     response
-        .with_supported_features(vec![
-            SupportedFeatureKey::default()
-                .with_name(name())
-                .with_min_version(0)
-                .with_max_version(crate::txn::TxnVersion::MAX.0),
-        ])
+        .with_supported_features(supported)
         .with_finalized_features(finalized)
         .with_finalized_features_epoch(epoch)
 }

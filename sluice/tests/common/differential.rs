@@ -168,6 +168,29 @@ impl Oracle {
         [k, s]
     }
 
+    /// `call_until` with one request per side (for requests that carry a value each broker
+    /// assigned, such as a producer id).
+    pub fn call_each_until<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        to_kafka: &Req,
+        to_sluice: &Req,
+        settled: impl Fn(&Resp) -> bool,
+    ) -> [Resp; 2] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let side = |c: &mut RawClient, req: &Req| loop {
+            let answer: Resp = c.call(api, version, req);
+            if settled(&answer) || std::time::Instant::now() >= deadline {
+                return answer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let k = side(&mut self.k, to_kafka);
+        let s = side(&mut self.s, to_sluice);
+        [k, s]
+    }
+
     /// Sends to both and compares the answers; returns them for the next step of the case.
     pub fn check<Req: Encodable, Resp: Decodable + Debug>(
         &mut self,
