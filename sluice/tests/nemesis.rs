@@ -40,14 +40,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::Instant;
 
 use common::cluster::Cluster;
+use common::nemesis::{
+    COMMAND_TIMEOUT, LineChild, Rng, allowed_kinds, env_number, field, time_seed, wait_for_brokers,
+};
 use common::tail;
 
 const NODES: usize = 3;
@@ -61,13 +61,6 @@ const FAULTS_ENV: &str = "SLUICE_NEMESIS_FAULTS";
 /// The producer's linger.ms (default 5): longer spreads the five in-flight requests over more
 /// time, so a stall's timeouts split them (implicit acknowledgements) more often.
 const LINGER_ENV: &str = "SLUICE_NEMESIS_LINGER_MS";
-/// How long the clients may take to answer one command (a round's healing, or the final
-/// drain and checks): only turns a hang into a failure.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(420);
-/// How long the quorum may take to form and every broker to register.
-const FORM_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a wait for the clients checks that no node died on its own.
-const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes of a record batch header up to and including `last_offset_delta`.
 const BATCH_PREFIX_BYTES: usize = 27;
 
@@ -135,7 +128,7 @@ fn nemesis_rounds_lose_nothing() {
     let rounds = env_number(ROUNDS_ENV).map_or(DEFAULT_ROUNDS, |n| n as usize);
     let seed = env_number(SEED_ENV).unwrap_or_else(time_seed);
     eprintln!("nemesis: seed {seed} ({SEED_ENV}={seed} replays it), {rounds} rounds");
-    let allowed = allowed_kinds();
+    let allowed = allowed_kinds(FAULTS_ENV, &Fault::KINDS);
     let mut rng = Rng(seed);
     // The first rounds cover every allowed kind once, in a seeded order; the rest are drawn.
     let mut kinds = allowed.clone();
@@ -144,9 +137,9 @@ fn nemesis_rounds_lose_nothing() {
     }
 
     let mut cluster = Cluster::start(NODES);
-    wait_for_brokers(&cluster);
+    wait_for_brokers(&cluster, NODES);
     let client_log = cluster.dir().join("client.log");
-    let mut clients = Clients::start(&cluster, &client_log);
+    let mut clients = start_clients(&cluster, &client_log);
     let ready = clients.expect(&mut cluster, "READY", "");
     eprintln!("nemesis: clients ready ({ready})");
 
@@ -175,7 +168,7 @@ fn nemesis_rounds_lose_nothing() {
 
     clients.send(&mut cluster, "FINISH");
     let summary = clients.expect(&mut cluster, "SUMMARY", " OK");
-    let high_watermarks = clients.high_watermarks();
+    let high_watermarks = high_watermarks(&clients);
     clients.wait_success(&mut cluster);
     for node in cluster.node_ids() {
         cluster.stop_node(node);
@@ -258,190 +251,58 @@ fn wait_full_isr(cluster: &Cluster) {
     );
 }
 
-fn wait_for_brokers(cluster: &Cluster) {
-    cluster.wait_until("every node lists every broker", FORM_TIMEOUT, |c| {
-        for node in c.node_ids() {
-            let md = c.try_metadata(node, Some(&[]))?;
-            if md.brokers.len() != NODES {
-                return Err(format!("node {node}: {} brokers", md.brokers.len()));
-            }
-        }
-        Ok(())
-    });
-}
-
 // ---- the clients ------------------------------------------------------------------------------
 
-/// nemesis.py: its stdin takes commands, its stdout lines come through a channel, its stderr
-/// is collected for a failure message.
-struct Clients {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<thread::JoinHandle<String>>,
-    out: String,
+/// nemesis.py on the line protocol (`common::nemesis::LineChild`).
+type Clients = LineChild;
+
+fn start_clients(cluster: &Cluster, client_log: &Path) -> Clients {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nemesis_support/nemesis.py");
+    let mut command = Command::new(clients_support::python());
+    command
+        .arg(&script)
+        .args(["--bootstrap", &cluster.bootstrap(), "--topic", TOPIC])
+        .arg("--client-log")
+        .arg(client_log)
+        .args([
+            "--linger-ms",
+            &env_number(LINGER_ENV).unwrap_or(5).to_string(),
+        ]);
+    LineChild::spawn("nemesis.py", &mut command, client_log_hint)
 }
 
-impl Clients {
-    fn start(cluster: &Cluster, client_log: &Path) -> Clients {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nemesis_support/nemesis.py");
-        let mut child = Command::new(clients_support::python())
-            .arg(&script)
-            .args(["--bootstrap", &cluster.bootstrap(), "--topic", TOPIC])
-            .arg("--client-log")
-            .arg(client_log)
-            .args([
-                "--linger-ms",
-                &env_number(LINGER_ENV).unwrap_or(5).to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        });
-        Clients {
-            child,
-            stdin,
-            lines,
-            stderr: Some(stderr),
-            out: String::new(),
-        }
-    }
-
-    fn send(&mut self, cluster: &mut Cluster, command: &str) {
-        let sent = self
-            .stdin
-            .as_mut()
-            .map(|s| writeln!(s, "{command}").and_then(|()| s.flush()));
-        if !matches!(sent, Some(Ok(()))) {
-            self.fail(cluster, &format!("cannot send `{command}`: {sent:?}"));
-        }
-    }
-
-    /// Sends `command` and returns the rest of its answer (the line starting with the same
-    /// two words).
-    fn command(&mut self, cluster: &mut Cluster, command: &str) -> String {
-        let words: Vec<&str> = command.split_whitespace().take(2).collect();
-        let prefix = words.join(" ");
-        self.send(cluster, command);
-        self.expect(cluster, &prefix, "")
-    }
-
-    /// Waits for a stdout line starting with `prefix` and ending with `suffix`; returns the
-    /// rest of it. Checks meanwhile that no node died on its own.
-    fn expect(&mut self, cluster: &mut Cluster, prefix: &str, suffix: &str) -> String {
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            if let Err(dead) = cluster.check_alive() {
-                self.fail(cluster, &dead);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(
-                    cluster,
-                    &format!("no `{prefix}` within {COMMAND_TIMEOUT:?}"),
-                );
-            }
-            match self.lines.recv_timeout(left.min(ALIVE_CHECK_INTERVAL)) {
-                Ok(line) => {
-                    self.out.push_str(&line);
-                    self.out.push('\n');
-                    if let Some(rest) = line.strip_prefix(prefix)
-                        && line.ends_with(suffix)
-                    {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => self.fail(
-                    cluster,
-                    &format!("exited while the test waited for `{prefix}`"),
-                ),
-            }
-        }
-    }
-
-    /// The `HW <partition> <offset>` lines printed before the summary.
-    fn high_watermarks(&self) -> BTreeMap<i32, i64> {
-        self.out
-            .lines()
-            .filter_map(|l| l.strip_prefix("HW "))
-            .map(|rest| {
-                let mut words = rest.split_whitespace().map(|w| w.parse::<i64>());
-                match (words.next(), words.next()) {
-                    (Some(Ok(p)), Some(Ok(hw))) => (p as i32, hw),
-                    _ => panic!("bad HW line: {rest}"),
-                }
-            })
-            .collect()
-    }
-
-    fn wait_success(&mut self, cluster: &mut Cluster) {
-        self.stdin = None;
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return,
-                Ok(Some(status)) => self.fail(cluster, &format!("exited with {status}")),
-                _ if Instant::now() >= deadline => self.fail(cluster, "did not exit"),
-                _ => thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn fail(&mut self, cluster: &mut Cluster, why: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        let client_log = std::fs::read_to_string(cluster.dir().join("client.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                ["IMPLICITACK", "DUPSEQ", "ERRSEQ"]
-                    .iter()
-                    .any(|k| l.contains(k))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect::<String>();
-        panic!(
-            "nemesis.py: {why}\n--- its stderr ---\n{}\n--- its stdout ---\n{}\n--- librdkafka \
-             implicit acks and sequence errors (client.log) ---\n{}",
-            tail(&stderr, 20_000),
-            tail(&self.out, 4_000),
-            tail(&client_log, 4_000),
-        );
-    }
+/// librdkafka's implicit acknowledgements and sequence errors from `client.log`.
+fn client_log_hint(cluster: &Cluster) -> String {
+    let client_log = std::fs::read_to_string(cluster.dir().join("client.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            ["IMPLICITACK", "DUPSEQ", "ERRSEQ"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    format!(
+        "--- librdkafka implicit acks and sequence errors (client.log) ---\n{}",
+        tail(&client_log, 4_000)
+    )
 }
 
-impl Drop for Clients {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
+/// The `HW <partition> <offset>` lines printed before the summary.
+fn high_watermarks(clients: &Clients) -> BTreeMap<i32, i64> {
+    clients
+        .out()
+        .lines()
+        .filter_map(|l| l.strip_prefix("HW "))
+        .map(|rest| {
+            let mut words = rest.split_whitespace().map(|w| w.parse::<i64>());
+            match (words.next(), words.next()) {
+                (Some(Ok(p)), Some(Ok(hw))) => (p as i32, hw),
+                _ => panic!("bad HW line: {rest}"),
+            }
+        })
+        .collect()
 }
 
 // ---- replicas ---------------------------------------------------------------------------------
@@ -594,69 +455,3 @@ fn read_batches(dir: &Path) -> Vec<Batch> {
 }
 
 // ---- small things -----------------------------------------------------------------------------
-
-/// SplitMix64: a seeded generator, so a failing seed replays the same faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Indexes into `Fault::KINDS` of the kinds `FAULTS_ENV` names (all when unset).
-fn allowed_kinds() -> Vec<usize> {
-    let Ok(names) = std::env::var(FAULTS_ENV) else {
-        return (0..Fault::KINDS.len()).collect();
-    };
-    let kinds: Vec<usize> = names
-        .split(',')
-        .map(|name| {
-            Fault::KINDS
-                .iter()
-                .position(|k| *k == name.trim())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{FAULTS_ENV}: unknown fault {name:?}; kinds: {:?}",
-                        Fault::KINDS
-                    )
-                })
-        })
-        .collect();
-    assert!(!kinds.is_empty(), "{FAULTS_ENV} names no fault");
-    kinds
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
-fn time_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The value of `key=value` in a summary line.
-fn field(summary: &str, key: &str) -> String {
-    let prefix = format!("{key}=");
-    summary
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {key}= in {summary}"))
-        .to_string()
-}

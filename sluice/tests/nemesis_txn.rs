@@ -37,15 +37,14 @@
 mod clients_support;
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::tail;
+use common::nemesis::{
+    COMMAND_TIMEOUT, LineChild, Rng, allowed_kinds, env_number, field, time_seed, wait_for_brokers,
+};
 
 const NODES: usize = 3;
 /// The app's topics are `<TOPIC>-in` and `<TOPIC>-out`.
@@ -69,14 +68,8 @@ const DEBUG_ENV: &str = "SLUICE_NEMESIS_TXN_DEBUG";
 const ABORT_PERCENT: u64 = 25;
 /// The fault strikes after 1..=this many more of the app's transactions ended.
 const STRIKE_AFTER_TXNS_MAX: u64 = 4;
-/// How long the clients may take to answer one command: only turns a hang into a failure.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(420);
-/// How long the quorum may take to form and every broker to register.
-const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a role (a partition's leader) may take to be known after a restart.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often a wait for the clients checks that no node died on its own.
-const ALIVE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug)]
 enum Target {
@@ -138,16 +131,16 @@ fn transactions_survive_coordinator_and_leader_kills() {
     let seed = env_number(SEED_ENV).unwrap_or_else(time_seed);
     eprintln!("nemesis_txn: seed {seed} ({SEED_ENV}={seed} replays it), {rounds} rounds");
     let mut rng = Rng(seed);
-    let allowed = allowed_kinds();
+    let allowed = allowed_kinds(FAULTS_ENV, &Target::KINDS);
     let mut kinds = allowed.clone();
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, rng.below(i as u64 + 1) as usize);
     }
 
     let mut cluster = Cluster::start(NODES);
-    wait_for_brokers(&cluster);
+    wait_for_brokers(&cluster, NODES);
     let client_log = cluster.dir().join("client.log");
-    let mut clients = Clients::start(&cluster, &client_log, seed);
+    let mut clients = start_clients(&cluster, &client_log, seed);
     let ready = clients.expect(&mut cluster, "READY", "");
     eprintln!("nemesis_txn: app ready ({ready})");
 
@@ -200,42 +193,73 @@ fn transactions_survive_coordinator_and_leader_kills() {
 
 /// Input records of the Streams run: enough that a kill lands in the middle of the work.
 const STREAMS_RECORDS: u64 = 8_000;
-/// The kill comes once the output's counts add up to this share of the input (percent).
+/// Input records added per kill round beyond the first (24 s of the program's input: a
+/// round kills, waits for output, restarts and waits again, ~20 s on a loaded machine).
+const STREAMS_RECORDS_PER_EXTRA_KILL: u64 = 12_000;
+/// The first kill comes once the output's counts add up to this share of the input
+/// (percent); further kills are spread evenly up to `STREAMS_LAST_KILL_AT_PERCENT`.
 const STREAMS_KILL_AT_PERCENT: u64 = 25;
+const STREAMS_LAST_KILL_AT_PERCENT: u64 = 90;
+/// Kill rounds of the Streams run (default 1, the CI run; e.g. 20 by hand).
+const STREAMS_KILLS_ENV: &str = "SLUICE_NEMESIS_STREAMS_KILLS";
 /// The Streams program's topic prefix; its application.id is `<prefix>-app`.
 const STREAMS_PREFIX: &str = "streams";
 
 /// Kafka Streams 4.3.1 with `exactly_once_v2` (tests/java: io.sluice.reftest.StreamsEos, a word
 /// count with a RocksDB store, its changelog and a repartition topic, all RF 3) in the 3-node
-/// cluster: the node leading the app's group coordinator partition is SIGKILLed once a quarter
+/// cluster. Streams 4 uses transaction version 2 (KIP-890 part 2) against Sluice, as against
+/// Kafka 4. The node leading the app's group coordinator partition is SIGKILLed once a quarter
 /// of the counts are out, the output must keep advancing without it, the node restarts, and
 /// the read_committed output must reach exactly the expected count of every word, never
 /// above it and never going down (the program checks and prints `RESULT OK` or `RESULT FAIL`).
+/// With `SLUICE_NEMESIS_STREAMS_KILLS=N` (and `SLUICE_NEMESIS_TXN_SEED`) it runs N kill
+/// rounds: after the first, each SIGKILLs a seeded node (whatever it leads: transaction and
+/// group coordinators, partition leaders) once the counts pass its point, waits for the
+/// output to advance, restarts the node and waits for the output to advance again.
 /// Needs the Java jars (SLUICE_TEST_JAVA_DIR, as tests/cluster_java.rs).
 #[test]
 fn streams_exactly_once_word_count_through_a_broker_kill() {
     let stack = refstack::JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
+    let kills = env_number(STREAMS_KILLS_ENV).unwrap_or(1).max(1);
+    let seed = env_number(SEED_ENV).unwrap_or_else(time_seed);
+    eprintln!("streams: {kills} kill round(s), seed {seed}");
+    let mut rng = Rng(seed);
+    let records = STREAMS_RECORDS + (kills - 1) * STREAMS_RECORDS_PER_EXTRA_KILL;
     let mut cluster = Cluster::start(NODES);
-    wait_for_brokers(&cluster);
+    wait_for_brokers(&cluster, NODES);
     let state_dir = cluster.dir().join("streams-state");
     let mut command = stack.java("io.sluice.reftest.StreamsEos");
     command
         .arg(cluster.bootstrap())
         .arg(STREAMS_PREFIX)
-        .arg(STREAMS_RECORDS.to_string())
+        .arg(records.to_string())
         .arg(&state_dir);
-    let mut program = Clients::spawn("StreamsEos", &mut command);
+    let mut program = LineChild::spawn("StreamsEos", &mut command, |_| String::new());
     let started = Instant::now();
-    let kill_at = STREAMS_RECORDS * STREAMS_KILL_AT_PERCENT / 100;
-    let before = program.progress_at_least(&mut cluster, kill_at);
     let group = format!("{STREAMS_PREFIX}-app");
-    let count = partition_count(&cluster, OFFSETS_TOPIC);
-    let node = leader_of(&cluster, OFFSETS_TOPIC, java_partition_for(&group, count));
-    cluster.kill(node);
-    eprintln!("streams: killed node {node} (group coordinator of {group}) at {before} counts");
-    let during = program.progress_at_least(&mut cluster, before + 1);
-    cluster.restart(node);
-    eprintln!("streams: node {node} restarted; counts {during} while it was down");
+    for round in 0..kills {
+        let percent = STREAMS_KILL_AT_PERCENT
+            + (STREAMS_LAST_KILL_AT_PERCENT - STREAMS_KILL_AT_PERCENT) * round / kills;
+        let before = program.progress_at_least(&mut cluster, records * percent / 100);
+        let node = if round == 0 {
+            let count = partition_count(&cluster, OFFSETS_TOPIC);
+            leader_of(&cluster, OFFSETS_TOPIC, java_partition_for(&group, count))
+        } else {
+            let nodes = cluster.node_ids();
+            nodes[rng.below(nodes.len() as u64) as usize]
+        };
+        cluster.kill(node);
+        eprintln!(
+            "streams: round {}/{kills}: killed node {node} at {before} counts",
+            round + 1
+        );
+        let during = program.progress_at_least(&mut cluster, before + 1);
+        cluster.restart(node);
+        let after = program.progress_at_least(&mut cluster, during + 1);
+        eprintln!(
+            "streams: node {node} restarted; counts {during} while it was down, {after} after"
+        );
+    }
     let result = program.expect(&mut cluster, "RESULT", "");
     eprintln!(
         "streams: RESULT {result} in {:.0} s",
@@ -359,260 +383,34 @@ fn wait_full_isr(cluster: &Cluster) {
     );
 }
 
-fn wait_for_brokers(cluster: &Cluster) {
-    cluster.wait_until("every node lists every broker", FORM_TIMEOUT, |c| {
-        for node in c.node_ids() {
-            let md = c.try_metadata(node, Some(&[]))?;
-            if md.brokers.len() != NODES {
-                return Err(format!("node {node}: {} brokers", md.brokers.len()));
-            }
-        }
-        Ok(())
-    });
-}
-
 // ---- the clients ------------------------------------------------------------------------------
 
-/// nemesis_txn.py: its stdin takes commands, its stdout lines come through a channel, its
-/// stderr is collected for a failure message.
-struct Clients {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<thread::JoinHandle<String>>,
-    out: String,
+/// nemesis_txn.py, or the Streams program, on the line protocol (`common::nemesis::LineChild`).
+type Clients = LineChild;
+
+fn start_clients(cluster: &Cluster, client_log: &Path, seed: u64) -> Clients {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nemesis_support/nemesis_txn.py");
+    let mut command = Command::new(clients_support::python());
+    command
+        .arg(&script)
+        .args(["--bootstrap", &cluster.bootstrap(), "--topic", TOPIC])
+        .arg("--client-log")
+        .arg(client_log)
+        .args(["--seed", &seed.to_string()])
+        .args(["--partitions", &PARTITIONS.to_string()])
+        .args(["--abort-percent", &ABORT_PERCENT.to_string()])
+        .args([
+            "--debug",
+            &std::env::var(DEBUG_ENV).unwrap_or_else(|_| "eos".into()),
+        ]);
+    LineChild::spawn("nemesis_txn.py", &mut command, client_log_hint)
 }
 
-impl Clients {
-    fn start(cluster: &Cluster, client_log: &Path, seed: u64) -> Clients {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nemesis_support/nemesis_txn.py");
-        let mut command = Command::new(clients_support::python());
-        command
-            .arg(&script)
-            .args(["--bootstrap", &cluster.bootstrap(), "--topic", TOPIC])
-            .arg("--client-log")
-            .arg(client_log)
-            .args(["--seed", &seed.to_string()])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .args(["--abort-percent", &ABORT_PERCENT.to_string()])
-            .args([
-                "--debug",
-                &std::env::var(DEBUG_ENV).unwrap_or_else(|_| "eos".into()),
-            ]);
-        Clients::spawn("nemesis_txn.py", &mut command)
-    }
-
-    /// Starts `command` with piped stdin, stdout and stderr.
-    fn spawn(name: &'static str, command: &mut Command) -> Clients {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        });
-        Clients {
-            name,
-            child,
-            stdin,
-            lines,
-            stderr: Some(stderr),
-            out: String::new(),
-        }
-    }
-
-    fn send(&mut self, cluster: &mut Cluster, command: &str) {
-        let sent = self
-            .stdin
-            .as_mut()
-            .map(|s| writeln!(s, "{command}").and_then(|()| s.flush()));
-        if !matches!(sent, Some(Ok(()))) {
-            self.fail(cluster, &format!("cannot send `{command}`: {sent:?}"));
-        }
-    }
-
-    /// Sends `command` and returns the rest of its answer (the line starting with the same
-    /// two words).
-    fn command(&mut self, cluster: &mut Cluster, command: &str) -> String {
-        let words: Vec<&str> = command.split_whitespace().take(2).collect();
-        let prefix = words.join(" ");
-        self.send(cluster, command);
-        self.expect(cluster, &prefix, "")
-    }
-
-    /// Waits for a stdout line starting with `prefix` and ending with `suffix`; returns the
-    /// rest of it. Checks meanwhile that no node died on its own.
-    fn expect(&mut self, cluster: &mut Cluster, prefix: &str, suffix: &str) -> String {
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            if let Err(dead) = cluster.check_alive() {
-                self.fail(cluster, &dead);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(
-                    cluster,
-                    &format!("no `{prefix}` within {COMMAND_TIMEOUT:?}"),
-                );
-            }
-            match self.lines.recv_timeout(left.min(ALIVE_CHECK_INTERVAL)) {
-                Ok(line) => {
-                    self.out.push_str(&line);
-                    self.out.push('\n');
-                    if let Some(rest) = line.strip_prefix(prefix)
-                        && line.ends_with(suffix)
-                    {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => self.fail(
-                    cluster,
-                    &format!("exited while the test waited for `{prefix}`"),
-                ),
-            }
-        }
-    }
-
-    /// Waits for a `PROGRESS <n>` line with n >= `at_least`; returns n.
-    fn progress_at_least(&mut self, cluster: &mut Cluster, at_least: u64) -> u64 {
-        loop {
-            let rest = self.expect(cluster, "PROGRESS", "");
-            let n: u64 = rest
-                .parse()
-                .unwrap_or_else(|_| self.fail(cluster, &format!("bad PROGRESS {rest}")));
-            if n >= at_least {
-                return n;
-            }
-        }
-    }
-
-    fn wait_success(&mut self, cluster: &mut Cluster) {
-        self.stdin = None;
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return,
-                Ok(Some(status)) => self.fail(cluster, &format!("exited with {status}")),
-                _ if Instant::now() >= deadline => self.fail(cluster, "did not exit"),
-                _ => thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn fail(&mut self, cluster: &mut Cluster, why: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        panic!(
-            "{}: {why}\n--- its stderr ---\n{}\n--- its stdout ---\n{}\n(librdkafka's \
-             eos log: {})",
-            self.name,
-            tail(&stderr, 20_000),
-            tail(&self.out, 4_000),
-            cluster.dir().join("client.log").display(),
-        );
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-// ---- small things -----------------------------------------------------------------------------
-
-/// SplitMix64: a seeded generator, so a failing seed replays the same rounds.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Indexes into `Target::KINDS` of the kinds `FAULTS_ENV` names (all when unset).
-fn allowed_kinds() -> Vec<usize> {
-    let Ok(names) = std::env::var(FAULTS_ENV) else {
-        return (0..Target::KINDS.len()).collect();
-    };
-    let kinds: Vec<usize> = names
-        .split(',')
-        .map(|name| {
-            Target::KINDS
-                .iter()
-                .position(|k| *k == name.trim())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{FAULTS_ENV}: unknown kind {name:?}; kinds: {:?}",
-                        Target::KINDS
-                    )
-                })
-        })
-        .collect();
-    assert!(!kinds.is_empty(), "{FAULTS_ENV} names no kind");
-    kinds
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+/// Where librdkafka's `eos` log of the app's producer is.
+fn client_log_hint(cluster: &Cluster) -> String {
+    format!(
+        "(librdkafka's eos log: {})",
+        cluster.dir().join("client.log").display()
     )
-}
-
-/// Seeds stay below 2^53 so nemesis_txn.py's `random.Random(seed)` and this agree on it
-/// whatever parses it.
-fn time_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        % (1 << 53)
-}
-
-/// The value of `key=value` in a summary line.
-fn field(summary: &str, key: &str) -> String {
-    let prefix = format!("{key}=");
-    summary
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {key}= in {summary}"))
-        .to_string()
 }

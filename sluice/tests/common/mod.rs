@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod metrics;
+pub mod nemesis;
 pub mod requests;
 
 use std::io::{BufRead, BufReader, Read, Write};

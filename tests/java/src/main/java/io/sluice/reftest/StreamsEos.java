@@ -15,7 +15,8 @@
  *    count of each word>`. Checks as it reads: a word's count never exceeds its expected count
  *    (a duplicate would) and never goes down (an aborted or half-applied update would).
  * 5. When every word's latest count is exactly its expected count: `RESULT OK words=<n>
- *    updates=<n>`, exit 0. A check failing, or no result within RESULT_WAIT: `RESULT FAIL
+ *    updates=<n>`, exit 0. A check failing, or no result within the result wait (RESULT_WAIT,
+ *    or twice the input's feeding time when that is longer): `RESULT FAIL
  *    <why>`, exit 1. Streams state changes and thread exceptions are printed as `STATE ...` and
  *    `STREAMS_ERROR ...` (a thread that dies is replaced, as a production app configures).
  *
@@ -151,6 +152,13 @@ public final class StreamsEos {
     }
 
     /** Reads the output read_committed until the counts are exact; 0 on success. */
+    /** RESULT_WAIT, or twice the input's feeding time at FEED_BATCH per FEED_PAUSE_MS. */
+    private static Duration resultWait(long records) {
+        Duration feeding = Duration.ofMillis(records / FEED_BATCH * FEED_PAUSE_MS);
+        Duration twice = feeding.multipliedBy(2);
+        return twice.compareTo(RESULT_WAIT) > 0 ? twice : RESULT_WAIT;
+    }
+
     private static int follow(String bootstrap, String output, Map<String, Long> expected, PrintStream out) {
         Properties props = new Properties();
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -160,7 +168,8 @@ public final class StreamsEos {
         props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, LongDeserializer.class);
         Map<String, Long> latest = new HashMap<>();
         long updates = 0;
-        long deadline = System.nanoTime() + RESULT_WAIT.toNanos();
+        Duration wait = resultWait(expected.values().stream().mapToLong(Long::longValue).sum());
+        long deadline = System.nanoTime() + wait.toNanos();
         long lastProgress = 0;
         try (KafkaConsumer<String, Long> consumer = new KafkaConsumer<>(props)) {
             List<TopicPartition> tps = new ArrayList<>();
@@ -191,7 +200,7 @@ public final class StreamsEos {
                 }
             }
         }
-        out.println("RESULT FAIL no exact counts within " + RESULT_WAIT + ": " + latest + " expected " + expected);
+        out.println("RESULT FAIL no exact counts within " + wait + ": " + latest + " expected " + expected);
         return 1;
     }
 }
