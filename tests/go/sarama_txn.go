@@ -422,3 +422,177 @@ func saramaCheckGroupOffsets(ctx context.Context, admin sarama.ClusterAdmin, gro
 		return nil
 	})
 }
+
+// saramaTxnAdmin: sarama's KIP-664 admin calls (TransactionClusterAdmin) around a transaction
+// of three records (offsets 2-4, after two plain ones) left open, then committed:
+// ListTransactions by state, by producer id and by duration (v1, KIP-994: only transactions
+// running longer than the filter), DescribeTransactions and DescribeProducers, which must agree
+// on the producer id and epoch.
+func saramaTxnAdmin(ctx context.Context, e *env) (string, error) {
+	topic, id := e.name("txnadm"), e.name("txnadm-txn")
+	ca, err := sarama.NewClusterAdmin([]string{e.bootstrap}, saramaConfig())
+	if err != nil {
+		return "", fmt.Errorf("ClusterAdmin: %w", err)
+	}
+	defer ca.Close()
+	admin, ok := ca.(sarama.TransactionClusterAdmin)
+	if !ok {
+		return "", fmt.Errorf("sarama's ClusterAdmin has no transaction calls")
+	}
+	if err := saramaCreateTopic(admin, topic, 1, nil); err != nil {
+		return "", err
+	}
+	plain, err := sarama.NewSyncProducer([]string{e.bootstrap}, saramaConfig())
+	if err != nil {
+		return "", fmt.Errorf("SyncProducer: %w", err)
+	}
+	defer plain.Close()
+	if err := plain.SendMessages([]*sarama.ProducerMessage{{Topic: topic, Value: sarama.StringEncoder("p-0")}, {Topic: topic, Value: sarama.StringEncoder("p-1")}}); err != nil {
+		return "", fmt.Errorf("plain produce: %w", err)
+	}
+	producer, err := sarama.NewSyncProducer([]string{e.bootstrap}, saramaTxnConfig(id))
+	if err != nil {
+		return "", fmt.Errorf("transactional SyncProducer: %w", err)
+	}
+	defer producer.Close()
+	if err := producer.BeginTxn(); err != nil {
+		return "", fmt.Errorf("BeginTxn: %w", err)
+	}
+	msgs := make([]*sarama.ProducerMessage, 3)
+	for i := range msgs {
+		msgs[i] = &sarama.ProducerMessage{Topic: topic, Partition: 0, Value: sarama.StringEncoder(fmt.Sprintf("t-%d", i))}
+	}
+	if err := producer.SendMessages(msgs); err != nil {
+		return "", fmt.Errorf("transactional produce: %w", err)
+	}
+	if msgs[0].Offset != 2 {
+		return "", fmt.Errorf("the transaction's first record is at %d, want 2", msgs[0].Offset)
+	}
+
+	open, err := saramaCheckOngoing(ctx, admin, id, topic)
+	if err != nil {
+		return "", fmt.Errorf("open transaction: %w", err)
+	}
+	if err := producer.CommitTxn(); err != nil {
+		return "", fmt.Errorf("CommitTxn: %w", err)
+	}
+	var after sarama.TransactionState
+	err = eventually(ctx, "the transaction to be CompleteCommit", func() error {
+		var err error
+		after, err = saramaCheckCompleted(admin, id, topic, open)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("committed transaction: %w", err)
+	}
+	return fmt.Sprintf("open: Ongoing pid=%d epoch=%d last_sequence=2 txn_start_offset=2, listed by state/producer/duration; committed: CompleteCommit epoch=%d txn_start_offset=-1",
+		open.ProducerID, open.ProducerEpoch, after.ProducerEpoch), nil
+}
+
+// saramaListIDs lists transactions with the given filters and returns their ids.
+func saramaListIDs(admin sarama.TransactionClusterAdmin, states []string, pids []int64, durationMs int64) (map[string]sarama.ListTransactionsResponseTransactionState, error) {
+	listed, err := admin.ListTransactions(states, pids, durationMs)
+	if err != nil {
+		return nil, fmt.Errorf("ListTransactions(states %v, producers %v, duration %d): %w", states, pids, durationMs, err)
+	}
+	out := map[string]sarama.ListTransactionsResponseTransactionState{}
+	for _, l := range listed {
+		out[l.TransactionalID] = l
+	}
+	return out, nil
+}
+
+// saramaCheckOngoing: the open transaction through every call, exactly; returns its state.
+func saramaCheckOngoing(ctx context.Context, admin sarama.TransactionClusterAdmin, id, topic string) (sarama.TransactionState, error) {
+	described, err := admin.DescribeTransactions([]string{id})
+	if err != nil {
+		return sarama.TransactionState{}, fmt.Errorf("DescribeTransactions: %w", err)
+	}
+	d := described[id]
+	if d.ErrorCode != sarama.ErrNoError || d.TransactionState != "Ongoing" || d.TransactionTimeout != txnTimeout || d.TransactionStartTime <= 0 ||
+		len(d.Topics) != 1 || d.Topics[0].Topic != topic || len(d.Topics[0].Partitions) != 1 || d.Topics[0].Partitions[0] != 0 {
+		return d, fmt.Errorf("DescribeTransactions %s: %+v, want Ongoing, timeout %v, partitions [%s/0]", id, d, txnTimeout, topic)
+	}
+	pid := d.ProducerID
+
+	byState, err := saramaListIDs(admin, []string{"Ongoing"}, []int64{pid}, -1)
+	if err != nil {
+		return d, err
+	}
+	if l, ok := byState[id]; !ok || len(byState) != 1 || l.ProducerID != pid || l.TransactionState != "Ongoing" {
+		return d, fmt.Errorf("ListTransactions(Ongoing, producer %d): %+v, want only %s", pid, byState, id)
+	}
+	done, err := saramaListIDs(admin, []string{"CompleteCommit", "CompleteAbort"}, []int64{pid}, -1)
+	if err != nil {
+		return d, err
+	}
+	if len(done) != 0 {
+		return d, fmt.Errorf("ListTransactions(CompleteCommit, CompleteAbort, producer %d) lists the open transaction: %+v", pid, done)
+	}
+	// Duration (Kafka: only transactions running longer than the filter): not an hour yet,
+	// and longer than 0 ms once a millisecond has passed since it started.
+	long, err := saramaListIDs(admin, nil, []int64{pid}, time.Hour.Milliseconds())
+	if err != nil {
+		return d, err
+	}
+	if len(long) != 0 {
+		return d, fmt.Errorf("ListTransactions(running > 1 h) lists a transaction started now: %+v", long)
+	}
+	err = eventually(ctx, "ListTransactions(running > 0 ms) to list the transaction", func() error {
+		running, err := saramaListIDs(admin, nil, []int64{pid}, 0)
+		if err != nil {
+			return err
+		}
+		if _, ok := running[id]; !ok || len(running) != 1 {
+			return fmt.Errorf("ListTransactions(producer %d, running > 0 ms): %+v, want only %s", pid, running, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return d, err
+	}
+
+	p, err := saramaDescribeProducer(admin, topic, pid)
+	if err != nil {
+		return d, err
+	}
+	if p.ProducerEpoch != int32(d.ProducerEpoch) || p.LastSequence != 2 || p.CurrentTxnStartOffset != 2 {
+		return d, fmt.Errorf("DescribeProducers %s/0 producer %d: %+v, want epoch %d last sequence 2 txn start offset 2", topic, pid, p, d.ProducerEpoch)
+	}
+	return d, nil
+}
+
+// saramaCheckCompleted: the committed transaction once its markers are written; the epoch rule
+// is franzCheckCompleted's (a version-2 EndTxn bumps it, a version-1 one does not; sarama
+// speaks version 1, so its epoch stays).
+func saramaCheckCompleted(admin sarama.TransactionClusterAdmin, id, topic string, open sarama.TransactionState) (sarama.TransactionState, error) {
+	described, err := admin.DescribeTransactions([]string{id})
+	if err != nil {
+		return sarama.TransactionState{}, fmt.Errorf("DescribeTransactions: %w", err)
+	}
+	d := described[id]
+	if d.ErrorCode != sarama.ErrNoError || d.TransactionState != "CompleteCommit" || d.ProducerID != open.ProducerID || d.ProducerEpoch != open.ProducerEpoch || len(d.Topics) != 0 {
+		return d, fmt.Errorf("DescribeTransactions %s: %+v, want CompleteCommit producer %d epoch %d and no partitions", id, d, open.ProducerID, open.ProducerEpoch)
+	}
+	p, err := saramaDescribeProducer(admin, topic, open.ProducerID)
+	if err != nil {
+		return d, err
+	}
+	if p.ProducerEpoch != int32(d.ProducerEpoch) || p.LastSequence != 2 || p.CurrentTxnStartOffset != -1 {
+		return d, fmt.Errorf("DescribeProducers %s/0 producer %d: %+v, want epoch %d last sequence 2, no open transaction (-1)", topic, open.ProducerID, p, d.ProducerEpoch)
+	}
+	return d, nil
+}
+
+// saramaDescribeProducer returns the one active producer of topic/0, which must be pid.
+func saramaDescribeProducer(admin sarama.TransactionClusterAdmin, topic string, pid int64) (sarama.ProducerState, error) {
+	described, err := admin.DescribeProducers(map[string][]int32{topic: {0}})
+	if err != nil {
+		return sarama.ProducerState{}, fmt.Errorf("DescribeProducers: %w", err)
+	}
+	part, ok := described[topic][0]
+	if !ok || part.ErrorCode != sarama.ErrNoError || len(part.ActiveProducers) != 1 || part.ActiveProducers[0].ProducerID != pid {
+		return sarama.ProducerState{}, fmt.Errorf("DescribeProducers %s/0: %+v (found %v), want exactly producer %d", topic, part, ok, pid)
+	}
+	return part.ActiveProducers[0], nil
+}
