@@ -18,7 +18,7 @@
 //! Transactions (issue 15): franz-go's `txn-eos` (a GroupTransactSession consume-transform-produce
 //! app, seeded commits and aborts), `txn-fencing` and `txn-admin` (kadm's ListTransactions,
 //! DescribeTransactions, DescribeProducers), and sarama's `txn` (commit, abort, AddMessageToTxn /
-//! AddOffsetsToTxn in a ConsumerGroup) and `txn-admin` run against Sluice, one test per client, and all of them
+//! AddOffsetsToTxn in a ConsumerGroup), `txn-fencing` and `txn-admin` run against Sluice, one test per client, and all of them
 //! against Apache Kafka 4.3.1 (`refstack::ApacheKafka`) in one test, which also runs each client
 //! once with `--inject-fault` and requires the checks to fail: the expectations are Kafka's and
 //! the checks can fail. The seed of a failed run is in its FAIL line (`GOCLIENTS_TXN_SEED`
@@ -83,7 +83,7 @@ fn kafka_go() {
 /// franz-go's transactional scenarios (tests/go/franz_txn.go).
 const FRANZ_TXN: &[&str] = &["txn-eos", "txn-fencing", "txn-admin"];
 /// sarama's transactional scenarios (tests/go/sarama_txn.go).
-const SARAMA_TXN: &[&str] = &["txn", "txn-admin"];
+const SARAMA_TXN: &[&str] = &["txn", "txn-fencing", "txn-admin"];
 
 #[test]
 fn franz_go_transactions() {

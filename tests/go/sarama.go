@@ -24,6 +24,7 @@ func saramaScenarios() []scenario {
 		{"commit-resume", saramaCommitResume},
 		{"admin", saramaAdmin},
 		{"txn", saramaTxn},
+		{"txn-fencing", saramaTxnFencing},
 		{"txn-admin", saramaTxnAdmin},
 	}
 }

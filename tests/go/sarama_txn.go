@@ -73,6 +73,7 @@ func saramaTxnRun(ctx context.Context, e *env, plan *txnPlan) (string, error) {
 
 	// Plain transactions: commit, abort, then the sentinels committed.
 	plain := newTxnLog(plainTopic, eosPartitions)
+	plain.noFault = true // --inject-fault goes to the consume-transform-produce output
 	for _, step := range []struct {
 		key    string
 		commit bool
@@ -595,4 +596,86 @@ func saramaDescribeProducer(admin sarama.TransactionClusterAdmin, topic string, 
 		return sarama.ProducerState{}, fmt.Errorf("DescribeProducers %s/0: %+v (found %v), want exactly producer %d", topic, part, ok, pid)
 	}
 	return part.ActiveProducers[0], nil
+}
+
+// saramaTxnFencing: producer A commits a-1 and leaves a-2 open; producer B with the same
+// transactional id starts (its InitProducerId fences A and aborts A's open transaction) and
+// commits b-1 and a sentinel. A's CommitTxn must fail as fenced and leave A in a fatal state.
+// Read back: read_committed a-1, b-1, sentinel; read_uncommitted a-2 too; a marker after each
+// transaction.
+func saramaTxnFencing(ctx context.Context, e *env) (string, error) {
+	topic, id := e.name("fence"), e.name("fence-txn")
+	admin, err := sarama.NewClusterAdmin([]string{e.bootstrap}, saramaConfig())
+	if err != nil {
+		return "", fmt.Errorf("ClusterAdmin: %w", err)
+	}
+	defer admin.Close()
+	if err := saramaCreateTopic(admin, topic, 1, nil); err != nil {
+		return "", err
+	}
+	log := newTxnLog(topic, 1)
+	a, err := sarama.NewSyncProducer([]string{e.bootstrap}, saramaTxnConfig(id))
+	if err != nil {
+		return "", fmt.Errorf("producer A: %w", err)
+	}
+	defer a.Close()
+	if err := saramaOneTxn(a, log, true, "a-1"); err != nil {
+		return "", fmt.Errorf("A: %w", err)
+	}
+	if err := a.BeginTxn(); err != nil {
+		return "", fmt.Errorf("A BeginTxn: %w", err)
+	}
+	open := log.begin()
+	if err := saramaSendLogged(a, log, open, saramaKeyed(topic, "a-2")); err != nil {
+		return "", fmt.Errorf("A: %w", err)
+	}
+
+	b, err := sarama.NewSyncProducer([]string{e.bootstrap}, saramaTxnConfig(id)) // InitProducerId
+	if err != nil {
+		return "", fmt.Errorf("producer B: %w", err)
+	}
+	defer b.Close()
+	log.end(open, false) // B's InitProducerId aborted it
+	if err := saramaOneTxn(b, log, true, "b-1", sentinelKey); err != nil {
+		return "", fmt.Errorf("B: %w", err)
+	}
+
+	commitErr := a.CommitTxn()
+	fenced := "PRODUCER_FENCED"
+	switch {
+	case errors.Is(commitErr, sarama.ErrProducerFenced):
+	case errors.Is(commitErr, sarama.ErrInvalidProducerEpoch):
+		fenced = "INVALID_PRODUCER_EPOCH"
+	default:
+		return "", fmt.Errorf("A's commit after B started: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", commitErr)
+	}
+	status := a.TxnStatus()
+	if status&sarama.ProducerTxnFlagFatalError == 0 {
+		return "", fmt.Errorf("A's status after the fenced commit: %v, want a fatal error", status)
+	}
+	if err := saramaCheckTxnOutput(ctx, e, log); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("A.commit=%s A.status=%v", fenced, status), nil
+}
+
+// saramaKeyed returns one message per key for partition 0 of topic.
+func saramaKeyed(topic string, keys ...string) []*sarama.ProducerMessage {
+	msgs := make([]*sarama.ProducerMessage, len(keys))
+	for i, k := range keys {
+		msgs[i] = &sarama.ProducerMessage{Topic: topic, Partition: 0, Key: sarama.StringEncoder(k), Value: sarama.StringEncoder(k + " value")}
+	}
+	return msgs
+}
+
+// saramaOneTxn writes keys to partition 0 of the log's topic in one transaction and ends it.
+func saramaOneTxn(producer sarama.SyncProducer, log *txnLog, commit bool, keys ...string) error {
+	if err := producer.BeginTxn(); err != nil {
+		return fmt.Errorf("BeginTxn: %w", err)
+	}
+	txn := log.begin()
+	if err := saramaSendLogged(producer, log, txn, saramaKeyed(log.topic, keys...)); err != nil {
+		return err
+	}
+	return saramaEndTxn(producer, log, txn, commit)
 }
