@@ -92,10 +92,7 @@ func franzEOSRun(ctx context.Context, e *env, plan *txnPlan) (string, error) {
 	}
 	sess.Close() // leaves the group
 
-	if err := franzCheckTxnOutput(ctx, e, adm, log); err != nil {
-		return "", err
-	}
-	got, err := franzReadToSentinels(ctx, e, out, eosPartitions, kgo.ReadCommitted())
+	got, err := franzCheckTxnOutput(ctx, e, adm, log)
 	if err != nil {
 		return "", err
 	}
@@ -205,19 +202,20 @@ func franzSentinels(ctx context.Context, sess *kgo.GroupTransactSession, log *tx
 	return nil
 }
 
-// franzCheckTxnOutput reads log's topic under both isolation levels and checks it (txn.go).
-func franzCheckTxnOutput(ctx context.Context, e *env, adm *kadm.Client, log *txnLog) error {
+// franzCheckTxnOutput reads log's topic under both isolation levels and checks it (txn.go);
+// it returns what read_committed read.
+func franzCheckTxnOutput(ctx context.Context, e *env, adm *kadm.Client, log *txnLog) ([]rec, error) {
 	committed, err := franzReadToSentinels(ctx, e, log.topic, log.partitions, kgo.ReadCommitted())
 	if err != nil {
-		return fmt.Errorf("read_committed: %w", err)
+		return nil, fmt.Errorf("read_committed: %w", err)
 	}
 	uncommitted, err := franzReadToSentinels(ctx, e, log.topic, log.partitions, kgo.ReadUncommitted())
 	if err != nil {
-		return fmt.Errorf("read_uncommitted: %w", err)
+		return nil, fmt.Errorf("read_uncommitted: %w", err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, log.topic)
 	if err != nil {
-		return fmt.Errorf("ListOffsets (end) %s: %w", log.topic, err)
+		return nil, fmt.Errorf("ListOffsets (end) %s: %w", log.topic, err)
 	}
 	hws := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
@@ -225,7 +223,7 @@ func franzCheckTxnOutput(ctx context.Context, e *env, adm *kadm.Client, log *txn
 			hws[o.Partition] = o.Offset
 		}
 	})
-	return checkTxnReadBack(log, committed, uncommitted, hws)
+	return committed, checkTxnReadBack(log, committed, uncommitted, hws)
 }
 
 // franzReadToSentinels reads every partition of topic from the start at the given isolation

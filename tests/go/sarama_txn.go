@@ -82,7 +82,7 @@ func saramaTxnRun(ctx context.Context, e *env, plan *txnPlan) (string, error) {
 			return "", err
 		}
 	}
-	if err := saramaCheckTxnOutput(ctx, e, plain); err != nil {
+	if _, err := saramaCheckTxnOutput(ctx, e, plain); err != nil {
 		return "", fmt.Errorf("plain transactions: %w", err)
 	}
 
@@ -94,10 +94,7 @@ func saramaTxnRun(ctx context.Context, e *env, plan *txnPlan) (string, error) {
 	if err := saramaPlainTxnTo(producer, app.log, out, sentinelKey, true); err != nil {
 		return "", err
 	}
-	if err := saramaCheckTxnOutput(ctx, e, app.log); err != nil {
-		return "", err
-	}
-	got, err := saramaReadToSentinels(ctx, e, out, eosPartitions, sarama.ReadCommitted)
+	got, err := saramaCheckTxnOutput(ctx, e, app.log)
 	if err != nil {
 		return "", err
 	}
@@ -330,30 +327,31 @@ func (h *saramaEOS) process(s sarama.ConsumerGroupSession, batch []*sarama.Consu
 	}
 }
 
-// saramaCheckTxnOutput reads log's topic under both isolation levels and checks it (txn.go).
-func saramaCheckTxnOutput(ctx context.Context, e *env, log *txnLog) error {
+// saramaCheckTxnOutput reads log's topic under both isolation levels and checks it (txn.go);
+// it returns what read_committed read.
+func saramaCheckTxnOutput(ctx context.Context, e *env, log *txnLog) ([]rec, error) {
 	committed, err := saramaReadToSentinels(ctx, e, log.topic, log.partitions, sarama.ReadCommitted)
 	if err != nil {
-		return fmt.Errorf("read_committed: %w", err)
+		return nil, fmt.Errorf("read_committed: %w", err)
 	}
 	uncommitted, err := saramaReadToSentinels(ctx, e, log.topic, log.partitions, sarama.ReadUncommitted)
 	if err != nil {
-		return fmt.Errorf("read_uncommitted: %w", err)
+		return nil, fmt.Errorf("read_uncommitted: %w", err)
 	}
 	client, err := sarama.NewClient([]string{e.bootstrap}, saramaConfig())
 	if err != nil {
-		return fmt.Errorf("Client: %w", err)
+		return nil, fmt.Errorf("Client: %w", err)
 	}
 	defer client.Close()
 	hws := map[int32]int64{}
 	for p := int32(0); p < log.partitions; p++ {
 		hw, err := client.GetOffset(log.topic, p, sarama.OffsetNewest)
 		if err != nil {
-			return fmt.Errorf("ListOffsets (newest) %s/%d: %w", log.topic, p, err)
+			return nil, fmt.Errorf("ListOffsets (newest) %s/%d: %w", log.topic, p, err)
 		}
 		hws[p] = hw
 	}
-	return checkTxnReadBack(log, committed, uncommitted, hws)
+	return committed, checkTxnReadBack(log, committed, uncommitted, hws)
 }
 
 // saramaReadToSentinels reads every partition of topic from the oldest offset at the given
@@ -653,7 +651,7 @@ func saramaTxnFencing(ctx context.Context, e *env) (string, error) {
 	if status&sarama.ProducerTxnFlagFatalError == 0 {
 		return "", fmt.Errorf("A's status after the fenced commit: %v, want a fatal error", status)
 	}
-	if err := saramaCheckTxnOutput(ctx, e, log); err != nil {
+	if _, err := saramaCheckTxnOutput(ctx, e, log); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("A.commit=%s A.status=%v", fenced, status), nil
