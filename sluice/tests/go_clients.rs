@@ -14,6 +14,15 @@
 //! The broker forms groups at once (`group.initial.rebalance.delay.ms` 0 instead of Kafka's
 //! 3 s) and asks KIP-848 members to heartbeat every 500 ms (instead of 5 s), so the group
 //! scenarios do not idle; the protocol is unchanged.
+//!
+//! Transactions (issue 15): franz-go's `txn-eos` (a GroupTransactSession consume-transform-produce
+//! app, seeded commits and aborts), `txn-fencing` and `txn-admin` (kadm's ListTransactions,
+//! DescribeTransactions, DescribeProducers), and sarama's `txn` (commit, abort, AddMessageToTxn /
+//! AddOffsetsToTxn in a ConsumerGroup), `txn-fencing` and `txn-admin` run against Sluice, one test per client, and all of them
+//! against Apache Kafka 4.3.1 (`refstack::ApacheKafka`) in one test, which also runs each client
+//! once with `--inject-fault` and requires the checks to fail: the expectations are Kafka's and
+//! the checks can fail. The seed of a failed run is in its FAIL line (`GOCLIENTS_TXN_SEED`
+//! replays it).
 
 mod common;
 
@@ -24,6 +33,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Broker, tail};
+use refstack::{ApacheKafka, JavaStack, KafkaOptions};
 
 /// One client's whole run takes 5-15 s against a debug broker; this only turns a hang into a
 /// failure (each scenario also has its own 90 s deadline inside the program).
@@ -70,6 +80,102 @@ fn kafka_go() {
     run_client("kafka-go", &["produce", "group", "commit-resume", "admin"]);
 }
 
+/// franz-go's transactional scenarios (tests/go/franz_txn.go).
+const FRANZ_TXN: &[&str] = &["txn-eos", "txn-fencing", "txn-admin"];
+/// sarama's transactional scenarios (tests/go/sarama_txn.go).
+const SARAMA_TXN: &[&str] = &["txn", "txn-fencing", "txn-admin"];
+
+#[test]
+fn franz_go_transactions() {
+    run_client("franz-go", FRANZ_TXN);
+}
+
+#[test]
+fn sarama_transactions() {
+    run_client("sarama", SARAMA_TXN);
+}
+
+/// Every transactional scenario against one Apache Kafka 4.3.1 (its default, transaction
+/// version 2), then each client with an injected fault, which must fail naming the corrupted
+/// read_committed partition. Names every part that failed.
+#[test]
+fn apache_kafka_transactions() {
+    let started = Instant::now();
+    let program = program();
+    let stack = JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
+    let kafka = ApacheKafka::start(
+        &stack,
+        KafkaOptions {
+            heap_mb: 512,
+            props: vec![
+                // The default 50 partitions take seconds to create on the first transaction.
+                ("transaction.state.log.num.partitions".into(), "4".into()),
+            ],
+            // A short-lived broker: C1 only and the serial collector start fastest on 2 cores.
+            jvm_flags: vec![
+                "-XX:+UseSerialGC".into(),
+                "-XX:TieredStopAtLevel=1".into(),
+                "-Xshare:auto".into(),
+                "-Djava.awt.headless=true".into(),
+            ],
+            ..KafkaOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("start Apache Kafka: {e:#}"));
+    eprintln!("Apache Kafka up in {:?}", started.elapsed());
+    let bootstrap = kafka.bootstrap();
+    let mut failed = Vec::new();
+    for (client, scenarios) in [("franz-go", FRANZ_TXN), ("sarama", SARAMA_TXN)] {
+        let t = Instant::now();
+        let run = run_program(&program, client, &bootstrap, scenarios);
+        match check_run(client, scenarios, &run) {
+            Ok(()) => eprintln!("kafka {client} {scenarios:?} passed in {:?}", t.elapsed()),
+            Err(why) => {
+                eprintln!("kafka {client}: {why}\n{}", run.report());
+                failed.push(format!("{client}: {why}"));
+            }
+        }
+    }
+    let t = Instant::now();
+    for (client, scenario, fault) in [
+        ("franz-go", "txn-eos", "duplicate"),
+        ("sarama", "txn", "missing"),
+    ] {
+        let flag = format!("--inject-fault={fault}");
+        let run = run_program(&program, client, &bootstrap, &[flag.as_str(), scenario]);
+        let prefix = format!("FAIL {client} {scenario}: ");
+        let line = run.stdout.lines().find(|l| l.starts_with(&prefix));
+        match (run.status.map(|s| s.code()), line) {
+            (Some(Some(1)), Some(line)) if line.contains("read_committed p0") => {
+                eprintln!("{client} {scenario} found its injected fault ({fault}): {line}")
+            }
+            _ => {
+                eprintln!(
+                    "{client} {scenario} {flag}: no FAIL naming read_committed p0 (exit {:?})\n{}",
+                    run.status,
+                    run.report()
+                );
+                failed.push(format!(
+                    "{client} {scenario} {flag}: the checks did not fail"
+                ));
+            }
+        }
+    }
+    eprintln!("injected faults found in {:?}", t.elapsed());
+    eprintln!(
+        "Go transactions against Apache Kafka in {:?}",
+        started.elapsed()
+    );
+    if !failed.is_empty() {
+        eprintln!("--- Kafka log ---\n{}", kafka.log_tail(LOG_TAIL_BYTES));
+    }
+    kafka.stop();
+    assert!(
+        failed.is_empty(),
+        "failed against Apache Kafka: {failed:#?}"
+    );
+}
+
 /// SLUICE_TEST_GO_CLIENTS, or tests/go/bin/goclients in this checkout.
 fn program() -> PathBuf {
     let path = match std::env::var_os("SLUICE_TEST_GO_CLIENTS") {
@@ -84,17 +190,51 @@ fn program() -> PathBuf {
     path
 }
 
-/// Runs every scenario of `client` against a fresh broker, requires each to pass and returns
-/// the program's output.
+/// Runs the given scenarios of `client` against a fresh broker, requires each to pass and
+/// returns the program's output.
 fn run_client(client: &str, scenarios: &[&str]) -> String {
     let program = program();
     let config_dir = tempfile::tempdir().expect("temp dir");
     let config = config_dir.path().join("sluice.toml");
     std::fs::write(&config, QUICK_GROUPS).expect("write config");
     let broker = Broker::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    let run = run_program(&program, client, broker.addr(), scenarios);
+    if let Err(why) = check_run(client, scenarios, &run) {
+        panic!(
+            "goclients {client}: {why}\n{}\n--- broker log ---\n{}",
+            run.report(),
+            tail(&broker.log(), LOG_TAIL_BYTES)
+        );
+    }
+    eprint!("{}", run.stdout);
+    broker.stop();
+    run.stdout
+}
 
-    let mut child = Command::new(&program)
-        .args([client, broker.addr()])
+/// One finished (or killed) run of the program.
+struct Run {
+    /// None: it did not finish within RUN_TIMEOUT and was killed.
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The ends of its output, for a failure message.
+    fn report(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            tail(&self.stdout, LOG_TAIL_BYTES),
+            tail(&self.stderr, LOG_TAIL_BYTES)
+        )
+    }
+}
+
+/// Runs `goclients <client> <bootstrap> <args...>` to the end (or RUN_TIMEOUT).
+fn run_program(program: &Path, client: &str, bootstrap: &str, args: &[&str]) -> Run {
+    let mut child = Command::new(program)
+        .args([client, bootstrap])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,35 +247,31 @@ fn run_client(client: &str, scenarios: &[&str]) -> String {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let stdout = stdout.join().expect("stdout reader");
-    let stderr = stderr.join().expect("stderr reader");
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
 
-    let fail = |why: String| -> ! {
-        panic!(
-            "goclients {client}: {why}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- broker log ---\n{}",
-            tail(&stdout, LOG_TAIL_BYTES),
-            tail(&stderr, LOG_TAIL_BYTES),
-            tail(&broker.log(), LOG_TAIL_BYTES)
-        )
-    };
-    match status {
+/// Requires exit 0, an `ok` line for every scenario and the `SUMMARY ... failed=0` line.
+fn check_run(client: &str, scenarios: &[&str], run: &Run) -> Result<(), String> {
+    match run.status {
         Some(s) if s.success() => {}
-        Some(s) => fail(format!("exited with {s}")),
-        None => fail(format!("did not finish within {RUN_TIMEOUT:?} (killed)")),
+        Some(s) => return Err(format!("exited with {s}")),
+        None => return Err(format!("did not finish within {RUN_TIMEOUT:?} (killed)")),
     }
     for scenario in scenarios {
         let prefix = format!("ok {client} {scenario} ");
-        if !stdout.lines().any(|l| l.starts_with(&prefix)) {
-            fail(format!("no `{prefix}...` line"));
+        if !run.stdout.lines().any(|l| l.starts_with(&prefix)) {
+            return Err(format!("no `{prefix}...` line"));
         }
     }
     let summary = format!("SUMMARY {client} ok={} failed=0", scenarios.len());
-    if !stdout.lines().any(|l| l == summary) {
-        fail(format!("no `{summary}` line"));
+    if !run.stdout.lines().any(|l| l == summary) {
+        return Err(format!("no `{summary}` line"));
     }
-    eprint!("{stdout}");
-    broker.stop();
-    stdout
+    Ok(())
 }
 
 /// Waits for the child to exit, up to `timeout` (std has no timed wait; this polls `try_wait`).

@@ -3,6 +3,7 @@
 // every codec, a classic group and a KIP-848 group (the broker assigns) of two members sharing
 // partitions, commit and resume, kadm's topic, config, offset and group calls, and ElectLeaders
 // (answered as Kafka does, or cleanly refused where the broker does not offer it).
+// Transactions are in franz_txn.go.
 package main
 
 import (
@@ -27,6 +28,9 @@ func franzScenarios() []scenario {
 		{"commit-resume", franzCommitResume},
 		{"admin", franzAdmin},
 		{"elect-leaders", franzElectLeaders},
+		{"txn-eos", franzTxnEOS},
+		{"txn-fencing", franzTxnFencing},
+		{"txn-admin", franzTxnAdmin},
 	}
 }
 
@@ -44,11 +48,16 @@ var franzCodecs = map[string]struct {
 }
 
 func franzClient(e *env, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(franzOpts(e, opts...)...)
+}
+
+// franzOpts is the options every client here starts from (broker, client id, tracing), then opts.
+func franzOpts(e *env, opts ...kgo.Opt) []kgo.Opt {
 	base := []kgo.Opt{kgo.SeedBrokers(e.bootstrap), kgo.ClientID("goclients-franz")}
 	if traceOn {
 		base = append(base, kgo.WithLogger(kgo.BasicLogger(os.Stderr, traceLevel(), func() string { return time.Now().Format("15:04:05.000 ") })))
 	}
-	return kgo.NewClient(append(base, opts...)...)
+	return append(base, opts...)
 }
 
 func franzAdminClient(e *env) (*kadm.Client, error) {

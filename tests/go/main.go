@@ -2,9 +2,11 @@
 // franz-go (kgo and kadm), IBM/sarama and segmentio/kafka-go. sluice/tests/go_clients.rs runs
 // it against a real `sluice` process; it works against Apache Kafka unchanged.
 //
-//	goclients <client> <bootstrap> [scenario ...]
+//	goclients <client> <bootstrap> [--inject-fault=duplicate|missing] [scenario ...]
 //
-// client is franz-go, sarama or kafka-go; without scenarios it runs all of the client's. Each
+// client is franz-go, sarama or kafka-go; without scenarios it runs all of the client's.
+// --inject-fault makes the transactional scenarios corrupt what their read_committed reader
+// returned before checking it (txn.go), to show that the checks fail. Each
 // scenario prints one line, `ok <client> <scenario> <facts>` or `FAIL <client> <scenario>:
 // <what differed>`, then a final `SUMMARY <client> ok=N failed=M`; the exit status is 1 when any
 // scenario failed (2 for bad arguments). The scenarios check outcomes, never just "no error":
@@ -12,6 +14,9 @@
 // the client reports it), group members' partitions are disjoint and cover the topic, a resumed
 // member starts exactly at the committed offsets, and admin calls are read back through a
 // second call.
+//
+// The transactional scenarios (issue 15: franz_txn.go, sarama_txn.go, txn.go) check exactly-once
+// delivery under both isolation levels; their expectations were taken from Apache Kafka 4.3.1.
 //
 // This file owns the command line, the runner and what the clients share: the record set, the
 // read-back comparison and naming. One file per client holds its scenarios.
@@ -78,11 +83,23 @@ func clients() map[string][]scenario {
 func main() {
 	all := clients()
 	if len(os.Args) < 3 || all[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: goclients franz-go|sarama|kafka-go <bootstrap> [scenario ...]")
+		fmt.Fprintln(os.Stderr, "usage: goclients franz-go|sarama|kafka-go <bootstrap> [--inject-fault=duplicate|missing] [scenario ...]")
 		os.Exit(2)
 	}
 	e := &env{client: os.Args[1], bootstrap: os.Args[2], run: fmt.Sprintf("%06d", rand.Intn(1_000_000))}
-	selected, err := selectScenarios(all[e.client], os.Args[3:])
+	var names []string
+	for _, arg := range os.Args[3:] {
+		if fault, ok := strings.CutPrefix(arg, "--inject-fault="); ok {
+			if fault != "duplicate" && fault != "missing" {
+				fmt.Fprintf(os.Stderr, "--inject-fault=%q: want duplicate or missing\n", fault)
+				os.Exit(2)
+			}
+			injectFault = fault
+			continue
+		}
+		names = append(names, arg)
+	}
+	selected, err := selectScenarios(all[e.client], names)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

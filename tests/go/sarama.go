@@ -1,7 +1,8 @@
 // IBM/sarama against the broker: SyncProducer with acks=all (idempotent) and acks=1 in every
 // codec, a ConsumerGroup of two members sharing partitions (range assignor), commit and resume
 // through the group session, and ClusterAdmin's topic, config, partition, cluster, log-dir,
-// record-deletion and group calls (offsets listed through the Client).
+// record-deletion and group calls (offsets listed through the Client). Transactions are in
+// sarama_txn.go.
 package main
 
 import (
@@ -22,6 +23,9 @@ func saramaScenarios() []scenario {
 		{"group", saramaGroup},
 		{"commit-resume", saramaCommitResume},
 		{"admin", saramaAdmin},
+		{"txn", saramaTxn},
+		{"txn-fencing", saramaTxnFencing},
+		{"txn-admin", saramaTxnAdmin},
 	}
 }
 
