@@ -86,8 +86,9 @@ pub async fn handle(
                 || req.producer_id_filters.iter().any(|p| p.0 == t.producer_id)
         })
         .filter(|t| {
-            // Kafka's rule: the time since the transaction's start (-1 when none).
-            req.duration_filter < 0 || now - t.start_ms >= req.duration_filter
+            // Kafka's rule (`listTransactionStates`): running strictly longer than the
+            // filter, timed from the transaction's start (-1 when none).
+            req.duration_filter < 0 || now - t.start_ms > req.duration_filter
         })
         .map(|t| {
             TransactionState::default()
