@@ -513,3 +513,63 @@ fn transaction_version_2_bumps_every_end_and_closes_the_jepsen_interleavings() {
         r.topics[0].partitions[0].committed_offset == 5
     });
 }
+
+/// `[transaction] state_log_replication_factor` and `state_log_min_isr` (Kafka's
+/// `transaction.state.log.replication.factor` / `.min.isr`) shape `__transaction_state` when
+/// the first transactional FindCoordinator creates it: more replicas than live brokers leaves
+/// it uncreated (COORDINATOR_NOT_AVAILABLE, as Kafka answers), and the min ISR is the topic's.
+#[test]
+fn the_state_topic_takes_its_replication_settings() {
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    writeln!(config, "[transaction]\nstate_log_replication_factor = 2").unwrap();
+    let path = config.path().to_str().unwrap().to_string();
+    let broker = Broker::start_with(&["--config", &path]);
+    let mut c = broker.connect();
+    let req = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![str_bytes("rf")]);
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &req);
+    assert_eq!(r.coordinators[0].error_code, 15, "{r:?}");
+    drop(c);
+    drop(broker);
+
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        config,
+        "[transaction]\nstate_log_num_partitions = 3\nstate_log_min_isr = 1\nstate_log_replication_factor = 1"
+    )
+    .unwrap();
+    let path = config.path().to_str().unwrap().to_string();
+    let broker = Broker::start_with(&["--config", &path]);
+    let mut c = broker.connect();
+    assert_eq!(find_coordinator(&mut c, "rf"), 0);
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(str_bytes("__transaction_state"))
+            .with_configuration_keys(Some(vec![
+                str_bytes("min.insync.replicas"),
+                str_bytes("cleanup.policy"),
+            ])),
+    ]);
+    let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &describe);
+    let values: Vec<(String, Option<String>)> = r.results[0]
+        .configs
+        .iter()
+        .map(|e| (e.name.to_string(), e.value.as_ref().map(|v| v.to_string())))
+        .collect();
+    assert!(
+        values.contains(&("min.insync.replicas".into(), Some("1".into())))
+            && values.contains(&("cleanup.policy".into(), Some("compact".into()))),
+        "{values:?}"
+    );
+    let md: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(name("__transaction_state"))),
+        ])),
+    );
+    assert_eq!(md.topics[0].partitions.len(), 3);
+}

@@ -169,25 +169,35 @@ impl ControllerFrontend {
 }
 
 /// Creates an internal compacted topic (`__consumer_offsets`, `__transaction_state`) of
-/// `partitions` partitions with the cluster's default replication, as Kafka does on a
-/// coordinator's first use. `None` when the control plane could not be reached;
+/// `partitions` partitions as Kafka does on a coordinator's first use, with
+/// `replication_factor` replicas (-1: the cluster's default) and `min_insync_replicas`
+/// (-1: the topic default). `None` when the control plane could not be reached;
 /// `Some(Err(message))` when the creation was refused (typically: another request created it
 /// first).
 pub async fn create_compacted_topic(
     shard: &Rc<Shard>,
     name: &'static str,
     partitions: i32,
+    replication_factor: i16,
+    min_insync_replicas: i32,
 ) -> Option<Result<(), String>> {
     let created = on_control(shard, move |s: Rc<Shard>| {
         Box::pin(async move {
+            let mut configs = std::collections::BTreeMap::from([(
+                "cleanup.policy".to_string(),
+                "compact".to_string(),
+            )]);
+            if min_insync_replicas > 0 {
+                configs.insert(
+                    "min.insync.replicas".to_string(),
+                    min_insync_replicas.to_string(),
+                );
+            }
             let topic = NewTopic {
                 name: name.to_string(),
                 partitions,
-                replication_factor: -1,
-                configs: std::collections::BTreeMap::from([(
-                    "cleanup.policy".to_string(),
-                    "compact".to_string(),
-                )]),
+                replication_factor,
+                configs,
                 has_assignment: false,
             };
             let result = s.control().create_topics(&s, vec![topic], false).await;

@@ -35,7 +35,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
         return Ok(topic.clone());
     }
     let partitions = shard.config().group.offsets_topic_num_partitions;
-    let created = create_compacted_topic(shard, OFFSETS_TOPIC, partitions).await;
+    let created = create_compacted_topic(shard, OFFSETS_TOPIC, partitions, -1, -1).await;
     match created {
         Some(Err(message)) => {
             tracing::debug!(target: "group", %message, "offsets topic creation")

@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 pub struct TxnSection {
     /// transaction.state.log.num.partitions (used when `__transaction_state` is created).
     pub state_log_num_partitions: i32,
+    /// transaction.state.log.replication.factor: -1 (the default) takes the cluster's default
+    /// replication, as `__consumer_offsets` does, so a single node works out of the box
+    /// (Kafka's default is 3, which a smaller cluster must lower).
+    pub state_log_replication_factor: i16,
+    /// transaction.state.log.min.isr: -1 (the default) takes the topic default
+    /// `min.insync.replicas` (Kafka's default is 2).
+    pub state_log_min_isr: i32,
     /// transaction.max.timeout.ms: InitProducerId with a longer timeout gets
     /// INVALID_TRANSACTION_TIMEOUT.
     pub max_timeout_ms: i32,
@@ -34,6 +41,8 @@ impl Default for TxnSection {
     fn default() -> Self {
         Self {
             state_log_num_partitions: 50,
+            state_log_replication_factor: -1,
+            state_log_min_isr: -1,
             max_timeout_ms: 900_000,
             id_expiration_ms: 604_800_000,
             abort_timed_out_transaction_cleanup_interval_ms: 10_000,
@@ -57,6 +66,14 @@ impl TxnSection {
                 "version (transaction.version) must be in 0..={}",
                 super::TxnVersion::MAX.0
             ));
+        }
+        if self.state_log_replication_factor == 0 || self.state_log_replication_factor < -1 {
+            return Err(
+                "state_log_replication_factor must be -1 (the cluster default) or >= 1".into(),
+            );
+        }
+        if self.state_log_min_isr == 0 || self.state_log_min_isr < -1 {
+            return Err("state_log_min_isr must be -1 (the topic default) or >= 1".into());
         }
         if self.max_timeout_ms < 1 {
             return Err("max_timeout_ms must be >= 1".into());

@@ -26,14 +26,22 @@ use crate::runtime::Shard;
 /// replica to report leading before it gets NOT_COORDINATOR.
 const ROLE_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 
-/// Creates `__transaction_state` (compacted, `state_log_num_partitions` partitions) when
-/// missing, as Kafka does on the first transactional FindCoordinator; returns its metadata.
+/// Creates `__transaction_state` (compacted, `state_log_num_partitions` partitions,
+/// `state_log_replication_factor` replicas, `state_log_min_isr`) when missing, as Kafka does
+/// on the first transactional FindCoordinator; returns its metadata.
 pub async fn ensure_state_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, TxnError> {
     if let Some(topic) = shard.metadata().topic(TXN_STATE_TOPIC) {
         return Ok(topic.clone());
     }
-    let partitions = shard.config().transaction.state_log_num_partitions;
-    let created = create_compacted_topic(shard, TXN_STATE_TOPIC, partitions).await;
+    let config = &shard.config().transaction;
+    let created = create_compacted_topic(
+        shard,
+        TXN_STATE_TOPIC,
+        config.state_log_num_partitions,
+        config.state_log_replication_factor,
+        config.state_log_min_isr,
+    )
+    .await;
     match created {
         Some(Err(message)) => {
             tracing::debug!(target: "txn", %message, "transaction state topic creation")
