@@ -102,6 +102,17 @@ impl LineChild {
     /// Waits for a stdout line starting with `prefix` and ending with `suffix`; returns the
     /// rest of it. Checks meanwhile that no node died on its own.
     pub fn expect(&mut self, cluster: &mut Cluster, prefix: &str, suffix: &str) -> String {
+        self.expect_any(cluster, &[prefix], suffix).1
+    }
+
+    /// `expect` for the first line starting with any of `prefixes`: which one, and the rest.
+    pub fn expect_any(
+        &mut self,
+        cluster: &mut Cluster,
+        prefixes: &[&str],
+        suffix: &str,
+    ) -> (usize, String) {
+        let prefix = prefixes.join("` or `");
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         loop {
             if let Err(dead) = cluster.check_alive() {
@@ -118,10 +129,14 @@ impl LineChild {
                 Ok(line) => {
                     self.out.push_str(&line);
                     self.out.push('\n');
-                    if let Some(rest) = line.strip_prefix(prefix)
+                    let found = prefixes
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, p)| line.strip_prefix(p).map(|rest| (i, rest)));
+                    if let Some((i, rest)) = found
                         && line.ends_with(suffix)
                     {
-                        return rest.trim().to_string();
+                        return (i, rest.trim().to_string());
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -135,13 +150,29 @@ impl LineChild {
 
     /// Waits for a `PROGRESS <n>` line with n >= `at_least`; returns n.
     pub fn progress_at_least(&mut self, cluster: &mut Cluster, at_least: u64) -> u64 {
+        match self.progress_or_result(cluster, at_least) {
+            Ok(n) => n,
+            Err(result) => self.fail(cluster, &format!("RESULT {result} before PROGRESS")),
+        }
+    }
+
+    /// Waits for a `PROGRESS <n>` line with n >= `at_least` (`Ok(n)`), or for the program's
+    /// `RESULT` line if it comes first (`Err(rest)`).
+    pub fn progress_or_result(
+        &mut self,
+        cluster: &mut Cluster,
+        at_least: u64,
+    ) -> Result<u64, String> {
         loop {
-            let rest = self.expect(cluster, "PROGRESS", "");
+            let (which, rest) = self.expect_any(cluster, &["PROGRESS", "RESULT"], "");
+            if which == 1 {
+                return Err(rest);
+            }
             let n: u64 = rest
                 .parse()
                 .unwrap_or_else(|_| self.fail(cluster, &format!("bad PROGRESS {rest}")));
             if n >= at_least {
-                return n;
+                return Ok(n);
             }
         }
     }
