@@ -460,7 +460,7 @@ impl TxnBackend {
         let partition = partition_for(transactional_id, self.partitions(shard));
         let coordinator_epoch = self.serving(partition)?;
         let needs_id = self.with_txn(transactional_id, |m| {
-            Ok(m.end_needs_producer_id(version, from_client))
+            Ok(m.end_needs_producer_id(producer_id, epoch, version))
         })?;
         let mut next_producer_id = -1;
         if needs_id {

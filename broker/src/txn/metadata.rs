@@ -322,10 +322,19 @@ impl TxnMetadata {
         Ok(Some(next))
     }
 
-    /// True when an end under `version` must allocate the producer id it rotates to
-    /// (`next_producer_id` of `end`): the epoch it would bump is exhausted.
-    pub fn end_needs_producer_id(&self, version: TxnVersion, from_client: bool) -> bool {
-        version.bumps_epoch() && from_client && self.producer_epoch >= EPOCH_EXHAUSTED
+    /// True when an end of `producer_id` at `epoch` (the client's epoch, or the coordinator's
+    /// fencing epoch: the current one + 1) under `version` must allocate the producer id it
+    /// rotates to (`next_producer_id` of `end`): the epoch its Prepare* would carry is past
+    /// the last one a producer may use. The coordinator's own abort rotates too, as Kafka's
+    /// does: bumping once past a fencing epoch that is already exhausted would saturate at
+    /// `i16::MAX`, a fenced producer's late abort would then pass for a retry of that end
+    /// and the producer would go on at `i16::MAX`, where the strict marker check refuses its
+    /// next markers (a hanging transaction; `txn::sim`, seed 113).
+    pub fn end_needs_producer_id(&self, producer_id: i64, epoch: i16, version: TxnVersion) -> bool {
+        version.bumps_epoch()
+            && producer_id == self.producer_id
+            && epoch >= EPOCH_EXHAUSTED
+            && epoch >= self.producer_epoch
     }
 
     /// EndTxn from a client (or the coordinator's own abort of a fenced or expired
@@ -426,13 +435,14 @@ impl TxnMetadata {
             return Err(TxnError::InvalidTxnState);
         }
         let retry = retry_on_bump || retry_on_overflow;
+        let rotates = self.end_needs_producer_id(producer_id, epoch, TxnVersion::V2);
         let prepare = |commit: bool| {
-            if self.end_needs_producer_id(TxnVersion::V2, from_client) && next_producer_id < 0 {
+            if rotates && next_producer_id < 0 {
                 // The caller allocates the id first; without it the epoch would overflow.
                 return Err(TxnError::CoordinatorNotAvailable);
             }
             let mut next = self.prepare_end(commit, epoch, TxnVersion::V2, now_ms);
-            if self.end_needs_producer_id(TxnVersion::V2, from_client) {
+            if rotates {
                 next.next_producer_id = next_producer_id;
             }
             Ok(Some(next))
@@ -805,8 +815,12 @@ mod tests {
         let mut m = write(fresh().init_producer_id(60_000, None, 1));
         m.producer_epoch = EPOCH_EXHAUSTED;
         let open = v2_open(&m, 2);
-        assert!(open.end_needs_producer_id(TxnVersion::V2, true));
-        assert!(!open.end_needs_producer_id(TxnVersion::V0, true));
+        assert!(open.end_needs_producer_id(7, EPOCH_EXHAUSTED, TxnVersion::V2));
+        assert!(!open.end_needs_producer_id(7, EPOCH_EXHAUSTED, TxnVersion::V0));
+        assert!(
+            !open.end_needs_producer_id(8, EPOCH_EXHAUSTED, TxnVersion::V2),
+            "another id"
+        );
         assert_eq!(
             v2_end(&open, EPOCH_EXHAUSTED, true),
             Err(TxnError::CoordinatorNotAvailable),
@@ -840,6 +854,44 @@ mod tests {
             done.end(7, 3, true, true, TxnVersion::V2, -1, 5),
             Err(TxnError::InvalidProducerIdMapping)
         );
+    }
+
+    /// The coordinator's own abort at an exhausted epoch rotates the producer id (a bump
+    /// past its fencing epoch would saturate): the fenced producer's late abort is answered
+    /// with the new id, its late commit refused, and nothing ever runs at `i16::MAX`.
+    #[test]
+    fn v2_a_coordinator_abort_at_an_exhausted_epoch_rotates() {
+        for start in [EPOCH_EXHAUSTED - 1, EPOCH_EXHAUSTED] {
+            let mut m = write(fresh().init_producer_id(60_000, None, 1));
+            m.producer_epoch = start;
+            let open = v2_open(&m, 2);
+            let fence = start + 1;
+            assert!(open.end_needs_producer_id(7, fence, TxnVersion::V2));
+            let aborting = open
+                .end(7, fence, false, false, TxnVersion::V2, 99, 3)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (
+                    aborting.producer_id,
+                    aborting.producer_epoch,
+                    aborting.next_producer_id
+                ),
+                (7, i16::MAX, 99),
+                "the markers go out under the old id, above the data's epoch"
+            );
+            let done = aborting.complete(4);
+            assert_eq!((done.producer_id, done.producer_epoch), (99, 0));
+            let late_abort = done.end(7, start, false, true, TxnVersion::V2, -1, 5);
+            let late_commit = done.end(7, start, true, true, TxnVersion::V2, -1, 5);
+            if start == EPOCH_EXHAUSTED {
+                assert_eq!(late_abort, Ok(None), "a retry of the abort: the new id");
+                assert_eq!(late_commit, Err(TxnError::InvalidTxnState));
+            } else {
+                assert_eq!(late_abort, Err(TxnError::InvalidProducerIdMapping));
+                assert_eq!(late_commit, Err(TxnError::InvalidProducerIdMapping));
+            }
+        }
     }
 
     /// The coordinator's own abort under transaction version 2 bumps past its fencing

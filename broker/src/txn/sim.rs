@@ -227,11 +227,7 @@ pub fn config_for_seed(seed: u64) -> SimConfig {
         let start = rng
             .one_in(START_NEAR_EXHAUSTED_ONE_IN)
             .then(|| EPOCH_EXHAUSTED - rng.range(0, START_EPOCH_BELOW_EXHAUSTED_MAX) as i16);
-        // Version 2 producers start fresh by default: a coordinator abort at an exhausted
-        // epoch is open (`v2_a_coordinator_abort_at_an_exhausted_epoch_fences_the_producer`).
-        config
-            .start_epochs
-            .push(start.filter(|_| !version.bumps_epoch()));
+        config.start_epochs.push(start);
     }
     config
 }
@@ -1219,13 +1215,24 @@ impl World {
                         // `backend::init_producer_id`: abort under the bumped epoch, answer
                         // CONCURRENT_TRANSACTIONS; the producer retries.
                         self.report.fence_aborts += 1;
+                        let version = self.config.server_version;
+                        let next_producer_id = if m.end_needs_producer_id(
+                            fenced.producer_id,
+                            fenced.producer_epoch,
+                            version,
+                        ) {
+                            self.next_producer_id += 1;
+                            self.next_producer_id
+                        } else {
+                            -1
+                        };
                         match m.end(
                             fenced.producer_id,
                             fenced.producer_epoch,
                             false,
                             false,
-                            self.config.server_version,
-                            -1,
+                            version,
+                            next_producer_id,
                             now,
                         ) {
                             Ok(Some(next)) => {
@@ -1286,7 +1293,7 @@ impl World {
                 // `backend::end_txn`: an end at an exhausted epoch allocates the id it
                 // rotates to first.
                 let mut next_producer_id = -1;
-                if m.end_needs_producer_id(version, true) {
+                if m.end_needs_producer_id(producer_id, epoch, version) {
                     self.next_producer_id += 1;
                     next_producer_id = self.next_producer_id;
                 }
@@ -1367,13 +1374,20 @@ impl World {
                 break;
             }
             let m = self.coordinator.txns[&id].clone();
+            let (fence, version) = (epoch.saturating_add(1), self.config.server_version);
+            let next_producer_id = if m.end_needs_producer_id(producer_id, fence, version) {
+                self.next_producer_id += 1;
+                self.next_producer_id
+            } else {
+                -1
+            };
             if let Ok(Some(next)) = m.end(
                 producer_id,
-                epoch.saturating_add(1),
+                fence,
                 false,
                 false,
-                self.config.server_version,
-                -1,
+                version,
+                next_producer_id,
                 now,
             ) {
                 self.report.timeouts_aborted += 1;
@@ -2513,43 +2527,31 @@ mod tests {
 
     /// Version 2 producers whose epochs reach `EPOCH_EXHAUSTED`: their end rotates the
     /// producer id (the markers under the old id at `i16::MAX`, the producer continues under
-    /// the new one at 0), under every fault but transaction timeouts. Over more seeds the
-    /// bug of the ignored test below shows here too (10 of seeds 0..5,000: a late copy of
-    /// InitProducerId fences the open transaction at `EPOCH_EXHAUSTED`), so the default
-    /// seeds are the ones that pass until it is fixed.
+    /// the new one at 0), and so does the coordinator's own abort there (a timeout, or the
+    /// fence of an InitProducerId), under every fault.
     #[test]
     fn v2_an_exhausted_epoch_rotates_at_the_end() {
-        let total = run_configured(EXHAUSTION_SEEDS, |s| v2_near_exhaustion(s, Some(60_000)));
+        let total = run_configured(EXHAUSTION_SEEDS, |s| v2_near_exhaustion(s, None));
         if env_u64("SLUICE_TXN_SIM_SEED").is_none() {
             assert!(
-                total.v2_end_rotations > 0 && total.fence_aborts > 0,
+                total.v2_end_rotations > 0 && total.fence_aborts > 0 && total.timeouts_aborted > 0,
                 "{total:?}"
             );
         }
     }
 
-    /// The coordinator's own abort of a version 2 transaction at an exhausted epoch (a
-    /// timeout, or the fence of an InitProducerId, at `EPOCH_EXHAUSTED`) bumps once, not
-    /// twice: the fence epoch is
-    /// `i16::MAX` and the end's bump saturates there (`TxnMetadata::prepare_end`). The
-    /// fenced producer's late EndTxn(abort) at `EPOCH_EXHAUSTED` is then taken for a retry
-    /// of that end (`end_v2`'s `retry_on_bump`) and answered with epoch `i16::MAX`; its next
-    /// transaction appends data at `i16::MAX`, and that transaction's markers (at
-    /// `i16::MAX` too, the end rotates the id) are refused by `check_marker_strict` on every
-    /// partition that took the abort's marker, which the coordinator takes as written: a
-    /// hanging transaction, its records never visible. Seed 113 at 2,000 ms: txn-1 times out
-    /// at 32766 (PrepareAbort at 32767, ABORT markers on p1 and p2 at 32767); its EndTxn(abort)
-    /// at 32766 is answered Ok((1003, 32767)); (1, 4) appends to p0 and p1 at 32767 and its
-    /// COMMIT marker at 32767 is refused by p1. 2 of seeds 0..200 and 32 of 0..2,000 fail
-    /// this way. Fails until the coordinator's abort at an exhausted epoch fences the
-    /// producer.
+    /// Seed 113 found it: the coordinator's own abort of a version 2 transaction at an
+    /// exhausted epoch (a timeout at `EPOCH_EXHAUSTED`) bumped once, not twice (the fence
+    /// epoch was `i16::MAX` and the end's bump saturated there). The fenced producer's late
+    /// EndTxn(abort) at `EPOCH_EXHAUSTED` then passed for a retry of that end and was
+    /// answered with epoch `i16::MAX`; its next transaction appended at `i16::MAX`, and that
+    /// transaction's markers (at `i16::MAX` too) were refused by `check_marker_strict` on
+    /// every partition that took the abort's marker, which the coordinator took as written:
+    /// a hanging transaction. 2 of seeds 0..200 and 32 of 0..2,000 failed that way; the
+    /// coordinator's abort there now rotates the producer id
+    /// (`TxnMetadata::end_needs_producer_id`).
     #[test]
-    #[ignore = "issue 15: TV2, a coordinator abort at an exhausted epoch bumps once and unfences the producer"]
-    fn v2_a_coordinator_abort_at_an_exhausted_epoch_fences_the_producer() {
-        if env_u64("SLUICE_TXN_SIM_SEED").is_some() || env_u64("SLUICE_TXN_SIM_SEEDS").is_some() {
-            run_configured(EXHAUSTION_SEEDS, |s| v2_near_exhaustion(s, None));
-            return;
-        }
+    fn v2_a_coordinator_abort_at_an_exhausted_epoch_is_safe() {
         let mut config = v2_near_exhaustion(113, None);
         config.trace = std::env::var_os("SLUICE_TXN_SIM_TRACE").is_some();
         if let Err(v) = run(113, &config) {
