@@ -18,13 +18,16 @@ mod log;
 mod recovery;
 mod scan;
 mod segment;
+pub mod snapshot;
 pub mod sync;
+pub mod txn_index;
 pub mod types;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, LogError, ReadError};
 pub use log::Log;
 pub use segment::SegmentFile;
+pub use txn_index::AbortedTxn;
 pub use types::{
     AppendInfo, FileSlice, LogMetrics, Offset, ReadResult, RecoveryReport, RetentionReport,
     Truncation,
