@@ -1680,4 +1680,56 @@ mod tests {
             assert!(rebuilt.1.len() < before.1.len());
         });
     }
+
+    /// Open time of a partition of 200,000 idempotent batches from 100 producers: the full
+    /// header scan against a snapshot at the end. A measurement, not a check (no timed
+    /// assertion): `cargo test -p broker --lib open_time -- --ignored --nocapture`; the
+    /// numbers are in docs/benchmarks.md.
+    #[test]
+    #[ignore]
+    fn open_time_full_scan_against_snapshot() {
+        const BATCHES: i32 = 200_000;
+        const PRODUCERS: i32 = 100;
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let log_dir = dir.path().join("t-0");
+                let (log, _) = engine::Log::open(log_dir, engine::LogConfig::default())
+                    .await
+                    .unwrap();
+                for i in 0..BATCHES {
+                    let mut b = batch(1, 16, 1);
+                    b[43..51].copy_from_slice(&i64::from(i % PRODUCERS).to_be_bytes());
+                    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+                    b[53..57].copy_from_slice(&(i / PRODUCERS).to_be_bytes());
+                    let crc = batch_crc(&b);
+                    b[17..21].copy_from_slice(&crc.to_be_bytes());
+                    log.append(Bytes::from(b), 0).await.unwrap();
+                }
+                log.close().await.unwrap();
+            }
+            let env = || Rc::new(crate::replica::driver::test_support::TestEnv::default());
+            let started = std::time::Instant::now();
+            let p = open_configured(dir.path(), 0, env(), &[]).await;
+            let full = started.elapsed();
+            assert_eq!(p.producer_state_load().batches_scanned, BATCHES as u64);
+            assert_eq!(p.producer_count(), PRODUCERS as usize);
+            {
+                let _ticket = p.append_lock.lock().await;
+                p.snapshot_locked().await.unwrap();
+            }
+            p.retire();
+            p.log.close().await.unwrap();
+            drop(p);
+            let started = std::time::Instant::now();
+            let p = open_configured(dir.path(), 0, env(), &[]).await;
+            let loaded = started.elapsed();
+            assert_eq!(p.producer_state_load().batches_scanned, 0);
+            assert_eq!(p.producer_count(), PRODUCERS as usize);
+            eprintln!(
+                "open of {BATCHES} batches ({} segments): full scan {full:?}, from a snapshot {loaded:?}",
+                p.log.segment_count()
+            );
+        });
+    }
 }
