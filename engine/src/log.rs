@@ -1648,14 +1648,29 @@ impl Log {
                 ) if last_offset_max < offset => {
                     continue;
                 }
-                (Some(next), TxnIndexFile::Valid { .. }) => {
+                (Some(_), TxnIndexFile::Valid { .. }) => {
                     let bytes = txn_index::read(&self.dir, base).await?.unwrap_or_default();
-                    let kept: Vec<AbortedTxn> = txn_index::decode(&bytes, base, next)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|e| e.last_offset < offset)
-                        .collect();
-                    (!kept.is_empty()).then_some(kept)
+                    // Entries past the segment's end are expected here (a truncation just
+                    // cut the segment): they are what goes.
+                    match txn_index::decode(&bytes, base, i64::MAX) {
+                        Ok(entries) => {
+                            let kept: Vec<AbortedTxn> = entries
+                                .into_iter()
+                                .filter(|e| e.last_offset < offset)
+                                .collect();
+                            (!kept.is_empty()).then_some(kept)
+                        }
+                        Err(reason) => {
+                            // Damaged since open: reported (a fetch through it fails, the
+                            // next load rebuilds it), never silently emptied.
+                            tracing::warn!(target: "engine", dir = %self.dir.display(), base, reason, "transaction index damaged");
+                            self.state
+                                .borrow_mut()
+                                .txn_indexes
+                                .insert(base, TxnIndexFile::Damaged);
+                            continue;
+                        }
+                    }
                 }
             };
             match keep {
@@ -2824,6 +2839,147 @@ mod tests {
                 assert_eq!(&stored[8..12], &sent[8..12]);
                 assert_eq!(&stored[16..], &sent[16..]);
             }
+        });
+    }
+
+    fn aborted(producer_id: i64, first_offset: i64, last_offset: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id,
+            first_offset,
+            last_offset,
+            last_stable_offset: last_offset + 1,
+        }
+    }
+
+    fn files(dir: &Path, suffix: &str) -> Vec<i64> {
+        let mut out: Vec<i64> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(suffix)?.parse().ok()
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Snapshots and `.txnindex` files follow the log: written only at or below its end,
+    /// with the aborted transactions in the segments holding their markers; DeleteRecords
+    /// and retention delete them with their segments (keeping the newest snapshot); a
+    /// truncation drops the snapshots above the cut and cuts the index; open drops a
+    /// snapshot above the recovered end and an index of a segment that is gone.
+    #[test]
+    fn snapshots_and_txn_indexes_follow_the_log() {
+        run(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("p");
+            let (log, _) = Log::open(dir.clone(), small_config()).await.unwrap();
+            for i in 0..40 {
+                log.append(batch(1, 400, i), 0).await.unwrap();
+            }
+            let bases = files(&dir, ".log");
+            assert!(bases.len() >= 4, "{bases:?}");
+            let end = log.log_end_offset();
+            assert_eq!(log.active_segment_base(), *bases.last().unwrap());
+            // Above the log end: refused.
+            assert!(
+                !log.write_producer_snapshot(end + 1, b"x", &[])
+                    .await
+                    .unwrap()
+            );
+            // Markers in the first, second and last segments.
+            let (b1, b2) = (bases[1], bases[2]);
+            let entries = [
+                aborted(1, 0, b1 - 1),
+                aborted(2, b1, b1 + 1),
+                aborted(1, b2, b2),
+            ];
+            assert!(
+                log.write_producer_snapshot(b2 + 1, b"s1", &entries)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(files(&dir, ".txnindex"), vec![0, b1, b2]);
+            // Already there: not written twice; a newer one appended to its segment.
+            let later = aborted(3, b2 + 1, b2 + 2);
+            assert!(
+                log.write_producer_snapshot(b2 + 3, b"s2", &[entries[2], later])
+                    .await
+                    .unwrap()
+            );
+            let mut out = Vec::new();
+            assert!(
+                !log.aborted_txns(0, i64::MAX, i64::MAX, &mut out)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(out, [&entries[..], &[later]].concat());
+            // Kafka's rules: markers at or after the fetch offset, first offsets below the
+            // upper bound, stop at an entry whose last stable offset reaches it.
+            out.clear();
+            assert!(
+                log.aborted_txns(b1, i64::MAX, b1 + 2, &mut out)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(out, vec![entries[1]]);
+            assert!(log.write_producer_snapshot(end, b"s3", &[]).await.unwrap());
+            assert_eq!(log.producer_snapshots(), vec![b2 + 1, b2 + 3, end]);
+            assert_eq!(
+                log.read_producer_snapshot(end).await.unwrap(),
+                Some(b"s3".to_vec())
+            );
+
+            // DeleteRecords past the first segment: its index goes with it.
+            log.set_high_watermark(end);
+            log.delete_records_before(b1).await.unwrap();
+            assert_eq!(files(&dir, ".txnindex"), vec![b1, b2]);
+            // Truncation inside the third segment: snapshots above the cut go, its index
+            // keeps the entries below the cut.
+            log.truncate_to(b2 + 2).await.unwrap();
+            assert_eq!(log.producer_snapshots(), vec![b2 + 1]);
+            out.clear();
+            log.aborted_txns(0, i64::MAX, i64::MAX, &mut out)
+                .await
+                .unwrap();
+            assert_eq!(out, vec![entries[1], entries[2]]);
+            // The broker's reload cuts the index back to the snapshot it loads.
+            log.truncate_aborted_txns_from(b2).await.unwrap();
+            assert_eq!(files(&dir, ".txnindex"), vec![b1]);
+            log.close().await.unwrap();
+
+            // A snapshot above the end (as after a crash that cut the tail) and an index of a
+            // segment that is gone: open deletes both.
+            snapshot::write(&dir, b2 + 50, b"stale").await.unwrap();
+            let mut stale = Vec::new();
+            txn_index::encode(&aborted(4, 1_000_000, 1_000_001), &mut stale);
+            std::fs::write(txn_index::txn_index_path(&dir, 1_000_000), stale).unwrap();
+            // A damaged index is reported, never read.
+            let index = txn_index::txn_index_path(&dir, b1);
+            let mut bytes = std::fs::read(&index).unwrap();
+            bytes[5] ^= 1;
+            std::fs::write(&index, bytes).unwrap();
+            let (log, _) = Log::open(dir.clone(), small_config()).await.unwrap();
+            assert_eq!(log.producer_snapshots(), vec![b2 + 1]);
+            assert_eq!(files(&dir, ".snapshot"), vec![b2 + 1]);
+            assert_eq!(log.txn_index_damaged(), Some(b1));
+            assert!(
+                log.aborted_txns(0, i64::MAX, i64::MAX, &mut Vec::new())
+                    .await
+                    .is_err()
+            );
+            log.truncate_aborted_txns_from(b1).await.unwrap();
+            assert_eq!(log.txn_index_damaged(), None);
+            assert_eq!(files(&dir, ".txnindex"), Vec::<i64>::new());
+            // DeleteRecords past a snapshot: it goes, the newer one stays.
+            let end = log.log_end_offset();
+            assert!(log.write_producer_snapshot(end, b"s4", &[]).await.unwrap());
+            log.set_high_watermark(end);
+            log.delete_records_before(end).await.unwrap();
+            assert_eq!(log.producer_snapshots(), vec![end]);
+            assert_eq!(files(&dir, ".snapshot"), vec![end]);
+            log.discard_producer_snapshot(end, "test").unwrap();
+            assert_eq!(files(&dir, ".snapshot"), Vec::<i64>::new());
         });
     }
 }
