@@ -1,7 +1,8 @@
 //! Sluice storage engine.
 //!
 //! Owns: segmented partition logs of Kafka v2 record batches, their sparse indexes, crash
-//! recovery, retention, and the I/O layer (compio / io_uring) underneath.
+//! recovery, retention, the files of producer-state snapshots (payload opaque) and of the
+//! per-segment aborted-transaction index, and the I/O layer (compio / io_uring) underneath.
 //! Does not own: Kafka requests, sockets, replication or any notion of a cluster.
 //! Invariants: see the module docs; every on-disk read is validated before use; a `Log` is
 //! `!Send` and lives on one shard's runtime. The only `unsafe` is `fallocate` in `io`.

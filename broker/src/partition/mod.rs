@@ -13,6 +13,11 @@
 //! and appends in order; the answer (acks=1: appended, acks=all:
 //! committed on the ISR) is awaited outside the lock. A re-open for a log-level config change
 //! keeps the core (`reopen_replicated`).
+//! Producer state is loaded at open from the newest producer-state snapshot plus the batches
+//! after it (`load_producer_state`), and snapshotted after segment rolls and at shutdown
+//! (`snapshot_if_rolled`, `snapshot_locked`) with the aborted transactions below it written
+//! to the segments' `.txnindex` files; a snapshot covers exactly the batches below
+//! `producers_end`, taken only once they are all in the log.
 
 pub mod control_batch;
 pub mod producer_state;
