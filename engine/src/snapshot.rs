@@ -35,8 +35,9 @@ const VERSION: u16 = 1;
 const HEADER_BYTES: usize = 4 + 2 + 8 + 4;
 /// Bytes after it: the CRC32C.
 const TRAILER_BYTES: usize = 4;
-/// Largest payload written or read. The broker's producer table is bounded (20,000
-/// producers of ~200 bytes, 100,000 aborted transactions of 32 bytes: ~7 MB).
+/// Largest payload written or read. The broker's producer table is bounded (at most 20,000
+/// producers of ~200 bytes with their five batches: ~4 MB, plus the unreplicated
+/// transactions).
 pub const PRODUCER_SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Snapshots a log keeps (the newest ones). Kafka keeps one per segment; a load needs only
 /// the newest valid one, and two older ones cover a damaged newest file.
