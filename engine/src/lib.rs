@@ -1,7 +1,8 @@
 //! Sluice storage engine.
 //!
 //! Owns: segmented partition logs of Kafka v2 record batches, their sparse indexes, crash
-//! recovery, retention, and the I/O layer (compio / io_uring) underneath.
+//! recovery, retention, the files of producer-state snapshots (payload opaque) and of the
+//! per-segment aborted-transaction index, and the I/O layer (compio / io_uring) underneath.
 //! Does not own: Kafka requests, sockets, replication or any notion of a cluster.
 //! Invariants: see the module docs; every on-disk read is validated before use; a `Log` is
 //! `!Send` and lives on one shard's runtime. The only `unsafe` is `fallocate` in `io`.
@@ -18,13 +19,16 @@ mod log;
 mod recovery;
 mod scan;
 mod segment;
+pub mod snapshot;
 pub mod sync;
+pub mod txn_index;
 pub mod types;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, LogError, ReadError};
 pub use log::Log;
 pub use segment::SegmentFile;
+pub use txn_index::AbortedTxn;
 pub use types::{
     AppendInfo, FileSlice, LogMetrics, Offset, ReadResult, RecoveryReport, RetentionReport,
     Truncation,

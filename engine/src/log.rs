@@ -38,7 +38,9 @@ use crate::segment::{
     BatchFacts, INDEX_SUFFIX, IndexFiles, LOG_SUFFIX, Segment, SegmentFile, TIME_INDEX_SUFFIX,
     segment_path, sync_index_files,
 };
+use crate::snapshot;
 use crate::sync::{FifoLock, Notify};
+use crate::txn_index::{self, AbortedTxn, TxnIndexFile};
 use crate::types::{
     AppendInfo, FileSlice, LogMetrics, ReadResult, RecoveryReport, RetentionReport,
 };
@@ -87,6 +89,10 @@ struct State {
     tail_dirty: bool,
     /// Reused buffer for multi-batch appends.
     write_buf: Vec<u8>,
+    /// Offsets of the producer-state snapshot files, ascending, none above the log end.
+    snapshots: Vec<i64>,
+    /// Segment base offset -> its `.txnindex` file (segments without one have no entries).
+    txn_indexes: BTreeMap<i64, TxnIndexFile>,
 }
 
 impl State {
@@ -250,6 +256,8 @@ impl Log {
             poisoned: false,
             tail_dirty: false,
             write_buf: Vec::new(),
+            snapshots: Vec::new(),
+            txn_indexes: BTreeMap::new(),
         };
         let log = Log {
             dir,
@@ -262,6 +270,15 @@ impl Log {
         if let Some(epoch) = log.newest_batch_epoch().await? {
             log.state.borrow_mut().last_leader_epoch = Some(epoch);
         }
+        let mut snapshots = snapshot::list(&log.dir)?;
+        for &offset in snapshots.iter().filter(|&&o| o > log_end_offset) {
+            // It describes batches the recovered log no longer holds (a torn tail was cut).
+            tracing::warn!(target: "engine", dir = %log.dir.display(), offset, log_end_offset, "producer snapshot above the recovered log end deleted");
+            snapshot::remove(&log.dir, offset)?;
+        }
+        snapshots.retain(|&o| o <= log_end_offset);
+        log.state.borrow_mut().snapshots = snapshots;
+        log.open_txn_indexes().await?;
         Ok((log, recovered.report))
     }
 
@@ -1151,6 +1168,8 @@ impl Log {
         // has none.
         let newest = self.newest_batch_epoch().await?;
         self.state.borrow_mut().last_leader_epoch = newest;
+        self.drop_snapshots_above(self.log_end_offset())?;
+        self.cut_txn_indexes(self.log_end_offset()).await?;
         self.write_checkpoint().await
     }
 
@@ -1248,6 +1267,8 @@ impl Log {
                 removed
             };
             let Some(seg) = removed else { continue };
+            self.state.borrow_mut().txn_indexes.remove(base);
+            txn_index::remove(&self.dir, *base)?;
             for path in seg.paths() {
                 match compio::fs::remove_file(&path).await {
                     Ok(()) => {}
@@ -1288,6 +1309,7 @@ impl Log {
         // crash in between never brings back deleted records or loses the epoch.
         self.write_checkpoint().await?;
         self.remove_segments(&doomed).await?;
+        self.prune_snapshots()?;
         Ok(self.state.borrow().log_start_offset)
     }
 
@@ -1340,6 +1362,7 @@ impl Log {
             // the segments go.
             self.write_checkpoint().await?;
             self.remove_segments(&doomed).await?;
+            self.prune_snapshots()?;
         }
         report.log_start_offset = self.state.borrow().log_start_offset;
         Ok(report)
@@ -1427,6 +1450,372 @@ impl Log {
         })
         .await?;
         Ok(newest)
+    }
+
+    /// Offsets of the producer-state snapshots kept, ascending; none is above the log end.
+    pub fn producer_snapshots(&self) -> Vec<i64> {
+        self.state.borrow().snapshots.clone()
+    }
+
+    /// The newest producer-state snapshot's offset, if any.
+    pub fn newest_producer_snapshot(&self) -> Option<i64> {
+        self.state.borrow().snapshots.last().copied()
+    }
+
+    /// Base offset of the active segment. A segment rolled since offset `o` (e.g. the newest
+    /// snapshot) iff this is above `o`: the seam the broker takes snapshots at, as Kafka
+    /// takes one at every roll.
+    pub fn active_segment_base(&self) -> i64 {
+        self.state.borrow().active().base_offset
+    }
+
+    /// The payload of producer snapshot `offset`; `None` (with a warning, and the file
+    /// deleted) if it is missing, damaged or not one this log keeps.
+    pub async fn read_producer_snapshot(&self, offset: i64) -> Result<Option<Vec<u8>>, LogError> {
+        if !self.state.borrow().snapshots.contains(&offset) {
+            return Ok(None);
+        }
+        match snapshot::read(&self.dir, offset).await? {
+            Ok(payload) => Ok(Some(payload)),
+            Err(reason) => {
+                self.discard_producer_snapshot(offset, &reason)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Deletes producer snapshot `offset` because its payload cannot be used (`reason`):
+    /// open falls back to an older one or to the full scan.
+    pub fn discard_producer_snapshot(&self, offset: i64, reason: &str) -> Result<(), LogError> {
+        tracing::warn!(target: "engine", dir = %self.dir.display(), offset, reason, "producer snapshot unusable; deleted");
+        self.state.borrow_mut().snapshots.retain(|&o| o != offset);
+        snapshot::remove(&self.dir, offset)
+    }
+
+    /// Writes producer snapshot `offset` (the state of exactly the batches below it) and
+    /// deletes those no longer kept (`snapshot::PRODUCER_SNAPSHOTS_KEPT`, below the log
+    /// start). Refused (`Ok(false)`) when `offset` is above the log end offset: those
+    /// batches are not in the log, and a crash or truncation would leave the snapshot
+    /// describing batches the log never held. Holds the write lock.
+    ///
+    /// `aborted` (marker order, markers below `offset`) are first appended to the
+    /// `.txnindex` files of the segments holding their markers and fdatasynced, so a loaded
+    /// snapshot finds every aborted transaction below it in the files. Entries already there
+    /// (at or below a file's last marker) and those of segments gone are skipped.
+    pub async fn write_producer_snapshot(
+        &self,
+        offset: i64,
+        payload: &[u8],
+        aborted: &[AbortedTxn],
+    ) -> Result<bool, LogError> {
+        let _writer = self.write_lock.lock().await;
+        {
+            let s = self.state.borrow();
+            s.usable()?;
+            if offset > s.log_end_offset() || offset < 0 {
+                return Ok(false);
+            }
+        }
+        if let Some(e) = aborted.iter().find(|e| e.last_offset >= offset) {
+            return Err(LogError::Limit(format!(
+                "aborted transaction with marker {} in a snapshot at {offset}",
+                e.last_offset
+            )));
+        }
+        self.append_txn_indexes(aborted).await?;
+        snapshot::write(&self.dir, offset, payload).await?;
+        {
+            let mut s = self.state.borrow_mut();
+            if let Err(at) = s.snapshots.binary_search(&offset) {
+                s.snapshots.insert(at, offset);
+            }
+        }
+        self.prune_snapshots()?;
+        Ok(true)
+    }
+
+    /// Kafka's `collectAbortedTransactions` over the `.txnindex` files: appends to `out` the
+    /// aborted transactions whose marker is in `[from_offset, below_offset)` and whose first
+    /// offset is below `upper_bound_offset`, in marker order, reading only files whose
+    /// summary can contribute. Returns true if it stopped at an entry whose last stable
+    /// offset reaches `upper_bound_offset` (no later transaction can qualify).
+    pub async fn aborted_txns(
+        &self,
+        from_offset: i64,
+        below_offset: i64,
+        upper_bound_offset: i64,
+        out: &mut Vec<AbortedTxn>,
+    ) -> Result<bool, LogError> {
+        let files: Vec<(i64, i64, TxnIndexFile)> = {
+            let s = self.state.borrow();
+            s.usable()?;
+            s.txn_indexes
+                .range(..below_offset)
+                .filter_map(|(&base, &f)| {
+                    let next = s.segments.get(&base)?.next_offset;
+                    (next > from_offset).then_some((base, next, f))
+                })
+                .collect()
+        };
+        for (base, next, file) in files {
+            match file {
+                TxnIndexFile::Valid {
+                    entries,
+                    first_offset_min,
+                    last_offset_max,
+                } => {
+                    if entries == 0
+                        || last_offset_max < from_offset
+                        || first_offset_min >= upper_bound_offset
+                    {
+                        continue;
+                    }
+                }
+                TxnIndexFile::Damaged => {
+                    return Err(LogError::Corrupt {
+                        path: txn_index::txn_index_path(&self.dir, base),
+                        position: 0,
+                        reason: "damaged transaction index (found at open)".into(),
+                    });
+                }
+            }
+            let bytes = txn_index::read(&self.dir, base).await?.unwrap_or_default();
+            let entries =
+                txn_index::decode(&bytes, base, next).map_err(|reason| LogError::Corrupt {
+                    path: txn_index::txn_index_path(&self.dir, base),
+                    position: 0,
+                    reason,
+                })?;
+            for e in entries {
+                if e.last_offset < from_offset {
+                    continue;
+                }
+                if e.last_offset >= below_offset {
+                    return Ok(false);
+                }
+                if e.first_offset < upper_bound_offset {
+                    out.push(e);
+                }
+                if e.last_stable_offset >= upper_bound_offset {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The lowest base offset of a segment whose `.txnindex` was found damaged at open: a
+    /// producer snapshot above it cannot be trusted to have its aborted transactions in the
+    /// files, so the broker loads from one at or below it (or scans the whole log) and then
+    /// calls [`Log::truncate_aborted_txns_from`], which removes the damaged file.
+    pub fn txn_index_damaged(&self) -> Option<i64> {
+        let s = self.state.borrow();
+        s.txn_indexes
+            .iter()
+            .find(|(_, f)| **f == TxnIndexFile::Damaged)
+            .map(|(&base, _)| base)
+    }
+
+    /// Removes the aborted transactions whose marker is at or above `offset` from the
+    /// `.txnindex` files (a damaged file of a segment reaching `offset` goes whole): the
+    /// broker re-derives them from the batches it scans from `offset` (Kafka rebuilds a
+    /// segment's index while recovering it).
+    pub async fn truncate_aborted_txns_from(&self, offset: i64) -> Result<(), LogError> {
+        let _writer = self.write_lock.lock().await;
+        self.state.borrow().usable()?;
+        self.cut_txn_indexes(offset).await
+    }
+
+    /// [`Log::truncate_aborted_txns_from`] with the write lock held.
+    async fn cut_txn_indexes(&self, offset: i64) -> Result<(), LogError> {
+        let files: Vec<(i64, Option<i64>, TxnIndexFile)> = {
+            let s = self.state.borrow();
+            s.txn_indexes
+                .iter()
+                .map(|(&base, &f)| (base, s.segments.get(&base).map(|g| g.next_offset), f))
+                .collect()
+        };
+        for (base, next, file) in files {
+            let keep = match (next, file) {
+                (None, _) => None,
+                (Some(next), TxnIndexFile::Damaged) if next > offset => None,
+                (Some(_), TxnIndexFile::Damaged) => continue,
+                (
+                    Some(_),
+                    TxnIndexFile::Valid {
+                        last_offset_max, ..
+                    },
+                ) if last_offset_max < offset => {
+                    continue;
+                }
+                (Some(_), TxnIndexFile::Valid { .. }) => {
+                    let bytes = txn_index::read(&self.dir, base).await?.unwrap_or_default();
+                    // Entries past the segment's end are expected here (a truncation just
+                    // cut the segment): they are what goes.
+                    match txn_index::decode(&bytes, base, i64::MAX) {
+                        Ok(entries) => {
+                            let kept: Vec<AbortedTxn> = entries
+                                .into_iter()
+                                .filter(|e| e.last_offset < offset)
+                                .collect();
+                            (!kept.is_empty()).then_some(kept)
+                        }
+                        Err(reason) => {
+                            // Damaged since open: reported (a fetch through it fails, the
+                            // next load rebuilds it), never silently emptied.
+                            tracing::warn!(target: "engine", dir = %self.dir.display(), base, reason, "transaction index damaged");
+                            self.state
+                                .borrow_mut()
+                                .txn_indexes
+                                .insert(base, TxnIndexFile::Damaged);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match keep {
+                None => {
+                    self.state.borrow_mut().txn_indexes.remove(&base);
+                    txn_index::remove(&self.dir, base)?;
+                }
+                Some(kept) => {
+                    let len = (kept.len() * txn_index::TXN_INDEX_ENTRY_BYTES) as u64;
+                    txn_index::write_at(&self.dir, base, len, Vec::new()).await?;
+                    self.state
+                        .borrow_mut()
+                        .txn_indexes
+                        .insert(base, TxnIndexFile::of(&kept));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `aborted` to the files of the segments holding their markers. Caller holds
+    /// the write lock.
+    async fn append_txn_indexes(&self, aborted: &[AbortedTxn]) -> Result<(), LogError> {
+        // (segment base, entries) in marker order.
+        let mut groups: Vec<(i64, Vec<AbortedTxn>)> = Vec::new();
+        {
+            let s = self.state.borrow();
+            for e in aborted {
+                let Some((&base, seg)) = s.segments.range(..=e.last_offset).next_back() else {
+                    continue;
+                };
+                if e.last_offset >= seg.next_offset {
+                    continue;
+                }
+                let after = match s.txn_indexes.get(&base) {
+                    Some(TxnIndexFile::Valid {
+                        last_offset_max, ..
+                    }) => *last_offset_max,
+                    Some(TxnIndexFile::Damaged) => {
+                        return Err(LogError::Corrupt {
+                            path: txn_index::txn_index_path(&self.dir, base),
+                            position: 0,
+                            reason: "appending to a damaged transaction index".into(),
+                        });
+                    }
+                    None => i64::MIN,
+                };
+                if e.last_offset <= after {
+                    continue; // already in the file
+                }
+                match groups.last_mut() {
+                    Some((b, v)) if *b == base => v.push(*e),
+                    _ => groups.push((base, vec![*e])),
+                }
+            }
+        }
+        for (base, entries) in groups {
+            let (position, prior) = {
+                let s = self.state.borrow();
+                match s.txn_indexes.get(&base) {
+                    Some(f @ TxnIndexFile::Valid { .. }) => (f.bytes(), Some(*f)),
+                    _ => (0, None),
+                }
+            };
+            let mut bytes = Vec::with_capacity(entries.len() * txn_index::TXN_INDEX_ENTRY_BYTES);
+            for e in &entries {
+                txn_index::encode(e, &mut bytes);
+            }
+            txn_index::write_at(&self.dir, base, position, bytes).await?;
+            let summary = match prior {
+                Some(prior) => prior.extended(&entries),
+                None => TxnIndexFile::of(&entries),
+            };
+            self.state.borrow_mut().txn_indexes.insert(base, summary);
+        }
+        Ok(())
+    }
+
+    /// Open: reads and validates every segment's `.txnindex`, cuts torn or stale tails,
+    /// marks damaged files, removes files of segments that are gone.
+    async fn open_txn_indexes(&self) -> Result<(), LogError> {
+        let on_disk = txn_index::list(&self.dir)?;
+        for base in on_disk {
+            let next = self
+                .state
+                .borrow()
+                .segments
+                .get(&base)
+                .map(|g| g.next_offset);
+            let Some(next) = next else {
+                txn_index::remove(&self.dir, base)?;
+                continue;
+            };
+            let bytes = txn_index::read(&self.dir, base).await?.unwrap_or_default();
+            let file = match txn_index::recover(&bytes, base, next) {
+                Ok((kept, cut)) => {
+                    if cut {
+                        tracing::warn!(target: "engine", dir = %self.dir.display(), base, kept = kept.len(), "transaction index tail cut at open");
+                        let len = (kept.len() * txn_index::TXN_INDEX_ENTRY_BYTES) as u64;
+                        txn_index::write_at(&self.dir, base, len, Vec::new()).await?;
+                    }
+                    if kept.is_empty() {
+                        txn_index::remove(&self.dir, base)?;
+                        continue;
+                    }
+                    TxnIndexFile::of(&kept)
+                }
+                Err(reason) => {
+                    tracing::warn!(target: "engine", dir = %self.dir.display(), base, reason, "transaction index damaged; the broker rebuilds it from the log");
+                    TxnIndexFile::Damaged
+                }
+            };
+            self.state.borrow_mut().txn_indexes.insert(base, file);
+        }
+        Ok(())
+    }
+
+    /// Deletes the snapshots `snapshot::doomed` names.
+    fn prune_snapshots(&self) -> Result<(), LogError> {
+        let doomed = {
+            let s = self.state.borrow();
+            snapshot::doomed(&s.snapshots, s.log_start_offset)
+        };
+        for offset in doomed {
+            self.state.borrow_mut().snapshots.retain(|&o| o != offset);
+            snapshot::remove(&self.dir, offset)?;
+        }
+        Ok(())
+    }
+
+    /// After a truncation: snapshots above the new end describe batches that are gone.
+    fn drop_snapshots_above(&self, log_end_offset: i64) -> Result<(), LogError> {
+        let doomed: Vec<i64> = {
+            let s = self.state.borrow();
+            s.snapshots
+                .iter()
+                .copied()
+                .filter(|&o| o > log_end_offset)
+                .collect()
+        };
+        for offset in doomed {
+            self.state.borrow_mut().snapshots.retain(|&o| o != offset);
+            snapshot::remove(&self.dir, offset)?;
+        }
+        Ok(())
     }
 
     /// Calls `f` for each batch header from the batch containing `from_offset` to the log end
@@ -2450,6 +2839,147 @@ mod tests {
                 assert_eq!(&stored[8..12], &sent[8..12]);
                 assert_eq!(&stored[16..], &sent[16..]);
             }
+        });
+    }
+
+    fn aborted(producer_id: i64, first_offset: i64, last_offset: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id,
+            first_offset,
+            last_offset,
+            last_stable_offset: last_offset + 1,
+        }
+    }
+
+    fn files(dir: &Path, suffix: &str) -> Vec<i64> {
+        let mut out: Vec<i64> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(suffix)?.parse().ok()
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Snapshots and `.txnindex` files follow the log: written only at or below its end,
+    /// with the aborted transactions in the segments holding their markers; DeleteRecords
+    /// and retention delete them with their segments (keeping the newest snapshot); a
+    /// truncation drops the snapshots above the cut and cuts the index; open drops a
+    /// snapshot above the recovered end and an index of a segment that is gone.
+    #[test]
+    fn snapshots_and_txn_indexes_follow_the_log() {
+        run(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("p");
+            let (log, _) = Log::open(dir.clone(), small_config()).await.unwrap();
+            for i in 0..40 {
+                log.append(batch(1, 400, i), 0).await.unwrap();
+            }
+            let bases = files(&dir, ".log");
+            assert!(bases.len() >= 4, "{bases:?}");
+            let end = log.log_end_offset();
+            assert_eq!(log.active_segment_base(), *bases.last().unwrap());
+            // Above the log end: refused.
+            assert!(
+                !log.write_producer_snapshot(end + 1, b"x", &[])
+                    .await
+                    .unwrap()
+            );
+            // Markers in the first, second and last segments.
+            let (b1, b2) = (bases[1], bases[2]);
+            let entries = [
+                aborted(1, 0, b1 - 1),
+                aborted(2, b1, b1 + 1),
+                aborted(1, b2, b2),
+            ];
+            assert!(
+                log.write_producer_snapshot(b2 + 1, b"s1", &entries)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(files(&dir, ".txnindex"), vec![0, b1, b2]);
+            // Already there: not written twice; a newer one appended to its segment.
+            let later = aborted(3, b2 + 1, b2 + 2);
+            assert!(
+                log.write_producer_snapshot(b2 + 3, b"s2", &[entries[2], later])
+                    .await
+                    .unwrap()
+            );
+            let mut out = Vec::new();
+            assert!(
+                !log.aborted_txns(0, i64::MAX, i64::MAX, &mut out)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(out, [&entries[..], &[later]].concat());
+            // Kafka's rules: markers at or after the fetch offset, first offsets below the
+            // upper bound, stop at an entry whose last stable offset reaches it.
+            out.clear();
+            assert!(
+                log.aborted_txns(b1, i64::MAX, b1 + 2, &mut out)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(out, vec![entries[1]]);
+            assert!(log.write_producer_snapshot(end, b"s3", &[]).await.unwrap());
+            assert_eq!(log.producer_snapshots(), vec![b2 + 1, b2 + 3, end]);
+            assert_eq!(
+                log.read_producer_snapshot(end).await.unwrap(),
+                Some(b"s3".to_vec())
+            );
+
+            // DeleteRecords past the first segment: its index goes with it.
+            log.set_high_watermark(end);
+            log.delete_records_before(b1).await.unwrap();
+            assert_eq!(files(&dir, ".txnindex"), vec![b1, b2]);
+            // Truncation inside the third segment: snapshots above the cut go, its index
+            // keeps the entries below the cut.
+            log.truncate_to(b2 + 2).await.unwrap();
+            assert_eq!(log.producer_snapshots(), vec![b2 + 1]);
+            out.clear();
+            log.aborted_txns(0, i64::MAX, i64::MAX, &mut out)
+                .await
+                .unwrap();
+            assert_eq!(out, vec![entries[1], entries[2]]);
+            // The broker's reload cuts the index back to the snapshot it loads.
+            log.truncate_aborted_txns_from(b2).await.unwrap();
+            assert_eq!(files(&dir, ".txnindex"), vec![b1]);
+            log.close().await.unwrap();
+
+            // A snapshot above the end (as after a crash that cut the tail) and an index of a
+            // segment that is gone: open deletes both.
+            snapshot::write(&dir, b2 + 50, b"stale").await.unwrap();
+            let mut stale = Vec::new();
+            txn_index::encode(&aborted(4, 1_000_000, 1_000_001), &mut stale);
+            std::fs::write(txn_index::txn_index_path(&dir, 1_000_000), stale).unwrap();
+            // A damaged index is reported, never read.
+            let index = txn_index::txn_index_path(&dir, b1);
+            let mut bytes = std::fs::read(&index).unwrap();
+            bytes[5] ^= 1;
+            std::fs::write(&index, bytes).unwrap();
+            let (log, _) = Log::open(dir.clone(), small_config()).await.unwrap();
+            assert_eq!(log.producer_snapshots(), vec![b2 + 1]);
+            assert_eq!(files(&dir, ".snapshot"), vec![b2 + 1]);
+            assert_eq!(log.txn_index_damaged(), Some(b1));
+            assert!(
+                log.aborted_txns(0, i64::MAX, i64::MAX, &mut Vec::new())
+                    .await
+                    .is_err()
+            );
+            log.truncate_aborted_txns_from(b1).await.unwrap();
+            assert_eq!(log.txn_index_damaged(), None);
+            assert_eq!(files(&dir, ".txnindex"), Vec::<i64>::new());
+            // DeleteRecords past a snapshot: it goes, the newer one stays.
+            let end = log.log_end_offset();
+            assert!(log.write_producer_snapshot(end, b"s4", &[]).await.unwrap());
+            log.set_high_watermark(end);
+            log.delete_records_before(end).await.unwrap();
+            assert_eq!(log.producer_snapshots(), vec![end]);
+            assert_eq!(files(&dir, ".snapshot"), vec![end]);
+            log.discard_producer_snapshot(end, "test").unwrap();
+            assert_eq!(files(&dir, ".snapshot"), Vec::<i64>::new());
         });
     }
 }

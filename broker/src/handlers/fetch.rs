@@ -463,7 +463,13 @@ async fn read_partition(
     if read_committed && replica_id < 0 {
         // Upper bound: the last stable offset, not the end of what was read (Kafka's): a
         // transaction aborted beyond the records returned is listed too, which clients skip.
-        got.aborted = p.aborted_transactions(w.fetch_offset, upper);
+        got.aborted = match p.aborted_transactions(w.fetch_offset, upper).await {
+            Ok(aborted) => aborted,
+            Err(e) => {
+                tracing::error!(target: "broker::fetch", topic = %p.topic, partition = p.index, error = %e, "aborted-transaction index read failed");
+                return Got::error(ResponseError::KafkaStorageError);
+            }
+        };
     }
     if zero_copy {
         // Hand the ranges over with their own descriptors (dup): the connection's shard

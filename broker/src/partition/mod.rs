@@ -13,6 +13,11 @@
 //! and appends in order; the answer (acks=1: appended, acks=all:
 //! committed on the ISR) is awaited outside the lock. A re-open for a log-level config change
 //! keeps the core (`reopen_replicated`).
+//! Producer state is loaded at open from the newest producer-state snapshot plus the batches
+//! after it (`load_producer_state`), and snapshotted after segment rolls and at shutdown
+//! (`snapshot_if_rolled`, `snapshot_locked`) with the aborted transactions below it written
+//! to the segments' `.txnindex` files; a snapshot covers exactly the batches below
+//! `producers_end`, taken only once they are all in the log.
 
 pub mod control_batch;
 pub mod producer_state;
@@ -21,6 +26,7 @@ pub mod record_count;
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use engine::batch::{BatchHeader, ValidateOptions, ValidatedBatch};
@@ -99,6 +105,11 @@ pub struct Partition {
     /// leader may have batches in its log whose transactions it has not recorded yet: the
     /// last stable offset never passes this, so it cannot expose their data as committed.
     producers_end: Cell<i64>,
+    /// How the producer state was last loaded (open) or rebuilt (truncation).
+    producer_state_load: Cell<ProducerStateLoad>,
+    /// Held by a snapshot being written and by a rebuild: the rebuild cuts the `.txnindex`
+    /// files back to the snapshot it loads, which must not race a newer snapshot's entries.
+    snapshot_lock: Rc<FifoLock>,
     /// Replaced by a re-opened instance (config change) or closed: refuse further work.
     /// Shared with the driver's `ReplicaStore`.
     retired: Rc<Cell<bool>>,
@@ -217,19 +228,12 @@ impl Partition {
             tracing::warn!(target: "broker::partition", topic, index, truncations = ?report.truncations, "log tail truncated during recovery");
         }
         let log = Rc::new(log);
-        let mut producers = ProducerStateTable::default();
         let mut epochs = replication::EpochCache::default();
-        let high_watermark = log.high_watermark();
         let log_end_offset = log.log_end_offset();
-        log.scan_batches(
-            log.log_start_offset(),
-            BatchHeader::is_control,
-            |h, whole| {
-                epochs.assign(replication::LeaderEpoch(h.leader_epoch()), h.base_offset());
-                record_header(&mut producers, h, whole, high_watermark);
-            },
-        )
-        .await?;
+        let (producers, load) = load_producer_state(&log, &mut epochs).await?;
+        if load.snapshot_offset.is_some() || load.batches_scanned > 0 {
+            tracing::info!(target: "broker::partition", topic, index, snapshot_offset = ?load.snapshot_offset, batches_scanned = load.batches_scanned, snapshots_discarded = load.snapshots_discarded, log_end_offset, "producer state loaded");
+        }
         // A log emptied by DeleteRecords or retention has no header left: the epoch it ended
         // in starts at the log start (Kafka's truncateFromStart keeps it the same way).
         if epochs.latest_epoch().is_none()
@@ -276,6 +280,8 @@ impl Partition {
             append_lock: FifoLock::new(),
             producers: RefCell::new(producers),
             producers_end: Cell::new(log_end_offset),
+            producer_state_load: Cell::new(load),
+            snapshot_lock: FifoLock::new(),
             retired,
             following: Cell::new(false),
             followed: Rc::new(Notify::new()),
@@ -423,6 +429,8 @@ impl Partition {
             append_lock: FifoLock::new(),
             producers: RefCell::new(std::mem::take(&mut *self.producers.borrow_mut())),
             producers_end: Cell::new(self.producers_end.get()),
+            producer_state_load: Cell::new(self.producer_state_load.get()),
+            snapshot_lock: FifoLock::new(),
             retired: Rc::new(Cell::new(false)),
             following: Cell::new(false),
             followed: Rc::new(Notify::new()),
@@ -467,21 +475,97 @@ impl Partition {
         }
     }
 
-    /// After a truncation: producer state rebuilt from what is left.
+    /// After a truncation: producer state rebuilt from what is left (the newest snapshot at
+    /// or below the new end, then the batches after it; the engine deleted the snapshots
+    /// above the cut).
     pub async fn rebuild_producers(&self) -> Result<(), engine::LogError> {
-        let mut producers = ProducerStateTable::default();
-        let high_watermark = self.log.high_watermark();
+        let _io = self.snapshot_lock.lock().await;
         let log_end_offset = self.log.log_end_offset();
-        self.log
-            .scan_batches(
-                self.log.log_start_offset(),
-                BatchHeader::is_control,
-                |h, whole| record_header(&mut producers, h, whole, high_watermark),
-            )
-            .await?;
+        let mut epochs = replication::EpochCache::default();
+        let (producers, load) = load_producer_state(&self.log, &mut epochs).await?;
         *self.producers.borrow_mut() = producers;
         self.producers_end.set(log_end_offset);
+        self.producer_state_load.set(load);
         Ok(())
+    }
+
+    /// How the producer state was last loaded or rebuilt (snapshot used, batches scanned).
+    pub fn producer_state_load(&self) -> ProducerStateLoad {
+        self.producer_state_load.get()
+    }
+
+    /// Housekeeping: writes a producer-state snapshot if a segment rolled since the newest
+    /// one (Kafka snapshots at every roll), or `ABORTED_UNWRITTEN_SNAPSHOT` aborted
+    /// transactions wait for their `.txnindex` files. Returns the snapshot's offset if one
+    /// was written.
+    pub async fn snapshot_if_rolled(&self) -> Result<Option<i64>, engine::LogError> {
+        let log = &self.log;
+        let since = log
+            .newest_producer_snapshot()
+            .unwrap_or_else(|| log.log_start_offset());
+        let rolled = since < log.active_segment_base();
+        let unwritten = self.producers.borrow().unflushed_aborted_count();
+        if self.retired.get() || !(rolled || unwritten >= ABORTED_UNWRITTEN_SNAPSHOT) {
+            return Ok(None);
+        }
+        let _ticket = self.append_lock.lock().await;
+        self.snapshot_locked().await
+    }
+
+    /// Writes a producer-state snapshot at the offset the state covers, once every batch below
+    /// it is in the log (a leader's state runs ahead of the engine by the appends in flight;
+    /// waits up to `SNAPSHOT_WAIT_MS` for them, else skips this time). Call with
+    /// `append_lock` held: no batch is recorded while the state is copied. Clean shutdown
+    /// calls it before closing the log, so the next open scans nothing.
+    pub async fn snapshot_locked(&self) -> Result<Option<i64>, engine::LogError> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(SNAPSHOT_WAIT_MS);
+        loop {
+            let landed = self.data_notify.notified();
+            if self.retired.get() {
+                return Ok(None);
+            }
+            if self.producers_end.get() <= self.log.log_end_offset() && !self.following.get() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let timer = Box::pin(compio::time::sleep(left));
+            futures_util::future::select(landed, timer).await;
+        }
+        // A rebuild (truncation) and a snapshot never interleave.
+        let _io = self.snapshot_lock.lock().await;
+        if self.retired.get()
+            || self.following.get()
+            || self.producers_end.get() > self.log.log_end_offset()
+        {
+            return Ok(None);
+        }
+        let offset = self.producers_end.get();
+        if self.log.newest_producer_snapshot() == Some(offset) {
+            return Ok(None);
+        }
+        let epochs: Vec<(i32, i64)> = self
+            .replica
+            .epoch_entries()
+            .into_iter()
+            .filter(|&(_, start)| start < offset)
+            .collect();
+        let mut payload = Vec::new();
+        let aborted = {
+            let producers = self.producers.borrow();
+            producers.encode_snapshot(&epochs, &mut payload);
+            producers.unflushed_aborted(offset)
+        };
+        let written = self
+            .log
+            .write_producer_snapshot(offset, &payload, &aborted)
+            .await?;
+        if written {
+            self.producers.borrow_mut().aborted_flushed_below(offset);
+        }
+        Ok(written.then_some(offset))
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -545,17 +629,38 @@ impl Partition {
     }
 
     /// (producer id, first offset) of the aborted transactions overlapping
-    /// `[fetch_offset, upper_bound_offset)`, for a read_committed fetch.
-    pub fn aborted_transactions(
+    /// `[fetch_offset, upper_bound_offset)`, for a read_committed fetch (Kafka's
+    /// `collectAbortedTransactions`): from memory when the fetch offset is at or above the
+    /// cache's floor (no file read), else first from the segments' `.txnindex` files below
+    /// the floor (only files whose summary overlaps), then from memory.
+    pub async fn aborted_transactions(
         &self,
         fetch_offset: i64,
         upper_bound_offset: i64,
-    ) -> Vec<(i64, i64)> {
+    ) -> Result<Vec<(i64, i64)>, engine::LogError> {
         let mut out = Vec::new();
-        self.producers
-            .borrow()
-            .aborted_between(fetch_offset, upper_bound_offset, &mut out);
-        out
+        let mut from = fetch_offset;
+        loop {
+            let floor = self.producers.borrow().aborted_floor();
+            if from >= floor {
+                self.producers
+                    .borrow()
+                    .aborted_between(from, upper_bound_offset, &mut out);
+                return Ok(out);
+            }
+            // The cache may drop entries while the files are read: then read up to its new
+            // floor next time round.
+            let mut files = Vec::new();
+            let stopped = self
+                .log
+                .aborted_txns(from, floor, upper_bound_offset, &mut files)
+                .await?;
+            out.extend(files.iter().map(|a| (a.producer_id, a.first_offset)));
+            if stopped {
+                return Ok(out);
+            }
+            from = floor;
+        }
     }
 
     /// The producers with state on this partition (DescribeProducers).
@@ -923,6 +1028,108 @@ impl Partition {
     }
 }
 
+/// Aborted transactions waiting for their `.txnindex` files that make housekeeping take a
+/// snapshot without a roll (which writes them), so memory holds few beyond the cache.
+pub const ABORTED_UNWRITTEN_SNAPSHOT: usize = 10_000;
+
+const _: () = assert!(
+    ABORTED_UNWRITTEN_SNAPSHOT < producer_state::ABORTED_TRANSACTIONS_CACHED,
+    "written well before the cache bound"
+);
+
+/// How long a snapshot waits for a leader's in-flight appends to reach the log before it is
+/// left to the next housekeeping tick.
+pub const SNAPSHOT_WAIT_MS: u64 = 1_000;
+
+/// How the producer state was loaded from disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerStateLoad {
+    /// The snapshot it started from; `None`: no usable snapshot, the whole log was scanned.
+    pub snapshot_offset: Option<i64>,
+    /// Batches read after the snapshot (or from the log start).
+    pub batches_scanned: u64,
+    /// Snapshots found damaged or unreadable (deleted, with a warning each).
+    pub snapshots_discarded: u32,
+}
+
+/// Kafka's `loadProducerState`: the newest usable snapshot at or below the log end (the
+/// engine keeps none above it), then every batch from its offset; with none usable, every
+/// batch from the log start. A damaged snapshot is deleted and the next older one tried;
+/// open never fails for a snapshot. Also fills `epochs` (the leader epoch cache).
+async fn load_producer_state(
+    log: &engine::Log,
+    epochs: &mut replication::EpochCache,
+) -> Result<(ProducerStateTable, ProducerStateLoad), engine::LogError> {
+    let mut load = ProducerStateLoad::default();
+    let mut found = None;
+    let log_start_offset = log.log_start_offset();
+    // A snapshot above a damaged `.txnindex` would miss that segment's aborted transactions.
+    let damaged = log.txn_index_damaged().unwrap_or(i64::MAX);
+    for offset in log.producer_snapshots().into_iter().rev() {
+        if offset > damaged {
+            continue;
+        }
+        let Some(payload) = log.read_producer_snapshot(offset).await? else {
+            load.snapshots_discarded += 1;
+            continue;
+        };
+        match ProducerStateTable::decode_snapshot(offset, &payload) {
+            Ok(state) => {
+                found = Some((offset, state));
+                break;
+            }
+            Err(reason) => {
+                log.discard_producer_snapshot(offset, reason)?;
+                load.snapshots_discarded += 1;
+            }
+        }
+    }
+    let (from, mut producers) = match found {
+        Some((offset, state)) => {
+            // Epochs that ended below the log start go, the first kept starts there
+            // (Kafka's `truncateFromStart` on retention).
+            let entries = &state.epochs;
+            for (i, &(epoch, start)) in entries.iter().enumerate() {
+                if entries
+                    .get(i + 1)
+                    .is_some_and(|&(_, next)| next <= log_start_offset)
+                {
+                    continue;
+                }
+                epochs.assign(replication::LeaderEpoch(epoch), start.max(log_start_offset));
+            }
+            load.snapshot_offset = Some(offset);
+            (offset, state.table)
+        }
+        None => (log_start_offset, ProducerStateTable::default()),
+    };
+    // What the files hold from here on, the scan re-derives (Kafka recovers a segment's
+    // index with the segment): a later snapshot's entries, a damaged file, a torn tail.
+    log.truncate_aborted_txns_from(from).await?;
+    producers.set_aborted_flushed(from);
+    let high_watermark = log.high_watermark();
+    let mut scanned = 0u64;
+    log.scan_batches(
+        from.max(log_start_offset),
+        BatchHeader::is_control,
+        |h, whole| {
+            // A batch starting below the snapshot's offset is in it.
+            if h.base_offset() < from {
+                return;
+            }
+            scanned += 1;
+            epochs.assign(replication::LeaderEpoch(h.leader_epoch()), h.base_offset());
+            record_header(&mut producers, h, whole, high_watermark);
+        },
+    )
+    .await?;
+    load.batches_scanned = scanned;
+    // A snapshot below the log start (retention since) still names what retention removed.
+    producers.trim_before(log_start_offset);
+    producers.note_high_watermark(high_watermark);
+    Ok((producers, load))
+}
+
 /// Records the producer state of one stored or replicated batch (producer batches only):
 /// a data batch by its header, a control batch by its marker (`whole` is the whole batch
 /// for control batches). As Kafka's replication and recovery origins, no checks: what is in
@@ -1282,15 +1489,18 @@ mod tests {
             assert_eq!(end_txn(&p, 1, 2, 5, true).await.unwrap(), 9);
             wait_high_watermark(&p, 10).await;
             assert_eq!(p.last_stable_offset(), 10);
-            assert_eq!(p.aborted_transactions(0, 10), vec![(2, 5)]);
-            assert_eq!(p.aborted_transactions(9, 10), Vec::<(i64, i64)>::new());
+            assert_eq!(p.aborted_transactions(0, 10).await.unwrap(), vec![(2, 5)]);
+            assert_eq!(
+                p.aborted_transactions(9, 10).await.unwrap(),
+                Vec::<(i64, i64)>::new()
+            );
             // Producer 2 opens another transaction, then the state is rebuilt from the log.
             assert_eq!(append(&p, txn_batch(2, 0, 1, 2)).await, 10);
             wait_high_watermark(&p, 12).await;
             let views = p.producer_views();
             p.rebuild_producers().await.unwrap();
             assert_eq!(p.last_stable_offset(), 10);
-            assert_eq!(p.aborted_transactions(0, 12), vec![(2, 5)]);
+            assert_eq!(p.aborted_transactions(0, 12).await.unwrap(), vec![(2, 5)]);
             assert_eq!(p.ongoing_transactions(), 1);
             let mut rebuilt = p.producer_views();
             let mut before = views;
@@ -1304,6 +1514,230 @@ mod tests {
                 end_txn(&p, 2, 0, 4, true).await,
                 Err(AppendFailure::CoordinatorFenced)
             ));
+        });
+    }
+
+    /// What read_committed and DescribeProducers see of the transaction state.
+    async fn txn_view(p: &Partition) -> (Vec<super::ProducerView>, Vec<(i64, i64)>, i64, usize) {
+        let mut views = p.producer_views();
+        views.sort_by_key(|v| v.producer_id);
+        let lso = p.last_stable_offset();
+        let aborted = p.aborted_transactions(0, lso).await.unwrap();
+        (views, aborted, lso, p.ongoing_transactions())
+    }
+
+    /// Closes `p` (retired, log closed) and opens the directory again as leader.
+    async fn reopen(dir: &std::path::Path, p: Rc<Partition>) -> Rc<Partition> {
+        p.retire();
+        p.log.close().await.unwrap();
+        drop(p);
+        let p = leader(dir, SMALL_SEGMENTS).await;
+        let end = p.log.log_end_offset();
+        wait_high_watermark(&p, end).await;
+        p
+    }
+
+    /// The smallest segment.bytes a topic may have: a 300 KB batch fills a third of one.
+    const SMALL_SEGMENTS: &[(&str, &str)] = &[("segment.bytes", "1048576")];
+
+    fn files_with(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+        let mut out: Vec<_> = std::fs::read_dir(dir.join("t-0"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_str().unwrap().ends_with(suffix))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Producer state goes to a snapshot after each roll and the aborted transactions to
+    /// their segments' `.txnindex` files; a re-open loads the newest snapshot and scans only
+    /// the batches after it, and sees what a full scan sees. A damaged snapshot or index
+    /// falls back (an older snapshot, or the full scan) and open still succeeds; a
+    /// truncation drops the snapshots and index entries above the cut.
+    #[test]
+    fn snapshots_and_txn_indexes_give_what_a_full_scan_gives() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader(dir.path(), SMALL_SEGMENTS).await;
+            let mut sequences = [0i32; 3];
+            let mut batches = 0u64;
+            for i in 0..15i64 {
+                let producer = 1 + i % 3;
+                let sequence = &mut sequences[(i % 3) as usize];
+                append(&p, txn_batch(producer, 0, *sequence, 2)).await;
+                *sequence += 2;
+                append(&p, Bytes::from(batch(1, 300_000, 1))).await;
+                end_txn(&p, producer, 0, 1, i % 2 == 0).await.unwrap();
+                batches += 3;
+                // What housekeeping calls every tick.
+                p.snapshot_if_rolled().await.unwrap();
+            }
+            append(&p, txn_batch(9, 0, 0, 1)).await; // left open
+            batches += 1;
+            let end = p.log.log_end_offset();
+            wait_high_watermark(&p, end).await;
+            assert!(p.log.segment_count() >= 5, "{}", p.log.segment_count());
+            let snapshots = p.log.producer_snapshots();
+            assert!(
+                !snapshots.is_empty()
+                    && snapshots.len() <= engine::snapshot::PRODUCER_SNAPSHOTS_KEPT,
+                "{snapshots:?}"
+            );
+            assert!(!files_with(dir.path(), ".txnindex").is_empty());
+            let before = txn_view(&p).await;
+            assert_eq!(before.1.len(), 7, "seven aborted: {:?}", before.1);
+            assert_eq!(before.3, 1);
+            // Kafka's rule from a fetch offset in the middle, across files and memory.
+            let middle = p.aborted_transactions(end / 2, before.2).await.unwrap();
+
+            // Re-open: the newest snapshot, then only the batches after it.
+            let newest = *snapshots.last().unwrap();
+            let p = reopen(dir.path(), p).await;
+            let load = p.producer_state_load();
+            assert_eq!(load.snapshot_offset, Some(newest));
+            assert!(
+                load.batches_scanned > 0 && load.batches_scanned < batches / 2,
+                "{load:?} of {batches}"
+            );
+            assert_eq!(txn_view(&p).await, before);
+            assert_eq!(
+                p.aborted_transactions(end / 2, before.2).await.unwrap(),
+                middle
+            );
+
+            // A damaged newest snapshot: the next older one (never a failed open).
+            let newest_file = files_with(dir.path(), ".snapshot").pop().unwrap();
+            std::fs::write(&newest_file, b"not a snapshot").unwrap();
+            let p = reopen(dir.path(), p).await;
+            let load = p.producer_state_load();
+            assert_eq!(load.snapshots_discarded, 1);
+            assert!(load.snapshot_offset.is_none_or(|o| o < newest), "{load:?}");
+            assert!(!newest_file.exists(), "the damaged snapshot is deleted");
+            assert_eq!(txn_view(&p).await, before);
+
+            // A damaged index (a flipped byte in its first entry): a snapshot at or below
+            // that segment, or the full scan, rebuilds it.
+            let index = files_with(dir.path(), ".txnindex").remove(0);
+            let mut bytes = std::fs::read(&index).unwrap();
+            bytes[3] ^= 0x20;
+            std::fs::write(&index, bytes).unwrap();
+            let p = reopen(dir.path(), p).await;
+            assert_eq!(txn_view(&p).await, before);
+            assert_eq!(
+                p.aborted_transactions(end / 2, before.2).await.unwrap(),
+                middle
+            );
+
+            // Clean close with a snapshot at the end: nothing to scan.
+            {
+                let _ticket = p.append_lock.lock().await;
+                assert_eq!(p.snapshot_locked().await.unwrap(), Some(end));
+            }
+            let p = reopen(dir.path(), p).await;
+            assert_eq!(p.producer_state_load().snapshot_offset, Some(end));
+            assert_eq!(p.producer_state_load().batches_scanned, 0);
+            assert_eq!(txn_view(&p).await, before);
+
+            // No snapshot and no index at all: the full scan, the same state.
+            for f in files_with(dir.path(), ".snapshot")
+                .into_iter()
+                .chain(files_with(dir.path(), ".txnindex"))
+            {
+                std::fs::remove_file(f).unwrap();
+            }
+            let p = reopen(dir.path(), p).await;
+            let load = p.producer_state_load();
+            assert_eq!(
+                (load.snapshot_offset, load.batches_scanned),
+                (None, batches)
+            );
+            assert_eq!(txn_view(&p).await, before);
+
+            // A truncation (as a follower's): snapshots and index entries above the cut go,
+            // and the rebuild equals a full scan of what is left.
+            {
+                let _ticket = p.append_lock.lock().await;
+                p.snapshot_locked().await.unwrap();
+            }
+            let cut = end / 2;
+            p.log.truncate_to(cut).await.unwrap();
+            assert!(p.log.producer_snapshots().iter().all(|&o| o <= cut));
+            p.rebuild_producers().await.unwrap();
+            let left = p.log.log_end_offset();
+            let rebuilt = (
+                p.producer_views(),
+                p.aborted_transactions(0, left).await.unwrap(),
+            );
+            for f in files_with(dir.path(), ".snapshot")
+                .into_iter()
+                .chain(files_with(dir.path(), ".txnindex"))
+            {
+                std::fs::remove_file(f).unwrap();
+            }
+            p.rebuild_producers().await.unwrap();
+            assert_eq!(p.producer_state_load().snapshot_offset, None);
+            let mut scanned = (
+                p.producer_views(),
+                p.aborted_transactions(0, left).await.unwrap(),
+            );
+            let mut rebuilt = rebuilt;
+            rebuilt.0.sort_by_key(|v| v.producer_id);
+            scanned.0.sort_by_key(|v| v.producer_id);
+            assert_eq!(rebuilt, scanned);
+            assert!(rebuilt.1.len() < before.1.len());
+        });
+    }
+
+    /// Open time of a partition of 200,000 idempotent batches from 100 producers: the full
+    /// header scan against a snapshot at the end. A measurement, not a check (no timed
+    /// assertion): `cargo test -p broker --lib open_time -- --ignored --nocapture`; the
+    /// numbers are in docs/benchmarks.md.
+    #[test]
+    #[ignore]
+    fn open_time_full_scan_against_snapshot() {
+        const BATCHES: i32 = 200_000;
+        const PRODUCERS: i32 = 100;
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let log_dir = dir.path().join("t-0");
+                let (log, _) = engine::Log::open(log_dir, engine::LogConfig::default())
+                    .await
+                    .unwrap();
+                for i in 0..BATCHES {
+                    let mut b = batch(1, 16, 1);
+                    b[43..51].copy_from_slice(&i64::from(i % PRODUCERS).to_be_bytes());
+                    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+                    b[53..57].copy_from_slice(&(i / PRODUCERS).to_be_bytes());
+                    let crc = batch_crc(&b);
+                    b[17..21].copy_from_slice(&crc.to_be_bytes());
+                    log.append(Bytes::from(b), 0).await.unwrap();
+                }
+                log.close().await.unwrap();
+            }
+            let env = || Rc::new(crate::replica::driver::test_support::TestEnv::default());
+            let started = std::time::Instant::now();
+            let p = open_configured(dir.path(), 0, env(), &[]).await;
+            let full = started.elapsed();
+            assert_eq!(p.producer_state_load().batches_scanned, BATCHES as u64);
+            assert_eq!(p.producer_count(), PRODUCERS as usize);
+            {
+                let _ticket = p.append_lock.lock().await;
+                p.snapshot_locked().await.unwrap();
+            }
+            p.retire();
+            p.log.close().await.unwrap();
+            drop(p);
+            let started = std::time::Instant::now();
+            let p = open_configured(dir.path(), 0, env(), &[]).await;
+            let loaded = started.elapsed();
+            assert_eq!(p.producer_state_load().batches_scanned, 0);
+            assert_eq!(p.producer_count(), PRODUCERS as usize);
+            eprintln!(
+                "open of {BATCHES} batches ({} segments): full scan {full:?}, from a snapshot {loaded:?}",
+                p.log.segment_count()
+            );
         });
     }
 }

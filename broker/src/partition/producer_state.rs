@@ -2,7 +2,8 @@
 //! (with their offsets) of the last `BATCHES_KEPT` batches, the last coordinator epoch seen in
 //! a transaction marker and the first offset of its ongoing transaction; per partition the
 //! ongoing transactions, the completed ones whose marker is not yet below the high watermark,
-//! and the aborted ones (Kafka's transaction index, in memory).
+//! and the newest aborted ones (a bounded cache of the engine's per-segment `.txnindex`
+//! files, plus those not yet written there).
 //!
 //! Follows Kafka's ProducerStateManager / ProducerAppendInfo: a duplicate of a cached batch is
 //! answered with the original offsets; an older epoch is INVALID_PRODUCER_EPOCH; a gap is
@@ -18,10 +19,17 @@
 //!
 //! Invariants: `ongoing` holds exactly the producers whose `current_txn_first_offset` is
 //! set; `unreplicated` and `aborted` are in marker order (last offset ascending); a producer
-//! with an ongoing transaction is never evicted or trimmed (it pins the last stable offset).
+//! with an ongoing transaction is never evicted or trimmed (it pins the last stable offset);
+//! `aborted` holds every aborted transaction whose marker is at or above `aborted_floor`,
+//! and every one at or above `aborted_unflushed_from` is in no `.txnindex` file yet (so it
+//! is never dropped from memory).
 //! Pure: no I/O, rebuilt from the log's batch headers and control records.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+#[path = "producer_snapshot.rs"]
+mod snapshot;
+pub use snapshot::SnapshotState;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the max in-flight).
 pub const BATCHES_KEPT: usize = 5;
@@ -33,11 +41,11 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// transactions past their `transaction.timeout.ms`, so the refusal is temporary. Batches
 /// replicated from a leader or read back from the log are never refused.
 pub const ONGOING_TRANSACTIONS_MAX: usize = PRODUCERS_PER_PARTITION_MAX;
-/// Aborted transactions kept per partition (24 bytes each, 2.4 MB at the limit). At the limit
-/// the oldest is forgotten and a warning logged: a read_committed fetch below it would then
-/// return its records as committed. Kafka keeps them on disk per segment (`.txnindex`); this
-/// in-memory index is rebuilt from the log at open and trimmed with the log start offset.
-pub const ABORTED_TRANSACTIONS_MAX: usize = 100_000;
+/// Aborted transactions cached in memory per partition (32 bytes each, 3.2 MB at the bound).
+/// Beyond it the oldest one already written to its segment's `.txnindex` leaves memory; a
+/// read_committed fetch below the cache reads the files (`engine::Log::aborted_txns`).
+/// Those not yet written (markers above the newest producer snapshot) always stay.
+pub const ABORTED_TRANSACTIONS_CACHED: usize = 100_000;
 /// base_sequence of a batch that carries none (a coordinator's append).
 pub const NO_SEQUENCE: i32 = -1;
 /// Producer epoch of an entry created by nothing but a marker before any data (Kafka's
@@ -171,8 +179,11 @@ pub struct ProducerStateTable {
     /// hold the last stable offset back (Kafka's `unreplicatedTxns`).
     unreplicated: VecDeque<TxnRange>,
     aborted: VecDeque<AbortedTxn>,
-    /// Aborted transactions forgotten at `ABORTED_TRANSACTIONS_MAX` (logged once per 1000).
-    aborted_dropped: u64,
+    /// `aborted` holds every aborted transaction whose marker is at or above this; those
+    /// below are in the `.txnindex` files only.
+    aborted_floor: i64,
+    /// Aborted transactions with a marker at or above this are in no `.txnindex` file yet.
+    aborted_unflushed_from: i64,
 }
 
 /// `base_sequence + last_offset_delta` with Kafka's wrap-around at i32::MAX.
@@ -368,19 +379,72 @@ impl ProducerStateTable {
                 .copied()
                 .unwrap_or(m.offset + 1)
                 .min(m.offset + 1);
-            if self.aborted.len() == ABORTED_TRANSACTIONS_MAX {
-                self.aborted.pop_front();
-                if self.aborted_dropped.is_multiple_of(1000) {
-                    tracing::warn!(target: "broker::partition", limit = ABORTED_TRANSACTIONS_MAX, dropped = self.aborted_dropped + 1, "aborted-transaction index full: the oldest aborted transaction is forgotten");
-                }
-                self.aborted_dropped += 1;
-            }
             self.aborted.push_back(AbortedTxn {
                 range,
                 last_stable_offset,
             });
+            self.bound_aborted_cache();
         }
         Some(range)
+    }
+
+    /// Every aborted transaction whose marker is at or above this is in memory; below it a
+    /// fetch reads the `.txnindex` files.
+    pub fn aborted_floor(&self) -> i64 {
+        self.aborted_floor
+    }
+
+    /// After a load from a snapshot at `offset` (or a full scan from the log start, with
+    /// the files cut there): the aborted transactions below `offset` are in the files, those
+    /// at or above it (the scan's) in memory only.
+    pub fn set_aborted_flushed(&mut self, offset: i64) {
+        self.aborted_floor = offset;
+        self.aborted_unflushed_from = offset;
+    }
+
+    /// The aborted transactions with a marker below `offset` not yet in a `.txnindex` file,
+    /// as the engine stores them (for a snapshot at `offset`).
+    pub fn unflushed_aborted(&self, offset: i64) -> Vec<engine::AbortedTxn> {
+        let from = self
+            .aborted
+            .partition_point(|a| a.range.last_offset < self.aborted_unflushed_from);
+        self.aborted
+            .range(from..)
+            .take_while(|a| a.range.last_offset < offset)
+            .map(|a| engine::AbortedTxn {
+                producer_id: a.range.producer_id,
+                first_offset: a.range.first_offset,
+                last_offset: a.range.last_offset,
+                last_stable_offset: a.last_stable_offset,
+            })
+            .collect()
+    }
+
+    /// How many aborted transactions are in no `.txnindex` file yet.
+    pub fn unflushed_aborted_count(&self) -> usize {
+        let from = self
+            .aborted
+            .partition_point(|a| a.range.last_offset < self.aborted_unflushed_from);
+        self.aborted.len() - from
+    }
+
+    /// The aborted transactions below `offset` are now in the files (a snapshot at `offset`
+    /// was written): the cache may let the oldest go.
+    pub fn aborted_flushed_below(&mut self, offset: i64) {
+        self.aborted_unflushed_from = self.aborted_unflushed_from.max(offset);
+        self.bound_aborted_cache();
+    }
+
+    /// Drops the oldest cached aborted transactions beyond `ABORTED_TRANSACTIONS_CACHED`
+    /// that are in the files.
+    fn bound_aborted_cache(&mut self) {
+        while self.aborted.len() > ABORTED_TRANSACTIONS_CACHED
+            && let Some(oldest) = self.aborted.front()
+            && oldest.range.last_offset < self.aborted_unflushed_from
+        {
+            self.aborted_floor = oldest.range.last_offset + 1;
+            self.aborted.pop_front();
+        }
     }
 
     /// Drops the completed transactions whose marker is below `high_watermark` (replicated:
@@ -818,9 +882,9 @@ mod tests {
     }
 
     #[test]
-    fn aborted_transactions_are_bounded_and_trimmed() {
+    fn aborted_cache_keeps_unwritten_ones_and_drops_only_written_ones() {
         let mut t = ProducerStateTable::default();
-        let total = ABORTED_TRANSACTIONS_MAX as i64 + 10;
+        let total = ABORTED_TRANSACTIONS_CACHED as i64 + 10;
         for i in 0..total {
             t.record(
                 1,
@@ -835,10 +899,34 @@ mod tests {
             t.record_marker(marker(1, 0, 0, false, 2 * i + 1));
             t.note_high_watermark(2 * i + 2);
         }
+        // None is in a file yet: all stay, the cache reaches below everything.
         let mut out = Vec::new();
         t.aborted_between(0, i64::MAX, &mut out);
-        assert_eq!(out.len(), ABORTED_TRANSACTIONS_MAX);
-        assert_eq!(out[0], (1, 20), "the ten oldest were forgotten");
+        assert_eq!(out.len() as i64, total);
+        assert_eq!(t.aborted_floor(), 0);
+        // The first 30 written to the files (a snapshot at 60): ten of them may go.
+        let unwritten = t.unflushed_aborted(60);
+        assert_eq!(unwritten.len(), 30);
+        assert_eq!(
+            unwritten[29],
+            engine::AbortedTxn {
+                producer_id: 1,
+                first_offset: 58,
+                last_offset: 59,
+                last_stable_offset: 60
+            }
+        );
+        t.aborted_flushed_below(60);
+        assert_eq!(t.unflushed_aborted(i64::MAX).len() as i64, total - 30);
+        out.clear();
+        t.aborted_between(0, i64::MAX, &mut out);
+        assert_eq!(out.len(), ABORTED_TRANSACTIONS_CACHED);
+        assert_eq!(
+            out[0],
+            (1, 20),
+            "the ten oldest left memory (they are in the files)"
+        );
+        assert_eq!(t.aborted_floor(), 20, "below it a fetch reads the files");
         t.trim_before(2 * total - 3);
         out.clear();
         t.aborted_between(0, i64::MAX, &mut out);

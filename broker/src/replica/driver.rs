@@ -278,6 +278,17 @@ impl ReplicaDriver {
         r
     }
 
+    /// The core's leader epoch cache as (epoch, start offset) entries, for the partition's
+    /// producer-state snapshots (which carry it, as Kafka's `leader-epoch-checkpoint`).
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        let core = self.core.borrow();
+        core.epochs()
+            .entries()
+            .iter()
+            .map(|&(e, s)| (e.0, s))
+            .collect()
+    }
+
     /// An acks=all retry of a batch this leader already has at `..=last_offset` (a
     /// producer's duplicate): answered as Kafka answers it (a delayed produce for the
     /// original's offsets): success once the durable watermark passes it (every ISR member,

@@ -446,6 +446,10 @@ pub async fn close_all(shard: &Rc<Shard>) {
         .collect();
     for p in all {
         let _guard = p.append_lock.lock().await;
+        // The next open then loads it and scans nothing (Kafka snapshots at clean close).
+        if let Err(e) = p.snapshot_locked().await {
+            tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "producer snapshot at close failed");
+        }
         p.retire();
         if let Err(e) = p.log.close().await {
             tracing::error!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "close failed");
@@ -481,6 +485,10 @@ pub async fn housekeeping(shard: &Rc<Shard>, now_ms: i64, full: bool) {
         }
         if let Err(e) = p.log.flush_tick(now_ms).await {
             tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "flush failed");
+        }
+        // After a roll: a producer-state snapshot at the new segment (Kafka's roll does it).
+        if let Err(e) = p.snapshot_if_rolled().await {
+            tracing::warn!(target: "broker::partition", topic = %p.topic, partition = p.index, error = %e, "producer snapshot failed");
         }
     }
 }
