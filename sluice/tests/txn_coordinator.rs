@@ -377,9 +377,17 @@ fn produce_v12(c: &mut RawClient, id: &str, partition: i32, records: Bytes) -> i
     )
 }
 
-/// WriteTxnMarkers v1 to `partition` as a coordinator sends it (transaction version 2
-/// markers carry Sluice's version tag): the partition's error code.
-fn marker(c: &mut RawClient, pid: i64, epoch: i16, commit: bool, partition: i32) -> i16 {
+/// WriteTxnMarkers v1 to `partition` as a Sluice coordinator sends it: a transaction version 2
+/// marker carries the version tag (10000), every marker its transaction's sequence (10001)
+/// when given. The partition's error code.
+fn marker(
+    c: &mut RawClient,
+    (pid, epoch): (i64, i16),
+    commit: bool,
+    partition: i32,
+    version_2: bool,
+    sequence: Option<u64>,
+) -> i16 {
     use kafka_protocol::messages::write_txn_markers_request::{
         WritableTxnMarker, WritableTxnMarkerTopic,
     };
@@ -393,8 +401,14 @@ fn marker(c: &mut RawClient, pid: i64, epoch: i16, commit: bool, partition: i32)
                 .with_name(name(TOPIC))
                 .with_partition_indexes(vec![partition]),
         ]);
-    m.unknown_tagged_fields
-        .insert(10_000, Bytes::from_static(&[2]));
+    if version_2 {
+        m.unknown_tagged_fields
+            .insert(10_000, Bytes::from_static(&[2]));
+    }
+    if let Some(sequence) = sequence {
+        m.unknown_tagged_fields
+            .insert(10_001, Bytes::copy_from_slice(&sequence.to_be_bytes()));
+    }
     let r: WriteTxnMarkersResponse = c.call(
         ApiKey::WriteTxnMarkers,
         1,
@@ -461,7 +475,10 @@ fn transaction_version_2_bumps_every_end_and_closes_the_jepsen_interleavings() {
     assert_eq!(describe(&mut c, "v2").transaction_state.as_str(), "Ongoing");
     // Jepsen: a delayed copy of T1's marker (epoch e1) reaches the partition: refused,
     // so T2's records are neither committed by it nor cut off from their own marker.
-    assert_eq!(marker(&mut c, pid, e1, true, 0), INVALID_PRODUCER_EPOCH);
+    assert_eq!(
+        marker(&mut c, (pid, e1), true, 0, true, None),
+        INVALID_PRODUCER_EPOCH
+    );
     assert_eq!(latest(&mut c, 0, 1), 5, "T2 still open");
     // T2 aborts: read_committed moves past it, its records are never committed.
     let (code, _, e2) = end_v5(&mut c, "v2", pid, e1, false);
@@ -572,4 +589,39 @@ fn the_state_topic_takes_its_replication_settings() {
         ])),
     );
     assert_eq!(md.topics[0].partitions.len(), 3);
+}
+
+/// Transaction version 1 (what librdkafka, kafkajs and sarama speak): a late copy of an
+/// earlier transaction's marker carries the same producer id, epoch and coordinator epoch as
+/// the next transaction's; it names its transaction by the coordinator's sequence
+/// (`txn::TXN_SEQUENCE_TAG`), which the partition learnt when it verified the next
+/// transaction's first batch, so it is refused and cannot end that transaction (Jepsen's
+/// interleaving; Kafka applies the copy).
+#[test]
+fn a_late_marker_copy_never_ends_the_next_transaction_at_version_1() {
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    create_topic_ok(&mut c, TOPIC, &[]);
+    assert_eq!(find_coordinator(&mut c, "v1"), 0);
+    let first = init(&mut c, "v1", 60_000);
+    let (pid, e) = (first.producer_id.0, first.producer_epoch);
+    // T1 (the id's first transaction, sequence 1) commits.
+    assert_eq!(add_partitions(&mut c, "v1", pid, e, &[0]), vec![0]);
+    assert_eq!(produce(&mut c, Some("v1"), 0, txn_batch(2, pid, e, 0)).0, 0);
+    assert_eq!(end(&mut c, "v1", pid, e, true), 0);
+    wait_for("T1's marker", || latest(&mut c, 0, 1) == 3);
+    // T2 (sequence 2) at the same epoch, open on the partition.
+    assert_eq!(add_partitions(&mut c, "v1", pid, e, &[0]), vec![0]);
+    assert_eq!(produce(&mut c, Some("v1"), 0, txn_batch(2, pid, e, 2)).0, 0);
+    assert_eq!(latest(&mut c, 0, 1), 3, "T2 holds the LSO");
+    // The late copy of T1's COMMIT marker: refused, T2 still open.
+    assert_eq!(
+        marker(&mut c, (pid, e), true, 0, false, Some(1)),
+        INVALID_TXN_STATE
+    );
+    assert_eq!(latest(&mut c, 0, 1), 3, "T2 still open");
+    assert_eq!(latest(&mut c, 0, 0), 5, "nothing appended");
+    // T2 ends by its own abort; read_committed moves past it.
+    assert_eq!(end(&mut c, "v1", pid, e, false), 0);
+    wait_for("T2's abort marker", || latest(&mut c, 0, 1) == 6);
 }

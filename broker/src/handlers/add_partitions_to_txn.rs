@@ -35,7 +35,7 @@ pub async fn handle(
 ) -> AddPartitionsToTxnResponse {
     let fenced_code = ctx.version >= 2;
     if ctx.version <= 3 {
-        let results = one_transaction(
+        let (results, _) = one_transaction(
             shard,
             req.v3_and_below_transactional_id.0.to_string(),
             req.v3_and_below_producer_id.0,
@@ -61,7 +61,7 @@ pub async fn handle(
     };
     let mut results = Vec::with_capacity(req.transactions.len());
     for t in req.transactions {
-        let topic_results = one_transaction(
+        let (topic_results, sequence) = one_transaction(
             shard,
             t.transactional_id.0.to_string(),
             t.producer_id.0,
@@ -72,11 +72,17 @@ pub async fn handle(
             version,
         )
         .await;
-        results.push(
-            AddPartitionsToTxnResult::default()
-                .with_transactional_id(t.transactional_id)
-                .with_topic_results(topic_results),
-        );
+        let mut result = AddPartitionsToTxnResult::default()
+            .with_transactional_id(t.transactional_id)
+            .with_topic_results(topic_results);
+        if let Some(sequence) = sequence.filter(|s| *s != 0) {
+            // For the asking partition leader (a Sluice broker): see `txn::TXN_SEQUENCE_TAG`.
+            result.unknown_tagged_fields.insert(
+                crate::txn::TXN_SEQUENCE_TAG,
+                bytes::Bytes::copy_from_slice(&sequence.to_be_bytes()),
+            );
+        }
+        results.push(result);
     }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
@@ -91,7 +97,7 @@ async fn one_transaction(
     topics: &[AddPartitionsToTxnTopic],
     fenced_code: bool,
     version: TxnVersion,
-) -> Vec<AddPartitionsToTxnTopicResult> {
+) -> (Vec<AddPartitionsToTxnTopicResult>, Option<u64>) {
     let metadata = shard.metadata();
     let mut partitions = Vec::new();
     let mut unknown = Vec::new();
@@ -114,9 +120,9 @@ async fn one_transaction(
                 ResponseError::OperationNotAttempted.code()
             }
         };
-        return answer(topics, code);
+        return (answer(topics, code), None);
     }
-    let outcome: Result<Vec<bool>, TxnError> = if verify_only {
+    let outcome: Result<(Vec<bool>, u64), TxnError> = if verify_only {
         let partitions = partitions.clone();
         call(shard, &transactional_id.clone(), move |s, backend| {
             Box::pin(async move {
@@ -142,10 +148,10 @@ async fn one_transaction(
             })
         })
         .await
-        .map(|()| vec![true; count])
+        .map(|sequence| (vec![true; count], sequence))
     };
     match outcome {
-        Ok(included) => {
+        Ok((included, sequence)) => {
             let code = |tp: &(String, i32)| {
                 let i = partitions.iter().position(|x| x == tp);
                 if i.is_some_and(|i| included[i]) {
@@ -154,11 +160,11 @@ async fn one_transaction(
                     ResponseError::TransactionAbortable.code()
                 }
             };
-            answer(topics, code)
+            (answer(topics, code), Some(sequence))
         }
         Err(e) => {
             let code = e.code_for(fenced_code);
-            answer(topics, |_| code)
+            (answer(topics, |_| code), None)
         }
     }
 }

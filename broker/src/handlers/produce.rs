@@ -225,9 +225,14 @@ fn append_on_owner(
                             // A follower that just became leader records the producer state of the
                             // batches it fetched first, so that it dedupes their retries.
                             p.wait_producer_state().await;
-                            verify_transaction(shard, &p, transactional_id, check, &records)
-                                .await?;
-                            p.submit_replicated(records, now, acks)
+                            let verified =
+                                verify_transaction(shard, &p, transactional_id, check, &records)
+                                    .await?;
+                            let submitted = p.submit_replicated(records, now, acks);
+                            if let (Ok(_), Some((producer_id, sequence))) = (&submitted, verified) {
+                                p.note_txn_sequence(producer_id, sequence);
+                            }
+                            submitted
                         };
                         match pending {
                             Ok(pending) => pending.wait().await.map_err(|f| failure_code(&f)),
@@ -261,19 +266,21 @@ fn append_on_owner(
 /// `partition_verification_enable` says, as Kafka does: the client sent no
 /// AddPartitionsToTxn. Transactional records without a transactional id are refused as
 /// Kafka refuses them (TRANSACTIONAL_ID_AUTHORIZATION_FAILED). Runs with the partition's
-/// append ticket held.
+/// append ticket held. Answers the producer id and the coordinator's `txn_sequence` of the
+/// transaction when the coordinator was asked and gave it (the partition notes it once the
+/// batch is appended: markers naming another sequence are refused).
 async fn verify_transaction(
     shard: &Rc<Shard>,
     p: &crate::partition::Partition,
     transactional_id: Option<&str>,
     check: Check,
     records: &Bytes,
-) -> Result<(), (ResponseError, Option<String>)> {
+) -> Result<Option<(i64, u64)>, (ResponseError, Option<String>)> {
     let Some(h) = engine::batch::BatchHeader::parse(records) else {
-        return Ok(());
+        return Ok(None);
     };
     if !h.is_transactional() || h.producer_id() < 0 || h.is_control() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(transactional_id) = transactional_id else {
         return Err((
@@ -285,9 +292,9 @@ async fn verify_transaction(
         || !p.replica.is_leader()
         || p.in_transaction(h.producer_id(), h.producer_epoch())
     {
-        return Ok(());
+        return Ok(None);
     }
-    crate::txn::verify::verify(
+    let sequence = crate::txn::verify::verify(
         shard,
         check,
         transactional_id,
@@ -296,7 +303,8 @@ async fn verify_transaction(
         &p.topic,
         p.index,
     )
-    .await
+    .await?;
+    Ok(sequence.map(|s| (h.producer_id(), s)))
 }
 
 /// Milliseconds since the epoch of the last refused-batch log line (any shard).

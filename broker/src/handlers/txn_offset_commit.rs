@@ -191,7 +191,7 @@ async fn verify(shard: &Rc<Shard>, check: Check, req: &TxnOffsetCommitRequest) -
     )
     .await;
     match verified {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err((ResponseError::NotEnoughReplicas, message)) => {
             tracing::debug!(target: "group", ?message, "transactional offset commit not verified yet");
             Err(ResponseError::CoordinatorNotAvailable.code())

@@ -43,6 +43,8 @@ struct Item {
     producer_epoch: i16,
     marker: EndTxnMarker,
     strict: bool,
+    /// The transaction's `txn_sequence`, from a Sluice coordinator.
+    sequence: Option<u64>,
 }
 
 /// The transaction version a marker entry carries (0 without the tag).
@@ -89,6 +91,7 @@ pub async fn write_markers(
                             producer_epoch: m.producer_epoch,
                             marker,
                             strict: marker_version(m) >= 2,
+                            sequence: crate::txn::tagged_sequence(&m.unknown_tagged_fields),
                         };
                         by_shard.push(shard.owner_of(&meta.name, partition), slot, item);
                         answers.push(None);
@@ -176,6 +179,7 @@ fn write_on_owner(shard: &Rc<Shard>, items: Vec<Item>) -> LocalBoxFuture<Vec<Res
                         item.producer_epoch,
                         item.marker,
                         item.strict,
+                        item.sequence,
                         now,
                     )
                 };

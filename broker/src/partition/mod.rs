@@ -673,6 +673,14 @@ impl Partition {
     }
 
     /// See `ProducerStateTable::in_transaction`.
+    /// Notes the coordinator's `txn_sequence` of `producer_id`'s ongoing transaction here
+    /// (see `ProducerStateTable::note_txn_sequence`).
+    pub fn note_txn_sequence(&self, producer_id: i64, sequence: u64) {
+        self.producers
+            .borrow_mut()
+            .note_txn_sequence(producer_id, sequence);
+    }
+
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.producers.borrow().in_transaction(producer_id, epoch)
     }
@@ -814,15 +822,18 @@ impl Partition {
     /// Kafka's `appendEndTxnMarker`: a producer epoch older than the producer's is
     /// INVALID_PRODUCER_EPOCH, a coordinator epoch older than the last seen
     /// TRANSACTION_COORDINATOR_FENCED; a transaction version 2 marker (`strict`) must carry
-    /// an epoch above the producer's (KIP-1228). The marker ends the transaction in the
-    /// producer state at once; the last stable offset passes it once the high watermark
-    /// does. Must run with `append_lock` held; the returned wait need not.
+    /// an epoch above the producer's (KIP-1228); a marker naming a transaction `sequence`
+    /// other than the ongoing one's (`txn::TXN_SEQUENCE_TAG`) is a late copy and gets
+    /// INVALID_TXN_STATE. The marker ends the transaction in the producer state at once; the
+    /// last stable offset passes it once the high watermark does. Must run with
+    /// `append_lock` held; the returned wait need not.
     pub fn append_marker(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         marker: EndTxnMarker,
         strict: bool,
+        sequence: Option<u64>,
         now_ms: i64,
     ) -> Result<PendingAppend, AppendFailure> {
         use replication::ReplicaError;
@@ -837,9 +848,14 @@ impl Partition {
             producer_epoch,
             marker.coordinator_epoch,
             strict,
+            sequence,
         );
         match check {
             MarkerCheck::Append => {}
+            MarkerCheck::StaleTransaction { ongoing, marker } => {
+                tracing::info!(target: "broker::partition", topic = %self.topic, partition = self.index, producer_id, ongoing, marker, "marker of an earlier transaction refused (a late copy)");
+                return Err(AppendFailure::InvalidTxnState);
+            }
             MarkerCheck::InvalidProducerEpoch { current } => {
                 tracing::info!(target: "broker::partition", topic = %self.topic, partition = self.index, producer_id, producer_epoch, current, "marker with an old producer epoch refused");
                 return Err(AppendFailure::InvalidProducerEpoch);
@@ -1429,7 +1445,7 @@ mod tests {
             commit,
             coordinator_epoch,
         };
-        let pending = p.append_marker(producer_id, epoch, marker, false, 7)?;
+        let pending = p.append_marker(producer_id, epoch, marker, false, None, 7)?;
         Ok(pending.wait().await?.base_offset)
     }
 

@@ -89,6 +89,14 @@ struct ProducerEntry {
     /// Of the last marker; -1 before any.
     coordinator_epoch: i32,
     current_txn_first_offset: Option<i64>,
+    /// The coordinator's `txn_sequence` of the ongoing transaction, when this leader learnt
+    /// it from the verification of its first batch (not in the log: unknown on followers,
+    /// after a restart and after a rebuild, where no marker is refused for it).
+    txn_sequence: Option<u64>,
+    /// The epoch was set by a marker (transaction version 2 bumps it at every end) and no
+    /// batch was written at it yet: the next batch must start at sequence 0, as Kafka's
+    /// `checkSequence` requires once `maybeUpdateProducerEpoch` cleared the batches.
+    fresh_epoch: bool,
     /// max_timestamp of the last batch, or the last marker's timestamp.
     last_timestamp: i64,
 }
@@ -101,6 +109,8 @@ impl ProducerEntry {
             last_offset: -1,
             coordinator_epoch: -1,
             current_txn_first_offset: None,
+            txn_sequence: None,
+            fresh_epoch: false,
             last_timestamp: -1,
         }
     }
@@ -151,6 +161,12 @@ pub enum MarkerCheck {
     /// The marker's producer epoch is older than the producer's.
     InvalidProducerEpoch {
         current: i16,
+    },
+    /// The marker names another transaction than the producer's ongoing one here (a late
+    /// copy of an earlier transaction's marker).
+    StaleTransaction {
+        ongoing: u64,
+        marker: u64,
     },
     /// The marker's coordinator epoch is older than the last one seen (a zombie coordinator).
     CoordinatorFenced {
@@ -271,6 +287,14 @@ impl ProducerStateTable {
                     expected: last.last_seq.wrapping_add(1),
                     got: first_seq,
                 };
+            } else if entry.fresh_epoch && entry.batches.is_empty() && first_seq != 0 {
+                // A later batch of the epoch while its first is still being retried (e.g.
+                // its verification answered NOT_ENOUGH_REPLICAS): refused, so the first
+                // goes in first.
+                return SequenceCheck::OutOfOrderSequence {
+                    expected: 0,
+                    got: first_seq,
+                };
             }
         }
         let in_txn = entry.current_txn_first_offset.is_some();
@@ -300,6 +324,7 @@ impl ProducerStateTable {
                 entry.batches.pop_front();
             }
             entry.batches.push_back(batch);
+            entry.fresh_epoch = false;
         }
         entry.last_offset = batch.last_offset;
         entry.last_timestamp = batch.max_timestamp;
@@ -336,13 +361,16 @@ impl ProducerStateTable {
     /// `check_marker` for a transaction version 2 marker (`strict`, KIP-1228): its epoch is
     /// the one its end bumped to, above every data batch of its transaction, so a marker at
     /// or below the producer's epoch here is a duplicate or a delayed copy of an earlier
-    /// transaction's marker and is refused; it never ends a later transaction.
+    /// transaction's marker and is refused; it never ends a later transaction. At any version,
+    /// a marker naming a `sequence` (`txn::TXN_SEQUENCE_TAG`) other than the one this leader
+    /// learnt for the ongoing transaction is a late copy of an earlier one and is refused.
     pub fn check_marker_strict(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         coordinator_epoch: i32,
         strict: bool,
+        sequence: Option<u64>,
     ) -> MarkerCheck {
         if strict
             && let Some(entry) = self.producers.get(&producer_id)
@@ -352,17 +380,39 @@ impl ProducerStateTable {
                 current: entry.epoch,
             };
         }
+        if let (Some(marker), Some(entry)) = (sequence, self.producers.get(&producer_id))
+            && entry.current_txn_first_offset.is_some()
+            && let Some(ongoing) = entry.txn_sequence
+            && ongoing != marker
+        {
+            return MarkerCheck::StaleTransaction { ongoing, marker };
+        }
         self.check_marker(producer_id, producer_epoch, coordinator_epoch)
+    }
+
+    /// Notes the coordinator's `txn_sequence` for `producer_id`'s ongoing transaction (its
+    /// first batch here was just verified or added); kept until the transaction ends.
+    pub fn note_txn_sequence(&mut self, producer_id: i64, sequence: u64) {
+        if let Some(entry) = self.producers.get_mut(&producer_id)
+            && entry.current_txn_first_offset.is_some()
+            && entry.txn_sequence.is_none()
+        {
+            entry.txn_sequence = Some(sequence);
+        }
     }
 
     /// Records an appended marker: ends the producer's transaction (if one is ongoing: a
     /// marker of an empty transaction changes nothing but the epochs) and returns it.
     pub fn record_marker(&mut self, m: Marker) -> Option<TxnRange> {
         let entry = self.entry(m.producer_id);
+        if m.producer_epoch != entry.epoch {
+            entry.fresh_epoch = true;
+        }
         entry.set_epoch(m.producer_epoch);
         entry.coordinator_epoch = m.coordinator_epoch;
         entry.last_timestamp = m.timestamp;
         entry.last_offset = m.offset;
+        entry.txn_sequence = None;
         let first_offset = entry.current_txn_first_offset.take()?;
         self.ongoing.remove(&first_offset);
         let range = TxnRange {
@@ -777,6 +827,56 @@ mod tests {
     /// Kafka's appendEndTxnMarker: an older producer epoch is refused, then an older
     /// coordinator epoch; a newer producer epoch (KIP-890 bumps it in the marker) becomes
     /// the producer's, fencing its older data.
+    /// Transaction version 2: after a marker bumped the epoch, the epoch's first batch must
+    /// be sequence 0 (a later in-flight batch waits for it, as in Kafka); a marker naming
+    /// another transaction than the ongoing one (its sequence) is refused.
+    #[test]
+    fn a_bumped_epoch_starts_at_sequence_0_and_stale_markers_are_refused() {
+        let mut t = ProducerStateTable::default();
+        t.record(5, 3, txn_batch(0, 0), true);
+        t.note_txn_sequence(5, 7);
+        assert_eq!(
+            t.check_marker_strict(5, 4, 0, true, Some(6)),
+            MarkerCheck::StaleTransaction {
+                ongoing: 7,
+                marker: 6
+            }
+        );
+        assert_eq!(
+            t.check_marker_strict(5, 4, 0, true, Some(7)),
+            MarkerCheck::Append
+        );
+        assert_eq!(
+            t.check_marker_strict(5, 4, 0, true, None),
+            MarkerCheck::Append
+        );
+        t.record_marker(marker(5, 4, 0, true, 1));
+        assert!(matches!(
+            t.check(5, 4, 5, 9, true),
+            SequenceCheck::OutOfOrderSequence {
+                expected: 0,
+                got: 5
+            }
+        ));
+        assert_eq!(t.check(5, 4, 0, 4, true), SequenceCheck::Append);
+        t.record(
+            5,
+            4,
+            BatchMeta {
+                first_seq: 0,
+                last_seq: 4,
+                ..txn_batch(2, 6)
+            },
+            true,
+        );
+        assert_eq!(t.check(5, 4, 5, 9, true), SequenceCheck::Append);
+        // The next transaction's sequence is noted afresh; with none noted nothing is refused.
+        assert_eq!(
+            t.check_marker_strict(5, 5, 0, true, Some(6)),
+            MarkerCheck::Append
+        );
+    }
+
     #[test]
     fn marker_epochs_fence_zombies() {
         let mut t = ProducerStateTable::default();

@@ -48,6 +48,8 @@ const MARKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client's EndTxn waits for its markers before it is answered anyway (the
 /// Prepare* record is durable by then; the markers go on in the background, as in Kafka).
 const END_TXN_MARKERS_WAIT: Duration = Duration::from_secs(5);
+/// How long an add waits for another transition of the same id being written.
+const PENDING_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes markers to the partitions this node leads: the WriteTxnMarkers handler's
 /// `write_markers`, registered by the server at start-up ([`set_local_marker_writer`]).
@@ -82,6 +84,8 @@ pub struct TxnBackend {
     next_generation: Cell<u64>,
     /// Fires when a load finishes or leadership changes.
     changed: Rc<Notify>,
+    /// Notified whenever a transition's write ends (an id's `pending` clears).
+    settled: Rc<Notify>,
 }
 
 /// A transaction as DescribeTransactions and ListTransactions show it.
@@ -107,6 +111,7 @@ pub fn backend(shard: &Rc<Shard>) -> Rc<TxnBackend> {
         loads: RefCell::new(HashMap::new()),
         next_generation: Cell::new(0),
         changed: Rc::new(Notify::new()),
+        settled: Rc::new(Notify::new()),
     });
     compio::runtime::spawn(timer_loop(Rc::clone(&backend), Rc::clone(shard))).detach();
     backend
@@ -385,7 +390,7 @@ impl TxnBackend {
     }
 
     /// AddPartitionsToTxn and AddOffsetsToTxn: adds `partitions` to the open transaction
-    /// (opening one if none is open).
+    /// (opening one if none is open); returns its `txn_sequence`.
     pub async fn add_partitions(
         self: &Rc<Self>,
         shard: &Rc<Shard>,
@@ -394,24 +399,52 @@ impl TxnBackend {
         epoch: i16,
         partitions: Vec<(String, i32)>,
         version: TxnVersion,
-    ) -> Result<(), TxnError> {
+    ) -> Result<u64, TxnError> {
         let partition = partition_for(transactional_id, self.partitions(shard));
         let coordinator_epoch = self.serving(partition)?;
-        let next = self.with_txn(transactional_id, |m| {
-            m.add_partitions(producer_id, epoch, &partitions, version, now_ms())
-        })?;
-        let Some(next) = next else {
-            return Ok(());
+        // Partition leaders add the partitions of one produce one by one (transaction version
+        // 2) or verify them so: an add that meets another add's transition being written
+        // waits for it (up to PENDING_WAIT) instead of answering CONCURRENT_TRANSACTIONS,
+        // which would cost the producer a retry round per partition.
+        let deadline = std::time::Instant::now() + PENDING_WAIT;
+        let next = loop {
+            let seen = self.settled.version();
+            let next = self.with_txn(transactional_id, |m| {
+                m.add_partitions(producer_id, epoch, &partitions, version, now_ms())
+                    .map(|next| next.ok_or(m.txn_sequence))
+            });
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let pending = self
+                .txns
+                .borrow()
+                .get(transactional_id)
+                .is_some_and(|m| m.pending && !m.state.is_prepare());
+            match next {
+                Err(TxnError::ConcurrentTransactions) if pending && !left.is_zero() => {
+                    let _ = compio::time::timeout(left, self.settled.changed_since(seen)).await;
+                    if self.serving(partition) != Ok(coordinator_epoch) {
+                        return Err(TxnError::NotCoordinator);
+                    }
+                }
+                other => break other?,
+            }
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(sequence) => return Ok(sequence),
         };
         if next.partitions.len() > super::PARTITIONS_PER_TXN_MAX {
             return Err(TxnError::InvalidRequest);
         }
+        let sequence = next.txn_sequence;
         self.persist(shard, partition, coordinator_epoch, next)
-            .await
+            .await?;
+        Ok(sequence)
     }
 
     /// Verifies that `partitions` are in the producer's open transaction (AddPartitionsToTxn
-    /// v4+ `verify_only`, KIP-890 part 1): per partition, NONE or TRANSACTION_ABORTABLE.
+    /// v4+ `verify_only`, KIP-890 part 1): per partition, NONE or TRANSACTION_ABORTABLE, and
+    /// the transaction's `txn_sequence`.
     pub fn verify_partitions(
         &self,
         shard: &Shard,
@@ -419,7 +452,7 @@ impl TxnBackend {
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
-    ) -> Result<Vec<bool>, TxnError> {
+    ) -> Result<(Vec<bool>, u64), TxnError> {
         let partition = partition_for(transactional_id, self.partitions(shard));
         self.serving(partition)?;
         let txns = self.txns.borrow();
@@ -435,10 +468,11 @@ impl TxnBackend {
         if m.state.is_prepare() {
             return Err(TxnError::ConcurrentTransactions);
         }
-        Ok(partitions
+        let included = partitions
             .iter()
             .map(|p| m.state == TxnState::Ongoing && m.partitions.contains(p))
-            .collect())
+            .collect();
+        Ok((included, m.txn_sequence))
     }
 
     /// EndTxn: writes Prepare{Commit,Abort}, writes the markers in the background (then
@@ -554,6 +588,9 @@ impl TxnBackend {
     fn set_pending(&self, transactional_id: &str, pending: bool) {
         if let Some(m) = self.txns.borrow_mut().get_mut(transactional_id) {
             m.pending = pending;
+        }
+        if !pending {
+            self.settled.notify_all();
         }
     }
 
@@ -917,6 +954,12 @@ fn marker_request(
         marker.unknown_tagged_fields.insert(
             super::MARKER_VERSION_TAG,
             Bytes::copy_from_slice(&[m.client_version.0 as u8]),
+        );
+    }
+    if m.txn_sequence != 0 {
+        marker.unknown_tagged_fields.insert(
+            super::TXN_SEQUENCE_TAG,
+            Bytes::copy_from_slice(&m.txn_sequence.to_be_bytes()),
         );
     }
     WriteTxnMarkersRequest::default().with_markers(vec![marker])

@@ -152,6 +152,11 @@ pub struct TxnMetadata {
     /// The transaction version of the request that last moved the transaction (Kafka's
     /// `clientTransactionVersion`, persisted in TransactionLogValue v1).
     pub client_version: TxnVersion,
+    /// Counts the transactions of this id (Sluice's own, persisted in a tagged field): the
+    /// one open or ending now is the `txn_sequence`th. Partitions learn it when they verify
+    /// the transaction's first batch and markers carry it, so a late copy of an earlier
+    /// transaction's marker never ends this one, even at transaction version 1.
+    pub txn_sequence: u64,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// Partitions of the open (or ending) transaction.
@@ -186,6 +191,7 @@ impl TxnMetadata {
             previous_producer_id: -1,
             next_producer_id: -1,
             client_version: TxnVersion::V0,
+            txn_sequence: 0,
             timeout_ms,
             state: TxnState::Empty,
             partitions: BTreeSet::new(),
@@ -314,6 +320,7 @@ impl TxnMetadata {
         if self.state != TxnState::Ongoing {
             next.partitions.clear();
             next.start_ms = now_ms;
+            next.txn_sequence = self.txn_sequence + 1;
         }
         next.state = TxnState::Ongoing;
         next.last_update_ms = now_ms;
@@ -491,6 +498,7 @@ impl TxnMetadata {
             // time is the end's.
             next.partitions.clear();
             next.start_ms = now_ms;
+            next.txn_sequence = self.txn_sequence + 1;
         }
         next.client_version = version;
         next.last_update_ms = now_ms;
@@ -589,6 +597,7 @@ mod tests {
             Ok(None),
             "already in"
         );
+        assert_eq!(m.txn_sequence, 1, "the id's first transaction");
         let m = m
             .end(7, 0, true, true, TxnVersion::V0, -1, 4)
             .unwrap()
@@ -618,7 +627,7 @@ mod tests {
             .add_partitions(7, 0, &p[1..], TxnVersion::V0, 8)
             .unwrap()
             .unwrap();
-        assert_eq!((m.partitions.len(), m.start_ms), (1, 8));
+        assert_eq!((m.partitions.len(), m.start_ms, m.txn_sequence), (1, 8, 2));
     }
 
     #[test]

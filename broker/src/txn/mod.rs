@@ -43,5 +43,18 @@ pub const PARTITIONS_PER_TXN_MAX: usize = 10_000;
 /// the protocol library serves v1 only). Kafka ignores unknown tags; a marker without it is
 /// checked as transaction version 0.
 pub const MARKER_VERSION_TAG: i32 = 10_000;
+/// The tagged field in which Sluice brokers carry a transaction's `txn_sequence` (8 bytes,
+/// big-endian): on a WriteTxnMarkers v1 marker entry, and on an AddPartitionsToTxn v4+
+/// result (the answer to a partition leader's verification or add). A partition that knows
+/// the sequence of a producer's ongoing transaction refuses a marker naming another one: a
+/// late copy of an earlier transaction's marker (Jepsen's interleaving at transaction
+/// version 1, where the epochs are the same).
+pub const TXN_SEQUENCE_TAG: i32 = 10_001;
+
+/// The `TXN_SEQUENCE_TAG` value of a tagged-field map, if present and well-formed.
+pub fn tagged_sequence(fields: &std::collections::BTreeMap<i32, bytes::Bytes>) -> Option<u64> {
+    let raw = fields.get(&TXN_SEQUENCE_TAG)?;
+    Some(u64::from_be_bytes(raw.as_ref().try_into().ok()?))
+}
 
 const _: () = assert!(PARTITIONS_PER_TXN_MAX <= records::PARTITIONS_PER_RECORD_MAX);

@@ -25,6 +25,9 @@ const VALUE_VERSION: i16 = 1;
 const TAG_PREVIOUS_PRODUCER_ID: u64 = 0;
 const TAG_NEXT_PRODUCER_ID: u64 = 1;
 const TAG_CLIENT_TRANSACTION_VERSION: u64 = 2;
+/// Sluice's own tag: the id's transaction count (`TxnMetadata::txn_sequence`). Kafka's loader
+/// skips unknown tags.
+const TAG_SLUICE_TXN_SEQUENCE: u64 = 10_000;
 /// Partitions one stored transaction may list (Kafka has no limit; this bounds a record).
 pub const PARTITIONS_PER_RECORD_MAX: usize = 100_000;
 
@@ -105,6 +108,9 @@ pub fn encode_value(m: &TxnMetadata) -> Bytes {
             m.client_version.0.to_be_bytes().into(),
         ));
     }
+    if m.txn_sequence != 0 {
+        tagged.push((TAG_SLUICE_TXN_SEQUENCE, m.txn_sequence.to_be_bytes().into()));
+    }
     put_uvarint(&mut out, tagged.len() as u64);
     for (tag, data) in tagged {
         put_uvarint(&mut out, tag);
@@ -167,6 +173,7 @@ pub fn decode_value(
                 TAG_CLIENT_TRANSACTION_VERSION => {
                     m.client_version = TxnVersion(get_i16(&mut field)?);
                 }
+                TAG_SLUICE_TXN_SEQUENCE => m.txn_sequence = get_i64(&mut field)? as u64,
                 _ => {}
             }
             bytes.advance(size);
@@ -290,6 +297,7 @@ mod tests {
         m.previous_producer_id = 41;
         m.next_producer_id = 43;
         m.client_version = TxnVersion::V2;
+        m.txn_sequence = 12;
         let value = encode_value(&m);
         let back = decode_value("app-1", &value).unwrap();
         assert_eq!(
@@ -300,6 +308,7 @@ mod tests {
             ),
             (41, 43, TxnVersion::V2)
         );
+        assert_eq!(back.txn_sequence, 12);
         assert_eq!(back.producer_id, 42);
         assert_eq!(back.producer_epoch, 3);
         assert_eq!(back.state, TxnState::PrepareCommit);

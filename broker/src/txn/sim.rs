@@ -1728,6 +1728,7 @@ impl World {
             m.producer_epoch,
             m.coordinator_epoch,
             m.strict,
+            None,
         ) {
             MarkerCheck::Append => {
                 let offset = part.log_end_offset();
@@ -1794,6 +1795,10 @@ impl World {
             MarkerCheck::CoordinatorFenced { .. } => {
                 self.report.markers_fenced_coordinator_epoch += 1;
                 MarkerAnswer::CoordinatorFenced
+            }
+            MarkerCheck::StaleTransaction { .. } => {
+                // The model's markers carry no transaction sequence.
+                return Err("a marker without a transaction sequence was refused as stale".into());
             }
         };
         self.send(Msg::MarkerAnswer { marker: m, answer });

@@ -63,7 +63,9 @@ impl Check {
 }
 
 /// Asks `transactional_id`'s coordinator whether `topic`-`partition` is in the open
-/// transaction of `producer_id` at `epoch` (or to add it, `Check::Add`).
+/// transaction of `producer_id` at `epoch` (or to add it, `Check::Add`); answers that
+/// transaction's `txn_sequence` when the coordinator gave it (`None` from a coordinator that
+/// does not send it, e.g. Kafka's).
 pub async fn verify(
     shard: &Rc<Shard>,
     check: Check,
@@ -72,7 +74,7 @@ pub async fn verify(
     epoch: i16,
     topic: &str,
     partition: i32,
-) -> Result<(), ProduceError> {
+) -> Result<Option<u64>, ProduceError> {
     let Some(state) = shard.metadata().topic(TXN_STATE_TOPIC).cloned() else {
         return Err((
             ResponseError::InvalidProducerIdMapping,
@@ -83,7 +85,7 @@ pub async fn verify(
     let leader = state
         .partition_state(state_partition)
         .and_then(|s| s.leader);
-    let answer: Result<i16, ProduceError> = match leader {
+    let answer: Result<(i16, Option<u64>), ProduceError> = match leader {
         None => Err(unverified("the transaction coordinator has no leader")),
         Some(node) if node == shard.shared.node_id() => {
             let id = transactional_id.to_string();
@@ -97,15 +99,15 @@ pub async fn verify(
                         Check::Add => backend
                             .add_partitions(&s, &id, producer_id, epoch, tp, TxnVersion::V2)
                             .await
-                            .map(|()| vec![true]),
+                            .map(|sequence| (vec![true], sequence)),
                     }
                 })
             })
             .await;
             Ok(match local {
-                Ok(included) if included.first() == Some(&true) => 0,
-                Ok(_) => ResponseError::TransactionAbortable.code(),
-                Err(e) => TxnError::code(e),
+                Ok((included, sequence)) if included.first() == Some(&true) => (0, Some(sequence)),
+                Ok(_) => (ResponseError::TransactionAbortable.code(), None),
+                Err(e) => (TxnError::code(e), None),
             })
         }
         Some(node) => {
@@ -123,8 +125,8 @@ pub async fn verify(
         }
     };
     match answer? {
-        0 => Ok(()),
-        code => Err(produce_error(code)),
+        (0, sequence) => Ok(sequence.filter(|s| *s != 0)),
+        (code, _) => Err(produce_error(code)),
     }
 }
 
@@ -167,7 +169,7 @@ async fn remote(
     epoch: i16,
     topic: &str,
     partition: i32,
-) -> Result<i16, ProduceError> {
+) -> Result<(i16, Option<u64>), ProduceError> {
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(
@@ -190,13 +192,14 @@ async fn remote(
         .await
         .map_err(|e| unverified(&e))?;
     if response.error_code != 0 {
-        return Ok(response.error_code);
+        return Ok((response.error_code, None));
     }
-    let code = response
-        .results_by_transaction
-        .first()
+    let result = response.results_by_transaction.first();
+    let code = result
         .and_then(|t| t.topic_results.first())
         .and_then(|t| t.results_by_partition.first())
         .map(|p| p.partition_error_code);
-    code.ok_or_else(|| unverified("empty answer"))
+    let sequence = result.and_then(|t| super::tagged_sequence(&t.unknown_tagged_fields));
+    code.map(|c| (c, sequence))
+        .ok_or_else(|| unverified("empty answer"))
 }
