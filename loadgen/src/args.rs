@@ -12,6 +12,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
 
+use crate::client::versions::TransactionVersion;
 use crate::record_batch::Compression;
 
 /// In-flight produce requests per connection (Kafka's idempotence limit).
@@ -105,6 +106,12 @@ pub struct LoadgenArgs {
     /// With --transactional-id: commit each transaction this long after it began.
     #[arg(long, default_value_t = TRANSACTION_DURATION_MS_DEFAULT)]
     pub transaction_duration_ms: u64,
+    /// With --transactional-id: the transaction protocol, 1 (AddPartitionsToTxn, EndTxn v4)
+    /// or 2 (KIP-890: Produce v12 adds partitions, EndTxn v5 bumps the epoch). Default: 2 when
+    /// the broker finalizes the feature transaction.version at 2 or more, else 1 (as Kafka's
+    /// Java producer decides).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub transaction_version: Option<u8>,
     /// Keys: none, uniform:N, zipf:N:S (N distinct keys, Zipf exponent S).
     #[arg(long, default_value = "none")]
     pub keys: KeySpec,
@@ -149,6 +156,8 @@ impl LoadgenArgs {
             if self.transaction_duration_ms == 0 {
                 bail!("--transaction-duration-ms must be positive");
             }
+        } else if self.transaction_version.is_some() {
+            bail!("--transaction-version needs --transactional-id");
         }
         if let Some(max) = self.record_bytes_max
             && max < self.record_bytes
@@ -197,6 +206,14 @@ impl LoadgenArgs {
     /// Whether producers stamp producer ids and sequences (idempotence, or transactions).
     pub fn idempotent(&self) -> bool {
         self.idempotence || self.transactional_id.is_some()
+    }
+
+    /// The transaction protocol asked for (`None`: what the broker finalized).
+    pub fn transaction_version(&self) -> Option<TransactionVersion> {
+        self.transaction_version.map(|v| match v {
+            1 => TransactionVersion::V1,
+            _ => TransactionVersion::V2,
+        })
     }
 
     /// Producer `index`'s transactional id, in a transactional run.
@@ -430,6 +447,19 @@ mod tests {
         assert!(a.idempotent() && !a.idempotence);
         assert_eq!(a.transaction_duration_ms, TRANSACTION_DURATION_MS_DEFAULT);
         assert_eq!(a.transactional_id_of(3).as_deref(), Some("bench-3"));
+        assert_eq!(a.transaction_version(), None);
+        let v1 = Cli::try_parse_from([
+            "loadgen",
+            "--topic",
+            "t",
+            "--transactional-id",
+            "bench",
+            "--transaction-version",
+            "1",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(v1.transaction_version(), Some(TransactionVersion::V1));
         let plain = Cli::try_parse_from(["loadgen", "--topic", "t"])
             .unwrap()
             .args;
@@ -461,6 +491,8 @@ mod tests {
                 .is_err()
         );
         assert!(parse(&["--transactional-id", ""]).unwrap().is_err());
+        assert!(parse(&["--transactional-id", "tx", "--transaction-version", "3"]).is_err());
+        assert!(parse(&["--transaction-version", "2"]).unwrap().is_err());
         assert!(
             parse(&["--transactional-id", "tx", "--transaction-duration-ms", "0"])
                 .unwrap()

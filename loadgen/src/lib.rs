@@ -57,6 +57,7 @@ pub use args::LoadgenArgs;
 pub use report::Report;
 
 use crate::client::Cluster;
+use crate::client::versions::TransactionVersion;
 use crate::consumer::{ConsumerConfig, ConsumerShared, assignment, run_consumer};
 use crate::keys::{KeyGenerator, SizeDistribution};
 use crate::producer::{
@@ -114,7 +115,7 @@ pub async fn run_quietly(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     );
-    let run = RunContext::set_up(args).await?;
+    let mut run = RunContext::set_up(args).await?;
     let (mut consumers, consumer_measure_from_us) = run.spawn_consumers().await;
     // Set up before the clock starts: memory touched now is not part of the measurement.
     let buffers = (0..run.args.producers)
@@ -127,6 +128,7 @@ pub async fn run_quietly(
     // starts: a fresh Kafka answers COORDINATOR_LOAD_IN_PROGRESS until it has a block of
     // producer ids, and creates its transaction log on the first FindCoordinator (seconds).
     let identities = run.init_producer_identities().await?;
+    run.transaction_version = identities.iter().find_map(|i| i.transaction_version());
     let timing = Timing::start(&run.clock, &run.args);
     consumer_measure_from_us.store(timing.measure_from_us, Ordering::Relaxed);
     let mut producers = run.spawn_producers(&timing, buffers, identities);
@@ -184,6 +186,9 @@ struct RunContext {
     targets_rx: watch::Receiver<Option<Arc<Vec<i64>>>>,
     /// Consumers' next offsets by partition, from the log end before producing.
     positions: Arc<Mutex<Vec<i64>>>,
+    /// The transaction protocol the producers follow (transactional runs, once they have
+    /// their identities).
+    transaction_version: Option<TransactionVersion>,
 }
 
 /// When the load started and what counts as measured.
@@ -245,6 +250,7 @@ impl RunContext {
             targets_tx,
             targets_rx,
             positions: Arc::new(Mutex::new(positions)),
+            transaction_version: None,
         })
     }
 
@@ -399,7 +405,8 @@ impl RunContext {
         };
         let produce = stats.produce.lock().expect("recorder lock");
         let end_to_end = stats.end_to_end.lock().expect("recorder lock");
-        let transactions = args.transactional_id.is_some().then(|| Transactions {
+        let transactions = self.transaction_version.map(|version| Transactions {
+            version: version.number(),
             committed: stats.transactions_committed.load(Ordering::Relaxed),
             aborted: stats.transactions_aborted.load(Ordering::Relaxed),
             partitions: stats.transaction_partitions.load(Ordering::Relaxed),

@@ -11,13 +11,17 @@
 //! allocation per record (a batch's buffer is reserved when it opens, and full-size ones are
 //! reused once their batch is answered or given up).
 //!
-//! Transactions: a batch goes out only once its partition is in the open transaction (one
-//! AddPartitionsToTxn for the partitions of the batches waiting, before the first batch to
-//! each); `--transaction-duration-ms` after the first add the transaction completes: no new
-//! batch goes out (generation goes on into the buffer), and once every request of the
-//! transaction is answered (resends included) EndTxn commits it, or aborts it if one of its
-//! batches was given up. Sequences run on across transactions (same producer id and epoch:
-//! transaction version 1 bumps no epoch at commit).
+//! Transactions: a batch goes out only once its partition is in the open transaction (at
+//! transaction version 1 one AddPartitionsToTxn for the partitions of the batches waiting,
+//! before the first batch to each; at version 2 the partition is in as soon as a batch of it
+//! waits: its first Produce (v12) adds it); `--transaction-duration-ms` after the first add
+//! the transaction completes: no new batch goes out (generation goes on into the buffer), and
+//! once every request of the transaction is answered (resends included) EndTxn commits it, or
+//! aborts it if one of its batches was given up. At version 1 sequences run on across
+//! transactions (same producer id and epoch: no epoch bump at commit); at version 2 each
+//! EndTxn answers with the next producer id and epoch, every partition's sequence restarts at
+//! 0, and the batches sealed while the transaction completed (still unsent) are stamped again
+//! (`record_batch::restamp`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -41,10 +45,12 @@ use crate::args::{LoadgenArgs, TRANSACTION_TIMEOUT_MS};
 use crate::client::cluster::topic_name;
 use crate::client::connection::{CLIENT_ID, encode_frame_segmented};
 use crate::client::transaction::TransactionCoordinator;
-use crate::client::versions::PRODUCE_TRANSACTION_V1_VERSION_MAX;
+use crate::client::versions::TransactionVersion;
 use crate::client::{Cluster, Connection, TopicLayout, error_codes};
 use crate::keys::{KEY_BYTES_MAX, KeyGenerator, SizeDistribution, format_key, partition_for_key};
-use crate::record_batch::{BatchBuffers, BatchBuilder, Compression, ProducerStamp};
+use crate::record_batch::{
+    BatchBuffers, BatchBuilder, Compression, ProducerStamp, record_count, restamp,
+};
 use crate::schedule::{Clock, Schedule, latency_us};
 use crate::stats::Stats;
 
@@ -156,7 +162,13 @@ impl ProducerIdentity {
     pub async fn init(cluster: &Cluster, args: &LoadgenArgs, index: u32) -> Result<Self> {
         Ok(if let Some(id) = args.transactional_id_of(index) {
             ProducerIdentity::Transactional(
-                TransactionCoordinator::init(cluster, &id, TRANSACTION_TIMEOUT_MS).await?,
+                TransactionCoordinator::init(
+                    cluster,
+                    &id,
+                    TRANSACTION_TIMEOUT_MS,
+                    args.transaction_version(),
+                )
+                .await?,
             )
         } else if args.idempotent() {
             let (producer_id, producer_epoch) = cluster.init_producer_id().await?;
@@ -167,6 +179,14 @@ impl ProducerIdentity {
         } else {
             ProducerIdentity::None
         })
+    }
+
+    /// The transaction protocol version of a transactional producer.
+    pub fn transaction_version(&self) -> Option<TransactionVersion> {
+        match self {
+            ProducerIdentity::Transactional(coordinator) => Some(coordinator.version()),
+            _ => None,
+        }
     }
 }
 
@@ -229,6 +249,17 @@ struct Transaction {
 }
 
 impl Transaction {
+    /// A partition's first batch of the open transaction goes out. At transaction version 2
+    /// that Produce adds the partition: it will get a marker, and the transaction's time runs
+    /// from the first one (version 1 counts both at AddPartitionsToTxn). An EndTxn then always
+    /// ends a transaction the coordinator has partitions of.
+    fn first_send(&mut self, now: Instant) {
+        if self.coordinator.version() == TransactionVersion::V2 {
+            self.added_count += 1;
+            self.started.get_or_insert(now);
+        }
+    }
+
     /// Whether `batch` may be sent now (its partition is in the open transaction, and the
     /// transaction takes batches, or this one is a resend of its own).
     fn admits(&self, batch: &SealedBatch) -> bool {
@@ -662,8 +693,17 @@ impl Producer {
                 .transaction
                 .as_ref()
                 .map(|t| t.coordinator.transactional_id().clone());
-            if transactional_id.is_some() {
-                version = version.min(PRODUCE_TRANSACTION_V1_VERSION_MAX);
+            if let Some(transaction) = &self.transaction {
+                let Some(at) = transaction.coordinator.version().produce_version(version) else {
+                    // TransactionCoordinator::init checked the coordinator; this leader differs.
+                    warn(&format!(
+                        "broker {broker} serves Produce up to v{version}: too old for \
+                         transaction version 2"
+                    ));
+                    self.fail_batches(batches, error_codes::UNSUPPORTED_VERSION);
+                    continue;
+                };
+                version = at;
             }
             let request = ProduceRequest::default()
                 .with_transactional_id(transactional_id)
@@ -799,7 +839,11 @@ impl Producer {
             self.partition_taken[partition] = true;
             if eligible {
                 bytes += batch.data.len();
-                self.first_sent[partition] = true;
+                if !std::mem::replace(&mut self.first_sent[partition], true)
+                    && let Some(transaction) = self.transaction.as_mut()
+                {
+                    transaction.first_send(now);
+                }
                 taken.push(self.ready.remove(index).expect("index in range"));
             } else {
                 index += 1;
@@ -1040,7 +1084,32 @@ impl Producer {
         // Each transaction's first batch to a partition is verified anew (KIP-890).
         self.first_acked.fill(false);
         self.first_sent.fill(false);
+        if transaction.coordinator.version() == TransactionVersion::V2 {
+            self.producer_id = transaction.coordinator.producer_id();
+            self.producer_epoch = transaction.coordinator.producer_epoch();
+            self.sequences.fill(0);
+            self.restamp_ready();
+        }
         Ok(())
+    }
+
+    /// Stamps the waiting batches (all unsent: the transaction they were sealed in ended with
+    /// every request answered) with the producer id and epoch now in use and the partitions'
+    /// sequences from where they stand, in sealing order.
+    fn restamp_ready(&mut self) {
+        for batch in self.ready.iter_mut() {
+            assert_eq!(batch.attempts, 0, "a resend outlived its transaction");
+            let base_sequence = self.sequences[batch.partition];
+            let count = record_count(&batch.data);
+            self.sequences[batch.partition] = base_sequence.wrapping_add(count) & i32::MAX;
+            let stamp = ProducerStamp {
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                base_sequence,
+                transactional: true,
+            };
+            batch.data = restamp(std::mem::take(&mut batch.data), stamp);
+        }
     }
 
     /// AddPartitionsToTxn for the partitions of ready batches not in the open transaction
@@ -1058,6 +1127,15 @@ impl Producer {
             }
         }
         if missing.is_empty() {
+            return Ok(());
+        }
+        if transaction.coordinator.version() == TransactionVersion::V2 {
+            // The partition's first Produce (v12) adds it (the Java producer's
+            // `maybeAddPartition` at transaction version 2); it counts, and the transaction's
+            // time runs, from that first send ([`Transaction::first_send`]).
+            for &partition in &missing {
+                transaction.added[partition as usize] = true;
+            }
             return Ok(());
         }
         let first = transaction.started.is_none();

@@ -68,6 +68,8 @@ pub struct ProduceReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TransactionReport {
+    /// The transaction protocol version the producers followed (1: KIP-98, 2: KIP-890).
+    pub version: u8,
     /// Transactions committed over the whole run (warm-up included).
     pub committed: u64,
     /// Transactions aborted because one of their batches was given up.
@@ -88,6 +90,7 @@ pub struct TransactionReport {
 /// What a transactional run counted ([`Measured::transactions`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Transactions {
+    pub version: u8,
     pub committed: u64,
     pub aborted: u64,
     pub partitions: u64,
@@ -189,6 +192,7 @@ impl Report {
             consume,
             end_to_end_latency_us: measured.end_to_end_latency,
             transactions: measured.transactions.map(|t| TransactionReport {
+                version: t.version,
                 committed: t.committed,
                 aborted: t.aborted,
                 per_sec: rate(window.transactions_committed),
@@ -258,8 +262,14 @@ impl Report {
         if let Some(t) = &self.transactions {
             let _ = writeln!(
                 out,
-                "  transactions: {} committed ({:.1}/s, {} ms each), {} aborted, {} coordinator retries",
-                t.committed, t.per_sec, p.transaction_duration_ms, t.aborted, t.coordinator_retries
+                "  transactions (version {}): {} committed ({:.1}/s, {} ms each), {} aborted, {} \
+                 coordinator retries",
+                t.version,
+                t.committed,
+                t.per_sec,
+                p.transaction_duration_ms,
+                t.aborted,
+                t.coordinator_retries
             );
             let _ = writeln!(
                 out,
@@ -431,6 +441,7 @@ mod tests {
         let mut m = measured(false);
         m.at_window_start.transactions_committed = 5;
         m.transactions = Some(Transactions {
+            version: 2,
             committed: 25,
             aborted: 1,
             partitions: 100,
@@ -442,6 +453,7 @@ mod tests {
         // 20 commits in the 2 s window.
         assert_eq!(json["transactions"]["per_sec"], 10.0);
         assert_eq!(json["transactions"]["committed"], 25);
+        assert_eq!(json["transactions"]["version"], 2);
         assert_eq!(json["transactions"]["partitions"], 100);
         assert_eq!(json["transactions"]["commit_latency_us"]["p99"], 300);
         assert_eq!(json["parameters"]["transactional_id"], "tx");

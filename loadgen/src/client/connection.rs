@@ -113,6 +113,12 @@ impl Connection {
         })
     }
 
+    /// The broker's finalized level of the feature `transaction.version` (0: not finalized).
+    pub fn transaction_version_finalized(&self) -> i16 {
+        let table = self.inner.versions.lock().expect("versions lock");
+        table.transaction_version()
+    }
+
     /// Sends a typed request and decodes its typed response, at the negotiated version.
     pub async fn call<R: Request>(&self, request: &R, api_key: ApiKey) -> Result<R::Response> {
         let version = self.version_for(api_key)?;

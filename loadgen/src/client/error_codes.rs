@@ -2,9 +2,17 @@
 //! kafka-wire's (`kafka_wire::error`); this module adds loadgen's own classes.
 
 pub use kafka_wire::error::{
-    LEADER_NOT_AVAILABLE, NETWORK_EXCEPTION, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
-    TOPIC_ALREADY_EXISTS, UNKNOWN_TOPIC_OR_PARTITION, is_retriable,
+    CONCURRENT_TRANSACTIONS, LEADER_NOT_AVAILABLE, NETWORK_EXCEPTION, NOT_LEADER_OR_FOLLOWER,
+    REQUEST_TIMED_OUT, TOPIC_ALREADY_EXISTS, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION,
 };
+
+/// Whether the Java client resends after `code`: its exception is a `RetriableException`.
+/// kafka-protocol's table marks CONCURRENT_TRANSACTIONS non-retriable, but Kafka's
+/// `ConcurrentTransactionsException extends RetriableException`: a transaction version 2
+/// Produce gets it while the previous transaction's markers are still being written.
+pub fn is_retriable(code: i16) -> bool {
+    code == CONCURRENT_TRANSACTIONS || kafka_wire::error::is_retriable(code)
+}
 
 /// Client-side code for an answer loadgen could not decode or that left a partition out
 /// (Kafka's UNKNOWN_SERVER_ERROR).
@@ -41,6 +49,8 @@ mod tests {
         assert_eq!(CORRUPT_RESPONSE, -1);
         assert!(is_retriable(NOT_LEADER_OR_FOLLOWER));
         assert!(!is_retriable(TOPIC_ALREADY_EXISTS));
+        assert!(is_retriable(CONCURRENT_TRANSACTIONS));
+        assert!(is_retriable(kafka_wire::error::NOT_ENOUGH_REPLICAS));
         assert!(needs_metadata_refresh(UNKNOWN_TOPIC_OR_PARTITION));
     }
 }

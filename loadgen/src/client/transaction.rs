@@ -1,9 +1,17 @@
 //! A transactional producer's conversation with its transaction coordinator
-//! (`--transactional-id`), transaction protocol version 1 (KIP-98), as the Java producer's
-//! `TransactionManager` has it when the cluster has not finalized `transaction.version` 2:
+//! (`--transactional-id`), as the Java producer's `TransactionManager` has it, in either
+//! transaction protocol version ([`TransactionVersion`]):
 //! FindCoordinator (key type 1) -> InitProducerId(transactional id, timeout) once, then per
-//! transaction AddPartitionsToTxn (v3 and below) before the first batch to a partition, and
-//! EndTxn once every produce of the transaction is answered.
+//! transaction
+//! - version 1 (KIP-98): AddPartitionsToTxn (v3 and below) before the first batch to a
+//!   partition, and EndTxn (v4 and below) once every produce of the transaction is answered;
+//! - version 2 (KIP-890 part 2): no AddPartitionsToTxn (Produce v12 adds the partition), and
+//!   EndTxn v5, whose answer carries the producer id and epoch for the next transaction: the
+//!   coordinator bumps the epoch at every end, and hands out a new producer id at epoch 0 once
+//!   the epoch is exhausted (`TransactionManager.EndTxnHandler`: adopt them, reset sequences).
+//!
+//! Which version: `--transaction-version`, else version 2 when the coordinator's ApiVersions
+//! answer finalizes `transaction.version` at 2 or more, as the Java producer decides.
 //!
 //! Owns: the connection to the coordinator, the producer id and epoch it handed out, and the
 //! retry rules: NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE look the coordinator up again,
@@ -12,7 +20,8 @@
 //! INVALID_TXN_STATE: loadgen has no recovery for those).
 //! Invariants: one request to the coordinator at a time (the connection allows one in flight);
 //! every retry is counted ([`TransactionCoordinator::retries`]); one operation gives up after
-//! [`COORDINATOR_DEADLINE`].
+//! [`COORDINATOR_DEADLINE`]; a version 2 coordinator serves EndTxn v5 and Produce v12 (checked
+//! at [`TransactionCoordinator::init`]).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +40,7 @@ use kafka_wire::error::{
 use super::cluster::Cluster;
 use super::connection::Connection;
 use super::error_codes;
+use super::versions::TransactionVersion;
 
 /// FindCoordinator's key type for a transactional id (0 is a group).
 pub const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -71,23 +81,27 @@ pub struct TransactionCoordinator {
     connection: Option<Connection>,
     producer_id: i64,
     producer_epoch: i16,
+    version: TransactionVersion,
     retries: u64,
 }
 
 impl TransactionCoordinator {
     /// Finds the coordinator of `transactional_id` and gets a producer id and epoch from it
     /// (InitProducerId also fences an older producer with the same id and aborts its open
-    /// transaction).
+    /// transaction). `version`: the transaction version to follow, `None` for what the
+    /// coordinator finalized.
     pub async fn init(
         cluster: &Cluster,
         transactional_id: &str,
         transaction_timeout_ms: i32,
+        version: Option<TransactionVersion>,
     ) -> Result<TransactionCoordinator> {
         let mut coordinator = TransactionCoordinator {
             transactional_id: TransactionalId(StrBytes::from_string(transactional_id.into())),
             connection: None,
             producer_id: -1,
             producer_epoch: -1,
+            version: version.unwrap_or(TransactionVersion::V1),
             retries: 0,
         };
         let request = InitProducerIdRequest::default()
@@ -106,7 +120,29 @@ impl TransactionCoordinator {
             .await?;
         coordinator.producer_id = response.producer_id.0;
         coordinator.producer_epoch = response.producer_epoch;
+        let connection = coordinator.coordinator(cluster).await?;
+        coordinator.version = version.unwrap_or_else(|| {
+            TransactionVersion::for_finalized_level(connection.transaction_version_finalized())
+        });
+        if coordinator.version == TransactionVersion::V2 {
+            let end_txn = connection.version_for(ApiKey::EndTxn)?;
+            let produce = connection.version_for(ApiKey::Produce)?;
+            if TransactionVersion::V2.end_txn_version(end_txn).is_none()
+                || TransactionVersion::V2.produce_version(produce).is_none()
+            {
+                bail!(
+                    "transaction version 2 needs EndTxn v5 and Produce v12; {} serves EndTxn \
+                     v{end_txn}, Produce v{produce} (try --transaction-version 1)",
+                    connection.addr()
+                );
+            }
+        }
         Ok(coordinator)
+    }
+
+    /// The transaction protocol version this producer follows.
+    pub fn version(&self) -> TransactionVersion {
+        self.version
     }
 
     pub fn producer_id(&self) -> i64 {
@@ -127,8 +163,8 @@ impl TransactionCoordinator {
     }
 
     /// Adds `partitions` of `topic` to the open transaction (AddPartitionsToTxn v3 and
-    /// below). `first` marks the transaction's first add, which retries CONCURRENT_TRANSACTIONS
-    /// sooner.
+    /// below; transaction version 1 only). `first` marks the transaction's first add, which
+    /// retries CONCURRENT_TRANSACTIONS sooner.
     pub async fn add_partitions(
         &mut self,
         cluster: &Cluster,
@@ -136,6 +172,11 @@ impl TransactionCoordinator {
         partitions: &[i32],
         first: bool,
     ) -> Result<()> {
+        assert_eq!(
+            self.version,
+            TransactionVersion::V1,
+            "transaction version 2 adds partitions with Produce"
+        );
         let request = AddPartitionsToTxnRequest::default()
             .with_v3_and_below_transactional_id(self.transactional_id.clone())
             .with_v3_and_below_producer_id(ProducerId(self.producer_id))
@@ -161,21 +202,41 @@ impl TransactionCoordinator {
     }
 
     /// Commits (or aborts) the open transaction: EndTxn, answered once the coordinator has
-    /// logged PrepareCommit/PrepareAbort; the markers are written after the answer.
+    /// logged PrepareCommit/PrepareAbort (the markers may be written after the answer). At
+    /// transaction version 2 the producer id and epoch become the answer's (the next
+    /// transaction's sequences start at 0: the caller resets them).
     pub async fn end(&mut self, cluster: &Cluster, commit: bool) -> Result<()> {
         let request = EndTxnRequest::default()
             .with_transactional_id(self.transactional_id.clone())
             .with_producer_id(ProducerId(self.producer_id))
             .with_producer_epoch(self.producer_epoch)
             .with_committed(commit);
-        self.call(cluster, "EndTxn", COORDINATOR_RETRY_BACKOFF, |c| {
-            let request = request.clone();
-            async move {
-                let r = c.call(&request, ApiKey::EndTxn).await?;
-                Ok((r.error_code, ()))
+        let version = self.version;
+        let (producer_id, producer_epoch) = self
+            .call(cluster, "EndTxn", COORDINATOR_RETRY_BACKOFF, |c| {
+                let request = request.clone();
+                async move {
+                    let negotiated = c.version_for(ApiKey::EndTxn)?;
+                    let at = version.end_txn_version(negotiated).ok_or_else(|| {
+                        anyhow!("{} serves EndTxn up to v{negotiated} only", c.addr())
+                    })?;
+                    let r = c.call_at(&request, at).await?;
+                    Ok((r.error_code, (r.producer_id.0, r.producer_epoch)))
+                }
+            })
+            .await?;
+        if version == TransactionVersion::V2 {
+            if producer_id < 0 || producer_epoch < 0 {
+                bail!(
+                    "EndTxn for transactional id {} at transaction version 2 answered producer \
+                     id {producer_id}, epoch {producer_epoch}",
+                    self.transactional_id.as_str()
+                );
             }
-        })
-        .await
+            self.producer_id = producer_id;
+            self.producer_epoch = producer_epoch;
+        }
+        Ok(())
     }
 
     /// Sends with `send` until the coordinator answers without error, following
