@@ -93,27 +93,7 @@ pub(crate) async fn read(dir: &Path) -> Result<Option<Checkpoint>, LogError> {
 pub(crate) async fn write(dir: &Path, checkpoint: Checkpoint) -> Result<(), LogError> {
     let tmp = dir.join(CHECKPOINT_TMP);
     let path = dir.join(CHECKPOINT_FILE);
-    let file = compio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .await
-        .map_err(|e| LogError::io("create", &tmp, e))?;
-    let (res, _) = io::write_all(&file, checkpoint.encode(), 0).await;
-    res.map_err(|e| LogError::io("write", &tmp, e))?;
-    io::sync_data(&file)
-        .await
-        .map_err(|e| LogError::io("fdatasync", &tmp, e))?;
-    file.close()
-        .await
-        .map_err(|e| LogError::io("close", &tmp, e))?;
-    compio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| LogError::io("rename", &path, e))?;
-    io::sync_dir(dir)
-        .await
-        .map_err(|e| LogError::io("fsync", dir, e))
+    io::replace_file(dir, &tmp, &path, checkpoint.encode()).await
 }
 
 #[cfg(test)]

@@ -131,3 +131,35 @@ mod tests {
         });
     }
 }
+
+/// Replaces `path` in `dir` with `bytes` atomically: written to `tmp`, fdatasync, renamed
+/// over `path`, then the directory fsynced (the checkpoint and the producer-state snapshots).
+pub(crate) async fn replace_file(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<(), crate::error::LogError> {
+    use crate::error::LogError;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .await
+        .map_err(|e| LogError::io("create", tmp, e))?;
+    let (res, _) = write_all(&file, bytes, 0).await;
+    res.map_err(|e| LogError::io("write", tmp, e))?;
+    sync_data(&file)
+        .await
+        .map_err(|e| LogError::io("fdatasync", tmp, e))?;
+    file.close()
+        .await
+        .map_err(|e| LogError::io("close", tmp, e))?;
+    compio::fs::rename(tmp, path)
+        .await
+        .map_err(|e| LogError::io("rename", path, e))?;
+    sync_dir(dir)
+        .await
+        .map_err(|e| LogError::io("fsync", dir, e))
+}

@@ -139,27 +139,7 @@ pub(crate) async fn write(dir: &Path, offset: i64, payload: &[u8]) -> Result<(),
     }
     let tmp = tmp_path(dir, offset);
     let path = snapshot_path(dir, offset);
-    let file = compio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .await
-        .map_err(|e| LogError::io("create", &tmp, e))?;
-    let (res, _) = io::write_all(&file, encode(offset, payload), 0).await;
-    res.map_err(|e| LogError::io("write", &tmp, e))?;
-    io::sync_data(&file)
-        .await
-        .map_err(|e| LogError::io("fdatasync", &tmp, e))?;
-    file.close()
-        .await
-        .map_err(|e| LogError::io("close", &tmp, e))?;
-    compio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| LogError::io("rename", &path, e))?;
-    io::sync_dir(dir)
-        .await
-        .map_err(|e| LogError::io("fsync", dir, e))
+    io::replace_file(dir, &tmp, &path, encode(offset, payload)).await
 }
 
 /// Removes snapshot `offset` (missing is fine).

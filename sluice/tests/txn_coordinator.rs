@@ -19,9 +19,9 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::requests::{create_topic_ok, name, produce_request, str_bytes};
-use common::{Broker, RawClient, record_batch};
+use common::{Broker, RawClient, txn_batch};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
@@ -35,15 +35,6 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const PRODUCER_FENCED: i16 = 90;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const RETRIABLE: [i16; 4] = [14, 15, 16, 51]; // load in progress, not available, not coordinator, concurrent
-
-/// A transactional record batch (attributes bit 4) of `count` records.
-fn txn_batch(count: i32, producer_id: i64, epoch: i16, sequence: i32) -> Bytes {
-    let mut b = BytesMut::from(&record_batch(count, Some((producer_id, epoch, sequence)))[..]);
-    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-    let crc = common::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.freeze()
-}
 
 /// Repeats `call` while it answers a retriable coordinator error.
 fn settled<R>(mut call: impl FnMut() -> R, code: impl Fn(&R) -> i16) -> R {

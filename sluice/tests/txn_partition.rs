@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::cluster::Cluster;
 use common::requests::{create_topic_ok, name, new_topic, produce_request};
-use common::{Broker, RawClient, batches, crc32c, record_batch};
+use common::{Broker, RawClient, batches, crc32c, init_producer_id, record_batch, txn_batch};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -30,9 +30,8 @@ use kafka_protocol::messages::write_txn_markers_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, DescribeProducersRequest, DescribeProducersResponse,
-    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TransactionalId,
-    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest,
+    ProduceResponse, ProducerId, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 const TOPIC: &str = "txn";
@@ -67,29 +66,6 @@ const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_RECORD: i16 = 87;
 const INVALID_TXN_STATE: i16 = 48;
-
-/// A transactional batch (attributes bit 4) of `count` records from `pid`/`epoch` at `seq`.
-fn txn_batch(count: i32, pid: i64, epoch: i16, seq: i32) -> Bytes {
-    let mut b = record_batch(count, Some((pid, epoch, seq))).to_vec();
-    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-    let crc = crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(b)
-}
-
-fn init_producer_id(c: &mut RawClient) -> i64 {
-    let init: InitProducerIdResponse = c.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
-    assert_eq!(init.error_code, 0);
-    init.producer_id.0
-}
 
 /// One marker: (producer id, producer epoch, commit, coordinator epoch, topic, partitions).
 type MarkerSpec<'a> = (i64, i16, bool, i32, &'a str, &'a [i32]);

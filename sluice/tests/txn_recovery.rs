@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::requests::{create_topic_ok, name, produce_request};
-use common::{Broker, RawClient, crc32c, record_batch, record_batch_sized};
+use common::{Broker, RawClient, init_producer_id, record_batch, record_batch_sized, txn_batch};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
@@ -24,8 +24,8 @@ use kafka_protocol::messages::write_txn_markers_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId,
-    TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    FetchResponse, ProduceResponse, ProducerId, TransactionalId, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 
 const TOPIC: &str = "txnrec";
@@ -58,28 +58,6 @@ fn produce(c: &mut RawClient, records: Bytes) -> i64 {
     let p = &resp.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 0, "{:?}", p.error_message);
     p.base_offset
-}
-
-fn txn_batch(pid: i64, seq: i32) -> Bytes {
-    let mut b = record_batch(1, Some((pid, 0, seq))).to_vec();
-    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-    let crc = crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(b)
-}
-
-fn init_producer_id(c: &mut RawClient) -> i64 {
-    let init: InitProducerIdResponse = c.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
-    assert_eq!(init.error_code, 0);
-    init.producer_id.0
 }
 
 fn end_txn(c: &mut RawClient, pid: i64, commit: bool) {
@@ -271,14 +249,14 @@ fn transaction_state_survives_restarts_from_snapshots_and_txn_indexes() {
     let mut batches = 0u64;
     for i in 0..TRANSACTIONS {
         let k = (i % 3) as usize;
-        produce(&mut c, txn_batch(pids[k], sequences[k]));
+        produce(&mut c, txn_batch(1, pids[k], 0, sequences[k]));
         sequences[k] += 1;
         produce(&mut c, record_batch_sized(1, FILLER_BYTES, None));
         end_txn(&mut c, pids[k], i % 3 != 1);
         batches += 3;
     }
     // One transaction left open: it holds the last stable offset.
-    let open_at = produce(&mut c, txn_batch(pids[0], sequences[0]));
+    let open_at = produce(&mut c, txn_batch(1, pids[0], 0, sequences[0]));
     sequences[0] += 1;
     produce(&mut c, record_batch(2, None));
     batches += 2;
@@ -286,10 +264,12 @@ fn transaction_state_survives_restarts_from_snapshots_and_txn_indexes() {
     let dir = partition_dir(&broker);
     let segments = offsets(&dir, ".log").len();
     assert!(segments >= 8, "{segments} segments");
-    assert!(
-        !offsets(&dir, ".txnindex").is_empty(),
-        "aborted transactions indexed"
-    );
+    // The index entries reach their files with the housekeeping after a roll: wait for one.
+    let deadline = Instant::now() + SNAPSHOT_TIMEOUT;
+    while offsets(&dir, ".txnindex").is_empty() {
+        assert!(Instant::now() < deadline, "aborted transactions indexed");
+        std::thread::sleep(Duration::from_millis(50)); // polling a directory, with a deadline
+    }
     let seen_open = seen(&mut c, open_at + 3);
     assert_eq!(
         seen_open.0[0].1, open_at,
@@ -302,9 +282,9 @@ fn transaction_state_survives_restarts_from_snapshots_and_txn_indexes() {
     // snapshot covers it): the open transaction committed, one more aborted, one left open.
     // A restart must re-derive it (its aborted transaction is in no .txnindex yet).
     end_txn(&mut c, pids[0], true);
-    produce(&mut c, txn_batch(pids[2], sequences[2]));
+    produce(&mut c, txn_batch(1, pids[2], 0, sequences[2]));
     end_txn(&mut c, pids[2], false);
-    let last_open = produce(&mut c, txn_batch(pids[1], sequences[1]));
+    let last_open = produce(&mut c, txn_batch(1, pids[1], 0, sequences[1]));
     let tail_batches = 4;
     batches += tail_batches;
     let end = last_open + 1;

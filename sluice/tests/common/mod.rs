@@ -419,6 +419,34 @@ impl RawClient {
 /// Timestamp of record 0 of every batch `record_batch` builds; record i has base + i.
 pub const BATCH_BASE_TIMESTAMP: i64 = 1_700_000_000_000;
 
+/// A transactional record batch (attributes bit 4) of `count` records from `pid`/`epoch`,
+/// starting at sequence `seq`, with its CRC recomputed.
+pub fn txn_batch(count: i32, pid: i64, epoch: i16, seq: i32) -> Bytes {
+    let mut b = record_batch(count, Some((pid, epoch, seq))).to_vec();
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// InitProducerId without a transactional id (an idempotent producer id, epoch 0).
+pub fn init_producer_id(c: &mut RawClient) -> i64 {
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    };
+    let init: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    init.producer_id.0
+}
+
 /// A v2 record batch with `count` records (key "k{i}", value "v{i}"), no compression,
 /// producer id -1 unless given. CRC32C filled in.
 pub fn record_batch(count: i32, producer: Option<(i64, i16, i32)>) -> Bytes {
