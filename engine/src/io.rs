@@ -108,30 +108,6 @@ pub(crate) fn fallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_read_fallocate() {
-        compio::runtime::Runtime::new().unwrap().block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let file = open_rw(&path, true).await.unwrap();
-            let (res, _) = write_all(&file, b"hello world".to_vec(), 0).await;
-            res.unwrap();
-            assert_eq!(read_up_to(&file, 6, 100).await.unwrap(), b"world");
-            fallocate(&file, 8192).unwrap();
-            let tail = read_up_to(&file, 0, 10_000).await.unwrap();
-            assert_eq!(tail.len(), 8192);
-            assert_eq!(&tail[..11], b"hello world");
-            assert!(tail[11..].iter().all(|&b| b == 0));
-            sync_data(&file).await.unwrap();
-            sync_dir(dir.path()).await.unwrap();
-        });
-    }
-}
-
 /// Replaces `path` in `dir` with `bytes` atomically: written to `tmp`, fdatasync, renamed
 /// over `path`, then the directory fsynced (the checkpoint and the producer-state snapshots).
 pub(crate) async fn replace_file(
@@ -162,4 +138,28 @@ pub(crate) async fn replace_file(
     sync_dir(dir)
         .await
         .map_err(|e| LogError::io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_fallocate() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let file = open_rw(&path, true).await.unwrap();
+            let (res, _) = write_all(&file, b"hello world".to_vec(), 0).await;
+            res.unwrap();
+            assert_eq!(read_up_to(&file, 6, 100).await.unwrap(), b"world");
+            fallocate(&file, 8192).unwrap();
+            let tail = read_up_to(&file, 0, 10_000).await.unwrap();
+            assert_eq!(tail.len(), 8192);
+            assert_eq!(&tail[..11], b"hello world");
+            assert!(tail[11..].iter().all(|&b| b == 0));
+            sync_data(&file).await.unwrap();
+            sync_dir(dir.path()).await.unwrap();
+        });
+    }
 }
