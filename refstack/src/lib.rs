@@ -133,6 +133,19 @@ pub struct KafkaOptions {
     pub ready_timeout: Duration,
 }
 
+impl KafkaOptions {
+    /// A short-lived test broker: the defaults with [`QUICK_JVM`] and a headless JVM (C1 only
+    /// and the serial collector start fastest on two cores; answers do not depend on the JIT).
+    pub fn short_lived() -> Self {
+        let mut jvm_flags: Vec<String> = QUICK_JVM.iter().map(|f| f.to_string()).collect();
+        jvm_flags.push("-Djava.awt.headless=true".into());
+        Self {
+            jvm_flags,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for KafkaOptions {
     fn default() -> Self {
         Self {

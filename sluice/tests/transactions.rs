@@ -236,19 +236,11 @@ fn apache_kafka_all_scenarios() {
     let kafka = ApacheKafka::start(
         &stack,
         KafkaOptions {
-            heap_mb: 512,
             props: vec![
                 // The default 50 partitions take seconds to create on the first transaction.
                 ("transaction.state.log.num.partitions".into(), "4".into()),
             ],
-            // A short-lived broker: C1 only and the serial collector start fastest on 2 cores.
-            jvm_flags: vec![
-                "-XX:+UseSerialGC".into(),
-                "-XX:TieredStopAtLevel=1".into(),
-                "-Xshare:auto".into(),
-                "-Djava.awt.headless=true".into(),
-            ],
-            ..KafkaOptions::default()
+            ..KafkaOptions::short_lived()
         },
     )
     .unwrap_or_else(|e| panic!("start Apache Kafka: {e:#}"));

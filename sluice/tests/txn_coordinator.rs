@@ -616,3 +616,76 @@ fn a_late_marker_copy_never_ends_the_next_transaction_at_version_1() {
     assert_eq!(end(&mut c, "v1", pid, e, false), 0);
     wait_for("T2's abort marker", || latest(&mut c, 0, 1) == 6);
 }
+
+/// Transaction version 2: one Produce v12 to four partitions of a new transaction adds all
+/// four at once, every partition answered NONE at the first try (each add that meets
+/// another's write of the transaction waits for it rather than answering
+/// CONCURRENT_TRANSACTIONS, which reached the producer as NOT_ENOUGH_REPLICAS and cost a
+/// resend round per partition). And a partition leader's verification (AddPartitionsToTxn
+/// v4 `verify_only`, what another broker sends) carries the transaction's sequence in
+/// `txn::TXN_SEQUENCE_TAG`, from which remote leaders learn it.
+#[test]
+fn one_produce_adds_all_its_partitions_and_verification_names_the_transaction() {
+    const SPREAD: &str = "txn-spread";
+    const PARTITIONS: i32 = 4;
+    let broker = Broker::start();
+    let mut c = broker.connect();
+    let created: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![common::requests::new_topic(
+                SPREAD,
+                PARTITIONS,
+                1,
+                &[],
+            )])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(created.topics[0].error_code, 0);
+    assert_eq!(find_coordinator(&mut c, "spread"), 0);
+    let first = init(&mut c, "spread", 60_000);
+    let (pid, e) = (first.producer_id.0, first.producer_epoch);
+    let mut req = produce_request(SPREAD, 0, txn_batch(1, pid, e, 0), -1)
+        .with_transactional_id(Some(TransactionalId(str_bytes("spread"))));
+    for p in 1..PARTITIONS {
+        req.topic_data[0].partition_data.push(
+            produce_request::PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(txn_batch(1, pid, e, 0))),
+        );
+    }
+    let r: ProduceResponse = c.call(ApiKey::Produce, 12, &req);
+    let codes: Vec<i16> = r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0; PARTITIONS as usize], "{r:?}");
+    let open = describe(&mut c, "spread");
+    assert_eq!(open.topics[0].partitions.len(), PARTITIONS as usize);
+
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(str_bytes("spread")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(e)
+            .with_verify_only(true)
+            .with_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(name(SPREAD))
+                    .with_partitions(vec![2]),
+            ]),
+    ]);
+    let r: AddPartitionsToTxnResponse = c.call(ApiKey::AddPartitionsToTxn, 4, &verify);
+    let t = &r.results_by_transaction[0];
+    assert_eq!(
+        t.topic_results[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let sequence = t
+        .unknown_tagged_fields
+        .get(&10_001)
+        .map(|b| u64::from_be_bytes(b.as_ref().try_into().expect("8 bytes")));
+    assert_eq!(sequence, Some(1), "the id's first transaction");
+}

@@ -20,18 +20,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::Cluster;
-use common::requests::{create_topic_ok, name, new_topic, produce_request};
+use common::requests::{
+    create_topic_ok, name, new_topic, produce_request, producer_list, producers_request,
+};
 use common::{Broker, RawClient, batches, crc32c, init_producer_id, record_batch, txn_batch};
-use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, DescribeProducersRequest, DescribeProducersResponse,
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest,
-    ProduceResponse, ProducerId, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    ApiKey, BrokerId, CreateTopicsRequest, DescribeProducersResponse, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
+    TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 const TOPIC: &str = "txn";
@@ -204,36 +205,8 @@ fn latest_request(isolation_level: i8) -> ListOffsetsRequest {
 /// epoch, current transaction start offset), by producer id.
 fn producers(c: &mut RawClient) -> Vec<(i64, i32, i32, i32, i64)> {
     let resp: DescribeProducersResponse =
-        c.call(ApiKey::DescribeProducers, 0, &producers_request());
+        c.call(ApiKey::DescribeProducers, 0, &producers_request(TOPIC));
     producer_list(&resp)
-}
-
-fn producers_request() -> DescribeProducersRequest {
-    DescribeProducersRequest::default().with_topics(vec![
-        TopicRequest::default()
-            .with_name(name(TOPIC))
-            .with_partition_indexes(vec![0]),
-    ])
-}
-
-fn producer_list(resp: &DescribeProducersResponse) -> Vec<(i64, i32, i32, i32, i64)> {
-    let p = &resp.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    let mut out: Vec<_> = p
-        .active_producers
-        .iter()
-        .map(|s| {
-            (
-                s.producer_id.0,
-                s.producer_epoch,
-                s.last_sequence,
-                s.coordinator_epoch,
-                s.current_txn_start_offset,
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// Waits (with a deadline) until a read_committed LATEST reaches `offset`: the high
@@ -539,7 +512,12 @@ fn a_new_leader_has_the_transactions_its_predecessor_replicated() {
         }
     });
     let resp: DescribeProducersResponse = cluster
-        .try_call(second, ApiKey::DescribeProducers, 0, &producers_request())
+        .try_call(
+            second,
+            ApiKey::DescribeProducers,
+            0,
+            &producers_request(TOPIC),
+        )
         .unwrap();
     assert_eq!(
         producer_list(&resp),

@@ -15,17 +15,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::requests::{create_topic_ok, name, produce_request};
+use common::requests::{create_topic_ok, name, produce_request, producer_list, producers_request};
 use common::{Broker, RawClient, init_producer_id, record_batch, record_batch_sized, txn_batch};
-use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
-    FetchResponse, ProduceResponse, ProducerId, TransactionalId, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    ApiKey, BrokerId, DescribeProducersResponse, FetchRequest, FetchResponse, ProduceResponse,
+    ProducerId, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 const TOPIC: &str = "txnrec";
@@ -111,29 +109,9 @@ fn fetch(c: &mut RawClient, offset: i64) -> (i64, i64, Vec<(i64, i64)>) {
 
 /// DescribeProducers: (id, epoch, last sequence, coordinator epoch, txn start), by id.
 fn producers(c: &mut RawClient) -> Vec<(i64, i32, i32, i32, i64)> {
-    let req = DescribeProducersRequest::default().with_topics(vec![
-        TopicRequest::default()
-            .with_name(name(TOPIC))
-            .with_partition_indexes(vec![0]),
-    ]);
-    let resp: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &req);
-    let p = &resp.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    let mut out: Vec<_> = p
-        .active_producers
-        .iter()
-        .map(|s| {
-            (
-                s.producer_id.0,
-                s.producer_epoch,
-                s.last_sequence,
-                s.coordinator_epoch,
-                s.current_txn_start_offset,
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    let resp: DescribeProducersResponse =
+        c.call(ApiKey::DescribeProducers, 0, &producers_request(TOPIC));
+    producer_list(&resp)
 }
 
 /// Everything read_committed consumers and tools see of the transactions, from several

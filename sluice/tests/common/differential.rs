@@ -87,15 +87,7 @@ impl Oracle {
                     ("num.partitions".into(), "1".into()),
                     ("node.id".into(), NODE_ID.to_string()),
                 ],
-                // A short-lived test broker: C1 only and the serial collector start fastest on
-                // two cores; answers do not depend on the JIT.
-                jvm_flags: vec![
-                    "-XX:+UseSerialGC".into(),
-                    "-XX:TieredStopAtLevel=1".into(),
-                    "-Xshare:auto".into(),
-                    "-Djava.awt.headless=true".into(),
-                ],
-                ..KafkaOptions::default()
+                ..KafkaOptions::short_lived()
             },
         )
         .expect("start Apache Kafka");

@@ -187,3 +187,35 @@ pub fn delete_records(c: &mut RawClient, topic: &str, before: i64) -> (i16, i64)
     let p = &resp.topics[0].partitions[0];
     (p.error_code, p.low_watermark)
 }
+
+/// DescribeProducers v0 of `topic` partition 0.
+pub fn producers_request(topic: &str) -> DescribeProducersRequest {
+    DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(name(topic))
+            .with_partition_indexes(vec![0]),
+    ])
+}
+
+/// The active producers of a DescribeProducers answer's first partition (which must have no
+/// error): (producer id, epoch, last sequence, coordinator epoch, current transaction start
+/// offset), by producer id.
+pub fn producer_list(resp: &DescribeProducersResponse) -> Vec<(i64, i32, i32, i32, i64)> {
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    let mut out: Vec<_> = p
+        .active_producers
+        .iter()
+        .map(|s| {
+            (
+                s.producer_id.0,
+                s.producer_epoch,
+                s.last_sequence,
+                s.coordinator_epoch,
+                s.current_txn_start_offset,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
