@@ -2,7 +2,7 @@
 //!
 //! Owns: segmented partition logs of Kafka v2 record batches, their sparse indexes, crash
 //! recovery, retention, the files of producer-state snapshots (payload opaque) and of the
-//! per-segment aborted-transaction index, and the I/O layer (compio / io_uring) underneath.
+//! per-segment aborted-transaction index, log compaction (the cleaner), and the I/O layer (compio / io_uring) underneath.
 //! Does not own: Kafka requests, sockets, replication or any notion of a cluster.
 //! Invariants: see the module docs; every on-disk read is validated before use; a `Log` is
 //! `!Send` and lives on one shard's runtime. The only `unsafe` is `fallocate` in `io`.
@@ -10,6 +10,7 @@
 
 pub mod batch;
 mod checkpoint;
+pub mod compaction;
 pub mod config;
 pub mod error;
 mod index;
@@ -24,6 +25,7 @@ pub mod sync;
 pub mod txn_index;
 pub mod types;
 
+pub use compaction::{CleanOptions, CleanReport, DirtyStats, OffsetMap, Throttle};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, LogError, ReadError};
 pub use log::Log;

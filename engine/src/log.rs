@@ -45,6 +45,8 @@ use crate::types::{
     AppendInfo, FileSlice, LogMetrics, ReadResult, RecoveryReport, RetentionReport,
 };
 
+mod clean;
+
 /// A partition log on one shard. `!Send`; share it as `Rc<Log>`.
 pub struct Log {
     dir: PathBuf,
@@ -93,6 +95,9 @@ struct State {
     snapshots: Vec<i64>,
     /// Segment base offset -> its `.txnindex` file (segments without one have no entries).
     txn_indexes: BTreeMap<i64, TxnIndexFile>,
+    /// Offsets below this were cleaned by the last cleaner round (compacted logs only;
+    /// `cleaner.checkpoint`, -1 if never): the next round maps from here.
+    first_dirty_offset: i64,
 }
 
 impl State {
@@ -258,6 +263,7 @@ impl Log {
             write_buf: Vec::new(),
             snapshots: Vec::new(),
             txn_indexes: BTreeMap::new(),
+            first_dirty_offset: -1,
         };
         let log = Log {
             dir,
@@ -279,6 +285,9 @@ impl Log {
         snapshots.retain(|&o| o <= log_end_offset);
         log.state.borrow_mut().snapshots = snapshots;
         log.open_txn_indexes().await?;
+        if let Some(first_dirty) = crate::compaction::read_checkpoint(&log.dir).await? {
+            log.state.borrow_mut().first_dirty_offset = first_dirty.min(log_end_offset);
+        }
         Ok((log, recovered.report))
     }
 
@@ -1147,6 +1156,8 @@ impl Log {
         let (file, path) = {
             let mut s = self.state.borrow_mut();
             s.truncate_epoch += 1;
+            // Data above the cut is gone: what replaces it was never cleaned.
+            s.first_dirty_offset = s.first_dirty_offset.min(offset);
             let leo = s.log_end_offset();
             s.durable_offset = s.durable_offset.min(leo);
             s.sync_covering = s.sync_covering.min(leo);

@@ -34,6 +34,8 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered,
     compio::fs::create_dir_all(dir)
         .await
         .map_err(|e| LogError::io("create_dir", dir, e))?;
+    // A cleaner swap a crash interrupted is finished (or dropped) before anything is listed.
+    crate::compaction::complete_swaps(dir)?;
     let bases = list_segments(dir)?;
     let checkpoint = checkpoint::read(dir).await?;
     let prealloc = config.preallocate.then_some(config.segment_bytes);
