@@ -46,6 +46,8 @@ pub struct Config {
     pub transaction: crate::txn::TxnSection,
     /// HTTP listener: Prometheus `/metrics` and `/v1/status`.
     pub http: HttpSection,
+    /// The log cleaner (compacted topics; owned by `runtime::cleaner`).
+    pub cleaner: crate::runtime::cleaner::CleanerSection,
     /// Multi-node cluster: metadata quorum and replication. Off unless `seeds` is set.
     pub cluster: ClusterSection,
 }
@@ -402,6 +404,9 @@ impl Config {
         if let Err(e) = self.transaction.validate() {
             return invalid(format!("transaction: {e}"));
         }
+        if let Err(e) = self.cleaner.validate() {
+            return invalid(format!("cleaner: {e}"));
+        }
         if self.broker.node_id < 0 {
             return invalid(format!(
                 "broker.node_id must be >= 0, got {}",
@@ -534,13 +539,14 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 8] = [
         "broker",
         "kafka",
         "log",
         "group",
         "transaction",
         "http",
+        "cleaner",
         "cluster",
     ];
     for (var, value) in env {

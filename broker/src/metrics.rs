@@ -29,6 +29,18 @@ pub struct ShardMetrics {
     /// Produce partitions answered KAFKA_STORAGE_ERROR (disk full, below the free-space
     /// reserve, failed log write).
     pub produce_storage_errors: AtomicU64,
+    /// Log cleaner (runtime/cleaner.rs): rounds run, bytes read and written, records
+    /// removed, failed rounds.
+    pub cleaner_rounds: AtomicU64,
+    pub cleaner_bytes_read: AtomicU64,
+    pub cleaner_bytes_written: AtomicU64,
+    pub cleaner_records_removed: AtomicU64,
+    pub cleaner_errors: AtomicU64,
+    /// Gauges set at each pass: the largest dirty ratio (per mille) of a compacted partition
+    /// on the shard, and the age of the oldest dirty data (Kafka's max-dirty-percent and
+    /// max-compaction-delay-secs).
+    pub cleaner_max_dirty_ratio_permille: AtomicU64,
+    pub cleaner_max_lag_ms: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -39,6 +51,13 @@ impl Default for ShardMetrics {
             response_bytes: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             produce_storage_errors: AtomicU64::new(0),
+            cleaner_rounds: AtomicU64::new(0),
+            cleaner_bytes_read: AtomicU64::new(0),
+            cleaner_bytes_written: AtomicU64::new(0),
+            cleaner_records_removed: AtomicU64::new(0),
+            cleaner_errors: AtomicU64::new(0),
+            cleaner_max_dirty_ratio_permille: AtomicU64::new(0),
+            cleaner_max_lag_ms: AtomicU64::new(0),
         }
     }
 }
@@ -149,6 +168,28 @@ pub fn render(scrape: &Scrape) -> String {
         "Produce partitions answered KAFKA_STORAGE_ERROR (disk full, below the free-space reserve, failed log write).",
         |m| load(&m.produce_storage_errors),
     );
+    type Counter = fn(&ShardMetrics) -> &AtomicU64;
+    let cleaner: [(&str, &str, &str, Counter); 7] = [
+        ("sluice_cleaner_rounds_total", "counter", "Log cleaner rounds run.", |m| &m.cleaner_rounds),
+        ("sluice_cleaner_bytes_read_total", "counter", "Bytes the log cleaner read.", |m| &m.cleaner_bytes_read),
+        ("sluice_cleaner_bytes_written_total", "counter", "Bytes the log cleaner wrote (cleaned segments).", |m| &m.cleaner_bytes_written),
+        ("sluice_cleaner_records_removed_total", "counter", "Records the log cleaner removed.", |m| &m.cleaner_records_removed),
+        ("sluice_cleaner_errors_total", "counter", "Log cleaner rounds that failed.", |m| &m.cleaner_errors),
+        ("sluice_cleaner_max_dirty_ratio", "gauge", "Largest dirty ratio (dirty / cleanable bytes) of a compacted partition.", |m| &m.cleaner_max_dirty_ratio_permille),
+        ("sluice_cleaner_max_lag_seconds", "gauge", "Age of the oldest uncleaned data of a compacted partition.", |m| &m.cleaner_max_lag_ms),
+    ];
+    for (name, kind, help, field) in cleaner {
+        header(&mut out, name, kind, help);
+        for (shard, m) in scrape.shards.iter().enumerate() {
+            let raw = load(field(m));
+            let value = match name {
+                "sluice_cleaner_max_dirty_ratio" => raw as f64 / 1000.0,
+                "sluice_cleaner_max_lag_seconds" => raw as f64 / 1000.0,
+                _ => raw as f64,
+            };
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
+        }
+    }
     header(
         &mut out,
         "sluice_connections",

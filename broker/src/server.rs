@@ -381,6 +381,7 @@ fn shard_main(
         partitions::check_disk(&shard, Instant::now());
         let _ = ready.send((id.0, Ok(())));
         compio::runtime::spawn(housekeeping_loop(Rc::clone(&shard))).detach();
+        compio::runtime::spawn(crate::runtime::cleaner::cleaner_loop(Rc::clone(&shard))).detach();
         shard.wait_exit().await;
     });
 }

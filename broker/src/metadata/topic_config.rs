@@ -22,12 +22,16 @@ use crate::config::LogSection;
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
     "flush.ms",
     "index.interval.bytes",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.type",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "min.insync.replicas",
     "preallocate",
     "retention.bytes",
@@ -67,6 +71,28 @@ pub const TIMESTAMP_BEFORE_MAX_MS: Bounds = Bounds {
     min: 0,
     max: i64::MAX,
 };
+/// delete.retention.ms (Kafka: atLeast(0); default one day).
+pub const DELETE_RETENTION_MS: Bounds = Bounds {
+    name: "delete.retention.ms",
+    min: 0,
+    max: i64::MAX,
+};
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 86_400_000;
+/// min.compaction.lag.ms (Kafka: atLeast(0)).
+pub const MIN_COMPACTION_LAG_MS: Bounds = Bounds {
+    name: "min.compaction.lag.ms",
+    min: 0,
+    max: i64::MAX,
+};
+/// max.compaction.lag.ms (Kafka: atLeast(1); default Long.MAX_VALUE).
+pub const MAX_COMPACTION_LAG_MS: Bounds = Bounds {
+    name: "max.compaction.lag.ms",
+    min: 1,
+    max: i64::MAX,
+};
+/// Kafka's default min.cleanable.dirty.ratio.
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
+
 /// Kafka 4's default message.timestamp.after.max.ms: one hour.
 pub const TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
 
@@ -104,10 +130,25 @@ pub enum CleanupPolicy {
     CompactDelete,
 }
 
+impl CleanupPolicy {
+    /// The log cleaner works on this topic.
+    pub fn compacts(self) -> bool {
+        self != CleanupPolicy::Delete
+    }
+}
+
 /// A topic's effective configuration (defaults overlaid with its overrides).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     pub cleanup_policy: CleanupPolicy,
+    /// delete.retention.ms: how long the cleaner keeps tombstones (and markers of emptied
+    /// transactions) after it first kept them.
+    pub delete_retention_ms: i64,
+    /// min.compaction.lag.ms / max.compaction.lag.ms.
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    /// min.cleanable.dirty.ratio, in [0, 1].
+    pub min_cleanable_dirty_ratio: f64,
     pub flush_ms: i64,
     pub index_interval_bytes: u32,
     pub max_message_bytes: u32,
@@ -128,6 +169,10 @@ impl TopicConfig {
     pub fn defaults(log: &LogSection) -> Self {
         TopicConfig {
             cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
             flush_ms: if log.flush_interval_ms > 0 {
                 log.flush_interval_ms
             } else {
@@ -158,6 +203,17 @@ impl TopicConfig {
         let mut c = TopicConfig::defaults(log);
         for (name, value) in overrides {
             c.set(name, value)?;
+        }
+        if c.min_compaction_lag_ms > c.max_compaction_lag_ms {
+            // Kafka's LogConfig.validate refuses the same pair.
+            return Err(TopicConfigError::InvalidValue {
+                name: "min.compaction.lag.ms".into(),
+                value: c.min_compaction_lag_ms.to_string(),
+                reason: format!(
+                    "must not exceed max.compaction.lag.ms ({})",
+                    c.max_compaction_lag_ms
+                ),
+            });
         }
         c.log_config(log).validate()?;
         Ok(c)
@@ -246,6 +302,20 @@ impl TopicConfig {
                     ));
                 }
             }
+            "delete.retention.ms" => self.delete_retention_ms = within(DELETE_RETENTION_MS)?,
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = within(MIN_COMPACTION_LAG_MS)?
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = within(MAX_COMPACTION_LAG_MS)?
+            }
+            "min.cleanable.dirty.ratio" => {
+                let v: f64 = value.trim().parse().map_err(|_| bad("not a number"))?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(bad("must be in 0.0..=1.0"));
+                }
+                self.min_cleanable_dirty_ratio = v;
+            }
             "flush.ms" => self.flush_ms = within(engine::config::FLUSH_MS)?,
             "index.interval.bytes" => {
                 let v = within(engine::config::INDEX_INTERVAL_BYTES)?;
@@ -301,6 +371,10 @@ impl TopicConfig {
                 CleanupPolicy::CompactDelete => "compact,delete".into(),
             },
             "compression.type" => "producer".into(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             "flush.ms" => self.flush_ms.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
@@ -339,12 +413,15 @@ impl TopicConfig {
                 bytes: i64::MAX as u64,
             }
         };
+        // Kafka deletes by time and size only under `delete` (`compact` alone keeps every
+        // segment; the cleaner bounds it).
+        let deletes = self.cleanup_policy != CleanupPolicy::Compact;
         engine::LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
             index_interval_bytes: self.index_interval_bytes,
-            retention_ms: self.retention_ms,
-            retention_bytes: self.retention_bytes,
+            retention_ms: if deletes { self.retention_ms } else { -1 },
+            retention_bytes: if deletes { self.retention_bytes } else { -1 },
             flush,
             max_batch_bytes: self
                 .max_message_bytes

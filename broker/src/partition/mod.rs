@@ -612,6 +612,11 @@ impl Partition {
     /// Kafka's last stable offset: the high watermark, held back to the first offset of the
     /// earliest transaction that is ongoing or whose marker is not yet replicated; never
     /// below the log start offset.
+    /// The log cleaner keeps this batch: producer state needs it (`is_last_write`).
+    pub fn retains_for_producer_state(&self, header: &BatchHeader) -> bool {
+        self.producers.borrow().is_last_write(header)
+    }
+
     pub fn last_stable_offset(&self) -> i64 {
         self.last_stable_offset_at(self.log.high_watermark())
     }
@@ -971,13 +976,14 @@ impl Partition {
         if records.is_empty() {
             return Err(AppendFailure::Engine(engine::AppendError::Empty));
         }
-        let (before, after, max, log_append_time) = {
+        let (before, after, max, log_append_time, compacted) = {
             let c = self.config.borrow();
             (
                 c.timestamp_before_max_ms,
                 c.timestamp_after_max_ms,
                 c.max_message_bytes,
                 c.log_append_time,
+                c.cleanup_policy.compacts(),
             )
         };
         let options = ValidateOptions {
@@ -1018,6 +1024,8 @@ impl Partition {
             }
             if h.compression() != 0 {
                 check_compressed_count(h, batch.bytes(), batches.len(), pos)?;
+            } else if compacted && engine::compaction::has_keyless_record(batch.bytes()) {
+                return Err(AppendFailure::InvalidRecord(KEYLESS_RECORD_REFUSAL));
             }
             pos += batch.len();
             batches.push(batch);
@@ -1043,6 +1051,9 @@ impl Partition {
         self.data_notify.notify_all();
     }
 }
+
+/// Kafka's LogValidator message for a record without a key on a compacted topic.
+pub const KEYLESS_RECORD_REFUSAL: &str = "Compacted topic cannot accept message without key";
 
 /// Aborted transactions waiting for their `.txnindex` files that make housekeeping take a
 /// snapshot without a roll (which writes them), so memory holds few beyond the cache.

@@ -544,6 +544,19 @@ impl ProducerStateTable {
         }
     }
 
+    /// Whether the cleaner must keep `header`'s batch for this producer's state (Kafka's
+    /// `lastRecordsOfActiveProducers`): the batch holding its last data offset (its last
+    /// sequence), or, with no data batch of its epoch left, its marker of that epoch.
+    pub fn is_last_write(&self, header: &engine::batch::BatchHeader) -> bool {
+        let Some(e) = self.producers.get(&header.producer_id()) else {
+            return false;
+        };
+        match e.batches.back() {
+            Some(b) => !header.is_control() && b.last_offset == header.last_offset(),
+            None => header.is_control() && header.producer_epoch() == e.epoch,
+        }
+    }
+
     /// The producers, for DescribeProducers.
     pub fn producers(&self) -> impl Iterator<Item = ProducerView> + '_ {
         self.producers.iter().map(|(&id, e)| ProducerView {

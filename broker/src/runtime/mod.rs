@@ -17,6 +17,7 @@
 //!   is done in the closure, so requests keep their order across shards.
 //! - The mesh loop never sends on the mesh itself, so bounded channels cannot deadlock.
 
+pub mod cleaner;
 pub mod frame_pool;
 pub mod partitions;
 pub mod request_budget;

@@ -239,6 +239,19 @@ impl BatchCleaner<'_> {
     }
 }
 
+/// Whether an uncompressed batch (whole, validated) holds a record without a key, or one
+/// that cannot be read: a compacted topic refuses it (Kafka's LogValidator: "Compacted
+/// topic cannot accept message without key"). Compressed batches are not looked into.
+pub fn has_keyless_record(batch: &[u8]) -> bool {
+    let Some(header) = BatchHeader::parse(batch) else {
+        return true;
+    };
+    if header.compression() != 0 {
+        return false;
+    }
+    records::records(batch, header).any(|r| r.map_or(true, |r| r.key.is_none()))
+}
+
 /// Adds the keys of one batch to the map (the dirty-range pass). Returns false, adding
 /// nothing, if a new key did not fit: the round's dirty range ends before this batch.
 pub(crate) fn map_batch(

@@ -227,3 +227,96 @@ fn a_long_run_compacts_to_its_keys() {
     // active segment (about 7 batches of 3) and what a round could not reach yet.
     assert!(left < 60, "{left} records left of 600");
 }
+
+/// A crash at each step of the swap protocol: the states a crash can leave are built from a
+/// log before and after a round (its first group), and each must open to a consistent log:
+/// a `.cleaned` file is dropped (the log as before), a `.swap` file is finished (the first
+/// group as cleaned, the rest as before), also when the originals are partly removed.
+#[test]
+fn an_interrupted_swap_is_finished_or_dropped_at_open() {
+    compio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let root = tempfile::tempdir().expect("tempdir");
+        let live = root.path().join("live");
+        let (log, _) = Log::open(live.clone(), config()).await.expect("open");
+        for round in 0..40u8 {
+            let keys: Vec<Vec<u8>> = (0..4u8).map(|k| vec![b'k', (round + k) % 6]).collect();
+            let value = vec![round; 120];
+            let pairs: Vec<(&[u8], Option<&[u8]>)> = keys.iter().map(|k| (k.as_slice(), Some(value.as_slice()))).collect();
+            log.append(Bytes::from(keyed_batch(0, 1_000 + i64::from(round), &pairs)), 0).await.expect("append");
+        }
+        log.set_high_watermark(log.log_end_offset());
+        log.write_producer_snapshot(log.active_segment_base(), b"", &[]).await.expect("snapshot");
+        log.close().await.expect("close");
+        drop(log);
+        let before_dir = root.path().join("before");
+        copy_dir(&live, &before_dir);
+        let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
+        let before = read_log(&log, 0).await;
+        let mut map = OffsetMap::with_memory(1 << 20);
+        let never = |_: &BatchHeader| false;
+        log.clean(CleanOptions {
+            now_ms: 10_000,
+            last_stable_offset: i64::MAX,
+            delete_retention_ms: DELETE_RETENTION_MS,
+            min_compaction_lag_ms: 0,
+            map: &mut map,
+            throttle: &mut Throttle::new(u64::MAX),
+            retain_batch: &never,
+        })
+        .await
+        .expect("clean");
+        log.close().await.expect("close");
+        drop(log);
+        let bases = |dir: &std::path::Path| {
+            let mut v: Vec<i64> = std::fs::read_dir(dir)
+                .expect("list")
+                .filter_map(|e| crate::segment::parse_segment_name(e.ok()?.file_name().to_str()?, "log"))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let (old, new) = (bases(&before_dir), bases(&live));
+        assert!(new.len() < old.len(), "the round merged segments: {old:?} -> {new:?}");
+        // The first group: [new[0], new[1]) replaced old segments in that range.
+        let (base, end) = (new[0], new[1]);
+        let cleaned = std::fs::read(crate::segment::segment_path(&live, base, "log")).expect("cleaned log");
+        let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
+        let after = read_log(&log, 0).await;
+        drop(log);
+        let mut swapped: Vec<Rec> = after.iter().filter(|r| r.offset < end).cloned().collect();
+        swapped.extend(before.iter().filter(|r| r.offset >= end).cloned());
+
+        // Crash after step 1: a .cleaned file beside the originals.
+        let state = root.path().join("cleaned");
+        copy_dir(&before_dir, &state);
+        std::fs::write(super::swap_path(&state, base, end, super::CLEANED_SUFFIX), &cleaned).unwrap();
+        let (log, _) = Log::open(state.clone(), config()).await.expect("open after step 1");
+        assert_eq!(read_log(&log, 0).await, before, "a .cleaned file is dropped");
+        drop(log);
+        assert!(!super::swap_path(&state, base, end, super::CLEANED_SUFFIX).exists());
+
+        // Crash after step 2 (all originals there), and inside step 3 (some removed).
+        for removed in [0usize, 1, 2] {
+            let state = root.path().join(format!("swap-{removed}"));
+            copy_dir(&before_dir, &state);
+            std::fs::write(super::swap_path(&state, base, end, super::SWAP_SUFFIX), &cleaned).unwrap();
+            for b in old.iter().filter(|&&b| b >= base && b < end).take(removed) {
+                for suffix in ["log", "index", "timeindex"] {
+                    let _ = std::fs::remove_file(crate::segment::segment_path(&state, *b, suffix));
+                }
+            }
+            let (log, _) = Log::open(state.clone(), config()).await.expect("open after step 2");
+            assert_eq!(read_log(&log, 0).await, swapped, "a .swap file is finished ({removed} originals gone)");
+            let kept = bases(&state);
+            assert!(kept.iter().all(|b| *b == base || *b >= end), "{kept:?}");
+        }
+    });
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("list") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}

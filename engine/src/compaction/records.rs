@@ -29,6 +29,7 @@ pub(crate) struct RecordView<'a> {
     /// A tombstone: the value is null.
     pub tombstone: bool,
     /// The value (empty for a tombstone).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub value: &'a [u8],
 }
 

@@ -42,6 +42,9 @@ pub enum Client {
     TxnKcat,
     /// txn_kafkajs.js: kafkajs transactions with sendOffsets, commit and abort.
     TxnKafkajs,
+    /// compaction_client.py: keyed rounds, tombstones and read-back checks on a compacted
+    /// topic (issue 16).
+    Compaction,
 }
 
 impl Client {
@@ -54,6 +57,7 @@ impl Client {
             Client::Kcat => "kcat",
             Client::GroupScenario => "group-scenario",
             Client::ConfluentAdmin => "confluent-kafka-admin",
+            Client::Compaction => "confluent-kafka-compaction",
             Client::TxnConfluent => "confluent-kafka-transactions",
             Client::TxnKcat => "kcat-transactions",
             Client::TxnKafkajs => "kafkajs-transactions",
@@ -69,6 +73,7 @@ impl Client {
             Client::Kcat => "kcat_client.py",
             Client::GroupScenario => "group_scenario.py",
             Client::ConfluentAdmin => "confluent_admin_client.py",
+            Client::Compaction => "compaction_client.py",
             Client::TxnConfluent => "txn_confluent.py",
             Client::TxnKcat => "txn_kcat.py",
             Client::TxnKafkajs => "txn_kafkajs.js",
@@ -132,6 +137,7 @@ fn client_command(client: Client) -> Command {
         | Client::Aiokafka
         | Client::GroupScenario
         | Client::ConfluentAdmin
+        | Client::Compaction
         | Client::TxnConfluent => {
             let mut cmd = Command::new(python());
             cmd.arg(script);
