@@ -276,10 +276,11 @@ fn an_interrupted_swap_is_finished_or_dropped_at_open() {
             v
         };
         let (old, new) = (bases(&before_dir), bases(&live));
-        assert!(new.len() < old.len(), "the round merged segments: {old:?} -> {new:?}");
-        // The first group: [new[0], new[1]) replaced old segments in that range.
+        // The first group: [new[0], new[1]) replaced the old segments in that range.
         let (base, end) = (new[0], new[1]);
         let cleaned = std::fs::read(crate::segment::segment_path(&live, base, "log")).expect("cleaned log");
+        let original = std::fs::read(crate::segment::segment_path(&before_dir, base, "log")).expect("original log");
+        assert!(cleaned.len() < original.len(), "the round cleaned the first group ({old:?} -> {new:?})");
         let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
         let after = read_log(&log, 0).await;
         drop(log);
