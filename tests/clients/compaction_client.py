@@ -24,7 +24,8 @@ TIMEOUT_S = 60
 
 
 def produce(args):
-    p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 5})
+    # Small batches: the test broker rolls 16 KiB segments.
+    p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 4096})
     deleted = set(filter(None, (args.delete or "").split(",")))
     failures = []
 
