@@ -170,13 +170,48 @@ pub fn render(scrape: &Scrape) -> String {
     );
     type Counter = fn(&ShardMetrics) -> &AtomicU64;
     let cleaner: [(&str, &str, &str, Counter); 7] = [
-        ("sluice_cleaner_rounds_total", "counter", "Log cleaner rounds run.", |m| &m.cleaner_rounds),
-        ("sluice_cleaner_bytes_read_total", "counter", "Bytes the log cleaner read.", |m| &m.cleaner_bytes_read),
-        ("sluice_cleaner_bytes_written_total", "counter", "Bytes the log cleaner wrote (cleaned segments).", |m| &m.cleaner_bytes_written),
-        ("sluice_cleaner_records_removed_total", "counter", "Records the log cleaner removed.", |m| &m.cleaner_records_removed),
-        ("sluice_cleaner_errors_total", "counter", "Log cleaner rounds that failed.", |m| &m.cleaner_errors),
-        ("sluice_cleaner_max_dirty_ratio", "gauge", "Largest dirty ratio (dirty / cleanable bytes) of a compacted partition.", |m| &m.cleaner_max_dirty_ratio_permille),
-        ("sluice_cleaner_max_lag_seconds", "gauge", "Age of the oldest uncleaned data of a compacted partition.", |m| &m.cleaner_max_lag_ms),
+        (
+            "sluice_cleaner_rounds_total",
+            "counter",
+            "Log cleaner rounds run.",
+            |m| &m.cleaner_rounds,
+        ),
+        (
+            "sluice_cleaner_bytes_read_total",
+            "counter",
+            "Bytes the log cleaner read.",
+            |m| &m.cleaner_bytes_read,
+        ),
+        (
+            "sluice_cleaner_bytes_written_total",
+            "counter",
+            "Bytes the log cleaner wrote (cleaned segments).",
+            |m| &m.cleaner_bytes_written,
+        ),
+        (
+            "sluice_cleaner_records_removed_total",
+            "counter",
+            "Records the log cleaner removed.",
+            |m| &m.cleaner_records_removed,
+        ),
+        (
+            "sluice_cleaner_errors_total",
+            "counter",
+            "Log cleaner rounds that failed.",
+            |m| &m.cleaner_errors,
+        ),
+        (
+            "sluice_cleaner_max_dirty_ratio",
+            "gauge",
+            "Largest dirty ratio (dirty / cleanable bytes) of a compacted partition.",
+            |m| &m.cleaner_max_dirty_ratio_permille,
+        ),
+        (
+            "sluice_cleaner_max_lag_seconds",
+            "gauge",
+            "Age of the oldest uncleaned data of a compacted partition.",
+            |m| &m.cleaner_max_lag_ms,
+        ),
     ];
     for (name, kind, help, field) in cleaner {
         header(&mut out, name, kind, help);

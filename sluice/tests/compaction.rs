@@ -80,7 +80,10 @@ fn compacted_topic_keeps_the_latest_value_per_key_through_restarts_and_kills() {
     assert_eq!(keyless.field("error"), "INVALID_RECORD");
 
     // Rounds of every key; the last one deletes the first 30 keys.
-    let deleted: String = (0..30).map(|i| format!("k{i}")).collect::<Vec<_>>().join(",");
+    let deleted: String = (0..30)
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
     for round in 0..ROUNDS {
         produce(&broker, round, "");
     }
@@ -100,7 +103,10 @@ fn compacted_topic_keeps_the_latest_value_per_key_through_restarts_and_kills() {
         std::thread::sleep(Duration::from_millis(500));
         records = read(&broker, last, &deleted);
     }
-    eprintln!("cleaned: {records} of {written} records left after {:?}", started.elapsed());
+    eprintln!(
+        "cleaned: {records} of {written} records left after {:?}",
+        started.elapsed()
+    );
 
     broker.restart();
     read(&broker, last, &deleted);
@@ -125,8 +131,12 @@ fn compacted_topic_keeps_the_latest_value_per_key_through_restarts_and_kills() {
         read(&broker, round, &deleted);
     }
     let log = broker.log();
-    let interrupted = log.matches("completing an interrupted segment swap").count()
-        + log.matches("removing an unfinished cleaned segment").count();
+    let interrupted = log
+        .matches("completing an interrupted segment swap")
+        .count()
+        + log
+            .matches("removing an unfinished cleaned segment")
+            .count();
     let rounds = log
         .lines()
         .filter(|l| l.contains("broker::cleaner") && l.contains("cleaned"))

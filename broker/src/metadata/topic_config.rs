@@ -303,12 +303,8 @@ impl TopicConfig {
                 }
             }
             "delete.retention.ms" => self.delete_retention_ms = within(DELETE_RETENTION_MS)?,
-            "min.compaction.lag.ms" => {
-                self.min_compaction_lag_ms = within(MIN_COMPACTION_LAG_MS)?
-            }
-            "max.compaction.lag.ms" => {
-                self.max_compaction_lag_ms = within(MAX_COMPACTION_LAG_MS)?
-            }
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = within(MIN_COMPACTION_LAG_MS)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = within(MAX_COMPACTION_LAG_MS)?,
             "min.cleanable.dirty.ratio" => {
                 let v: f64 = value.trim().parse().map_err(|_| bad("not a number"))?;
                 if !(0.0..=1.0).contains(&v) {

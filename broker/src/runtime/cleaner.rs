@@ -166,11 +166,9 @@ fn filthiest(shard: &Rc<Shard>, now_ms: i64, done: &[Rc<Partition>]) -> Option<R
         if !config.cleanup_policy.compacts() {
             continue;
         }
-        let stats = p.log.dirty_stats(
-            now_ms,
-            p.last_stable_offset(),
-            config.min_compaction_lag_ms,
-        );
+        let stats = p
+            .log
+            .dirty_stats(now_ms, p.last_stable_offset(), config.min_compaction_lag_ms);
         if stats.dirty_bytes == 0 {
             continue;
         }
@@ -180,7 +178,8 @@ fn filthiest(shard: &Rc<Shard>, now_ms: i64, done: &[Rc<Partition>]) -> Option<R
             .map_or(0, |t| now_ms.saturating_sub(t).max(0));
         max_ratio = max_ratio.max(ratio);
         max_lag_ms = max_lag_ms.max(lag_ms);
-        let due = ratio >= config.min_cleanable_dirty_ratio || lag_ms > config.max_compaction_lag_ms;
+        let due =
+            ratio >= config.min_cleanable_dirty_ratio || lag_ms > config.max_compaction_lag_ms;
         if due && best.as_ref().is_none_or(|(r, _)| ratio > *r) {
             best = Some((ratio, p));
         }

@@ -151,8 +151,14 @@ pub(crate) struct BatchCleaner<'a> {
 
 impl BatchCleaner<'_> {
     /// Decides `batch` (whole, CRC checked) and appends what stays of it to `out`.
-    pub(crate) fn clean(&mut self, batch: &[u8], header: &BatchHeader, out: &mut Vec<u8>) -> Outcome {
-        let horizon = (header.attributes() & ATTR_DELETE_HORIZON != 0).then(|| header.base_timestamp());
+    pub(crate) fn clean(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let horizon =
+            (header.attributes() & ATTR_DELETE_HORIZON != 0).then(|| header.base_timestamp());
         let count = u64::try_from(header.records_count()).unwrap_or(0);
         if header.is_control() {
             let control = control_type(batch, header);
@@ -301,11 +307,18 @@ pub(crate) struct BatchReader<'f> {
 
 impl<'f> BatchReader<'f> {
     pub(crate) fn new(file: &'f compio::fs::File, path: &'f Path, end: u64) -> BatchReader<'f> {
-        BatchReader { file, path, pos: 0, end }
+        BatchReader {
+            file,
+            path,
+            pos: 0,
+            end,
+        }
     }
 
     /// The next chunk and the (start, len) of each whole batch in it; `None` at the end.
-    pub(crate) async fn next_chunk(&mut self) -> Result<Option<(Vec<u8>, Vec<(usize, usize)>)>, LogError> {
+    pub(crate) async fn next_chunk(
+        &mut self,
+    ) -> Result<Option<(Vec<u8>, Vec<(usize, usize)>)>, LogError> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -315,10 +328,7 @@ impl<'f> BatchReader<'f> {
             .map_err(|e| LogError::io("read", self.path, e))?;
         let mut batches = Vec::new();
         let mut at = 0usize;
-        loop {
-            let Some(header) = BatchHeader::parse(&chunk[at..]) else {
-                break;
-            };
+        while let Some(header) = BatchHeader::parse(&chunk[at..]) {
             let total = header.total_bytes();
             let position = self.pos + at as u64;
             if header.magic != MAGIC_V2
@@ -455,7 +465,9 @@ pub(crate) async fn read_checkpoint(dir: &Path) -> Result<Option<i64>, LogError>
         tracing::warn!(target: "engine::cleaner", path = %path.display(), "cleaner checkpoint damaged: ignored");
         return Ok(None);
     }
-    Ok(Some(i64::from_be_bytes(bytes[6..14].try_into().expect("8 bytes"))))
+    Ok(Some(i64::from_be_bytes(
+        bytes[6..14].try_into().expect("8 bytes"),
+    )))
 }
 
 pub(crate) async fn write_checkpoint(dir: &Path, first_dirty_offset: i64) -> Result<(), LogError> {
@@ -490,7 +502,10 @@ mod tests {
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(parse_swap_name(name, SWAP_SUFFIX), Some((42, 100)));
         assert_eq!(parse_swap_name(name, CLEANED_SUFFIX), None);
-        assert_eq!(parse_swap_name("00000000000000000042.log", SWAP_SUFFIX), None);
+        assert_eq!(
+            parse_swap_name("00000000000000000042.log", SWAP_SUFFIX),
+            None
+        );
     }
 
     #[test]
@@ -500,7 +515,12 @@ mod tests {
         let b2 = keyed_batch(2, 2_000, &[(b"a", Some(b"2")), (b"b", None)]);
         let mut txns = CleanedTxns::new(&[]);
         for b in [&b1, &b2] {
-            assert!(map_batch(&mut map, &mut txns, b, BatchHeader::parse(b).unwrap()));
+            assert!(map_batch(
+                &mut map,
+                &mut txns,
+                b,
+                BatchHeader::parse(b).unwrap()
+            ));
         }
         let never = |_: &BatchHeader| false;
         let mut cleaner = BatchCleaner {
@@ -513,10 +533,16 @@ mod tests {
         };
         let mut out = Vec::new();
         let h1 = BatchHeader::parse(&b1).unwrap();
-        assert_eq!(cleaner.clean(&b1, h1, &mut out), Outcome::Removed { records: 2 });
+        assert_eq!(
+            cleaner.clean(&b1, h1, &mut out),
+            Outcome::Removed { records: 2 }
+        );
         assert!(out.is_empty());
         let h2 = BatchHeader::parse(&b2).unwrap();
-        assert_eq!(cleaner.clean(&b2, h2, &mut out), Outcome::Rebuilt { records_removed: 0 });
+        assert_eq!(
+            cleaner.clean(&b2, h2, &mut out),
+            Outcome::Rebuilt { records_removed: 0 }
+        );
         let stamped = BatchHeader::parse(&out).unwrap();
         assert_eq!(stamped.base_timestamp(), 10_500, "the delete horizon");
         assert_ne!(stamped.attributes() & ATTR_DELETE_HORIZON, 0);
@@ -524,7 +550,10 @@ mod tests {
         // Before the horizon the tombstone stays as it is; after it, it goes.
         let stamped = out.clone();
         let h = BatchHeader::parse(&stamped).unwrap();
-        for (now, expected) in [(10_499, Outcome::Kept), (10_500, Outcome::Rebuilt { records_removed: 1 })] {
+        for (now, expected) in [
+            (10_499, Outcome::Kept),
+            (10_500, Outcome::Rebuilt { records_removed: 1 }),
+        ] {
             cleaner.now_ms = now;
             let mut again = Vec::new();
             assert_eq!(cleaner.clean(&stamped, h, &mut again), expected);

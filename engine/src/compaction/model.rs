@@ -61,7 +61,10 @@ fn config() -> LogConfig {
 }
 
 async fn read_log(log: &Log, from: i64) -> Vec<Rec> {
-    let r = log.read(from, i64::MAX, u32::MAX, true).await.expect("read");
+    let r = log
+        .read(from, i64::MAX, u32::MAX, true)
+        .await
+        .expect("read");
     let bytes = log.read_bytes(&r.slices).await.expect("read bytes");
     let mut out = Vec::new();
     let mut at = 0;
@@ -90,10 +93,21 @@ fn check(model: &[Rec], log_records: &[Rec], log_start: i64, now_ms: i64, label:
     let by_offset: HashMap<i64, &Rec> = model.iter().map(|r| (r.offset, r)).collect();
     let mut last = -1;
     for r in log_records {
-        assert!(r.offset > last, "{label}: offsets not increasing at {}", r.offset);
+        assert!(
+            r.offset > last,
+            "{label}: offsets not increasing at {}",
+            r.offset
+        );
         last = r.offset;
-        let m = by_offset.get(&r.offset).unwrap_or_else(|| panic!("{label}: unknown offset {}", r.offset));
-        assert_eq!((&m.key, &m.value), (&r.key, &r.value), "{label}: record at {} altered", r.offset);
+        let m = by_offset
+            .get(&r.offset)
+            .unwrap_or_else(|| panic!("{label}: unknown offset {}", r.offset));
+        assert_eq!(
+            (&m.key, &m.value),
+            (&r.key, &r.value),
+            "{label}: record at {} altered",
+            r.offset
+        );
     }
     let present: HashMap<i64, ()> = log_records.iter().map(|r| (r.offset, ())).collect();
     let mut latest: BTreeMap<&[u8], &Rec> = BTreeMap::new();
@@ -133,7 +147,8 @@ async fn run_ops(ops: Vec<Op>) -> usize {
         match op {
             Op::Append(recs) => {
                 let keys: Vec<Vec<u8>> = recs.iter().map(|(k, _)| vec![b'k', *k]).collect();
-                let values: Vec<Option<Vec<u8>>> = recs.iter().map(|(_, v)| v.map(|v| vec![v; 120])).collect();
+                let values: Vec<Option<Vec<u8>>> =
+                    recs.iter().map(|(_, v)| v.map(|v| vec![v; 120])).collect();
                 let pairs: Vec<(&[u8], Option<&[u8]>)> = keys
                     .iter()
                     .zip(&values)
@@ -156,7 +171,9 @@ async fn run_ops(ops: Vec<Op>) -> usize {
             Op::Clean => {
                 // The broker snapshots producer state at each roll; the cleaner stays below it.
                 let active = log.active_segment_base();
-                log.write_producer_snapshot(active, b"", &[]).await.expect("snapshot");
+                log.write_producer_snapshot(active, b"", &[])
+                    .await
+                    .expect("snapshot");
                 let report = log
                     .clean(CleanOptions {
                         now_ms,
@@ -173,7 +190,10 @@ async fn run_ops(ops: Vec<Op>) -> usize {
                 let mut seen = HashMap::new();
                 for r in recs.iter().filter(|r| r.offset < report.dirty_to) {
                     if let Some(prev) = seen.insert(r.key.clone(), r.offset) {
-                        panic!("{label}: key {:?} at {prev} and {} below the mapped end {}", r.key, r.offset, report.dirty_to);
+                        panic!(
+                            "{label}: key {:?} at {prev} and {} below the mapped end {}",
+                            r.key, r.offset, report.dirty_to
+                        );
                     }
                 }
             }
@@ -185,14 +205,20 @@ async fn run_ops(ops: Vec<Op>) -> usize {
             }
             Op::DeleteRecordsHalf => {
                 let target = (log.log_start_offset() + log.high_watermark()) / 2;
-                log.delete_records_before(target).await.expect("delete records");
+                log.delete_records_before(target)
+                    .await
+                    .expect("delete records");
             }
         }
         let start = log.log_start_offset();
         let all = read_log(&log, start).await;
         check(&model, &all, start, now_ms, &label);
         // A consumer from any offset sees the same records from there on.
-        for from in [start, (start + log.log_end_offset()) / 2, log.log_end_offset()] {
+        for from in [
+            start,
+            (start + log.log_end_offset()) / 2,
+            log.log_end_offset(),
+        ] {
             let tail = read_log(&log, from).await;
             let expected: Vec<Rec> = all.iter().filter(|r| r.offset >= from).cloned().collect();
             assert_eq!(tail, expected, "{label}: read from {from}");
@@ -214,7 +240,10 @@ fn a_long_run_compacts_to_its_keys() {
     // Many rounds over few keys: the log stays near one record per key.
     let mut ops = Vec::new();
     for i in 0..200u32 {
-        ops.push(Op::Append(vec![((i % KEYS as u32) as u8, Some(i as u8)); 3]));
+        ops.push(Op::Append(vec![
+            ((i % KEYS as u32) as u8, Some(i as u8));
+            3
+        ]));
         if i % 10 == 9 {
             ops.push(Op::Clean);
         }
@@ -222,7 +251,9 @@ fn a_long_run_compacts_to_its_keys() {
             ops.push(Op::Reopen);
         }
     }
-    let left = compio::runtime::Runtime::new().expect("runtime").block_on(run_ops(ops));
+    let left = compio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(run_ops(ops));
     // 600 records appended; what stays is a record per key in the cleaned part plus the
     // active segment (about 7 batches of 3) and what a round could not reach yet.
     assert!(left < 60, "{left} records left of 600");
@@ -234,84 +265,124 @@ fn a_long_run_compacts_to_its_keys() {
 /// group as cleaned, the rest as before), also when the originals are partly removed.
 #[test]
 fn an_interrupted_swap_is_finished_or_dropped_at_open() {
-    compio::runtime::Runtime::new().expect("runtime").block_on(async {
-        let root = tempfile::tempdir().expect("tempdir");
-        let live = root.path().join("live");
-        let (log, _) = Log::open(live.clone(), config()).await.expect("open");
-        for round in 0..40u8 {
-            let keys: Vec<Vec<u8>> = (0..4u8).map(|k| vec![b'k', (round + k) % 6]).collect();
-            let value = vec![round; 120];
-            let pairs: Vec<(&[u8], Option<&[u8]>)> = keys.iter().map(|k| (k.as_slice(), Some(value.as_slice()))).collect();
-            log.append(Bytes::from(keyed_batch(0, 1_000 + i64::from(round), &pairs)), 0).await.expect("append");
-        }
-        log.set_high_watermark(log.log_end_offset());
-        log.write_producer_snapshot(log.active_segment_base(), b"", &[]).await.expect("snapshot");
-        log.close().await.expect("close");
-        drop(log);
-        let before_dir = root.path().join("before");
-        copy_dir(&live, &before_dir);
-        let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
-        let before = read_log(&log, 0).await;
-        let mut map = OffsetMap::with_memory(1 << 20);
-        let never = |_: &BatchHeader| false;
-        log.clean(CleanOptions {
-            now_ms: 10_000,
-            last_stable_offset: i64::MAX,
-            delete_retention_ms: DELETE_RETENTION_MS,
-            min_compaction_lag_ms: 0,
-            map: &mut map,
-            throttle: &mut Throttle::new(u64::MAX),
-            retain_batch: &never,
-        })
-        .await
-        .expect("clean");
-        log.close().await.expect("close");
-        drop(log);
-        let bases = |dir: &std::path::Path| {
-            let mut v: Vec<i64> = std::fs::read_dir(dir)
-                .expect("list")
-                .filter_map(|e| crate::segment::parse_segment_name(e.ok()?.file_name().to_str()?, "log"))
-                .collect();
-            v.sort_unstable();
-            v
-        };
-        let (old, new) = (bases(&before_dir), bases(&live));
-        // The first group: [new[0], new[1]) replaced the old segments in that range.
-        let (base, end) = (new[0], new[1]);
-        let cleaned = std::fs::read(crate::segment::segment_path(&live, base, "log")).expect("cleaned log");
-        let original = std::fs::read(crate::segment::segment_path(&before_dir, base, "log")).expect("original log");
-        assert!(cleaned.len() < original.len(), "the round cleaned the first group ({old:?} -> {new:?})");
-        let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
-        let after = read_log(&log, 0).await;
-        drop(log);
-        let mut swapped: Vec<Rec> = after.iter().filter(|r| r.offset < end).cloned().collect();
-        swapped.extend(before.iter().filter(|r| r.offset >= end).cloned());
-
-        // Crash after step 1: a .cleaned file beside the originals.
-        let state = root.path().join("cleaned");
-        copy_dir(&before_dir, &state);
-        std::fs::write(super::swap_path(&state, base, end, super::CLEANED_SUFFIX), &cleaned).unwrap();
-        let (log, _) = Log::open(state.clone(), config()).await.expect("open after step 1");
-        assert_eq!(read_log(&log, 0).await, before, "a .cleaned file is dropped");
-        drop(log);
-        assert!(!super::swap_path(&state, base, end, super::CLEANED_SUFFIX).exists());
-
-        // Crash after step 2 (all originals there), and inside step 3 (some removed).
-        for removed in [0usize, 1, 2] {
-            let state = root.path().join(format!("swap-{removed}"));
-            copy_dir(&before_dir, &state);
-            std::fs::write(super::swap_path(&state, base, end, super::SWAP_SUFFIX), &cleaned).unwrap();
-            for b in old.iter().filter(|&&b| b >= base && b < end).take(removed) {
-                for suffix in ["log", "index", "timeindex"] {
-                    let _ = std::fs::remove_file(crate::segment::segment_path(&state, *b, suffix));
-                }
+    compio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let root = tempfile::tempdir().expect("tempdir");
+            let live = root.path().join("live");
+            let (log, _) = Log::open(live.clone(), config()).await.expect("open");
+            for round in 0..40u8 {
+                let keys: Vec<Vec<u8>> = (0..4u8).map(|k| vec![b'k', (round + k) % 6]).collect();
+                let value = vec![round; 120];
+                let pairs: Vec<(&[u8], Option<&[u8]>)> = keys
+                    .iter()
+                    .map(|k| (k.as_slice(), Some(value.as_slice())))
+                    .collect();
+                log.append(
+                    Bytes::from(keyed_batch(0, 1_000 + i64::from(round), &pairs)),
+                    0,
+                )
+                .await
+                .expect("append");
             }
-            let (log, _) = Log::open(state.clone(), config()).await.expect("open after step 2");
-            assert_eq!(read_log(&log, 0).await, swapped, "a .swap file is finished ({removed} originals gone)");
-            let kept = bases(&state);
-            assert!(kept.iter().all(|b| *b == base || *b >= end), "{kept:?}");
-        }
-    });
+            log.set_high_watermark(log.log_end_offset());
+            log.write_producer_snapshot(log.active_segment_base(), b"", &[])
+                .await
+                .expect("snapshot");
+            log.close().await.expect("close");
+            drop(log);
+            let before_dir = root.path().join("before");
+            copy_dir(&live, &before_dir);
+            let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
+            let before = read_log(&log, 0).await;
+            let mut map = OffsetMap::with_memory(1 << 20);
+            let never = |_: &BatchHeader| false;
+            log.clean(CleanOptions {
+                now_ms: 10_000,
+                last_stable_offset: i64::MAX,
+                delete_retention_ms: DELETE_RETENTION_MS,
+                min_compaction_lag_ms: 0,
+                map: &mut map,
+                throttle: &mut Throttle::new(u64::MAX),
+                retain_batch: &never,
+            })
+            .await
+            .expect("clean");
+            log.close().await.expect("close");
+            drop(log);
+            let bases = |dir: &std::path::Path| {
+                let mut v: Vec<i64> = std::fs::read_dir(dir)
+                    .expect("list")
+                    .filter_map(|e| {
+                        crate::segment::parse_segment_name(e.ok()?.file_name().to_str()?, "log")
+                    })
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            let (old, new) = (bases(&before_dir), bases(&live));
+            // The first group: [new[0], new[1]) replaced the old segments in that range.
+            let (base, end) = (new[0], new[1]);
+            let cleaned = std::fs::read(crate::segment::segment_path(&live, base, "log"))
+                .expect("cleaned log");
+            let original = std::fs::read(crate::segment::segment_path(&before_dir, base, "log"))
+                .expect("original log");
+            assert!(
+                cleaned.len() < original.len(),
+                "the round cleaned the first group ({old:?} -> {new:?})"
+            );
+            let (log, _) = Log::open(live.clone(), config()).await.expect("reopen");
+            let after = read_log(&log, 0).await;
+            drop(log);
+            let mut swapped: Vec<Rec> = after.iter().filter(|r| r.offset < end).cloned().collect();
+            swapped.extend(before.iter().filter(|r| r.offset >= end).cloned());
+
+            // Crash after step 1: a .cleaned file beside the originals.
+            let state = root.path().join("cleaned");
+            copy_dir(&before_dir, &state);
+            std::fs::write(
+                super::swap_path(&state, base, end, super::CLEANED_SUFFIX),
+                &cleaned,
+            )
+            .unwrap();
+            let (log, _) = Log::open(state.clone(), config())
+                .await
+                .expect("open after step 1");
+            assert_eq!(
+                read_log(&log, 0).await,
+                before,
+                "a .cleaned file is dropped"
+            );
+            drop(log);
+            assert!(!super::swap_path(&state, base, end, super::CLEANED_SUFFIX).exists());
+
+            // Crash after step 2 (all originals there), and inside step 3 (some removed).
+            for removed in [0usize, 1, 2] {
+                let state = root.path().join(format!("swap-{removed}"));
+                copy_dir(&before_dir, &state);
+                std::fs::write(
+                    super::swap_path(&state, base, end, super::SWAP_SUFFIX),
+                    &cleaned,
+                )
+                .unwrap();
+                for b in old.iter().filter(|&&b| b >= base && b < end).take(removed) {
+                    for suffix in ["log", "index", "timeindex"] {
+                        let _ =
+                            std::fs::remove_file(crate::segment::segment_path(&state, *b, suffix));
+                    }
+                }
+                let (log, _) = Log::open(state.clone(), config())
+                    .await
+                    .expect("open after step 2");
+                assert_eq!(
+                    read_log(&log, 0).await,
+                    swapped,
+                    "a .swap file is finished ({removed} originals gone)"
+                );
+                let kept = bases(&state);
+                assert!(kept.iter().all(|b| *b == base || *b >= end), "{kept:?}");
+            }
+        });
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -64,10 +64,17 @@ pub(crate) fn records<'a>(
     })
 }
 
-fn parse_record(bytes: &[u8], base_offset: i64, base_timestamp: i64) -> Result<RecordView<'_>, Malformed> {
+fn parse_record(
+    bytes: &[u8],
+    base_offset: i64,
+    base_timestamp: i64,
+) -> Result<RecordView<'_>, Malformed> {
     let (length, prefix) = read_varlong(bytes).ok_or(Malformed)?;
     let length = usize::try_from(length).map_err(|_| Malformed)?;
-    let end = prefix.checked_add(length).filter(|&e| e <= bytes.len()).ok_or(Malformed)?;
+    let end = prefix
+        .checked_add(length)
+        .filter(|&e| e <= bytes.len())
+        .ok_or(Malformed)?;
     let body = &bytes[..end];
     let mut at = prefix + 1; // attributes
     let (timestamp_delta, n) = read_varlong(body.get(at..).ok_or(Malformed)?).ok_or(Malformed)?;
@@ -81,14 +88,18 @@ fn parse_record(bytes: &[u8], base_offset: i64, base_timestamp: i64) -> Result<R
         None
     } else {
         let len = usize::try_from(key_len).map_err(|_| Malformed)?;
-        let key = body.get(at..at.checked_add(len).ok_or(Malformed)?).ok_or(Malformed)?;
+        let key = body
+            .get(at..at.checked_add(len).ok_or(Malformed)?)
+            .ok_or(Malformed)?;
         at += len;
         Some(key)
     };
     let (value_len, n) = read_varlong(body.get(at..).ok_or(Malformed)?).ok_or(Malformed)?;
     at += n;
     let value = match usize::try_from(value_len) {
-        Ok(len) => body.get(at..at.checked_add(len).ok_or(Malformed)?).ok_or(Malformed)?,
+        Ok(len) => body
+            .get(at..at.checked_add(len).ok_or(Malformed)?)
+            .ok_or(Malformed)?,
         Err(_) => &[],
     };
     Ok(RecordView {
@@ -168,7 +179,10 @@ pub(crate) fn rebuild(
 
 /// Length in bytes of the varint at the start of `bytes` (which the walk already checked).
 fn varlong_len(bytes: &[u8]) -> usize {
-    bytes.iter().position(|b| b & 0x80 == 0).map_or(bytes.len(), |i| i + 1)
+    bytes
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(bytes.len(), |i| i + 1)
 }
 
 /// Decodes a zigzag varlong of at most 10 bytes; `None` if truncated or longer.
@@ -248,10 +262,17 @@ pub(crate) mod tests {
 
     #[test]
     fn walk_and_rebuild_keep_offsets_and_timestamps() {
-        let batch = keyed_batch(100, 5_000, &[(b"a", Some(b"1")), (b"b", None), (b"c", Some(b"3"))]);
+        let batch = keyed_batch(
+            100,
+            5_000,
+            &[(b"a", Some(b"1")), (b"b", None), (b"c", Some(b"3"))],
+        );
         let header = *BatchHeader::parse(&batch).unwrap();
         let all: Vec<_> = records(&batch, &header).map(Result::unwrap).collect();
-        assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), [100, 101, 102]);
+        assert_eq!(
+            all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
         assert_eq!(all[1].key, Some(&b"b"[..]));
         assert!(all[1].tombstone && !all[0].tombstone);
         assert_eq!(all[2].timestamp, 5_002);
@@ -261,11 +282,20 @@ pub(crate) mod tests {
             rebuild(&header, &[all[1], all[2]], horizon, &mut out);
             let (h, len) = validate_batch(&out, u32::MAX, false).expect("valid batch");
             assert_eq!(len, out.len());
-            assert_eq!((h.base_offset(), h.last_offset(), h.records_count()), (100, 102, 2));
+            assert_eq!(
+                (h.base_offset(), h.last_offset(), h.records_count()),
+                (100, 102, 2)
+            );
             assert_eq!(h.max_timestamp(), 5_002);
             assert_eq!(h.attributes() & ATTR_DELETE_HORIZON != 0, horizon.is_some());
             let again: Vec<_> = records(&out, h).map(Result::unwrap).collect();
-            assert_eq!(again.iter().map(|r| (r.offset, r.timestamp)).collect::<Vec<_>>(), [(101, 5_001), (102, 5_002)]);
+            assert_eq!(
+                again
+                    .iter()
+                    .map(|r| (r.offset, r.timestamp))
+                    .collect::<Vec<_>>(),
+                [(101, 5_001), (102, 5_002)]
+            );
             assert!(again[0].tombstone);
             assert_eq!(again[1].key, Some(&b"c"[..]));
         }

@@ -49,7 +49,12 @@ impl CleanedTxns {
     }
 
     /// A data batch: true if it belongs to an aborted transaction (its records may go).
-    pub(crate) fn on_data_batch(&mut self, producer_id: i64, transactional: bool, last_offset: i64) -> bool {
+    pub(crate) fn on_data_batch(
+        &mut self,
+        producer_id: i64,
+        transactional: bool,
+        last_offset: i64,
+    ) -> bool {
         self.reach(last_offset);
         if !transactional {
             return false;

@@ -50,9 +50,9 @@ impl Log {
                 stats.clean_bytes += seg.size;
             } else {
                 if stats.dirty_bytes == 0 {
-                    stats.dirty_first_timestamp = seg.first_batch_timestamp.or(
-                        (seg.max_timestamp >= 0).then_some(seg.max_timestamp),
-                    );
+                    stats.dirty_first_timestamp = seg
+                        .first_batch_timestamp
+                        .or((seg.max_timestamp >= 0).then_some(seg.max_timestamp));
                 }
                 stats.dirty_bytes += seg.size;
             }
@@ -107,7 +107,8 @@ impl Log {
         let (sealed, first_dirty) = {
             let s = self.state.borrow();
             s.usable()?;
-            let upper = self.first_uncleanable(&s, now_ms, last_stable_offset, min_compaction_lag_ms);
+            let upper =
+                self.first_uncleanable(&s, now_ms, last_stable_offset, min_compaction_lag_ms);
             let active = s.active().base_offset;
             let sealed: Vec<Sealed> = s
                 .segments
@@ -208,7 +209,10 @@ impl Log {
         };
         for group in groups {
             cleaner.retained_aborts.clear();
-            if !self.clean_group(&group, &mut cleaner, throttle, &mut report).await? {
+            if !self
+                .clean_group(&group, &mut cleaner, throttle, &mut report)
+                .await?
+            {
                 report.groups_skipped += 1;
             }
         }
@@ -263,7 +267,9 @@ impl Log {
                     report.records_read += u64::try_from(header.records_count()).unwrap_or(0);
                     match cleaner.clean(batch, header, &mut out) {
                         Outcome::Kept => {}
-                        Outcome::Rebuilt { records_removed } => report.records_removed += records_removed,
+                        Outcome::Rebuilt { records_removed } => {
+                            report.records_removed += records_removed
+                        }
                         Outcome::Removed { records } => {
                             report.records_removed += records;
                             report.batches_removed += 1;
@@ -277,13 +283,17 @@ impl Log {
                 report.bytes_read += chunk.len() as u64;
                 throttle.consume(chunk.len() as u64).await;
                 if out.len() >= CLEAN_WRITE_BYTES {
-                    written += self.write_cleaned(&out_file, &cleaned_path, &mut out, written).await?;
+                    written += self
+                        .write_cleaned(&out_file, &cleaned_path, &mut out, written)
+                        .await?;
                     throttle.consume(out.capacity() as u64).await;
                 }
             }
         }
         if !out.is_empty() {
-            written += self.write_cleaned(&out_file, &cleaned_path, &mut out, written).await?;
+            written += self
+                .write_cleaned(&out_file, &cleaned_path, &mut out, written)
+                .await?;
         }
         report.bytes_written += written;
         io::sync_data(&out_file)
@@ -381,7 +391,8 @@ impl Log {
         segment.sync_index().await?;
         segment.close_index_files();
         if !retained_aborts.is_empty() {
-            let mut bytes = Vec::with_capacity(retained_aborts.len() * txn_index::TXN_INDEX_ENTRY_BYTES);
+            let mut bytes =
+                Vec::with_capacity(retained_aborts.len() * txn_index::TXN_INDEX_ENTRY_BYTES);
             for e in retained_aborts {
                 txn_index::encode(e, &mut bytes);
             }
@@ -389,7 +400,8 @@ impl Log {
         }
         let mut s = self.state.borrow_mut();
         if !retained_aborts.is_empty() {
-            s.txn_indexes.insert(base, TxnIndexFile::of(retained_aborts));
+            s.txn_indexes
+                .insert(base, TxnIndexFile::of(retained_aborts));
         }
         s.metrics.segments_deleted += old.len() as u64;
         s.segments.insert(base, segment);
@@ -402,9 +414,18 @@ impl CleanedTxns {
     fn on_data_or_control(&mut self, header: &BatchHeader, batch: &[u8]) {
         if header.is_control() {
             let control = crate::compaction::control_type(batch, header);
-            self.on_control_batch(header.producer_id(), control, header.last_offset(), &mut Vec::new());
+            self.on_control_batch(
+                header.producer_id(),
+                control,
+                header.last_offset(),
+                &mut Vec::new(),
+            );
         } else {
-            self.on_data_batch(header.producer_id(), header.is_transactional(), header.last_offset());
+            self.on_data_batch(
+                header.producer_id(),
+                header.is_transactional(),
+                header.last_offset(),
+            );
         }
     }
 }
