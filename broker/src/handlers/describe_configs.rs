@@ -27,6 +27,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 fn config_type(name: &str) -> i8 {
@@ -34,6 +35,7 @@ fn config_type(name: &str) -> i8 {
         "cleanup.policy" => TYPE_LIST,
         "compression.type" | "message.timestamp.type" => TYPE_STRING,
         "preallocate" | "unclean.leader.election.enable" => TYPE_BOOLEAN,
+        "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
         "index.interval.bytes" | "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => {
             TYPE_INT
         }
@@ -48,6 +50,10 @@ fn broker_synonym(topic_key: &str) -> Option<&'static str> {
     Some(match topic_key {
         "cleanup.policy" => "log.cleanup.policy",
         "compression.type" => "compression.type",
+        "delete.retention.ms" => "log.cleaner.delete.retention.ms",
+        "max.compaction.lag.ms" => "log.cleaner.max.compaction.lag.ms",
+        "min.cleanable.dirty.ratio" => "log.cleaner.min.cleanable.ratio",
+        "min.compaction.lag.ms" => "log.cleaner.min.compaction.lag.ms",
         "index.interval.bytes" => "log.index.interval.bytes",
         "max.message.bytes" => "message.max.bytes",
         "message.timestamp.after.max.ms" => "log.message.timestamp.after.max.ms",
