@@ -1,9 +1,9 @@
 //! MirrorMaker 2 (Apache Kafka 4.3.1's connect-mirror, dedicated mode) from one Sluice cluster
 //! to another (issue 16).
 //!
-//! Two single-node Sluice clusters, aliases `A` (source) and `B` (target), each a
-//! `Cluster::start(1)` (one node each keeps the test near a minute on two cores; replication
-//! within a cluster is tested elsewhere). `org.apache.kafka.connect.mirror.MirrorMaker` runs with
+//! Two Sluice clusters: `A` (source) of three nodes, the topic replicated 3 times, and `B`
+//! (target) of one node (four nodes, MM2 and the Java steps keep two cores busy enough).
+//! `org.apache.kafka.connect.mirror.MirrorMaker` runs with
 //! an `mm2.properties` written into A's temp dir, as `bin/connect-mirror-maker.sh` does, with the
 //! A->B flow for one 3-partition topic, group offset sync on and checkpoints every second.
 //!
@@ -17,7 +17,9 @@
 //!   translated offset of the end is the end).
 //!
 //! This runs twice: records and a commit before MM2 starts (it catches up), then more records
-//! and a second commit while it runs.
+//! and a second commit while it runs, with the leader of partition 0 on A SIGKILLed after the
+//! records were produced (the group reads and commits, and MM2 syncs offsets, while it is
+//! down; it restarts at the end).
 //!
 //! A failure prints MM2's log tail, the Java step's output and both clusters' node logs, and
 //! keeps the temp dirs.
@@ -39,6 +41,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use refstack::{JavaStack, QUICK_JVM};
 
+const SOURCE_NODES: usize = 3;
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 3;
 const GROUP: &str = "mirror-check-group";
@@ -54,7 +57,7 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(120);
 fn mirror_maker_2_replicates_records_and_group_offsets() {
     let stack = JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
-    let source = Cluster::start(1);
+    let source = Cluster::start(SOURCE_NODES);
     let target = Cluster::start(1);
     let mut run = Run {
         stack,
@@ -77,12 +80,17 @@ fn mirror_maker_2_replicates_records_and_group_offsets() {
         started.elapsed()
     );
 
-    // 2. More records and a second commit while MM2 runs.
+    // 2. More records; the leader of partition 0 on A is SIGKILLed; the group reads and
+    // commits while it is down, MM2 mirrors from the new leaders; the node comes back.
     run.produce(FIRST_RECORDS, SECOND_RECORDS);
+    let leader = leader_of_partition_0(&run.source);
+    eprintln!("SIGKILL node {leader} of A, leader of {TOPIC}-0");
+    run.source.kill(leader);
     let committed = run.consume(SECOND_RECORDS);
     let total = FIRST_RECORDS + SECOND_RECORDS;
     run.wait_mirrored(&remote_topic, total, &committed);
     run.wait_translated(&remote_topic, &committed);
+    run.source.restart(leader);
     eprintln!(
         "{total} records and the group's offsets {committed:?} mirrored; {:?} in all",
         started.elapsed()
@@ -339,11 +347,12 @@ fn mm2_properties(source: &str, target: &str) -> String {
         ("A->B.enabled", "true"),
         ("A->B.topics", TOPIC),
         ("B->A.enabled", "false"),
-        // One node per cluster: every topic MM2 creates has one replica.
+        // B has one node: every topic MM2 creates there has one replica; the offset syncs
+        // live on A (three nodes).
         ("replication.factor", "1"),
         ("checkpoints.topic.replication.factor", "1"),
         ("heartbeats.topic.replication.factor", "1"),
-        ("offset-syncs.topic.replication.factor", "1"),
+        ("offset-syncs.topic.replication.factor", "3"),
         ("offset.storage.replication.factor", "1"),
         ("status.storage.replication.factor", "1"),
         ("config.storage.replication.factor", "1"),
@@ -424,10 +433,52 @@ fn create_topic(cluster: &Cluster) {
             CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_num_partitions(PARTITIONS)
-                .with_replication_factor(1),
+                .with_replication_factor(SOURCE_NODES as i16),
         ])
         .with_timeout_ms(30_000);
+    cluster.wait_until("every node lists every broker", JAVA_STEP_TIMEOUT, |c| {
+        for node in c.node_ids() {
+            let md = c.try_metadata(node, None)?;
+            if md.brokers.len() != c.len() || md.controller_id.0 < 0 {
+                return Err(format!("node {node}: {} brokers", md.brokers.len()));
+            }
+        }
+        Ok(())
+    });
     cluster.create_topic(&req, JAVA_STEP_TIMEOUT);
+    cluster.wait_until(&format!("{TOPIC}: the full ISR"), JAVA_STEP_TIMEOUT, |c| {
+        let md = c.try_metadata(0, Some(&[TOPIC]))?;
+        let t = md.topics.first().ok_or("no topic")?;
+        let full = t.partitions.len() == PARTITIONS as usize
+            && t.partitions.iter().all(|p| p.isr_nodes.len() == c.len());
+        if t.error_code == 0 && full {
+            Ok(())
+        } else {
+            Err(format!(
+                "error {} partitions {:?}",
+                t.error_code, t.partitions
+            ))
+        }
+    });
+}
+
+/// The leader of `TOPIC`-0 as a node of `cluster` reports it.
+fn leader_of_partition_0(cluster: &Cluster) -> i32 {
+    let mut leader = -1;
+    cluster.wait_until(&format!("a leader of {TOPIC}-0"), JAVA_STEP_TIMEOUT, |c| {
+        let md = c.try_metadata(0, Some(&[TOPIC]))?;
+        let p = md
+            .topics
+            .first()
+            .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
+            .ok_or("no partition 0")?;
+        if p.error_code != 0 || p.leader_id.0 < 0 {
+            return Err(format!("error {} leader {}", p.error_code, p.leader_id.0));
+        }
+        leader = p.leader_id.0;
+        Ok(())
+    });
+    leader
 }
 
 fn read_lossy(path: &Path) -> String {
