@@ -29,11 +29,13 @@
 //! The second test runs the same pipeline with exactly-once source support (KIP-618:
 //! `exactly.once.source.support=enabled` on the workers, `exactly.once.support=required` on the
 //! source connector): the source task writes its lines and its offsets in one transaction, so
-//! there the worker running it is SIGKILLed while lines are still being appended. The sink runs
-//! in a one-worker Connect cluster of its own (reading read_committed), so the kill cannot touch
-//! it: a sink delivers at least once.
+//! there the worker running it is SIGKILLed in the middle of a stream of appends, at a moment
+//! when one of its transactions is open (the leader's last stable offset below its high
+//! watermark); the restarted task's fencing aborts it. The sink runs in a one-worker Connect
+//! cluster of its own (reading read_committed), so the kill cannot touch it: a sink delivers at
+//! least once. The test prints how many transactions the topic holds, committed and aborted.
 //!
-//! A failure prints the tail of both workers' logs and of every node's log and keeps the
+//! A failure prints the tail of every worker's log and of every node's log and keeps the
 //! cluster's temp dir (the worker logs are in it too).
 
 mod common;
