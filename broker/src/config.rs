@@ -31,6 +31,14 @@ pub const DISK_FREE_BYTES_MIN_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Largest accepted `log.disk_free_percent_min`.
 pub const DISK_FREE_PERCENT_MIN_MAX: u8 = 50;
 
+/// Kafka's offsets.topic.segment.bytes / transaction.state.log.segment.bytes default: the
+/// segments of `__consumer_offsets` and `__transaction_state`, compacted once they roll.
+pub const INTERNAL_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+/// The bounds of a `segment.bytes` topic override (`metadata::topic_config::SEGMENT_BYTES`,
+/// asserted equal there), which an internal topic's segment size must meet.
+pub const INTERNAL_TOPIC_SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+pub const INTERNAL_TOPIC_SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+
 /// Environment variable prefix for overrides: `SLUICE_KAFKA_ADDR=...`.
 pub const ENV_PREFIX: &str = "SLUICE_";
 
@@ -47,7 +55,7 @@ pub struct Config {
     /// HTTP listener: Prometheus `/metrics` and `/v1/status`.
     pub http: HttpSection,
     /// The log cleaner (compacted topics; owned by `runtime::cleaner`).
-    pub cleaner: crate::runtime::cleaner::CleanerSection,
+    pub cleaner: crate::runtime::cleaner::config::CleanerSection,
     /// Multi-node cluster: metadata quorum and replication. Off unless `seeds` is set.
     pub cluster: ClusterSection,
 }
@@ -403,6 +411,23 @@ impl Config {
         }
         if let Err(e) = self.transaction.validate() {
             return invalid(format!("transaction: {e}"));
+        }
+        let internal = INTERNAL_TOPIC_SEGMENT_BYTES_MIN..=INTERNAL_TOPIC_SEGMENT_BYTES_MAX;
+        for (key, bytes) in [
+            (
+                "group.offsets_topic_segment_bytes",
+                self.group.offsets_topic_segment_bytes,
+            ),
+            (
+                "transaction.state_log_segment_bytes",
+                self.transaction.state_log_segment_bytes,
+            ),
+        ] {
+            if !internal.contains(&bytes) {
+                return invalid(format!(
+                    "{key} must be in {INTERNAL_TOPIC_SEGMENT_BYTES_MIN}..={INTERNAL_TOPIC_SEGMENT_BYTES_MAX}"
+                ));
+            }
         }
         if let Err(e) = self.cleaner.validate() {
             return invalid(format!("cleaner: {e}"));

@@ -169,7 +169,8 @@ impl ControllerFrontend {
 }
 
 /// Creates an internal compacted topic (`__consumer_offsets`, `__transaction_state`) of
-/// `partitions` partitions as Kafka does on a coordinator's first use, with
+/// `partitions` partitions and `segment_bytes` segments as Kafka does on a coordinator's first
+/// use, with
 /// `replication_factor` replicas (-1: the cluster's default) and `min_insync_replicas`
 /// (-1: the topic default). `None` when the control plane could not be reached;
 /// `Some(Err(message))` when the creation was refused (typically: another request created it
@@ -180,6 +181,7 @@ pub async fn create_compacted_topic(
     partitions: i32,
     replication_factor: i16,
     min_insync_replicas: i32,
+    segment_bytes: u64,
 ) -> Option<Result<(), String>> {
     let created = on_control(shard, move |s: Rc<Shard>| {
         Box::pin(async move {
@@ -187,6 +189,7 @@ pub async fn create_compacted_topic(
                 "cleanup.policy".to_string(),
                 "compact".to_string(),
             )]);
+            configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
             if min_insync_replicas > 0 {
                 configs.insert(
                     "min.insync.replicas".to_string(),

@@ -11,6 +11,9 @@ use super::coordinator::{GroupConfig, GroupConfigError};
 pub struct GroupSection {
     /// offsets.topic.num.partitions (used when `__consumer_offsets` is created).
     pub offsets_topic_num_partitions: i32,
+    /// offsets.topic.segment.bytes (Kafka's default 100 MiB): segments of
+    /// `__consumer_offsets`, which the log cleaner compacts once they roll.
+    pub offsets_topic_segment_bytes: u64,
     /// offsets.retention.minutes
     pub offsets_retention_minutes: i64,
     /// offsets.retention.check.interval.ms
@@ -36,6 +39,7 @@ impl Default for GroupSection {
         let c = GroupConfig::default();
         Self {
             offsets_topic_num_partitions: c.offsets_topic_partitions,
+            offsets_topic_segment_bytes: crate::config::INTERNAL_TOPIC_SEGMENT_BYTES,
             offsets_retention_minutes: c.offsets_retention_ms / 60_000,
             offsets_retention_check_interval_ms: c.offsets_retention_check_interval_ms,
             offset_metadata_max_bytes: c.offset_metadata_max_bytes,

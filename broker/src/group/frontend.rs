@@ -35,7 +35,9 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, G
         return Ok(topic.clone());
     }
     let partitions = shard.config().group.offsets_topic_num_partitions;
-    let created = create_compacted_topic(shard, OFFSETS_TOPIC, partitions, -1, -1).await;
+    let segment_bytes = shard.config().group.offsets_topic_segment_bytes;
+    let created =
+        create_compacted_topic(shard, OFFSETS_TOPIC, partitions, -1, -1, segment_bytes).await;
     match created {
         Some(Err(message)) => {
             tracing::debug!(target: "group", %message, "offsets topic creation")

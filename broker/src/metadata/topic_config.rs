@@ -104,6 +104,10 @@ pub const TIMESTAMP_AFTER_MAX_MS: Bounds = Bounds {
 };
 
 const _: () = assert!(SEGMENT_BYTES_MIN >= engine::limits::SEGMENT_BYTES_MIN);
+const _: () = assert!(
+    crate::config::INTERNAL_TOPIC_SEGMENT_BYTES_MIN == SEGMENT_BYTES_MIN
+        && crate::config::INTERNAL_TOPIC_SEGMENT_BYTES_MAX == SEGMENT_BYTES.max as u64
+);
 const _: () = assert!(SEGMENT_BYTES.max <= engine::config::SEGMENT_BYTES.max);
 const _: () = assert!(MAX_MESSAGE_BYTES.min >= engine::config::MAX_MESSAGE_BYTES.min);
 

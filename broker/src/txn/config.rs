@@ -16,6 +16,9 @@ pub struct TxnSection {
     /// transaction.state.log.min.isr: -1 (the default) takes the topic default
     /// `min.insync.replicas` (Kafka's default is 2).
     pub state_log_min_isr: i32,
+    /// transaction.state.log.segment.bytes (Kafka's default 100 MiB): segments of
+    /// `__transaction_state`, which the log cleaner compacts once they roll.
+    pub state_log_segment_bytes: u64,
     /// transaction.max.timeout.ms: InitProducerId with a longer timeout gets
     /// INVALID_TRANSACTION_TIMEOUT.
     pub max_timeout_ms: i32,
@@ -43,6 +46,7 @@ impl Default for TxnSection {
             state_log_num_partitions: 50,
             state_log_replication_factor: -1,
             state_log_min_isr: -1,
+            state_log_segment_bytes: crate::config::INTERNAL_TOPIC_SEGMENT_BYTES,
             max_timeout_ms: 900_000,
             id_expiration_ms: 604_800_000,
             abort_timed_out_transaction_cleanup_interval_ms: 10_000,

@@ -40,6 +40,7 @@ pub async fn ensure_state_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, Txn
         config.state_log_num_partitions,
         config.state_log_replication_factor,
         config.state_log_min_isr,
+        config.state_log_segment_bytes,
     )
     .await;
     match created {
