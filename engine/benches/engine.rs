@@ -1,5 +1,5 @@
 //! Engine benchmarks: append (1 KiB / 16 KiB / 1 MiB batches, with and without a
-//! per-append fdatasync), reads, and the same disk's raw sequential buffered write bandwidth
+//! per-append fdatasync), reads, one cleaner round (compaction), and the same disk's raw sequential buffered write bandwidth
 //! and raw fdatasync latency, measured in the same run so the engine's numbers can be read
 //! as ratios of what the disk gives.
 //!
@@ -260,6 +260,232 @@ fn validate_records(c: &mut Criterion) {
     group.finish();
 }
 
+/// A batch of `records` keyed records (key `k<n>` for n from `first_key`, cycling over
+/// `keys`), each with a `value_bytes` value, offsets from 0 (the log assigns them).
+fn keyed_batch(first_key: u64, keys: u64, records: u64, value_bytes: usize) -> Bytes {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut raw = ((v << 1) ^ (v >> 63)) as u64;
+        while raw >= 0x80 {
+            out.push((raw & 0x7f) as u8 | 0x80);
+            raw >>= 7;
+        }
+        out.push(raw as u8);
+    }
+    let mut body = Vec::new();
+    let value = vec![0x5Au8; value_bytes];
+    for i in 0..records {
+        let key = format!("k{}", (first_key + i) % keys);
+        let mut r = vec![0u8];
+        varint(&mut r, 0);
+        varint(&mut r, i as i64);
+        varint(&mut r, key.len() as i64);
+        r.extend_from_slice(key.as_bytes());
+        varint(&mut r, value.len() as i64);
+        r.extend_from_slice(&value);
+        varint(&mut r, 0);
+        varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
+    let mut b = Vec::with_capacity(61 + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&((records - 1) as i32).to_be_bytes());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(records as i32).to_be_bytes());
+    b.extend_from_slice(&body);
+    let crc = engine::batch::batch_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// Cleaner throughput: one round over a log of `LOG_BYTES` of 1 KiB keyed records, in MB/s of
+/// dirty log; "overwrites" (1,000 keys: ~94% of the records go) and "unique" (every key once:
+/// everything stays, the round still reads, maps and copies it all).
+fn clean(c: &mut Criterion, quick: bool) {
+    const RECORD_VALUE_BYTES: usize = 1000;
+    const RECORDS_PER_BATCH: u64 = 16;
+    let log_bytes: u64 = if quick { 2 << 20 } else { 16 << 20 };
+    let batches = log_bytes / (RECORDS_PER_BATCH * 1024);
+    let mut group = c.benchmark_group("clean");
+    group.throughput(Throughput::Bytes(log_bytes));
+    for (name, keys) in [("overwrites", 1_000u64), ("unique", u64::MAX)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let rt = runtime();
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = bench_dir();
+                    total += rt.block_on(async {
+                        let config = LogConfig {
+                            segment_bytes: 1 << 20,
+                            ..LogConfig::default()
+                        };
+                        let (log, _) = Log::open(dir.path().join("log"), config).await.unwrap();
+                        for i in 0..batches {
+                            let batch = keyed_batch(
+                                i * RECORDS_PER_BATCH,
+                                keys,
+                                RECORDS_PER_BATCH,
+                                RECORD_VALUE_BYTES,
+                            );
+                            log.append(batch, 0).await.unwrap();
+                        }
+                        log.set_high_watermark(log.log_end_offset());
+                        log.write_producer_snapshot(log.active_segment_base(), b"", &[])
+                            .await
+                            .unwrap();
+                        let mut map = engine::OffsetMap::with_memory(64 << 20);
+                        let mut throttle = engine::Throttle::new(u64::MAX);
+                        let keep = |_: &engine::batch::BatchHeader| false;
+                        let start = Instant::now();
+                        let report = log
+                            .clean(engine::CleanOptions {
+                                now_ms: 0,
+                                last_stable_offset: i64::MAX,
+                                delete_retention_ms: 0,
+                                min_compaction_lag_ms: 0,
+                                map: &mut map,
+                                throttle: &mut throttle,
+                                retain_batch: &keep,
+                            })
+                            .await
+                            .unwrap();
+                        let took = start.elapsed();
+                        assert!(report.bytes_written > 0, "the round rewrote the log");
+                        took
+                    });
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Appends on one log while the same runtime (one shard) cleans another: 1 KiB appends (page
+/// cache) one after the other, their latency with the cleaner idle and with rounds running
+/// (unthrottled, and throttled to 50 MB/s), in alternating phases of the same run. Prints
+/// p50 / p99 / max and the p99 ratios (a thread-per-core shard runs the cleaner between its
+/// requests: this is what an append on that shard waits).
+fn clean_interference(quick: bool) {
+    let rt = runtime();
+    let appends = if quick { 200 } else { 5_000 };
+    let dirty_batches: u64 = if quick { 64 } else { 1_024 };
+    let rounds = if quick { 1 } else { 3 };
+    rt.block_on(async {
+        let dir = bench_dir();
+        let (hot, _) = Log::open(dir.path().join("hot"), log_config())
+            .await
+            .unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let (cold, _) = Log::open(dir.path().join("cold"), config).await.unwrap();
+        let cold = Rc::new(cold);
+        let data = batch(1024);
+        let mut phases: Vec<(&str, Vec<Duration>)> = vec![
+            ("idle", Vec::new()),
+            ("cleaning", Vec::new()),
+            ("cleaning 50MB/s", Vec::new()),
+        ];
+        for _ in 0..rounds {
+            for phase in phases.iter_mut() {
+                // Fresh dirty data for the cleaner: 16 MiB of overwrites.
+                let base = cold.log_end_offset() as u64;
+                for i in 0..dirty_batches {
+                    cold.append(keyed_batch(base + i * 16, 1_000, 16, 1000), 0)
+                        .await
+                        .unwrap();
+                }
+                cold.set_high_watermark(cold.log_end_offset());
+                cold.write_producer_snapshot(cold.active_segment_base(), b"", &[])
+                    .await
+                    .unwrap();
+                let stop = Rc::new(std::cell::Cell::new(false));
+                let cleaner = (phase.0 != "idle").then(|| {
+                    let (cold, stop) = (cold.clone(), stop.clone());
+                    let budget = if phase.0 == "cleaning" {
+                        u64::MAX
+                    } else {
+                        50_000_000
+                    };
+                    compio::runtime::spawn(async move {
+                        let mut map = engine::OffsetMap::with_memory(64 << 20);
+                        let mut throttle = engine::Throttle::new(budget);
+                        let keep = |_: &engine::batch::BatchHeader| false;
+                        let mut bytes = 0;
+                        while !stop.get() {
+                            let r = cold
+                                .clean(engine::CleanOptions {
+                                    now_ms: 0,
+                                    last_stable_offset: i64::MAX,
+                                    delete_retention_ms: 0,
+                                    min_compaction_lag_ms: 0,
+                                    map: &mut map,
+                                    throttle: &mut throttle,
+                                    retain_batch: &keep,
+                                })
+                                .await
+                                .unwrap();
+                            bytes += r.bytes_read;
+                            if r.dirty_to == r.dirty_from {
+                                compio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        }
+                        bytes
+                    })
+                });
+                for _ in 0..appends / rounds {
+                    let t = Instant::now();
+                    hot.append(data.clone(), 0).await.unwrap();
+                    phase.1.push(t.elapsed());
+                    // Let the cleaner run between appends, as requests arrive on a shard.
+                    compio::time::sleep(Duration::from_micros(200)).await;
+                }
+                stop.set(true);
+                if let Some(task) = cleaner {
+                    let _ = task.await;
+                }
+            }
+        }
+        let mut p99s = Vec::new();
+        println!(
+            "cleaner interference ({}): 1 KiB appends on a shard that cleans another log",
+            if quick {
+                "test mode, tiny sample"
+            } else {
+                "full"
+            }
+        );
+        for (name, mut lat) in phases {
+            lat.sort();
+            let p99 = percentile(&lat, 0.99);
+            println!(
+                "  {name:16} p50 {:?} p99 {:?} max {:?} ({} appends)",
+                percentile(&lat, 0.50),
+                p99,
+                lat.last().copied().unwrap_or_default(),
+                lat.len()
+            );
+            p99s.push(p99);
+        }
+        println!(
+            "  p99 ratio cleaning / idle {:.2}, throttled / idle {:.2}",
+            p99s[1].as_secs_f64() / p99s[0].as_secs_f64(),
+            p99s[2].as_secs_f64() / p99s[0].as_secs_f64()
+        );
+    });
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -373,6 +599,10 @@ fn main() {
         ratio_report(quick);
         return;
     }
+    if std::env::var("ENGINE_BENCH_CLEAN_ONLY").is_ok_and(|v| v == "1") {
+        clean_interference(quick);
+        return;
+    }
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -383,6 +613,8 @@ fn main() {
     raw_write(&mut c);
     append(&mut c);
     read(&mut c, quick);
+    clean(&mut c, quick);
     c.final_summary();
     ratio_report(quick);
+    clean_interference(quick);
 }

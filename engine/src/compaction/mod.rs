@@ -54,9 +54,9 @@ use records::{RecordView, rebuild};
 pub(crate) use txn::CleanedTxns;
 
 /// Bytes the cleaner reads from a segment per step (at least one whole batch).
-pub(crate) const CLEAN_CHUNK_BYTES: usize = 1024 * 1024;
+pub(crate) const CLEAN_CHUNK_BYTES: usize = 256 * 1024;
 /// Bytes of kept batches buffered before a write to the cleaned file.
-pub(crate) const CLEAN_WRITE_BYTES: usize = 1024 * 1024;
+pub(crate) const CLEAN_WRITE_BYTES: usize = 256 * 1024;
 
 /// File suffixes of the swap protocol.
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
