@@ -2,6 +2,7 @@
 """Compacted-topic client for sluice/tests/compaction.rs (issue 16), confluent-kafka.
 
   compaction_client.py --bootstrap HOST:PORT produce TOPIC ROUND KEYS [--delete K1,K2,...]
+      [--compression none|gzip|snappy|lz4|zstd]
       Writes one record per key k0..k{KEYS-1} (value "r<ROUND>-k<i>" padded to 100 bytes),
       or a tombstone for the keys listed in --delete, acks=all; prints
       `SUMMARY produced=N OK`.
@@ -25,7 +26,8 @@ TIMEOUT_S = 60
 
 def produce(args):
     # Small batches: the test broker rolls 16 KiB segments.
-    p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 4096})
+    p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": 4096, "compression.type": args.compression})
     deleted = set(filter(None, (args.delete or "").split(",")))
     failures = []
 
@@ -112,6 +114,7 @@ def main():
     ap.add_argument("round", nargs="?", type=int, default=0)
     ap.add_argument("keys", nargs="?", type=int, default=0)
     ap.add_argument("--delete")
+    ap.add_argument("--compression", default="none")
     args = ap.parse_args()
     {"produce": produce, "read": read, "keyless": keyless}[args.mode](args)
 

@@ -18,8 +18,9 @@
 //! as a producer's last (its sequence state) stays even when nothing in it is live. Only
 //! sealed segments below the high watermark, the last stable offset, the newest producer
 //! snapshot (so the `.txnindex` files are complete) and `min.compaction.lag.ms` are cleaned.
-//! Not yet: compressed batches are kept whole (their keys do not enter the map and their
-//! records are not filtered; a compressed batch of an aborted transaction goes whole).
+//! Compressed batches are inflated (at most `codec::CLEAN_INFLATED_BYTES_MAX` each; a larger
+//! one, or one that does not decompress, is kept whole and its keys stay out of the map) and
+//! a rebuilt one is deflated with its own codec.
 //!
 //! The swap protocol (crash-safe at every step; completed by `complete_swaps` at open):
 //! 1. the group's kept batches are written to `<base>-<end>.cleaned` and fdatasynced
@@ -33,6 +34,7 @@
 //! At open a `.cleaned` file is deleted (the originals are intact) and a `.swap` file is
 //! finished from step 3 (the originals may be partly gone; the swap has everything kept).
 
+mod codec;
 mod offset_map;
 mod records;
 mod throttle;
@@ -189,17 +191,29 @@ impl BatchCleaner<'_> {
             header.last_offset(),
         );
         let retain = header.producer_id() >= 0 && (self.retain_batch)(header);
-        if header.compression() != 0 {
-            // Not yet: compressed records are not filtered (module docs).
+        let codec = header.compression();
+        let inflated = if codec != 0 {
             if aborted && !retain {
                 return Outcome::Removed { records: count };
             }
-            out.extend_from_slice(batch);
-            return Outcome::Kept;
-        }
+            match codec::inflate(codec, &batch[BATCH_HEADER_BYTES..]) {
+                Some(plain) => Some(plain),
+                None => {
+                    tracing::warn!(target: "engine::cleaner", base_offset = header.base_offset(), codec, "compressed batch not inflated: kept whole");
+                    out.extend_from_slice(batch);
+                    return Outcome::Kept;
+                }
+            }
+        } else {
+            None
+        };
+        let section = match &inflated {
+            Some(plain) => plain.as_slice(),
+            None => &batch[BATCH_HEADER_BYTES..],
+        };
         let mut kept = Vec::new();
         let mut total = 0u64;
-        for record in records::records(batch, header) {
+        for record in records::records_in(section, header) {
             let Ok(record) = record else {
                 tracing::warn!(target: "engine::cleaner", base_offset = header.base_offset(), "malformed record in a batch: kept whole");
                 out.extend_from_slice(batch);
@@ -222,7 +236,9 @@ impl BatchCleaner<'_> {
             out.extend_from_slice(batch);
             return Outcome::Kept;
         }
-        rebuild(header, &kept, stamp.then(|| self.horizon()), out);
+        let compress = |plain: &[u8]| codec::deflate(codec, plain);
+        let compress: Option<&dyn Fn(&[u8]) -> Vec<u8>> = (codec != 0).then_some(&compress as _);
+        records::rebuild_with(header, &kept, stamp.then(|| self.horizon()), out, compress);
         Outcome::Rebuilt {
             records_removed: total - kept.len() as u64,
         }
@@ -277,9 +293,20 @@ pub(crate) fn map_batch(
         header.producer_id(),
         header.is_transactional(),
         header.last_offset(),
-    ) && header.compression() == 0
-    {
-        let keyed: Vec<(&[u8], i64)> = records::records(batch, header)
+    ) {
+        let inflated = match header.compression() {
+            0 => None,
+            codec => match codec::inflate(codec, &batch[BATCH_HEADER_BYTES..]) {
+                Some(plain) => Some(plain),
+                // Kept whole by the rewrite: its keys stay out of the map.
+                None => {
+                    map.set_latest_offset(header.last_offset());
+                    return true;
+                }
+            },
+        };
+        let section = inflated.as_deref().unwrap_or(&batch[BATCH_HEADER_BYTES..]);
+        let keyed: Vec<(&[u8], i64)> = records::records_in(section, header)
             .map_while(Result::ok)
             .filter_map(|r| Some((r.key?, r.offset)))
             .collect();
@@ -506,6 +533,82 @@ mod tests {
             parse_swap_name("00000000000000000042.log", SWAP_SUFFIX),
             None
         );
+    }
+
+    /// `batch` with its records section compressed by `codec` (attributes and CRC updated).
+    fn compressed(batch: &[u8], codec: i16) -> Vec<u8> {
+        let mut h = *BatchHeader::parse(batch).unwrap();
+        h.attributes = (h.attributes() | codec).into();
+        let mut out = zerocopy::IntoBytes::as_bytes(&h).to_vec();
+        out.extend_from_slice(&codec::deflate(codec, &batch[BATCH_HEADER_BYTES..]));
+        let len = (out.len() - 12) as i32;
+        out[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = batch_crc(&out);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn compressed_batches_are_filtered_and_keep_their_codec() {
+        for codec in 1..=4i16 {
+            let b1 = compressed(
+                &keyed_batch(0, 1_000, &[(b"a", Some(b"1")), (b"b", Some(b"1"))]),
+                codec,
+            );
+            let b2 = compressed(
+                &keyed_batch(2, 2_000, &[(b"a", Some(b"2")), (b"c", Some(b"2"))]),
+                codec,
+            );
+            let mut map = OffsetMap::with_memory(1 << 20);
+            let mut txns = CleanedTxns::new(&[]);
+            for b in [&b1, &b2] {
+                crate::batch::validate_batch(b, u32::MAX, false).expect("a valid compressed batch");
+                assert!(map_batch(
+                    &mut map,
+                    &mut txns,
+                    b,
+                    BatchHeader::parse(b).unwrap()
+                ));
+            }
+            assert_eq!(
+                map.get(b"a"),
+                2,
+                "codec {codec}: keys of compressed records are mapped"
+            );
+            let never = |_: &BatchHeader| false;
+            let mut cleaner = BatchCleaner {
+                map: &map,
+                txns: CleanedTxns::new(&[]),
+                now_ms: 10_000,
+                delete_retention_ms: 0,
+                retain_batch: &never,
+                retained_aborts: Vec::new(),
+            };
+            let mut out = Vec::new();
+            let outcome = cleaner.clean(&b1, BatchHeader::parse(&b1).unwrap(), &mut out);
+            assert_eq!(
+                outcome,
+                Outcome::Rebuilt { records_removed: 1 },
+                "codec {codec}"
+            );
+            let (h, len) = crate::batch::validate_batch(&out, u32::MAX, false).expect("valid");
+            assert_eq!(
+                (len, h.compression(), h.records_count(), h.last_offset()),
+                (out.len(), codec, 1, 1)
+            );
+            let plain = codec::inflate(codec, &out[BATCH_HEADER_BYTES..]).expect("inflates");
+            let kept: Vec<_> = records::records_in(&plain, h).map(Result::unwrap).collect();
+            assert_eq!(
+                (kept[0].offset, kept[0].key, kept[0].value),
+                (1, Some(&b"b"[..]), &b"1"[..])
+            );
+            let mut out = Vec::new();
+            assert_eq!(
+                cleaner.clean(&b2, BatchHeader::parse(&b2).unwrap(), &mut out),
+                Outcome::Kept
+            );
+            assert_eq!(out, b2);
+        }
     }
 
     #[test]

@@ -42,9 +42,19 @@ pub(crate) fn records<'a>(
     batch: &'a [u8],
     header: &BatchHeader,
 ) -> impl Iterator<Item = Result<RecordView<'a>, Malformed>> + 'a {
+    records_in(&batch[BATCH_HEADER_BYTES.min(batch.len())..], header)
+}
+
+/// The records of a records section (`header`'s batch after its header, inflated if the
+/// batch is compressed), in order.
+pub(crate) fn records_in<'a>(
+    section: &'a [u8],
+    header: &BatchHeader,
+) -> impl Iterator<Item = Result<RecordView<'a>, Malformed>> + 'a {
+    let batch = section;
     let base_offset = header.base_offset();
     let base_timestamp = header.base_timestamp();
-    let mut at = BATCH_HEADER_BYTES;
+    let mut at = 0;
     let mut failed = false;
     std::iter::from_fn(move || {
         if failed || at >= batch.len() {
@@ -136,11 +146,23 @@ pub(crate) fn control_type(batch: &[u8], header: &BatchHeader) -> Option<Control
 /// base timestamp (attribute bit 6, KIP-534) and each record's timestamp delta is re-encoded
 /// against it; otherwise the base timestamp stays. The max timestamp is recomputed from the
 /// kept records (CreateTime), as Kafka's rebuilt batches do, or kept (LogAppendTime).
+/// A compressed batch's records are written through `compress` (the batch's codec).
 pub(crate) fn rebuild(
     header: &BatchHeader,
     kept: &[RecordView<'_>],
     delete_horizon_ms: Option<i64>,
     out: &mut Vec<u8>,
+) {
+    rebuild_with(header, kept, delete_horizon_ms, out, None)
+}
+
+/// [`rebuild`] with the records section passed through `compress` before it is written.
+pub(crate) fn rebuild_with(
+    header: &BatchHeader,
+    kept: &[RecordView<'_>],
+    delete_horizon_ms: Option<i64>,
+    out: &mut Vec<u8>,
+    compress: Option<&dyn Fn(&[u8]) -> Vec<u8>>,
 ) {
     assert!(!kept.is_empty(), "a rebuilt batch keeps a record");
     let start = out.len();
@@ -156,10 +178,12 @@ pub(crate) fn rebuild(
         h.max_timestamp = max.into();
     }
     out.extend_from_slice(zerocopy::IntoBytes::as_bytes(&h));
+    let mut plain = Vec::new();
+    let section: &mut Vec<u8> = if compress.is_some() { &mut plain } else { out };
     let mut body = Vec::new();
     for r in kept {
         if base_timestamp == header.base_timestamp() {
-            out.extend_from_slice(r.bytes);
+            section.extend_from_slice(r.bytes);
             continue;
         }
         // attributes | new timestamp delta | the rest as it was
@@ -167,8 +191,11 @@ pub(crate) fn rebuild(
         body.push(r.bytes[varlong_len(r.bytes)]);
         put_varlong(&mut body, r.timestamp.wrapping_sub(base_timestamp));
         body.extend_from_slice(&r.bytes[r.offset_delta_at..]);
-        put_varlong(out, body.len() as i64);
-        out.extend_from_slice(&body);
+        put_varlong(section, body.len() as i64);
+        section.extend_from_slice(&body);
+    }
+    if let Some(compress) = compress {
+        out.extend_from_slice(&compress(&plain));
     }
     let total = out.len() - start;
     let batch_length = (total - 12) as i32;
