@@ -236,9 +236,7 @@ impl BatchCleaner<'_> {
             out.extend_from_slice(batch);
             return Outcome::Kept;
         }
-        let compress = |plain: &[u8]| codec::deflate(codec, plain);
-        let compress: Option<&dyn Fn(&[u8]) -> Vec<u8>> = (codec != 0).then_some(&compress as _);
-        records::rebuild_with(header, &kept, stamp.then(|| self.horizon()), out, compress);
+        rebuild(header, &kept, stamp.then(|| self.horizon()), out);
         Outcome::Rebuilt {
             records_removed: total - kept.len() as u64,
         }

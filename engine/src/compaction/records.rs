@@ -146,24 +146,14 @@ pub(crate) fn control_type(batch: &[u8], header: &BatchHeader) -> Option<Control
 /// base timestamp (attribute bit 6, KIP-534) and each record's timestamp delta is re-encoded
 /// against it; otherwise the base timestamp stays. The max timestamp is recomputed from the
 /// kept records (CreateTime), as Kafka's rebuilt batches do, or kept (LogAppendTime).
-/// A compressed batch's records are written through `compress` (the batch's codec).
+/// A compressed batch's records section is deflated again with the batch's codec.
 pub(crate) fn rebuild(
     header: &BatchHeader,
     kept: &[RecordView<'_>],
     delete_horizon_ms: Option<i64>,
     out: &mut Vec<u8>,
 ) {
-    rebuild_with(header, kept, delete_horizon_ms, out, None)
-}
-
-/// [`rebuild`] with the records section passed through `compress` before it is written.
-pub(crate) fn rebuild_with(
-    header: &BatchHeader,
-    kept: &[RecordView<'_>],
-    delete_horizon_ms: Option<i64>,
-    out: &mut Vec<u8>,
-    compress: Option<&dyn Fn(&[u8]) -> Vec<u8>>,
-) {
+    let codec = header.compression();
     assert!(!kept.is_empty(), "a rebuilt batch keeps a record");
     let start = out.len();
     let mut h = *header;
@@ -179,7 +169,7 @@ pub(crate) fn rebuild_with(
     }
     out.extend_from_slice(zerocopy::IntoBytes::as_bytes(&h));
     let mut plain = Vec::new();
-    let section: &mut Vec<u8> = if compress.is_some() { &mut plain } else { out };
+    let section: &mut Vec<u8> = if codec != 0 { &mut plain } else { out };
     let mut body = Vec::new();
     for r in kept {
         if base_timestamp == header.base_timestamp() {
@@ -194,8 +184,8 @@ pub(crate) fn rebuild_with(
         put_varlong(section, body.len() as i64);
         section.extend_from_slice(&body);
     }
-    if let Some(compress) = compress {
-        out.extend_from_slice(&compress(&plain));
+    if codec != 0 {
+        out.extend_from_slice(&super::codec::deflate(codec, &plain));
     }
     let total = out.len() - start;
     let batch_length = (total - 12) as i32;
