@@ -49,7 +49,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, free_ports, read_lossy};
 use common::tail;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -194,14 +194,14 @@ impl Run {
         let stack = JavaStack::locate().unwrap_or_else(|e| panic!("{e:#}"));
         let started = Instant::now();
         let cluster = Cluster::start(NODES);
-        wait_for_brokers(&cluster);
+        cluster.wait_for_brokers(STEP_TIMEOUT);
         create_lines_topic(&cluster);
         let dir = cluster.dir().to_path_buf();
         let source_file = dir.join("source.txt");
         let sink_file = dir.join("sink.txt");
         File::create(&source_file).expect("create the source file");
         let log4j = dir.join("connect-log4j2.properties");
-        std::fs::write(&log4j, LOG4J2).expect("write the log4j2 config");
+        std::fs::write(&log4j, common::CONNECT_LOG4J2).expect("write the log4j2 config");
         let count = if exactly_once { 3 } else { 2 };
         let ports = free_ports(count);
         let mut workers: Vec<Worker> = (0..count)
@@ -342,7 +342,7 @@ impl Run {
     /// (ListOffsets latest, read_committed and read_uncommitted, on one connection) until a
     /// transaction is open on it; returns (last stable offset, high watermark).
     fn wait_open_transaction(&mut self) -> (i64, i64) {
-        let leader = leader_of(&self.cluster, TOPIC);
+        let leader = self.cluster.leader_of(TOPIC, 0, STEP_TIMEOUT);
         let mut client = self.cluster.connect(leader);
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut appended = Instant::now();
@@ -465,7 +465,7 @@ impl Run {
     }
 
     fn broker_kill_and_restart(&mut self) {
-        let leader = leader_of(&self.cluster, TOPIC);
+        let leader = self.cluster.leader_of(TOPIC, 0, STEP_TIMEOUT);
         eprintln!("SIGKILL node {leader}, leader of {TOPIC}-0");
         self.cluster.kill(leader);
         self.append_and_wait("lines while the old leader is down");
@@ -493,7 +493,7 @@ impl Run {
         self.cluster.stop_many(&nodes);
         eprintln!("workers and brokers stopped; starting everything again");
         self.cluster.restart_many(&nodes);
-        wait_for_brokers(&self.cluster);
+        self.cluster.wait_for_brokers(STEP_TIMEOUT);
         for i in 0..self.workers.len() {
             self.workers[i].start(&self.stack);
         }
@@ -921,42 +921,6 @@ fn worker_properties(bootstrap: &str, port: u16, group: &str, exactly_once: bool
         .collect::<String>()
 }
 
-/// Connect's INFO log to the worker's log file (Kafka's client INFO noise at WARN).
-const LOG4J2: &str = "\
-status = warn
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c:%L)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = OUT
-logger.clients.name = org.apache.kafka.clients
-logger.clients.level = WARN
-logger.config.name = org.apache.kafka.common.config
-logger.config.level = WARN
-logger.isolation.name = org.apache.kafka.connect.runtime.isolation
-logger.isolation.level = WARN
-logger.reflections.name = org.reflections
-logger.reflections.level = ERROR
-";
-
-fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    // Hold every listener until all are picked, so the ports differ.
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
 fn cleanup_policy(cluster: &Cluster, topic: &str) -> Result<String, String> {
     let req = DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
@@ -1061,7 +1025,7 @@ fn list_offsets_latest(isolation: i8) -> ListOffsetsRequest {
 /// How many transactions the lines topic holds, committed and aborted (its control batches,
 /// read from the leader), for the report.
 fn transactions_in_lines_topic(cluster: &Cluster) -> String {
-    let leader = leader_of(cluster, TOPIC);
+    let leader = cluster.leader_of(TOPIC, 0, STEP_TIMEOUT);
     let (mut commits, mut aborts, mut offset) = (0, 0, 0i64);
     loop {
         let req = FetchRequest::default()
@@ -1141,22 +1105,6 @@ fn control_type(records: &[u8]) -> Option<i16> {
     Some(i16::from_be_bytes([key[2], key[3]]))
 }
 
-fn wait_for_brokers(cluster: &Cluster) {
-    cluster.wait_until("every node lists every broker", STEP_TIMEOUT, |c| {
-        for node in c.node_ids() {
-            let md = c.try_metadata(node, None)?;
-            if md.brokers.len() != c.len() || md.controller_id.0 < 0 {
-                return Err(format!(
-                    "node {node}: {} brokers, controller {}",
-                    md.brokers.len(),
-                    md.controller_id.0
-                ));
-            }
-        }
-        Ok(())
-    });
-}
-
 fn create_lines_topic(cluster: &Cluster) {
     let req = CreateTopicsRequest::default()
         .with_topics(vec![
@@ -1173,25 +1121,6 @@ fn create_lines_topic(cluster: &Cluster) {
         .with_timeout_ms(30_000);
     cluster.create_topic(&req, STEP_TIMEOUT);
     wait_fully_replicated(cluster, TOPIC);
-}
-
-/// The leader of `topic`-0 as node 0 or any running node reports it.
-fn leader_of(cluster: &Cluster, topic: &str) -> i32 {
-    let mut leader = -1;
-    cluster.wait_until(&format!("a leader of {topic}-0"), STEP_TIMEOUT, |c| {
-        let md = c.try_metadata(c.node_ids()[0], Some(&[topic]))?;
-        let p = md
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or("no partition")?;
-        if p.error_code != 0 || p.leader_id.0 < 0 {
-            return Err(format!("error {} leader {}", p.error_code, p.leader_id.0));
-        }
-        leader = p.leader_id.0;
-        Ok(())
-    });
-    leader
 }
 
 /// Every node reports every partition of `topic` with a leader and all nodes in the ISR.

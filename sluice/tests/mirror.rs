@@ -29,12 +29,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, read_lossy};
 use common::tail;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
@@ -83,7 +83,7 @@ fn mirror_maker_2_replicates_records_and_group_offsets() {
     // 2. More records; the leader of partition 0 on A is SIGKILLed; the group reads and
     // commits while it is down, MM2 mirrors from the new leaders; the node comes back.
     run.produce(FIRST_RECORDS, SECOND_RECORDS);
-    let leader = leader_of_partition_0(&run.source);
+    let leader = run.source.leader_of(TOPIC, 0, JAVA_STEP_TIMEOUT);
     eprintln!("SIGKILL node {leader} of A, leader of {TOPIC}-0");
     run.source.kill(leader);
     let committed = run.consume(SECOND_RECORDS);
@@ -145,7 +145,7 @@ impl Run {
         )
         .expect("write mm2.properties");
         let log4j = dir.join("mm2-log4j2.properties");
-        std::fs::write(&log4j, LOG4J2).expect("write the log4j2 config");
+        std::fs::write(&log4j, common::CONNECT_LOG4J2).expect("write the log4j2 config");
         self.mm2_log = dir.join("mm2.log");
         let log = OpenOptions::new()
             .create(true)
@@ -374,23 +374,6 @@ fn mm2_properties(source: &str, target: &str) -> String {
         .collect()
 }
 
-/// MirrorMaker's INFO log to its log file (Kafka's client INFO noise at WARN).
-const LOG4J2: &str = "\
-status = warn
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c:%L)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = OUT
-logger.clients.name = org.apache.kafka.clients
-logger.clients.level = WARN
-logger.config.name = org.apache.kafka.common.config
-logger.config.level = WARN
-logger.isolation.name = org.apache.kafka.connect.runtime.isolation
-logger.isolation.level = WARN
-";
-
 /// `KEY [TOPIC] PARTITION OFFSET` lines -> partition -> offset; with `topic`, only its lines
 /// (the line has the topic), without, lines `KEY PARTITION OFFSET`.
 fn parse_offsets(out: &str, key: &str, topic: Option<&str>) -> BTreeMap<i32, i64> {
@@ -460,29 +443,4 @@ fn create_topic(cluster: &Cluster) {
             ))
         }
     });
-}
-
-/// The leader of `TOPIC`-0 as a node of `cluster` reports it.
-fn leader_of_partition_0(cluster: &Cluster) -> i32 {
-    let mut leader = -1;
-    cluster.wait_until(&format!("a leader of {TOPIC}-0"), JAVA_STEP_TIMEOUT, |c| {
-        let md = c.try_metadata(0, Some(&[TOPIC]))?;
-        let p = md
-            .topics
-            .first()
-            .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
-            .ok_or("no partition 0")?;
-        if p.error_code != 0 || p.leader_id.0 < 0 {
-            return Err(format!("error {} leader {}", p.error_code, p.leader_id.0));
-        }
-        leader = p.leader_id.0;
-        Ok(())
-    });
-    leader
-}
-
-fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }

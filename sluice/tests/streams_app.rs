@@ -157,7 +157,7 @@ fn streams_join_restores_from_changelog_survives_broker_kill_and_purges_repartit
     );
 
     // 2. A broker SIGKILL while the app works.
-    let node = leader_of(&cluster, &repartition, 0);
+    let node = cluster.leader_of(&repartition, 0, WAIT_TIMEOUT);
     cluster.kill(node);
     let at_kill = counts_before_result(&mut driver, &mut cluster, "killed", "the broker kill");
     let during = driver.progress_at_least(&mut cluster, at_kill + 1);
@@ -365,53 +365,12 @@ fn cleanup_policy(cluster: &Cluster, topic: &str) -> String {
     policy
 }
 
-/// The leader of `topic`-`partition` as some node's Metadata names it.
-fn leader_of(cluster: &Cluster, topic: &str, partition: i32) -> i32 {
-    let mut leader = -1;
-    cluster.wait_until(
-        &format!("a leader of {topic}-{partition}"),
-        WAIT_TIMEOUT,
-        |c| {
-            leader = try_leader_of(c, topic, partition)?;
-            Ok(())
-        },
-    );
-    leader
-}
-
-fn try_leader_of(cluster: &Cluster, topic: &str, partition: i32) -> Result<i32, String> {
-    let mut last = String::new();
-    for node in cluster.node_ids() {
-        let md = match cluster.try_metadata(node, Some(&[topic])) {
-            Ok(md) => md,
-            Err(e) => {
-                last = format!("node {node}: {e}");
-                continue;
-            }
-        };
-        let found = md
-            .topics
-            .first()
-            .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition));
-        match found {
-            Some(p) if p.error_code == 0 && p.leader_id.0 >= 0 => return Ok(p.leader_id.0),
-            other => {
-                last = format!(
-                    "node {node}: {topic}-{partition}: {:?}",
-                    other.map(|p| (p.error_code, p.leader_id.0))
-                )
-            }
-        }
-    }
-    Err(last)
-}
-
 /// (log start offset, end offset) of every partition of `topic`: ListOffsets (v7) earliest
 /// and latest from its leader.
 fn start_and_end_offsets(cluster: &Cluster, topic: &str) -> Result<Vec<(i64, i64)>, String> {
     (0..PARTITIONS)
         .map(|partition| {
-            let leader = try_leader_of(cluster, topic, partition)?;
+            let leader = cluster.try_leader_of(topic, partition)?;
             let mut answer = [0i64; 2];
             for (i, timestamp) in [-2i64, -1].into_iter().enumerate() {
                 let req = ListOffsetsRequest::default()

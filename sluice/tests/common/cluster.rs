@@ -419,6 +419,61 @@ impl Cluster {
     }
 
     /// A raw (panicking) Kafka connection to one node.
+    /// The leader of `topic`-`partition` as the first node that knows it answers.
+    pub fn try_leader_of(&self, topic: &str, partition: i32) -> Result<i32, String> {
+        let mut last = String::new();
+        for node in self.node_ids() {
+            let md = match self.try_metadata(node, Some(&[topic])) {
+                Ok(md) => md,
+                Err(e) => {
+                    last = format!("node {node}: {e}");
+                    continue;
+                }
+            };
+            let found = md
+                .topics
+                .first()
+                .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition));
+            match found {
+                Some(p) if p.error_code == 0 && p.leader_id.0 >= 0 => return Ok(p.leader_id.0),
+                other => {
+                    last = format!(
+                        "node {node}: {topic}-{partition}: {:?}",
+                        other.map(|p| (p.error_code, p.leader_id.0))
+                    )
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// [`Cluster::try_leader_of`] until it names one, within `timeout`.
+    pub fn leader_of(&self, topic: &str, partition: i32, timeout: Duration) -> i32 {
+        let mut leader = -1;
+        self.wait_until(&format!("a leader of {topic}-{partition}"), timeout, |c| {
+            leader = c.try_leader_of(topic, partition)?;
+            Ok(())
+        });
+        leader
+    }
+
+    /// Until every node's Metadata lists every broker and a controller, within `timeout`.
+    pub fn wait_for_brokers(&self, timeout: Duration) {
+        self.wait_until("every node lists every broker", timeout, |c| {
+            for node in c.node_ids() {
+                let md = c.try_metadata(node, None)?;
+                if md.brokers.len() != c.len() || md.controller_id.0 < 0 {
+                    return Err(format!(
+                        "node {node}: {} brokers, controller {}",
+                        md.brokers.len(),
+                        md.controller_id.0
+                    ));
+                }
+            }
+            Ok(())
+        });
+    }
+
     pub fn connect(&self, node: i32) -> RawClient {
         RawClient::connect(self.kafka_addr(node))
     }
@@ -612,7 +667,7 @@ pub fn unix_ms(t: SystemTime) -> u128 {
 /// `count` distinct free loopback ports: all bound at once (so the kernel hands out distinct
 /// ones), then released for the nodes to take. Another process could take one in between; the
 /// node then fails to start and says so in its log.
-fn free_ports(count: usize) -> Vec<u16> {
+pub fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
@@ -706,7 +761,7 @@ pub fn try_call<Req: Encodable, Resp: Decodable>(
     Resp::decode(&mut payload, version).map_err(|e| format!("{addr}: decode response: {e}"))
 }
 
-fn read_lossy(path: &Path) -> String {
+pub fn read_lossy(path: &Path) -> String {
     let mut buf = Vec::new();
     if let Ok(mut f) = File::open(path) {
         let _ = f.read_to_end(&mut buf);

@@ -576,3 +576,23 @@ pub fn tail(s: &str, bytes: usize) -> String {
     }
     format!("[...]{}", &s[start..])
 }
+
+/// Kafka Connect's and MirrorMaker 2's log4j2 config for the tests: INFO to stdout (their log
+/// file), Kafka's client and config INFO noise at WARN.
+pub const CONNECT_LOG4J2: &str = "\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c:%L)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+logger.config.name = org.apache.kafka.common.config
+logger.config.level = WARN
+logger.isolation.name = org.apache.kafka.connect.runtime.isolation
+logger.isolation.level = WARN
+logger.reflections.name = org.reflections
+logger.reflections.level = ERROR
+";
