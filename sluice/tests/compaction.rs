@@ -90,9 +90,12 @@ fn compacted_topic_keeps_the_latest_value_per_key_through_restarts_and_kills() {
         ],
     );
 
-    // A record without a key is refused.
-    let keyless = run_client(Client::Compaction, &broker, &["keyless", TOPIC]);
-    assert_eq!(keyless.field("error"), "INVALID_RECORD");
+    // A record without a key is refused, in a plain batch and in a compressed one.
+    for compression in ["none", "zstd"] {
+        let args = ["keyless", TOPIC, "--compression", compression];
+        let keyless = run_client(Client::Compaction, &broker, &args);
+        assert_eq!(keyless.field("error"), "INVALID_RECORD", "{compression}");
+    }
 
     // Rounds of every key; the last one deletes the first 30 keys.
     let deleted: String = (0..30)

@@ -98,7 +98,8 @@ def read(args):
 
 
 def keyless(args):
-    p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "retries": 0})
+    p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "retries": 0,
+                  "compression.type": args.compression})
     errors = []
     p.produce(args.topic, value=b"no key", on_delivery=lambda err, _m: errors.append(err))
     p.flush(TIMEOUT_S)

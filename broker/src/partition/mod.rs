@@ -1024,7 +1024,8 @@ impl Partition {
             }
             if h.compression() != 0 {
                 check_compressed_count(h, batch.bytes(), batches.len(), pos)?;
-            } else if compacted && engine::compaction::has_keyless_record(batch.bytes()) {
+            }
+            if compacted && engine::compaction::has_keyless_record(batch.bytes()) {
                 return Err(AppendFailure::InvalidRecord(KEYLESS_RECORD_REFUSAL));
             }
             pos += batch.len();

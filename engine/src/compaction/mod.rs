@@ -259,17 +259,27 @@ impl BatchCleaner<'_> {
     }
 }
 
-/// Whether an uncompressed batch (whole, validated) holds a record without a key, or one
-/// that cannot be read: a compacted topic refuses it (Kafka's LogValidator: "Compacted
-/// topic cannot accept message without key"). Compressed batches are not looked into.
+/// Whether a batch (whole, validated) holds a record without a key, or one that cannot be
+/// read: a compacted topic refuses it (Kafka's LogValidator: "Compacted topic cannot accept
+/// message without key"). A compressed batch is inflated for it (a second pass besides the
+/// leader's record count, on compacted topics only); one that does not inflate within the
+/// cleaner's bound is not refused here (the record count already refused a corrupt one).
 pub fn has_keyless_record(batch: &[u8]) -> bool {
     let Some(header) = BatchHeader::parse(batch) else {
         return true;
     };
-    if header.compression() != 0 {
-        return false;
-    }
-    records::records(batch, header).any(|r| r.map_or(true, |r| r.key.is_none()))
+    let inflated;
+    let section = match header.compression() {
+        0 => &batch[BATCH_HEADER_BYTES.min(batch.len())..],
+        codec => match codec::inflate(codec, &batch[BATCH_HEADER_BYTES.min(batch.len())..]) {
+            Some(plain) => {
+                inflated = plain;
+                &inflated[..]
+            }
+            None => return false,
+        },
+    };
+    records::records_in(section, header).any(|r| r.map_or(true, |r| r.key.is_none()))
 }
 
 /// Adds the keys of one batch to the map (the dirty-range pass). Returns false, adding
