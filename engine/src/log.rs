@@ -1336,11 +1336,17 @@ impl Log {
             let mut total: u64 = s.segments.values().map(|seg| seg.size).sum();
             let active = s.active().base_offset;
             let mut doomed = Vec::new();
+            let mut next_bases = s.segments.keys().skip(1);
             for seg in s.segments.values() {
+                let next_base = next_bases.next().copied().unwrap_or(i64::MAX);
                 if seg.base_offset == active || seg.next_offset > s.high_watermark {
                     break;
                 }
-                let below_start = seg.next_offset <= s.log_start_offset;
+                // Below the log start by its whole range, up to the next segment's base (as
+                // Kafka's deleteLogStartOffsetBreachedSegments): a cleaned segment's last
+                // offset can be far below that base, and deleting it by its last offset would
+                // move the log start over offsets a consumer may still hold.
+                let below_start = next_base <= s.log_start_offset;
                 let expired = self.config.retention_ms >= 0
                     && seg.max_timestamp >= 0
                     && now_ms - seg.max_timestamp > self.config.retention_ms;

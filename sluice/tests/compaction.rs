@@ -26,12 +26,17 @@ const KILL_ROUNDS: u32 = 6;
 /// so that the kills land inside rounds).
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The broker's config; its HTTP listener on a fixed free port (the same across restarts).
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("sluice.toml");
+    let http = format!("127.0.0.1:{}", common::cluster::free_ports(1)[0]);
     std::fs::write(
         &path,
-        "[log]\nsegment_bytes = 16384\nhousekeeping_interval_ms = 200\n\
-         [cleaner]\nbackoff_ms = 100\nio_max_bytes_per_second = 200000\n",
+        format!(
+            "[log]\nsegment_bytes = 16384\nhousekeeping_interval_ms = 200\n\
+         [cleaner]\nbackoff_ms = 100\nio_max_bytes_per_second = 200000\n\
+         [http]\naddr = \"{http}\"\n"
+        ),
     )
     .expect("write config");
     path
@@ -128,6 +133,7 @@ fn compacted_topic_keeps_the_latest_value_per_key_through_restarts_and_kills() {
 
     broker.restart();
     read(&broker, last, &deleted);
+    cleaner_state_is_described(&broker);
 
     // SIGKILL at seeded moments while new rounds are written and cleaned.
     let seed: u64 = std::env::var("SLUICE_COMPACTION_SEED")
@@ -209,4 +215,42 @@ fn compressed_batches_are_compacted_with_their_codec() {
         );
     }
     broker.stop();
+}
+
+/// `sluice topic describe --http-addr` shows where the cleaner stands on the partition: the
+/// first dirty offset has moved past the start (rounds ran) and the ratio is a number.
+fn cleaner_state_is_described(broker: &Broker) {
+    let http = common::metrics::http_addr(broker); // fixed in the config: the same after restarts
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "topic",
+            "describe",
+            TOPIC,
+            "--bootstrap",
+            broker.addr(),
+            "--http-addr",
+            &http,
+        ])
+        .output()
+        .expect("run sluice topic describe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "topic describe failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = stdout
+        .split_once("cleaner (replicas on")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("no cleaner table:\n{stdout}"));
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("0"))
+        .unwrap_or_else(|| panic!("no partition 0 row:\n{stdout}"))
+        .split_whitespace()
+        .collect();
+    let first_dirty: i64 = row[2].parse().expect("first dirty offset");
+    let ratio: f64 = row[6].parse().expect("dirty ratio");
+    assert!(first_dirty > 0 && (0.0..=1.0).contains(&ratio), "{stdout}");
+    eprintln!("{stdout}");
 }

@@ -79,6 +79,7 @@ fn serve(stream: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
             render_metrics(shared),
         ),
         ("GET", "/v1/status") => ("200 OK", "application/json", render_status(shared)),
+        ("GET", "/v1/cleaner") => ("200 OK", "application/json", render_cleaner(shared)),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",
@@ -203,6 +204,70 @@ fn render_metrics(shared: &Arc<Shared>) -> String {
         open_connections: &open,
         snapshots: &snapshots,
     })
+}
+
+/// `/v1/cleaner`: every compacted partition replica on this node with where the log cleaner
+/// stands (`engine::DirtyStats`), as `sluice topic describe --http-addr` prints it. Shards
+/// that do not answer within `SHARD_ANSWER_TIMEOUT` are left out.
+fn render_cleaner(shared: &Arc<Shared>) -> String {
+    let shards = shared.shard_count();
+    let (tx, rx) = mpsc::channel::<Vec<serde_json::Value>>();
+    for id in 0..shards {
+        let tx = tx.clone();
+        let task: ShardTask = Box::new(move |shard: &Rc<Shard>| {
+            let _ = tx.send(cleaner_rows(shard));
+            Box::pin(async {})
+        });
+        let _ = shared.mesh[id].try_send(task);
+    }
+    drop(tx);
+    let mut rows = Vec::new();
+    let deadline = Instant::now() + SHARD_ANSWER_TIMEOUT;
+    for _ in 0..shards {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(_) => break,
+        }
+    }
+    rows.sort_by_key(|r| {
+        (
+            r["topic"].as_str().unwrap_or("").to_string(),
+            r["partition"].as_i64(),
+        )
+    });
+    serde_json::json!({ "partitions": rows }).to_string()
+}
+
+/// Runs on the shard: its compacted partitions' cleaner state.
+fn cleaner_rows(shard: &Rc<Shard>) -> Vec<serde_json::Value> {
+    let now_ms = crate::partition::now_ms();
+    let partitions: Vec<Rc<Partition>> = shard
+        .partitions
+        .borrow()
+        .values()
+        .flat_map(|v| v.iter().flatten().cloned())
+        .collect();
+    partitions
+        .iter()
+        .filter(|p| !p.is_retired() && p.config.borrow().cleanup_policy.compacts())
+        .map(|p| {
+            let lag = p.config.borrow().min_compaction_lag_ms;
+            let s = p.log.dirty_stats(now_ms, p.last_stable_offset(), lag);
+            serde_json::json!({
+                "topic": p.topic,
+                "partition": p.index,
+                "shard": shard.id.0,
+                "log_start_offset": p.log.log_start_offset(),
+                "log_end_offset": p.log.log_end_offset(),
+                "first_dirty_offset": s.first_dirty_offset,
+                "first_uncleanable_offset": s.first_uncleanable_offset,
+                "clean_bytes": s.clean_bytes,
+                "dirty_bytes": s.dirty_bytes,
+                "uncleanable_bytes": s.uncleanable_bytes,
+                "dirty_ratio": s.dirty_ratio(),
+            })
+        })
+        .collect()
 }
 
 fn render_status(shared: &Arc<Shared>) -> String {

@@ -31,6 +31,7 @@ enum Op {
     Clean,
     Reopen,
     DeleteRecordsHalf,
+    Retention,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,6 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Clean),
         1 => Just(Op::Reopen),
         1 => Just(Op::DeleteRecordsHalf),
+        1 => Just(Op::Retention),
     ]
 }
 
@@ -142,6 +144,8 @@ async fn run_ops(ops: Vec<Op>) -> usize {
     let mut map = OffsetMap::with_memory(1 << 20);
     let mut throttle = Throttle::new(u64::MAX);
     let never = |_: &BatchHeader| false;
+    // Only DeleteRecords moves the log start of a compacted log (no time or size retention).
+    let mut log_start = 0;
     for (step, op) in ops.into_iter().enumerate() {
         let label = format!("step {step} {op:?}");
         match op {
@@ -208,9 +212,17 @@ async fn run_ops(ops: Vec<Op>) -> usize {
                 log.delete_records_before(target)
                     .await
                     .expect("delete records");
+                log_start = log_start.max(target);
+            }
+            Op::Retention => {
+                log.enforce_retention(now_ms).await.expect("retention");
             }
         }
         let start = log.log_start_offset();
+        assert_eq!(
+            start, log_start,
+            "{label}: the log start moved without DeleteRecords"
+        );
         let all = read_log(&log, start).await;
         check(&model, &all, start, now_ms, &label);
         // A consumer from any offset sees the same records from there on.

@@ -47,8 +47,13 @@ pub enum TopicCommand {
     },
     /// List topics, one name per line.
     List,
-    /// Partitions (leader, replicas, ISR) and configs of a topic.
-    Describe { name: String },
+    /// Partitions (leader, replicas, ISR) and configs of a topic; with --http-addr (a
+    /// broker's `[http] addr`) also where its log cleaner stands on that broker's replicas.
+    Describe {
+        name: String,
+        #[arg(long)]
+        http_addr: Option<String>,
+    },
     /// Delete a topic.
     Delete { name: String },
     /// Set or remove topic configs.
@@ -73,7 +78,13 @@ pub fn run(args: TopicArgs) -> Result<()> {
             configs,
         } => create(&mut client, &name, partitions, replication_factor, &configs),
         TopicCommand::List => list(&mut client),
-        TopicCommand::Describe { name } => describe(&mut client, &name),
+        TopicCommand::Describe { name, http_addr } => {
+            describe(&mut client, &name)?;
+            match http_addr {
+                Some(addr) => describe_cleaner(&addr, &name),
+                None => Ok(()),
+            }
+        }
         TopicCommand::Delete { name } => delete(&mut client, &name),
         TopicCommand::AlterConfig { name, set, delete } => {
             alter_config(&mut client, &name, &set, &delete)
@@ -268,4 +279,48 @@ fn source_name(source: i8) -> &'static str {
         6 => "dynamic broker logger config",
         _ => "unknown",
     }
+}
+
+/// The `/v1/cleaner` rows of `topic` from the broker's HTTP listener at `addr`.
+fn describe_cleaner(addr: &str, topic: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("connecting to the broker's HTTP listener {addr}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /v1/cleaner HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("HTTP response without a body")?;
+    let json: serde_json::Value = serde_json::from_str(body).context("parsing /v1/cleaner")?;
+    println!("cleaner (replicas on {addr}):");
+    println!(
+        "{:>9}  {:>11}  {:>11}  {:>14}  {:>12}  {:>12}  {:>11}",
+        "PARTITION",
+        "LOG_START",
+        "FIRST_DIRTY",
+        "UNCLEANABLE_AT",
+        "CLEAN_BYTES",
+        "DIRTY_BYTES",
+        "DIRTY_RATIO"
+    );
+    let rows = json["partitions"].as_array().cloned().unwrap_or_default();
+    for r in rows.iter().filter(|r| r["topic"] == topic) {
+        println!(
+            "{:>9}  {:>11}  {:>11}  {:>14}  {:>12}  {:>12}  {:>11.3}",
+            r["partition"].as_i64().unwrap_or(-1),
+            r["log_start_offset"].as_i64().unwrap_or(-1),
+            r["first_dirty_offset"].as_i64().unwrap_or(-1),
+            r["first_uncleanable_offset"].as_i64().unwrap_or(-1),
+            r["clean_bytes"].as_u64().unwrap_or(0),
+            r["dirty_bytes"].as_u64().unwrap_or(0),
+            r["dirty_ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
 }
