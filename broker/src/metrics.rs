@@ -169,59 +169,63 @@ pub fn render(scrape: &Scrape) -> String {
         |m| load(&m.produce_storage_errors),
     );
     type Counter = fn(&ShardMetrics) -> &AtomicU64;
-    let cleaner: [(&str, &str, &str, Counter); 7] = [
+    // (name, type, help, field, what one unit of the field is in the exported unit): the two
+    // gauges are stored as thousandths (per mille, milliseconds).
+    let cleaner: [(&str, &str, &str, Counter, f64); 7] = [
         (
             "sluice_cleaner_rounds_total",
             "counter",
             "Log cleaner rounds run.",
             |m| &m.cleaner_rounds,
+            1.0,
         ),
         (
             "sluice_cleaner_bytes_read_total",
             "counter",
             "Bytes the log cleaner read.",
             |m| &m.cleaner_bytes_read,
+            1.0,
         ),
         (
             "sluice_cleaner_bytes_written_total",
             "counter",
             "Bytes the log cleaner wrote (cleaned segments).",
             |m| &m.cleaner_bytes_written,
+            1.0,
         ),
         (
             "sluice_cleaner_records_removed_total",
             "counter",
             "Records the log cleaner removed.",
             |m| &m.cleaner_records_removed,
+            1.0,
         ),
         (
             "sluice_cleaner_errors_total",
             "counter",
             "Log cleaner rounds that failed.",
             |m| &m.cleaner_errors,
+            1.0,
         ),
         (
             "sluice_cleaner_max_dirty_ratio",
             "gauge",
             "Largest dirty ratio (dirty / cleanable bytes) of a compacted partition.",
             |m| &m.cleaner_max_dirty_ratio_permille,
+            1000.0,
         ),
         (
             "sluice_cleaner_max_lag_seconds",
             "gauge",
             "Age of the oldest uncleaned data of a compacted partition.",
             |m| &m.cleaner_max_lag_ms,
+            1000.0,
         ),
     ];
-    for (name, kind, help, field) in cleaner {
+    for (name, kind, help, field, per_unit) in cleaner {
         header(&mut out, name, kind, help);
         for (shard, m) in scrape.shards.iter().enumerate() {
-            let raw = load(field(m));
-            let value = match name {
-                "sluice_cleaner_max_dirty_ratio" => raw as f64 / 1000.0,
-                "sluice_cleaner_max_lag_seconds" => raw as f64 / 1000.0,
-                _ => raw as f64,
-            };
+            let value = load(field(m)) as f64 / per_unit;
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
         }
     }

@@ -253,4 +253,32 @@ fn cleaner_state_is_described(broker: &Broker) {
     let ratio: f64 = row[6].parse().expect("dirty ratio");
     assert!(first_dirty > 0 && (0.0..=1.0).contains(&ratio), "{stdout}");
     eprintln!("{stdout}");
+    // The same broker's /metrics counts the rounds since its restart; a round runs within the
+    // cleaner's 100 ms backoff once the restart's new segment rolls, so wait with a deadline.
+    let started = Instant::now();
+    loop {
+        let samples = common::metrics::scrape(&http);
+        let sum = |family: &str| -> f64 {
+            samples
+                .iter()
+                .filter(|(series, _)| series.split('{').next() == Some(family))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let rounds = sum("sluice_cleaner_rounds_total");
+        let read = sum("sluice_cleaner_bytes_read_total");
+        let ratio = sum("sluice_cleaner_max_dirty_ratio");
+        assert!(
+            (0.0..=2.0).contains(&ratio),
+            "max dirty ratio per shard is a ratio: {ratio}"
+        );
+        if rounds > 0.0 && read > 0.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < CLEAN_TIMEOUT,
+            "no cleaner round counted on /metrics after {CLEAN_TIMEOUT:?}: rounds {rounds}, bytes read {read}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

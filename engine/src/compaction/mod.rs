@@ -51,7 +51,7 @@ use crate::txn_index::AbortedTxn;
 pub use offset_map::{OFFSET_MAP_ENTRY_BYTES, OffsetMap};
 pub use throttle::Throttle;
 
-pub(crate) use records::control_type;
+use records::control_type;
 use records::{RecordView, rebuild};
 pub(crate) use txn::CleanedTxns;
 
@@ -290,18 +290,8 @@ pub(crate) fn map_batch(
     batch: &[u8],
     header: &BatchHeader,
 ) -> bool {
-    if header.is_control() {
-        txns.on_control_batch(
-            header.producer_id(),
-            control_type(batch, header),
-            header.last_offset(),
-            &mut Vec::new(),
-        );
-    } else if !txns.on_data_batch(
-        header.producer_id(),
-        header.is_transactional(),
-        header.last_offset(),
-    ) {
+    let aborted = txns.on_batch(batch, header);
+    if !header.is_control() && !aborted {
         let inflated = match header.compression() {
             0 => None,
             codec => match codec::inflate(codec, &batch[BATCH_HEADER_BYTES..]) {

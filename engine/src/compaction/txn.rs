@@ -48,6 +48,26 @@ impl CleanedTxns {
         }
     }
 
+    /// The bookkeeping of any batch when only the data side matters (the map pass): true if
+    /// it is a data batch of an aborted transaction.
+    pub(crate) fn on_batch(&mut self, batch: &[u8], header: &crate::batch::BatchHeader) -> bool {
+        if header.is_control() {
+            let control = super::records::control_type(batch, header);
+            self.on_control_batch(
+                header.producer_id(),
+                control,
+                header.last_offset(),
+                &mut Vec::new(),
+            );
+            return false;
+        }
+        self.on_data_batch(
+            header.producer_id(),
+            header.is_transactional(),
+            header.last_offset(),
+        )
+    }
+
     /// A data batch: true if it belongs to an aborted transaction (its records may go).
     pub(crate) fn on_data_batch(
         &mut self,

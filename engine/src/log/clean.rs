@@ -162,7 +162,7 @@ impl Log {
                     let header = BatchHeader::parse(batch).expect("framed by the reader");
                     if header.last_offset() < first_dirty {
                         // Below the dirty range: only the transaction bookkeeping.
-                        txns.on_data_or_control(header, batch);
+                        txns.on_batch(batch, header);
                         continue;
                     }
                     if !map_batch(map, &mut txns, batch, header) {
@@ -406,26 +406,5 @@ impl Log {
         s.metrics.segments_deleted += old.len() as u64;
         s.segments.insert(base, segment);
         Ok(true)
-    }
-}
-
-impl CleanedTxns {
-    /// The bookkeeping of a batch below the dirty range (the map pass skips its keys).
-    fn on_data_or_control(&mut self, header: &BatchHeader, batch: &[u8]) {
-        if header.is_control() {
-            let control = crate::compaction::control_type(batch, header);
-            self.on_control_batch(
-                header.producer_id(),
-                control,
-                header.last_offset(),
-                &mut Vec::new(),
-            );
-        } else {
-            self.on_data_batch(
-                header.producer_id(),
-                header.is_transactional(),
-                header.last_offset(),
-            );
-        }
     }
 }
